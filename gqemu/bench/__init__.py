@@ -1,0 +1,1 @@
+"""Benchmark suites behind ``gqemu bench`` (top layer)."""

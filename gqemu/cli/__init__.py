@@ -1,0 +1,1 @@
+"""Command-line tools.  Top of the layering: may import anything below."""

@@ -1,0 +1,42 @@
+"""``gqemu bench``: each suite prints its figures beside anchors measured in
+the same process run, as ratios (never asserted in tests)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# suite -> module with run_bench(args) -> int
+SUITES: dict[str, str] = {
+    "coroutine": "gqemu.bench.coroutine",
+    "threadpool": "gqemu.bench.threadpool",
+    "block": "gqemu.bench.block",
+    "qcow2": "gqemu.bench.qcow2",
+    "ide": "gqemu.bench.ide",
+    "replay": "gqemu.bench.replay",
+    "stress": "gqemu.bench.stress",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suites", nargs="*", metavar="SUITE",
+                   help="one or more of: %s (default: all)" % ", ".join(SUITES))
+    p.add_argument("--quick", action="store_true",
+                   help="fewer iterations (for a smoke run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gqemu.cli.main import UsageError
+    names = args.suites or list(SUITES)
+    for n in names:
+        if n not in SUITES:
+            raise UsageError("unknown suite '%s' (known: %s)" % (n, ", ".join(SUITES)))
+    status = 0
+    for n in names:
+        try:
+            mod = importlib.import_module(SUITES[n])
+        except ImportError:
+            if args.suites:
+                raise UsageError("suite '%s' is not available" % n)
+            continue
+        status |= int(mod.run_bench(args) or 0)
+    return status
