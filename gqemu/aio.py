@@ -1,0 +1,548 @@
+"""AioContext on the gevent hub: bottom halves, timers, aio_poll, coroutine
+wake-ups, and the AIOCB base of QEMU's block/aio.h.
+
+Everything an AioContext runs (bottom halves, timers, completions, the
+coroutines they enter) runs in the greenlet that calls :func:`aio_poll`,
+never in the hub: when ``aio_poll`` must block it parks that greenlet on the
+hub until :func:`aio_notify` or a timer wakes it, so the hub only ever does
+the waiting.  Notifying is cheap and coalesced: worker threads call
+:func:`qemu_bh_schedule`, which queues the BH on a thread-safe list and sends
+one libev async event; a burst of completions costs one hub wake-up.
+
+Bottom halves follow today's QEMU ordering (reference §2.1): a poll takes the
+list of scheduled BHs and runs them newest-scheduled first; a BH scheduled
+while the list runs waits for the next poll.  ``aio_poll`` dispatches BHs,
+then expired timers, and returns whether it made progress (a bare notify is
+not progress).  An exception raised by a BH, timer or coroutine propagates
+out of ``aio_poll`` to whoever drives the loop: it is never printed and
+dropped, as gevent's hub would do.
+
+Must not import: gqemu.threadpool, gqemu.block, gqemu.hw, gqemu.kvm (higher
+layers); gevent is used only here and in gqemu.threadpool.
+
+QEMU: util/async.c, util/aio-posix.c, util/qemu-timer.c, block/aio.h.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Optional
+
+from greenlet import getcurrent
+
+from gqemu.coroutine import (Coroutine, CoroutineError,
+                             qemu_aio_coroutine_enter)
+from gqemu.trace import trace_event
+
+__all__ = [
+    "AioContext", "QEMUBH", "QEMUTimer", "AioDeadlockError",
+    "qemu_get_aio_context", "aio_context_new", "aio_bh_new",
+    "aio_bh_schedule_oneshot", "qemu_bh_schedule", "qemu_bh_schedule_idle",
+    "qemu_bh_cancel", "qemu_bh_delete", "aio_bh_poll", "aio_poll",
+    "aio_notify", "aio_wait_while", "aio_co_wake", "aio_co_schedule",
+    "aio_co_enter", "QEMU_CLOCK_REALTIME", "QEMU_CLOCK_VIRTUAL",
+    "QEMU_CLOCK_HOST", "QEMU_CLOCK_VIRTUAL_RT", "SCALE_NS", "SCALE_US",
+    "SCALE_MS", "qemu_clock_get_ns", "aio_timer_new", "timer_mod", "timer_del",
+    "timer_pending", "AIOCBInfo", "BlockAIOCB", "qemu_aio_get", "qemu_aio_ref",
+    "qemu_aio_unref", "bdrv_aio_cancel", "bdrv_aio_cancel_async",
+]
+
+trace_aio_co_schedule = trace_event("aio_co_schedule", "ctx %p co %p")
+trace_aio_co_schedule_bh_cb = trace_event("aio_co_schedule_bh_cb", "ctx %p co %p")
+
+QEMU_CLOCK_REALTIME = 0
+QEMU_CLOCK_VIRTUAL = 1
+QEMU_CLOCK_HOST = 2
+QEMU_CLOCK_VIRTUAL_RT = 3
+SCALE_NS = 1
+SCALE_US = 1000
+SCALE_MS = 1000000
+
+_MAIN_THREAD = threading.main_thread().ident
+
+
+class AioDeadlockError(RuntimeError):
+    """aio_wait_while found nothing that could ever make its condition false."""
+
+
+def qemu_clock_get_ns(clock: int) -> int:
+    """Now, in ns, on ``clock``.  QEMU: qemu_clock_get_ns."""
+    if clock == QEMU_CLOCK_HOST:
+        return time.time_ns()
+    return time.monotonic_ns()
+
+
+class QEMUBH:
+    """A bottom half: ``cb(opaque)`` run once by the next poll after it is
+    scheduled.  QEMU: QEMUBH."""
+
+    __slots__ = ("ctx", "cb", "opaque", "scheduled", "idle", "deleted",
+                 "oneshot")
+
+    def __init__(self, ctx: "AioContext", cb: Callable[[Any], Any],
+                 opaque: Any, oneshot: bool = False) -> None:
+        self.ctx = ctx
+        self.cb = cb
+        self.opaque = opaque
+        self.scheduled = False
+        self.idle = False
+        self.deleted = False
+        self.oneshot = oneshot
+
+
+class QEMUTimer:
+    """A timer on one clock of one AioContext.  QEMU: QEMUTimer."""
+
+    __slots__ = ("ctx", "clock", "scale", "cb", "opaque", "expire_time",
+                 "_key")
+
+    def __init__(self, ctx: "AioContext", clock: int, scale: int,
+                 cb: Callable[[Any], Any], opaque: Any) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.scale = scale
+        self.cb = cb
+        self.opaque = opaque
+        self.expire_time = -1          # ns; -1 when not pending
+        self._key = 0
+
+
+class AioContext:
+    """An event loop for bottom halves, timers and coroutines.
+
+    ``external`` counts what can notify from outside the polling greenlet:
+    thread-pool requests in flight, and running vCPU greenlets (the vCPU
+    layer counts those).  While it is zero and no BH or timer is pending, a
+    blocking poll has nothing to wait for and returns False at once.
+    ``sched``, when set, is the stress scheduler that decides the order of
+    ready work (see gqemu stress).
+    """
+
+    def __init__(self, name: str = "main") -> None:
+        self.name = name
+        self._bh_list: list[QEMUBH] = []
+        self._ts_queue: deque[QEMUBH] = deque()   # BHs scheduled by threads
+        self._timers: list[tuple[int, int, QEMUTimer]] = []
+        self._timer_seq = itertools.count()
+        self._waiter: Any = None                   # gevent Waiter while parked
+        self._wake_pending = False
+        self._async: Any = None                    # libev async watcher
+        self._hub: Any = None
+        self.external = 0
+        self.scheduled_coroutines: deque[Coroutine] = deque()
+        self.co_schedule_bh = QEMUBH(self, co_schedule_bh_cb, self)
+        self.thread_pool: Any = None
+        self.sched: Any = None
+        self.poll_depth = 0
+
+    def __repr__(self) -> str:
+        return "<AioContext %s>" % self.name
+
+    # -- waiting on the hub -------------------------------------------------
+
+    def _ensure_hub(self) -> Any:
+        if self._hub is None:
+            from gevent import get_hub
+            self._hub = get_hub()
+            self._async = self._hub.loop.async_()
+            self._async.start(self._on_async)
+            self._async.ref = self.external > 0
+        return self._hub
+
+    def _on_async(self) -> None:
+        # Runs in the hub: only wake the parked greenlet.
+        self._wake()
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            w.switch(None)
+
+    def external_inc(self) -> None:
+        """Work that will notify from another thread has started."""
+        self.external += 1
+        if self.external == 1 and self._async is not None:
+            self._async.ref = True
+
+    def external_dec(self) -> None:
+        self.external -= 1
+        if self.external == 0 and self._async is not None:
+            self._async.ref = False
+
+    def _park(self, timeout: Optional[float]) -> bool:
+        """Sleep on the hub until notified or ``timeout`` s pass.
+        Returns False when nothing could ever wake us (gevent's LoopExit)."""
+        from gevent.exceptions import LoopExit
+        from gevent.hub import Waiter
+        hub = self._ensure_hub()
+        if getcurrent() is hub:
+            raise CoroutineError("aio_poll called from the gevent hub")
+        if self._ts_queue:          # a thread queued work before the hub existed
+            return True
+        waiter = Waiter(hub)
+        self._waiter = waiter
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.timer(max(timeout, 0.0))
+            timer.start(waiter.switch, None)
+        try:
+            waiter.get()
+        except LoopExit:
+            return False
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.close()
+        return True
+
+    # -- timers --------------------------------------------------------------
+
+    def _next_deadline(self) -> Optional[float]:
+        timers = self._timers
+        while timers:
+            expire, key, ts = timers[0]
+            if ts._key != key or ts.expire_time < 0:
+                heapq.heappop(timers)
+                continue
+            now = qemu_clock_get_ns(ts.clock)
+            return max(0, expire - now) / 1e9
+        return None
+
+    def _run_timers(self) -> bool:
+        timers = self._timers
+        progress = False
+        if not timers:
+            return False
+        now = time.monotonic_ns()
+        host_now = None
+        while timers:
+            expire, key, ts = timers[0]
+            if ts._key != key or ts.expire_time < 0:
+                heapq.heappop(timers)
+                continue
+            if ts.clock == QEMU_CLOCK_HOST:
+                host_now = host_now or time.time_ns()
+                if expire > host_now:
+                    break
+            elif expire > now:
+                break
+            heapq.heappop(timers)
+            ts.expire_time = -1
+            progress = True
+            ts.cb(ts.opaque)
+        return progress
+
+
+_main_ctx: Optional[AioContext] = None
+
+
+def qemu_get_aio_context() -> AioContext:
+    """The main loop's AioContext, made on first use.
+    QEMU: qemu_get_aio_context."""
+    global _main_ctx
+    if _main_ctx is None:
+        _main_ctx = AioContext("main")
+    return _main_ctx
+
+
+def aio_context_new() -> AioContext:
+    """A new, separate AioContext.  QEMU: aio_context_new."""
+    return AioContext("ctx%d" % next(_ctx_ids))
+
+
+_ctx_ids = itertools.count(1)
+
+
+# ------------------------------------------------------------ bottom halves
+
+
+def aio_bh_new(ctx: AioContext, cb: Callable[[Any], Any],
+               opaque: Any) -> QEMUBH:
+    """A bottom half, not yet scheduled.  QEMU: aio_bh_new."""
+    return QEMUBH(ctx, cb, opaque)
+
+
+def aio_bh_schedule_oneshot(ctx: AioContext, cb: Callable[[Any], Any],
+                            opaque: Any) -> None:
+    """Run ``cb(opaque)`` once on the next poll.
+    QEMU: aio_bh_schedule_oneshot."""
+    qemu_bh_schedule(QEMUBH(ctx, cb, opaque, oneshot=True))
+
+
+def qemu_bh_schedule(bh: QEMUBH) -> None:
+    """Schedule ``bh``; safe from worker threads.  QEMU: qemu_bh_schedule."""
+    if bh.scheduled or bh.deleted:
+        bh.idle = False
+        return
+    bh.idle = False
+    ctx = bh.ctx
+    if threading.get_ident() != _MAIN_THREAD:
+        ctx._ts_queue.append(bh)
+        if ctx._async is not None:
+            ctx._async.send()
+        return
+    bh.scheduled = True
+    ctx._bh_list.append(bh)
+    if ctx._waiter is not None and not ctx._wake_pending:
+        ctx._wake_pending = True
+        ctx._hub.loop.run_callback(ctx._wake)
+
+
+def qemu_bh_schedule_idle(bh: QEMUBH) -> None:
+    """Schedule without notifying; the run does not count as progress."""
+    if bh.scheduled or bh.deleted:
+        return
+    bh.scheduled = True
+    bh.idle = True
+    bh.ctx._bh_list.append(bh)
+
+
+def qemu_bh_cancel(bh: QEMUBH) -> None:
+    """Unschedule ``bh``.  QEMU: qemu_bh_cancel."""
+    bh.scheduled = False
+
+
+def qemu_bh_delete(bh: QEMUBH) -> None:
+    """Unschedule ``bh`` for good.  QEMU: qemu_bh_delete."""
+    bh.scheduled = False
+    bh.deleted = True
+
+
+def aio_bh_poll(ctx: AioContext) -> bool:
+    """Run the BHs scheduled so far, newest first.  QEMU: aio_bh_poll."""
+    ts = ctx._ts_queue
+    while ts:
+        bh = ts.popleft()
+        if not bh.scheduled and not bh.deleted:
+            bh.scheduled = True
+            ctx._bh_list.append(bh)
+    lst = ctx._bh_list
+    if not lst:
+        return False
+    ctx._bh_list = []
+    if ctx.sched is not None:
+        lst = ctx.sched.order_bhs(lst)
+    progress = False
+    i = len(lst)
+    try:
+        while i:
+            i -= 1
+            bh = lst[i]
+            if not bh.scheduled:
+                continue
+            bh.scheduled = False
+            if not bh.idle:
+                progress = True
+            if bh.oneshot:
+                bh.deleted = True
+            bh.cb(bh.opaque)
+    except BaseException:
+        # Keep what did not run yet for the next poll.
+        ctx._bh_list[:0] = lst[:i]
+        raise
+    return progress
+
+
+def aio_notify(ctx: AioContext) -> None:
+    """Wake a poll blocked on ``ctx``; safe from any thread.
+    QEMU: aio_notify."""
+    if threading.get_ident() != _MAIN_THREAD:
+        if ctx._async is not None:
+            ctx._async.send()
+        return
+    if ctx._waiter is not None and not ctx._wake_pending:
+        ctx._wake_pending = True
+        ctx._hub.loop.run_callback(ctx._wake)
+
+
+def aio_poll(ctx: AioContext, blocking: bool) -> bool:
+    """Dispatch ready BHs and expired timers; with ``blocking``, first wait
+    until there is something to dispatch.  Returns whether progress was
+    made.  A blocking poll with nothing in the process that could ever wake
+    it returns False instead of hanging.
+
+    Context: a normal greenlet (main loop or vCPU), never the hub.
+    QEMU: aio_poll.
+    """
+    ctx.poll_depth += 1
+    try:
+        progress = aio_bh_poll(ctx)
+        if ctx._timers:
+            progress = ctx._run_timers() or progress
+        if progress or not blocking:
+            return progress
+        while True:
+            if not ctx._bh_list and not ctx._ts_queue:
+                deadline = ctx._next_deadline()
+                if deadline is None and ctx.external == 0:
+                    return False        # nothing could ever wake us
+                if not ctx._park(deadline):
+                    return False
+            progress = aio_bh_poll(ctx)
+            if ctx._timers:
+                progress = ctx._run_timers() or progress
+            if progress:
+                return True
+    finally:
+        ctx.poll_depth -= 1
+
+
+def aio_wait_while(ctx: AioContext, cond: Callable[[], bool]) -> None:
+    """Poll ``ctx`` (blocking) while ``cond()`` is true.
+
+    Raises AioDeadlockError if the condition can never become false (no
+    BH, timer, thread-pool request or greenlet left that could act).
+    QEMU: AIO_WAIT_WHILE / BDRV_POLL_WHILE.
+    """
+    while cond():
+        if not aio_poll(ctx, True) and cond():
+            if (not ctx._bh_list and not ctx._ts_queue and ctx.external == 0
+                    and ctx._next_deadline() is None):
+                raise AioDeadlockError(
+                    "aio_wait_while: nothing left that could make progress")
+
+
+# ------------------------------------------------------- coroutine wake-up
+
+
+def co_schedule_bh_cb(ctx: AioContext) -> None:
+    """Enter every coroutine scheduled into ``ctx``, in FIFO order.
+    QEMU: co_schedule_bh_cb."""
+    q = ctx.scheduled_coroutines
+    while q:
+        co = q.popleft()
+        if trace_aio_co_schedule_bh_cb.enabled:
+            trace_aio_co_schedule_bh_cb(ctx, co)
+        co.scheduled = None
+        qemu_aio_coroutine_enter(ctx, co)
+
+
+def aio_co_schedule(ctx: AioContext, co: Coroutine) -> None:
+    """Enter ``co`` from ``ctx``'s next poll; safe from any thread.
+    QEMU: aio_co_schedule."""
+    if trace_aio_co_schedule.enabled:
+        trace_aio_co_schedule(ctx, co)
+    if co.scheduled is not None:
+        raise CoroutineError("aio_co_schedule: Co-routine was already "
+                             "scheduled in '%s'" % co.scheduled)
+    co.scheduled = "aio_co_schedule"
+    ctx.scheduled_coroutines.append(co)
+    qemu_bh_schedule(ctx.co_schedule_bh)
+
+
+def aio_co_enter(ctx: Optional[AioContext], co: Coroutine) -> None:
+    """Run ``co`` in ``ctx``: now if outside coroutines, after the current
+    coroutine yields if inside one, from the next poll if called from
+    another thread.  QEMU: aio_co_enter."""
+    if threading.get_ident() != _MAIN_THREAD:
+        aio_co_schedule(ctx or qemu_get_aio_context(), co)
+        return
+    self = getcurrent()
+    if getattr(self, "caller", None) is not None:   # in a coroutine
+        if self is co:
+            raise CoroutineError("aio_co_enter: coroutine enters itself")
+        self.co_queue_wakeup.append(co)
+        return
+    qemu_aio_coroutine_enter(ctx, co)
+
+
+def aio_co_wake(co: Coroutine) -> None:
+    """Wake ``co`` in the context it last ran in.  QEMU: aio_co_wake."""
+    aio_co_enter(co.ctx, co)
+
+
+# ---------------------------------------------------------------- timers
+
+
+def aio_timer_new(ctx: AioContext, clock: int, scale: int,
+                  cb: Callable[[Any], Any], opaque: Any) -> QEMUTimer:
+    """A timer that calls ``cb(opaque)`` from ``ctx``'s poll.
+    QEMU: aio_timer_new."""
+    return QEMUTimer(ctx, clock, scale, cb, opaque)
+
+
+def timer_mod(ts: QEMUTimer, expire_time: int) -> None:
+    """(Re)arm ``ts`` to fire at ``expire_time`` (in its scale).
+    QEMU: timer_mod."""
+    ctx = ts.ctx
+    ts.expire_time = max(0, expire_time * ts.scale)
+    ts._key = next(ctx._timer_seq)
+    heapq.heappush(ctx._timers, (ts.expire_time, ts._key, ts))
+    aio_notify(ctx)
+
+
+def timer_del(ts: QEMUTimer) -> None:
+    """Disarm ``ts``.  QEMU: timer_del."""
+    ts.expire_time = -1
+
+
+def timer_pending(ts: QEMUTimer) -> bool:
+    return ts.expire_time >= 0
+
+
+# ------------------------------------------------------------------ AIOCB
+
+
+class AIOCBInfo:
+    """Per-type operations of an AIOCB.  QEMU: AIOCBInfo."""
+
+    __slots__ = ("cancel_async", "get_aio_context")
+
+    def __init__(self, cancel_async: Optional[Callable[[Any], None]] = None,
+                 get_aio_context: Optional[Callable[[Any], AioContext]] = None
+                 ) -> None:
+        self.cancel_async = cancel_async
+        self.get_aio_context = get_aio_context
+
+
+class BlockAIOCB:
+    """The handle of an asynchronous request.  QEMU: BlockAIOCB."""
+
+    __slots__ = ("aiocb_info", "cb", "opaque", "refcnt", "__weakref__")
+
+    def __init__(self, aiocb_info: AIOCBInfo,
+                 cb: Optional[Callable[[Any, int], Any]], opaque: Any) -> None:
+        self.aiocb_info = aiocb_info
+        self.cb = cb
+        self.opaque = opaque
+        self.refcnt = 1
+
+
+def qemu_aio_get(aiocb_info: AIOCBInfo, cb: Any, opaque: Any,
+                 cls: type = BlockAIOCB) -> Any:
+    return cls(aiocb_info, cb, opaque)
+
+
+def qemu_aio_ref(acb: BlockAIOCB) -> None:
+    acb.refcnt += 1
+
+
+def qemu_aio_unref(acb: BlockAIOCB) -> None:
+    acb.refcnt -= 1
+    assert acb.refcnt >= 0, "AIOCB released twice"
+
+
+def bdrv_aio_cancel_async(acb: BlockAIOCB) -> None:
+    """Ask for ``acb`` to be cancelled; its callback still runs exactly once
+    (with -ECANCELED if the cancel won).  QEMU: bdrv_aio_cancel_async."""
+    if acb.aiocb_info.cancel_async is not None:
+        acb.aiocb_info.cancel_async(acb)
+
+
+def bdrv_aio_cancel(acb: BlockAIOCB) -> None:
+    """Cancel ``acb`` and wait until its callback has run.
+    Context: loop (not a coroutine).  QEMU: bdrv_aio_cancel."""
+    qemu_aio_ref(acb)
+    bdrv_aio_cancel_async(acb)
+    info = acb.aiocb_info
+    ctx = (info.get_aio_context(acb) if info.get_aio_context is not None
+           else qemu_get_aio_context())
+    try:
+        aio_wait_while(ctx, lambda: acb.refcnt > 1)
+    finally:
+        qemu_aio_unref(acb)

@@ -1,0 +1,490 @@
+"""Coroutines on raw greenlets, with QEMU's semantics.
+
+A :class:`Coroutine` is a raw ``greenlet.greenlet`` whose run function is
+:func:`coroutine_trampoline`, as ``util/coroutine-ucontext.c`` starts every
+coroutine stack in ``coroutine_trampoline``.  ``qemu_coroutine_enter`` records
+the caller and switches in; ``qemu_coroutine_yield`` switches back to that
+caller; when the entry function returns, control goes to whoever entered the
+coroutine last, and the coroutine (greenlet and all) goes back to a pool to be
+reused, because creating a greenlet costs far more than a switch.
+
+Entering follows today's ``qemu_aio_coroutine_enter``: coroutines woken from
+inside a coroutine (``aio_co_wake``, ``qemu_co_queue_next``...) go on the
+waker's ``co_queue_wakeup`` list and run, depth first and without stack
+growth, when the waker yields or terminates.
+
+The lock types (``CoQueue``, ``CoMutex``, ``CoRwlock``) follow today's QEMU:
+the mutex hands ownership to the longest waiter (FIFO, no barging) and the
+rwlock supports upgrade and downgrade.
+
+Must not import: anything in gqemu except ``gqemu.trace`` (and ``gqemu.aio``
+lazily, for sleeping and waking).
+
+QEMU: util/qemu-coroutine.c, util/coroutine-ucontext.c,
+util/qemu-coroutine-lock.c, util/qemu-coroutine-sleep.c.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, Callable, Optional, TypeVar
+
+from greenlet import getcurrent, greenlet
+
+from gqemu.trace import trace_event
+
+__all__ = [
+    "Coroutine", "CoroutineError", "coroutine_fn", "coroutine_trampoline",
+    "qemu_coroutine_create", "qemu_coroutine_enter", "qemu_aio_coroutine_enter",
+    "qemu_coroutine_yield", "qemu_coroutine_self", "qemu_in_coroutine",
+    "qemu_coroutine_entered",
+    "CoQueue", "qemu_co_queue_init", "qemu_co_queue_wait", "qemu_co_queue_next",
+    "qemu_co_queue_restart_all", "qemu_co_queue_empty", "qemu_co_enter_next",
+    "qemu_co_enter_all",
+    "CoMutex", "qemu_co_mutex_init", "qemu_co_mutex_lock", "qemu_co_mutex_unlock",
+    "CoRwlock", "qemu_co_rwlock_init", "qemu_co_rwlock_rdlock",
+    "qemu_co_rwlock_wrlock", "qemu_co_rwlock_unlock", "qemu_co_rwlock_upgrade",
+    "qemu_co_rwlock_downgrade", "qemu_co_sleep_ns", "coroutine_pool_size",
+]
+
+trace_qemu_coroutine_enter = trace_event(
+    "qemu_coroutine_enter", "from %p to %p opaque %p")
+trace_qemu_coroutine_yield = trace_event("qemu_coroutine_yield", "from %p to %p")
+trace_qemu_coroutine_terminate = trace_event("qemu_coroutine_terminate", "co %p")
+
+# What a coroutine's greenlet hands back to its enterer.
+COROUTINE_YIELD = 1
+COROUTINE_TERMINATE = 2
+
+# QEMU keeps 64 coroutines per batch in 2.8; we keep one free list.
+POOL_MAX = 256
+
+DEBUG = bool(os.environ.get("GQEMU_DEBUG"))
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CoroutineError(RuntimeError):
+    """Misuse of the coroutine API; QEMU prints the message and aborts."""
+
+
+def coroutine_fn(func: F) -> F:
+    """Mark a function that may yield: call it only from a coroutine.
+
+    An annotation, as in QEMU.  With ``GQEMU_DEBUG=1`` in the environment it
+    also checks, on every call, that it runs in a coroutine.
+    """
+    if not DEBUG:
+        return func
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not qemu_in_coroutine():
+            raise CoroutineError("%s called outside coroutine context"
+                                 % func.__name__)
+        return func(*args, **kwargs)
+    checked.__name__ = func.__name__
+    checked.__qualname__ = func.__qualname__
+    checked.__doc__ = func.__doc__
+    checked.__wrapped__ = func  # type: ignore[attr-defined]
+    return checked  # type: ignore[return-value]
+
+
+class Coroutine(greenlet):
+    """One coroutine: a greenlet running :func:`coroutine_trampoline`.
+
+    ``caller`` is set exactly while the coroutine is entered.
+    ``co_queue_wakeup`` holds coroutines to run when this one yields or ends.
+    """
+
+    # greenlet subclasses cannot use __slots__ for the greenlet part, but the
+    # instance dict is all we need; attributes are set once here.
+    def __init__(self) -> None:
+        super().__init__(run=coroutine_trampoline)
+        self.entry: Optional[Callable[[Any], Any]] = None
+        self.entry_arg: Any = None
+        self.caller: Optional[greenlet] = None
+        self.ctx: Any = None
+        self.scheduled: Optional[str] = None
+        self.locks_held = 0
+        self.co_queue_wakeup: deque[Coroutine] = deque()
+        self.exception: Optional[BaseException] = None
+
+    def __repr__(self) -> str:
+        return "<Coroutine 0x%x entry=%s>" % (
+            id(self), getattr(self.entry, "__qualname__", self.entry))
+
+
+_pool: list[Coroutine] = []
+
+
+def coroutine_pool_size() -> int:
+    """How many finished coroutines wait in the pool for reuse."""
+    return len(_pool)
+
+
+def coroutine_trampoline() -> None:
+    """Run function of every coroutine greenlet: run entries until killed.
+
+    Context: the coroutine's own greenlet.
+    QEMU: util/coroutine-ucontext.c coroutine_trampoline.
+    """
+    self = getcurrent()
+    while True:
+        entry, arg = self.entry, self.entry_arg
+        try:
+            entry(arg)  # type: ignore[misc]
+        except BaseException as e:  # handed to the enterer, which re-raises
+            self.exception = e
+        self.entry = self.entry_arg = None
+        caller = self.caller
+        self.caller = None
+        caller.switch(COROUTINE_TERMINATE)  # type: ignore[union-attr]
+
+
+def qemu_coroutine_create(entry: Callable[[Any], Any],
+                          opaque: Any = None) -> Coroutine:
+    """Make a coroutine that will run ``entry(opaque)``; do not start it.
+
+    Context: anywhere.  QEMU: qemu_coroutine_create.
+    """
+    co = _pool.pop() if _pool else Coroutine()
+    co.entry = entry
+    co.entry_arg = opaque
+    return co
+
+
+def _release(co: Coroutine) -> None:
+    if co.locks_held:
+        raise CoroutineError("coroutine terminated with %d locks held"
+                             % co.locks_held)
+    co.ctx = None
+    if len(_pool) < POOL_MAX:
+        _pool.append(co)
+
+
+def qemu_aio_coroutine_enter(ctx: Any, co: Coroutine) -> None:
+    """Enter ``co`` and every coroutine it wakes, depth first.
+
+    Returns when ``co`` has yielded or terminated and its wake-up list is
+    empty.  An exception raised inside a coroutine propagates from here.
+
+    Context: anywhere but inside ``co`` itself.
+    QEMU: util/qemu-coroutine.c qemu_aio_coroutine_enter.
+    """
+    current = getcurrent()
+    pending: deque[Coroutine] = deque((co,))
+    while pending:
+        to = pending.popleft()
+        if to.scheduled is not None:
+            raise CoroutineError("qemu_aio_coroutine_enter: Co-routine was "
+                                 "already scheduled in '%s'" % to.scheduled)
+        if to.caller is not None:
+            raise CoroutineError("Co-routine re-entered recursively")
+        to.caller = current
+        if ctx is not None:
+            to.ctx = ctx
+        if trace_qemu_coroutine_enter.enabled:
+            trace_qemu_coroutine_enter(current, to, to.entry_arg)
+        ret = to.switch()
+        wakeup = to.co_queue_wakeup
+        if wakeup:
+            # Prepend, keeping their order: depth first, no stack growth.
+            wakeup.reverse()
+            pending.extendleft(wakeup)
+            wakeup.clear()
+        if ret == COROUTINE_TERMINATE:
+            if trace_qemu_coroutine_terminate.enabled:
+                trace_qemu_coroutine_terminate(to)
+            exc = to.exception
+            if exc is not None:
+                to.exception = None
+                to.locks_held = 0
+                _release(to)
+                raise exc
+            _release(to)
+
+
+def qemu_coroutine_enter(co: Coroutine) -> None:
+    """Switch into ``co``; return when it yields or terminates.
+
+    Context: anywhere.  QEMU: qemu_coroutine_enter.
+    """
+    qemu_aio_coroutine_enter(None, co)
+
+
+def qemu_coroutine_yield() -> None:
+    """Switch back to whoever entered the current coroutine.
+
+    Context: coroutine.  QEMU: qemu_coroutine_yield.
+    """
+    self = getcurrent()
+    caller = getattr(self, "caller", None)
+    if caller is None:
+        raise CoroutineError("Co-routine is yielding to no one")
+    if trace_qemu_coroutine_yield.enabled:
+        trace_qemu_coroutine_yield(self, caller)
+    self.caller = None
+    caller.switch(COROUTINE_YIELD)
+
+
+def qemu_coroutine_self() -> greenlet:
+    """The current coroutine, or the current greenlet outside coroutines
+    (QEMU's per-thread leader).  QEMU: qemu_coroutine_self."""
+    return getcurrent()
+
+
+def qemu_in_coroutine() -> bool:
+    """True inside an entered coroutine.  QEMU: qemu_in_coroutine."""
+    return getattr(getcurrent(), "caller", None) is not None
+
+
+def qemu_coroutine_entered(co: Coroutine) -> bool:
+    """True while ``co`` is entered (also while it waits on a coroutine it
+    entered).  QEMU: qemu_coroutine_entered."""
+    return co.caller is not None
+
+
+def _wake(co: Coroutine) -> None:
+    # aio_co_wake: lives in aio.py; imported lazily to keep the layering
+    # within the runtime simple (aio imports coroutine, not the reverse).
+    from gqemu.aio import aio_co_wake
+    aio_co_wake(co)
+
+
+# --------------------------------------------------------------- CoQueue
+
+
+class CoQueue:
+    """A FIFO of coroutines waiting for something.  QEMU: CoQueue."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: deque[Coroutine] = deque()
+
+
+def qemu_co_queue_init(queue: CoQueue) -> None:
+    queue.entries = deque()
+
+
+@coroutine_fn
+def qemu_co_queue_wait(queue: CoQueue, lock: Any = None) -> None:
+    """Wait at the tail of ``queue``, dropping ``lock`` (a CoMutex) while
+    asleep and taking it again after.  Context: coroutine."""
+    queue.entries.append(getcurrent())
+    if lock is not None:
+        qemu_co_mutex_unlock(lock)
+    qemu_coroutine_yield()
+    if lock is not None:
+        qemu_co_mutex_lock(lock)
+
+
+def qemu_co_queue_next(queue: CoQueue) -> bool:
+    """Wake the head waiter; it runs after the current coroutine yields.
+    Returns False if nobody waited.  QEMU: qemu_co_queue_next."""
+    if not queue.entries:
+        return False
+    _wake(queue.entries.popleft())
+    return True
+
+
+def qemu_co_queue_restart_all(queue: CoQueue) -> None:
+    """Wake every waiter, in order.  QEMU: qemu_co_queue_restart_all."""
+    while queue.entries:
+        _wake(queue.entries.popleft())
+
+
+def qemu_co_enter_next(queue: CoQueue, lock: Any = None) -> bool:
+    """Enter the head waiter now (usable outside coroutines).
+    QEMU: qemu_co_enter_next_impl."""
+    if not queue.entries:
+        return False
+    co = queue.entries.popleft()
+    qemu_coroutine_enter(co)
+    return True
+
+
+def qemu_co_enter_all(queue: CoQueue, lock: Any = None) -> None:
+    while qemu_co_enter_next(queue, lock):
+        pass
+
+
+def qemu_co_queue_empty(queue: CoQueue) -> bool:
+    return not queue.entries
+
+
+# --------------------------------------------------------------- CoMutex
+
+
+class CoMutex:
+    """A coroutine mutex with FIFO hand-off (QEMU >= 2.9): unlock passes
+    ownership straight to the longest waiter, so a newcomer cannot barge in.
+    """
+
+    __slots__ = ("locked", "holder", "waiters")
+
+    def __init__(self) -> None:
+        self.locked = False
+        self.holder: Optional[greenlet] = None
+        self.waiters: deque[Coroutine] = deque()
+
+
+def qemu_co_mutex_init(mutex: CoMutex) -> None:
+    mutex.locked = False
+    mutex.holder = None
+    mutex.waiters = deque()
+
+
+@coroutine_fn
+def qemu_co_mutex_lock(mutex: CoMutex) -> None:
+    """Take the mutex, waiting in FIFO order.  Context: coroutine.
+    QEMU: qemu_co_mutex_lock."""
+    self = getcurrent()
+    if not mutex.locked:
+        mutex.locked = True
+    else:
+        mutex.waiters.append(self)
+        qemu_coroutine_yield()      # ownership arrives with the wake-up
+    mutex.holder = self
+    self.locks_held += 1
+
+
+@coroutine_fn
+def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
+    """Release the mutex; the head waiter owns it from now on and runs after
+    the current coroutine yields.  QEMU: qemu_co_mutex_unlock."""
+    self = getcurrent()
+    if not mutex.locked or mutex.holder is not self:
+        raise CoroutineError("qemu_co_mutex_unlock: mutex not held by caller")
+    mutex.holder = None
+    self.locks_held -= 1
+    if mutex.waiters:
+        _wake(mutex.waiters.popleft())   # stays locked: handed off
+    else:
+        mutex.locked = False
+
+
+# --------------------------------------------------------------- CoRwlock
+
+
+class CoRwlock:
+    """Reader/writer lock with upgrade and downgrade (QEMU >= 6.0).
+
+    ``owners`` is -1 for a writer, N > 0 for N readers, 0 when free.  Waiters
+    queue as tickets in FIFO order; a new reader enters only if no ticket is
+    queued, so writers do not starve.
+    """
+
+    __slots__ = ("owners", "tickets")
+
+    def __init__(self) -> None:
+        self.owners = 0
+        self.tickets: deque[tuple[bool, Coroutine]] = deque()
+
+
+def qemu_co_rwlock_init(lock: CoRwlock) -> None:
+    lock.owners = 0
+    lock.tickets = deque()
+
+
+def _rwlock_maybe_wake_one(lock: CoRwlock) -> None:
+    # Wake the head ticket if it can run now; it takes ownership here so
+    # nobody can slip in between the wake-up and its running.
+    if not lock.tickets:
+        return
+    is_reader, co = lock.tickets[0]
+    if is_reader and lock.owners >= 0:
+        lock.owners += 1
+    elif not is_reader and lock.owners == 0:
+        lock.owners = -1
+    else:
+        return
+    lock.tickets.popleft()
+    _wake(co)
+
+
+@coroutine_fn
+def qemu_co_rwlock_rdlock(lock: CoRwlock) -> None:
+    self = getcurrent()
+    if lock.owners >= 0 and not lock.tickets:
+        lock.owners += 1
+    else:
+        lock.tickets.append((True, self))
+        qemu_coroutine_yield()
+        # Woken readers cascade: let the next reader in too.
+        _rwlock_maybe_wake_one(lock)
+    self.locks_held += 1
+
+
+@coroutine_fn
+def qemu_co_rwlock_wrlock(lock: CoRwlock) -> None:
+    self = getcurrent()
+    if lock.owners == 0 and not lock.tickets:
+        lock.owners = -1
+    else:
+        lock.tickets.append((False, self))
+        qemu_coroutine_yield()
+    self.locks_held += 1
+
+
+@coroutine_fn
+def qemu_co_rwlock_unlock(lock: CoRwlock) -> None:
+    self = getcurrent()
+    if lock.owners == 0:
+        raise CoroutineError("qemu_co_rwlock_unlock: lock not held")
+    self.locks_held -= 1
+    if lock.owners == -1:
+        lock.owners = 0
+    else:
+        lock.owners -= 1
+    _rwlock_maybe_wake_one(lock)
+
+
+@coroutine_fn
+def qemu_co_rwlock_downgrade(lock: CoRwlock) -> None:
+    """Turn the write lock held by the caller into a read lock."""
+    if lock.owners != -1:
+        raise CoroutineError("qemu_co_rwlock_downgrade: not write-locked")
+    lock.owners = 1
+    _rwlock_maybe_wake_one(lock)
+
+
+@coroutine_fn
+def qemu_co_rwlock_upgrade(lock: CoRwlock) -> None:
+    """Turn the caller's read lock into the write lock.
+
+    Immediate when the caller is the sole reader and nobody queues;
+    otherwise the read side is released, the caller queues as a writer and
+    sleeps until it is its turn.
+    """
+    if lock.owners <= 0:
+        raise CoroutineError("qemu_co_rwlock_upgrade: not read-locked")
+    if lock.owners == 1 and not lock.tickets:
+        lock.owners = -1
+        return
+    lock.owners -= 1
+    lock.tickets.append((False, getcurrent()))
+    _rwlock_maybe_wake_one(lock)
+    qemu_coroutine_yield()
+
+
+# --------------------------------------------------------------- sleep
+
+
+@coroutine_fn
+def qemu_co_sleep_ns(ns: int, clock: Optional[int] = None) -> None:
+    """Sleep ``ns`` nanoseconds on ``clock`` (realtime by default) in the
+    coroutine's AioContext.  Context: coroutine.  QEMU: qemu_co_sleep_ns."""
+    from gqemu import aio
+    co = getcurrent()
+    ctx = co.ctx or aio.qemu_get_aio_context()
+    clock = aio.QEMU_CLOCK_REALTIME if clock is None else clock
+
+    def wake(_opaque: Any) -> None:
+        co.scheduled = None
+        aio.aio_co_wake(co)
+
+    ts = aio.aio_timer_new(ctx, clock, aio.SCALE_NS, wake, None)
+    co.scheduled = "qemu_co_sleep_ns"
+    aio.timer_mod(ts, aio.qemu_clock_get_ns(clock) + ns)
+    qemu_coroutine_yield()

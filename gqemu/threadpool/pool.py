@@ -1,0 +1,261 @@
+"""The thread pool: blocking work in worker threads, completions in the loop.
+
+Each worker is one long-running ``worker_thread`` task hosted by a
+``gevent.threadpool.ThreadPool`` (at most 64, QEMU's ``max_threads``).  It
+takes requests from a FIFO, runs ``func(arg)`` and puts the finished request
+on the pool's done list.  Only the first completion of a burst schedules
+``thread_pool_completion_bh`` (one libev async event, one hub wake-up); that
+BH, running in the AioContext, delivers every finished request's callback.
+Worker code never touches greenlets, the hub or the loop's objects: it sees
+only its request and two thread-safe queues.
+
+A request goes THREAD_QUEUED -> THREAD_ACTIVE -> THREAD_DONE.  Cancelling a
+queued request (today's QEMU: any queued one) marks it done with
+-ECANCELED and the worker that later pops it skips it; an active request is
+not interrupted and completes normally.
+
+Must not import: gqemu.block or anything above it.
+QEMU: util/thread-pool.c (2.8 thread-pool.c).
+"""
+from __future__ import annotations
+
+import errno
+import queue
+import threading
+from collections import deque
+from typing import Any, Callable, Optional
+
+from greenlet import getcurrent
+
+from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_new,
+                       aio_co_wake, qemu_aio_unref, qemu_bh_schedule)
+from gqemu.coroutine import coroutine_fn, qemu_coroutine_yield
+from gqemu.trace import trace_event
+
+__all__ = [
+    "ThreadPool", "ThreadPoolElement", "aio_get_thread_pool",
+    "thread_pool_submit_aio", "thread_pool_submit_co", "thread_pool_submit",
+    "thread_pool_free", "THREAD_QUEUED", "THREAD_ACTIVE", "THREAD_DONE",
+]
+
+trace_thread_pool_submit = trace_event(
+    "thread_pool_submit", "pool %p req %p opaque %p")
+trace_thread_pool_complete = trace_event(
+    "thread_pool_complete", "pool %p req %p opaque %p ret %d")
+trace_thread_pool_cancel = trace_event("thread_pool_cancel", "req %p opaque %p")
+
+THREAD_QUEUED = 0
+THREAD_ACTIVE = 1
+THREAD_DONE = 2
+
+MAX_THREADS = 64
+IDLE_TIMEOUT = 10.0        # seconds a worker waits for work before exiting
+
+_STOP = object()
+
+
+def thread_pool_cancel(acb: BlockAIOCB) -> None:
+    """Cancel a request that has not started.  QEMU: thread_pool_cancel."""
+    req: ThreadPoolElement = acb  # type: ignore[assignment]
+    pool = req.pool
+    trace_thread_pool_cancel(req, req.opaque)
+    with pool.lock:
+        if req.state != THREAD_QUEUED:
+            return          # active: it will complete normally
+        req.state = THREAD_DONE
+        req.ret = -errno.ECANCELED
+        pool.queued -= 1
+        pool.done.append(req)
+    qemu_bh_schedule(pool.completion_bh)
+
+
+def thread_pool_get_aio_context(acb: BlockAIOCB) -> AioContext:
+    return acb.pool.ctx  # type: ignore[attr-defined,no-any-return]
+
+
+thread_pool_aiocb_info = AIOCBInfo(cancel_async=thread_pool_cancel,
+                                   get_aio_context=thread_pool_get_aio_context)
+
+
+class ThreadPoolElement(BlockAIOCB):
+    """One request.  QEMU: ThreadPoolElement."""
+
+    __slots__ = ("pool", "func", "arg", "state", "ret")
+
+    def __init__(self, pool: "ThreadPool", func: Callable[[Any], int],
+                 arg: Any, cb: Optional[Callable[[Any, int], Any]],
+                 opaque: Any) -> None:
+        BlockAIOCB.__init__(self, thread_pool_aiocb_info, cb, opaque)
+        self.pool = pool
+        self.func = func
+        self.arg = arg
+        self.state = THREAD_QUEUED
+        self.ret = -errno.EINPROGRESS
+
+
+class ThreadPool:
+    """The worker threads of one AioContext.  QEMU: ThreadPool."""
+
+    def __init__(self, ctx: AioContext, max_threads: int = MAX_THREADS) -> None:
+        self.ctx = ctx
+        self.max_threads = max_threads
+        self.lock = threading.Lock()
+        self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.done: deque[ThreadPoolElement] = deque()
+        self.completion_bh = aio_bh_new(ctx, thread_pool_completion_bh, self)
+        self.cur_threads = 0
+        self.idle_threads = 0
+        self.queued = 0
+        self.kicked = False        # completion_bh scheduled by a worker
+        self.stopping = False
+        self._gpool: Any = None
+
+    def _spawn_thread(self) -> None:
+        # Called with the lock held, from the loop's thread.
+        if self._gpool is None:
+            from gevent.threadpool import ThreadPool as GeventThreadPool
+            self.ctx._ensure_hub()
+            self._gpool = GeventThreadPool(self.max_threads)
+        self.cur_threads += 1
+        self._gpool.spawn(worker_thread, self)
+
+
+def worker_thread(pool: ThreadPool) -> None:
+    """A worker: run queued requests until idle for 10 s.
+
+    Context: worker thread.  QEMU: thread-pool.c worker_thread.
+    """
+    requests = pool.requests
+    lock = pool.lock
+    done = pool.done
+    bh = pool.completion_bh
+    with lock:
+        pool.idle_threads += 1
+    while True:
+        try:
+            req = requests.get(timeout=IDLE_TIMEOUT)
+        except queue.Empty:
+            req = None
+        with lock:
+            pool.idle_threads -= 1
+            if req is None or req is _STOP:
+                pool.cur_threads -= 1
+                return
+            if req.state != THREAD_QUEUED:     # cancelled while queued
+                pool.idle_threads += 1
+                continue
+            req.state = THREAD_ACTIVE
+            pool.queued -= 1
+        ret = req.func(req.arg)
+        with lock:
+            req.ret = ret
+            req.state = THREAD_DONE
+            done.append(req)
+            kick = not pool.kicked
+            pool.kicked = True
+            pool.idle_threads += 1
+        if kick:
+            # First of a burst: one BH, one wake-up for all of them.
+            qemu_bh_schedule(bh)
+
+
+def thread_pool_completion_bh(pool: ThreadPool) -> None:
+    """Deliver every finished request's callback, in the AioContext.
+
+    Reschedules itself before each callback in case the callback polls the
+    loop, as QEMU does.  QEMU: thread_pool_completion_bh.
+    """
+    done = pool.done
+    ctx = pool.ctx
+    with pool.lock:
+        pool.kicked = False
+    if ctx.sched is not None:
+        ctx.sched.order_completions(done)
+    while done:
+        req = done.popleft()
+        if done:
+            qemu_bh_schedule(pool.completion_bh)
+        ctx.external_dec()
+        if trace_thread_pool_complete.enabled:
+            trace_thread_pool_complete(pool, req, req.opaque, req.ret)
+        cb = req.cb
+        if cb is not None:
+            cb(req.opaque, req.ret)
+        qemu_aio_unref(req)
+
+
+def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
+                           arg: Any, cb: Optional[Callable[[Any, int], Any]],
+                           opaque: Any) -> ThreadPoolElement:
+    """Run ``func(arg)`` in a worker; ``cb(opaque, ret)`` later in the loop.
+
+    Context: the loop's thread (coroutine or not).
+    Returns: the request, usable with bdrv_aio_cancel(_async).
+    QEMU: thread_pool_submit_aio.
+    """
+    req = ThreadPoolElement(pool, func, arg, cb, opaque)
+    pool.ctx.external_inc()
+    with pool.lock:
+        pool.queued += 1
+        if pool.idle_threads < pool.queued and pool.cur_threads < pool.max_threads:
+            pool._spawn_thread()
+    if trace_thread_pool_submit.enabled:
+        trace_thread_pool_submit(pool, req, opaque)
+    pool.requests.put(req)
+    return req
+
+
+class ThreadPoolCo:
+    """QEMU: ThreadPoolCo."""
+
+    __slots__ = ("co", "ret")
+
+    def __init__(self, co: Any) -> None:
+        self.co = co
+        self.ret = -errno.EINPROGRESS
+
+
+def thread_pool_co_cb(opaque: ThreadPoolCo, ret: int) -> None:
+    opaque.ret = ret
+    aio_co_wake(opaque.co)
+
+
+@coroutine_fn
+def thread_pool_submit_co(pool: ThreadPool, func: Callable[[Any], int],
+                          arg: Any) -> int:
+    """Run ``func(arg)`` in a worker and yield until it is done.
+
+    Context: coroutine.  Returns: func's result, or -ECANCELED.
+    QEMU: thread_pool_submit_co.
+    """
+    tpc = ThreadPoolCo(getcurrent())
+    thread_pool_submit_aio(pool, func, arg, thread_pool_co_cb, tpc)
+    qemu_coroutine_yield()
+    return tpc.ret
+
+
+def thread_pool_submit(pool: ThreadPool, func: Callable[[Any], int],
+                       arg: Any) -> None:
+    """Run ``func(arg)`` in a worker with no completion callback.
+    QEMU: thread_pool_submit."""
+    thread_pool_submit_aio(pool, func, arg, None, None)
+
+
+def aio_get_thread_pool(ctx: AioContext) -> ThreadPool:
+    """The context's pool, made on first use.  QEMU: aio_get_thread_pool."""
+    pool = ctx.thread_pool
+    if pool is None:
+        pool = ctx.thread_pool = ThreadPool(ctx)
+    return pool  # type: ignore[no-any-return]
+
+
+def thread_pool_free(pool: ThreadPool) -> None:
+    """Stop the workers (after in-flight requests are delivered).
+    QEMU: thread_pool_free."""
+    pool.stopping = True
+    with pool.lock:
+        n = pool.cur_threads
+    for _ in range(n):
+        pool.requests.put(_STOP)
+    if pool.ctx.thread_pool is pool:
+        pool.ctx.thread_pool = None
