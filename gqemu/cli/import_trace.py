@@ -1,0 +1,83 @@
+"""``gqemu import-qemu-trace LOG[.xz] [-o TRACE]``: QEMU log -> gqemu trace.
+
+The output is written to a temporary file beside TRACE and renamed into
+place only when the whole log converted, so a refused log leaves nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import lzma
+import os
+import sys
+import tempfile
+
+from gqemu.replay.format import TraceWriter
+from gqemu.replay.qemu_log import BMDMA_BASE, LogError, QemuLogImporter, open_log
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("log", metavar="LOG", help="QEMU log-backend trace (plain or .xz)")
+    p.add_argument("-o", "--output", metavar="TRACE",
+                   help="output trace (default: LOG's name with .gqtrace, "
+                        "in the current directory)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+
+
+def default_output(log: str) -> str:
+    name = os.path.basename(log)
+    for ext in (".xz", ".log", ".txt"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return (name or "trace") + ".gqtrace"
+
+
+def run(args: argparse.Namespace) -> int:
+    from gqemu.cli.main import UsageError
+    out = args.output or default_output(args.log)
+    try:
+        src = open_log(args.log)
+    except OSError as e:
+        raise UsageError("%s: %s" % (args.log, e.strerror or e))
+    imp = QemuLogImporter()
+    outdir = os.path.dirname(os.path.abspath(out))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gqemu-import-", dir=outdir)
+    except OSError as e:
+        src.close()
+        raise UsageError("%s: %s" % (out, e.strerror or e))
+    ok = False
+    try:
+        with src, os.fdopen(fd, "wb") as f:
+            meta = {"machine": "pc", "drives": [],
+                    "source": "qemu-log:%s" % os.path.basename(args.log),
+                    "created_by": "gqemu import-qemu-trace"}
+            w = TraceWriter(f, meta, flush_every=4096)
+            try:
+                for rec in imp.records(src):
+                    w.write(rec)
+            except UnicodeDecodeError:
+                raise LogError(imp.lines + 1, "not UTF-8 text")
+            except (lzma.LZMAError, EOFError) as e:
+                raise LogError(imp.lines + 1, "corrupt xz data (%s)" % e)
+            w.close()
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, out)
+        ok = True
+    except LogError as e:
+        raise UsageError("%s: %s" % (args.log, e))
+    except OSError as e:
+        raise UsageError("%s: %s" % (out, e.strerror or e))
+    finally:
+        if not ok:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    if not args.quiet:
+        extra = ""
+        if imp.bmdma_bar is not None and imp.bmdma_bar != BMDMA_BASE:
+            extra = "; guest BMDMA BAR 0x%x mapped to 0x%x" % (imp.bmdma_bar, BMDMA_BASE)
+        sys.stderr.write("%s: %d records from %d lines%s\n" % (out, w.count, imp.lines, extra))
+    return 0

@@ -1,0 +1,270 @@
+"""Import a QEMU log-backend trace of ``ide_*`` / ``bmdma_*`` events.
+
+Each traced guest access becomes one REC_IO record, in order (the rules of
+``refdata/README.md``, "Mapping events to accesses"):
+
+- ``ide_ioport_read/write``: size 1 at the traced port (0x1f0..0x1f7,
+  0x170..0x177);
+- ``ide_status_read`` (alternate status) and ``ide_ctrl_write`` (older
+  QEMU: ``ide_cmd_write``): size 1 at the control port (0x3f6 / 0x376);
+- ``ide_data_readw/writew``: size 2, ``ide_data_readl/writel``: size 4, at
+  the data port;
+- a byte read of the data port is one access but two lines: an
+  ``ide_data_readw`` (present only when DRQ was set) and then an
+  ``ide_ioport_read ... (Data)``; the two become one size-1 read;
+- ``bmdma_read/write``: size 1 in the bus-master window.  The log names
+  only the offset inside a channel's 4-byte window, so the channel is the
+  one whose IDE registers the guest touched last (0 before any);
+  ``bmdma_addr_read/write`` (PRD address) become size-4 accesses at
+  offset 4 of that channel.  The window is placed at gqemu's BAR4 (0xc000)
+  whatever BAR the guest programmed (the original base goes in the header).
+
+Accesses that QEMU does not trace (refdata/README.md, "Untraced port I/O")
+have no line, so they are absent from the import; none of them changes
+device state.  Events that are not accesses (``ide_exec_cmd``,
+``ide_sector_read``, ``ide_reset``, ``ide_dma_cb``, ``pci_cfg_*`` ...) are
+checked for form and skipped.  An unknown or garbled line raises
+``LogError`` with its line number.  Must not import kvm, hw or block.
+"""
+from __future__ import annotations
+
+import lzma
+import re
+from typing import IO, Iterable, Iterator
+
+from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO
+
+BMDMA_BASE = 0xC000
+
+# "pid@sec.usec:" (-msg timestamp=on) is optional
+_PREFIX = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z_][a-z0-9_]*)(?: (.*))?\Z")
+_P = r"(?:0x[0-9a-f]+|\(nil\))"          # glibc %p
+_X = r"0x([0-9a-f]+)"
+
+_REG_READ = ("Data", "Error", "Sector Count", "Sector Number", "Cylinder Low",
+             "Cylinder High", "Device/Head", "Status")
+_REG_WRITE = ("Data", "Features", "Sector Count", "Sector Number", "Cylinder Low",
+              "Cylinder High", "Device/Head", "Command")
+
+_ACCESS = {
+    "ide_ioport_read": re.compile(
+        r"IDE PIO rd @ %s \(([A-Za-z /]+)\); val %s; bus (%s) IDEState %s\Z" % (_X, _X, _P, _P)),
+    "ide_ioport_write": re.compile(
+        r"IDE PIO wr @ %s \(([A-Za-z /]+)\); val %s; bus (%s) IDEState %s\Z" % (_X, _X, _P, _P)),
+    "ide_status_read": re.compile(
+        r"IDE PIO rd @ %s \(Alt Status\); val %s; bus (%s); IDEState %s\Z" % (_X, _X, _P, _P)),
+    "ide_ctrl_write": re.compile(
+        r"IDE PIO wr @ %s \(Device Control\); val %s; bus (%s)\Z" % (_X, _X, _P)),
+    "ide_data_readw": re.compile(
+        r"IDE PIO rd @ %s \(Data: Word\); val %s; bus (%s); IDEState %s\Z" % (_X, _X, _P, _P)),
+    "ide_data_writew": re.compile(
+        r"IDE PIO wr @ %s \(Data: Word\); val %s; bus (%s); IDEState %s\Z" % (_X, _X, _P, _P)),
+    "ide_data_readl": re.compile(
+        r"IDE PIO rd @ %s \(Data: Long\); val %s; bus (%s); IDEState %s\Z" % (_X, _X, _P, _P)),
+    "ide_data_writel": re.compile(
+        r"IDE PIO wr @ %s \(Data: Long\); val %s; bus (%s); IDEState %s\Z" % (_X, _X, _P, _P)),
+    "bmdma_read": re.compile(r"bmdma: readb %s : %s\Z" % (_X, _X)),
+    "bmdma_write": re.compile(r"bmdma: writeb %s : %s\Z" % (_X, _X)),
+    "bmdma_addr_read": re.compile(r"data: %s\Z" % _X),
+    "bmdma_addr_write": re.compile(r"data: %s\Z" % _X),
+}
+_ACCESS["ide_cmd_write"] = _ACCESS["ide_ctrl_write"]      # QEMU < 7.0 name
+
+_D = r"-?\d+"
+_OTHER = {
+    "ide_exec_cmd": re.compile(r"IDE exec cmd: bus %s; state %s; cmd %s\Z" % (_P, _P, _X)),
+    "ide_sector_read": re.compile(r"sector=%s nsectors=%s\Z" % (_D, _D)),
+    "ide_sector_write": re.compile(r"sector=%s nsectors=%s\Z" % (_D, _D)),
+    "ide_reset": re.compile(r"IDEstate %s\Z" % _P),
+    "ide_bus_reset_aio": re.compile(r"aio_cancel\Z"),
+    "ide_cancel_dma_sync_buffered": re.compile(
+        r"invoking cb %s of buffered request %s with -ECANCELED\Z" % (_P, _P)),
+    "ide_cancel_dma_sync_remaining": re.compile(r"draining all remaining requests\Z"),
+    "ide_dma_cb": re.compile(r"IDEState %s; sector_num=%s n=%s cmd=\S+\Z" % (_P, _D, _D)),
+    "ide_transfer_stop": re.compile(r".*\Z"),
+    "bmdma_reset": re.compile(r"\Z"),
+    "bmdma_cmd_writeb": re.compile(r"val: %s\Z" % _X),
+    "pci_cfg_read": re.compile(r"(\S+) ([0-9a-f]{2}):([0-9a-f]{2})\.(\d) @%s -> %s\Z" % (_X, _X)),
+    "pci_cfg_write": re.compile(r"(\S+) ([0-9a-f]{2}):([0-9a-f]{2})\.(\d) @%s <- %s\Z" % (_X, _X)),
+}
+# ATAPI events (CD-ROM guests): their arguments vary; accepted by name.
+_ATAPI_PREFIXES = ("ide_atapi_", "cd_read_sector")
+
+_IDE_PORTS = ((0x1F0, 0), (0x170, 1))
+_CTRL_PORTS = {0x3F6: 0, 0x376: 1}
+
+
+class LogError(Exception):
+    """An unknown or garbled log line: ``lineno`` is 1-based."""
+
+    def __init__(self, lineno: int, msg: str) -> None:
+        self.lineno = lineno
+        super().__init__("line %d: %s" % (lineno, msg))
+
+
+def open_log(path: str) -> IO[str]:
+    """Open a plain or xz-compressed log as text."""
+    if path.endswith(".xz"):
+        return lzma.open(path, "rt", encoding="utf-8", errors="strict", newline="\n")
+    return open(path, "r", encoding="utf-8", errors="strict", newline="\n")
+
+
+class QemuLogImporter:
+    """Turn QEMU log lines into gqemu REC_IO records.
+
+    After iteration: ``stats`` (events seen per name), ``bmdma_bar`` (the
+    BAR4 value the guest programmed, if logged), ``threads`` (cpu index per
+    thread id).
+    """
+
+    def __init__(self, bmdma_base: int = BMDMA_BASE) -> None:
+        self.bmdma_base = bmdma_base
+        self.stats: dict[str, int] = {}
+        self.bmdma_bar: int | None = None
+        self.threads: dict[str, int] = {}
+        self._bus_channel: dict[str, int] = {}
+        self._last_channel = 0
+        self._pending: dict[tuple, tuple] = {}   # (tid, bus) -> (lineno, rec)
+        self.lines = 0
+
+    def _cpu(self, tid: str | None) -> int:
+        if tid is None:
+            return 0
+        cpu = self.threads.get(tid)
+        if cpu is None:
+            cpu = self.threads[tid] = len(self.threads)
+        return cpu
+
+    def _channel(self, bus: str, port: int, lineno: int) -> int:
+        if port in _CTRL_PORTS:
+            ch = _CTRL_PORTS[port]
+        else:
+            base = port & ~7
+            ch = 0 if base == 0x1F0 else 1 if base == 0x170 else -1
+            if ch < 0:
+                raise LogError(lineno, "port 0x%x is not an IDE port" % port)
+        known = self._bus_channel.setdefault(bus, ch)
+        if known != ch:
+            raise LogError(lineno, "bus %s used on both IDE channels" % bus)
+        self._last_channel = ch
+        return ch
+
+    def records(self, lines: Iterable[str]) -> Iterator[list]:
+        """Yield REC_IO records for ``lines``.  Raises LogError."""
+        pending = self._pending
+        lineno = 0
+        for lineno, raw in enumerate(lines, 1):
+            self.lines = lineno
+            line = raw.rstrip("\n")
+            if line.endswith("\r"):
+                line = line[:-1]
+            if not line.strip():
+                continue
+            m = _PREFIX.match(line)
+            if m is None:
+                raise LogError(lineno, "not a QEMU trace line: %s" % _clip(line))
+            tid, _ts, name, args = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+            if name == "bmdma_reset":
+                args = args.strip()
+            self.stats[name] = self.stats.get(name, 0) + 1
+            rx = _ACCESS.get(name)
+            if rx is None:
+                orx = _OTHER.get(name)
+                if orx is None:
+                    if name.startswith(_ATAPI_PREFIXES):
+                        continue
+                    raise LogError(lineno, "unknown trace event '%s'" % name)
+                om = orx.match(args)
+                if om is None:
+                    raise LogError(lineno, "garbled %s line: %s" % (name, _clip(line)))
+                if name == "pci_cfg_write" and om.group(1) == "piix3-ide" \
+                        and int(om.group(5), 16) == 0x20:
+                    v = int(om.group(6), 16)
+                    if v != 0xFFFFFFFF and v & 0xFFFC:
+                        self.bmdma_bar = v & 0xFFFC
+                continue
+            am = rx.match(args)
+            if am is None:
+                raise LogError(lineno, "garbled %s line: %s" % (name, _clip(line)))
+            cpu = self._cpu(tid)
+            if name.startswith("bmdma_"):
+                yield from self._flush_pending(tid)
+                yield self._bmdma(name, am, cpu, lineno)
+                continue
+            port = int(am.group(1), 16)
+            if port > 0xFFFF:
+                raise LogError(lineno, "port 0x%x out of range" % port)
+            if name in ("ide_ioport_read", "ide_ioport_write"):
+                reg, val, bus = am.group(2), int(am.group(3), 16), am.group(4)
+                ch = self._channel(bus, port, lineno)
+                if port in _CTRL_PORTS:
+                    raise LogError(lineno, "%s at the control port" % name)
+                names = _REG_READ if name == "ide_ioport_read" else _REG_WRITE
+                if reg != names[port & 7]:
+                    raise LogError(lineno, "register '%s' does not match port 0x%x" % (reg, port))
+                if val > 0xFF:
+                    raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
+                if name == "ide_ioport_read":
+                    key = (tid, bus)
+                    p = pending.pop(key, None)
+                    if p is not None and port & 7 != 0:
+                        yield p[1]                 # that readw was a real word read
+                    yield [REC_IO, cpu, KVM_EXIT_IO_IN, 1, port, val]
+                else:
+                    yield from self._flush_pending(tid)
+                    yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 1, port, val]
+                continue
+            if name in ("ide_status_read", "ide_ctrl_write", "ide_cmd_write"):
+                val, bus = int(am.group(2), 16), am.group(3)
+                if port not in _CTRL_PORTS:
+                    raise LogError(lineno, "%s at port 0x%x, not a control port" % (name, port))
+                self._channel(bus, port, lineno)
+                if val > 0xFF:
+                    raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
+                yield from self._flush_pending(tid)
+                d = KVM_EXIT_IO_IN if name == "ide_status_read" else KVM_EXIT_IO_OUT
+                yield [REC_IO, cpu, d, 1, port, val]
+                continue
+            # data port events
+            val, bus = int(am.group(2), 16), am.group(3)
+            self._channel(bus, port, lineno)
+            if port & 7:
+                raise LogError(lineno, "%s at port 0x%x, not a data port" % (name, port))
+            size = 2 if name.endswith("w") else 4
+            if val >> (8 * size):
+                raise LogError(lineno, "value 0x%x too wide for %d bytes" % (val, size))
+            yield from self._flush_pending(tid)
+            if name == "ide_data_readw":
+                # may be the first half of a byte read of the data port
+                pending[(tid, bus)] = (lineno, [REC_IO, cpu, KVM_EXIT_IO_IN, 2, port, val])
+                continue
+            d = KVM_EXIT_IO_IN if name.startswith("ide_data_read") else KVM_EXIT_IO_OUT
+            yield [REC_IO, cpu, d, size, port, val]
+        yield from self._flush_pending(None, every=True)
+
+    def _flush_pending(self, tid: str | None, every: bool = False) -> Iterator[list]:
+        if not self._pending:
+            return
+        for key in [k for k in self._pending if every or k[0] == tid]:
+            yield self._pending.pop(key)[1]
+
+    def _bmdma(self, name: str, m: re.Match, cpu: int, lineno: int) -> list:
+        base = self.bmdma_base + 8 * self._last_channel
+        if name in ("bmdma_read", "bmdma_write"):
+            off, val = int(m.group(1), 16), int(m.group(2), 16)
+            if off > 3:
+                raise LogError(lineno, "bmdma offset 0x%x outside the 4-byte window" % off)
+            if val > 0xFF:
+                raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
+            d = KVM_EXIT_IO_IN if name == "bmdma_read" else KVM_EXIT_IO_OUT
+            return [REC_IO, cpu, d, 1, base + off, val]
+        val = int(m.group(1), 16)
+        if val > 0xFFFFFFFF:
+            raise LogError(lineno, "PRD address 0x%x too wide" % val)
+        d = KVM_EXIT_IO_IN if name == "bmdma_addr_read" else KVM_EXIT_IO_OUT
+        return [REC_IO, cpu, d, 4, base + 4, val]
+
+
+def _clip(s: str) -> str:
+    s = s.encode("ascii", "backslashreplace").decode()
+    return s if len(s) <= 100 else s[:97] + "..."
