@@ -446,7 +446,10 @@ def aio_co_enter(ctx: Optional[AioContext], co: Coroutine) -> None:
     if getattr(self, "caller", None) is not None:   # in a coroutine
         if self is co:
             raise CoroutineError("aio_co_enter: coroutine enters itself")
-        self.co_queue_wakeup.append(co)
+        q = self.co_queue_wakeup
+        if q is None:
+            self.co_queue_wakeup = q = deque()
+        q.append(co)
         return
     qemu_aio_coroutine_enter(ctx, co)
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from greenlet import getcurrent, greenlet
 
-from gqemu.trace import trace_event
+from gqemu.trace import trace_add_listener, trace_event
 
 __all__ = [
     "Coroutine", "CoroutineError", "coroutine_fn", "coroutine_trampoline",
@@ -51,6 +51,20 @@ trace_qemu_coroutine_enter = trace_event(
     "qemu_coroutine_enter", "from %p to %p opaque %p")
 trace_qemu_coroutine_yield = trace_event("qemu_coroutine_yield", "from %p to %p")
 trace_qemu_coroutine_terminate = trace_event("qemu_coroutine_terminate", "co %p")
+
+# One module-level flag for the three events: the enter/yield fast paths
+# test it instead of looking up each event's state.
+_tracing = False
+
+
+def _trace_changed() -> None:
+    global _tracing
+    _tracing = (trace_qemu_coroutine_enter.enabled
+                or trace_qemu_coroutine_yield.enabled
+                or trace_qemu_coroutine_terminate.enabled)
+
+
+trace_add_listener(_trace_changed)
 
 # What a coroutine's greenlet hands back to its enterer.
 COROUTINE_YIELD = 1
@@ -96,8 +110,9 @@ class Coroutine(greenlet):
     ``co_queue_wakeup`` holds coroutines to run when this one yields or ends.
     """
 
-    # greenlet subclasses cannot use __slots__ for the greenlet part, but the
-    # instance dict is all we need; attributes are set once here.
+    __slots__ = ("entry", "entry_arg", "caller", "ctx", "scheduled",
+                 "locks_held", "co_queue_wakeup", "exception")
+
     def __init__(self) -> None:
         super().__init__(run=coroutine_trampoline)
         self.entry: Optional[Callable[[Any], Any]] = None
@@ -106,7 +121,7 @@ class Coroutine(greenlet):
         self.ctx: Any = None
         self.scheduled: Optional[str] = None
         self.locks_held = 0
-        self.co_queue_wakeup: deque[Coroutine] = deque()
+        self.co_queue_wakeup: Optional[deque[Coroutine]] = None
         self.exception: Optional[BaseException] = None
 
     def __repr__(self) -> str:
@@ -162,7 +177,7 @@ def _release(co: Coroutine) -> None:
         _pool.append(co)
 
 
-def qemu_aio_coroutine_enter(ctx: Any, co: Coroutine) -> None:
+def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> None:
     """Enter ``co`` and every coroutine it wakes, depth first.
 
     Returns when ``co`` has yielded or terminated and its wake-up list is
@@ -172,7 +187,7 @@ def qemu_aio_coroutine_enter(ctx: Any, co: Coroutine) -> None:
     QEMU: util/qemu-coroutine.c qemu_aio_coroutine_enter.
     """
     current = getcurrent()
-    pending: deque[Coroutine] = deque((co,))
+    pending: deque[Coroutine] = co if type(co) is deque else deque((co,))
     while pending:
         to = pending.popleft()
         if to.scheduled is not None:
@@ -187,11 +202,11 @@ def qemu_aio_coroutine_enter(ctx: Any, co: Coroutine) -> None:
             trace_qemu_coroutine_enter(current, to, to.entry_arg)
         ret = to.switch()
         wakeup = to.co_queue_wakeup
-        if wakeup:
+        if wakeup is not None:
             # Prepend, keeping their order: depth first, no stack growth.
+            to.co_queue_wakeup = None
             wakeup.reverse()
             pending.extendleft(wakeup)
-            wakeup.clear()
         if ret == COROUTINE_TERMINATE:
             if trace_qemu_coroutine_terminate.enabled:
                 trace_qemu_coroutine_terminate(to)
@@ -207,9 +222,38 @@ def qemu_aio_coroutine_enter(ctx: Any, co: Coroutine) -> None:
 def qemu_coroutine_enter(co: Coroutine) -> None:
     """Switch into ``co``; return when it yields or terminates.
 
+    The common case (no wake-ups queued, no tracing, not terminating) is
+    inlined here; everything else goes through qemu_aio_coroutine_enter.
+
     Context: anywhere.  QEMU: qemu_coroutine_enter.
     """
+    if (co.caller is None and co.scheduled is None
+            and not _tracing):
+        co.caller = getcurrent()
+        ret = co.switch()
+        if ret == 1 and co.co_queue_wakeup is None:     # yielded, nothing woken
+            return
+        _after_switch(co, ret)
+        return
     qemu_aio_coroutine_enter(None, co)
+
+
+def _after_switch(co: Coroutine, ret: int) -> None:
+    # The slow tail of an enter: release on exit, then run the wake-ups.
+    pending = co.co_queue_wakeup or ()
+    co.co_queue_wakeup = None
+    if ret == COROUTINE_TERMINATE:
+        if trace_qemu_coroutine_terminate.enabled:
+            trace_qemu_coroutine_terminate(co)
+        exc = co.exception
+        if exc is not None:
+            co.exception = None
+            co.locks_held = 0
+            _release(co)
+            raise exc
+        _release(co)
+    if pending:
+        qemu_aio_coroutine_enter(None, pending)
 
 
 def qemu_coroutine_yield() -> None:
@@ -218,10 +262,13 @@ def qemu_coroutine_yield() -> None:
     Context: coroutine.  QEMU: qemu_coroutine_yield.
     """
     self = getcurrent()
-    caller = getattr(self, "caller", None)
+    try:
+        caller = self.caller
+    except AttributeError:
+        caller = None
     if caller is None:
         raise CoroutineError("Co-routine is yielding to no one")
-    if trace_qemu_coroutine_yield.enabled:
+    if _tracing:
         trace_qemu_coroutine_yield(self, caller)
     self.caller = None
     caller.switch(COROUTINE_YIELD)

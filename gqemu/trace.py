@@ -37,7 +37,7 @@ from greenlet import getcurrent
 __all__ = [
     "TraceEvent", "trace_event", "trace_events", "trace_enable_events",
     "trace_event_set_state", "trace_list_events", "trace_init_output",
-    "trace_close_output", "trace_register_track_name",
+    "trace_close_output", "trace_register_track_name", "trace_add_listener",
 ]
 
 
@@ -134,10 +134,23 @@ def trace_list_events() -> list[str]:
     return sorted(_events)
 
 
+_listeners: list[Callable[[], None]] = []
+
+
+def trace_add_listener(cb: Callable[[], None]) -> None:
+    """Call ``cb()`` whenever event states change, so that a hot path can
+    keep its own module-level flag (one global test instead of an attribute
+    lookup) in step with the table."""
+    _listeners.append(cb)
+    cb()
+
+
 def _refresh() -> None:
     live = _sink is not None
     for name, ev in _events.items():
         ev.fn.enabled = live and _wanted(name)  # type: ignore[attr-defined]
+    for cb in _listeners:
+        cb()
 
 
 def trace_enable_events(pattern: str) -> None:

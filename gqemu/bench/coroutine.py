@@ -1,0 +1,91 @@
+"""``gqemu bench coroutine``: coroutine costs against bare greenlets.
+
+QEMU: tests/unit/test-coroutine.c /perf/{yield,lifecycle,nesting,cost}.
+"""
+from __future__ import annotations
+
+import argparse
+
+from greenlet import getcurrent, greenlet
+
+from gqemu.bench.common import RATIO_HEADER, progress, progress_done, rate, ratio_row, table
+from gqemu.coroutine import (qemu_coroutine_create, qemu_coroutine_enter,
+                             qemu_coroutine_yield)
+
+
+def _bare_round_trips(n: int) -> None:
+    main = getcurrent()
+
+    def loop() -> None:
+        while True:
+            main.switch()
+    g = greenlet(loop)
+    for _ in range(n):
+        g.switch()
+
+
+def _co_round_trips(n: int) -> None:
+    def yield_loop(_: object) -> None:
+        while True:
+            qemu_coroutine_yield()
+    co = qemu_coroutine_create(yield_loop)
+    enter = qemu_coroutine_enter
+    for _ in range(n):
+        enter(co)
+
+
+def _empty(_: object) -> None:
+    pass
+
+
+def _co_lifecycle(n: int) -> None:
+    create, enter = qemu_coroutine_create, qemu_coroutine_enter
+    for _ in range(n):
+        enter(create(_empty))
+
+
+def _fresh_greenlets(n: int) -> None:
+    for _ in range(n):
+        greenlet(_empty).switch(None)
+
+
+def _co_nesting(n: int, depth: int = 100) -> None:
+    def nest(d: list[int]) -> None:
+        d[0] += 1
+        if d[0] < depth:
+            qemu_coroutine_enter(qemu_coroutine_create(nest, d))
+    for _ in range(n // depth):
+        qemu_coroutine_enter(qemu_coroutine_create(nest, [0]))
+
+
+def _greenlet_nesting(n: int, depth: int = 100) -> None:
+    def nest(d: list[int]) -> None:
+        d[0] += 1
+        if d[0] < depth:
+            greenlet(nest).switch(d)
+    for _ in range(n // depth):
+        greenlet(nest).switch([0])
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    n = 20000 if args.quick else 300000
+    rows = []
+    progress("coroutine: enter+yield round trips")
+    ours = rate(_co_round_trips, n)
+    bare = rate(_bare_round_trips, n)
+    # Target: round trip time <= 1.5x the bare one, i.e. rate >= 1/1.5.
+    rows.append(ratio_row("enter+yield round trip", ours, "greenlet.switch round trip",
+                          bare, "/s", 1 / 1.5))
+    progress("coroutine: lifecycle")
+    ours = rate(_co_lifecycle, n)
+    fresh = rate(_fresh_greenlets, n)
+    rows.append(ratio_row("create+enter+terminate (pooled)", ours,
+                          "new greenlet each time", fresh, "/s", 3.0))
+    progress("coroutine: nesting")
+    ours = rate(_co_nesting, n)
+    fresh = rate(_greenlet_nesting, n)
+    rows.append(ratio_row("nesting depth 100 (per level)", ours,
+                          "nested new greenlets", fresh, "/s"))
+    progress_done()
+    table("gqemu bench coroutine (%d iterations, best of 3)" % n, RATIO_HEADER, rows)
+    return 0
