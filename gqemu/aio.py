@@ -117,8 +117,11 @@ class AioContext:
     thread-pool requests in flight, and running vCPU greenlets (the vCPU
     layer counts those).  While it is zero and no BH or timer is pending, a
     blocking poll has nothing to wait for and returns False at once.
-    ``sched``, when set, is the stress scheduler that decides the order of
-    ready work (see gqemu stress).
+    ``sched``, when set, is the stress scheduler (gqemu/sched.py): it orders
+    ready BHs (``order_bhs``) and thread-pool completions
+    (``order_completions``), holds submitted thread-pool requests
+    (``thread_pool_submit``) and releases held work when the loop would
+    otherwise block (``idle``).
     """
 
     def __init__(self, name: str = "main") -> None:
@@ -378,6 +381,8 @@ def aio_poll(ctx: AioContext, blocking: bool) -> bool:
             return progress
         while True:
             if not ctx._bh_list and not ctx._ts_queue:
+                if ctx.sched is not None and ctx.sched.idle(ctx):
+                    continue            # the scheduler released held work
                 deadline = ctx._next_deadline()
                 if deadline is None and ctx.external == 0:
                     return False        # nothing could ever wake us

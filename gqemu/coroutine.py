@@ -45,6 +45,7 @@ __all__ = [
     "CoRwlock", "qemu_co_rwlock_init", "qemu_co_rwlock_rdlock",
     "qemu_co_rwlock_wrlock", "qemu_co_rwlock_unlock", "qemu_co_rwlock_upgrade",
     "qemu_co_rwlock_downgrade", "qemu_co_sleep_ns", "coroutine_pool_size",
+    "set_sched_point",
 ]
 
 trace_qemu_coroutine_enter = trace_event(
@@ -74,6 +75,10 @@ COROUTINE_TERMINATE = 2
 POOL_MAX = 256
 
 DEBUG = bool(os.environ.get("GQEMU_DEBUG"))
+# Under ``gqemu stress`` (GQEMU_STRESS=1 at import) every coroutine_fn call
+# is a scheduling point where the seeded scheduler may yield and reschedule.
+STRESS = bool(os.environ.get("GQEMU_STRESS"))
+_sched_point: Optional[Callable[[str], None]] = None
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,19 +87,31 @@ class CoroutineError(RuntimeError):
     """Misuse of the coroutine API; QEMU prints the message and aborts."""
 
 
+def set_sched_point(cb: Optional[Callable[[str], None]]) -> None:
+    """Install the stress scheduler's hook, called with the function name at
+    every coroutine_fn call made inside a coroutine (GQEMU_STRESS=1 only)."""
+    global _sched_point
+    _sched_point = cb
+
+
 def coroutine_fn(func: F) -> F:
     """Mark a function that may yield: call it only from a coroutine.
 
-    An annotation, as in QEMU.  With ``GQEMU_DEBUG=1`` in the environment it
-    also checks, on every call, that it runs in a coroutine.
+    An annotation, as in QEMU, and free: it returns ``func`` itself.  With
+    ``GQEMU_DEBUG=1`` in the environment it also checks, on every call, that
+    it runs in a coroutine; with ``GQEMU_STRESS=1`` each call is a point
+    where the stress scheduler may yield and reschedule the coroutine.
     """
-    if not DEBUG:
+    if not DEBUG and not STRESS:
         return func
+    name = func.__name__
 
     def checked(*args: Any, **kwargs: Any) -> Any:
-        if not qemu_in_coroutine():
-            raise CoroutineError("%s called outside coroutine context"
-                                 % func.__name__)
+        inside = qemu_in_coroutine()
+        if DEBUG and not inside:
+            raise CoroutineError("%s called outside coroutine context" % name)
+        if inside and _sched_point is not None:
+            _sched_point(name)
         return func(*args, **kwargs)
     checked.__name__ = func.__name__
     checked.__qualname__ = func.__qualname__

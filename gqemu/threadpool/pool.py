@@ -35,7 +35,7 @@ from gqemu.trace import trace_event
 __all__ = [
     "ThreadPool", "ThreadPoolElement", "aio_get_thread_pool",
     "thread_pool_submit_aio", "thread_pool_submit_co", "thread_pool_submit",
-    "thread_pool_free", "THREAD_QUEUED", "THREAD_ACTIVE", "THREAD_DONE",
+    "thread_pool_free", "thread_pool_run_held", "THREAD_QUEUED", "THREAD_ACTIVE", "THREAD_DONE",
 ]
 
 trace_thread_pool_submit = trace_event(
@@ -80,7 +80,7 @@ thread_pool_aiocb_info = AIOCBInfo(cancel_async=thread_pool_cancel,
 class ThreadPoolElement(BlockAIOCB):
     """One request.  QEMU: ThreadPoolElement."""
 
-    __slots__ = ("pool", "func", "arg", "state", "ret")
+    __slots__ = ("pool", "func", "arg", "state", "ret", "finished")
 
     def __init__(self, pool: "ThreadPool", func: Callable[[Any], int],
                  arg: Any, cb: Optional[Callable[[Any, int], Any]],
@@ -91,6 +91,7 @@ class ThreadPoolElement(BlockAIOCB):
         self.arg = arg
         self.state = THREAD_QUEUED
         self.ret = -errno.EINPROGRESS
+        self.finished: Optional[threading.Event] = None
 
 
 class ThreadPool:
@@ -157,6 +158,8 @@ def worker_thread(pool: ThreadPool) -> None:
         if kick:
             # First of a burst: one BH, one wake-up for all of them.
             qemu_bh_schedule(bh)
+        if req.finished is not None:
+            req.finished.set()
 
 
 def thread_pool_completion_bh(pool: ThreadPool) -> None:
@@ -201,8 +204,27 @@ def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
             pool._spawn_thread()
     if trace_thread_pool_submit.enabled:
         trace_thread_pool_submit(pool, req, opaque)
-    pool.requests.put(req)
+    sched = pool.ctx.sched
+    if sched is not None:
+        sched.thread_pool_submit(pool, req)     # held until it says so
+    else:
+        pool.requests.put(req)
     return req
+
+
+def thread_pool_run_held(pool: ThreadPool, req: ThreadPoolElement) -> None:
+    """Run one request the stress scheduler held, in a worker, and wait for
+    it to finish; its completion is then queued as usual.  Running held
+    requests one at a time keeps a seeded run deterministic.
+
+    Context: the loop's thread, outside worker code.
+    """
+    if req.state != THREAD_QUEUED:
+        return                                   # cancelled while held
+    finished = threading.Event()
+    req.finished = finished
+    pool.requests.put(req)
+    finished.wait()
 
 
 class ThreadPoolCo:
