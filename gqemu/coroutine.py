@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from greenlet import getcurrent, greenlet
 
+from gqemu import plant
 from gqemu.trace import trace_add_listener, trace_event
 
 __all__ = [
@@ -409,6 +410,11 @@ def qemu_co_mutex_lock(mutex: CoMutex) -> None:
     else:
         mutex.waiters.append(self)
         qemu_coroutine_yield()      # ownership arrives with the wake-up
+        if plant.comutex_barging:
+            while mutex.locked:     # 2.8's unfair re-check; loser re-queues
+                mutex.waiters.append(self)
+                qemu_coroutine_yield()
+            mutex.locked = True
     mutex.holder = self
     self.locks_held += 1
 
@@ -423,6 +429,12 @@ def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     mutex.holder = None
     self.locks_held -= 1
     if mutex.waiters:
+        if plant.comutex_barging:
+            # Planted bug: release, and let the woken waiter race for it.
+            mutex.locked = False
+            co = mutex.waiters.popleft()
+            _wake(co)
+            return
         _wake(mutex.waiters.popleft())   # stays locked: handed off
     else:
         mutex.locked = False

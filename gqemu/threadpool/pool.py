@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 from greenlet import getcurrent
 
+from gqemu import plant
 from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_new,
                        aio_co_wake, qemu_aio_unref, qemu_bh_schedule)
 from gqemu.coroutine import coroutine_fn, qemu_coroutine_yield
@@ -184,6 +185,8 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
         cb = req.cb
         if cb is not None:
             cb(req.opaque, req.ret)
+            if plant.completion_twice:
+                cb(req.opaque, req.ret)          # planted bug
         qemu_aio_unref(req)
 
 
