@@ -205,7 +205,8 @@ def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> No
     QEMU: util/qemu-coroutine.c qemu_aio_coroutine_enter.
     """
     current = getcurrent()
-    pending: deque[Coroutine] = co if type(co) is deque else deque((co,))
+    pending: deque[Coroutine] = (co if isinstance(co, deque)
+                                 else deque((co,)))
     while pending:
         to = pending.popleft()
         if to.scheduled is not None:
@@ -423,11 +424,11 @@ def qemu_co_mutex_lock(mutex: CoMutex) -> None:
 def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     """Release the mutex; the head waiter owns it from now on and runs after
     the current coroutine yields.  QEMU: qemu_co_mutex_unlock."""
-    self = getcurrent()
+    self: Any = getcurrent()
     if not mutex.locked or mutex.holder is not self:
         raise CoroutineError("qemu_co_mutex_unlock: mutex not held by caller")
-    mutex.holder = None
     self.locks_held -= 1
+    mutex.holder = None
     if mutex.waiters:
         if plant.comutex_barging:
             # Planted bug: release, and let the woken waiter race for it.
