@@ -425,7 +425,8 @@ def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     """Release the mutex; the head waiter owns it from now on and runs after
     the current coroutine yields.  QEMU: qemu_co_mutex_unlock."""
     self: Any = getcurrent()
-    if not mutex.locked or mutex.holder is not self:
+    holder = mutex.holder
+    if not mutex.locked or holder is not self:
         raise CoroutineError("qemu_co_mutex_unlock: mutex not held by caller")
     self.locks_held -= 1
     mutex.holder = None
