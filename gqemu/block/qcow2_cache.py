@@ -1,0 +1,290 @@
+"""qcow2 metadata cache (L2 tables, refcount blocks) and metadata file I/O.
+
+Two LRU caches of whole clusters, written back lazily.  A cache may depend on
+another (``qcow2_cache_set_dependency``): before one of its dirty tables is
+written, the other cache is written and the file flushed.  That is the whole
+of qcow2's crash ordering (reference section 4.5).
+
+All metadata reads and writes go through ``bdrv_co_preadv/pwritev(bs.file)``
+so that they show up on the same call chain as data I/O.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli.
+
+QEMU: block/qcow2-cache.c.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gqemu.coroutine import coroutine_fn
+from gqemu.block import io as _io
+from gqemu.block.io_misc import bdrv_co_flush
+from gqemu.block.driver import bdrv_debug_event
+from gqemu.block.qiov import qemu_iovec_init_buf
+from gqemu.block.qcow2_header import c_hex
+
+
+@coroutine_fn
+def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearray]:
+    """Read ``nbytes`` of the image file at ``offset`` (short reads zero-fill).
+
+    Context: coroutine.  Returns: (ret, buffer), ret < 0 is -errno.
+    QEMU: bdrv_co_pread(bs->file, ...).
+    """
+    buf = bytearray(nbytes)
+    qiov = qemu_iovec_init_buf(buf)
+    ret = _io.bdrv_co_preadv(bs.file, offset, nbytes, qiov, 0)
+    return ret, buf
+
+
+@coroutine_fn
+def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int:
+    """Write ``data`` to the image file.  Context: coroutine.
+    Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
+    qiov = qemu_iovec_init_buf(data)
+    ret = _io.bdrv_co_pwritev(bs.file, offset, len(data), qiov, flags)
+    return min(ret, 0)
+
+
+@coroutine_fn
+def qcow2_co_flush_file(bs: Any) -> int:
+    """Flush the image file.  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: bdrv_flush(bs->file->bs)."""
+    return bdrv_co_flush(bs.file.bs)
+
+
+def BLKDBG_EVENT(child: Any, event: str) -> None:
+    """Tell blkdebug (if it is the child) that ``event`` happened.
+    QEMU: BLKDBG_EVENT / bdrv_debug_event."""
+    if child is not None:
+        bdrv_debug_event(child.bs, BLKDBG_EVENTS.get(event, event))
+
+
+# blkdebug event names -> the block layer's event numbers (filled lazily)
+BLKDBG_EVENTS: dict[str, Any] = {}
+
+
+class Qcow2CachedTable:
+    """One cached cluster.  QEMU: Qcow2CachedTable."""
+
+    __slots__ = ("offset", "data", "dirty", "ref", "lru")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.data = bytearray()
+        self.dirty = False
+        self.ref = 0
+        self.lru = 0
+
+
+class Qcow2Cache:
+    """An LRU cache of ``size`` tables.  QEMU: Qcow2Cache."""
+
+    def __init__(self, name: str, num_tables: int, table_size: int) -> None:
+        self.name = name                     # "l2" or "refcount"
+        self.entries = [Qcow2CachedTable() for _ in range(num_tables)]
+        self.by_offset: dict[int, Qcow2CachedTable] = {}
+        self.table_size = table_size
+        self.depends: Qcow2Cache | None = None
+        self.depends_on_flush = False
+        self.lru_counter = 0
+
+
+def qcow2_cache_create(bs: Any, num_tables: int, table_size: int,
+                       name: str = "") -> Qcow2Cache:
+    """QEMU: qcow2_cache_create."""
+    return Qcow2Cache(name, max(num_tables, 2), table_size)
+
+
+@coroutine_fn
+def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
+    """Write one dirty table, honouring the cache's dependencies first.
+
+    Context: coroutine, s->lock held.  Returns: 0 or -errno.
+    QEMU: block/qcow2-cache.c qcow2_cache_entry_flush.
+    """
+    s = bs.opaque
+    if not e.dirty or not e.offset:
+        return 0
+    if c.depends is not None:
+        ret = qcow2_cache_flush_dependency(bs, c)
+    elif c.depends_on_flush:
+        ret = qcow2_co_flush_file(bs)
+        if ret >= 0:
+            c.depends_on_flush = False
+    else:
+        ret = 0
+    if ret < 0:
+        return ret
+    from gqemu.block.qcow2_refcount import (
+        qcow2_pre_write_overlap_check, QCOW2_OL_REFCOUNT_BLOCK, QCOW2_OL_ACTIVE_L2)
+    ign = QCOW2_OL_REFCOUNT_BLOCK if c is s.refcount_block_cache else QCOW2_OL_ACTIVE_L2
+    ret = qcow2_pre_write_overlap_check(bs, ign, e.offset, c.table_size)
+    if ret < 0:
+        return ret
+    BLKDBG_EVENT(bs.file, "refblock_update_part" if c is s.refcount_block_cache
+                 else "l2_update")
+    ret = qcow2_co_pwrite_file(bs, e.offset, e.data)
+    if ret < 0:
+        return ret
+    e.dirty = False
+    return 0
+
+
+@coroutine_fn
+def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
+    """Write every dirty table.  QEMU: qcow2_cache_write."""
+    result = 0
+    for e in sorted(c.entries, key=lambda t: t.offset):
+        ret = qcow2_cache_entry_flush(bs, c, e)
+        if ret < 0 and result != -ENOSPC_:
+            result = ret
+    return result
+
+
+ENOSPC_ = -28
+
+
+@coroutine_fn
+def qcow2_cache_flush(bs: Any, c: Qcow2Cache) -> int:
+    """Write every dirty table, then flush the file.  QEMU: qcow2_cache_flush."""
+    result = qcow2_cache_write(bs, c)
+    if result == 0:
+        ret = qcow2_co_flush_file(bs)
+        if ret < 0:
+            result = ret
+    return result
+
+
+@coroutine_fn
+def qcow2_cache_flush_dependency(bs: Any, c: Qcow2Cache) -> int:
+    """QEMU: qcow2_cache_flush_dependency."""
+    assert c.depends is not None
+    ret = qcow2_cache_flush(bs, c.depends)
+    if ret < 0:
+        return ret
+    c.depends = None
+    c.depends_on_flush = False
+    return 0
+
+
+@coroutine_fn
+def qcow2_cache_set_dependency(bs: Any, c: Qcow2Cache, dependency: Qcow2Cache) -> int:
+    """Make ``c``'s writes wait for ``dependency`` to be on disk.
+    QEMU: qcow2_cache_set_dependency."""
+    if dependency.depends is not None:
+        ret = qcow2_cache_flush_dependency(bs, dependency)
+        if ret < 0:
+            return ret
+    if c.depends is not None and c.depends is not dependency:
+        ret = qcow2_cache_flush_dependency(bs, c)
+        if ret < 0:
+            return ret
+    c.depends = dependency
+    return 0
+
+
+def qcow2_cache_depends_on_flush(c: Qcow2Cache) -> None:
+    """QEMU: qcow2_cache_depends_on_flush."""
+    c.depends_on_flush = True
+
+
+@coroutine_fn
+def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
+                       read_from_disk: bool) -> tuple[int, Qcow2CachedTable | None]:
+    """Find or load the table at ``offset``, taking a reference.
+
+    Context: coroutine, s->lock held.  Returns: (0, entry) or (-errno, None).
+    QEMU: block/qcow2-cache.c qcow2_cache_do_get.
+    """
+    s = bs.opaque
+    if offset & (c.table_size - 1):
+        from gqemu.block.qcow2_refcount import qcow2_signal_corruption
+        qcow2_signal_corruption(bs, True, -1, -1, "Cannot get entry from %s "
+                                "cache: Offset %s is unaligned"
+                                % ("refcount block" if c is s.refcount_block_cache
+                                   else "L2 table", c_hex(offset)))
+        return -5, None
+    e = c.by_offset.get(offset)
+    if e is None:
+        victim = None
+        for cand in c.entries:
+            if cand.ref == 0 and (victim is None or cand.lru < victim.lru):
+                victim = cand
+                if cand.offset == 0:
+                    break
+        if victim is None:
+            return -12, None                # every table in use: -ENOMEM
+        ret = qcow2_cache_entry_flush(bs, c, victim)
+        if ret < 0:
+            return ret, None
+        if victim.offset:
+            c.by_offset.pop(victim.offset, None)
+        victim.offset = 0
+        if read_from_disk:
+            BLKDBG_EVENT(bs.file, "l2_load" if c is s.l2_table_cache
+                         else "refblock_load")
+            ret, data = qcow2_co_pread_file(bs, offset, c.table_size)
+            if ret < 0:
+                return ret, None
+            victim.data = data
+        else:
+            victim.data = bytearray(c.table_size)
+        # a concurrent get may have loaded it while we yielded
+        other = c.by_offset.get(offset)
+        if other is not None:
+            e = other
+        else:
+            victim.offset = offset
+            victim.dirty = False
+            c.by_offset[offset] = victim
+            e = victim
+    e.ref += 1
+    c.lru_counter += 1
+    e.lru = c.lru_counter
+    return 0, e
+
+
+@coroutine_fn
+def qcow2_cache_get(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Qcow2CachedTable | None]:
+    """QEMU: qcow2_cache_get."""
+    return qcow2_cache_do_get(bs, c, offset, True)
+
+
+@coroutine_fn
+def qcow2_cache_get_empty(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Qcow2CachedTable | None]:
+    """QEMU: qcow2_cache_get_empty (the caller fills the table)."""
+    return qcow2_cache_do_get(bs, c, offset, False)
+
+
+def qcow2_cache_put(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
+    """Drop the reference ``get`` took.  QEMU: qcow2_cache_put."""
+    e.ref -= 1
+    assert e.ref >= 0
+
+
+def qcow2_cache_entry_mark_dirty(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
+    """QEMU: qcow2_cache_entry_mark_dirty."""
+    e.dirty = True
+
+
+def qcow2_cache_discard(c: Qcow2Cache, offset: int) -> None:
+    """Forget a table whose cluster was freed.  QEMU: qcow2_cache_discard."""
+    e = c.by_offset.get(offset)
+    if e is not None and e.ref == 0:
+        del c.by_offset[offset]
+        e.offset = 0
+        e.dirty = False
+
+
+def qcow2_cache_empty(c: Qcow2Cache) -> None:
+    """Drop every clean, unreferenced table.  QEMU: qcow2_cache_empty."""
+    for e in c.entries:
+        if e.offset and not e.dirty and e.ref == 0:
+            c.by_offset.pop(e.offset, None)
+            e.offset = 0
+
+
+def qcow2_cache_is_table_offset(c: Qcow2Cache, offset: int) -> bool:
+    """QEMU: qcow2_cache_is_table_offset."""
+    return offset in c.by_offset

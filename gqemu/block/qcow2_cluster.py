@@ -1,0 +1,492 @@
+"""qcow2 guest-to-host mapping: L1/L2 lookup, cluster allocation, L2 updates.
+
+Entry decoding (standard, compressed, zero, extended L2 with subclusters) is
+pure; lookups go through the L2 cache.  Allocation follows qcow2-cluster.c:
+an in-flight ``QCowL2Meta`` per allocated run guards overlapping requests,
+the data (with its copy-on-write head and tail) is written before the L2
+entry that points at it, and an L2 table is written before the L1 entry.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+
+QEMU: block/qcow2-cluster.c.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_restart_all, qemu_co_queue_wait
+from gqemu.block.qcow2_cache import (
+    BLKDBG_EVENT, qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
+    qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
+    qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_header import (
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
+    QCOW_L2_BITMAP_ALL_ZEROES, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
+    QCOW_OFLAG_ZERO, c_hex)
+from gqemu.block.qcow2_refcount import (
+    QCOW2_OL_ACTIVE_L1, qcow2_alloc_clusters, qcow2_free_any_cluster,
+    qcow2_free_clusters, qcow2_mark_dirty, qcow2_pre_write_overlap_check,
+    qcow2_signal_corruption)
+
+EIO, EFBIG = 5, 27
+
+# QCow2ClusterType
+QCOW2_CLUSTER_UNALLOCATED = 0
+QCOW2_CLUSTER_ZERO_PLAIN = 1
+QCOW2_CLUSTER_ZERO_ALLOC = 2
+QCOW2_CLUSTER_NORMAL = 3
+QCOW2_CLUSTER_COMPRESSED = 4
+# QCow2SubclusterType
+QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN = 0
+QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC = 1
+QCOW2_SUBCLUSTER_ZERO_PLAIN = 2
+QCOW2_SUBCLUSTER_ZERO_ALLOC = 3
+QCOW2_SUBCLUSTER_NORMAL = 4
+QCOW2_SUBCLUSTER_COMPRESSED = 5
+QCOW2_SUBCLUSTER_INVALID = 6
+
+L1_ENTRIES_PER_SECTOR = 64
+
+
+def qcow2_get_cluster_type(extended_l2: bool, l2_entry: int) -> int:
+    """QEMU: qcow2_get_cluster_type."""
+    if l2_entry & QCOW_OFLAG_COMPRESSED:
+        return QCOW2_CLUSTER_COMPRESSED
+    if l2_entry & QCOW_OFLAG_ZERO and not extended_l2:
+        return QCOW2_CLUSTER_ZERO_ALLOC if l2_entry & L2E_OFFSET_MASK else QCOW2_CLUSTER_ZERO_PLAIN
+    if not l2_entry & L2E_OFFSET_MASK:
+        return QCOW2_CLUSTER_UNALLOCATED
+    return QCOW2_CLUSTER_NORMAL
+
+
+_PLAIN_SC = {QCOW2_CLUSTER_COMPRESSED: QCOW2_SUBCLUSTER_COMPRESSED,
+             QCOW2_CLUSTER_ZERO_PLAIN: QCOW2_SUBCLUSTER_ZERO_PLAIN,
+             QCOW2_CLUSTER_ZERO_ALLOC: QCOW2_SUBCLUSTER_ZERO_ALLOC,
+             QCOW2_CLUSTER_NORMAL: QCOW2_SUBCLUSTER_NORMAL,
+             QCOW2_CLUSTER_UNALLOCATED: QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN}
+
+
+def qcow2_get_subcluster_type(extended_l2: bool, l2_entry: int, l2_bitmap: int,
+                              sc_index: int) -> int:
+    """QEMU: qcow2_get_subcluster_type."""
+    t = qcow2_get_cluster_type(extended_l2, l2_entry)
+    if not extended_l2:
+        return _PLAIN_SC[t]
+    if t == QCOW2_CLUSTER_COMPRESSED:
+        return QCOW2_SUBCLUSTER_COMPRESSED
+    if t == QCOW2_CLUSTER_NORMAL:
+        if (l2_bitmap >> 32) & l2_bitmap:
+            return QCOW2_SUBCLUSTER_INVALID
+        if l2_bitmap & (1 << (32 + sc_index)):
+            return QCOW2_SUBCLUSTER_ZERO_ALLOC
+        if l2_bitmap & (1 << sc_index):
+            return QCOW2_SUBCLUSTER_NORMAL
+        return QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC
+    if l2_bitmap & QCOW_L2_BITMAP_ALL_ALLOC:
+        return QCOW2_SUBCLUSTER_INVALID
+    if l2_bitmap & (1 << (32 + sc_index)):
+        return QCOW2_SUBCLUSTER_ZERO_PLAIN
+    return QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN
+
+
+_HOST_TYPES = (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
+               QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC)
+
+
+def get_l2_entry(s: Any, data: bytearray, idx: int) -> int:
+    """QEMU: get_l2_entry."""
+    o = idx * s.l2_entry_size
+    return int.from_bytes(data[o:o + 8], "big")
+
+
+def get_l2_bitmap(s: Any, data: bytearray, idx: int) -> int:
+    """QEMU: get_l2_bitmap (0 without extended L2)."""
+    if not s.extended_l2:
+        return 0
+    o = idx * 16 + 8
+    return int.from_bytes(data[o:o + 8], "big")
+
+
+def set_l2_entry(s: Any, data: bytearray, idx: int, value: int) -> None:
+    struct.pack_into(">Q", data, idx * s.l2_entry_size, value)
+
+
+def set_l2_bitmap(s: Any, data: bytearray, idx: int, value: int) -> None:
+    struct.pack_into(">Q", data, idx * 16 + 8, value)
+
+
+@coroutine_fn
+def l2_load(bs: Any, l2_offset: int) -> tuple[int, Any]:
+    """QEMU: l2_load."""
+    s = bs.opaque
+    return qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+
+
+@coroutine_fn
+def qcow2_get_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, int, int]:
+    """Map a guest range to its first run of equal-typed, contiguous
+    (sub)clusters within one L2 table.
+
+    Context: coroutine, s->lock held.
+    Returns: (0 or -errno, subcluster type, bytes in the run, host offset;
+    for compressed runs the L2 entry itself).  QEMU: qcow2_get_host_offset.
+    """
+    s = bs.opaque
+    cs, cb = s.cluster_size, s.cluster_bits
+    oic = offset & (cs - 1)
+    l2_index = (offset >> cb) & (s.l2_size - 1)
+    needed = min(nbytes + oic, (s.l2_size - l2_index) << cb)
+    l1_index = offset >> (s.l2_bits + cb)
+    l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
+    if not l2_offset:
+        return 0, QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, needed - oic, 0
+    if l2_offset & (cs - 1):
+        qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s unaligned "
+                                "(L1 index: %s)" % (c_hex(l2_offset), c_hex(l1_index)))
+        return -EIO, 0, 0, 0
+    ret, e = l2_load(bs, l2_offset)
+    if ret < 0:
+        return ret, 0, 0, 0
+    try:
+        data = e.data
+        ext = s.extended_l2
+        l2_entry = get_l2_entry(s, data, l2_index)
+        bitmap = get_l2_bitmap(s, data, l2_index)
+        sc_bits = s.subcluster_bits
+        sc_index = oic >> sc_bits
+        t = qcow2_get_subcluster_type(ext, l2_entry, bitmap, sc_index)
+        if s.qcow_version < 3 and t in (QCOW2_SUBCLUSTER_ZERO_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC):
+            qcow2_signal_corruption(bs, True, -1, -1, "Zero cluster entry found in "
+                                    "pre-v3 image (L2 offset: %s, L2 index: %s)"
+                                    % (c_hex(l2_offset), c_hex(l2_index)))
+            return -EIO, 0, 0, 0
+        if t == QCOW2_SUBCLUSTER_INVALID:
+            qcow2_signal_corruption(bs, True, -1, -1, "Invalid cluster entry found "
+                                    "(L2 offset: %s, L2 index: %s)"
+                                    % (c_hex(l2_offset), c_hex(l2_index)))
+            return -EIO, 0, 0, 0
+        if t == QCOW2_SUBCLUSTER_COMPRESSED:
+            return 0, t, min(cs - oic, nbytes), l2_entry
+        host = 0
+        if t in _HOST_TYPES:
+            hc = l2_entry & L2E_OFFSET_MASK
+            if hc & (cs - 1):
+                qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset "
+                                        "%s unaligned (L2 offset: %s, L2 index: %s)"
+                                        % (c_hex(hc), c_hex(l2_offset), c_hex(l2_index)))
+                return -EIO, 0, 0, 0
+            host = hc + oic
+        # count the run
+        if not ext:
+            n_needed = (needed + cs - 1) >> cb
+            base = l2_entry & L2E_OFFSET_MASK
+            count = 1
+            while count < n_needed:
+                ent = get_l2_entry(s, data, l2_index + count)
+                t2 = _PLAIN_SC[qcow2_get_cluster_type(False, ent)]
+                if t2 != t or (t in _HOST_TYPES and (ent & L2E_OFFSET_MASK) != base + (count << cb)):
+                    break
+                count += 1
+            avail = min(count << cb, needed) - oic
+        else:
+            scs = s.subcluster_size
+            n_sc_needed = (needed + scs - 1) >> sc_bits
+            base = l2_entry & L2E_OFFSET_MASK
+            count, idx, sci, ent, bm = 0, l2_index, sc_index, l2_entry, bitmap
+            while True:
+                t2 = qcow2_get_subcluster_type(True, ent, bm, sci)
+                if t2 != t or (t in _HOST_TYPES and (ent & L2E_OFFSET_MASK)
+                               != base + ((idx - l2_index) << cb)):
+                    break
+                count += 1
+                if (sc_index + count) >= n_sc_needed:
+                    break
+                sci += 1
+                if sci == 32:
+                    sci, idx = 0, idx + 1
+                    ent = get_l2_entry(s, data, idx)
+                    bm = get_l2_bitmap(s, data, idx)
+            avail = min((sc_index + count) << sc_bits, needed) - oic
+        return 0, t, min(avail, nbytes), host
+    finally:
+        qcow2_cache_put(s.l2_table_cache, e)
+
+
+@coroutine_fn
+def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
+    """Write the 512-byte piece of L1 that holds ``l1_index``, and flush.
+    QEMU: qcow2_write_l1_entry."""
+    s = bs.opaque
+    start = l1_index & ~(L1_ENTRIES_PER_SECTOR - 1)
+    n = min(L1_ENTRIES_PER_SECTOR, s.l1_size - start)
+    buf = struct.pack(">%dQ" % n, *s.l1_table[start:start + n])
+    off = s.l1_table_offset + start * 8
+    ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L1, off, len(buf))
+    if ret < 0:
+        return ret
+    BLKDBG_EVENT(bs.file, "l1_update")
+    ret = qcow2_co_pwrite_file(bs, off, buf)
+    if ret < 0:
+        return ret
+    return qcow2_co_flush_file(bs)
+
+
+@coroutine_fn
+def l2_allocate(bs: Any, l1_index: int) -> int:
+    """Allocate a new L2 table for ``l1_index`` (a copy of a shared one, or
+    zeroes), write it, then point L1 at it.  QEMU: l2_allocate."""
+    s = bs.opaque
+    cs = s.cluster_size
+    old = s.l1_table[l1_index] & L1E_OFFSET_MASK
+    l2_offset = qcow2_alloc_clusters(bs, cs)
+    if l2_offset < 0:
+        return l2_offset
+    if l2_offset == 0:
+        qcow2_signal_corruption(bs, True, -1, -1, "Preventing invalid allocation "
+                                "of L2 table at offset 0")
+        return -EIO
+    ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+    if ret < 0:
+        return ret
+    ret, e = qcow2_cache_get_empty(bs, s.l2_table_cache, l2_offset)
+    if ret < 0:
+        return ret
+    if old:
+        BLKDBG_EVENT(bs.file, "l2_alloc_cow_read")
+        ret, o = qcow2_cache_get(bs, s.l2_table_cache, old)
+        if ret < 0:
+            qcow2_cache_put(s.l2_table_cache, e)
+            return ret
+        e.data[:] = o.data
+        qcow2_cache_put(s.l2_table_cache, o)
+    else:
+        e.data[:] = bytes(cs)
+    BLKDBG_EVENT(bs.file, "l2_alloc_write")
+    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+    qcow2_cache_put(s.l2_table_cache, e)
+    ret = qcow2_cache_flush(bs, s.l2_table_cache)
+    if ret < 0:
+        return ret
+    s.l1_table[l1_index] = l2_offset | QCOW_OFLAG_COPIED
+    ret = qcow2_write_l1_entry(bs, l1_index)
+    if ret < 0:
+        return ret
+    if old:
+        qcow2_free_clusters(bs, old, cs)
+    return 0
+
+
+@coroutine_fn
+def get_cluster_table(bs: Any, offset: int) -> tuple[int, Any, int]:
+    """The writable L2 table for ``offset`` (allocated or copied as needed).
+    Returns: (0 or -errno, cache entry, l2_index).  QEMU: get_cluster_table."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    l1_index = offset >> (s.l2_bits + cb)
+    if l1_index >= s.l1_size:
+        return -EFBIG, None, 0
+    ent = s.l1_table[l1_index]
+    l2_offset = ent & L1E_OFFSET_MASK
+    if l2_offset & (s.cluster_size - 1):
+        qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s unaligned "
+                                "(L1 index: %s)" % (c_hex(l2_offset), c_hex(l1_index)))
+        return -EIO, None, 0
+    if not (ent & QCOW_OFLAG_COPIED and l2_offset):
+        ret = l2_allocate(bs, l1_index)
+        if ret < 0:
+            return ret, None, 0
+        l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK
+    ret, e = l2_load(bs, l2_offset)
+    if ret < 0:
+        return ret, None, 0
+    return 0, e, (offset >> cb) & (s.l2_size - 1)
+
+
+class QCowL2Meta:
+    """An allocation in flight.  QEMU: QCowL2Meta."""
+
+    __slots__ = ("offset", "alloc_offset", "nb_clusters", "cow_start",
+                 "cow_end", "dependent_requests")
+
+    def __init__(self, offset: int, alloc_offset: int, nb_clusters: int,
+                 cow_start: tuple[int, int], cow_end: tuple[int, int]) -> None:
+        self.offset = offset
+        self.alloc_offset = alloc_offset
+        self.nb_clusters = nb_clusters
+        self.cow_start = cow_start              # (offset in run, bytes)
+        self.cow_end = cow_end
+        self.dependent_requests = CoQueue()
+
+
+def _in_place(s: Any, ent: int, bm: int, oic: int, nbytes: int) -> bool:
+    """Can a write to this cluster go to its current host cluster?"""
+    if qcow2_get_cluster_type(s.extended_l2, ent) != QCOW2_CLUSTER_NORMAL:
+        return False
+    if not ent & QCOW_OFLAG_COPIED:
+        return False
+    if s.extended_l2:
+        first = oic >> s.subcluster_bits
+        last = (oic + nbytes - 1) >> s.subcluster_bits
+        mask = ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
+        return bm & mask == mask and not (bm >> 32) & mask
+    return True
+
+
+@coroutine_fn
+def qcow2_alloc_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, int, Any]:
+    """Find or allocate host space for the start of a guest write.
+
+    Context: coroutine, s->lock held (it may be dropped while waiting for an
+    overlapping allocation).  Returns: (0 or -errno, bytes covered, host
+    offset, QCowL2Meta or None for an in-place write).
+    QEMU: qcow2_alloc_host_offset (handle_dependencies, handle_copied,
+    handle_alloc).
+    """
+    s = bs.opaque
+    cs, cb = s.cluster_size, s.cluster_bits
+    while True:
+        start = offset & ~(cs - 1)
+        end = offset + nbytes
+        waited = False
+        for m in s.cluster_allocs:
+            m_start = m.offset
+            m_end = m.offset + (m.nb_clusters << cb)
+            if end <= m_start or start >= m_end:
+                continue
+            if start < m_start:
+                end = m_start
+                nbytes = end - offset
+                continue
+            qemu_co_queue_wait(m.dependent_requests, s.lock)
+            waited = True
+            break
+        if not waited:
+            break
+    oic = offset & (cs - 1)
+    ret, e, l2_index = get_cluster_table(bs, offset)
+    if ret < 0:
+        return ret, 0, 0, None
+    data = e.data
+    n_max = min(s.l2_size - l2_index, (oic + nbytes + cs - 1) >> cb)
+    ent = get_l2_entry(s, data, l2_index)
+    bm = get_l2_bitmap(s, data, l2_index)
+    if _in_place(s, ent, bm, oic, min(nbytes, cs - oic)):
+        base = ent & L2E_OFFSET_MASK
+        if base & (cs - 1):
+            qcow2_cache_put(s.l2_table_cache, e)
+            qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset %s "
+                                    "unaligned (L2 offset: %s, L2 index: %s)"
+                                    % (c_hex(base), c_hex(e.offset), c_hex(l2_index)))
+            return -EIO, 0, 0, None
+        n = 1
+        while n < n_max:
+            ent2 = get_l2_entry(s, data, l2_index + n)
+            rem = offset + nbytes - (start + (n << cb))
+            if (ent2 & L2E_OFFSET_MASK) != base + (n << cb) or not _in_place(
+                    s, ent2, get_l2_bitmap(s, data, l2_index + n), 0, min(rem, cs)):
+                break
+            n += 1
+        qcow2_cache_put(s.l2_table_cache, e)
+        return 0, min(nbytes, (n << cb) - oic), base + oic, None
+    n = 1
+    while n < n_max:
+        ent2 = get_l2_entry(s, data, l2_index + n)
+        rem = offset + nbytes - (start + (n << cb))
+        if _in_place(s, ent2, get_l2_bitmap(s, data, l2_index + n), 0, min(rem, cs)):
+            break
+        n += 1
+    qcow2_cache_put(s.l2_table_cache, e)
+    host = qcow2_alloc_clusters(bs, n << cb)
+    if host < 0:
+        return host, 0, 0, None
+    covered = min(nbytes, (n << cb) - oic)
+    tail = oic + covered
+    m = QCowL2Meta(start, host, n, (0, oic), (tail, (n << cb) - tail))
+    s.cluster_allocs.append(m)
+    return 0, covered, host + oic, m
+
+
+@coroutine_fn
+def qcow2_alloc_cluster_link_l2(bs: Any, m: QCowL2Meta) -> int:
+    """Point the L2 entries at the new clusters, then free what they held.
+    Context: coroutine, s->lock held.  QEMU: qcow2_alloc_cluster_link_l2."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    qcow2_cache_depends_on_flush(s.l2_table_cache)
+    if s.use_lazy_refcounts:
+        ret = qcow2_mark_dirty(bs)
+    else:
+        ret = qcow2_cache_set_dependency(bs, s.l2_table_cache, s.refcount_block_cache)
+    if ret < 0:
+        return ret
+    ret, e, l2_index = get_cluster_table(bs, m.offset)
+    if ret < 0:
+        return ret
+    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+    old = []
+    for i in range(m.nb_clusters):
+        prev = get_l2_entry(s, e.data, l2_index + i)
+        set_l2_entry(s, e.data, l2_index + i, (m.alloc_offset + (i << cb)) | QCOW_OFLAG_COPIED)
+        if s.extended_l2:
+            set_l2_bitmap(s, e.data, l2_index + i, QCOW_L2_BITMAP_ALL_ALLOC)
+        if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
+            old.append(prev)
+    qcow2_cache_put(s.l2_table_cache, e)
+    for prev in old:
+        qcow2_free_any_cluster(bs, prev, 1)
+    return 0
+
+
+def qcow2_alloc_cluster_done(bs: Any, m: QCowL2Meta) -> None:
+    """Unlink an allocation and wake whoever waits on it."""
+    s = bs.opaque
+    if m in s.cluster_allocs:
+        s.cluster_allocs.remove(m)
+    qemu_co_queue_restart_all(m.dependent_requests)
+
+
+@coroutine_fn
+def qcow2_alloc_cluster_abort(bs: Any, m: QCowL2Meta) -> None:
+    """Give back the clusters of a failed allocation.
+    QEMU: qcow2_alloc_cluster_abort."""
+    qcow2_free_clusters(bs, m.alloc_offset, m.nb_clusters << bs.opaque.cluster_bits)
+
+
+@coroutine_fn
+def qcow2_cluster_zeroize(bs: Any, offset: int, nbytes: int, discard: bool) -> int:
+    """Make whole clusters read as zero (v3 zero flag / zero bitmap) or, for
+    a discard without backing, unallocated; free their old host clusters
+    after the L2 update.  Context: coroutine, s->lock held.
+    QEMU: qcow2_cluster_zeroize / qcow2_cluster_discard."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    end = offset + nbytes
+    while offset < end:
+        ret, e, l2_index = get_cluster_table(bs, offset)
+        if ret < 0:
+            return ret
+        n = min(s.l2_size - l2_index, (end - offset) >> cb)
+        old = []
+        for i in range(n):
+            prev = get_l2_entry(s, e.data, l2_index + i)
+            pbm = get_l2_bitmap(s, e.data, l2_index + i)
+            allocated = bool(prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))
+            keep_zero = not discard or bs.backing is not None or allocated
+            if s.extended_l2:
+                new, nbm = 0, QCOW_L2_BITMAP_ALL_ZEROES if keep_zero else 0
+            else:
+                new, nbm = (QCOW_OFLAG_ZERO if keep_zero and s.qcow_version >= 3 else 0), 0
+            if new == prev and nbm == pbm:
+                continue
+            qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            set_l2_entry(s, e.data, l2_index + i, new)
+            if s.extended_l2:
+                set_l2_bitmap(s, e.data, l2_index + i, nbm)
+            if allocated:
+                old.append(prev)
+        qcow2_cache_put(s.l2_table_cache, e)
+        for prev in old:
+            qcow2_free_any_cluster(bs, prev, 1)
+        offset += n << cb
+    return 0

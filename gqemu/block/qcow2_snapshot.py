@@ -1,0 +1,331 @@
+"""qcow2 internal snapshots: the snapshot table, create, apply (goto), delete.
+
+A snapshot is a copy of the L1 table plus one more reference on every
+cluster it reaches; COPIED flags are recomputed after each change.  The
+table is always rewritten to new clusters and switched in the header with
+one write, so a crash leaks at most the new or old table.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+
+QEMU: block/qcow2-snapshot.c (and qcow2_update_snapshot_refcount from
+block/qcow2-refcount.c).
+"""
+from __future__ import annotations
+
+import errno
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gqemu.coroutine import coroutine_fn
+from gqemu.block.qcow2_cache import (
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
+    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cluster import (
+    QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
+    get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
+from gqemu.block.qcow2_header import (
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOT_EXTRA_DATA,
+    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
+from gqemu.block.qcow2_refcount import (
+    QCOW2_OL_ACTIVE_L1, QCOW2_OL_SNAPSHOT_TABLE, qcow2_alloc_clusters,
+    qcow2_free_clusters, qcow2_get_refcount, qcow2_parse_compressed_l2_entry,
+    qcow2_pre_write_overlap_check, update_refcount)
+
+_SN = struct.Struct(">QIHHIIQII")          # QCowSnapshotHeader, 40 bytes
+
+
+@dataclass
+class QCowSnapshot:
+    """One snapshot.  QEMU: QCowSnapshot."""
+
+    l1_table_offset: int = 0
+    l1_size: int = 0
+    id_str: str = ""
+    name: str = ""
+    disk_size: int = 0
+    vm_state_size: int = 0
+    date_sec: int = 0
+    date_nsec: int = 0
+    vm_clock_nsec: int = 0
+    icount: int = -1
+    unknown_extra: bytes = b""
+
+
+@coroutine_fn
+def qcow2_read_snapshots(bs: Any, nb: int, offset0: int) -> list[QCowSnapshot]:
+    """Read and bound the snapshot table.  Raises Qcow2OpenError.
+    QEMU: qcow2_read_snapshots."""
+    s = bs.opaque
+    out = []
+    offset = offset0
+    for i in range(nb):
+        offset = (offset + 7) & ~7
+        ret, h = qcow2_co_pread_file(bs, offset, _SN.size)
+        if ret < 0:
+            raise Qcow2OpenError(-ret, "Failed to read snapshot table")
+        offset += _SN.size
+        (l1_off, l1_size, id_size, name_size, dsec, dnsec, vmclock,
+         vmsize, extra_size) = _SN.unpack(h)
+        if extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA:
+            raise Qcow2OpenError(errno.EFBIG, "Too much extra metadata in "
+                                 "snapshot table entry %d" % i)
+        ret, extra = qcow2_co_pread_file(bs, offset, extra_size)
+        offset += extra_size
+        sn = QCowSnapshot(l1_off, l1_size, date_sec=dsec, date_nsec=dnsec,
+                          vm_clock_nsec=vmclock, vm_state_size=vmsize)
+        sn.disk_size = s.size
+        if extra_size >= 8:
+            sn.vm_state_size = struct.unpack_from(">Q", extra, 0)[0]
+        if extra_size >= 16:
+            sn.disk_size = struct.unpack_from(">Q", extra, 8)[0]
+        if extra_size >= 24:
+            sn.icount = struct.unpack_from(">q", extra, 16)[0]
+        sn.unknown_extra = bytes(extra[24:])
+        ret, b = qcow2_co_pread_file(bs, offset, id_size + name_size)
+        if ret < 0:
+            raise Qcow2OpenError(-ret, "Failed to read snapshot table")
+        sn.id_str = bytes(b[:id_size]).decode("utf-8", "replace")
+        sn.name = bytes(b[id_size:]).decode("utf-8", "replace")
+        offset += id_size + name_size
+        if offset - offset0 > QCOW_MAX_SNAPSHOTS_SIZE:
+            raise Qcow2OpenError(errno.EFBIG, "Snapshot table is too big")
+        out.append(sn)
+    s.snapshots_size = offset - offset0 if nb else 0
+    return out
+
+
+def qcow2_pack_snapshots(s: Any, snapshots: list[QCowSnapshot]) -> bytes:
+    """The table as QEMU writes it (v3 entries carry 24 bytes of extra data)."""
+    out = bytearray()
+    for sn in snapshots:
+        out += b"\0" * ((-len(out)) % 8)
+        ids, name = sn.id_str.encode(), sn.name.encode()
+        extra = struct.pack(">QQq", sn.vm_state_size, sn.disk_size, sn.icount) + sn.unknown_extra
+        out += _SN.pack(sn.l1_table_offset, sn.l1_size, len(ids), len(name),
+                        sn.date_sec, sn.date_nsec, sn.vm_clock_nsec,
+                        min(sn.vm_state_size, 0xFFFFFFFF), len(extra))
+        out += extra + ids + name
+    return bytes(out)
+
+
+@coroutine_fn
+def qcow2_write_snapshots(bs: Any, snapshots: list[QCowSnapshot]) -> int:
+    """Write a new table, switch the header to it, free the old one.
+    QEMU: qcow2_write_snapshots."""
+    s = bs.opaque
+    data = qcow2_pack_snapshots(s, snapshots)
+    new_off = 0
+    if data:
+        new_off = qcow2_alloc_clusters(bs, len(data))
+        if new_off < 0:
+            return new_off
+        ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+        if ret < 0:
+            return ret
+        ret = qcow2_pre_write_overlap_check(bs, 0, new_off, len(data))
+        if ret >= 0:
+            ret = qcow2_co_pwrite_file(bs, new_off, data)
+        if ret >= 0:
+            ret = qcow2_co_flush_file(bs)
+        if ret < 0:
+            return ret
+    ret = qcow2_co_pwrite_file(bs, 60, struct.pack(">IQ", len(snapshots), new_off))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        return ret
+    old_off, old_size = s.snapshots_offset, s.snapshots_size
+    s.snapshots = snapshots
+    s.snapshots_offset, s.snapshots_size = new_off, len(data)
+    s.nb_snapshots = len(snapshots)
+    if old_size:
+        qcow2_free_clusters(bs, old_off, old_size)
+    return 0
+
+
+@coroutine_fn
+def qcow2_update_snapshot_refcount(bs: Any, l1_table_offset: int, l1_size: int,
+                                   addend: int) -> int:
+    """Add ``addend`` (-1, 0, +1) to every cluster an L1 table reaches and
+    recompute the COPIED flags.  QEMU: qcow2_update_snapshot_refcount."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    active = l1_table_offset == s.l1_table_offset
+    if active:
+        l1 = s.l1_table
+    else:
+        ret, buf = qcow2_co_pread_file(bs, l1_table_offset, l1_size * 8)
+        if ret < 0:
+            return ret
+        l1 = list(struct.unpack(">%dQ" % l1_size, buf))
+    l1_modified = False
+    for i in range(l1_size):
+        l2_offset = l1[i] & L1E_OFFSET_MASK
+        if not l2_offset:
+            continue
+        ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+        if ret < 0:
+            return ret
+        for j in range(s.l2_size):
+            ent = get_l2_entry(s, e.data, j)
+            t = qcow2_get_cluster_type(s.extended_l2, ent)
+            if t == QCOW2_CLUSTER_COMPRESSED:
+                if addend:
+                    co, cl = qcow2_parse_compressed_l2_entry(s, ent)
+                    ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                    if ret < 0:
+                        qcow2_cache_put(s.l2_table_cache, e)
+                        return ret
+                continue
+            if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+                continue
+            host = ent & L2E_OFFSET_MASK
+            if addend:
+                ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
+                if ret < 0:
+                    qcow2_cache_put(s.l2_table_cache, e)
+                    return ret
+            ret, rc = qcow2_get_refcount(bs, host >> cb)
+            if ret < 0:
+                qcow2_cache_put(s.l2_table_cache, e)
+                return ret
+            new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
+            if new != ent:
+                set_l2_entry(s, e.data, j, new)
+                qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+        qcow2_cache_put(s.l2_table_cache, e)
+        if addend:
+            ret = update_refcount(bs, l2_offset, 1 << cb, abs(addend), addend < 0)
+            if ret < 0:
+                return ret
+        ret, rc = qcow2_get_refcount(bs, l2_offset >> cb)
+        if ret < 0:
+            return ret
+        new = l1[i] | QCOW_OFLAG_COPIED if rc == 1 else l1[i] & ~QCOW_OFLAG_COPIED
+        if new != l1[i]:
+            l1[i] = new
+            l1_modified = True
+    ret = qcow2_cache_flush(bs, s.l2_table_cache)
+    if ret >= 0:
+        ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+    if ret < 0:
+        return ret
+    if l1_modified and addend >= 0:
+        ign = QCOW2_OL_ACTIVE_L1 if active else 0
+        ret = qcow2_pre_write_overlap_check(bs, ign, l1_table_offset, l1_size * 8)
+        if ret >= 0:
+            ret = qcow2_co_pwrite_file(bs, l1_table_offset,
+                                       struct.pack(">%dQ" % l1_size, *l1))
+        if ret >= 0:
+            ret = qcow2_co_flush_file(bs)
+        if ret < 0:
+            return ret
+    return 0
+
+
+def find_snapshot_by_id_or_name(s: Any, name: str) -> int:
+    """QEMU: find_snapshot_by_id_or_name."""
+    for i, sn in enumerate(s.snapshots):
+        if sn.id_str == name:
+            return i
+    for i, sn in enumerate(s.snapshots):
+        if sn.name == name:
+            return i
+    return -1
+
+
+def _validate_sn_l1(s: Any, sn: QCowSnapshot) -> str | None:
+    try:
+        qcow2_validate_table(sn.l1_table_offset, sn.l1_size, 8, QCOW_MAX_L1_SIZE,
+                             s.cluster_size, "Snapshot L1 table")
+    except Qcow2OpenError as e:
+        return e.msg
+    return None
+
+
+@coroutine_fn
+def qcow2_snapshot_create(bs: Any, name: str) -> tuple[int, str]:
+    """Create snapshot ``name``.  Returns: (0 or -errno, message).
+    QEMU: qcow2_snapshot_create."""
+    s = bs.opaque
+    if any(sn.name == name for sn in s.snapshots):
+        return -errno.EEXIST, "Snapshot '%s' already exists" % name
+    ids = [int(sn.id_str) for sn in s.snapshots if sn.id_str.isdigit()]
+    now = time.time()
+    sn = QCowSnapshot(l1_size=s.l1_size, id_str=str(max(ids, default=0) + 1),
+                      name=name, disk_size=s.size, date_sec=int(now),
+                      date_nsec=int((now % 1) * 1e9), icount=-1)
+    off = qcow2_alloc_clusters(bs, s.l1_size * 8)
+    if off < 0:
+        return off, "Could not allocate the snapshot L1 table"
+    sn.l1_table_offset = off
+    ret = qcow2_pre_write_overlap_check(bs, 0, off, s.l1_size * 8)
+    if ret >= 0:
+        ret = qcow2_co_pwrite_file(bs, off, struct.pack(">%dQ" % s.l1_size, *s.l1_table))
+    if ret >= 0:
+        ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 1)
+    if ret >= 0:
+        ret = qcow2_write_snapshots(bs, s.snapshots + [sn])
+    return ret, ""
+
+
+@coroutine_fn
+def qcow2_snapshot_goto(bs: Any, name: str) -> tuple[int, str]:
+    """Make snapshot ``name`` the active state.  QEMU: qcow2_snapshot_goto."""
+    s = bs.opaque
+    i = find_snapshot_by_id_or_name(s, name)
+    if i < 0:
+        return -errno.ENOENT, "Can't find the snapshot"
+    sn = s.snapshots[i]
+    msg = _validate_sn_l1(s, sn)
+    if msg:
+        return -errno.EFBIG, msg
+    if sn.disk_size != s.size or sn.l1_size > s.l1_size:
+        return -errno.ENOTSUP, "qcow2: Loading snapshots with different disk size is not supported"
+    ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
+    if ret < 0:
+        return ret, ""
+    sn_l1 = list(struct.unpack(">%dQ" % sn.l1_size, buf)) + [0] * (s.l1_size - sn.l1_size)
+    ret = qcow2_update_snapshot_refcount(bs, sn.l1_table_offset, sn.l1_size, 1)
+    if ret < 0:
+        return ret, ""
+    ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L1, s.l1_table_offset, s.l1_size * 8)
+    if ret >= 0:
+        ret = qcow2_co_pwrite_file(bs, s.l1_table_offset, struct.pack(">%dQ" % s.l1_size, *sn_l1))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        return ret, ""
+    ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, -1)
+    s.l1_table[:] = sn_l1
+    if ret >= 0:
+        ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
+    return ret, ""
+
+
+@coroutine_fn
+def qcow2_snapshot_delete(bs: Any, name: str) -> tuple[int, str]:
+    """Delete snapshot ``name``.  QEMU: qcow2_snapshot_delete."""
+    s = bs.opaque
+    i = find_snapshot_by_id_or_name(s, name)
+    if i < 0:
+        return -errno.ENOENT, "Can't find the snapshot"
+    sn = s.snapshots[i]
+    msg = _validate_sn_l1(s, sn)
+    if msg:
+        return -errno.EFBIG, msg
+    ret = qcow2_write_snapshots(bs, s.snapshots[:i] + s.snapshots[i + 1:])
+    if ret < 0:
+        return ret, "Failed to remove snapshot from snapshot list"
+    ret = qcow2_update_snapshot_refcount(bs, sn.l1_table_offset, sn.l1_size, -1)
+    if ret < 0:
+        return ret, "Failed to free the cluster and L1 table"
+    qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8)
+    ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
+    return ret, ""
+
+
+def _unused() -> None:
+    _ = QCOW2_OL_SNAPSHOT_TABLE
