@@ -425,11 +425,10 @@ def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     """Release the mutex; the head waiter owns it from now on and runs after
     the current coroutine yields.  QEMU: qemu_co_mutex_unlock."""
     self: Any = getcurrent()
-    holder = mutex.holder
-    if not mutex.locked or holder is not self:
+    if not mutex.locked or mutex.holder is not self:
         raise CoroutineError("qemu_co_mutex_unlock: mutex not held by caller")
-    self.locks_held -= 1
     mutex.holder = None
+    getcurrent().locks_held -= 1
     if mutex.waiters:
         if plant.comutex_barging:
             # Planted bug: release, and let the woken waiter race for it.
