@@ -50,7 +50,7 @@ MAX_IRQ = 24
 
 _HEADER_KEYS = {
     "machine": str, "drives": list, "source": str, "ram_size": int,
-    "created_by": str, "note": str,
+    "created_by": str, "note": str, "irq": bool,
 }
 _DRIVE_KEYS = {
     "index": int, "if": str, "format": str, "size": int, "sha256": str,

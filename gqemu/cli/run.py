@@ -1,0 +1,176 @@
+"""``gqemu run SCRIPT``: run an emulator script on a simulated pc machine.
+
+Exit status: 0 when every guest program ended, 1 when one raised (its
+guest-side traceback is printed) or the guest hung in HLT, 2 for bad input
+(unloadable script, bad ``--drive``, unwritable trace file).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from typing import Any, Optional
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("script", metavar="SCRIPT", help="Python file defining guest(cpu) or guests")
+    p.add_argument("--drive", action="append", default=[], metavar="SPEC",
+                   help="QEMU -drive syntax: file=PATH,format=raw|qcow2,index=N,cache=... "
+                        "(default: a self-describing 16 MiB scratch disk)")
+    p.add_argument("--record", metavar="TRACE", help="record the exits to a msgpack trace")
+    p.add_argument("--trace", action="append", default=[], metavar="PATTERN",
+                   help="enable trace events matching PATTERN (QEMU -trace syntax)")
+    p.add_argument("--trace-file", metavar="FILE", help="trace output (default: stderr)")
+    p.add_argument("--trace-format", choices=("log", "json"), default="log",
+                   help="QEMU log lines or Chrome trace JSON (Perfetto)")
+    p.add_argument("--trace-timestamps", action="store_true",
+                   help="prefix log lines with pid@sec.usec: (-msg timestamp=on)")
+    p.add_argument("--backtrace", action="store_true",
+                   help="print gdb-style backtraces of the first block request")
+    p.add_argument("--max-exits", type=int, default=50_000_000, metavar="N",
+                   help="stop a guest after N exits (0: no limit; default %(default)s)")
+
+
+def _scratch_drives(tmpdir: str, indexes: list[int]) -> list[dict]:
+    from gqemu.machine import make_scratch_disk
+    drives = []
+    for idx in indexes:
+        path = os.path.join(tmpdir, "scratch%d.img" % idx)
+        make_scratch_disk(path)
+        drives.append({"index": idx, "file": path, "options": {"format": "raw"},
+                       "scratch": "mkdisk-16M"})
+    return drives
+
+
+def trace_meta(drives: list[dict], ram_size: int, script: str) -> dict:
+    """The trace header map for a run on ``drives``."""
+    from gqemu.machine import file_sha256
+    out = []
+    for d in drives:
+        e: dict[str, Any] = {"index": d["index"], "if": "ide",
+                             "format": str(d["options"].get("format", "raw")),
+                             "size": os.path.getsize(d["file"]),
+                             "sha256": file_sha256(d["file"])}
+        if d.get("scratch"):
+            e["scratch"] = d["scratch"]
+        out.append(e)
+    return {"machine": "pc", "drives": out, "ram_size": ram_size, "irq": True,
+            "created_by": "gqemu run %s" % os.path.basename(script)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from gqemu.cli.main import UsageError
+    from gqemu.guest.script import ScriptError, guest_traceback, load_script
+    from gqemu.machine import Machine, MachineError, drive_config
+    if args.max_exits < 0:
+        raise UsageError("--max-exits must be >= 0")
+    try:
+        guests, ns = load_script(args.script)
+        drives = drive_config(args.drive)
+    except (ScriptError, MachineError) as e:
+        raise UsageError(str(e))
+    tmpdir: Optional[str] = None
+    trace_out = None
+    writer = None
+    record_f = None
+    flow = None
+    machine = None
+    status = 0
+    try:
+        if not drives:
+            tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
+            drives = _scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])))
+        if args.trace:
+            from gqemu.trace import trace_enable_events, trace_init_output
+            try:
+                trace_out = (open(args.trace_file, "w", encoding="utf-8")
+                             if args.trace_file else sys.stderr)
+            except OSError as e:
+                raise UsageError("%s: %s" % (args.trace_file, e.strerror or e))
+            trace_init_output(trace_out, args.trace_format, timestamps=args.trace_timestamps)
+            try:
+                for pat in args.trace:
+                    trace_enable_events(pat)
+            except OSError as e:
+                raise UsageError("--trace %s: %s" % (pat, e.strerror or e))
+        try:
+            machine = Machine(drives)
+        except MachineError as e:
+            raise UsageError(str(e))
+        for g in guests:
+            machine.add_cpu(g)
+        machine.kvm.max_exits = args.max_exits
+        if args.record:
+            from gqemu.replay.format import TraceWriter
+            from gqemu.replay.record import Recorder
+            meta = trace_meta(drives, machine.ram_size, args.script)
+            try:
+                record_f = open(args.record, "wb")
+            except OSError as e:
+                raise UsageError("%s: %s" % (args.record, e.strerror or e))
+            writer = TraceWriter(record_f, meta)
+            Recorder(writer, machine.kvm, machine.memories)
+            _flush_on_sigterm(writer)
+        if args.backtrace:
+            from gqemu.replay.flow import FlowCapture
+            flow = FlowCapture().install()
+        status = _run_machine(machine, args.script, guest_traceback)
+    finally:
+        if machine is not None:
+            machine.close()
+        if writer is not None:
+            writer.close()
+        if record_f is not None:
+            record_f.close()
+        if flow is not None:
+            flow.remove()
+        if trace_out is not None:
+            from gqemu.trace import trace_close_output
+            trace_close_output()
+            if trace_out is not sys.stderr:
+                trace_out.close()
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    if flow is not None:
+        sys.stdout.write(flow.report())
+        sys.stdout.flush()
+    return status
+
+
+def _run_machine(machine: Any, script: str, guest_traceback: Any) -> int:
+    from gqemu.kvm.cpu import GuestDeadlock, GuestWatchdog
+    status = 0
+    try:
+        machine.run()
+    except GuestDeadlock as e:
+        sys.stderr.write("gqemu run: guest hung: %s\n" % e)
+        status = 1
+    for cpu in machine.kvm.cpus:
+        e = cpu.error
+        if e is None:
+            continue
+        status = 1
+        if isinstance(e, GuestWatchdog):
+            sys.stderr.write("gqemu run: vCPU %d stopped: %s\n" % (cpu.cpu_index, e))
+            continue
+        sys.stderr.write("gqemu run: the guest on vCPU %d raised an exception:\n"
+                         % cpu.cpu_index)
+        sys.stderr.write(guest_traceback(e, script))
+    return status
+
+
+def _flush_on_sigterm(writer: Any) -> None:
+    """On SIGTERM, write out what was recorded (no end record: the replay
+    reports the trace as cut short) and exit."""
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            writer.close(end=False)
+        finally:
+            os._exit(128 + signum)
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:          # not the main thread (tests): nothing to do
+        pass

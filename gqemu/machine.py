@@ -1,0 +1,287 @@
+"""The ``pc`` machine: drives from ``-drive`` specs, hardware, vCPUs.
+
+``parse_drive_spec`` reads QEMU's ``-drive`` syntax (``key=value`` items,
+``,,`` escapes a comma); ``make_scratch_disk`` writes the self-describing
+raw disk of ``refdata/mkdisk.py``; ``Machine`` opens the drives, builds the
+hardware with the hw layer's ``pc`` wiring helper, and creates one vCPU per
+guest program.
+
+Must not import: gqemu.cli.
+QEMU: hw/i386/pc_piix.c (pc_init1), blockdev.c (drive_new).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from typing import Any, Callable, Optional, Sequence
+
+SECTOR = 512
+NR_DRIVES = 4               # primary/secondary x master/slave
+RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
+
+# keys the machine consumes; everything else goes to blk_new_open's options
+_MACHINE_KEYS = ("file", "if", "index", "bus", "unit", "media", "id")
+_CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
+
+
+class MachineError(Exception):
+    """Bad machine or drive configuration: a one-line message."""
+
+
+def parse_drive_spec(spec: str) -> dict[str, str]:
+    """Split a ``-drive`` argument into its items.
+
+    ``file=a,,b.img,format=raw`` gives ``{"file": "a,b.img", "format": "raw"}``.
+    An argument with no ``=`` at all is taken as a file name.  Raises
+    MachineError for an empty item, a missing value or a repeated key.
+    """
+    if "=" not in spec:
+        if not spec:
+            raise MachineError("empty -drive argument")
+        return {"file": spec.replace(",,", ",")}
+    items: list[str] = []
+    cur: list[str] = []
+    i = 0
+    n = len(spec)
+    while i < n:
+        c = spec[i]
+        if c == ",":
+            if i + 1 < n and spec[i + 1] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    items.append("".join(cur))
+    out: dict[str, str] = {}
+    for item in items:
+        if not item:
+            raise MachineError("-drive %s: empty option" % spec)
+        key, eq, value = item.partition("=")
+        if not eq:
+            # QemuOpts: a bare 'key' means key=on
+            value = "on"
+        if not key:
+            raise MachineError("-drive %s: option without a name" % spec)
+        if key in out:
+            raise MachineError("-drive %s: option '%s' given twice" % (spec, key))
+        out[key] = value
+    return out
+
+
+def drive_config(specs: Sequence[str]) -> list[dict]:
+    """Turn ``--drive`` arguments into ``{"index", "file", "options"}`` dicts,
+    checking the machine-level keys (QEMU's drive_new).  Raises MachineError."""
+    drives: list[dict] = []
+    used: set[int] = set()
+    for spec in specs:
+        opts = parse_drive_spec(spec)
+        if "file" not in opts or not opts["file"]:
+            raise MachineError("-drive %s: a file= is required" % spec)
+        iface = opts.get("if", "ide")
+        if iface != "ide":
+            raise MachineError("-drive %s: if=%s is not supported by machine pc here "
+                               "(use if=ide)" % (spec, iface))
+        media = opts.get("media", "disk")
+        if media != "disk":
+            raise MachineError("-drive %s: media=%s is not supported (disk only)"
+                               % (spec, media))
+        cache = opts.get("cache")
+        if cache is not None and cache not in _CACHE_MODES:
+            raise MachineError("-drive %s: invalid cache option '%s'" % (spec, cache))
+        index = _drive_index(spec, opts, used)
+        used.add(index)
+        options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
+        drives.append({"index": index, "file": opts["file"], "options": options})
+    drives.sort(key=lambda d: d["index"])
+    return drives
+
+
+def _int_opt(spec: str, opts: dict, key: str, hi: int) -> Optional[int]:
+    v = opts.get(key)
+    if v is None:
+        return None
+    try:
+        n = int(v, 0)
+    except ValueError:
+        raise MachineError("-drive %s: %s=%s is not a number" % (spec, key, v))
+    if not 0 <= n < hi:
+        raise MachineError("-drive %s: %s=%d out of range (0..%d)" % (spec, key, n, hi - 1))
+    return n
+
+
+def _drive_index(spec: str, opts: dict, used: set[int]) -> int:
+    index = _int_opt(spec, opts, "index", NR_DRIVES)
+    bus = _int_opt(spec, opts, "bus", 2)
+    unit = _int_opt(spec, opts, "unit", 2)
+    if index is not None and (bus is not None or unit is not None):
+        raise MachineError("-drive %s: index cannot be used with bus and unit" % spec)
+    if index is None and (bus is not None or unit is not None):
+        index = (bus or 0) * 2 + (unit or 0)
+    if index is None:
+        index = next((i for i in range(NR_DRIVES) if i not in used), None)
+        if index is None:
+            raise MachineError("-drive %s: no free IDE slot (4 drives at most)" % spec)
+    if index in used:
+        raise MachineError("-drive %s: drive with bus=%d, unit=%d (index=%d) exists"
+                           % (spec, index // 2, index % 2, index))
+    return index
+
+
+# ------------------------------------------------------------- scratch disk
+
+def scratch_sector(lba: int) -> bytes:
+    """Sector ``lba`` of the self-describing disk: LBA (u32 LE), the text
+    ``<LBA 0x%08x> `` repeated, and ``lba ^ 0xffffffff`` (u32 LE) at the end."""
+    tag = b"<LBA 0x%08x> " % lba
+    body = (tag * (504 // len(tag) + 1))[:504]
+    return struct.pack("<I", lba) + body + struct.pack("<I", lba ^ 0xFFFFFFFF)
+
+
+def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None) -> int:
+    """Write the self-describing raw disk (as refdata/mkdisk.py does).
+
+    ``mbr``, if given, becomes sector 0 (512 bytes ending in 55 aa).
+    Returns the size in bytes.
+    """
+    nsect = size_mib * 2048
+    if mbr is not None and (len(mbr) != SECTOR or mbr[510:] != b"\x55\xaa"):
+        raise MachineError("boot sector must be 512 bytes ending in 55 aa")
+    with open(path, "wb") as f:
+        chunk: list[bytes] = []
+        for lba in range(nsect):
+            chunk.append(mbr if lba == 0 and mbr is not None else scratch_sector(lba))
+            if len(chunk) == 2048:
+                f.write(b"".join(chunk))
+                chunk = []
+        f.write(b"".join(chunk))
+    return nsect * SECTOR
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+GuestFn = Callable[[Any], Any]
+
+
+# ---------------------------------------------------------------- machine
+
+class Machine:
+    """A ``pc`` machine: guest RAM, the I/O space with the IDE controller
+    (and PIIX bus-master DMA when the hw layer provides it), the ISA
+    interrupt lines wired to the KVM layer, the drives, and the vCPUs.
+
+    ``drives`` are ``drive_config()`` dicts.  Raises MachineError with a
+    one-line message when a drive cannot be opened or attached.
+    QEMU: pc_init1 + drive_new + kvm_init_vcpu.
+    """
+
+    def __init__(self, drives: Sequence[dict], ram_size: int = RAM_SIZE,
+                 ctx: Any = None) -> None:
+        from gqemu.aio import qemu_get_aio_context
+        import gqemu.block  # noqa: F401  (registers the drivers)
+        from gqemu.block.block_backend import blk_new_open
+        from gqemu.block.driver import BlockError
+        _register_drivers()
+        from gqemu.kvm.cpu import KVMState
+        self.ctx = ctx if ctx is not None else qemu_get_aio_context()
+        self.ram_size = ram_size
+        self.blks: dict[int, Any] = {}
+        self.drives = list(drives)
+        try:
+            for d in self.drives:
+                try:
+                    self.blks[d["index"]] = blk_new_open(d["file"], dict(d["options"]))
+                except BlockError as e:
+                    raise MachineError("-drive file=%s: %s" % (d["file"], e))
+                except OSError as e:
+                    raise MachineError("-drive file=%s: %s" % (d["file"], e.strerror or e))
+            self._build_hw()
+        except BaseException:
+            self.close()
+            raise
+        self.kvm = KVMState(self.ctx, self.as_io, self.as_mem)
+        from gqemu.hw.irq import isa_pic_set_notify
+        isa_pic_set_notify(self.pic, _pic_notify, self.kvm)
+        self.memories: list[Any] = []
+
+    def _build_hw(self) -> None:
+        from gqemu.hw.ide.piix import pc_ide_init
+        from gqemu.hw.irq import isa_pic_new
+        from gqemu.hw.memory import (memory_region_add_subregion,
+                                     memory_region_init_ram,
+                                     new_address_space_io,
+                                     new_address_space_memory)
+        self.as_io = new_address_space_io()
+        self.as_mem = new_address_space_memory()
+        ram = memory_region_init_ram(None, "pc.ram", self.ram_size)
+        memory_region_add_subregion(self.as_mem.root, 0, ram)
+        self.ram = ram.ram
+        self.pic = isa_pic_new()
+        blks = [self.blks.get(i) for i in range(NR_DRIVES)]
+        try:
+            self.ide = pc_ide_init(self.as_io, self.pic.irqs, blks,
+                                   address_space_memory=self.as_mem, ctx=self.ctx)
+        except ValueError as e:
+            raise MachineError(str(e).splitlines()[0] if str(e) else "cannot attach the drives")
+
+    def add_cpu(self, guest_fn: GuestFn) -> Any:
+        """A vCPU running ``guest_fn(cpu)``."""
+        from gqemu.kvm.cpu import CPUState
+        from gqemu.kvm.guest import GuestMemory, X86CPU
+        index = len(self.kvm.cpus)
+        mem = GuestMemory(self.ram, index)
+        self.memories.append(mem)
+        return CPUState(self.kvm, index, guest_fn, X86CPU(index, mem))
+
+    def run(self) -> None:
+        """Run every vCPU to its end.  Raises GuestDeadlock when all of them
+        sleep in HLT with nothing pending."""
+        from gqemu.kvm.cpu import kvm_main_loop
+        kvm_main_loop(self.kvm)
+
+    def drain(self) -> None:
+        """Let every pending request complete."""
+        from gqemu.aio import aio_poll
+        while aio_poll(self.ctx, True):
+            pass
+
+    def close(self) -> None:
+        """Drain, flush and close the drives (idempotent)."""
+        from gqemu.block.block_backend import blk_unref
+        if getattr(self, "ctx", None) is not None and self.blks:
+            try:
+                self.drain()
+            except Exception:
+                pass
+        for idx in list(self.blks):
+            blk = self.blks.pop(idx)
+            blk_unref(blk)
+
+
+def _register_drivers() -> None:
+    import importlib
+    from gqemu.block.driver import bdrv_find_format
+    if bdrv_find_format("raw") is None:
+        for mod in ("file_posix", "raw_format", "qcow2", "null"):
+            try:
+                importlib.import_module("gqemu.block." + mod)
+            except ImportError:
+                pass
+
+
+def _pic_notify(s: Any, n: int, level: int) -> None:
+    from gqemu.kvm.cpu import kvm_set_irq
+    kvm_set_irq(s, n, level)
