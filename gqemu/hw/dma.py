@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from gqemu.aio import AIOCBInfo, BlockAIOCB, bdrv_aio_cancel_async
-from gqemu.block import blk_aio_preadv, blk_aio_pwritev
+from gqemu.block.block_backend import blk_aio_preadv, blk_aio_pwritev
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.hw.memory import AddressSpace, address_space_read, address_space_write
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from gqemu.block.block_backend import blk_enable_write_cache, blk_set_enable_write_cache
 from gqemu.hw.ide.core import (ide_abort_command, ide_cmd_done,
                                ide_cmd_lba48_transform, ide_flush_cache,
                                ide_sector_read, ide_sector_write, ide_set_irq,
@@ -51,19 +52,6 @@ def _padstr(buf: bytearray, word: int, src: str, length: int) -> None:
     base = word * 2
     for i in range(length):
         buf[base + (i ^ 1)] = raw[i]
-
-
-def _blk_enable_write_cache(blk: object) -> bool:
-    from gqemu import block
-    fn = getattr(block, "blk_enable_write_cache", None)
-    return bool(fn(blk)) if fn is not None else True
-
-
-def _blk_set_enable_write_cache(blk: object, wce: bool) -> None:
-    from gqemu import block
-    fn = getattr(block, "blk_set_enable_write_cache", None)
-    if fn is not None:
-        fn(blk, wce)
 
 
 def ide_identify_size(s: IDEState) -> None:
@@ -120,7 +108,7 @@ def ide_identify(s: IDEState) -> None:
         _put_le16(p, 82, (1 << 14) | (1 << 5) | 1)
         _put_le16(p, 83, (1 << 14) | (1 << 13) | (1 << 12) | (1 << 10))
         _put_le16(p, 84, 1 << 14)
-        if _blk_enable_write_cache(s.blk):
+        if blk_enable_write_cache(s.blk):
             _put_le16(p, 85, (1 << 14) | (1 << 5) | 1)
         else:
             _put_le16(p, 85, (1 << 14) | 1)
@@ -278,11 +266,11 @@ def cmd_set_features(s: IDEState, cmd: int) -> bool:
     f = s.feature
     p = s.identify_data
     if f == 0x02:
-        _blk_set_enable_write_cache(s.blk, True)
+        blk_set_enable_write_cache(s.blk, True)
         _put_le16(p, 85, (1 << 14) | (1 << 5) | 1)
         return True
     if f == 0x82:
-        _blk_set_enable_write_cache(s.blk, False)
+        blk_set_enable_write_cache(s.blk, False)
         _put_le16(p, 85, (1 << 14) | 1)
         ide_flush_cache(s)
         return False

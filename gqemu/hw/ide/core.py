@@ -27,10 +27,12 @@ import errno
 from typing import Any, Callable
 
 from gqemu.aio import aio_bh_schedule_oneshot, bdrv_aio_cancel_async
-from gqemu.block import (BLOCK_ERROR_ACTION_IGNORE, BLOCK_ERROR_ACTION_REPORT,
-                         BLOCK_ERROR_ACTION_STOP, blk_aio_flush,
-                         blk_aio_preadv, blk_aio_pwritev, blk_error_action,
-                         blk_get_error_action)
+from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE,
+                                   BLOCK_ERROR_ACTION_REPORT,
+                                   BLOCK_ERROR_ACTION_STOP, blk_error_action,
+                                   blk_get_error_action)
+from gqemu.block.block_backend import (blk_aio_flush, blk_aio_preadv,
+                                       blk_aio_pwritev)
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.hw.ide.internal import (ABRT_ERR, ATA_DEV_ALWAYS_ON, ATA_DEV_HS,
                                    ATA_DEV_LBA, ATA_DEV_LBA_MSB, BUSY_STAT,
@@ -485,3 +487,34 @@ def ide_bus_reset(bus: IDEBus) -> None:
     ide_clear_hob(bus)
     bus.dma.reset()
 
+
+
+# ---------------------------------------------------------------- retry
+
+def ide_restart_bh(opaque: IDEBus) -> None:
+    """Reissue the request a ``stop`` error parked, once the VM runs again
+    (registered with ``blk_add_resume_handler``).  Context: loop (a BH).
+    QEMU: ide_restart_bh."""
+    bus = opaque
+    error_status = bus.error_status
+    if error_status == 0:
+        return
+    s = idebus_active_if(bus)
+    is_read = bool(error_status & IDE_RETRY_READ)
+    bus.error_status = 0
+    if error_status & IDE_RETRY_DMA:
+        from gqemu.hw.ide.dma import ide_dma_cb, ide_start_dma
+        from gqemu.hw.ide.internal import IDE_DMA_READ, IDE_DMA_WRITE
+        ide_set_sector(s, bus.retry_sector_num)
+        s.nsector = bus.retry_nsector
+        bus.dma.restart_dma()
+        s.io_buffer_size = 0
+        s.dma_cmd = IDE_DMA_READ if is_read else IDE_DMA_WRITE
+        ide_start_dma(s, ide_dma_cb)
+    elif error_status & IDE_RETRY_PIO:
+        if is_read:
+            ide_sector_read(s)
+        else:
+            ide_sector_write(s)
+    elif error_status & IDE_RETRY_FLUSH:
+        ide_flush_cache(s)

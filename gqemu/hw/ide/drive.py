@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from gqemu.block import blk_getlength
-from gqemu.hw.ide.core import ide_reset
+from gqemu.block.blk_error import blk_add_resume_handler
+from gqemu.block.block_backend import blk_getlength, blk_is_read_only, blk_pread
+from gqemu.hw.ide.core import ide_reset, ide_restart_bh
 from gqemu.hw.ide.internal import IDE_HD, IDEState
 
 __all__ = ["ide_init_drive", "hd_geometry_guess", "guess_chs_for_size",
@@ -56,7 +57,6 @@ def hd_geometry_guess(blk: Any, nb_sectors: int) -> tuple[int, int, int]:
     """Physical CHS for an ide-hd.  QEMU: hd_geometry_guess."""
     mbr = b""
     try:
-        from gqemu.block import blk_pread
         if nb_sectors:
             mbr = bytes(blk_pread(blk, 0, 512))
     except Exception:           # unreadable MBR: use the size-based guess
@@ -78,7 +78,7 @@ def ide_init_drive(s: IDEState, blk: Any, *, serial: Optional[str] = None,
     length = blk_getlength(blk)
     if length < 0:
         raise ValueError("ide: cannot get the size of the disk (errno %d)" % -length)
-    if getattr(blk, "read_only", False) or getattr(blk, "readonly", False):
+    if blk_is_read_only(blk):
         raise ValueError("Can't use a read-only drive")
     nb_sectors = length // 512
     if not (cylinders and heads and secs):
@@ -96,3 +96,5 @@ def ide_init_drive(s: IDEState, blk: Any, *, serial: Optional[str] = None,
     s.drive_model_str = model if model is not None else "QEMU HARDDISK"
     s.version = version if version is not None else QEMU_HW_VERSION
     ide_reset(s)
+    blk.dev = s
+    blk_add_resume_handler(blk, ide_restart_bh, s.bus)
