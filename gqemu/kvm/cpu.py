@@ -24,6 +24,7 @@ QEMU: accel/kvm/kvm-all.c (kvm_cpu_exec, kvm_handle_io), cpus.c
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Callable, Optional
 
 import gevent
@@ -73,6 +74,7 @@ class KVMState:
         self.in_exit = False
         self.max_exits = 0
         self.nr_exits = 0
+        self.nr_running = 0          # vCPUs neither halted nor stopped
 
 
 class CPUState:
@@ -129,6 +131,7 @@ def kvm_cpu_wakeup(cpu: CPUState) -> None:
         return
     cpu.halted = False
     s = cpu.kvm_state
+    s.nr_running += 1
     s.ctx.external_inc()
     if trace_kvm_halt_wakeup.enabled:
         trace_kvm_halt_wakeup(cpu.cpu_index)
@@ -223,6 +226,11 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
             kvm_handle_io(run.io_port, MEMTXATTRS_UNSPECIFIED, run.data,
                           run.io_direction, run.io_size, run.io_count, as_io)
             ret = 0
+            if ctx.external > s.nr_running:
+                # A worker thread is busy for the guest: a real vCPU and a
+                # real worker run in parallel, so hand over the GIL now
+                # instead of after the 5 ms switch interval.
+                time.sleep(0)
         elif reason == KVM_EXIT_MMIO:
             s.in_exit = True
             kvm_handle_mmio(run.mmio_phys_addr, MEMTXATTRS_UNSPECIFIED, run.data,
@@ -277,6 +285,7 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
         cpu.exit_excp = ret
         cpu.stopped = True
         if not cpu.halted:
+            s.nr_running -= 1
             ctx.external_dec()
         cpu.halted = False
         aio_notify(ctx)
@@ -289,6 +298,7 @@ def qemu_kvm_wait_io_event(cpu: CPUState) -> None:
     s = cpu.kvm_state
     if trace_kvm_halt.enabled:
         trace_kvm_halt(cpu.cpu_index)
+    s.nr_running -= 1
     s.ctx.external_dec()
     aio_notify(s.ctx)
     t = cpu.thread
@@ -306,6 +316,7 @@ def kvm_start_vcpus(s: KVMState) -> None:
     """Spawn one gevent greenlet per vCPU (they start at the next hub turn)."""
     for cpu in s.cpus:
         s.ctx.external_inc()
+        s.nr_running += 1
         cpu.thread = gevent.Greenlet(qemu_kvm_cpu_thread_fn, cpu)
         cpu.thread._halt_waiter = None
         cpu.thread.start()
