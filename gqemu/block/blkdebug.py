@@ -1,0 +1,347 @@
+"""``blkdebug``: fault injection between a format and its file.
+
+Filename ``blkdebug:CONFIG:IMAGE`` (CONFIG may be empty), or options
+``config``, ``image`` (``x-image``), ``inject-error`` / ``set-state`` (lists
+of dicts), ``align``, ``max-transfer``, ``opt-write-zero``,
+``max-write-zero``, ``opt-discard``, ``max-discard``; ``image.KEY`` goes to
+the image node.  Rules as QEMU's: an event emitted by the driver above
+(``BLKDBG_EVENT(bs.file, ev)``) makes that event's ``inject-error`` rules the
+active list (when their ``state`` matches) and applies ``set-state``; the
+next requests that match a rule's ``sector``/``iotype`` fail with
+``-errno`` (after a trip through the loop unless ``immediately``); ``once``
+removes the rule after its first hit.  The state machine starts at 1.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block/blkdebug.c.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any, Optional
+
+from gqemu.aio import aio_co_schedule
+from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
+from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError,
+                                bdrv_attach_child, bdrv_filter_default_perms,
+                                bdrv_getlength, bdrv_open, bdrv_register,
+                                qemu_opt_bool, qemu_opt_size)
+from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
+from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard
+from gqemu.block.qiov import QEMUIOVector
+from gqemu.block.trace_events import trace_blkdebug_debug_event, trace_blkdebug_inject_error
+from gqemu.coroutine import coroutine_fn, qemu_coroutine_self, qemu_coroutine_yield
+
+__all__ = ["BdrvBlkdebug", "BlkdebugRule", "blkdebug_parse_config",
+           "BLKDEBUG_IO_TYPE_READ", "BLKDEBUG_IO_TYPE_WRITE",
+           "BLKDEBUG_IO_TYPE_WRITE_ZEROES", "BLKDEBUG_IO_TYPE_DISCARD",
+           "BLKDEBUG_IO_TYPE_FLUSH", "BLKDEBUG_IO_TYPE_BLOCK_STATUS"]
+
+BLKDEBUG_IO_TYPE_READ = 0
+BLKDEBUG_IO_TYPE_WRITE = 1
+BLKDEBUG_IO_TYPE_WRITE_ZEROES = 2
+BLKDEBUG_IO_TYPE_DISCARD = 3
+BLKDEBUG_IO_TYPE_FLUSH = 4
+BLKDEBUG_IO_TYPE_BLOCK_STATUS = 5
+_IOTYPES = ("read", "write", "write-zeroes", "discard", "flush", "block-status")
+_DEFAULT_IOTYPE_MASK = (1 << 5) - 1          # all but block-status
+
+_INJECT_KEYS = ("event", "state", "errno", "sector", "once", "immediately", "iotype")
+_SET_STATE_KEYS = ("event", "state", "new_state")
+
+
+class BlkdebugRule:
+    """One inject-error or set-state rule.  QEMU: BlkdebugRule."""
+
+    __slots__ = ("event", "action", "state", "error", "offset", "once",
+                 "immediately", "iotype_mask", "new_state")
+
+    def __repr__(self) -> str:
+        return "<BlkdebugRule %s %s state=%d>" % (self.action,
+                                                  BLKDBG_EVENT_NAMES[self.event], self.state)
+
+
+def _num(opts: dict, key: str, default: int) -> int:
+    v = opts.pop(key, None)
+    if v is None:
+        return default
+    try:
+        return int(str(v), 0)
+    except ValueError:
+        raise BlockError(errno.EINVAL, "Parameter '%s' expects a number" % key) from None
+
+
+def add_rule(kind: str, opts: dict) -> BlkdebugRule:
+    """Build a rule from one config group.  Raises BlockError.
+    QEMU: add_rule."""
+    opts = {k.replace("-", "_") if k == "new-state" else k: v for k, v in opts.items()}
+    allowed = _INJECT_KEYS if kind == "inject-error" else _SET_STATE_KEYS
+    for key in opts:
+        if key not in allowed:
+            raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % key)
+    event = opts.pop("event", None)
+    if event is None:
+        raise BlockError(errno.EINVAL, "Missing event name for rule")
+    ev = blkdebug_event_by_name(str(event))
+    if ev < 0:
+        raise BlockError(errno.EINVAL, "Invalid event name \"%s\"" % event)
+    r = BlkdebugRule()
+    r.event = ev
+    r.action = kind
+    r.state = _num(opts, "state", 0)
+    r.error, r.offset, r.once, r.immediately = 0, -1, False, False
+    r.iotype_mask, r.new_state = _DEFAULT_IOTYPE_MASK, 0
+    if kind == "inject-error":
+        r.error = _num(opts, "errno", errno.EIO)
+        r.once = qemu_opt_bool(opts, "once", False)
+        r.immediately = qemu_opt_bool(opts, "immediately", False)
+        sector = _num(opts, "sector", -1)
+        r.offset = sector * 512 if sector >= 0 else -1
+        iotype = opts.pop("iotype", None)
+        if iotype is not None:
+            if str(iotype) not in _IOTYPES:
+                raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % iotype)
+            r.iotype_mask = 1 << _IOTYPES.index(str(iotype))
+    else:
+        if "new_state" not in opts:
+            raise BlockError(errno.EINVAL, "Parameter 'new_state' is missing")
+        r.new_state = _num(opts, "new_state", 0)
+    return r
+
+
+def blkdebug_parse_config(text: str, where: str = "") -> list[tuple[str, dict]]:
+    """Parse the ini-like config: ``[inject-error]`` / ``[set-state]``
+    groups of ``key = "value"`` lines.  Raises BlockError.
+    QEMU: qemu_config_parse (util/qemu-config.c) on blkdebug's groups."""
+    groups: list[tuple[str, dict]] = []
+    cur: Optional[dict] = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            name = line[1:-1].strip()
+            if name not in ("inject-error", "set-state"):
+                raise BlockError(errno.EINVAL, "%s:%d: there is no option group '%s'"
+                                 % (where, lineno, name))
+            cur = {}
+            groups.append((name, cur))
+            continue
+        if "=" not in line or cur is None:
+            raise BlockError(errno.EINVAL, "%s:%d: parse error" % (where, lineno))
+        key, val = (s.strip() for s in line.split("=", 1))
+        if len(val) >= 2 and val[0] == val[-1] == '"':
+            val = val[1:-1]
+        cur[key] = val
+    return groups
+
+
+@bdrv_register
+class BdrvBlkdebug(BlockDriver):
+    """QEMU: bdrv_blkdebug (BDRVBlkdebugState is this instance)."""
+
+    format_name = "blkdebug"
+    protocol_name = "blkdebug"
+    is_filter = True
+
+    def __init__(self) -> None:
+        self.state = 1
+        self.new_state = 1
+        self.rules: list[list[BlkdebugRule]] = [[] for _ in BLKDBG_EVENT_NAMES]
+        self.active_rules: list[BlkdebugRule] = []
+        self.align = 0
+        self.max_transfer = 0
+        self.opt_write_zero = self.max_write_zero = 0
+        self.opt_discard = self.max_discard = 0
+        self.injected = 0
+
+    def blkdebug_open(self, bs: BlockDriverState, filename: str, options: dict,
+                      flags: int) -> None:
+        """Parse ``blkdebug:CONFIG:IMAGE``, read the rules, open the image.
+        Raises BlockError.  QEMU: blkdebug_open."""
+        config = options.pop("config", None)
+        image = options.pop("image", None) or options.pop("x-image", None)
+        if filename.startswith("blkdebug:"):
+            rest = filename[len("blkdebug:"):]
+            if ":" not in rest:
+                raise BlockError(errno.EINVAL, "Could not parse blkdebug filename: "
+                                 "expected blkdebug:CONFIG:IMAGE")
+            conf, image_name = rest.split(":", 1)
+            config = config or conf or None
+            image = image or image_name
+        groups: list[tuple[str, dict]] = []
+        if config:
+            try:
+                with open(str(config), encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise BlockError(e.errno or errno.EIO, "Could not read blkdebug config "
+                                 "file: %s" % (e.strerror or "error")) from None
+            groups = blkdebug_parse_config(text, str(config))
+        for kind in ("inject-error", "set-state"):
+            for item in options.pop(kind, None) or []:
+                groups.append((kind, dict(item)))
+        for kind, opts in groups:
+            rule = add_rule(kind, opts)
+            self.rules[rule.event].insert(0, rule)
+        self.align = qemu_opt_size(options, "align", 0) or 0
+        if self.align and self.align & (self.align - 1):
+            raise BlockError(errno.EINVAL, "Cannot meet constraints with align %d"
+                             % self.align)
+        self.max_transfer = qemu_opt_size(options, "max-transfer", 0) or 0
+        self.opt_write_zero = qemu_opt_size(options, "opt-write-zero", 0) or 0
+        self.max_write_zero = qemu_opt_size(options, "max-write-zero", 0) or 0
+        self.opt_discard = qemu_opt_size(options, "opt-discard", 0) or 0
+        self.max_discard = qemu_opt_size(options, "max-discard", 0) or 0
+        if self.max_transfer and self.align and self.max_transfer % self.align:
+            raise BlockError(errno.EINVAL, "Cannot meet constraints with max-transfer %d"
+                             % self.max_transfer)
+        if not image:
+            raise BlockError(errno.EINVAL, "A block device must be specified for \"image\"")
+        image_opts = {k[6:]: options.pop(k) for k in [k for k in options
+                                                       if k.startswith("image.")]}
+        child = bdrv_open(str(image), image_opts, flags, protocol_only=True)
+        bs.file = bdrv_attach_child(bs, child, "image")
+        bs.supported_write_flags = child.supported_write_flags
+        bs.supported_zero_flags = child.supported_zero_flags
+        self.blkdebug_debug_event(bs, BLKDBG_NONE)
+
+    bdrv_file_open = blkdebug_open
+
+    def blkdebug_refresh_limits(self, bs: BlockDriverState) -> None:
+        """QEMU: blkdebug_refresh_limits."""
+        bl = bs.bl
+        if self.align:
+            bl.request_alignment = self.align
+        if self.max_transfer:
+            bl.max_transfer = self.max_transfer
+        if self.opt_write_zero:
+            bl.pwrite_zeroes_alignment = self.opt_write_zero
+        if self.max_write_zero:
+            bl.max_pwrite_zeroes = self.max_write_zero
+        if self.opt_discard:
+            bl.pdiscard_alignment = self.opt_discard
+        if self.max_discard:
+            bl.max_pdiscard = self.max_discard
+
+    bdrv_refresh_limits = blkdebug_refresh_limits
+
+    def blkdebug_getlength(self, bs: BlockDriverState) -> int:
+        return bdrv_getlength(bs.file.bs)  # type: ignore[union-attr]
+
+    bdrv_getlength = blkdebug_getlength
+
+    def blkdebug_child_perm(self, bs: BlockDriverState, child: Any, role: str,
+                            perm: int, shared: int) -> tuple[int, int]:
+        return bdrv_filter_default_perms(bs, child, role, perm, shared)
+
+    bdrv_child_perm = blkdebug_child_perm
+
+    # ------------------------------------------------------------ events
+
+    def blkdebug_debug_event(self, bs: BlockDriverState, event: int) -> None:
+        """Arm the event's inject-error rules, apply its set-state rules.
+        QEMU: blkdebug_debug_event / process_rule."""
+        self.new_state = self.state
+        injected = False
+        for rule in list(self.rules[event]):
+            if rule.state and rule.state != self.state:
+                continue
+            if rule.action == "inject-error":
+                if not injected:
+                    self.active_rules = []
+                    injected = True
+                self.active_rules.insert(0, rule)
+            else:
+                self.new_state = rule.new_state
+        if trace_blkdebug_debug_event.enabled:
+            trace_blkdebug_debug_event(BLKDBG_EVENT_NAMES[event], self.state, self.new_state)
+        self.state = self.new_state
+
+    bdrv_debug_event = blkdebug_debug_event
+
+    @coroutine_fn
+    def rule_check(self, bs: BlockDriverState, offset: int, nbytes: int,
+                   iotype: int) -> int:
+        """Fail the request if an active rule matches.  Context: coroutine.
+        Returns: 0 or -errno.  QEMU: rule_check."""
+        hit = None
+        for rule in self.active_rules:
+            if not rule.iotype_mask & (1 << iotype):
+                continue
+            if rule.offset == -1 or (nbytes and offset <= rule.offset < offset + nbytes):
+                hit = rule
+                break
+        if hit is None or not hit.error:
+            return 0
+        if trace_blkdebug_inject_error.enabled:
+            trace_blkdebug_inject_error(offset, nbytes, hit.error, iotype)
+        self.injected += 1
+        if hit.once:
+            self.active_rules.remove(hit)
+            self.rules[hit.event].remove(hit)
+        if not hit.immediately:
+            aio_co_schedule(bs.aio_context, qemu_coroutine_self())  # type: ignore[arg-type]
+            qemu_coroutine_yield()
+        return -hit.error
+
+    def _check_aligned(self, bs: BlockDriverState, offset: int, nbytes: int) -> None:
+        align = bs.bl.request_alignment
+        assert (offset | nbytes) % align == 0, \
+            "blkdebug: request %d+%d not aligned to %d" % (offset, nbytes, align)
+        assert not bs.bl.max_transfer or nbytes <= bs.bl.max_transfer, \
+            "blkdebug: request of %d over max_transfer %d" % (nbytes, bs.bl.max_transfer)
+
+    @coroutine_fn
+    def blkdebug_co_preadv(self, bs: BlockDriverState, offset: int, nbytes: int,
+                           qiov: QEMUIOVector, flags: int) -> int:
+        """QEMU: blkdebug_co_preadv."""
+        self._check_aligned(bs, offset, nbytes)
+        err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_READ)
+        if err:
+            return err
+        return bdrv_co_preadv(bs.file, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
+
+    bdrv_co_preadv = blkdebug_co_preadv
+
+    @coroutine_fn
+    def blkdebug_co_pwritev(self, bs: BlockDriverState, offset: int, nbytes: int,
+                            qiov: QEMUIOVector, flags: int) -> int:
+        """QEMU: blkdebug_co_pwritev."""
+        self._check_aligned(bs, offset, nbytes)
+        err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_WRITE)
+        if err:
+            return err
+        return bdrv_co_pwritev(bs.file, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
+
+    bdrv_co_pwritev = blkdebug_co_pwritev
+
+    @coroutine_fn
+    def blkdebug_co_flush(self, bs: BlockDriverState) -> int:
+        """QEMU: blkdebug_co_flush."""
+        err = self.rule_check(bs, 0, 0, BLKDEBUG_IO_TYPE_FLUSH)
+        if err:
+            return err
+        return bdrv_co_flush(bs.file.bs)  # type: ignore[union-attr]
+
+    bdrv_co_flush = blkdebug_co_flush
+
+    @coroutine_fn
+    def blkdebug_co_pwrite_zeroes(self, bs: BlockDriverState, offset: int, nbytes: int,
+                                  flags: int) -> int:
+        """QEMU: blkdebug_co_pwrite_zeroes."""
+        err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_WRITE_ZEROES)
+        if err:
+            return err
+        return bdrv_co_pwrite_zeroes(bs.file, offset, nbytes, flags)  # type: ignore[arg-type]
+
+    bdrv_co_pwrite_zeroes = blkdebug_co_pwrite_zeroes
+
+    @coroutine_fn
+    def blkdebug_co_pdiscard(self, bs: BlockDriverState, offset: int, nbytes: int) -> int:
+        """QEMU: blkdebug_co_pdiscard."""
+        err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_DISCARD)
+        if err:
+            return err
+        return bdrv_co_pdiscard(bs.file.bs, offset, nbytes)  # type: ignore[union-attr]
+
+    bdrv_co_pdiscard = blkdebug_co_pdiscard

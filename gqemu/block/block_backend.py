@@ -1,0 +1,473 @@
+"""BlockBackend: what a device or tool holds.  Range checks (any request
+crossing the end fails with -EIO), writethrough as FUA, asynchronous
+requests that never call back before they return, the synchronous edge
+wrappers, and the rerror/werror policy with a visible stopped state.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block/block-backend.c (2.8).
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Callable, Optional
+
+from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_schedule_oneshot,
+                       aio_wait_while, qemu_aio_get, qemu_aio_unref)
+from gqemu.block.accounting import BlockAcctStats
+from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
+                                BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ,
+                                BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, INT_MAX,
+                                BdrvChild, BlockDriverState, BlockError, bdrv_getlength,
+                                bdrv_open, bdrv_refresh_perms, bdrv_unref)
+from gqemu.block.drive_opts import parse_drive_options
+from gqemu.block.io import NOT_DONE, bdrv_co_preadv, bdrv_co_pwritev
+from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard, bdrv_drain
+from gqemu.block.qiov import QEMUIOVector, qemu_iovec_init_buf
+from gqemu.block.trace_events import trace_blk_co_preadv, trace_blk_co_pwritev
+from gqemu.coroutine import (coroutine_fn, qemu_coroutine_create, qemu_coroutine_enter,
+                             qemu_in_coroutine)
+
+__all__ = [
+    "BlockBackend", "blk_new_open", "blk_unref", "blk_bs", "blk_getlength",
+    "blk_nb_sectors", "blk_is_read_only", "blk_is_inserted", "blk_is_available",
+    "blk_get_aio_context", "blk_enable_write_cache", "blk_set_enable_write_cache",
+    "blk_get_stats", "blk_set_perm", "blk_check_byte_request",
+    "blk_co_preadv", "blk_co_pwritev", "blk_co_flush", "blk_co_pdiscard",
+    "blk_co_pwrite_zeroes", "blk_aio_prwv", "blk_aio_preadv", "blk_aio_pwritev",
+    "blk_aio_flush", "blk_aio_pdiscard", "blk_aio_pwrite_zeroes",
+    "blk_aio_read_entry", "blk_aio_write_entry", "blk_pread", "blk_pwrite",
+    "blk_flush", "blk_pdiscard", "blk_pwrite_zeroes", "blk_prw", "blk_drain",
+]
+
+
+class BlockBackend:
+    """QEMU: BlockBackend.  ``stopped`` is True after a ``stop`` error action
+    until ``blk_resume``; ``io_error_events`` records each BLOCK_IO_ERROR."""
+
+    def __init__(self, ctx: AioContext) -> None:
+        self.name = ""
+        self.root: Optional[BdrvChild] = None
+        self.ctx = ctx
+        self.refcnt = 1
+        self.in_flight = 0
+        self.enable_write_cache = True
+        self.allow_write_beyond_eof = False
+        self.on_read_error = 0
+        self.on_write_error = 2
+        self.iostatus_enabled = True
+        self.iostatus = 0
+        self.stopped = False
+        self.io_error_events: list[dict] = []
+        self.stop_handlers: list[tuple[Callable[[Any, Any], Any], Any]] = []
+        self.resume_handlers: list[tuple[Callable[[Any], Any], Any]] = []
+        self.stats = BlockAcctStats()
+        self.perm = 0
+        self.shared_perm = BLK_PERM_ALL
+        self.device: dict = {}
+        self.dev: Any = None
+
+    def __repr__(self) -> str:
+        return "<BlockBackend %s %r>" % (self.name, self.root.bs if self.root else None)
+
+
+def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
+                 flags: int = 0) -> BlockBackend:
+    """Open an image from ``-drive``-style options (``format``, ``cache``,
+    ``readonly``, ``rerror``, ``werror``, ``discard``, ``aio``,
+    ``share-rw``, driver keys, ``file.KEY``).  Read-write unless
+    ``readonly=on``; ``flags`` adds BDRV_O_* bits.  Raises BlockError
+    (one-line message; ``hint`` for lock conflicts).  QEMU: blk_new_open.
+    """
+    d = parse_drive_options(options, flags)
+    filename = filename or d.filename
+    if not filename and "driver" not in d.bdrv_options and "format" not in d.bdrv_options:
+        raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
+    bs = bdrv_open(filename or "", d.bdrv_options, d.flags)
+    bs.detect_zeroes = d.detect_zeroes
+    blk = BlockBackend(bs.aio_context)
+    blk.enable_write_cache = d.enable_write_cache
+    blk.on_read_error = d.on_read_error
+    blk.on_write_error = d.on_write_error
+    blk.device = d.device
+    perm = BLK_PERM_CONSISTENT_READ | (BLK_PERM_WRITE if d.flags & BDRV_O_RDWR else 0)
+    shared = BLK_PERM_ALL
+    if d.share_rw is not None:
+        shared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED
+        if d.share_rw:
+            shared |= BLK_PERM_WRITE
+    blk.root = BdrvChild(bs, "root", blk, perm, shared)
+    bs.parents.append(blk.root)
+    try:
+        bdrv_refresh_perms(bs)
+    except BaseException:
+        bs.parents.remove(blk.root)
+        blk.root = None
+        bdrv_unref(bs)
+        raise
+    blk.perm, blk.shared_perm = perm, shared
+    return blk
+
+
+def blk_set_perm(blk: BlockBackend, perm: int, shared_perm: int) -> None:
+    """Change what this user needs and shares; on a conflict keep the old
+    permissions and raise BlockError.  QEMU: blk_set_perm."""
+    root = blk.root
+    if root is None:
+        blk.perm, blk.shared_perm = perm, shared_perm
+        return
+    old = root.perm, root.shared_perm
+    root.perm, root.shared_perm = perm, shared_perm
+    try:
+        bdrv_refresh_perms(root.bs)
+    except BlockError:
+        root.perm, root.shared_perm = old
+        bdrv_refresh_perms(root.bs)
+        raise
+    blk.perm, blk.shared_perm = perm, shared_perm
+
+
+def blk_unref(blk: Optional[BlockBackend]) -> None:
+    """Drop a reference; the last one drains and closes the graph.
+    QEMU: blk_unref."""
+    if blk is None:
+        return
+    blk.refcnt -= 1
+    if blk.refcnt > 0:
+        return
+    if blk.root is not None:
+        blk_drain(blk)
+        bs = blk.root.bs
+        bs.parents.remove(blk.root)
+        blk.root = None
+        bdrv_unref(bs)
+
+
+def blk_bs(blk: BlockBackend) -> Optional[BlockDriverState]:
+    return blk.root.bs if blk.root is not None else None
+
+
+def blk_is_inserted(blk: BlockBackend) -> bool:
+    bs = blk_bs(blk)
+    return bs is not None and bs.drv is not None
+
+
+blk_is_available = blk_is_inserted
+
+
+def blk_is_read_only(blk: BlockBackend) -> bool:
+    """QEMU: blk_is_read_only."""
+    bs = blk_bs(blk)
+    return bs.read_only if bs is not None else True
+
+
+def blk_get_aio_context(blk: BlockBackend) -> AioContext:
+    return blk.ctx
+
+
+def blk_enable_write_cache(blk: BlockBackend) -> bool:
+    return blk.enable_write_cache
+
+
+def blk_set_enable_write_cache(blk: BlockBackend, wce: bool) -> None:
+    blk.enable_write_cache = wce
+
+
+def blk_get_stats(blk: BlockBackend) -> BlockAcctStats:
+    return blk.stats
+
+
+def blk_getlength(blk: BlockBackend) -> int:
+    """Bytes, or -ENOMEDIUM.  QEMU: blk_getlength."""
+    bs = blk_bs(blk)
+    if bs is None:
+        return -errno.ENOMEDIUM
+    return bdrv_getlength(bs)
+
+
+def blk_nb_sectors(blk: BlockBackend) -> int:
+    """Length in 512-byte sectors (0 without medium; IDE's geometry).
+    QEMU: blk_get_geometry."""
+    n = blk_getlength(blk)
+    return n >> 9 if n > 0 else 0
+
+
+def blk_check_byte_request(blk: BlockBackend, offset: int, size: int) -> int:
+    """QEMU: blk_check_byte_request.  Returns 0, -EIO or -ENOMEDIUM."""
+    if size > INT_MAX or size < 0:
+        return -errno.EIO
+    if not blk_is_available(blk):
+        return -errno.ENOMEDIUM
+    if offset < 0:
+        return -errno.EIO
+    if not blk.allow_write_beyond_eof:
+        length = blk_getlength(blk)
+        if length < 0:
+            return length
+        if offset > length or length - offset < size:
+            return -errno.EIO
+    return 0
+
+
+# ------------------------------------------------------------ coroutines
+
+
+@coroutine_fn
+def blk_co_preadv(blk: BlockBackend, offset: int, nbytes: int, qiov: QEMUIOVector,
+                  flags: int) -> int:
+    """Context: coroutine.  Returns: 0 or -errno.  QEMU: blk_co_preadv."""
+    bs = blk.root.bs if blk.root is not None else None
+    if trace_blk_co_preadv.enabled:
+        trace_blk_co_preadv(blk, bs, offset, nbytes, flags)
+    ret = blk_check_byte_request(blk, offset, nbytes)
+    if ret < 0:
+        return ret
+    bs.in_flight += 1  # type: ignore[union-attr]
+    try:
+        return bdrv_co_preadv(blk.root, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
+    finally:
+        bs.in_flight -= 1  # type: ignore[union-attr]
+
+
+@coroutine_fn
+def blk_co_pwritev(blk: BlockBackend, offset: int, nbytes: int,
+                   qiov: Optional[QEMUIOVector], flags: int) -> int:
+    """Adds FUA when the write cache is off (writethrough).
+    Context: coroutine.  Returns: 0 or -errno.  QEMU: blk_co_pwritev."""
+    bs = blk.root.bs if blk.root is not None else None
+    if trace_blk_co_pwritev.enabled:
+        trace_blk_co_pwritev(blk, bs, offset, nbytes, flags)
+    ret = blk_check_byte_request(blk, offset, nbytes)
+    if ret < 0:
+        return ret
+    if not blk.enable_write_cache:
+        flags |= BDRV_REQ_FUA
+    bs.in_flight += 1  # type: ignore[union-attr]
+    try:
+        return bdrv_co_pwritev(blk.root, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
+    finally:
+        bs.in_flight -= 1  # type: ignore[union-attr]
+
+
+@coroutine_fn
+def blk_co_pwrite_zeroes(blk: BlockBackend, offset: int, nbytes: int, flags: int) -> int:
+    """QEMU: blk_co_pwrite_zeroes."""
+    return blk_co_pwritev(blk, offset, nbytes, None, flags | BDRV_REQ_ZERO_WRITE)
+
+
+@coroutine_fn
+def blk_co_flush(blk: BlockBackend) -> int:
+    """QEMU: blk_co_flush."""
+    if not blk_is_available(blk):
+        return -errno.ENOMEDIUM
+    return bdrv_co_flush(blk_bs(blk))
+
+
+@coroutine_fn
+def blk_co_pdiscard(blk: BlockBackend, offset: int, nbytes: int) -> int:
+    """QEMU: blk_co_pdiscard."""
+    ret = blk_check_byte_request(blk, offset, nbytes)
+    if ret < 0:
+        return ret
+    return bdrv_co_pdiscard(blk_bs(blk), offset, nbytes)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------- AIO
+
+
+class BlkRwCo:
+    __slots__ = ("blk", "offset", "qiov", "ret", "flags")
+
+    def __init__(self, blk: BlockBackend, offset: int, qiov: Optional[QEMUIOVector],
+                 flags: int) -> None:
+        self.blk = blk
+        self.offset = offset
+        self.qiov = qiov
+        self.ret = NOT_DONE
+        self.flags = flags
+
+
+class BlkAioEmAIOCB(BlockAIOCB):
+    """QEMU: BlkAioEmAIOCB."""
+
+    __slots__ = ("rwco", "bytes", "has_returned")
+
+
+def _blk_aio_em_get_aio_context(acb: BlkAioEmAIOCB) -> AioContext:
+    return acb.rwco.blk.ctx
+
+
+blk_aio_em_aiocb_info = AIOCBInfo(get_aio_context=_blk_aio_em_get_aio_context)
+
+
+def blk_aio_complete(acb: BlkAioEmAIOCB) -> None:
+    """Deliver the callback, but only once blk_aio_prwv has returned.
+    QEMU: blk_aio_complete."""
+    if acb.has_returned:
+        blk = acb.rwco.blk
+        cb = acb.cb
+        if cb is not None:
+            cb(acb.opaque, acb.rwco.ret)
+        blk.in_flight -= 1
+        qemu_aio_unref(acb)
+
+
+def blk_aio_complete_bh(acb: BlkAioEmAIOCB) -> None:
+    assert acb.has_returned
+    blk_aio_complete(acb)
+
+
+def blk_aio_prwv(blk: BlockBackend, offset: int, nbytes: int,
+                 qiov: Optional[QEMUIOVector], co_entry: Callable[[Any], None],
+                 flags: int, cb: Optional[Callable[[Any, int], Any]],
+                 opaque: Any) -> BlkAioEmAIOCB:
+    """Run ``co_entry`` in a new coroutine; if it finished before we return,
+    complete from a bottom half.  Context: loop or coroutine.
+    QEMU: blk_aio_prwv."""
+    blk.in_flight += 1
+    acb: BlkAioEmAIOCB = qemu_aio_get(blk_aio_em_aiocb_info, cb, opaque, BlkAioEmAIOCB)
+    acb.rwco = BlkRwCo(blk, offset, qiov, flags)
+    acb.bytes = nbytes
+    acb.has_returned = False
+    co = qemu_coroutine_create(co_entry, acb)
+    qemu_coroutine_enter(co)
+    acb.has_returned = True
+    if acb.rwco.ret != NOT_DONE:
+        aio_bh_schedule_oneshot(blk.ctx, blk_aio_complete_bh, acb)
+    return acb
+
+
+def blk_aio_read_entry(acb: BlkAioEmAIOCB) -> None:
+    """QEMU: blk_aio_read_entry."""
+    rwco = acb.rwco
+    assert rwco.qiov is not None and rwco.qiov.size == acb.bytes
+    rwco.ret = blk_co_preadv(rwco.blk, rwco.offset, acb.bytes, rwco.qiov, rwco.flags)
+    blk_aio_complete(acb)
+
+
+def blk_aio_write_entry(acb: BlkAioEmAIOCB) -> None:
+    """QEMU: blk_aio_write_entry."""
+    rwco = acb.rwco
+    assert rwco.qiov is None or rwco.qiov.size == acb.bytes
+    rwco.ret = blk_co_pwritev(rwco.blk, rwco.offset, acb.bytes, rwco.qiov, rwco.flags)
+    blk_aio_complete(acb)
+
+
+def blk_aio_flush_entry(acb: BlkAioEmAIOCB) -> None:
+    """QEMU: blk_aio_flush_entry."""
+    acb.rwco.ret = blk_co_flush(acb.rwco.blk)
+    blk_aio_complete(acb)
+
+
+def blk_aio_pdiscard_entry(acb: BlkAioEmAIOCB) -> None:
+    """QEMU: blk_aio_pdiscard_entry."""
+    rwco = acb.rwco
+    rwco.ret = blk_co_pdiscard(rwco.blk, rwco.offset, acb.bytes)
+    blk_aio_complete(acb)
+
+
+def blk_aio_preadv(blk: BlockBackend, offset: int, qiov: QEMUIOVector, flags: int,
+                   cb: Optional[Callable[[Any, int], Any]], opaque: Any) -> BlkAioEmAIOCB:
+    """Read into ``qiov``; ``cb(opaque, ret)`` later, never before return.
+    QEMU: blk_aio_preadv."""
+    return blk_aio_prwv(blk, offset, qiov.size, qiov, blk_aio_read_entry, flags, cb, opaque)
+
+
+def blk_aio_pwritev(blk: BlockBackend, offset: int, qiov: QEMUIOVector, flags: int,
+                    cb: Optional[Callable[[Any, int], Any]], opaque: Any) -> BlkAioEmAIOCB:
+    """QEMU: blk_aio_pwritev."""
+    return blk_aio_prwv(blk, offset, qiov.size, qiov, blk_aio_write_entry, flags, cb, opaque)
+
+
+def blk_aio_pwrite_zeroes(blk: BlockBackend, offset: int, count: int, flags: int,
+                          cb: Optional[Callable[[Any, int], Any]],
+                          opaque: Any) -> BlkAioEmAIOCB:
+    """QEMU: blk_aio_pwrite_zeroes."""
+    return blk_aio_prwv(blk, offset, count, None, blk_aio_write_entry,
+                        flags | BDRV_REQ_ZERO_WRITE, cb, opaque)
+
+
+def blk_aio_flush(blk: BlockBackend, cb: Optional[Callable[[Any, int], Any]],
+                  opaque: Any) -> BlkAioEmAIOCB:
+    """QEMU: blk_aio_flush."""
+    return blk_aio_prwv(blk, 0, 0, None, blk_aio_flush_entry, 0, cb, opaque)
+
+
+def blk_aio_pdiscard(blk: BlockBackend, offset: int, count: int,
+                     cb: Optional[Callable[[Any, int], Any]], opaque: Any) -> BlkAioEmAIOCB:
+    """QEMU: blk_aio_pdiscard."""
+    return blk_aio_prwv(blk, offset, count, None, blk_aio_pdiscard_entry, 0, cb, opaque)
+
+
+# ----------------------------------------------------- synchronous edge
+
+
+def _blk_sync(blk: BlockBackend, fn: Callable[..., int], *args: Any) -> int:
+    if qemu_in_coroutine():
+        return fn(*args)
+    box = [NOT_DONE]
+
+    def entry(_: Any) -> None:
+        box[0] = fn(*args)
+    co = qemu_coroutine_create(entry, None)
+    qemu_coroutine_enter(co)
+    aio_wait_while(blk.ctx, lambda: box[0] == NOT_DONE)
+    return box[0]
+
+
+def blk_prw(blk: BlockBackend, offset: int, buf: Any, nbytes: int, is_write: bool,
+            flags: int = 0) -> int:
+    """Synchronous read into / write from ``buf``; -errno, no exception.
+    QEMU: blk_prw."""
+    qiov = qemu_iovec_init_buf(memoryview(buf)[:nbytes])
+    if is_write:
+        return _blk_sync(blk, blk_co_pwritev, blk, offset, nbytes, qiov, flags)
+    return _blk_sync(blk, blk_co_preadv, blk, offset, nbytes, qiov, flags)
+
+
+def _raise(ret: int) -> None:
+    raise BlockError(-ret, os.strerror(-ret))
+
+
+def blk_pread(blk: BlockBackend, offset: int, count: int) -> bytes:
+    """Read ``count`` bytes.  Raises BlockError(errno) on failure.
+    QEMU: blk_pread."""
+    buf = bytearray(count)
+    ret = blk_prw(blk, offset, buf, count, False)
+    if ret < 0:
+        _raise(ret)
+    return bytes(buf)
+
+
+def blk_pwrite(blk: BlockBackend, offset: int, data: Any, flags: int = 0) -> int:
+    """Write ``data``; returns its length.  Raises BlockError on failure.
+    QEMU: blk_pwrite."""
+    mv = memoryview(data)
+    ret = blk_prw(blk, offset, mv, mv.nbytes, True, flags)
+    if ret < 0:
+        _raise(ret)
+    return mv.nbytes
+
+
+def blk_pwrite_zeroes(blk: BlockBackend, offset: int, count: int, flags: int = 0) -> int:
+    """Synchronous zero write.  Returns 0 or -errno.  QEMU: blk_pwrite_zeroes."""
+    return _blk_sync(blk, blk_co_pwrite_zeroes, blk, offset, count, flags)
+
+
+def blk_flush(blk: BlockBackend) -> int:
+    """Synchronous flush.  Returns 0 or -errno.  QEMU: blk_flush."""
+    return _blk_sync(blk, blk_co_flush, blk)
+
+
+def blk_pdiscard(blk: BlockBackend, offset: int, count: int) -> int:
+    """Synchronous discard.  Returns 0 or -errno.  QEMU: blk_pdiscard."""
+    return _blk_sync(blk, blk_co_pdiscard, blk, offset, count)
+
+
+def blk_drain(blk: BlockBackend) -> None:
+    """Run the loop until every request of ``blk`` has completed.
+    Context: loop.  QEMU: blk_drain."""
+    aio_wait_while(blk.ctx, lambda: blk.in_flight > 0)
+    bs = blk_bs(blk)
+    if bs is not None:
+        bdrv_drain(bs)

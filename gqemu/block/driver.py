@@ -1,0 +1,659 @@
+"""Block drivers and the node graph: ``BlockDriver``, the registry,
+``BlockDriverState``, ``BdrvChild``, ``BlockLimits``, permissions, and
+``bdrv_open`` with QEMU's format probing.
+
+A driver class is the vtable (QEMU's ``BlockDriver``); its instance is the
+node's state (QEMU's ``bs->opaque``), so ``bs.drv is bs.opaque``.  Slots a
+driver does not implement stay ``None``; ``io.py`` checks for them as
+block/io.c checks for NULL function pointers.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block.c, include/block/block_int.h.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from typing import Any, Callable, Optional
+
+from gqemu.aio import AioContext, qemu_get_aio_context
+from gqemu.block.trace_events import trace_bdrv_open_common
+
+__all__ = [
+    "BlockError", "BlockDriver", "BlockDriverState", "BdrvChild", "BlockLimits",
+    "bdrv_register", "bdrv_find_format", "bdrv_find_protocol", "bdrv_drivers",
+    "bdrv_open", "bdrv_unref", "bdrv_ref", "bdrv_probe_all", "bdrv_getlength",
+    "bdrv_nb_sectors", "refresh_total_sectors", "bdrv_refresh_limits",
+    "bdrv_get_aio_context", "bdrv_is_read_only", "bdrv_debug_event",
+    "BLKDBG_EVENT", "bdrv_filter_default_perms", "bdrv_format_default_perms",
+    "bdrv_refresh_perms", "bdrv_perm_names", "error_report", "set_error_sink",
+    "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str",
+]
+
+# include/block/block.h (2.8)
+BDRV_O_RDWR = 0x0002
+BDRV_O_RESIZE = 0x0004
+BDRV_O_SNAPSHOT = 0x0008
+BDRV_O_TEMPORARY = 0x0010
+BDRV_O_NOCACHE = 0x0020
+BDRV_O_NATIVE_AIO = 0x0080
+BDRV_O_NO_BACKING = 0x0100
+BDRV_O_NO_FLUSH = 0x0200
+BDRV_O_COPY_ON_READ = 0x0400
+BDRV_O_INACTIVE = 0x0800
+BDRV_O_CHECK = 0x1000
+BDRV_O_ALLOW_RDWR = 0x2000
+BDRV_O_UNMAP = 0x4000
+BDRV_O_PROTOCOL = 0x8000
+BDRV_O_NO_IO = 0x10000
+BDRV_O_NOWAIT = 0x100000      # gqemu: the RWF_NOWAIT fast path (aio=nowait)
+BDRV_O_CACHE_MASK = BDRV_O_NOCACHE | BDRV_O_NO_FLUSH
+
+# BdrvRequestFlags (2.8)
+BDRV_REQ_COPY_ON_READ = 0x1
+BDRV_REQ_ZERO_WRITE = 0x2
+BDRV_REQ_MAY_UNMAP = 0x4
+BDRV_REQ_NO_SERIALISING = 0x8
+BDRV_REQ_FUA = 0x10
+BDRV_REQ_WRITE_COMPRESSED = 0x20
+BDRV_REQ_MASK = 0x3f
+
+BDRV_SECTOR_BITS = 9
+BDRV_SECTOR_SIZE = 512
+INT_MAX = 2**31 - 1
+BDRV_REQUEST_MAX_SECTORS = INT_MAX >> BDRV_SECTOR_BITS
+BDRV_REQUEST_MAX_BYTES = BDRV_REQUEST_MAX_SECTORS << BDRV_SECTOR_BITS
+
+# Block status bits (2.8)
+BDRV_BLOCK_DATA = 0x01
+BDRV_BLOCK_ZERO = 0x02
+BDRV_BLOCK_OFFSET_VALID = 0x04
+BDRV_BLOCK_RAW = 0x08
+BDRV_BLOCK_ALLOCATED = 0x10
+
+# Permissions (QEMU >= 2.10; the lock bytes of file-posix follow them)
+BLK_PERM_CONSISTENT_READ = 0x01
+BLK_PERM_WRITE = 0x02
+BLK_PERM_WRITE_UNCHANGED = 0x04
+BLK_PERM_RESIZE = 0x08
+BLK_PERM_ALL = 0x0f
+_PERM_NAMES = ("consistent read", "write", "write unchanged", "resize")
+
+
+class BlockError(Exception):
+    """A setup failure (open, options): ``errno`` and a one-line message.
+    ``hint`` is an optional second line, as QEMU's error_append_hint."""
+
+    def __init__(self, err: int, msg: str, hint: str = "") -> None:
+        super().__init__(msg)
+        self.errno = err
+        self.msg = msg
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+_error_sink: Callable[[str], Any] = lambda s: sys.stderr.write(s)
+
+
+def set_error_sink(fn: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Redirect error_report() output (tools and tests); returns the old sink."""
+    global _error_sink
+    old, _error_sink = _error_sink, fn
+    return old
+
+
+def error_report(msg: str) -> None:
+    """Print one diagnostic line to stderr, as QEMU's error_report."""
+    _error_sink(msg if msg.endswith("\n") else msg + "\n")
+
+
+# ----------------------------------------------------------------- options
+
+
+def qemu_opt_str(options: dict, key: str, default: Optional[str] = None) -> Optional[str]:
+    v = options.pop(key, None)
+    return default if v is None else str(v)
+
+
+def qemu_opt_bool(options: dict, key: str, default: bool) -> bool:
+    """Pop an on/off option.  Raises BlockError with QEMU's message."""
+    v = options.pop(key, None)
+    if v is None:
+        return default
+    if isinstance(v, bool):
+        return v
+    s = str(v)
+    if s in ("on", "yes", "true"):
+        return True
+    if s in ("off", "no", "false"):
+        return False
+    raise BlockError(errno.EINVAL, "Parameter '%s' expects 'on' or 'off'" % key)
+
+
+_SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+           "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+
+
+def qemu_opt_size(options: dict, key: str, default: Optional[int] = None) -> Optional[int]:
+    """Pop a size option (k/M/G/T/P/E suffixes).  Raises BlockError."""
+    v = options.pop(key, None)
+    if v is None:
+        return default
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    else:
+        s = str(v).strip()
+        num, suf = s, ""
+        if s and s[-1].lower() in _SUFFIX and not s[-1].isdigit():
+            num, suf = s[:-1], s[-1].lower()
+        try:
+            n = int(num) * _SUFFIX[suf] if num.isdigit() else -1
+        except ValueError:
+            n = -1
+    if n < 0 or n >= 2**64:
+        raise BlockError(errno.EINVAL, "Parameter '%s' expects a non-negative "
+                         "number below 2^64" % key)
+    return n
+
+
+# ------------------------------------------------------------------ limits
+
+
+class BlockLimits:
+    """QEMU: BlockLimits (2.8), in bytes."""
+
+    __slots__ = ("request_alignment", "max_pdiscard", "pdiscard_alignment",
+                 "max_pwrite_zeroes", "pwrite_zeroes_alignment", "opt_transfer",
+                 "max_transfer", "min_mem_alignment", "opt_mem_alignment",
+                 "max_iov")
+
+    def __init__(self) -> None:
+        self.request_alignment = 1
+        self.max_pdiscard = 0
+        self.pdiscard_alignment = 0
+        self.max_pwrite_zeroes = 0
+        self.pwrite_zeroes_alignment = 0
+        self.opt_transfer = 0
+        self.max_transfer = 0
+        self.min_mem_alignment = 1
+        self.opt_mem_alignment = 1
+        self.max_iov = 1024
+
+
+def _min_non_zero(a: int, b: int) -> int:
+    return min(a, b) if a and b else (a or b)
+
+
+# ----------------------------------------------------------------- drivers
+
+
+class BlockDriver:
+    """The driver vtable; an instance is one node's state.
+
+    Slots (``None`` = not implemented), all taking ``bs`` first:
+    ``bdrv_open(bs, options, flags)`` (formats) / ``bdrv_file_open(bs,
+    filename, options, flags)`` (protocols) raise BlockError;
+    ``bdrv_close``; ``bdrv_co_preadv/pwritev(bs, offset, nbytes, qiov,
+    flags)``; ``bdrv_co_flush``, ``bdrv_co_flush_to_os``,
+    ``bdrv_co_flush_to_disk``; ``bdrv_co_pdiscard(bs, offset, nbytes)``;
+    ``bdrv_co_pwrite_zeroes(bs, offset, nbytes, flags)``;
+    ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, file)``;
+    ``bdrv_getlength(bs)``; ``bdrv_truncate(bs, offset)``;
+    ``bdrv_refresh_limits(bs)``; ``bdrv_get_info(bs) -> dict``;
+    ``bdrv_debug_event(bs, event)``; ``bdrv_check_perm/bdrv_set_perm(bs,
+    perm, shared)``; ``bdrv_child_perm(bs, child, role, perm, shared)``.
+    ``bdrv_probe(buf, filename) -> score`` is a staticmethod.
+    QEMU: struct BlockDriver.
+    """
+
+    format_name: str = ""
+    protocol_name: Optional[str] = None
+    is_filter = False
+    has_variable_length = False
+    supports_backing = False
+    create_opts: tuple[str, ...] = ()
+
+    bdrv_probe: Optional[Callable[[bytes, str], int]] = None
+    bdrv_open: Optional[Callable[..., None]] = None
+    bdrv_file_open: Optional[Callable[..., None]] = None
+    bdrv_close: Optional[Callable[..., None]] = None
+    bdrv_co_preadv: Optional[Callable[..., int]] = None
+    bdrv_co_pwritev: Optional[Callable[..., int]] = None
+    bdrv_co_pwritev_compressed: Optional[Callable[..., int]] = None
+    bdrv_co_flush: Optional[Callable[..., int]] = None
+    bdrv_co_flush_to_os: Optional[Callable[..., int]] = None
+    bdrv_co_flush_to_disk: Optional[Callable[..., int]] = None
+    bdrv_co_pdiscard: Optional[Callable[..., int]] = None
+    bdrv_co_pwrite_zeroes: Optional[Callable[..., int]] = None
+    bdrv_co_get_block_status: Optional[Callable[..., Any]] = None
+    bdrv_getlength: Optional[Callable[..., int]] = None
+    bdrv_truncate: Optional[Callable[..., int]] = None
+    bdrv_refresh_limits: Optional[Callable[..., None]] = None
+    bdrv_get_info: Optional[Callable[..., Any]] = None
+    bdrv_debug_event: Optional[Callable[..., None]] = None
+    bdrv_check_perm: Optional[Callable[..., None]] = None
+    bdrv_set_perm: Optional[Callable[..., None]] = None
+    bdrv_child_perm: Optional[Callable[..., tuple[int, int]]] = None
+    bdrv_has_zero_init: Optional[Callable[..., int]] = None
+
+    def __repr__(self) -> str:
+        return "<BlockDriver %s>" % (self.format_name or self.protocol_name)
+
+
+# Filled at import time by @bdrv_register, never changed afterwards.
+bdrv_drivers: dict[str, type[BlockDriver]] = {}
+
+
+def bdrv_register(cls: type[BlockDriver]) -> type[BlockDriver]:
+    """Class decorator: add a driver to the registry.  QEMU: bdrv_register."""
+    name = cls.format_name
+    assert name and name not in bdrv_drivers, "driver %r registered twice" % name
+    bdrv_drivers[name] = cls
+    return cls
+
+
+def bdrv_find_format(name: str) -> Optional[type[BlockDriver]]:
+    """QEMU: bdrv_find_format."""
+    return bdrv_drivers.get(name)
+
+
+def bdrv_find_protocol(filename: str) -> Optional[type[BlockDriver]]:
+    """The protocol named by a ``proto:`` prefix (before any '/'), else file.
+    QEMU: bdrv_find_protocol."""
+    colon = filename.find(":")
+    slash = filename.find("/")
+    if colon > 0 and (slash < 0 or colon < slash):
+        prefix = filename[:colon]
+        for cls in bdrv_drivers.values():
+            if cls.protocol_name == prefix:
+                return cls
+        return None
+    return bdrv_drivers.get("file")
+
+
+def bdrv_probe_all(buf: bytes, filename: str) -> Optional[type[BlockDriver]]:
+    """Highest probe score wins; ties go to registration order.
+    QEMU: bdrv_probe_all."""
+    best, best_score = None, 0
+    for cls in bdrv_drivers.values():
+        if cls.bdrv_probe is not None:
+            score = cls.bdrv_probe(buf, filename)
+            if score > best_score:
+                best, best_score = cls, score
+    return best
+
+
+# ------------------------------------------------------------------- graph
+
+
+class BdrvChild:
+    """An edge: ``parent`` (a node or BlockBackend) uses ``bs`` as ``name``.
+    QEMU: BdrvChild."""
+
+    __slots__ = ("bs", "name", "role", "parent", "perm", "shared_perm")
+
+    def __init__(self, bs: "BlockDriverState", name: str, parent: Any,
+                 perm: int = 0, shared_perm: int = BLK_PERM_ALL) -> None:
+        self.bs = bs
+        self.name = name
+        self.role = name
+        self.parent = parent
+        self.perm = perm
+        self.shared_perm = shared_perm
+
+    def __repr__(self) -> str:
+        return "<BdrvChild %s -> %r>" % (self.name, self.bs)
+
+
+class BdrvTrackedRequest:
+    """An in-flight request on a node.  QEMU: BdrvTrackedRequest."""
+
+    __slots__ = ("bs", "offset", "bytes", "type", "serialising", "overlap_offset",
+                 "overlap_bytes", "co", "wait_queue", "waiting_for")
+
+
+class BlockDriverState:
+    """One node of the graph.  QEMU: BlockDriverState."""
+
+    def __init__(self, drv: BlockDriver, filename: str, flags: int) -> None:
+        from gqemu.coroutine import CoQueue
+        self.drv: Optional[BlockDriver] = drv
+        self.opaque = drv
+        self.filename = filename
+        self.open_flags = flags
+        self.read_only = not (flags & BDRV_O_RDWR)
+        self.probed = False
+        self.file: Optional[BdrvChild] = None
+        self.backing: Optional[BdrvChild] = None
+        self.children: list[BdrvChild] = []
+        self.parents: list[BdrvChild] = []
+        self.bl = BlockLimits()
+        self.total_sectors = 0
+        self.supported_write_flags = 0
+        self.supported_zero_flags = 0
+        self.copy_on_read = 1 if flags & BDRV_O_COPY_ON_READ else 0
+        self.detect_zeroes = "off"
+        self.in_flight = 0
+        self.tracked_requests: list[Any] = []
+        self.serialising_in_flight = 0
+        self.write_gen = 0
+        self.flushed_gen = 0
+        self.active_flush_req = False
+        self.flush_queue = CoQueue()
+        self.wr_highest_offset = 0
+        self.quiesce_counter = 0
+        self.before_write_notifiers: list[Callable[[Any], int]] = []
+        self.aio_context: AioContext = qemu_get_aio_context()
+        self.refcnt = 1
+        self.node_name = ""
+        self.perm = 0
+        self.shared_perm = BLK_PERM_ALL
+
+    def __repr__(self) -> str:
+        name = self.drv.format_name if self.drv else "-"
+        return "<BlockDriverState %s %s>" % (name, self.filename)
+
+
+def bdrv_get_aio_context(bs: BlockDriverState) -> AioContext:
+    return bs.aio_context
+
+
+def bdrv_is_read_only(bs: BlockDriverState) -> bool:
+    return bs.read_only
+
+
+def bdrv_attach_child(parent_bs: BlockDriverState, child_bs: BlockDriverState,
+                      name: str) -> BdrvChild:
+    """Link ``child_bs`` under ``parent_bs``.  QEMU: bdrv_attach_child."""
+    child = BdrvChild(child_bs, name, parent_bs)
+    parent_bs.children.append(child)
+    child_bs.parents.append(child)
+    return child
+
+
+def bdrv_ref(bs: BlockDriverState) -> None:
+    bs.refcnt += 1
+
+
+def bdrv_unref(bs: Optional[BlockDriverState]) -> None:
+    """Drop a reference; the last one closes the node and its children.
+    QEMU: bdrv_unref / bdrv_close."""
+    if bs is None:
+        return
+    bs.refcnt -= 1
+    if bs.refcnt > 0:
+        return
+    drv = bs.drv
+    if drv is not None and drv.bdrv_close is not None:
+        drv.bdrv_close(bs)
+    bs.drv = None
+    for child in bs.children:
+        child.bs.parents.remove(child)
+        bdrv_unref(child.bs)
+    bs.children = []
+    bs.file = bs.backing = None
+
+
+# ---------------------------------------------------------------- debug
+
+
+def bdrv_debug_event(bs: Optional[BlockDriverState], event: int) -> None:
+    """Tell blkdebug (if it is this node) that ``event`` happened.
+    QEMU: bdrv_debug_event."""
+    if bs is None or bs.drv is None or bs.drv.bdrv_debug_event is None:
+        return
+    bs.drv.bdrv_debug_event(bs, event)
+
+
+def BLKDBG_EVENT(child: Optional[BdrvChild], event: int) -> None:
+    """QEMU: the BLKDBG_EVENT(child, evt) macro."""
+    if child is not None:
+        bdrv_debug_event(child.bs, event)
+
+
+# ----------------------------------------------------------- length, limits
+
+
+def refresh_total_sectors(bs: BlockDriverState, hint: int) -> int:
+    """QEMU: refresh_total_sectors.  Returns 0 or -errno."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    if drv.bdrv_getlength is not None:
+        length = drv.bdrv_getlength(bs)
+        if length < 0:
+            return length
+        hint = (length + BDRV_SECTOR_SIZE - 1) >> BDRV_SECTOR_BITS
+    bs.total_sectors = hint
+    return 0
+
+
+def bdrv_nb_sectors(bs: BlockDriverState) -> int:
+    """QEMU: bdrv_nb_sectors.  Returns sectors or -errno."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    if drv.has_variable_length:
+        ret = refresh_total_sectors(bs, bs.total_sectors)
+        if ret < 0:
+            return ret
+    return bs.total_sectors
+
+
+def bdrv_getlength(bs: BlockDriverState) -> int:
+    """Length in bytes (a multiple of 512) or -errno.  QEMU: bdrv_getlength."""
+    ret = bdrv_nb_sectors(bs)
+    return ret * BDRV_SECTOR_SIZE if ret >= 0 else ret
+
+
+def bdrv_refresh_limits(bs: BlockDriverState) -> None:
+    """Zero the limits, merge the children's, run the driver hook.
+    QEMU: bdrv_refresh_limits."""
+    drv = bs.drv
+    bl = bs.bl
+    bs.bl = bl = BlockLimits()
+    bl.request_alignment = 1 if drv is not None and drv.bdrv_co_preadv else 512
+    bl.max_iov = 0
+    bl.min_mem_alignment = bl.opt_mem_alignment = 0
+    for child in (bs.file, bs.backing):
+        if child is None:
+            continue
+        c = child.bs.bl
+        bl.opt_transfer = max(bl.opt_transfer, c.opt_transfer)
+        bl.max_transfer = _min_non_zero(bl.max_transfer, c.max_transfer)
+        bl.min_mem_alignment = max(bl.min_mem_alignment, c.min_mem_alignment)
+        bl.opt_mem_alignment = max(bl.opt_mem_alignment, c.opt_mem_alignment)
+        bl.max_iov = _min_non_zero(bl.max_iov, c.max_iov)
+    bl.max_iov = bl.max_iov or 1024
+    bl.min_mem_alignment = bl.min_mem_alignment or 1
+    bl.opt_mem_alignment = bl.opt_mem_alignment or 1
+    if drv is not None and drv.bdrv_refresh_limits is not None:
+        drv.bdrv_refresh_limits(bs)
+
+
+# ------------------------------------------------------------- permissions
+
+
+def bdrv_perm_names(perm: int) -> str:
+    """QEMU: bdrv_perm_names."""
+    return ", ".join(n for i, n in enumerate(_PERM_NAMES) if perm & (1 << i))
+
+
+def bdrv_filter_default_perms(bs: BlockDriverState, child: BdrvChild, role: str,
+                              perm: int, shared: int) -> tuple[int, int]:
+    """Forward the parents' permissions unchanged.
+    QEMU: bdrv_filter_default_perms."""
+    return perm, shared
+
+
+def bdrv_format_default_perms(bs: BlockDriverState, child: BdrvChild, role: str,
+                              perm: int, shared: int) -> tuple[int, int]:
+    """A format needs consistent reads of its file, writes and resize when
+    writable, and lets nobody else write or resize it.
+    QEMU: bdrv_format_default_perms."""
+    if role == "backing":
+        return BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL & ~(BLK_PERM_WRITE | BLK_PERM_RESIZE) | BLK_PERM_WRITE_UNCHANGED
+    perm |= BLK_PERM_CONSISTENT_READ
+    if not bs.read_only:
+        perm |= BLK_PERM_WRITE | BLK_PERM_RESIZE
+    shared &= ~(BLK_PERM_WRITE | BLK_PERM_RESIZE)
+    return perm, shared
+
+
+def bdrv_get_cumulative_perm(bs: BlockDriverState) -> tuple[int, int]:
+    perm, shared = 0, BLK_PERM_ALL
+    for c in bs.parents:
+        perm |= c.perm
+        shared &= c.shared_perm
+    return perm, shared
+
+
+def bdrv_refresh_perms(bs: BlockDriverState) -> None:
+    """Apply the parents' permissions to ``bs`` and then to its children.
+    Raises BlockError on a conflict (another user holds the image).
+    QEMU: bdrv_check_perm + bdrv_set_perm."""
+    drv = bs.drv
+    if drv is None:
+        return
+    perm, shared = bdrv_get_cumulative_perm(bs)
+    if drv.bdrv_check_perm is not None:
+        drv.bdrv_check_perm(bs, perm, shared)
+    if drv.bdrv_set_perm is not None:
+        drv.bdrv_set_perm(bs, perm, shared)
+    bs.perm, bs.shared_perm = perm, shared
+    for child in bs.children:
+        fn = drv.bdrv_child_perm
+        if fn is not None:
+            child.perm, child.shared_perm = fn(bs, child, child.role, perm, shared)
+        elif drv.protocol_name or drv.is_filter:
+            child.perm, child.shared_perm = bdrv_filter_default_perms(
+                bs, child, child.role, perm, shared)
+        else:
+            child.perm, child.shared_perm = bdrv_format_default_perms(
+                bs, child, child.role, perm, shared)
+        bdrv_refresh_perms(child.bs)
+
+
+# -------------------------------------------------------------------- open
+
+
+def _split_child_options(options: dict, prefix: str) -> dict:
+    out = {}
+    for k in [k for k in options if k.startswith(prefix)]:
+        out[k[len(prefix):]] = options.pop(k)
+    return out
+
+
+def _check_leftover(bs: BlockDriverState, options: dict) -> None:
+    if options:
+        key = next(iter(options))
+        drv = bs.drv
+        if drv is not None and drv.protocol_name and drv.bdrv_file_open is not None:
+            raise BlockError(errno.EINVAL, "Block protocol '%s' doesn't support the "
+                             "option '%s'" % (drv.format_name, key))
+        raise BlockError(errno.EINVAL, "Block format '%s' does not support the "
+                         "option '%s'" % (drv.format_name if drv else "?", key))
+
+
+def _finish_open(bs: BlockDriverState, options: dict) -> None:
+    _check_leftover(bs, options)
+    ret = refresh_total_sectors(bs, bs.total_sectors)
+    if ret < 0:
+        raise BlockError(-ret, "Could not refresh total sector count: %s"
+                         % os.strerror(-ret))
+    bdrv_refresh_limits(bs)
+
+
+def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
+                       flags: int) -> BlockDriverState:
+    """Open a protocol node (file, null-co, blkdebug).
+    QEMU: bdrv_open_common for protocol drivers (bdrv_file_open)."""
+    drv = cls()
+    bs = BlockDriverState(drv, filename, flags | BDRV_O_PROTOCOL)
+    trace_bdrv_open_common(bs, filename, flags, drv.format_name)
+    try:
+        assert drv.bdrv_file_open is not None
+        drv.bdrv_file_open(bs, filename, options, flags)
+        _finish_open(bs, options)
+    except BaseException:
+        bdrv_unref(bs)
+        raise
+    return bs
+
+
+def find_image_format(file_bs: BlockDriverState, filename: str) -> type[BlockDriver]:
+    """Probe the first 512 bytes.  QEMU: find_image_format."""
+    raw = bdrv_drivers["raw"]
+    length = bdrv_getlength(file_bs)
+    if length == 0 or file_bs.open_flags & BDRV_O_NO_IO:
+        return raw
+    from gqemu.block.io import bdrv_pread
+    buf = bytearray(512)
+    ret = bdrv_pread(file_bs, 0, buf, 512)
+    if ret < 0:
+        raise BlockError(-ret, "Could not read image for determining its "
+                         "format: %s" % os.strerror(-ret))
+    cls = bdrv_probe_all(bytes(buf), filename)
+    if cls is None:
+        raise BlockError(errno.ENOENT, "Could not determine image format: "
+                         "No compatible driver found")
+    return cls
+
+
+def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
+              protocol_only: bool = False) -> BlockDriverState:
+    """Open ``filename`` as a node graph: a format node over a protocol node,
+    probing the format when none is given.  ``options`` holds driver keys;
+    ``file.KEY`` goes to the protocol node.  Raises BlockError.
+    QEMU: bdrv_open / bdrv_open_inherit.
+    """
+    options = dict(options or {})
+    drvname = options.pop("driver", None)
+    fmt = options.pop("format", None)
+    if drvname and fmt and drvname != fmt:
+        raise BlockError(errno.EINVAL, "Cannot specify both 'driver' and 'format'")
+    drvname = drvname or fmt
+    cls: Optional[type[BlockDriver]] = None
+    if drvname is not None:
+        cls = bdrv_find_format(str(drvname))
+        if cls is None:
+            raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
+        if cls.bdrv_file_open is not None:
+            return bdrv_open_protocol(cls, filename, options, flags)
+    if not filename:
+        raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
+    proto = bdrv_find_protocol(filename)
+    if proto is None:
+        raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
+    file_opts = _split_child_options(options, "file.")
+    for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
+        if key in options:
+            file_opts.setdefault(key, options.pop(key))
+    file_bs = bdrv_open_protocol(proto, filename, file_opts, flags)
+    if protocol_only and cls is None:
+        _check_leftover(file_bs, options)
+        return file_bs
+    probed = False
+    try:
+        if cls is None:
+            cls = find_image_format(file_bs, filename)
+            probed = True
+    except BaseException:
+        bdrv_unref(file_bs)
+        raise
+    drv = cls()
+    bs = BlockDriverState(drv, filename, flags)
+    bs.probed = probed
+    trace_bdrv_open_common(bs, filename, flags, drv.format_name)
+    bs.file = bdrv_attach_child(bs, file_bs, "file")   # takes our reference
+    try:
+        assert drv.bdrv_open is not None, "format driver without bdrv_open"
+        drv.bdrv_open(bs, options, flags)
+        _finish_open(bs, options)
+    except BaseException:
+        bdrv_unref(bs)
+        raise
+    return bs

@@ -1,0 +1,573 @@
+"""The generic request path of a node: alignment padding, read-modify-write
+under serialising tracked requests, ``max_transfer`` splitting, zero writes
+with a bounce-buffer fallback, FUA emulation.
+
+``bdrv_co_preadv`` -> ``bdrv_aligned_preadv`` -> ``bdrv_driver_preadv`` ->
+the driver's ``*_co_preadv``, and the same for writes, as block/io.c.
+Flush, discard, drain and block status are in ``io_misc.py``.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block/io.c (2.8).
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+from typing import Any, Optional
+
+from gqemu.aio import aio_notify, aio_wait_while
+from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
+                                         BLKDBG_PWRITEV_RMW_AFTER_HEAD,
+                                         BLKDBG_PWRITEV_RMW_AFTER_TAIL,
+                                         BLKDBG_PWRITEV_RMW_HEAD, BLKDBG_PWRITEV_RMW_TAIL,
+                                         BLKDBG_PWRITEV_ZERO)
+from gqemu.block.driver import (BDRV_O_UNMAP, BDRV_REQ_COPY_ON_READ,
+                                BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
+                                BDRV_REQ_NO_SERIALISING, BDRV_REQ_ZERO_WRITE,
+                                BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE, INT_MAX,
+                                BdrvChild, BdrvTrackedRequest, BlockDriverState,
+                                bdrv_debug_event, bdrv_getlength)
+from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
+                              qemu_iovec_init_buf, qemu_iovec_is_zero,
+                              qemu_iovec_memset)
+from gqemu.block.trace_events import (trace_bdrv_co_preadv, trace_bdrv_co_pwrite_zeroes,
+                                      trace_bdrv_co_pwritev)
+from gqemu.coroutine import (CoQueue, coroutine_fn, qemu_co_queue_restart_all,
+                             qemu_co_queue_wait, qemu_coroutine_create,
+                             qemu_coroutine_enter, qemu_coroutine_self,
+                             qemu_in_coroutine)
+
+__all__ = [
+    "bdrv_co_preadv", "bdrv_co_pwritev", "bdrv_aligned_preadv",
+    "bdrv_aligned_pwritev", "bdrv_driver_preadv", "bdrv_driver_pwritev",
+    "bdrv_co_pwrite_zeroes", "bdrv_co_do_pwrite_zeroes", "bdrv_check_byte_request",
+    "bdrv_inc_in_flight", "bdrv_dec_in_flight", "bdrv_pread", "bdrv_pwrite",
+    "qemu_blockalign", "tracked_request_begin", "tracked_request_end",
+    "mark_request_serialising", "wait_serialising_requests",
+    "BDRV_TRACKED_READ", "BDRV_TRACKED_WRITE", "BDRV_TRACKED_FLUSH",
+    "BDRV_TRACKED_IOCTL", "BDRV_TRACKED_DISCARD",
+]
+
+BDRV_TRACKED_READ = 0
+BDRV_TRACKED_WRITE = 1
+BDRV_TRACKED_FLUSH = 2
+BDRV_TRACKED_IOCTL = 3
+BDRV_TRACKED_DISCARD = 4
+
+MAX_WRITE_ZEROES_BOUNCE_BUFFER = 32768 << 9       # 16 MiB, as QEMU
+NOT_DONE = 0x7fffffff
+
+
+
+def qemu_blockalign(bs: Optional[BlockDriverState], size: int) -> Any:
+    """A zeroed buffer; page-aligned when the node needs aligned memory
+    (O_DIRECT).  QEMU: qemu_blockalign."""
+    if bs is not None and bs.bl.min_mem_alignment > 1 and size:
+        return memoryview(mmap.mmap(-1, size))
+    return bytearray(size)
+
+
+def bdrv_inc_in_flight(bs: BlockDriverState) -> None:
+    bs.in_flight += 1
+
+
+def bdrv_dec_in_flight(bs: BlockDriverState) -> None:
+    """QEMU: bdrv_dec_in_flight -> bdrv_wakeup."""
+    bs.in_flight -= 1
+    if bs.in_flight == 0 and bs.quiesce_counter:
+        aio_notify(bs.aio_context)
+
+
+def bdrv_check_byte_request(bs: BlockDriverState, offset: int, size: int) -> int:
+    """QEMU: bdrv_check_byte_request (no EOF check at this level)."""
+    if size > BDRV_REQUEST_MAX_BYTES or size < 0:
+        return -errno.EIO
+    if bs.drv is None:
+        return -errno.ENOMEDIUM
+    if offset < 0:
+        return -errno.EIO
+    return 0
+
+
+# ------------------------------------------------------- tracked requests
+
+
+def tracked_request_begin(bs: BlockDriverState, offset: int, nbytes: int,
+                          rtype: int) -> BdrvTrackedRequest:
+    """QEMU: tracked_request_begin (inserted at the head of the list)."""
+    req = BdrvTrackedRequest()
+    req.bs = bs
+    req.offset = offset
+    req.bytes = nbytes
+    req.type = rtype
+    req.serialising = False
+    req.overlap_offset = offset
+    req.overlap_bytes = nbytes
+    req.co = qemu_coroutine_self()
+    req.wait_queue = CoQueue()
+    req.waiting_for = None
+    bs.tracked_requests.insert(0, req)
+    return req
+
+
+def tracked_request_end(req: BdrvTrackedRequest) -> None:
+    """QEMU: tracked_request_end."""
+    bs = req.bs
+    if req.serialising:
+        bs.serialising_in_flight -= 1
+    bs.tracked_requests.remove(req)
+    qemu_co_queue_restart_all(req.wait_queue)
+
+
+def mark_request_serialising(req: BdrvTrackedRequest, align: int) -> None:
+    """Widen the overlap range to ``align`` and make ``req`` serialising.
+    QEMU: mark_request_serialising."""
+    overlap_offset = req.offset & ~(align - 1)
+    overlap_bytes = -(-(req.offset + req.bytes) // align) * align - overlap_offset
+    if not req.serialising:
+        req.bs.serialising_in_flight += 1
+        req.serialising = True
+    req.overlap_offset = min(req.overlap_offset, overlap_offset)
+    req.overlap_bytes = max(req.overlap_bytes, overlap_bytes)
+
+
+def _overlaps(req: BdrvTrackedRequest, offset: int, nbytes: int) -> bool:
+    if offset >= req.overlap_offset + req.overlap_bytes:
+        return False
+    if req.overlap_offset >= offset + nbytes:
+        return False
+    return True
+
+
+@coroutine_fn
+def wait_serialising_requests(self: BdrvTrackedRequest) -> bool:
+    """Wait for overlapping requests when either side is serialising.
+    Context: coroutine.  Returns whether it waited.
+    QEMU: wait_serialising_requests."""
+    bs = self.bs
+    if not bs.serialising_in_flight:
+        return False
+    waited = False
+    retry = True
+    while retry:
+        retry = False
+        for req in bs.tracked_requests:
+            if req is self or (not req.serialising and not self.serialising):
+                continue
+            if _overlaps(req, self.overlap_offset, self.overlap_bytes):
+                assert qemu_coroutine_self() is not req.co
+                if req.waiting_for is None:
+                    self.waiting_for = req
+                    qemu_co_queue_wait(req.wait_queue)
+                    self.waiting_for = None
+                    retry = True
+                    waited = True
+                    break
+    return waited
+
+
+# -------------------------------------------------------------------- read
+
+
+@coroutine_fn
+def bdrv_driver_preadv(bs: BlockDriverState, offset: int, nbytes: int,
+                       qiov: QEMUIOVector, flags: int) -> int:
+    """Context: coroutine.  Returns: >= 0 or -errno.
+    QEMU: bdrv_driver_preadv."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    return drv.bdrv_co_preadv(bs, offset, nbytes, qiov, flags)  # type: ignore[misc]
+
+
+@coroutine_fn
+def bdrv_aligned_preadv(bs: BlockDriverState, req: BdrvTrackedRequest,
+                        offset: int, nbytes: int, align: int,
+                        qiov: QEMUIOVector, flags: int) -> int:
+    """Read an aligned range, splitting at max_transfer and zero-filling
+    past the end of the node.  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: bdrv_aligned_preadv."""
+    assert offset & (align - 1) == 0 and nbytes & (align - 1) == 0
+    assert qiov.size == nbytes, "qiov size %d != %d" % (qiov.size, nbytes)
+    if flags & BDRV_REQ_COPY_ON_READ:
+        mark_request_serialising(req, max(align, BDRV_SECTOR_SIZE))
+    if not flags & BDRV_REQ_NO_SERIALISING and bs.serialising_in_flight:
+        wait_serialising_requests(req)
+    total_bytes = bdrv_getlength(bs)
+    if total_bytes < 0:
+        return total_bytes
+    max_bytes = -(-max(0, total_bytes - offset) // align) * align
+    max_transfer = (min(bs.bl.max_transfer or INT_MAX, INT_MAX) // align) * align
+    if nbytes <= max_bytes and nbytes <= max_transfer:
+        ret = bdrv_driver_preadv(bs, offset, nbytes, qiov, 0)
+        return ret if ret < 0 else 0
+    remaining = nbytes
+    ret = 0
+    while remaining:
+        done = nbytes - remaining
+        max_bytes = -(-max(0, total_bytes - (offset + done)) // align) * align
+        if max_bytes:
+            num = min(remaining, max_bytes, max_transfer)
+            local = QEMUIOVector()
+            qemu_iovec_concat(local, qiov, done, num)
+            ret = bdrv_driver_preadv(bs, offset + done, num, local, 0)
+        else:
+            num = remaining
+            ret = qemu_iovec_memset(qiov, done, 0, remaining)
+        if ret < 0:
+            return ret
+        remaining -= num
+    return 0
+
+
+@coroutine_fn
+def bdrv_co_preadv(child: BdrvChild, offset: int, nbytes: int,
+                   qiov: QEMUIOVector, flags: int) -> int:
+    """Read through ``child``, padding to the node's request_alignment.
+    Context: coroutine.  Returns: 0 or -errno.  QEMU: bdrv_co_preadv."""
+    bs = child.bs
+    if trace_bdrv_co_preadv.enabled:
+        trace_bdrv_co_preadv(bs, offset, nbytes, flags)
+    if bs.drv is None:
+        return -errno.ENOMEDIUM
+    ret = bdrv_check_byte_request(bs, offset, nbytes)
+    if ret < 0:
+        return ret
+    bs.in_flight += 1
+    if bs.copy_on_read:
+        flags |= BDRV_REQ_COPY_ON_READ
+    align = bs.bl.request_alignment
+    head = offset & (align - 1)
+    tail = (offset + nbytes) & (align - 1)
+    if head or tail:
+        local = QEMUIOVector()
+        if head:
+            head_buf = qemu_blockalign(bs, align)
+            qemu_iovec_add(local, head_buf, head)
+            offset -= head
+            nbytes += head
+        qemu_iovec_concat(local, qiov, 0, qiov.size)
+        if tail:
+            tail_buf = qemu_blockalign(bs, align)
+            qemu_iovec_add(local, tail_buf, align - tail)
+            nbytes += align - tail
+        qiov = local
+    req = tracked_request_begin(bs, offset, nbytes, BDRV_TRACKED_READ)
+    try:
+        ret = bdrv_aligned_preadv(bs, req, offset, nbytes, align, qiov, flags)
+    finally:
+        tracked_request_end(req)
+        bdrv_dec_in_flight(bs)
+    return ret
+
+
+# ------------------------------------------------------------------- write
+
+
+@coroutine_fn
+def bdrv_driver_pwritev(bs: BlockDriverState, offset: int, nbytes: int,
+                        qiov: QEMUIOVector, flags: int) -> int:
+    """Pass the supported flags down; emulate FUA with a flush.
+    Context: coroutine.  Returns: >= 0 or -errno.
+    QEMU: bdrv_driver_pwritev."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    supported = bs.supported_write_flags
+    ret = drv.bdrv_co_pwritev(bs, offset, nbytes, qiov, flags & supported)  # type: ignore[misc]
+    if ret >= 0 and flags & BDRV_REQ_FUA & ~supported:
+        from gqemu.block.io_misc import bdrv_co_flush
+        ret = bdrv_co_flush(bs)
+    return ret
+
+
+@coroutine_fn
+def bdrv_co_do_pwrite_zeroes(bs: BlockDriverState, offset: int, count: int,
+                             flags: int) -> int:
+    """Ask the driver to zero the range; on -ENOTSUP write a zeroed bounce
+    buffer.  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: bdrv_co_do_pwrite_zeroes."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    bl = bs.bl
+    alignment = max(bl.pwrite_zeroes_alignment, bl.request_alignment)
+    max_write_zeroes = min(bl.max_pwrite_zeroes or INT_MAX, INT_MAX)
+    max_write_zeroes = max_write_zeroes // alignment * alignment
+    max_transfer = min(bl.max_transfer or MAX_WRITE_ZEROES_BOUNCE_BUFFER,
+                       MAX_WRITE_ZEROES_BOUNCE_BUFFER)
+    head = offset % alignment
+    tail = (offset + count) % alignment
+    need_flush = False
+    buf = None
+    ret = 0
+    while count > 0:
+        num = count
+        if head:
+            num = min(count, max_transfer, alignment - head)
+            head = (head + num) % alignment
+        elif tail and num > alignment:
+            num -= tail
+        if num > max_write_zeroes:
+            num = max_write_zeroes
+        ret = -errno.ENOTSUP
+        if drv.bdrv_co_pwrite_zeroes is not None:
+            ret = drv.bdrv_co_pwrite_zeroes(bs, offset, num, flags & bs.supported_zero_flags)
+            if ret != -errno.ENOTSUP and flags & BDRV_REQ_FUA and \
+                    not bs.supported_zero_flags & BDRV_REQ_FUA:
+                need_flush = True
+        if ret == -errno.ENOTSUP:
+            write_flags = flags & ~(BDRV_REQ_ZERO_WRITE | BDRV_REQ_MAY_UNMAP)
+            if flags & BDRV_REQ_FUA and not bs.supported_write_flags & BDRV_REQ_FUA:
+                write_flags &= ~BDRV_REQ_FUA
+                need_flush = True
+            num = min(num, max_transfer)
+            if buf is None or len(buf) < num:
+                buf = qemu_blockalign(bs, num)
+            ret = bdrv_driver_pwritev(bs, offset, num,
+                                      qemu_iovec_init_buf(memoryview(buf)[:num]), write_flags)
+        if ret < 0:
+            return ret
+        offset += num
+        count -= num
+    if need_flush:
+        from gqemu.block.io_misc import bdrv_co_flush
+        return bdrv_co_flush(bs)
+    return 0
+
+
+@coroutine_fn
+def bdrv_aligned_pwritev(bs: BlockDriverState, req: BdrvTrackedRequest,
+                         offset: int, nbytes: int, align: int,
+                         qiov: Optional[QEMUIOVector], flags: int) -> int:
+    """Write an aligned range (or zero it when ``qiov`` is None).
+    Context: coroutine.  Returns: 0 or -errno.  QEMU: bdrv_aligned_pwritev."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    assert offset & (align - 1) == 0 and nbytes & (align - 1) == 0
+    assert qiov is None or qiov.size == nbytes
+    waited = wait_serialising_requests(req)
+    assert not waited or not req.serialising
+    ret = 0
+    for notifier in bs.before_write_notifiers:
+        ret = notifier(req)
+        if ret < 0:
+            break
+    if (ret == 0 and bs.detect_zeroes != "off" and not flags & BDRV_REQ_ZERO_WRITE
+            and drv.bdrv_co_pwrite_zeroes is not None and qiov is not None
+            and qemu_iovec_is_zero(qiov)):
+        flags |= BDRV_REQ_ZERO_WRITE
+        if bs.detect_zeroes == "unmap" and bs.open_flags & BDRV_O_UNMAP:
+            flags |= BDRV_REQ_MAY_UNMAP
+    max_transfer = (min(bs.bl.max_transfer or INT_MAX, INT_MAX) // align) * align
+    if ret < 0:
+        pass
+    elif flags & BDRV_REQ_ZERO_WRITE:
+        bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO)
+        ret = bdrv_co_do_pwrite_zeroes(bs, offset, nbytes, flags)
+    elif nbytes <= max_transfer:
+        bdrv_debug_event(bs, BLKDBG_PWRITEV)
+        ret = bdrv_driver_pwritev(bs, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
+    else:
+        bdrv_debug_event(bs, BLKDBG_PWRITEV)
+        remaining = nbytes
+        while remaining:
+            done = nbytes - remaining
+            num = min(remaining, max_transfer)
+            local_flags = flags
+            if num < remaining and flags & BDRV_REQ_FUA and \
+                    not bs.supported_write_flags & BDRV_REQ_FUA:
+                local_flags &= ~BDRV_REQ_FUA   # FUA only on the last chunk
+            local = QEMUIOVector()
+            qemu_iovec_concat(local, qiov, done, num)  # type: ignore[arg-type]
+            ret = bdrv_driver_pwritev(bs, offset + done, num, local, local_flags)
+            if ret < 0:
+                break
+            remaining -= num
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE)
+    bs.write_gen += 1
+    if bs.wr_highest_offset < offset + nbytes:
+        bs.wr_highest_offset = offset + nbytes
+    if ret >= 0:
+        end_sector = -(-(offset + nbytes) // BDRV_SECTOR_SIZE)
+        if end_sector > bs.total_sectors:
+            bs.total_sectors = end_sector
+        ret = 0
+    return ret
+
+
+@coroutine_fn
+def bdrv_co_do_zero_pwritev(bs: BlockDriverState, offset: int, nbytes: int,
+                            flags: int, req: BdrvTrackedRequest) -> int:
+    """Zero a range: RMW of the unaligned head and tail blocks, one aligned
+    zero request for the middle.  QEMU: bdrv_co_do_zero_pwritev."""
+    align = bs.bl.request_alignment
+    head_pad = offset & (align - 1)
+    tail_pad = (align - (offset + nbytes)) & (align - 1)
+    assert flags & BDRV_REQ_ZERO_WRITE
+    if not bs.open_flags & BDRV_O_UNMAP:
+        flags &= ~BDRV_REQ_MAY_UNMAP
+    buf = None
+    local = None
+    if head_pad or tail_pad:
+        buf = qemu_blockalign(bs, align)
+        local = qemu_iovec_init_buf(buf)
+        mark_request_serialising(req, align)
+        wait_serialising_requests(req)
+    if head_pad:
+        offset &= ~(align - 1)
+        ret = bdrv_aligned_preadv(bs, req, offset, align, align, local, 0)  # type: ignore[arg-type]
+        if ret < 0:
+            return ret
+        zero_bytes = min(align - head_pad, nbytes)
+        qemu_iovec_memset(local, head_pad, 0, zero_bytes)  # type: ignore[arg-type]
+        ret = bdrv_aligned_pwritev(bs, req, offset, align, align, local,
+                                   flags & ~BDRV_REQ_ZERO_WRITE & ~BDRV_REQ_MAY_UNMAP)
+        if ret < 0:
+            return ret
+        offset += align
+        nbytes -= zero_bytes
+    if nbytes >= align:
+        aligned = nbytes & ~(align - 1)
+        ret = bdrv_aligned_pwritev(bs, req, offset, aligned, align, None, flags)
+        if ret < 0:
+            return ret
+        nbytes -= aligned
+        offset += aligned
+    if nbytes:
+        assert local is not None
+        ret = bdrv_aligned_preadv(bs, req, offset, align, align, local, 0)
+        if ret < 0:
+            return ret
+        qemu_iovec_memset(local, 0, 0, nbytes)
+        ret = bdrv_aligned_pwritev(bs, req, offset, align, align, local,
+                                   flags & ~BDRV_REQ_ZERO_WRITE & ~BDRV_REQ_MAY_UNMAP)
+        if ret < 0:
+            return ret
+    return 0
+
+
+@coroutine_fn
+def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
+                    qiov: Optional[QEMUIOVector], flags: int) -> int:
+    """Write through ``child``; unaligned heads and tails are read, merged
+    and written back under a serialising request.  ``qiov`` None means zero
+    the range (with BDRV_REQ_ZERO_WRITE).  Context: coroutine.
+    Returns: 0 or -errno (-EPERM on a read-only node).
+    QEMU: bdrv_co_pwritev."""
+    bs = child.bs
+    if trace_bdrv_co_pwritev.enabled:
+        trace_bdrv_co_pwritev(bs, offset, nbytes, flags)
+    if bs.drv is None:
+        return -errno.ENOMEDIUM
+    if bs.read_only:
+        return -errno.EPERM
+    ret = bdrv_check_byte_request(bs, offset, nbytes)
+    if ret < 0:
+        return ret
+    bs.in_flight += 1
+    req = tracked_request_begin(bs, offset, nbytes, BDRV_TRACKED_WRITE)
+    try:
+        if qiov is None:
+            return bdrv_co_do_zero_pwritev(bs, offset, nbytes, flags, req)
+        align = bs.bl.request_alignment
+        head = offset & (align - 1)
+        tail = (offset + nbytes) & (align - 1)
+        if head:
+            mark_request_serialising(req, align)
+            wait_serialising_requests(req)
+            head_buf = qemu_blockalign(bs, align)
+            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_HEAD)
+            ret = bdrv_aligned_preadv(bs, req, offset - head, align, align,
+                                      qemu_iovec_init_buf(head_buf), 0)
+            if ret < 0:
+                return ret
+            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_HEAD)
+            local = QEMUIOVector()
+            qemu_iovec_add(local, head_buf, head)
+            qemu_iovec_concat(local, qiov, 0, qiov.size)
+            qiov = local
+            offset -= head
+            nbytes += head
+        if tail:
+            mark_request_serialising(req, align)
+            waited = wait_serialising_requests(req)
+            assert not waited or not head
+            tail_buf = qemu_blockalign(bs, align)
+            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_TAIL)
+            ret = bdrv_aligned_preadv(bs, req, (offset + nbytes) & ~(align - 1), align,
+                                      align, qemu_iovec_init_buf(tail_buf), 0)
+            if ret < 0:
+                return ret
+            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_TAIL)
+            if not head:
+                local = QEMUIOVector()
+                qemu_iovec_concat(local, qiov, 0, qiov.size)
+                qiov = local
+            qemu_iovec_add(qiov, memoryview(tail_buf)[tail:])
+            nbytes += align - tail
+        return bdrv_aligned_pwritev(bs, req, offset, nbytes, align, qiov, flags)
+    finally:
+        tracked_request_end(req)
+        bdrv_dec_in_flight(bs)
+
+
+@coroutine_fn
+def bdrv_co_pwrite_zeroes(child: BdrvChild, offset: int, count: int, flags: int) -> int:
+    """Zero a range.  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: bdrv_co_pwrite_zeroes."""
+    trace_bdrv_co_pwrite_zeroes(child.bs, offset, count, flags)
+    if not child.bs.open_flags & BDRV_O_UNMAP:
+        flags &= ~BDRV_REQ_MAY_UNMAP
+    return bdrv_co_pwritev(child, offset, count, None, BDRV_REQ_ZERO_WRITE | flags)
+
+
+# ------------------------------------------------ synchronous edge helpers
+
+
+class _RwCo:
+    __slots__ = ("child", "offset", "qiov", "is_write", "flags", "ret")
+
+
+def _bdrv_rw_co_entry(rwco: _RwCo) -> None:
+    if rwco.is_write:
+        rwco.ret = bdrv_co_pwritev(rwco.child, rwco.offset, rwco.qiov.size,
+                                   rwco.qiov, rwco.flags)
+    else:
+        rwco.ret = bdrv_co_preadv(rwco.child, rwco.offset, rwco.qiov.size,
+                                  rwco.qiov, rwco.flags)
+
+
+def _bdrv_prwv(child: Any, offset: int, qiov: QEMUIOVector,
+               is_write: bool, flags: int) -> int:
+    if not isinstance(child, BdrvChild):        # a node: use a bare edge
+        child = BdrvChild(child, "sync", None)
+    bs = child.bs
+    rwco = _RwCo()
+    rwco.child = child
+    rwco.offset, rwco.qiov, rwco.is_write, rwco.flags = offset, qiov, is_write, flags
+    rwco.ret = NOT_DONE
+    if qemu_in_coroutine():
+        _bdrv_rw_co_entry(rwco)
+    else:
+        co = qemu_coroutine_create(_bdrv_rw_co_entry, rwco)
+        qemu_coroutine_enter(co)
+        aio_wait_while(bs.aio_context, lambda: rwco.ret == NOT_DONE)
+    return rwco.ret
+
+
+def bdrv_pread(child: Any, offset: int, buf: Any, nbytes: int) -> int:
+    """Synchronous read into ``buf`` through ``child`` (a BdrvChild, or a
+    node); runs directly inside a coroutine, else drives the loop.
+    Returns: nbytes or -errno.  QEMU: bdrv_pread."""
+    ret = _bdrv_prwv(child, offset, qemu_iovec_init_buf(memoryview(buf)[:nbytes]), False, 0)
+    return ret if ret < 0 else nbytes
+
+
+def bdrv_pwrite(child: Any, offset: int, buf: Any, nbytes: int,
+                flags: int = 0) -> int:
+    """Synchronous write through ``child`` (as bdrv_pread).
+    Returns: nbytes or -errno.  QEMU: bdrv_pwrite."""
+    ret = _bdrv_prwv(child, offset, qemu_iovec_init_buf(memoryview(buf)[:nbytes]), True, flags)
+    return ret if ret < 0 else nbytes

@@ -1,0 +1,205 @@
+"""Flush with write generations, discard, block status, drain.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block/io.c (2.8): bdrv_co_flush, bdrv_co_pdiscard,
+bdrv_co_get_block_status, bdrv_drain.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any, Optional
+
+from gqemu.aio import aio_wait_while
+from gqemu.block.blkdebug_events import BLKDBG_FLUSH_TO_DISK, BLKDBG_FLUSH_TO_OS
+from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
+                                BDRV_O_NO_FLUSH, BDRV_O_UNMAP, INT_MAX,
+                                BdrvChild, BlockDriverState, bdrv_debug_event,
+                                bdrv_getlength)
+from gqemu.block.io import (BDRV_TRACKED_DISCARD, NOT_DONE, bdrv_check_byte_request,
+                            bdrv_dec_in_flight, bdrv_pwrite, tracked_request_begin,
+                            tracked_request_end)
+from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wait,
+                             qemu_coroutine_create, qemu_coroutine_enter,
+                             qemu_in_coroutine)
+
+__all__ = ["bdrv_co_flush", "bdrv_flush", "bdrv_co_pdiscard", "bdrv_pdiscard",
+           "bdrv_co_get_block_status", "bdrv_drain", "bdrv_requests_pending",
+           "bdrv_drained_begin", "bdrv_drained_end", "bdrv_pwrite_sync"]
+
+
+
+@coroutine_fn
+def bdrv_co_flush(bs: Optional[BlockDriverState]) -> int:
+    """Flush ``bs`` and then its file, one flush at a time per node, and
+    skip the disk flush when nothing was written since the last one.
+    Context: coroutine.  Returns: 0 or -errno.  QEMU: bdrv_co_flush."""
+    if bs is None or bs.drv is None or bs.read_only:
+        return 0
+    bs.in_flight += 1
+    current_gen = bs.write_gen
+    while bs.active_flush_req:
+        qemu_co_queue_wait(bs.flush_queue)
+    bs.active_flush_req = True
+    drv = bs.drv
+    ret = 0
+    try:
+        if drv.bdrv_co_flush is not None:
+            ret = drv.bdrv_co_flush(bs)
+            return ret
+        if bs.file is not None:
+            bdrv_debug_event(bs.file.bs, BLKDBG_FLUSH_TO_OS)
+        if drv.bdrv_co_flush_to_os is not None:
+            ret = drv.bdrv_co_flush_to_os(bs)
+            if ret < 0:
+                return ret
+        if not bs.open_flags & BDRV_O_NO_FLUSH and bs.flushed_gen != current_gen:
+            if bs.file is not None:
+                bdrv_debug_event(bs.file.bs, BLKDBG_FLUSH_TO_DISK)
+            if drv.bdrv_co_flush_to_disk is not None:
+                ret = drv.bdrv_co_flush_to_disk(bs)
+                if ret < 0:
+                    return ret
+        ret = bdrv_co_flush(bs.file.bs) if bs.file is not None else 0
+        return ret
+    finally:
+        if ret == 0:
+            bs.flushed_gen = current_gen
+        bs.active_flush_req = False
+        qemu_co_queue_next(bs.flush_queue)
+        bdrv_dec_in_flight(bs)
+
+
+@coroutine_fn
+def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
+    """Discard, advisory: nothing without BDRV_O_UNMAP or driver support;
+    the unaligned head and tail are ignored.  Context: coroutine.
+    Returns: 0 or -errno (-EPERM read-only).  QEMU: bdrv_co_pdiscard."""
+    if bs.drv is None:
+        return -errno.ENOMEDIUM
+    ret = bdrv_check_byte_request(bs, offset, count)
+    if ret < 0:
+        return ret
+    if bs.read_only:
+        return -errno.EPERM
+    drv = bs.drv
+    if not bs.open_flags & BDRV_O_UNMAP or drv.bdrv_co_pdiscard is None:
+        return 0
+    align = max(bs.bl.pdiscard_alignment, bs.bl.request_alignment)
+    head = offset % align
+    if head:
+        head = min(count, align - head)
+        count -= head
+        offset += head
+    count = count // align * align
+    if not count:
+        return 0
+    bs.in_flight += 1
+    req = tracked_request_begin(bs, offset, count, BDRV_TRACKED_DISCARD)
+    try:
+        for notifier in bs.before_write_notifiers:
+            ret = notifier(req)
+            if ret < 0:
+                return ret
+        max_pdiscard = min(bs.bl.max_pdiscard or INT_MAX, INT_MAX) // align * align
+        while count > 0:
+            num = min(count, max_pdiscard)
+            ret = drv.bdrv_co_pdiscard(bs, offset, num)
+            if ret and ret != -errno.ENOTSUP:
+                return ret
+            offset += num
+            count -= num
+        return 0
+    finally:
+        bs.write_gen += 1
+        tracked_request_end(req)
+        bdrv_dec_in_flight(bs)
+
+
+@coroutine_fn
+def bdrv_co_get_block_status(bs: BlockDriverState, offset: int,
+                             nbytes: int) -> tuple[int, int, Optional[BlockDriverState]]:
+    """Status of the range from ``offset``: (BDRV_BLOCK_* | host offset,
+    bytes it covers, node holding the data).  Byte-based here; QEMU 2.8
+    counts sectors.  QEMU: bdrv_co_get_block_status."""
+    total = bdrv_getlength(bs)
+    if total < 0:
+        return total, 0, None
+    if offset >= total:
+        return 0, 0, None
+    nbytes = min(nbytes, total - offset)
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM, 0, None
+    if drv.bdrv_co_get_block_status is None:
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | offset, nbytes, bs
+    return drv.bdrv_co_get_block_status(bs, offset, nbytes)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------- sync wrappers
+
+
+def _run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
+    if qemu_in_coroutine():
+        return fn(*args)
+    box = [NOT_DONE]
+
+    def entry(_: Any) -> None:
+        box[0] = fn(*args)
+    co = qemu_coroutine_create(entry, None)
+    qemu_coroutine_enter(co)
+    aio_wait_while(bs.aio_context, lambda: box[0] is NOT_DONE)
+    return box[0]
+
+
+def bdrv_flush(bs: BlockDriverState) -> int:
+    """Synchronous flush.  Returns: 0 or -errno.  QEMU: bdrv_flush."""
+    return _run_co(bs, bdrv_co_flush, bs)  # type: ignore[no-any-return]
+
+
+def bdrv_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
+    """Synchronous discard.  QEMU: bdrv_pdiscard."""
+    return _run_co(bs, bdrv_co_pdiscard, bs, offset, count)  # type: ignore[no-any-return]
+
+
+def bdrv_pwrite_sync(child: Any, offset: int, buf: Any, nbytes: int) -> int:
+    """Write then flush the node.  Returns: nbytes... 0 or -errno.
+    QEMU: bdrv_pwrite_sync."""
+    ret = bdrv_pwrite(child, offset, buf, nbytes)
+    if ret < 0:
+        return ret
+    bs = child.bs if isinstance(child, BdrvChild) else child
+    ret = bdrv_flush(bs)
+    return ret if ret < 0 else 0
+
+
+# ------------------------------------------------------------------ drain
+
+
+def bdrv_requests_pending(bs: BlockDriverState) -> bool:
+    """QEMU: bdrv_requests_pending."""
+    if bs.in_flight:
+        return True
+    return any(bdrv_requests_pending(c.bs) for c in bs.children)
+
+
+def bdrv_drain(bs: BlockDriverState) -> None:
+    """Run the loop until no request is in flight on ``bs`` or below.
+    Context: loop, not a coroutine.  QEMU: bdrv_drain."""
+    assert not qemu_in_coroutine(), "bdrv_drain inside a coroutine"
+    bs.quiesce_counter += 1
+    try:
+        aio_wait_while(bs.aio_context, lambda: bdrv_requests_pending(bs))
+    finally:
+        bs.quiesce_counter -= 1
+
+
+def bdrv_drained_begin(bs: BlockDriverState) -> None:
+    """QEMU: bdrv_drained_begin."""
+    bs.quiesce_counter += 1
+    aio_wait_while(bs.aio_context, lambda: bdrv_requests_pending(bs))
+
+
+def bdrv_drained_end(bs: BlockDriverState) -> None:
+    """QEMU: bdrv_drained_end."""
+    assert bs.quiesce_counter > 0
+    bs.quiesce_counter -= 1

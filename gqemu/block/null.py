@@ -1,0 +1,82 @@
+"""``null-co``: a device of a given size that reads zeros (or leaves the
+buffer alone with ``read-zeroes=off``) and discards writes.  For benchmarks
+of the layers above file-posix.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block/null.c.
+"""
+from __future__ import annotations
+
+import errno
+
+from gqemu.block.driver import (BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO,
+                                BlockDriver, BlockDriverState, BlockError,
+                                bdrv_register, qemu_opt_bool, qemu_opt_size)
+from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset
+from gqemu.coroutine import coroutine_fn
+
+__all__ = ["BdrvNullCo"]
+
+
+@bdrv_register
+class BdrvNullCo(BlockDriver):
+    """QEMU: bdrv_null_co (BDRVNullState is this instance)."""
+
+    format_name = "null-co"
+    protocol_name = "null-co"
+
+    def __init__(self) -> None:
+        self.length = 1 << 30
+        self.read_zeroes = True
+
+    def null_file_open(self, bs: BlockDriverState, filename: str, options: dict,
+                       flags: int) -> None:
+        """Options: ``size`` (default 1 GiB), ``read-zeroes`` (default on
+        here; QEMU 2.8 had no such option and left buffers untouched).
+        Raises BlockError.  QEMU: null_file_open."""
+        options.pop("filename", None)
+        if filename and filename not in ("null-co://", "null-co:"):
+            raise BlockError(errno.EINVAL, "The only allowed filename for this "
+                             "driver is 'null-co://'")
+        self.length = qemu_opt_size(options, "size", 1 << 30)  # type: ignore[assignment]
+        self.read_zeroes = qemu_opt_bool(options, "read-zeroes", True)
+        options.pop("latency-ns", None)
+
+    bdrv_file_open = null_file_open
+
+    def null_getlength(self, bs: BlockDriverState) -> int:
+        return self.length
+
+    bdrv_getlength = null_getlength
+
+    @coroutine_fn
+    def null_co_preadv(self, bs: BlockDriverState, offset: int, nbytes: int,
+                       qiov: QEMUIOVector, flags: int) -> int:
+        """QEMU: null_co_preadv."""
+        if self.read_zeroes:
+            qemu_iovec_memset(qiov, 0, 0, nbytes)
+        return 0
+
+    bdrv_co_preadv = null_co_preadv
+
+    @coroutine_fn
+    def null_co_pwritev(self, bs: BlockDriverState, offset: int, nbytes: int,
+                        qiov: QEMUIOVector, flags: int) -> int:
+        """QEMU: null_co_pwritev."""
+        return 0
+
+    bdrv_co_pwritev = null_co_pwritev
+
+    @coroutine_fn
+    def null_co_flush(self, bs: BlockDriverState) -> int:
+        return 0
+
+    bdrv_co_flush = null_co_flush
+
+    @coroutine_fn
+    def null_co_get_block_status(self, bs: BlockDriverState, offset: int,
+                                 nbytes: int) -> tuple[int, int, object]:
+        return (BDRV_BLOCK_OFFSET_VALID | offset | (BDRV_BLOCK_ZERO if self.read_zeroes
+                                                    else 0)), nbytes, bs
+
+    bdrv_co_get_block_status = null_co_get_block_status

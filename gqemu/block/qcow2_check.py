@@ -1,0 +1,469 @@
+"""qcow2 consistency check and repair (``qemu-img check``).
+
+Recount every reference (header, L1/L2 of the active state and of each
+snapshot, data and compressed clusters, snapshot table, refcount table and
+blocks) into an in-memory table, compare it with the stored refcounts, check
+the COPIED flags, and repair leaks (``BDRV_FIX_LEAKS``), too-low refcounts
+and flags (``BDRV_FIX_ERRORS``), rebuilding the refcount structure when it
+cannot be trusted.  Messages go to stderr with QEMU's wording.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+
+QEMU: block/qcow2-refcount.c qcow2_check_refcounts and helpers,
+block/qcow2.c qcow2_co_check_locked.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from typing import Any
+
+from gqemu.coroutine import coroutine_fn
+from gqemu.block.driver import bdrv_getlength
+from gqemu.block.qcow2_cache import (qcow2_cache_write, qcow2_co_flush_file,
+                                     qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cluster import (
+    QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_UNALLOCATED,
+    QCOW2_CLUSTER_ZERO_ALLOC, qcow2_get_cluster_type, qcow2_write_l1_entry)
+from gqemu.block.qcow2_header import (
+    L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK,
+    QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, QCOW_L2_BITMAP_ALL_ALLOC,
+    QCOW_MAX_L1_SIZE, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, REFT_OFFSET_MASK,
+    REFT_RESERVED_MASK)
+from gqemu.block.qcow2_refcount import (
+    QCOW2_OL_ACTIVE_L2, qcow2_get_refcount, qcow2_parse_compressed_l2_entry,
+    qcow2_pre_write_overlap_check, qcow2_write_incompat, set_refcount_ro, update_refcount)
+
+BDRV_FIX_LEAKS = 1
+BDRV_FIX_ERRORS = 2
+CHECK_FRAG_INFO = 2
+EIO, EFBIG = 5, 27
+
+
+class BdrvCheckResult:
+    """QEMU: BdrvCheckResult (plus ``ret``, the check's own status)."""
+
+    def __init__(self) -> None:
+        self.corruptions = self.leaks = self.check_errors = 0
+        self.corruptions_fixed = self.leaks_fixed = 0
+        self.image_end_offset = 0
+        self.total_clusters = self.allocated_clusters = 0
+        self.fragmented_clusters = self.compressed_clusters = 0
+        self.ret = 0
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+
+
+class _Imrt:
+    """The in-memory refcount table being rebuilt."""
+
+    def __init__(self, s: Any, n: int) -> None:
+        self.s = s
+        self.counts = [0] * n
+
+    def inc(self, res: BdrvCheckResult, offset: int, size: int) -> None:
+        """QEMU: qcow2_inc_refcounts_imrt."""
+        if size <= 0:
+            return
+        s = self.s
+        cb = s.cluster_bits
+        first, last = offset >> cb, (offset + size - 1) >> cb
+        if last >= len(self.counts):
+            if last > (1 << 31):
+                res.check_errors += 1
+                return
+            self.counts.extend([0] * (last + 1 - len(self.counts)))
+        for k in range(first, last + 1):
+            if self.counts[k] >= s.refcount_max:
+                _err("ERROR: overflow cluster offset=0x%x" % (k << cb))
+                res.corruptions += 1
+                continue
+            self.counts[k] += 1
+
+
+@coroutine_fn
+def check_refcounts_l2(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l2_offset: int,
+                       flags: int) -> int:
+    """QEMU: check_refcounts_l2."""
+    s = bs.opaque
+    ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
+    if ret < 0:
+        _err("ERROR: I/O error in check_refcounts_l2")
+        res.check_errors += 1
+        return ret
+    next_contiguous = 0
+    esz = s.l2_entry_size
+    for i in range(s.l2_size):
+        ent = int.from_bytes(l2[i * esz:i * esz + 8], "big")
+        bitmap = int.from_bytes(l2[i * esz + 8:i * esz + 16], "big") if s.extended_l2 else 0
+        t = qcow2_get_cluster_type(s.extended_l2, ent)
+        if t != QCOW2_CLUSTER_COMPRESSED and ent & (L2E_STD_RESERVED_MASK | (
+                QCOW_OFLAG_ZERO if s.extended_l2 else 0)):
+            _err("ERROR found l2 entry with reserved bits set: %x" % ent)
+            res.corruptions += 1
+        if t == QCOW2_CLUSTER_COMPRESSED:
+            if ent & QCOW_OFLAG_COPIED:
+                _err("ERROR: coffset=0x%x: copied flag must never be set for compressed "
+                     "clusters" % (ent & s.cluster_offset_mask))
+                ent &= ~QCOW_OFLAG_COPIED
+                res.corruptions += 1
+            if bitmap:
+                _err("ERROR compressed cluster %d with non-zero subcluster allocation "
+                     "bitmap, entry=0x%x" % (i, ent))
+                res.corruptions += 1
+                continue
+            coffset, csize = qcow2_parse_compressed_l2_entry(s, ent)
+            imrt.inc(res, coffset, csize)
+            if flags & CHECK_FRAG_INFO:
+                res.allocated_clusters += 1
+                res.compressed_clusters += 1
+                res.fragmented_clusters += 1
+        elif t in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+            off = ent & L2E_OFFSET_MASK
+            if (bitmap >> 32) & bitmap:
+                res.corruptions += 1
+                _err("ERROR offset=%x: Allocated cluster has corrupted subcluster status "
+                     "(L2 entry corrupted)" % off)
+            if flags & CHECK_FRAG_INFO:
+                res.allocated_clusters += 1
+                if next_contiguous and off != next_contiguous:
+                    res.fragmented_clusters += 1
+                next_contiguous = off + s.cluster_size
+            if off & (s.cluster_size - 1):
+                res.corruptions += 1
+                data = bitmap & QCOW_L2_BITMAP_ALL_ALLOC if s.extended_l2 else \
+                    not ent & QCOW_OFLAG_ZERO
+                if data:
+                    _err("ERROR offset=%x: Data cluster is not properly aligned; L2 entry "
+                         "corrupted." % off)
+                else:
+                    _err("ERROR offset=%x: Preallocated cluster is not properly aligned; "
+                         "L2 entry corrupted." % off)
+            imrt.inc(res, off, s.cluster_size)
+        elif t == QCOW2_CLUSTER_UNALLOCATED and bitmap & QCOW_L2_BITMAP_ALL_ALLOC:
+            res.corruptions += 1
+            _err("ERROR: Unallocated cluster has non-zero subcluster allocation map")
+    return 0
+
+
+@coroutine_fn
+def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
+                       l1_size: int, flags: int, l1: list[int] | None = None) -> int:
+    """QEMU: check_refcounts_l1."""
+    s = bs.opaque
+    imrt.inc(res, l1_offset, l1_size * 8)
+    if l1 is None:
+        ret, buf = qcow2_co_pread_file(bs, l1_offset, l1_size * 8)
+        if ret < 0:
+            _err("ERROR: I/O error in check_refcounts_l1")
+            res.check_errors += 1
+            return ret
+        l1 = list(struct.unpack(">%dQ" % l1_size, buf))
+    for e in l1:
+        if not e:
+            continue
+        if e & L1E_RESERVED_MASK:
+            _err("ERROR found L1 entry with reserved bits set: %x" % e)
+            res.corruptions += 1
+        l2_offset = e & L1E_OFFSET_MASK
+        imrt.inc(res, l2_offset, s.cluster_size)
+        if l2_offset & (s.cluster_size - 1):
+            _err("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted"
+                 % l2_offset)
+            res.corruptions += 1
+        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags)
+        if ret < 0:
+            return ret
+    return 0
+
+
+@coroutine_fn
+def calculate_refcounts(bs: Any, res: BdrvCheckResult, nb_clusters: int) -> tuple[int, _Imrt, bool]:
+    """QEMU: calculate_refcounts + check_refblocks.  Returns (ret, imrt, rebuild)."""
+    s = bs.opaque
+    imrt = _Imrt(s, nb_clusters)
+    imrt.inc(res, 0, s.cluster_size)
+    ret = check_refcounts_l1(bs, res, imrt, s.l1_table_offset, s.l1_size, CHECK_FRAG_INFO,
+                             list(s.l1_table))
+    if ret < 0:
+        return ret, imrt, False
+    for sn in s.snapshots:
+        if sn.l1_table_offset & (s.cluster_size - 1):
+            _err("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; "
+                 "snapshot table entry corrupted" % (sn.id_str, sn.name, sn.l1_table_offset))
+            res.corruptions += 1
+            continue
+        if sn.l1_size > QCOW_MAX_L1_SIZE // 8:
+            _err("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot "
+                 "table entry corrupted" % (sn.id_str, sn.name, sn.l1_size))
+            res.corruptions += 1
+            continue
+        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0)
+        if ret < 0:
+            return ret, imrt, False
+    imrt.inc(res, s.snapshots_offset, s.snapshots_size)
+    imrt.inc(res, s.refcount_table_offset, s.refcount_table_size * 8)
+    rebuild = False
+    for i, e in enumerate(s.refcount_table):
+        off = e & REFT_OFFSET_MASK
+        if e & REFT_RESERVED_MASK:
+            _err("ERROR refcount table entry %d has reserved bits set" % i)
+            res.corruptions += 1
+            rebuild = True
+            continue
+        if off & (s.cluster_size - 1):
+            _err("ERROR refcount block %d is not cluster aligned; refcount table entry "
+                 "corrupted" % i)
+            res.corruptions += 1
+            rebuild = True
+            continue
+        if off and (off >> s.cluster_bits) >= nb_clusters:
+            res.corruptions += 1
+            _err("ERROR refcount block %d is outside image" % i)
+            rebuild = True
+            continue
+        if off:
+            imrt.inc(res, off, s.cluster_size)
+            rc = imrt.counts[off >> s.cluster_bits]
+            if rc != 1:
+                _err("ERROR refcount block %d refcount=%d" % (i, rc))
+                res.corruptions += 1
+                rebuild = True
+    return 0, imrt, rebuild
+
+
+@coroutine_fn
+def compare_refcounts(bs: Any, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> tuple[bool, int]:
+    """QEMU: compare_refcounts.  Returns (rebuild, highest used cluster)."""
+    s = bs.opaque
+    rebuild = False
+    highest = 0
+    for i in range(len(imrt.counts)):
+        ret, rc1 = qcow2_get_refcount(bs, i)
+        if ret < 0:
+            _err("Can't get refcount for cluster %d: %s" % (i, os.strerror(-ret)))
+            res.check_errors += 1
+            continue
+        rc2 = imrt.counts[i]
+        if rc1 or rc2:
+            highest = i
+        if rc1 == rc2:
+            continue
+        fixed = None
+        if rc1 == 0:
+            rebuild = True
+        elif rc1 > rc2 and fix & BDRV_FIX_LEAKS:
+            fixed = "leaks_fixed"
+        elif rc1 < rc2 and fix & BDRV_FIX_ERRORS:
+            fixed = "corruptions_fixed"
+        _err("%s cluster %d refcount=%d reference=%d" % (
+            "Repairing" if fixed else "ERROR" if rc1 < rc2 else "Leaked", i, rc1, rc2))
+        if fixed:
+            ret = update_refcount(bs, i << s.cluster_bits, 1, abs(rc1 - rc2), rc1 > rc2)
+            if ret >= 0:
+                setattr(res, fixed, getattr(res, fixed) + 1)
+                continue
+        if rc1 < rc2:
+            res.corruptions += 1
+        else:
+            res.leaks += 1
+    return rebuild, highest
+
+
+@coroutine_fn
+def rebuild_refcount_structure(bs: Any, res: BdrvCheckResult, imrt: _Imrt) -> int:
+    """Write a fresh refcount table and blocks past everything in use,
+    describing themselves, and switch the header to them.
+    QEMU: rebuild_refcount_structure."""
+    s = bs.opaque
+    cs, rbs = s.cluster_size, s.refcount_block_size
+    counts = imrt.counts
+    start = len(counts)
+    while start and not counts[start - 1]:
+        start -= 1
+    nb_blocks = table_clusters = 1
+    while True:
+        total = start + nb_blocks + table_clusters
+        need_blocks = (total + rbs - 1) // rbs
+        need_table = (need_blocks * 8 + cs - 1) // cs
+        if need_blocks <= nb_blocks and need_table <= table_clusters:
+            break
+        nb_blocks, table_clusters = max(nb_blocks, need_blocks), max(table_clusters, need_table)
+    counts = counts[:start] + [1] * (nb_blocks + table_clusters)
+    blocks = bytearray(nb_blocks * cs)
+    for k, v in enumerate(counts):
+        if v:
+            b, idx = divmod(k, rbs)
+            set_refcount_ro(memoryview(blocks)[b * cs:(b + 1) * cs], s.refcount_order,  # type: ignore[arg-type]
+                            idx, min(v, s.refcount_max))
+    ret = qcow2_co_pwrite_file(bs, start * cs, blocks)
+    if ret < 0:
+        return ret
+    table_entries = table_clusters * cs // 8
+    table = [(start + b) * cs for b in range(nb_blocks)] + [0] * (table_entries - nb_blocks)
+    table_off = (start + nb_blocks) * cs
+    ret = qcow2_co_pwrite_file(bs, table_off, struct.pack(">%dQ" % table_entries, *table))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret >= 0:
+        ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, table_clusters))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        return ret
+    s.refcount_table = table
+    s.refcount_table_offset = table_off
+    s.refcount_table_size = table_entries
+    _drop_cache(s.refcount_block_cache)
+    s.free_cluster_index = 0
+    return 0
+
+
+def _drop_cache(c: Any) -> None:
+    for e in c.entries:
+        e.offset = 0
+        e.dirty = False
+    c.by_offset.clear()
+
+
+@coroutine_fn
+def check_oflag_copied(bs: Any, res: BdrvCheckResult, fix: int) -> int:
+    """QEMU: check_oflag_copied."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    verb = "Repairing" if fix & BDRV_FIX_ERRORS else "ERROR"
+    for i, e in enumerate(s.l1_table):
+        l2_offset = e & L1E_OFFSET_MASK
+        if not l2_offset:
+            continue
+        ret, rc = qcow2_get_refcount(bs, l2_offset >> cb)
+        if ret < 0:
+            continue
+        if (rc == 1) != bool(e & QCOW_OFLAG_COPIED):
+            res.corruptions += 1
+            _err("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d"
+                 % (verb, i, e, rc))
+            if fix & BDRV_FIX_ERRORS:
+                s.l1_table[i] = e | QCOW_OFLAG_COPIED if rc == 1 else e & ~QCOW_OFLAG_COPIED
+                ret = qcow2_write_l1_entry(bs, i)
+                if ret < 0:
+                    res.check_errors += 1
+                    return ret
+                res.corruptions -= 1
+                res.corruptions_fixed += 1
+        if l2_offset & (s.cluster_size - 1):
+            continue
+        ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
+        if ret < 0:
+            _err("ERROR: Could not read L2 table: %s" % os.strerror(-ret))
+            res.check_errors += 1
+            return ret
+        dirty = 0
+        esz = s.l2_entry_size
+        for j in range(s.l2_size):
+            ent = int.from_bytes(l2[j * esz:j * esz + 8], "big")
+            t = qcow2_get_cluster_type(s.extended_l2, ent)
+            if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+                continue
+            ret, rc = qcow2_get_refcount(bs, (ent & L2E_OFFSET_MASK) >> cb)
+            if ret < 0:
+                continue
+            if (rc == 1) != bool(ent & QCOW_OFLAG_COPIED):
+                res.corruptions += 1
+                _err("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (verb, ent, rc))
+                if fix & BDRV_FIX_ERRORS:
+                    new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
+                    struct.pack_into(">Q", l2, j * esz, new)
+                    dirty += 1
+        if dirty:
+            ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L2, l2_offset, s.cluster_size)
+            if ret >= 0:
+                ret = qcow2_co_pwrite_file(bs, l2_offset, l2)
+            if ret < 0:
+                _err("ERROR: Could not write L2 table: %s" % os.strerror(-ret))
+                res.check_errors += 1
+                return ret
+            res.corruptions -= dirty
+            res.corruptions_fixed += dirty
+    return 0
+
+
+@coroutine_fn
+def qcow2_check_refcounts(bs: Any, res: BdrvCheckResult, fix: int) -> int:
+    """QEMU: qcow2_check_refcounts."""
+    s = bs.opaque
+    size = bdrv_getlength(bs.file.bs)
+    if size < 0:
+        res.check_errors += 1
+        return size
+    nb_clusters = (size + s.cluster_size - 1) >> s.cluster_bits
+    if nb_clusters > (1 << 31):
+        res.check_errors += 1
+        return -EFBIG
+    res.total_clusters = (bs.total_sectors * 512 + s.cluster_size - 1) >> s.cluster_bits
+    ret, imrt, rebuild = calculate_refcounts(bs, res, nb_clusters)
+    if ret < 0:
+        return ret
+    pre = vars(res).copy()
+    rb2, highest = compare_refcounts(bs, res, 0, imrt)
+    rebuild = rebuild or rb2
+    if rebuild and fix & BDRV_FIX_ERRORS:
+        _err("Rebuilding refcount structure")
+        ret = rebuild_refcount_structure(bs, res, imrt)
+        if ret < 0:
+            res.check_errors += 1
+            return ret
+        res.corruptions_fixed += res.corruptions
+        res.corruptions = 0
+        res2 = BdrvCheckResult()
+        ret, imrt, _ = calculate_refcounts(bs, res2, nb_clusters)
+        if ret < 0:
+            return ret
+        if fix & BDRV_FIX_LEAKS:
+            res3 = BdrvCheckResult()
+            _, highest = compare_refcounts(bs, res3, BDRV_FIX_LEAKS, imrt)
+            res.leaks = res3.leaks
+            res.corruptions += res3.corruptions
+    elif fix:
+        if rebuild:
+            _err("ERROR need to rebuild refcount structures")
+            res.check_errors += 1
+            return -EIO
+        if res.leaks or res.corruptions:
+            vars(res).update(pre)
+            _, highest = compare_refcounts(bs, res, fix, imrt)
+    ret = check_oflag_copied(bs, res, fix)
+    if ret < 0:
+        return ret
+    res.image_end_offset = (highest + 1) * s.cluster_size
+    return 0
+
+
+@coroutine_fn
+def qcow2_co_check(bs: Any, fix: int) -> BdrvCheckResult:
+    """Check (and with ``fix`` repair) the image; on a clean result with
+    ``fix``, clear the dirty and corrupt bits.
+    Context: coroutine.  QEMU: qcow2_co_check_locked."""
+    s = bs.opaque
+    res = BdrvCheckResult()
+    if not s.read_only:
+        for c in (s.l2_table_cache, s.refcount_block_cache):
+            ret = qcow2_cache_write(bs, c)
+            if ret < 0:
+                res.ret = ret
+                return res
+    ret = qcow2_check_refcounts(bs, res, fix)
+    _drop_cache(s.l2_table_cache)
+    if ret >= 0 and fix and not res.check_errors and not res.corruptions and not s.read_only:
+        if s.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT):
+            ret = qcow2_cache_write(bs, s.refcount_block_cache)
+            if ret >= 0:
+                ret = qcow2_co_flush_file(bs)
+            s.incompatible_features &= ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT)
+            if ret >= 0:
+                ret = qcow2_write_incompat(bs)
+    res.ret = min(ret, 0)
+    return res
