@@ -14,6 +14,7 @@ from gqemu.block import file_posix  # noqa: F401
 from gqemu.block import null  # noqa: F401
 from gqemu.block import blkdebug  # noqa: F401
 from gqemu.block import raw_format  # noqa: F401
+from gqemu.block import qcow2  # noqa: F401
 
 from gqemu.block.accounting import (BLOCK_ACCT_FLUSH, BLOCK_ACCT_READ, BLOCK_ACCT_WRITE,
                                     BlockAcctCookie, BlockAcctStats, block_acct_done,

@@ -19,6 +19,7 @@ from typing import Any
 from gqemu.coroutine import coroutine_fn
 from gqemu.block import io as _io
 from gqemu.block.io_misc import bdrv_co_flush
+from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES
 from gqemu.block.driver import bdrv_debug_event
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import c_hex
@@ -57,11 +58,11 @@ def BLKDBG_EVENT(child: Any, event: str) -> None:
     """Tell blkdebug (if it is the child) that ``event`` happened.
     QEMU: BLKDBG_EVENT / bdrv_debug_event."""
     if child is not None:
-        bdrv_debug_event(child.bs, BLKDBG_EVENTS.get(event, event))
+        bdrv_debug_event(child.bs, BLKDBG_EVENTS[event])
 
 
-# blkdebug event names -> the block layer's event numbers (filled lazily)
-BLKDBG_EVENTS: dict[str, Any] = {}
+# blkdebug event names -> the block layer's event numbers
+BLKDBG_EVENTS: dict[str, int] = {n: i for i, n in enumerate(BLKDBG_EVENT_NAMES)}
 
 
 class Qcow2CachedTable:
