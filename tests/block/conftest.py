@@ -1,0 +1,39 @@
+"""Fixtures for the block tests: scratch images and a loop-driving helper."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+SEED_DIR = Path(__file__).resolve().parents[3] / "shared" / "seed"
+
+
+@pytest.fixture
+def seed_text() -> str:
+    """The seed's GDB backtraces (../shared/seed)."""
+    files = sorted(SEED_DIR.glob("*.txt")) if SEED_DIR.is_dir() else []
+    if not files:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shared/seed is missing next to the project")
+        pytest.skip("shared/seed is missing")
+    return files[0].read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def make_image(tmp_path: Path) -> Callable[..., Path]:
+    """make_image(size, pattern=None, name='img.raw') -> path of a raw file
+    whose byte i is (i * 7 + i // 4096) & 0xff unless ``fill`` is given."""
+    def make(size: int, fill: int | None = None, name: str = "img.raw") -> Path:
+        p = tmp_path / name
+        if fill is None:
+            block = bytes((i * 7) & 0xff for i in range(4096))
+            data = bytearray()
+            for k in range(-(-size // 4096)):
+                data += block.translate(bytes((i + k) & 0xff for i in range(256)))
+            p.write_bytes(bytes(data[:size]))
+        else:
+            p.write_bytes(bytes([fill]) * size)
+        return p
+    return make
