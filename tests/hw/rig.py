@@ -102,7 +102,10 @@ class Rig:
 
     # the loop
     def busy(self) -> bool:
-        return any(bus.srst_pending or any(s.status & BUSY_STAT for s in bus.ifs)
+        return any(bus.srst_pending or bus.dma.aiocb is not None
+                   or any(s.status & BUSY_STAT and (s.pio_aiocb is not None
+                                                    or s.buffered_requests)
+                          for s in bus.ifs)
                    for bus in self.buses)
 
     def settle(self) -> None:
@@ -111,10 +114,11 @@ class Rig:
     def drain(self, limit: int = 100000) -> int:
         """Run the loop until nothing is left; returns the polls made."""
         n = 0
-        while n < limit and (aio_poll(self.ctx, False) or self.ctx.external):
-            if not aio_poll(self.ctx, False) and self.ctx.external:
-                aio_poll(self.ctx, True)
-            n += 1
+        while n < limit:
+            if aio_poll(self.ctx, False) or (self.ctx.external and aio_poll(self.ctx, True)):
+                n += 1
+                continue
+            break
         return n
 
     def irq(self, n: int = 14) -> int:

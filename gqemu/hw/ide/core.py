@@ -438,6 +438,7 @@ def ide_cancel_dma_sync(s: IDEState) -> None:
         from gqemu.hw.dma import dma_blk_orphan
         dma_blk_orphan(dma.aiocb)
         dma.aiocb = None
+        dma.set_inactive(False)
 
 
 def ide_reset(s: IDEState) -> None:

@@ -1,0 +1,160 @@
+"""PIIX bus-master DMA as QEMU 7.2 behaves (reliability.md 6.2, T36/T37).
+
+PRD table at 0x1000, buffer at 0x2000, READ DMA of LBA 5; BAR4 at 0xc000.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.hw.rig import Rig, make_disk
+from tests.hw.test_ide_ata import NSECT, issue, sector
+
+BM = 0xC000
+EOT = 0x80000000
+
+
+@pytest.fixture
+def disk(tmp_path):
+    return make_disk(tmp_path / "d.img", NSECT)
+
+
+@pytest.fixture
+def rig(disk):
+    r = Rig([disk])
+    r.outb(0x3F6, 0x00)
+    yield r
+    r.close()
+
+
+def prds(rig, entries, at=0x1000):
+    data = b"".join(a.to_bytes(4, "little") + s.to_bytes(4, "little") for a, s in entries)
+    rig.mem_write(at, data)
+    rig.outl(BM + 4, at)
+
+
+def dma(rig, entries, cmd=0xC8, lba=5, count=1, start=0x09):
+    prds(rig, entries)
+    issue(rig, cmd, lba=lba, count=count)
+    assert rig.inb(0x3F6) == 0x58
+    rig.outb(BM, start)
+    rig.settle()
+    return rig.inb(BM + 2), rig.inb(0x3F6)
+
+
+def test_read_dma_512_eot(rig):
+    assert dma(rig, [(0x2000, 512 | EOT)]) == (0x04, 0x50)
+    assert rig.mem_read(0x2000, 512) == sector(5)
+    assert rig.irq() == 1
+    assert rig.inb(0x1F3) == 6 and rig.inb(0x1F2) == 0
+
+
+def test_short_prd_no_irq_not_active_nothing_written(rig):
+    assert dma(rig, [(0x2000, 256 | EOT)]) == (0x00, 0x50)
+    assert rig.mem_read(0x2000, 512) == bytes(512)
+    assert rig.irq() == 0 and rig.inb(0x1F1) == 0
+
+
+def test_one_sector_short_prdt(rig):
+    assert dma(rig, [(0x2000, 512 | EOT)], count=2) == (0x00, 0x50)
+    assert rig.mem_read(0x2000, 512) == bytes(512)
+
+
+def test_long_prd_stays_active(rig):
+    assert dma(rig, [(0x2000, 1024 | EOT)]) == (0x05, 0x50)
+    assert rig.mem_read(0x2000, 512) == sector(5)
+    rig.outb(BM, 0x08)                          # stop
+    assert rig.inb(BM + 2) == 0x04
+
+
+def test_size_zero_is_64k(rig):
+    assert dma(rig, [(0x2000, 0 | EOT)]) == (0x05, 0x50)
+    assert rig.mem_read(0x2000, 512) == sector(5)
+
+
+def test_two_half_prds(rig):
+    assert dma(rig, [(0x2000, 256), (0x3000, 256 | EOT)]) == (0x04, 0x50)
+    assert rig.mem_read(0x2000, 256) + rig.mem_read(0x3000, 256) == sector(5)
+
+
+def test_odd_size_bit0_ignored(rig):
+    assert dma(rig, [(0x2000, 513 | EOT)]) == (0x04, 0x50)
+
+
+def test_lba_past_end(rig):
+    assert dma(rig, [(0x2000, 512 | EOT)], lba=4000) == (0x04, 0x41)
+    assert rig.inb(0x1F1) == 0x04 and rig.mem_read(0x2000, 512) == bytes(512)
+
+
+def test_buffer_outside_ram_is_dropped(rig):
+    assert dma(rig, [(0xF0000000, 512 | EOT)]) == (0x04, 0x50)
+
+
+def test_no_eot_stops_after_one_page(rig):
+    assert dma(rig, [(0x2000, 512)]) == (0x05, 0x50)
+    assert rig.mem_read(0x2000, 512) == sector(5)
+
+
+def test_prd_table_outside_ram(rig):
+    rig.outl(BM + 4, 0xFFFFF000)
+    issue(rig, 0xC8, lba=5, count=1)
+    rig.outb(BM, 0x09)
+    rig.settle()
+    assert rig.inb(BM + 2) == 0x05 and rig.inb(0x1F7) == 0x50
+
+
+def test_multi_sector_read_and_write_dma(rig, disk):
+    assert dma(rig, [(0x2000, 2048), (0x4000, 2048 | EOT)], lba=100, count=8) == (0x04, 0x50)
+    got = rig.mem_read(0x2000, 2048) + rig.mem_read(0x4000, 2048)
+    assert got == b"".join(sector(n) for n in range(100, 108))
+    payload = bytes((i * 13) & 0xFF for i in range(4096))
+    rig.mem_write(0x8000, payload)
+    rig.outb(BM, 0x00)
+    rig.outb(BM + 2, 0x04)                      # write 1 to clear INTR
+    assert rig.inb(BM + 2) == 0x00
+    assert dma(rig, [(0x8000, 4096 | EOT)], cmd=0xCA, lba=300, count=8, start=0x01) == (0x04, 0x50)
+    assert disk.read_bytes()[300 * 512:308 * 512] == payload
+    assert rig.inb(0x1F3) == 0x34 and rig.inb(0x1F4) == 0x01      # LBA 308
+
+
+def test_start_before_command(rig):
+    prds(rig, [(0x2000, 512 | EOT)])
+    rig.outb(BM, 0x09)                           # ACTIVE, nothing to do yet
+    assert rig.inb(BM + 2) == 0x01
+    issue(rig, 0xC8, lba=7, count=1)             # runs at once
+    rig.settle()
+    assert rig.inb(BM + 2) == 0x04 and rig.mem_read(0x2000, 512) == sector(7)
+
+
+def test_registers(rig):
+    rig.outb(BM, 0xFF)
+    assert rig.inb(BM) == 0x09
+    rig.outb(BM, 0x00)
+    rig.outb(BM + 2, 0x67)                       # bits 5-6 r/w, ACTIVE read-only
+    assert rig.inb(BM + 2) == 0x60
+    assert rig.inw(BM) == 0xFFFF and rig.inl(BM) == 0xFFFFFFFF
+    assert rig.inb(BM + 1) == 0xFF and rig.inb(BM + 3) == 0xFF
+    rig.outl(BM + 4, 0x12345677)
+    assert rig.inl(BM + 4) == 0x12345674 and rig.inw(BM + 6) == 0x1234
+    rig.outb(BM + 5, 0xAB)
+    assert rig.inl(BM + 4) == 0x1234AB74
+    rig.outb(BM + 8, 0x01)                       # channel 1 is separate
+    assert rig.inb(BM + 10) == 0x01 and rig.inb(BM + 2) == 0x60
+
+
+def test_start_toggling_without_command_is_harmless(rig):
+    for _ in range(10):
+        rig.outb(BM, 0x01)
+        rig.outb(BM, 0x00)
+    rig.settle()
+    assert rig.inb(0x1F7) == 0x50 and rig.inb(BM + 2) == 0x00
+
+
+def test_clearing_start_mid_transfer_completes_it(rig):
+    prds(rig, [(0x2000, 4096 | EOT)])
+    issue(rig, 0xC8, lba=20, count=8)
+    rig.outb(BM, 0x09)
+    assert rig.piix.bmdma[0].aiocb is not None  # in flight
+    rig.outb(BM, 0x08)                          # QEMU drains: the transfer finishes
+    assert rig.piix.bmdma[0].aiocb is None
+    assert rig.mem_read(0x2000, 4096) == b"".join(sector(n) for n in range(20, 28))
+    assert rig.inb(0x1F7) == 0x50 and rig.inb(BM + 2) == 0x04
