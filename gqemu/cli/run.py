@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     record_f = None
     flow = None
     machine = None
+    old_sigterm: Any = None
     status = 0
     try:
         if not drives:
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError("%s: %s" % (args.record, e.strerror or e))
             writer = TraceWriter(record_f, meta)
             Recorder(writer, machine.kvm, machine.memories)
-            _flush_on_sigterm(writer)
+            old_sigterm = _flush_on_sigterm(writer)
         if args.backtrace:
             from gqemu.replay.flow import FlowCapture
             flow = FlowCapture().install()
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             machine.close()
         if writer is not None:
             writer.close()
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)
         if record_f is not None:
             record_f.close()
         if flow is not None:
@@ -162,15 +165,15 @@ def _run_machine(machine: Any, script: str, guest_traceback: Any) -> int:
     return status
 
 
-def _flush_on_sigterm(writer: Any) -> None:
+def _flush_on_sigterm(writer: Any) -> Any:
     """On SIGTERM, write out what was recorded (no end record: the replay
-    reports the trace as cut short) and exit."""
+    reports the trace as cut short) and exit.  Returns the old handler."""
     def handler(signum: int, frame: Any) -> None:
         try:
             writer.close(end=False)
         finally:
             os._exit(128 + signum)
     try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:          # not the main thread (tests): nothing to do
-        pass
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:          # not the main thread: nothing to do
+        return None

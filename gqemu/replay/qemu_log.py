@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import lzma
 import re
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable, Iterator, Optional
 
 from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO
 
@@ -80,7 +80,7 @@ _OTHER = {
     "ide_cancel_dma_sync_buffered": re.compile(
         r"invoking cb %s of buffered request %s with -ECANCELED\Z" % (_P, _P)),
     "ide_cancel_dma_sync_remaining": re.compile(r"draining all remaining requests\Z"),
-    "ide_dma_cb": re.compile(r"IDEState %s; sector_num=%s n=%s cmd=\S+\Z" % (_P, _D, _D)),
+    "ide_dma_cb": re.compile(r"IDEState %s; sector_num=%s n=%s cmd=DMA [A-Z]+\Z" % (_P, _D, _D)),
     "ide_transfer_stop": re.compile(r".*\Z"),
     "bmdma_reset": re.compile(r"\Z"),
     "bmdma_cmd_writeb": re.compile(r"val: %s\Z" % _X),
@@ -124,7 +124,7 @@ class QemuLogImporter:
         self.threads: dict[str, int] = {}
         self._bus_channel: dict[str, int] = {}
         self._last_channel = 0
-        self._pending: dict[tuple, tuple] = {}   # (tid, bus) -> (lineno, rec)
+        self._pending: dict[Optional[str], tuple] = {}   # tid -> (lineno, rec, bus)
         self.lines = 0
 
     def _cpu(self, tid: str | None) -> int:
@@ -205,10 +205,12 @@ class QemuLogImporter:
                 if val > 0xFF:
                     raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
                 if name == "ide_ioport_read":
-                    key = (tid, bus)
-                    p = pending.pop(key, None)
-                    if p is not None and port & 7 != 0:
-                        yield p[1]                 # that readw was a real word read
+                    p = pending.get(tid)
+                    if p is not None and p[2] == bus and port & 7 == 0:
+                        # the word read inside a byte read of the data port
+                        del pending[tid]
+                    else:
+                        yield from self._flush_pending(tid)
                     yield [REC_IO, cpu, KVM_EXIT_IO_IN, 1, port, val]
                 else:
                     yield from self._flush_pending(tid)
@@ -236,7 +238,7 @@ class QemuLogImporter:
             yield from self._flush_pending(tid)
             if name == "ide_data_readw":
                 # may be the first half of a byte read of the data port
-                pending[(tid, bus)] = (lineno, [REC_IO, cpu, KVM_EXIT_IO_IN, 2, port, val])
+                pending[tid] = (lineno, [REC_IO, cpu, KVM_EXIT_IO_IN, 2, port, val], bus)
                 continue
             d = KVM_EXIT_IO_IN if name.startswith("ide_data_read") else KVM_EXIT_IO_OUT
             yield [REC_IO, cpu, d, size, port, val]
@@ -245,8 +247,11 @@ class QemuLogImporter:
     def _flush_pending(self, tid: str | None, every: bool = False) -> Iterator[list]:
         if not self._pending:
             return
-        for key in [k for k in self._pending if every or k[0] == tid]:
-            yield self._pending.pop(key)[1]
+        if every:
+            for key in list(self._pending):
+                yield self._pending.pop(key)[1]
+        elif tid in self._pending:
+            yield self._pending.pop(tid)[1]
 
     def _bmdma(self, name: str, m: re.Match, cpu: int, lineno: int) -> list:
         base = self.bmdma_base + 8 * self._last_channel
