@@ -1,0 +1,115 @@
+"""The flow view reproduces the seed's three GDB backtraces.
+
+``gqemu run scripts/examples/read_lba0.py --backtrace`` must print, for the
+first request, the chains in ``backtrace-chains.txt``; and those chains are
+checked against the seed file itself (QEMU 2.8 under GDB), with the frames
+that are libc's or the kernel's (``start_thread``, ``clone``, ``??``) left
+out and the final syscall (``pread64``) standing for the Python ``os`` call.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SEED_DIR = ROOT.parent / "shared" / "seed"
+FRAME = re.compile(r"#(\d+)\s+(\S+) \((.*)\) at (\S+):(\d+)$")
+
+
+def golden() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    cur = None
+    for line in (HERE / "backtrace-chains.txt").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            cur = out.setdefault(line.strip("[]"), [])
+        else:
+            cur.append(line)  # type: ignore[union-attr]
+    return out
+
+
+def parse_report(text: str) -> dict[str, list[re.Match]]:
+    out: dict[str, list[re.Match]] = {}
+    cur = None
+    for line in text.splitlines():
+        if line[:3] in ("1. ", "2. ", "3. "):
+            cur = out.setdefault({"1": "vcpu", "2": "coroutine", "3": "worker"}[line[0]], [])
+        m = FRAME.match(line)
+        if m and cur is not None:
+            cur.append(m)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report() -> str:
+    env = dict(os.environ)
+    p = subprocess.run([sys.executable, "-m", "gqemu.cli.main", "run",
+                        str(ROOT / "scripts" / "examples" / "read_lba0.py"), "--backtrace"],
+                       cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_chains_match_golden(report):
+    got = parse_report(report)
+    want = golden()
+    assert set(got) == {"vcpu", "coroutine", "worker"}
+    for k in want:
+        assert [m.group(2) for m in got[k]] == want[k], k
+
+
+def test_frames_are_gdb_style(report):
+    got = parse_report(report)
+    for chain in got.values():
+        for n, m in enumerate(chain):
+            assert int(m.group(1)) == n
+            assert (ROOT / m.group(4)).is_file(), m.group(4)
+            assert int(m.group(5)) > 0
+            path = m.group(4)
+            assert "gevent" not in path and "greenlet" not in path
+    prwv = got["vcpu"][0]
+    assert prwv.group(2) == "blk_aio_prwv"
+    args = dict(a.split("=", 1) for a in prwv.group(3).split(", "))
+    assert args["offset"] == "0x0" and args["nbytes"] == "0x200"       # LBA 0, 1 sector
+    assert args["co_entry"].endswith("<blk_aio_read_entry>")
+    assert args["cb"].endswith("<ide_buffered_readv_cb>")
+    kvm = next(m for m in got["vcpu"] if m.group(2) == "kvm_handle_io")
+    kargs = dict(a.split("=", 1) for a in kvm.group(3).split(", "))
+    assert (kargs["port"], kargs["direction"], kargs["size"], kargs["count"]) == \
+        ("0x1f7", "0x1", "0x1", "0x1")
+    worker = got["worker"][0]
+    assert worker.group(2) in ("pread", "preadv")
+    assert "offset=0x0" in worker.group(3)
+
+
+def seed_chains() -> dict[str, list[str]]:
+    files = sorted(SEED_DIR.glob("*.txt"))
+    if not files:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shared/seed is missing next to the project")
+        pytest.skip("shared/seed is missing")
+    text = files[0].read_text(encoding="utf-8")
+    sections = re.split(r"\n-{20,}\n(\d(?:\.\d)?)\. ", text)
+    out: dict[str, list[str]] = {}
+    for i in range(1, len(sections), 2):
+        names = [m.group(1) for m in re.finditer(r"^#\d+\s+(\S+) \(", sections[i + 1], re.M)]
+        out[sections[i]] = [n for n in names if n not in ("start_thread", "clone", "??")]
+    return out
+
+
+def test_golden_is_the_seed(report):
+    seed = seed_chains()
+    want = golden()
+    assert want["vcpu"] == seed["1"]
+    assert want["coroutine"] == seed["2"]
+    # the seed's 3.2 is the linear path: pread64 <- handle_aiocb_rw_linear
+    assert seed["3.2"][0] == "pread64"
+    assert want["worker"][1:] == seed["3.2"][1:]
+    assert want["worker"][0] in ("pread", "preadv")
