@@ -250,13 +250,11 @@ def qcow2_snapshot_create(bs: Any, name: str) -> tuple[int, str]:
     """Create snapshot ``name``.  Returns: (0 or -errno, message).
     QEMU: qcow2_snapshot_create."""
     s = bs.opaque
-    if any(sn.name == name for sn in s.snapshots):
-        return -errno.EEXIST, "Snapshot '%s' already exists" % name
     ids = [int(sn.id_str) for sn in s.snapshots if sn.id_str.isdigit()]
     now = time.time()
     sn = QCowSnapshot(l1_size=s.l1_size, id_str=str(max(ids, default=0) + 1),
                       name=name, disk_size=s.size, date_sec=int(now),
-                      date_nsec=int((now % 1) * 1e9), icount=-1)
+                      date_nsec=int((now % 1) * 1e9), icount=0)
     off = qcow2_alloc_clusters(bs, s.l1_size * 8)
     if off < 0:
         return off, "Could not allocate the snapshot L1 table"

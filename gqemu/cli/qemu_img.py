@@ -1,0 +1,353 @@
+"""``gqemu-img``: qemu-img's create, info, check, map, compare, convert and
+snapshot, with its options, output lines and exit codes.
+
+It names itself after ``argv[0]``; every error is one line
+``<prog>: <message>`` and a non-zero exit, never a traceback.  The block
+layer is imported only once a command needs it, so ``--help`` and usage
+errors start fast.  ``convert``, ``compare`` and ``map`` are in
+``qemu_img_convert.py``; output helpers in ``qemu_img_out.py``.
+
+QEMU: qemu-img.c (7.2 output formats).
+"""
+from __future__ import annotations
+
+import getopt
+import os
+import sys
+from typing import Any, Callable, Optional
+
+PROG = "qemu-img"
+
+HELP = """%(prog)s version %(version)s (gqemu)
+usage: %(prog)s [standard options] command [command options]
+QEMU disk image utility
+
+    '-h', '--help'       display this help and exit
+    '-V', '--version'    output version information and exit
+
+Command syntax:
+  check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
+  create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
+  compare [-f fmt] [-F fmt] [-s] [-q] filename1 filename2
+  convert [-c] [-p] [-q] [-f fmt] [-O output_fmt] [-o options] filename output_filename
+  info [-f fmt] [--output=ofmt] [--backing-chain] filename
+  map [-f fmt] [--output=ofmt] filename
+  snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
+
+Command parameters:
+  'filename' is a disk image filename
+  'fmt' is the disk image format. It is guessed automatically in most cases
+  'size' is the disk image size in bytes. Optional suffixes 'k' or 'K'
+    (kilobyte, 1024), 'M' (megabyte), 'G' (gigabyte), 'T' (terabyte),
+    'P' (petabyte) and 'E' (exabyte) are supported
+  'output_filename' is the destination disk image filename
+  'output_fmt' is the destination format
+  'options' is a comma separated list of format specific options:
+    cluster_size, compat, backing_file, backing_fmt, preallocation,
+    lazy_refcounts, refcount_bits, extended_l2
+  '-c' indicates that target image must be compressed (qcow2 format only)
+  '-p' show progress of command (only certain commands)
+  '-q' use Quiet mode - do not print any output (except errors)
+  '-r' tries to repair any inconsistencies found during the check
+  '--output' takes the format in which the output must be done (human or json)
+
+Parameters to snapshot subcommand:
+  'snapshot' is the name of the snapshot to create, apply or delete
+  '-a' applies a snapshot (revert disk to saved state)
+  '-c' creates a snapshot
+  '-d' deletes a snapshot
+  '-l' lists all snapshots in the given image
+
+Parameters to compare subcommand:
+  '-f' first image format
+  '-F' second image format
+  '-s' run in Strict mode - fail on different image size or sector allocation
+
+Supported formats: %(formats)s
+"""
+
+
+class ImgError(Exception):
+    """A one-line error; ``status`` is the exit code."""
+
+    def __init__(self, msg: str, status: int = 1) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+def error_report(msg: str) -> None:
+    """``<prog>: <msg>`` on stderr, as QEMU's error_report in a tool."""
+    sys.stderr.write("%s: %s\n" % (PROG, msg))
+
+
+def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, list[str]]:
+    """getopt with qemu-img's one-line errors."""
+    try:
+        return getopt.gnu_getopt(argv, short, longs)
+    except getopt.GetoptError as e:
+        if e.opt and "requires argument" in e.msg:
+            raise ImgError("option requires an argument -- '%s'" % e.opt)
+        raise ImgError("invalid option -- '%s'" % (e.opt or e.msg))
+
+
+def parse_size(text: str) -> int:
+    """A size with an optional k/M/G/T/P/E suffix.  QEMU: qemu_strtosz."""
+    t = text.strip()
+    mult = 1
+    suffixes = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+                "p": 1 << 50, "e": 1 << 60}
+    if t and t[-1].lower() in suffixes:
+        mult = suffixes[t[-1].lower()]
+        t = t[:-1]
+    try:
+        v = float(t) if "." in t else int(t, 10)
+    except ValueError:
+        raise ImgError("Invalid image size specified. You may use k, M, G, T, P or E "
+                       "suffixes for kilobytes, megabytes, gigabytes, terabytes, "
+                       "petabytes and exabytes.")
+    n = int(v * mult)
+    if n < 0 or n > (1 << 63) - 1:
+        raise ImgError("Image size must be less than 8 EiB!")
+    return n
+
+
+def parse_o(opts: list[str]) -> dict[str, str]:
+    """``-o a=b,c=d`` (repeatable; ``,,`` escapes a comma)."""
+    out: dict[str, str] = {}
+    for o in opts:
+        for item in o.replace(",,", "\0").split(","):
+            item = item.replace("\0", ",")
+            if not item:
+                continue
+            k, _, v = item.partition("=")
+            out[k] = v if _ else "on"
+    return out
+
+
+def img_open(filename: str, fmt: Optional[str], writable: bool = False,
+             extra_flags: int = 0) -> Any:
+    """Open an image as qemu-img does.  Raises ImgError."""
+    from gqemu.block import blk_new_open
+    from gqemu.block.driver import BlockError
+    opts: dict = {"readonly": "off" if writable else "on", "cache": "writeback"}
+    if fmt:
+        opts["format"] = fmt
+    try:
+        return blk_new_open(filename, opts, extra_flags)
+    except BlockError as e:
+        raise ImgError("Could not open '%s': %s" % (filename, e.msg))
+
+
+def blk_close(blk: Any) -> None:
+    from gqemu.block import blk_unref
+    blk_unref(blk)
+
+
+# ------------------------------------------------------------------ create
+
+
+def img_create(argv: list[str]) -> int:
+    """QEMU: img_create."""
+    opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
+    fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "-b":
+            backing = v
+        elif o == "-F":
+            backing_fmt = v
+        elif o == "-o":
+            olist.append(v)
+        elif o == "-q":
+            quiet = True
+    if not args:
+        raise ImgError("Expecting image file name")
+    if len(args) > 2:
+        raise ImgError("Unexpected argument: %s" % args[2])
+    filename = args[0]
+    o = parse_o(olist)
+    size: Optional[int] = parse_size(args[1]) if len(args) > 1 else None
+    if "size" in o:
+        size = parse_size(o.pop("size"))
+    backing = o.pop("backing_file", backing)
+    backing_fmt = o.pop("backing_fmt", backing_fmt)
+    from gqemu.cli.qemu_img_out import create_image
+    create_image(filename, fmt, size, backing, backing_fmt, o, quiet)
+    return 0
+
+
+# -------------------------------------------------------------------- info
+
+
+def img_info(argv: list[str]) -> int:
+    """QEMU: img_info."""
+    opts, args = parse_args(argv, "f:hU", ["output=", "backing-chain", "help",
+                                            "force-share", "image-opts", "object="])
+    fmt, output, chain = None, "human", False
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "--output":
+            output = v
+        elif o == "--backing-chain":
+            chain = True
+    if output not in ("human", "json"):
+        raise ImgError("--output must be used with human or json as argument.")
+    if len(args) != 1:
+        raise ImgError("Expecting one image file name")
+    from gqemu.block.driver import BDRV_O_NO_BACKING
+    from gqemu.cli.qemu_img_out import dump_info, image_info
+    infos = []
+    filename: Optional[str] = args[0]
+    seen = set()
+    while filename:
+        if os.path.realpath(filename) in seen:
+            raise ImgError("Backing file '%s' creates an infinite loop." % filename)
+        seen.add(os.path.realpath(filename))
+        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING)
+        try:
+            info = image_info(blk, filename)
+        finally:
+            blk_close(blk)
+        infos.append(info)
+        if not chain:
+            break
+        filename = info.get("full-backing-filename")
+        fmt = info.get("backing-filename-format")
+    dump_info(infos, output, chain)
+    return 0
+
+
+# ------------------------------------------------------------------- check
+
+
+def img_check(argv: list[str]) -> int:
+    """QEMU: img_check (exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 n/a)."""
+    opts, args = parse_args(argv, "hf:r:qU", ["output=", "repair=", "help",
+                                               "force-share", "object=", "image-opts"])
+    fmt, output, fix, quiet = None, "human", 0, False
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "--output":
+            output = v
+        elif o in ("-r", "--repair"):
+            if v == "leaks":
+                fix = 1
+            elif v == "all":
+                fix = 3
+            else:
+                raise ImgError("Unknown option value for -r (expecting 'leaks' or 'all'): %s" % v)
+        elif o == "-q":
+            quiet = True
+    if output not in ("human", "json"):
+        raise ImgError("--output must be used with human or json as argument.")
+    if len(args) != 1:
+        raise ImgError("Expecting one image file name")
+    from gqemu.block.driver import BDRV_O_CHECK
+    from gqemu.cli.qemu_img_out import run_check
+    blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK)
+    try:
+        return run_check(blk, args[0], fix, output, quiet, error_report)
+    finally:
+        blk_close(blk)
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+def img_snapshot(argv: list[str]) -> int:
+    """QEMU: img_snapshot."""
+    opts, args = parse_args(argv, "la:c:d:hqU", ["help", "force-share", "object=",
+                                                  "image-opts"])
+    action, name, quiet = None, None, False
+    for o, v in opts:
+        if o in ("-l", "-a", "-c", "-d"):
+            if action is not None:
+                raise ImgError("Cannot mix '-l', '-a', '-c', '-d'")
+            action, name = o, v
+        elif o == "-q":
+            quiet = True
+    if len(args) != 1:
+        raise ImgError("Expecting one image file name")
+    action = action or "-l"
+    from gqemu.cli.qemu_img_out import snapshot_action
+    blk = img_open(args[0], None, action != "-l")
+    try:
+        return snapshot_action(blk, action, name or "", quiet)
+    finally:
+        blk_close(blk)
+
+
+def _convert(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_convert import img_convert
+    return img_convert(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_convert import img_compare
+    return img_compare(argv)
+
+
+def _map(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_convert import img_map
+    return img_map(argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "create": img_create, "info": img_info, "check": img_check, "map": _map,
+    "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
+}
+
+
+def supported_formats() -> str:
+    import gqemu.block  # noqa: F401  (registers the drivers)
+    from gqemu.block.driver import bdrv_drivers
+    return " ".join(sorted(bdrv_drivers))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``gqemu-img`` console script."""
+    global PROG
+    PROG = os.path.basename(sys.argv[0]) or "gqemu-img"
+    argv = sys.argv[1:] if argv is None else argv
+    from gqemu import __version__
+    try:
+        if not argv:
+            raise ImgError("Not enough arguments\nTry '%s --help' for more information" % PROG)
+        cmd = argv[0]
+        if cmd in ("-h", "--help", "help"):
+            sys.stdout.write(HELP % {"prog": PROG, "version": __version__,
+                                     "formats": supported_formats()})
+            return 0
+        if cmd in ("-V", "--version"):
+            sys.stdout.write("%s version %s (gqemu)\n" % (PROG, __version__))
+            return 0
+        fn = COMMANDS.get(cmd)
+        if fn is None:
+            raise ImgError("Command not found: %s" % cmd)
+        if any(a in ("-h", "--help") for a in argv[1:]):
+            sys.stdout.write(HELP % {"prog": PROG, "version": __version__,
+                                     "formats": supported_formats()})
+            return 0
+        return fn(argv[1:])
+    except ImgError as e:
+        for line in str(e).split("\n")[:1]:
+            error_report(line)
+        return e.status
+    except KeyboardInterrupt:
+        error_report("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as e:
+        error_report("%s: %s" % (getattr(e, "filename", "") or "I/O error", e.strerror or e))
+        return 1
+    except Exception as e:                      # a bug: still one line, never a traceback
+        error_report("internal error: %s: %s" % (type(e).__name__, e))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""gqemu-img convert, compare and map.
+
+``convert`` copies through BlockBackends with several coroutines in flight
+(as qemu-img's ``-m``), skips zero chunks on a fresh target, and writes
+compressed clusters with ``-c``.  ``map`` walks block status down the
+backing chain and merges equal runs; ``compare`` reports the first
+differing sector.
+
+QEMU: qemu-img.c img_convert, img_compare, img_map.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from gqemu.cli.qemu_img import (ImgError, blk_close, img_open, parse_args, parse_o)
+from gqemu.cli.qemu_img_out import run_co
+
+IO_BUF_SIZE = 2 * 1024 * 1024
+CONVERT_COROUTINES = 8
+_ZERO = bytes(IO_BUF_SIZE)
+
+
+class _Progress:
+    """qemu-img's ``-p``: ``    (NN.NN/100%)`` rewritten in place."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = -1.0
+        if enabled:
+            self.show(0.0)
+
+    def show(self, pct: float) -> None:
+        if not self.enabled or pct - self.last < 1.0 and pct < 100.0:
+            return
+        self.last = pct
+        sys.stdout.write("    (%3.2f/100%%)\r" % pct)
+        sys.stdout.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stdout.write("    (100.00/100%)\n")
+
+
+def img_convert(argv: list[str]) -> int:
+    """QEMU: img_convert."""
+    opts, args = parse_args(argv, "hf:O:o:cpqnm:t:T:WU", ["help", "object=",
+                                                           "force-share", "image-opts"])
+    fmt, out_fmt, olist, compress, progress, quiet, skip_create = None, "raw", [], False, \
+        False, False, False
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "-O":
+            out_fmt = v
+        elif o == "-o":
+            olist.append(v)
+        elif o == "-c":
+            compress = True
+        elif o == "-p":
+            progress = True
+        elif o == "-q":
+            quiet = True
+        elif o == "-n":
+            skip_create = True
+    if len(args) < 2:
+        raise ImgError("Expecting image file name")
+    if len(args) > 2:
+        raise ImgError("Unexpected argument: %s" % args[2])
+    src_name, dst_name = args
+    if compress and out_fmt != "qcow2":
+        raise ImgError("Compression not supported for this file format")
+    from gqemu.block import blk_bs, blk_getlength
+    src = img_open(src_name, fmt)
+    try:
+        size = blk_getlength(src)
+        if not skip_create:
+            from gqemu.cli.qemu_img_out import create_image
+            create_image(dst_name, out_fmt, size, None, None, parse_o(olist), True)
+        from gqemu.block import blk_new_open
+        from gqemu.block.driver import BlockError
+        try:
+            dst = blk_new_open(dst_name, {"format": out_fmt, "cache": "unsafe"})
+        except BlockError as e:
+            raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
+        try:
+            if blk_getlength(dst) < size:
+                raise ImgError("output file is smaller than input file")
+            bar = _Progress(progress and not quiet)
+            ret, where = run_co(convert_co, src, dst, size, compress, skip_create, bar)
+            if ret < 0:
+                import os
+                raise ImgError("error while %s at byte %d: %s" % (
+                    "reading" if where[0] == "r" else "writing", where[1], os.strerror(-ret)))
+            bar.done()
+            _ = blk_bs
+        finally:
+            blk_close(dst)
+    finally:
+        blk_close(src)
+    return 0
+
+
+def convert_co(src: Any, dst: Any, size: int, compress: bool, skip_create: bool,
+               bar: _Progress) -> tuple[int, tuple[str, int]]:
+    """Copy ``size`` bytes with CONVERT_COROUTINES workers.
+    Context: coroutine.  QEMU: convert_do_copy / convert_co_do_copy."""
+    from gqemu.aio import aio_co_wake
+    from gqemu.block import blk_bs, blk_co_preadv, blk_co_pwritev, blk_co_flush
+    from gqemu.block.qiov import qemu_iovec_init_buf
+    from gqemu.coroutine import (qemu_coroutine_create, qemu_coroutine_enter,
+                                 qemu_coroutine_self, qemu_coroutine_yield)
+    chunk = IO_BUF_SIZE
+    dst_bs = blk_bs(dst)
+    if compress:
+        cs = dst_bs.drv.cluster_size
+        chunk = max(cs, chunk // cs * cs)
+    state = {"next": 0, "ret": 0, "where": ("r", 0), "running": 0, "done": 0}
+    me = qemu_coroutine_self()
+
+    def worker(_: Any) -> None:
+        buf = bytearray(chunk)
+        while state["ret"] == 0 and state["next"] < size:
+            off = state["next"]
+            n = min(chunk, size - off)
+            state["next"] = off + n
+            view = memoryview(buf)[:n]
+            ret = blk_co_preadv(src, off, n, qemu_iovec_init_buf(view), 0)
+            if ret < 0:
+                state["ret"], state["where"] = ret, ("r", off)
+                break
+            if skip_create or view != _ZERO[:n]:
+                if compress:
+                    ret = dst_bs.drv.qcow2_co_pwritev_compressed(
+                        dst_bs, off, n, qemu_iovec_init_buf(view))
+                else:
+                    ret = blk_co_pwritev(dst, off, n, qemu_iovec_init_buf(view), 0)
+                if ret < 0:
+                    state["ret"], state["where"] = ret, ("w", off)
+                    break
+            state["done"] += n
+            bar.show(state["done"] * 100.0 / size if size else 100.0)
+        state["running"] -= 1
+        if state["running"] == 0:
+            aio_co_wake(me)
+
+    n_workers = max(1, min(CONVERT_COROUTINES, (size + chunk - 1) // chunk))
+    state["running"] = n_workers
+    for _ in range(n_workers):
+        qemu_coroutine_enter(qemu_coroutine_create(worker, None))
+    if state["running"]:
+        qemu_coroutine_yield()
+    if state["ret"] == 0:
+        ret = blk_co_flush(dst)
+        if ret < 0:
+            return ret, ("w", size)
+    return state["ret"], state["where"]
+
+
+# ----------------------------------------------------------------- compare
+
+
+def img_compare(argv: list[str]) -> int:
+    """QEMU: img_compare (0 identical, 1 different, 2 error)."""
+    opts, args = parse_args(argv, "hf:F:sqpU", ["help", "object=", "force-share",
+                                                "image-opts"])
+    fmt1 = fmt2 = None
+    strict = quiet = False
+    for o, v in opts:
+        if o == "-f":
+            fmt1 = v
+        elif o == "-F":
+            fmt2 = v
+        elif o == "-s":
+            strict = True
+        elif o == "-q":
+            quiet = True
+    if len(args) != 2:
+        raise ImgError("Expecting two image file names", 2)
+    try:
+        b1 = img_open(args[0], fmt1)
+    except ImgError as e:
+        raise ImgError(str(e), 2)
+    try:
+        try:
+            b2 = img_open(args[1], fmt2)
+        except ImgError as e:
+            raise ImgError(str(e), 2)
+        try:
+            ret, msg = run_co(compare_co, b1, b2, strict)
+        finally:
+            blk_close(b2)
+    finally:
+        blk_close(b1)
+    if ret < 0:
+        raise ImgError(msg, 2)
+    if not quiet:
+        sys.stdout.write(msg)
+    return ret
+
+
+def compare_co(b1: Any, b2: Any, strict: bool) -> tuple[int, str]:
+    """Compare contents chunk by chunk.  Context: coroutine."""
+    import os
+    from gqemu.block import blk_co_preadv, blk_getlength
+    from gqemu.block.qiov import qemu_iovec_init_buf
+    l1, l2 = blk_getlength(b1), blk_getlength(b2)
+    out = ""
+    if l1 != l2:
+        if strict:
+            return 1, "Strict mode: Image size mismatch!\n"
+        out += "Warning: Image size mismatch!\n"
+    total = max(l1, l2)
+    buf1, buf2 = bytearray(IO_BUF_SIZE), bytearray(IO_BUF_SIZE)
+    off = 0
+    while off < total:
+        n = min(IO_BUF_SIZE, total - off)
+        v1, v2 = memoryview(buf1)[:n], memoryview(buf2)[:n]
+        for blk, ln, v, name in ((b1, l1, v1, 1), (b2, l2, v2, 2)):
+            m = max(0, min(n, ln - off))
+            v[m:] = _ZERO[:n - m]
+            if m:
+                ret = blk_co_preadv(blk, off, m, qemu_iovec_init_buf(v[:m]), 0)
+                if ret < 0:
+                    return -1, "error while reading offset %d of image %d: %s" % (
+                        off, name, os.strerror(-ret))
+        if v1 != v2:
+            i = next(k for k in range(n) if v1[k] != v2[k])
+            return 1, out + "Content mismatch at offset %d!\n" % ((off + i) & ~511)
+        off += n
+    return 0, out + "Images are identical.\n"
+
+
+# --------------------------------------------------------------------- map
+
+
+def img_map(argv: list[str]) -> int:
+    """QEMU: img_map."""
+    opts, args = parse_args(argv, "hf:U", ["help", "output=", "object=", "image-opts",
+                                           "force-share", "start-offset=", "max-length="])
+    fmt, output = None, "human"
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "--output":
+            output = v
+    if output not in ("human", "json"):
+        raise ImgError("--output must be used with human or json as argument.")
+    if len(args) != 1:
+        raise ImgError("Expecting one image file name")
+    blk = img_open(args[0], fmt)
+    try:
+        ret, text = run_co(map_co, blk, output)
+    finally:
+        blk_close(blk)
+    sys.stdout.write(text)
+    if ret == 1:
+        raise ImgError("File contains external, encrypted or compressed clusters.")
+    if ret < 0:
+        raise ImgError("Could not read file metadata: %s" % __import__("os").strerror(-ret))
+    return 0
+
+
+def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
+    """One map entry, looking down the backing chain.  Context: coroutine.
+    QEMU: get_block_status (qemu-img.c) over bdrv_block_status."""
+    from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
+                                    BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, bdrv_getlength)
+    from gqemu.block.io_misc import bdrv_co_get_block_status
+    depth = 0
+    while True:
+        ret, n, f = bdrv_co_get_block_status(bs, offset, nbytes)
+        if ret < 0:
+            return ret, {}
+        if n <= 0:
+            n, ret, f = nbytes, BDRV_BLOCK_ZERO, None
+        nbytes = n
+        if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
+            ret |= BDRV_BLOCK_ALLOCATED
+            break
+        if bs.drv.supports_backing:
+            if bs.backing is None:
+                ret |= BDRV_BLOCK_ZERO
+                break
+            if offset >= bdrv_getlength(bs.backing.bs):
+                ret |= BDRV_BLOCK_ZERO
+                break
+        if bs.backing is None:
+            break
+        bs = bs.backing.bs
+        depth += 1
+    has_offset = bool(ret & BDRV_BLOCK_OFFSET_VALID)
+    e = {"start": offset, "length": nbytes, "depth": depth,
+         "present": bool(ret & BDRV_BLOCK_ALLOCATED), "zero": bool(ret & BDRV_BLOCK_ZERO),
+         "data": bool(ret & BDRV_BLOCK_DATA), "has_offset": has_offset,
+         "offset": ret & ~0x1FF & ((1 << 63) - 1) if has_offset else 0,
+         "filename": f.filename if f is not None and has_offset else None}
+    return 0, e
+
+
+def _mergeable(c: dict, n: dict) -> bool:
+    if not c["length"]:
+        return False
+    for k in ("zero", "data", "depth", "present", "has_offset", "filename"):
+        if c[k] != n[k]:
+            return False
+    return not c["has_offset"] or c["offset"] + c["length"] == n["offset"]
+
+
+def _dump(output: str, e: dict, nxt: Any, out: list[str]) -> int:
+    if output == "human":
+        if e["data"] and not e["has_offset"]:
+            return -1
+        if e["data"] and not e["zero"]:
+            out.append("%-16s%-16s%-16s%s\n" % (_hx(e["start"]), _hx(e["length"]),
+                                               _hx(e["offset"]), e["filename"]))
+        if nxt is not None and (not nxt["data"] or nxt["zero"]):
+            nxt["data"], nxt["zero"] = False, True
+        return 0
+    s = ('{ "start": %d, "length": %d, "depth": %d, "present": %s, "zero": %s, "data": %s'
+         % (e["start"], e["length"], e["depth"], _b(e["present"]), _b(e["zero"]), _b(e["data"])))
+    if e["has_offset"]:
+        s += ', "offset": %d' % e["offset"]
+    out.append(s + "}" + (",\n" if nxt is not None else ""))
+    return 0
+
+
+def _hx(v: int) -> str:
+    return "%#x" % v if v else "0"
+
+
+def _b(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def map_co(blk: Any, output: str) -> tuple[int, str]:
+    """Context: coroutine.  QEMU: img_map's loop."""
+    from gqemu.block import blk_bs, blk_getlength
+    bs = blk_bs(blk)
+    length = blk_getlength(blk)
+    out = ["%-16s%-16s%-16s%s\n" % ("Offset", "Length", "Mapped to", "File")
+           if output == "human" else "["]
+    curr: dict = {"start": 0, "length": 0}
+    while curr["start"] + curr["length"] < length:
+        off = curr["start"] + curr["length"]
+        ret, nxt = get_block_status(bs, off, length - off)
+        if ret < 0:
+            return ret, "".join(out)
+        if curr["length"] and _mergeable(curr, nxt):
+            curr["length"] += nxt["length"]
+            continue
+        if curr["length"] and _dump(output, curr, nxt, out) < 0:
+            return 1, "".join(out)
+        curr = nxt
+    if curr["length"] and _dump(output, curr, None, out) < 0:
+        return 1, "".join(out)
+    if output == "json":
+        out.append("]\n")
+    return 0, "".join(out)

@@ -1,0 +1,354 @@
+"""gqemu-img helpers: image creation, ``info`` and ``check`` reports,
+snapshot commands, and qemu-img's output conventions (``size_to_str``,
+QDict key order in ``--output=json``).
+
+QEMU: qemu-img.c, block/qapi.c (bdrv_image_info_dump, bdrv_snapshot_dump),
+qobject/qdict.c (tdb_hash bucket order), util/cutils.c size_to_str.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+from gqemu.cli.qemu_img import ImgError
+
+
+def size_to_str(val: int) -> str:
+    """``%0.3g`` with a binary suffix.  QEMU: size_to_str."""
+    _, e = math.frexp(val / (1000.0 / 1024.0))
+    i = int((e - 1) / 10)
+    i = max(0, min(i, 6))
+    return "%0.3g %sB" % (val / (1 << (i * 10)), ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][i])
+
+
+def _tdb_hash(name: str) -> int:
+    v = (0x238F13AF * len(name)) & 0xFFFFFFFF
+    for i, c in enumerate(name.encode()):
+        v = (v + (c << (i * 5 % 24))) & 0xFFFFFFFF
+    return ((1103515243 * v + 12345) & 0xFFFFFFFF) % 512
+
+
+def qdict_order(d: Any) -> Any:
+    """Reorder dicts (recursively) as QEMU's QDict iterates them: by hash
+    bucket, and within a bucket the last inserted first."""
+    if isinstance(d, dict):
+        keys = list(d)
+        idx = {k: i for i, k in enumerate(keys)}
+        return {k: qdict_order(d[k]) for k in sorted(keys, key=lambda k: (_tdb_hash(k), -idx[k]))}
+    if isinstance(d, list):
+        return [qdict_order(x) for x in d]
+    return d
+
+
+def dump_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(qdict_order(obj), indent=4) + "\n")
+
+
+def run_co(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a coroutine function to completion from the tool's main loop."""
+    from gqemu.aio import aio_wait_while, qemu_get_aio_context
+    from gqemu.coroutine import qemu_coroutine_create, qemu_coroutine_enter
+    box: list[Any] = []
+    co = qemu_coroutine_create(lambda _: box.append(fn(*args)), None)
+    qemu_coroutine_enter(co)
+    aio_wait_while(qemu_get_aio_context(), lambda: not box)
+    return box[0]
+
+
+def _qcow2_state(blk: Any) -> Any:
+    from gqemu.block import blk_bs
+    bs = blk_bs(blk)
+    drv = bs.drv if bs is not None else None
+    return bs, (drv if drv is not None and drv.format_name == "qcow2" else None)
+
+
+# ------------------------------------------------------------------ create
+
+
+def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
+                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
+    """qemu-img create.  QEMU: bdrv_img_create."""
+    from gqemu.cli.qemu_img import parse_size
+    if fmt not in ("raw", "qcow2"):
+        raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
+    if backing and fmt == "raw":
+        raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing and not backing_fmt:
+        raise ImgError("%s: Backing file specified without backing format" % filename)
+    if backing and size is None:
+        path = backing if os.path.isabs(backing) else os.path.join(
+            os.path.dirname(filename), backing)
+        from gqemu.cli.qemu_img import blk_close, img_open
+        from gqemu.block import blk_getlength
+        try:
+            blk = img_open(path, backing_fmt)
+        except ImgError as e:
+            raise ImgError("%s: Could not open backing image: %s" % (filename, e))
+        size = blk_getlength(blk)
+        blk_close(blk)
+    if size is None:
+        raise ImgError("%s: Image creation needs a size parameter" % filename)
+    if fmt == "raw":
+        if o:
+            raise ImgError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
+        if not quiet:
+            sys.stdout.write("Formatting '%s', fmt=raw size=%d\n" % (filename, size))
+        with open(filename, "wb") as f:
+            f.truncate(size)
+        return
+    from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
+    from gqemu.block.qcow2_header import Qcow2OpenError
+    c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
+    words = []
+    onoff = {"on": True, "off": False, "true": True, "false": False}
+    try:
+        for k, v in o.items():
+            if k == "cluster_size":
+                c.cluster_size = parse_size(v)
+            elif k == "compat":
+                if v not in ("0.10", "v2", "1.1", "v3"):
+                    raise ImgError("%s: Invalid parameter '%s'" % (filename, v))
+                c.version = 2 if v in ("0.10", "v2") else 3
+            elif k == "refcount_bits":
+                c.refcount_bits = int(v)
+            elif k in ("lazy_refcounts", "extended_l2"):
+                if v not in onoff:
+                    raise ImgError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
+                setattr(c, k, onoff[v])
+            elif k == "preallocation":
+                c.preallocation = v
+            elif k == "compression_type":
+                if v != "zlib":
+                    raise ImgError("%s: Unsupported compression type '%s'" % (filename, v))
+            else:
+                raise ImgError("%s: Invalid parameter '%s'" % (filename, k))
+    except ValueError:
+        raise ImgError("%s: Parameter 'refcount_bits' expects a number" % filename)
+    words.append("cluster_size=%d" % c.cluster_size)
+    words.append("extended_l2=%s" % ("on" if c.extended_l2 else "off"))
+    if "preallocation" in o:
+        words.append("preallocation=%s" % c.preallocation)
+    words.append("compression_type=zlib")
+    words.append("size=%d" % size)
+    if "compat" in o:
+        words.append("compat=%s" % o["compat"])
+    if backing:
+        words.append("backing_file=%s" % backing)
+    if backing_fmt:
+        words.append("backing_fmt=%s" % backing_fmt)
+    words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
+    words.append("refcount_bits=%d" % c.refcount_bits)
+    if not quiet:
+        sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
+    try:
+        qcow2_create_file(filename, c)
+    except Qcow2OpenError as e:
+        raise ImgError("%s: %s" % (filename, e.msg))
+
+
+# -------------------------------------------------------------------- info
+
+
+def _snapshot_infos(s: Any) -> list[dict]:
+    out = []
+    for sn in s.snapshots:
+        d = {"id": sn.id_str, "name": sn.name, "vm-state-size": sn.vm_state_size,
+             "date-sec": sn.date_sec, "date-nsec": sn.date_nsec,
+             "vm-clock-sec": sn.vm_clock_nsec // 1000000000,
+             "vm-clock-nsec": sn.vm_clock_nsec % 1000000000}
+        if sn.icount != -1:
+            d["icount"] = sn.icount
+        out.append(d)
+    return out
+
+
+def image_info(blk: Any, filename: str) -> dict:
+    """The fields of QEMU's ImageInfo.  QEMU: bdrv_query_image_info."""
+    from gqemu.block import blk_getlength
+    from gqemu.block.qcow2_header import (QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY)
+    bs, s = _qcow2_state(blk)
+    info: dict = {"filename": filename, "format": bs.drv.format_name,
+                  "virtual-size": blk_getlength(blk)}
+    try:
+        info["actual-size"] = os.stat(filename).st_blocks * 512
+    except OSError:
+        pass
+    info["dirty-flag"] = False
+    if s is None:
+        return info
+    info["cluster-size"] = s.cluster_size
+    info["dirty-flag"] = bool(s.incompatible_features & QCOW2_INCOMPAT_DIRTY)
+    if s.backing_file:
+        info["backing-filename"] = s.backing_file
+        full = s.backing_file
+        if not os.path.isabs(full) and os.path.dirname(filename):
+            full = os.path.join(os.path.dirname(filename), full)
+        info["full-backing-filename"] = full
+        if s.backing_format:
+            info["backing-filename-format"] = s.backing_format
+    if s.snapshots:
+        info["snapshots"] = _snapshot_infos(s)
+    data: dict = {"compat": "0.10" if s.qcow_version == 2 else "1.1",
+                  "compression-type": "zlib"}
+    if s.qcow_version >= 3:
+        data["lazy-refcounts"] = bool(s.compatible_features & 1)
+    data["refcount-bits"] = s.refcount_bits
+    if s.qcow_version >= 3:
+        data["corrupt"] = bool(s.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
+        data["extended-l2"] = s.extended_l2
+    info["format-specific"] = {"type": "qcow2", "data": data}
+    return info
+
+
+def snapshot_table(snaps: list[dict]) -> str:
+    """QEMU: bdrv_snapshot_dump (header and one line per snapshot)."""
+    lines = ["%-10s%-17s%8s%20s%13s%11s" % ("ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
+                                              "ICOUNT")]
+    for d in snaps:
+        date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["date-sec"]))
+        secs = d["vm-clock-sec"]
+        clock = "%02d:%02d:%02d.%03d" % (secs // 3600, secs // 60 % 60, secs % 60,
+                                          d["vm-clock-nsec"] // 1000000)
+        icount = str(d["icount"]) if "icount" in d else ""
+        lines.append("%-9s %-16s %8s%20s%13s%11s" % (d["id"], d["name"],
+                                                     size_to_str(d["vm-state-size"]),
+                                                     date, clock, icount))
+    return "\n".join(lines) + "\n"
+
+
+def dump_info(infos: list[dict], output: str, chain: bool) -> None:
+    """QEMU: bdrv_image_info_dump / the JSON visitor."""
+    if output == "json":
+        if chain:
+            dump_json(infos)
+        else:
+            dump_json(infos[0])
+        return
+    out = []
+    for n, info in enumerate(infos):
+        if n:
+            out.append("\n")
+        out.append("image: %s\nfile format: %s\nvirtual size: %s (%d bytes)\n" % (
+            info["filename"], info["format"], size_to_str(info["virtual-size"]),
+            info["virtual-size"]))
+        out.append("disk size: %s\n" % size_to_str(info["actual-size"])
+                   if "actual-size" in info else "disk size: unavailable\n")
+        if "cluster-size" in info:
+            out.append("cluster_size: %d\n" % info["cluster-size"])
+        if info.get("dirty-flag"):
+            out.append("cleanly shut down: no\n")
+        if "backing-filename" in info:
+            b, full = info["backing-filename"], info["full-backing-filename"]
+            out.append("backing file: %s%s\n" % (b, "" if b == full else " (actual path: %s)" % full))
+            if "backing-filename-format" in info:
+                out.append("backing file format: %s\n" % info["backing-filename-format"])
+        if "snapshots" in info:
+            out.append("Snapshot list:\n" + snapshot_table(info["snapshots"]))
+        if "format-specific" in info:
+            out.append("Format specific information:\n")
+            for k, v in qdict_order(info["format-specific"]["data"]).items():
+                out.append("    %s: %s\n" % (k.replace("-", " "),
+                                             str(v).lower() if isinstance(v, bool) else v))
+        if chain:
+            pass
+    sys.stdout.write("".join(out))
+
+
+# ------------------------------------------------------------------- check
+
+
+def _check_dict(res: Any, filename: str) -> dict:
+    d: dict = {"filename": filename, "format": "qcow2", "check-errors": res.check_errors}
+    for key, v in (("image-end-offset", res.image_end_offset), ("corruptions", res.corruptions),
+                   ("leaks", res.leaks), ("corruptions-fixed", res.corruptions_fixed),
+                   ("leaks-fixed", res.leaks_fixed), ("total-clusters", res.total_clusters),
+                   ("allocated-clusters", res.allocated_clusters),
+                   ("fragmented-clusters", res.fragmented_clusters),
+                   ("compressed-clusters", res.compressed_clusters)):
+        if v:
+            d[key] = v
+    return d
+
+
+def run_check(blk: Any, filename: str, fix: int, output: str, quiet: bool,
+              error_report: Callable[[str], None]) -> int:
+    """qemu-img check.  QEMU: img_check / collect_image_check."""
+    from gqemu.block.qcow2_check import qcow2_co_check
+    bs, s = _qcow2_state(blk)
+    if s is None:
+        error_report("This image format does not support checks")
+        return 63
+    res = run_co(qcow2_co_check, bs, fix)
+    ret = res.ret
+    fixed = (res.leaks_fixed, res.corruptions_fixed)
+    if ret >= 0 and (res.leaks_fixed or res.corruptions_fixed):
+        if output == "human" and not quiet:
+            sys.stdout.write("The following inconsistencies were found and repaired:\n\n"
+                             "    %d leaked clusters\n    %d corruptions\n\n"
+                             "Double checking the fixed image now...\n" % fixed)
+        res = run_co(qcow2_co_check, bs, 0)
+        ret = res.ret
+        res.leaks_fixed, res.corruptions_fixed = fixed
+    if ret >= 0 and not quiet:
+        if output == "json":
+            dump_json(_check_dict(res, filename))
+        else:
+            out = []
+            if not res.corruptions and not res.leaks and not res.check_errors:
+                out.append("No errors were found on the image.\n")
+            else:
+                if res.corruptions:
+                    out.append("\n%d errors were found on the image.\nData may be corrupted, "
+                               "or further writes to the image may corrupt it.\n" % res.corruptions)
+                if res.leaks:
+                    out.append("\n%d leaked clusters were found on the image.\nThis means "
+                               "waste of disk space, but no harm to data.\n" % res.leaks)
+                if res.check_errors:
+                    out.append("\n%d internal errors have occurred during the check.\n"
+                               % res.check_errors)
+            if res.total_clusters and res.allocated_clusters:
+                a = res.allocated_clusters
+                out.append("%d/%d = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed "
+                           "clusters\n" % (a, res.total_clusters, a * 100.0 / res.total_clusters,
+                                           res.fragmented_clusters * 100.0 / a,
+                                           res.compressed_clusters * 100.0 / a))
+            if res.image_end_offset:
+                out.append("Image end offset: %d\n" % res.image_end_offset)
+            sys.stdout.write("".join(out))
+    if ret < 0 or res.check_errors:
+        error_report("Check failed: %s" % os.strerror(-ret) if ret < 0 else "Check failed")
+        return 1
+    if res.corruptions:
+        return 2
+    return 3 if res.leaks else 0
+
+
+# ---------------------------------------------------------------- snapshot
+
+
+def snapshot_action(blk: Any, action: str, name: str, quiet: bool) -> int:
+    """qemu-img snapshot -l/-c/-a/-d.  QEMU: img_snapshot."""
+    from gqemu.block.qcow2_snapshot import (qcow2_snapshot_create, qcow2_snapshot_delete,
+                                            qcow2_snapshot_goto)
+    bs, s = _qcow2_state(blk)
+    if action == "-l":
+        if s is not None and s.snapshots:
+            sys.stdout.write("Snapshot list:\n" + snapshot_table(_snapshot_infos(s)))
+        return 0
+    verb = {"-c": "create", "-a": "apply", "-d": "delete"}[action]
+    if s is None:
+        raise ImgError("Could not %s snapshot '%s': Operation not supported" % (verb, name))
+    fn = {"-c": qcow2_snapshot_create, "-a": qcow2_snapshot_goto,
+          "-d": qcow2_snapshot_delete}[action]
+    ret, msg = run_co(fn, bs, name)
+    if ret < 0:
+        if action == "-a" and ret == -2:
+            msg = "Failed to load snapshot: No such file or directory"
+        elif action == "-d" and ret == -2:
+            msg = "snapshot not found"
+        raise ImgError("Could not %s snapshot '%s': %s" % (verb, name, msg or os.strerror(-ret)))
+    return 0
