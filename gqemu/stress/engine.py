@@ -1,0 +1,278 @@
+"""One seeded schedule of one workload, with its invariants.
+
+:func:`run_one` builds a :class:`~gqemu.sched.StressScheduler` from the
+seed, installs it on the main AioContext (BH and completion order, held
+thread-pool requests, ``coroutine_fn`` scheduling points, virtual time),
+runs the workload until it finishes, drains, checks the end-of-run
+invariants, and returns a :class:`RunResult`.  The same seed, options,
+workload spec and ``allowed`` perturbations give the same run, decision
+for decision: ``RunResult.fingerprint`` hashes every decision taken.
+
+A failed run may leave coroutines suspended and work queued; the engine
+then retires the whole AioContext (and keeps what it references alive, so
+no suspended greenlet is ever collected) and the next run starts on a
+fresh one.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+from gqemu import aio, coroutine, plant
+from gqemu.aio import AioDeadlockError, aio_poll, aio_wait_while, qemu_get_aio_context
+from gqemu.coroutine import Coroutine, CoroutineError, qemu_in_coroutine, set_sched_point
+from gqemu.sched import StressScheduler
+from gqemu.stress import vclock
+from gqemu.stress.invariants import Checker, InvariantViolation
+from gqemu.threadpool import aio_get_thread_pool, thread_pool_free
+from gqemu.threadpool.pool import thread_pool_run_held
+
+__all__ = ["Options", "RunResult", "Env", "Workload", "run_one", "WORKLOADS",
+           "workload_class"]
+
+# name -> module defining WORKLOAD (a Workload subclass); imported lazily.
+WORKLOADS = {
+    "runtime": "gqemu.stress.wl_runtime",
+    "block": "gqemu.stress.wl_block",
+    "ide": "gqemu.stress.wl_ide",
+}
+
+
+@dataclass
+class Options:
+    """What a seed is run with (everything but the seed itself)."""
+
+    workload: str = "runtime"
+    policy: str = "uniform"
+    requests: int = 24          # requests (operations) per schedule
+    depth: int = 6              # coroutines / requests in flight
+    vcpus: int = 2
+    faults: float = 0.0         # probability of a fault per injectable event
+    fmt: str = "raw"            # block and ide workloads: raw or qcow2
+    yield_prob: float = 0.25
+    pct_depth: int = 3
+    plant: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["plant"] = list(self.plant)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Options":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if "plant" in kw:
+            kw["plant"] = tuple(kw["plant"])
+        return cls(**kw)
+
+
+@dataclass
+class RunResult:
+    seed: int
+    ok: bool = True
+    invariant: str = ""
+    message: str = ""
+    where: str = ""
+    requests: int = 0
+    faults: int = 0
+    checks: int = 0
+    steps: int = 0
+    points: int = 0
+    candidates: int = 0
+    applied: list[int] = field(default_factory=list)
+    fingerprint: int = 0
+    elapsed: float = 0.0
+    spec: Any = None
+    trace: list[Any] = field(default_factory=list)
+
+
+class Env:
+    """What a workload runs against: the context, pool, scheduler, checker."""
+
+    def __init__(self, ctx: Any, sched: StressScheduler, opts: Options,
+                 seed: int) -> None:
+        self.ctx = ctx
+        self.pool = aio_get_thread_pool(ctx)
+        self.sched = sched
+        self.opts = opts
+        self.seed = seed
+        self.checker = Checker()
+        self.check = self.checker.check
+        self.requests = 0
+        self.faults = 0
+
+    def point(self, name: str = "") -> None:
+        """An explicit scheduling point (inside a coroutine)."""
+        if qemu_in_coroutine():
+            self.sched.sched_point(name)
+
+
+class Workload:
+    """Base of the workloads.  A spec is a JSON-able dict whose
+    ``programs`` list (one program per coroutine or vCPU, each a list of
+    operations) is what the shrinker cuts down."""
+
+    name = ""
+
+    @classmethod
+    def generate(cls, seed: int, opts: Options) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __init__(self, env: Env, spec: dict[str, Any]) -> None:
+        self.env = env
+        self.spec = spec
+        self.trace: list[Any] = []      # what a reproducer file records
+
+    def run(self) -> None:
+        """Start the workload and run the loop until it is done."""
+        self.start()
+        aio_wait_while(self.env.ctx, lambda: not self.done())
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """End-of-run invariants, after drain."""
+
+    def close(self) -> None:
+        """Release files and devices (also after a failure)."""
+
+
+def workload_class(name: str) -> type[Workload]:
+    try:
+        mod = importlib.import_module(WORKLOADS[name])
+    except KeyError:
+        raise ValueError("unknown workload '%s' (known: %s)"
+                         % (name, ", ".join(WORKLOADS))) from None
+    return mod.WORKLOAD  # type: ignore[no-any-return]
+
+
+# Everything a failed run left behind, kept alive on purpose.
+_graveyard: list[Any] = []
+_stranded: set[int] = set()
+
+
+def live_coroutines() -> list[Coroutine]:
+    """Coroutines created or running but not finished (pooled ones have no
+    entry), except those stranded by earlier failed runs."""
+    return [o for o in gc.get_objects()
+            if type(o) is Coroutine and o.entry is not None
+            and id(o) not in _stranded]
+
+
+def _retire_context(ctx: Any, keep: list[Any]) -> None:
+    """Abandon ``ctx`` after a failure; the next run gets a fresh one."""
+    for co in live_coroutines():
+        _stranded.add(id(co))
+        keep.append(co)
+    _graveyard.append((ctx, keep))
+    if ctx.thread_pool is not None:
+        thread_pool_free(ctx.thread_pool)
+    if aio._main_ctx is ctx:
+        aio._main_ctx = None
+
+
+def _drain(env: Env) -> None:
+    ctx, sched = env.ctx, env.sched
+    aio_wait_while(ctx, lambda: sched.busy() or ctx.external > 0)
+    while aio_poll(ctx, False):
+        pass
+    check = env.check
+    check(ctx.external == 0, "drain_in_flight",
+          "%d thread-pool requests still in flight after drain", ctx.external)
+    check(not sched.parked and not sched.held, "drain_in_flight",
+          "scheduler still holds work after drain")
+    left = live_coroutines()
+    check(not left, "drain_live_coroutine",
+          "%d coroutine(s) left after drain: %s", len(left),
+          ", ".join(repr(c) for c in left[:3]))
+
+
+def _where(exc: BaseException) -> str:
+    tb = [f for f in traceback.extract_tb(exc.__traceback__)
+          if not f.filename.endswith("stress/invariants.py")]
+    if not tb:
+        return ""
+    f = tb[-1]
+    return "%s:%d in %s" % (f.filename.rsplit("/gqemu/", 1)[-1], f.lineno, f.name)
+
+
+def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
+            allowed: Optional[Any] = None) -> RunResult:
+    """Run ``seed`` once.  ``spec`` overrides the generated workload (for
+    shrinking and reproducers); ``allowed`` limits the perturbations."""
+    cls = workload_class(opts.workload)
+    if spec is None:
+        spec = cls.generate(seed, opts)
+    res = RunResult(seed=seed, spec=spec)
+    plant.clear()
+    for name in opts.plant:
+        plant.plant(name)
+    ctx = qemu_get_aio_context()
+    sched = StressScheduler(ctx, seed, opts.policy, run_held=thread_pool_run_held,
+                            yield_prob=opts.yield_prob, pct_depth=opts.pct_depth,
+                            pct_steps=max(50, opts.requests * 20), allowed=allowed)
+    env = Env(ctx, sched, opts, seed)
+    wl: Optional[Workload] = None
+    t0 = time.perf_counter()
+    vclock.install(sched)
+    ctx.sched = sched
+    set_sched_point(sched.sched_point if coroutine.STRESS else None)
+    failed = False
+    try:
+        wl = cls(env, spec)
+        wl.run()
+        _drain(env)
+        wl.finish()
+    except InvariantViolation as e:
+        failed = True
+        res.invariant, res.message = e.name, e.message
+        res.where = _where(e)
+    except AioDeadlockError as e:
+        failed = True
+        res.invariant, res.message = "deadlock", str(e)
+    except CoroutineError as e:
+        failed = True
+        res.invariant, res.message = "coroutine_misuse", str(e)
+        res.where = _where(e)
+    except Exception as e:   # a crash anywhere in the stack is a finding
+        failed = True
+        res.invariant = "exception"
+        res.message = "%s: %s" % (type(e).__name__, e)
+        res.where = _where(e)
+    finally:
+        set_sched_point(None)
+        ctx.sched = None
+        vclock.uninstall()
+        plant.clear()
+        if wl is not None:
+            try:
+                wl.close()
+            except Exception as e:   # best effort after a failure
+                if not failed:
+                    failed = True
+                    res.invariant = "close"
+                    res.message = "%s: %s" % (type(e).__name__, e)
+                    res.where = _where(e)
+            res.trace = wl.trace
+        if failed:
+            _retire_context(ctx, [sched, wl, env])
+    res.ok = not failed
+    res.elapsed = time.perf_counter() - t0
+    res.requests = env.requests
+    res.faults = env.faults
+    res.checks = env.checker.checks
+    res.steps = sched.steps
+    res.points = sched.points
+    res.candidates = sched.candidates
+    res.applied = list(sched.applied)
+    res.fingerprint = sched.fingerprint
+    return res
