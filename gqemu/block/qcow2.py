@@ -95,6 +95,7 @@ class BDRVQcow2State(BlockDriver):
         self.ext: Any = None
         self.backing_file: Optional[str] = None
         self.backing_format: Optional[str] = None
+        self.opened = False
         self.l2_table_cache: Any = None
         self.refcount_block_cache: Any = None
 
@@ -134,15 +135,14 @@ class BDRVQcow2State(BlockDriver):
                 raise BlockError(errno.EIO, "Could not repair dirty image: %s"
                                  % os.strerror(-res.ret if res.ret < 0 else EIO))
         bs.supported_zero_flags = BDRV_REQ_MAY_UNMAP
+        self.opened = True
 
     bdrv_open = qcow2_open
 
     def qcow2_close(self, bs: Any) -> None:
         """Write back the caches and clear the dirty bit.  QEMU: qcow2_close."""
-        if not self.read_only and not self.disabled:
+        if self.opened and not self.read_only and not self.disabled:
             _run_co(bs, qcow2_inactivate, bs)
-        if bs.backing is not None:
-            pass                                 # unref'd with the children
 
     bdrv_close = qcow2_close
 

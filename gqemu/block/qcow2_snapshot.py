@@ -29,7 +29,7 @@ from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOT_EXTRA_DATA,
     QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
 from gqemu.block.qcow2_refcount import (
-    QCOW2_OL_ACTIVE_L1, QCOW2_OL_SNAPSHOT_TABLE, qcow2_alloc_clusters,
+    QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, QCOW2_OL_SNAPSHOT_TABLE, qcow2_alloc_clusters,
     qcow2_free_clusters, qcow2_get_refcount, qcow2_parse_compressed_l2_entry,
     qcow2_pre_write_overlap_check, update_refcount)
 
@@ -213,7 +213,7 @@ def qcow2_update_snapshot_refcount(bs: Any, l1_table_offset: int, l1_size: int,
     if ret < 0:
         return ret
     if l1_modified and addend >= 0:
-        ign = QCOW2_OL_ACTIVE_L1 if active else 0
+        ign = QCOW2_OL_ACTIVE_L1 | QCOW2_OL_INACTIVE_L1
         ret = qcow2_pre_write_overlap_check(bs, ign, l1_table_offset, l1_size * 8)
         if ret >= 0:
             ret = qcow2_co_pwrite_file(bs, l1_table_offset,
