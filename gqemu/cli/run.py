@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: a self-describing 16 MiB scratch disk)")
     p.add_argument("--record", metavar="TRACE", help="record the exits to a msgpack trace")
     p.add_argument("--trace", action="append", default=[], metavar="PATTERN",
-                   help="enable trace events matching PATTERN (QEMU -trace syntax)")
+                   help="enable trace events matching PATTERN (QEMU -trace syntax; "
+                        "--trace=-PATTERN disables)")
     p.add_argument("--trace-file", metavar="FILE", help="trace output (default: stderr)")
     p.add_argument("--trace-format", choices=("log", "json"), default="log",
                    help="QEMU log lines or Chrome trace JSON (Perfetto)")
@@ -131,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
         if flow is not None:
             flow.remove()
         if trace_out is not None:
-            from gqemu.trace import trace_close_output
+            from gqemu.trace import trace_close_output, trace_reset
             trace_close_output()
+            trace_reset()
             if trace_out is not sys.stderr:
                 trace_out.close()
         if tmpdir is not None:

@@ -72,7 +72,12 @@ class TraceError(Exception):
 
 
 class TraceTruncated(TraceError):
-    """The stream stops before its end record (a killed run)."""
+    """The stream stops before its end record (a killed run).  The message
+    says where; ``index`` is the number of complete records."""
+
+    def __init__(self, msg: str, index: int | None = None) -> None:
+        super().__init__(msg)
+        self.index = index
 
 
 def _reject_ext(code: int, data: bytes) -> Any:

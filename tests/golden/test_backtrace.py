@@ -50,7 +50,8 @@ def parse_report(text: str) -> dict[str, list[re.Match]]:
 @pytest.fixture(scope="module")
 def report() -> str:
     env = dict(os.environ)
-    p = subprocess.run([sys.executable, "-m", "gqemu.cli.main", "run",
+    p = subprocess.run([sys.executable, "-c", "import sys; from gqemu.cli.main import main; "
+                        "sys.exit(main())", "run",
                         str(ROOT / "scripts" / "examples" / "read_lba0.py"), "--backtrace"],
                        cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
