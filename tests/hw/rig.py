@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 from gqemu.aio import aio_poll, aio_wait_while, qemu_get_aio_context
 import gqemu.block.file_posix  # noqa: F401  (registers the drivers until block/__init__ does)
 import gqemu.block.raw_format  # noqa: F401
+import gqemu.block.qcow2  # noqa: F401
 from gqemu.block.block_backend import blk_new_open, blk_unref
 from gqemu.hw.ide.internal import BUSY_STAT
 from gqemu.hw.ide.piix import pc_ide_init
