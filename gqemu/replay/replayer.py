@@ -122,11 +122,13 @@ class Replayer:
                         kvm_handle_io(rec[4], attrs, buf, 0, size, 1, as_io)
                         v = buf[0] if size == 1 else int.from_bytes(buf[:size], "little")
                         if v != rec[5]:
+                            first = v
                             while True:
                                 if not step():
                                     res.divergence = Divergence(
                                         i, rec, "0x%0*x" % (2 * size, rec[5]),
-                                        "0x%0*x" % (2 * size, v), list(hist))
+                                        "0x%0*x" % (2 * size, first), list(hist))
+                                    res.records = i
                                     return res
                                 res.waits += 1
                                 kvm_handle_io(rec[4], attrs, buf, 0, size, 1, as_io)
@@ -195,17 +197,26 @@ class Replayer:
             buf[:n] = data
             kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, buf, 1, size, count, as_io)
             return None
-        while True:
+        kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, buf, 0, size, count, as_io)
+        got = bytes(buf[:n])
+        # Repeat only while the reads had no effect: in QEMU's IDE a data
+        # read with DRQ clear returns zeros and changes nothing.  Once real
+        # data came out, repeating would consume more of it.
+        while got != data and not any(buf[:n]):
+            if not self._step():
+                break
+            res.waits += 1
             kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, buf, 0, size, count, as_io)
             if buf[:n] == data:
                 return None
-            if not self._step():
+            if any(buf[:n]):
                 got = bytes(buf[:n])
-                j = next(j for j in range(0, n, size) if got[j:j + size] != data[j:j + size])
-                return Divergence(
-                    i, rec, "element %d = 0x%s" % (j // size, data[j:j + size][::-1].hex()),
-                    "element %d = 0x%s" % (j // size, got[j:j + size][::-1].hex()), list(hist))
-            res.waits += 1
+        if got == data:
+            return None
+        j = next(j for j in range(0, n, size) if got[j:j + size] != data[j:j + size])
+        return Divergence(
+            i, rec, "element %d = 0x%s" % (j // size, data[j:j + size][::-1].hex()),
+            "element %d = 0x%s" % (j // size, got[j:j + size][::-1].hex()), list(hist))
 
     def _irq(self, i: int, rec: list, res: ReplayResult,
              hist: deque) -> Optional[Divergence]:
