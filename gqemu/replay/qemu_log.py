@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import lzma
 import re
-from typing import IO, Iterable, Iterator, Optional
+from typing import IO, Iterable, Iterator, Optional, Union
 
 from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO
 
@@ -102,11 +102,12 @@ class LogError(Exception):
         super().__init__("line %d: %s" % (lineno, msg))
 
 
-def open_log(path: str) -> IO[str]:
-    """Open a plain or xz-compressed log as text."""
+def open_log(path: str) -> IO[bytes]:
+    """Open a plain or xz-compressed log (bytes; lines are decoded one by
+    one so a bad byte is reported with its line number)."""
     if path.endswith(".xz"):
-        return lzma.open(path, "rt", encoding="utf-8", errors="strict", newline="\n")
-    return open(path, "r", encoding="utf-8", errors="strict", newline="\n")
+        return lzma.open(path, "rb")
+    return open(path, "rb")
 
 
 class QemuLogImporter:
@@ -149,12 +150,17 @@ class QemuLogImporter:
         self._last_channel = ch
         return ch
 
-    def records(self, lines: Iterable[str]) -> Iterator[list]:
-        """Yield REC_IO records for ``lines``.  Raises LogError."""
+    def records(self, lines: Iterable[Union[str, bytes]]) -> Iterator[list]:
+        """Yield REC_IO records for ``lines`` (text or bytes).  Raises LogError."""
         pending = self._pending
         lineno = 0
         for lineno, raw in enumerate(lines, 1):
             self.lines = lineno
+            if isinstance(raw, bytes):
+                try:
+                    raw = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise LogError(lineno, "not UTF-8 text") from None
             line = raw.rstrip("\n")
             if line.endswith("\r"):
                 line = line[:-1]
