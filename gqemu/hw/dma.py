@@ -136,9 +136,11 @@ def dma_blk_cb(opaque: DMAAIOCB, ret: int) -> None:
 
 def dma_blk_io(blk: Any, sg: QEMUSGList, offset: int,
                cb: Callable[[Any, int], None], opaque: Any,
-               direction: int) -> DMAAIOCB:
+               direction: int, io_func: Any = None) -> DMAAIOCB:
     """Submit ``sg`` as one block request at byte ``offset``.
 
+    ``io_func(offset, data, cb, opaque) -> acb``, if given, replaces the
+    write for a TO_DEVICE transfer (TRIM passes its range list this way).
     Context: loop or vCPU (never a worker).  Returns the request handle.
     QEMU: dma_blk_io.
     """
@@ -154,7 +156,10 @@ def dma_blk_io(blk: Any, sg: QEMUSGList, offset: int,
         for base, length in sg.sg:
             dma_memory_read(sg.as_, base, mv[pos:pos + length], length)  # type: ignore[arg-type]
             pos += length
-        dbs.acb = blk_aio_pwritev(blk, offset, qiov, 0, dma_blk_cb, dbs)
+        if io_func is not None:
+            dbs.acb = io_func(offset, bounce, dma_blk_cb, dbs)
+        else:
+            dbs.acb = blk_aio_pwritev(blk, offset, qiov, 0, dma_blk_cb, dbs)
     else:
         dbs.acb = blk_aio_preadv(blk, offset, qiov, 0, dma_blk_cb, dbs)
     return dbs

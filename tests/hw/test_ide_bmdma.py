@@ -158,3 +158,40 @@ def test_clearing_start_mid_transfer_completes_it(rig):
     assert rig.piix.bmdma[0].aiocb is None
     assert rig.mem_read(0x2000, 4096) == b"".join(sector(n) for n in range(20, 28))
     assert rig.inb(0x1F7) == 0x50 and rig.inb(BM + 2) == 0x04
+
+
+def trim_payload(*ranges):
+    data = b"".join((lba | count << 48).to_bytes(8, "little") for lba, count in ranges)
+    return data.ljust(512, b"\0")
+
+
+@pytest.mark.parametrize("discard", ["ignore", "unmap"])
+def test_dsm_trim(tmp_path, discard):
+    disk = make_disk(tmp_path / "t.img", NSECT)
+    rig = Rig([disk], {"discard": discard})
+    try:
+        rig.mem_write(0x2000, trim_payload((10, 2), (0, 0), (20, 1)))
+        prds(rig, [(0x2000, 512 | EOT)])
+        issue(rig, 0x06, feature=0x01, count=1)
+        rig.outb(BM, 0x01)
+        rig.settle()
+        assert (rig.inb(BM + 2), rig.inb(0x1F7), rig.inb(0x1F1)) == (0x04, 0x50, 0x00)
+        data = disk.read_bytes()
+        assert data[9 * 512:10 * 512] == sector(9) and data[12 * 512:13 * 512] == sector(12)
+        if discard == "unmap":
+            assert data[10 * 512:12 * 512] == bytes(1024) and data[20 * 512:21 * 512] == bytes(512)
+        else:
+            assert data[10 * 512:11 * 512] == sector(10)
+    finally:
+        rig.close()
+
+
+def test_dsm_trim_out_of_range_aborts(rig):
+    rig.mem_write(0x2000, trim_payload((NSECT - 1, 2)))
+    prds(rig, [(0x2000, 512 | EOT)])
+    issue(rig, 0x06, feature=0x01, count=1)
+    rig.outb(BM, 0x01)
+    rig.settle()
+    assert (rig.inb(0x1F7), rig.inb(0x1F1)) == (0x41, 0x04)
+    issue(rig, 0x06, feature=0x02, count=1)          # not TRIM: ABRT
+    assert rig.inb(0x1F7) == 0x41

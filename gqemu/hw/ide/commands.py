@@ -308,6 +308,16 @@ def cmd_exec_dev_diagnostic(s: IDEState, cmd: int) -> bool:
     return False
 
 
+def cmd_data_set_management(s: IDEState, cmd: int) -> bool:
+    """DSM: TRIM (feature 1) through DMA; anything else aborts.
+    QEMU: cmd_data_set_management."""
+    if s.feature == 0x01 and s.blk is not None:
+        ide_sector_start_dma(s, K.IDE_DMA_TRIM)
+        return False
+    ide_abort_command(s)
+    return True
+
+
 def cmd_cfa_erase_sectors(s: IDEState, cmd: int) -> bool:
     """0xF5 (SECURITY FREEZE LOCK on a disk).  QEMU: cmd_cfa_erase_sectors."""
     if cmd == K.CFA_WEAR_LEVEL:
@@ -318,6 +328,7 @@ def cmd_cfa_erase_sectors(s: IDEState, cmd: int) -> bool:
 from gqemu.hw.ide.smart import cmd_smart  # noqa: E402  (needs the helpers above)
 
 _ENTRIES: dict[int, tuple[Handler, int]] = {
+    K.WIN_DSM: (cmd_data_set_management, HD_CFA_OK),
     K.WIN_RECAL: (cmd_nop, HD_CFA_OK | SET_DSC),
     K.WIN_READ: (cmd_read_pio, ALL_OK),
     K.WIN_READ_ONCE: (cmd_read_pio, HD_CFA_OK),

@@ -505,12 +505,15 @@ def ide_restart_bh(opaque: IDEBus) -> None:
     bus.error_status = 0
     if error_status & IDE_RETRY_DMA:
         from gqemu.hw.ide.dma import ide_dma_cb, ide_start_dma
-        from gqemu.hw.ide.internal import IDE_DMA_READ, IDE_DMA_WRITE
+        from gqemu.hw.ide.internal import IDE_DMA_READ, IDE_DMA_TRIM, IDE_DMA_WRITE, IDE_RETRY_TRIM
         ide_set_sector(s, bus.retry_sector_num)
         s.nsector = bus.retry_nsector
         bus.dma.restart_dma()
         s.io_buffer_size = 0
-        s.dma_cmd = IDE_DMA_READ if is_read else IDE_DMA_WRITE
+        if error_status & IDE_RETRY_TRIM:
+            s.dma_cmd = IDE_DMA_TRIM
+        else:
+            s.dma_cmd = IDE_DMA_READ if is_read else IDE_DMA_WRITE
         ide_start_dma(s, ide_dma_cb)
     elif error_status & IDE_RETRY_PIO:
         if is_read:

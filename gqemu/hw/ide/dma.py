@@ -16,13 +16,14 @@ from __future__ import annotations
 import errno
 from typing import Callable
 
-from gqemu.hw.dma import dma_blk_read, dma_blk_write, qemu_sglist_destroy
+from gqemu.hw.dma import (DMA_DIRECTION_TO_DEVICE, dma_blk_io, dma_blk_read,
+                          dma_blk_write, qemu_sglist_destroy)
 from gqemu.hw.ide.core import (ide_clear_retry, ide_cmd_done, ide_dma_error,
                                ide_get_sector, ide_handle_rw_error,
                                ide_sect_range_ok, ide_set_irq, ide_set_retry,
                                ide_set_sector)
-from gqemu.hw.ide.internal import (DRQ_STAT, IDE_DMA_CMD_STR, IDE_DMA_READ,
-                                   IDE_DMA_WRITE, IDE_RETRY_DMA,
+from gqemu.hw.ide.internal import (DRQ_STAT, IDE_DMA_CMD_STR, IDE_DMA_READ, IDE_DMA_TRIM,
+                                   IDE_DMA_WRITE, IDE_RETRY_DMA, IDE_RETRY_TRIM,
                                    IDE_RETRY_READ, READY_STAT, SEEK_STAT,
                                    IDEState)
 from gqemu.hw.trace_events import trace_ide_dma_cb
@@ -35,6 +36,8 @@ def ide_dma_cmd_to_retry(dma_cmd: int) -> int:
     """QEMU: ide_dma_cmd_to_retry."""
     if dma_cmd == IDE_DMA_READ:
         return IDE_RETRY_DMA | IDE_RETRY_READ
+    if dma_cmd == IDE_DMA_TRIM:
+        return IDE_RETRY_DMA | IDE_RETRY_TRIM
     return IDE_RETRY_DMA
 
 
@@ -98,7 +101,7 @@ def ide_dma_cb(opaque: IDEState, ret: int) -> None:
         return
     if trace_ide_dma_cb.enabled:
         trace_ide_dma_cb(s, sector_num, n, IDE_DMA_CMD_STR.get(s.dma_cmd, "DMA UNKNOWN CMD"))
-    if not ide_sect_range_ok(s, sector_num, n):
+    if s.dma_cmd in (IDE_DMA_READ, IDE_DMA_WRITE) and not ide_sect_range_ok(s, sector_num, n):
         ide_dma_error(s)
         return
     offset = sector_num << 9
@@ -106,6 +109,10 @@ def ide_dma_cb(opaque: IDEState, ret: int) -> None:
         dma.aiocb = dma_blk_read(s.blk, s.sg, offset, 512, ide_dma_cb, s)
     elif s.dma_cmd == IDE_DMA_WRITE:
         dma.aiocb = dma_blk_write(s.blk, s.sg, offset, 512, ide_dma_cb, s)
+    elif s.dma_cmd == IDE_DMA_TRIM:
+        from gqemu.hw.ide.trim import ide_issue_trim
+        dma.aiocb = dma_blk_io(s.blk, s.sg, offset, ide_dma_cb, s, DMA_DIRECTION_TO_DEVICE,
+                               lambda off, data, cb, op: ide_issue_trim(off, data, cb, op, s))
     else:
         ide_dma_error(s)
 
