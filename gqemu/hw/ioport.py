@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
-from gqemu.hw.memory import (MemoryRegion, MemoryRegionOps,
+from gqemu.hw.memory_region import (MemoryRegion, MemoryRegionOps,
                              memory_region_add_subregion,
                              memory_region_del_subregion)
 
