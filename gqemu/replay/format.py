@@ -98,24 +98,27 @@ class TraceWriter:
         self.f = f
         self.count = 0
         self.flush_every = flush_every
-        self._buf: list[bytes] = []
-        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._pending = 0
+        # autoreset=False: records accumulate in the packer's own buffer
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        self._pack = self._packer.pack
         check_meta(meta)
-        f.write(self._pack([MAGIC, VERSION, meta]))
+        f.write(msgpack.packb([MAGIC, VERSION, meta], use_bin_type=True))
         f.flush()
         self.closed = False
 
     def write(self, rec: list) -> None:
-        buf = self._buf
-        buf.append(self._pack(rec))
+        self._pack(rec)
         self.count += 1
-        if len(buf) >= self.flush_every:
+        self._pending += 1
+        if self._pending >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:
-            self.f.write(b"".join(self._buf))
-            self._buf.clear()
+        if self._pending:
+            self.f.write(self._packer.bytes())
+            self._packer.reset()
+            self._pending = 0
         self.f.flush()
 
     def close(self, end: bool = True) -> None:
@@ -123,7 +126,8 @@ class TraceWriter:
         if self.closed:
             return
         if end:
-            self._buf.append(self._pack([REC_END, self.count]))
+            self._pack([REC_END, self.count])
+            self._pending += 1
         self.flush()
         self.closed = True
 

@@ -52,17 +52,17 @@ class Recorder:
         w = self.writer
         if reason == KVM_EXIT_IO:
             size = run.io_size
-            count = run.io_count
-            if count == 1:
+            if run.io_count == 1:
+                # the hot path: TraceWriter.write, inlined
                 d = run.data
-                if size == 1:
-                    v = d[0]
-                elif size == 2:
-                    v = d[0] | (d[1] << 8)
-                else:
-                    v = int.from_bytes(d[:4], "little")
-                w.write([REC_IO, cpu.cpu_index, run.io_direction, size, run.io_port, v])
+                w._pack([REC_IO, cpu.cpu_index, run.io_direction, size, run.io_port,
+                         d[0] if size == 1 else int.from_bytes(d[:size], "little")])
+                w.count += 1
+                w._pending += 1
+                if w._pending >= w.flush_every:
+                    w.flush()
             else:
+                count = run.io_count
                 w.write([REC_IOS, cpu.cpu_index, run.io_direction, size, run.io_port,
                          count, bytes(run.data[:size * count])])
         elif reason == KVM_EXIT_MMIO:

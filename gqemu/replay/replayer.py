@@ -127,7 +127,7 @@ class Replayer:
                                 if not step():
                                     res.divergence = Divergence(
                                         i, rec, "0x%0*x" % (2 * size, rec[5]),
-                                        "0x%0*x" % (2 * size, first), list(hist))
+                                        "0x%0*x" % (2 * size, first), _before(i, hist))
                                     res.records = i
                                     return res
                                 res.waits += 1
@@ -151,7 +151,7 @@ class Replayer:
                     if ram is None or addr + len(data) > len(ram):
                         res.divergence = Divergence(i, rec, "a store inside guest RAM",
                                                     "RAM is %d bytes" % len(ram or b""),
-                                                    list(hist))
+                                                    _before(i, hist))
                         return res
                     ram[addr:addr + len(data)] = data
                 elif kind == REC_MEMR:
@@ -166,7 +166,7 @@ class Replayer:
                         return res
                 elif kind in (REC_HLT, REC_SHUTDOWN, REC_INTERNAL_ERROR):
                     pass
-                hist.append((i, rec))
+                hist.append(rec)
                 if progress is not None and not i % every:
                     progress(i)
                 if len(self.irqs) > MAX_IRQ_BACKLOG:
@@ -174,7 +174,7 @@ class Replayer:
                     res.divergence = Divergence(
                         i, rec, "no more IRQ changes than the trace records",
                         "the model changed IRQ %d to %d and %d more the trace does not have"
-                        % (line, level, len(self.irqs) - 1), list(hist))
+                        % (line, level, len(self.irqs) - 1), _before(i, hist))
                     return res
             res.records = i + 1
             # let the last requests complete (writes reach the disk)
@@ -216,7 +216,7 @@ class Replayer:
         j = next(j for j in range(0, n, size) if got[j:j + size] != data[j:j + size])
         return Divergence(
             i, rec, "element %d = 0x%s" % (j // size, data[j:j + size][::-1].hex()),
-            "element %d = 0x%s" % (j // size, got[j:j + size][::-1].hex()), list(hist))
+            "element %d = 0x%s" % (j // size, got[j:j + size][::-1].hex()), _before(i, hist))
 
     def _irq(self, i: int, rec: list, res: ReplayResult,
              hist: deque) -> Optional[Divergence]:
@@ -226,13 +226,13 @@ class Replayer:
         while not self.irqs:
             if not self._step():
                 return Divergence(i, rec, "IRQ %d %s" % (want[0], "raise" if want[1] else "lower"),
-                                  "no IRQ change", list(hist))
+                                  "no IRQ change", _before(i, hist))
             res.waits += 1
         got = self.irqs.popleft()
         if got != want:
             return Divergence(i, rec, "IRQ %d %s" % (want[0], "raise" if want[1] else "lower"),
                               "IRQ %d %s" % (got[0], "raise" if got[1] else "lower"),
-                              list(hist))
+                              _before(i, hist))
         return None
 
     def _memr(self, i: int, rec: list, res: ReplayResult,
@@ -241,13 +241,13 @@ class Replayer:
         ram = self.ram
         if ram is None or addr + len(data) > len(ram):
             return Divergence(i, rec, "a load inside guest RAM",
-                              "RAM is %d bytes" % len(ram or b""), list(hist))
+                              "RAM is %d bytes" % len(ram or b""), _before(i, hist))
         while ram[addr:addr + len(data)] != data:
             if not self._step():
                 got = bytes(ram[addr:addr + len(data)])
                 j = next(j for j in range(len(data)) if got[j] != data[j])
                 return Divergence(i, rec, "byte 0x%x = 0x%02x" % (addr + j, data[j]),
-                                  "byte 0x%x = 0x%02x" % (addr + j, got[j]), list(hist))
+                                  "byte 0x%x = 0x%02x" % (addr + j, got[j]), _before(i, hist))
             res.waits += 1
         return None
 
@@ -265,8 +265,14 @@ class Replayer:
             if v == value:
                 return None
             if not self._step():
-                return Divergence(i, rec, "0x%x" % value, "0x%x" % v, list(hist))
+                return Divergence(i, rec, "0x%x" % value, "0x%x" % v, _before(i, hist))
             res.waits += 1
+
+
+def _before(i: int, hist: deque) -> list:
+    """The records before record ``i`` as (index, record) pairs."""
+    n = len(hist)
+    return [(i - n + k, r) for k, r in enumerate(hist)]
 
 
 def replay_trace(s: KVMState, ram: Optional[bytearray], reader: TraceReader,
