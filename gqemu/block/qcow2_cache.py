@@ -20,7 +20,7 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block import io as _io
 from gqemu.block.io_misc import bdrv_co_flush
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES
-from gqemu.block.driver import bdrv_debug_event
+from gqemu.block.driver import bdrv_debug_event, bdrv_getlength
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import c_hex
 
@@ -33,6 +33,8 @@ def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearr
     QEMU: bdrv_co_pread(bs->file, ...).
     """
     buf = bytearray(nbytes)
+    if offset < 0 or offset + nbytes > BDRV_MAX_LENGTH:
+        return -5, buf
     qiov = qemu_iovec_init_buf(buf)
     ret = _io.bdrv_co_preadv(bs.file, offset, nbytes, qiov, 0)
     return ret, buf
@@ -42,6 +44,8 @@ def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearr
 def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int:
     """Write ``data`` to the image file.  Context: coroutine.
     Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
+    if offset < 0 or offset + len(data) > BDRV_MAX_LENGTH:
+        return -5
     qiov = qemu_iovec_init_buf(data)
     ret = _io.bdrv_co_pwritev(bs.file, offset, len(data), qiov, flags)
     return min(ret, 0)
@@ -52,6 +56,15 @@ def qcow2_co_flush_file(bs: Any) -> int:
     """Flush the image file.  Context: coroutine.  Returns: 0 or -errno.
     QEMU: bdrv_flush(bs->file->bs)."""
     return bdrv_co_flush(bs.file.bs)
+
+
+# INT64_MAX aligned down to 1 GiB: no request may reach past it.  QEMU: BDRV_MAX_LENGTH
+BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
+
+
+def qcow2_file_length(bs: Any) -> int:
+    """Current length of the image file (or -errno)."""
+    return bdrv_getlength(bs.file.bs)
 
 
 def BLKDBG_EVENT(child: Any, event: str) -> None:

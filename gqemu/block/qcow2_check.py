@@ -419,6 +419,8 @@ def qcow2_check_refcounts(bs: Any, res: BdrvCheckResult, fix: int) -> int:
         res.corruptions_fixed += res.corruptions
         res.corruptions = 0
         res2 = BdrvCheckResult()
+        size = bdrv_getlength(bs.file.bs)
+        nb_clusters = (size + s.cluster_size - 1) >> s.cluster_bits
         ret, imrt, _ = calculate_refcounts(bs, res2, nb_clusters)
         if ret < 0:
             return ret

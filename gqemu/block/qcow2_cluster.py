@@ -19,7 +19,8 @@ from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_restart_all, qe
 from gqemu.block.qcow2_cache import (
     BLKDBG_EVENT, qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
     qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
-    qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pwrite_file)
+    qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pwrite_file,
+    qcow2_file_length)
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
     QCOW_L2_BITMAP_ALL_ZEROES, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
@@ -117,9 +118,18 @@ def set_l2_bitmap(s: Any, data: bytearray, idx: int, value: int) -> None:
 
 
 @coroutine_fn
-def l2_load(bs: Any, l2_offset: int) -> tuple[int, Any]:
-    """QEMU: l2_load."""
+def l2_load(bs: Any, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
+    """Load an L2 table through the cache; one that lies past the end of the
+    file is corruption (gqemu is stricter than QEMU here: reliability T23).
+    QEMU: l2_load."""
     s = bs.opaque
+    if l2_offset not in s.l2_table_cache.by_offset:
+        flen = qcow2_file_length(bs)
+        if flen >= 0 and l2_offset + s.cluster_size > flen:
+            qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s beyond the end "
+                                    "of the image file (L1 index: %s)"
+                                    % (c_hex(l2_offset), c_hex(l1_index)))
+            return -EIO, None
     return qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
 
 
@@ -145,7 +155,7 @@ def qcow2_get_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, 
         qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s unaligned "
                                 "(L1 index: %s)" % (c_hex(l2_offset), c_hex(l1_index)))
         return -EIO, 0, 0, 0
-    ret, e = l2_load(bs, l2_offset)
+    ret, e = l2_load(bs, l2_offset, l1_index)
     if ret < 0:
         return ret, 0, 0, 0
     try:
@@ -297,7 +307,7 @@ def get_cluster_table(bs: Any, offset: int) -> tuple[int, Any, int]:
         if ret < 0:
             return ret, None, 0
         l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK
-    ret, e = l2_load(bs, l2_offset)
+    ret, e = l2_load(bs, l2_offset, l1_index)
     if ret < 0:
         return ret, None, 0
     return 0, e, (offset >> cb) & (s.l2_size - 1)
@@ -377,6 +387,13 @@ def qcow2_alloc_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int
             qcow2_cache_put(s.l2_table_cache, e)
             qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset %s "
                                     "unaligned (L2 offset: %s, L2 index: %s)"
+                                    % (c_hex(base), c_hex(e.offset), c_hex(l2_index)))
+            return -EIO, 0, 0, None
+        flen = qcow2_file_length(bs)
+        if flen >= 0 and base + cs > ((flen + cs - 1) & ~(cs - 1)):
+            qcow2_cache_put(s.l2_table_cache, e)
+            qcow2_signal_corruption(bs, True, -1, -1, "Data cluster offset %s beyond the end "
+                                    "of the image file (L2 offset: %s, L2 index: %s)"
                                     % (c_hex(base), c_hex(e.offset), c_hex(l2_index)))
             return -EIO, 0, 0, None
         n = 1
