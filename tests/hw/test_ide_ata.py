@@ -420,3 +420,69 @@ def test_rep_string_path_equals_single_accesses(rig):
     buf = bytearray(1024)
     address_space_rw_string(rig.as_io, 0x1F0, None, buf, 2, 512, False)
     assert bytes(buf) == sector(50) + bytes(512)
+
+
+def test_writes_and_commands_ignored_while_bsy(rig):
+    rig.outb(0x1F3, 0x12)
+    issue(rig, 0xE7)                              # FLUSH: BSY while in flight
+    assert rig.inb(0x1F7) == 0xC0
+    rig.outb(0x1F3, 0x77)
+    rig.outb(0x1F6, 0xF0)
+    rig.outb(0x1F7, 0xEC)                         # ignored too
+    assert rig.inb(0x1F3) == 0x00 and rig.inb(0x1F6) == 0xE0
+    assert wait_status(rig) == 0x50 and rig.inw(0x1F0) == 0
+
+
+def test_data_direction_is_enforced(rig, disk):
+    issue(rig, 0x30, lba=30, count=1)             # PIO out: the host writes
+    assert rig.inw(0x1F0) == 0 and rig.inl(0x1F0) == 0
+    assert rig.piix.bus[0].ifs[0].data_ptr == 0   # reads did not move the pointer
+    rig.outsw(0x1F0, b"\x42" * 512)
+    assert wait_status(rig) == 0x50
+    issue(rig, 0x20, lba=31, count=1)             # PIO in: host writes are dropped
+    rig.settle()
+    rig.outw(0x1F0, 0xFFFF)
+    rig.outl(0x1F0, 0xFFFFFFFF)
+    assert rig.insw(0x1F0, 256) == sector(31)
+    assert disk.read_bytes()[30 * 512:31 * 512] == b"\x42" * 512
+
+
+def test_lba48_write_and_read_ext(rig, disk):
+    issue48(rig, 0x34, 0x300, 2)
+    assert rig.inb(0x1F7) == 0x58
+    payload = bytes(range(256)) * 4
+    rig.outsw(0x1F0, payload[:512])
+    assert wait_status(rig) == 0x58
+    rig.outsw(0x1F0, payload[512:])
+    assert wait_status(rig) == 0x50
+    assert disk.read_bytes()[0x300 * 512:0x302 * 512] == payload
+    issue48(rig, 0x29, 0x300, 2)                  # READ MULTIPLE EXT
+    assert wait_status(rig) == 0x58 and rig.insw(0x1F0, 512) == payload
+    issue48(rig, 0x42, 0x300, 5)                  # READ VERIFY EXT
+    assert wait_status(rig) == 0x50 and rig.inb(0x1F2) == 5
+
+
+def test_read_multiple_disabled_aborts(rig):
+    issue(rig, 0xC6, count=0)                     # SET MULTIPLE 0 disables
+    assert wait_status(rig) == 0x50
+    issue(rig, 0xC4, lba=0, count=1)
+    assert (rig.inb(0x1F7), rig.inb(0x1F1)) == (0x41, 0x04)
+    issue(rig, 0xC5, lba=0, count=1)
+    assert rig.inb(0x1F7) == 0x41
+
+
+def test_slave_drive_is_separate(tmp_path):
+    d0 = make_disk(tmp_path / "m.img", 64)
+    d1 = make_disk(tmp_path / "s.img", 128, fill=lambda n: (n + 1000).to_bytes(4, "little") * 128)
+    rig = Rig([d0, d1])
+    try:
+        issue(rig, 0xEC, dev=0xB0)
+        assert wait_status(rig) == 0x58
+        words = rig.insw(0x1F0, 256)
+        assert words[20:34] == b"MQ0000 2" + b"  " * 3 and int.from_bytes(words[120:124], "little") == 128
+        issue(rig, 0x20, lba=5, count=1, dev=0xF0)
+        assert wait_status(rig) == 0x58 and rig.insw(0x1F0, 256) == (1005).to_bytes(4, "little") * 128
+        rig.outb(0x1F6, 0xA0)
+        assert rig.inb(0x1F7) == 0x50              # the master was not involved
+    finally:
+        rig.close()

@@ -195,3 +195,36 @@ def test_dsm_trim_out_of_range_aborts(rig):
     assert (rig.inb(0x1F7), rig.inb(0x1F1)) == (0x41, 0x04)
     issue(rig, 0x06, feature=0x02, count=1)          # not TRIM: ABRT
     assert rig.inb(0x1F7) == 0x41
+
+
+@pytest.mark.parametrize("cmd,start", [(0x25, 0x09), (0x35, 0x01)])
+def test_dma_ext(rig, disk, cmd, start):
+    rig.mem_write(0x2000, b"\xAB" * 1024)
+    prds(rig, [(0x2000, 1024 | EOT)])
+    for reg, hi, lo in ((2, 0, 2), (3, 0, 0x10), (4, 0, 0x04), (5, 0, 0)):
+        rig.outb(0x1F0 + reg, hi)
+        rig.outb(0x1F0 + reg, lo)
+    rig.outb(0x1F6, 0x40)
+    rig.outb(0x1F7, cmd)
+    rig.outb(BM, start)
+    rig.settle()
+    assert (rig.inb(BM + 2), rig.inb(0x1F7)) == (0x04, 0x50)
+    if cmd == 0x25:
+        assert rig.mem_read(0x2000, 1024) == sector(0x410) + sector(0x411)
+    else:
+        assert disk.read_bytes()[0x410 * 512:0x412 * 512] == b"\xAB" * 1024
+
+
+def test_dma_completion_twice_or_without_command_is_ignored(rig):
+    from gqemu.hw.dma import dma_blk_cb
+    assert dma(rig, [(0x2000, 512 | EOT)]) == (0x04, 0x50)
+    calls = []
+    acb = rig.piix.bmdma[0]
+    from gqemu.hw.dma import DMAAIOCB, dma_aiocb_info
+    d = DMAAIOCB(dma_aiocb_info, lambda o, r: calls.append(r), None)
+    dma_blk_cb(d, 0)
+    dma_blk_cb(d, 0)                             # a double completion
+    assert calls == [0]
+    from gqemu.hw.ide.dma import ide_dma_cb
+    ide_dma_cb(rig.bus0.ifs[0], 0)               # no command active: count is 0
+    assert rig.inb(0x1F7) == 0x50 and acb.aiocb is None
