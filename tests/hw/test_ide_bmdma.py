@@ -228,3 +228,29 @@ def test_dma_completion_twice_or_without_command_is_ignored(rig):
     from gqemu.hw.ide.dma import ide_dma_cb
     ide_dma_cb(rig.bus0.ifs[0], 0)               # no command active: count is 0
     assert rig.inb(0x1F7) == 0x50 and acb.aiocb is None
+
+
+def test_clearing_start_from_inside_a_poll_stops_at_completion(rig):
+    """A vCPU's port write while the main loop is parked in aio_poll cannot
+    drain; the transfer still completes and only then the engine stops."""
+    from gqemu.aio import aio_bh_schedule_oneshot, aio_poll
+    prds(rig, [(0x2000, 4096 | EOT)])
+    issue(rig, 0xC8, lba=20, count=8)
+    rig.outb(BM, 0x09)
+    aio_bh_schedule_oneshot(rig.ctx, lambda _: rig.outb(BM, 0x08), None)
+    aio_poll(rig.ctx, False)                     # the write runs inside a poll
+    assert rig.inb(BM) == 0x08
+    rig.settle()
+    assert rig.mem_read(0x2000, 4096) == b"".join(sector(n) for n in range(20, 28))
+    assert rig.inb(0x1F7) == 0x50 and rig.inb(BM + 2) == 0x04
+
+
+def test_clearing_start_inside_a_poll_with_long_prds(rig):
+    from gqemu.aio import aio_bh_schedule_oneshot, aio_poll
+    prds(rig, [(0x2000, 8192 | EOT)])
+    issue(rig, 0xC8, lba=20, count=2)
+    rig.outb(BM, 0x09)
+    aio_bh_schedule_oneshot(rig.ctx, lambda _: rig.outb(BM, 0x08), None)
+    aio_poll(rig.ctx, False)
+    rig.settle()
+    assert rig.inb(BM + 2) == 0x04               # not left ACTIVE after the stop

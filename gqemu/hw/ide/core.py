@@ -423,9 +423,10 @@ def ide_handle_rw_error(s: IDEState, error: int, op: int) -> bool:
 
 # ---------------------------------------------------------------- reset
 
-def ide_cancel_dma_sync(s: IDEState) -> None:
-    """Orphan every buffered read (its callback gets -ECANCELED now) and
-    detach the DMA request in flight, whose completion is then discarded.
+def ide_cancel_dma_sync(s: IDEState, orphan_dma: bool = True) -> None:
+    """Orphan every buffered read (its callback gets -ECANCELED now) and,
+    with ``orphan_dma``, detach the DMA request in flight, whose completion
+    is then discarded (a reset must not be acted on by a late completion).
     QEMU: ide_cancel_dma_sync (which drains the DMA instead)."""
     for req in list(s.buffered_requests):
         if not req.orphaned:
@@ -434,7 +435,7 @@ def ide_cancel_dma_sync(s: IDEState) -> None:
             req.orphaned = True
             req.original_cb(req.original_opaque, -ECANCELED)
     dma = s.bus.dma
-    if dma.aiocb is not None:
+    if orphan_dma and dma.aiocb is not None:
         from gqemu.hw.dma import dma_blk_orphan
         dma_blk_orphan(dma.aiocb)
         dma.aiocb = None

@@ -20,9 +20,9 @@ BMDMA registers (byte access; other sizes read all ones, writes dropped):
 (bit 0 ACTIVE read-only, bits 1-2 write-1-to-clear, bits 5-6 r/w), +4..7 the
 PRD table address (any width, low 2 bits cleared).  The PRD walk stops at
 EOT or after one 4 KiB page; a size field of 0 means 64 KiB; bit 0 of the
-size is ignored.  Clearing START while a transfer is in flight waits for it
-(QEMU's drain) when called outside any loop poll, and otherwise detaches it
-so the transfer restarts from the PRD table on the next START.
+size is ignored.  Clearing START while a transfer is in flight lets it
+finish first (QEMU's drain): at once when called outside any loop poll,
+otherwise the engine stops when the completion arrives.
 
 Must not import: gqemu.kvm or anything above hw.
 QEMU: hw/ide/piix.c, hw/ide/pci.c.
@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from gqemu.aio import aio_wait_while, qemu_get_aio_context
-from gqemu.hw.dma import dma_blk_orphan, dma_memory_read, qemu_sglist_add, qemu_sglist_init
+from gqemu.hw.dma import dma_memory_read, qemu_sglist_add, qemu_sglist_init
 from gqemu.hw.ide.core import ide_bus_reset, ide_cancel_dma_sync
 from gqemu.hw.ide.drive import ide_init_drive
 from gqemu.hw.ide.internal import IDEDMA, IDEBus, IDEState
@@ -75,6 +75,7 @@ class BMDMAState(IDEDMA):
         self.cur_prd_addr = 0
         self.cur_prd_len = 0
         self.dma_cb: Optional[Callable[[IDEState, int], None]] = None
+        self.stop_pending = False       # START cleared while a chunk was in flight
         self.irq: Optional[IRQState] = None      # the line the channel drives
 
     def active_if(self) -> IDEState:
@@ -121,12 +122,14 @@ class BMDMAState(IDEDMA):
             s.io_buffer_size += l
 
     def set_inactive(self, more: bool) -> None:
-        """QEMU: bmdma_set_inactive."""
+        """QEMU: bmdma_set_inactive (a START 1->0 that came while the last
+        chunk was in flight takes effect now: the engine stops)."""
         self.dma_cb = None
-        if more:
+        if more and not self.stop_pending:
             self.status |= BM_STATUS_DMAING
         else:
             self.status &= ~BM_STATUS_DMAING
+        self.stop_pending = False
 
     def restart_dma(self) -> None:
         """QEMU: bmdma_restart_dma."""
@@ -139,6 +142,7 @@ class BMDMAState(IDEDMA):
         if self.status & BM_STATUS_DMAING:
             self.set_inactive(False)
         self.cmd = self.status = self.addr = self.cur_addr = 0
+        self.stop_pending = False
         self.cur_prd_last = False
         self.cur_prd_addr = self.cur_prd_len = 0
 
@@ -151,17 +155,18 @@ def bmdma_irq(opaque: BMDMAState, n: int, level: int) -> None:
 
 
 def _bmdma_cancel_sync(bm: BMDMAState) -> None:
-    """QEMU's ``ide_cancel_dma_sync`` on a START 1->0 edge: let the transfer
-    finish when we may poll; otherwise detach it for a clean restart."""
+    """QEMU's ``ide_cancel_dma_sync`` on a START 1->0 edge: the transfer in
+    flight finishes before the engine stops.  Outside any loop poll we wait
+    for it here, as QEMU's drain does; from inside a poll (a vCPU running
+    while the main loop is parked) we cannot, so the engine stops when the
+    completion arrives -- the same end state, reached at completion time."""
     s = bm.active_if()
     ctx = bm.bus.ctx
     if bm.aiocb is not None and getattr(ctx, "poll_depth", 1) == 0:
         aio_wait_while(ctx, lambda: bm.aiocb is not None)
     if bm.aiocb is not None:
-        dma_blk_orphan(bm.aiocb)
-        bm.aiocb = None
-        s.io_buffer_size = 0            # the chunk will be redone from its PRDs
-    ide_cancel_dma_sync(s)
+        bm.stop_pending = True
+    ide_cancel_dma_sync(s, orphan_dma=False)
 
 
 def bmdma_cmd_writeb(bm: BMDMAState, val: int) -> None:
@@ -176,7 +181,9 @@ def bmdma_cmd_writeb(bm: BMDMAState, val: int) -> None:
             bm.cur_addr = bm.addr
             if not (bm.status & BM_STATUS_DMAING):
                 bm.status |= BM_STATUS_DMAING
-                if bm.dma_cb is not None:
+                if bm.aiocb is not None:
+                    bm.stop_pending = False     # still running: just keep going
+                elif bm.dma_cb is not None:
                     bm.dma_cb(bm.active_if(), 0)
     bm.cmd = val & 0x09
 
