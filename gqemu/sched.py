@@ -58,6 +58,20 @@ __all__ = ["StressScheduler", "POLICIES", "VCLOCK_START_NS"]
 POLICIES = ("uniform", "pct")
 VCLOCK_START_NS = 1_000_000_000
 
+# coroutine_fn calls that are not scheduling points.  Coroutines are
+# cooperative: code between two real yields is atomic, and block/io.c
+# relies on it from tracked_request_begin() (and mark_request_serialising())
+# to the end of wait_serialising_requests(), and CoQueue callers from their
+# condition check to the queueing in qemu_co_queue_wait().  None of these
+# functions can yield before that point, so a yield at their entry is an
+# interleaving QEMU cannot produce.  (Found by this scheduler: a lost
+# CoQueue wake-up, and bdrv_aligned_pwritev's "assert(!waited ||
+# !req->serialising)" failing when a read parked between its tracked
+# request's start and its wait.)
+NO_YIELD = frozenset({"qemu_co_queue_wait", "wait_serialising_requests",
+                      "bdrv_aligned_preadv", "bdrv_aligned_pwritev",
+                      "bdrv_co_do_zero_pwritev"})
+
 # Decision kinds, mixed into the schedule fingerprint.
 K_YIELD, K_PICK, K_BHS, K_DONE, K_RELEASE, K_IDLE, K_TIME = range(1, 8)
 _MASK = (1 << 64) - 1
@@ -97,6 +111,9 @@ class StressScheduler:
         self.applied: list[int] = []
         self.fingerprint = 0
         self.released = 0
+        # Optional watcher of the workload: on_submit(pool, req) is called
+        # in the submitting coroutine, on_run(req) after a held request ran.
+        self.observer: Any = None
         # PCT state: priorities by entity, the change points.
         self._prio: dict[Any, tuple[Any, float]] = {}
         self._low = 0.0
@@ -158,6 +175,8 @@ class StressScheduler:
     def sched_point(self, name: str = "") -> None:
         """A point where the running coroutine may yield and be
         rescheduled.  Context: coroutine."""
+        if name in NO_YIELD:
+            return
         co = getcurrent()
         self.points += 1
         if self.pct:
@@ -231,6 +250,8 @@ class StressScheduler:
     def thread_pool_submit(self, pool: Any, req: Any) -> None:
         """Hold a submitted request until the scheduler releases it."""
         self.held.append((pool, req))
+        if self.observer is not None:
+            self.observer.on_submit(pool, req)
 
     def _release(self, i: int) -> None:
         pool, req = self.held.pop(i)
@@ -238,6 +259,8 @@ class StressScheduler:
         if self.run_held is None:
             raise RuntimeError("StressScheduler: no run_held function")
         self.run_held(pool, req)
+        if self.observer is not None:
+            self.observer.on_run(req)
 
     def _release_some(self) -> None:
         # Default: release everything, first in first out (eager workers).

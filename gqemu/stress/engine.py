@@ -142,8 +142,9 @@ class Workload:
     def finish(self) -> None:
         """End-of-run invariants, after drain."""
 
-    def close(self) -> None:
-        """Release files and devices (also after a failure)."""
+    def close(self, failed: bool) -> None:
+        """Release files and devices.  After a failure (``failed``) the
+        loop may hold work that will never run: release without polling."""
 
 
 def workload_class(name: str) -> type[Workload]:
@@ -232,6 +233,8 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
         wl.run()
         _drain(env)
         wl.finish()
+        ctx.sched = None
+        wl.close(False)
     except InvariantViolation as e:
         failed = True
         res.invariant, res.message = e.name, e.message
@@ -254,15 +257,12 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
         vclock.uninstall()
         plant.clear()
         if wl is not None:
-            try:
-                wl.close()
-            except Exception as e:   # best effort after a failure
-                if not failed:
-                    failed = True
-                    res.invariant = "close"
-                    res.message = "%s: %s" % (type(e).__name__, e)
-                    res.where = _where(e)
             res.trace = wl.trace
+            if failed:
+                try:
+                    wl.close(True)
+                except Exception:   # best effort after a failure
+                    pass
         if failed:
             _retire_context(ctx, [sched, wl, env])
     res.ok = not failed
