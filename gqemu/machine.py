@@ -228,7 +228,8 @@ class Machine:
         self.as_mem = new_address_space_memory()
         ram = memory_region_init_ram(None, "pc.ram", self.ram_size)
         memory_region_add_subregion(self.as_mem.root, 0, ram)
-        self.ram = ram.ram
+        assert ram.ram is not None
+        self.ram: bytearray = ram.ram
         self.pic = isa_pic_new()
         blks = [self.blks.get(i) for i in range(NR_DRIVES)]
         try:

@@ -154,16 +154,16 @@ def _run_machine(machine: Any, script: str, guest_traceback: Any) -> int:
         sys.stderr.write("gqemu run: guest hung: %s\n" % e)
         status = 1
     for cpu in machine.kvm.cpus:
-        e = cpu.error
-        if e is None:
+        err = cpu.error
+        if err is None:
             continue
         status = 1
-        if isinstance(e, GuestWatchdog):
-            sys.stderr.write("gqemu run: vCPU %d stopped: %s\n" % (cpu.cpu_index, e))
+        if isinstance(err, GuestWatchdog):
+            sys.stderr.write("gqemu run: vCPU %d stopped: %s\n" % (cpu.cpu_index, err))
             continue
         sys.stderr.write("gqemu run: the guest on vCPU %d raised an exception:\n"
                          % cpu.cpu_index)
-        sys.stderr.write(guest_traceback(e, script))
+        sys.stderr.write(guest_traceback(err, script))
     return status
 
 
