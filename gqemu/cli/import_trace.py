@@ -10,6 +10,7 @@ import lzma
 import os
 import sys
 import tempfile
+from typing import Any, Iterator
 
 from gqemu.replay.format import TraceWriter
 from gqemu.replay.qemu_log import BMDMA_BASE, LogError, QemuLogImporter, open_log
@@ -21,6 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output trace (default: LOG's name with .gqtrace, "
                         "in the current directory)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+
+
+MAX_LINE = 64 * 1024
+
+
+def _lines(src: Any, imp: QemuLogImporter) -> Iterator[bytes]:
+    """The log's lines, refusing one longer than MAX_LINE without reading
+    all of it into memory."""
+    while True:
+        line = src.readline(MAX_LINE)
+        if not line:
+            return
+        if len(line) == MAX_LINE and not line.endswith(b"\n"):
+            raise LogError(imp.lines + 1, "line longer than %d bytes" % MAX_LINE)
+        yield line
 
 
 def default_output(log: str) -> str:
@@ -53,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                     "created_by": "gqemu import-qemu-trace"}
             w = TraceWriter(f, meta, flush_every=4096)
             try:
-                for rec in imp.records(src):
+                for rec in imp.records(_lines(src, imp)):
                     w.write(rec)
             except UnicodeDecodeError:
                 raise LogError(imp.lines + 1, "not UTF-8 text")

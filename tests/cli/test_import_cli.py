@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lzma
 import os
-from pathlib import Path
 
 from gqemu.cli.main import main
 from gqemu.replay.format import open_trace
@@ -81,3 +80,10 @@ def test_missing_log_and_unwritable_output(tmp_path, capsys):
     rc, _o, err = gqemu(capsys, "import-qemu-trace", log, "-o", "/nonexistent/dir/x.gqt")
     assert rc == 2 and err.count("\n") == 1
     assert os.listdir(tmp_path) == ["t.log"]
+
+
+def test_overlong_line_is_refused(tmp_path, capsys):
+    log = tmp_path / "long.log"
+    log.write_bytes(GOOD.encode() * 2 + b"ide_reset IDEstate 0x1" + b"1" * 200_000 + b"\n")
+    rc, _o, err = gqemu(capsys, "import-qemu-trace", log, "-o", tmp_path / "o.gqt")
+    assert rc == 2 and "line 3: line longer than 65536 bytes" in err

@@ -177,3 +177,46 @@ def test_replay_without_drives_asks_for_them(refdata_trace, capsys):
     rc, _out, err = gqemu(capsys, "replay", trace)
     assert rc == 2
     assert err.count("\n") == 1 and "--drive" in err
+
+
+@pytest.fixture
+def slow_disk(monkeypatch):
+    """Make every worker-thread request take 20 ms longer: a slow host.
+    (The delay runs in the worker thread; the test itself never sleeps.)"""
+    import time
+
+    import gqemu.threadpool.aiocb as aiocb
+    orig = aiocb.handle_aiocb_rw
+
+    def slow(aiocb_arg):
+        time.sleep(0.02)
+        return orig(aiocb_arg)
+
+    def set_slow(on: bool) -> None:
+        if on:
+            monkeypatch.setattr(aiocb, "handle_aiocb_rw", slow)
+        else:
+            monkeypatch.setattr(aiocb, "handle_aiocb_rw", orig)
+    return set_slow
+
+
+def _busy_polls(trace) -> int:
+    f, r = open_trace(str(trace))
+    with f:
+        return sum(1 for rec in r if rec[0] == REC_IO and rec[2] == 0
+                   and rec[4] in (0x1F7, 0x3F6) and rec[5] & 0x80)
+
+
+@pytest.mark.parametrize("record_slow", [True, False])
+def test_replay_does_not_depend_on_host_speed(slow_disk, record_slow, tmp_path, capsys):
+    """Recorded on a slow host (many BSY polls) and replayed on a fast one,
+    or the other way round: no divergence either way."""
+    trace = tmp_path / "t.gqt"
+    slow_disk(record_slow)
+    rc, _o, err = gqemu(capsys, "run", EXAMPLES / "write_flush_readback.py", "--record", trace)
+    assert rc == 0, err
+    if record_slow:
+        assert _busy_polls(trace) > 50
+    slow_disk(not record_slow)
+    rc, out, err = gqemu(capsys, "replay", trace)
+    assert rc == 0, out + err
