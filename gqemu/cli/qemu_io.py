@@ -68,7 +68,9 @@ class QemuIO:
         self.quit = False
         self.image_opts = False
         from gqemu.cli.qemu_io_cmds import BASE_COMMANDS
-        self.cmdtab = sorted(BASE_COMMANDS + [quit_cmd, open_cmd, close_cmd],
+        self.opened: tuple[Optional[str], OpenOpts] = (None, OpenOpts())
+        self.cmdtab = sorted(BASE_COMMANDS + [quit_cmd, open_cmd, close_cmd,
+                                              reopen_cmd],
                              key=lambda ct: ct.name)
 
 
@@ -153,6 +155,7 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         if e.hint:
             err(e.hint.rstrip("\n") + "\n")
         return 1
+    io.opened = (name, o)
     return 0
 
 
@@ -228,12 +231,61 @@ def close_f(io: QemuIO, argv: list[str]) -> int:
     return 0
 
 
+def reopen_f(io: QemuIO, argv: list[str]) -> int:
+    """Change read-only, cache mode or driver options of the open image.
+    gqemu closes the node and opens it again with the new options (QEMU
+    reopens in place); if that fails, the old options are restored.
+    QEMU: reopen_f -> bdrv_reopen."""
+    name, old = io.opened
+    o = OpenOpts()
+    o.opts, o.readonly, o.cache = dict(old.opts), old.readonly, old.cache
+    o.discard, o.force_share = old.discard, old.force_share
+    has_rw = has_cache = False
+    new_opts: dict[str, str] = {}
+    g = Getopt(argv, "c:o:rw")
+    for c, optarg in g:
+        if c == "c":
+            if optarg not in CACHE_MODES:
+                error_report(io, "Invalid cache option: %s" % optarg)
+                return -errno.EINVAL
+            o.cache, has_cache = str(optarg), True
+        elif c == "o":
+            new_opts.update(parse_qemu_opts(optarg or ""))
+        elif c in "rw":
+            if has_rw:
+                error_report(io, "Only one -r/-w option may be given")
+                return -errno.EINVAL
+            o.readonly, has_rw = c == "r", True
+        else:
+            qemuio_command_usage(reopen_cmd)
+            return -errno.EINVAL
+    if g.args:
+        qemuio_command_usage(reopen_cmd)
+        return -errno.EINVAL
+    if "read-only" in new_opts and has_rw:
+        error_report(io, "Cannot set both -r/-w and 'read-only'")
+        return -errno.EINVAL
+    if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
+        error_report(io, "Cannot set both -c and the cache options")
+        return -errno.EINVAL
+    if "read-only" in new_opts:
+        o.readonly = new_opts.pop("read-only") in ("on", "true", "yes")
+    o.opts.update(new_opts)
+    from gqemu.block import blk_unref
+    blk, io.blk = io.blk, None
+    blk_unref(blk)
+    if openfile(io, name, o) == 0:
+        return 0
+    openfile(io, name, old)
+    return -errno.EINVAL
+
+
 def quit_f(io: QemuIO, argv: list[str]) -> int:
     io.quit = True
     return 0
 
 
-from gqemu.cli.qemu_io_help import OPEN_HELP  # noqa: E402
+from gqemu.cli.qemu_io_help import OPEN_HELP, REOPEN_HELP  # noqa: E402
 
 open_cmd = cmdinfo_t("open", open_f, altname="o", argmin=1, argmax=-1,
                      flags=CMD_NOFILE_OK,
@@ -241,6 +293,10 @@ open_cmd = cmdinfo_t("open", open_f, altname="o", argmin=1, argmax=-1,
                      oneline="open the file specified by path", help=OPEN_HELP)
 close_cmd = cmdinfo_t("close", close_f, altname="c",
                       oneline="close the current open file")
+reopen_cmd = cmdinfo_t("reopen", reopen_f, argmin=0, argmax=-1,
+                       args="[(-r|-w)] [-c cache] [-o options]",
+                       oneline="reopens an image with new options",
+                       help=REOPEN_HELP)
 quit_cmd = cmdinfo_t("quit", quit_f, altname="q", argmin=-1, argmax=-1,
                      flags=CMD_FLAG_GLOBAL, oneline="exit the program")
 
@@ -347,7 +403,7 @@ def _main(prog: str, argv: list[str]) -> int:
     image_opts = False
     traces: list[str] = []
     io_err = _ErrIO(prog)
-    g = Getopt(argv, SOPT, LOPT, prog=prog)
+    g = Getopt(argv, SOPT, LOPT)     # glibc names argv[0] as given
     for c, optarg in g:
         ret = _parse_open_flag(io_err, o, c, optarg)   # type: ignore[arg-type]
         if ret < 0:
