@@ -228,3 +228,43 @@ def test_late_completion_after_reset_and_new_command(disk):
         assert rig.inb(0x1F7) == 0x58 and rig.insw(0x1F0, 256) == sector(7)
     finally:
         rig.close()
+
+
+def test_dma_write_enospc_stops_then_retries(disk, monkeypatch):
+    rig = make(disk)                             # werror=enospc
+    try:
+        rig.outb(0x3F6, 0)
+        payload = bytes((i * 3) & 0xFF for i in range(2048))
+        rig.mem_write(0x8000, payload)
+        prds(rig, [(0x8000, 2048 | EOT)])
+        monkeypatch.setattr(hwdma, "blk_aio_pwritev", failing(errno.ENOSPC, []))
+        issue(rig, 0xCA, lba=60, count=4)
+        rig.outb(BM, 0x01)
+        rig.settle()
+        assert blk_is_stopped(rig.blks[0]) and rig.bus0.error_status
+        monkeypatch.undo()
+        blk_resume(rig.blks[0])
+        rig.drain()
+        rig.settle()
+        assert rig.inb(0x1F7) == 0x50 and rig.inb(BM + 2) == 0x04
+        assert rig.inb(0x1F3) == 64 and rig.bus0.error_status == 0
+    finally:
+        rig.close()
+    assert disk.read_bytes()[60 * 512:64 * 512] == payload
+
+
+def test_flush_stop_then_retry(disk, monkeypatch):
+    rig = make(disk, werror="stop")
+    try:
+        monkeypatch.setattr(core, "blk_aio_flush",
+                            lambda blk, cb, opaque: failing(errno.EIO, [])(blk, cb, opaque))
+        issue(rig, 0xE7)
+        rig.settle()
+        assert blk_is_stopped(rig.blks[0])
+        monkeypatch.undo()
+        blk_resume(rig.blks[0])
+        rig.drain()
+        rig.settle()
+        assert (rig.inb(0x1F7), rig.inb(0x1F1)) == (0x50, 0x00)
+    finally:
+        rig.close()
