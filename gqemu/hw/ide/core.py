@@ -245,7 +245,7 @@ def ide_buffered_readv_cb(opaque: IDEBufferedRequest, ret: int) -> None:
         s.buffered_requests.remove(req)
     if req.orphaned:
         return
-    if ret == 0:
+    if ret >= 0:
         req.original_buf[:] = req.buf
     req.original_cb(req.original_opaque, ret)
 
@@ -280,7 +280,7 @@ def ide_sector_read_cb(opaque: IDEState, ret: int) -> None:
     s.status &= ~BUSY_STAT
     if ret == -ECANCELED:
         return
-    if ret != 0:
+    if ret < 0:
         if ide_handle_rw_error(s, -ret, IDE_RETRY_PIO | IDE_RETRY_READ):
             return
     n = s.nsector
@@ -325,7 +325,7 @@ def ide_sector_write_cb(opaque: _PioReq, ret: int) -> None:
         return                      # the drive was reset meanwhile
     s.pio_aiocb = None
     s.status &= ~BUSY_STAT
-    if ret != 0:
+    if ret < 0:
         if ide_handle_rw_error(s, -ret, IDE_RETRY_PIO):
             return
     n = s.nsector
