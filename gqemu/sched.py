@@ -101,6 +101,7 @@ class StressScheduler:
         self.hold_prob = hold_prob
         self.allowed = None if allowed is None else frozenset(allowed)
         self.parked: deque[Coroutine] = deque()
+        self.seen: set[Any] = set()     # coroutines met (for leak checks)
         self.held: list[tuple[Any, Any]] = []
         self.bh = aio_bh_new(ctx, self._run_parked, None)
         self.now_ns = VCLOCK_START_NS
@@ -169,6 +170,7 @@ class StressScheduler:
     def spawn(self, co: Coroutine) -> None:
         """Start ``co`` (not yet entered) when the scheduler picks it."""
         co.scheduled = "stress_spawn"
+        self.seen.add(co)
         self.parked.append(co)
         qemu_bh_schedule(self.bh)
 
@@ -178,6 +180,7 @@ class StressScheduler:
         if name in NO_YIELD:
             return
         co = getcurrent()
+        self.seen.add(co)
         self.points += 1
         if self.pct:
             if self.points in self.change_points:
@@ -250,6 +253,7 @@ class StressScheduler:
     def thread_pool_submit(self, pool: Any, req: Any) -> None:
         """Hold a submitted request until the scheduler releases it."""
         self.held.append((pool, req))
+        self.seen.add(getcurrent())
         if self.observer is not None:
             self.observer.on_submit(pool, req)
 

@@ -33,6 +33,9 @@ from typing import Any
 from gqemu.cli.main import UsageError
 
 WORKLOAD_NAMES = ("runtime", "block", "ide")
+# Not "-m gqemu.cli.main": that runs main.py as __main__, a second copy whose
+# UsageError is not the one subcommands raise.
+_MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
 PLANTS = ("comutex_barging", "rmw_unserialised", "completion_twice",
           "reset_keeps_completion")
 
@@ -127,7 +130,7 @@ def _stress_env() -> dict[str, str]:
 def _run_repro(args: argparse.Namespace) -> int:
     from gqemu import coroutine
     if not coroutine.STRESS:
-        cmd = [sys.executable, "-m", "gqemu.cli.main", "stress", "--repro", args.repro]
+        cmd = [sys.executable, "-c", _MAIN, "stress", "--repro", args.repro]
         return subprocess.call(cmd, env=_stress_env())
     from gqemu.stress.repro import ReproError, load_repro, replay_repro
     try:
