@@ -15,7 +15,9 @@ Figures (each beside an anchor measured in the same run):
 
 READ SECTORS costs one block request (coroutine + thread-pool round trip)
 per sector, exactly as QEMU's ``ide_sector_read``; its MB/s is bounded by
-the block-layer anchor on the same line.
+the block-layer anchor on the same line.  The row below it uses the optional
+PIO read-ahead (``pc_ide_init(..., pio_readahead=64)``, off by default), which
+keeps the guest-visible behaviour and issues 64-sector requests.
 
 Targets (issue 5): >= 300k byte exits/s; >= 50 MB/s with ``rep insw``.
 """
@@ -35,7 +37,7 @@ NSECT = 32768            # 16 MiB
 
 
 class _Machine:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, readahead: int = 0) -> None:
         import gqemu.block.file_posix  # noqa: F401  (driver registration)
         import gqemu.block.raw_format  # noqa: F401
         from gqemu.aio import qemu_get_aio_context
@@ -49,7 +51,8 @@ class _Machine:
         self.pic = isa_pic_new()
         self.blk = blk_new_open(path, {"format": "raw"})
         self.bus, _, _ = pc_ide_init(self.as_io, self.pic.irqs, [self.blk],
-                                     address_space_memory=self.as_mem, ctx=self.ctx)
+                                     address_space_memory=self.as_mem, ctx=self.ctx,
+                                     pio_readahead=readahead)
 
     def close(self) -> None:
         from gqemu.block.block_backend import blk_unref
@@ -158,8 +161,10 @@ def run_bench(args: argparse.Namespace) -> int:
         progress("ide: making a 16 MiB image")
         _make_image(path)
         m = _Machine(path)
+        ra_m = _Machine(path, readahead=64)
         try:
             ex = dev = blk = rep_mbs = rep_eps = word_mbs = word_eps = mul_mbs = mul_eps = 0.0
+            ra_mbs = ra_eps = 0.0
             for r in range(rounds):
                 progress("ide: round %d/%d" % (r + 1, rounds))
                 ex = max(ex, _byte_exits(m, n))
@@ -169,8 +174,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 word_mbs, word_eps = max((word_mbs, word_eps), _pio_read(m, lba + 4096, "word"))
                 mul_mbs, mul_eps = max((mul_mbs, mul_eps), _pio_read(m, lba + 12288, "multiple"))
                 blk = max(blk, _block_alone(m, lba + 8192))
+                ra_mbs, ra_eps = max((ra_mbs, ra_eps), _pio_read(ra_m, lba + 16384, "rep"))
         finally:
             m.close()
+            ra_m.close()
     finally:
         os.unlink(path)
         progress_done()
@@ -185,6 +192,10 @@ def run_bench(args: argparse.Namespace) -> int:
         ["PIO READ x256, 1 exit/word", "%.2f MB/s" % word_mbs,
          "blk_aio_preadv 512 B x256 alone", "%.1f MB/s" % blk, "%.2fx" % (word_mbs / blk), ""],
         ["  exits/s", "%s/s" % fmt_num(word_eps), "", "", "", ""],
+        ["  same, pio_readahead=64 (gqemu option)", "%.1f MB/s" % ra_mbs,
+         "blk_aio_preadv 512 B x256 alone", "%.1f MB/s" % blk, "%.2fx" % (ra_mbs / blk),
+         "%s (target >= %.0f MB/s)" % ("met" if ra_mbs >= TARGET_MBS else "MISSED", TARGET_MBS)],
+        ["  exits/s", "%s/s" % fmt_num(ra_eps), "", "", "", ""],
         ["READ MULTIPLE x256, 16-sector rep insw", "%.1f MB/s" % mul_mbs,
          "blk_aio_preadv 512 B x256 alone", "%.1f MB/s" % blk, "%.2fx" % (mul_mbs / blk), ""],
         ["  exits/s", "%s/s" % fmt_num(mul_eps), "", "", "", ""],

@@ -45,7 +45,7 @@ def make_disk(path: Path, nsectors: int, fill: Any = None) -> Path:
 
 class Rig:
     def __init__(self, paths: Sequence[Optional[Any]], opts: Optional[dict] = None,
-                 bmdma_base: Optional[int] = 0xC000) -> None:
+                 bmdma_base: Optional[int] = 0xC000, readahead: int = 0) -> None:
         self.ctx = qemu_get_aio_context()
         self.as_io = new_address_space_io()
         self.as_mem = new_address_space_memory()
@@ -63,7 +63,7 @@ class Rig:
         self.bus0, self.bus1, self.piix = pc_ide_init(
             self.as_io, self.pic.irqs, self.blks,
             address_space_memory=self.as_mem, ctx=self.ctx,
-            bmdma_base=bmdma_base)
+            bmdma_base=bmdma_base, pio_readahead=readahead)
         self.buses = (self.bus0, self.bus1)
 
     # port I/O

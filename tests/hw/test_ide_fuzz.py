@@ -78,8 +78,8 @@ def check(rig):
 
 @settings(max_examples=int(os.environ.get("GQEMU_FUZZ_EXAMPLES", "80")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=st.lists(op, max_size=40))
-def test_random_port_io(disk_path, monkeypatch, ops):
+@given(ops=st.lists(op, max_size=40), readahead=st.sampled_from([0, 0, 16]))
+def test_random_port_io(disk_path, monkeypatch, ops, readahead):
     requests = []
 
     def spy(real, is_flush=False):
@@ -91,10 +91,12 @@ def test_random_port_io(disk_path, monkeypatch, ops):
         return f
 
     with monkeypatch.context() as m:
+        import gqemu.hw.ide.readahead as ra_mod
+        m.setattr(ra_mod, "blk_aio_preadv", spy(ra_mod.blk_aio_preadv))
         for mod in (core, hwdma):
             m.setattr(mod, "blk_aio_preadv", spy(mod.blk_aio_preadv))
             m.setattr(mod, "blk_aio_pwritev", spy(mod.blk_aio_pwritev))
-        rig = Rig([disk_path, None, None, None])
+        rig = Rig([disk_path, None, None, None], readahead=readahead)
         try:
             for kind, a, b in ops:
                 if kind == "outb":

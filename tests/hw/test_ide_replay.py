@@ -19,10 +19,11 @@ def mbr_disk(tmp_path, refdata):
     return decompress(refdata / "mbr/out/disk-pristine.img.xz", tmp_path / "disk.img")
 
 
-def test_replay_refdata_mbr_raw(mbr_disk, refdata, tmp_path):
+@pytest.mark.parametrize("readahead", [0, 64])
+def test_replay_refdata_mbr_raw(mbr_disk, refdata, tmp_path, readahead):
     records = load_exits(refdata / "mbr/out/exits-raw.jsonl.xz")
     assert len(records) == 5076
-    rig = Rig([mbr_disk])
+    rig = Rig([mbr_disk], readahead=readahead)
     try:
         mismatches = list(replay_exits(rig, records))
         rig.settle()

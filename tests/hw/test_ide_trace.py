@@ -47,9 +47,10 @@ def traced():
         trace_close_output()
 
 
-def test_trace_matches_qemu_log(traced, refdata, tmp_path):
+@pytest.mark.parametrize("readahead", [0, 16])
+def test_trace_matches_qemu_log(traced, refdata, tmp_path, readahead):
     disk = decompress(refdata / "mbr/out/disk-pristine.img.xz", tmp_path / "disk.img")
-    rig = Rig([disk])
+    rig = Rig([disk], readahead=readahead)
     try:
         assert list(replay_exits(rig, load_exits(refdata / "mbr/out/exits-raw.jsonl.xz"))) == []
         rig.settle()

@@ -410,6 +410,7 @@ def ide_exec_cmd(bus: IDEBus, val: int) -> None:
         ide_set_irq(bus)
         return
     handler, flags = ide_cmd_table[val]  # type: ignore[misc]
+    s.ra = None                         # a read-ahead window lives one command
     s.status = READY_STAT | BUSY_STAT
     s.error = 0
     s.io_buffer_offset = 0

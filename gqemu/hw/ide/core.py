@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 from typing import Any, Callable
 
-from gqemu.aio import aio_bh_schedule_oneshot, bdrv_aio_cancel_async
+from gqemu.aio import BlockAIOCB, aio_bh_schedule_oneshot, bdrv_aio_cancel_async
 from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE,
                                    BLOCK_ERROR_ACTION_REPORT,
                                    BLOCK_ERROR_ACTION_STOP, blk_error_action,
@@ -310,6 +310,10 @@ def ide_sector_read(s: IDEState) -> None:
     if not ide_sect_range_ok(s, sector_num, n):
         ide_rw_error(s)
         return
+    if s.readahead_max:
+        from gqemu.hw.ide.readahead import ide_readahead_read
+        ide_readahead_read(s, sector_num, n)
+        return
     s.pio_aiocb = ide_buffered_readv(s, sector_num,
                                      memoryview(s.io_buffer)[:n * 512], n,
                                      ide_sector_read_cb, s)
@@ -434,6 +438,10 @@ def ide_cancel_dma_sync(s: IDEState, orphan_dma: bool = True) -> None:
                 trace_ide_cancel_dma_sync_buffered(req.original_cb, req)
             req.orphaned = True
             req.original_cb(req.original_opaque, -ECANCELED)
+    ra = s.ra
+    if ra is not None and ra.want >= 0:     # a read-ahead block in flight
+        s.ra = None
+        ide_sector_read_cb(s, -ECANCELED)
     dma = s.bus.dma
     if orphan_dma and dma.aiocb is not None:
         from gqemu.hw.dma import dma_blk_orphan
@@ -448,14 +456,12 @@ def ide_reset(s: IDEState) -> None:
     if trace_ide_reset.enabled:
         trace_ide_reset(s)
     s.gen += 1
+    s.ra = None
     for req in s.buffered_requests:
         req.orphaned = True
-    if s.pio_aiocb is not None:
-        try:
-            bdrv_aio_cancel_async(s.pio_aiocb)
-        except AttributeError:
-            pass
-        s.pio_aiocb = None
+    if isinstance(s.pio_aiocb, BlockAIOCB):
+        bdrv_aio_cancel_async(s.pio_aiocb)
+    s.pio_aiocb = None
     s.mult_sectors = MAX_MULT_SECTORS
     s.feature = s.error = s.nsector = s.sector = s.lcyl = s.hcyl = 0
     s.hob_feature = s.hob_sector = s.hob_nsector = s.hob_lcyl = s.hob_hcyl = 0

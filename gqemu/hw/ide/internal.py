@@ -192,7 +192,7 @@ class IDEState:
         "io_buffer_size", "io_buffer_index", "io_buffer_offset", "dma_cmd",
         "sg", "smart_enabled", "smart_autosave", "smart_errors",
         "smart_selftest_count", "smart_selftest_data", "media_changed",
-        "irq_count", "discard_granularity", "__weakref__")
+        "irq_count", "discard_granularity", "readahead_max", "ra", "__weakref__")
 
     def __init__(self, bus: "IDEBus", unit: int) -> None:
         self.bus = bus
@@ -237,6 +237,8 @@ class IDEState:
         self.media_changed = 0
         self.irq_count = 0
         self.discard_granularity = 512
+        self.readahead_max = 0          # gqemu option: PIO read-ahead (sectors)
+        self.ra: Any = None             # its window (ide/readahead.py)
 
     def __repr__(self) -> str:
         return "<IDEState bus %d unit %d status 0x%02x>" % (

@@ -266,8 +266,12 @@ def bmdma_setup_bar(owner: Any, bms: Sequence[BMDMAState]) -> MemoryRegion:
 def pc_ide_init(address_space_io: AddressSpace, irq_lines: Sequence[Optional[IRQState]],
                 drives: Sequence[Any], *, address_space_memory: Optional[AddressSpace] = None,
                 ctx: Any = None, bmdma_base: Optional[int] = 0xC000,
-                serial_base: int = 1) -> tuple[IDEBus, IDEBus, PIIXIDEState]:
+                serial_base: int = 1, pio_readahead: int = 0
+                ) -> tuple[IDEBus, IDEBus, PIIXIDEState]:
     """Create the PIIX3 IDE function with its drives and map its ports.
+
+    ``pio_readahead`` (sectors, default 0 = QEMU's one request per block)
+    turns on the PIO read-ahead of ``gqemu.hw.ide.readahead``.
 
     Returns (primary bus, secondary bus, the PIIX state).  Raises ValueError
     for ports already taken or a drive ide-hd refuses.  ``bmdma_base=None``
@@ -287,6 +291,7 @@ def pc_ide_init(address_space_io: AddressSpace, irq_lines: Sequence[Optional[IRQ
             blk = drives[i * 2 + unit]
             if blk is not None:
                 ide_init_drive(bus.ifs[unit], blk)
+            bus.ifs[unit].readahead_max = max(0, int(pio_readahead))
         bm = BMDMAState(bus, address_space_memory)
         bm.irq = irq_lines[isairq] if isairq < len(irq_lines) else None
         bus.dma = bm
