@@ -59,9 +59,14 @@ def disk_path(tmp_path_factory):
 def settle_bounded(rig):
     for _ in range(MAX_POLLS):
         if not rig.busy():
-            return
+            break
         aio_poll(rig.ctx, True)
-    raise AssertionError("the device is still busy after %d polls" % MAX_POLLS)
+    else:
+        raise AssertionError("the device is still busy after %d polls" % MAX_POLLS)
+    for _ in range(100):                 # and the loop itself goes idle
+        if not aio_poll(rig.ctx, False):
+            return
+    raise AssertionError("the loop keeps making progress with the device idle")
 
 
 def check(rig):
