@@ -22,7 +22,7 @@ from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BLOCK_ACCT_READ,
                          BLOCK_ACCT_WRITE, BlockAcctCookie, BlockError,
                          QEMUIOVector, blk_aio_preadv, blk_aio_pwrite_zeroes,
                          blk_aio_pwritev, blk_bs, blk_drain, blk_get_aio_context,
-                         blk_get_stats, blk_pread, blk_pwrite, blk_pwrite_zeroes,
+                         blk_get_stats, blk_prw, blk_pwrite, blk_pwrite_zeroes,
                          block_acct_done, block_acct_failed, block_acct_invalid,
                          block_acct_start, qemu_iovec_add)
 from gqemu.block.block_backend import blk_check_byte_request
@@ -132,18 +132,16 @@ def read_f(io: Any, argv: list[str]) -> int:
             out("%d is not a sector-aligned value for 'count'\n" % count)
             return -errno.EINVAL
 
+    ret = _precheck(io, offset, count)
+    buf = bytearray((0xab,)) * count if ret == 0 else bytearray()
     t1 = _now()
-    buf: bytes = b""
-    if bflag:
+    if ret < 0:
+        pass
+    elif bflag:
         ret = -errno.ENOTSUP            # gqemu has no vmstate area
     else:
-        ret = _precheck(io, offset, count)
-        if ret == 0:
-            try:
-                buf = blk_pread(io.blk, offset, count)
-                ret = 1
-            except BlockError as e:
-                ret = -e.errno
+        ret = blk_prw(io.blk, offset, buf, count, False)
+        ret = ret if ret < 0 else 1
     t2 = _now()
     if ret < 0:
         out("read failed: %s\n" % strerror(-ret))

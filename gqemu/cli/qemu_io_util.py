@@ -145,31 +145,42 @@ def qemu_strtosz(s: str) -> tuple[int, int, Optional[str]]:
     """Parse a size with an optional K/M/G/T/P/E suffix (default: bytes).
 
     Returns (ret, value, warning): ret 0 or -EINVAL / -ERANGE; warning is the
-    hex-with-suffix deprecation text or None.
+    hex-with-suffix deprecation text or None.  Like QEMU, any error that
+    leaves characters unparsed is reported as -EINVAL.
 
     QEMU: util/cutils.c do_strtosz (7.2).
     """
+    ret, val, end = _strtosz_parse(s)
     warning = None
+    if isinstance(ret, tuple):
+        ret, warning = ret
+    if end != len(s):
+        ret = -errno.EINVAL
+    return ret, (val if ret == 0 else 0), warning
+
+
+def _strtosz_parse(s: str) -> tuple:
+    """do_strtosz up to its 'out:' label: (ret or (ret, warning), val, end)."""
     ret, val, end = _strtou64(s, 0, 10)
     if ret:
-        return ret, 0, None
+        return ret, 0, end
     if "-" in s[:end]:
-        return -errno.EINVAL, 0, None
+        return -errno.EINVAL, 0, 0
     valf = 0
     hexnum = False
     if val == 0 and end < len(s) and s[end] in "xX":
         ret, val, end = _strtou64(s, 0, 16)
         if ret:
-            return ret, 0, None
+            return ret, 0, end
         if end < len(s) and s[end] == ".":
-            return -errno.EINVAL, 0, None
+            return -errno.EINVAL, 0, 0
         hexnum = True
     elif end < len(s) and s[end] == ".":
         ok, fraction, fend = _strtod_fraction(s, end)
         if not ok:
             end += 1
         elif "e" in s[end:fend].lower():
-            return -errno.EINVAL, 0, None
+            return -errno.EINVAL, 0, 0
         else:
             end = fend
             valf = int(fraction * 2.0 ** 64)
@@ -177,6 +188,7 @@ def qemu_strtosz(s: str) -> tuple[int, int, Optional[str]]:
                 valf = 0
     c = s[end] if end < len(s) else ""
     mul = _suffix_mul(c) if c else -1
+    warning = None
     if mul > 0:
         if hexnum:
             warning = ("Using a multiplier suffix on hex numbers "
@@ -186,16 +198,14 @@ def qemu_strtosz(s: str) -> tuple[int, int, Optional[str]]:
         mul = 1
     if mul == 1:
         if valf != 0:
-            return -errno.EINVAL, 0, None
+            return (-errno.EINVAL, warning), 0, 0
     else:
         frac = valf * mul
         total = val * mul + (frac >> 64) + ((frac >> 63) & 1)
         if total > UINT64_MAX:
-            return -errno.ERANGE, 0, None
+            return (-errno.ERANGE, warning), 0, end
         val = total
-    if end != len(s):
-        return -errno.EINVAL, 0, None
-    return 0, val, warning
+    return (0, warning), val, end
 
 
 def cvtnum(s: str, prog: str = "qemu-io") -> int:
