@@ -278,8 +278,8 @@ def ide_sector_read_cb(opaque: IDEState, ret: int) -> None:
     s = opaque
     s.pio_aiocb = None
     s.status &= ~BUSY_STAT
-    if ret == -ECANCELED:
-        return
+    # QEMU 7.x has no -ECANCELED shortcut here (2.x had one): a read that
+    # ide_cancel_dma_sync orphans goes through the error policy like any error
     if ret < 0:
         if ide_handle_rw_error(s, -ret, IDE_RETRY_PIO | IDE_RETRY_READ):
             return
