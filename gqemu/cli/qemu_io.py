@@ -103,9 +103,10 @@ class OpenOpts:
         return d
 
 
-def parse_qemu_opts(s: str, implied: Optional[str] = None) -> dict[str, str]:
-    """``key=value,...`` with ``,,`` for a comma; a bare first word is the
-    implied option, a bare later one means ``key=on``.  QEMU: qemu_opts_parse."""
+def parse_qemu_opts(io: Any, s: str) -> dict[str, str]:
+    """``key=value,...`` with ``,,`` for a comma; a bare word means
+    ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
+    gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false)."""
     items, cur, i = [], [], 0
     while i < len(s):
         if s[i] == ",":
@@ -120,14 +121,15 @@ def parse_qemu_opts(s: str, implied: Optional[str] = None) -> dict[str, str]:
         i += 1
     items.append("".join(cur))
     opts: dict[str, str] = {}
-    for n, item in enumerate(items):
+    for item in items:
         if not item:
             continue
         if "=" in item:
             k, v = item.split("=", 1)
-        elif n == 0 and implied:
-            k, v = implied, item
         else:
+            error_report(io, "warning: short-form boolean option '%s' deprecated"
+                         % item)
+            err("Please use %s=on instead\n" % item)
             k, v = item, "on"
         opts[k] = v
     if opts.get("file.driver") == "file":
@@ -147,8 +149,12 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
     from gqemu.block import BlockError, blk_new_open
+    options = o.drive_options()
+    if name is None and "driver" not in options and "file" not in options:
+        error_report(io, "can't open: Must specify either driver or file")
+        return 1
     try:
-        io.blk = blk_new_open(name, o.drive_options())
+        io.blk = blk_new_open(name, options)
     except BlockError as e:
         error_report(io, "can't open%s%s: %s"
                      % (" device " if name else "", name or "", e.msg))
@@ -206,7 +212,7 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
             if io.image_opts:
                 out("--image-opts and 'open -o' are mutually exclusive\n")
                 return -errno.EINVAL
-            o.opts.update(parse_qemu_opts(optarg or ""))
+            o.opts.update(parse_qemu_opts(io, optarg or ""))
         elif c == "s":
             error_report(io, "snapshot=on is not supported by gqemu")
             return -errno.ENOTSUP
@@ -215,12 +221,11 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
             return -errno.EINVAL
     args = g.args
     if io.image_opts and len(args) == 1:
-        o.opts.update(parse_qemu_opts(args.pop(), "file"))
+        o.opts.update(parse_qemu_opts(io, args.pop()))
     if len(args) > 1:
         qemuio_command_usage(open_cmd)
         return -errno.EINVAL
-    name = args[0] if args else o.opts.pop("file", None)
-    return -errno.EINVAL if openfile(io, name, o) else 0
+    return -errno.EINVAL if openfile(io, args[0] if args else None, o) else 0
 
 
 def close_f(io: QemuIO, argv: list[str]) -> int:
@@ -250,7 +255,7 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
                 return -errno.EINVAL
             o.cache, has_cache = str(optarg), True
         elif c == "o":
-            new_opts.update(parse_qemu_opts(optarg or ""))
+            new_opts.update(parse_qemu_opts(io, optarg or ""))
         elif c in "rw":
             if has_rw:
                 error_report(io, "Only one -r/-w option may be given")
@@ -449,8 +454,8 @@ def _main(prog: str, argv: list[str]) -> int:
     if g.args:
         name: Optional[str] = g.args[0]
         if image_opts:
-            o.opts.update(parse_qemu_opts(g.args[0], "file"))
-            name = o.opts.pop("file", None)
+            o.opts.update(parse_qemu_opts(io, g.args[0]))
+            name = None
         elif fmt:
             o.opts["driver"] = fmt
         if openfile(io, name, o):
