@@ -18,7 +18,7 @@ from gqemu.cli.qemu_img_out import run_co
 
 IO_BUF_SIZE = 2 * 1024 * 1024
 CONVERT_COROUTINES = 8
-_ZERO = bytes(IO_BUF_SIZE)
+_ZERO = memoryview(bytes(IO_BUF_SIZE))
 
 
 class _Progress:
