@@ -337,7 +337,44 @@ def test_no_data_commands_succeed(rig, opcode, status):
 def test_execute_device_diagnostic(rig):
     issue(rig, 0x90, lba=0x123456, count=9)
     assert wait_status(rig) == 0x50
-    assert regs(rig)[:5] == [0x01, 0x01, 0x01, 0x00, 0x00]
+    assert regs(rig)[:6] == [0x01, 0x01, 0x01, 0x00, 0x00, 0xA0]   # DEV, LBA cleared (7.1+)
+
+
+def chs_read(rig, c, h, s_):
+    rig.outb(0x1F2, 1)
+    rig.outb(0x1F3, s_)
+    rig.outb(0x1F4, c & 0xFF)
+    rig.outb(0x1F5, c >> 8)
+    rig.outb(0x1F6, 0xA0 | h)
+    rig.outb(0x1F7, 0x20)
+    assert wait_status(rig) == 0x58
+    return rig.insw(0x1F0, 256)
+
+
+def test_initialize_device_parameters(rig):
+    issue(rig, 0x91, count=8, dev=0xA3)           # 4 heads, 8 sectors per track
+    assert wait_status(rig) == 0x50
+    assert chs_read(rig, 1, 2, 3) == sector(1 * 4 * 8 + 2 * 8 + 2)
+    rig.outb(0x3F6, 0x04)                         # SRST keeps the geometry ...
+    rig.outb(0x3F6, 0x00)
+    rig.settle()
+    assert chs_read(rig, 1, 2, 3) == sector(50)
+    issue(rig, 0xEF, feature=0xCC)                # ... unless reverting is enabled
+    assert wait_status(rig) == 0x50
+    rig.outb(0x3F6, 0x04)
+    rig.outb(0x3F6, 0x00)
+    rig.settle()
+    assert chs_read(rig, 1, 2, 3) == sector(1 * 16 * 63 + 2 * 63 + 2)
+
+
+def test_specify_zero_sectors_does_not_crash(rig):
+    issue(rig, 0x91, count=0, dev=0xA0)
+    assert wait_status(rig) == 0x50
+    issue(rig, 0x20, lba=1, count=2, dev=0xA0)   # CHS with 0 sectors per track
+    rig.settle()
+    assert rig.inb(0x1F7) in (0x58, 0x41)
+    issue(rig, 0xF8, dev=0xA0)                    # READ NATIVE MAX in CHS mode
+    rig.settle()
 
 
 def identify_words(rig):

@@ -251,6 +251,19 @@ def cmd_read_native_max(s: IDEState, cmd: int) -> bool:
     return True
 
 
+def cmd_specify(s: IDEState, cmd: int) -> bool:
+    """INITIALIZE DEVICE PARAMETERS: the logical heads (device register + 1)
+    and sectors per track (count) used by CHS addressing (QEMU >= 7.2).
+    QEMU: cmd_specify."""
+    if s.blk is not None and s.drive_kind != IDE_CD:
+        s.heads = (s.select & K.ATA_DEV_HS) + 1
+        s.sectors = s.nsector & 0xFF
+        ide_set_irq(s.bus)
+    else:
+        ide_abort_command(s)
+    return True
+
+
 def cmd_check_power_mode(s: IDEState, cmd: int) -> bool:
     """QEMU: cmd_check_power_mode."""
     s.nsector = 0xFF
@@ -274,7 +287,13 @@ def cmd_set_features(s: IDEState, cmd: int) -> bool:
         _put_le16(p, 85, (1 << 14) | 1)
         ide_flush_cache(s)
         return False
-    if f in (0xCC, 0x66, 0xAA, 0x55, 0x05, 0x85, 0x69, 0x67, 0x96, 0x9A, 0x42, 0xC2):
+    if f == 0xCC:                      # revert to power-on defaults on reset
+        s.reset_reverts = True
+        return True
+    if f == 0x66:
+        s.reset_reverts = False
+        return True
+    if f in (0xAA, 0x55, 0x05, 0x85, 0x69, 0x67, 0x96, 0x9A, 0x42, 0xC2):
         return True
     if f == 0x03:
         val = s.nsector & 0x07
@@ -299,8 +318,10 @@ def cmd_set_features(s: IDEState, cmd: int) -> bool:
 
 
 def cmd_exec_dev_diagnostic(s: IDEState, cmd: int) -> bool:
-    """EXECUTE DEVICE DIAGNOSTIC: signature, error 0x01 without ERR.
+    """EXECUTE DEVICE DIAGNOSTIC: device register 0xA0 (DEV and LBA cleared,
+    QEMU >= 7.1), signature, error 0x01 without ERR.
     QEMU: cmd_exec_dev_diagnostic."""
+    s.select = K.ATA_DEV_ALWAYS_ON
     ide_set_signature(s)
     s.status = READY_STAT | SEEK_STAT
     s.error = 0x01
@@ -347,7 +368,7 @@ _ENTRIES: dict[int, tuple[Handler, int]] = {
     K.WIN_VERIFY_EXT: (cmd_verify, HD_CFA_OK | SET_DSC),
     K.WIN_SEEK: (cmd_seek, HD_CFA_OK | SET_DSC),
     K.WIN_DIAGNOSE: (cmd_exec_dev_diagnostic, ALL_OK),
-    K.WIN_SPECIFY: (cmd_nop, HD_CFA_OK | SET_DSC),
+    K.WIN_SPECIFY: (cmd_specify, HD_CFA_OK | SET_DSC),
     K.WIN_STANDBYNOW2: (cmd_nop, HD_CFA_OK),
     K.WIN_IDLEIMMEDIATE2: (cmd_nop, HD_CFA_OK),
     K.WIN_STANDBY2: (cmd_nop, HD_CFA_OK),

@@ -462,6 +462,10 @@ def ide_reset(s: IDEState) -> None:
     if isinstance(s.pio_aiocb, BlockAIOCB):
         bdrv_aio_cancel_async(s.pio_aiocb)
     s.pio_aiocb = None
+    if s.reset_reverts:
+        s.reset_reverts = False
+        s.heads = s.drive_heads
+        s.sectors = s.drive_sectors
     s.mult_sectors = MAX_MULT_SECTORS
     s.feature = s.error = s.nsector = s.sector = s.lcyl = s.hcyl = 0
     s.hob_feature = s.hob_sector = s.hob_nsector = s.hob_lcyl = s.hob_hcyl = 0

@@ -86,6 +86,7 @@ def ide_init_drive(s: IDEState, blk: Any, *, serial: Optional[str] = None,
     s.blk = blk
     s.drive_kind = IDE_HD
     s.cylinders, s.heads, s.sectors = cylinders, heads, secs
+    s.drive_heads, s.drive_sectors = heads, secs
     s.nb_sectors = nb_sectors
     s.identify_set = False
     s.smart_enabled = True
