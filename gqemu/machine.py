@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 SECTOR = 512
 NR_DRIVES = 4               # primary/secondary x master/slave
 RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
+BMDMA_BASE = 0xC000          # PIIX BAR4, where SeaBIOS put it in refdata
 
 # keys the machine consumes; everything else goes to blk_new_open's options
 _MACHINE_KEYS = ("file", "if", "index", "bus", "unit", "media", "id")
@@ -234,9 +235,27 @@ class Machine:
         blks = [self.blks.get(i) for i in range(NR_DRIVES)]
         try:
             self.ide = pc_ide_init(self.as_io, self.pic.irqs, blks,
-                                   address_space_memory=self.as_mem, ctx=self.ctx)
+                                   address_space_memory=self.as_mem, ctx=self.ctx,
+                                   bmdma_base=BMDMA_BASE)
         except ValueError as e:
             raise MachineError(str(e).splitlines()[0] if str(e) else "cannot attach the drives")
+
+    def replay_hints(self) -> dict:
+        """What the replayer needs to know to make progress on the right
+        drive: the drives behind each port and IRQ line, and the drive files
+        (``Replayer(..., **machine.replay_hints())``)."""
+        from gqemu.hw.ide.piix import PRIMARY, SECONDARY
+        port_drives: dict[int, tuple[int, ...]] = {}
+        irq_drives: dict[int, tuple[int, ...]] = {}
+        for ch, (iobase, iobase2, irq) in enumerate((PRIMARY, SECONDARY)):
+            drives = (2 * ch, 2 * ch + 1)
+            for port in list(range(iobase, iobase + 8)) + [iobase2]:
+                port_drives[port] = drives
+            for off in range(8):
+                port_drives[BMDMA_BASE + 8 * ch + off] = drives
+            irq_drives[irq] = drives
+        return {"port_drives": port_drives, "irq_drives": irq_drives,
+                "drive_files": {d["index"]: d["file"] for d in self.drives}}
 
     def add_cpu(self, guest_fn: GuestFn) -> Any:
         """A vCPU running ``guest_fn(cpu)``."""

@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         def progress(i: int) -> None:
             bar.update(reader.position(), "%d records" % i)  # type: ignore[union-attr]
 
-        rp = Replayer(machine.kvm, machine.ram, progress=progress if bar.enabled else None)
+        rp = Replayer(machine.kvm, machine.ram, progress=progress if bar.enabled else None,
+                      **machine.replay_hints())
         try:
             res = rp.run(reader)
         except TraceError as e:

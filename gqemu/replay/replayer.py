@@ -3,7 +3,8 @@
 The replayer is the guest: it performs each recorded access through the
 same ``kvm_handle_io`` a vCPU uses, in record order, from the main greenlet.
 It drives the main loop itself, and only when a recorded result needs the
-device to have made progress (ARCHITECTURE §6):
+device to have made progress (ARCHITECTURE §6); thread-pool requests are
+held until then (``hold.py``), so host speed never shows:
 
 - an access is performed without running the loop first, so a status poll
   that recorded "busy" is answered while the I/O is still in flight;
@@ -35,6 +36,7 @@ from gqemu.kvm.cpu import KVMState, kvm_handle_io, kvm_handle_mmio
 from gqemu.replay.format import (REC_HLT, REC_INTERNAL_ERROR, REC_IO, REC_IOS,
                                  REC_IRQ, REC_MEMR, REC_MEMW, REC_MMIO,
                                  REC_SHUTDOWN, TraceReader)
+from gqemu.replay.hold import ReplayScheduler, fd_mapper
 from gqemu.replay.record import describe_record
 
 CONTEXT_RECORDS = 5
@@ -77,20 +79,34 @@ class Replayer:
 
     def __init__(self, s: KVMState, ram: Optional[bytearray],
                  progress: Optional[Callable[[int], None]] = None,
-                 progress_every: int = 65536) -> None:
+                 progress_every: int = 65536,
+                 port_drives: Optional[dict[int, tuple[int, ...]]] = None,
+                 irq_drives: Optional[dict[int, tuple[int, ...]]] = None,
+                 drive_files: Optional[dict[int, str]] = None) -> None:
         self.s = s
         self.ram = ram
         self.progress = progress
         self.progress_every = progress_every
         self.irqs: deque[tuple[int, int]] = deque()
         self.check_irqs = False
+        self.port_drives = port_drives or {}
+        self.irq_drives = irq_drives or {}
+        self.sched = ReplayScheduler(fd_mapper(drive_files) if drive_files else None)
 
     def _model_irq(self, line: int, level: int) -> None:
         self.irqs.append((line, level))
 
-    def _step(self) -> bool:
-        """Run the main loop one blocking step; False when nothing is pending."""
-        return aio_poll(self.s.ctx, True)
+    def _step(self, prefer: Optional[tuple[int, ...]] = None) -> bool:
+        """Make one step of progress: dispatch what is ready, else release
+        one held request (of a drive in ``prefer`` if possible) and deliver
+        its completion, else wait for timers.  False when nothing is pending."""
+        ctx = self.s.ctx
+        if aio_poll(ctx, False):
+            return True
+        if self.sched.release(prefer):
+            aio_poll(ctx, True)
+            return True
+        return aio_poll(ctx, True)
 
     def run(self, reader: TraceReader) -> ReplayResult:
         s = self.s
@@ -99,6 +115,8 @@ class Replayer:
         res = ReplayResult()
         self.check_irqs = bool(reader.meta.get("irq", False))
         s.on_irq = self._model_irq if self.check_irqs else None
+        ctx = s.ctx
+        old_sched, ctx.sched = ctx.sched, self.sched
         hist: deque = deque(maxlen=CONTEXT_RECORDS)
         buf = bytearray(65536 * 4)
         step = self._step
@@ -123,8 +141,9 @@ class Replayer:
                         v = buf[0] if size == 1 else int.from_bytes(buf[:size], "little")
                         if v != rec[5]:
                             first = v
+                            prefer = self.port_drives.get(rec[4])
                             while True:
-                                if not step():
+                                if not step(prefer):
                                     res.divergence = Divergence(
                                         i, rec, "0x%0*x" % (2 * size, rec[5]),
                                         "0x%0*x" % (2 * size, first), _before(i, hist))
@@ -185,6 +204,10 @@ class Replayer:
             if res.records == 0:
                 res.records = max(i, 0)
             s.on_irq = None
+            # let whatever is still held run, then hand the loop back
+            while self.sched.release():
+                aio_poll(ctx, False)
+            ctx.sched = old_sched
 
     # -- the rarer record kinds ------------------------------------------------
 
@@ -203,7 +226,7 @@ class Replayer:
         # read with DRQ clear returns zeros and changes nothing.  Once real
         # data came out, repeating would consume more of it.
         while got != data and not any(buf[:n]):
-            if not self._step():
+            if not self._step(self.port_drives.get(port)):
                 break
             res.waits += 1
             kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, buf, 0, size, count, as_io)
@@ -224,7 +247,7 @@ class Replayer:
             return None
         want = (rec[1], rec[2])
         while not self.irqs:
-            if not self._step():
+            if not self._step(self.irq_drives.get(want[0])):
                 return Divergence(i, rec, "IRQ %d %s" % (want[0], "raise" if want[1] else "lower"),
                                   "no IRQ change", _before(i, hist))
             res.waits += 1
@@ -264,7 +287,7 @@ class Replayer:
             v = int.from_bytes(buf[:size], "little")
             if v == value:
                 return None
-            if not self._step():
+            if not self._step(self.port_drives.get(addr)):
                 return Divergence(i, rec, "0x%x" % value, "0x%x" % v, _before(i, hist))
             res.waits += 1
 

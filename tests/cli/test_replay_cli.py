@@ -120,3 +120,21 @@ def test_given_drive_that_differs_warns(recorded, tmp_path, capsys):
     rc, _out, err = gqemu(capsys, "replay", recorded, "--drive", "file=%s,format=raw" % d)
     assert rc == 0                      # LBA 0 is never read by this script
     assert "warning: drive 0's contents differ" in err
+
+
+def test_progress_bar_only_on_a_terminal():
+    import io
+
+    from gqemu.cli.progress import Progress
+    quiet = io.StringIO()
+    p = Progress("replay", total=1000, unit="B", stream=quiet)
+    p.update(500)
+    p.close()
+    assert quiet.getvalue() == ""              # not a TTY: nothing at all
+    tty = io.StringIO()
+    p = Progress("replay", total=1000, unit="B", stream=tty, force=True)
+    p.update(500, "42 records")
+    assert "[###############...............]  50%" in tty.getvalue()
+    assert "42 records" in tty.getvalue()
+    p.close()
+    assert tty.getvalue().endswith("\r\x1b[K")
