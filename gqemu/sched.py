@@ -214,6 +214,25 @@ class StressScheduler:
         co.scheduled = None
         qemu_aio_coroutine_enter(self.ctx, co)
 
+    # -- decisions for higher layers (vCPU stepping) -------------------------
+
+    def choose(self, items: list[Any]) -> int:
+        """Which of ``items`` (e.g. runnable vCPUs) goes next; the default
+        is the first.  PCT picks the highest priority."""
+        n = len(items)
+        if n < 2:
+            return 0
+        if self.pct:
+            i = max(range(n), key=lambda k: self._priority(items[k]))
+        else:
+            i = self.rng.randrange(n)
+        return self._decide(K_PICK, 0, i)
+
+    def flip(self, p: float) -> bool:
+        """A yes/no decision that is yes with probability ``p`` (default
+        no), e.g. "let the loop run before the next vCPU step"."""
+        return self._decide(K_YIELD, False, self.rng.random() < p)
+
     # -- hooks called by aio.py and threadpool/pool.py ------------------------
 
     def _permute(self, kind: int, items: list[Any], first_last: bool) -> list[Any]:

@@ -85,13 +85,19 @@ def random_op(rng: random.Random, units: int, depth: int = 0) -> list[Any]:
 
 
 def make_image(fmt: str) -> str:
+    return make_image_sized(fmt, SIZE)
+
+
+def make_image_sized(fmt: str, size: int, unit: int = UNIT) -> str:
+    """A scratch image: qcow2 (4 KiB clusters, reads as zeroes) or raw
+    filled with the shadow model's INITIAL pattern."""
     path = scratch_path(fmt)
     if fmt == "qcow2":
         from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
-        qcow2_create_file(path, Qcow2CreateOptions(size=SIZE, cluster_size=4096))
+        qcow2_create_file(path, Qcow2CreateOptions(size=size, cluster_size=4096))
     else:
         with open(path, "wb") as f:
-            f.write(pattern(INITIAL, 0, SIZE // UNIT, UNIT))
+            f.write(pattern(INITIAL, 0, size // unit, unit))
     return path
 
 

@@ -63,3 +63,14 @@ def test_bad_reproducer_files(tmp_path):
         p = gqemu_stress("--repro", path)
         assert p.returncode == 2, p.stdout + p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_whole_stack_passes_under_full_scheduling_points():
+    """Every coroutine_fn call a scheduling point (GQEMU_STRESS=1), both
+    policies, all workloads, faults on: the unplanted stack passes."""
+    for policy in ("uniform", "pct"):
+        j = summary_json(gqemu_stress("--workload", "all", "--seed", "100",
+                                      "--iterations", "24", "--faults", "0.2",
+                                      "--policy", policy, "--json", timeout=120))
+        assert j["failures"] == [], j["failures"]
+        assert j["schedules"] == 24 and j["faults"] > 0 and j["perturbations"] > 0

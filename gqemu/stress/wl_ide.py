@@ -1,0 +1,463 @@
+"""IDE workload: several vCPUs running random ATA programs on the PIIX IDE
+controller, through ``address_space_rw`` port by port, with the scheduler
+choosing which vCPU makes the next access and when the main loop runs.
+
+Drives: index 0 (primary master) and index 2 (secondary master) share one
+raw image (``share-rw=on``: two channels writing one file concurrently;
+on qcow2 they get separate images), index 3 (secondary slave) has its own.
+A vCPU takes a guest-level lock on a channel for each command, as a guest
+driver would.  Commands: READ/WRITE SECTORS (PIO) and READ/WRITE DMA, in
+LBA28 and LBA48 forms, FLUSH CACHE (EXT), and DMA commands interrupted by
+a channel reset (``ide_bus_reset``, the machine reset) or a software reset
+(SRST in device control).
+
+Invariants: ``ide_registers`` (after every command BSY and DRQ are clear,
+DRDY set, no error, the LBA registers point past the last sector, the
+sector count is 0; after a reset the registers hold the reset signature),
+``ide_irq`` (reading the status register lowers the channel's IRQ; no IRQ
+after a reset once the channel is drained), ``reset_stale_dma`` (a
+cancelled DMA read does not write guest RAM after the reset), ``ide_hang``
+(no command waits forever), ``shadow_read`` (every sector read, and the
+final contents of each disk, agree with the shadow model; a reset write
+may or may not have landed, but nothing lands on sectors it did not
+target).  The exits of every vCPU are the reproducer's trace.
+"""
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any, Generator, Optional
+
+from gqemu.aio import aio_poll, aio_wait_while
+from gqemu.block import blk_new_open, blk_pread, blk_unref
+from gqemu.hw.ide.core import ide_bus_reset
+from gqemu.hw.ide.piix import pc_ide_init
+from gqemu.hw.irq import isa_pic_new
+from gqemu.hw.memory import (address_space_rw, address_space_rw_string,
+                             memory_region_add_subregion, memory_region_init_ram,
+                             new_address_space_io, new_address_space_memory)
+from gqemu.stress.engine import Env, Options, Workload
+from gqemu.stress.shadow import INITIAL, ZERO, ShadowDisk
+from gqemu.stress.wl_block import check_qcow2, make_image_sized
+
+SECTOR = 512
+SECTORS = 256
+BASE = (0x1F0, 0x170)
+CTL = (0x3F6, 0x376)
+IRQ = (14, 15)
+BMDMA = 0xC000
+DRIVES = (0, 2, 3)              # IDE index: bus * 2 + unit
+RAM = 1 << 20
+READY = 0x50                    # DRDY | DSC
+BSY, DRDY, DRQ, ERR = 0x80, 0x40, 0x08, 0x01
+
+Gen = Generator[Any, Any, Any]
+
+
+def random_op(rng: random.Random) -> list[Any]:
+    kind = rng.choice(("pio_r", "pio_w", "dma_r", "dma_w", "dma_r", "dma_w",
+                       "flush", "reset", "srst"))
+    drive = rng.choice(DRIVES)
+    if kind == "flush":
+        return [kind, drive, rng.randrange(2)]
+    n = 1 + rng.randrange(8)
+    lba = rng.randrange(SECTORS - n + 1)
+    op = [kind, drive, lba, n, rng.randrange(2)]
+    if kind in ("reset", "srst"):
+        op += [rng.randrange(2), rng.randrange(4)]     # write?, steps before reset
+    elif kind.startswith("dma"):
+        op.append(rng.randrange(n + 1))                # PRD split point
+    return op
+
+
+class VCpu:
+    __slots__ = ("idx", "gen", "value", "waiting", "done", "lock_wanted")
+
+    def __init__(self, idx: int, gen: Gen) -> None:
+        self.idx = idx
+        self.gen = gen
+        self.value: Any = None
+        self.waiting = False
+        self.done = False
+        self.lock_wanted: Optional[int] = None
+
+
+class IdeWorkload(Workload):
+    name = "ide"
+
+    @classmethod
+    def generate(cls, seed: int, opts: Options) -> dict[str, Any]:
+        rng = random.Random("gqemu-work:ide:%d" % seed)
+        programs: list[list[Any]] = [[] for _ in range(max(1, opts.vcpus))]
+        for _ in range(opts.requests):
+            programs[rng.randrange(len(programs))].append(random_op(rng))
+        return {"fmt": opts.fmt, "programs": programs}
+
+    def __init__(self, env: Env, spec: dict[str, Any]) -> None:
+        super().__init__(env, spec)
+        self.fmt = spec.get("fmt", "raw")
+        initial = ZERO if self.fmt == "qcow2" else INITIAL
+        shared = self.fmt == "raw"
+        pa = make_image_sized(self.fmt, SECTORS * SECTOR, SECTOR)
+        pc = pa if shared else make_image_sized(self.fmt, SECTORS * SECTOR, SECTOR)
+        pb = make_image_sized(self.fmt, SECTORS * SECTOR, SECTOR)
+        self.paths = sorted({pa, pb, pc})
+        o = {"format": self.fmt, "cache": "writeback", "rerror": "report",
+             "werror": "report"}
+        if shared:
+            o["share-rw"] = "on"
+        self.blks: list[Any] = []
+        self.blks.append(blk_new_open(pa, dict(o)))
+        self.blks.append(blk_new_open(pc, dict(o)))
+        self.blks.append(blk_new_open(pb, dict(o)))
+        sa = ShadowDisk(SECTORS * SECTOR, SECTOR, initial)
+        sc = sa if shared else ShadowDisk(SECTORS * SECTOR, SECTOR, initial)
+        sb = ShadowDisk(SECTORS * SECTOR, SECTOR, initial)
+        self.shadow = {0: sa, 2: sc, 3: sb}
+        self.images = [(self.blks[0], sa), (self.blks[2], sb)] + (
+            [] if shared else [(self.blks[1], sc)])
+        self.as_io = new_address_space_io()
+        self.as_mem = new_address_space_memory()
+        ram = memory_region_init_ram(None, "pc.ram", RAM)
+        memory_region_add_subregion(self.as_mem.root, 0, ram)
+        self.ram = ram.ram
+        self.pic = isa_pic_new()
+        drives = [self.blks[0], None, self.blks[1], self.blks[2]]
+        self.buses = pc_ide_init(self.as_io, self.pic.irqs, drives,
+                                 address_space_memory=self.as_mem, ctx=env.ctx)[:2]
+        self.locks: list[Optional[int]] = [None, None]
+        self.vcpus = [VCpu(i, self.guest(i, p)) for i, p in enumerate(spec["programs"])]
+
+    # -- the driver: the scheduler picks the next vCPU access ---------------
+
+    def run(self) -> None:
+        sched, ctx = self.env.sched, self.env.ctx
+        stalls = 0
+        while True:
+            live = [v for v in self.vcpus if not v.done]
+            if not live:
+                return
+            runnable = [v for v in live if not v.waiting and
+                        (v.lock_wanted is None or self.locks[v.lock_wanted] is None)]
+            if not runnable or sched.flip(0.2):
+                progress = aio_poll(ctx, not runnable)
+                for v in live:
+                    v.waiting = False
+                if runnable or progress:
+                    stalls = 0
+                    continue
+                # Nothing could run and the loop had nothing to do.  A
+                # vCPU's own step may have polled (a drain), so let every
+                # vCPU look once more before calling it a hang.
+                stalls += 1
+                self.env.check(stalls < 2, "ide_hang", "vCPUs wait for the device and "
+                               "nothing is in flight; last accesses: %s",
+                               [next((t for t in reversed(self.trace) if t[0] == v.idx),
+                                     None) for v in live])
+                continue
+            v = runnable[sched.choose(runnable)]
+            if self.step(v):
+                stalls = 0
+
+    def step(self, v: VCpu) -> bool:
+        """Run one access of ``v``; returns False when it only waited."""
+        if v.lock_wanted is not None:
+            self.locks[v.lock_wanted] = v.idx
+            v.lock_wanted = None
+        try:
+            req = v.gen.send(v.value)
+        except StopIteration:
+            v.done = True
+            return True
+        v.value = None
+        kind = req[0]
+        if kind == "in":
+            buf = bytearray(req[2])
+            address_space_rw(self.as_io, req[1], None, buf, req[2], False)
+            v.value = int.from_bytes(buf, "little")
+            self.trace.append([v.idx, "i", req[1], req[2], v.value])
+        elif kind == "out":
+            address_space_rw(self.as_io, req[1], None,
+                             bytearray(req[3].to_bytes(req[2], "little")), req[2], True)
+            self.trace.append([v.idx, "o", req[1], req[2], req[3]])
+        elif kind == "ins":
+            buf = bytearray(req[2])
+            address_space_rw_string(self.as_io, req[1], None, buf, 2, req[2] // 2, False)
+            v.value = bytes(buf)
+            self.trace.append([v.idx, "ins", req[1], 2, req[2] // 2])
+        elif kind == "outs":
+            address_space_rw_string(self.as_io, req[1], None, bytearray(req[2]), 2,
+                                    len(req[2]) // 2, True)
+            self.trace.append([v.idx, "outs", req[1], 2, len(req[2]) // 2])
+        elif kind == "wait":
+            v.waiting = True
+            return False
+        elif kind == "pause":           # let the loop run a little
+            aio_poll(self.env.ctx, False)
+        elif kind == "lock":
+            if self.locks[req[1]] is None:
+                self.locks[req[1]] = v.idx
+            else:
+                v.lock_wanted = req[1]
+        elif kind == "unlock":
+            self.locks[req[1]] = None
+        elif kind == "reset":
+            self.trace.append([v.idx, "reset", req[1]])
+            ide_bus_reset(self.buses[req[1]])
+        elif kind == "drain":
+            blks = [self.blks[0], self.blks[1]] if req[1] == 0 else self.blks[1:]
+            aio_wait_while(self.env.ctx, lambda: any(b.in_flight for b in blks))
+        return True
+
+    # -- guest programs --------------------------------------------------------
+
+    def guest(self, idx: int, prog: list[Any]) -> Gen:
+        for op in prog:
+            self.env.requests += 1
+            ch = op[1] // 2
+            yield ("lock", ch)
+            yield from getattr(self, "g_" + op[0])(idx, ch, op)
+            yield ("unlock", ch)
+
+    def _wait_not_busy(self, ch: int) -> Gen:
+        while True:
+            st = yield ("in", CTL[ch], 1)
+            if not st & BSY:
+                return st
+            yield ("wait",)
+
+    def _select(self, drive: int, ch: int) -> Gen:
+        yield ("out", BASE[ch] + 6, 1, 0xE0 | (drive & 1) << 4)
+        yield from self._wait_not_busy(ch)
+
+    def _taskfile(self, ch: int, drive: int, lba: int, n: int, lba48: int,
+                  cmd28: int, cmd48: int) -> Gen:
+        b = BASE[ch]
+        yield from self._select(drive, ch)
+        if lba48:
+            yield ("out", b + 2, 1, (n >> 8) & 0xFF)
+            for k in range(3):
+                yield ("out", b + 3 + k, 1, (lba >> (24 + 8 * k)) & 0xFF)
+            yield ("out", b + 2, 1, n & 0xFF)
+            for k in range(3):
+                yield ("out", b + 3 + k, 1, (lba >> (8 * k)) & 0xFF)
+            yield ("out", b + 6, 1, 0x40 | (drive & 1) << 4)
+            yield ("out", b + 7, 1, cmd48)
+        else:
+            yield ("out", b + 2, 1, n & 0xFF)
+            for k in range(3):
+                yield ("out", b + 3 + k, 1, (lba >> (8 * k)) & 0xFF)
+            yield ("out", b + 6, 1, 0xE0 | (drive & 1) << 4 | (lba >> 24) & 0xF)
+            yield ("out", b + 7, 1, cmd28)
+
+    def _finish(self, ch: int, what: str, end_lba: Optional[int], lba48: int) -> Gen:
+        """Status and register checks once a command is over."""
+        b = BASE[ch]
+        check = self.env.check
+        yield from self._wait_not_busy(ch)
+        st = yield ("in", b + 7, 1)
+        check(st & (BSY | DRQ | DRDY | ERR) == DRDY, "ide_registers",
+              "%s: status 0x%02x after completion", what, st)
+        check(not self.pic.levels[IRQ[ch]], "ide_irq",
+              "%s: IRQ %d still raised after the status read", what, IRQ[ch])
+        if end_lba is None:
+            return st
+        nsect = yield ("in", b + 2, 1)
+        got = 0
+        for k in range(3):
+            got |= (yield ("in", b + 3 + k, 1)) << (8 * k)
+        if lba48:
+            yield ("out", CTL[ch], 1, 0x80)             # HOB
+            for k in range(3):
+                got |= (yield ("in", b + 3 + k, 1)) << (24 + 8 * k)
+            yield ("out", CTL[ch], 1, 0x00)
+        else:
+            got |= ((yield ("in", b + 6, 1)) & 0xF) << 24
+        check(nsect == 0 and got == end_lba, "ide_registers",
+              "%s: sector count %d, LBA %d after the command (expected 0, %d)",
+              what, nsect, got, end_lba)
+        return st
+
+    def g_pio_r(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        _, drive, lba, n, lba48 = op
+        sh = self.shadow[drive]
+        rid = sh.read_begin(lba * SECTOR, n * SECTOR)
+        yield from self._taskfile(ch, drive, lba, n, lba48, 0x20, 0x24)
+        data = b""
+        for _ in range(n):
+            while True:
+                st = yield from self._wait_not_busy(ch)
+                if st & (DRQ | ERR):
+                    break
+                yield ("wait",)
+            self.env.check(not st & ERR, "ide_registers", "PIO read: error status 0x%02x", st)
+            data += yield ("ins", BASE[ch], SECTOR)
+        yield from self._finish(ch, "READ SECTORS", lba + n, lba48)
+        err = sh.read_end(rid, data)
+        self.env.check(err is None, "shadow_read", "PIO read of drive %d LBA %d+%d: %s",
+                       drive, lba, n, err)
+
+    def g_pio_w(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        _, drive, lba, n, lba48 = op
+        sh = self.shadow[drive]
+        wid, data = sh.write_begin(lba * SECTOR, n * SECTOR)
+        yield from self._taskfile(ch, drive, lba, n, lba48, 0x30, 0x34)
+        for k in range(n):
+            while True:
+                st = yield from self._wait_not_busy(ch)
+                if st & (DRQ | ERR):
+                    break
+                yield ("wait",)
+            self.env.check(not st & ERR, "ide_registers", "PIO write: error status 0x%02x", st)
+            yield ("outs", BASE[ch], data[k * SECTOR:(k + 1) * SECTOR])
+        yield from self._finish(ch, "WRITE SECTORS", lba + n, lba48)
+        sh.write_end(wid, 0)
+
+    def _dma_setup(self, idx: int, ch: int, nbytes: int, split: int,
+                   to_memory: bool, fill: bytes = b"") -> Gen:
+        base = 0x10000 + idx * 0x10000
+        bufs = [(base + 0x1000, split * SECTOR), (base + 0x8000, nbytes - split * SECTOR)]
+        prd = b""
+        parts = [(a, ln) for a, ln in bufs if ln]
+        for k, (a, ln) in enumerate(parts):
+            prd += struct.pack("<IHH", a, ln, 0x8000 if k == len(parts) - 1 else 0)
+        self.ram[base:base + len(prd)] = prd
+        pos = 0
+        for a, ln in parts:
+            self.ram[a:a + ln] = fill[pos:pos + ln] if fill else b"\xa5" * ln
+            pos += ln
+        bm = BMDMA + ch * 8
+        yield ("out", bm + 2, 1, 0x06)
+        yield ("out", bm + 4, 4, base)
+        yield ("out", bm, 1, 0x08 if to_memory else 0x00)
+        return parts
+
+    def _dma_run(self, ch: int, to_memory: bool) -> Gen:
+        bm = BMDMA + ch * 8
+        yield ("out", bm, 1, (0x08 if to_memory else 0) | 1)
+
+    def _dma_wait(self, ch: int, to_memory: bool) -> Gen:
+        bm = BMDMA + ch * 8
+        while True:
+            st = yield ("in", bm + 2, 1)
+            if st & 0x04:
+                break
+            yield ("wait",)
+        yield ("out", bm, 1, 0x08 if to_memory else 0)
+        self.env.check(st & 0x03 == 0, "ide_registers",
+                       "BMDMA status 0x%02x after the interrupt", st)
+        yield ("out", bm + 2, 1, 0x06)
+
+    def _gather(self, parts: list[tuple[int, int]]) -> bytes:
+        return b"".join(bytes(self.ram[a:a + ln]) for a, ln in parts)
+
+    def g_dma_r(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        _, drive, lba, n, lba48, split = op
+        sh = self.shadow[drive]
+        rid = sh.read_begin(lba * SECTOR, n * SECTOR)
+        parts = yield from self._dma_setup(idx, ch, n * SECTOR, split, True)
+        yield from self._taskfile(ch, drive, lba, n, lba48, 0xC8, 0x25)
+        yield from self._dma_run(ch, True)
+        yield from self._dma_wait(ch, True)
+        yield from self._finish(ch, "READ DMA", lba + n, lba48)
+        err = sh.read_end(rid, self._gather(parts))
+        self.env.check(err is None, "shadow_read", "DMA read of drive %d LBA %d+%d: %s",
+                       drive, lba, n, err)
+
+    def g_dma_w(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        _, drive, lba, n, lba48, split = op
+        sh = self.shadow[drive]
+        wid, data = sh.write_begin(lba * SECTOR, n * SECTOR)
+        yield from self._dma_setup(idx, ch, n * SECTOR, split, False, data)
+        yield from self._taskfile(ch, drive, lba, n, lba48, 0xCA, 0x35)
+        yield from self._dma_run(ch, False)
+        yield from self._dma_wait(ch, False)
+        yield from self._finish(ch, "WRITE DMA", lba + n, lba48)
+        sh.write_end(wid, 0)
+
+    def g_flush(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        _, drive, ext = op
+        yield from self._select(drive, ch)
+        yield ("out", BASE[ch] + 7, 1, 0xEA if ext else 0xE7)
+        yield from self._finish(ch, "FLUSH CACHE", None, 0)
+
+    def _g_reset(self, idx: int, ch: int, op: list[Any], srst: bool) -> Gen:
+        _, drive, lba, n, lba48, write, delay = op
+        sh = self.shadow[drive]
+        if write:
+            wid, data = sh.write_begin(lba * SECTOR, n * SECTOR)
+            parts = yield from self._dma_setup(idx, ch, n * SECTOR, 0, False, data)
+        else:
+            parts = yield from self._dma_setup(idx, ch, n * SECTOR, 0, True)
+        yield from self._taskfile(ch, drive, lba, n, lba48,
+                                  0xCA if write else 0xC8, 0x35 if write else 0x25)
+        yield from self._dma_run(ch, not write)
+        for _ in range(delay):
+            yield ("pause",)
+        if srst:
+            yield ("out", CTL[ch], 1, 0x04)
+            yield ("out", CTL[ch], 1, 0x00)
+            yield from self._wait_not_busy(ch)      # SRST completes in a BH
+        else:
+            yield ("reset", ch)
+        after = self._gather(parts)
+        irqs = self.pic.raised_count[IRQ[ch]]
+        yield ("drain", ch)
+        yield ("out", BMDMA + ch * 8, 1, 0)
+        if write:
+            sh.write_end(wid, -1)       # may or may not have landed
+        else:
+            self.env.check(self._gather(parts) == after, "reset_stale_dma",
+                           "guest RAM of a DMA read changed after the %s",
+                           "SRST" if srst else "reset")
+        self.env.check(self.pic.raised_count[IRQ[ch]] == irqs, "ide_irq",
+                       "IRQ %d raised after the %s by a command it cancelled",
+                       IRQ[ch], "SRST" if srst else "reset")
+        yield from self._wait_not_busy(ch)
+        b = BASE[ch]
+        regs = []
+        for port in (b + 1, b + 2, b + 3, b + 4, b + 5):
+            regs.append((yield ("in", port, 1)))
+        st = yield ("in", CTL[ch], 1)
+        want = [1 if srst else 0, 1, 1, 0, 0]
+        self.env.check(regs == want and st & ~0x10 == DRDY, "ide_registers",
+                       "after %s: error/count/sector/lcyl/hcyl %s, status 0x%02x"
+                       " (expected the reset signature %s and 0x50)",
+                       "SRST" if srst else "reset", regs, st, want)
+
+    def g_reset(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        yield from self._g_reset(idx, ch, op, False)
+
+    def g_srst(self, idx: int, ch: int, op: list[Any]) -> Gen:
+        yield from self._g_reset(idx, ch, op, True)
+
+    # -- end of run ----------------------------------------------------------
+
+    def done(self) -> bool:
+        return all(v.done for v in self.vcpus)
+
+    def start(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        for blk, sh in self.images:
+            rid = sh.read_begin(0, SECTORS * SECTOR)
+            err = sh.read_end(rid, blk_pread(blk, 0, SECTORS * SECTOR))
+            self.env.check(err is None, "shadow_read", "final contents: %s", err)
+
+    def close(self, failed: bool) -> None:
+        import os
+        if not failed:
+            for blk in self.blks:
+                blk_unref(blk)
+            if self.fmt == "qcow2":
+                for p in self.paths:
+                    check_qcow2(p, 0, self.env.check)
+        for p in self.paths:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+WORKLOAD = IdeWorkload
