@@ -105,10 +105,11 @@ class Env:
         self.check = self.checker.check
         self.requests = 0
         self.faults = 0
+        self.installed = True
 
     def point(self, name: str = "") -> None:
         """An explicit scheduling point (inside a coroutine)."""
-        if qemu_in_coroutine():
+        if self.installed and qemu_in_coroutine():
             self.sched.sched_point(name)
 
 
@@ -209,9 +210,12 @@ def _where(exc: BaseException) -> str:
 
 
 def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
-            allowed: Optional[Any] = None) -> RunResult:
+            allowed: Optional[Any] = None, install: bool = True) -> RunResult:
     """Run ``seed`` once.  ``spec`` overrides the generated workload (for
-    shrinking and reproducers); ``allowed`` limits the perturbations."""
+    shrinking and reproducers); ``allowed`` limits the perturbations.
+    ``install=False`` runs the same workload on the normal scheduler (real
+    concurrent workers, natural BH order, real time; the bench's anchor):
+    the scheduler object then only starts the workload's coroutines."""
     cls = workload_class(opts.workload)
     if spec is None:
         spec = cls.generate(seed, opts)
@@ -224,11 +228,13 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
                             yield_prob=opts.yield_prob, pct_depth=opts.pct_depth,
                             pct_steps=max(50, opts.requests * 20), allowed=allowed)
     env = Env(ctx, sched, opts, seed)
+    env.installed = install
     wl: Optional[Workload] = None
     t0 = time.perf_counter()
-    vclock.install(sched)
-    ctx.sched = sched
-    set_sched_point(sched.sched_point if coroutine.STRESS else None)
+    if install:
+        vclock.install(sched)
+        ctx.sched = sched
+        set_sched_point(sched.sched_point if coroutine.STRESS else None)
     failed = False
     try:
         wl = cls(env, spec)
@@ -254,9 +260,10 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
         res.message = "%s: %s" % (type(e).__name__, e)
         res.where = _where(e)
     finally:
-        set_sched_point(None)
-        ctx.sched = None
-        vclock.uninstall()
+        if install:
+            set_sched_point(None)
+            ctx.sched = None
+            vclock.uninstall()
         plant.clear()
         if wl is not None:
             res.trace = wl.trace

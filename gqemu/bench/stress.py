@@ -1,0 +1,102 @@
+"""``gqemu bench stress``: how fast ``gqemu stress`` explores, and what the
+seeded scheduler costs over the normal one.
+
+For each workload the same seeds (the same generated programs) run twice,
+each in its own child process:
+
+- *seeded*: ``GQEMU_STRESS=1`` (every coroutine_fn call a scheduling
+  point), the StressScheduler installed: held workers released one at a
+  time, permuted BHs and completions, virtual time, all invariants;
+- *normal*: no GQEMU_STRESS, no scheduler: concurrent worker threads, BHs
+  in their natural order, real time -- the anchor.
+
+The figures are schedules/s and requests/s of the seeded runs, and the
+ratio of their time per schedule to the normal runs' (target <= 2x).
+The invariant checks run in both, so the ratio is the scheduler's cost;
+the runtime workload's real-time sleeps are left out of both (the normal
+scheduler would spend them asleep).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from gqemu.bench.common import progress, progress_done, table
+
+WORKLOADS = ("runtime", "block", "ide")
+_CHILD = "import sys; from gqemu.bench.stress import child; sys.exit(child(sys.argv[1:]))"
+
+
+def child(argv: list[str]) -> int:
+    """Child process: run the seeds and print one JSON line of totals."""
+    workload, mode, n = argv[0], argv[1], int(argv[2])
+    from gqemu.stress.engine import Options, run_one
+    from gqemu.stress.engine import workload_class
+    opts = Options(workload=workload)
+    cls = workload_class(workload)
+
+    def spec(seed: int) -> dict[str, Any]:
+        # No real-time sleeps: the normal scheduler would spend them waiting.
+        sp = cls.generate(seed, opts)
+        sp["programs"] = [[op for op in p if op[0] != "sleep"] for p in sp["programs"]]
+        return sp
+    run_one(10_000, opts, spec(10_000), install=(mode == "seeded"))      # warm up
+    totals = {"schedules": 0, "requests": 0, "failures": 0, "decisions": 0}
+    t0 = time.perf_counter()
+    for seed in range(n):
+        r = run_one(seed, opts, spec(seed), install=(mode == "seeded"))
+        totals["schedules"] += 1
+        totals["requests"] += r.requests
+        totals["decisions"] += r.steps
+        totals["failures"] += 0 if r.ok else 1
+    totals["seconds"] = time.perf_counter() - t0
+    sys.stdout.write(json.dumps(totals) + "\n")
+    return 0
+
+
+def _run_child(workload: str, mode: str, n: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("GQEMU_STRESS", None)
+    if mode == "seeded":
+        env["GQEMU_STRESS"] = "1"
+    out = subprocess.run([sys.executable, "-c", _CHILD, workload, mode, str(n)],
+                         capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    n = {"runtime": 200, "block": 30, "ide": 30}
+    if getattr(args, "quick", False):
+        n = {k: max(5, v // 5) for k, v in n.items()}
+    rows = []
+    for w in WORKLOADS:
+        best: dict[str, dict[str, Any]] = {}
+        for rnd in range(1 if getattr(args, "quick", False) else 2):
+            for mode in ("seeded", "normal"):
+                progress("stress: %s %s round %d" % (w, mode, rnd + 1))
+                r = _run_child(w, mode, n[w])
+                if mode not in best or r["seconds"] < best[mode]["seconds"]:
+                    best[mode] = r
+        progress_done()
+        s, b = best["seeded"], best["normal"]
+        per_s = s["seconds"] / s["schedules"]
+        per_b = b["seconds"] / b["schedules"]
+        ratio = per_s / per_b if per_b else float("inf")
+        rows.append([w, "%.1f" % (s["schedules"] / s["seconds"]),
+                     "%.0f" % (s["requests"] / s["seconds"]),
+                     "%.0f" % (s["decisions"] / s["schedules"]),
+                     "%.2f ms" % (per_s * 1e3), "%.2f ms" % (per_b * 1e3),
+                     "%.2fx" % ratio,
+                     "%s (target <= 2.00x)" % ("met" if ratio <= 2.0 else "MISSED"),
+                     "%d/%d" % (s["failures"], b["failures"])])
+    table("gqemu bench stress (best of %d; seeded = GQEMU_STRESS=1 + StressScheduler,"
+          " normal = no scheduler)" % (1 if getattr(args, "quick", False) else 2),
+          ["workload", "schedules/s", "requests/s", "decisions/schedule",
+           "seeded per schedule", "normal per schedule", "overhead", "target",
+           "failures s/n"], rows)
+    return 0
