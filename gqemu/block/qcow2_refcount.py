@@ -185,7 +185,7 @@ def qcow2_refcount_init(bs: Any) -> int:
     s = bs.opaque
     n = s.refcount_table_size
     if n:
-        BLKDBG_EVENT(bs.file, "refblock_load")
+        BLKDBG_EVENT(bs.file, "reftable_load")
         ret, buf = qcow2_co_pread_file(bs, s.refcount_table_offset, n * 8)
         if ret < 0:
             return ret
