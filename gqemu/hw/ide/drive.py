@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from gqemu.block.blk_error import blk_add_resume_handler
 from gqemu.block.block_backend import blk_getlength, blk_is_read_only, blk_pread
-from gqemu.hw.ide.core import ide_reset, ide_restart_bh
+from gqemu.hw.ide.reset import ide_reset, ide_restart_bh
 from gqemu.hw.ide.internal import IDE_HD, IDEState
 
 __all__ = ["ide_init_drive", "hd_geometry_guess", "guess_chs_for_size",

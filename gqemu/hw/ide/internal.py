@@ -10,7 +10,7 @@ QEMU: include/hw/ide/internal.h.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 __all__ = ["IDEState", "IDEBus", "IDEDMA", "IDEBufferedRequest"]
 

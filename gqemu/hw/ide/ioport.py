@@ -29,8 +29,8 @@ from typing import Any
 
 from gqemu.aio import aio_bh_schedule_oneshot
 from gqemu.hw.ide.commands import cmd_exec_dev_diagnostic, ide_exec_cmd
-from gqemu.hw.ide.core import (ide_cancel_dma_sync, ide_clear_hob, ide_reset,
-                               ide_sector_write, ide_transfer_halt)
+from gqemu.hw.ide.core import ide_sector_write, ide_transfer_halt
+from gqemu.hw.ide.reset import ide_cancel_dma_sync, ide_reset
 from gqemu.hw.ide.internal import (ATA_DEV_ALWAYS_ON, ATA_DEV_SELECT,
                                    BUSY_STAT, DRQ_STAT, IDE_CTRL_HOB,
                                    IDE_CTRL_RESET, WIN_DIAGNOSE, IDEBus,

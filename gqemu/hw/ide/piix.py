@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from gqemu.aio import aio_wait_while, qemu_get_aio_context
 from gqemu.hw.dma import dma_memory_read, qemu_sglist_add, qemu_sglist_init
-from gqemu.hw.ide.core import ide_bus_reset, ide_cancel_dma_sync
+from gqemu.hw.ide.reset import ide_bus_reset, ide_cancel_dma_sync
 from gqemu.hw.ide.drive import ide_init_drive
 from gqemu.hw.ide.internal import IDEDMA, IDEBus, IDEState
 from gqemu.hw.ide.ioport import ide_init_ioport
