@@ -75,6 +75,7 @@ class KVMState:
         self.max_exits = 0
         self.nr_exits = 0
         self.nr_running = 0          # vCPUs neither halted nor stopped
+        self.main_waiter: Any = None  # the main loop, waiting for vCPUs
 
 
 class CPUState:
@@ -289,6 +290,7 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
             ctx.external_dec()
         cpu.halted = False
         aio_notify(ctx)
+        kvm_main_wake(s)
     return ret
 
 
@@ -301,6 +303,7 @@ def qemu_kvm_wait_io_event(cpu: CPUState) -> None:
     s.nr_running -= 1
     s.ctx.external_dec()
     aio_notify(s.ctx)
+    kvm_main_wake(s)
     t = cpu.thread
     w = Waiter()
     t._halt_waiter = w
@@ -322,32 +325,46 @@ def kvm_start_vcpus(s: KVMState) -> None:
         cpu.thread.start()
 
 
-def kvm_main_loop(s: KVMState) -> None:
-    """The main loop: poll the main AioContext until every vCPU has stopped.
+def kvm_main_wake(s: KVMState) -> None:
+    """A vCPU halted or stopped: let the main loop look again."""
+    w = s.main_waiter
+    if w is not None:
+        s.main_waiter = None
+        gevent.get_hub().loop.run_callback(w.switch, None)
 
+
+def kvm_main_loop(s: KVMState) -> None:
+    """The main loop: run until every vCPU has stopped.
+
+    While any vCPU runs, the vCPUs dispatch the main AioContext themselves
+    between exits (and may block in it, e.g. to drain), and the main
+    greenlet just waits.  While every live vCPU sleeps in HLT, the main
+    greenlet polls the context, blocking, until an interrupt wakes one.
     Raises GuestDeadlock when every live vCPU is halted and nothing that
     could raise an interrupt is pending (the halted vCPUs are stopped).
     Context: the main greenlet.  QEMU: main_loop / main_loop_wait.
     """
+    from gevent.hub import Waiter
     ctx = s.ctx
     kvm_start_vcpus(s)
-    gevent.sleep(0)                 # let the vCPUs reach their first exit
     while True:
         live = [c for c in s.cpus if not c.stopped]
         if not live:
             break
+        if s.nr_running > 0:
+            w = Waiter()
+            s.main_waiter = w
+            w.get()
+            continue
         if aio_poll(ctx, True):
             continue
         live = [c for c in s.cpus if not c.stopped]
-        if not live:
-            break
-        if all(c.halted for c in live):
+        if live and s.nr_running == 0:
             for c in live:
                 c.stopped = True
                 c.thread.kill(block=False)
             gevent.sleep(0)
             raise GuestDeadlock("every vCPU is halted and no interrupt can arrive")
-        gevent.sleep(0)
     for cpu in s.cpus:
         if cpu.thread is not None:
             cpu.thread.join()

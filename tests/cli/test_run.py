@@ -210,3 +210,24 @@ def test_killed_recording_leaves_a_readable_prefix(tmp_path, sig):
     assert r.stderr.count("\n") == 1
     assert "truncated record at byte" in r.stderr or "without an end record" in r.stderr
     assert os.path.basename(str(trace)) in r.stderr
+
+
+def test_vcpu_blocking_in_the_loop_does_not_hang(tmp_path, capsys):
+    """Clearing BMDMA START while a transfer is in flight makes the vCPU
+    wait for it inside the loop (QEMU drains): the run and its replay end."""
+    s = script(tmp_path, (
+        "from gqemu.guest.ata import ATA, PRD_TABLE, DMA_BUFFER\n"
+        "def guest(cpu):\n"
+        "    ata = ATA(cpu)\n"
+        "    cpu.memory.write(PRD_TABLE, DMA_BUFFER.to_bytes(4, 'little')\n"
+        "                     + (0x8000).to_bytes(2, 'little') + (0x8000).to_bytes(2, 'little'))\n"
+        "    cpu.outl(ata.bm + 4, PRD_TABLE)\n"
+        "    ata.command(0xC8, 0, 64)\n"
+        "    cpu.outb(ata.bm, 0x09)\n"
+        "    cpu.outb(ata.bm, 0x00)\n"
+        "    ata.read_sectors(5, 1)\n"))
+    trace = tmp_path / "t.gqt"
+    rc, _o, err = gqemu(capsys, "run", s, "--record", trace)
+    assert rc == 0, err
+    rc, out, err = gqemu(capsys, "replay", trace)
+    assert rc == 0, out + err
