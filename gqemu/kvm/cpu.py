@@ -36,6 +36,7 @@ from gqemu.hw.memory import (MEMTXATTRS_UNSPECIFIED, AddressSpace,
 from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
                              KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
                              KVM_RUN, KvmRun)
+from gqemu.trace import trace_register_track_name
 from gqemu.kvm.trace_events import (trace_kvm_halt, trace_kvm_halt_wakeup,
                                     trace_kvm_run_exit, trace_kvm_set_irq)
 
@@ -267,6 +268,7 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
     """
     s = cpu.kvm_state
     ctx = s.ctx
+    trace_register_track_name("vCPU %d" % cpu.cpu_index)
     cpu.guest = greenlet(functools.partial(_guest_entry, cpu), parent=getcurrent())
     cpu.guest_cpu._attach(cpu)
     ret = 0

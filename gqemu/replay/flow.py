@@ -168,18 +168,22 @@ class _OsProxy:
                                  ("nr_iov", len(buffers)), ("offset", offset)])
         return os.preadv(fd, buffers, offset, *flags)
 
+    def pwrite(self, fd: int, data: Any, offset: int) -> int:
+        self._capture("pwrite", [("fd", fd), ("buf", data), ("count", len(data)),
+                                 ("offset", offset)])
+        return os.pwrite(fd, data, offset)
+
+    def pwritev(self, fd: int, buffers: Any, offset: int, *flags: int) -> int:
+        self._capture("pwritev", [("fd", fd), ("iov", buffers),
+                                  ("nr_iov", len(buffers)), ("offset", offset)])
+        return os.pwritev(fd, buffers, offset, *flags)
+
 
 class FlowCapture:
     """Install the three one-shot hooks; ``stacks`` fills in as the first
     request travels: ``vcpu``, ``coroutine``, ``worker``."""
 
-    TITLES = {
-        "vcpu": "1. vCPU: qemu_kvm_cpu_thread_fn --> kvm_handle_io --> ... --> blk_aio_prwv",
-        "coroutine": "2. coroutine: coroutine_trampoline --> blk_aio_read_entry --> ... "
-                     "--> thread_pool_submit_aio",
-        "worker": "3. worker thread: worker_thread --> aio_worker --> handle_aiocb_rw "
-                  "--> ... --> pread/preadv",
-    }
+    TITLES = {"vcpu": "1. vCPU", "coroutine": "2. coroutine", "worker": "3. worker thread"}
 
     def __init__(self) -> None:
         self.stacks: dict[str, list[Frame]] = {}
@@ -208,10 +212,13 @@ class FlowCapture:
     def report(self) -> str:
         out = []
         for slot in ("vcpu", "coroutine", "worker"):
-            out.append("-" * 79)
-            out.append(self.TITLES[slot])
-            out.append("-" * 79)
             frames = self.stacks.get(slot)
+            names = [fr.function for fr in reversed(frames or [])]
+            if len(names) > 3:
+                names = names[:2] + ["..."] + names[-1:]
+            out.append("-" * 79)
+            out.append("%s: %s" % (self.TITLES[slot], " --> ".join(names) or "-"))
+            out.append("-" * 79)
             if not frames:
                 out.append("(not reached: the guest made no block request)")
             else:

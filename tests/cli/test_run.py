@@ -168,6 +168,7 @@ def test_trace_json_for_perfetto(tmp_path, capsys):
     # separate tracks: the vCPU, a coroutine, a worker thread
     tracks = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert any(t.startswith("worker") for t in tracks), tracks
+    assert "vCPU 0" in tracks
 
 
 def test_trace_does_not_change_the_result(tmp_path, capsys):
