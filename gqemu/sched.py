@@ -244,9 +244,9 @@ class StressScheduler:
             sign = 1.0 if first_last else -1.0
             perm = tuple(sorted(ident, key=lambda k: sign * self._priority(items[k])))
         elif self.rng.random() < 0.5:
-            perm = list(ident)
-            self.rng.shuffle(perm)
-            perm = tuple(perm)
+            shuffled = list(ident)
+            self.rng.shuffle(shuffled)
+            perm = tuple(shuffled)
         else:
             perm = ident
         perm = self._decide(kind, ident, perm)

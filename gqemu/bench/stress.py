@@ -46,7 +46,7 @@ def child(argv: list[str]) -> int:
         sp["programs"] = [[op for op in p if op[0] != "sleep"] for p in sp["programs"]]
         return sp
     run_one(10_000, opts, spec(10_000), install=(mode == "seeded"))      # warm up
-    totals = {"schedules": 0, "requests": 0, "failures": 0, "decisions": 0}
+    totals: dict[str, float] = {"schedules": 0, "requests": 0, "failures": 0, "decisions": 0}
     t0 = time.perf_counter()
     for seed in range(n):
         r = run_one(seed, opts, spec(seed), install=(mode == "seeded"))

@@ -206,7 +206,7 @@ def _where(exc: BaseException) -> str:
     if not tb:
         return ""
     f = tb[-1]
-    return "%s:%d in %s" % (f.filename.rsplit("/gqemu/", 1)[-1], f.lineno, f.name)
+    return "%s:%s in %s" % (f.filename.rsplit("/gqemu/", 1)[-1], f.lineno, f.name)
 
 
 def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,

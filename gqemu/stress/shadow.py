@@ -25,7 +25,7 @@ holding data no ordering allows, and the read that sees it fails the
 from __future__ import annotations
 
 import struct
-from typing import Any, Optional
+from typing import Optional
 
 __all__ = ["ShadowDisk", "ZERO", "INITIAL"]
 

@@ -32,7 +32,7 @@ from typing import Any, Optional
 from greenlet import getcurrent
 
 from gqemu.aio import aio_co_wake
-from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, QEMUIOVector,
+from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
                          blk_aio_flush, blk_aio_pdiscard, blk_aio_preadv,
                          blk_aio_pwrite_zeroes, blk_aio_pwritev, blk_bs,
                          blk_co_flush, blk_co_pdiscard, blk_co_preadv,
@@ -118,6 +118,10 @@ def check_qcow2(path: str, faults: int, check: Any) -> None:
               p.returncode, (p.stdout + p.stderr).strip().replace("\n", " | ")[:300])
 
 
+def _name(bs: Any) -> str:
+    return bs.drv.format_name if bs.drv is not None else "?"
+
+
 class BlockWorkload(Workload):
     name = "block"
 
@@ -154,12 +158,12 @@ class BlockWorkload(Workload):
         if spec.get("faults"):
             options["file.inject-error"] = [dict(r) for r in spec["faults"]]
         self.blk: Any = blk_new_open("blkdebug::" + self.path, options)
-        self.nodes = []
-        bs = blk_bs(self.blk)
+        self.nodes: list[Any] = []
+        bs: Any = blk_bs(self.blk)
         while bs is not None:
             self.nodes.append(bs)
             bs = bs.file.bs if bs.file is not None else None
-        self.debug = next(b.opaque for b in self.nodes if b.drv.format_name == "blkdebug")
+        self.debug: Any = next(b.opaque for b in self.nodes if _name(b) == "blkdebug")
         self.running = 0
         self.acbs: list[list[int]] = []
         self.io_active: set[Any] = set()
@@ -187,7 +191,7 @@ class BlockWorkload(Workload):
                     b0, b1 = t.overlap_offset, t.overlap_offset + t.overlap_bytes
                     check(a1 <= b0 or b1 <= a0, "serialising_overlap",
                           "%s: request %d+%d%s does I/O while overlapping request"
-                          " %d+%d%s is in flight", bs.drv.format_name, r.offset,
+                          " %d+%d%s is in flight", _name(bs), r.offset,
                           r.bytes, " (serialising)" if r.serialising else "",
                           t.offset, t.bytes, " (serialising)" if t.serialising else "")
 
@@ -303,7 +307,7 @@ class BlockWorkload(Workload):
         for bs in self.nodes:
             check(not bs.tracked_requests and bs.in_flight == 0, "drain_in_flight",
                   "%s: %d tracked requests, in_flight %d after drain",
-                  bs.drv.format_name, len(bs.tracked_requests), bs.in_flight)
+                  _name(bs), len(bs.tracked_requests), bs.in_flight)
         self._disarm()
         rid = self.shadow.read_begin(0, SIZE)
         data = blk_pread(self.blk, 0, SIZE)
@@ -323,7 +327,7 @@ class BlockWorkload(Workload):
         if failed:
             for bs in self.nodes:           # do not poll: just drop the fd
                 fd = getattr(bs.opaque, "fd", -1)
-                if bs.drv.format_name == "file" and fd >= 0:
+                if _name(bs) == "file" and fd >= 0:
                     os.close(fd)
                     bs.opaque.fd = -1
         elif blk is not None:
