@@ -36,9 +36,9 @@ from gqemu.hw.memory import (MEMTXATTRS_UNSPECIFIED, AddressSpace,
 from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
                              KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
                              KVM_RUN, KvmRun)
-from gqemu.trace import trace_register_track_name
 from gqemu.kvm.trace_events import (trace_kvm_halt, trace_kvm_halt_wakeup,
                                     trace_kvm_run_exit, trace_kvm_set_irq)
+from gqemu.trace import trace_register_track_name
 
 EXCP_INTERRUPT = 0x10000
 EXCP_HLT = 0x10001

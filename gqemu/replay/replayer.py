@@ -35,7 +35,7 @@ from gqemu.hw.memory import MEMTXATTRS_UNSPECIFIED
 from gqemu.kvm.cpu import KVMState, kvm_handle_io, kvm_handle_mmio
 from gqemu.replay.format import (REC_HLT, REC_INTERNAL_ERROR, REC_IO, REC_IOS,
                                  REC_IRQ, REC_MEMR, REC_MEMW, REC_MMIO,
-                                 REC_SHUTDOWN, TraceReader)
+                                 REC_SHUTDOWN, TraceError, TraceReader)
 from gqemu.replay.hold import ReplayScheduler, fd_mapper
 from gqemu.replay.record import describe_record
 
@@ -168,10 +168,8 @@ class Replayer:
                 elif kind == REC_MEMW:
                     addr, data = rec[2], rec[3]
                     if ram is None or addr + len(data) > len(ram):
-                        res.divergence = Divergence(i, rec, "a store inside guest RAM",
-                                                    "RAM is %d bytes" % len(ram or b""),
-                                                    _before(i, hist))
-                        return res
+                        raise TraceError("guest RAM store at 0x%x outside the %d bytes of RAM"
+                                         % (addr, len(ram or b"")), i)
                     ram[addr:addr + len(data)] = data
                 elif kind == REC_MEMR:
                     d = self._memr(i, rec, res, hist)
@@ -263,8 +261,8 @@ class Replayer:
         addr, data = rec[2], rec[3]
         ram = self.ram
         if ram is None or addr + len(data) > len(ram):
-            return Divergence(i, rec, "a load inside guest RAM",
-                              "RAM is %d bytes" % len(ram or b""), _before(i, hist))
+            raise TraceError("guest RAM load at 0x%x outside the %d bytes of RAM"
+                             % (addr, len(ram or b"")), i)
         while ram[addr:addr + len(data)] != data:
             if not self._step():
                 got = bytes(ram[addr:addr + len(data)])

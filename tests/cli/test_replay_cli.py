@@ -138,3 +138,14 @@ def test_progress_bar_only_on_a_terminal():
     assert "42 records" in tty.getvalue()
     p.close()
     assert tty.getvalue().endswith("\r\x1b[K")
+
+
+def test_ram_store_outside_guest_ram_is_bad_input(tmp_path, capsys):
+    t = tmp_path / "ram.gqt"
+    t.write_bytes(msgpack.packb([MAGIC, VERSION, {"machine": "pc", "drives": [
+        {"index": 0, "scratch": "mkdisk-16M"}], "ram_size": 1 << 20}]) +
+        msgpack.packb([8, 0, (1 << 20) - 4, b"12345678"], use_bin_type=True) +
+        msgpack.packb([REC_END, 1]))
+    rc, _out, err = gqemu(capsys, "replay", t)
+    assert rc == 2
+    assert "record 0: guest RAM store at 0xffffc outside the 1048576 bytes of RAM" in err
