@@ -166,6 +166,21 @@ class BDRVQcow2State(BlockDriver):
 
     bdrv_get_info = qcow2_get_info
 
+    def qcow2_get_specific_info(self, bs: Any) -> dict:
+        """The "Format specific information" of qemu-img/qemu-io info, in
+        QEMU's print order.  QEMU: qcow2_get_specific_info."""
+        info: dict = {"compat": "0.10" if self.qcow_version < 3 else "1.1",
+                      "compression type": "zlib"}
+        if self.qcow_version >= 3:
+            info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
+        info["refcount bits"] = self.refcount_bits
+        if self.qcow_version >= 3:
+            info["corrupt"] = bool(self.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
+            info["extended l2"] = self.extended_l2
+        return info
+
+    bdrv_get_specific_info = qcow2_get_specific_info
+
     def qcow2_has_zero_init(self, bs: Any) -> int:
         return 0 if bs.backing is not None else 1
 
@@ -669,8 +684,8 @@ def qcow2_open_backing(bs: Any, s: BDRVQcow2State, flags: int, chain: tuple) -> 
     name = s.backing_file or ""
     if name.startswith("json:") or ":" in name.split("/")[0]:
         raise BlockError(errno.EINVAL, "Backing file name '%s' is not a plain file name" % name)
-    path = name if os.path.isabs(name) else os.path.join(
-        os.path.dirname(bs.filename) or ".", name)
+    base_dir = os.path.dirname(bs.filename)
+    path = name if os.path.isabs(name) or not base_dir else os.path.join(base_dir, name)
     me = os.path.realpath(bs.filename)
     target = os.path.realpath(path)
     chain = tuple(chain) + (me,)
