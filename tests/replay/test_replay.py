@@ -220,3 +220,22 @@ def test_replay_does_not_depend_on_host_speed(slow_disk, record_slow, tmp_path, 
     slow_disk(not record_slow)
     rc, out, err = gqemu(capsys, "replay", trace)
     assert rc == 0, out + err
+
+
+def test_recorded_on_qcow2_replays_on_raw(scratch, qemu_img, tmp_path, capsys):
+    """The guest sees the same disk whatever the format: a trace recorded
+    with a qcow2 image (made by the real qemu-img) replays on the raw one."""
+    import subprocess
+    raw = scratch("a.img")
+    q = tmp_path / "a.qcow2"
+    subprocess.run([qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(raw), str(q)],
+                   check=True)
+    trace = tmp_path / "t.gqt"
+    rc, out, err = gqemu(capsys, "run", EXAMPLES / "dma.py", "--record", trace,
+                         "--drive", "file=%s,format=qcow2" % q)
+    assert rc == 0, err
+    assert "sectors say [16, 17" in out
+    rc, out, err = gqemu(capsys, "replay", trace, "--drive", "file=%s,format=raw" % raw)
+    assert rc == 0, out + err
+    subprocess.run([qemu_img, "compare", "-f", "qcow2", "-F", "raw", str(q), str(raw)],
+                   check=True, capture_output=True)
