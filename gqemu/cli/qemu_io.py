@@ -366,10 +366,10 @@ def command_loop(io: QemuIO, cmdline: list[str]) -> int:
     if tty:
         _setup_readline(io)
     while not io.quit:
-        line = _fetchline(io, tty)
-        if line is None:
+        input_line = _fetchline(io, tty)
+        if input_line is None:
             break
-        ret = qemuio_command(io, line)
+        ret = qemuio_command(io, input_line)
         if ret < 0:
             last_error = ret
     return last_error

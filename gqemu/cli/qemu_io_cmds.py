@@ -344,7 +344,7 @@ def map_f(io: Any, argv: list[str]) -> int:
         error_report(io, "Failed to query image length: %s" % strerror(-nbytes))
         return nbytes
     bs = blk_bs(io.blk)
-    lines = []
+    lines: list[str] = []
     while nbytes:
         ret, num = map_is_allocated(bs, offset, nbytes)
         if ret < 0:
@@ -391,12 +391,15 @@ def truncate_f(io: Any, argv: list[str]) -> int:
         print_cvtnum_err(offset, argv[1])
         return offset
     from gqemu.block.driver import refresh_total_sectors
-    bs = blk_bs(io.blk)
-    node = bs
-    while node.drv.bdrv_truncate is None and node.drv.format_name == "raw" \
-            and node.file is not None and not getattr(node.drv, "offset", 0) \
-            and not getattr(node.drv, "has_size", False):
-        node = node.file.bs               # raw passes a resize to its file
+    bs: Any = blk_bs(io.blk)
+    node: Any = bs
+    if node.drv.bdrv_truncate is None and node.drv.format_name == "raw" \
+            and node.file is not None:
+        if getattr(node.drv, "has_size", False):
+            error_report(io, "Cannot resize fixed-size raw disks")
+            return -errno.ENOTSUP
+        offset += getattr(node.drv, "offset", 0)
+        node = node.file.bs               # QEMU: raw_co_truncate
     if node.drv.bdrv_truncate is None:
         error_report(io, "Image format driver does not support resize")
         return -errno.ENOTSUP
@@ -404,11 +407,9 @@ def truncate_f(io: Any, argv: list[str]) -> int:
     if ret < 0:
         error_report(io, "Failed to resize: %s" % strerror(-ret))
         return ret
-    while True:
-        refresh_total_sectors(node, offset >> 9)
-        if node is bs:
-            break
-        node = bs
+    refresh_total_sectors(node, offset >> 9)
+    if node is not bs:
+        refresh_total_sectors(bs, bs.total_sectors)
     return 0
 
 

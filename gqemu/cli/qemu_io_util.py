@@ -347,7 +347,7 @@ def print_report(op: str, elapsed_ns: int, offset: int, count: int,
                                       tdiv(cnt, elapsed_ns)))
 
 
-def dump_buffer(buf: bytes | memoryview, offset: int, length: int) -> None:
+def dump_buffer(buf: bytes | bytearray | memoryview, offset: int, length: int) -> None:
     """The -v hex dump: '%08x:  ' + '%02x ' per byte + ' ' + ASCII column.
 
     QEMU: qemu-io-cmds.c dump_buffer.
