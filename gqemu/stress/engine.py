@@ -119,6 +119,9 @@ class Workload:
     operations) is what the shrinker cuts down."""
 
     name = ""
+    # About how many scheduling points a request makes (PCT's k estimate:
+    # its change points are drawn among the first requests * this many).
+    points_per_request = 3
 
     @classmethod
     def generate(cls, seed: int, opts: Options) -> dict[str, Any]:
@@ -226,7 +229,8 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
     ctx = qemu_get_aio_context()
     sched = StressScheduler(ctx, seed, opts.policy, run_held=thread_pool_run_held,
                             yield_prob=opts.yield_prob, pct_depth=opts.pct_depth,
-                            pct_steps=max(50, opts.requests * 20), allowed=allowed)
+                            pct_steps=max(10, opts.requests * cls.points_per_request),
+                            allowed=allowed)
     env = Env(ctx, sched, opts, seed)
     env.installed = install
     wl: Optional[Workload] = None

@@ -124,6 +124,7 @@ def _name(bs: Any) -> str:
 
 class BlockWorkload(Workload):
     name = "block"
+    points_per_request = 4
 
     @classmethod
     def generate(cls, seed: int, opts: Options) -> dict[str, Any]:

@@ -75,6 +75,7 @@ class VCpu:
 
 class IdeWorkload(AtaPrograms, Workload):
     name = "ide"
+    points_per_request = 20
 
     @classmethod
     def generate(cls, seed: int, opts: Options) -> dict[str, Any]:

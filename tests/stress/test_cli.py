@@ -74,3 +74,9 @@ def test_whole_stack_passes_under_full_scheduling_points():
                                       "--policy", policy, "--json", timeout=120))
         assert j["failures"] == [], j["failures"]
         assert j["schedules"] == 24 and j["faults"] > 0 and j["perturbations"] > 0
+
+
+def test_duration_mode():
+    j = summary_json(gqemu_stress("--workload", "runtime", "--seed", "9",
+                                  "--duration", "0.5", "--json"))
+    assert j["schedules"] > 0 and j["failures"] == [] and j["elapsed"] >= 0.5

@@ -69,3 +69,9 @@ def test_ddmin_finds_a_minimal_subset():
         return {3, 11}.issubset(sub)
     assert ddmin(list(range(20)), fails) == [3, 11]
     assert ddmin(list(range(5)), lambda sub: True) == []
+
+
+def test_pct_finds_barging_too():
+    opts = Options(workload="runtime", policy="pct", plant=("comutex_barging",))
+    r = first_failure(opts, range(100))
+    assert r is not None and r.invariant == "comutex_fifo"
