@@ -38,7 +38,8 @@ QEMU Disk exerciser (gqemu)
   -i, --aio=MODE       use AIO mode (threads, or gqemu's nowait)
   -t, --cache=MODE     use the given cache mode for the image
   -d, --discard=MODE   use the given discard mode for the image
-  -T, --trace PATTERN  enable trace events matching PATTERN
+  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]
+                       specify tracing options
   -U, --force-share    force shared permissions (read-only images)
   -h, --help           display this help and exit
   -V, --version        output version information and exit
@@ -444,10 +445,8 @@ def _main(prog: str, argv: list[str]) -> int:
     if fmt and image_opts:
         error_report(io_err, "--image-opts and -f are mutually exclusive")  # type: ignore[arg-type]
         return 1
-    if traces:
-        from gqemu.trace import trace_enable_events
-        for t in traces:
-            trace_enable_events(t)
+    if traces and _init_trace(io_err, traces):   # type: ignore[arg-type]
+        return 1
 
     io = QemuIO(prog)
     io.image_opts = image_opts
@@ -462,8 +461,31 @@ def _main(prog: str, argv: list[str]) -> int:
             return 1
     ret = command_loop(io, cmdline)
     _shutdown(io)
+    if traces:
+        from gqemu.trace import trace_close_output
+        trace_close_output()
     sys.stdout.flush()
     return 1 if ret < 0 else 0
+
+
+def _init_trace(io: QemuIO, specs: list[str]) -> int:
+    """``-T [[enable=]PATTERN][,events=FILE][,file=FILE]``: log lines on
+    stderr or in FILE.  QEMU: trace_opt_parse + trace_init_backends."""
+    from gqemu.trace import trace_enable_events, trace_init_output
+    out_file: Optional[str] = None
+    for spec in specs:
+        for item in spec.split(","):
+            if item.startswith("file="):
+                out_file = item[5:]
+            elif item:
+                trace_enable_events(item)
+    try:
+        sink = open(out_file, "w") if out_file else sys.stderr
+    except OSError as e:
+        error_report(io, "could not open trace file '%s': %s" % (out_file, e.strerror))
+        return 1
+    trace_init_output(sink, "log")
+    return 0
 
 
 def _shutdown(io: QemuIO) -> None:

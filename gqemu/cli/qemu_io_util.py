@@ -60,8 +60,12 @@ def qemuio_command_usage(ct: cmdinfo_t) -> None:
 
 
 def out(s: str) -> None:
-    """printf() to stdout."""
-    sys.stdout.write(s)
+    """printf() to stdout.  A closed pipe is ignored, as qemu-io ignores
+    SIGPIPE: the remaining commands still run."""
+    try:
+        sys.stdout.write(s)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")
 
 
 def err(s: str) -> None:
