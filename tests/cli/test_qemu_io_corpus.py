@@ -22,8 +22,6 @@ KNOWN_GAPS = {
     ("write_zeroes_nofallback", "qcow2"):
         "block/io.py ignores BDRV_REQ_NO_FALLBACK (qcow2 must fail sub-cluster "
         "zero writes with -ENOTSUP instead of falling back)",
-    ("info", "qcow2"):
-        "qcow2 has no bdrv_get_specific_info ('Format specific information:')",
 }
 
 
