@@ -14,7 +14,8 @@ directives:
     #% stdin                     send the commands on stdin instead of -c
     #% nofile                    do not name the image on the command line
     #% file: NAME                name given on the command line (default
-                                 test.img, created; another name is not)
+                                 test.img; the image itself is always test.img)
+    #% aux: NAME: TEXT           create file NAME holding TEXT (``\\n`` = newline)
     #% stdout: ignore            compare exit status and stderr only
 
 ``{img}`` in a command or argument becomes the image's file name, ``{fmt}``
@@ -75,6 +76,7 @@ class Script:
     nofile: bool = False
     file: str = "test.img"
     check_stdout: bool = True
+    aux: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -102,6 +104,9 @@ def load(path: Path) -> Script:
                 s.nofile = True
             elif key == "file":
                 s.file = value
+            elif key == "aux":
+                name, _, text = value.partition(":")
+                s.aux[name.strip()] = text.strip().replace("\\n", "\n")
             elif key == "stdout":
                 s.check_stdout = value != "ignore"
             else:
@@ -164,6 +169,8 @@ def run_both(s: Script, fmt: str, qemu_io: str, qemu_img: str,
     img = base / "test.img"
     subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(img), s.size],
                    check=True)
+    for name, text in s.aux.items():
+        (base / name).write_text(text)
     for cmd in s.setup:
         subprocess.run([qemu_io, "-f", fmt, "-c", cmd, str(img)], check=True,
                        capture_output=True)
@@ -173,7 +180,7 @@ def run_both(s: Script, fmt: str, qemu_io: str, qemu_img: str,
         d = workdir / tag
         shutil.copytree(base, d)
         args, stdin = _argv(s, fmt)
-        results.append(_run(prefix + args, d, stdin, d / s.file))
+        results.append(_run(prefix + args, d, stdin, d / "test.img"))
     return results[0], results[1]
 
 
@@ -207,7 +214,7 @@ def compare(s: Script, fmt: str, q: Result, g: Result, qemu_img: str,
             problems.append("images differ (sizes %d/%d, first at byte %d)"
                             % (len(q.image), len(g.image), first))
     else:
-        qi, gi = workdir / "qemu" / s.file, workdir / "gqemu" / s.file
+        qi, gi = workdir / "qemu" / "test.img", workdir / "gqemu" / "test.img"
         p = subprocess.run([qemu_img, "compare", "-f", fmt, "-F", fmt,
                             str(qi), str(gi)], capture_output=True, text=True)
         if p.returncode != 0:
