@@ -89,6 +89,7 @@ class RunResult:
     elapsed: float = 0.0
     spec: Any = None
     trace: list[Any] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)    # error_report() lines
 
 
 class Env:
@@ -240,6 +241,8 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
         ctx.sched = sched
         set_sched_point(sched.sched_point if coroutine.STRESS else None)
     failed = False
+    from gqemu.block.driver import set_error_sink
+    old_sink = set_error_sink(lambda msg: res.errors.append(msg.rstrip("\n")))
     try:
         wl = cls(env, spec)
         wl.run()
@@ -269,6 +272,7 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
             ctx.sched = None
             vclock.uninstall()
         plant.clear()
+        set_error_sink(old_sink)
         if wl is not None:
             res.trace = wl.trace
             if failed:

@@ -12,7 +12,8 @@ A reproducer is a JSON document::
 scheduler applies (all others take their default), ``fingerprint`` the hash
 of every scheduling decision of the failing run: a replay that reproduces
 the failure exactly has the same one.  ``trace`` is what the workload
-recorded (for IDE workloads, the guest's port I/O exits).
+recorded (for IDE workloads, the guest's port I/O exits); ``errors`` the
+lines the stack reported with error_report() during the run.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def write_repro(path: str, res: RunResult, opts: Options, command: str) -> None:
         "steps": res.steps,
         "command": command,
         "trace": res.trace,
+        "errors": res.errors[:100],
     }
     d = os.path.dirname(path)
     if d:
