@@ -19,6 +19,13 @@ _spec.loader.exec_module(runner)  # type: ignore[union-attr]
 
 # (script, format) -> what is missing below gqemu-io.  strict: a fix shows up.
 KNOWN_GAPS = {
+    ("compressed", "qcow2"):
+        "block/io.py does not route BDRV_REQ_WRITE_COMPRESSED to the driver's "
+        "bdrv_co_pwritev_compressed: 'write -c' stores plain clusters and a "
+        "sub-cluster compressed write succeeds instead of failing with EINVAL",
+    ("vmstate", "qcow2"):
+        "no vmstate area (bdrv_save_vmstate/bdrv_load_vmstate) in gqemu: "
+        "'write -b'/'read -b' give ENOTSUP where qcow2 stores the data",
     ("write_zeroes_nofallback", "qcow2"):
         "block/io.py ignores BDRV_REQ_NO_FALLBACK (qcow2 must fail sub-cluster "
         "zero writes with -ENOTSUP instead of falling back)",
