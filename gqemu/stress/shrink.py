@@ -1,9 +1,9 @@
 """Shrinking a failing run: fewer programs, fewer operations, fewer
 perturbations, the same violated invariant.
 
-Delta debugging (Zeller's ddmin) over, in turn, the workload's programs,
-each program's operations, and the perturbation numbers the scheduler
-applied.  Every candidate is a real replay of the seed with the smaller
+Delta debugging (Zeller's ddmin) over, in turn, the workload's injected
+faults, its programs, each program's operations, and the perturbation
+numbers the scheduler applied.  Every candidate is a real replay of the seed with the smaller
 spec or ``allowed`` set; it is kept only if it still violates the same
 invariant.  Budgets (replays and seconds) bound the work; what comes back
 always fails.
@@ -69,6 +69,12 @@ def shrink(res: RunResult, opts: Options, max_runs: int = 300,
 
     spec = res.spec
     try:
+        for key in ("faults",):             # other list-valued parts first
+            items = spec.get(key)
+            if items:
+                keep = ddmin(range(len(items)), lambda ix, key=key, items=items: attempt(
+                    {**spec, key: [items[i] for i in ix]}, None))
+                spec = {**spec, key: [items[i] for i in keep]}
         progs = spec["programs"]
         keep = ddmin(range(len(progs)),
                      lambda ix: attempt({**spec, "programs": [progs[i] for i in ix]}, None))
