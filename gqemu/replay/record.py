@@ -71,6 +71,7 @@ class Recorder:
                      int.from_bytes(run.data[:n], "little")])
         elif reason == KVM_EXIT_HLT:
             w.write([REC_HLT, cpu.cpu_index])
+            w.flush()               # the guest goes idle: put the trace on disk
         elif reason == KVM_EXIT_SHUTDOWN:
             w.write([REC_SHUTDOWN, cpu.cpu_index])
         elif reason == KVM_EXIT_INTERNAL_ERROR:
