@@ -150,6 +150,11 @@ def kvm_handle_io(port: int, attrs: Any, data: bytearray, direction: int,
                   size: int, count: int, as_io: AddressSpace) -> None:
     """Dispatch an I/O exit: ``count`` accesses of ``size`` bytes at ``port``.
 
+    As QEMU does, this is ``count`` calls of ``address_space_rw`` at the
+    same port, the data pointer advancing by ``size``.  For ``count > 1``
+    the hw layer's ``address_space_rw_string`` runs that loop and lets a
+    device that can (the IDE data port inside one DRQ block, tracing off)
+    move the whole run at once with exactly the same effect.
     Context: vCPU.  QEMU: kvm-all.c kvm_handle_io (the address space is
     QEMU's global ``address_space_io``, passed here explicitly).
     """
