@@ -82,6 +82,7 @@ class BdrvFile(BlockDriver):
         self.needs_alignment = False
         self.buf_align = 1
         self.request_alignment = 1
+        self.max_transfer = 0          # block devices: from BLKSECTGET
         self.has_discard = True
         self.has_write_zeroes = True
         self.discard_zeroes = True
@@ -186,6 +187,7 @@ class BdrvFile(BlockDriver):
     def raw_refresh_limits(self, bs: BlockDriverState) -> None:
         """QEMU: raw_refresh_limits."""
         bs.bl.request_alignment = self.request_alignment
+        bs.bl.max_transfer = self.max_transfer
         bs.bl.min_mem_alignment = self.buf_align
         bs.bl.opt_mem_alignment = max(self.buf_align, _PAGE)
         bs.supported_zero_flags = BDRV_REQ_MAY_UNMAP

@@ -17,7 +17,7 @@ from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 bdrv_getlength)
 from gqemu.block.io import (BDRV_TRACKED_DISCARD, NOT_DONE, bdrv_check_byte_request,
                             bdrv_dec_in_flight, bdrv_pwrite, tracked_request_begin,
-                            tracked_request_end)
+                            tracked_request_end, wait_serialising_requests)
 from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wait,
                              qemu_coroutine_create, qemu_coroutine_enter,
                              qemu_in_coroutine)
@@ -96,6 +96,10 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     bs.in_flight += 1
     req = tracked_request_begin(bs, offset, count, BDRV_TRACKED_DISCARD)
     try:
+        # QEMU 2.8 did not wait here, so a discard could start inside an
+        # unaligned write's read-modify-write and trip its assertion; later
+        # QEMU waits (bdrv_co_write_req_prepare), and so do we.
+        wait_serialising_requests(req)
         for notifier in bs.before_write_notifiers:
             ret = notifier(req)
             if ret < 0:
