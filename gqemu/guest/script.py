@@ -80,7 +80,7 @@ def guest_traceback(e: BaseException, script: str) -> str:
     frames = [fr for fr in traceback.extract_tb(e.__traceback__)
               if os.path.abspath(fr.filename) == script
               or os.path.abspath(fr.filename).startswith(GUEST_DIR + os.sep)]
-    lines = ["Traceback (most recent call last):\n"]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
     lines.extend(traceback.format_list(frames))
     lines.extend(traceback.format_exception_only(type(e), e))
     return "".join(lines)
