@@ -50,7 +50,7 @@ def _one_case(qemu_img: str, tmp: Path, event: str, err: int, once: bool) -> int
     qcow2_create_file(str(img), Qcow2CreateOptions(size=size, cluster_size=cs,
                                                    refcount_bits=64 if cs == 512 else 16))
     if before:
-        blk = blk_api.blk_new_open(str(img), {"format": "qcow2"})
+        blk = blk_api.blk_new_open(str(img), {"format": "qcow2", "cache": "unsafe"})
         blk_api.blk_pwrite(blk, before[0], b"\x01" * before[1])
         blk_api.blk_unref(blk)
     conf = tmp / "blkdebug.conf"

@@ -174,18 +174,20 @@ def test_gqemu_writes_over_backing_chain(qemu_img, qemu_io, tmp_path):
 
 
 def test_grow_refcount_table(qemu_img, tmp_path):
-    """512-byte clusters: the first refcount table covers 8 MiB, so 40 MiB
-    of writes make it grow several times."""
+    """512-byte clusters and 64-bit refcounts: the first refcount table
+    covers 2 MiB, so 7 MiB of writes make it grow several times."""
     img, shadow = tmp_path / "g.qcow2", tmp_path / "g.raw"
-    size = 48 * 1024 * 1024
-    run("gqemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", img, str(size))
-    blk = blk_api.blk_new_open(str(img), {"format": "qcow2"})
+    size = 8 * 1024 * 1024
+    run("gqemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64",
+        img, str(size))
+    blk = blk_api.blk_new_open(str(img), {"format": "qcow2", "cache": "unsafe"})
     try:
-        for i in range(20):
-            blk_api.blk_pwrite(blk, i * 2 * 1024 * 1024, bytes([i + 1]) * (2 * 1024 * 1024))
+        for i in range(7):
+            blk_api.blk_pwrite(blk, i * 1024 * 1024, bytes([i + 1]) * (1024 * 1024))
     finally:
         blk_api.blk_unref(blk)
-    shadow.write_bytes(b"".join(bytes([i + 1]) * (2 << 20) for i in range(20)) + bytes(8 << 20))
+    assert int.from_bytes(img.read_bytes()[56:60], "big") > 1     # the table grew
+    shadow.write_bytes(b"".join(bytes([i + 1]) * (1 << 20) for i in range(7)) + bytes(1 << 20))
     assert run(qemu_img, "check", img).returncode == 0
     run(qemu_img, "compare", img, shadow)
 
