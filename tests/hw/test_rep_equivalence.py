@@ -14,10 +14,12 @@ NSECT = 64
 
 step = st.one_of(
     st.tuples(st.just("cmd"), st.sampled_from([0x20, 0x30, 0xC4, 0xC5, 0xEC, 0xC6, 0x24]),
-              st.integers(0, 70), st.integers(0, 20)),
-    st.tuples(st.just("rep"), st.sampled_from([(0x1F0, 2), (0x1F0, 4), (0x1F0, 1), (0x1F2, 2),
-                                               (0x1F7, 1)]),
-              st.booleans(), st.integers(1, 700)),
+              st.one_of(st.integers(0, 63), st.integers(60, 70)), st.integers(0, 6)),
+    st.tuples(st.just("rep"), st.sampled_from([(0x1F0, 2), (0x1F0, 2), (0x1F0, 4), (0x1F0, 1),
+                                               (0x1F2, 2), (0x1F7, 1)]),
+              st.booleans(),
+              st.one_of(st.sampled_from([1, 127, 128, 129, 255, 256, 257, 512, 1024]),
+                        st.integers(1, 1100))),
     st.tuples(st.just("settle"), st.just(0), st.just(0), st.just(0)),
 )
 
@@ -29,6 +31,7 @@ def run(rig, program, bulk):
             for port, val in ((0x1F2, c), (0x1F3, b), (0x1F4, 0), (0x1F5, 0), (0x1F6, 0xE0)):
                 address_space_rw(rig.as_io, port, None, bytearray((val,)), 1, True)
             address_space_rw(rig.as_io, 0x1F7, None, bytearray((a,)), 1, True)
+            rig.settle()
         elif kind == "rep":
             (port, size), is_write, count = a, b, c
             buf = bytearray(bytes((i * 7 + 3) & 0xFF for i in range(size * count)))
