@@ -31,6 +31,7 @@ class AtaPrograms:
     shadow: dict[int, Any]
     pic: Any
     ram: bytearray
+    faults: bool                # errors may be injected: ERR is allowed
 
     # -- guest programs --------------------------------------------------------
 
@@ -74,17 +75,25 @@ class AtaPrograms:
             yield ("out", b + 7, 1, cmd28)
 
     def _finish(self, ch: int, what: str, end_lba: Optional[int], lba48: int) -> Gen:
-        """Status and register checks once a command is over."""
+        """Status and register checks once a command is over.  Returns
+        True when the command failed (only allowed with injected faults:
+        then the status is DRDY|ERR and the error register says ABRT)."""
         b = BASE[ch]
         check = self.env.check
         yield from self._wait_not_busy(ch)
         st = yield ("in", b + 7, 1)
-        check(st & (BSY | DRQ | DRDY | ERR) == DRDY, "ide_registers",
-              "%s: status 0x%02x after completion", what, st)
         check(not self.pic.levels[IRQ[ch]], "ide_irq",
               "%s: IRQ %d still raised after the status read", what, IRQ[ch])
+        if st & ERR and self.faults:
+            error = yield ("in", b + 1, 1)
+            check(st & (BSY | DRQ | DRDY | ERR) == DRDY | ERR and error & 0x04,
+                  "ide_registers", "%s failed: status 0x%02x, error 0x%02x (expected"
+                  " DRDY|ERR and ABRT)", what, st, error)
+            return True
+        check(st & (BSY | DRQ | DRDY | ERR) == DRDY, "ide_registers",
+              "%s: status 0x%02x after completion", what, st)
         if end_lba is None:
-            return st
+            return False
         nsect = yield ("in", b + 2, 1)
         got = 0
         for k in range(3):
@@ -99,7 +108,19 @@ class AtaPrograms:
         check(nsect == 0 and got == end_lba, "ide_registers",
               "%s: sector count %d, LBA %d after the command (expected 0, %d)",
               what, nsect, got, end_lba)
-        return st
+        return False
+
+    def _wait_drq(self, ch: int, what: str) -> Gen:
+        """Wait for the next data block; False if the command failed."""
+        while True:
+            st = yield from self._wait_not_busy(ch)
+            if st & (DRQ | ERR):
+                break
+            yield ("wait",)
+        if st & ERR and self.faults:
+            return False
+        self.env.check(not st & ERR, "ide_registers", "%s: error status 0x%02x", what, st)
+        return True
 
     def g_pio_r(self, idx: int, ch: int, op: list[Any]) -> Gen:
         _, drive, lba, n, lba48 = op
@@ -108,15 +129,11 @@ class AtaPrograms:
         yield from self._taskfile(ch, drive, lba, n, lba48, 0x20, 0x24)
         data = b""
         for _ in range(n):
-            while True:
-                st = yield from self._wait_not_busy(ch)
-                if st & (DRQ | ERR):
-                    break
-                yield ("wait",)
-            self.env.check(not st & ERR, "ide_registers", "PIO read: error status 0x%02x", st)
+            if not (yield from self._wait_drq(ch, "PIO read")):
+                break
             data += yield ("ins", BASE[ch], SECTOR)
-        yield from self._finish(ch, "READ SECTORS", lba + n, lba48)
-        err = sh.read_end(rid, data)
+        failed = yield from self._finish(ch, "READ SECTORS", lba + n, lba48)
+        err = sh.read_end(rid, None if failed else data)
         self.env.check(err is None, "shadow_read", "PIO read of drive %d LBA %d+%d: %s",
                        drive, lba, n, err)
 
@@ -126,15 +143,11 @@ class AtaPrograms:
         wid, data = sh.write_begin(lba * SECTOR, n * SECTOR)
         yield from self._taskfile(ch, drive, lba, n, lba48, 0x30, 0x34)
         for k in range(n):
-            while True:
-                st = yield from self._wait_not_busy(ch)
-                if st & (DRQ | ERR):
-                    break
-                yield ("wait",)
-            self.env.check(not st & ERR, "ide_registers", "PIO write: error status 0x%02x", st)
+            if not (yield from self._wait_drq(ch, "PIO write")):
+                break
             yield ("outs", BASE[ch], data[k * SECTOR:(k + 1) * SECTOR])
-        yield from self._finish(ch, "WRITE SECTORS", lba + n, lba48)
-        sh.write_end(wid, 0)
+        failed = yield from self._finish(ch, "WRITE SECTORS", lba + n, lba48)
+        sh.write_end(wid, -1 if failed else 0)
 
     def _dma_setup(self, idx: int, ch: int, nbytes: int, split: int,
                    to_memory: bool, fill: bytes = b"") -> Gen:
@@ -182,8 +195,8 @@ class AtaPrograms:
         yield from self._taskfile(ch, drive, lba, n, lba48, 0xC8, 0x25)
         yield from self._dma_run(ch, True)
         yield from self._dma_wait(ch, True)
-        yield from self._finish(ch, "READ DMA", lba + n, lba48)
-        err = sh.read_end(rid, self._gather(parts))
+        failed = yield from self._finish(ch, "READ DMA", lba + n, lba48)
+        err = sh.read_end(rid, None if failed else self._gather(parts))
         self.env.check(err is None, "shadow_read", "DMA read of drive %d LBA %d+%d: %s",
                        drive, lba, n, err)
 
@@ -195,8 +208,8 @@ class AtaPrograms:
         yield from self._taskfile(ch, drive, lba, n, lba48, 0xCA, 0x35)
         yield from self._dma_run(ch, False)
         yield from self._dma_wait(ch, False)
-        yield from self._finish(ch, "WRITE DMA", lba + n, lba48)
-        sh.write_end(wid, 0)
+        failed = yield from self._finish(ch, "WRITE DMA", lba + n, lba48)
+        sh.write_end(wid, -1 if failed else 0)
 
     def g_flush(self, idx: int, ch: int, op: list[Any]) -> Gen:
         _, drive, ext = op

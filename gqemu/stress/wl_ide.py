@@ -20,7 +20,10 @@ cancelled DMA read does not write guest RAM after the reset), ``ide_hang``
 (no command waits forever), ``shadow_read`` (every sector read, and the
 final contents of each disk, agree with the shadow model; a reset write
 may or may not have landed, but nothing lands on sectors it did not
-target).  The exits of every vCPU are the reproducer's trace.
+target).  With ``--faults P`` the drives sit on blkdebug with EIO/ENOSPC
+rules (rerror/werror=report): a failed command must end with DRDY|ERR and
+ABRT in the error register, and its write may or may not have landed.
+The exits of every vCPU are the reproducer's trace.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import random
 from typing import Any, Optional
 
 from gqemu.aio import aio_poll, aio_wait_while
-from gqemu.block import blk_new_open, blk_pread, blk_unref
+from gqemu.block import blk_bs, blk_new_open, blk_pread, blk_unref
 from gqemu.hw.ide.core import ide_bus_reset
 from gqemu.hw.ide.piix import pc_ide_init
 from gqemu.hw.irq import isa_pic_new
@@ -38,7 +41,8 @@ from gqemu.hw.memory import (address_space_rw, address_space_rw_string,
 from gqemu.stress.ata_programs import SECTOR, AtaPrograms, Gen
 from gqemu.stress.engine import Env, Options, Workload
 from gqemu.stress.shadow import INITIAL, ZERO, ShadowDisk
-from gqemu.stress.wl_block import check_qcow2, make_image_sized
+from gqemu.stress.wl_block import (FAULT_ERRNOS, QCOW2_EVENTS, check_qcow2,
+                                   make_image_sized)
 
 SECTORS = 256
 DRIVES = (0, 2, 3)              # IDE index: bus * 2 + unit
@@ -83,7 +87,15 @@ class IdeWorkload(AtaPrograms, Workload):
         programs: list[list[Any]] = [[] for _ in range(max(1, opts.vcpus))]
         for _ in range(opts.requests):
             programs[rng.randrange(len(programs))].append(random_op(rng))
-        return {"fmt": opts.fmt, "programs": programs}
+        events = QCOW2_EVENTS if opts.fmt == "qcow2" else ("read_aio", "write_aio")
+        faults = []
+        for _ in range(opts.requests):
+            if rng.random() < opts.faults:
+                faults.append([rng.randrange(3), {
+                    "event": rng.choice(events), "errno": rng.choice(FAULT_ERRNOS),
+                    "sector": rng.choice((-1, rng.randrange(SECTORS))), "once": "on",
+                    "immediately": rng.choice(("on", "off"))}])
+        return {"fmt": opts.fmt, "faults": faults, "programs": programs}
 
     def __init__(self, env: Env, spec: dict[str, Any]) -> None:
         super().__init__(env, spec)
@@ -98,10 +110,16 @@ class IdeWorkload(AtaPrograms, Workload):
              "werror": "report"}
         if shared:
             o["share-rw"] = "on"
+        faults = spec.get("faults") or []
+        self.faults = bool(faults)
         self.blks: list[Any] = []
-        self.blks.append(blk_new_open(pa, dict(o)))
-        self.blks.append(blk_new_open(pc, dict(o)))
-        self.blks.append(blk_new_open(pb, dict(o)))
+        for k, path in enumerate((pa, pc, pb)):
+            rules = [dict(r) for d, r in faults if d == k]
+            if rules:
+                self.blks.append(blk_new_open("blkdebug::" + path,
+                                              dict(o, **{"file.inject-error": rules})))
+            else:
+                self.blks.append(blk_new_open(path, dict(o)))
         sa = ShadowDisk(SECTORS * SECTOR, SECTOR, initial)
         sc = sa if shared else ShadowDisk(SECTORS * SECTOR, SECTOR, initial)
         sb = ShadowDisk(SECTORS * SECTOR, SECTOR, initial)
@@ -210,7 +228,27 @@ class IdeWorkload(AtaPrograms, Workload):
     def start(self) -> None:
         pass
 
+    def _debug_nodes(self) -> list[Any]:
+        out = []
+        for blk in self.blks:
+            bs = blk_bs(blk)
+            while bs is not None:
+                if bs.drv is not None and bs.drv.format_name == "blkdebug":
+                    out.append(bs.opaque)
+                bs = bs.file.bs if bs.file is not None else None
+        return out
+
+    def _disarm(self) -> None:
+        """Count the injected faults and stop injecting."""
+        self.env.faults = 0
+        for d in self._debug_nodes():
+            self.env.faults += d.injected
+            d.active_rules = []
+            for lst in d.rules:
+                del lst[:]
+
     def finish(self) -> None:
+        self._disarm()
         for blk, sh in self.images:
             rid = sh.read_begin(0, SECTORS * SECTOR)
             err = sh.read_end(rid, blk_pread(blk, 0, SECTORS * SECTOR))
@@ -219,11 +257,12 @@ class IdeWorkload(AtaPrograms, Workload):
     def close(self, failed: bool) -> None:
         import os
         if not failed:
+            self._disarm()
             for blk in self.blks:
                 blk_unref(blk)
             if self.fmt == "qcow2":
                 for p in self.paths:
-                    check_qcow2(p, 0, self.env.check)
+                    check_qcow2(p, self.env.faults, self.env.check)
         for p in self.paths:
             try:
                 os.unlink(p)

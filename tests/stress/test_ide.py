@@ -29,16 +29,20 @@ def orphan_nothing(monkeypatch):
             monkeypatch.setattr(mod, "dma_blk_orphan", lambda acb: None)
 
 
-@pytest.mark.parametrize("fmt,vcpus,seeds", [("raw", 2, 16), ("raw", 3, 6), ("qcow2", 2, 4)])
-def test_unplanted_ide_passes(fmt, vcpus, seeds):
-    opts = Options(workload="ide", fmt=fmt, vcpus=vcpus)
-    exits = 0
+@pytest.mark.parametrize("fmt,vcpus,faults,seeds", [
+    ("raw", 2, 0.0, 16), ("raw", 3, 0.0, 6), ("raw", 2, 0.3, 10), ("qcow2", 2, 0.0, 4),
+    ("qcow2", 2, 0.3, 3)])
+def test_unplanted_ide_passes(fmt, vcpus, faults, seeds):
+    opts = Options(workload="ide", fmt=fmt, vcpus=vcpus, faults=faults)
+    exits = injected = 0
     for s in range(seeds):
         r = run_one(s, opts)
         assert r.ok, (s, r.invariant, r.message, r.where)
         exits += len(r.trace)
+        injected += r.faults
         assert r.requests == opts.requests
     assert exits > 100 * seeds
+    assert (injected > 0) == (faults > 0)
 
 
 def test_same_seed_same_exits():
