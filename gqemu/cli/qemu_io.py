@@ -13,14 +13,15 @@ QEMU: qemu-io.c (main, openfile, open_f, close_f, quit_f, command_loop).
 """
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
 from typing import Any, Optional
 
-from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, Getopt,
-                                    cmdinfo_t, err, out, qemuio_command_usage)
+from gqemu.cli.qemu_io_open import (OpenOpts, openfile, parse_open_flag,
+                                    parse_qemu_opts)
+from gqemu.cli.qemu_io_getopt import Getopt
+from gqemu.cli.qemu_io_util import error_report, out
 
 USAGE = """\
 Usage: %(p)s [OPTIONS]... [-c STRING]... [file]
@@ -57,7 +58,6 @@ LOPT: dict[str, tuple[bool, str]] = {
     "object": (True, "O"), "image-opts": (False, "I"),
     "force-share": (False, "U"),
 }
-CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
 
 
 class QemuIO:
@@ -69,242 +69,11 @@ class QemuIO:
         self.quit = False
         self.image_opts = False
         from gqemu.cli.qemu_io_cmds import BASE_COMMANDS
+        from gqemu.cli.qemu_io_open import close_cmd, open_cmd, quit_cmd, reopen_cmd
         self.opened: tuple[Optional[str], OpenOpts] = (None, OpenOpts())
         self.cmdtab = sorted(BASE_COMMANDS + [quit_cmd, open_cmd, close_cmd,
                                               reopen_cmd],
                              key=lambda ct: ct.name)
-
-
-def error_report(io: QemuIO, msg: str) -> None:
-    err("%s: %s\n" % (io.prog, msg))
-
-
-# ------------------------------------------------------------------ open
-
-
-class OpenOpts:
-    """What open_f and main collect before opening.  QEMU: flags + QDict."""
-
-    def __init__(self) -> None:
-        self.opts: dict[str, Any] = {}
-        self.readonly = False
-        self.cache = "writethrough"        # qemu-io's default
-        self.discard = "unmap"             # qemu-io sets BDRV_O_UNMAP
-        self.force_share = False
-
-    def drive_options(self) -> dict[str, Any]:
-        d = dict(self.opts)
-        if "cache.direct" not in d and "cache.no-flush" not in d:
-            d.setdefault("cache", self.cache)
-        d.setdefault("discard", self.discard)
-        if self.readonly:
-            d["read-only"] = "on"
-        if self.force_share:
-            d.setdefault("locking", "off")
-        return d
-
-
-def parse_qemu_opts(io: Any, s: str) -> dict[str, str]:
-    """``key=value,...`` with ``,,`` for a comma; a bare word means
-    ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
-    gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false)."""
-    items, cur, i = [], [], 0
-    while i < len(s):
-        if s[i] == ",":
-            if s[i + 1:i + 2] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(s[i])
-        i += 1
-    items.append("".join(cur))
-    opts: dict[str, str] = {}
-    for item in items:
-        if not item:
-            continue
-        if "=" in item:
-            k, v = item.split("=", 1)
-        else:
-            error_report(io, "warning: short-form boolean option '%s' deprecated"
-                         % item)
-            err("Please use %s=on instead\n" % item)
-            k, v = item, "on"
-        opts[k] = v
-    if opts.get("file.driver") == "file":
-        del opts["file.driver"]
-    if "file.filename" in opts:
-        opts["file"] = opts.pop("file.filename")
-    return opts
-
-
-def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
-    """Open the image; 0, or 1 after printing why not.  QEMU: openfile."""
-    if io.blk is not None:
-        error_report(io, "file open already, try 'help close'")
-        return 1
-    if o.force_share and not o.readonly:
-        error_report(io, "can't open%s%s: force-share=on can only be used with "
-                     "read-only images" % (" device " if name else "", name or ""))
-        return 1
-    from gqemu.block import BlockError, blk_new_open
-    options = o.drive_options()
-    if name is None and "driver" not in options and "file" not in options:
-        error_report(io, "can't open: Must specify either driver or file")
-        return 1
-    try:
-        io.blk = blk_new_open(name, options)
-    except BlockError as e:
-        error_report(io, "can't open%s%s: %s"
-                     % (" device " if name else "", name or "", e.msg))
-        if e.hint:
-            err(e.hint.rstrip("\n") + "\n")
-        return 1
-    io.opened = (name, o)
-    return 0
-
-
-def _parse_open_flag(io: QemuIO, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
-    """One of the option letters main() and open share.  0, -EINVAL after a
-    message, or 1 when ``c`` is not one of them."""
-    if c == "n":
-        o.cache = "none"
-    elif c == "C":
-        o.opts["copy-on-read"] = "on"
-    elif c == "r":
-        o.readonly = True
-    elif c == "k":
-        o.opts["aio"] = "native"
-    elif c == "U":
-        o.force_share = True
-    elif c == "t":
-        if optarg not in CACHE_MODES:
-            error_report(io, "Invalid cache option: %s" % optarg)
-            return -errno.EINVAL
-        o.cache = str(optarg)
-    elif c == "d":
-        if optarg not in ("off", "ignore", "on", "unmap"):
-            error_report(io, "Invalid discard option: %s" % optarg)
-            return -errno.EINVAL
-        o.discard = "unmap" if optarg in ("on", "unmap") else "ignore"
-    elif c == "i":
-        if optarg not in ("threads", "native", "io_uring", "nowait"):
-            error_report(io, "Invalid aio option: %s" % optarg)
-            return -errno.EINVAL
-        o.opts["aio"] = optarg
-    else:
-        return 1
-    return 0
-
-
-def open_f(io: QemuIO, argv: list[str]) -> int:
-    """QEMU: open_f."""
-    o = OpenOpts()
-    g = Getopt(argv, "snCro:ki:t:d:U")
-    for c, optarg in g:
-        ret = _parse_open_flag(io, o, c, optarg)
-        if ret <= 0:
-            if ret < 0:
-                return ret
-            continue
-        if c == "o":
-            if io.image_opts:
-                out("--image-opts and 'open -o' are mutually exclusive\n")
-                return -errno.EINVAL
-            o.opts.update(parse_qemu_opts(io, optarg or ""))
-        elif c == "s":
-            error_report(io, "snapshot=on is not supported by gqemu")
-            return -errno.ENOTSUP
-        else:
-            qemuio_command_usage(open_cmd)
-            return -errno.EINVAL
-    args = g.args
-    if io.image_opts and len(args) == 1:
-        o.opts.update(parse_qemu_opts(io, args.pop()))
-    if len(args) > 1:
-        qemuio_command_usage(open_cmd)
-        return -errno.EINVAL
-    return -errno.EINVAL if openfile(io, args[0] if args else None, o) else 0
-
-
-def close_f(io: QemuIO, argv: list[str]) -> int:
-    """QEMU: close_f (blk_unref drains, so pending aio reports print)."""
-    from gqemu.block import blk_unref
-    blk, io.blk = io.blk, None
-    blk_unref(blk)
-    return 0
-
-
-def reopen_f(io: QemuIO, argv: list[str]) -> int:
-    """Change read-only, cache mode or driver options of the open image.
-    gqemu closes the node and opens it again with the new options (QEMU
-    reopens in place); if that fails, the old options are restored.
-    QEMU: reopen_f -> bdrv_reopen."""
-    name, old = io.opened
-    o = OpenOpts()
-    o.opts, o.readonly, o.cache = dict(old.opts), old.readonly, old.cache
-    o.discard, o.force_share = old.discard, old.force_share
-    has_rw = has_cache = False
-    new_opts: dict[str, str] = {}
-    g = Getopt(argv, "c:o:rw")
-    for c, optarg in g:
-        if c == "c":
-            if optarg not in CACHE_MODES:
-                error_report(io, "Invalid cache option: %s" % optarg)
-                return -errno.EINVAL
-            o.cache, has_cache = str(optarg), True
-        elif c == "o":
-            new_opts.update(parse_qemu_opts(io, optarg or ""))
-        elif c in "rw":
-            if has_rw:
-                error_report(io, "Only one -r/-w option may be given")
-                return -errno.EINVAL
-            o.readonly, has_rw = c == "r", True
-        else:
-            qemuio_command_usage(reopen_cmd)
-            return -errno.EINVAL
-    if g.args:
-        qemuio_command_usage(reopen_cmd)
-        return -errno.EINVAL
-    if "read-only" in new_opts and has_rw:
-        error_report(io, "Cannot set both -r/-w and 'read-only'")
-        return -errno.EINVAL
-    if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
-        error_report(io, "Cannot set both -c and the cache options")
-        return -errno.EINVAL
-    if "read-only" in new_opts:
-        o.readonly = new_opts.pop("read-only") in ("on", "true", "yes")
-    o.opts.update(new_opts)
-    from gqemu.block import blk_unref
-    blk, io.blk = io.blk, None
-    blk_unref(blk)
-    if openfile(io, name, o) == 0:
-        return 0
-    openfile(io, name, old)
-    return -errno.EINVAL
-
-
-def quit_f(io: QemuIO, argv: list[str]) -> int:
-    io.quit = True
-    return 0
-
-
-from gqemu.cli.qemu_io_help import OPEN_HELP, REOPEN_HELP  # noqa: E402
-
-open_cmd = cmdinfo_t("open", open_f, altname="o", argmin=1, argmax=-1,
-                     flags=CMD_NOFILE_OK,
-                     args="[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
-                     oneline="open the file specified by path", help=OPEN_HELP)
-close_cmd = cmdinfo_t("close", close_f, altname="c",
-                      oneline="close the current open file")
-reopen_cmd = cmdinfo_t("reopen", reopen_f, argmin=0, argmax=-1,
-                       args="[(-r|-w)] [-c cache] [-o options]",
-                       oneline="reopens an image with new options",
-                       help=REOPEN_HELP)
-quit_cmd = cmdinfo_t("quit", quit_f, altname="q", argmin=-1, argmax=-1,
-                     flags=CMD_FLAG_GLOBAL, oneline="exit the program")
 
 
 # ------------------------------------------------------------------ loop
@@ -411,7 +180,7 @@ def _main(prog: str, argv: list[str]) -> int:
     io_err = _ErrIO(prog)
     g = Getopt(argv, SOPT, LOPT)     # glibc names argv[0] as given
     for c, optarg in g:
-        ret = _parse_open_flag(io_err, o, c, optarg)   # type: ignore[arg-type]
+        ret = parse_open_flag(io_err, o, c, optarg)
         if ret < 0:
             return 1
         if ret == 0:
@@ -433,7 +202,7 @@ def _main(prog: str, argv: list[str]) -> int:
         elif c == "I":
             image_opts = True
         elif c in ("s", "O"):
-            error_report(io_err, "%s is not supported by gqemu"  # type: ignore[arg-type]
+            error_report(io_err, "%s is not supported by gqemu"
                          % ("--snapshot" if c == "s" else "--object"))
             return 1
         else:
@@ -443,9 +212,9 @@ def _main(prog: str, argv: list[str]) -> int:
         usage(prog)
         return 1
     if fmt and image_opts:
-        error_report(io_err, "--image-opts and -f are mutually exclusive")  # type: ignore[arg-type]
+        error_report(io_err, "--image-opts and -f are mutually exclusive")
         return 1
-    if traces and _init_trace(io_err, traces):   # type: ignore[arg-type]
+    if traces and _init_trace(io_err, traces):
         return 1
 
     io = QemuIO(prog)
@@ -468,7 +237,7 @@ def _main(prog: str, argv: list[str]) -> int:
     return 1 if ret < 0 else 0
 
 
-def _init_trace(io: QemuIO, specs: list[str]) -> int:
+def _init_trace(io: Any, specs: list[str]) -> int:
     """``-T [[enable=]PATTERN][,events=FILE][,file=FILE]``: log lines on
     stderr or in FILE.  QEMU: trace_opt_parse + trace_init_backends."""
     from gqemu.trace import trace_enable_events, trace_init_output

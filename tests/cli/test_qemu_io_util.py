@@ -6,7 +6,8 @@ import errno
 
 import pytest
 
-from gqemu.cli.qemu_io_util import (Getopt, breakline, cvtnum, cvtstr,
+from gqemu.cli.qemu_io_getopt import Getopt
+from gqemu.cli.qemu_io_util import (breakline, cvtnum, cvtstr,
                                     dump_buffer, parse_pattern, print_report,
                                     timestr)
 

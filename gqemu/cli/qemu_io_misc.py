@@ -1,0 +1,270 @@
+"""qemu-io's allocation queries (alloc, map) and the remaining commands:
+truncate, sleep, sigraise, abort and the blkdebug breakpoint commands.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.machine.
+QEMU: qemu-io-cmds.c (alloc_f, map_is_allocated, map_f, truncate_f,
+sleep_f, sigraise_f, abort_f, break_f, ...).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from typing import Any
+
+from gqemu.block import (BDRV_BLOCK_DATA, BDRV_BLOCK_RAW, BDRV_BLOCK_ZERO,
+                         blk_bs, blk_getlength)
+from gqemu.cli import qemu_io_help as H
+from gqemu.cli.qemu_io_getopt import Getopt
+from gqemu.cli.qemu_io_util import (BDRV_SECTOR_SIZE, CMD_NOFILE_OK,
+                                    CMD_PERM_RESIZE, CMD_PERM_WRITE, cmdinfo_t, cvtnum, cvtstr, error_report, out,
+                                    print_cvtnum_err, qemuio_command_usage,
+                                    strerror, strtol_ms)
+
+# ------------------------------------------------------- allocation status
+
+
+def bdrv_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
+    """Whether [offset, offset+nbytes) starts allocated in ``bs`` itself
+    (not its backing file): (1/0 or -errno, bytes with that status).
+    Data or zero flags mean allocated; a BDRV_BLOCK_RAW answer asks the
+    node below.  QEMU: bdrv_is_allocated (2.8 rules of
+    bdrv_co_get_block_status)."""
+    from gqemu.block import bdrv_co_get_block_status
+    from gqemu.block.io_misc import _run_co
+    while True:
+        ret, pnum, file = _run_co(bs, bdrv_co_get_block_status, bs, offset,
+                                  nbytes)
+        if ret < 0:
+            return ret, 0
+        if ret & BDRV_BLOCK_RAW and file is not None and file is not bs:
+            offset = ret & ~(BDRV_SECTOR_SIZE - 1)     # host offset bits
+            nbytes = pnum
+            bs = file
+            continue
+        return (1 if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO) else 0), pnum
+
+
+def alloc_f(io: Any, argv: list[str]) -> int:
+    """QEMU: alloc_f."""
+    bs = blk_bs(io.blk)
+    start = offset = cvtnum(argv[1], io.prog)
+    if offset < 0:
+        print_cvtnum_err(offset, argv[1])
+        return offset
+    if len(argv) == 3:
+        count = cvtnum(argv[2], io.prog)
+        if count < 0:
+            print_cvtnum_err(count, argv[2])
+            return count
+    else:
+        count = BDRV_SECTOR_SIZE
+    remaining = count
+    sum_alloc = 0
+    while remaining:
+        ret, num = bdrv_is_allocated(bs, offset, remaining)
+        if ret < 0:
+            out("is_allocated failed: %s\n" % strerror(-ret))
+            return ret
+        offset += num
+        remaining -= num
+        if ret:
+            sum_alloc += num
+        if num == 0:
+            count -= remaining
+            remaining = 0
+    out("%d/%d bytes allocated at offset %s\n" % (sum_alloc, count, cvtstr(start)))
+    return 0
+
+
+alloc_cmd = cmdinfo_t("alloc", alloc_f, altname="a", argmin=1, argmax=2,
+                      args="offset [count]",
+                      oneline="checks if offset is allocated in the file")
+
+
+def map_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
+    """QEMU: map_is_allocated (merge runs with the same status)."""
+    ret, num = bdrv_is_allocated(bs, offset, nbytes)
+    if ret < 0:
+        return ret, 0
+    firstret, pnum = ret, num
+    while nbytes > 0 and ret == firstret:
+        offset += num
+        nbytes -= num
+        ret, num = bdrv_is_allocated(bs, offset, nbytes)
+        if ret == firstret and num:
+            pnum += num
+        else:
+            break
+    return firstret, pnum
+
+
+def map_f(io: Any, argv: list[str]) -> int:
+    """QEMU: map_f."""
+    offset = 0
+    nbytes = blk_getlength(io.blk)
+    if nbytes < 0:
+        error_report(io, "Failed to query image length: %s" % strerror(-nbytes))
+        return nbytes
+    bs = blk_bs(io.blk)
+    lines: list[str] = []
+    while nbytes:
+        ret, num = map_is_allocated(bs, offset, nbytes)
+        if ret < 0:
+            out("".join(lines))
+            error_report(io, "Failed to get allocation status: %s"
+                         % strerror(-ret))
+            return ret
+        if not num:
+            out("".join(lines))
+            error_report(io, "Unexpected end of image")
+            return -errno.EIO
+        retstr = "    allocated" if ret else "not allocated"
+        lines.append("%s (0x%x) bytes %s at offset %s (0x%x)\n"
+                     % (cvtstr(num), num, retstr, cvtstr(offset), offset))
+        offset += num
+        nbytes -= num
+    out("".join(lines))
+    return 0
+
+
+map_cmd = cmdinfo_t("map", map_f, argmin=0, argmax=0, args="",
+                    oneline="prints the allocated areas of a file")
+
+
+# ------------------------------------------------------------- the rest
+
+
+def truncate_f(io: Any, argv: list[str]) -> int:
+    """Resize the image (preallocation 'off' only).  QEMU: truncate_f."""
+    g = Getopt(argv, "m:")
+    for c, optarg in g:
+        if c == "m":
+            if optarg != "off":
+                error_report(io, "Invalid preallocation mode '%s'" % optarg)
+                return -errno.EINVAL
+        else:
+            qemuio_command_usage(truncate_cmd)
+            return -errno.EINVAL
+    if not g.args:
+        qemuio_command_usage(truncate_cmd)
+        return -errno.EINVAL
+    offset = cvtnum(g.args[0], io.prog)
+    if offset < 0:
+        print_cvtnum_err(offset, argv[1])
+        return offset
+    from gqemu.block.driver import refresh_total_sectors
+    bs: Any = blk_bs(io.blk)
+    node: Any = bs
+    if node.drv.bdrv_truncate is None and node.drv.format_name == "raw" \
+            and node.file is not None:
+        if getattr(node.drv, "has_size", False):
+            error_report(io, "Cannot resize fixed-size raw disks")
+            return -errno.ENOTSUP
+        offset += getattr(node.drv, "offset", 0)
+        node = node.file.bs               # QEMU: raw_co_truncate
+    if node.drv.bdrv_truncate is None:
+        error_report(io, "Image format driver does not support resize")
+        return -errno.ENOTSUP
+    ret = node.drv.bdrv_truncate(node, offset)
+    if ret < 0:
+        error_report(io, "Failed to resize: %s" % strerror(-ret))
+        return ret
+    refresh_total_sectors(node, offset >> 9)
+    if node is not bs:
+        refresh_total_sectors(bs, bs.total_sectors)
+    return 0
+
+
+truncate_cmd = cmdinfo_t("truncate", truncate_f, altname="t", argmin=1,
+                         argmax=3, perm=CMD_PERM_WRITE | CMD_PERM_RESIZE,
+                         args="[-m prealloc_mode] off",
+                         oneline="truncates the current file at the given offset")
+
+
+def sleep_f(io: Any, argv: list[str]) -> int:
+    """Run the loop for the given milliseconds.  QEMU: sleep_f."""
+    ms = strtol_ms(argv[1])
+    if ms < 0:
+        out("%s is not a valid number\n" % argv[1])
+        return -errno.EINVAL
+    from gqemu.aio import (QEMU_CLOCK_HOST, SCALE_NS, aio_poll, aio_timer_new,
+                           qemu_clock_get_ns, qemu_get_aio_context, timer_mod)
+    ctx = qemu_get_aio_context()
+    expired = [False]
+    ts = aio_timer_new(ctx, QEMU_CLOCK_HOST, SCALE_NS,
+                       lambda box: box.__setitem__(0, True), expired)
+    timer_mod(ts, qemu_clock_get_ns(QEMU_CLOCK_HOST) + ms * 1_000_000)
+    while not expired[0]:
+        aio_poll(ctx, True)
+    return 0
+
+
+sleep_cmd = cmdinfo_t("sleep", sleep_f, argmin=1, argmax=1, flags=CMD_NOFILE_OK,
+                      oneline="waits for the given value in milliseconds")
+
+
+def sigraise_f(io: Any, argv: list[str]) -> int:
+    """QEMU: sigraise_f."""
+    sig = cvtnum(argv[1], io.prog)
+    if sig < 0:
+        print_cvtnum_err(sig, argv[1])
+        return sig
+    if sig > signal.NSIG:
+        out("signal argument '%s' is too large to be a valid signal\n" % argv[1])
+        return -errno.EINVAL
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sig:
+        if sig == signal.SIGINT:          # Python's own handler would catch it
+            signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+    return 0
+
+
+sigraise_cmd = cmdinfo_t("sigraise", sigraise_f, argmin=1, argmax=1,
+                         flags=CMD_NOFILE_OK, args="signal",
+                         oneline="raises a signal", help=H.SIGRAISE_HELP)
+
+
+def abort_f(io: Any, argv: list[str]) -> int:
+    """QEMU: abort_f."""
+    sys.stdout.flush()
+    os.abort()
+
+
+abort_cmd = cmdinfo_t("abort", abort_f, flags=CMD_NOFILE_OK,
+                      oneline="simulate a program crash using abort(3)")
+
+
+def _debug_f(fmt: str) -> Any:
+    """break/remove_break/resume/wait_break: no gqemu driver keeps
+    breakpoints, so every node answers -ENOTSUP as QEMU's non-blkdebug
+    nodes do.  QEMU: bdrv_debug_breakpoint and friends."""
+    def f(io: Any, argv: list[str]) -> int:
+        out(fmt.replace("%TAG", argv[1]) % strerror(errno.ENOTSUP) + "\n")
+        return -errno.ENOTSUP
+    return f
+
+
+break_cmd = cmdinfo_t("break", _debug_f("Could not set breakpoint: %s"),
+                      argmin=2, argmax=2, args="event tag",
+                      oneline="sets a breakpoint on event and tags the stopped "
+                      "request as tag")
+remove_break_cmd = cmdinfo_t("remove_break",
+                             _debug_f("Could not remove breakpoint %TAG: %s"),
+                             argmin=1, argmax=1, args="tag",
+                             oneline="remove a breakpoint by tag")
+resume_cmd = cmdinfo_t("resume", _debug_f("Could not resume request: %s"),
+                       argmin=1, argmax=1, args="tag",
+                       oneline="resumes the request tagged as tag")
+wait_break_cmd = cmdinfo_t("wait_break",
+                           _debug_f("Could not wait for breakpoint %TAG: %s"),
+                           argmin=1, argmax=1, args="tag",
+                           oneline="waits for the suspension of a request")
+
+
+MISC_COMMANDS = [alloc_cmd, map_cmd, truncate_cmd, sleep_cmd, sigraise_cmd,
+                 abort_cmd, break_cmd, remove_break_cmd, resume_cmd,
+                 wait_break_cmd]

@@ -1,0 +1,249 @@
+"""qemu-io's open, close, reopen and quit commands, and the open options
+that the command line shares with ``open``.
+
+Options become ``-drive`` keys for ``blk_new_open``: qemu-io's defaults are
+``cache=writethrough`` and ``discard=unmap``; ``-r`` is ``read-only=on``,
+``-n`` ``cache=none``, ``-U`` ``locking=off`` (read-only images only),
+``-C`` ``copy-on-read=on``.
+
+Must not import at module level: gqemu.block; never gqemu.hw, gqemu.kvm.
+QEMU: qemu-io.c (openfile, open_f, close_f, quit_f), qemu-io-cmds.c
+(reopen_f).
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any, Optional
+
+from gqemu.cli.qemu_io_help import OPEN_HELP, REOPEN_HELP
+from gqemu.cli.qemu_io_getopt import Getopt
+from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, cmdinfo_t, err, error_report, out,
+                                    qemuio_command_usage)
+
+CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
+
+
+# ------------------------------------------------------------------ open
+
+
+class OpenOpts:
+    """What open_f and main collect before opening.  QEMU: flags + QDict."""
+
+    def __init__(self) -> None:
+        self.opts: dict[str, Any] = {}
+        self.readonly = False
+        self.cache = "writethrough"        # qemu-io's default
+        self.discard = "unmap"             # qemu-io sets BDRV_O_UNMAP
+        self.force_share = False
+
+    def drive_options(self) -> dict[str, Any]:
+        d = dict(self.opts)
+        if "cache.direct" not in d and "cache.no-flush" not in d:
+            d.setdefault("cache", self.cache)
+        d.setdefault("discard", self.discard)
+        if self.readonly:
+            d["read-only"] = "on"
+        if self.force_share:
+            d.setdefault("locking", "off")
+        return d
+
+
+def parse_qemu_opts(io: Any, s: str) -> dict[str, str]:
+    """``key=value,...`` with ``,,`` for a comma; a bare word means
+    ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
+    gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false)."""
+    items, cur, i = [], [], 0
+    while i < len(s):
+        if s[i] == ",":
+            if s[i + 1:i + 2] == ",":
+                cur.append(",")
+                i += 2
+                continue
+            items.append("".join(cur))
+            cur = []
+        else:
+            cur.append(s[i])
+        i += 1
+    items.append("".join(cur))
+    opts: dict[str, str] = {}
+    for item in items:
+        if not item:
+            continue
+        if "=" in item:
+            k, v = item.split("=", 1)
+        else:
+            error_report(io, "warning: short-form boolean option '%s' deprecated"
+                         % item)
+            err("Please use %s=on instead\n" % item)
+            k, v = item, "on"
+        opts[k] = v
+    if opts.get("file.driver") == "file":
+        del opts["file.driver"]
+    if "file.filename" in opts:
+        opts["file"] = opts.pop("file.filename")
+    return opts
+
+
+def openfile(io: Any, name: Optional[str], o: OpenOpts) -> int:
+    """Open the image; 0, or 1 after printing why not.  QEMU: openfile."""
+    if io.blk is not None:
+        error_report(io, "file open already, try 'help close'")
+        return 1
+    if o.force_share and not o.readonly:
+        error_report(io, "can't open%s%s: force-share=on can only be used with "
+                     "read-only images" % (" device " if name else "", name or ""))
+        return 1
+    from gqemu.block import BlockError, blk_new_open
+    options = o.drive_options()
+    if name is None and "driver" not in options and "file" not in options:
+        error_report(io, "can't open: Must specify either driver or file")
+        return 1
+    try:
+        io.blk = blk_new_open(name, options)
+    except BlockError as e:
+        error_report(io, "can't open%s%s: %s"
+                     % (" device " if name else "", name or "", e.msg))
+        if e.hint:
+            err(e.hint.rstrip("\n") + "\n")
+        return 1
+    io.opened = (name, o)
+    return 0
+
+
+def parse_open_flag(io: Any, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
+    """One of the option letters main() and open share.  0, -EINVAL after a
+    message, or 1 when ``c`` is not one of them."""
+    if c == "n":
+        o.cache = "none"
+    elif c == "C":
+        o.opts["copy-on-read"] = "on"
+    elif c == "r":
+        o.readonly = True
+    elif c == "k":
+        o.opts["aio"] = "native"
+    elif c == "U":
+        o.force_share = True
+    elif c == "t":
+        if optarg not in CACHE_MODES:
+            error_report(io, "Invalid cache option: %s" % optarg)
+            return -errno.EINVAL
+        o.cache = str(optarg)
+    elif c == "d":
+        if optarg not in ("off", "ignore", "on", "unmap"):
+            error_report(io, "Invalid discard option: %s" % optarg)
+            return -errno.EINVAL
+        o.discard = "unmap" if optarg in ("on", "unmap") else "ignore"
+    elif c == "i":
+        if optarg not in ("threads", "native", "io_uring", "nowait"):
+            error_report(io, "Invalid aio option: %s" % optarg)
+            return -errno.EINVAL
+        o.opts["aio"] = optarg
+    else:
+        return 1
+    return 0
+
+
+def open_f(io: Any, argv: list[str]) -> int:
+    """QEMU: open_f."""
+    o = OpenOpts()
+    g = Getopt(argv, "snCro:ki:t:d:U")
+    for c, optarg in g:
+        ret = parse_open_flag(io, o, c, optarg)
+        if ret <= 0:
+            if ret < 0:
+                return ret
+            continue
+        if c == "o":
+            if io.image_opts:
+                out("--image-opts and 'open -o' are mutually exclusive\n")
+                return -errno.EINVAL
+            o.opts.update(parse_qemu_opts(io, optarg or ""))
+        elif c == "s":
+            error_report(io, "snapshot=on is not supported by gqemu")
+            return -errno.ENOTSUP
+        else:
+            qemuio_command_usage(open_cmd)
+            return -errno.EINVAL
+    args = g.args
+    if io.image_opts and len(args) == 1:
+        o.opts.update(parse_qemu_opts(io, args.pop()))
+    if len(args) > 1:
+        qemuio_command_usage(open_cmd)
+        return -errno.EINVAL
+    return -errno.EINVAL if openfile(io, args[0] if args else None, o) else 0
+
+
+def close_f(io: Any, argv: list[str]) -> int:
+    """QEMU: close_f (blk_unref drains, so pending aio reports print)."""
+    from gqemu.block import blk_unref
+    blk, io.blk = io.blk, None
+    blk_unref(blk)
+    return 0
+
+
+def reopen_f(io: Any, argv: list[str]) -> int:
+    """Change read-only, cache mode or driver options of the open image.
+    gqemu closes the node and opens it again with the new options (QEMU
+    reopens in place); if that fails, the old options are restored.
+    QEMU: reopen_f -> bdrv_reopen."""
+    name, old = io.opened
+    o = OpenOpts()
+    o.opts, o.readonly, o.cache = dict(old.opts), old.readonly, old.cache
+    o.discard, o.force_share = old.discard, old.force_share
+    has_rw = has_cache = False
+    new_opts: dict[str, str] = {}
+    g = Getopt(argv, "c:o:rw")
+    for c, optarg in g:
+        if c == "c":
+            if optarg not in CACHE_MODES:
+                error_report(io, "Invalid cache option: %s" % optarg)
+                return -errno.EINVAL
+            o.cache, has_cache = str(optarg), True
+        elif c == "o":
+            new_opts.update(parse_qemu_opts(io, optarg or ""))
+        elif c in "rw":
+            if has_rw:
+                error_report(io, "Only one -r/-w option may be given")
+                return -errno.EINVAL
+            o.readonly, has_rw = c == "r", True
+        else:
+            qemuio_command_usage(reopen_cmd)
+            return -errno.EINVAL
+    if g.args:
+        qemuio_command_usage(reopen_cmd)
+        return -errno.EINVAL
+    if "read-only" in new_opts and has_rw:
+        error_report(io, "Cannot set both -r/-w and 'read-only'")
+        return -errno.EINVAL
+    if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
+        error_report(io, "Cannot set both -c and the cache options")
+        return -errno.EINVAL
+    if "read-only" in new_opts:
+        o.readonly = new_opts.pop("read-only") in ("on", "true", "yes")
+    o.opts.update(new_opts)
+    from gqemu.block import blk_unref
+    blk, io.blk = io.blk, None
+    blk_unref(blk)
+    if openfile(io, name, o) == 0:
+        return 0
+    openfile(io, name, old)
+    return -errno.EINVAL
+
+
+def quit_f(io: Any, argv: list[str]) -> int:
+    io.quit = True
+    return 0
+
+
+open_cmd = cmdinfo_t("open", open_f, altname="o", argmin=1, argmax=-1,
+                     flags=CMD_NOFILE_OK,
+                     args="[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
+                     oneline="open the file specified by path", help=OPEN_HELP)
+close_cmd = cmdinfo_t("close", close_f, altname="c",
+                      oneline="close the current open file")
+reopen_cmd = cmdinfo_t("reopen", reopen_f, argmin=0, argmax=-1,
+                       args="[(-r|-w)] [-c cache] [-o options]",
+                       oneline="reopens an image with new options",
+                       help=REOPEN_HELP)
+quit_cmd = cmdinfo_t("quit", quit_f, altname="q", argmin=-1, argmax=-1,
+                     flags=CMD_FLAG_GLOBAL, oneline="exit the program")
