@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gqemu_stress(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``gqemu stress ARGS`` in a scratch directory (reproducer files
+    land there unless ``--out`` says otherwise)."""
     env = dict(os.environ, GQEMU_STRESS="1", PYTHONPATH=str(ROOT))
     main = "import sys; from gqemu.cli.main import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", main, "stress", *args],
-                          capture_output=True, text=True, env=env, timeout=timeout,
-                          cwd=str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="gqemu-stress-test-") as cwd:
+        return subprocess.run([sys.executable, "-c", main, "stress", *args],
+                              capture_output=True, text=True, env=env, timeout=timeout,
+                              cwd=cwd)
 
 
 @pytest.fixture
