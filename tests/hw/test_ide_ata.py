@@ -78,9 +78,13 @@ def test_absent_slave_reads_zero_and_ignores_commands(rig):
     rig.outb(0x1F3, 0xAA)
     assert rig.inb(0x1F2) == 0x55 and rig.inb(0x1F3) == 0xAA   # the shared task file
     assert rig.inb(0x1F6) == 0xB0
-    rig.outb(0x1F7, 0xEC)
-    rig.settle()
-    assert rig.inb(0x1F7) == 0x00
+    rig.outb(0x3F6, 0x00)                         # interrupts on
+    for opcode in (0xEC, 0x20, 0x01):
+        rig.outb(0x1F7, opcode)
+        rig.settle()
+        assert rig.irq() == 0                     # ignored: no completion, no IRQ
+        assert rig.inb(0x1F7) == 0x00
+    assert (rig.bus0.ifs[1].status, rig.bus0.ifs[1].error) == (0x50, 0x00)   # untouched
     rig.outb(0x1F6, 0xA0)
     assert rig.inb(0x1F7) == 0x50 and rig.inb(0x1F2) == 0x55   # master untouched
 
