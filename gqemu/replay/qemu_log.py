@@ -17,7 +17,10 @@ Each traced guest access becomes one REC_IO record, in order (the rules of
   one whose IDE registers the guest touched last (0 before any);
   ``bmdma_addr_read/write`` (PRD address) become size-4 accesses at
   offset 4 of that channel.  The window is placed at gqemu's BAR4 (0xc000)
-  whatever BAR the guest programmed (the original base goes in the header).
+  whatever BAR the guest programmed;
+- guest RAM is not in the log, so when a DMA starts the importer writes a
+  PRD table covering exactly the command's sectors (REC_MEMW) where the
+  guest's table was (moved low when beyond gqemu's RAM).
 
 Accesses that QEMU does not trace (refdata/README.md, "Untraced port I/O")
 have no line, so they are absent from the import; none of them changes
@@ -32,9 +35,15 @@ import lzma
 import re
 from typing import IO, Iterable, Iterator, Optional, Union
 
-from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO
+from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO, REC_MEMW
 
 BMDMA_BASE = 0xC000
+RAM_SIZE = 16 << 20             # gqemu's default guest RAM
+PRD_TABLE_MAX = 4096            # QEMU walks at most one page of PRDs
+PRD_RELOC = 0x3000              # where an out-of-RAM PRD table is moved
+DMA_SCRATCH = 0x200000          # where synthetic PRDs point (64 KiB a channel)
+_DMA_LBA28 = (0xC8, 0xCA)       # READ DMA, WRITE DMA
+_DMA_LBA48 = (0x25, 0x35)       # READ DMA EXT, WRITE DMA EXT
 
 # "pid@sec.usec:" (-msg timestamp=on) is optional
 _PREFIX = re.compile(r"(?:(\d+)@(\d+\.\d+):)?([a-z_][a-z0-9_]*)(?: (.*))?\Z")
@@ -118,8 +127,16 @@ class QemuLogImporter:
     thread id).
     """
 
-    def __init__(self, bmdma_base: int = BMDMA_BASE) -> None:
+    def __init__(self, bmdma_base: int = BMDMA_BASE, ram_size: int = RAM_SIZE) -> None:
         self.bmdma_base = bmdma_base
+        self.ram_size = ram_size
+        # per channel: task-file count bytes, last command, BMDMA state
+        self._nsect = [[0, 0], [0, 0]]          # [hob, low]
+        self._cmd = [0, 0]
+        self._bm_cmd = [0, 0]
+        self._prd_addr = [0, 0]                 # as the guest wrote it
+        self._prd_reloc: list[Optional[int]] = [None, None]
+        self.prd_synthesized = 0
         self.stats: dict[str, int] = {}
         self.bmdma_bar: int | None = None
         self.threads: dict[str, int] = {}
@@ -195,7 +212,7 @@ class QemuLogImporter:
             cpu = self._cpu(tid)
             if name.startswith("bmdma_"):
                 yield from self._flush_pending(tid)
-                yield self._bmdma(name, am, cpu, lineno)
+                yield from self._bmdma(name, am, cpu, lineno)
                 continue
             port = int(am.group(1), 16)
             if port > 0xFFFF:
@@ -220,6 +237,10 @@ class QemuLogImporter:
                     yield [REC_IO, cpu, KVM_EXIT_IO_IN, 1, port, val]
                 else:
                     yield from self._flush_pending(tid)
+                    if port & 7 == 2:
+                        self._nsect[ch] = [self._nsect[ch][1], val]
+                    elif port & 7 == 7:
+                        self._cmd[ch] = val
                     yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 1, port, val]
                 continue
             if name in ("ide_status_read", "ide_ctrl_write", "ide_cmd_write"):
@@ -259,21 +280,71 @@ class QemuLogImporter:
         elif tid in self._pending:
             yield self._pending.pop(tid)[1]
 
-    def _bmdma(self, name: str, m: re.Match, cpu: int, lineno: int) -> list:
-        base = self.bmdma_base + 8 * self._last_channel
+    def _bmdma(self, name: str, m: re.Match, cpu: int, lineno: int) -> Iterator[list]:
+        ch = self._last_channel
+        base = self.bmdma_base + 8 * ch
         if name in ("bmdma_read", "bmdma_write"):
             off, val = int(m.group(1), 16), int(m.group(2), 16)
             if off > 3:
                 raise LogError(lineno, "bmdma offset 0x%x outside the 4-byte window" % off)
             if val > 0xFF:
                 raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
+            if name == "bmdma_write" and off == 0:
+                if val & 1 and not self._bm_cmd[ch] & 1:
+                    prd = self._synthetic_prd(ch, cpu)
+                    if prd is not None:
+                        yield prd
+                self._bm_cmd[ch] = val & 0x09
             d = KVM_EXIT_IO_IN if name == "bmdma_read" else KVM_EXIT_IO_OUT
-            return [REC_IO, cpu, d, 1, base + off, val]
+            yield [REC_IO, cpu, d, 1, base + off, val]
+            return
         val = int(m.group(1), 16)
         if val > 0xFFFFFFFF:
             raise LogError(lineno, "PRD address 0x%x too wide" % val)
-        d = KVM_EXIT_IO_IN if name == "bmdma_addr_read" else KVM_EXIT_IO_OUT
-        return [REC_IO, cpu, d, 4, base + 4, val]
+        if name == "bmdma_addr_write":
+            self._prd_addr[ch] = val & ~3
+            if (val & ~3) + PRD_TABLE_MAX > self.ram_size:
+                # beyond gqemu's guest RAM: move the table (and what the
+                # register reads back) to a fixed low address
+                self._prd_reloc[ch] = PRD_RELOC + 0x1000 * ch
+                val = self._prd_reloc[ch] | (val & 3)
+            else:
+                self._prd_reloc[ch] = None
+            yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 4, base + 4, val]
+        else:
+            reloc = self._prd_reloc[ch]
+            if reloc is not None and val & ~3 == self._prd_addr[ch]:
+                val = reloc | (val & 3)
+            yield [REC_IO, cpu, KVM_EXIT_IO_IN, 4, base + 4, val]
+
+    def _synthetic_prd(self, ch: int, cpu: int) -> Optional[list]:
+        """QEMU's log has no guest RAM: when a channel's DMA starts, write a
+        PRD table like the guest's (one entry per 64 KiB, EOT on the last)
+        covering exactly the command's sectors, so the transfer ends as it
+        did (a table longer or shorter than the transfer changes the BMDMA
+        status).  The data goes to a scratch buffer: DMA data is not in the
+        log either."""
+        cmd = self._cmd[ch]
+        hob, low = self._nsect[ch]
+        if cmd in _DMA_LBA28:
+            nsect = low or 256
+        elif cmd in _DMA_LBA48:
+            nsect = (hob << 8 | low) or 65536
+        else:
+            return None
+        nbytes = nsect * 512
+        entries = []
+        while nbytes:
+            n = min(nbytes, 0x10000)
+            nbytes -= n
+            flags = 0x8000 if not nbytes else 0
+            entries.append((DMA_SCRATCH + 0x10000 * ch).to_bytes(4, "little")
+                           + (n & 0xFFFF).to_bytes(2, "little") + flags.to_bytes(2, "little"))
+        addr = self._prd_reloc[ch]
+        if addr is None:
+            addr = self._prd_addr[ch]
+        self.prd_synthesized += 1
+        return [REC_MEMW, cpu, addr, b"".join(entries)]
 
 
 def _clip(s: str) -> str:
