@@ -252,6 +252,8 @@ def _report(args: argparse.Namespace, seed: int, workloads: list[str],
     t = dict((k, summary.total(k)) for k in
              ("schedules", "requests", "faults", "checks", "steps", "perturbations"))
     if args.json:
+        t["fingerprint"] = sum(int(e.get("fingerprint", 0))
+                               for e in summary.per_job.values()) % (1 << 64)
         out.write(json.dumps({"seed": seed, "workloads": workloads, **t,
                               "elapsed": elapsed, "failures": summary.failures}) + "\n")
         return

@@ -78,6 +78,7 @@ def run_seeds(config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
     workloads = config.get("workloads") or ["runtime"]
     opts0 = Options.from_dict(config.get("options", {}))
     totals = dict.fromkeys(TOTALS, 0)
+    totals["fingerprint"] = 0       # sum of the runs' decision hashes
     t0 = time.monotonic()
     last = t0
     status = 0
@@ -96,6 +97,7 @@ def run_seeds(config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
         totals["checks"] += res.checks
         totals["steps"] += res.steps
         totals["perturbations"] += len(res.applied)
+        totals["fingerprint"] = (totals["fingerprint"] + res.fingerprint) % (1 << 64)
         if not res.ok:
             emit(_failure(res, opts, config, job))
             status = 1

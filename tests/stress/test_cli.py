@@ -80,3 +80,19 @@ def test_duration_mode():
     j = summary_json(gqemu_stress("--workload", "runtime", "--seed", "9",
                                   "--duration", "0.5", "--json"))
     assert j["schedules"] > 0 and j["failures"] == [] and j["elapsed"] >= 0.5
+
+
+def test_a_seed_replays_bit_for_bit_in_another_process():
+    """Two processes, the same seeds, every workload, faults on: every
+    scheduling decision is the same (and --jobs does not change them)."""
+    args = ("--workload", "all", "--seed", "42", "--iterations", "6", "--faults", "0.3",
+            "--json")
+    a = summary_json(gqemu_stress(*args))
+    b = summary_json(gqemu_stress(*args))
+    c = summary_json(gqemu_stress(*args, "--jobs", "2"))
+    assert a["failures"] == [] and a["fingerprint"] != 0
+    assert a["fingerprint"] == b["fingerprint"] == c["fingerprint"]
+    assert (a["requests"], a["checks"], a["faults"]) == (c["requests"], c["checks"], c["faults"])
+    d = summary_json(gqemu_stress("--workload", "all", "--seed", "43", "--iterations", "6",
+                                  "--faults", "0.3", "--json"))
+    assert d["fingerprint"] != a["fingerprint"]
