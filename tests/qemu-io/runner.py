@@ -16,6 +16,11 @@ directives:
     #% file: NAME                name given on the command line (default
                                  test.img; the image itself is always test.img)
     #% aux: NAME: TEXT           create file NAME holding TEXT (``\\n`` = newline)
+    #% qemu-img: ARGS            run the real qemu-img with ARGS in the image
+                                 directory first (e.g. to build a backing
+                                 chain; if it creates test.img, that is the
+                                 image)
+    #% qemu-io: ARGS             likewise with the real qemu-io
     #% stdout: ignore            compare exit status and stderr only
 
 ``{img}`` in a command or argument becomes the image's file name, ``{fmt}``
@@ -77,6 +82,7 @@ class Script:
     file: str = "test.img"
     check_stdout: bool = True
     aux: dict[str, str] = field(default_factory=dict)
+    prep: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -104,6 +110,8 @@ def load(path: Path) -> Script:
                 s.nofile = True
             elif key == "file":
                 s.file = value
+            elif key in ("qemu-img", "qemu-io"):
+                s.prep.append((key, shlex.split(value)))
             elif key == "aux":
                 name, _, text = value.partition(":")
                 s.aux[name.strip()] = text.strip().replace("\\n", "\n")
@@ -167,10 +175,15 @@ def run_both(s: Script, fmt: str, qemu_io: str, qemu_img: str,
     base = workdir / "base"
     base.mkdir()
     img = base / "test.img"
-    subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(img), s.size],
-                   check=True)
     for name, text in s.aux.items():
         (base / name).write_text(text)
+    for tool, args in s.prep:
+        exe = qemu_img if tool == "qemu-img" else qemu_io
+        subprocess.run([exe] + [a.replace("{fmt}", fmt) for a in args], cwd=base,
+                       check=True, capture_output=True)
+    if not img.exists():
+        subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(img), s.size],
+                       check=True)
     for cmd in s.setup:
         subprocess.run([qemu_io, "-f", fmt, "-c", cmd, str(img)], check=True,
                        capture_output=True)
