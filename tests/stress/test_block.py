@@ -4,6 +4,7 @@ caught by the shadow model and shrinks to a replayable reproducer."""
 from __future__ import annotations
 
 import inspect
+import sys
 
 import pytest
 
@@ -79,3 +80,17 @@ def test_qcow2_check_invariant_catches_a_corrupt_image():
     with pytest.raises(InvariantViolation) as e:
         check_qcow2(path, 0, Checker().check)
     assert e.value.name == "qcow2_check"
+
+
+def test_serialising_requests_that_do_not_wait_are_caught(monkeypatch):
+    """The in-flight check itself: RMWs still marked serialising, but no
+    request ever waits for them."""
+    real = block_io.wait_serialising_requests
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("gqemu.block") and getattr(mod, "wait_serialising_requests",
+                                                      None) is real:
+            monkeypatch.setattr(mod, "wait_serialising_requests", lambda req: False)
+    opts = Options(workload="block")
+    found = [r for r in (run_one(s, opts) for s in range(12)) if not r.ok]
+    assert found and {r.invariant for r in found} <= {"serialising_overlap", "shadow_read"}
+    assert "serialising_overlap" in {r.invariant for r in found}
