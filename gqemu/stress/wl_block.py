@@ -1,6 +1,7 @@
 """Block-layer workload: coroutines issuing random overlapping reads,
 writes, write-zeroes, discards and flushes through ``blk_co_*`` and
-``blk_aio_*`` on raw or qcow2 over blkdebug over a file.
+``blk_aio_*`` on raw or qcow2 over blkdebug over a file; half the qcow2 runs use a raw
+backing file (half of those with copy-on-read, whose reads serialise).
 
 The blkdebug node gets ``align=4096`` on raw images, so writes that are
 not 4 KiB aligned take the read-modify-write path that block/io.c
@@ -143,17 +144,32 @@ class BlockWorkload(Workload):
                                "sector": rng.choice((-1, rng.randrange(SIZE // 512))),
                                "once": "on",
                                "immediately": rng.choice(("on", "off"))})
+        backing = opts.fmt == "qcow2" and rng.random() < 0.5
         return {"fmt": opts.fmt, "cache": rng.choice(("writeback", "writethrough", "none")),
+                "backing": backing, "cor": backing and rng.random() < 0.5,
                 "faults": faults, "programs": [p for p in programs if p]}
 
     def __init__(self, env: Env, spec: dict[str, Any]) -> None:
         super().__init__(env, spec)
         fmt = spec.get("fmt", "raw")
         self.fmt = fmt
-        self.path = make_image(fmt)
-        self.shadow = ShadowDisk(SIZE, UNIT, ZERO if fmt == "qcow2" else INITIAL)
+        self.backing: Optional[str] = None
+        if fmt == "qcow2" and spec.get("backing"):
+            # A qcow2 overlay on a raw backing file holding INITIAL data:
+            # unallocated clusters read from the backing file.
+            self.backing = make_image("raw")
+            self.path = scratch_path("qcow2")
+            from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
+            qcow2_create_file(self.path, Qcow2CreateOptions(
+                size=SIZE, cluster_size=4096, backing_file=self.backing, backing_fmt="raw"))
+        else:
+            self.path = make_image(fmt)
+        initial = ZERO if fmt == "qcow2" and self.backing is None else INITIAL
+        self.shadow = ShadowDisk(SIZE, UNIT, initial)
         options: dict[str, Any] = {"format": fmt, "cache": spec.get("cache", "writeback"),
                                    "discard": "unmap"}
+        if spec.get("cor"):
+            options["copy-on-read"] = "on"
         if fmt == "raw":
             options["file.align"] = 4096
         if spec.get("faults"):
@@ -336,10 +352,12 @@ class BlockWorkload(Workload):
             blk_unref(blk)
             if self.fmt == "qcow2":
                 check_qcow2(self.path, self.env.faults, self.env.check)
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        for path in (self.path, self.backing):
+            try:
+                if path:
+                    os.unlink(path)
+            except OSError:
+                pass
 
 
 WORKLOAD = BlockWorkload
