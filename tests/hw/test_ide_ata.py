@@ -239,7 +239,7 @@ def test_chs_addressing(rig):
 
 def test_write_sectors_and_read_back(rig, disk):
     issue(rig, 0x30, lba=100, count=2)
-    assert rig.inb(0x1F7) == 0x58 and rig.irq() == 0      # first DRQ: no IRQ
+    assert rig.irq() == 0 and rig.inb(0x1F7) == 0x58      # first DRQ: no IRQ
     payload = bytes(range(256)) * 4
     rig.outsw(0x1F0, payload[:512])
     assert rig.inb(0x1F7) == 0xD0

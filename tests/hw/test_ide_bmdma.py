@@ -254,3 +254,14 @@ def test_clearing_start_inside_a_poll_with_long_prds(rig):
     aio_poll(rig.ctx, False)
     rig.settle()
     assert rig.inb(BM + 2) == 0x04               # not left ACTIVE after the stop
+
+
+def test_prd_walk_stops_after_one_page(rig):
+    # 1024 two-byte PRDs without EOT: the first page (512 entries) maps only
+    # 1024 of the 2048 bytes; reading the second page would complete it
+    prds(rig, [(0x20000 + 2 * i, 2) for i in range(1024)])
+    issue(rig, 0xC8, lba=5, count=4)
+    rig.outb(BM, 0x09)
+    rig.settle()
+    assert (rig.inb(BM + 2), rig.inb(0x1F7)) == (0x00, 0x50)
+    assert rig.mem_read(0x20000, 2048) == bytes(2048)
