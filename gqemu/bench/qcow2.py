@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from gqemu.bench.common import RATIO_HEADER, fmt_num, progress, progress_done, ratio_row, table
 
@@ -70,7 +70,7 @@ def gqemu_seq_read(img: str, bs: int, total: int, aio: str = "threads") -> float
 
 def dissect_seq_read(img: str, bs: int, total: int) -> Optional[float]:
     try:
-        from dissect.hypervisor.disk.qcow2 import QCow2  # type: ignore[import-not-found]
+        from dissect.hypervisor.disk.qcow2 import QCow2  # type: ignore
     except ImportError:
         return None
     with open(img, "rb") as fh:
@@ -113,7 +113,7 @@ def _time_cmd(cmd: list[str]) -> Optional[float]:
 
 def _ensure_dissect() -> bool:
     try:
-        import dissect.hypervisor  # type: ignore[import-not-found]  # noqa: F401
+        import dissect.hypervisor  # type: ignore  # noqa: F401
         return True
     except ImportError:
         pass
@@ -176,7 +176,3 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return 0
-
-
-def _unused(x: Any) -> None:
-    pass

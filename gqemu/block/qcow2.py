@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 import zlib
 from typing import Any, Optional
 
@@ -22,47 +21,28 @@ from gqemu.coroutine import CoMutex, coroutine_fn, qemu_co_mutex_lock, qemu_co_m
 from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
-    bdrv_attach_child, bdrv_getlength, bdrv_open, bdrv_register, error_report)
+    bdrv_register, error_report)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import _run_co
-from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
-                              qemu_iovec_from_buf, qemu_iovec_memset, qemu_iovec_slice,
-                              qemu_iovec_to_buf)
-from gqemu.block.qcow2_cache import (
-    BLKDBG_EVENT, qcow2_cache_create, qcow2_cache_entry_mark_dirty, qcow2_cache_flush,
-    qcow2_cache_put, qcow2_cache_set_dependency, qcow2_cache_depends_on_flush,
-    qcow2_cache_write, qcow2_co_pread_file)
+from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
+from gqemu.block.qcow2_cache import BLKDBG_EVENT, qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_cluster import (
-    QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
-    QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, get_cluster_table,
-    get_l2_bitmap, get_l2_entry, qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done,
-    qcow2_alloc_cluster_link_l2, qcow2_alloc_host_offset, qcow2_cluster_zeroize,
-    qcow2_get_host_offset, set_l2_entry)
+    qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2,
+    qcow2_alloc_host_offset, qcow2_cluster_zeroize, qcow2_get_host_offset)
 from gqemu.block.qcow2_header import (
-    DEFAULT_CLUSTER_SIZE, INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_HEADER_SIZE,
-    QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_DIRTY,
-    QCOW2_INCOMPAT_EXTL2, QCOW2_INCOMPAT_MASK, QCOW2_COMPAT_LAZY_REFCOUNTS,
-    QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER, QCOW_MAGIC_BYTES, QCOW_MAX_L1_SIZE,
-    QCOW_MAX_REFTABLE_SIZE, QCOW_MAX_SNAPSHOTS, QCOW_OFLAG_COMPRESSED, Qcow2OpenError,
-    qcow2_check_header_fields, qcow2_header_unpack, qcow2_read_extensions,
-    qcow2_validate_table, report_unsupported_feature, size_to_l1)
-from gqemu.block.qcow2_refcount import (
-    QCOW2_OL_CACHED, qcow2_alloc_bytes, qcow2_get_refcount, qcow2_parse_compressed_l2_entry,
-    qcow2_pre_write_overlap_check, qcow2_refcount_init, qcow2_write_incompat)
-from gqemu.block.qcow2_snapshot import qcow2_read_snapshots
+    QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
+    Qcow2OpenError, qcow2_probe)
+from gqemu.block.qcow2_l2 import (
+    QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
+    QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
+from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing
+from gqemu.block.qcow2_overlap import (
+    QCOW2_OL_CACHED, qcow2_pre_write_overlap_check, qcow2_write_incompat)
+from gqemu.block.qcow2_rw import (
+    qcow2_co_preadv_compressed, qcow2_co_read_backing, qcow2_co_write_compressed_cluster,
+    qcow2_co_write_with_cow, qcow2_is_zero)
 
 EIO, ENOTSUP = errno.EIO, errno.ENOTSUP
-BACKING_CHAIN_MAX = 16
-DEFAULT_L2_CACHE_MAX_SIZE = 32 * 1024 * 1024
-_CHAIN_KEY = "x-gqemu-backing-chain"
-
-
-def qcow2_probe(buf: bytes, filename: str) -> int:
-    """Score 100 for the magic and version >= 2.  QEMU: qcow2_probe."""
-    if len(buf) >= 8 and buf[:4] == QCOW_MAGIC_BYTES and \
-            struct.unpack(">I", buf[4:8])[0] >= 2:
-        return 100
-    return 0
 
 
 @bdrv_register
@@ -75,6 +55,38 @@ class BDRVQcow2State(BlockDriver):
                    "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2")
 
     bdrv_probe = staticmethod(qcow2_probe)
+
+    # geometry and header fields, set by qcow2_do_open (QEMU: BDRVQcow2State)
+    qcow_version: int
+    cluster_bits: int
+    cluster_size: int
+    subclusters_per_cluster: int
+    subcluster_size: int
+    subcluster_bits: int
+    extended_l2: bool
+    l2_entry_size: int
+    l2_bits: int
+    l2_size: int
+    l1_size: int
+    l1_table_offset: int
+    l1_vm_state_index: int
+    refcount_order: int
+    refcount_bits: int
+    refcount_max: int
+    refcount_block_bits: int
+    refcount_block_size: int
+    refcount_table_offset: int
+    refcount_table_size: int
+    size: int
+    csize_shift: int
+    csize_mask: int
+    cluster_offset_mask: int
+    incompatible_features: int
+    compatible_features: int
+    autoclear_features: int
+    use_lazy_refcounts: bool
+    unknown_header_fields: bytes
+    flags: int
 
     def __init__(self) -> None:
         self.lock = CoMutex()
@@ -105,11 +117,11 @@ class BDRVQcow2State(BlockDriver):
         """Open the image: validate, load L1/reftable/snapshots, open the
         backing chain, repair a dirty image.  Raises BlockError.
         Context: loop (drives the coroutine itself).  QEMU: qcow2_open."""
-        chain = options.pop(_CHAIN_KEY, ())
+        chain = options.pop(QCOW2_CHAIN_KEY, ())
         lazy_opt = options.pop("lazy-refcounts", None)
         ovl = options.pop("overlap-check", None)
         if ovl is not None:
-            from gqemu.block.qcow2_refcount import QCOW2_OL_ALL, QCOW2_OL_CONSTANT
+            from gqemu.block.qcow2_overlap import QCOW2_OL_ALL, QCOW2_OL_CONSTANT
             modes = {"none": 0, "constant": QCOW2_OL_CONSTANT, "cached": QCOW2_OL_CACHED,
                      "all": QCOW2_OL_ALL}
             if ovl not in modes:
@@ -376,155 +388,13 @@ class BDRVQcow2State(BlockDriver):
                  QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
             status |= BDRV_BLOCK_OFFSET_VALID | host
             f = bs.file.bs
-        if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, 2):
+        if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN):
             status |= BDRV_BLOCK_ZERO
         elif t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED):
             status |= BDRV_BLOCK_DATA
         return status, cur, f
 
     bdrv_co_get_block_status = qcow2_co_get_block_status
-
-
-# ------------------------------------------------------------------ helpers
-
-
-@coroutine_fn
-def qcow2_co_read_backing(bs: Any, offset: int, cur: int, qiov: QEMUIOVector, done: int) -> int:
-    """Unallocated range: the backing file's data (zeroes past its end), or
-    zeroes.  QEMU: qcow2_co_preadv_task (UNALLOCATED)."""
-    if bs.backing is None:
-        qemu_iovec_memset(qiov, done, 0, cur)
-        return 0
-    blen = bdrv_getlength(bs.backing.bs)
-    if blen < 0:
-        return blen
-    n = max(0, min(cur, blen - offset))
-    if n < cur:
-        qemu_iovec_memset(qiov, done + n, 0, cur - n)
-    if not n:
-        return 0
-    BLKDBG_EVENT(bs.file, "read_backing_aio")
-    return bdrv_co_preadv(bs.backing, offset, n, qemu_iovec_slice(qiov, done, n), 0)
-
-
-@coroutine_fn
-def qcow2_co_preadv_compressed(bs: Any, l2_entry: int, offset: int, cur: int,
-                               qiov: QEMUIOVector, done: int) -> int:
-    """Inflate one compressed cluster; it must give exactly one cluster.
-    QEMU: qcow2_co_preadv_compressed."""
-    s = bs.opaque
-    cs = s.cluster_size
-    if s.decompressed_offset != l2_entry:
-        coffset, csize = qcow2_parse_compressed_l2_entry(s, l2_entry)
-        BLKDBG_EVENT(bs.file, "read_compressed")
-        ret, buf = qcow2_co_pread_file(bs, coffset, csize)
-        if ret < 0:
-            return ret
-        try:
-            d = zlib.decompressobj(-12)
-            out = d.decompress(bytes(buf), cs)
-        except zlib.error:
-            return -EIO
-        if len(out) != cs:
-            return -EIO
-        s.decompressed, s.decompressed_offset = out, l2_entry
-    oic = offset & (cs - 1)
-    qemu_iovec_from_buf(qiov, done, memoryview(s.decompressed)[oic:oic + cur], cur)
-    return 0
-
-
-@coroutine_fn
-def qcow2_co_write_compressed_cluster(bs: Any, offset: int, out: bytes) -> int:
-    """Allocate bytes, set the compressed L2 entry, write the data.
-    QEMU: qcow2_alloc_compressed_cluster_offset + the write."""
-    s = bs.opaque
-    qemu_co_mutex_lock(s.lock)
-    try:
-        ret, e, l2_index = get_cluster_table(bs, offset)
-        if ret < 0:
-            return ret
-        old = get_l2_entry(s, e.data, l2_index)
-        if old or get_l2_bitmap(s, e.data, l2_index):
-            qcow2_cache_put(s.l2_table_cache, e)
-            return -EIO
-        qcow2_cache_put(s.l2_table_cache, e)
-        coff = qcow2_alloc_bytes(bs, len(out))
-        if coff < 0:
-            return coff
-        ret = qcow2_pre_write_overlap_check(bs, 0, coff, len(out))
-        if ret < 0:
-            return ret
-    finally:
-        qemu_co_mutex_unlock(s.lock)
-    BLKDBG_EVENT(bs.file, "write_compressed")
-    q = QEMUIOVector()
-    qemu_iovec_add(q, out)
-    ret = bdrv_co_pwritev(bs.file, coff, len(out), q, 0)
-    if ret < 0:
-        return ret
-    qemu_co_mutex_lock(s.lock)
-    try:
-        nb_csectors = ((coff + len(out) - 1) >> 9) - (coff >> 9)
-        entry = QCOW_OFLAG_COMPRESSED | (nb_csectors << s.csize_shift) | coff
-        qcow2_cache_depends_on_flush(s.l2_table_cache)
-        ret = qcow2_cache_set_dependency(bs, s.l2_table_cache, s.refcount_block_cache)
-        if ret < 0:
-            return ret
-        ret, e, l2_index = get_cluster_table(bs, offset)
-        if ret < 0:
-            return ret
-        BLKDBG_EVENT(bs.file, "l2_update_compressed")
-        set_l2_entry(s, e.data, l2_index, entry)
-        qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-        qcow2_cache_put(s.l2_table_cache, e)
-        return 0
-    finally:
-        qemu_co_mutex_unlock(s.lock)
-
-
-@coroutine_fn
-def qcow2_co_write_with_cow(bs: Any, m: Any, data: QEMUIOVector) -> int:
-    """Write the guest data of a new run together with the old contents of
-    the rest of its first and last clusters (read through this image), as
-    one request.  QEMU: perform_cow merged into the data write."""
-    s = bs.opaque
-    q = QEMUIOVector()
-    start_off, start_n = m.cow_start
-    end_off, end_n = m.cow_end
-    if start_n:
-        head = bytearray(start_n)
-        BLKDBG_EVENT(bs.file, "cow_read")
-        ret = s.qcow2_co_preadv(bs, m.offset, start_n, QEMUIOVector([head]), 0)
-        if ret < 0:
-            return ret
-        qemu_iovec_add(q, head)
-    qemu_iovec_concat(q, data, 0, data.size)
-    if end_n:
-        tail = bytearray(end_n)
-        BLKDBG_EVENT(bs.file, "cow_read")
-        ret = s.qcow2_co_preadv(bs, m.offset + end_off, end_n, QEMUIOVector([tail]), 0)
-        if ret < 0:
-            return ret
-        qemu_iovec_add(q, tail)
-    BLKDBG_EVENT(bs.file, "cow_write" if start_n or end_n else "write_aio")
-    return bdrv_co_pwritev(bs.file, m.alloc_offset, q.size, q, 0)
-
-
-@coroutine_fn
-def qcow2_is_zero(bs: Any, offset: int, nbytes: int) -> bool:
-    """Whether the range already reads as zeroes (by metadata).
-    QEMU: is_zero."""
-    s = bs.opaque
-    end = min(offset + nbytes, bs.total_sectors * 512)
-    while offset < end:
-        status, cur, _ = s.qcow2_co_get_block_status(bs, offset, end - offset)
-        if status < 0 or cur <= 0:
-            return False
-        if not status & BDRV_BLOCK_ZERO:
-            if status & BDRV_BLOCK_DATA or bs.backing is not None:
-                return False
-        offset += cur
-    return True
 
 
 @coroutine_fn
@@ -550,172 +420,3 @@ def qcow2_mark_clean(bs: Any) -> int:
         s.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY
         return qcow2_write_incompat(bs)
     return 0
-
-
-@coroutine_fn
-def qcow2_do_open(bs: Any, flags: int) -> Optional[Qcow2OpenError]:
-    """The checks and loads of qcow2_do_open, in QEMU's order.
-    Returns: None, or the Qcow2OpenError to raise.  QEMU: qcow2_do_open."""
-    try:
-        _qcow2_do_open(bs, flags)
-    except Qcow2OpenError as e:
-        return e
-    return None
-
-
-@coroutine_fn
-def _qcow2_do_open(bs: Any, flags: int) -> None:
-    s = bs.opaque
-    ret, buf = qcow2_co_pread_file(bs, 0, QCOW2_HEADER_SIZE)
-    if ret < 0:
-        raise Qcow2OpenError(-ret, "Could not read qcow2 header: %s" % os.strerror(-ret))
-    h = qcow2_header_unpack(buf)
-    qcow2_check_header_fields(h)
-    s.header = h
-    s.qcow_version = h.version
-    s.cluster_bits = cb = h.cluster_bits
-    s.cluster_size = cs = 1 << cb
-    ext_end = h.backing_file_offset or cs
-    ret, cluster0 = qcow2_co_pread_file(bs, 0, cs)
-    if ret < 0:
-        raise Qcow2OpenError(-ret, "Could not read qcow2 header: %s" % os.strerror(-ret))
-    s.unknown_header_fields = bytes(cluster0[QCOW2_HEADER_SIZE:h.header_length]) \
-        if h.header_length > QCOW2_HEADER_SIZE else b""
-    s.incompatible_features = h.incompatible_features
-    s.compatible_features = h.compatible_features
-    s.autoclear_features = h.autoclear_features
-    if s.incompatible_features & ~QCOW2_INCOMPAT_MASK:
-        try:
-            table = qcow2_read_extensions(cluster0, h.header_length, ext_end).feature_table
-        except Qcow2OpenError:
-            table = None
-        raise Qcow2OpenError(ENOTSUP, report_unsupported_feature(
-            table, s.incompatible_features & ~QCOW2_INCOMPAT_MASK))
-    if s.incompatible_features & QCOW2_INCOMPAT_CORRUPT and flags & BDRV_O_RDWR \
-            and not flags & BDRV_O_CHECK:
-        raise Qcow2OpenError(errno.EACCES, "qcow2: Image is corrupt; cannot be opened read/write")
-    s.extended_l2 = bool(s.incompatible_features & QCOW2_INCOMPAT_EXTL2)
-    s.subclusters_per_cluster = QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER if s.extended_l2 else 1
-    s.subcluster_size = cs // s.subclusters_per_cluster
-    s.subcluster_bits = s.subcluster_size.bit_length() - 1
-    if s.subcluster_size < 512:
-        raise Qcow2OpenError(errno.EINVAL, "Unsupported subcluster size: %d" % s.subcluster_size)
-    if h.refcount_order > 6:
-        raise Qcow2OpenError(errno.EINVAL, "Reference count entry width too large; "
-                             "may not exceed 64 bits")
-    s.refcount_order = h.refcount_order
-    s.refcount_bits = 1 << h.refcount_order
-    s.refcount_max = (1 << s.refcount_bits) - 1
-    if h.crypt_method:
-        raise Qcow2OpenError(errno.EINVAL, "Unsupported encryption method %d" % h.crypt_method
-                             if h.crypt_method > 2 else
-                             "Parameter 'encrypt.key-secret' is required for cipher")
-    s.l2_entry_size = 16 if s.extended_l2 else 8
-    s.l2_bits = cb - (4 if s.extended_l2 else 3)
-    s.l2_size = 1 << s.l2_bits
-    s.refcount_block_bits = cb - (s.refcount_order - 3)
-    s.refcount_block_size = 1 << s.refcount_block_bits
-    s.size = h.size
-    s.csize_shift = 62 - (cb - 8)
-    s.csize_mask = (1 << (cb - 8)) - 1
-    s.cluster_offset_mask = (1 << s.csize_shift) - 1
-    s.refcount_table_offset = h.refcount_table_offset
-    s.refcount_table_size = h.refcount_table_clusters << (cb - 3)
-    if h.refcount_table_clusters == 0 and not flags & BDRV_O_CHECK:
-        raise Qcow2OpenError(errno.EINVAL, "Image does not contain a reference count table")
-    qcow2_validate_table(h.refcount_table_offset, h.refcount_table_clusters, cs,
-                         QCOW_MAX_REFTABLE_SIZE, cs, "Reference count table")
-    if not flags & BDRV_O_CHECK:
-        qcow2_validate_table(h.snapshots_offset, h.nb_snapshots, 40, 40 * QCOW_MAX_SNAPSHOTS,
-                             cs, "Snapshot table")
-    qcow2_validate_table(h.l1_table_offset, h.l1_size, L1E_SIZE, QCOW_MAX_L1_SIZE, cs,
-                         "Active L1 table")
-    s.l1_size = h.l1_size
-    s.l1_table_offset = h.l1_table_offset
-    s.l1_vm_state_index = size_to_l1(cb, s.l2_bits, h.size)
-    if s.l1_vm_state_index > INT_MAX:
-        raise Qcow2OpenError(errno.EFBIG, "Image is too big")
-    if s.l1_size < s.l1_vm_state_index:
-        raise Qcow2OpenError(errno.EINVAL, "L1 table is too small")
-    if s.l1_size:
-        ret, l1 = qcow2_co_pread_file(bs, s.l1_table_offset, s.l1_size * 8)
-        if ret < 0:
-            raise Qcow2OpenError(-ret, "Could not read L1 table: %s" % os.strerror(-ret))
-        s.l1_table = list(struct.unpack(">%dQ" % s.l1_size, l1))
-    l2_cache = max(2, min(DEFAULT_L2_CACHE_MAX_SIZE // cs, s.l1_vm_state_index + 1))
-    s.l2_table_cache = qcow2_cache_create(bs, l2_cache, cs, "l2")
-    s.refcount_block_cache = qcow2_cache_create(bs, 4, cs, "refcount")
-    ret = qcow2_refcount_init(bs)
-    if ret < 0:
-        raise Qcow2OpenError(-ret, "Could not initialize refcount handling: %s"
-                             % os.strerror(-ret))
-    s.ext = ext = qcow2_read_extensions(cluster0, h.header_length, ext_end)
-    if s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE:
-        if ext.has_data_file:
-            raise Qcow2OpenError(ENOTSUP, "External data files are not supported")
-        raise Qcow2OpenError(errno.EINVAL, "'data-file' is required for this image")
-    if ext.has_crypto:
-        raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
-                             "for cipher")
-    s.backing_format = ext.backing_format
-    if h.backing_file_offset:
-        n = h.backing_file_size
-        if n > min(1023, cs - h.backing_file_offset):
-            raise Qcow2OpenError(errno.EINVAL, "Backing file name too long")
-        s.backing_file = bytes(cluster0[h.backing_file_offset:h.backing_file_offset + n]
-                               ).decode("utf-8", "replace")
-    s.nb_snapshots = h.nb_snapshots
-    s.snapshots_offset = h.snapshots_offset
-    s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
-    s.use_lazy_refcounts = bool(s.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
-    if s.autoclear_features & ~QCOW2_AUTOCLEAR_MASK and not s.read_only:
-        s.autoclear_features &= QCOW2_AUTOCLEAR_MASK
-        from gqemu.block.qcow2_cache import qcow2_co_pwrite_file, qcow2_co_flush_file
-        if s.qcow_version >= 3:
-            qcow2_co_pwrite_file(bs, 88, struct.pack(">Q", s.autoclear_features))
-            qcow2_co_flush_file(bs)
-
-
-def qcow2_open_backing(bs: Any, s: BDRVQcow2State, flags: int, chain: tuple) -> None:
-    """Open the backing file read-only: its name relative to the image's
-    folder, its format from the header extension; refuse loops, chains
-    deeper than 16, and unnamed formats that would probe as raw.
-    QEMU: bdrv_open_backing_file (block.c)."""
-    name = s.backing_file or ""
-    if name.startswith("json:") or ":" in name.split("/")[0]:
-        raise BlockError(errno.EINVAL, "Backing file name '%s' is not a plain file name" % name)
-    base_dir = os.path.dirname(bs.filename)
-    path = name if os.path.isabs(name) or not base_dir else os.path.join(base_dir, name)
-    me = os.path.realpath(bs.filename)
-    target = os.path.realpath(path)
-    chain = tuple(chain) + (me,)
-    if target in chain:
-        raise BlockError(errno.EINVAL, "Backing file '%s' creates an infinite loop" % name)
-    if len(chain) > BACKING_CHAIN_MAX:
-        raise BlockError(errno.EINVAL, "Backing chain of '%s' is longer than %d"
-                         % (bs.filename, BACKING_CHAIN_MAX))
-    fmt = s.backing_format
-    opts: dict = {}
-    if fmt is None:
-        try:
-            with open(path, "rb") as f:
-                head = f.read(512)
-        except OSError as e:
-            raise BlockError(e.errno or errno.ENOENT, "Could not open backing file: "
-                             "Could not open '%s': %s" % (path, e.strerror))
-        if qcow2_probe(head, path) != 100:
-            raise BlockError(errno.EINVAL, "Backing file '%s' has no backing format and "
-                             "would be probed as raw; refusing (set backing_fmt)" % name)
-        fmt = "qcow2"
-    if fmt == "qcow2":
-        opts[_CHAIN_KEY] = chain
-    opts["format"] = fmt
-    try:
-        child = bdrv_open(path, opts, flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK)
-    except BlockError as e:
-        raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
-    bs.backing = bdrv_attach_child(bs, child, "backing")
-
-
-def _unused() -> None:
-    _ = (DEFAULT_CLUSTER_SIZE, qcow2_get_refcount, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC)

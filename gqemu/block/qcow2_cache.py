@@ -130,7 +130,7 @@ def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
         ret = 0
     if ret < 0:
         return ret
-    from gqemu.block.qcow2_refcount import (
+    from gqemu.block.qcow2_overlap import (
         qcow2_pre_write_overlap_check, QCOW2_OL_REFCOUNT_BLOCK, QCOW2_OL_ACTIVE_L2)
     ign = QCOW2_OL_REFCOUNT_BLOCK if c is s.refcount_block_cache else QCOW2_OL_ACTIVE_L2
     ret = qcow2_pre_write_overlap_check(bs, ign, e.offset, c.table_size)
@@ -205,7 +205,7 @@ def qcow2_cache_depends_on_flush(c: Qcow2Cache) -> None:
 
 @coroutine_fn
 def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
-                       read_from_disk: bool) -> tuple[int, Qcow2CachedTable | None]:
+                       read_from_disk: bool) -> tuple[int, Any]:
     """Find or load the table at ``offset``, taking a reference.
 
     Context: coroutine, s->lock held.  Returns: (0, entry) or (-errno, None).
@@ -213,7 +213,7 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
     """
     s = bs.opaque
     if offset & (c.table_size - 1):
-        from gqemu.block.qcow2_refcount import qcow2_signal_corruption
+        from gqemu.block.qcow2_overlap import qcow2_signal_corruption
         qcow2_signal_corruption(bs, True, -1, -1, "Cannot get entry from %s "
                                 "cache: Offset %s is unaligned"
                                 % ("refcount block" if c is s.refcount_block_cache
@@ -260,13 +260,13 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
 
 
 @coroutine_fn
-def qcow2_cache_get(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Qcow2CachedTable | None]:
+def qcow2_cache_get(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
     """QEMU: qcow2_cache_get."""
     return qcow2_cache_do_get(bs, c, offset, True)
 
 
 @coroutine_fn
-def qcow2_cache_get_empty(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Qcow2CachedTable | None]:
+def qcow2_cache_get_empty(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
     """QEMU: qcow2_cache_get_empty (the caller fills the table)."""
     return qcow2_cache_do_get(bs, c, offset, False)
 

@@ -23,17 +23,20 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qcow2_cache import (qcow2_cache_write, qcow2_co_flush_file,
                                      qcow2_co_pread_file, qcow2_co_pwrite_file)
-from gqemu.block.qcow2_cluster import (
+from gqemu.block.qcow2_cluster import qcow2_write_l1_entry
+from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_UNALLOCATED,
-    QCOW2_CLUSTER_ZERO_ALLOC, qcow2_get_cluster_type, qcow2_write_l1_entry)
+    QCOW2_CLUSTER_ZERO_ALLOC, qcow2_get_cluster_type)
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, QCOW_L2_BITMAP_ALL_ALLOC,
     QCOW_MAX_L1_SIZE, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, REFT_OFFSET_MASK,
     REFT_RESERVED_MASK)
+from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
+from gqemu.block.qcow2_overlap import (
+    QCOW2_OL_ACTIVE_L2, qcow2_pre_write_overlap_check, qcow2_write_incompat)
 from gqemu.block.qcow2_refcount import (
-    QCOW2_OL_ACTIVE_L2, qcow2_get_refcount, qcow2_parse_compressed_l2_entry,
-    qcow2_pre_write_overlap_check, qcow2_write_incompat, set_refcount_ro, update_refcount)
+    qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
 
 BDRV_FIX_LEAKS = 1
 BDRV_FIX_ERRORS = 2
@@ -271,62 +274,6 @@ def compare_refcounts(bs: Any, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> t
         else:
             res.leaks += 1
     return rebuild, highest
-
-
-@coroutine_fn
-def rebuild_refcount_structure(bs: Any, res: BdrvCheckResult, imrt: _Imrt) -> int:
-    """Write a fresh refcount table and blocks past everything in use,
-    describing themselves, and switch the header to them.
-    QEMU: rebuild_refcount_structure."""
-    s = bs.opaque
-    cs, rbs = s.cluster_size, s.refcount_block_size
-    counts = imrt.counts
-    start = len(counts)
-    while start and not counts[start - 1]:
-        start -= 1
-    nb_blocks = table_clusters = 1
-    while True:
-        total = start + nb_blocks + table_clusters
-        need_blocks = (total + rbs - 1) // rbs
-        need_table = (need_blocks * 8 + cs - 1) // cs
-        if need_blocks <= nb_blocks and need_table <= table_clusters:
-            break
-        nb_blocks, table_clusters = max(nb_blocks, need_blocks), max(table_clusters, need_table)
-    counts = counts[:start] + [1] * (nb_blocks + table_clusters)
-    blocks = bytearray(nb_blocks * cs)
-    for k, v in enumerate(counts):
-        if v:
-            b, idx = divmod(k, rbs)
-            set_refcount_ro(memoryview(blocks)[b * cs:(b + 1) * cs], s.refcount_order,  # type: ignore[arg-type]
-                            idx, min(v, s.refcount_max))
-    ret = qcow2_co_pwrite_file(bs, start * cs, blocks)
-    if ret < 0:
-        return ret
-    table_entries = table_clusters * cs // 8
-    table = [(start + b) * cs for b in range(nb_blocks)] + [0] * (table_entries - nb_blocks)
-    table_off = (start + nb_blocks) * cs
-    ret = qcow2_co_pwrite_file(bs, table_off, struct.pack(">%dQ" % table_entries, *table))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
-    if ret >= 0:
-        ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, table_clusters))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
-    if ret < 0:
-        return ret
-    s.refcount_table = table
-    s.refcount_table_offset = table_off
-    s.refcount_table_size = table_entries
-    _drop_cache(s.refcount_block_cache)
-    s.free_cluster_index = 0
-    return 0
-
-
-def _drop_cache(c: Any) -> None:
-    for e in c.entries:
-        e.offset = 0
-        e.dirty = False
-    c.by_offset.clear()
 
 
 @coroutine_fn

@@ -25,96 +25,20 @@ from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
     QCOW_L2_BITMAP_ALL_ZEROES, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
     QCOW_OFLAG_ZERO, c_hex)
-from gqemu.block.qcow2_refcount import (
-    QCOW2_OL_ACTIVE_L1, qcow2_alloc_clusters, qcow2_free_any_cluster,
-    qcow2_free_clusters, qcow2_mark_dirty, qcow2_pre_write_overlap_check,
+from gqemu.block.qcow2_l2 import (
+    QCOW2_CLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_INVALID,
+    QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC,
+    QCOW2_SUBCLUSTER_ZERO_PLAIN, _HOST_TYPES, _PLAIN_SC, get_l2_bitmap, get_l2_entry,
+    qcow2_get_cluster_type, qcow2_get_subcluster_type, set_l2_bitmap, set_l2_entry)
+from gqemu.block.qcow2_overlap import (
+    QCOW2_OL_ACTIVE_L1, qcow2_mark_dirty, qcow2_pre_write_overlap_check,
     qcow2_signal_corruption)
+from gqemu.block.qcow2_refcount import (
+    qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
 
 EIO, EFBIG = 5, 27
 
-# QCow2ClusterType
-QCOW2_CLUSTER_UNALLOCATED = 0
-QCOW2_CLUSTER_ZERO_PLAIN = 1
-QCOW2_CLUSTER_ZERO_ALLOC = 2
-QCOW2_CLUSTER_NORMAL = 3
-QCOW2_CLUSTER_COMPRESSED = 4
-# QCow2SubclusterType
-QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN = 0
-QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC = 1
-QCOW2_SUBCLUSTER_ZERO_PLAIN = 2
-QCOW2_SUBCLUSTER_ZERO_ALLOC = 3
-QCOW2_SUBCLUSTER_NORMAL = 4
-QCOW2_SUBCLUSTER_COMPRESSED = 5
-QCOW2_SUBCLUSTER_INVALID = 6
-
 L1_ENTRIES_PER_SECTOR = 64
-
-
-def qcow2_get_cluster_type(extended_l2: bool, l2_entry: int) -> int:
-    """QEMU: qcow2_get_cluster_type."""
-    if l2_entry & QCOW_OFLAG_COMPRESSED:
-        return QCOW2_CLUSTER_COMPRESSED
-    if l2_entry & QCOW_OFLAG_ZERO and not extended_l2:
-        return QCOW2_CLUSTER_ZERO_ALLOC if l2_entry & L2E_OFFSET_MASK else QCOW2_CLUSTER_ZERO_PLAIN
-    if not l2_entry & L2E_OFFSET_MASK:
-        return QCOW2_CLUSTER_UNALLOCATED
-    return QCOW2_CLUSTER_NORMAL
-
-
-_PLAIN_SC = {QCOW2_CLUSTER_COMPRESSED: QCOW2_SUBCLUSTER_COMPRESSED,
-             QCOW2_CLUSTER_ZERO_PLAIN: QCOW2_SUBCLUSTER_ZERO_PLAIN,
-             QCOW2_CLUSTER_ZERO_ALLOC: QCOW2_SUBCLUSTER_ZERO_ALLOC,
-             QCOW2_CLUSTER_NORMAL: QCOW2_SUBCLUSTER_NORMAL,
-             QCOW2_CLUSTER_UNALLOCATED: QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN}
-
-
-def qcow2_get_subcluster_type(extended_l2: bool, l2_entry: int, l2_bitmap: int,
-                              sc_index: int) -> int:
-    """QEMU: qcow2_get_subcluster_type."""
-    t = qcow2_get_cluster_type(extended_l2, l2_entry)
-    if not extended_l2:
-        return _PLAIN_SC[t]
-    if t == QCOW2_CLUSTER_COMPRESSED:
-        return QCOW2_SUBCLUSTER_COMPRESSED
-    if t == QCOW2_CLUSTER_NORMAL:
-        if (l2_bitmap >> 32) & l2_bitmap:
-            return QCOW2_SUBCLUSTER_INVALID
-        if l2_bitmap & (1 << (32 + sc_index)):
-            return QCOW2_SUBCLUSTER_ZERO_ALLOC
-        if l2_bitmap & (1 << sc_index):
-            return QCOW2_SUBCLUSTER_NORMAL
-        return QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC
-    if l2_bitmap & QCOW_L2_BITMAP_ALL_ALLOC:
-        return QCOW2_SUBCLUSTER_INVALID
-    if l2_bitmap & (1 << (32 + sc_index)):
-        return QCOW2_SUBCLUSTER_ZERO_PLAIN
-    return QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN
-
-
-_HOST_TYPES = (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
-               QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC)
-
-
-def get_l2_entry(s: Any, data: bytearray, idx: int) -> int:
-    """QEMU: get_l2_entry."""
-    o = idx * s.l2_entry_size
-    return int.from_bytes(data[o:o + 8], "big")
-
-
-def get_l2_bitmap(s: Any, data: bytearray, idx: int) -> int:
-    """QEMU: get_l2_bitmap (0 without extended L2)."""
-    if not s.extended_l2:
-        return 0
-    o = idx * 16 + 8
-    return int.from_bytes(data[o:o + 8], "big")
-
-
-def set_l2_entry(s: Any, data: bytearray, idx: int, value: int) -> None:
-    struct.pack_into(">Q", data, idx * s.l2_entry_size, value)
-
-
-def set_l2_bitmap(s: Any, data: bytearray, idx: int, value: int) -> None:
-    struct.pack_into(">Q", data, idx * 16 + 8, value)
 
 
 @coroutine_fn

@@ -108,6 +108,14 @@ class Qcow2OpenError(Exception):
         self.msg = msg
 
 
+def qcow2_probe(buf: bytes, filename: str) -> int:
+    """Score 100 for the magic and version >= 2.  QEMU: qcow2_probe."""
+    if len(buf) >= 8 and buf[:4] == QCOW_MAGIC_BYTES and \
+            struct.unpack(">I", buf[4:8])[0] >= 2:
+        return 100
+    return 0
+
+
 def c_hex(v: int) -> str:
     """C's ``%#x``/``%#" PRIx64``: ``0`` for zero, ``0x..`` otherwise."""
     return "%#x" % v if v else "0"
@@ -138,7 +146,7 @@ class QCowHeader:
     compression_type: int = 0
 
 
-def qcow2_header_unpack(buf: bytes) -> QCowHeader:
+def qcow2_header_unpack(buf: bytes | bytearray) -> QCowHeader:
     """Decode the first 112 bytes (zero-filled if shorter, as QEMU's read is).
 
     Context: any.  Returns: the header with v2 defaults applied, unvalidated.
@@ -222,7 +230,7 @@ class Qcow2Extensions:
     has_crypto: bool = False
 
 
-def qcow2_read_extensions(cluster0: bytes, start: int, end: int) -> Qcow2Extensions:
+def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> Qcow2Extensions:
     """Parse the extensions between ``start`` (header_length) and ``end``.
 
     Context: any.  Raises: Qcow2OpenError("Header extension too large").

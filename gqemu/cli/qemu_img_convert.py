@@ -111,11 +111,11 @@ def convert_co(src: Any, dst: Any, size: int, compress: bool, skip_create: bool,
     from gqemu.coroutine import (qemu_coroutine_create, qemu_coroutine_enter,
                                  qemu_coroutine_self, qemu_coroutine_yield)
     chunk = IO_BUF_SIZE
-    dst_bs = blk_bs(dst)
+    dst_bs: Any = blk_bs(dst)
     if compress:
         cs = dst_bs.drv.cluster_size
         chunk = max(cs, chunk // cs * cs)
-    state = {"next": 0, "ret": 0, "where": ("r", 0), "running": 0, "done": 0}
+    state: dict[str, Any] = {"next": 0, "ret": 0, "where": ("r", 0), "running": 0, "done": 0}
     me = qemu_coroutine_self()
 
     def worker(_: Any) -> None:

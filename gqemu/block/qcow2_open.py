@@ -1,0 +1,199 @@
+"""qcow2 open: the header checks of ``qcow2_do_open`` in QEMU's order
+(reliability 2.1), loading L1, refcount table and snapshots, and opening the
+backing chain (relative names, format from the header, loop and depth
+limits, no probing a backing file as raw).
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+
+QEMU: block/qcow2.c qcow2_do_open; block.c bdrv_open_backing_file.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from typing import Any, Optional
+
+from gqemu.coroutine import coroutine_fn
+from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
+                                bdrv_open)
+from gqemu.block.qcow2_cache import (qcow2_cache_create, qcow2_co_flush_file,
+                                     qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_header import (
+    INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE,
+    QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_EXTL2,
+    QCOW2_INCOMPAT_MASK, QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER, QCOW_MAX_L1_SIZE,
+    QCOW_MAX_REFTABLE_SIZE, QCOW_MAX_SNAPSHOTS, Qcow2OpenError, qcow2_check_header_fields,
+    qcow2_header_unpack, qcow2_probe, qcow2_read_extensions, qcow2_validate_table,
+    report_unsupported_feature, size_to_l1)
+from gqemu.block.qcow2_refcount import qcow2_refcount_init
+from gqemu.block.qcow2_snapshot import qcow2_read_snapshots
+
+ENOTSUP = errno.ENOTSUP
+BACKING_CHAIN_MAX = 16
+DEFAULT_L2_CACHE_MAX_SIZE = 32 * 1024 * 1024
+QCOW2_CHAIN_KEY = "x-gqemu-backing-chain"
+
+
+@coroutine_fn
+def qcow2_do_open(bs: Any, flags: int) -> Optional[Qcow2OpenError]:
+    """The checks and loads of qcow2_do_open, in QEMU's order.
+    Returns: None, or the Qcow2OpenError to raise.  QEMU: qcow2_do_open."""
+    try:
+        _qcow2_do_open(bs, flags)
+    except Qcow2OpenError as e:
+        return e
+    return None
+
+
+@coroutine_fn
+def _qcow2_do_open(bs: Any, flags: int) -> None:
+    s = bs.opaque
+    ret, buf = qcow2_co_pread_file(bs, 0, QCOW2_HEADER_SIZE)
+    if ret < 0:
+        raise Qcow2OpenError(-ret, "Could not read qcow2 header: %s" % os.strerror(-ret))
+    h = qcow2_header_unpack(buf)
+    qcow2_check_header_fields(h)
+    s.header = h
+    s.qcow_version = h.version
+    s.cluster_bits = cb = h.cluster_bits
+    s.cluster_size = cs = 1 << cb
+    ext_end = h.backing_file_offset or cs
+    ret, cluster0 = qcow2_co_pread_file(bs, 0, cs)
+    if ret < 0:
+        raise Qcow2OpenError(-ret, "Could not read qcow2 header: %s" % os.strerror(-ret))
+    s.unknown_header_fields = bytes(cluster0[QCOW2_HEADER_SIZE:h.header_length]) \
+        if h.header_length > QCOW2_HEADER_SIZE else b""
+    s.incompatible_features = h.incompatible_features
+    s.compatible_features = h.compatible_features
+    s.autoclear_features = h.autoclear_features
+    if s.incompatible_features & ~QCOW2_INCOMPAT_MASK:
+        try:
+            table = qcow2_read_extensions(cluster0, h.header_length, ext_end).feature_table
+        except Qcow2OpenError:
+            table = None
+        raise Qcow2OpenError(ENOTSUP, report_unsupported_feature(
+            table, s.incompatible_features & ~QCOW2_INCOMPAT_MASK))
+    if s.incompatible_features & QCOW2_INCOMPAT_CORRUPT and flags & BDRV_O_RDWR \
+            and not flags & BDRV_O_CHECK:
+        raise Qcow2OpenError(errno.EACCES, "qcow2: Image is corrupt; cannot be opened read/write")
+    s.extended_l2 = bool(s.incompatible_features & QCOW2_INCOMPAT_EXTL2)
+    s.subclusters_per_cluster = QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER if s.extended_l2 else 1
+    s.subcluster_size = cs // s.subclusters_per_cluster
+    s.subcluster_bits = s.subcluster_size.bit_length() - 1
+    if s.subcluster_size < 512:
+        raise Qcow2OpenError(errno.EINVAL, "Unsupported subcluster size: %d" % s.subcluster_size)
+    if h.refcount_order > 6:
+        raise Qcow2OpenError(errno.EINVAL, "Reference count entry width too large; "
+                             "may not exceed 64 bits")
+    s.refcount_order = h.refcount_order
+    s.refcount_bits = 1 << h.refcount_order
+    s.refcount_max = (1 << s.refcount_bits) - 1
+    if h.crypt_method:
+        raise Qcow2OpenError(errno.EINVAL, "Unsupported encryption method %d" % h.crypt_method
+                             if h.crypt_method > 2 else
+                             "Parameter 'encrypt.key-secret' is required for cipher")
+    s.l2_entry_size = 16 if s.extended_l2 else 8
+    s.l2_bits = cb - (4 if s.extended_l2 else 3)
+    s.l2_size = 1 << s.l2_bits
+    s.refcount_block_bits = cb - (s.refcount_order - 3)
+    s.refcount_block_size = 1 << s.refcount_block_bits
+    s.size = h.size
+    s.csize_shift = 62 - (cb - 8)
+    s.csize_mask = (1 << (cb - 8)) - 1
+    s.cluster_offset_mask = (1 << s.csize_shift) - 1
+    s.refcount_table_offset = h.refcount_table_offset
+    s.refcount_table_size = h.refcount_table_clusters << (cb - 3)
+    if h.refcount_table_clusters == 0 and not flags & BDRV_O_CHECK:
+        raise Qcow2OpenError(errno.EINVAL, "Image does not contain a reference count table")
+    qcow2_validate_table(h.refcount_table_offset, h.refcount_table_clusters, cs,
+                         QCOW_MAX_REFTABLE_SIZE, cs, "Reference count table")
+    if not flags & BDRV_O_CHECK:
+        qcow2_validate_table(h.snapshots_offset, h.nb_snapshots, 40, 40 * QCOW_MAX_SNAPSHOTS,
+                             cs, "Snapshot table")
+    qcow2_validate_table(h.l1_table_offset, h.l1_size, L1E_SIZE, QCOW_MAX_L1_SIZE, cs,
+                         "Active L1 table")
+    s.l1_size = h.l1_size
+    s.l1_table_offset = h.l1_table_offset
+    s.l1_vm_state_index = size_to_l1(cb, s.l2_bits, h.size)
+    if s.l1_vm_state_index > INT_MAX:
+        raise Qcow2OpenError(errno.EFBIG, "Image is too big")
+    if s.l1_size < s.l1_vm_state_index:
+        raise Qcow2OpenError(errno.EINVAL, "L1 table is too small")
+    if s.l1_size:
+        ret, l1 = qcow2_co_pread_file(bs, s.l1_table_offset, s.l1_size * 8)
+        if ret < 0:
+            raise Qcow2OpenError(-ret, "Could not read L1 table: %s" % os.strerror(-ret))
+        s.l1_table = list(struct.unpack(">%dQ" % s.l1_size, l1))
+    l2_cache = max(2, min(DEFAULT_L2_CACHE_MAX_SIZE // cs, s.l1_vm_state_index + 1))
+    s.l2_table_cache = qcow2_cache_create(bs, l2_cache, cs, "l2")
+    s.refcount_block_cache = qcow2_cache_create(bs, 4, cs, "refcount")
+    ret = qcow2_refcount_init(bs)
+    if ret < 0:
+        raise Qcow2OpenError(-ret, "Could not initialize refcount handling: %s"
+                             % os.strerror(-ret))
+    s.ext = ext = qcow2_read_extensions(cluster0, h.header_length, ext_end)
+    if s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE:
+        if ext.has_data_file:
+            raise Qcow2OpenError(ENOTSUP, "External data files are not supported")
+        raise Qcow2OpenError(errno.EINVAL, "'data-file' is required for this image")
+    if ext.has_crypto:
+        raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
+                             "for cipher")
+    s.backing_format = ext.backing_format
+    if h.backing_file_offset:
+        n = h.backing_file_size
+        if n > min(1023, cs - h.backing_file_offset):
+            raise Qcow2OpenError(errno.EINVAL, "Backing file name too long")
+        s.backing_file = bytes(cluster0[h.backing_file_offset:h.backing_file_offset + n]
+                               ).decode("utf-8", "replace")
+    s.nb_snapshots = h.nb_snapshots
+    s.snapshots_offset = h.snapshots_offset
+    s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
+    s.use_lazy_refcounts = bool(s.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
+    if s.autoclear_features & ~QCOW2_AUTOCLEAR_MASK and not s.read_only:
+        s.autoclear_features &= QCOW2_AUTOCLEAR_MASK
+        if s.qcow_version >= 3:
+            qcow2_co_pwrite_file(bs, 88, struct.pack(">Q", s.autoclear_features))
+            qcow2_co_flush_file(bs)
+
+
+def qcow2_open_backing(bs: Any, s: Any, flags: int, chain: tuple) -> None:
+    """Open the backing file read-only: its name relative to the image's
+    folder, its format from the header extension; refuse loops, chains
+    deeper than 16, and unnamed formats that would probe as raw.
+    QEMU: bdrv_open_backing_file (block.c)."""
+    name = s.backing_file or ""
+    if name.startswith("json:") or ":" in name.split("/")[0]:
+        raise BlockError(errno.EINVAL, "Backing file name '%s' is not a plain file name" % name)
+    base_dir = os.path.dirname(bs.filename)
+    path = name if os.path.isabs(name) or not base_dir else os.path.join(base_dir, name)
+    me = os.path.realpath(bs.filename)
+    target = os.path.realpath(path)
+    chain = tuple(chain) + (me,)
+    if target in chain:
+        raise BlockError(errno.EINVAL, "Backing file '%s' creates an infinite loop" % name)
+    if len(chain) > BACKING_CHAIN_MAX:
+        raise BlockError(errno.EINVAL, "Backing chain of '%s' is longer than %d"
+                         % (bs.filename, BACKING_CHAIN_MAX))
+    fmt = s.backing_format
+    opts: dict = {}
+    if fmt is None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(512)
+        except OSError as e:
+            raise BlockError(e.errno or errno.ENOENT, "Could not open backing file: "
+                             "Could not open '%s': %s" % (path, e.strerror))
+        if qcow2_probe(head, path) != 100:
+            raise BlockError(errno.EINVAL, "Backing file '%s' has no backing format and "
+                             "would be probed as raw; refusing (set backing_fmt)" % name)
+        fmt = "qcow2"
+    if fmt == "qcow2":
+        opts[QCOW2_CHAIN_KEY] = chain
+    opts["format"] = fmt
+    try:
+        child = bdrv_open(path, opts, flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK)
+    except BlockError as e:
+        raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
+    bs.backing = bdrv_attach_child(bs, child, "backing")
