@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
                 pass
     if not args.quiet:
         extra = ""
+        if imp.prd_synthesized:
+            extra += "; %d PRD tables synthesized" % imp.prd_synthesized
         if imp.bmdma_bar is not None and imp.bmdma_bar != BMDMA_BASE:
-            extra = "; guest BMDMA BAR 0x%x mapped to 0x%x" % (imp.bmdma_bar, BMDMA_BASE)
+            extra += "; guest BMDMA BAR 0x%x mapped to 0x%x" % (imp.bmdma_bar, BMDMA_BASE)
         sys.stderr.write("%s: %d records from %d lines%s\n" % (out, w.count, imp.lines, extra))
     return 0

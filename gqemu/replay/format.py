@@ -116,9 +116,12 @@ class TraceWriter:
 
     def flush(self) -> None:
         if self._pending:
-            self.f.write(self._packer.bytes())
+            # take the bytes out first: a signal handler that flushes again
+            # (SIGTERM during a run) must not write them twice
+            data = self._packer.bytes()
             self._packer.reset()
             self._pending = 0
+            self.f.write(data)
         self.f.flush()
 
     def close(self, end: bool = True) -> None:

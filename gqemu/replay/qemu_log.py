@@ -306,8 +306,9 @@ class QemuLogImporter:
             if (val & ~3) + PRD_TABLE_MAX > self.ram_size:
                 # beyond gqemu's guest RAM: move the table (and what the
                 # register reads back) to a fixed low address
-                self._prd_reloc[ch] = PRD_RELOC + 0x1000 * ch
-                val = self._prd_reloc[ch] | (val & 3)
+                reloc = PRD_RELOC + 0x1000 * ch
+                self._prd_reloc[ch] = reloc
+                val = reloc | (val & 3)
             else:
                 self._prd_reloc[ch] = None
             yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 4, base + 4, val]
