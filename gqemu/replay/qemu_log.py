@@ -313,9 +313,9 @@ class QemuLogImporter:
                 self._prd_reloc[ch] = None
             yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 4, base + 4, val]
         else:
-            reloc = self._prd_reloc[ch]
-            if reloc is not None and val & ~3 == self._prd_addr[ch]:
-                val = reloc | (val & 3)
+            moved = self._prd_reloc[ch]
+            if moved is not None and val & ~3 == self._prd_addr[ch]:
+                val = moved | (val & 3)
             yield [REC_IO, cpu, KVM_EXIT_IO_IN, 4, base + 4, val]
 
     def _synthetic_prd(self, ch: int, cpu: int) -> Optional[list]:
