@@ -83,7 +83,7 @@ def add_rule(kind: str, opts: dict) -> BlkdebugRule:
         raise BlockError(errno.EINVAL, "Missing event name for rule")
     ev = blkdebug_event_by_name(str(event))
     if ev < 0:
-        raise BlockError(errno.EINVAL, "Invalid event name \"%s\"" % event)
+        raise BlockError(errno.EINVAL, "invalid parameter value: %s" % event)
     r = BlkdebugRule()
     r.event = ev
     r.action = kind
@@ -99,18 +99,17 @@ def add_rule(kind: str, opts: dict) -> BlkdebugRule:
         iotype = opts.pop("iotype", None)
         if iotype is not None:
             if str(iotype) not in _IOTYPES:
-                raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % iotype)
+                raise BlockError(errno.EINVAL, "invalid parameter value: %s" % iotype)
             r.iotype_mask = 1 << _IOTYPES.index(str(iotype))
     else:
-        if "new_state" not in opts:
-            raise BlockError(errno.EINVAL, "Parameter 'new_state' is missing")
         r.new_state = _num(opts, "new_state", 0)
     return r
 
 
 def blkdebug_parse_config(text: str, where: str = "") -> list[tuple[str, dict]]:
-    """Parse the ini-like config: ``[inject-error]`` / ``[set-state]``
-    groups of ``key = "value"`` lines.  Raises BlockError.
+    """Parse the config: ``[inject-error]`` / ``[set-state]`` groups of
+    ``key = "value"`` lines (an unquoted value reads as empty, as QEMU's
+    sscanf does).  Raises BlockError with QEMU's messages.
     QEMU: qemu_config_parse (util/qemu-config.c) on blkdebug's groups."""
     groups: list[tuple[str, dict]] = []
     cur: Optional[dict] = None
@@ -118,20 +117,25 @@ def blkdebug_parse_config(text: str, where: str = "") -> list[tuple[str, dict]]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith("[") and line.endswith("]"):
-            name = line[1:-1].strip()
+        if line.startswith("["):
+            name = line[1:line.index("]")] if "]" in line else line[1:]
             if name not in ("inject-error", "set-state"):
-                raise BlockError(errno.EINVAL, "%s:%d: there is no option group '%s'"
-                                 % (where, lineno, name))
+                raise BlockError(errno.EINVAL, "There is no option group '%s'" % name)
             cur = {}
             groups.append((name, cur))
             continue
-        if "=" not in line or cur is None:
-            raise BlockError(errno.EINVAL, "%s:%d: parse error" % (where, lineno))
-        key, val = (s.strip() for s in line.split("=", 1))
-        if len(val) >= 2 and val[0] == val[-1] == '"':
-            val = val[1:-1]
-        cur[key] = val
+        key, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if not rest.startswith("="):
+            key, rest = line, ""
+        value = rest[1:].strip()
+        if len(value) >= 2 and value[0] == '"' and '"' in value[1:]:
+            value = value[1:value.index('"', 1)]
+        else:
+            value = ""
+        if cur is None:
+            raise BlockError(errno.EINVAL, "%s:%d: no group defined" % (where, lineno))
+        cur[key] = value
     return groups
 
 
@@ -163,8 +167,8 @@ class BdrvBlkdebug(BlockDriver):
         if filename.startswith("blkdebug:"):
             rest = filename[len("blkdebug:"):]
             if ":" not in rest:
-                raise BlockError(errno.EINVAL, "Could not parse blkdebug filename: "
-                                 "expected blkdebug:CONFIG:IMAGE")
+                raise BlockError(errno.EINVAL, "blkdebug requires both config file "
+                                 "and image path")
             conf, image_name = rest.split(":", 1)
             config = config or conf or None
             image = image or image_name

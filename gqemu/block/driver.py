@@ -632,7 +632,10 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))
-    file_bs = bdrv_open_protocol(proto, filename, file_opts, flags)
+    if "driver" in file_opts:             # file.driver=blkdebug, ...
+        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True)
+    else:
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags)
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs
