@@ -6,6 +6,11 @@ the write permission, and runs the command; it returns 0 or -errno.  ``io``
 is the session (``gqemu.cli.qemu_io.QemuIO``): ``blk``, ``prog`` and the
 table of commands.
 
+Context (every ``*_f(io, argv)``): the main loop, outside coroutines; it
+polls the AioContext until its request completes.  Returns: 0, or -errno
+after printing the error as qemu-io does (any failure makes the exit
+status 1).
+
 Must not import: gqemu.hw, gqemu.kvm, gqemu.machine.
 QEMU: qemu-io-cmds.c (command, qemuio_command, help_f, flush_f, discard_f,
 length_f, info_f).

@@ -1,6 +1,11 @@
 """qemu-io's allocation queries (alloc, map) and the remaining commands:
 truncate, sleep, sigraise, abort and the blkdebug breakpoint commands.
 
+Context (every ``*_f(io, argv)``): the main loop, outside coroutines; it
+polls the AioContext until its request completes.  Returns: 0, or -errno
+after printing the error as qemu-io does (any failure makes the exit
+status 1).
+
 Must not import: gqemu.hw, gqemu.kvm, gqemu.machine.
 QEMU: qemu-io-cmds.c (alloc_f, map_is_allocated, map_f, truncate_f,
 sleep_f, sigraise_f, abort_f, break_f, ...).

@@ -6,6 +6,11 @@ Options become ``-drive`` keys for ``blk_new_open``: qemu-io's defaults are
 ``-n`` ``cache=none``, ``-U`` ``locking=off`` (read-only images only),
 ``-C`` ``copy-on-read=on``.
 
+Context (every ``*_f(io, argv)``): the main loop, outside coroutines; it
+polls the AioContext until its request completes.  Returns: 0, or -errno
+after printing the error as qemu-io does (any failure makes the exit
+status 1).
+
 Must not import at module level: gqemu.block; never gqemu.hw, gqemu.kvm.
 QEMU: qemu-io.c (openfile, open_f, close_f, quit_f), qemu-io-cmds.c
 (reopen_f).

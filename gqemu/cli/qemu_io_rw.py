@@ -5,6 +5,11 @@ semantics, issues the request through the BlockBackend, and prints what
 QEMU 7.2's qemu-io prints.  Returns 0 or -errno, which decides the exit
 status.  Also the helpers the vectored and aio commands share.
 
+Context (every ``*_f(io, argv)``): the main loop, outside coroutines; it
+polls the AioContext until its request completes.  Returns: 0, or -errno
+after printing the error as qemu-io does (any failure makes the exit
+status 1).
+
 Must not import: gqemu.hw, gqemu.kvm, gqemu.machine.
 QEMU: qemu-io-cmds.c (read_f, write_f, do_pread, do_pwrite,
 do_pwrite_zeroes, do_write_compressed, qemu_io_alloc_from_file).
@@ -50,8 +55,9 @@ def _precheck(io: Any, offset: int, count: int) -> int:
     return 0
 
 
-def _verify(buf: Any, start: int, n: int, pattern: int) -> bool:
-    return bytes(buf[start:start + n]) == bytes((pattern,)) * n
+def _verify(buf: bytearray, start: int, n: int, pattern: int) -> bool:
+    """All of buf[start:start+n] equal to ``pattern`` (no copies)."""
+    return buf.count(bytes((pattern,)), start, start + n) == n
 
 
 # ------------------------------------------------------------------ read

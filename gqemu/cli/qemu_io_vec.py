@@ -6,6 +6,11 @@ and poll until it completes; aio_read/aio_write return at once and print
 their report from the completion callback, whenever the loop next runs (the
 next synchronous command, ``aio_flush``, ``close`` or exit).
 
+Context (every ``*_f(io, argv)``): the main loop, outside coroutines; it
+polls the AioContext until its request completes.  Returns: 0, or -errno
+after printing the error as qemu-io does (any failure makes the exit
+status 1).
+
 Must not import: gqemu.hw, gqemu.kvm, gqemu.machine.
 QEMU: qemu-io-cmds.c (create_iovec, readv_f, writev_f, aio_read_f,
 aio_write_f, aio_flush_f, aio_read_done, aio_write_done).
