@@ -96,3 +96,13 @@ def test_ataprobe_matches_qemu(refdata, tmp_path, capsys):
         assert a[i]["value"] in (0x50, 0xD0) and b[i]["value"] in (0x50, 0xD0)
         a[i] = b[i] = None
     assert a == b
+
+
+def test_scratch_disk_is_refdata_mkdisk(refdata, tmp_path):
+    """gqemu's scratch-disk generator makes exactly refdata's pristine disk
+    (mkdisk.py --mbr ataprobe.bin)."""
+    from gqemu.machine import make_scratch_disk
+    mine = tmp_path / "mine.img"
+    make_scratch_disk(str(mine), mbr=(refdata / "mbr" / "ataprobe.bin").read_bytes())
+    pristine = unxz(refdata / "mbr" / "out" / "disk-pristine.img.xz", tmp_path / "p.img")
+    assert filecmp.cmp(mine, pristine, shallow=False)
