@@ -82,3 +82,36 @@ def test_random_session(fmt: str, qemu_io: str, qemu_img: str, tmp_path_factory:
     q, g = runner.run_both(script, fmt, qemu_io, qemu_img, work)
     problems = runner.compare(script, fmt, q, g, qemu_img, work)
     assert not problems, "\n".join(problems + script.commands)
+
+
+_NAMES = ["read", "r", "readv", "write", "w", "writev", "aio_read", "aio_write",
+          "aio_flush", "flush", "f", "discard", "d", "length", "l", "info", "i", "map",
+          "alloc", "a", "help", "?", "open", "o", "close", "c", "truncate", "t",
+          "reopen", "break", "remove_break", "resume", "q", "quit", "bogus"]
+_TOKENS = st.one_of(
+    st.sampled_from(["-P", "-v", "-q", "-C", "-z", "-u", "-f", "-n", "-c", "-b", "-s",
+                     "-l", "-r", "-w", "-p", "-x", "-i", "-o", "-t", "-m", "--", "-",
+                     "-Pq", "-qv"]),
+    st.integers(0, 1100000).map(str),
+    st.sampled_from(["1k", "4k", "0x200", "1.5k", "64k", "1M", "1x", "-1", "512", "0",
+                     "2G", "8E", "none", "raw", "test.img", "driver=raw", "off"]))
+
+
+@st.composite
+def _garbage(draw: st.DrawFn) -> str:
+    return " ".join([draw(st.sampled_from(_NAMES))] + draw(st.lists(_TOKENS, max_size=6)))
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None,
+          phases=(Phase.explicit, Phase.generate),
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cmds=st.lists(_garbage(), min_size=5, max_size=25))
+def test_random_command_lines(qemu_io: str, qemu_img: str, tmp_path_factory:
+                              pytest.TempPathFactory, cmds: list[str]) -> None:
+    """Any mix of command names, flags and numbers (bad ones included):
+    the same messages, exit status and image as qemu-io, never a traceback."""
+    script = runner.Script(Path("garbage.qio"), size="1M", commands=cmds)
+    work = tmp_path_factory.mktemp("garbage")
+    q, g = runner.run_both(script, "raw", qemu_io, qemu_img, work)
+    problems = runner.compare(script, "raw", q, g, qemu_img, work)
+    assert not problems, "\n".join(problems + cmds)
