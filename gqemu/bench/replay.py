@@ -166,9 +166,9 @@ def run_bench(args: argparse.Namespace) -> int:
         rec = os.path.join(tmp, "rec.gqt")
         progress("replay: gqemu run")
         _run(script, disk, None)                       # warm-up
-        # interleaved, best of 5: the machine is shared, timings are noisy
+        # interleaved, best of 7: the machine is shared, timings are noisy
         plain, recd, rplain, rrecd = [], [], [], []
-        for _ in range(5):
+        for _ in range(3 if quick else 7):
             plain.append(_run(script, disk, None))
             recd.append(_run(script, disk, rec))
             rplain.append(_run(regs, disk, None))
