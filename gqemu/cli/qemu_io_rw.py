@@ -20,6 +20,7 @@ import errno
 import time
 from typing import Any, Optional
 
+import gqemu.block as _block
 from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BlockError, blk_bs,
                          blk_get_aio_context, blk_prw, blk_pwrite,
                          blk_pwrite_zeroes)
@@ -33,7 +34,8 @@ from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE,
                                     qemuio_command_usage, strerror)
 
 NOT_DONE = 0x7fffffff
-BDRV_REQ_NO_FALLBACK = 0x100        # QEMU 7.2 flag; gqemu's io.py ignores it
+# QEMU 7.2's flag (value 0x100); used from gqemu.block once it defines it.
+BDRV_REQ_NO_FALLBACK: int = getattr(_block, "BDRV_REQ_NO_FALLBACK", 0x100)
 # Above this size a buffer is only allocated once the request is known to be
 # in range, so 'read 0 2G' on a small image fails fast instead of eating RAM.
 _LAZY_ALLOC = 64 << 20
