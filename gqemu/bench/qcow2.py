@@ -157,8 +157,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 if qb is not None:
                     rows.append(ratio_row(name, ours, "qemu-img bench", qb * bs / MiB, "MiB/s"))
         progress("qcow2: 4 KiB QD1")
-        n = 20000 if quick else 100000
-        n = min(n, size // 4096)
+        n = amounts[4096] // 4096                    # the range the 4 KiB row read
+
         qb = qemu_img_bench(img, 4096, n)
         for aio in ("threads", "nowait"):
             ours_iops = gqemu_seq_read(img, 4096, n * 4096, aio) / 4096

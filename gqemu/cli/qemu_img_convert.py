@@ -18,7 +18,7 @@ from gqemu.cli.qemu_img_out import run_co
 
 IO_BUF_SIZE = 2 * 1024 * 1024
 CONVERT_COROUTINES = 8
-_ZERO = memoryview(bytes(IO_BUF_SIZE))
+_ZERO = bytes(IO_BUF_SIZE)
 
 
 class _Progress:
@@ -129,7 +129,10 @@ def convert_co(src: Any, dst: Any, size: int, compress: bool, skip_create: bool,
             if ret < 0:
                 state["ret"], state["where"] = ret, ("r", off)
                 break
-            if skip_create or view != _ZERO[:n]:
+            # bytes-like equality is a memcmp; memoryview equality compares
+            # item by item
+            if skip_create or (buf != _ZERO if n == chunk == IO_BUF_SIZE
+                               else bytes(view) != bytes(n)):
                 if compress:
                     ret = dst_bs.drv.qcow2_co_pwritev_compressed(
                         dst_bs, off, n, qemu_iovec_init_buf(view))
@@ -218,14 +221,14 @@ def compare_co(b1: Any, b2: Any, strict: bool) -> tuple[int, str]:
         v1, v2 = memoryview(buf1)[:n], memoryview(buf2)[:n]
         for blk, ln, v, name in ((b1, l1, v1, 1), (b2, l2, v2, 2)):
             m = max(0, min(n, ln - off))
-            v[m:] = _ZERO[:n - m]
+            v[m:] = bytes(n - m)
             if m:
                 ret = blk_co_preadv(blk, off, m, qemu_iovec_init_buf(v[:m]), 0)
                 if ret < 0:
                     return -1, "error while reading offset %d of image %d: %s" % (
                         off, name, os.strerror(-ret))
-        if v1 != v2:
-            i = next(k for k in range(n) if v1[k] != v2[k])
+        if buf1[:n] != buf2[:n]:
+            i = next(k for k in range(n) if buf1[k] != buf2[k])
             return 1, out + "Content mismatch at offset %d!\n" % ((off + i) & ~511)
         off += n
     return 0, out + "Images are identical.\n"
