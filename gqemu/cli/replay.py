@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drive", action="append", default=[], metavar="SPEC",
                    help="QEMU -drive syntax, as for gqemu run")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="replay the readable prefix of a cut-short trace and exit 0 "
+                        "if it matched (a warning says so)")
 
 
 def _drives_for(meta: dict, specs: list[str], tmpdir_box: list) -> list[dict]:
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
     from gqemu.cli.progress import Progress
     from gqemu.machine import Machine, MachineError
-    from gqemu.replay.format import TraceError, TraceReader
+    from gqemu.replay.format import TraceError, TraceReader, TraceTruncated
     from gqemu.replay.replayer import Replayer
     try:
         f = open(args.trace, "rb")
@@ -105,8 +108,14 @@ def run(args: argparse.Namespace) -> int:
 
         rp = Replayer(machine.kvm, machine.ram, progress=progress if bar.enabled else None,
                       **machine.replay_hints())
+        truncated = None
         try:
             res = rp.run(reader)
+        except TraceTruncated as e:
+            if not args.allow_truncated or rp.last_result is None:
+                bar.close()
+                raise UsageError("%s: %s" % (args.trace, e))
+            truncated, res = e, rp.last_result
         except TraceError as e:
             bar.close()
             raise UsageError("%s: %s" % (args.trace, e))
@@ -115,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(res.divergence.report() + "\n")
             sys.stdout.flush()
             return 1
+        if truncated is not None:
+            sys.stderr.write("gqemu replay: warning: %s: %s\n" % (args.trace, truncated))
         if not args.quiet:
             sys.stdout.write("%s: %d records replayed, no divergence\n"
                              % (args.trace, reader.count))

@@ -92,6 +92,7 @@ class Replayer:
         self.port_drives = port_drives or {}
         self.irq_drives = irq_drives or {}
         self.sched = ReplayScheduler(fd_mapper(drive_files) if drive_files else None)
+        self.last_result: Optional[ReplayResult] = None   # also set when the reader raised
 
     def _model_irq(self, line: int, level: int) -> None:
         self.irqs.append((line, level))
@@ -113,6 +114,7 @@ class Replayer:
         as_io = s.as_io
         ram = self.ram
         res = ReplayResult()
+        self.last_result = res
         self.check_irqs = bool(reader.meta.get("irq", False))
         s.on_irq = self._model_irq if self.check_irqs else None
         ctx = s.ctx
