@@ -263,7 +263,11 @@ def _shutdown(io: QemuIO) -> None:
     if io.blk is not None:
         from gqemu.block import blk_unref
         blk, io.blk = io.blk, None
-        blk_unref(blk)
+        try:
+            blk_unref(blk)
+        except Exception as e:              # a gqemu bug: one line, not a traceback
+            error_report(io, "internal error while closing: %s: %s"
+                         % (type(e).__name__, e))
 
 
 class _ErrIO:

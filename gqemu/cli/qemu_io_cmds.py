@@ -94,7 +94,15 @@ def command(io: Any, ct: cmdinfo_t, argv: list[str]) -> int:
     ret = check_perm(io, ct)
     if ret < 0:
         return ret
-    return ct.cfunc(io, argv)
+    try:
+        return ct.cfunc(io, argv)
+    except BlockError as e:
+        error_report(io, e.msg)
+        return -(e.errno or errno.EIO)
+    except Exception as e:                  # a gqemu bug: one line, not a traceback
+        error_report(io, "internal error in '%s': %s: %s"
+                     % (argv[0], type(e).__name__, e))
+        return -errno.EIO
 
 
 def qemuio_command(io: Any, line: str) -> int:

@@ -111,6 +111,10 @@ def openfile(io: Any, name: Optional[str], o: OpenOpts) -> int:
         if e.hint:
             err(e.hint.rstrip("\n") + "\n")
         return 1
+    except Exception as e:                  # a gqemu bug: one line, not a traceback
+        error_report(io, "can't open%s%s: internal error: %s: %s"
+                     % (" device " if name else "", name or "", type(e).__name__, e))
+        return 1
     io.opened = (name, o)
     return 0
 

@@ -119,3 +119,21 @@ def test_getopt_long(capsys: pytest.CaptureFixture[str]) -> None:
         "x: option '--read-only' doesn't allow an argument\n"
         "x: unrecognized option '--foo'\n"
         "x: option '--cmd' requires an argument\n")
+
+
+def test_internal_error_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """A bug below a command prints one line and fails the run; no traceback."""
+    from gqemu.cli import qemu_io, qemu_io_rw
+
+    def boom(*args: object) -> int:
+        raise RuntimeError("boom")
+    monkeypatch.setattr(qemu_io_rw, "blk_prw", boom)
+    img = tmp_path / "t.img"
+    img.write_bytes(bytes(4096))
+    rc = qemu_io.main(["qemu-io", "-f", "raw", "-c", "read 0 1", "-c", "write -P 1 0 1",
+                       str(img)])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert cap.err == "qemu-io: internal error in 'read': RuntimeError: boom\n"
+    assert cap.out.startswith("wrote 1/1 bytes at offset 0\n")
+    assert img.read_bytes()[:2] == b"\x01\x00"
