@@ -154,8 +154,9 @@ def test_ram_store_outside_guest_ram_is_bad_input(tmp_path, capsys):
 def test_allow_truncated_replays_the_prefix(recorded, tmp_path, capsys):
     data = recorded.read_bytes()
     bad = tmp_path / "cut.gqt"
-    bad.write_bytes(data[:len(data) // 2])
+    bad.write_bytes(data[:len(data) // 2 + 3])
     rc, out, err = gqemu(capsys, "replay", "--allow-truncated", bad)
     assert rc == 0, out + err
-    assert err.startswith("gqemu replay: warning: %s: truncated record at byte" % bad)
+    assert err.startswith("gqemu replay: warning: %s: " % bad) and err.count("\n") == 1
+    assert "truncated record at byte" in err or "without an end record" in err
     assert "records replayed, no divergence" in out
