@@ -52,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run for this many seconds instead")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--policy", default="uniform", help="uniform or pct")
+    p.add_argument("--pct-depth", type=int, default=3, metavar="D",
+                   help="PCT: bug depth d (d - 1 priority change points)")
     p.add_argument("--depth", type=int, default=6,
                    help="coroutines / requests in flight")
     p.add_argument("--requests", type=int, default=24,
@@ -84,6 +86,7 @@ def _validate(args: argparse.Namespace) -> list[str]:
                 raise UsageError("unknown workload '%s' (known: %s, all)"
                                  % (w, ", ".join(WORKLOAD_NAMES)))
     for name, v, lo in (("--jobs", args.jobs, 1), ("--depth", args.depth, 1),
+                        ("--pct-depth", args.pct_depth, 1),
                         ("--requests", args.requests, 1), ("--vcpus", args.vcpus, 1)):
         if v < lo:
             raise UsageError("%s must be at least %d" % (name, lo))
@@ -222,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         iterations = 100
     opts = {"workload": workloads[0], "policy": args.policy, "requests": args.requests,
             "depth": args.depth, "vcpus": args.vcpus, "faults": args.faults,
-            "fmt": args.fmt, "plant": list(args.plant)}
+            "fmt": args.fmt, "plant": list(args.plant), "pct_depth": args.pct_depth}
     config = {"seed": seed, "iterations": iterations, "duration": args.duration,
               "workloads": workloads, "options": opts, "shrink": not args.no_shrink,
               "out": args.out}

@@ -28,7 +28,8 @@ TOTALS = ("schedules", "requests", "faults", "checks", "steps", "perturbations")
 def repro_command(seed: int, opts: Options) -> str:
     """The ``gqemu stress`` command line that reruns exactly ``seed``."""
     parts = ["gqemu stress", "--workload", opts.workload, "--seed", str(seed),
-             "--iterations 1", "--policy", opts.policy, "--requests",
+             "--iterations 1", "--policy", opts.policy, "--pct-depth",
+             str(opts.pct_depth), "--requests",
              str(opts.requests), "--depth", str(opts.depth), "--vcpus",
              str(opts.vcpus), "--faults", repr(opts.faults), "--format", opts.fmt]
     for p in opts.plant:
