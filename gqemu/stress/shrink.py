@@ -67,6 +67,9 @@ def shrink(res: RunResult, opts: Options, max_runs: int = 300,
             return True
         return False
 
+    def size(spec: dict[str, Any]) -> int:
+        return len(spec["programs"]) + sum(len(p) for p in spec["programs"])
+
     spec = res.spec
     try:
         for key in ("faults",):             # other list-valued parts first
@@ -75,24 +78,31 @@ def shrink(res: RunResult, opts: Options, max_runs: int = 300,
                 keep = ddmin(range(len(items)), lambda ix, key=key, items=items: attempt(
                     {**spec, key: [items[i] for i in ix]}, None))
                 spec = {**spec, key: [items[i] for i in keep]}
-        progs = spec["programs"]
-        keep = ddmin(range(len(progs)),
-                     lambda ix: attempt({**spec, "programs": [progs[i] for i in ix]}, None))
-        spec = {**spec, "programs": [progs[i] for i in keep]}
-        for p in range(len(spec["programs"])):
-            ops = spec["programs"][p]
+        for _round in range(3):             # programs, then operations, to a fixpoint
+            before = size(spec)
+            progs = spec["programs"]
+            keep = ddmin(range(len(progs)), lambda ix, progs=progs: attempt(
+                {**spec, "programs": [progs[i] for i in ix]}, None))
+            spec = {**spec, "programs": [progs[i] for i in keep]}
+            for p in range(len(spec["programs"])):
+                ops = spec["programs"][p]
 
-            def with_ops(ix: list[int], p: int = p, ops: list[Any] = ops) -> dict[str, Any]:
-                progs2 = list(spec["programs"])
-                progs2[p] = [ops[i] for i in ix]
-                return {**spec, "programs": progs2}
-            keep = ddmin(range(len(ops)), lambda ix: attempt(with_ops(ix), None))
-            spec = with_ops(keep)
-        spec = {**spec, "programs": [p for p in spec["programs"] if p]}
-        if not attempt(spec, None):
-            return best[0]
-        applied = best[0].applied
-        ddmin(applied, lambda sub: attempt(spec, sub))
+                def with_ops(ix: list[int], p: int = p, ops: list[Any] = ops) -> dict[str, Any]:
+                    progs2 = list(spec["programs"])
+                    progs2[p] = [ops[i] for i in ix]
+                    return {**spec, "programs": progs2}
+                keep = ddmin(range(len(ops)), lambda ix, with_ops=with_ops: attempt(
+                    with_ops(ix), None))
+                spec = with_ops(keep)
+            if any(not p for p in spec["programs"]):
+                trimmed = {**spec, "programs": [p for p in spec["programs"] if p]}
+                if attempt(trimmed, None):
+                    spec = trimmed
+            if size(spec) >= before:
+                break
+        if best[0].spec is not spec and not attempt(spec, None):
+            spec = best[0].spec
+        ddmin(best[0].applied, lambda sub: attempt(spec, sub))
     except _Budget:
         pass
     if log is not None:
