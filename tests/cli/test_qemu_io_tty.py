@@ -131,3 +131,20 @@ def test_console_script_runs(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert img.read_bytes()[:512] == b"\x07" * 512
+
+
+def test_trace_option_like_qemu_io(qemu_io: str, tmp_path: Path) -> None:
+    """-T PATTERN prints QEMU's log-backend lines on stderr."""
+    img = tmp_path / "t.img"
+    img.write_bytes(bytes(65536))
+    args = ["-T", "blk_co_p*", "-f", "raw", "-c", "read 0 512", "-c", "write 512 512",
+            "-c", "readv 4k 1k 1k", "t.img"]
+    outs = []
+    for exe, argv in ((qemu_io, ["qemu-io"] + args),
+                      (sys.executable, [sys.executable, "-c", runner.GQEMU_IO] + args)):
+        p = subprocess.run(argv, executable=exe, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        outs.append(re.sub(r"0x[0-9a-f]+ bs 0x[0-9a-f]+", "PTR", p.stderr))
+    assert outs[1] == outs[0]
+    assert outs[0].count("\n") == 3 and "blk_co_pwritev blk PTR offset 512" in outs[0]
