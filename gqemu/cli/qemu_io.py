@@ -93,12 +93,16 @@ def _poll_once(io: QemuIO) -> None:
     if io.blk is not None:
         from gqemu.aio import aio_poll
         from gqemu.block import blk_get_aio_context
-        aio_poll(blk_get_aio_context(io.blk), False)
+        try:
+            aio_poll(blk_get_aio_context(io.blk), False)
+        except Exception as e:              # a gqemu bug: one line, not a traceback
+            error_report(io, "internal error: %s: %s" % (type(e).__name__, e))
 
 
 def _fetchline(io: QemuIO, tty: bool) -> Optional[str]:
     prompt = "%s> " % io.prog
     if tty:
+        _poll_once(io)
         try:
             return input(prompt)
         except EOFError:
