@@ -174,12 +174,27 @@ def live_coroutines() -> list[Coroutine]:
             and id(o) not in _stranded]
 
 
-def _retire_context(ctx: Any, keep: list[Any]) -> None:
-    """Abandon ``ctx`` after a failure; the next run gets a fresh one."""
+def _retire_context(ctx: Any, sched: StressScheduler, keep: list[Any]) -> None:
+    """Abandon ``ctx`` after a failure; the next run gets a fresh one.
+
+    Whoever still holds the old context (a test fixture, a device) finds
+    it quiet: the scheduler's parking BH is unscheduled, the coroutines the
+    failed run left scheduled are dropped, and the requests it still held
+    no longer count as in flight (so a later wait on it reports a deadlock
+    instead of hanging)."""
     for co in live_coroutines():
         _stranded.add(id(co))
         keep.append(co)
     _graveyard.append((ctx, keep))
+    sched.bh.scheduled = False
+    ctx._bh_list = [bh for bh in ctx._bh_list if bh is not sched.bh]
+    ctx.scheduled_coroutines.clear()
+    for pool, _req in sched.held:
+        ctx.external_dec()
+        with pool.lock:
+            pool.queued -= 1
+    sched.held.clear()
+    sched.parked.clear()
     if ctx.thread_pool is not None:
         thread_pool_free(ctx.thread_pool)
     if aio._main_ctx is ctx:
@@ -281,7 +296,8 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
                 except Exception:   # best effort after a failure
                     pass
         if failed:
-            _retire_context(ctx, [sched, wl, env])
+            _retire_context(ctx, sched, [sched, wl, env, list(sched.parked),
+                                         list(sched.held)])
     res.ok = not failed
     res.elapsed = time.perf_counter() - t0
     res.requests = env.requests
