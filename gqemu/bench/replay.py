@@ -125,6 +125,10 @@ def _run(script: str, disk: str, record: str | None) -> tuple[float, int]:
             f.close()
 
 
+def _median(runs: list[tuple[float, int]]) -> tuple[float, int]:
+    return sorted(runs)[len(runs) // 2]
+
+
 def _switch_rate(n: int) -> float:
     from greenlet import getcurrent, greenlet
     main = getcurrent()
@@ -166,17 +170,17 @@ def run_bench(args: argparse.Namespace) -> int:
         rec = os.path.join(tmp, "rec.gqt")
         progress("replay: gqemu run")
         _run(script, disk, None)                       # warm-up
-        # interleaved, best of 7: the machine is shared, timings are noisy
+        # interleaved, median of 7: the machine is shared, timings are noisy
         plain, recd, rplain, rrecd = [], [], [], []
         for _ in range(3 if quick else 7):
             plain.append(_run(script, disk, None))
             recd.append(_run(script, disk, rec))
             rplain.append(_run(regs, disk, None))
             rrecd.append(_run(regs, disk, rec))
-        t_plain, exits = min(plain)
-        t_rec = min(recd)[0]
-        r_plain, r_exits = min(rplain)
-        r_rec = min(rrecd)[0]
+        t_plain, exits = _median(plain)
+        t_rec = _median(recd)[0]
+        r_plain, r_exits = _median(rplain)
+        r_rec = _median(rrecd)[0]
         sw = _switch_rate(200_000)
         progress_done()
     rows = [

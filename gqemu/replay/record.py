@@ -12,7 +12,7 @@ QEMU: replay/replay-events.c (the recording side).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from gqemu.kvm.cpu import CPUState, KVMState
 from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
@@ -33,6 +33,7 @@ class Recorder:
         self.s = s
         self.deferred: list[list] = []
         self.memories = list(memories)
+        self.exit_cb = self._make_exit_cb()
         s.on_exit = self.exit_cb
         s.on_irq = self.irq_cb
         for m in self.memories:
@@ -47,22 +48,40 @@ class Recorder:
         for m in self.memories:
             m.on_write = m.on_read = None
 
-    def exit_cb(self, cpu: CPUState, run: KvmRun) -> None:
+    def _make_exit_cb(self) -> Callable[[CPUState, KvmRun], None]:
+        """The on_exit hook: single register accesses (most exits) take a
+        closure fast path with TraceWriter.write inlined."""
+        w = self.writer
+        pack = w._pack
+        flush_every = w.flush_every
+        deferred = self.deferred
+        slow = self._exit_cb
+
+        def exit_cb(cpu: CPUState, run: KvmRun) -> None:
+            if run.exit_reason == KVM_EXIT_IO and run.io_count == 1 and not deferred:
+                size = run.io_size
+                d = run.data
+                pack([REC_IO, cpu.cpu_index, run.io_direction, size, run.io_port,
+                      d[0] if size == 1 else int.from_bytes(d[:size], "little")])
+                w.count += 1
+                n = w._pending = w._pending + 1
+                if n >= flush_every:
+                    w.flush()
+            else:
+                slow(cpu, run)
+        return exit_cb
+
+    def _exit_cb(self, cpu: CPUState, run: KvmRun) -> None:
         reason = run.exit_reason
         w = self.writer
         if reason == KVM_EXIT_IO:
             size = run.io_size
-            if run.io_count == 1:
-                # the hot path: TraceWriter.write, inlined
+            count = run.io_count
+            if count == 1:
                 d = run.data
-                w._pack([REC_IO, cpu.cpu_index, run.io_direction, size, run.io_port,
+                w.write([REC_IO, cpu.cpu_index, run.io_direction, size, run.io_port,
                          d[0] if size == 1 else int.from_bytes(d[:size], "little")])
-                w.count += 1
-                w._pending += 1
-                if w._pending >= w.flush_every:
-                    w.flush()
             else:
-                count = run.io_count
                 w.write([REC_IOS, cpu.cpu_index, run.io_direction, size, run.io_port,
                          count, bytes(run.data[:size * count])])
         elif reason == KVM_EXIT_MMIO:
