@@ -75,15 +75,19 @@ def shrink(res: RunResult, opts: Options, max_runs: int = 300,
         for key in ("faults",):             # other list-valued parts first
             items = spec.get(key)
             if items:
-                keep = ddmin(range(len(items)), lambda ix, key=key, items=items: attempt(
-                    {**spec, key: [items[i] for i in ix]}, None))
-                spec = {**spec, key: [items[i] for i in keep]}
+                def with_items(ix: list[int], key: str = key,
+                               items: list[Any] = items) -> dict[str, Any]:
+                    return {**spec, key: [items[i] for i in ix]}
+                keep = ddmin(range(len(items)), lambda ix: attempt(with_items(ix), None))
+                spec = with_items(keep)
         for _round in range(3):             # programs, then operations, to a fixpoint
             before = size(spec)
             progs = spec["programs"]
-            keep = ddmin(range(len(progs)), lambda ix, progs=progs: attempt(
-                {**spec, "programs": [progs[i] for i in ix]}, None))
-            spec = {**spec, "programs": [progs[i] for i in keep]}
+
+            def with_progs(ix: list[int], progs: list[Any] = progs) -> dict[str, Any]:
+                return {**spec, "programs": [progs[i] for i in ix]}
+            keep = ddmin(range(len(progs)), lambda ix: attempt(with_progs(ix), None))
+            spec = with_progs(keep)
             for p in range(len(spec["programs"])):
                 ops = spec["programs"][p]
 
@@ -91,8 +95,7 @@ def shrink(res: RunResult, opts: Options, max_runs: int = 300,
                     progs2 = list(spec["programs"])
                     progs2[p] = [ops[i] for i in ix]
                     return {**spec, "programs": progs2}
-                keep = ddmin(range(len(ops)), lambda ix, with_ops=with_ops: attempt(
-                    with_ops(ix), None))
+                keep = ddmin(range(len(ops)), lambda ix: attempt(with_ops(ix), None))
                 spec = with_ops(keep)
             if any(not p for p in spec["programs"]):
                 trimmed = {**spec, "programs": [p for p in spec["programs"] if p]}
