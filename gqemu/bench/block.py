@@ -159,7 +159,7 @@ def run_bench(args: argparse.Namespace) -> int:
                                (_qemu_img(tool, path, "threads", bs, depth, step, qcount,
                                           write) or 0.0) if tool else 0.0,
                                (_qemu_img(tool, path, "io_uring", bs, depth, step, qcount,
-                                          write) or 0.0) if uring else 0.0,
+                                          write) or 0.0) if (uring and tool) else 0.0,
                                _plain(path, size, bs, step, gcount, write)]
                         best = [max(a, b) for a, b in zip(best, got)]
                     rows.append(_row(name, bs, best[0], best[1] or None, best[2] or None,

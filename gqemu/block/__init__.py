@@ -59,8 +59,8 @@ from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
                                 BlockLimits, bdrv_debug_event, bdrv_drivers,
                                 bdrv_find_format, bdrv_getlength, bdrv_open,
                                 bdrv_register, bdrv_unref)
-from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev, bdrv_pread, bdrv_pwrite
-from gqemu.block.io_misc import (bdrv_co_flush, bdrv_co_get_block_status, bdrv_co_pdiscard,
+from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
+from gqemu.block.io_misc import (bdrv_co_flush, bdrv_co_get_block_status, bdrv_co_pdiscard, bdrv_pread, bdrv_pwrite, bdrv_run_co,
                                  bdrv_drain, bdrv_flush, bdrv_pwrite_sync)
 from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
                               qemu_iovec_from_buf, qemu_iovec_init, qemu_iovec_init_buf,

@@ -55,6 +55,16 @@ class BlkdebugRule:
     __slots__ = ("event", "action", "state", "error", "offset", "once",
                  "immediately", "iotype_mask", "new_state")
 
+    event: int
+    action: str
+    state: int
+    error: int
+    offset: int
+    once: bool
+    immediately: bool
+    iotype_mask: int
+    new_state: int
+
     def __repr__(self) -> str:
         return "<BlkdebugRule %s %s state=%d>" % (self.action,
                                                   BLKDBG_EVENT_NAMES[self.event], self.state)

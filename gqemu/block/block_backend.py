@@ -292,6 +292,10 @@ class BlkAioEmAIOCB(BlockAIOCB):
 
     __slots__ = ("rwco", "bytes", "has_returned")
 
+    rwco: BlkRwCo
+    bytes: int
+    has_returned: bool
+
 
 def _blk_aio_em_get_aio_context(acb: BlkAioEmAIOCB) -> AioContext:
     return acb.rwco.blk.ctx

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 from typing import Any, Callable, Optional
 
 from gqemu.aio import AioContext, qemu_get_aio_context
+from gqemu.block.perms import (bdrv_filter_default_perms,  # noqa: F401 (re-exported)
+                               bdrv_format_default_perms, bdrv_get_cumulative_perm,
+                               bdrv_perm_names, bdrv_refresh_perms)
 from gqemu.block.trace_events import trace_bdrv_open_common
 
 __all__ = [
@@ -31,161 +33,20 @@ __all__ = [
     "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str",
 ]
 
-# include/block/block.h (2.8)
-BDRV_O_RDWR = 0x0002
-BDRV_O_RESIZE = 0x0004
-BDRV_O_SNAPSHOT = 0x0008
-BDRV_O_TEMPORARY = 0x0010
-BDRV_O_NOCACHE = 0x0020
-BDRV_O_NATIVE_AIO = 0x0080
-BDRV_O_NO_BACKING = 0x0100
-BDRV_O_NO_FLUSH = 0x0200
-BDRV_O_COPY_ON_READ = 0x0400
-BDRV_O_INACTIVE = 0x0800
-BDRV_O_CHECK = 0x1000
-BDRV_O_ALLOW_RDWR = 0x2000
-BDRV_O_UNMAP = 0x4000
-BDRV_O_PROTOCOL = 0x8000
-BDRV_O_NO_IO = 0x10000
-BDRV_O_NOWAIT = 0x100000      # gqemu: the RWF_NOWAIT fast path (aio=nowait)
-BDRV_O_CACHE_MASK = BDRV_O_NOCACHE | BDRV_O_NO_FLUSH
-
-# BdrvRequestFlags (2.8)
-BDRV_REQ_COPY_ON_READ = 0x1
-BDRV_REQ_ZERO_WRITE = 0x2
-BDRV_REQ_MAY_UNMAP = 0x4
-BDRV_REQ_NO_SERIALISING = 0x8
-BDRV_REQ_FUA = 0x10
-BDRV_REQ_WRITE_COMPRESSED = 0x20
-BDRV_REQ_MASK = 0x3f
-
-BDRV_SECTOR_BITS = 9
-BDRV_SECTOR_SIZE = 512
-INT_MAX = 2**31 - 1
-BDRV_REQUEST_MAX_SECTORS = INT_MAX >> BDRV_SECTOR_BITS
-BDRV_REQUEST_MAX_BYTES = BDRV_REQUEST_MAX_SECTORS << BDRV_SECTOR_BITS
-
-# Block status bits (2.8)
-BDRV_BLOCK_DATA = 0x01
-BDRV_BLOCK_ZERO = 0x02
-BDRV_BLOCK_OFFSET_VALID = 0x04
-BDRV_BLOCK_RAW = 0x08
-BDRV_BLOCK_ALLOCATED = 0x10
-
-# Permissions (QEMU >= 2.10; the lock bytes of file-posix follow them)
-BLK_PERM_CONSISTENT_READ = 0x01
-BLK_PERM_WRITE = 0x02
-BLK_PERM_WRITE_UNCHANGED = 0x04
-BLK_PERM_RESIZE = 0x08
-BLK_PERM_ALL = 0x0f
-_PERM_NAMES = ("consistent read", "write", "write unchanged", "resize")
-
-
-class BlockError(Exception):
-    """A setup failure (open, options): ``errno`` and a one-line message.
-    ``hint`` is an optional second line, as QEMU's error_append_hint."""
-
-    def __init__(self, err: int, msg: str, hint: str = "") -> None:
-        super().__init__(msg)
-        self.errno = err
-        self.msg = msg
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.msg
-
-
-_error_sink: Callable[[str], Any] = lambda s: sys.stderr.write(s)
-
-
-def set_error_sink(fn: Callable[[str], Any]) -> Callable[[str], Any]:
-    """Redirect error_report() output (tools and tests); returns the old sink."""
-    global _error_sink
-    old, _error_sink = _error_sink, fn
-    return old
-
-
-def error_report(msg: str) -> None:
-    """Print one diagnostic line to stderr, as QEMU's error_report."""
-    _error_sink(msg if msg.endswith("\n") else msg + "\n")
-
-
-# ----------------------------------------------------------------- options
-
-
-def qemu_opt_str(options: dict, key: str, default: Optional[str] = None) -> Optional[str]:
-    v = options.pop(key, None)
-    return default if v is None else str(v)
-
-
-def qemu_opt_bool(options: dict, key: str, default: bool) -> bool:
-    """Pop an on/off option.  Raises BlockError with QEMU's message."""
-    v = options.pop(key, None)
-    if v is None:
-        return default
-    if isinstance(v, bool):
-        return v
-    s = str(v)
-    if s in ("on", "yes", "true"):
-        return True
-    if s in ("off", "no", "false"):
-        return False
-    raise BlockError(errno.EINVAL, "Parameter '%s' expects 'on' or 'off'" % key)
-
-
-_SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
-           "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
-
-
-def qemu_opt_size(options: dict, key: str, default: Optional[int] = None) -> Optional[int]:
-    """Pop a size option (k/M/G/T/P/E suffixes).  Raises BlockError."""
-    v = options.pop(key, None)
-    if v is None:
-        return default
-    if isinstance(v, int) and not isinstance(v, bool):
-        n = v
-    else:
-        s = str(v).strip()
-        num, suf = s, ""
-        if s and s[-1].lower() in _SUFFIX and not s[-1].isdigit():
-            num, suf = s[:-1], s[-1].lower()
-        try:
-            n = int(num) * _SUFFIX[suf] if num.isdigit() else -1
-        except ValueError:
-            n = -1
-    if n < 0 or n >= 2**64:
-        raise BlockError(errno.EINVAL, "Parameter '%s' expects a non-negative "
-                         "number below 2^64" % key)
-    return n
-
-
-# ------------------------------------------------------------------ limits
-
-
-class BlockLimits:
-    """QEMU: BlockLimits (2.8), in bytes."""
-
-    __slots__ = ("request_alignment", "max_pdiscard", "pdiscard_alignment",
-                 "max_pwrite_zeroes", "pwrite_zeroes_alignment", "opt_transfer",
-                 "max_transfer", "min_mem_alignment", "opt_mem_alignment",
-                 "max_iov")
-
-    def __init__(self) -> None:
-        self.request_alignment = 1
-        self.max_pdiscard = 0
-        self.pdiscard_alignment = 0
-        self.max_pwrite_zeroes = 0
-        self.pwrite_zeroes_alignment = 0
-        self.opt_transfer = 0
-        self.max_transfer = 0
-        self.min_mem_alignment = 1
-        self.opt_mem_alignment = 1
-        self.max_iov = 1024
-
-
-def _min_non_zero(a: int, b: int) -> int:
-    return min(a, b) if a and b else (a or b)
-
+from gqemu.block.block_int import (  # noqa: F401  (re-exported)
+    BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW,
+    BDRV_BLOCK_ZERO, BDRV_O_ALLOW_RDWR, BDRV_O_CACHE_MASK, BDRV_O_CHECK,
+    BDRV_O_COPY_ON_READ, BDRV_O_INACTIVE, BDRV_O_NATIVE_AIO, BDRV_O_NOCACHE,
+    BDRV_O_NOWAIT, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NO_IO, BDRV_O_PROTOCOL,
+    BDRV_O_RDWR, BDRV_O_RESIZE, BDRV_O_SNAPSHOT, BDRV_O_TEMPORARY, BDRV_O_UNMAP,
+    BDRV_REQUEST_MAX_BYTES, BDRV_REQUEST_MAX_SECTORS, BDRV_REQ_COPY_ON_READ,
+    BDRV_REQ_FUA, BDRV_REQ_MASK, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_SERIALISING,
+    BDRV_REQ_WRITE_COMPRESSED, BDRV_REQ_ZERO_WRITE, BDRV_SECTOR_BITS, BDRV_SECTOR_SIZE,
+    BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ, BLK_PERM_RESIZE, BLK_PERM_WRITE,
+    BLK_PERM_WRITE_UNCHANGED, BlockError, BlockLimits, INT_MAX, _PERM_NAMES,
+    _min_non_zero, error_report, qemu_opt_bool, qemu_opt_size, qemu_opt_str,
+    set_error_sink,
+)
 
 # ----------------------------------------------------------------- drivers
 
@@ -313,6 +174,17 @@ class BdrvTrackedRequest:
 
     __slots__ = ("bs", "offset", "bytes", "type", "serialising", "overlap_offset",
                  "overlap_bytes", "co", "wait_queue", "waiting_for")
+
+    bs: "BlockDriverState"
+    offset: int
+    bytes: int
+    type: int
+    serialising: bool
+    overlap_offset: int
+    overlap_bytes: int
+    co: Any
+    wait_queue: Any
+    waiting_for: Optional["BdrvTrackedRequest"]
 
 
 class BlockDriverState:
@@ -474,69 +346,6 @@ def bdrv_refresh_limits(bs: BlockDriverState) -> None:
         drv.bdrv_refresh_limits(bs)
 
 
-# ------------------------------------------------------------- permissions
-
-
-def bdrv_perm_names(perm: int) -> str:
-    """QEMU: bdrv_perm_names."""
-    return ", ".join(n for i, n in enumerate(_PERM_NAMES) if perm & (1 << i))
-
-
-def bdrv_filter_default_perms(bs: BlockDriverState, child: BdrvChild, role: str,
-                              perm: int, shared: int) -> tuple[int, int]:
-    """Forward the parents' permissions unchanged.
-    QEMU: bdrv_filter_default_perms."""
-    return perm, shared
-
-
-def bdrv_format_default_perms(bs: BlockDriverState, child: BdrvChild, role: str,
-                              perm: int, shared: int) -> tuple[int, int]:
-    """A format needs consistent reads of its file, writes and resize when
-    writable, and lets nobody else write or resize it.
-    QEMU: bdrv_format_default_perms."""
-    if role == "backing":
-        return BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL & ~(BLK_PERM_WRITE | BLK_PERM_RESIZE) | BLK_PERM_WRITE_UNCHANGED
-    perm |= BLK_PERM_CONSISTENT_READ
-    if not bs.read_only:
-        perm |= BLK_PERM_WRITE | BLK_PERM_RESIZE
-    shared &= ~(BLK_PERM_WRITE | BLK_PERM_RESIZE)
-    return perm, shared
-
-
-def bdrv_get_cumulative_perm(bs: BlockDriverState) -> tuple[int, int]:
-    perm, shared = 0, BLK_PERM_ALL
-    for c in bs.parents:
-        perm |= c.perm
-        shared &= c.shared_perm
-    return perm, shared
-
-
-def bdrv_refresh_perms(bs: BlockDriverState) -> None:
-    """Apply the parents' permissions to ``bs`` and then to its children.
-    Raises BlockError on a conflict (another user holds the image).
-    QEMU: bdrv_check_perm + bdrv_set_perm."""
-    drv = bs.drv
-    if drv is None:
-        return
-    perm, shared = bdrv_get_cumulative_perm(bs)
-    if drv.bdrv_check_perm is not None:
-        drv.bdrv_check_perm(bs, perm, shared)
-    if drv.bdrv_set_perm is not None:
-        drv.bdrv_set_perm(bs, perm, shared)
-    bs.perm, bs.shared_perm = perm, shared
-    for child in bs.children:
-        fn = drv.bdrv_child_perm
-        if fn is not None:
-            child.perm, child.shared_perm = fn(bs, child, child.role, perm, shared)
-        elif drv.protocol_name or drv.is_filter:
-            child.perm, child.shared_perm = bdrv_filter_default_perms(
-                bs, child, child.role, perm, shared)
-        else:
-            child.perm, child.shared_perm = bdrv_format_default_perms(
-                bs, child, child.role, perm, shared)
-        bdrv_refresh_perms(child.bs)
-
-
 # -------------------------------------------------------------------- open
 
 
@@ -590,7 +399,7 @@ def find_image_format(file_bs: BlockDriverState, filename: str) -> type[BlockDri
     length = bdrv_getlength(file_bs)
     if length == 0 or file_bs.open_flags & BDRV_O_NO_IO:
         return raw
-    from gqemu.block.io import bdrv_pread
+    from gqemu.block.io_misc import bdrv_pread
     buf = bytearray(512)
     ret = bdrv_pread(file_bs, 0, buf, 512)
     if ret < 0:

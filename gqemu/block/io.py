@@ -4,7 +4,8 @@ with a bounce-buffer fallback, FUA emulation.
 
 ``bdrv_co_preadv`` -> ``bdrv_aligned_preadv`` -> ``bdrv_driver_preadv`` ->
 the driver's ``*_co_preadv``, and the same for writes, as block/io.c.
-Flush, discard, drain and block status are in ``io_misc.py``.
+Tracked requests are in ``io_tracked.py``; flush, discard, drain, block
+status and the synchronous helpers are in ``io_misc.py``.
 
 Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
 QEMU: block/io.c (2.8).
@@ -15,7 +16,7 @@ import errno
 import mmap
 from typing import Any, Optional
 
-from gqemu.aio import aio_notify, aio_wait_while
+from gqemu.aio import aio_notify
 from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
@@ -32,27 +33,18 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
                               qemu_iovec_memset)
 from gqemu.block.trace_events import (trace_bdrv_co_preadv, trace_bdrv_co_pwrite_zeroes,
                                       trace_bdrv_co_pwritev)
-from gqemu.coroutine import (CoQueue, coroutine_fn, qemu_co_queue_restart_all,
-                             qemu_co_queue_wait, qemu_coroutine_create,
-                             qemu_coroutine_enter, qemu_coroutine_self,
-                             qemu_in_coroutine)
+from gqemu.block.io_tracked import (BDRV_TRACKED_READ, BDRV_TRACKED_WRITE,
+                                    mark_request_serialising, tracked_request_begin,
+                                    tracked_request_end, wait_serialising_requests)
+from gqemu.coroutine import coroutine_fn
 
 __all__ = [
     "bdrv_co_preadv", "bdrv_co_pwritev", "bdrv_aligned_preadv",
     "bdrv_aligned_pwritev", "bdrv_driver_preadv", "bdrv_driver_pwritev",
     "bdrv_co_pwrite_zeroes", "bdrv_co_do_pwrite_zeroes", "bdrv_check_byte_request",
-    "bdrv_inc_in_flight", "bdrv_dec_in_flight", "bdrv_pread", "bdrv_pwrite",
-    "qemu_blockalign", "tracked_request_begin", "tracked_request_end",
-    "mark_request_serialising", "wait_serialising_requests",
-    "BDRV_TRACKED_READ", "BDRV_TRACKED_WRITE", "BDRV_TRACKED_FLUSH",
-    "BDRV_TRACKED_IOCTL", "BDRV_TRACKED_DISCARD",
+    "bdrv_inc_in_flight", "bdrv_dec_in_flight", "qemu_blockalign", "NOT_DONE",
 ]
 
-BDRV_TRACKED_READ = 0
-BDRV_TRACKED_WRITE = 1
-BDRV_TRACKED_FLUSH = 2
-BDRV_TRACKED_IOCTL = 3
-BDRV_TRACKED_DISCARD = 4
 
 MAX_WRITE_ZEROES_BOUNCE_BUFFER = 32768 << 9       # 16 MiB, as QEMU
 NOT_DONE = 0x7fffffff
@@ -87,83 +79,6 @@ def bdrv_check_byte_request(bs: BlockDriverState, offset: int, size: int) -> int
     if offset < 0:
         return -errno.EIO
     return 0
-
-
-# ------------------------------------------------------- tracked requests
-
-
-def tracked_request_begin(bs: BlockDriverState, offset: int, nbytes: int,
-                          rtype: int) -> BdrvTrackedRequest:
-    """QEMU: tracked_request_begin (inserted at the head of the list)."""
-    req = BdrvTrackedRequest()
-    req.bs = bs
-    req.offset = offset
-    req.bytes = nbytes
-    req.type = rtype
-    req.serialising = False
-    req.overlap_offset = offset
-    req.overlap_bytes = nbytes
-    req.co = qemu_coroutine_self()
-    req.wait_queue = CoQueue()
-    req.waiting_for = None
-    bs.tracked_requests.insert(0, req)
-    return req
-
-
-def tracked_request_end(req: BdrvTrackedRequest) -> None:
-    """QEMU: tracked_request_end."""
-    bs = req.bs
-    if req.serialising:
-        bs.serialising_in_flight -= 1
-    bs.tracked_requests.remove(req)
-    qemu_co_queue_restart_all(req.wait_queue)
-
-
-def mark_request_serialising(req: BdrvTrackedRequest, align: int) -> None:
-    """Widen the overlap range to ``align`` and make ``req`` serialising.
-    QEMU: mark_request_serialising."""
-    overlap_offset = req.offset & ~(align - 1)
-    overlap_bytes = -(-(req.offset + req.bytes) // align) * align - overlap_offset
-    if not req.serialising:
-        req.bs.serialising_in_flight += 1
-        req.serialising = True
-    req.overlap_offset = min(req.overlap_offset, overlap_offset)
-    req.overlap_bytes = max(req.overlap_bytes, overlap_bytes)
-
-
-def _overlaps(req: BdrvTrackedRequest, offset: int, nbytes: int) -> bool:
-    if offset >= req.overlap_offset + req.overlap_bytes:
-        return False
-    if req.overlap_offset >= offset + nbytes:
-        return False
-    return True
-
-
-@coroutine_fn
-def wait_serialising_requests(self: BdrvTrackedRequest) -> bool:
-    """Wait for overlapping requests when either side is serialising.
-    Context: coroutine.  Returns whether it waited.
-    QEMU: wait_serialising_requests."""
-    bs = self.bs
-    if not bs.serialising_in_flight:
-        return False
-    waited = False
-    retry = True
-    while retry:
-        retry = False
-        for req in bs.tracked_requests:
-            if req is self or (not req.serialising and not self.serialising):
-                continue
-            if _overlaps(req, self.overlap_offset, self.overlap_bytes):
-                assert qemu_coroutine_self() is not req.co
-                if req.waiting_for is None:
-                    self.waiting_for = req
-                    qemu_co_queue_wait(req.wait_queue)
-                    self.waiting_for = None
-                    retry = True
-                    waited = True
-                    break
-    return waited
 
 
 # -------------------------------------------------------------------- read
@@ -521,53 +436,3 @@ def bdrv_co_pwrite_zeroes(child: BdrvChild, offset: int, count: int, flags: int)
     if not child.bs.open_flags & BDRV_O_UNMAP:
         flags &= ~BDRV_REQ_MAY_UNMAP
     return bdrv_co_pwritev(child, offset, count, None, BDRV_REQ_ZERO_WRITE | flags)
-
-
-# ------------------------------------------------ synchronous edge helpers
-
-
-class _RwCo:
-    __slots__ = ("child", "offset", "qiov", "is_write", "flags", "ret")
-
-
-def _bdrv_rw_co_entry(rwco: _RwCo) -> None:
-    if rwco.is_write:
-        rwco.ret = bdrv_co_pwritev(rwco.child, rwco.offset, rwco.qiov.size,
-                                   rwco.qiov, rwco.flags)
-    else:
-        rwco.ret = bdrv_co_preadv(rwco.child, rwco.offset, rwco.qiov.size,
-                                  rwco.qiov, rwco.flags)
-
-
-def _bdrv_prwv(child: Any, offset: int, qiov: QEMUIOVector,
-               is_write: bool, flags: int) -> int:
-    if not isinstance(child, BdrvChild):        # a node: use a bare edge
-        child = BdrvChild(child, "sync", None)
-    bs = child.bs
-    rwco = _RwCo()
-    rwco.child = child
-    rwco.offset, rwco.qiov, rwco.is_write, rwco.flags = offset, qiov, is_write, flags
-    rwco.ret = NOT_DONE
-    if qemu_in_coroutine():
-        _bdrv_rw_co_entry(rwco)
-    else:
-        co = qemu_coroutine_create(_bdrv_rw_co_entry, rwco)
-        qemu_coroutine_enter(co)
-        aio_wait_while(bs.aio_context, lambda: rwco.ret == NOT_DONE)
-    return rwco.ret
-
-
-def bdrv_pread(child: Any, offset: int, buf: Any, nbytes: int) -> int:
-    """Synchronous read into ``buf`` through ``child`` (a BdrvChild, or a
-    node); runs directly inside a coroutine, else drives the loop.
-    Returns: nbytes or -errno.  QEMU: bdrv_pread."""
-    ret = _bdrv_prwv(child, offset, qemu_iovec_init_buf(memoryview(buf)[:nbytes]), False, 0)
-    return ret if ret < 0 else nbytes
-
-
-def bdrv_pwrite(child: Any, offset: int, buf: Any, nbytes: int,
-                flags: int = 0) -> int:
-    """Synchronous write through ``child`` (as bdrv_pread).
-    Returns: nbytes or -errno.  QEMU: bdrv_pwrite."""
-    ret = _bdrv_prwv(child, offset, qemu_iovec_init_buf(memoryview(buf)[:nbytes]), True, flags)
-    return ret if ret < 0 else nbytes

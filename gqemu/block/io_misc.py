@@ -15,14 +15,16 @@ from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_O_NO_FLUSH, BDRV_O_UNMAP, INT_MAX,
                                 BdrvChild, BlockDriverState, bdrv_debug_event,
                                 bdrv_getlength)
-from gqemu.block.io import (BDRV_TRACKED_DISCARD, NOT_DONE, bdrv_check_byte_request,
-                            bdrv_dec_in_flight, bdrv_pwrite, tracked_request_begin,
-                            tracked_request_end, wait_serialising_requests)
+from gqemu.block.io import (NOT_DONE, bdrv_check_byte_request, bdrv_co_preadv,
+                            bdrv_co_pwritev, bdrv_dec_in_flight)
+from gqemu.block.io_tracked import (BDRV_TRACKED_DISCARD, tracked_request_begin,
+                                    tracked_request_end, wait_serialising_requests)
+from gqemu.block.qiov import QEMUIOVector, qemu_iovec_init_buf
 from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wait,
                              qemu_coroutine_create, qemu_coroutine_enter,
                              qemu_in_coroutine)
 
-__all__ = ["bdrv_co_flush", "bdrv_flush", "bdrv_co_pdiscard", "bdrv_pdiscard",
+__all__ = ["bdrv_pread", "bdrv_pwrite", "bdrv_run_co", "bdrv_co_flush", "bdrv_flush", "bdrv_co_pdiscard", "bdrv_pdiscard",
            "bdrv_co_get_block_status", "bdrv_drain", "bdrv_requests_pending",
            "bdrv_drained_begin", "bdrv_drained_end", "bdrv_pwrite_sync"]
 
@@ -139,10 +141,71 @@ def bdrv_co_get_block_status(bs: BlockDriverState, offset: int,
     return drv.bdrv_co_get_block_status(bs, offset, nbytes)  # type: ignore[no-any-return]
 
 
+# ------------------------------------------------ synchronous edge helpers
+
+
+class _RwCo:
+    __slots__ = ("child", "offset", "qiov", "is_write", "flags", "ret")
+
+    child: BdrvChild
+    offset: int
+    qiov: QEMUIOVector
+    is_write: bool
+    flags: int
+    ret: int
+
+
+def _bdrv_rw_co_entry(rwco: _RwCo) -> None:
+    if rwco.is_write:
+        rwco.ret = bdrv_co_pwritev(rwco.child, rwco.offset, rwco.qiov.size,
+                                   rwco.qiov, rwco.flags)
+    else:
+        rwco.ret = bdrv_co_preadv(rwco.child, rwco.offset, rwco.qiov.size,
+                                  rwco.qiov, rwco.flags)
+
+
+def _bdrv_prwv(child: Any, offset: int, qiov: QEMUIOVector,
+               is_write: bool, flags: int) -> int:
+    if not isinstance(child, BdrvChild):        # a node: use a bare edge
+        child = BdrvChild(child, "sync", None)
+    bs = child.bs
+    rwco = _RwCo()
+    rwco.child = child
+    rwco.offset, rwco.qiov, rwco.is_write, rwco.flags = offset, qiov, is_write, flags
+    rwco.ret = NOT_DONE
+    if qemu_in_coroutine():
+        _bdrv_rw_co_entry(rwco)
+    else:
+        co = qemu_coroutine_create(_bdrv_rw_co_entry, rwco)
+        qemu_coroutine_enter(co)
+        aio_wait_while(bs.aio_context, lambda: rwco.ret == NOT_DONE)
+    return rwco.ret
+
+
+def bdrv_pread(child: Any, offset: int, buf: Any, nbytes: int) -> int:
+    """Synchronous read into ``buf`` through ``child`` (a BdrvChild, or a
+    node); runs directly inside a coroutine, else drives the loop.
+    Returns: nbytes or -errno.  QEMU: bdrv_pread."""
+    ret = _bdrv_prwv(child, offset, qemu_iovec_init_buf(memoryview(buf)[:nbytes]), False, 0)
+    return ret if ret < 0 else nbytes
+
+
+def bdrv_pwrite(child: Any, offset: int, buf: Any, nbytes: int,
+                flags: int = 0) -> int:
+    """Synchronous write through ``child`` (as bdrv_pread).
+    Returns: nbytes or -errno.  QEMU: bdrv_pwrite."""
+    ret = _bdrv_prwv(child, offset, qemu_iovec_init_buf(memoryview(buf)[:nbytes]), True, flags)
+    return ret if ret < 0 else nbytes
+
+
 # --------------------------------------------------------- sync wrappers
 
 
-def _run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
+def bdrv_run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a coroutine and drive ``bs``'s loop until it
+    returns (directly when already in a coroutine).  Context: loop or
+    coroutine.  Returns: fn's result.  QEMU: the bdrv_*() coroutine
+    wrappers (BDRV_POLL_WHILE)."""
     if qemu_in_coroutine():
         return fn(*args)
     box = [NOT_DONE]
@@ -155,14 +218,17 @@ def _run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
     return box[0]
 
 
+_run_co = bdrv_run_co      # the name other modules already use
+
+
 def bdrv_flush(bs: BlockDriverState) -> int:
     """Synchronous flush.  Returns: 0 or -errno.  QEMU: bdrv_flush."""
-    return _run_co(bs, bdrv_co_flush, bs)  # type: ignore[no-any-return]
+    return bdrv_run_co(bs, bdrv_co_flush, bs)  # type: ignore[no-any-return]
 
 
 def bdrv_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     """Synchronous discard.  QEMU: bdrv_pdiscard."""
-    return _run_co(bs, bdrv_co_pdiscard, bs, offset, count)  # type: ignore[no-any-return]
+    return bdrv_run_co(bs, bdrv_co_pdiscard, bs, offset, count)  # type: ignore[no-any-return]
 
 
 def bdrv_pwrite_sync(child: Any, offset: int, buf: Any, nbytes: int) -> int:
