@@ -8,14 +8,23 @@ import importlib.util
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-_RUNNER = Path(__file__).resolve().parents[1] / "qemu-io" / "runner.py"
-_spec = importlib.util.spec_from_file_location("qemu_io_corpus_runner", _RUNNER)
-runner = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-sys.modules[_spec.name] = runner                 # dataclasses look it up
-_spec.loader.exec_module(runner)  # type: ignore[union-attr]
+def _load_runner() -> Any:
+    """tests/qemu-io/runner.py, loaded once by file path (any import mode)."""
+    name = "qemu_io_corpus_runner"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "qemu-io" / "runner.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module               # dataclasses look it up
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[name]
+
+
+runner = _load_runner()
 
 # (script, format) -> what is missing below gqemu-io.  strict: a fix shows up.
 KNOWN_GAPS = {
