@@ -39,7 +39,8 @@ from gqemu.trace import trace_event
 
 __all__ = [
     "AioContext", "QEMUBH", "QEMUTimer", "AioDeadlockError",
-    "qemu_get_aio_context", "aio_context_new", "aio_bh_new",
+    "qemu_get_aio_context", "aio_context_new", "qemu_aio_context_discard",
+    "aio_compute_timeout", "aio_set_clock_source", "aio_bh_new",
     "aio_bh_schedule_oneshot", "qemu_bh_schedule", "qemu_bh_schedule_idle",
     "qemu_bh_cancel", "qemu_bh_delete", "aio_bh_poll", "aio_poll",
     "aio_notify", "aio_wait_while", "aio_co_wake", "aio_co_schedule",
@@ -68,8 +69,20 @@ class AioDeadlockError(RuntimeError):
     """aio_wait_while found nothing that could ever make its condition false."""
 
 
+_clock_source: Optional[Callable[[int], int]] = None
+
+
+def aio_set_clock_source(source: Optional[Callable[[int], int]]) -> None:
+    """Read every clock from ``source(clock)`` instead of the host (the
+    stress scheduler's virtual time); ``None`` restores the host clocks."""
+    global _clock_source
+    _clock_source = source
+
+
 def qemu_clock_get_ns(clock: int) -> int:
     """Now, in ns, on ``clock``.  QEMU: qemu_clock_get_ns."""
+    if _clock_source is not None:
+        return _clock_source(clock)
     if clock == QEMU_CLOCK_HOST:
         return time.time_ns()
     return time.monotonic_ns()
@@ -130,7 +143,7 @@ class AioContext:
         self._ts_queue: deque[QEMUBH] = deque()   # BHs scheduled by threads
         self._timers: list[tuple[int, int, QEMUTimer]] = []
         self._timer_seq = itertools.count()
-        self._waiter: Any = None                   # gevent Waiter while parked
+        self._waiters: list[Any] = []              # gevent Waiters of parked polls
         self._wake_pending = False
         self._async: Any = None                    # libev async watcher
         self._hub: Any = None
@@ -160,11 +173,14 @@ class AioContext:
         self._wake()
 
     def _wake(self) -> None:
+        # Every parked poll wakes and re-checks; each was parked by a
+        # different greenlet (main loop, vCPUs draining), so none may be lost.
         self._wake_pending = False
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            w.switch(None)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for w in waiters:
+                w.switch(None)
 
     def external_inc(self) -> None:
         """Work that will notify from another thread has started."""
@@ -188,7 +204,7 @@ class AioContext:
         if self._ts_queue:          # a thread queued work before the hub existed
             return True
         waiter = Waiter(hub)
-        self._waiter = waiter
+        self._waiters.append(waiter)
         timer = None
         if timeout is not None:
             timer = hub.loop.timer(max(timeout, 0.0))
@@ -198,7 +214,8 @@ class AioContext:
         except LoopExit:
             return False
         finally:
-            self._waiter = None
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             if timer is not None:
                 timer.close()
         return True
@@ -219,20 +236,16 @@ class AioContext:
     def _run_timers(self) -> bool:
         timers = self._timers
         progress = False
-        if not timers:
-            return False
-        now = time.monotonic_ns()
-        host_now = None
+        now: dict[int, int] = {}
         while timers:
             expire, key, ts = timers[0]
             if ts._key != key or ts.expire_time < 0:
                 heapq.heappop(timers)
                 continue
-            if ts.clock == QEMU_CLOCK_HOST:
-                host_now = host_now or time.time_ns()
-                if expire > host_now:
-                    break
-            elif expire > now:
+            t = now.get(ts.clock)
+            if t is None:
+                t = now[ts.clock] = qemu_clock_get_ns(ts.clock)
+            if expire > t:
                 break
             heapq.heappop(timers)
             ts.expire_time = -1
@@ -251,6 +264,24 @@ def qemu_get_aio_context() -> AioContext:
     if _main_ctx is None:
         _main_ctx = AioContext("main")
     return _main_ctx
+
+
+def qemu_aio_context_discard(ctx: AioContext) -> None:
+    """Forget ``ctx`` if it is the main context, so that the next
+    qemu_get_aio_context() makes a fresh one (a stress run that failed
+    leaves its context behind this way)."""
+    global _main_ctx
+    if _main_ctx is ctx:
+        _main_ctx = None
+
+
+def aio_compute_timeout(ctx: AioContext) -> int:
+    """How long, in ns, a blocking poll of ``ctx`` may sleep: 0 when a BH is
+    ready, -1 when no timer is armed.  QEMU: aio_compute_timeout."""
+    if ctx._bh_list or ctx._ts_queue:
+        return 0
+    deadline = ctx._next_deadline()
+    return -1 if deadline is None else int(deadline * 1e9)
 
 
 def aio_context_new() -> AioContext:
@@ -291,7 +322,7 @@ def qemu_bh_schedule(bh: QEMUBH) -> None:
         return
     bh.scheduled = True
     ctx._bh_list.append(bh)
-    if ctx._waiter is not None and not ctx._wake_pending:
+    if ctx._waiters and not ctx._wake_pending:
         ctx._wake_pending = True
         ctx._hub.loop.run_callback(ctx._wake)
 
@@ -358,7 +389,7 @@ def aio_notify(ctx: AioContext) -> None:
         if ctx._async is not None:
             ctx._async.send()
         return
-    if ctx._waiter is not None and not ctx._wake_pending:
+    if ctx._waiters and not ctx._wake_pending:
         ctx._wake_pending = True
         ctx._hub.loop.run_callback(ctx._wake)
 

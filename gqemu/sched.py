@@ -50,7 +50,8 @@ from typing import Any, Callable, Iterable, Optional
 
 from greenlet import getcurrent
 
-from gqemu.aio import AioContext, aio_bh_new, aio_bh_schedule_oneshot, qemu_bh_schedule
+from gqemu.aio import (AioContext, aio_bh_new, aio_bh_schedule_oneshot,
+                       aio_compute_timeout, qemu_bh_schedule)
 from gqemu.coroutine import Coroutine, qemu_aio_coroutine_enter, qemu_coroutine_yield
 
 __all__ = ["StressScheduler", "POLICIES", "VCLOCK_START_NS"]
@@ -321,9 +322,9 @@ class StressScheduler:
                 i = self.rng.randrange(n)
             self._release(self._decide(K_IDLE, 0, i))
             return True
-        deadline = ctx._next_deadline()
-        if deadline is not None:
-            step = int(deadline * 1e9) + 1
+        timeout = aio_compute_timeout(ctx)
+        if timeout >= 0:
+            step = timeout + 1
             self.now_ns += step
             self.fingerprint = ((self.fingerprint * 1000003) ^ (K_TIME << 56)
                                 ^ self.now_ns) & _MASK

@@ -11,6 +11,9 @@ import importlib
 import sys
 
 from gqemu import __version__
+from gqemu.cli.errors import UsageError
+
+__all__ = ["main", "UsageError", "SUBCOMMANDS", "error_exit"]
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,10 +24,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "stress": ("gqemu.cli.stress", "seeded exploration of coroutine schedules"),
     "bench": ("gqemu.cli.bench", "measure the I/O path against its anchors"),
 }
-
-
-class UsageError(Exception):
-    """A command-line or input error: printed as one line, exit status 2."""
 
 
 def error_exit(prog: str, msg: str, status: int = 2) -> int:

@@ -197,8 +197,7 @@ def _retire_context(ctx: Any, sched: StressScheduler, keep: list[Any]) -> None:
     sched.parked.clear()
     if ctx.thread_pool is not None:
         thread_pool_free(ctx.thread_pool)
-    if aio._main_ctx is ctx:
-        aio._main_ctx = None
+    aio.qemu_aio_context_discard(ctx)
 
 
 def _drain(env: Env) -> None:

@@ -217,3 +217,29 @@ def test_worker_thread_co_enter(ctx):                 # /aio/coroutine/worker-th
 def test_aio_wait_while_detects_deadlock(ctx):
     with pytest.raises(AioDeadlockError):
         aio_wait_while(ctx, lambda: True)
+
+
+def test_two_greenlets_parked_on_one_context_both_wake(ctx):
+    """A notify wakes every parked poll (main loop and vCPUs may both
+    block on the same context); none of them may be lost."""
+    import gevent
+    from gqemu.threadpool import ThreadPool, thread_pool_free, thread_pool_submit_aio
+    pool = ThreadPool(ctx)
+    gate = threading.Event()
+    done = []
+    thread_pool_submit_aio(pool, lambda _: gate.wait(10) and 0, None,
+                           lambda o, r: done.append(r), None)
+    woke = []
+
+    def poller(name):
+        aio_poll(ctx, True)
+        woke.append(name)
+
+    g1 = gevent.spawn(poller, "a")
+    g2 = gevent.spawn(poller, "b")
+    gevent.sleep(0)                     # both park now
+    assert len(ctx._waiters) == 2
+    gate.set()
+    gevent.joinall([g1, g2], timeout=10)
+    assert sorted(woke) == ["a", "b"] and done == [0]
+    thread_pool_free(pool)
