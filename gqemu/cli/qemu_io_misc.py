@@ -243,30 +243,76 @@ abort_cmd = cmdinfo_t("abort", abort_f, flags=CMD_NOFILE_OK,
                       oneline="simulate a program crash using abort(3)")
 
 
-def _debug_f(fmt: str) -> Any:
-    """break/remove_break/resume/wait_break: no gqemu driver keeps
-    breakpoints, so every node answers -ENOTSUP as QEMU's non-blkdebug
-    nodes do.  QEMU: bdrv_debug_breakpoint and friends."""
-    def f(io: Any, argv: list[str]) -> int:
-        out(fmt.replace("%TAG", argv[1]) % strerror(errno.ENOTSUP) + "\n")
+def _debug_node(io: Any, slot: str) -> tuple[Any, Any]:
+    """The first node down the file chain whose driver has ``slot``, and the
+    bound slot; (None, None) if none has.  QEMU: the loop in
+    bdrv_debug_breakpoint and friends."""
+    bs = blk_bs(io.blk)
+    while bs is not None and bs.drv is not None:
+        fn = getattr(bs.drv, slot, None)
+        if fn is not None:
+            return bs, fn
+        bs = bs.file.bs if bs.file is not None else None
+    return None, None
+
+
+def _debug_call(io: Any, slot: str, *args: str) -> int:
+    bs, fn = _debug_node(io, slot)
+    return -errno.ENOTSUP if fn is None else int(fn(bs, *args))
+
+
+def break_f(io: Any, argv: list[str]) -> int:
+    """QEMU: break_f (bdrv_debug_breakpoint)."""
+    ret = _debug_call(io, "bdrv_debug_breakpoint", argv[1], argv[2])
+    if ret < 0:
+        out("Could not set breakpoint: %s\n" % strerror(-ret))
+    return ret
+
+
+def remove_break_f(io: Any, argv: list[str]) -> int:
+    """QEMU: remove_break_f (bdrv_debug_remove_breakpoint)."""
+    ret = _debug_call(io, "bdrv_debug_remove_breakpoint", argv[1])
+    if ret < 0:
+        out("Could not remove breakpoint %s: %s\n" % (argv[1], strerror(-ret)))
+    return ret
+
+
+def resume_f(io: Any, argv: list[str]) -> int:
+    """QEMU: resume_f (bdrv_debug_resume)."""
+    ret = _debug_call(io, "bdrv_debug_resume", argv[1])
+    if ret < 0:
+        out("Could not resume request: %s\n" % strerror(-ret))
+    return ret
+
+
+def wait_break_f(io: Any, argv: list[str]) -> int:
+    """Poll until the request tagged ``argv[1]`` is suspended.  Where no node
+    keeps breakpoints QEMU would wait forever; gqemu says so and fails.
+    QEMU: wait_break_f (bdrv_debug_is_suspended)."""
+    bs, fn = _debug_node(io, "bdrv_debug_is_suspended")
+    if fn is None:
+        out("Could not wait for breakpoint %s: %s\n"
+            % (argv[1], strerror(errno.ENOTSUP)))
         return -errno.ENOTSUP
-    return f
+    from gqemu.aio import aio_wait_while
+    from gqemu.block import blk_get_aio_context
+    try:
+        aio_wait_while(blk_get_aio_context(io.blk), lambda: not fn(bs, argv[1]))
+    except RuntimeError as e:               # AioDeadlockError: nothing can run
+        out("Could not wait for breakpoint %s: %s\n" % (argv[1], e))
+        return -errno.EDEADLK
+    return 0
 
 
-break_cmd = cmdinfo_t("break", _debug_f("Could not set breakpoint: %s"),
-                      argmin=2, argmax=2, args="event tag",
+break_cmd = cmdinfo_t("break", break_f, argmin=2, argmax=2, args="event tag",
                       oneline="sets a breakpoint on event and tags the stopped "
                       "request as tag")
-remove_break_cmd = cmdinfo_t("remove_break",
-                             _debug_f("Could not remove breakpoint %TAG: %s"),
-                             argmin=1, argmax=1, args="tag",
-                             oneline="remove a breakpoint by tag")
-resume_cmd = cmdinfo_t("resume", _debug_f("Could not resume request: %s"),
-                       argmin=1, argmax=1, args="tag",
+remove_break_cmd = cmdinfo_t("remove_break", remove_break_f, argmin=1, argmax=1,
+                             args="tag", oneline="remove a breakpoint by tag")
+resume_cmd = cmdinfo_t("resume", resume_f, argmin=1, argmax=1, args="tag",
                        oneline="resumes the request tagged as tag")
-wait_break_cmd = cmdinfo_t("wait_break",
-                           _debug_f("Could not wait for breakpoint %TAG: %s"),
-                           argmin=1, argmax=1, args="tag",
+wait_break_cmd = cmdinfo_t("wait_break", wait_break_f, argmin=1, argmax=1,
+                           args="tag",
                            oneline="waits for the suspension of a request")
 
 
