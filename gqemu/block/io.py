@@ -22,20 +22,20 @@ from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
                                          BLKDBG_PWRITEV_RMW_HEAD, BLKDBG_PWRITEV_RMW_TAIL,
                                          BLKDBG_PWRITEV_ZERO)
-from gqemu.block.driver import (BDRV_O_UNMAP, BDRV_REQ_COPY_ON_READ,
-                                BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
+from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_O_UNMAP,
+                                BDRV_REQ_COPY_ON_READ, BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
                                 BDRV_REQ_NO_SERIALISING, BDRV_REQ_ZERO_WRITE,
                                 BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE, INT_MAX,
                                 BdrvChild, BdrvTrackedRequest, BlockDriverState,
                                 bdrv_debug_event, bdrv_getlength)
-from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
-                              qemu_iovec_init_buf, qemu_iovec_is_zero,
-                              qemu_iovec_memset)
-from gqemu.block.trace_events import (trace_bdrv_co_preadv, trace_bdrv_co_pwrite_zeroes,
-                                      trace_bdrv_co_pwritev)
 from gqemu.block.io_tracked import (BDRV_TRACKED_READ, BDRV_TRACKED_WRITE,
                                     mark_request_serialising, tracked_request_begin,
                                     tracked_request_end, wait_serialising_requests)
+from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
+                              qemu_iovec_from_buf, qemu_iovec_init_buf, qemu_iovec_is_zero,
+                              qemu_iovec_memset)
+from gqemu.block.trace_events import (trace_bdrv_co_do_copy_on_readv, trace_bdrv_co_preadv,
+                                      trace_bdrv_co_pwrite_zeroes, trace_bdrv_co_pwritev)
 from gqemu.coroutine import coroutine_fn
 
 __all__ = [
@@ -96,6 +96,58 @@ def bdrv_driver_preadv(bs: BlockDriverState, offset: int, nbytes: int,
 
 
 @coroutine_fn
+def bdrv_co_is_allocated_all(bs: BlockDriverState, offset: int, nbytes: int) -> int:
+    """1 if the node itself holds every byte of the range (data or zeroes),
+    0 if some come from below (backing), or -errno.  Context: coroutine.
+    QEMU: bdrv_is_allocated (as bdrv_aligned_preadv uses it)."""
+    drv = bs.drv
+    if drv is None or drv.bdrv_co_get_block_status is None:
+        return 1
+    end = offset + nbytes
+    while offset < end:
+        status, pnum, _ = drv.bdrv_co_get_block_status(bs, offset, end - offset)
+        if status < 0:
+            return status
+        if not status & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
+            return 0
+        if pnum <= 0:
+            break
+        offset += pnum
+    return 1
+
+
+@coroutine_fn
+def bdrv_co_do_copy_on_readv(bs: BlockDriverState, offset: int, nbytes: int,
+                             qiov: QEMUIOVector, total_bytes: int) -> int:
+    """Read whole clusters, write them back into this node (as zeroes when
+    they are), then hand the caller its slice.  Context: coroutine.
+    Returns: 0 or -errno.  QEMU: bdrv_co_do_copy_on_readv."""
+    drv = bs.drv
+    assert drv is not None
+    info = drv.bdrv_get_info(bs) if drv.bdrv_get_info is not None else {}
+    cs = (info or {}).get("cluster_size") or bs.bl.request_alignment
+    c_off = offset // cs * cs
+    align = bs.bl.request_alignment
+    c_end = max(min(-(-(offset + nbytes) // cs) * cs,
+                    -(-total_bytes // align) * align), offset + nbytes)
+    c_bytes = c_end - c_off
+    trace_bdrv_co_do_copy_on_readv(bs, offset, nbytes, c_off, c_bytes)
+    bounce = qemu_blockalign(bs, c_bytes)
+    local = qemu_iovec_init_buf(bounce)
+    ret = bdrv_driver_preadv(bs, c_off, c_bytes, local, 0)
+    if ret < 0:
+        return ret
+    if drv.bdrv_co_pwrite_zeroes is not None and qemu_iovec_is_zero(local):
+        ret = bdrv_co_do_pwrite_zeroes(bs, c_off, c_bytes, 0)
+    else:
+        ret = bdrv_driver_pwritev(bs, c_off, c_bytes, local, 0)
+    if ret < 0:
+        return ret
+    qemu_iovec_from_buf(qiov, 0, memoryview(bounce)[offset - c_off:], nbytes)
+    return 0
+
+
+@coroutine_fn
 def bdrv_aligned_preadv(bs: BlockDriverState, req: BdrvTrackedRequest,
                         offset: int, nbytes: int, align: int,
                         qiov: QEMUIOVector, flags: int) -> int:
@@ -111,6 +163,12 @@ def bdrv_aligned_preadv(bs: BlockDriverState, req: BdrvTrackedRequest,
     total_bytes = bdrv_getlength(bs)
     if total_bytes < 0:
         return total_bytes
+    if flags & BDRV_REQ_COPY_ON_READ:
+        ret = bdrv_co_is_allocated_all(bs, offset, min(nbytes, max(0, total_bytes - offset)))
+        if ret < 0:
+            return ret
+        if ret == 0:
+            return bdrv_co_do_copy_on_readv(bs, offset, nbytes, qiov, total_bytes)
     max_bytes = -(-max(0, total_bytes - offset) // align) * align
     max_transfer = (min(bs.bl.max_transfer or INT_MAX, INT_MAX) // align) * align
     if nbytes <= max_bytes and nbytes <= max_transfer:
