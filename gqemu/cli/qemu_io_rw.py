@@ -140,7 +140,7 @@ def read_f(io: Any, argv: list[str]) -> int:
     if ret < 0:
         pass
     elif bflag:
-        ret = -errno.ENOTSUP            # gqemu has no vmstate area
+        ret = do_vmstate(io, offset, buf, False)
     else:
         ret = blk_prw(io.blk, offset, buf, count, False)
         ret = ret if ret < 0 else 1
@@ -274,7 +274,7 @@ def write_f(io: Any, argv: list[str]) -> int:
     if ret < 0:
         pass
     elif bflag:
-        ret = -errno.ENOTSUP            # gqemu has no vmstate area
+        ret = do_vmstate(io, offset, data, True)
     elif zflag:
         ret = blk_pwrite_zeroes(io.blk, offset, count, flags)
     elif compress:
@@ -292,6 +292,23 @@ def write_f(io: Any, argv: list[str]) -> int:
         return 0
     print_report("wrote", t2 - t1, offset, count, count, 1, cflag)
     return 0
+
+
+def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
+    """Read or write the VM state area through the format driver's
+    ``bdrv_co_readv_vmstate``/``bdrv_co_writev_vmstate(bs, qiov, pos)``;
+    -ENOTSUP where the driver has none (raw).  Returns 1 or -errno.
+    QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
+    from gqemu.block import qemu_iovec_init_buf
+    from gqemu.block.io_misc import _run_co
+    bs = blk_bs(io.blk)
+    drv = bs.drv if bs is not None else None
+    fn = getattr(drv, "bdrv_co_writev_vmstate" if is_write
+                 else "bdrv_co_readv_vmstate", None)
+    if fn is None:
+        return -errno.ENOTSUP
+    ret = int(_run_co(bs, fn, bs, qemu_iovec_init_buf(memoryview(buf)), offset))
+    return ret if ret < 0 else 1
 
 
 def do_write_compressed(io: Any, offset: int, data: bytes) -> int:
