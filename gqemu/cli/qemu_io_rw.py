@@ -301,7 +301,7 @@ def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
     QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
     from gqemu.block import qemu_iovec_init_buf
     from gqemu.block.io_misc import _run_co
-    bs = blk_bs(io.blk)
+    bs: Any = blk_bs(io.blk)
     drv = bs.drv if bs is not None else None
     fn = getattr(drv, "bdrv_co_writev_vmstate" if is_write
                  else "bdrv_co_readv_vmstate", None)
