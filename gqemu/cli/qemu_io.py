@@ -7,13 +7,14 @@ command failed, 0 otherwise, as qemu-io does.  It names itself after
 ``argv[0]``.  Option parsing, ``-h`` and ``-V`` import nothing from the
 block layer, so they start as fast as Python does.
 
-Differences from qemu-io 7.2 (all report an error instead of acting):
+Differences from qemu-io 7.2 (each reports an error instead of acting):
 ``-s``/``--snapshot``, ``--object``, ``-k``/``-i native`` and ``-i io_uring``
-(gqemu has the thread pool and its ``nowait`` fast path), ``read -b``/``write
--b`` (no vmstate area), and breakpoints (``break``, ``resume``,
-``remove_break`` answer -ENOTSUP as on a non-blkdebug node; ``wait_break``
-returns at once instead of waiting forever).  ``-m`` is accepted and has no
-effect.  ``reopen`` closes and opens the node again with the new options.
+(gqemu has the thread pool and its ``nowait`` fast path).  ``read -b``/
+``write -b`` and the breakpoint commands work through QEMU's driver slots
+(``bdrv_co_readv/writev_vmstate``, ``bdrv_debug_*``) and answer -ENOTSUP
+where no driver has them, as QEMU does on raw; ``wait_break`` then fails at
+once instead of waiting forever.  ``-m`` is accepted and has no effect.
+``reopen`` closes and opens the node again with the new options.
 
 Must not import at module level: gqemu.block (lazily, once a file or a
 command needs it); never gqemu.hw, gqemu.kvm, gqemu.machine.
