@@ -151,12 +151,9 @@ def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
     result = 0
     for e in sorted(c.entries, key=lambda t: t.offset):
         ret = qcow2_cache_entry_flush(bs, c, e)
-        if ret < 0 and result != -ENOSPC_:
+        if ret < 0 and result != -28:            # keep -ENOSPC over other errors, as QEMU
             result = ret
     return result
-
-
-ENOSPC_ = -28
 
 
 @coroutine_fn
