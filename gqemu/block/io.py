@@ -24,7 +24,8 @@ from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_ZERO)
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_O_UNMAP,
                                 BDRV_REQ_COPY_ON_READ, BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
-                                BDRV_REQ_NO_SERIALISING, BDRV_REQ_ZERO_WRITE,
+                                BDRV_REQ_NO_FALLBACK, BDRV_REQ_NO_SERIALISING,
+                                BDRV_REQ_WRITE_COMPRESSED, BDRV_REQ_ZERO_WRITE,
                                 BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE, INT_MAX,
                                 BdrvChild, BdrvTrackedRequest, BlockDriverState,
                                 bdrv_debug_event, bdrv_getlength)
@@ -255,6 +256,19 @@ def bdrv_driver_pwritev(bs: BlockDriverState, offset: int, nbytes: int,
 
 
 @coroutine_fn
+def bdrv_driver_pwritev_compressed(bs: BlockDriverState, offset: int, nbytes: int,
+                                   qiov: QEMUIOVector) -> int:
+    """Context: coroutine.  Returns: 0, -ENOTSUP without driver support, or
+    -errno.  QEMU: bdrv_driver_pwritev_compressed."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    if drv.bdrv_co_pwritev_compressed is None:
+        return -errno.ENOTSUP
+    return drv.bdrv_co_pwritev_compressed(bs, offset, nbytes, qiov)
+
+
+@coroutine_fn
 def bdrv_co_do_pwrite_zeroes(bs: BlockDriverState, offset: int, count: int,
                              flags: int) -> int:
     """Ask the driver to zero the range; on -ENOTSUP write a zeroed bounce
@@ -289,6 +303,8 @@ def bdrv_co_do_pwrite_zeroes(bs: BlockDriverState, offset: int, count: int,
             if ret != -errno.ENOTSUP and flags & BDRV_REQ_FUA and \
                     not bs.supported_zero_flags & BDRV_REQ_FUA:
                 need_flush = True
+        if ret == -errno.ENOTSUP and flags & BDRV_REQ_NO_FALLBACK:
+            return ret                     # the caller asked not to write zeroes
         if ret == -errno.ENOTSUP:
             write_flags = flags & ~(BDRV_REQ_ZERO_WRITE | BDRV_REQ_MAY_UNMAP)
             if flags & BDRV_REQ_FUA and not bs.supported_write_flags & BDRV_REQ_FUA:
@@ -339,6 +355,8 @@ def bdrv_aligned_pwritev(bs: BlockDriverState, req: BdrvTrackedRequest,
     elif flags & BDRV_REQ_ZERO_WRITE:
         bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO)
         ret = bdrv_co_do_pwrite_zeroes(bs, offset, nbytes, flags)
+    elif flags & BDRV_REQ_WRITE_COMPRESSED:
+        ret = bdrv_driver_pwritev_compressed(bs, offset, nbytes, qiov)  # type: ignore[arg-type]
     elif nbytes <= max_transfer:
         bdrv_debug_event(bs, BLKDBG_PWRITEV)
         ret = bdrv_driver_pwritev(bs, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
