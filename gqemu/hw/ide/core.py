@@ -310,12 +310,23 @@ def ide_sector_read(s: IDEState) -> None:
         ide_rw_error(s)
         return
     if s.readahead_max:
-        from gqemu.hw.ide.readahead import ide_readahead_read
-        ide_readahead_read(s, sector_num, n)
+        _readahead_read()(s, sector_num, n)
         return
     s.pio_aiocb = ide_buffered_readv(s, sector_num,
                                      memoryview(s.io_buffer)[:n * 512], n,
                                      ide_sector_read_cb, s)
+
+
+def _readahead_read() -> Callable[[IDEState, int, int], None]:
+    """``ide_readahead_read``, imported on first use (it imports this module)."""
+    global _ide_readahead_read
+    if _ide_readahead_read is None:
+        from gqemu.hw.ide.readahead import ide_readahead_read
+        _ide_readahead_read = ide_readahead_read
+    return _ide_readahead_read
+
+
+_ide_readahead_read: Any = None
 
 
 # ------------------------------------------------------------ PIO write

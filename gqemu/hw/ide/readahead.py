@@ -23,6 +23,7 @@ from __future__ import annotations
 from gqemu.aio import aio_bh_schedule_oneshot
 from gqemu.block.block_backend import blk_aio_preadv
 from gqemu.block.qiov import qemu_iovec_init_buf
+from gqemu.hw.ide.core import ide_buffered_readv, ide_sector_read_cb
 from gqemu.hw.ide.internal import IDEState
 
 __all__ = ["ide_readahead_read", "ide_readahead_drop", "RAWindow"]
@@ -58,7 +59,6 @@ def _serve(ra: RAWindow) -> None:
     n = ra.nblk
     ra.want = -1
     s.io_buffer[0:n * 512] = ra.buf[off:off + n * 512]
-    from gqemu.hw.ide.core import ide_sector_read_cb
     ide_sector_read_cb(s, 0)
 
 
@@ -78,7 +78,6 @@ def _fill_cb(opaque: RAWindow, ret: int) -> None:
 
 
 def _read_alone(s: IDEState, sector_num: int, n: int) -> None:
-    from gqemu.hw.ide.core import ide_buffered_readv, ide_sector_read_cb
     s.pio_aiocb = ide_buffered_readv(s, sector_num, memoryview(s.io_buffer)[:n * 512], n,
                                      ide_sector_read_cb, s)
 
