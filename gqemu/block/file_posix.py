@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_BLOCK_ZERO, BDRV_O_NOCACHE, BDRV_O_NOWAIT,
-                                BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BLK_PERM_ALL,
+                                BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK, BLK_PERM_ALL,
                                 BlockDriver, BlockDriverState, BlockError,
                                 _PERM_NAMES, bdrv_get_aio_context, bdrv_register,
                                 qemu_opt_str)
@@ -190,7 +190,7 @@ class BdrvFile(BlockDriver):
         bs.bl.max_transfer = self.max_transfer
         bs.bl.min_mem_alignment = self.buf_align
         bs.bl.opt_mem_alignment = max(self.buf_align, _PAGE)
-        bs.supported_zero_flags = BDRV_REQ_MAY_UNMAP
+        bs.supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK
 
     bdrv_refresh_limits = raw_refresh_limits
 
