@@ -136,11 +136,13 @@ def dma_blk_cb(opaque: DMAAIOCB, ret: int) -> None:
 
 def dma_blk_io(blk: Any, sg: QEMUSGList, offset: int,
                cb: Callable[[Any, int], None], opaque: Any,
-               direction: int, io_func: Any = None) -> DMAAIOCB:
+               direction: int, io_func: Any = None,
+               io_func_opaque: Any = None) -> DMAAIOCB:
     """Submit ``sg`` as one block request at byte ``offset``.
 
-    ``io_func(offset, data, cb, opaque) -> acb``, if given, replaces the
-    write for a TO_DEVICE transfer (TRIM passes its range list this way).
+    ``io_func(offset, data, cb, cb_opaque, io_func_opaque) -> acb``, if
+    given, replaces the write of a TO_DEVICE transfer (TRIM hands its range
+    list over this way).
     Context: loop or vCPU (never a worker).  Returns the request handle.
     QEMU: dma_blk_io.
     """
@@ -157,7 +159,7 @@ def dma_blk_io(blk: Any, sg: QEMUSGList, offset: int,
             dma_memory_read(sg.as_, base, mv[pos:pos + length], length)  # type: ignore[arg-type]
             pos += length
         if io_func is not None:
-            dbs.acb = io_func(offset, bounce, dma_blk_cb, dbs)
+            dbs.acb = io_func(offset, bounce, dma_blk_cb, dbs, io_func_opaque)
         else:
             dbs.acb = blk_aio_pwritev(blk, offset, qiov, 0, dma_blk_cb, dbs)
     else:

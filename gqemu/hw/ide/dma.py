@@ -26,6 +26,7 @@ from gqemu.hw.ide.internal import (DRQ_STAT, IDE_DMA_CMD_STR, IDE_DMA_READ, IDE_
                                    IDE_DMA_WRITE, IDE_RETRY_DMA, IDE_RETRY_TRIM,
                                    IDE_RETRY_READ, READY_STAT, SEEK_STAT,
                                    IDEState)
+from gqemu.hw.ide.trim import ide_issue_trim
 from gqemu.hw.trace_events import trace_ide_dma_cb
 
 __all__ = ["ide_dma_cb", "ide_sector_start_dma", "ide_start_dma",
@@ -110,9 +111,8 @@ def ide_dma_cb(opaque: IDEState, ret: int) -> None:
     elif s.dma_cmd == IDE_DMA_WRITE:
         dma.aiocb = dma_blk_write(s.blk, s.sg, offset, 512, ide_dma_cb, s)
     elif s.dma_cmd == IDE_DMA_TRIM:
-        from gqemu.hw.ide.trim import ide_issue_trim
         dma.aiocb = dma_blk_io(s.blk, s.sg, offset, ide_dma_cb, s, DMA_DIRECTION_TO_DEVICE,
-                               lambda off, data, cb, op: ide_issue_trim(off, data, cb, op, s))
+                               ide_issue_trim, s)
     else:
         ide_dma_error(s)
 

@@ -79,9 +79,11 @@ def ide_issue_trim_cb(opaque: TrimAIOCB, ret: int) -> None:
 
 
 def ide_issue_trim(offset: int, data: bytes, cb: Callable[[Any, int], None],
-                   opaque: Any, s: IDEState) -> TrimAIOCB:
-    """Start discarding the ranges in ``data``.  QEMU: ide_issue_trim."""
-    iocb = TrimAIOCB(trim_aiocb_info, cb, opaque)
+                   cb_opaque: Any, opaque: IDEState) -> TrimAIOCB:
+    """Start discarding the ranges in ``data`` for drive ``opaque``.
+    QEMU: ide_issue_trim."""
+    s = opaque
+    iocb = TrimAIOCB(trim_aiocb_info, cb, cb_opaque)
     iocb.s = s
     iocb.data = bytes(data)
     ide_issue_trim_cb(iocb, 0)
