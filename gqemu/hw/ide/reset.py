@@ -13,6 +13,7 @@ ide_restart_bh).
 """
 from __future__ import annotations
 
+from gqemu import plant
 from gqemu.aio import BlockAIOCB, bdrv_aio_cancel_async
 from gqemu.hw.dma import dma_blk_orphan
 from gqemu.hw.ide.core import (ECANCELED, ide_clear_hob, ide_dummy_transfer_stop,
@@ -35,6 +36,14 @@ __all__ = ["ide_cancel_dma_sync", "ide_reset", "ide_bus_reset", "ide_restart_bh"
 
 # ---------------------------------------------------------------- reset
 
+def _orphan(acb: object) -> None:
+    """Detach a DMA request from the device being reset -- unless the
+    stress tests planted the CVE-2023-5088 bug (``plant.reset_keeps_completion``),
+    which lets its completion act on the reset registers."""
+    if not plant.reset_keeps_completion:
+        dma_blk_orphan(acb)  # type: ignore[arg-type]
+
+
 def ide_cancel_dma_sync(s: IDEState, orphan_dma: bool = True) -> None:
     """Orphan every buffered read (its callback gets -ECANCELED now) and,
     with ``orphan_dma``, detach the DMA request in flight, whose completion
@@ -52,7 +61,7 @@ def ide_cancel_dma_sync(s: IDEState, orphan_dma: bool = True) -> None:
         ide_sector_read_cb(s, -ECANCELED)
     dma = s.bus.dma
     if orphan_dma and dma.aiocb is not None:
-        dma_blk_orphan(dma.aiocb)
+        _orphan(dma.aiocb)
         dma.aiocb = None
         dma.set_inactive(False)
 
@@ -94,7 +103,7 @@ def ide_bus_reset(bus: IDEBus) -> None:
     QEMU: ide_bus_reset."""
     if bus.dma.aiocb is not None:
         trace_ide_bus_reset_aio()
-        dma_blk_orphan(bus.dma.aiocb)
+        _orphan(bus.dma.aiocb)
         bus.dma.aiocb = None
     bus.unit = 0
     bus.cmd = 0
