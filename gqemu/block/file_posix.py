@@ -25,7 +25,7 @@ import mmap
 import os
 import stat
 import struct
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_BLOCK_ZERO, BDRV_O_NOCACHE, BDRV_O_NOWAIT,
@@ -34,15 +34,16 @@ from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 _PERM_NAMES, bdrv_get_aio_context, bdrv_register,
                                 qemu_opt_str)
 from gqemu.block.qiov import QEMUIOVector
-from gqemu.block.trace_events import trace_paio_submit_co
+from gqemu.block.trace_events import trace_paio_submit, trace_paio_submit_co
 from gqemu.coroutine import coroutine_fn
-from gqemu.threadpool import aio_get_thread_pool, thread_pool_submit_co
+from gqemu.threadpool import (aio_get_thread_pool, thread_pool_submit_aio,
+                              thread_pool_submit_co)
 from gqemu.threadpool.aiocb import (QEMU_AIO_DISCARD, QEMU_AIO_FLUSH,
                                     QEMU_AIO_MISALIGNED, QEMU_AIO_READ,
                                     QEMU_AIO_WRITE, QEMU_AIO_WRITE_ZEROES,
                                     RawPosixAIOData, aio_worker)
 
-__all__ = ["BdrvFile", "paio_submit_co", "raw_co_prw"]
+__all__ = ["BdrvFile", "paio_submit", "paio_submit_co", "raw_co_prw"]
 
 RAW_LOCK_PERM_BASE = 100
 RAW_LOCK_SHARED_BASE = 200
@@ -299,12 +300,15 @@ class BdrvFile(BlockDriver):
 
     bdrv_co_pwritev = raw_co_pwritev
 
-    @coroutine_fn
-    def raw_co_flush_to_disk(self, bs: BlockDriverState) -> int:
-        """fdatasync in a worker.  QEMU: raw_aio_flush (2.8)."""
-        return paio_submit_co(bs, self.fd, 0, None, 0, QEMU_AIO_FLUSH)
+    def raw_aio_flush(self, bs: BlockDriverState, cb: Callable[[Any, int], Any],
+                      opaque: Any) -> Any:
+        """fdatasync in a worker; ``cb(opaque, ret)`` from the loop.
+        QEMU: raw_aio_flush (2.8)."""
+        if self.fd < 0:
+            return None
+        return paio_submit(bs, self.fd, 0, None, 0, cb, opaque, QEMU_AIO_FLUSH)
 
-    bdrv_co_flush_to_disk = raw_co_flush_to_disk
+    bdrv_aio_flush = raw_aio_flush
 
     @coroutine_fn
     def raw_co_pdiscard(self, bs: BlockDriverState, offset: int, nbytes: int) -> int:
@@ -389,6 +393,18 @@ def paio_submit_co(bs: BlockDriverState, fd: int, offset: int,
         trace_paio_submit_co(offset, count, aio_type)
     pool = aio_get_thread_pool(bdrv_get_aio_context(bs))
     return thread_pool_submit_co(pool, aio_worker, acb)
+
+
+def paio_submit(bs: BlockDriverState, fd: int, offset: int, qiov: Optional[QEMUIOVector],
+                count: int, cb: Callable[[Any, int], Any], opaque: Any, aio_type: int) -> Any:
+    """Hand one request to the thread pool with a completion callback.
+    Context: loop or coroutine.  Returns: the pool's acb.  QEMU: paio_submit."""
+    acb = RawPosixAIOData(fd, offset, count, aio_type, qiov.iov if qiov is not None else None)
+    pool = aio_get_thread_pool(bdrv_get_aio_context(bs))
+    req = thread_pool_submit_aio(pool, aio_worker, acb, cb, opaque)
+    if trace_paio_submit.enabled:
+        trace_paio_submit(req, opaque, offset, count, aio_type)
+    return req
 
 
 @coroutine_fn

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from typing import Any, Optional
 
-from gqemu.aio import aio_wait_while
+from gqemu.aio import aio_co_wake, aio_wait_while
 from gqemu.block.blkdebug_events import BLKDBG_FLUSH_TO_DISK, BLKDBG_FLUSH_TO_OS
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_O_NO_FLUSH, BDRV_O_UNMAP, INT_MAX,
@@ -21,6 +21,7 @@ from gqemu.block.io_tracked import (BDRV_TRACKED_DISCARD, tracked_request_begin,
                                     tracked_request_end, wait_serialising_requests)
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_init_buf
 from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wait,
+                             qemu_coroutine_self, qemu_coroutine_yield,
                              qemu_coroutine_create, qemu_coroutine_enter,
                              qemu_in_coroutine)
 
@@ -28,6 +29,23 @@ __all__ = ["bdrv_pread", "bdrv_pwrite", "bdrv_run_co", "bdrv_co_flush", "bdrv_fl
            "bdrv_co_get_block_status", "bdrv_drain", "bdrv_requests_pending",
            "bdrv_drained_begin", "bdrv_drained_end", "bdrv_pwrite_sync"]
 
+
+
+class CoroutineIOCompletion:
+    """QEMU: CoroutineIOCompletion."""
+
+    __slots__ = ("coroutine", "ret")
+
+    def __init__(self, co: Any) -> None:
+        self.coroutine = co
+        self.ret = -errno.EINPROGRESS
+
+
+def bdrv_co_io_em_complete(co: CoroutineIOCompletion, ret: int) -> None:
+    """Completion of an AIO-style driver call made from a coroutine.
+    QEMU: bdrv_co_io_em_complete."""
+    co.ret = ret
+    aio_co_wake(co.coroutine)
 
 
 @coroutine_fn
@@ -59,8 +77,16 @@ def bdrv_co_flush(bs: Optional[BlockDriverState]) -> int:
                 bdrv_debug_event(bs.file.bs, BLKDBG_FLUSH_TO_DISK)
             if drv.bdrv_co_flush_to_disk is not None:
                 ret = drv.bdrv_co_flush_to_disk(bs)
-                if ret < 0:
-                    return ret
+            elif drv.bdrv_aio_flush is not None:
+                co = CoroutineIOCompletion(qemu_coroutine_self())
+                acb = drv.bdrv_aio_flush(bs, bdrv_co_io_em_complete, co)
+                if acb is None:
+                    ret = -errno.EIO
+                else:
+                    qemu_coroutine_yield()
+                    ret = co.ret
+            if ret < 0:
+                return ret
         ret = bdrv_co_flush(bs.file.bs) if bs.file is not None else 0
         return ret
     finally:

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from gqemu.block import blk_new_open, blk_pread, blk_pwrite, blk_pwrite_zeroes, blk_unref
+from gqemu.block import (blk_flush, blk_new_open, blk_pread, blk_pwrite, blk_pwrite_zeroes,
+                         blk_unref)
 from gqemu.trace import trace_close_output, trace_enable_events, trace_init_output, trace_reset
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,12 +20,13 @@ def test_block_events_on_the_path(make_image) -> None:
     img = make_image(1 << 20)
     out = io.StringIO()
     trace_init_output(out, "log")
-    trace_enable_events("blk_co_*,bdrv_co_*,paio_submit_co,handle_aiocb_rw,bdrv_open_common")
+    trace_enable_events("blk_co_*,bdrv_co_*,paio_submit*,handle_aiocb_rw,bdrv_open_common")
     try:
         blk = blk_new_open(str(img), {"format": "raw"})
         blk_pread(blk, 0, 512)
         blk_pwrite(blk, 4096, b"x" * 512)
         blk_pwrite_zeroes(blk, 8192, 100, 0)
+        blk_flush(blk)
         blk_unref(blk)
     finally:
         trace_close_output()
@@ -44,6 +46,7 @@ def test_block_events_on_the_path(make_image) -> None:
         r"blk_co_pwritev blk %s bs %s offset 8192 bytes 100 flags 0x2" % (P, P),
         r"bdrv_co_pwrite_zeroes bs %s offset 8192 count 100 flags 0x0" % P,
         r"paio_submit_co offset 8192 count 100 type 32",
+        r"paio_submit acb %s opaque %s offset 0 count 0 type 8" % (P, P),
     ]
     pos = 0
     for pattern in want:
