@@ -100,7 +100,8 @@ def address_space_write(as_: AddressSpace, addr: int, attrs: Any, buf: Any,
     """Write ``length`` bytes of ``buf`` at ``addr``.  QEMU: address_space_write."""
     if length <= 0:
         return MEMTX_OK
-    fr = as_.lookup(addr)
+    table = as_.table
+    fr = table[addr] if table is not None and 0 <= addr < len(table) else as_.lookup(addr)
     l = fr.end - addr
     if l > length:
         l = length
@@ -145,7 +146,8 @@ def address_space_read(as_: AddressSpace, addr: int, attrs: Any, buf: Any,
     """Read ``length`` bytes at ``addr`` into ``buf``.  QEMU: address_space_read_full."""
     if length <= 0:
         return MEMTX_OK
-    fr = as_.lookup(addr)
+    table = as_.table
+    fr = table[addr] if table is not None and 0 <= addr < len(table) else as_.lookup(addr)
     l = fr.end - addr
     if l > length:
         l = length

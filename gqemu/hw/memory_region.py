@@ -303,6 +303,8 @@ def memory_access_size(mr: MemoryRegion, l: int, addr: int) -> int:
 
     QEMU: memory_access_size.
     """
+    if l == 1:
+        return 1
     ops = mr.ops
     access_size_max = ops.valid_max_access_size or 4  # type: ignore[union-attr]
     if not ops.impl_unaligned:  # type: ignore[union-attr]
