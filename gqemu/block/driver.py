@@ -318,9 +318,16 @@ def bdrv_nb_sectors(bs: BlockDriverState) -> int:
 
 
 def bdrv_getlength(bs: BlockDriverState) -> int:
-    """Length in bytes (a multiple of 512) or -errno.  QEMU: bdrv_getlength."""
-    ret = bdrv_nb_sectors(bs)
-    return ret * BDRV_SECTOR_SIZE if ret >= 0 else ret
+    """Length in bytes (a multiple of 512) or -errno.  QEMU: bdrv_getlength
+    (bdrv_nb_sectors inlined: it runs several times per request)."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM
+    if drv.has_variable_length:
+        ret = refresh_total_sectors(bs, bs.total_sectors)
+        if ret < 0:
+            return ret
+    return bs.total_sectors * BDRV_SECTOR_SIZE
 
 
 def bdrv_refresh_limits(bs: BlockDriverState) -> None:

@@ -35,7 +35,7 @@ def tracked_request_begin(bs: BlockDriverState, offset: int, nbytes: int,
     req.overlap_offset = offset
     req.overlap_bytes = nbytes
     req.co = qemu_coroutine_self()
-    req.wait_queue = CoQueue()
+    req.wait_queue = None          # made by the first waiter (most never have one)
     req.waiting_for = None
     bs.tracked_requests.insert(0, req)
     return req
@@ -47,7 +47,8 @@ def tracked_request_end(req: BdrvTrackedRequest) -> None:
     if req.serialising:
         bs.serialising_in_flight -= 1
     bs.tracked_requests.remove(req)
-    qemu_co_queue_restart_all(req.wait_queue)
+    if req.wait_queue is not None:
+        qemu_co_queue_restart_all(req.wait_queue)
 
 
 def mark_request_serialising(req: BdrvTrackedRequest, align: int) -> None:
@@ -89,6 +90,8 @@ def wait_serialising_requests(self: BdrvTrackedRequest) -> bool:
                 assert qemu_coroutine_self() is not req.co
                 if req.waiting_for is None:
                     self.waiting_for = req
+                    if req.wait_queue is None:
+                        req.wait_queue = CoQueue()
                     qemu_co_queue_wait(req.wait_queue)
                     self.waiting_for = None
                     retry = True
