@@ -10,6 +10,9 @@ active list (when their ``state`` matches) and applies ``set-state``; the
 next requests that match a rule's ``sector``/``iotype`` fail with
 ``-errno`` (after a trip through the loop unless ``immediately``); ``once``
 removes the rule after its first hit.  The state machine starts at 1.
+Breakpoints (qemu-io ``break``/``resume``/``wait_break``/``remove_break``):
+``bdrv_debug_breakpoint(bs, event, tag)`` suspends the next request that
+emits ``event`` until ``bdrv_debug_resume(bs, tag)``.
 
 Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
 QEMU: block/blkdebug.c.
@@ -17,7 +20,8 @@ QEMU: block/blkdebug.c.
 from __future__ import annotations
 
 import errno
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
 from gqemu.aio import aio_co_schedule
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
@@ -29,9 +33,10 @@ from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwrite
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector
 from gqemu.block.trace_events import trace_blkdebug_debug_event, trace_blkdebug_inject_error
-from gqemu.coroutine import coroutine_fn, qemu_coroutine_self, qemu_coroutine_yield
+from gqemu.coroutine import (coroutine_fn, qemu_coroutine_enter, qemu_coroutine_self,
+                             qemu_coroutine_yield, qemu_in_coroutine)
 
-__all__ = ["BdrvBlkdebug", "BlkdebugRule", "blkdebug_parse_config",
+__all__ = ["BdrvBlkdebug", "BlkdebugRule", "blkdebug_parse_config", "blkdebug_set_output",
            "BLKDEBUG_IO_TYPE_READ", "BLKDEBUG_IO_TYPE_WRITE",
            "BLKDEBUG_IO_TYPE_WRITE_ZEROES", "BLKDEBUG_IO_TYPE_DISCARD",
            "BLKDEBUG_IO_TYPE_FLUSH", "BLKDEBUG_IO_TYPE_BLOCK_STATUS"]
@@ -45,6 +50,17 @@ BLKDEBUG_IO_TYPE_BLOCK_STATUS = 5
 _IOTYPES = ("read", "write", "write-zeroes", "discard", "flush", "block-status")
 _DEFAULT_IOTYPE_MASK = (1 << 5) - 1          # all but block-status
 
+_output: Callable[[str], Any] = lambda text: sys.stdout.write(text)
+
+
+def blkdebug_set_output(fn: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Where the "blkdebug: Suspended request 'tag'" lines go (QEMU printf()s
+    them to stdout; a tool passes its own writer).  Returns the old one."""
+    global _output
+    old, _output = _output, fn
+    return old
+
+
 _INJECT_KEYS = ("event", "state", "errno", "sector", "once", "immediately", "iotype")
 _SET_STATE_KEYS = ("event", "state", "new_state")
 
@@ -53,7 +69,7 @@ class BlkdebugRule:
     """One inject-error or set-state rule.  QEMU: BlkdebugRule."""
 
     __slots__ = ("event", "action", "state", "error", "offset", "once",
-                 "immediately", "iotype_mask", "new_state")
+                 "immediately", "iotype_mask", "new_state", "tag")
 
     event: int
     action: str
@@ -64,6 +80,7 @@ class BlkdebugRule:
     immediately: bool
     iotype_mask: int
     new_state: int
+    tag: str
 
     def __repr__(self) -> str:
         return "<BlkdebugRule %s %s state=%d>" % (self.action,
@@ -99,7 +116,7 @@ def add_rule(kind: str, opts: dict) -> BlkdebugRule:
     r.action = kind
     r.state = _num(opts, "state", 0)
     r.error, r.offset, r.once, r.immediately = 0, -1, False, False
-    r.iotype_mask, r.new_state = _DEFAULT_IOTYPE_MASK, 0
+    r.iotype_mask, r.new_state, r.tag = _DEFAULT_IOTYPE_MASK, 0, ""
     if kind == "inject-error":
         r.error = _num(opts, "errno", errno.EIO)
         r.once = qemu_opt_bool(opts, "once", False)
@@ -167,6 +184,7 @@ class BdrvBlkdebug(BlockDriver):
         self.opt_write_zero = self.max_write_zero = 0
         self.opt_discard = self.max_discard = 0
         self.injected = 0
+        self.suspended_reqs: list[tuple[str, Any]] = []
 
     def blkdebug_open(self, bs: BlockDriverState, filename: str, options: dict,
                       flags: int) -> None:
@@ -257,6 +275,7 @@ class BdrvBlkdebug(BlockDriver):
         QEMU: blkdebug_debug_event / process_rule."""
         self.new_state = self.state
         injected = False
+        suspend = []
         for rule in list(self.rules[event]):
             if rule.state and rule.state != self.state:
                 continue
@@ -265,11 +284,76 @@ class BdrvBlkdebug(BlockDriver):
                     self.active_rules = []
                     injected = True
                 self.active_rules.insert(0, rule)
+            elif rule.action == "suspend":
+                suspend.append(rule)
             else:
                 self.new_state = rule.new_state
         if trace_blkdebug_debug_event.enabled:
             trace_blkdebug_debug_event(BLKDBG_EVENT_NAMES[event], self.state, self.new_state)
         self.state = self.new_state
+        for rule in suspend:
+            if qemu_in_coroutine():
+                self.suspend_request(bs, rule)
+
+    @coroutine_fn
+    def suspend_request(self, bs: BlockDriverState, rule: BlkdebugRule) -> None:
+        """Stop this request until ``resume`` names its tag; the breakpoint
+        is used up.  Context: coroutine.  QEMU: suspend_request."""
+        self.rules[rule.event].remove(rule)
+        entry = (rule.tag, qemu_coroutine_self())
+        self.suspended_reqs.insert(0, entry)
+        _output("blkdebug: Suspended request '%s'\n" % rule.tag)
+        qemu_coroutine_yield()
+        _output("blkdebug: Resuming request '%s'\n" % rule.tag)
+        self.suspended_reqs.remove(entry)
+
+    def blkdebug_debug_breakpoint(self, bs: BlockDriverState, event: str, tag: str) -> int:
+        """Suspend the next request that emits ``event``.  Returns 0 or
+        -ENOENT (no such event).  QEMU: blkdebug_debug_breakpoint."""
+        ev = blkdebug_event_by_name(event)
+        if ev < 0:
+            return -errno.ENOENT
+        r = BlkdebugRule()
+        r.event, r.action, r.state, r.tag = ev, "suspend", 0, tag
+        r.error, r.offset, r.once, r.immediately = 0, -1, False, False
+        r.iotype_mask, r.new_state = 0, 0
+        self.rules[ev].insert(0, r)
+        return 0
+
+    bdrv_debug_breakpoint = blkdebug_debug_breakpoint
+
+    def blkdebug_debug_remove_breakpoint(self, bs: BlockDriverState, tag: str) -> int:
+        """Drop the breakpoints and resume the requests with ``tag``.
+        Returns 0 or -ENOENT.  QEMU: blkdebug_debug_remove_breakpoint."""
+        ret = -errno.ENOENT
+        for rules in self.rules:
+            for r in [r for r in rules if r.action == "suspend" and r.tag == tag]:
+                rules.remove(r)
+                ret = 0
+        for t, co in list(self.suspended_reqs):
+            if t == tag:
+                qemu_coroutine_enter(co)
+                ret = 0
+        return ret
+
+    bdrv_debug_remove_breakpoint = blkdebug_debug_remove_breakpoint
+
+    def blkdebug_debug_resume(self, bs: BlockDriverState, tag: str) -> int:
+        """Resume the request suspended with ``tag``.  Context: loop.
+        Returns 0 or -ENOENT.  QEMU: blkdebug_debug_resume."""
+        for t, co in list(self.suspended_reqs):
+            if t == tag:
+                qemu_coroutine_enter(co)
+                return 0
+        return -errno.ENOENT
+
+    bdrv_debug_resume = blkdebug_debug_resume
+
+    def blkdebug_debug_is_suspended(self, bs: BlockDriverState, tag: str) -> bool:
+        """QEMU: blkdebug_debug_is_suspended."""
+        return any(t == tag for t, _ in self.suspended_reqs)
+
+    bdrv_debug_is_suspended = blkdebug_debug_is_suspended
 
     bdrv_debug_event = blkdebug_debug_event
 

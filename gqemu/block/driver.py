@@ -65,7 +65,9 @@ class BlockDriver:
     ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, file)``;
     ``bdrv_getlength(bs)``; ``bdrv_truncate(bs, offset)``;
     ``bdrv_refresh_limits(bs)``; ``bdrv_get_info(bs) -> dict``;
-    ``bdrv_debug_event(bs, event)``; ``bdrv_check_perm/bdrv_set_perm(bs,
+    ``bdrv_debug_event(bs, event)``, ``bdrv_debug_breakpoint(bs, event_name,
+    tag)``, ``bdrv_debug_remove_breakpoint/bdrv_debug_resume(bs, tag)``,
+    ``bdrv_debug_is_suspended(bs, tag)`` (blkdebug); ``bdrv_check_perm/bdrv_set_perm(bs,
     perm, shared)``; ``bdrv_child_perm(bs, child, role, perm, shared)``.
     ``bdrv_probe(buf, filename) -> score`` is a staticmethod.
     QEMU: struct BlockDriver.
@@ -97,6 +99,10 @@ class BlockDriver:
     bdrv_refresh_limits: Optional[Callable[..., None]] = None
     bdrv_get_info: Optional[Callable[..., Any]] = None
     bdrv_debug_event: Optional[Callable[..., None]] = None
+    bdrv_debug_breakpoint: Optional[Callable[..., int]] = None
+    bdrv_debug_remove_breakpoint: Optional[Callable[..., int]] = None
+    bdrv_debug_resume: Optional[Callable[..., int]] = None
+    bdrv_debug_is_suspended: Optional[Callable[..., bool]] = None
     bdrv_check_perm: Optional[Callable[..., None]] = None
     bdrv_set_perm: Optional[Callable[..., None]] = None
     bdrv_child_perm: Optional[Callable[..., tuple[int, int]]] = None

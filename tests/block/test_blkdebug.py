@@ -161,3 +161,43 @@ def test_config_comments_and_quotes() -> None:
                                    '  new_state = "3"\n\n[inject-error]\nevent = "none"\n')
     assert groups == [("set-state", {"event": "l2_load", "new_state": "3"}),
                       ("inject-error", {"event": "none"})]
+
+
+def test_breakpoint_suspends_until_resume(tmp_path) -> None:
+    """As qemu-io's break / wait_break / resume (same messages as 7.2)."""
+    from gqemu.aio import aio_poll
+    from gqemu.block import QEMUIOVector, blk_aio_pwritev, blk_drain, blk_pread
+    from gqemu.block.blkdebug import blkdebug_set_output
+    img = tmp_path / "img"
+    img.write_bytes(bytes(65536))
+    out: list[str] = []
+    old = blkdebug_set_output(out.append)
+    try:
+        blk = blk_new_open("blkdebug::%s" % img, {"format": "raw"})
+        node = blk.root.bs.file.bs
+        drv = node.drv
+        assert drv.bdrv_debug_breakpoint(node, "nosuch", "X") == -errno.ENOENT
+        assert drv.bdrv_debug_breakpoint(node, "write_aio", "A") == 0
+        done: list = []
+        blk_aio_pwritev(blk, 0, QEMUIOVector([b"\x01" * 4096]), 0,
+                        lambda o, r: done.append((o, r)), "first")
+        assert drv.bdrv_debug_is_suspended(node, "A")
+        blk_aio_pwritev(blk, 4096, QEMUIOVector([b"\x02" * 4096]), 0,
+                        lambda o, r: done.append((o, r)), "second")
+        while aio_poll(blk.ctx, True):
+            pass
+        assert done == [("second", 0)]            # the breakpoint was used up
+        assert drv.bdrv_debug_resume(node, "B") == -errno.ENOENT
+        assert drv.bdrv_debug_resume(node, "A") == 0
+        blk_drain(blk)
+        assert done == [("second", 0), ("first", 0)]
+        assert not drv.bdrv_debug_is_suspended(node, "A")
+        assert drv.bdrv_debug_remove_breakpoint(node, "C") == -errno.ENOENT
+        assert drv.bdrv_debug_breakpoint(node, "write_aio", "C") == 0
+        assert drv.bdrv_debug_remove_breakpoint(node, "C") == 0
+        assert blk_prw(blk, 0, b"\x03" * 512, 512, True) == 0      # not suspended
+        assert blk_pread(blk, 0, 8192) == b"\x03" * 512 + b"\x01" * 3584 + b"\x02" * 4096
+        blk_unref(blk)
+    finally:
+        blkdebug_set_output(old)
+    assert out == ["blkdebug: Suspended request 'A'\n", "blkdebug: Resuming request 'A'\n"]
