@@ -96,6 +96,15 @@ def bdrv_driver_preadv(bs: BlockDriverState, offset: int, nbytes: int,
     return drv.bdrv_co_preadv(bs, offset, nbytes, qiov, flags)  # type: ignore[misc]
 
 
+def bdrv_get_cluster_size(bs: BlockDriverState) -> int:
+    """The driver's cluster size, else request_alignment.
+    QEMU: bdrv_get_cluster_size."""
+    drv = bs.drv
+    info = drv.bdrv_get_info(bs) if drv is not None and drv.bdrv_get_info is not None else None
+    cs = (info or {}).get("cluster_size") or 0
+    return max(cs, bs.bl.request_alignment)
+
+
 @coroutine_fn
 def bdrv_co_is_allocated_all(bs: BlockDriverState, offset: int, nbytes: int) -> int:
     """1 if the node itself holds every byte of the range (data or zeroes),
@@ -125,8 +134,7 @@ def bdrv_co_do_copy_on_readv(bs: BlockDriverState, offset: int, nbytes: int,
     Returns: 0 or -errno.  QEMU: bdrv_co_do_copy_on_readv."""
     drv = bs.drv
     assert drv is not None
-    info = drv.bdrv_get_info(bs) if drv.bdrv_get_info is not None else {}
-    cs = (info or {}).get("cluster_size") or bs.bl.request_alignment
+    cs = bdrv_get_cluster_size(bs)
     c_off = offset // cs * cs
     align = bs.bl.request_alignment
     c_end = max(min(-(-(offset + nbytes) // cs) * cs,
@@ -158,7 +166,8 @@ def bdrv_aligned_preadv(bs: BlockDriverState, req: BdrvTrackedRequest,
     assert offset & (align - 1) == 0 and nbytes & (align - 1) == 0
     assert qiov.size == nbytes, "qiov size %d != %d" % (qiov.size, nbytes)
     if flags & BDRV_REQ_COPY_ON_READ:
-        mark_request_serialising(req, max(align, BDRV_SECTOR_SIZE))
+        # The copy rewrites whole clusters: nothing may write into them meanwhile.
+        mark_request_serialising(req, bdrv_get_cluster_size(bs))
     if not flags & BDRV_REQ_NO_SERIALISING and bs.serialising_in_flight:
         wait_serialising_requests(req)
     total_bytes = bdrv_getlength(bs)
