@@ -45,3 +45,28 @@ def test_copy_on_read_needs_write_access(tmp_path) -> None:
     img.write_bytes(bytes(4096))
     with pytest.raises(BlockError, match="^Can't use copy-on-read on read-only device$"):
         blk_new_open(str(img), {"format": "raw", "copy-on-read": "on", "readonly": "on"})
+
+
+@pytest.mark.parametrize("order", ["read_first", "write_first"])
+def test_copy_does_not_overwrite_concurrent_write(tmp_path, qemu_img, order: str) -> None:
+    """A write into the cluster being copied must survive the copy (the
+    copy-on-read request serialises at cluster size)."""
+    from gqemu.block import QEMUIOVector, blk_aio_preadv, blk_aio_pwritev, blk_drain
+    base = tmp_path / "base.raw"
+    data = os.urandom(1 << 20)
+    base.write_bytes(data)
+    ov = tmp_path / "ov.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw",
+                    str(ov)], check=True)
+    blk = blk_new_open(str(ov), {"format": "qcow2", "copy-on-read": "on"})
+    got = bytearray(512)
+    ops = [lambda: blk_aio_preadv(blk, 0, QEMUIOVector([got]), 0, None, None),
+           lambda: blk_aio_pwritev(blk, 32768, QEMUIOVector([b"W" * 512]), 0, None, None)]
+    for op in (ops if order == "read_first" else ops[::-1]):
+        op()
+    blk_drain(blk)
+    assert bytes(got) == data[:512]
+    expect = bytearray(data[:65536])
+    expect[32768:33280] = b"W" * 512
+    assert blk_pread(blk, 0, 65536) == bytes(expect)
+    blk_unref(blk)
