@@ -16,6 +16,7 @@ import errno
 import mmap
 from typing import Any, Optional
 
+from gqemu import plant
 from gqemu.aio import aio_notify
 from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
@@ -475,8 +476,9 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
         head = offset & (align - 1)
         tail = (offset + nbytes) & (align - 1)
         if head:
-            mark_request_serialising(req, align)
-            wait_serialising_requests(req)
+            if not plant.rmw_unserialised:      # test-only planted bug (stress)
+                mark_request_serialising(req, align)
+                wait_serialising_requests(req)
             head_buf = qemu_blockalign(bs, align)
             bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_HEAD)
             ret = bdrv_aligned_preadv(bs, req, offset - head, align, align,
@@ -491,9 +493,10 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
             offset -= head
             nbytes += head
         if tail:
-            mark_request_serialising(req, align)
-            waited = wait_serialising_requests(req)
-            assert not waited or not head
+            if not plant.rmw_unserialised:
+                mark_request_serialising(req, align)
+                waited = wait_serialising_requests(req)
+                assert not waited or not head
             tail_buf = qemu_blockalign(bs, align)
             bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_TAIL)
             ret = bdrv_aligned_preadv(bs, req, (offset + nbytes) & ~(align - 1), align,
