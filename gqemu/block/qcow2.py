@@ -99,6 +99,7 @@ class BDRVQcow2State(BlockDriver):
         self.disabled = False
         self.read_only = True
         self.free_cluster_index = 0
+        self.highest_alloc = 0                   # end of the clusters we allocated
         self.free_byte_offset = 0
         self.overlap_check = QCOW2_OL_CACHED
         self.decompressed_offset = -1

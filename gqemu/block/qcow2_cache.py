@@ -46,6 +46,18 @@ def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int
     Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
     if offset < 0 or offset + len(data) > BDRV_MAX_LENGTH:
         return -5
+    s = bs.opaque
+    end = offset + len(data)
+    if end > getattr(s, "highest_alloc", 0):
+        flen = qcow2_file_length(bs)
+        if flen >= 0 and end > max(flen, s.highest_alloc):
+            # metadata beyond everything allocated: a corrupted pointer, and
+            # following it would grow the file without bound (T23)
+            from gqemu.block.qcow2_overlap import qcow2_signal_corruption
+            qcow2_signal_corruption(bs, True, offset, len(data), "Preventing metadata "
+                                    "write at offset %s beyond the end of the image file"
+                                    % c_hex(offset))
+            return -5
     qiov = qemu_iovec_init_buf(data)
     ret = _io.bdrv_co_pwritev(bs.file, offset, len(data), qiov, flags)
     return min(ret, 0)

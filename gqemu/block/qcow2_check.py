@@ -21,7 +21,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
-from gqemu.block.qcow2_cache import (qcow2_cache_write, qcow2_co_flush_file,
+from gqemu.block.qcow2_cache import (qcow2_cache_write, qcow2_co_flush_file, qcow2_file_length,
                                      qcow2_co_pread_file, qcow2_co_pwrite_file)
 from gqemu.block.qcow2_cluster import qcow2_write_l1_entry
 from gqemu.block.qcow2_l2 import (
@@ -61,11 +61,24 @@ def _err(msg: str) -> None:
 
 
 class _Imrt:
-    """The in-memory refcount table being rebuilt."""
+    """The in-memory refcount table being rebuilt: a list over the file's
+    clusters, and a dict for references past its end (so a corrupted
+    pointer costs one entry, not a table the size of the pointer)."""
 
-    def __init__(self, s: Any, n: int) -> None:
+    def __init__(self, s: Any, n: int, file_len: int) -> None:
         self.s = s
         self.counts = [0] * n
+        self.extra: dict[int, int] = {}
+        self.file_len = file_len
+
+    def get(self, k: int) -> int:
+        return self.counts[k] if k < len(self.counts) else self.extra.get(k, 0)
+
+    def nonzero(self) -> list[int]:
+        return [k for k, v in enumerate(self.counts) if v] + sorted(self.extra)
+
+    def indices(self) -> list[int]:
+        return list(range(len(self.counts))) + sorted(self.extra)
 
     def inc(self, res: BdrvCheckResult, offset: int, size: int) -> None:
         """QEMU: qcow2_inc_refcounts_imrt."""
@@ -73,35 +86,64 @@ class _Imrt:
             return
         s = self.s
         cb = s.cluster_bits
+        # the last cluster may reach a little past the end of the file, but
+        # not a whole cluster (T31)
+        if offset + size - self.file_len >= s.cluster_size:
+            _err("ERROR: counting reference for region exceeding the end of the file by "
+                 "one cluster or more: offset 0x%x size 0x%x" % (offset, size))
+            res.corruptions += 1
+            return
         first, last = offset >> cb, (offset + size - 1) >> cb
-        if last >= len(self.counts):
-            if last > (1 << 31):
-                res.check_errors += 1
-                return
-            self.counts.extend([0] * (last + 1 - len(self.counts)))
+        n = len(self.counts)
         for k in range(first, last + 1):
-            if self.counts[k] >= s.refcount_max:
+            v = self.counts[k] if k < n else self.extra.get(k, 0)
+            if v >= s.refcount_max:
                 _err("ERROR: overflow cluster offset=0x%x" % (k << cb))
                 res.corruptions += 1
                 continue
-            self.counts[k] += 1
+            if k < n:
+                self.counts[k] = v + 1
+            else:
+                self.extra[k] = v + 1
+
+
+@coroutine_fn
+def read_l2_entries(bs: Any, l2_offset: int, memo: dict) -> tuple[int, list[tuple[int, int, int]]]:
+    """The non-empty (index, entry, bitmap) of an L2 table, read once per
+    check (a corrupted L1 may name the same table many times); a table past
+    the end of the file reads as empty without I/O.  Returns (ret, entries)."""
+    s = bs.opaque
+    if l2_offset in memo:
+        return 0, memo[l2_offset]
+    flen = qcow2_file_length(bs)
+    if flen >= 0 and l2_offset >= flen:
+        memo[l2_offset] = []
+        return 0, []
+    ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
+    if ret < 0:
+        return ret, []
+    words = struct.unpack(">%dQ" % (s.cluster_size // 8), l2)
+    if s.extended_l2:
+        out = [(i, words[2 * i], words[2 * i + 1]) for i in range(s.l2_size)
+               if words[2 * i] or words[2 * i + 1]]
+    else:
+        out = [(i, w, 0) for i, w in enumerate(words) if w]
+    memo[l2_offset] = out
+    return 0, out
 
 
 @coroutine_fn
 def check_refcounts_l2(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l2_offset: int,
-                       flags: int) -> int:
+                       flags: int, memo: dict) -> int:
     """QEMU: check_refcounts_l2."""
     s = bs.opaque
-    ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
+    ret, entries = read_l2_entries(bs, l2_offset, memo)
     if ret < 0:
         _err("ERROR: I/O error in check_refcounts_l2")
         res.check_errors += 1
         return ret
     next_contiguous = 0
-    esz = s.l2_entry_size
-    for i in range(s.l2_size):
-        ent = int.from_bytes(l2[i * esz:i * esz + 8], "big")
-        bitmap = int.from_bytes(l2[i * esz + 8:i * esz + 16], "big") if s.extended_l2 else 0
+    for i, ent, bitmap in entries:
         t = qcow2_get_cluster_type(s.extended_l2, ent)
         if t != QCOW2_CLUSTER_COMPRESSED and ent & (L2E_STD_RESERVED_MASK | (
                 QCOW_OFLAG_ZERO if s.extended_l2 else 0)):
@@ -154,7 +196,8 @@ def check_refcounts_l2(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l2_offset: in
 
 @coroutine_fn
 def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
-                       l1_size: int, flags: int, l1: list[int] | None = None) -> int:
+                       l1_size: int, flags: int, memo: dict,
+                       l1: list[int] | None = None) -> int:
     """QEMU: check_refcounts_l1."""
     s = bs.opaque
     imrt.inc(res, l1_offset, l1_size * 8)
@@ -177,7 +220,7 @@ def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: in
             _err("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted"
                  % l2_offset)
             res.corruptions += 1
-        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags)
+        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags, memo)
         if ret < 0:
             return ret
     return 0
@@ -187,10 +230,11 @@ def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: in
 def calculate_refcounts(bs: Any, res: BdrvCheckResult, nb_clusters: int) -> tuple[int, _Imrt, bool]:
     """QEMU: calculate_refcounts + check_refblocks.  Returns (ret, imrt, rebuild)."""
     s = bs.opaque
-    imrt = _Imrt(s, nb_clusters)
+    imrt = _Imrt(s, nb_clusters, bdrv_getlength(bs.file.bs))
     imrt.inc(res, 0, s.cluster_size)
+    memo: dict = {}
     ret = check_refcounts_l1(bs, res, imrt, s.l1_table_offset, s.l1_size, CHECK_FRAG_INFO,
-                             list(s.l1_table))
+                             memo, list(s.l1_table))
     if ret < 0:
         return ret, imrt, False
     for sn in s.snapshots:
@@ -204,7 +248,7 @@ def calculate_refcounts(bs: Any, res: BdrvCheckResult, nb_clusters: int) -> tupl
                  "table entry corrupted" % (sn.id_str, sn.name, sn.l1_size))
             res.corruptions += 1
             continue
-        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0)
+        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0, memo)
         if ret < 0:
             return ret, imrt, False
     imrt.inc(res, s.snapshots_offset, s.snapshots_size)
@@ -230,7 +274,7 @@ def calculate_refcounts(bs: Any, res: BdrvCheckResult, nb_clusters: int) -> tupl
             continue
         if off:
             imrt.inc(res, off, s.cluster_size)
-            rc = imrt.counts[off >> s.cluster_bits]
+            rc = imrt.get(off >> s.cluster_bits)
             if rc != 1:
                 _err("ERROR refcount block %d refcount=%d" % (i, rc))
                 res.corruptions += 1
@@ -244,13 +288,13 @@ def compare_refcounts(bs: Any, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> t
     s = bs.opaque
     rebuild = False
     highest = 0
-    for i in range(len(imrt.counts)):
+    for i in imrt.indices():
         ret, rc1 = qcow2_get_refcount(bs, i)
         if ret < 0:
             _err("Can't get refcount for cluster %d: %s" % (i, os.strerror(-ret)))
             res.check_errors += 1
             continue
-        rc2 = imrt.counts[i]
+        rc2 = imrt.get(i)
         if rc1 or rc2:
             highest = i
         if rc1 == rc2:
@@ -280,6 +324,7 @@ def compare_refcounts(bs: Any, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> t
 def check_oflag_copied(bs: Any, res: BdrvCheckResult, fix: int) -> int:
     """QEMU: check_oflag_copied."""
     s = bs.opaque
+    memo: dict = {}
     cb = s.cluster_bits
     verb = "Repairing" if fix & BDRV_FIX_ERRORS else "ERROR"
     for i, e in enumerate(s.l1_table):
@@ -303,15 +348,15 @@ def check_oflag_copied(bs: Any, res: BdrvCheckResult, fix: int) -> int:
                 res.corruptions_fixed += 1
         if l2_offset & (s.cluster_size - 1):
             continue
-        ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
+        ret, entries = read_l2_entries(bs, l2_offset, memo)
         if ret < 0:
             _err("ERROR: Could not read L2 table: %s" % os.strerror(-ret))
             res.check_errors += 1
             return ret
         dirty = 0
         esz = s.l2_entry_size
-        for j in range(s.l2_size):
-            ent = int.from_bytes(l2[j * esz:j * esz + 8], "big")
+        l2 = None
+        for j, ent, _bm in entries:
             t = qcow2_get_cluster_type(s.extended_l2, ent)
             if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
                 continue
@@ -322,10 +367,16 @@ def check_oflag_copied(bs: Any, res: BdrvCheckResult, fix: int) -> int:
                 res.corruptions += 1
                 _err("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (verb, ent, rc))
                 if fix & BDRV_FIX_ERRORS:
+                    if l2 is None:
+                        ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
+                        if ret < 0:
+                            res.check_errors += 1
+                            return ret
                     new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
                     struct.pack_into(">Q", l2, j * esz, new)
                     dirty += 1
-        if dirty:
+        if dirty and l2 is not None:
+            memo.pop(l2_offset, None)
             ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L2, l2_offset, s.cluster_size)
             if ret >= 0:
                 ret = qcow2_co_pwrite_file(bs, l2_offset, l2)

@@ -12,41 +12,57 @@ import struct
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
+from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qcow2_cache import qcow2_co_flush_file, qcow2_co_pwrite_file
+from gqemu.block.qcow2_header import QCOW_MAX_REFTABLE_SIZE
 from gqemu.block.qcow2_refcount import set_refcount_ro
+
+EFBIG = 27
 
 
 @coroutine_fn
 def rebuild_refcount_structure(bs: Any, res: Any, imrt: Any) -> int:
-    """Write a fresh refcount table and blocks past everything in use,
-    describing themselves, and switch the header to them.
+    """Write fresh refcount blocks (only those covering referenced clusters)
+    and a refcount table at the end of the file, describing themselves, and
+    switch the header to them.  A reference far past the end of the file
+    (a corrupted pointer) makes the table large, never the file.
     QEMU: rebuild_refcount_structure."""
     s = bs.opaque
     cs, rbs = s.cluster_size, s.refcount_block_size
-    counts = imrt.counts
-    start = len(counts)
-    while start and not counts[start - 1]:
-        start -= 1
+    flen = bdrv_getlength(bs.file.bs)
+    if flen < 0:
+        return flen
+    used = imrt.nonzero()
+    start = (flen + cs - 1) // cs
     nb_blocks = table_clusters = 1
     while True:
-        total = start + nb_blocks + table_clusters
-        need_blocks = (total + rbs - 1) // rbs
-        need_table = (need_blocks * 8 + cs - 1) // cs
-        if need_blocks <= nb_blocks and need_table <= table_clusters:
+        while any(imrt.get(k) for k in range(start, start + nb_blocks + table_clusters)):
+            start += 1
+        new = range(start, start + nb_blocks + table_clusters)
+        blocks = sorted({k // rbs for k in used} | {k // rbs for k in new})
+        need_table = ((blocks[-1] + 1) * 8 + cs - 1) // cs
+        if len(blocks) <= nb_blocks and need_table <= table_clusters:
             break
-        nb_blocks, table_clusters = max(nb_blocks, need_blocks), max(table_clusters, need_table)
-    counts = counts[:start] + [1] * (nb_blocks + table_clusters)
-    blocks = bytearray(nb_blocks * cs)
-    for k, v in enumerate(counts):
-        if v:
-            b, idx = divmod(k, rbs)
-            set_refcount_ro(memoryview(blocks)[b * cs:(b + 1) * cs], s.refcount_order,  # type: ignore[arg-type]
-                            idx, min(v, s.refcount_max))
-    ret = qcow2_co_pwrite_file(bs, start * cs, blocks)
+        nb_blocks = max(nb_blocks, len(blocks))
+        table_clusters = max(table_clusters, need_table)
+    if table_clusters * cs > QCOW_MAX_REFTABLE_SIZE:
+        return -EFBIG
+    s.highest_alloc = max(s.highest_alloc, (start + nb_blocks + table_clusters) * cs)
+    data = bytearray(nb_blocks * cs)
+    where = {bi: i for i, bi in enumerate(blocks)}
+    view = memoryview(data)
+    for k in list(used) + list(new):
+        v = 1 if k in new else imrt.get(k)
+        i = where[k // rbs]
+        set_refcount_ro(view[i * cs:(i + 1) * cs], s.refcount_order,  # type: ignore[arg-type]
+                        k % rbs, min(v, s.refcount_max))
+    ret = qcow2_co_pwrite_file(bs, start * cs, data)
     if ret < 0:
         return ret
     table_entries = table_clusters * cs // 8
-    table = [(start + b) * cs for b in range(nb_blocks)] + [0] * (table_entries - nb_blocks)
+    table = [0] * table_entries
+    for bi, i in where.items():
+        table[bi] = (start + i) * cs
     table_off = (start + nb_blocks) * cs
     ret = qcow2_co_pwrite_file(bs, table_off, struct.pack(">%dQ" % table_entries, *table))
     if ret >= 0:

@@ -196,6 +196,7 @@ def qcow2_refcount_area(bs: Any, need_ri: int) -> int:
         return -EFBIG
     BLKDBG_EVENT(bs.file, "refblock_alloc_write_blocks")
     used = nb_blocks + table_clusters
+    s.highest_alloc = max(s.highest_alloc, (area_start + used) * cs)
     blocks = bytearray(nb_blocks * cs)
     for i in range(used):
         b, idx = divmod(i, rbs)
@@ -273,6 +274,8 @@ def update_refcount(bs: Any, offset: int, length: int, addend: int,
             ret = -EINVAL
             break
         set_refcount_ro(e.data, s.refcount_order, bi, new)
+        if not decrease and (ci + 1) << cb > s.highest_alloc:
+            s.highest_alloc = (ci + 1) << cb
         if new == 0:
             if ci < s.free_cluster_index:
                 s.free_cluster_index = ci
