@@ -227,15 +227,20 @@ def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> No
             wakeup.reverse()
             pending.extendleft(wakeup)
         if ret == COROUTINE_TERMINATE:
-            if trace_qemu_coroutine_terminate.enabled:
-                trace_qemu_coroutine_terminate(to)
-            exc = to.exception
-            if exc is not None:
-                to.exception = None
-                to.locks_held = 0
-                _release(to)
-                raise exc
-            _release(to)
+            _terminated(to)
+
+
+def _terminated(co: Coroutine) -> None:
+    # Back to the pool; re-raise what escaped the entry function, if anything.
+    if trace_qemu_coroutine_terminate.enabled:
+        trace_qemu_coroutine_terminate(co)
+    exc = co.exception
+    if exc is not None:
+        co.exception = None
+        co.locks_held = 0
+        _release(co)
+        raise exc
+    _release(co)
 
 
 def qemu_coroutine_enter(co: Coroutine) -> None:
@@ -262,15 +267,7 @@ def _after_switch(co: Coroutine, ret: int) -> None:
     pending = co.co_queue_wakeup or ()
     co.co_queue_wakeup = None
     if ret == COROUTINE_TERMINATE:
-        if trace_qemu_coroutine_terminate.enabled:
-            trace_qemu_coroutine_terminate(co)
-        exc = co.exception
-        if exc is not None:
-            co.exception = None
-            co.locks_held = 0
-            _release(co)
-            raise exc
-        _release(co)
+        _terminated(co)
     if pending:
         qemu_aio_coroutine_enter(None, pending)
 
