@@ -128,6 +128,7 @@ def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
                                 "allocation of refcount block at offset 0")
         return -EIO, None
     new_index = new_block >> s.cluster_bits
+    s.highest_alloc = max(s.highest_alloc, new_block + cs)
     if new_index >> s.refcount_block_bits == ri:
         ret, e = qcow2_cache_get_empty(bs, s.refcount_block_cache, new_block)
         if ret < 0:
