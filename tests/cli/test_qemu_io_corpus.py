@@ -28,17 +28,10 @@ runner = _load_runner()
 
 # (script, format) -> what is missing below gqemu-io.  strict: a fix shows up.
 KNOWN_GAPS = {
-    ("compressed", "qcow2"):
-        "block/io.py does not route BDRV_REQ_WRITE_COMPRESSED to the driver's "
-        "bdrv_co_pwritev_compressed: 'write -c' stores plain clusters and a "
-        "sub-cluster compressed write succeeds instead of failing with EINVAL",
     ("vmstate", "qcow2"):
         "qcow2 has no bdrv_co_readv_vmstate/bdrv_co_writev_vmstate(bs, qiov, pos) "
         "(QEMU: qcow2_co_{read,write}v_vmstate, I/O at qcow2_vm_state_offset + pos), "
         "so 'write -b'/'read -b' give ENOTSUP",
-    ("write_zeroes_nofallback", "qcow2"):
-        "block/io.py ignores BDRV_REQ_NO_FALLBACK (qcow2 must fail sub-cluster "
-        "zero writes with -ENOTSUP instead of falling back)",
 }
 
 
