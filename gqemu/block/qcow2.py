@@ -194,6 +194,26 @@ class BDRVQcow2State(BlockDriver):
 
     bdrv_get_specific_info = qcow2_get_specific_info
 
+    @coroutine_fn
+    def qcow2_co_writev_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
+        """Save VM state past the end of the disk.  QEMU: qcow2_co_writev_vmstate."""
+        BLKDBG_EVENT(bs.file, "vmstate_save")
+        return self.qcow2_co_pwritev(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
+
+    bdrv_co_writev_vmstate = qcow2_co_writev_vmstate
+
+    @coroutine_fn
+    def qcow2_co_readv_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
+        """QEMU: qcow2_co_readv_vmstate."""
+        BLKDBG_EVENT(bs.file, "vmstate_load")
+        return self.qcow2_co_preadv(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
+
+    bdrv_co_readv_vmstate = qcow2_co_readv_vmstate
+
+    def qcow2_vm_state_offset(self) -> int:
+        """QEMU: qcow2_vm_state_offset."""
+        return self.l1_vm_state_index << (self.cluster_bits + self.l2_bits)
+
     def qcow2_has_zero_init(self, bs: Any) -> int:
         return 0 if bs.backing is not None else 1
 

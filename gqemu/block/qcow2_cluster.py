@@ -22,6 +22,7 @@ from gqemu.block.qcow2_cache import (
     qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pwrite_file,
     qcow2_file_length)
 from gqemu.block.qcow2_header import (
+    QCOW_MAX_L1_SIZE,
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
     QCOW_L2_BITMAP_ALL_ZEROES, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
     QCOW_OFLAG_ZERO, c_hex)
@@ -167,6 +168,45 @@ def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
 
 
 @coroutine_fn
+def qcow2_grow_l1_table(bs: Any, min_size: int) -> int:
+    """Move the L1 table to a larger copy (for the VM state area past the
+    disk): allocate, write and flush the new table, switch the header, free
+    the old one.  Returns 0 or -errno.  QEMU: qcow2_grow_l1_table."""
+    s = bs.opaque
+    new_size = max(s.l1_size, 1)
+    while min_size > new_size:
+        new_size = (new_size * 3 + 1) // 2
+    if new_size * 8 > QCOW_MAX_L1_SIZE:
+        return -EFBIG
+    table = list(s.l1_table) + [0] * (new_size - s.l1_size)
+    BLKDBG_EVENT(bs.file, "l1_grow_alloc_table")
+    new_off = qcow2_alloc_clusters(bs, new_size * 8)
+    if new_off < 0:
+        return new_off
+    ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+    if ret >= 0:
+        ret = qcow2_pre_write_overlap_check(bs, 0, new_off, new_size * 8)
+    if ret >= 0:
+        BLKDBG_EVENT(bs.file, "l1_grow_write_table")
+        ret = qcow2_co_pwrite_file(bs, new_off, struct.pack(">%dQ" % new_size, *table))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret >= 0:
+        BLKDBG_EVENT(bs.file, "l1_grow_activate_table")
+        ret = qcow2_co_pwrite_file(bs, 36, struct.pack(">IQ", new_size, new_off))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        qcow2_free_clusters(bs, new_off, new_size * 8)
+        return ret
+    old_off, old_size = s.l1_table_offset, s.l1_size
+    s.l1_table, s.l1_table_offset, s.l1_size = table, new_off, new_size
+    if old_size:
+        qcow2_free_clusters(bs, old_off, old_size * 8)
+    return 0
+
+
+@coroutine_fn
 def l2_allocate(bs: Any, l1_index: int) -> int:
     """Allocate a new L2 table for ``l1_index`` (a copy of a shared one, or
     zeroes), write it, then point L1 at it.  QEMU: l2_allocate."""
@@ -219,7 +259,9 @@ def get_cluster_table(bs: Any, offset: int) -> tuple[int, Any, int]:
     cb = s.cluster_bits
     l1_index = offset >> (s.l2_bits + cb)
     if l1_index >= s.l1_size:
-        return -EFBIG, None, 0
+        ret = qcow2_grow_l1_table(bs, l1_index + 1)
+        if ret < 0:
+            return ret, None, 0
     ent = s.l1_table[l1_index]
     l2_offset = ent & L1E_OFFSET_MASK
     if l2_offset & (s.cluster_size - 1):

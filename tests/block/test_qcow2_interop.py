@@ -279,3 +279,28 @@ def test_concurrent_allocating_writes(qemu_img, qemu_io, tmp_path, opts):
     p = run(qemu_img, "check", img)
     assert "No errors" in p.stdout
     run(qemu_img, "compare", img, shadow)
+
+
+def test_vmstate_grows_l1(qemu_img, qemu_io, tmp_path):
+    """The VM state area lies past the disk: saving it grows the L1 table
+    (QEMU: qcow2_grow_l1_table) and QEMU reads it back."""
+    from gqemu.block.io_misc import bdrv_run_co
+    from gqemu.block.qiov import qemu_iovec_init_buf
+    img = tmp_path / "vm.qcow2"
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "1M")
+    assert int.from_bytes(img.read_bytes()[36:40], "big") == 1
+    blk = blk_api.blk_new_open(str(img), {"format": "qcow2"})
+    try:
+        bs = blk_api.blk_bs(blk)
+        data = bytearray(b"\x5a" * 8192)
+        assert bdrv_run_co(bs, bs.drv.bdrv_co_writev_vmstate, bs,
+                           qemu_iovec_init_buf(data), 4096) == 0
+        back = bytearray(8192)
+        assert bdrv_run_co(bs, bs.drv.bdrv_co_readv_vmstate, bs,
+                           qemu_iovec_init_buf(back), 4096) == 0
+        assert back == data
+    finally:
+        blk_api.blk_unref(blk)
+    assert int.from_bytes(img.read_bytes()[36:40], "big") > 1
+    assert "No errors" in run(qemu_img, "check", img).stdout
+    run(qemu_io, "-c", "read -b -P 0x5a 4096 8192", "-c", "read -b -P 0 0 4096", img)
