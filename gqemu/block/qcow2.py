@@ -23,7 +23,7 @@ from gqemu.block.driver import (
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
     bdrv_register, error_report)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
-from gqemu.block.io_misc import _run_co
+from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
 from gqemu.block.qcow2_cache import BLKDBG_EVENT, qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_cluster import (
@@ -132,7 +132,7 @@ class BDRVQcow2State(BlockDriver):
             self.overlap_check = modes[ovl]
         self.read_only = not flags & BDRV_O_RDWR
         self.flags = flags
-        ret = _run_co(bs, qcow2_do_open, bs, flags)
+        ret = bdrv_run_co(bs, qcow2_do_open, bs, flags)
         if isinstance(ret, Qcow2OpenError):
             raise BlockError(ret.errno, ret.msg)
         if lazy_opt is not None:
@@ -143,7 +143,7 @@ class BDRVQcow2State(BlockDriver):
         if not self.read_only and self.incompatible_features & QCOW2_INCOMPAT_DIRTY \
                 and not flags & BDRV_O_CHECK:
             from gqemu.block.qcow2_check import qcow2_co_check
-            res = _run_co(bs, qcow2_co_check, bs, 3)
+            res = bdrv_run_co(bs, qcow2_co_check, bs, 3)
             if res.ret < 0 or res.check_errors:
                 raise BlockError(errno.EIO, "Could not repair dirty image: %s"
                                  % os.strerror(-res.ret if res.ret < 0 else EIO))
@@ -155,7 +155,7 @@ class BDRVQcow2State(BlockDriver):
     def qcow2_close(self, bs: Any) -> None:
         """Write back the caches and clear the dirty bit.  QEMU: qcow2_close."""
         if self.opened and not self.read_only and not self.disabled:
-            _run_co(bs, qcow2_inactivate, bs)
+            bdrv_run_co(bs, qcow2_inactivate, bs)
 
     bdrv_close = qcow2_close
 
