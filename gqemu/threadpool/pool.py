@@ -9,7 +9,8 @@ BH, running in the AioContext, delivers every finished request's callback.
 Worker code never touches greenlets, the hub or the loop's objects: it sees
 only its request and two thread-safe queues.
 
-A request goes THREAD_QUEUED -> THREAD_ACTIVE -> THREAD_DONE.  Cancelling a
+A request goes THREAD_QUEUED -> THREAD_ACTIVE -> THREAD_DONE.  When several requests are
+done at once, the newest submitted completes first, as in QEMU.  Cancelling a
 queued request (today's QEMU: any queued one) marks it done with
 -ECANCELED and the worker that later pops it skips it; an active request is
 not interrupted and completes normally.
@@ -81,7 +82,7 @@ thread_pool_aiocb_info = AIOCBInfo(cancel_async=thread_pool_cancel,
 class ThreadPoolElement(BlockAIOCB):
     """One request.  QEMU: ThreadPoolElement."""
 
-    __slots__ = ("pool", "func", "arg", "state", "ret", "finished")
+    __slots__ = ("pool", "func", "arg", "state", "ret", "finished", "seq")
 
     def __init__(self, pool: "ThreadPool", func: Callable[[Any], int],
                  arg: Any, cb: Optional[Callable[[Any, int], Any]],
@@ -93,6 +94,8 @@ class ThreadPoolElement(BlockAIOCB):
         self.state = THREAD_QUEUED
         self.ret = -errno.EINPROGRESS
         self.finished: Optional[threading.Event] = None
+        pool.submitted += 1
+        self.seq = pool.submitted
 
 
 class ThreadPool:
@@ -107,6 +110,7 @@ class ThreadPool:
         self.completion_bh = aio_bh_new(ctx, thread_pool_completion_bh, self)
         self.cur_threads = 0
         self.idle_threads = 0
+        self.submitted = 0         # submission counter: completion order
         self.queued = 0
         self.kicked = False        # completion_bh scheduled by a worker
         self.stopping = False
@@ -163,6 +167,10 @@ def worker_thread(pool: ThreadPool) -> None:
             req.finished.set()
 
 
+def _newest_first(req: ThreadPoolElement) -> int:
+    return -req.seq
+
+
 def thread_pool_completion_bh(pool: ThreadPool) -> None:
     """Deliver every finished request's callback, in the AioContext.
 
@@ -173,6 +181,12 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
     ctx = pool.ctx
     with pool.lock:
         pool.kicked = False
+        if len(done) > 1:
+            # QEMU scans its request list from the newest submission, so of
+            # the requests that are done the newest submitted completes first.
+            batch = sorted(done, key=_newest_first)
+            done.clear()
+            done.extend(batch)
     if ctx.sched is not None:
         ctx.sched.order_completions(done)
     while done:

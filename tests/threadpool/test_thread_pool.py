@@ -191,6 +191,24 @@ def test_completions_coalesce_into_one_bh_run(pool):
     assert runs[0] == 1
 
 
+def test_done_requests_complete_newest_submitted_first(pool):
+    """thread_pool_completion_bh scans from the newest submission: of the
+    requests that are done together, the newest submitted completes first."""
+    gate = threading.Event()
+    order = []
+    reqs = [thread_pool_submit_aio(pool, lambda _: gate.wait(10) and 0, None,
+                                   lambda i, r: order.append(i), i)
+            for i in range(6)]
+    aio_poll(pool.ctx, False)
+    gate.set()
+    for _ in range(10_000_000):
+        if all(r.state == THREAD_DONE for r in reqs):
+            break
+        os.sched_yield()
+    aio_wait_while(pool.ctx, lambda: len(order) < 6)
+    assert order == [5, 4, 3, 2, 1, 0]
+
+
 def test_worker_error_code_is_delivered(pool):
     got = []
     thread_pool_submit_aio(pool, lambda _: -errno.EIO, None, lambda o, r: got.append(r), None)
