@@ -28,10 +28,6 @@ runner = _load_runner()
 
 # (script, format) -> what is missing below gqemu-io.  strict: a fix shows up.
 KNOWN_GAPS = {
-    ("vmstate", "qcow2"):
-        "qcow2 has no bdrv_co_readv_vmstate/bdrv_co_writev_vmstate(bs, qiov, pos) "
-        "(QEMU: qcow2_co_{read,write}v_vmstate, I/O at qcow2_vm_state_offset + pos), "
-        "so 'write -b'/'read -b' give ENOTSUP",
 }
 
 
