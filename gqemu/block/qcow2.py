@@ -28,7 +28,8 @@ from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, 
 from gqemu.block.qcow2_cache import BLKDBG_EVENT, qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_cluster import (
     qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2,
-    qcow2_alloc_host_offset, qcow2_cluster_zeroize, qcow2_get_host_offset)
+    qcow2_alloc_host_offset, qcow2_cluster_zeroize, qcow2_get_host_offset,
+    qcow2_wait_cluster_allocs)
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
     Qcow2OpenError, qcow2_probe)
@@ -356,6 +357,7 @@ class BDRVQcow2State(BlockDriver):
             else:
                 return -ENOTSUP
         qemu_co_mutex_lock(s.lock)
+        qcow2_wait_cluster_allocs(bs, offset, nbytes)
         ret = qcow2_cluster_zeroize(bs, offset, nbytes, False)
         qemu_co_mutex_unlock(s.lock)
         return ret
@@ -374,6 +376,7 @@ class BDRVQcow2State(BlockDriver):
         if end <= start:
             return 0
         qemu_co_mutex_lock(s.lock)
+        qcow2_wait_cluster_allocs(bs, start, end - start)
         ret = qcow2_cluster_zeroize(bs, start, end - start, True)
         qemu_co_mutex_unlock(s.lock)
         return ret

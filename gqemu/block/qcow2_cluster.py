@@ -310,6 +310,32 @@ def _in_place(s: Any, ent: int, bm: int, oic: int, nbytes: int) -> bool:
 
 
 @coroutine_fn
+def qcow2_wait_cluster_allocs(bs: Any, offset: int, nbytes: int) -> None:
+    """Wait until no allocation in flight overlaps the guest range.
+
+    Zeroing or discarding clusters while an allocating write (e.g. the
+    fallback of a partial-cluster write-zeroes, which copies the rest of the
+    cluster from the backing file) is between its allocation and its L2
+    update would let that update overwrite the zero flag and bring backing
+    data back outside both requests (found by gqemu stress).
+
+    Context: coroutine, s->lock held (dropped while waiting).
+    QEMU: handle_dependencies, as the allocating path applies it.
+    """
+    s = bs.opaque
+    cb = s.cluster_bits
+    end = offset + nbytes
+    waited = True
+    while waited:
+        waited = False
+        for m in s.cluster_allocs:
+            if end > m.offset and offset < m.offset + (m.nb_clusters << cb):
+                qemu_co_queue_wait(m.dependent_requests, s.lock)
+                waited = True
+                break
+
+
+@coroutine_fn
 def qcow2_alloc_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, int, Any]:
     """Find or allocate host space for the start of a guest write.
 

@@ -94,3 +94,16 @@ def test_serialising_requests_that_do_not_wait_are_caught(monkeypatch):
     found = [r for r in (run_one(s, opts) for s in range(12)) if not r.ok]
     assert found and {r.invariant for r in found} <= {"serialising_overlap", "shadow_read"}
     assert "serialising_overlap" in {r.invariant for r in found}
+
+
+def test_qcow2_zeroize_waits_for_inflight_allocation():
+    """Regression, found by gqemu stress: a partial-cluster write-zeroes
+    falls back to an allocating write that copies backing data; a
+    whole-cluster write-zeroes running meanwhile must wait for it, or the
+    allocation's L2 update overwrites the zero flag and backing data
+    reappears.  The shrunk reproducer (3 requests) must now pass."""
+    from pathlib import Path
+    repro = load_repro(str(Path(__file__).parent / "repros" / "qcow2_zero_race.json"))
+    assert repro["invariant"] == "shadow_read"
+    result, _same = replay_repro(repro)
+    assert result.ok, (result.invariant, result.message)
