@@ -45,6 +45,10 @@ from gqemu.block.qcow2_rw import (
 
 EIO, ENOTSUP = errno.EIO, errno.ENOTSUP
 
+# Cluster types a partial write-zeroes may turn into a zero cluster.
+_ZEROABLE = (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
+             QCOW2_SUBCLUSTER_ZERO_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC)
+
 
 @bdrv_register
 class BDRVQcow2State(BlockDriver):
@@ -339,24 +343,42 @@ class BDRVQcow2State(BlockDriver):
 
     @coroutine_fn
     def qcow2_co_pwrite_zeroes(self, bs: Any, offset: int, nbytes: int, flags: int) -> int:
-        """v3: zero flags for whole (sub)clusters; anything else falls back
-        to a normal write (-ENOTSUP).  QEMU: qcow2_co_pwrite_zeroes."""
+        """v3: zero flags for whole (sub)clusters; a partial cluster whose
+        rest already reads as zero becomes a zero cluster (QEMU 7.2);
+        anything else falls back to a normal write (-ENOTSUP).
+        QEMU: qcow2_co_pwrite_zeroes."""
         s = self
         if s.qcow_version < 3:
             return -ENOTSUP
         cs = s.cluster_size
         end = offset + nbytes
-        if (offset | end) & (cs - 1):
-            start = offset & ~(cs - 1)
-            if end - start > cs:
+        head = offset & (cs - 1)
+        tail = -end & (cs - 1)
+        if end == bs.total_sectors * 512:
+            tail = 0
+        if head or tail:
+            if head + nbytes + tail > cs:
                 return -ENOTSUP
-            if start == offset and end == bs.total_sectors * 512:
-                nbytes = cs                       # the partial cluster at EOF
-            elif qcow2_is_zero(bs, start, cs):
-                return 0
-            else:
+            # The rest of the cluster must already read as zero ...
+            if not (qcow2_is_zero(bs, offset - head, head)
+                    and qcow2_is_zero(bs, end, tail)):
                 return -ENOTSUP
-        qemu_co_mutex_lock(s.lock)
+            if s.extended_l2:
+                # zeroize works on whole clusters; the range reads as zero.
+                return 0 if qcow2_is_zero(bs, offset, nbytes) else -ENOTSUP
+            qemu_co_mutex_lock(s.lock)
+            # ... and, rechecked under the lock once no allocation is in
+            # flight there, be unallocated or zero: then the whole cluster
+            # becomes a zero cluster, as QEMU 7.2 does.
+            offset -= head
+            nbytes = cs
+            qcow2_wait_cluster_allocs(bs, offset, nbytes)
+            ret, ctype, _n, _host = qcow2_get_host_offset(bs, offset, cs)
+            if ret < 0 or ctype not in _ZEROABLE:
+                qemu_co_mutex_unlock(s.lock)
+                return ret if ret < 0 else -ENOTSUP
+        else:
+            qemu_co_mutex_lock(s.lock)
         qcow2_wait_cluster_allocs(bs, offset, nbytes)
         ret = qcow2_cluster_zeroize(bs, offset, nbytes, False)
         qemu_co_mutex_unlock(s.lock)

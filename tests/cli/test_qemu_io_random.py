@@ -84,13 +84,8 @@ def _command(draw: st.DrawFn, zero: bool = True) -> list[str]:
     return ["flush"]
 
 
-QCOW2_GAP = ("gqemu's qcow2 leaves a sub-cluster zero write over unallocated space "
-             "unallocated; QEMU 7.2 makes the cluster a zero cluster (allocated)")
-
-
 @pytest.mark.parametrize("fmt, zero", [
-    ("raw", True), ("qcow2", False),
-    pytest.param("qcow2", True, marks=pytest.mark.xfail(reason=QCOW2_GAP, strict=True))])
+    ("raw", True), ("qcow2", False), ("qcow2", True)])
 @settings(max_examples=8, deadline=None, derandomize=True, database=None,
           phases=(Phase.explicit, Phase.generate),      # the report lists all commands
           suppress_health_check=[HealthCheck.function_scoped_fixture])
