@@ -41,23 +41,8 @@ def parse_drive_spec(spec: str) -> dict[str, str]:
         if not spec:
             raise MachineError("empty -drive argument")
         return {"file": spec.replace(",,", ",")}
-    items: list[str] = []
-    cur: list[str] = []
-    i = 0
-    n = len(spec)
-    while i < n:
-        c = spec[i]
-        if c == ",":
-            if i + 1 < n and spec[i + 1] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    items.append("".join(cur))
+    from gqemu.block.drive_opts import qemu_opts_split
+    items = qemu_opts_split(spec)
     out: dict[str, str] = {}
     for item in items:
         if not item:

@@ -141,16 +141,17 @@ def parse_drive_options(options: Optional[dict], flags: int = 0) -> DriveOptions
     return d
 
 
-def parse_drive_spec(spec: str) -> dict:
-    """``key=value,key=value`` (``,,`` escapes a comma) into a dict.  A first
-    item without ``=`` is the file name.  Raises BlockError."""
+def qemu_opts_split(spec: str) -> list[str]:
+    """Split a QemuOpts string at single commas; ``,,`` is a literal comma.
+    QEMU: get_opt_value / opts_do_parse."""
     items: list[str] = []
-    cur = []
+    cur: list[str] = []
     i = 0
-    while i < len(spec):
+    n = len(spec)
+    while i < n:
         c = spec[i]
         if c == ",":
-            if i + 1 < len(spec) and spec[i + 1] == ",":
+            if i + 1 < n and spec[i + 1] == ",":
                 cur.append(",")
                 i += 2
                 continue
@@ -160,6 +161,13 @@ def parse_drive_spec(spec: str) -> dict:
             cur.append(c)
         i += 1
     items.append("".join(cur))
+    return items
+
+
+def parse_drive_spec(spec: str) -> dict:
+    """``key=value,key=value`` (``,,`` escapes a comma) into a dict.  A first
+    item without ``=`` is the file name.  Raises BlockError."""
+    items = qemu_opts_split(spec)
     out: dict = {}
     for n, item in enumerate(items):
         if not item:

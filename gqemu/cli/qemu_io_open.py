@@ -57,19 +57,8 @@ def parse_qemu_opts(io: Any, s: str) -> dict[str, str]:
     """``key=value,...`` with ``,,`` for a comma; a bare word means
     ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
     gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false)."""
-    items, cur, i = [], [], 0
-    while i < len(s):
-        if s[i] == ",":
-            if s[i + 1:i + 2] == ",":
-                cur.append(",")
-                i += 2
-                continue
-            items.append("".join(cur))
-            cur = []
-        else:
-            cur.append(s[i])
-        i += 1
-    items.append("".join(cur))
+    from gqemu.block.drive_opts import qemu_opts_split
+    items = qemu_opts_split(s)
     opts: dict[str, str] = {}
     for item in items:
         if not item:

@@ -163,6 +163,14 @@ def test_thread_pool_cancel_async(pool):              # /thread-pool/cancel-asyn
     _do_test_cancel(pool, sync=False)
 
 
+def _wait_all_done(reqs):
+    """Let every worker finish before the loop runs at all (no polling)."""
+    for _ in range(10_000_000):
+        if all(r.state == THREAD_DONE for r in reqs):
+            return
+        os.sched_yield()
+
+
 def test_completions_coalesce_into_one_bh_run(pool):
     """A burst of finished requests is delivered by one completion BH run,
     not one hub wake-up per request (QEMU's design)."""
@@ -181,11 +189,7 @@ def test_completions_coalesce_into_one_bh_run(pool):
         orig(p)
     bh.cb = counting
     gate.set()
-    # Let every worker finish before the loop runs at all (no polling here).
-    for _ in range(10_000_000):
-        if all(r.state == THREAD_DONE for r in reqs):
-            break
-        os.sched_yield()
+    _wait_all_done(reqs)
     aio_wait_while(pool.ctx, lambda: len(delivered) < 8)
     assert delivered == [0] * 8
     assert runs[0] == 1
@@ -201,10 +205,7 @@ def test_done_requests_complete_newest_submitted_first(pool):
             for i in range(6)]
     aio_poll(pool.ctx, False)
     gate.set()
-    for _ in range(10_000_000):
-        if all(r.state == THREAD_DONE for r in reqs):
-            break
-        os.sched_yield()
+    _wait_all_done(reqs)
     aio_wait_while(pool.ctx, lambda: len(order) < 6)
     assert order == [5, 4, 3, 2, 1, 0]
 
