@@ -15,6 +15,8 @@ from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_O_NO_FLUSH, BDRV_O_UNMAP, INT_MAX,
                                 BdrvChild, BlockDriverState, bdrv_debug_event,
                                 bdrv_getlength)
+from gqemu.block.block_int import (BDRV_BLOCK_OFFSET_MASK, BDRV_BLOCK_RECURSE,
+                                   BDRV_BLOCK_ZERO)
 from gqemu.block.io import (NOT_DONE, bdrv_check_byte_request, bdrv_co_preadv,
                             bdrv_co_pwritev, bdrv_dec_in_flight)
 from gqemu.block.io_tracked import (BDRV_TRACKED_DISCARD, tracked_request_begin,
@@ -164,7 +166,31 @@ def bdrv_co_get_block_status(bs: BlockDriverState, offset: int,
         return -errno.ENOMEDIUM, 0, None
     if drv.bdrv_co_get_block_status is None:
         return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | offset, nbytes, bs
-    return drv.bdrv_co_get_block_status(bs, offset, nbytes)  # type: ignore[no-any-return]
+    ret, pnum, file = drv.bdrv_co_get_block_status(bs, offset, nbytes)
+    if ret >= 0 and ret & BDRV_BLOCK_RECURSE:
+        ret &= ~BDRV_BLOCK_RECURSE
+        if (file is not None and file is not bs and ret & BDRV_BLOCK_DATA
+                and not ret & BDRV_BLOCK_ZERO and ret & BDRV_BLOCK_OFFSET_VALID):
+            ret, pnum = _recurse_into_file(ret, pnum, file)
+    return ret, pnum, file
+
+
+@coroutine_fn
+def _recurse_into_file(ret: int, pnum: int,
+                       file: BlockDriverState) -> tuple[int, int]:
+    """The driver asked (BDRV_BLOCK_RECURSE, e.g. a metadata-preallocated
+    qcow2) whether the data it maps is a hole in the protocol node: errors
+    are ignored, this only adds information; past the node's end everything
+    reads as zero.  QEMU: bdrv_co_block_status."""
+    ret2, file_pnum, _ = bdrv_co_get_block_status(
+        file, ret & BDRV_BLOCK_OFFSET_MASK, pnum)
+    if ret2 >= 0:
+        if not file_pnum:
+            ret |= BDRV_BLOCK_ZERO
+        else:
+            pnum = file_pnum
+            ret |= ret2 & BDRV_BLOCK_ZERO
+    return ret, pnum
 
 
 # ------------------------------------------------ synchronous edge helpers

@@ -22,9 +22,12 @@ from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
     bdrv_register, error_report)
+from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
+from gqemu.block.block_int import BDRV_BLOCK_RECURSE
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
+from gqemu.block import qcow2_refcount
 from gqemu.block.qcow2_cache import BLKDBG_EVENT, qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_cluster import (
     qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2,
@@ -426,6 +429,7 @@ class BDRVQcow2State(BlockDriver):
         QEMU: qcow2_co_block_status."""
         qemu_co_mutex_lock(self.lock)
         ret, t, cur, host = qcow2_get_host_offset(bs, offset, nbytes)
+        prealloc = ret >= 0 and self._metadata_preallocation(bs)
         qemu_co_mutex_unlock(self.lock)
         if ret < 0:
             return ret, 0, None
@@ -438,7 +442,44 @@ class BDRVQcow2State(BlockDriver):
             status |= BDRV_BLOCK_ZERO
         elif t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED):
             status |= BDRV_BLOCK_DATA
+        if status & BDRV_BLOCK_DATA and status & BDRV_BLOCK_OFFSET_VALID and prealloc:
+            status |= BDRV_BLOCK_RECURSE    # the file knows which are holes
         return status, cur, f
+
+    def _metadata_preallocation(self, bs: Any) -> bool:
+        """Whether the image looks metadata-preallocated: clearly more
+        clusters have a refcount than the file has allocated.  Checked once.
+        Context: coroutine, s->lock held.
+        QEMU: qcow2_detect_metadata_preallocation."""
+        found = getattr(self, "metadata_preallocation", None)
+        if found is not None:
+            return bool(found)
+        self.metadata_preallocation = False
+        node = bs.file.bs
+        while node is not None and not hasattr(node.drv, "fd"):
+            node = node.file.bs if node.file is not None else None
+        if node is None:
+            return False
+        try:
+            real_allocation = os.fstat(node.drv.fd).st_blocks * 512
+        except OSError:
+            return False
+        file_length = bdrv_node_getlength(bs.file.bs)
+        if file_length < 0:
+            return False
+        cs = self.cluster_size
+        real_clusters = real_allocation // cs
+        threshold = max(real_clusters * 10 // 9, real_clusters + 2)
+        count = 0
+        for i in range((file_length + cs - 1) // cs):
+            ret, refcount = qcow2_refcount.qcow2_get_refcount(bs, i)
+            if ret < 0:
+                return False
+            count += refcount != 0
+            if count >= threshold:
+                self.metadata_preallocation = True
+                break
+        return bool(self.metadata_preallocation)
 
     bdrv_co_get_block_status = qcow2_co_get_block_status
 
