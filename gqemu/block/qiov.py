@@ -10,7 +10,7 @@ QEMU: util/iov.c, include/qemu/iov.h.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 __all__ = [
     "QEMUIOVector", "qemu_iovec_init", "qemu_iovec_init_buf", "qemu_iovec_add",
@@ -104,9 +104,10 @@ def qemu_iovec_slice(src: QEMUIOVector, offset: int, nbytes: int) -> QEMUIOVecto
     return q
 
 
-def qemu_iovec_memset(qiov: QEMUIOVector, offset: int, fillc: int, nbytes: int) -> int:
-    """Fill ``nbytes`` from ``offset`` with byte ``fillc``; returns the count.
-    QEMU: qemu_iovec_memset."""
+def _segments(qiov: QEMUIOVector, offset: int,
+              nbytes: int) -> Iterator[tuple[memoryview, int, int, int]]:
+    """Walk ``nbytes`` of the vector from ``offset``: yields (segment,
+    offset in it, bytes to take, bytes done before it)."""
     done = 0
     for mv in qiov.iov:
         n = len(mv)
@@ -116,12 +117,21 @@ def qemu_iovec_memset(qiov: QEMUIOVector, offset: int, fillc: int, nbytes: int) 
         if done >= nbytes:
             break
         take = min(n - offset, nbytes - done)
-        if fillc == 0 and take <= len(_ZEROS):
-            mv[offset:offset + take] = _ZEROS[:take]
-        else:
-            mv[offset:offset + take] = bytes([fillc]) * take
+        yield mv, offset, take, done
         done += take
         offset = 0
+
+
+def qemu_iovec_memset(qiov: QEMUIOVector, offset: int, fillc: int, nbytes: int) -> int:
+    """Fill ``nbytes`` from ``offset`` with byte ``fillc``; returns the count.
+    QEMU: qemu_iovec_memset."""
+    done = 0
+    for mv, off, take, done in _segments(qiov, offset, nbytes):
+        if fillc == 0 and take <= len(_ZEROS):
+            mv[off:off + take] = _ZEROS[:take]
+        else:
+            mv[off:off + take] = bytes([fillc]) * take
+        done += take
     return done
 
 
@@ -130,17 +140,9 @@ def qemu_iovec_to_buf(qiov: QEMUIOVector, offset: int, buf: Any, nbytes: int) ->
     QEMU: qemu_iovec_to_buf."""
     out = as_byte_view(buf)
     done = 0
-    for mv in qiov.iov:
-        n = len(mv)
-        if offset >= n:
-            offset -= n
-            continue
-        if done >= nbytes:
-            break
-        take = min(n - offset, nbytes - done)
-        out[done:done + take] = mv[offset:offset + take]
+    for mv, off, take, done in _segments(qiov, offset, nbytes):
+        out[done:done + take] = mv[off:off + take]
         done += take
-        offset = 0
     return done
 
 
@@ -149,17 +151,9 @@ def qemu_iovec_from_buf(qiov: QEMUIOVector, offset: int, buf: Any, nbytes: int) 
     QEMU: qemu_iovec_from_buf."""
     src = as_byte_view(buf)
     done = 0
-    for mv in qiov.iov:
-        n = len(mv)
-        if offset >= n:
-            offset -= n
-            continue
-        if done >= nbytes:
-            break
-        take = min(n - offset, nbytes - done)
-        mv[offset:offset + take] = src[done:done + take]
+    for mv, off, take, done in _segments(qiov, offset, nbytes):
+        mv[off:off + take] = src[done:done + take]
         done += take
-        offset = 0
     return done
 
 
