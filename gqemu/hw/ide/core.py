@@ -258,16 +258,14 @@ def ide_buffered_readv(s: IDEState, sector_num: int, buf: memoryview,
                        opaque: Any) -> Any:
     """Read into a private buffer so a cancelled request can never write
     ``io_buffer``.  Returns the block request.  QEMU: ide_buffered_readv."""
-    if len(s.buffered_requests) > MAX_BUFFERED_REQS:
+    req = IDEBufferedRequest(s, buf, cb, opaque)
+    too_many = len(s.buffered_requests) > MAX_BUFFERED_REQS
+    s.buffered_requests.append(req)
+    if too_many:
         # QEMU: blk_abort_aio_request(-EIO), delivered from a bottom half
-        req = IDEBufferedRequest(s, buf, cb, opaque)
-        s.buffered_requests.append(req)
         aio_bh_schedule_oneshot(s.bus.ctx, _ide_buffered_readv_abort, req)
         return None
-    req = IDEBufferedRequest(s, buf, cb, opaque)
-    qiov = qemu_iovec_init_buf(req.buf)
-    s.buffered_requests.append(req)
-    return blk_aio_preadv(s.blk, sector_num << 9, qiov, 0,
+    return blk_aio_preadv(s.blk, sector_num << 9, qemu_iovec_init_buf(req.buf), 0,
                           ide_buffered_readv_cb, req)
 
 
@@ -376,14 +374,11 @@ def ide_sector_write(s: IDEState) -> None:
 
 # ---------------------------------------------------------------- flush
 
-def ide_flush_cb(opaque: Any, ret: int) -> None:
+def ide_flush_cb(opaque: _PioReq, ret: int) -> None:
     """QEMU: ide_flush_cb."""
-    if isinstance(opaque, _PioReq):
-        s = opaque.s
-        if opaque.gen != s.gen:
-            return
-    else:
-        s = opaque
+    s = opaque.s
+    if opaque.gen != s.gen:
+        return                      # the drive was reset meanwhile
     s.pio_aiocb = None
     if ret < 0:
         if ide_handle_rw_error(s, -ret, IDE_RETRY_FLUSH):
@@ -396,7 +391,7 @@ def ide_flush_cb(opaque: Any, ret: int) -> None:
 def ide_flush_cache(s: IDEState) -> None:
     """BSY (status 0xC0) while ``blk_aio_flush`` runs.  QEMU: ide_flush_cache."""
     if s.blk is None:
-        ide_flush_cb(s, 0)
+        ide_flush_cb(_PioReq(s), 0)
         return
     s.status |= BUSY_STAT
     ide_set_retry(s)
