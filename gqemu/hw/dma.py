@@ -25,7 +25,8 @@ from typing import Any, Callable, Optional
 from gqemu.aio import AIOCBInfo, BlockAIOCB, bdrv_aio_cancel_async
 from gqemu.block.block_backend import blk_aio_preadv, blk_aio_pwritev
 from gqemu.block.qiov import qemu_iovec_init_buf
-from gqemu.hw.memory import AddressSpace, address_space_read, address_space_write
+from gqemu.hw.memory import (MEMTX_DECODE_ERROR, AddressSpace, address_space_read,
+                             address_space_write)
 
 __all__ = ["DMA_DIRECTION_TO_DEVICE", "DMA_DIRECTION_FROM_DEVICE",
            "QEMUSGList", "qemu_sglist_init", "qemu_sglist_add",
@@ -44,7 +45,7 @@ def dma_memory_read(as_: AddressSpace, addr: int, buf: Any, length: int) -> int:
     reads as the address space's holes do).  QEMU: dma_memory_read.
     """
     if addr < 0 or length < 0:
-        return 2
+        return MEMTX_DECODE_ERROR
     return address_space_read(as_, addr, None, buf, length)
 
 
@@ -52,7 +53,7 @@ def dma_memory_write(as_: AddressSpace, addr: int, buf: Any, length: int) -> int
     """Copy ``length`` bytes of ``buf`` to guest memory at ``addr``; writes
     outside RAM are dropped.  QEMU: dma_memory_write."""
     if addr < 0 or length < 0:
-        return 2
+        return MEMTX_DECODE_ERROR
     return address_space_write(as_, addr, None, buf, length)
 
 
