@@ -148,6 +148,21 @@ def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None
     return nsect * SECTOR
 
 
+SCRATCH_TAG = "mkdisk-16M"     # a trace header's "scratch" value for such a disk
+
+
+def scratch_drives(tmpdir: str, indexes: Sequence[int]) -> list[dict]:
+    """A fresh scratch disk in ``tmpdir`` for each IDE index, as
+    ``drive_config()`` dicts marked ``"scratch": SCRATCH_TAG``."""
+    drives = []
+    for idx in indexes:
+        path = os.path.join(tmpdir, "scratch%d.img" % idx)
+        make_scratch_disk(path)
+        drives.append({"index": idx, "file": path, "options": {"format": "raw"},
+                       "scratch": SCRATCH_TAG})
+    return drives
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -180,7 +195,6 @@ class Machine:
         import gqemu.block  # noqa: F401  (registers the drivers)
         from gqemu.block.block_backend import blk_new_open
         from gqemu.block.driver import BlockError
-        _register_drivers()
         from gqemu.kvm.cpu import KVMState
         self.ctx = ctx if ctx is not None else qemu_get_aio_context()
         self.ram_size = ram_size
@@ -274,17 +288,6 @@ class Machine:
         for idx in list(self.blks):
             blk = self.blks.pop(idx)
             blk_unref(blk)
-
-
-def _register_drivers() -> None:
-    import importlib
-    from gqemu.block.driver import bdrv_find_format
-    if bdrv_find_format("raw") is None:
-        for mod in ("file_posix", "raw_format", "qcow2", "null"):
-            try:
-                importlib.import_module("gqemu.block." + mod)
-            except ImportError:
-                pass
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _drives_for(meta: dict, specs: list[str], tmpdir_box: list) -> list[dict]:
     from gqemu.cli.main import UsageError
-    from gqemu.machine import MachineError, drive_config, make_scratch_disk
+    from gqemu.machine import SCRATCH_TAG, MachineError, drive_config, scratch_drives
     try:
         drives = drive_config(specs)
     except MachineError as e:
@@ -37,15 +37,10 @@ def _drives_for(meta: dict, specs: list[str], tmpdir_box: list) -> list[dict]:
     recorded = meta.get("drives", [])
     if drives:
         return drives
-    if recorded and all(d.get("scratch") == "mkdisk-16M" for d in recorded):
+    if recorded and all(d.get("scratch") == SCRATCH_TAG for d in recorded):
         tmpdir = tempfile.mkdtemp(prefix="gqemu-replay-")
         tmpdir_box.append(tmpdir)
-        out = []
-        for d in recorded:
-            path = os.path.join(tmpdir, "scratch%d.img" % d["index"])
-            make_scratch_disk(path)
-            out.append({"index": d["index"], "file": path, "options": {"format": "raw"}})
-        return out
+        return scratch_drives(tmpdir, [d["index"] for d in recorded])
     if recorded:
         raise UsageError("the trace was recorded on %d drive(s) (IDE index %s); give them "
                          "with --drive" % (len(recorded),

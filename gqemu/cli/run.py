@@ -35,17 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop a guest after N exits (0: no limit; default %(default)s)")
 
 
-def _scratch_drives(tmpdir: str, indexes: list[int]) -> list[dict]:
-    from gqemu.machine import make_scratch_disk
-    drives = []
-    for idx in indexes:
-        path = os.path.join(tmpdir, "scratch%d.img" % idx)
-        make_scratch_disk(path)
-        drives.append({"index": idx, "file": path, "options": {"format": "raw"},
-                       "scratch": "mkdisk-16M"})
-    return drives
-
-
 def trace_meta(drives: list[dict], ram_size: int, script: str) -> dict:
     """The trace header map for a run on ``drives``."""
     from gqemu.machine import file_sha256
@@ -65,7 +54,7 @@ def trace_meta(drives: list[dict], ram_size: int, script: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
     from gqemu.guest.script import ScriptError, guest_traceback, load_script
-    from gqemu.machine import Machine, MachineError, drive_config
+    from gqemu.machine import Machine, MachineError, drive_config, scratch_drives
     if args.max_exits < 0:
         raise UsageError("--max-exits must be >= 0")
     try:
@@ -84,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not drives:
             tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
-            drives = _scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])))
+            drives = scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])))
         if args.trace:
             from gqemu.trace import trace_enable_events, trace_init_output
             try:
