@@ -5,28 +5,12 @@ sequences whose output does not depend on timing are generated: every aio
 request is followed by aio_flush."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-
-def _load_runner() -> Any:
-    """tests/qemu-io/runner.py, loaded once by file path (any import mode)."""
-    name = "qemu_io_corpus_runner"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "qemu-io" / "runner.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module               # dataclasses look it up
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
-
-
-runner = _load_runner()
+import qemu_io_corpus_runner as runner  # tests/qemu-io/runner.py, via conftest
 
 
 def _registered(fmt: str) -> bool:

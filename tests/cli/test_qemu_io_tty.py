@@ -3,7 +3,6 @@ arrow repeats a command) and Ctrl-D, checked against the real qemu-io under
 the same pseudo-terminal session.  Also: start-up imports nothing heavy."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import pty
 import re
@@ -12,24 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-
-def _load_runner() -> Any:
-    """tests/qemu-io/runner.py, loaded once by file path (any import mode)."""
-    name = "qemu_io_corpus_runner"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "qemu-io" / "runner.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module               # dataclasses look it up
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
-
-
-runner = _load_runner()
+import qemu_io_corpus_runner as runner  # tests/qemu-io/runner.py, via conftest
 
 
 def _read_until(fd: int, pattern: bytes, buf: bytearray, timeout: float = 20.0) -> bool:
