@@ -71,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
             try:
                 for rec in imp.records(_lines(src, imp)):
                     w.write(rec)
-            except UnicodeDecodeError:
-                raise LogError(imp.lines + 1, "not UTF-8 text")
             except (lzma.LZMAError, EOFError) as e:
                 raise LogError(imp.lines + 1, "corrupt xz data (%s)" % e)
             w.close()

@@ -108,11 +108,9 @@ def run(args: argparse.Namespace) -> int:
             res = rp.run(reader)
         except TraceTruncated as e:
             if not args.allow_truncated or rp.last_result is None:
-                bar.close()
                 raise UsageError("%s: %s" % (args.trace, e))
             truncated, res = e, rp.last_result
         except TraceError as e:
-            bar.close()
             raise UsageError("%s: %s" % (args.trace, e))
         bar.close()
         if res.divergence is not None:

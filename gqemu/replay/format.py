@@ -139,29 +139,29 @@ def check_meta(meta: Any, index: int = -1) -> dict:
     """Validate the header's map; returns it.  Raises TraceError."""
     if type(meta) is not dict:
         raise TraceError("metadata is not a map", index)
-    for k, v in meta.items():
-        t = _HEADER_KEYS.get(k)
-        if t is None:
-            raise TraceError("unknown header key %r" % (k,), index)
-        if type(v) is not t:
-            raise TraceError("header key %r has the wrong type" % k, index)
+    _check_keys(meta, _HEADER_KEYS, "header", index)
     drives = meta.get("drives", [])
     if len(drives) > 8:
         raise TraceError("too many drives", index)
     for d in drives:
         if type(d) is not dict:
             raise TraceError("drive entry is not a map", index)
-        for k, v in d.items():
-            t = _DRIVE_KEYS.get(k)
-            if t is None:
-                raise TraceError("unknown drive key %r" % (k,), index)
-            if type(v) is not t:
-                raise TraceError("drive key %r has the wrong type" % k, index)
+        _check_keys(d, _DRIVE_KEYS, "drive", index)
         if not 0 <= d.get("index", 0) < 4:
             raise TraceError("drive index out of range", index)
         if d.get("size", 0) < 0:
             raise TraceError("negative drive size", index)
     return meta
+
+
+def _check_keys(m: dict, keys: dict[str, type], what: str, index: int) -> None:
+    """Every key of ``m`` is one of ``keys``, its value of that type."""
+    for k, v in m.items():
+        t = keys.get(k)
+        if t is None:
+            raise TraceError("unknown %s key %r" % (what, k), index)
+        if type(v) is not t:
+            raise TraceError("%s key %r has the wrong type" % (what, k), index)
 
 
 # ----------------------------------------------------------------------------

@@ -149,7 +149,6 @@ class Replayer:
                                     res.divergence = Divergence(
                                         i, rec, "0x%0*x" % (2 * size, rec[5]),
                                         "0x%0*x" % (2 * size, first), _before(i, hist))
-                                    res.records = i
                                     return res
                                 res.waits += 1
                                 kvm_handle_io(rec[4], attrs, buf, 0, size, 1, as_io)
@@ -248,14 +247,11 @@ class Replayer:
         want = (rec[1], rec[2])
         while not self.irqs:
             if not self._step(self.irq_drives.get(want[0])):
-                return Divergence(i, rec, "IRQ %d %s" % (want[0], "raise" if want[1] else "lower"),
-                                  "no IRQ change", _before(i, hist))
+                return Divergence(i, rec, _irq_change(want), "no IRQ change", _before(i, hist))
             res.waits += 1
         got = self.irqs.popleft()
         if got != want:
-            return Divergence(i, rec, "IRQ %d %s" % (want[0], "raise" if want[1] else "lower"),
-                              "IRQ %d %s" % (got[0], "raise" if got[1] else "lower"),
-                              _before(i, hist))
+            return Divergence(i, rec, _irq_change(want), _irq_change(got), _before(i, hist))
         return None
 
     def _memr(self, i: int, rec: list, res: ReplayResult,
@@ -290,6 +286,10 @@ class Replayer:
             if not self._step(self.port_drives.get(addr)):
                 return Divergence(i, rec, "0x%x" % value, "0x%x" % v, _before(i, hist))
             res.waits += 1
+
+
+def _irq_change(change: tuple[int, int]) -> str:
+    return "IRQ %d %s" % (change[0], "raise" if change[1] else "lower")
 
 
 def _before(i: int, hist: deque) -> list:
