@@ -14,6 +14,7 @@ block/qcow2.c qcow2_co_check_locked.
 """
 from __future__ import annotations
 
+from errno import EFBIG, EIO
 import os
 import struct
 import sys
@@ -41,8 +42,6 @@ from gqemu.block.qcow2_refcount import (
 BDRV_FIX_LEAKS = 1
 BDRV_FIX_ERRORS = 2
 CHECK_FRAG_INFO = 2
-EIO, EFBIG = 5, 27
-
 
 class BdrvCheckResult:
     """QEMU: BdrvCheckResult (plus ``ret``, the check's own status)."""

@@ -12,6 +12,7 @@ QEMU: block/qcow2-cluster.c.
 """
 from __future__ import annotations
 
+from errno import EFBIG, EIO
 import struct
 from typing import Any
 
@@ -36,8 +37,6 @@ from gqemu.block.qcow2_overlap import (
     qcow2_signal_corruption)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
-
-EIO, EFBIG = 5, 27
 
 L1_ENTRIES_PER_SECTOR = 64
 

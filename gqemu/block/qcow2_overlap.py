@@ -10,6 +10,7 @@ qcow2_mark_corrupt, qcow2_mark_dirty.
 """
 from __future__ import annotations
 
+from errno import EIO
 import struct
 import sys
 from typing import Any
@@ -18,8 +19,6 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, REFT_OFFSET_MASK)
-
-EIO = 5
 
 # overlap-check kinds.  QEMU: QCow2MetadataOverlap
 QCOW2_OL_MAIN_HEADER = 1 << 0

@@ -12,6 +12,7 @@ QEMU: block/qcow2-refcount.c.
 """
 from __future__ import annotations
 
+from errno import EAGAIN, EFBIG, EINVAL, EIO
 import struct
 from typing import Any
 
@@ -27,8 +28,6 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_overlap import (
     QCOW2_OL_REFCOUNT_TABLE, error_report, qcow2_pre_write_overlap_check,
     qcow2_signal_corruption)
-
-EIO, EAGAIN, EINVAL, EFBIG = 5, 11, 22, 27
 
 
 def get_refcount_ro(block: bytearray, order: int, index: int) -> int:

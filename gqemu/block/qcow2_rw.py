@@ -10,6 +10,7 @@ qcow2_co_pwritev_compressed_task, is_zero), block/qcow2-cluster.c
 """
 from __future__ import annotations
 
+from errno import EIO
 import zlib
 from typing import Any
 
@@ -26,8 +27,6 @@ from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
 from gqemu.block.qcow2_header import QCOW_OFLAG_COMPRESSED
 from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_refcount import qcow2_alloc_bytes, qcow2_parse_compressed_l2_entry
-
-EIO = 5
 
 
 @coroutine_fn
