@@ -22,11 +22,10 @@ from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
                                 bdrv_open, bdrv_refresh_perms, bdrv_unref)
 from gqemu.block.drive_opts import parse_drive_options
 from gqemu.block.io import NOT_DONE, bdrv_co_preadv, bdrv_co_pwritev
-from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard, bdrv_drain
+from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard, bdrv_drain, bdrv_poll_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_init_buf
 from gqemu.block.trace_events import trace_blk_co_preadv, trace_blk_co_pwritev
-from gqemu.coroutine import (coroutine_fn, qemu_coroutine_create, qemu_coroutine_enter,
-                             qemu_in_coroutine)
+from gqemu.coroutine import coroutine_fn, qemu_coroutine_create, qemu_coroutine_enter
 
 __all__ = [
     "BlockBackend", "blk_new_open", "blk_unref", "blk_bs", "blk_getlength",
@@ -406,27 +405,14 @@ def blk_aio_pdiscard(blk: BlockBackend, offset: int, count: int,
 # ----------------------------------------------------- synchronous edge
 
 
-def _blk_sync(blk: BlockBackend, fn: Callable[..., int], *args: Any) -> int:
-    if qemu_in_coroutine():
-        return fn(*args)
-    box = [NOT_DONE]
-
-    def entry(_: Any) -> None:
-        box[0] = fn(*args)
-    co = qemu_coroutine_create(entry, None)
-    qemu_coroutine_enter(co)
-    aio_wait_while(blk.ctx, lambda: box[0] == NOT_DONE)
-    return box[0]
-
-
 def blk_prw(blk: BlockBackend, offset: int, buf: Any, nbytes: int, is_write: bool,
             flags: int = 0) -> int:
     """Synchronous read into / write from ``buf``; -errno, no exception.
     QEMU: blk_prw."""
     qiov = qemu_iovec_init_buf(memoryview(buf)[:nbytes])
     if is_write:
-        return _blk_sync(blk, blk_co_pwritev, blk, offset, nbytes, qiov, flags)
-    return _blk_sync(blk, blk_co_preadv, blk, offset, nbytes, qiov, flags)
+        return bdrv_poll_co(blk.ctx, blk_co_pwritev, blk, offset, nbytes, qiov, flags)
+    return bdrv_poll_co(blk.ctx, blk_co_preadv, blk, offset, nbytes, qiov, flags)
 
 
 def _raise(ret: int) -> None:
@@ -455,17 +441,17 @@ def blk_pwrite(blk: BlockBackend, offset: int, data: Any, flags: int = 0) -> int
 
 def blk_pwrite_zeroes(blk: BlockBackend, offset: int, count: int, flags: int = 0) -> int:
     """Synchronous zero write.  Returns 0 or -errno.  QEMU: blk_pwrite_zeroes."""
-    return _blk_sync(blk, blk_co_pwrite_zeroes, blk, offset, count, flags)
+    return bdrv_poll_co(blk.ctx, blk_co_pwrite_zeroes, blk, offset, count, flags)
 
 
 def blk_flush(blk: BlockBackend) -> int:
     """Synchronous flush.  Returns 0 or -errno.  QEMU: blk_flush."""
-    return _blk_sync(blk, blk_co_flush, blk)
+    return bdrv_poll_co(blk.ctx, blk_co_flush, blk)
 
 
 def blk_pdiscard(blk: BlockBackend, offset: int, count: int) -> int:
     """Synchronous discard.  Returns 0 or -errno.  QEMU: blk_pdiscard."""
-    return _blk_sync(blk, blk_co_pdiscard, blk, offset, count)
+    return bdrv_poll_co(blk.ctx, blk_co_pdiscard, blk, offset, count)
 
 
 def blk_drain(blk: BlockBackend) -> None:

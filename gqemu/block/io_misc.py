@@ -7,9 +7,9 @@ bdrv_co_get_block_status, bdrv_drain.
 from __future__ import annotations
 
 import errno
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
-from gqemu.aio import aio_co_wake, aio_wait_while
+from gqemu.aio import AioContext, aio_co_wake, aio_wait_while
 from gqemu.block.blkdebug_events import BLKDBG_FLUSH_TO_DISK, BLKDBG_FLUSH_TO_OS
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_O_NO_FLUSH, BDRV_O_UNMAP, INT_MAX,
@@ -27,10 +27,11 @@ from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wai
                              qemu_coroutine_create, qemu_coroutine_enter,
                              qemu_in_coroutine)
 
-__all__ = ["bdrv_pread", "bdrv_pwrite", "bdrv_run_co", "bdrv_co_flush", "bdrv_flush", "bdrv_co_pdiscard", "bdrv_pdiscard",
+__all__ = ["bdrv_pread", "bdrv_pwrite", "bdrv_run_co", "bdrv_poll_co", "bdrv_co_flush", "bdrv_flush", "bdrv_co_pdiscard", "bdrv_pdiscard",
            "bdrv_co_get_block_status", "bdrv_drain", "bdrv_requests_pending",
            "bdrv_drained_begin", "bdrv_drained_end", "bdrv_pwrite_sync"]
 
+_T = TypeVar("_T")
 
 
 class CoroutineIOCompletion:
@@ -196,42 +197,12 @@ def _recurse_into_file(ret: int, pnum: int,
 # ------------------------------------------------ synchronous edge helpers
 
 
-class _RwCo:
-    __slots__ = ("child", "offset", "qiov", "is_write", "flags", "ret")
-
-    child: BdrvChild
-    offset: int
-    qiov: QEMUIOVector
-    is_write: bool
-    flags: int
-    ret: int
-
-
-def _bdrv_rw_co_entry(rwco: _RwCo) -> None:
-    if rwco.is_write:
-        rwco.ret = bdrv_co_pwritev(rwco.child, rwco.offset, rwco.qiov.size,
-                                   rwco.qiov, rwco.flags)
-    else:
-        rwco.ret = bdrv_co_preadv(rwco.child, rwco.offset, rwco.qiov.size,
-                                  rwco.qiov, rwco.flags)
-
-
 def _bdrv_prwv(child: Any, offset: int, qiov: QEMUIOVector,
                is_write: bool, flags: int) -> int:
     if not isinstance(child, BdrvChild):        # a node: use a bare edge
         child = BdrvChild(child, "sync", None)
-    bs = child.bs
-    rwco = _RwCo()
-    rwco.child = child
-    rwco.offset, rwco.qiov, rwco.is_write, rwco.flags = offset, qiov, is_write, flags
-    rwco.ret = NOT_DONE
-    if qemu_in_coroutine():
-        _bdrv_rw_co_entry(rwco)
-    else:
-        co = qemu_coroutine_create(_bdrv_rw_co_entry, rwco)
-        qemu_coroutine_enter(co)
-        aio_wait_while(bs.aio_context, lambda: rwco.ret == NOT_DONE)
-    return rwco.ret
+    fn = bdrv_co_pwritev if is_write else bdrv_co_preadv
+    return bdrv_poll_co(child.bs.aio_context, fn, child, offset, qiov.size, qiov, flags)
 
 
 def bdrv_pread(child: Any, offset: int, buf: Any, nbytes: int) -> int:
@@ -253,21 +224,27 @@ def bdrv_pwrite(child: Any, offset: int, buf: Any, nbytes: int,
 # --------------------------------------------------------- sync wrappers
 
 
-def bdrv_run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
-    """Run ``fn(*args)`` in a coroutine and drive ``bs``'s loop until it
-    returns (directly when already in a coroutine).  Context: loop or
-    coroutine.  Returns: fn's result.  QEMU: the bdrv_*() coroutine
-    wrappers (BDRV_POLL_WHILE)."""
+def bdrv_poll_co(ctx: AioContext, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run ``fn(*args)`` in a coroutine and drive ``ctx`` until it returns
+    (directly when already in a coroutine).  Context: loop or coroutine.
+    Returns: fn's result.  QEMU: bdrv_poll_co (the generated coroutine
+    wrappers' BDRV_POLL_WHILE)."""
     if qemu_in_coroutine():
         return fn(*args)
-    box = [NOT_DONE]
+    box: list[Any] = [NOT_DONE]
 
     def entry(_: Any) -> None:
         box[0] = fn(*args)
     co = qemu_coroutine_create(entry, None)
     qemu_coroutine_enter(co)
-    aio_wait_while(bs.aio_context, lambda: box[0] is NOT_DONE)
-    return box[0]
+    aio_wait_while(ctx, lambda: box[0] is NOT_DONE)
+    return box[0]  # type: ignore[no-any-return]
+
+
+def bdrv_run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
+    """bdrv_poll_co on ``bs``'s AioContext.  Context: loop or coroutine.
+    Returns: fn's result.  QEMU: the bdrv_*() coroutine wrappers."""
+    return bdrv_poll_co(bs.aio_context, fn, *args)
 
 
 _run_co = bdrv_run_co      # the name other modules already use
