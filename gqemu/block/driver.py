@@ -313,14 +313,8 @@ def refresh_total_sectors(bs: BlockDriverState, hint: int) -> int:
 
 def bdrv_nb_sectors(bs: BlockDriverState) -> int:
     """QEMU: bdrv_nb_sectors.  Returns sectors or -errno."""
-    drv = bs.drv
-    if drv is None:
-        return -errno.ENOMEDIUM
-    if drv.has_variable_length:
-        ret = refresh_total_sectors(bs, bs.total_sectors)
-        if ret < 0:
-            return ret
-    return bs.total_sectors
+    length = bdrv_getlength(bs)
+    return length if length < 0 else length >> BDRV_SECTOR_BITS
 
 
 def bdrv_getlength(bs: BlockDriverState) -> int:
