@@ -10,6 +10,7 @@ QEMU: qemu-img.c img_convert, img_compare, img_map.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -70,7 +71,7 @@ def img_convert(argv: list[str]) -> int:
     src_name, dst_name = args
     if compress and out_fmt != "qcow2":
         raise ImgError("Compression not supported for this file format")
-    from gqemu.block import blk_bs, blk_getlength
+    from gqemu.block import blk_getlength
     src = img_open(src_name, fmt)
     try:
         size = blk_getlength(src)
@@ -89,11 +90,9 @@ def img_convert(argv: list[str]) -> int:
             bar = _Progress(progress and not quiet)
             ret, where = run_co(convert_co, src, dst, size, compress, skip_create, bar)
             if ret < 0:
-                import os
                 raise ImgError("error while %s at byte %d: %s" % (
                     "reading" if where[0] == "r" else "writing", where[1], os.strerror(-ret)))
             bar.done()
-            _ = blk_bs
         finally:
             blk_close(dst)
     finally:
@@ -204,7 +203,6 @@ def img_compare(argv: list[str]) -> int:
 
 def compare_co(b1: Any, b2: Any, strict: bool) -> tuple[int, str]:
     """Compare contents chunk by chunk.  Context: coroutine."""
-    import os
     from gqemu.block import blk_co_preadv, blk_getlength
     from gqemu.block.qiov import qemu_iovec_init_buf
     l1, l2 = blk_getlength(b1), blk_getlength(b2)
@@ -260,7 +258,7 @@ def img_map(argv: list[str]) -> int:
     if ret == 1:
         raise ImgError("File contains external, encrypted or compressed clusters.")
     if ret < 0:
-        raise ImgError("Could not read file metadata: %s" % __import__("os").strerror(-ret))
+        raise ImgError("Could not read file metadata: %s" % os.strerror(-ret))
     return 0
 
 
