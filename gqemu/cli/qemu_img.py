@@ -302,8 +302,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 def supported_formats() -> str:
-    import gqemu.block  # noqa: F401  (registers the drivers)
-    from gqemu.block.driver import bdrv_drivers
+    from gqemu.block import bdrv_drivers       # importing it registers the drivers
     return " ".join(sorted(bdrv_drivers))
 
 
@@ -317,20 +316,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not argv:
             raise ImgError("Not enough arguments\nTry '%s --help' for more information" % PROG)
         cmd = argv[0]
-        if cmd in ("-h", "--help", "help"):
+        fn = COMMANDS.get(cmd)
+        if cmd in ("-h", "--help", "help") or (
+                fn is not None and any(a in ("-h", "--help") for a in argv[1:])):
             sys.stdout.write(HELP % {"prog": PROG, "version": __version__,
                                      "formats": supported_formats()})
             return 0
         if cmd in ("-V", "--version"):
             sys.stdout.write("%s version %s (gqemu)\n" % (PROG, __version__))
             return 0
-        fn = COMMANDS.get(cmd)
         if fn is None:
             raise ImgError("Command not found: %s" % cmd)
-        if any(a in ("-h", "--help") for a in argv[1:]):
-            sys.stdout.write(HELP % {"prog": PROG, "version": __version__,
-                                     "formats": supported_formats()})
-            return 0
         return fn(argv[1:])
     except ImgError as e:
         for line in str(e).split("\n")[:1]:
