@@ -193,7 +193,7 @@ class IDEState:
         "io_buffer_size", "io_buffer_index", "io_buffer_offset", "dma_cmd",
         "sg", "smart_enabled", "smart_autosave", "smart_errors",
         "smart_selftest_count", "smart_selftest_data", "media_changed",
-        "irq_count", "discard_granularity", "readahead_max", "ra", "__weakref__")
+        "discard_granularity", "readahead_max", "ra", "__weakref__")
 
     def __init__(self, bus: "IDEBus", unit: int) -> None:
         self.bus = bus
@@ -238,7 +238,6 @@ class IDEState:
         self.smart_selftest_count = 0
         self.smart_selftest_data = bytearray(512)
         self.media_changed = 0
-        self.irq_count = 0
         self.discard_granularity = 512
         self.readahead_max = 0          # gqemu option: PIO read-ahead (sectors)
         self.ra: Any = None             # its window (ide/readahead.py)

@@ -26,7 +26,7 @@ from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.hw.ide.core import ide_buffered_readv, ide_sector_read_cb
 from gqemu.hw.ide.internal import IDEState
 
-__all__ = ["ide_readahead_read", "ide_readahead_drop", "RAWindow"]
+__all__ = ["ide_readahead_read", "RAWindow"]
 
 
 class RAWindow:
@@ -43,11 +43,6 @@ class RAWindow:
         self.pending = False
         self.want = -1           # the block waiting for this window
         self.nblk = 0
-
-
-def ide_readahead_drop(s: IDEState) -> None:
-    """Forget the window (a command starts, or the drive is reset)."""
-    s.ra = None
 
 
 def _serve(ra: RAWindow) -> None:
