@@ -1,25 +1,10 @@
 """Fixtures for the block tests: scratch images and a loop-driving helper."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
-
-SEED_DIR = Path(__file__).resolve().parents[3] / "shared" / "seed"
-
-
-@pytest.fixture
-def seed_text() -> str:
-    """The seed's GDB backtraces (../shared/seed)."""
-    files = sorted(SEED_DIR.glob("*.txt")) if SEED_DIR.is_dir() else []
-    if not files:
-        if os.environ.get("CI") == "true":
-            pytest.fail("shared/seed is missing next to the project")
-        pytest.skip("shared/seed is missing")
-    return files[0].read_text(encoding="utf-8")
-
 
 @pytest.fixture
 def make_image(tmp_path: Path) -> Callable[..., Path]:

@@ -26,11 +26,9 @@ def ok(*cmd, cwd=None) -> str:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, qemu_img, qemu_io) -> Path:
     """A zoo of QEMU-made images in one folder (relative backing names)."""
-    qi, qio = "qemu-img", "qemu-io"
-    if not (os.path.exists("/usr/bin/qemu-img") or os.environ.get("CI") == "true"):
-        pytest.skip("qemu-img is not installed")
+    qi, qio = qemu_img, qemu_io
     d = tmp_path_factory.mktemp("zoo")
     ok(qi, "create", "-q", "-f", "qcow2", "plain.qcow2", "64M", cwd=d)
     ok(qio, "-c", "write -P 1 0 100k", "-c", "write -P 2 1M 64k", "-c", "write -z 2M 128k",

@@ -44,8 +44,7 @@ def test_corpus_is_not_empty() -> None:
 @pytest.mark.parametrize("path, fmt", _cases())
 def test_qemu_io_script(path: Path, fmt: str, qemu_io: str, qemu_img: str,
                         tmp_path: Path) -> None:
-    if not _registered(fmt):
-        pytest.skip("the %s driver is not registered in gqemu.block" % fmt)
+    assert _registered(fmt), "the %s driver is not registered in gqemu.block" % fmt
     script = runner.load(path)
     q, g = runner.run_both(script, fmt, qemu_io, qemu_img, tmp_path)
     problems = runner.compare(script, fmt, q, g, qemu_img, tmp_path)

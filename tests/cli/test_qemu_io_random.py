@@ -77,8 +77,7 @@ def _command(draw: st.DrawFn, zero: bool = True) -> list[str]:
 def test_random_session(fmt: str, zero: bool, qemu_io: str, qemu_img: str,
                         tmp_path_factory: pytest.TempPathFactory,
                         data: st.DataObject) -> None:
-    if not _registered(fmt):
-        pytest.skip("the %s driver is not registered in gqemu.block" % fmt)
+    assert _registered(fmt), "the %s driver is not registered in gqemu.block" % fmt
     cmds = data.draw(st.lists(_command(zero), min_size=5, max_size=30))
     script = runner.Script(Path("random.qio"), size=str(SIZE),
                            commands=[c for group in cmds for c in group] + ["map"])

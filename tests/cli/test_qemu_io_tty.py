@@ -118,12 +118,9 @@ def test_option_errors_and_help_import_no_block_layer(args: list[str]) -> None:
         assert p.stdout.startswith("Usage: gqemu-io [OPTIONS]... [-c STRING]... [file]")
 
 
-def test_console_script_runs(tmp_path: Path) -> None:
+def test_console_script_runs(tmp_path: Path, gqemu_io_exe: str) -> None:
     """The installed ``gqemu-io`` entry point (setup.cfg) works end to end."""
-    import shutil
-    exe = shutil.which("gqemu-io")
-    if exe is None:
-        pytest.skip("gqemu-io is not installed (pip install -e .)")
+    exe = gqemu_io_exe
     img = tmp_path / "t.img"
     img.write_bytes(bytes(1024))
     p = subprocess.run([exe, "-f", "raw", "-c", "write -P 7 0 512",

@@ -18,7 +18,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SEED_DIR = ROOT.parent / "shared" / "seed"
 FRAME = re.compile(r"#(\d+)\s+(\S+) \((.*)\) at (\S+):(\d+)$")
 
 
@@ -90,13 +89,7 @@ def test_frames_are_gdb_style(report):
     assert "offset=0x0" in worker.group(3)
 
 
-def seed_chains() -> dict[str, list[str]]:
-    files = sorted(SEED_DIR.glob("*.txt"))
-    if not files:
-        if os.environ.get("CI") == "true":
-            pytest.fail("shared/seed is missing next to the project")
-        pytest.skip("shared/seed is missing")
-    text = files[0].read_text(encoding="utf-8")
+def seed_chains(text: str) -> dict[str, list[str]]:
     sections = re.split(r"\n-{20,}\n(\d(?:\.\d)?)\. ", text)
     out: dict[str, list[str]] = {}
     for i in range(1, len(sections), 2):
@@ -105,8 +98,8 @@ def seed_chains() -> dict[str, list[str]]:
     return out
 
 
-def test_golden_is_the_seed(report):
-    seed = seed_chains()
+def test_golden_is_the_seed(report, seed_text):
+    seed = seed_chains(seed_text)
     want = golden()
     assert want["vcpu"] == seed["1"]
     assert want["coroutine"] == seed["2"]

@@ -3,7 +3,6 @@
 caught by the shadow model and shrinks to a replayable reproducer."""
 from __future__ import annotations
 
-import inspect
 import sys
 
 import pytest
@@ -12,10 +11,6 @@ from gqemu.block import io as block_io
 from gqemu.stress.engine import Options, run_one
 from gqemu.stress.repro import load_repro, replay_repro, write_repro
 from gqemu.stress.shrink import shrink
-
-
-def rmw_plant_wired() -> bool:
-    return "rmw_unserialised" in inspect.getsource(block_io)
 
 
 @pytest.mark.parametrize("fmt,faults,seeds", [
@@ -59,8 +54,6 @@ def test_unserialised_rmw_is_caught(monkeypatch, tmp_path):
     assert run_one(r.seed, Options(workload="block")).ok
 
 
-@pytest.mark.skipif(not rmw_plant_wired(),
-                    reason="plant.rmw_unserialised is not wired in gqemu/block/io.py yet")
 def test_planted_rmw_unserialised(tmp_path):
     r = _find_and_shrink(Options(workload="block", plant=("rmw_unserialised",)), tmp_path)
     assert run_one(r.seed, Options(workload="block")).ok
