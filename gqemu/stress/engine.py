@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 from gqemu import aio, coroutine, plant
 from gqemu.aio import AioDeadlockError, aio_poll, aio_wait_while, qemu_get_aio_context
-from gqemu.coroutine import Coroutine, CoroutineError, qemu_in_coroutine, set_sched_point
+from gqemu.coroutine import (Coroutine, CoroutineError, qemu_coroutine_create,
+                             qemu_in_coroutine, set_sched_point)
 from gqemu.sched import StressScheduler
 from gqemu.stress import vclock
 from gqemu.stress.invariants import Checker, InvariantViolation
@@ -155,6 +156,27 @@ class Workload:
     def close(self, failed: bool) -> None:
         """Release files and devices.  After a failure (``failed``) the
         loop may hold work that will never run: release without polling."""
+
+
+class CoroutineWorkload(Workload):
+    """A workload whose programs each run in a coroutine of their own:
+    ``program_entry((i, program))``, which decrements ``running`` when the
+    program ends."""
+
+    def __init__(self, env: Env, spec: dict[str, Any]) -> None:
+        super().__init__(env, spec)
+        self.running = 0
+
+    def start(self) -> None:
+        for i, prog in enumerate(self.spec["programs"]):
+            self.running += 1
+            self.env.sched.spawn(qemu_coroutine_create(self.program_entry, (i, prog)))
+
+    def done(self) -> bool:
+        return self.running == 0
+
+    def program_entry(self, arg: tuple[int, list[Any]]) -> None:
+        raise NotImplementedError
 
 
 def workload_class(name: str) -> type[Workload]:

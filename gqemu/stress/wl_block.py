@@ -40,8 +40,8 @@ from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
                          blk_co_pwrite_zeroes, blk_co_pwritev, blk_new_open,
                          blk_pread, blk_unref)
 from gqemu.block.qiov import qemu_iovec_init_buf
-from gqemu.coroutine import qemu_coroutine_create, qemu_coroutine_yield
-from gqemu.stress.engine import Env, Options, Workload
+from gqemu.coroutine import qemu_coroutine_yield
+from gqemu.stress.engine import CoroutineWorkload, Env, Options
 from gqemu.stress.shadow import INITIAL, ZERO, ShadowDisk, pattern
 
 UNIT = 256
@@ -123,7 +123,7 @@ def _name(bs: Any) -> str:
     return bs.drv.format_name if bs.drv is not None else "?"
 
 
-class BlockWorkload(Workload):
+class BlockWorkload(CoroutineWorkload):
     name = "block"
     points_per_request = 4
 
@@ -181,7 +181,6 @@ class BlockWorkload(Workload):
             self.nodes.append(bs)
             bs = bs.file.bs if bs.file is not None else None
         self.debug: Any = next(b.opaque for b in self.nodes if _name(b) == "blkdebug")
-        self.running = 0
         self.acbs: list[list[int]] = []
         self.io_active: set[Any] = set()
         self.errors_allowed = bool(spec.get("faults"))
@@ -216,14 +215,6 @@ class BlockWorkload(Workload):
         pass
 
     # -- running -------------------------------------------------------------
-
-    def start(self) -> None:
-        for i, prog in enumerate(self.spec["programs"]):
-            self.running += 1
-            self.env.sched.spawn(qemu_coroutine_create(self.program_entry, (i, prog)))
-
-    def done(self) -> bool:
-        return self.running == 0
 
     def program_entry(self, arg: tuple[int, list[Any]]) -> None:
         i, prog = arg

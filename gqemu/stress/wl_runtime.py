@@ -31,9 +31,8 @@ from gqemu.coroutine import (CoMutex, CoQueue, CoRwlock, qemu_co_mutex_lock,
                              qemu_co_queue_wait, qemu_co_rwlock_downgrade,
                              qemu_co_rwlock_rdlock, qemu_co_rwlock_unlock,
                              qemu_co_rwlock_upgrade, qemu_co_rwlock_wrlock,
-                             qemu_co_sleep_ns, qemu_coroutine_create,
-                             qemu_coroutine_yield)
-from gqemu.stress.engine import Env, Options, Workload
+                             qemu_co_sleep_ns, qemu_coroutine_yield)
+from gqemu.stress.engine import CoroutineWorkload, Env, Options
 from gqemu.threadpool import thread_pool_submit_aio, thread_pool_submit_co
 
 
@@ -86,7 +85,7 @@ class Req:
         self.cancelled = False
 
 
-class RuntimeWorkload(Workload):
+class RuntimeWorkload(CoroutineWorkload):
     name = "runtime"
 
     @classmethod
@@ -125,18 +124,9 @@ class RuntimeWorkload(Workload):
         self.chan_queue = CoQueue()
         self.next_item = 0
         self.taken: set[int] = set()
-        self.running = 0
         self.finished = 0
         self.reqs: list[Req] = []
         self.names: dict[Any, str] = {}
-
-    def start(self) -> None:
-        for i, prog in enumerate(self.spec["programs"]):
-            self.running += 1
-            self.env.sched.spawn(qemu_coroutine_create(self.program_entry, (i, prog)))
-
-    def done(self) -> bool:
-        return self.running == 0
 
     def finish(self) -> None:
         check = self.env.check
@@ -213,48 +203,46 @@ class RuntimeWorkload(Workload):
                        rw.readers, self.names.get(rw.writer))
         rw.writer = getcurrent()
 
+    def _read_section(self, rw: ModelRwlock, k: int) -> None:
+        self._rd_acquired(rw)
+        self._steps(k)
+        rw.readers -= 1
+
+    def _write_section(self, rw: ModelRwlock, k: int) -> None:
+        self._wr_acquired(rw)
+        self._steps(k)
+        rw.writer = None
+
     def op_rd(self, r: int, k: int) -> None:
         rw = self.rwlocks[r]
         self.env.point("qemu_co_rwlock_rdlock")
         rd_lock(rw.lock)
-        self._rd_acquired(rw)
-        self._steps(k)
-        rw.readers -= 1
+        self._read_section(rw, k)
         rw_unlock(rw.lock)
 
     def op_wr(self, r: int, k: int) -> None:
         rw = self.rwlocks[r]
         self.env.point("qemu_co_rwlock_wrlock")
         wr_lock(rw.lock)
-        self._wr_acquired(rw)
-        self._steps(k)
-        rw.writer = None
+        self._write_section(rw, k)
         rw_unlock(rw.lock)
 
     def op_upgrade(self, r: int, k: int) -> None:
         rw = self.rwlocks[r]
         self.env.point("qemu_co_rwlock_rdlock")
         rd_lock(rw.lock)
-        self._rd_acquired(rw)
-        self._steps(k)
-        rw.readers -= 1
+        self._read_section(rw, k)
         rw_upgrade(rw.lock)
-        self._wr_acquired(rw)
-        self._steps(k)
-        rw.writer = None
+        self._write_section(rw, k)
         rw_unlock(rw.lock)
 
     def op_downgrade(self, r: int, k: int) -> None:
         rw = self.rwlocks[r]
         self.env.point("qemu_co_rwlock_wrlock")
         wr_lock(rw.lock)
-        self._wr_acquired(rw)
-        self._steps(k)
-        rw.writer = None
+        self._write_section(rw, k)
         rw_downgrade(rw.lock)
-        self._rd_acquired(rw)
-        self._steps(k)
-        rw.readers -= 1
+        self._read_section(rw, k)
         rw_unlock(rw.lock)
 
     def op_pc(self, n: int) -> None:
