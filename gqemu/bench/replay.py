@@ -130,16 +130,9 @@ def _median(runs: list[tuple[float, int]]) -> tuple[float, int]:
 
 
 def _switch_rate(n: int) -> float:
-    from greenlet import getcurrent, greenlet
-    main = getcurrent()
-
-    def other() -> None:
-        while True:
-            main.switch()
-    g = greenlet(other)
+    from gqemu.bench.coroutine import _bare_round_trips
     t0 = time.process_time()
-    for _ in range(n):
-        g.switch()
+    _bare_round_trips(n)
     return n / (time.process_time() - t0)
 
 

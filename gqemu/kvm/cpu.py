@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable, Optional
 
 import gevent
+from gevent.hub import Waiter
 from greenlet import getcurrent, greenlet
 
 from gqemu.aio import AioContext, aio_notify, aio_poll
@@ -303,7 +304,6 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
 
 def qemu_kvm_wait_io_event(cpu: CPUState) -> None:
     """Sleep until :func:`kvm_cpu_wakeup`.  QEMU: qemu_kvm_wait_io_event."""
-    from gevent.hub import Waiter
     s = cpu.kvm_state
     if trace_kvm_halt.enabled:
         trace_kvm_halt(cpu.cpu_index)
@@ -351,7 +351,6 @@ def kvm_main_loop(s: KVMState) -> None:
     could raise an interrupt is pending (the halted vCPUs are stopped).
     Context: the main greenlet.  QEMU: main_loop / main_loop_wait.
     """
-    from gevent.hub import Waiter
     ctx = s.ctx
     kvm_start_vcpus(s)
     while True:
