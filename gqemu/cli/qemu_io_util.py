@@ -158,37 +158,34 @@ def qemu_strtosz(s: str) -> tuple[int, int, Optional[str]]:
 
     QEMU: util/cutils.c do_strtosz (7.2).
     """
-    ret, val, end = _strtosz_parse(s)
-    warning = None
-    if isinstance(ret, tuple):
-        ret, warning = ret
+    ret, val, end, warning = _strtosz_parse(s)
     if end != len(s):
         ret = -errno.EINVAL
     return ret, (val if ret == 0 else 0), warning
 
 
-def _strtosz_parse(s: str) -> tuple:
-    """do_strtosz up to its 'out:' label: (ret or (ret, warning), val, end)."""
+def _strtosz_parse(s: str) -> tuple[int, int, int, Optional[str]]:
+    """do_strtosz up to its 'out:' label: (ret, val, end, warning)."""
     ret, val, end = _strtou64(s, 0, 10)
     if ret:
-        return ret, 0, end
+        return ret, 0, end, None
     if "-" in s[:end]:
-        return -errno.EINVAL, 0, 0
+        return -errno.EINVAL, 0, 0, None
     valf = 0
     hexnum = False
     if val == 0 and end < len(s) and s[end] in "xX":
         ret, val, end = _strtou64(s, 0, 16)
         if ret:
-            return ret, 0, end
+            return ret, 0, end, None
         if end < len(s) and s[end] == ".":
-            return -errno.EINVAL, 0, 0
+            return -errno.EINVAL, 0, 0, None
         hexnum = True
     elif end < len(s) and s[end] == ".":
         ok, fraction, fend = _strtod_fraction(s, end)
         if not ok:
             end += 1
         elif "e" in s[end:fend].lower():
-            return -errno.EINVAL, 0, 0
+            return -errno.EINVAL, 0, 0, None
         else:
             end = fend
             valf = int(fraction * 2.0 ** 64)
@@ -206,14 +203,14 @@ def _strtosz_parse(s: str) -> tuple:
         mul = 1
     if mul == 1:
         if valf != 0:
-            return (-errno.EINVAL, warning), 0, 0
+            return -errno.EINVAL, 0, 0, warning
     else:
         frac = valf * mul
         total = val * mul + (frac >> 64) + ((frac >> 63) & 1)
         if total > UINT64_MAX:
-            return (-errno.ERANGE, warning), 0, end
+            return -errno.ERANGE, 0, end, warning
         val = total
-    return (0, warning), val, end
+    return 0, val, end, warning
 
 
 def cvtnum(s: str, prog: str = "qemu-io") -> int:
