@@ -158,6 +158,15 @@ class StressScheduler:
         self._low -= 1.0
         self._prio[co] = (getattr(co, "entry_arg", None), self._low)
 
+    def _pick(self, n: int, priority: Callable[[int], float]) -> int:
+        """Which of ``n`` (>= 1) entities the policy would run next: the
+        highest ``priority(k)`` under PCT, else a uniform draw."""
+        if n == 1:
+            return 0
+        if self.pct:
+            return max(range(n), key=priority)
+        return self.rng.randrange(n)
+
     def busy(self) -> bool:
         """Whether parked coroutines or held requests remain."""
         return bool(self.parked or self.held)
@@ -200,14 +209,8 @@ class StressScheduler:
         parked = self.parked
         if not parked:
             return
-        n = len(parked)
-        if n == 1:
-            i = 0
-        elif self.pct:
-            i = max(range(n), key=lambda k: self._co_priority(parked[k]))
-        else:
-            i = self.rng.randrange(n)
-        i = self._decide(K_PICK, 0, i)
+        i = self._decide(K_PICK, 0,
+                         self._pick(len(parked), lambda k: self._co_priority(parked[k])))
         co = parked[i]
         del parked[i]
         if parked:
@@ -220,14 +223,10 @@ class StressScheduler:
     def choose(self, items: list[Any]) -> int:
         """Which of ``items`` (e.g. runnable vCPUs) goes next; the default
         is the first.  PCT picks the highest priority."""
-        n = len(items)
-        if n < 2:
+        if len(items) < 2:
             return 0
-        if self.pct:
-            i = max(range(n), key=lambda k: self._priority(items[k]))
-        else:
-            i = self.rng.randrange(n)
-        return self._decide(K_PICK, 0, i)
+        return self._decide(K_PICK, 0,
+                            self._pick(len(items), lambda k: self._priority(items[k])))
 
     def flip(self, p: float) -> bool:
         """A yes/no decision that is yes with probability ``p`` (default
@@ -312,14 +311,9 @@ class StressScheduler:
         """The loop would sleep: release one held request, or jump the
         virtual clock to the next timer.  Returns False when nothing is
         left that the scheduler could release."""
-        if self.held:
-            n = len(self.held)
-            if n == 1:
-                i = 0
-            elif self.pct:
-                i = max(range(n), key=lambda k: self._priority(self.held[k][1]))
-            else:
-                i = self.rng.randrange(n)
+        held = self.held
+        if held:
+            i = self._pick(len(held), lambda k: self._priority(held[k][1]))
             self._release(self._decide(K_IDLE, 0, i))
             return True
         timeout = aio_compute_timeout(ctx)
