@@ -308,23 +308,32 @@ def aio_bh_schedule_oneshot(ctx: AioContext, cb: Callable[[Any], Any],
     qemu_bh_schedule(QEMUBH(ctx, cb, opaque, oneshot=True))
 
 
-def qemu_bh_schedule(bh: QEMUBH) -> None:
-    """Schedule ``bh``; safe from worker threads.  QEMU: qemu_bh_schedule."""
-    if bh.scheduled or bh.deleted:
-        bh.idle = False
-        return
-    bh.idle = False
-    ctx = bh.ctx
-    if threading.get_ident() != _MAIN_THREAD:
-        ctx._ts_queue.append(bh)
-        if ctx._async is not None:
-            ctx._async.send()
-        return
-    bh.scheduled = True
-    ctx._bh_list.append(bh)
+def _notify_from_loop_thread(ctx: AioContext) -> None:
+    # Wake parked polls on the hub's next turn, once per burst.
     if ctx._waiters and not ctx._wake_pending:
         ctx._wake_pending = True
         ctx._hub.loop.run_callback(ctx._wake)
+
+
+def _notify_from_other_thread(ctx: AioContext) -> None:
+    # One libev async event (an eventfd write, coalesced by libev).
+    if ctx._async is not None:
+        ctx._async.send()
+
+
+def qemu_bh_schedule(bh: QEMUBH) -> None:
+    """Schedule ``bh``; safe from worker threads.  QEMU: qemu_bh_schedule."""
+    bh.idle = False
+    if bh.scheduled or bh.deleted:
+        return
+    ctx = bh.ctx
+    if threading.get_ident() != _MAIN_THREAD:
+        ctx._ts_queue.append(bh)         # the loop moves it to _bh_list
+        _notify_from_other_thread(ctx)
+        return
+    bh.scheduled = True
+    ctx._bh_list.append(bh)
+    _notify_from_loop_thread(ctx)
 
 
 def qemu_bh_schedule_idle(bh: QEMUBH) -> None:
@@ -386,12 +395,9 @@ def aio_notify(ctx: AioContext) -> None:
     """Wake a poll blocked on ``ctx``; safe from any thread.
     QEMU: aio_notify."""
     if threading.get_ident() != _MAIN_THREAD:
-        if ctx._async is not None:
-            ctx._async.send()
-        return
-    if ctx._waiters and not ctx._wake_pending:
-        ctx._wake_pending = True
-        ctx._hub.loop.run_callback(ctx._wake)
+        _notify_from_other_thread(ctx)
+    else:
+        _notify_from_loop_thread(ctx)
 
 
 def aio_poll(ctx: AioContext, blocking: bool) -> bool:

@@ -30,7 +30,7 @@ import os
 import re
 import threading
 import time
-from typing import IO, Any, Callable, Iterable, Optional, Protocol
+from typing import IO, Any, Callable, Optional, Protocol
 
 from greenlet import getcurrent
 
@@ -65,7 +65,7 @@ class TraceEvent:
         pos = 0
         for m in _CONV.finditer(fmt):
             pieces.append(fmt[pos:m.start()])
-            flags, _length, conv = m.group(1), m.group(2), m.group(3)
+            flags, conv = m.group(1), m.group(3)
             if conv == "%":
                 pieces.append("%%")
             elif conv == "p":
@@ -309,10 +309,3 @@ def trace_close_output() -> None:
         _sink = None
     _refresh()
 
-
-def trace_init_events(patterns: Iterable[str]) -> None:
-    for p in patterns:
-        trace_enable_events(p)
-
-
-CallbackT = Callable[..., None]

@@ -113,7 +113,6 @@ class ThreadPool:
         self.submitted = 0         # submission counter: completion order
         self.queued = 0
         self.kicked = False        # completion_bh scheduled by a worker
-        self.stopping = False
         self._gpool: Any = None
 
     def _spawn_thread(self) -> None:
@@ -291,7 +290,6 @@ def aio_get_thread_pool(ctx: AioContext) -> ThreadPool:
 def thread_pool_free(pool: ThreadPool) -> None:
     """Stop the workers (after in-flight requests are delivered).
     QEMU: thread_pool_free."""
-    pool.stopping = True
     with pool.lock:
         n = pool.cur_threads
     for _ in range(n):
