@@ -99,20 +99,18 @@ class ATA:
                 return st
         raise AtaError("%s: timeout waiting for BSY to clear" % what, st, 0)
 
-    def wait_drq(self, what: str) -> int:
+    def finish(self, what: str) -> int:
+        """Wait for the command (or its current step) to end; raise on ERR."""
         self.alt_status()                     # the 400 ns delay
         st = self.wait_not_busy(what)
         if st & ERR:
             raise AtaError(what, st, self.cpu.inb(self.base + REG_ERROR))
-        if not st & DRQ:
-            raise AtaError("%s: no data request" % what, st, 0)
         return st
 
-    def finish(self, what: str) -> int:
-        self.alt_status()
-        st = self.wait_not_busy(what)
-        if st & ERR:
-            raise AtaError(what, st, self.cpu.inb(self.base + REG_ERROR))
+    def wait_drq(self, what: str) -> int:
+        st = self.finish(what)
+        if not st & DRQ:
+            raise AtaError("%s: no data request" % what, st, 0)
         return st
 
     # -- task file -------------------------------------------------------------
