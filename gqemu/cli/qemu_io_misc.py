@@ -36,11 +36,10 @@ def bdrv_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
     Data or zero flags mean allocated; a BDRV_BLOCK_RAW answer asks the
     node below.  QEMU: bdrv_is_allocated (2.8 rules of
     bdrv_co_get_block_status)."""
-    from gqemu.block import bdrv_co_get_block_status
-    from gqemu.block.io_misc import _run_co
+    from gqemu.block import bdrv_co_get_block_status, bdrv_run_co
     while True:
-        ret, pnum, file = _run_co(bs, bdrv_co_get_block_status, bs, offset,
-                                  nbytes)
+        ret, pnum, file = bdrv_run_co(bs, bdrv_co_get_block_status, bs, offset,
+                                      nbytes)
         if ret < 0:
             return ret, 0
         if ret & BDRV_BLOCK_RAW and file is not None and file is not bs:

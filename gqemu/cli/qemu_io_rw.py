@@ -299,15 +299,14 @@ def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
     ``bdrv_co_readv_vmstate``/``bdrv_co_writev_vmstate(bs, qiov, pos)``;
     -ENOTSUP where the driver has none (raw).  Returns 1 or -errno.
     QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
-    from gqemu.block import qemu_iovec_init_buf
-    from gqemu.block.io_misc import _run_co
+    from gqemu.block import bdrv_run_co, qemu_iovec_init_buf
     bs: Any = blk_bs(io.blk)
     drv = bs.drv if bs is not None else None
     fn = getattr(drv, "bdrv_co_writev_vmstate" if is_write
                  else "bdrv_co_readv_vmstate", None)
     if fn is None:
         return -errno.ENOTSUP
-    ret = int(_run_co(bs, fn, bs, qemu_iovec_init_buf(memoryview(buf)), offset))
+    ret = int(bdrv_run_co(bs, fn, bs, qemu_iovec_init_buf(memoryview(buf)), offset))
     return ret if ret < 0 else 1
 
 
