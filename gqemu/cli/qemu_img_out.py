@@ -50,13 +50,9 @@ def dump_json(obj: Any) -> None:
 
 def run_co(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a coroutine function to completion from the tool's main loop."""
-    from gqemu.aio import aio_wait_while, qemu_get_aio_context
-    from gqemu.coroutine import qemu_coroutine_create, qemu_coroutine_enter
-    box: list[Any] = []
-    co = qemu_coroutine_create(lambda _: box.append(fn(*args)), None)
-    qemu_coroutine_enter(co)
-    aio_wait_while(qemu_get_aio_context(), lambda: not box)
-    return box[0]
+    from gqemu.aio import qemu_get_aio_context
+    from gqemu.block.io_misc import bdrv_poll_co
+    return bdrv_poll_co(qemu_get_aio_context(), fn, *args)
 
 
 def _qcow2_state(blk: Any) -> Any:
@@ -253,8 +249,6 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             for k, v in qdict_order(info["format-specific"]["data"]).items():
                 out.append("    %s: %s\n" % (k.replace("-", " "),
                                              str(v).lower() if isinstance(v, bool) else v))
-        if chain:
-            pass
     sys.stdout.write("".join(out))
 
 
