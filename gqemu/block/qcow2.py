@@ -21,14 +21,16 @@ from gqemu.coroutine import CoMutex, coroutine_fn, qemu_co_mutex_lock, qemu_co_m
 from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
-    bdrv_register, error_report)
+    BLKDBG_EVENT, bdrv_register, error_report)
+from gqemu.block.blkdebug_events import (
+    BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE, BLKDBG_WRITE_AIO)
 from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
 from gqemu.block.block_int import BDRV_BLOCK_RECURSE
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
 from gqemu.block import qcow2_refcount
-from gqemu.block.qcow2_cache import BLKDBG_EVENT, qcow2_cache_flush, qcow2_cache_write
+from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_cluster import (
     qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2,
     qcow2_alloc_host_offset, qcow2_cluster_zeroize, qcow2_get_host_offset,
@@ -205,7 +207,7 @@ class BDRVQcow2State(BlockDriver):
     @coroutine_fn
     def qcow2_co_writev_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
         """Save VM state past the end of the disk.  QEMU: qcow2_co_writev_vmstate."""
-        BLKDBG_EVENT(bs.file, "vmstate_save")
+        BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_SAVE)
         return self.qcow2_co_pwritev(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
 
     bdrv_co_writev_vmstate = qcow2_co_writev_vmstate
@@ -213,7 +215,7 @@ class BDRVQcow2State(BlockDriver):
     @coroutine_fn
     def qcow2_co_readv_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
         """QEMU: qcow2_co_readv_vmstate."""
-        BLKDBG_EVENT(bs.file, "vmstate_load")
+        BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_LOAD)
         return self.qcow2_co_preadv(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
 
     bdrv_co_readv_vmstate = qcow2_co_readv_vmstate
@@ -246,7 +248,7 @@ class BDRVQcow2State(BlockDriver):
             if ret < 0:
                 return ret
             if t == QCOW2_SUBCLUSTER_NORMAL:
-                BLKDBG_EVENT(bs.file, "read_aio")
+                BLKDBG_EVENT(bs.file, BLKDBG_READ_AIO)
                 ret = bdrv_co_preadv(bs.file, host, cur, qemu_iovec_slice(qiov, done, cur), 0)
             elif t in (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
                 ret = qcow2_co_read_backing(bs, offset, cur, qiov, done)
@@ -293,7 +295,7 @@ class BDRVQcow2State(BlockDriver):
                 return ret
             data = qemu_iovec_slice(qiov, done, cur)
             if m is None:
-                BLKDBG_EVENT(bs.file, "write_aio")
+                BLKDBG_EVENT(bs.file, BLKDBG_WRITE_AIO)
                 ret = bdrv_co_pwritev(bs.file, host, cur, data, 0)
             else:
                 ret = qcow2_co_write_with_cow(bs, m, data)

@@ -19,8 +19,9 @@ from typing import Any
 from gqemu.coroutine import coroutine_fn
 from gqemu.block import io as _io
 from gqemu.block.io_misc import bdrv_co_flush
-from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES
-from gqemu.block.driver import bdrv_debug_event, bdrv_getlength
+from gqemu.block.blkdebug_events import (
+    BLKDBG_L2_LOAD, BLKDBG_L2_UPDATE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFBLOCK_UPDATE_PART)
+from gqemu.block.driver import BLKDBG_EVENT, bdrv_getlength
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import c_hex
 
@@ -77,17 +78,6 @@ BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
 def qcow2_file_length(bs: Any) -> int:
     """Current length of the image file (or -errno)."""
     return bdrv_getlength(bs.file.bs)
-
-
-def BLKDBG_EVENT(child: Any, event: str) -> None:
-    """Tell blkdebug (if it is the child) that ``event`` happened.
-    QEMU: BLKDBG_EVENT / bdrv_debug_event."""
-    if child is not None:
-        bdrv_debug_event(child.bs, BLKDBG_EVENTS[event])
-
-
-# blkdebug event names -> the block layer's event numbers
-BLKDBG_EVENTS: dict[str, int] = {n: i for i, n in enumerate(BLKDBG_EVENT_NAMES)}
 
 
 class Qcow2CachedTable:
@@ -148,8 +138,8 @@ def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
     ret = qcow2_pre_write_overlap_check(bs, ign, e.offset, c.table_size)
     if ret < 0:
         return ret
-    BLKDBG_EVENT(bs.file, "refblock_update_part" if c is s.refcount_block_cache
-                 else "l2_update")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_UPDATE_PART if c is s.refcount_block_cache
+                 else BLKDBG_L2_UPDATE)
     ret = qcow2_co_pwrite_file(bs, e.offset, e.data)
     if ret < 0:
         return ret
@@ -245,8 +235,8 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
             c.by_offset.pop(victim.offset, None)
         victim.offset = 0
         if read_from_disk:
-            BLKDBG_EVENT(bs.file, "l2_load" if c is s.l2_table_cache
-                         else "refblock_load")
+            BLKDBG_EVENT(bs.file, BLKDBG_L2_LOAD if c is s.l2_table_cache
+                         else BLKDBG_REFBLOCK_LOAD)
             ret, data = qcow2_co_pread_file(bs, offset, c.table_size)
             if ret < 0:
                 return ret, None

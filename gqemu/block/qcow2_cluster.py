@@ -17,8 +17,12 @@ import struct
 from typing import Any
 
 from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_restart_all, qemu_co_queue_wait
+from gqemu.block.driver import BLKDBG_EVENT
+from gqemu.block.blkdebug_events import (
+    BLKDBG_L1_GROW_ACTIVATE_TABLE, BLKDBG_L1_GROW_ALLOC_TABLE, BLKDBG_L1_GROW_WRITE_TABLE,
+    BLKDBG_L1_UPDATE, BLKDBG_L2_ALLOC_COW_READ, BLKDBG_L2_ALLOC_WRITE)
 from gqemu.block.qcow2_cache import (
-    BLKDBG_EVENT, qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
+    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
     qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
     qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pwrite_file,
     qcow2_file_length)
@@ -159,7 +163,7 @@ def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
     ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L1, off, len(buf))
     if ret < 0:
         return ret
-    BLKDBG_EVENT(bs.file, "l1_update")
+    BLKDBG_EVENT(bs.file, BLKDBG_L1_UPDATE)
     ret = qcow2_co_pwrite_file(bs, off, buf)
     if ret < 0:
         return ret
@@ -178,7 +182,7 @@ def qcow2_grow_l1_table(bs: Any, min_size: int) -> int:
     if new_size * 8 > QCOW_MAX_L1_SIZE:
         return -EFBIG
     table = list(s.l1_table) + [0] * (new_size - s.l1_size)
-    BLKDBG_EVENT(bs.file, "l1_grow_alloc_table")
+    BLKDBG_EVENT(bs.file, BLKDBG_L1_GROW_ALLOC_TABLE)
     new_off = qcow2_alloc_clusters(bs, new_size * 8)
     if new_off < 0:
         return new_off
@@ -186,12 +190,12 @@ def qcow2_grow_l1_table(bs: Any, min_size: int) -> int:
     if ret >= 0:
         ret = qcow2_pre_write_overlap_check(bs, 0, new_off, new_size * 8)
     if ret >= 0:
-        BLKDBG_EVENT(bs.file, "l1_grow_write_table")
+        BLKDBG_EVENT(bs.file, BLKDBG_L1_GROW_WRITE_TABLE)
         ret = qcow2_co_pwrite_file(bs, new_off, struct.pack(">%dQ" % new_size, *table))
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
     if ret >= 0:
-        BLKDBG_EVENT(bs.file, "l1_grow_activate_table")
+        BLKDBG_EVENT(bs.file, BLKDBG_L1_GROW_ACTIVATE_TABLE)
         ret = qcow2_co_pwrite_file(bs, 36, struct.pack(">IQ", new_size, new_off))
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
@@ -226,7 +230,7 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
     if ret < 0:
         return ret
     if old:
-        BLKDBG_EVENT(bs.file, "l2_alloc_cow_read")
+        BLKDBG_EVENT(bs.file, BLKDBG_L2_ALLOC_COW_READ)
         ret, o = qcow2_cache_get(bs, s.l2_table_cache, old)
         if ret < 0:
             qcow2_cache_put(s.l2_table_cache, e)
@@ -235,7 +239,7 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
         qcow2_cache_put(s.l2_table_cache, o)
     else:
         e.data[:] = bytes(cs)
-    BLKDBG_EVENT(bs.file, "l2_alloc_write")
+    BLKDBG_EVENT(bs.file, BLKDBG_L2_ALLOC_WRITE)
     qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
     qcow2_cache_put(s.l2_table_cache, e)
     ret = qcow2_cache_flush(bs, s.l2_table_cache)

@@ -17,8 +17,14 @@ import struct
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
+from gqemu.block.driver import BLKDBG_EVENT
+from gqemu.block.blkdebug_events import (
+    BLKDBG_CLUSTER_ALLOC, BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_FREE,
+    BLKDBG_REFBLOCK_ALLOC, BLKDBG_REFBLOCK_ALLOC_HOOKUP, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE,
+    BLKDBG_REFBLOCK_ALLOC_WRITE, BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS,
+    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFTABLE_LOAD)
 from gqemu.block.qcow2_cache import (
-    BLKDBG_EVENT, qcow2_cache_discard, qcow2_cache_entry_mark_dirty,
+    qcow2_cache_discard, qcow2_cache_entry_mark_dirty,
     qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
     qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pread_file,
     qcow2_co_pwrite_file)
@@ -62,7 +68,7 @@ def qcow2_refcount_init(bs: Any) -> int:
     s = bs.opaque
     n = s.refcount_table_size
     if n:
-        BLKDBG_EVENT(bs.file, "reftable_load")
+        BLKDBG_EVENT(bs.file, BLKDBG_REFTABLE_LOAD)
         ret, buf = qcow2_co_pread_file(bs, s.refcount_table_offset, n * 8)
         if ret < 0:
             return ret
@@ -118,7 +124,7 @@ def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
     else:
         return qcow2_refcount_area(bs, ri), None
     # a new refcount block in a range the table already has room for
-    BLKDBG_EVENT(bs.file, "refblock_alloc")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC)
     new_block = alloc_clusters_noref(bs, cs)
     if new_block < 0:
         return new_block, None
@@ -146,13 +152,13 @@ def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
         if ret < 0:
             return ret, None
         e.data[:] = bytes(cs)
-    BLKDBG_EVENT(bs.file, "refblock_alloc_write")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_WRITE)
     qcow2_cache_entry_mark_dirty(s.refcount_block_cache, e)
     qcow2_cache_put(s.refcount_block_cache, e)
     ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
         return ret, None
-    BLKDBG_EVENT(bs.file, "refblock_alloc_hookup")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_HOOKUP)
     ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_REFCOUNT_TABLE,
                                         s.refcount_table_offset + ri * 8, 8)
     if ret < 0:
@@ -194,7 +200,7 @@ def qcow2_refcount_area(bs: Any, need_ri: int) -> int:
         new_size = old_size + nb_blocks
     if table_clusters * cs > QCOW_MAX_REFTABLE_SIZE:
         return -EFBIG
-    BLKDBG_EVENT(bs.file, "refblock_alloc_write_blocks")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS)
     used = nb_blocks + table_clusters
     s.highest_alloc = max(s.highest_alloc, (area_start + used) * cs)
     blocks = bytearray(nb_blocks * cs)
@@ -205,7 +211,7 @@ def qcow2_refcount_area(bs: Any, need_ri: int) -> int:
     ret = qcow2_co_pwrite_file(bs, area_start * cs, blocks)
     if ret < 0:
         return ret
-    BLKDBG_EVENT(bs.file, "refblock_alloc_write_table")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE)
     table = list(s.refcount_table) + [0] * (new_size - old_size)
     for b in range(nb_blocks):
         table[old_size + b] = (area_start + b) * cs
@@ -215,7 +221,7 @@ def qcow2_refcount_area(bs: Any, need_ri: int) -> int:
         ret = qcow2_co_flush_file(bs)
     if ret < 0:
         return ret
-    BLKDBG_EVENT(bs.file, "refblock_alloc_switch_table")
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE)
     ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, table_clusters))
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
@@ -313,7 +319,7 @@ def qcow2_alloc_clusters(bs: Any, size: int) -> int:
     """Allocate contiguous clusters for ``size`` bytes; refcount 1 each.
     Context: coroutine, s->lock held.  Returns: offset or -errno.
     QEMU: qcow2_alloc_clusters."""
-    BLKDBG_EVENT(bs.file, "cluster_alloc")
+    BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC)
     while True:
         offset = alloc_clusters_noref(bs, size)
         if offset < 0:
@@ -330,7 +336,7 @@ def qcow2_alloc_bytes(bs: Any, size: int) -> int:
     Returns: offset or -errno.  QEMU: qcow2_alloc_bytes."""
     s = bs.opaque
     cs = s.cluster_size
-    BLKDBG_EVENT(bs.file, "cluster_alloc_bytes")
+    BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC_BYTES)
     offset = s.free_byte_offset
     if offset:
         ret, rc = qcow2_get_refcount(bs, offset >> s.cluster_bits)
@@ -373,7 +379,7 @@ def qcow2_alloc_bytes(bs: Any, size: int) -> int:
 def qcow2_free_clusters(bs: Any, offset: int, size: int) -> None:
     """Drop one reference from each cluster of the range; a failure only
     leaks.  QEMU: qcow2_free_clusters."""
-    BLKDBG_EVENT(bs.file, "cluster_free")
+    BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_FREE)
     ret = update_refcount(bs, offset, size, 1, True)
     if ret < 0:
         error_report("qcow2_free_clusters failed: %s" % _strerror(-ret))

@@ -15,12 +15,15 @@ import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
-from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, bdrv_getlength
+from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BLKDBG_EVENT, bdrv_getlength
+from gqemu.block.blkdebug_events import (
+    BLKDBG_COW_READ, BLKDBG_COW_WRITE, BLKDBG_L2_UPDATE_COMPRESSED, BLKDBG_READ_BACKING_AIO,
+    BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
                               qemu_iovec_from_buf, qemu_iovec_memset, qemu_iovec_slice)
 from gqemu.block.qcow2_cache import (
-    BLKDBG_EVENT, qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
+    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
     qcow2_cache_put, qcow2_cache_set_dependency, qcow2_co_pread_file)
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
@@ -44,7 +47,7 @@ def qcow2_co_read_backing(bs: Any, offset: int, cur: int, qiov: QEMUIOVector, do
         qemu_iovec_memset(qiov, done + n, 0, cur - n)
     if not n:
         return 0
-    BLKDBG_EVENT(bs.file, "read_backing_aio")
+    BLKDBG_EVENT(bs.file, BLKDBG_READ_BACKING_AIO)
     return bdrv_co_preadv(bs.backing, offset, n, qemu_iovec_slice(qiov, done, n), 0)
 
 
@@ -57,7 +60,7 @@ def qcow2_co_preadv_compressed(bs: Any, l2_entry: int, offset: int, cur: int,
     cs = s.cluster_size
     if s.decompressed_offset != l2_entry:
         coffset, csize = qcow2_parse_compressed_l2_entry(s, l2_entry)
-        BLKDBG_EVENT(bs.file, "read_compressed")
+        BLKDBG_EVENT(bs.file, BLKDBG_READ_COMPRESSED)
         ret, buf = qcow2_co_pread_file(bs, coffset, csize)
         if ret < 0:
             return ret
@@ -97,7 +100,7 @@ def qcow2_co_write_compressed_cluster(bs: Any, offset: int, out: bytes) -> int:
             return ret
     finally:
         qemu_co_mutex_unlock(s.lock)
-    BLKDBG_EVENT(bs.file, "write_compressed")
+    BLKDBG_EVENT(bs.file, BLKDBG_WRITE_COMPRESSED)
     q = QEMUIOVector()
     qemu_iovec_add(q, out)
     ret = bdrv_co_pwritev(bs.file, coff, len(out), q, 0)
@@ -114,7 +117,7 @@ def qcow2_co_write_compressed_cluster(bs: Any, offset: int, out: bytes) -> int:
         ret, e, l2_index = get_cluster_table(bs, offset)
         if ret < 0:
             return ret
-        BLKDBG_EVENT(bs.file, "l2_update_compressed")
+        BLKDBG_EVENT(bs.file, BLKDBG_L2_UPDATE_COMPRESSED)
         set_l2_entry(s, e.data, l2_index, entry)
         qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
         qcow2_cache_put(s.l2_table_cache, e)
@@ -134,7 +137,7 @@ def qcow2_co_write_with_cow(bs: Any, m: Any, data: QEMUIOVector) -> int:
     end_off, end_n = m.cow_end
     if start_n:
         head = bytearray(start_n)
-        BLKDBG_EVENT(bs.file, "cow_read")
+        BLKDBG_EVENT(bs.file, BLKDBG_COW_READ)
         ret = s.qcow2_co_preadv(bs, m.offset, start_n, QEMUIOVector([head]), 0)
         if ret < 0:
             return ret
@@ -142,12 +145,12 @@ def qcow2_co_write_with_cow(bs: Any, m: Any, data: QEMUIOVector) -> int:
     qemu_iovec_concat(q, data, 0, data.size)
     if end_n:
         tail = bytearray(end_n)
-        BLKDBG_EVENT(bs.file, "cow_read")
+        BLKDBG_EVENT(bs.file, BLKDBG_COW_READ)
         ret = s.qcow2_co_preadv(bs, m.offset + end_off, end_n, QEMUIOVector([tail]), 0)
         if ret < 0:
             return ret
         qemu_iovec_add(q, tail)
-    BLKDBG_EVENT(bs.file, "cow_write" if start_n or end_n else "write_aio")
+    BLKDBG_EVENT(bs.file, BLKDBG_COW_WRITE if start_n or end_n else BLKDBG_WRITE_AIO)
     return bdrv_co_pwritev(bs.file, m.alloc_offset, q.size, q, 0)
 
 
