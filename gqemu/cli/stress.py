@@ -31,13 +31,12 @@ import time
 from typing import Any
 
 from gqemu.cli.main import UsageError
+from gqemu.plant import NAMES as PLANTS
 
 WORKLOAD_NAMES = ("runtime", "block", "ide")
 # Not "-m gqemu.cli.main": that runs main.py as __main__, a second copy whose
 # UsageError is not the one subcommands raise.
 _MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
-PLANTS = ("comutex_barging", "rmw_unserialised", "completion_twice",
-          "reset_keeps_completion")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,7 +158,7 @@ def _run_repro(args: argparse.Namespace) -> int:
 
 
 class _Summary:
-    def __init__(self, jobs: int) -> None:
+    def __init__(self) -> None:
         self.per_job: dict[int, dict[str, Any]] = {}
         self.failures: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
@@ -229,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     config = {"seed": seed, "iterations": iterations, "duration": args.duration,
               "workloads": workloads, "options": opts, "shrink": not args.no_shrink,
               "out": args.out}
-    summary = _Summary(args.jobs)
+    summary = _Summary()
     bar = Progress("stress", total=iterations, unit="")
     try:
         if coroutine.STRESS and args.jobs == 1:
@@ -252,8 +251,8 @@ def _report(args: argparse.Namespace, seed: int, workloads: list[str],
     out = sys.stdout
     elapsed = max(time.monotonic() - summary.t0, 1e-9)
     busy = max((e.get("elapsed", 0.0) for e in summary.per_job.values()), default=0.0)
-    t = dict((k, summary.total(k)) for k in
-             ("schedules", "requests", "faults", "checks", "steps", "perturbations"))
+    from gqemu.stress.runner import TOTALS
+    t = {k: summary.total(k) for k in TOTALS}
     if args.json:
         t["fingerprint"] = sum(int(e.get("fingerprint", 0))
                                for e in summary.per_job.values()) % (1 << 64)
