@@ -23,7 +23,8 @@ from gqemu.block import (BDRV_BLOCK_DATA, BDRV_BLOCK_RAW, BDRV_BLOCK_ZERO,
 from gqemu.cli import qemu_io_help as H
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_SECTOR_SIZE, CMD_NOFILE_OK,
-                                    CMD_PERM_RESIZE, CMD_PERM_WRITE, cmdinfo_t, cvtnum, cvtstr, error_report, out,
+                                    CMD_PERM_RESIZE, CMD_PERM_WRITE, cmdinfo_t,
+                                    cvtnum, cvtstr, error_report, out,
                                     print_cvtnum_err, qemuio_command_usage,
                                     strerror, strtol_ms)
 

@@ -22,7 +22,8 @@ from typing import Any, Optional
 
 from gqemu.cli.qemu_io_help import OPEN_HELP, REOPEN_HELP
 from gqemu.cli.qemu_io_getopt import Getopt
-from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, cmdinfo_t, err, error_report, out,
+from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, cmdinfo_t,
+                                    err, error_report, out,
                                     qemuio_command_usage)
 
 CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")

@@ -29,7 +29,8 @@ from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BLOCK_ACCT_READ,
 from gqemu.cli import qemu_io_help as H
 from gqemu.cli.qemu_io_rw import NOT_DONE, _now, _verify, _wait
 from gqemu.cli.qemu_io_getopt import Getopt
-from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_PERM_WRITE, cmdinfo_t, cvtnum, dump_buffer, out,
+from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_PERM_WRITE,
+                                    cmdinfo_t, cvtnum, dump_buffer, out,
                                     parse_pattern, print_cvtnum_err, print_report,
                                     qemuio_command_usage, strerror)
 
