@@ -49,8 +49,7 @@ class Getopt:
             if len(a) < 2 or a[0] != "-":
                 self.args.append(a)
                 continue
-            if a.startswith("--") and self.longopts is not None \
-                    and self.longopts != {}:
+            if a.startswith("--") and self.longopts:
                 res, i = self._long(a, i)
                 yield res
                 continue
