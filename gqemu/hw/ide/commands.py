@@ -28,6 +28,7 @@ from gqemu.hw.ide.internal import (BUSY_STAT, DRQ_STAT, IDE_CD,
                                    MAX_MULT_SECTORS, READY_STAT, SEEK_STAT,
                                    IDEBus, IDEState)
 import gqemu.hw.ide.internal as K
+from gqemu.hw.ide.smart import cmd_smart
 from gqemu.hw.trace_events import trace_ide_exec_cmd
 
 __all__ = ["ide_exec_cmd", "ide_cmd_table", "ide_identify", "HD_OK", "SET_DSC"]
@@ -263,8 +264,6 @@ def cmd_cfa_erase_sectors(s: IDEState, cmd: int) -> bool:
         s.nsector = 0
     return True
 
-
-from gqemu.hw.ide.smart import cmd_smart  # noqa: E402  (needs the helpers above)
 
 _ENTRIES: dict[int, tuple[Handler, int]] = {
     K.WIN_DSM: (cmd_data_set_management, HD_CFA_OK),
