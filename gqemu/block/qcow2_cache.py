@@ -14,6 +14,7 @@ QEMU: block/qcow2-cache.c.
 """
 from __future__ import annotations
 
+from errno import EIO, ENOMEM, ENOSPC
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
@@ -35,7 +36,7 @@ def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearr
     """
     buf = bytearray(nbytes)
     if offset < 0 or offset + nbytes > BDRV_MAX_LENGTH:
-        return -5, buf
+        return -EIO, buf
     qiov = qemu_iovec_init_buf(buf)
     ret = _io.bdrv_co_preadv(bs.file, offset, nbytes, qiov, 0)
     return ret, buf
@@ -46,7 +47,7 @@ def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int
     """Write ``data`` to the image file.  Context: coroutine.
     Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
     if offset < 0 or offset + len(data) > BDRV_MAX_LENGTH:
-        return -5
+        return -EIO
     s = bs.opaque
     end = offset + len(data)
     if end > getattr(s, "highest_alloc", 0):
@@ -58,7 +59,7 @@ def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int
             qcow2_signal_corruption(bs, True, offset, len(data), "Preventing metadata "
                                     "write at offset %s beyond the end of the image file"
                                     % c_hex(offset))
-            return -5
+            return -EIO
     qiov = qemu_iovec_init_buf(data)
     ret = _io.bdrv_co_pwritev(bs.file, offset, len(data), qiov, flags)
     return min(ret, 0)
@@ -153,7 +154,7 @@ def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
     result = 0
     for e in sorted(c.entries, key=lambda t: t.offset):
         ret = qcow2_cache_entry_flush(bs, c, e)
-        if ret < 0 and result != -28:            # keep -ENOSPC over other errors, as QEMU
+        if ret < 0 and result != -ENOSPC:        # keep -ENOSPC over other errors, as QEMU
             result = ret
     return result
 
@@ -217,7 +218,7 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
                                 "cache: Offset %s is unaligned"
                                 % ("refcount block" if c is s.refcount_block_cache
                                    else "L2 table", c_hex(offset)))
-        return -5, None
+        return -EIO, None
     e = c.by_offset.get(offset)
     if e is None:
         victim = None
@@ -227,7 +228,7 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
                 if cand.offset == 0:
                     break
         if victim is None:
-            return -12, None                # every table in use: -ENOMEM
+            return -ENOMEM, None            # every table in use
         ret = qcow2_cache_entry_flush(bs, c, victim)
         if ret < 0:
             return ret, None
