@@ -174,6 +174,18 @@ def _int(v: Any, lo: int, hi: int, what: str, i: int) -> int:
     return v
 
 
+def _io_head(r: list, i: int) -> int:
+    """Check the cpu, direction, size and port of an io or io-string
+    record; returns the size."""
+    _int(r[1], 0, MAX_CPUS - 1, "cpu", i)
+    _int(r[2], 0, 1, "direction", i)
+    size = r[3]
+    if type(size) is not int or size not in (1, 2, 4):
+        raise TraceError("bad size %r" % (size,), i)
+    _int(r[4], 0, 0xFFFF, "port", i)
+    return size
+
+
 def check_record(r: Any, i: int) -> list:
     """Validate one record against the flat schema; returns it.
 
@@ -186,12 +198,7 @@ def check_record(r: Any, i: int) -> list:
     if kind == REC_IO and type(kind) is int:
         if n != 6:
             raise TraceError("io record has %d fields, not 6" % n, i)
-        _int(r[1], 0, MAX_CPUS - 1, "cpu", i)
-        _int(r[2], 0, 1, "direction", i)
-        size = r[3]
-        if type(size) is not int or size not in (1, 2, 4):
-            raise TraceError("bad size %r" % (size,), i)
-        _int(r[4], 0, 0xFFFF, "port", i)
+        size = _io_head(r, i)
         _int(r[5], 0, (1 << (8 * size)) - 1, "value", i)
         return r
     if type(kind) is not int:
@@ -199,12 +206,7 @@ def check_record(r: Any, i: int) -> list:
     if kind == REC_IOS:
         if n != 7:
             raise TraceError("io-string record has %d fields, not 7" % n, i)
-        _int(r[1], 0, MAX_CPUS - 1, "cpu", i)
-        _int(r[2], 0, 1, "direction", i)
-        size = r[3]
-        if type(size) is not int or size not in (1, 2, 4):
-            raise TraceError("bad size %r" % (size,), i)
-        _int(r[4], 0, 0xFFFF, "port", i)
+        size = _io_head(r, i)
         count = _int(r[5], 1, MAX_COUNT, "count", i)
         if type(r[6]) is not bytes or len(r[6]) != size * count:
             raise TraceError("data is not %d bytes" % (size * count), i)
