@@ -29,7 +29,7 @@ from typing import Any
 
 from gqemu.aio import aio_bh_schedule_oneshot
 from gqemu.hw.ide.commands import cmd_exec_dev_diagnostic, ide_exec_cmd
-from gqemu.hw.ide.core import ide_sector_write, ide_transfer_halt
+from gqemu.hw.ide.core import ide_is_pio_out, ide_transfer_halt
 from gqemu.hw.ide.reset import ide_cancel_dma_sync, ide_reset
 from gqemu.hw.ide.internal import (ATA_DEV_ALWAYS_ON, ATA_DEV_SELECT,
                                    BUSY_STAT, DRQ_STAT, IDE_CTRL_HOB,
@@ -182,7 +182,7 @@ def ide_data_writew(opaque: IDEBus, addr: int, val: int) -> None:
     s = bus.ifs[bus.unit]
     if trace_ide_data_writew.enabled:
         trace_ide_data_writew(addr, val, bus, s)
-    if not (s.status & DRQ_STAT) or s.end_transfer_func is not ide_sector_write:
+    if not (s.status & DRQ_STAT) or ide_is_pio_out(s):
         return
     p = s.data_ptr
     if p + 2 > s.data_end:
@@ -201,7 +201,7 @@ def ide_data_readw(opaque: IDEBus, addr: int) -> int:
     """QEMU: ide_data_readw (untraced when it returns 0 for lack of data)."""
     bus = opaque
     s = bus.ifs[bus.unit]
-    if not (s.status & DRQ_STAT) or s.end_transfer_func is ide_sector_write:
+    if not (s.status & DRQ_STAT) or not ide_is_pio_out(s):
         return 0
     p = s.data_ptr
     if p + 2 > s.data_end:
@@ -224,7 +224,7 @@ def ide_data_writel(opaque: IDEBus, addr: int, val: int) -> None:
     s = bus.ifs[bus.unit]
     if trace_ide_data_writel.enabled:
         trace_ide_data_writel(addr, val, bus, s)
-    if not (s.status & DRQ_STAT) or s.end_transfer_func is not ide_sector_write:
+    if not (s.status & DRQ_STAT) or ide_is_pio_out(s):
         return
     p = s.data_ptr
     if p + 4 > s.data_end:
@@ -241,7 +241,7 @@ def ide_data_readl(opaque: IDEBus, addr: int) -> int:
     """QEMU: ide_data_readl (traced with DRQ=0, untraced past the end)."""
     bus = opaque
     s = bus.ifs[bus.unit]
-    if not (s.status & DRQ_STAT) or s.end_transfer_func is ide_sector_write:
+    if not (s.status & DRQ_STAT) or not ide_is_pio_out(s):
         ret = 0
     else:
         p = s.data_ptr
@@ -260,7 +260,7 @@ def ide_data_readl(opaque: IDEBus, addr: int) -> int:
 
 def _data_read_rep(bus: IDEBus, width: int, buf: Any, pos: int, count: int) -> int:
     s = bus.ifs[bus.unit]
-    if not (s.status & DRQ_STAT) or s.end_transfer_func is ide_sector_write:
+    if not (s.status & DRQ_STAT) or not ide_is_pio_out(s):
         return 0
     p = s.data_ptr
     n = min(count, (s.data_end - p) // width)
@@ -278,7 +278,7 @@ def _data_read_rep(bus: IDEBus, width: int, buf: Any, pos: int, count: int) -> i
 
 def _data_write_rep(bus: IDEBus, width: int, buf: Any, pos: int, count: int) -> int:
     s = bus.ifs[bus.unit]
-    if not (s.status & DRQ_STAT) or s.end_transfer_func is not ide_sector_write:
+    if not (s.status & DRQ_STAT) or ide_is_pio_out(s):
         return 0
     p = s.data_ptr
     n = min(count, (s.data_end - p) // width)
