@@ -247,9 +247,6 @@ def bdrv_run_co(bs: BlockDriverState, fn: Any, *args: Any) -> Any:
     return bdrv_poll_co(bs.aio_context, fn, *args)
 
 
-_run_co = bdrv_run_co      # the name other modules already use
-
-
 def bdrv_flush(bs: BlockDriverState) -> int:
     """Synchronous flush.  Returns: 0 or -errno.  QEMU: bdrv_flush."""
     return bdrv_run_co(bs, bdrv_co_flush, bs)  # type: ignore[no-any-return]

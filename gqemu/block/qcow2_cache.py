@@ -289,16 +289,3 @@ def qcow2_cache_discard(c: Qcow2Cache, offset: int) -> None:
         del c.by_offset[offset]
         e.offset = 0
         e.dirty = False
-
-
-def qcow2_cache_empty(c: Qcow2Cache) -> None:
-    """Drop every clean, unreferenced table.  QEMU: qcow2_cache_empty."""
-    for e in c.entries:
-        if e.offset and not e.dirty and e.ref == 0:
-            c.by_offset.pop(e.offset, None)
-            e.offset = 0
-
-
-def qcow2_cache_is_table_offset(c: Qcow2Cache, offset: int) -> bool:
-    """QEMU: qcow2_cache_is_table_offset."""
-    return offset in c.by_offset

@@ -13,6 +13,7 @@ QEMU: block/qcow2-refcount.c.
 from __future__ import annotations
 
 from errno import EAGAIN, EFBIG, EINVAL, EIO
+import os
 import struct
 from typing import Any
 
@@ -382,12 +383,7 @@ def qcow2_free_clusters(bs: Any, offset: int, size: int) -> None:
     BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_FREE)
     ret = update_refcount(bs, offset, size, 1, True)
     if ret < 0:
-        error_report("qcow2_free_clusters failed: %s" % _strerror(-ret))
-
-
-def _strerror(err: int) -> str:
-    import os
-    return os.strerror(err)
+        error_report("qcow2_free_clusters failed: %s" % os.strerror(-ret))
 
 
 @coroutine_fn
