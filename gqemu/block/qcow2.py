@@ -31,6 +31,7 @@ from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
 from gqemu.block import qcow2_refcount
 from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
+from gqemu.block.qcow2_check import qcow2_co_check
 from gqemu.block.qcow2_cluster import (
     qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2,
     qcow2_alloc_host_offset, qcow2_cluster_zeroize, qcow2_get_host_offset,
@@ -43,7 +44,8 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
 from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_CACHED, qcow2_pre_write_overlap_check, qcow2_write_incompat)
+    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, qcow2_pre_write_overlap_check,
+    qcow2_write_incompat)
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_read_backing, qcow2_co_write_compressed_cluster,
     qcow2_co_write_with_cow, qcow2_is_zero)
@@ -132,7 +134,6 @@ class BDRVQcow2State(BlockDriver):
         lazy_opt = options.pop("lazy-refcounts", None)
         ovl = options.pop("overlap-check", None)
         if ovl is not None:
-            from gqemu.block.qcow2_overlap import QCOW2_OL_ALL, QCOW2_OL_CONSTANT
             modes = {"none": 0, "constant": QCOW2_OL_CONSTANT, "cached": QCOW2_OL_CACHED,
                      "all": QCOW2_OL_ALL}
             if ovl not in modes:
@@ -152,7 +153,6 @@ class BDRVQcow2State(BlockDriver):
             qcow2_open_backing(bs, self, flags, chain)
         if not self.read_only and self.incompatible_features & QCOW2_INCOMPAT_DIRTY \
                 and not flags & BDRV_O_CHECK:
-            from gqemu.block.qcow2_check import qcow2_co_check
             res = bdrv_run_co(bs, qcow2_co_check, bs, 3)
             if res.ret < 0 or res.check_errors:
                 raise BlockError(errno.EIO, "Could not repair dirty image: %s"
@@ -185,7 +185,7 @@ class BDRVQcow2State(BlockDriver):
     def qcow2_get_info(self, bs: Any) -> dict:
         """QEMU: qcow2_get_info."""
         return {"cluster_size": self.cluster_size,
-                "vm_state_offset": self.l1_vm_state_index << (self.cluster_bits + self.l2_bits)}
+                "vm_state_offset": self.qcow2_vm_state_offset()}
 
     bdrv_get_info = qcow2_get_info
 
