@@ -167,11 +167,8 @@ class BdrvRaw(BlockDriver):
     def raw_co_get_block_status(self, bs: BlockDriverState, offset: int,
                                 nbytes: int) -> tuple[int, int, object]:
         """QEMU: raw_co_get_block_status (RAW: look at the file)."""
-        file_bs = bs.file.bs  # type: ignore[union-attr]
-        ret, pnum, where = bdrv_co_get_block_status(file_bs, offset + self.offset, nbytes)
-        if ret < 0:
-            return ret, pnum, where
-        return ret, pnum, where
+        return bdrv_co_get_block_status(bs.file.bs,  # type: ignore[union-attr]
+                                        offset + self.offset, nbytes)
 
     bdrv_co_get_block_status = raw_co_get_block_status
 
