@@ -295,10 +295,13 @@ class TraceReader:
 
     def __iter__(self) -> Iterator[list]:
         u = self._u
+        tell = u.tell
         i = 0
+        end = tell()            # where the last complete record ended
         check = check_record
         try:
             for r in u:
+                end = tell()
                 # hot path: single-byte/word register accesses
                 if (type(r) is list and len(r) == 6 and r[0] == 1 and type(r[0]) is int
                         and type(r[1]) is int and 0 <= r[1] < MAX_CPUS
@@ -324,10 +327,11 @@ class TraceReader:
             self.count = i
             raise TraceError("malformed record (%s)" % _why(e), i) from None
         self.count = i
-        pos = u.tell()
-        if self.size is not None and pos != self.size:
+        # Unpacker.tell() after a partial object says how much of its prefix
+        # was consumed, not where it began: compare the last record's end.
+        if self.size is not None and end != self.size:
             raise TraceTruncated("truncated record at byte %d (after %d complete records)"
-                                 % (pos, i), i)
+                                 % (end, i), i)
         raise TraceTruncated("trace ends without an end record after %d records "
                              "(the recording was cut short)" % i, i)
 

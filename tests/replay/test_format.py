@@ -77,14 +77,36 @@ def test_writer_streams_and_flushes_as_it_goes():
     assert [g[5] for g in got] == list(range(8))
 
 
-@pytest.mark.parametrize("cut", [1, 3, 7])
-def test_truncated_inside_a_record(cut):
+def _record_ends(data: bytes) -> list[int]:
+    """Where each msgpack object of the stream ends (found independently
+    of TraceReader)."""
+    u = msgpack.Unpacker(io.BytesIO(data), raw=False)
+    ends = []
+    for _obj in u:
+        ends.append(u.tell())
+    return ends
+
+
+@pytest.mark.parametrize("which", [-3, -4])          # the last two data records
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_truncated_inside_a_record(which, where):
+    """A cut strictly inside a data record is a truncated record at its start."""
     data = write(GOOD)
-    data = data[: len(data) - 2 - cut]          # into the last records
-    r = TraceReader(io.BytesIO(data), size=len(data))
-    with pytest.raises(TraceTruncated) as ei:
-        list(r)
-    assert "truncated record at byte" in str(ei.value) or "without an end record" in str(ei.value)
+    ends = _record_ends(data)
+    start, end = ends[which], ends[which + 1]
+    cut = {"first": start + 1, "middle": (start + end + 1) // 2, "last": end - 1}[where]
+    assert start < cut < end
+    with pytest.raises(TraceTruncated, match="truncated record at byte %d" % start):
+        list(TraceReader(io.BytesIO(data[:cut]), size=cut))
+
+
+def test_cut_between_records_lacks_the_end_record():
+    """A cut exactly after a whole record reads every record, then reports
+    the missing end record."""
+    data = write(GOOD)
+    cut = _record_ends(data)[-2]                 # just before the end record
+    with pytest.raises(TraceTruncated, match="without an end record"):
+        list(TraceReader(io.BytesIO(data[:cut]), size=cut))
 
 
 def test_unknown_version_refused_before_records():
