@@ -38,7 +38,8 @@ from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
                              KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
                              KVM_RUN, KvmRun)
 from gqemu.kvm.trace_events import (trace_kvm_halt, trace_kvm_halt_wakeup,
-                                    trace_kvm_run_exit, trace_kvm_set_irq)
+                                    trace_kvm_run_exit, trace_kvm_set_irq,
+                                    trace_kvm_vcpu_ioctl)
 from gqemu.trace import trace_register_track_name
 
 EXCP_INTERRUPT = 0x10000
@@ -181,6 +182,8 @@ def kvm_vcpu_ioctl(cpu: CPUState, type_: int) -> int:
 
     Context: vCPU greenlet.  Returns 0.  QEMU: kvm_vcpu_ioctl(KVM_RUN).
     """
+    if trace_kvm_vcpu_ioctl.enabled:
+        trace_kvm_vcpu_ioctl(cpu.cpu_index, type_, None)
     run = cpu.kvm_run
     guest = cpu.guest
     try:

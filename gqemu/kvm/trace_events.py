@@ -9,8 +9,6 @@ from gqemu.trace import trace_event
 
 trace_kvm_vcpu_ioctl = trace_event("kvm_vcpu_ioctl", "cpu_index %d, type 0x%x, arg %p")
 trace_kvm_run_exit = trace_event("kvm_run_exit", "cpu_index %d, reason %d")
-trace_kvm_handle_io = trace_event(
-    "kvm_handle_io", "cpu_index %d, port 0x%x, direction %d, size %d, count %d")
 trace_kvm_set_irq = trace_event("kvm_set_irq", "irq %d level %d")
 trace_kvm_halt = trace_event("kvm_halt", "cpu_index %d")
 trace_kvm_halt_wakeup = trace_event("kvm_halt_wakeup", "cpu_index %d")
