@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 from gqemu.aio import aio_poll, aio_wait_while
 from gqemu.block import blk_bs, blk_new_open, blk_pread, blk_unref
-from gqemu.hw.ide.core import ide_bus_reset
+from gqemu.hw.ide.reset import ide_bus_reset
 from gqemu.hw.ide.piix import pc_ide_init
 from gqemu.hw.irq import isa_pic_new
 from gqemu.hw.memory import (address_space_rw, address_space_rw_string,

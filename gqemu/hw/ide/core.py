@@ -428,15 +428,3 @@ def ide_handle_rw_error(s: IDEState, error: int, op: int) -> bool:
             ide_rw_error(s)
     blk_error_action(s.blk, action, is_read, error)
     return action != BLOCK_ERROR_ACTION_IGNORE
-
-
-_MOVED_TO_RESET = ("ide_reset", "ide_bus_reset", "ide_cancel_dma_sync", "ide_restart_bh")
-
-
-def __getattr__(name: str) -> Any:
-    """``ide_reset`` & co. live in ``gqemu.hw.ide.reset``; importing them
-    from here still works (they are core.c functions in QEMU)."""
-    if name in _MOVED_TO_RESET:
-        from gqemu.hw.ide import reset
-        return getattr(reset, name)
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
