@@ -317,6 +317,22 @@ class Machine:
             "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
         return cpu
 
+    def firmware_probe(self, boot_disk: bool) -> None:
+        """Put the IDE controller in the state SeaBIOS leaves it in before a
+        boot sector runs (gqemu.kvm.firmware); untraced, unrecorded."""
+        from gqemu.aio import aio_poll
+        from gqemu.hw.ide.piix import PRIMARY, SECONDARY
+        from gqemu.kvm.firmware import FirmwareError, seabios_ata_probe
+        boot = None
+        if boot_disk and self.blks:
+            first = min(self.blks)
+            boot = (first // 2, first % 2)
+        try:
+            seabios_ata_probe(self.as_io, ((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])),
+                              boot, lambda: aio_poll(self.ctx, True))
+        except FirmwareError as e:
+            raise MachineError(str(e))
+
     def boot_sector(self) -> bytes:
         """Sector 0 of the first IDE disk, as SeaBIOS loads it; MachineError
         when there is no disk or it lacks the 55 AA signature."""

@@ -70,8 +70,10 @@ def run_kvm(args: argparse.Namespace) -> int:
         trace_out = _start_trace(args)
         try:
             machine = Machine(drives, ram_size=RAM_SIZE_KVM, accel="kvm", debugcon=debugcon)
-            if boot is None:
+            from_disk = boot is None
+            if from_disk:
                 boot = machine.boot_sector()
+            machine.firmware_probe(from_disk)
             machine.add_boot_cpu(boot)
         except MachineError as e:
             raise UsageError(str(e))
