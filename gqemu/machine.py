@@ -20,6 +20,8 @@ SECTOR = 512
 NR_DRIVES = 4               # primary/secondary x master/slave
 RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
 BMDMA_BASE = 0xC000          # PIIX BAR4, where SeaBIOS put it in refdata
+BOOT_ADDR = 0x7C00           # where a BIOS loads the boot sector
+BOOT_MAX = 0xA0000 - BOOT_ADDR   # a --boot file may fill conventional memory
 
 # keys the machine consumes; everything else goes to blk_new_open's options
 _MACHINE_KEYS = ("file", "if", "index", "bus", "unit", "media", "id")
@@ -190,7 +192,7 @@ class Machine:
     """
 
     def __init__(self, drives: Sequence[dict], ram_size: int = RAM_SIZE,
-                 ctx: Any = None) -> None:
+                 ctx: Any = None, accel: str = "sim", debugcon: Any = None) -> None:
         from gqemu.aio import qemu_get_aio_context
         import gqemu.block  # noqa: F401  (registers the drivers)
         from gqemu.block.block_backend import blk_new_open
@@ -200,6 +202,16 @@ class Machine:
         self.ram_size = ram_size
         self.blks: dict[int, Any] = {}
         self.drives = list(drives)
+        self.accel: Any = None
+        if accel == "kvm":
+            from gqemu.kvm.accel import KvmAccel
+            from gqemu.kvm.kvm_dev import KvmError
+            try:
+                self.accel = KvmAccel(self.ctx, ram_size)
+            except KvmError as e:
+                raise MachineError("--accel kvm: %s" % e)
+        elif accel != "sim":
+            raise MachineError("invalid accelerator %s (sim or kvm)" % accel)
         try:
             for d in self.drives:
                 try:
@@ -216,6 +228,11 @@ class Machine:
         from gqemu.hw.irq import isa_pic_set_notify
         isa_pic_set_notify(self.pic, _pic_notify, self.kvm)
         self.memories: list[Any] = []
+        if self.accel is not None:
+            from gqemu.hw.isa_debug import isa_debug_exit_init, isa_debugcon_init
+            self.kvm.accel = self.accel
+            isa_debugcon_init(self.as_io.root, debugcon)
+            isa_debug_exit_init(self.as_io.root, self._debug_exit)
 
     def _build_hw(self) -> None:
         from gqemu.hw.ide.piix import pc_ide_init
@@ -226,10 +243,14 @@ class Machine:
                                      new_address_space_memory)
         self.as_io = new_address_space_io()
         self.as_mem = new_address_space_memory()
-        ram = memory_region_init_ram(None, "pc.ram", self.ram_size)
+        if self.accel is not None:
+            from gqemu.hw.memory_region import memory_region_init_ram_ptr
+            ram = memory_region_init_ram_ptr(None, "pc.ram", self.ram_size, self.accel.ram)
+        else:
+            ram = memory_region_init_ram(None, "pc.ram", self.ram_size)
         memory_region_add_subregion(self.as_mem.root, 0, ram)
         assert ram.ram is not None
-        self.ram: bytearray = ram.ram
+        self.ram: Any = ram.ram
         self.pic = isa_pic_new()
         blks = [self.blks.get(i) for i in range(NR_DRIVES)]
         try:
@@ -265,6 +286,69 @@ class Machine:
         self.memories.append(mem)
         return CPUState(self.kvm, index, guest_fn, X86CPU(index, mem))
 
+    def _debug_exit(self, status: int) -> None:
+        """isa-debug-exit: the run ends with ``status`` after this exit."""
+        self.kvm.exit_status = status
+        self.kvm.exit_request = True
+
+    def stop(self) -> None:
+        """End the run at the vCPUs' next exit; under ``accel=kvm`` kick
+        them out of KVM_RUN now (a guest spinning without exits included)."""
+        self.kvm.exit_request = True
+        if self.accel is not None:
+            from gqemu.kvm.accel import qemu_cpu_kick
+            for r in self.accel.runs:
+                qemu_cpu_kick(r)
+
+    def add_boot_cpu(self, code: bytes) -> Any:
+        """Under ``accel=kvm``: vCPU 0 starts ``code`` (a boot sector) at
+        0000:7C00 in real mode with the registers SeaBIOS leaves (DL = 0x80,
+        AX = 0xAA55, IF set, segments 0, SP = 0x7C00).  QEMU+SeaBIOS:
+        boot.c call_boot_entry."""
+        from gqemu.kvm.cpu import CPUState
+        if self.accel is None:
+            raise MachineError("a boot sector needs --accel kvm")
+        if not code or len(code) > BOOT_MAX:
+            raise MachineError("boot code must be 1..%d bytes (got %d)" % (BOOT_MAX, len(code)))
+        self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
+        cpu = CPUState(self.kvm, len(self.kvm.cpus), None, None)
+        cpu.accel_run = self.accel.create_vcpu()
+        cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
+            "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
+        return cpu
+
+    def firmware_probe(self, boot_disk: bool) -> None:
+        """Put the IDE controller in the state SeaBIOS leaves it in before a
+        boot sector runs (gqemu.kvm.firmware); untraced, unrecorded."""
+        from gqemu.aio import aio_poll
+        from gqemu.hw.ide.piix import PRIMARY, SECONDARY
+        from gqemu.kvm.firmware import FirmwareError, seabios_ata_probe
+        boot = None
+        if boot_disk and self.blks:
+            first = min(self.blks)
+            boot = (first // 2, first % 2)
+        try:
+            seabios_ata_probe(self.as_io, ((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])),
+                              boot, lambda: aio_poll(self.ctx, True))
+        except FirmwareError as e:
+            raise MachineError(str(e))
+
+    def boot_sector(self) -> bytes:
+        """Sector 0 of the first IDE disk, as SeaBIOS loads it; MachineError
+        when there is no disk or it lacks the 55 AA signature."""
+        from gqemu.block.block_backend import blk_pread
+        from gqemu.block.driver import BlockError
+        if not self.blks:
+            raise MachineError("no IDE disk to boot from")
+        blk = self.blks[min(self.blks)]
+        try:
+            data = blk_pread(blk, 0, SECTOR)
+        except BlockError as e:
+            raise MachineError("cannot read the boot sector: %s" % e)
+        if data[510:512] != b"\x55\xaa":
+            raise MachineError("Boot failed: not a bootable disk")
+        return data
+
     def run(self) -> None:
         """Run every vCPU to its end.  Raises GuestDeadlock when all of them
         sleep in HLT with nothing pending."""
@@ -280,6 +364,9 @@ class Machine:
     def close(self) -> None:
         """Drain, flush and close the drives (idempotent)."""
         from gqemu.block.block_backend import blk_unref
+        if getattr(self, "accel", None) is not None:
+            self.accel.close()          # kick the vCPU out of KVM_RUN first
+            self.accel = None
         if getattr(self, "ctx", None) is not None and self.blks:
             try:
                 self.drain()

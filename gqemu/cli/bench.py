@@ -14,6 +14,7 @@ SUITES: dict[str, str] = {
     "ide": "gqemu.bench.ide",
     "replay": "gqemu.bench.replay",
     "stress": "gqemu.bench.stress",
+    "kvm": "gqemu.bench.kvm",
 }
 
 

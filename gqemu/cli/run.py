@@ -16,7 +16,18 @@ from typing import Any, Optional
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("script", metavar="SCRIPT", help="Python file defining guest(cpu) or guests")
+    p.add_argument("script", metavar="SCRIPT", nargs="?",
+                   help="Python file defining guest(cpu) or guests (--accel sim)")
+    p.add_argument("--accel", choices=("sim", "kvm"), default="sim",
+                   help="sim: the simulated KVM_RUN for Python scripts (default); "
+                        "kvm: real machine code on /dev/kvm")
+    p.add_argument("--boot", metavar="FILE.bin",
+                   help="--accel kvm: boot this raw program at 0000:7C00 instead of "
+                        "sector 0 of the first IDE disk")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop the guest after SECONDS of wall-clock time (status 1)")
+    p.add_argument("--debugcon", metavar="FILE",
+                   help="--accel kvm: isa-debugcon (port 0xE9) output (default: stdout)")
     p.add_argument("--drive", action="append", default=[], metavar="SPEC",
                    help="QEMU -drive syntax: file=PATH,format=raw|qcow2,index=N,cache=... "
                         "(default: a self-describing 16 MiB scratch disk)")
@@ -57,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from gqemu.machine import Machine, MachineError, drive_config, scratch_drives
     if args.max_exits < 0:
         raise UsageError("--max-exits must be >= 0")
+    if args.accel == "kvm":
+        from gqemu.cli.run_kvm import run_kvm
+        return run_kvm(args)
+    if args.script is None:
+        raise UsageError("a SCRIPT is required (or --accel kvm)")
+    if args.boot is not None or args.debugcon is not None:
+        raise UsageError("--boot and --debugcon need --accel kvm")
     try:
         guests, ns = load_script(args.script)
         drives = drive_config(args.drive)

@@ -113,7 +113,7 @@ class MemoryRegion:
 
     def __init__(self, owner: Any, name: str, size: int,
                  ops: Optional[MemoryRegionOps] = None, opaque: Any = None,
-                 ram: Optional[bytearray] = None) -> None:
+                 ram: Any = None) -> None:
         if size <= 0:
             raise ValueError("memory region '%s': size must be > 0" % name)
         self.name = name
@@ -145,6 +145,14 @@ def memory_region_init_io(owner: Any, ops: MemoryRegionOps, opaque: Any,
 def memory_region_init_ram(owner: Any, name: str, size: int) -> MemoryRegion:
     """Zero-filled RAM of ``size`` bytes (``mr.ram``).  QEMU: memory_region_init_ram."""
     return MemoryRegion(owner, name, size, ram=bytearray(size))
+
+
+def memory_region_init_ram_ptr(owner: Any, name: str, size: int, ptr: Any) -> MemoryRegion:
+    """RAM backed by caller-provided memory (an ``mmap`` that /dev/kvm also
+    maps into the guest).  QEMU: memory_region_init_ram_ptr."""
+    if len(ptr) < size:
+        raise ValueError("memory region '%s': backing memory too small" % name)
+    return MemoryRegion(owner, name, size, ram=ptr)
 
 
 def _root_of(mr: MemoryRegion) -> MemoryRegion:

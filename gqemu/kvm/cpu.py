@@ -34,6 +34,7 @@ from greenlet import getcurrent, greenlet
 from gqemu.aio import AioContext, aio_notify, aio_poll
 from gqemu.hw.memory import (MEMTXATTRS_UNSPECIFIED, AddressSpace,
                              address_space_rw, address_space_rw_string)
+from gqemu.kvm.accel import KVM_EXIT_INTR, kvm_vcpu_ioctl_kvm
 from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
                              KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
                              KVM_RUN, KvmRun)
@@ -79,6 +80,9 @@ class KVMState:
         self.nr_exits = 0
         self.nr_running = 0          # vCPUs neither halted nor stopped
         self.main_waiter: Any = None  # the main loop, waiting for vCPUs
+        self.accel: Any = None        # KvmAccel under --accel kvm
+        self.exit_request = False     # end the run (isa-debug-exit, a stop)
+        self.exit_status: Optional[int] = None
 
 
 class CPUState:
@@ -100,6 +104,7 @@ class CPUState:
         self.exit_excp = 0
         self.error: Optional[BaseException] = None
         self.host_error: Optional[BaseException] = None
+        self.accel_run: Any = None            # accel.VcpuRun under --accel kvm
         s.cpus.append(self)
 
     def __repr__(self) -> str:
@@ -122,6 +127,9 @@ def kvm_set_irq(s: KVMState, irq: int, level: int) -> None:
         trace_kvm_set_irq(irq, level)
     if s.on_irq is not None:
         s.on_irq(irq, level)
+    if s.accel is not None:
+        s.accel.irq_line(irq, level)
+        return
     if level:
         for cpu in s.cpus:
             cpu.interrupt_request = True
@@ -185,6 +193,8 @@ def kvm_vcpu_ioctl(cpu: CPUState, type_: int) -> int:
     if trace_kvm_vcpu_ioctl.enabled:
         trace_kvm_vcpu_ioctl(cpu.cpu_index, type_, None)
     run = cpu.kvm_run
+    if cpu.accel_run is not None:
+        return kvm_vcpu_ioctl_kvm(cpu.accel_run, run, cpu.kvm_state.ctx)
     guest = cpu.guest
     try:
         guest.switch()  # type: ignore[union-attr]
@@ -255,13 +265,17 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
         elif reason == KVM_EXIT_INTERNAL_ERROR:
             cpu.error = run.internal_error
             ret = EXCP_INTERNAL
+        elif reason == KVM_EXIT_INTR:
+            ret = EXCP_INTERRUPT
         else:
             raise AssertionError("unhandled exit reason %d" % reason)
-        if s.on_exit is not None:
+        if s.on_exit is not None and reason != KVM_EXIT_INTR:
             s.on_exit(cpu, run)
         s.in_exit = False
         if ret:
             return ret
+        if s.exit_request:
+            return EXCP_INTERRUPT
 
 
 def _guest_entry(cpu: CPUState) -> Any:
@@ -278,8 +292,9 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
     s = cpu.kvm_state
     ctx = s.ctx
     trace_register_track_name("vCPU %d" % cpu.cpu_index)
-    cpu.guest = greenlet(functools.partial(_guest_entry, cpu), parent=getcurrent())
-    cpu.guest_cpu._attach(cpu)
+    if cpu.accel_run is None:
+        cpu.guest = greenlet(functools.partial(_guest_entry, cpu), parent=getcurrent())
+        cpu.guest_cpu._attach(cpu)
     ret = 0
     try:
         while True:

@@ -105,8 +105,9 @@ class _GlobalHook:
     """Stand-in for ``module.name``; captures the caller once."""
 
     def __init__(self, flow: "FlowCapture", slot: str, module: Any, name: str,
-                 targets: tuple[str, ...]) -> None:
+                 targets: tuple[str, ...], when: Any = None) -> None:
         self.flow = flow
+        self.when = when
         self.slot = slot
         self.module = module
         self.name = name
@@ -125,7 +126,8 @@ class _GlobalHook:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         f = sys._getframe(1)
-        if f.f_code.co_name in self.targets and self.slot not in self.flow.stacks:
+        if (f.f_code.co_name in self.targets and self.slot not in self.flow.stacks
+                and (self.when is None or self.when())):
             self.flow.stacks[self.slot] = capture_stack(f)
             self.restore()
         orig = self.orig
@@ -198,8 +200,11 @@ class FlowCapture:
             if callable(getattr(bb, name, None)):
                 self.hooks.append(_GlobalHook(self, "vcpu", bb, name, ("blk_aio_prwv",)))
                 break
+        # only a submission from a coroutine is the block path's (a real
+        # vCPU's KVM_RUN also goes through a one-thread pool, from its greenlet)
+        from gqemu.coroutine import qemu_in_coroutine
         self.hooks.append(_GlobalHook(self, "coroutine", pool, "trace_thread_pool_submit",
-                                      ("thread_pool_submit_aio",)))
+                                      ("thread_pool_submit_aio",), qemu_in_coroutine))
         if hasattr(aiocb, "os"):
             self.hooks.append(_OsProxy(self, aiocb))
         return self

@@ -8,9 +8,12 @@ from __future__ import annotations
 import filecmp
 import json
 import lzma
+import os
 import re
 import shutil
 from pathlib import Path
+
+import pytest
 
 from gqemu.cli.main import main
 from gqemu.replay.format import REC_IO, REC_IOS, open_trace
@@ -63,11 +66,17 @@ def test_ataprobe_matches_qemu(refdata, tmp_path, capsys):
     srst = next(v for v in verify if v.startswith("after SRST"))
     assert printed.split("SRST:")[1].split()[:7] == srst.split("=")[1].split()
 
-    # 2. the disk afterwards
+    check_disk_and_trace(out, disk, trace, tmp_path)
+
+
+def check_disk_and_trace(out: Path, disk: Path, trace: Path, tmp_path: Path) -> None:
+    """The disk after the run equals QEMU's, and the recorded IDE accesses of
+    the program part equal exits-raw.jsonl's with the waits collapsed."""
+    # the disk afterwards
     after = unxz(out / "disk-after.img.xz", tmp_path / "after.img")
     assert filecmp.cmp(disk, after, shallow=False)
 
-    # 3. the port trace of the program part
+    # the port trace of the program part
     with lzma.open(out / "exits-raw.jsonl.xz", "rt") as f:
         qemu = [json.loads(line) for line in f]
     start = next(i for i, a in enumerate(qemu)
@@ -106,3 +115,42 @@ def test_scratch_disk_is_refdata_mkdisk(refdata, tmp_path):
     make_scratch_disk(str(mine), mbr=(refdata / "mbr" / "ataprobe.bin").read_bytes())
     pristine = unxz(refdata / "mbr" / "out" / "disk-pristine.img.xz", tmp_path / "p.img")
     assert filecmp.cmp(mine, pristine, shallow=False)
+
+
+# ------------------------------------------------- the real program on /dev/kvm
+
+needs_kvm = pytest.mark.skipif(not os.path.exists("/dev/kvm"),
+                               reason="/dev/kvm is absent on this machine")
+
+
+@needs_kvm
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_ataprobe_on_kvm_matches_qemu(refdata, tmp_path, capsys, fmt, qemu_img):
+    """The boot sector itself (not the Python port) on /dev/kvm: QEMU's exit
+    status, debugcon bytes, disk afterwards and IDE port trace."""
+    import subprocess
+    out = refdata / "mbr" / "out"
+    disk = unxz(out / "disk-pristine.img.xz", tmp_path / "disk.img")
+    image = disk
+    if fmt == "qcow2":
+        image = tmp_path / "disk.qcow2"
+        subprocess.run([qemu_img, "convert", "-f", "raw", "-O", "qcow2", str(disk),
+                        str(image)], check=True)
+    trace = tmp_path / "probe.gqt"
+    con = tmp_path / "debugcon.out"
+    rc = main(["run", "--accel", "kvm", "--drive",
+               "file=%s,format=%s,if=ide,index=0" % (image, fmt),
+               "--debugcon", str(con), "--record", str(trace)])
+    assert rc == int((out / "exitcode-raw.txt").read_text())
+    assert con.read_bytes() == (out / "debugcon-raw.log").read_bytes()
+    if fmt == "qcow2":
+        subprocess.run([qemu_img, "convert", "-f", "qcow2", "-O", "raw", str(image),
+                        str(disk)], check=True)
+        assert subprocess.run([qemu_img, "check", str(image)],
+                              capture_output=True).returncode == 0
+    check_disk_and_trace(out, disk, trace, tmp_path)
+    # a trace recorded on /dev/kvm replays under the simulated loop
+    pristine = unxz(out / "disk-pristine.img.xz", tmp_path / "pristine.img")
+    capsys.readouterr()
+    assert main(["replay", str(trace), "--drive", "file=%s,format=raw" % pristine]) == 0
+    assert "no divergence" in capsys.readouterr().out

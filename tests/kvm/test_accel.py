@@ -1,0 +1,118 @@
+"""The real accelerator on /dev/kvm: boot programs against what real QEMU
+7.2 (SeaBIOS) did with them (tests/data/kvm/record.sh re-records), kicks,
+and the one-line errors of ``gqemu run --accel kvm``."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gqemu.cli.main import main
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "kvm"
+
+needs_kvm = pytest.mark.skipif(not os.path.exists("/dev/kvm"),
+                               reason="/dev/kvm is absent on this machine")
+
+
+def _nasm_free_bin(name: str) -> Path:
+    """The assembled program kept beside its source (record.sh writes it)."""
+    return DATA / (name + ".bin")
+
+
+@needs_kvm
+def test_irq_wakes_hlt_as_under_qemu(tmp_path):
+    """IRQ 14 reaches a guest sleeping in HLT through the in-kernel PIC
+    (KVM_IRQ_LINE), the ISR runs once, and the data and exit status are
+    QEMU's."""
+    con = tmp_path / "con"
+    rc = main(["run", "--accel", "kvm", "--boot", str(_nasm_free_bin("irqwait")),
+               "--debugcon", str(con), "--timeout", "20"])
+    assert rc == int((DATA / "irqwait.status").read_text())
+    assert con.read_bytes() == (DATA / "irqwait.debugcon").read_bytes()
+
+
+@needs_kvm
+def test_same_program_from_the_disk(tmp_path):
+    """With no --boot, sector 0 of the first IDE disk is the program."""
+    from gqemu.machine import make_scratch_disk
+    disk = tmp_path / "d.img"
+    make_scratch_disk(str(disk), size_mib=1, mbr=_nasm_free_bin("irqwait").read_bytes())
+    con = tmp_path / "con"
+    rc = main(["run", "--accel", "kvm", "--drive", "file=%s,format=raw" % disk,
+               "--debugcon", str(con), "--timeout", "20"])
+    assert rc == int((DATA / "irqwait.status").read_text())
+    assert con.read_bytes() == (DATA / "irqwait.debugcon").read_bytes()
+
+
+@needs_kvm
+def test_spinning_guest_is_kicked_out(tmp_path, capsys):
+    """``jmp $`` never exits: --timeout kicks the vCPU out of KVM_RUN."""
+    spin = tmp_path / "spin.bin"
+    # mov al,0x42; out 0xe9,al; jmp $
+    spin.write_bytes(bytes([0xB0, 0x42, 0xE6, 0xE9, 0xEB, 0xFE]))
+    con = tmp_path / "con"
+    rc = main(["run", "--accel", "kvm", "--boot", str(spin), "--debugcon", str(con),
+               "--timeout", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert con.read_bytes() == b"B"
+    assert "stopped the guest after --timeout 0.5 s" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@needs_kvm
+def test_guest_fault_is_one_line(tmp_path, capsys):
+    """lidt of an empty IDT then int3: the vCPU cannot continue (KVM reports
+    an emulation failure or a shutdown); one line naming it, status 1."""
+    prog = tmp_path / "tf.bin"
+    # lidt [0x7c10]; int3; padding; at 0x7c10 a 6-byte zero descriptor
+    code = bytes([0x0F, 0x01, 0x1E, 0x10, 0x7C, 0xCC]) + bytes(10) + bytes(6)
+    prog.write_bytes(code)
+    rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "10"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "gqemu run: vCPU 0 stopped: KVM_EXIT_" in err or "triple fault" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--boot", "/nonexistent.bin"], "--boot /nonexistent.bin: No such file or directory"),
+    ([], "--accel kvm needs --boot FILE or a bootable --drive"),
+    (["script.py"], "--accel kvm runs machine code"),
+])
+def test_bad_kvm_runs_are_one_line(argv, msg, capsys):
+    if not os.path.exists("/dev/kvm") and msg.startswith("--boot"):
+        msg = "/dev/kvm"
+    rc = main(["run", "--accel", "kvm"] + argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+@needs_kvm
+def test_unbootable_disk(tmp_path, capsys):
+    disk = tmp_path / "blank.img"
+    disk.write_bytes(bytes(1 << 20))
+    rc = main(["run", "--accel", "kvm", "--drive", "file=%s,format=raw" % disk])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Boot failed: not a bootable disk" in err
+
+
+def test_missing_dev_kvm_is_one_line(tmp_path):
+    """Without a usable /dev/kvm: one line, status 2 (checked in a child
+    whose kvm_available is pointed at a missing node)."""
+    code = ("import sys, gqemu.kvm.kvm_dev as d\n"
+            "real = d.kvm_available\n"
+            "d.kvm_available = lambda path='/dev/kvm': real('/nonexistent/kvm')\n"
+            "from gqemu.cli.main import main\n"
+            "sys.exit(main(['run', '--accel', 'kvm', '--boot', sys.argv[1]]))\n")
+    boot = tmp_path / "b.bin"
+    boot.write_bytes(b"\xf4")
+    p = subprocess.run([sys.executable, "-c", code, str(boot)], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip() == ("gqemu run: --accel kvm: /nonexistent/kvm: "
+                                "No such file or directory")
