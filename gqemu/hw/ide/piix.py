@@ -55,6 +55,8 @@ BM_STATUS_INT = 0x04
 BM_CMD_START = 0x01
 BM_CMD_READ = 0x08
 BMDMA_PAGE_SIZE = 4096
+PRD_MAX_ENTRIES = BMDMA_PAGE_SIZE // 8   # the most PRDs one prepare_buf reads
+U32 = 0xFFFFFFFF                          # BMDMAState's addresses are uint32_t
 
 PRIMARY = (0x1F0, 0x3F6, 14)
 SECONDARY = (0x170, 0x376, 15)
@@ -74,6 +76,7 @@ class BMDMAState(IDEDMA):
         self.cur_prd_last = False
         self.cur_prd_addr = 0
         self.cur_prd_len = 0
+        self.prd_reads = 0              # PRD entries read so far (a step count)
         self.dma_cb: Optional[Callable[[IDEState, int], None]] = None
         self.stop_pending = False       # START cleared while a chunk was in flight
         self.irq: Optional[IRQState] = None      # the line the channel drives
@@ -95,31 +98,41 @@ class BMDMAState(IDEDMA):
     def prepare_buf(self, limit: int) -> int:
         """Build ``s.sg`` from the PRD table, at most ``limit`` bytes.
         Returns the bytes mapped; ``s.io_buffer_size`` gets the bytes the
-        PRDs described.  QEMU: bmdma_prepare_buf."""
+        PRDs described.
+
+        The walk is bounded by the PRD page: it stops at EOT or once
+        ``cur_addr - addr``, computed in uint32 as QEMU does, reaches 4 KiB,
+        so one call reads at most ``PRD_MAX_ENTRIES`` (512) entries.  A
+        table address the guest moved above ``cur_addr`` while the engine
+        ran wraps to a huge distance and ends the walk at once.
+        QEMU: bmdma_prepare_buf."""
         s = self.active_if()
         sg = qemu_sglist_init(self.as_mem)
         s.sg = sg
         s.io_buffer_size = 0
         prd = bytearray(8)
-        while True:
+        # at most PRD_MAX_ENTRIES reads, each followed by its consumption,
+        # then the stop test: the range is a bound the walk never reaches
+        for _ in range(PRD_MAX_ENTRIES + 2):
             if self.cur_prd_len == 0:
-                if self.cur_prd_last or self.cur_addr - self.addr >= BMDMA_PAGE_SIZE:
-                    return sg.size
+                if self.cur_prd_last or (self.cur_addr - self.addr) & U32 >= BMDMA_PAGE_SIZE:
+                    break
                 if self.as_mem is not None:
                     dma_memory_read(self.as_mem, self.cur_addr, prd, 8)
-                self.cur_addr += 8
+                self.prd_reads += 1
+                self.cur_addr = (self.cur_addr + 8) & U32
                 size = int.from_bytes(prd[4:8], "little")
-                length = size & 0xFFFE or 0x10000
-                self.cur_prd_len = length
+                self.cur_prd_len = size & 0xFFFE or 0x10000
                 self.cur_prd_addr = int.from_bytes(prd[0:4], "little")
                 self.cur_prd_last = bool(size & 0x80000000)
             l = self.cur_prd_len
             sg_len = min(limit - sg.size, l)
             if sg_len:
                 qemu_sglist_add(sg, self.cur_prd_addr, sg_len)
-            self.cur_prd_addr += l
+            self.cur_prd_addr = (self.cur_prd_addr + l) & U32
             self.cur_prd_len = 0
             s.io_buffer_size += l
+        return sg.size
 
     def set_inactive(self, more: bool) -> None:
         """QEMU: bmdma_set_inactive (a START 1->0 that came while the last
