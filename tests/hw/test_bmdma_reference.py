@@ -5,7 +5,8 @@ by record.py).
 ``gqemu import-qemu-trace --ram bmdma.bin@0x7c00`` turns QEMU's log into a
 trace that carries the program image, so the guest's own PRD tables are
 walked (long, short, size 0, odd, two entries, LBA48, a table moved while
-the engine runs, a count left over for an EXT command).  Every BM-status
+the engine runs, a count left over for an EXT command and for INITIALIZE
+DEVICE PARAMETERS, then a CHS READ DMA with that geometry).  Every BM-status
 and ATA-register read must return what QEMU returned, the read buffers must
 hold what the program sent to debugcon from QEMU's RAM (appended as guest
 RAM loads), and the disk must end as QEMU left it.
@@ -26,7 +27,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "bmdma"
 REPORT = 8 + 1024           # per case: number, BM status, 0x1F1..0x1F5, 0x1F7, buffer
 # BM status after each case, as the table in bmdma.asm describes them
 BM_STATUS = [0x05, 0x05, 0x00, 0x00, 0x05, 0x05, 0x04, 0x04, 0x04, 0x04,
-             0x04, 0x05, 0x04, 0x05, 0x00, 0x04, 0x00, 0x00, 0x04]
+             0x04, 0x05, 0x04, 0x05, 0x00, 0x04, 0x00, 0x00, 0x04, 0x04, 0x04]
 
 
 def unxz(src: Path, dst: Path) -> Path:

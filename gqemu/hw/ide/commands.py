@@ -173,10 +173,14 @@ def cmd_read_native_max(s: IDEState, cmd: int) -> bool:
 def cmd_specify(s: IDEState, cmd: int) -> bool:
     """INITIALIZE DEVICE PARAMETERS: the logical heads (device register + 1)
     and sectors per track (count) used by CHS addressing (QEMU >= 7.2).
+    The count is the whole ``nsector``, as QEMU copies it: 256 left by an
+    earlier count-0 command gives 256 sectors a track (tests/data/bmdma
+    cases 18-19).  A count of 0 leaves a track of 0 sectors, on which
+    ``ide_set_sector`` leaves the registers alone (QEMU divides by it).
     QEMU: cmd_specify."""
     if s.blk is not None and s.drive_kind != IDE_CD:
         s.heads = (s.select & K.ATA_DEV_HS) + 1
-        s.sectors = s.nsector & 0xFF
+        s.sectors = s.nsector
         ide_set_irq(s.bus)
     else:
         ide_abort_command(s)

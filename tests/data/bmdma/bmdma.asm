@@ -17,8 +17,9 @@
 ;       - START_FIRST: BM command 0x09 (read) / 0x01 (write) now, and
 ;         with REPROG the PRD address is rewritten while the engine runs;
 ;       - the task file (LBA48: every register twice, high byte first;
-;         NOCOUNT leaves the count register alone) and the command;
-;       - otherwise BM command 0x09 / 0x01 now;
+;         NOCOUNT leaves the count register alone; device 0xE0, 0x40
+;         for LBA48, 0xA0 for CHS) and the command;
+;       - otherwise, unless NODMA, BM command 0x09 / 0x01 now;
 ;       - poll 0x1F7 until BSY and DRQ are clear;
 ;       - to debugcon (0xE9): the case number, the BM status, 0x1F1..0x1F5
 ;         and 0x1F7 (8 bytes), then the 1024 bytes of the case's buffer at
@@ -42,6 +43,8 @@ F_LBA48 equ 0x02
 F_REPRG equ 0x04            ; rewrite the PRD address after the start
 F_NOCNT equ 0x08            ; leave the count register as it is
 F_WRITE equ 0x10            ; the engine reads memory (BM command 0x01)
+F_CHS   equ 0x20            ; device register 0xA0: CHS addressing
+F_NODMA equ 0x40            ; not a DMA command: leave the engine alone
 
 start:
         cli
@@ -133,11 +136,14 @@ next:
         test    byte [si], F_LBA48
         jz      .dev
         mov     al, 0x40
-.dev:   out     dx, al
+.dev:   test    byte [si], F_CHS
+        jz      .dev2
+        mov     al, 0xA0
+.dev2:  out     dx, al
         inc     dx                  ; 0x1F7
         mov     al, [si + 1]
         out     dx, al
-        test    byte [si], F_START
+        test    byte [si], F_START | F_NODMA
         jnz     .wait
         call    bm_start
 .wait:
@@ -270,8 +276,13 @@ cases:
         ; 17: ... then READ DMA EXT without writing the count: QEMU takes
         ;     the 256 left in nsector, not its low byte (short again: 0x00)
         CASE    F_LBA48|F_NOCNT, 0x25, 0, 0x30, 0, p_cnt17, 0
-        ; 18: a plain READ DMA to end on (0x04)
-        CASE    0,              0xC8, 1, 0x31, 0, p_end18, 0
+        ; 18: INITIALIZE DEVICE PARAMETERS with that count: 1 head of 256
+        ;     sectors (QEMU keeps nsector, not its low byte)
+        CASE    F_NOCNT|F_NODMA, 0x91, 0, 0x30, 0, p_end20, 0
+        ; 19: READ DMA by CHS, cylinder 1 sector 5: LBA 1 * 256 + 4 = 260
+        CASE    F_CHS,          0xC8, 1, 0x05, 0x01, p_chs19, 0
+        ; 20: a plain READ DMA to end on (0x04)
+        CASE    0,              0xC8, 1, 0x31, 0, p_end20, 0
         db      0xFF
 
         align   8
@@ -296,6 +307,7 @@ p_re14:   dd BUF(14), 512 | EOT
 p_re15:   dd BUF(15), 512 | EOT
 p_cnt16:  dd BUF(0) + 0x400, 512 | EOT
 p_cnt17:  dd BUF(1) + 0x400, 512 | EOT
-p_end18:  dd BUF(2) + 0x400, 512 | EOT
+p_chs19:  dd BUF(3) + 0x400, 512 | EOT
+p_end20:  dd BUF(4) + 0x400, 512 | EOT
 
         times   2048 - ($ - $$) db 0
