@@ -41,7 +41,7 @@ import lzma
 import re
 from typing import IO, Iterable, Iterator, Optional, Sequence, Union
 
-from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO, REC_MEMW
+from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, MAX_MEM, REC_IO, REC_MEMW
 
 BMDMA_BASE = 0xC000
 RAM_SIZE = 16 << 20             # gqemu's default guest RAM
@@ -185,7 +185,8 @@ class QemuLogImporter:
         pending = self._pending
         lineno = 0
         for addr, data in self.guest_ram:
-            yield [REC_MEMW, 0, addr, bytes(data)]
+            for off in range(0, len(data), MAX_MEM):
+                yield [REC_MEMW, 0, addr + off, bytes(data[off:off + MAX_MEM])]
         self.guest_ram = []
         for lineno, raw in enumerate(lines, 1):
             self.lines = lineno

@@ -110,3 +110,34 @@ def test_replay_can_fail(imported, tmp_path, capsys):
     capsys.readouterr()
     assert main(["replay", str(bad), "--drive", "file=%s,format=raw" % disk]) == 1
     assert "port 0xc002" in capsys.readouterr().out
+
+
+def test_ram_option(tmp_path, capsys):
+    """``--ram FILE@ADDR``: stored first, in records of at most 64 KiB, and
+    no PRD table is synthesized; a bad spec is one line and status 2."""
+    log = tmp_path / "t.log"
+    log.write_text("1@1.0:bmdma_addr_write data: 0x0000000000001000\n"
+                   "1@1.0:ide_ioport_write IDE PIO wr @ 0x1f2 (Sector Count); val 0x01; "
+                   "bus 0x1 IDEState 0x2\n"
+                   "1@1.0:ide_ioport_write IDE PIO wr @ 0x1f7 (Command); val 0xc8; "
+                   "bus 0x1 IDEState 0x2\n"
+                   "1@1.0:bmdma_write bmdma: writeb 0x0 : 0x09\n")
+    img = tmp_path / "img.bin"
+    img.write_bytes(bytes(range(256)) * 400)             # 100 KiB
+    out = tmp_path / "o.gqt"
+    assert main(["import-qemu-trace", "-q", "--ram", "%s@0x8000" % img, str(log),
+                 "-o", str(out)]) == 0
+    f, r = open_trace(str(out))
+    with f:
+        recs = list(r)
+    assert [(x[0], x[2], len(x[3])) for x in recs[:2]] == [
+        (8, 0x8000, 65536), (8, 0x18000, 102400 - 65536)]
+    assert recs[0][3] + recs[1][3] == img.read_bytes()
+    assert [x[0] for x in recs[2:]] == [REC_IO] * 4          # no synthesized table
+    for spec, msg in (("nofile", "expected FILE@ADDR"), ("%s@zz" % img, "bad address"),
+                      ("%s/none@0" % tmp_path, "No such file"),
+                      ("%s@0xfff000" % img, "outside the")):
+        capsys.readouterr()
+        assert main(["import-qemu-trace", "--ram", spec, str(log), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err

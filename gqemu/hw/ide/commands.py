@@ -220,7 +220,7 @@ def cmd_set_features(s: IDEState, cmd: int) -> bool:
         return True
     if f == 0x03:
         val = s.nsector & 0x07
-        mode = (s.nsector >> 3) & 0x1FFFFF
+        mode = s.nsector >> 3
         if mode in (0x00, 0x01):
             w62, w63, w88 = 0x07, 0x07, 0x3F
         elif mode == 0x02:

@@ -19,8 +19,10 @@ BMDMA registers (byte access; other sizes read all ones, writes dropped):
 +0 command (bit 0 START, bit 3 direction; only 0x09 kept), +2 status
 (bit 0 ACTIVE read-only, bits 1-2 write-1-to-clear, bits 5-6 r/w), +4..7 the
 PRD table address (any width, low 2 bits cleared).  The PRD walk stops at
-EOT or after one 4 KiB page; a size field of 0 means 64 KiB; bit 0 of the
-size is ignored.  Clearing START while a transfer is in flight lets it
+EOT or once ``cur_addr - addr`` (uint32, as every address here) reaches one
+4 KiB page: at most 512 entries a walk, and none when the guest moved the
+pointer above the address START latched; a size field of 0 means 64 KiB;
+bit 0 of the size is ignored.  Clearing START while a transfer is in flight lets it
 finish first (QEMU's drain): at once when called outside any loop poll,
 otherwise the engine stops when the completion arrives.
 
@@ -216,6 +218,7 @@ def bmdma_write(opaque: BMDMAState, addr: int, val: int, size: int) -> None:
     """QEMU: bmdma_write (piix.c)."""
     if size != 1:
         return
+    val &= 0xFF
     if trace_bmdma_write.enabled:
         trace_bmdma_write(addr, val)
     reg = addr & 3
