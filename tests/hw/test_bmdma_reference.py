@@ -16,6 +16,8 @@ from __future__ import annotations
 import filecmp
 import lzma
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,20 @@ def test_ram_option(tmp_path, capsys):
         assert main(["import-qemu-trace", "--ram", spec, str(log), "-o", str(out)]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(not (shutil.which("qemu-system-x86_64") and shutil.which("nasm")),
+                    reason="needs qemu-system-x86_64 and nasm")
+def test_rerecording_gives_the_same_results(tmp_path):
+    """record.py run again under the installed QEMU: the same binary, the
+    same debugcon results and the same disk (only the number of status
+    polls in the log depends on the host)."""
+    out = tmp_path / "rec"
+    r = subprocess.run([sys.executable, str(DATA / "record.py"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("bmdma.bin", "debugcon.bin", "exitcode.txt"):
+        assert (out / name).read_bytes() == (DATA / name).read_bytes(), name
+    a = unxz(out / "disk-after.img.xz", tmp_path / "a.img")
+    b = unxz(DATA / "disk-after.img.xz", tmp_path / "b.img")
+    assert filecmp.cmp(a, b, shallow=False)

@@ -57,6 +57,7 @@ def main() -> int:
     ap.add_argument("--out", default=HERE)
     ap.add_argument("--qemu", default="qemu-system-x86_64")
     a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="bmdma-rec-")
     try:
         binp = os.path.join(a.out, "bmdma.bin")
