@@ -21,7 +21,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="TRACE",
                    help="output trace (default: LOG's name with .gqtrace, "
                         "in the current directory)")
+    p.add_argument("--ram", action="append", default=[], metavar="FILE@ADDR",
+                   help="the guest's memory: FILE's bytes at guest-physical ADDR "
+                        "(e.g. boot.bin@0x7c00), stored before the first access; "
+                        "with it the guest's own PRD tables are replayed instead "
+                        "of synthesized ones (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+
+
+def _ram_images(specs: list[str]) -> list[tuple[int, bytes]]:
+    from gqemu.cli.main import UsageError
+    out = []
+    for spec in specs:
+        path, sep, addr = spec.rpartition("@")
+        if not sep or not path:
+            raise UsageError("--ram %s: expected FILE@ADDR" % spec)
+        try:
+            a = int(addr, 0)
+        except ValueError:
+            raise UsageError("--ram %s: bad address '%s'" % (spec, addr))
+        try:
+            with open(path, "rb") as f:
+                out.append((a, f.read()))
+        except OSError as e:
+            raise UsageError("%s: %s" % (path, e.strerror or e))
+    return out
 
 
 MAX_LINE = 64 * 1024
@@ -51,10 +75,13 @@ def run(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
     out = args.output or default_output(args.log)
     try:
+        imp = QemuLogImporter(guest_ram=_ram_images(args.ram))
+    except ValueError as e:
+        raise UsageError("--ram: %s" % e)
+    try:
         src = open_log(args.log)
     except OSError as e:
         raise UsageError("%s: %s" % (args.log, e.strerror or e))
-    imp = QemuLogImporter()
     outdir = os.path.dirname(os.path.abspath(out))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".gqemu-import-", dir=outdir)

@@ -20,7 +20,13 @@ Each traced guest access becomes one REC_IO record, in order (the rules of
   whatever BAR the guest programmed;
 - guest RAM is not in the log, so when a DMA starts the importer writes a
   PRD table covering exactly the command's sectors (REC_MEMW) where the
-  guest's table was (moved low when beyond gqemu's RAM).
+  guest's table was (moved low when beyond gqemu's RAM);
+- unless the guest's memory is given (``guest_ram``, the command line's
+  ``--ram FILE@ADDR``: e.g. a boot program whose PRD tables and write
+  buffers are part of its image): then those images are stored first
+  (REC_MEMW) and the guest's own PRD tables are used as they are, so a
+  table longer or shorter than the transfer, a size-0 (64 KiB) or odd
+  entry, a table moved while the engine runs, all replay as recorded.
 
 Accesses that QEMU does not trace (refdata/README.md, "Untraced port I/O")
 have no line, so they are absent from the import; none of them changes
@@ -33,9 +39,9 @@ from __future__ import annotations
 
 import lzma
 import re
-from typing import IO, Iterable, Iterator, Optional, Union
+from typing import IO, Iterable, Iterator, Optional, Sequence, Union
 
-from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, REC_IO, REC_MEMW
+from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, MAX_MEM, REC_IO, REC_MEMW
 
 BMDMA_BASE = 0xC000
 RAM_SIZE = 16 << 20             # gqemu's default guest RAM
@@ -127,9 +133,16 @@ class QemuLogImporter:
     thread id).
     """
 
-    def __init__(self, bmdma_base: int = BMDMA_BASE, ram_size: int = RAM_SIZE) -> None:
+    def __init__(self, bmdma_base: int = BMDMA_BASE, ram_size: int = RAM_SIZE,
+                 guest_ram: Sequence[tuple[int, bytes]] = ()) -> None:
         self.bmdma_base = bmdma_base
         self.ram_size = ram_size
+        for addr, data in guest_ram:
+            if addr < 0 or addr + len(data) > ram_size:
+                raise ValueError("guest RAM image at 0x%x (%d bytes) is outside the %d "
+                                 "bytes of RAM" % (addr, len(data), ram_size))
+        self.guest_ram = list(guest_ram)
+        self.synthesize_prd = not self.guest_ram
         # per channel: task-file count bytes, last command, BMDMA state
         self._nsect = [[0, 0], [0, 0]]          # [hob, low]
         self._cmd = [0, 0]
@@ -171,6 +184,10 @@ class QemuLogImporter:
         """Yield REC_IO records for ``lines`` (text or bytes).  Raises LogError."""
         pending = self._pending
         lineno = 0
+        for addr, data in self.guest_ram:
+            for off in range(0, len(data), MAX_MEM):
+                yield [REC_MEMW, 0, addr + off, bytes(data[off:off + MAX_MEM])]
+        self.guest_ram = []
         for lineno, raw in enumerate(lines, 1):
             self.lines = lineno
             if isinstance(raw, bytes):
@@ -290,7 +307,7 @@ class QemuLogImporter:
             if val > 0xFF:
                 raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
             if name == "bmdma_write" and off == 0:
-                if val & 1 and not self._bm_cmd[ch] & 1:
+                if val & 1 and not self._bm_cmd[ch] & 1 and self.synthesize_prd:
                     prd = self._synthetic_prd(ch, cpu)
                     if prd is not None:
                         yield prd
@@ -303,7 +320,7 @@ class QemuLogImporter:
             raise LogError(lineno, "PRD address 0x%x too wide" % val)
         if name == "bmdma_addr_write":
             self._prd_addr[ch] = val & ~3
-            if (val & ~3) + PRD_TABLE_MAX > self.ram_size:
+            if self.synthesize_prd and (val & ~3) + PRD_TABLE_MAX > self.ram_size:
                 # beyond gqemu's guest RAM: move the table (and what the
                 # register reads back) to a fixed low address
                 reloc = PRD_RELOC + 0x1000 * ch

@@ -173,10 +173,14 @@ def cmd_read_native_max(s: IDEState, cmd: int) -> bool:
 def cmd_specify(s: IDEState, cmd: int) -> bool:
     """INITIALIZE DEVICE PARAMETERS: the logical heads (device register + 1)
     and sectors per track (count) used by CHS addressing (QEMU >= 7.2).
+    The count is the whole ``nsector``, as QEMU copies it: 256 left by an
+    earlier count-0 command gives 256 sectors a track (tests/data/bmdma
+    cases 18-19).  A count of 0 leaves a track of 0 sectors, on which
+    ``ide_set_sector`` leaves the registers alone (QEMU divides by it).
     QEMU: cmd_specify."""
     if s.blk is not None and s.drive_kind != IDE_CD:
         s.heads = (s.select & K.ATA_DEV_HS) + 1
-        s.sectors = s.nsector & 0xFF
+        s.sectors = s.nsector
         ide_set_irq(s.bus)
     else:
         ide_abort_command(s)
@@ -216,7 +220,7 @@ def cmd_set_features(s: IDEState, cmd: int) -> bool:
         return True
     if f == 0x03:
         val = s.nsector & 0x07
-        mode = (s.nsector >> 3) & 0x1FFFFF
+        mode = s.nsector >> 3
         if mode in (0x00, 0x01):
             w62, w63, w88 = 0x07, 0x07, 0x3F
         elif mode == 0x02:

@@ -216,7 +216,10 @@ def ide_set_sector(s: IDEState, sector_num: int) -> None:
 
 
 def ide_cmd_lba48_transform(s: IDEState, lba48: bool) -> None:
-    """Count 0 means 256 (65536 for EXT commands).  QEMU: ide_cmd_lba48_transform."""
+    """Count 0 means 256 (65536 for EXT commands).  An EXT command ORs the
+    whole of ``nsector`` (uint32_t, which may still hold a count above 255
+    that an earlier command left) under ``hob_nsector << 8``, as QEMU does:
+    tests/data/bmdma case 17.  QEMU: ide_cmd_lba48_transform."""
     s.lba48 = lba48
     if not lba48:
         if not s.nsector:
@@ -224,7 +227,7 @@ def ide_cmd_lba48_transform(s: IDEState, lba48: bool) -> None:
     elif not s.nsector and not s.hob_nsector:
         s.nsector = 65536
     else:
-        s.nsector = (s.hob_nsector << 8) | (s.nsector & 0xFF)
+        s.nsector = ((s.hob_nsector << 8) | s.nsector) & 0xFFFFFFFF
 
 
 def ide_rw_error(s: IDEState) -> None:

@@ -59,6 +59,7 @@ def ide_ioport_write(opaque: IDEBus, addr: int, val: int) -> None:
     bus = opaque
     s = bus.ifs[bus.unit]
     reg_num = addr & 7
+    val &= 0xFF                         # every task-file register is a uint8_t
     if trace_ide_ioport_write.enabled:
         trace_ide_ioport_write(addr, ATA_IOPORT_WR_lookup[reg_num], val, bus, s)
     if reg_num != 7 and (s.status & (BUSY_STAT | DRQ_STAT)):

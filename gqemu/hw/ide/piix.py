@@ -19,8 +19,10 @@ BMDMA registers (byte access; other sizes read all ones, writes dropped):
 +0 command (bit 0 START, bit 3 direction; only 0x09 kept), +2 status
 (bit 0 ACTIVE read-only, bits 1-2 write-1-to-clear, bits 5-6 r/w), +4..7 the
 PRD table address (any width, low 2 bits cleared).  The PRD walk stops at
-EOT or after one 4 KiB page; a size field of 0 means 64 KiB; bit 0 of the
-size is ignored.  Clearing START while a transfer is in flight lets it
+EOT or once ``cur_addr - addr`` (uint32, as every address here) reaches one
+4 KiB page: at most 512 entries a walk, and none when the guest moved the
+pointer above the address START latched; a size field of 0 means 64 KiB;
+bit 0 of the size is ignored.  Clearing START while a transfer is in flight lets it
 finish first (QEMU's drain): at once when called outside any loop poll,
 otherwise the engine stops when the completion arrives.
 
@@ -55,6 +57,8 @@ BM_STATUS_INT = 0x04
 BM_CMD_START = 0x01
 BM_CMD_READ = 0x08
 BMDMA_PAGE_SIZE = 4096
+PRD_MAX_ENTRIES = BMDMA_PAGE_SIZE // 8   # the most PRDs one prepare_buf reads
+U32 = 0xFFFFFFFF                          # BMDMAState's addresses are uint32_t
 
 PRIMARY = (0x1F0, 0x3F6, 14)
 SECONDARY = (0x170, 0x376, 15)
@@ -74,6 +78,7 @@ class BMDMAState(IDEDMA):
         self.cur_prd_last = False
         self.cur_prd_addr = 0
         self.cur_prd_len = 0
+        self.prd_reads = 0              # PRD entries read so far (a step count)
         self.dma_cb: Optional[Callable[[IDEState, int], None]] = None
         self.stop_pending = False       # START cleared while a chunk was in flight
         self.irq: Optional[IRQState] = None      # the line the channel drives
@@ -95,31 +100,41 @@ class BMDMAState(IDEDMA):
     def prepare_buf(self, limit: int) -> int:
         """Build ``s.sg`` from the PRD table, at most ``limit`` bytes.
         Returns the bytes mapped; ``s.io_buffer_size`` gets the bytes the
-        PRDs described.  QEMU: bmdma_prepare_buf."""
+        PRDs described.
+
+        The walk is bounded by the PRD page: it stops at EOT or once
+        ``cur_addr - addr``, computed in uint32 as QEMU does, reaches 4 KiB,
+        so one call reads at most ``PRD_MAX_ENTRIES`` (512) entries.  A
+        table address the guest moved above ``cur_addr`` while the engine
+        ran wraps to a huge distance and ends the walk at once.
+        QEMU: bmdma_prepare_buf."""
         s = self.active_if()
         sg = qemu_sglist_init(self.as_mem)
         s.sg = sg
         s.io_buffer_size = 0
         prd = bytearray(8)
-        while True:
+        # at most PRD_MAX_ENTRIES reads, each followed by its consumption,
+        # then the stop test: the range is a bound the walk never reaches
+        for _ in range(PRD_MAX_ENTRIES + 2):
             if self.cur_prd_len == 0:
-                if self.cur_prd_last or self.cur_addr - self.addr >= BMDMA_PAGE_SIZE:
-                    return sg.size
+                if self.cur_prd_last or (self.cur_addr - self.addr) & U32 >= BMDMA_PAGE_SIZE:
+                    break
                 if self.as_mem is not None:
                     dma_memory_read(self.as_mem, self.cur_addr, prd, 8)
-                self.cur_addr += 8
+                self.prd_reads += 1
+                self.cur_addr = (self.cur_addr + 8) & U32
                 size = int.from_bytes(prd[4:8], "little")
-                length = size & 0xFFFE or 0x10000
-                self.cur_prd_len = length
+                self.cur_prd_len = size & 0xFFFE or 0x10000
                 self.cur_prd_addr = int.from_bytes(prd[0:4], "little")
                 self.cur_prd_last = bool(size & 0x80000000)
             l = self.cur_prd_len
             sg_len = min(limit - sg.size, l)
             if sg_len:
                 qemu_sglist_add(sg, self.cur_prd_addr, sg_len)
-            self.cur_prd_addr += l
+            self.cur_prd_addr = (self.cur_prd_addr + l) & U32
             self.cur_prd_len = 0
             s.io_buffer_size += l
+        return sg.size
 
     def set_inactive(self, more: bool) -> None:
         """QEMU: bmdma_set_inactive (a START 1->0 that came while the last
@@ -203,6 +218,7 @@ def bmdma_write(opaque: BMDMAState, addr: int, val: int, size: int) -> None:
     """QEMU: bmdma_write (piix.c)."""
     if size != 1:
         return
+    val &= 0xFF
     if trace_bmdma_write.enabled:
         trace_bmdma_write(addr, val)
     reg = addr & 3
