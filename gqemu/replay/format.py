@@ -349,9 +349,19 @@ class TraceReader:
 
 
 def _why(e: Exception) -> str:
-    s = str(e).splitlines()[0] if str(e) else ""
-    name = type(e).__name__
-    return "%s: %s" % (name, s[:120]) if s else name
+    """Why msgpack refused the bytes, in words (never a Python class name)."""
+    s = str(e)
+    if isinstance(e, UnicodeDecodeError):
+        return "a string is not valid UTF-8"
+    if "not allowed for map key" in s:
+        return "a map key is not a string"
+    if "extension type" in s or "timestamp" in s:
+        return "msgpack extension types are not allowed"
+    if "exceeds max_" in s or isinstance(e, msgpack.BufferFull):
+        return "an array, map or string longer than the %d MiB limit" % (MAX_BUFFER >> 20)
+    if isinstance(e, msgpack.StackError):
+        return "nested too deeply"
+    return "not msgpack data"
 
 
 def open_trace(path: str) -> tuple[IO[bytes], TraceReader]:
