@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     mod = importlib.import_module(SUBCOMMANDS[args.command][0])
+    if isinstance(getattr(args, "trace", None), list):   # a --trace PATTERN option
+        from gqemu.trace import trace_set_warning_location
+        trace_set_warning_location("gqemu " + args.command, "--trace")
     try:
         return int(mod.run(args) or 0)
     except UsageError as e:
