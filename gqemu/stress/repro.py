@@ -74,8 +74,9 @@ def load_repro(path: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or "gqemu_stress_repro" not in doc:
         raise ReproError("'%s' is not a gqemu stress reproducer" % path)
     if doc["gqemu_stress_repro"] != REPRO_VERSION:
-        raise ReproError("'%s': unsupported reproducer version %r"
-                         % (path, doc["gqemu_stress_repro"]))
+        v = doc["gqemu_stress_repro"]
+        raise ReproError("'%s': unsupported reproducer version %s (this gqemu reads %d)"
+                         % (path, v if type(v) is int else json.dumps(v)[:40], REPRO_VERSION))
     for key in ("seed", "options", "spec", "allowed", "invariant"):
         if key not in doc:
             raise ReproError("'%s': missing field '%s'" % (path, key))

@@ -14,6 +14,7 @@ import msgpack
 import pytest
 
 from gqemu.cli.main import main
+from gqemu.machine import SCRATCH_TAG
 from gqemu.replay.format import MAGIC, VERSION
 
 _MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
@@ -85,6 +86,30 @@ def test_replay_bad_files(tmp_path, capsys, make, msg):
     assert msg in one_line(err, "gqemu replay")
 
 
+@pytest.mark.parametrize("records, msg", [
+    ([[1, 0, 0, None, 0x1F7, 0]], "record 0: bad size (a nil)"),
+    ([[3, 0, 0, 0, "4", 0]], "record 0: bad size (a string)"),
+    ([[0, None]], "record 0: end record counts (a nil) records, stream has 0"),
+], ids=["nil-size", "string-size", "nil-count"])
+def test_replay_nil_fields_are_named_by_type(tmp_path, capsys, records, msg):
+    f = tmp_path / "t.gqt"
+    meta = {"drives": [{"index": 0, "scratch": SCRATCH_TAG}]}      # fresh scratch disks
+    f.write_bytes(msgpack.packb([MAGIC, VERSION, meta])
+                  + b"".join(msgpack.packb(r) for r in records))
+    rc, out, err = gqemu(capsys, "replay", f)
+    assert rc == 2 and out == ""
+    assert err == "gqemu replay: %s: %s\n" % (f, msg)
+
+
+def test_replay_nil_version(tmp_path, capsys):
+    f = tmp_path / "t.gqt"
+    f.write_bytes(msgpack.packb([MAGIC, None, {}]))
+    rc, _o, err = gqemu(capsys, "replay", f)
+    assert rc == 2
+    assert one_line(err, "gqemu replay") == "gqemu replay: %s: header: unsupported trace " \
+        "version (a nil) (this gqemu reads version 1)\n" % f
+
+
 def test_replay_random_bytes_subprocess(tmp_path):
     """The installed entry point, not only main(): no traceback either."""
     f = tmp_path / "junk"
@@ -133,6 +158,7 @@ def _doc(**kw):
     (b"\xff\xfe\x00junk", "is not a reproducer file: not UTF-8 text"),
     ("[" * 100000, "is not a reproducer file: not JSON"),
     ("[1, 2, 3]", "is not a gqemu stress reproducer"),
+    (_doc(gqemu_stress_repro=None), "unsupported reproducer version null (this gqemu reads 1)"),
     (_doc(options=[]), "\"options\" is not a JSON object"),
     (_doc(options={"workload": "nope"}), "bad option 'workload': 'nope'"),
     (_doc(options={"requests": -1}), "bad option 'requests': -1"),
