@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("%s: already exists (use --force to overwrite it)" % path)
     if os.path.isdir(path):
         raise UsageError("%s: Is a directory" % path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UsageError("%s: not a regular file (--force replaces only files)" % path)
     outdir = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".gqemu-mkdisk-", dir=outdir)

@@ -17,8 +17,10 @@ lines the stack reported with error_report() during the run.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from typing import Any
 
 from gqemu.stress.engine import Options, RunResult, run_one
@@ -58,8 +60,19 @@ def write_repro(path: str, res: RunResult, opts: Options, command: str) -> None:
     os.replace(tmp, path)
 
 
+MAX_REPRO_BYTES = 256 << 20     # far above any reproducer gqemu writes
+
+
 def load_repro(path: str) -> dict[str, Any]:
     try:
+        st = os.stat(path)              # before open: opening a FIFO would block
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(st.st_mode):
+            raise ReproError("'%s' is not a reproducer file: not a regular file" % path)
+        if st.st_size > MAX_REPRO_BYTES:
+            raise ReproError("'%s' is not a reproducer file: larger than %d MiB"
+                             % (path, MAX_REPRO_BYTES >> 20))
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except OSError as e:

@@ -4,6 +4,7 @@ a traceback, a raw control byte or "None" standing in for a value."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -184,6 +185,7 @@ def test_repro_bad_files(tmp_path, capsys, text, msg):
 @pytest.mark.parametrize("make, msg", [
     (lambda p: None, "cannot read '%s': No such file or directory"),
     (lambda p: p.mkdir(), "cannot read '%s': Is a directory"),
+    (lambda p: os.mkfifo(p), "'%s' is not a reproducer file: not a regular file"),
 ])
 def test_repro_missing_or_directory(tmp_path, capsys, make, msg):
     f = tmp_path / "r.json"

@@ -113,3 +113,12 @@ def test_dma_example_runs_on_it(tmp_path, capsys, monkeypatch):
     assert out == ("READ DMA lba 16 x8: sectors say [16, 17, 18, 19, 20, 21, 22, 23]\n"
                    "WRITE DMA lba 300 x4, read back by DMA and PIO: ok\n")
     assert (tmp_path / "disk.img").read_bytes()[300 * 512:304 * 512] == bytes(range(256)) * 8
+
+
+def test_force_replaces_only_regular_files(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    rc, out, err = gqemu(capsys, "mkdisk", "--force", fifo, "--size", "1k")
+    assert (rc, out) == (2, "")
+    assert err == "gqemu mkdisk: %s: not a regular file (--force replaces only files)\n" % fifo
+    assert sorted(os.listdir(tmp_path)) == ["fifo"]
