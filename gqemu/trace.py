@@ -14,7 +14,10 @@ prints ``0x`` and its identity.
 
 Events are enabled by glob patterns with QEMU's ``-trace`` syntax
 (``ide_*``, ``-ide_data_*`` to disable, ``enable=pattern``), before or after
-the modules that declare them are imported.  Output goes to one sink: QEMU's
+the modules that declare them are imported.  A pattern without a wildcard
+that names no event warns as QEMU's ``-trace`` does (``trace event 'x' does
+not exist``); a glob that matches nothing is accepted silently, as in QEMU.
+Output goes to one sink: QEMU's
 log lines (``name args``, or ``pid@sec.usec:name args`` with timestamps, as
 ``-msg timestamp=on``) or Chrome trace-event JSON that Perfetto opens, with a
 track per greenlet and per worker thread.
@@ -28,6 +31,7 @@ import fnmatch
 import json
 import os
 import re
+import sys
 import threading
 import time
 from typing import IO, Any, Callable, Optional, Protocol
@@ -38,6 +42,7 @@ __all__ = [
     "TraceEvent", "trace_event", "trace_events", "trace_enable_events",
     "trace_event_set_state", "trace_list_events", "trace_init_output",
     "trace_close_output", "trace_register_track_name", "trace_add_listener",
+    "trace_set_warning_location",
 ]
 
 
@@ -153,9 +158,56 @@ def _refresh() -> None:
         cb()
 
 
+_warn_where: tuple[Optional[str], Optional[str]] = (None, None)
+_declared: Optional[frozenset[str]] = None
+_DECLARATION = re.compile(r'\btrace_event\(\s*"([A-Za-z0-9_]+)"')
+
+
+def trace_set_warning_location(prog: Optional[str], option: Optional[str]) -> None:
+    """How a warning about a pattern names its origin: ``prog: option ARG:
+    warning: ...`` (``gqemu run: --trace x: warning: ...``, as
+    qemu-system-x86_64's ``-trace``), or ``prog: warning: ...`` without an
+    option (qemu-io's ``-T``).  ``prog`` defaults to the program's name."""
+    global _warn_where
+    _warn_where = (prog, option)
+
+
+def _all_declared() -> frozenset[str]:
+    """Every event gqemu declares, imported yet or not (QEMU knows its whole
+    table at startup; ours fills in as layers are imported).  Read from the
+    sources, not imported: the runtime layer imports nothing above it."""
+    global _declared
+    if _declared is None:
+        names = set(_events)
+        for d, _subdirs, files in os.walk(os.path.dirname(os.path.abspath(__file__))):
+            for fn in files:
+                if fn.endswith(".py"):
+                    try:
+                        with open(os.path.join(d, fn), encoding="utf-8") as f:
+                            names.update(_DECLARATION.findall(f.read()))
+                    except (OSError, ValueError):
+                        continue
+        _declared = frozenset(names)
+    return _declared
+
+
+def _check_exists(name: str, arg: str) -> None:
+    """QEMU's warning for a pattern without wildcards that names no event."""
+    if not name or any(c in name for c in "*?[") or name in _events:
+        return
+    if name in _all_declared():
+        return
+    prog, option = _warn_where
+    if prog is None:
+        prog = os.path.basename(sys.argv[0] or "") or "gqemu"
+    where = "%s: %s %s" % (prog, option, arg) if option else prog
+    sys.stderr.write("%s: warning: trace event '%s' does not exist\n" % (where, name))
+
+
 def trace_enable_events(pattern: str) -> None:
     """Apply one ``-trace`` argument: ``glob``, ``-glob`` (disable),
-    ``enable=glob`` or ``events=FILE`` (one pattern per line)."""
+    ``enable=glob`` or ``events=FILE`` (one pattern per line).  A name
+    without wildcards that is no event gets QEMU's warning on stderr."""
     for item in pattern.split(","):
         item = item.strip()
         if not item:
@@ -172,6 +224,7 @@ def trace_enable_events(pattern: str) -> None:
             item = item[len("enable="):]
         on = not item.startswith("-")
         _patterns.append((on, item.lstrip("-")))
+        _check_exists(item.lstrip("-"), pattern)
     _refresh()
 
 

@@ -18,6 +18,7 @@ __all__ = ["main", "UsageError", "SUBCOMMANDS", "error_exit"]
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("gqemu.cli.run", "run an emulator script on a simulated pc machine"),
+    "mkdisk": ("gqemu.cli.mkdisk", "write the self-describing scratch disk to a file"),
     "replay": ("gqemu.cli.replay", "replay a recorded exit trace and compare every result"),
     "import-qemu-trace": ("gqemu.cli.import_trace",
                           "convert a QEMU log-backend ide_* trace into a gqemu trace"),
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     mod = importlib.import_module(SUBCOMMANDS[args.command][0])
+    if isinstance(getattr(args, "trace", None), list):   # a --trace PATTERN option
+        from gqemu.trace import trace_set_warning_location
+        trace_set_warning_location("gqemu " + args.command, "--trace")
     try:
         return int(mod.run(args) or 0)
     except UsageError as e:

@@ -131,14 +131,14 @@ def _stress_env() -> dict[str, str]:
 
 def _run_repro(args: argparse.Namespace) -> int:
     from gqemu import coroutine
-    if not coroutine.STRESS:
-        cmd = [sys.executable, "-c", _MAIN, "stress", "--repro", args.repro]
-        return subprocess.call(cmd, env=_stress_env())
     from gqemu.stress.repro import ReproError, load_repro, replay_repro
-    try:
+    try:                            # a bad file is refused before any child starts
         doc = load_repro(args.repro)
     except ReproError as e:
         raise UsageError(str(e)) from None
+    if not coroutine.STRESS:
+        cmd = [sys.executable, "-c", _MAIN, "stress", "--repro", args.repro]
+        return subprocess.call(cmd, env=_stress_env())
     res, same = replay_repro(doc)
     out = sys.stdout
     if res.ok:
@@ -152,8 +152,9 @@ def _run_repro(args: argparse.Namespace) -> int:
         out.write("reproduced exactly (%d decisions, fingerprint 0x%016x)\n"
                   % (res.steps, res.fingerprint))
         return 1
-    out.write("not reproduced exactly (expected %s, fingerprint %s)\n"
-              % (doc["invariant"], doc.get("fingerprint")))
+    out.write("not reproduced exactly (expected %s%s)\n"
+              % (doc["invariant"], ", fingerprint %s" % doc["fingerprint"]
+                 if doc.get("fingerprint") else ""))
     return 3
 
 

@@ -181,7 +181,7 @@ def _io_head(r: list, i: int) -> int:
     _int(r[2], 0, 1, "direction", i)
     size = r[3]
     if type(size) is not int or size not in (1, 2, 4):
-        raise TraceError("bad size %r" % (size,), i)
+        raise TraceError("bad size %s" % _show(size), i)
     _int(r[4], 0, 0xFFFF, "port", i)
     return size
 
@@ -218,7 +218,7 @@ def check_record(r: Any, i: int) -> list:
         _int(r[3], 0, (1 << 64) - 1, "address", i)
         size = r[4]
         if type(size) is not int or size not in (1, 2, 4, 8):
-            raise TraceError("bad size %r" % (size,), i)
+            raise TraceError("bad size %s" % _show(size), i)
         _int(r[5], 0, (1 << (8 * size)) - 1, "value", i)
     elif kind in (REC_HLT, REC_SHUTDOWN):
         if n != 2:
@@ -246,7 +246,7 @@ def check_record(r: Any, i: int) -> list:
         if n != 2:
             raise TraceError("end record has %d fields, not 2" % n, i)
         if type(r[1]) is not int or r[1] != i:
-            raise TraceError("end record counts %r records, stream has %d" % (r[1], i), i)
+            raise TraceError("end record counts %s records, stream has %d" % (_show(r[1]), i), i)
     else:
         raise TraceError("unknown record kind %d" % kind, i)
     return r
@@ -286,8 +286,8 @@ class TraceReader:
         if type(hdr) is not list or len(hdr) != 3 or hdr[0] != MAGIC:
             raise TraceError("not a gqemu trace (bad header)")
         if type(hdr[1]) is not int or hdr[1] != VERSION:
-            raise TraceError("unsupported trace version %r (this gqemu reads version %d)"
-                             % (hdr[1], VERSION), -1)
+            raise TraceError("unsupported trace version %s (this gqemu reads version %d)"
+                             % (_show(hdr[1]), VERSION), -1)
         self.meta = check_meta(hdr[2])
 
     def position(self) -> int:
@@ -348,10 +348,32 @@ class TraceReader:
         raise TraceError("trailing data after the end record", i + 1)
 
 
+_MSGPACK_TYPES = {type(None): "nil", bool: "boolean", float: "float", str: "string",
+                  bytes: "binary", list: "array", dict: "map"}
+
+
+def _show(v: Any) -> str:
+    """A field value for a message: an integer as itself, anything else by
+    its msgpack type (never Python's ``None`` or a long repr)."""
+    if type(v) is int:
+        return str(v)
+    return "(a %s)" % _MSGPACK_TYPES.get(type(v), "non-integer")
+
+
 def _why(e: Exception) -> str:
-    s = str(e).splitlines()[0] if str(e) else ""
-    name = type(e).__name__
-    return "%s: %s" % (name, s[:120]) if s else name
+    """Why msgpack refused the bytes, in words (never a Python class name)."""
+    s = str(e)
+    if isinstance(e, UnicodeDecodeError):
+        return "a string is not valid UTF-8"
+    if "not allowed for map key" in s:
+        return "a map key is not a string"
+    if "extension type" in s or "timestamp" in s:
+        return "msgpack extension types are not allowed"
+    if "exceeds max_" in s or isinstance(e, msgpack.BufferFull):
+        return "an array, map or string longer than the %d MiB limit" % (MAX_BUFFER >> 20)
+    if isinstance(e, msgpack.StackError):
+        return "nested too deeply"
+    return "not msgpack data"
 
 
 def open_trace(path: str) -> tuple[IO[bytes], TraceReader]:

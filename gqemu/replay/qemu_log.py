@@ -366,5 +366,5 @@ class QemuLogImporter:
 
 
 def _clip(s: str) -> str:
-    s = s.encode("ascii", "backslashreplace").decode()
+    s = s.encode("unicode_escape").decode("ascii")     # no raw control bytes
     return s if len(s) <= 100 else s[:97] + "..."
