@@ -22,7 +22,8 @@ RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
 BMDMA_BASE = 0xC000          # PIIX BAR4, where SeaBIOS put it in refdata
 
 # keys the machine consumes; everything else goes to blk_new_open's options
-_MACHINE_KEYS = ("file", "if", "index", "bus", "unit", "media", "id")
+# (``if`` too: it makes the drive a guest device's, which takes QEMU's locks)
+_MACHINE_KEYS = ("file", "index", "bus", "unit", "media", "id")
 _CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
 
 
@@ -82,9 +83,17 @@ def drive_config(specs: Sequence[str]) -> list[dict]:
         index = _drive_index(spec, opts, used)
         used.add(index)
         options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
-        drives.append({"index": index, "file": opts["file"], "options": options})
+        options["if"] = iface
+        drives.append({"index": index, "file": opts["file"], "options": options,
+                       "spec": spec, "name": opts.get("id") or _drive_name(index)})
     drives.sort(key=lambda d: d["index"])
     return drives
+
+
+def _drive_name(index: int) -> str:
+    """QEMU's name for an ``if=ide`` drive without ``id=``: ``ide0-hd0``
+    (bus 0, unit 0) .. ``ide1-hd1``.  QEMU: blockdev.c drive_new."""
+    return "ide%d-hd%d" % (index // 2, index % 2)
 
 
 def _int_opt(spec: str, opts: dict, key: str, hi: int) -> Optional[int]:
@@ -158,8 +167,9 @@ def scratch_drives(tmpdir: str, indexes: Sequence[int]) -> list[dict]:
     for idx in indexes:
         path = os.path.join(tmpdir, "scratch%d.img" % idx)
         make_scratch_disk(path)
-        drives.append({"index": idx, "file": path, "options": {"format": "raw"},
-                       "scratch": SCRATCH_TAG})
+        drives.append({"index": idx, "file": path,
+                       "options": {"format": "raw", "if": "ide"},
+                       "name": _drive_name(idx), "scratch": SCRATCH_TAG})
     return drives
 
 
@@ -202,12 +212,7 @@ class Machine:
         self.drives = list(drives)
         try:
             for d in self.drives:
-                try:
-                    self.blks[d["index"]] = blk_new_open(d["file"], dict(d["options"]))
-                except BlockError as e:
-                    raise MachineError("-drive file=%s: %s" % (d["file"], e))
-                except OSError as e:
-                    raise MachineError("-drive file=%s: %s" % (d["file"], e.strerror or e))
+                self.blks[d["index"]] = _open_drive(d, blk_new_open, BlockError)
             self._build_hw()
         except BaseException:
             self.close()
@@ -288,6 +293,38 @@ class Machine:
         for idx in list(self.blks):
             blk = self.blks.pop(idx)
             blk_unref(blk)
+
+
+def _open_drive(d: dict, blk_new_open: Any, BlockError: Any) -> Any:
+    """Open one drive as QEMU's ``-drive if=ide`` does: the device takes
+    "consistent read" and "write" and shares neither "write" nor "resize",
+    so the image is locked against other writers.  ``share-rw`` is a
+    property of ``-device``, not of ``-drive`` (QEMU's message), and an
+    ide-hd cannot be read-only.  Raises MachineError (one line)."""
+    from gqemu.block.block_backend import blk_bs, blk_is_read_only, blk_unref
+    spec = d.get("spec") or "file=%s" % d["file"]
+    opts = dict(d["options"])
+    share_rw = opts.pop("share-rw", None)
+    try:
+        blk = blk_new_open(d["file"], opts)
+    except BlockError as e:
+        hint = getattr(e, "hint", None)
+        if hint:        # a lock conflict: QEMU names no -drive, it fails at realize
+            raise MachineError("%s (%s%s)" % (e, hint[:1].lower(), hint[1:]))
+        raise MachineError("-drive %s: %s" % (spec, e))
+    except OSError as e:
+        raise MachineError("-drive %s: %s" % (spec, e.strerror or e))
+    bs = blk_bs(blk)
+    if share_rw is not None:
+        fmt = bs.drv.format_name if bs is not None and bs.drv is not None else "raw"
+        blk_unref(blk)
+        raise MachineError("-drive %s: Block format '%s' does not support the option "
+                           "'share-rw'" % (spec, fmt))
+    if blk_is_read_only(blk):
+        blk_unref(blk)
+        raise MachineError("Block node is read-only")
+    blk.name = d.get("name") or _drive_name(d["index"])
+    return blk
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:
