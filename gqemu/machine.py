@@ -221,6 +221,12 @@ class Machine:
         from gqemu.hw.irq import isa_pic_set_notify
         isa_pic_set_notify(self.pic, _pic_notify, self.kvm)
         self.memories: list[Any] = []
+        self.io_errors: list[dict] = []     # BLOCK_IO_ERROR events that stopped the VM
+        from gqemu.block.blk_error import blk_add_stop_handler
+        from gqemu.kvm.runstate import qemu_add_vm_change_state_handler
+        for idx, blk in self.blks.items():
+            blk_add_stop_handler(blk, self._blk_stopped, idx)
+        qemu_add_vm_change_state_handler(self.kvm, self._vm_state_change, None)
 
     def _build_hw(self) -> None:
         from gqemu.hw.ide.piix import pc_ide_init
@@ -270,11 +276,61 @@ class Machine:
         self.memories.append(mem)
         return CPUState(self.kvm, index, guest_fn, X86CPU(index, mem))
 
-    def run(self) -> None:
-        """Run every vCPU to its end.  Raises GuestDeadlock when all of them
-        sleep in HLT with nothing pending."""
-        from gqemu.kvm.cpu import kvm_main_loop
-        kvm_main_loop(self.kvm)
+    def run(self) -> str:
+        """Run the VM until every vCPU has ended or the VM stops; return the
+        run state: ``"shutdown"``, or ``"io-error"`` when a ``stop`` error
+        policy paused it (see :meth:`cont`).  Requests the guests left in
+        flight are drained when they end, and may stop the VM too.
+        Raises GuestDeadlock when every vCPU sleeps in HLT with nothing
+        pending."""
+        from gqemu.kvm.main_loop import kvm_main_loop
+        from gqemu.kvm.runstate import RUN_STATE_SHUTDOWN, vm_stop
+        state = kvm_main_loop(self.kvm)
+        if state == RUN_STATE_SHUTDOWN:
+            self.drain()
+            if self.kvm.vmstop_request is not None:
+                vm_stop(self.kvm, self.kvm.vmstop_request)
+                state = self.kvm.runstate
+        return state
+
+    @property
+    def runstate(self) -> str:
+        """QEMU's run state: ``running``, ``io-error`` (paused by an I/O
+        error), ... (``query-status``)."""
+        return self.kvm.runstate
+
+    def cont(self) -> bool:
+        """Resume a stopped VM, as QMP ``cont``: reset the drives' I/O
+        status, let the devices retry the requests the error parked (before
+        any vCPU runs again), wake the vCPUs.  Call :meth:`run` next.
+        Returns False when the VM was not stopped.  QEMU: qmp_cont."""
+        from gqemu.kvm.runstate import vm_start
+        return vm_start(self.kvm)
+
+    def _blk_stopped(self, index: int, blk: Any) -> None:
+        """A drive's error policy said ``stop``: pause the VM (QEMU:
+        blk_error_action -> qemu_system_vmstop_request(RUN_STATE_IO_ERROR))."""
+        from gqemu.kvm.runstate import RUN_STATE_IO_ERROR, qemu_system_vmstop_request
+        ev = dict(blk.io_error_events[-1])
+        ev["index"] = index
+        self.io_errors.append(ev)
+        qemu_system_vmstop_request(self.kvm, RUN_STATE_IO_ERROR)
+
+    def _vm_state_change(self, opaque: Any, running: bool, state: str) -> None:
+        """On a stop, drain and flush the drives (QEMU: do_vm_stop's
+        bdrv_drain_all + bdrv_flush_all); on a start, resume the stopped
+        drives, which schedules the devices' restart bottom halves."""
+        from gqemu.block.blk_error import blk_is_stopped, blk_resume
+        from gqemu.block.block_backend import blk_drain, blk_flush
+        if running:
+            for blk in self.blks.values():
+                if blk_is_stopped(blk):
+                    blk_resume(blk)
+            return
+        for blk in self.blks.values():
+            blk_drain(blk)
+        for blk in self.blks.values():
+            blk_flush(blk)
 
     def drain(self) -> None:
         """Let every pending request complete."""
@@ -285,6 +341,10 @@ class Machine:
     def close(self) -> None:
         """Drain, flush and close the drives (idempotent)."""
         from gqemu.block.block_backend import blk_unref
+        kvm = getattr(self, "kvm", None)
+        if kvm is not None and kvm.started:
+            from gqemu.kvm.main_loop import kvm_stop_vcpus
+            kvm_stop_vcpus(kvm)         # vCPUs left parked by a stopped VM
         if getattr(self, "ctx", None) is not None and self.blks:
             try:
                 self.drain()
