@@ -239,8 +239,14 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
             sys.stderr.write("gqemu run: cont in %g s (retry %d of %d)\n"
                              % (delay, retried, retries))
             gevent.sleep(delay)
+            if machine.kvm.limit_error is not None:
+                break
             machine.cont()
             state = machine.run()
+        if state == RUN_STATE_IO_ERROR:         # a limit expired while paused
+            sys.stderr.write("gqemu run: %s while the VM was paused (io-error)\n"
+                             % machine.kvm.limit_error)
+            return STATUS_LIMIT
     except GuestDeadlock as e:
         sys.stderr.write("gqemu run: guest hung: %s\n" % e)
         status = 1

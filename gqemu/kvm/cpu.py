@@ -14,8 +14,14 @@ loop's bottom halves run while the guest computes.  Here the vCPU polls the
 main AioContext (non-blocking) before every ``KVM_RUN``; completions that a
 worker thread queued are dispatched there, so device I/O completes while a
 guest polls a status register.  While every vCPU sleeps in HLT the main
-greenlet (:func:`kvm_main_loop`) does the blocking polls, and an IRQ raised
-through :func:`kvm_set_irq` wakes the halted vCPUs.
+greenlet (``kvm_main_loop``, main_loop.py) does the blocking polls, and an
+IRQ raised through :func:`kvm_set_irq` wakes the halted vCPUs.
+
+Before ``KVM_RUN`` a vCPU also checks the VM's state: while a stop is
+requested or the VM is stopped (runstate.py) it parks
+(:func:`qemu_kvm_wait_resume`); after a guest's ``sys.exit`` it ends
+(``kvm_shutdown_request``); past a ``--timeout`` it ends with EXCP_WATCHDOG
+(watchdog.py).
 
 Must not import: gqemu.machine, gqemu.replay, gqemu.cli (higher layers).
 QEMU: accel/kvm/kvm-all.c (kvm_cpu_exec, kvm_handle_io), cpus.c

@@ -80,7 +80,8 @@ def sector(img: Path, lba: int) -> bytes:
 
 
 def io_error_line(op: str = "write", errno_: int = 28, policy: str = "werror=enospc") -> str:
-    reason = {28: "No space left on device", 5: "Input/output error"}[errno_]
+    reason = {28: "No space left on device", 5: "Input/output error",
+              27: "File too large"}[errno_]
     return ("gqemu run: BLOCK_IO_ERROR: drive ide0-hd0: %s failed: %s (errno %d); "
             "%s: VM paused (io-error)\n" % (op, reason, errno_, policy))
 
@@ -244,3 +245,43 @@ def test_error_while_all_vcpus_halt(tmp_path, img, capsys):
 def test_bad_on_io_error_is_one_line(tmp_path, capsys, value):
     rc, _out, err = gqemu(capsys, "run", tmp_path / "none.py", "--on-io-error", value)
     assert rc == 2 and err.count("\n") == 1 and "--on-io-error" in err
+
+
+def test_a_real_host_error_file_size_limit(tmp_path, img):
+    """Not injected: the host refuses the write (RLIMIT_FSIZE -> EFBIG).
+    werror=stop pauses; the script's hook lifts the limit and resumes, the
+    retried write lands."""
+    import resource
+    import subprocess
+    import sys
+    lba = 1500                                  # beyond the 512 KiB limit
+    s = tmp_path / "g.py"
+    s.write_text(GUEST % {"img": str(img), "op": "write_dma(%d, b'\\xab' * 512)" % lba,
+                          "lba": lba} + (
+        "import resource\n"
+        "def on_io_error(machine, events):\n"
+        "    inf = resource.RLIM_INFINITY\n"
+        "    resource.setrlimit(resource.RLIMIT_FSIZE, (inf, inf))\n"
+        "    machine.cont()\n"))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (512 << 10, resource.RLIM_INFINITY))
+
+    r = subprocess.run([sys.executable, "-m", "gqemu.cli.main", "run", str(s), "--drive",
+                        "file=%s,format=raw,werror=stop" % img],
+                       cwd=str(Path(__file__).resolve().parents[2]), preexec_fn=limit,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "done status 0x50\n"
+    assert r.stderr == io_error_line("write", 27, "werror=stop")
+    assert sector(img, lba) == PATTERN
+
+
+def test_timeout_while_paused_between_retries(tmp_path, img, capsys):
+    conf = blkdebug(tmp_path, "write_aio", 28, once=False)
+    rc, out, err = gqemu(capsys, "run", script(tmp_path, img, PIO_WRITE),
+                         "--drive", "file=blkdebug:%s:%s,format=raw" % (conf, img),
+                         "--on-io-error", "retry=100,delay=0.2", "--timeout", "0.5")
+    assert rc == 124 and out == ""
+    assert err.endswith("gqemu run: the run exceeded its --timeout of 0.5 s while the VM "
+                        "was paused (io-error)\n")
