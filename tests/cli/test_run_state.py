@@ -285,3 +285,37 @@ def test_timeout_while_paused_between_retries(tmp_path, img, capsys):
     assert rc == 124 and out == ""
     assert err.endswith("gqemu run: the run exceeded its --timeout of 0.5 s while the VM "
                         "was paused (io-error)\n")
+
+
+def test_every_vcpu_is_parked_while_paused(tmp_path, img):
+    """A second vCPU polling a port makes no exit while the VM is stopped,
+    and goes on after cont."""
+    conf = blkdebug(tmp_path, "write_aio", 28)
+    polls = [0]
+    done = []
+
+    def writer(cpu):
+        from gqemu.guest.ata import ATA
+        ATA(cpu).write_sectors(LBA, PATTERN)
+        done.append(True)
+
+    def poller(cpu):
+        while not done:
+            cpu.inb(0x80)
+            polls[0] += 1
+
+    m = Machine(drive_config(["file=blkdebug:%s:%s,format=raw" % (conf, img)]))
+    try:
+        m.add_cpu(writer)
+        m.add_cpu(poller)
+        assert m.run() == "io-error"
+        n, exits = polls[0], m.kvm.nr_exits
+        assert m.run() == "io-error"
+        assert (polls[0], m.kvm.nr_exits) == (n, exits)
+        assert m.cont()
+        assert m.run() == "shutdown"
+        assert done and polls[0] >= n
+        assert all(c.error is None for c in m.kvm.cpus)
+    finally:
+        m.close()
+    assert sector(img, LBA) == PATTERN
