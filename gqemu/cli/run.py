@@ -9,7 +9,7 @@ Exit status (docs/run.md):
   guest hung in HLT with nothing that could wake it;
 * 2 -- bad input (unloadable script, bad ``--drive``, image locked by another
   process, unwritable trace file);
-* 3 -- the VM ended paused by an I/O error (a ``stop`` error policy, no
+* 4 -- the VM ended paused by an I/O error (a ``stop`` error policy, no
   ``--on-io-error`` retry left): the failed request was never completed;
 * 124 -- a limit stopped the guest: ``--timeout`` or ``--max-exits``;
 * 130 -- interrupted (Ctrl-C).
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "computing without exits (0: no limit); exit status 124")
     p.add_argument("--on-io-error", default="stop", metavar="POLICY",
                    help="when a stop error policy (werror=stop|enospc, rerror=stop) "
-                        "pauses the VM: 'stop' ends the run with status 3 (default); "
+                        "pauses the VM: 'stop' ends the run with status 4 (default); "
                         "'retry=N[,delay=SECONDS]' resumes it (QMP cont: the failed "
                         "request is retried) up to N times, SECONDS apart (default 1)")
 
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-STATUS_IO_ERROR = 3       # the VM ended paused by an I/O error
+STATUS_IO_ERROR = 4       # the VM ended paused by an I/O error
 STATUS_LIMIT = 124        # --timeout / --max-exits stopped the guest (as timeout(1))
 
 

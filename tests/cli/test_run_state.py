@@ -1,6 +1,6 @@
 """The VM run state under ``gqemu run``: a ``stop`` error policy pauses the
 vCPUs (QEMU's ``paused (io-error)``), keeps the failed request, reports one
-BLOCK_IO_ERROR line, and either ends with status 3 or resumes (``cont``) and
+BLOCK_IO_ERROR line, and either ends with status 4 or resumes (``cont``) and
 retries it.  What QEMU 7.2 does is recorded in reliability.md §4.3 / §6.1:
 stop -> paused (io-error), IDE status 0x50, request kept; ``cont`` retries;
 enospc stops only on ENOSPC, EIO is reported (0x41 / 0x04).
@@ -92,7 +92,7 @@ def test_enospc_pauses_and_ends_with_status_3(tmp_path, img, capsys, op):
     conf = blkdebug(tmp_path, "write_aio", 28)
     rc, out, err = gqemu(capsys, "run", script(tmp_path, img, op),
                          "--drive", "file=blkdebug:%s:%s,format=raw" % (conf, img))
-    assert rc == 3
+    assert rc == 4
     assert out == ""                    # the guest never saw the command end
     assert err == io_error_line() + ("gqemu run: the VM stays paused (io-error); the "
                                      "failed request was not completed\n")
@@ -117,7 +117,7 @@ def test_werror_stop_on_eio_retries_until_the_budget_is_spent(tmp_path, img, cap
     rc, out, err = gqemu(capsys, "run", script(tmp_path, img, PIO_WRITE),
                          "--drive", "file=blkdebug:%s:%s,format=raw,werror=stop" % (conf, img),
                          "--on-io-error", "retry=2,delay=0")
-    assert rc == 3 and out == ""
+    assert rc == 4 and out == ""
     line = io_error_line(errno_=5, policy="werror=stop")
     assert err == (line + "gqemu run: cont in 0 s (retry 1 of 2)\n"
                    + line + "gqemu run: cont in 0 s (retry 2 of 2)\n"
@@ -142,7 +142,7 @@ def test_rerror_stop_read_retries(tmp_path, img, capsys):
                  "    print(d[4:20])\n")
     drive = "file=blkdebug:%s:%s,format=raw,rerror=stop" % (conf, img)
     rc, out, err = gqemu(capsys, "run", s, "--drive", drive)
-    assert rc == 3 and out == ""
+    assert rc == 4 and out == ""
     assert err.startswith(io_error_line("read", 5, "rerror=stop"))
     rc, out, err = gqemu(capsys, "run", s, "--drive", drive, "--on-io-error", "retry=1,delay=0")
     assert rc == 0 and out == "b'<LBA 0x00000009>'\n", err
