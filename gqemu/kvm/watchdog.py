@@ -9,7 +9,8 @@ can end it.  :func:`kvm_set_time_limit` bounds a run two ways:
   ``EXCP_WATCHDOG`` (this covers guests that wait: HLT, polling);
 * ``SIGALRM`` (an interval timer, main thread only) covers a guest that
   never exits: the handler runs between two bytecodes of whatever the main
-  thread executes; when that is a guest program, it raises
+  thread executes; when that is a guest program (not an emulator hook on
+  its stack, such as the recorder's), it raises
   :class:`GuestTimeout` there (a BaseException: ``except Exception`` in the
   guest does not catch it), so the guest program ends with it and its vCPU
   reports the limit.  The timer repeats every 0.1 s, so a guest that catches
@@ -66,7 +67,7 @@ class TimeLimit:
     def _on_alarm(self, signum: int, frame: Any) -> None:
         self._set_error()
         cur = getcurrent()
-        if any(c.guest is cur for c in self.s.cpus):
+        if any(c.guest is cur for c in self.s.cpus) and _guest_code(frame):
             self.interrupts += 1
             if self.interrupts > GIVE_UP:
                 sys.stderr.write("gqemu run: %s, and the guest program ignores being "
@@ -84,6 +85,19 @@ class TimeLimit:
             signal.setitimer(signal.ITIMER_REAL, 0, 0)
             signal.signal(signal.SIGALRM, self.old_handler)
             self.old_handler = None
+
+
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_GUEST_SIDE = (os.path.join(_PKG, "guest") + os.sep, os.path.join(_PKG, "kvm", "guest.py"))
+
+
+def _guest_code(frame: Any) -> bool:
+    """Whether ``frame`` runs guest code: the script or the guest-side
+    library, not an emulator hook running on the guest's stack (the
+    recorder's RAM hooks): those are left to finish, and the next alarm or
+    exit ends the guest."""
+    name = os.path.abspath(frame.f_code.co_filename) if frame is not None else ""
+    return not name.startswith(_PKG) or name.startswith(_GUEST_SIDE)
 
 
 def kvm_set_time_limit(s: KVMState, seconds: float, status: int = 124) -> TimeLimit:

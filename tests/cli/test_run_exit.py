@@ -157,3 +157,18 @@ def test_binary_file_exec_as_a_user_would(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == ("gqemu run: /bin/true: not a Python script (binary data: it "
                         "contains null bytes)\n")
+
+
+def test_timeout_leaves_a_recording_whole(tmp_path, capsys):
+    """The interruption lands in guest code, never inside the recorder's RAM
+    hook that runs on the guest's stack: the trace replays cleanly."""
+    trace = tmp_path / "t.gqt"
+    rc, _out, err = gqemu(capsys, "run", script(tmp_path, (
+        "def guest(cpu):\n"
+        "    i = 0\n"
+        "    while True:\n"
+        "        cpu.memory.write(0x1000, bytes([i & 255]) * 64)\n"
+        "        i += 1\n")), "--timeout", "0.2", "--record", trace)
+    assert rc == 124, err
+    rc, out, err = gqemu(capsys, "replay", trace)
+    assert rc == 0 and "no divergence" in out, out + err
