@@ -207,7 +207,6 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
     """Run, resuming a VM that an I/O error paused as ``--on-io-error``
     (and the script's ``on_io_error(machine, events)`` hook) say; return
     the exit status."""
-    import gevent
     from gqemu.kvm.main_loop import GuestDeadlock
     from gqemu.kvm.runstate import RUN_STATE_IO_ERROR
     status = 0
@@ -238,7 +237,7 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
             retried += 1
             sys.stderr.write("gqemu run: cont in %g s (retry %d of %d)\n"
                              % (delay, retried, retries))
-            gevent.sleep(delay)
+            _pause(machine, delay)
             if machine.kvm.limit_error is not None:
                 break
             machine.cont()
@@ -251,6 +250,18 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
         sys.stderr.write("gqemu run: guest hung: %s\n" % e)
         status = 1
     return _guest_status(machine, script, guest_traceback, status)
+
+
+def _pause(machine: Any, delay: float) -> None:
+    """Wait ``delay`` s before a retry, or less if a --timeout expires."""
+    import time
+    import gevent
+    end = time.monotonic() + delay
+    while machine.kvm.limit_error is None:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        gevent.sleep(min(left, 0.05))
 
 
 def _guest_status(machine: Any, script: str, guest_traceback: Any, status: int) -> int:

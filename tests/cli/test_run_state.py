@@ -281,7 +281,7 @@ def test_timeout_while_paused_between_retries(tmp_path, img, capsys):
     conf = blkdebug(tmp_path, "write_aio", 28, once=False)
     rc, out, err = gqemu(capsys, "run", script(tmp_path, img, PIO_WRITE),
                          "--drive", "file=blkdebug:%s:%s,format=raw" % (conf, img),
-                         "--on-io-error", "retry=100,delay=0.2", "--timeout", "0.5")
+                         "--on-io-error", "retry=100,delay=3000", "--timeout", "0.5")
     assert rc == 124 and out == ""
     assert err.endswith("gqemu run: the run exceeded its --timeout of 0.5 s while the VM "
                         "was paused (io-error)\n")
