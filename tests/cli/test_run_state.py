@@ -319,3 +319,33 @@ def test_every_vcpu_is_parked_while_paused(tmp_path, img):
     finally:
         m.close()
     assert sector(img, LBA) == PATTERN
+
+
+MULTI = '''
+from gqemu.guest.ata import ATA
+IMG = %(img)r
+def guest(cpu):
+    ata = ATA(cpu)
+    data = bytes(range(256)) * 2 * 20
+    ata.%(op)s(10, data)
+    with open(IMG, "rb") as f:
+        f.seek(10 * 512)
+        assert f.read(len(data)) == data, "a completed write is not in the image"
+    print("ok")
+'''
+
+
+@pytest.mark.parametrize("op", ["write_sectors", "write_multiple", "write_dma"])
+@pytest.mark.parametrize("bad", [10, 17, 29])
+def test_multi_sector_writes_failing_anywhere_land_whole(tmp_path, img, capsys, op, bad):
+    """A 20-sector write whose request covering sector ``bad`` fails once:
+    the retry completes it, and once the guest sees it complete, all 20
+    sectors are in the image."""
+    conf = blkdebug(tmp_path, "write_aio", 28, sector=bad)
+    s = tmp_path / "m.py"
+    s.write_text(MULTI % {"img": str(img), "op": op})
+    rc, out, err = gqemu(capsys, "run", s, "--drive",
+                         "file=blkdebug:%s:%s,format=raw" % (conf, img),
+                         "--on-io-error", "retry=1,delay=0")
+    assert (rc, out) == (0, "ok\n"), err
+    assert err == io_error_line() + "gqemu run: cont in 0 s (retry 1 of 1)\n"
