@@ -31,15 +31,21 @@ import gevent
 
 from gqemu.aio import aio_notify
 from gqemu.kvm.cpu import kvm_main_wake
+from gqemu.kvm.trace_events import trace_runstate_set, trace_vm_state_notify
 
 RUN_STATE_RUNNING = "running"
 RUN_STATE_PAUSED = "paused"
 RUN_STATE_IO_ERROR = "io-error"
 RUN_STATE_SHUTDOWN = "shutdown"
 
+# QAPI RunState values, as QEMU's trace events print them
+_RUN_STATE_NUMBERS = {"debug": 0, "inmigrate": 1, "internal-error": 2, RUN_STATE_IO_ERROR: 3,
+                      RUN_STATE_PAUSED: 4, "prelaunch": 6, RUN_STATE_RUNNING: 9,
+                      RUN_STATE_SHUTDOWN: 11}
+
 __all__ = ["RUN_STATE_RUNNING", "RUN_STATE_PAUSED", "RUN_STATE_IO_ERROR",
            "RUN_STATE_SHUTDOWN", "runstate_is_running", "qemu_system_vmstop_request",
-           "qemu_add_vm_change_state_handler", "vm_stop", "vm_start",
+           "qemu_add_vm_change_state_handler", "runstate_set", "vm_stop", "vm_start",
            "cpu_can_run"]
 
 
@@ -70,7 +76,17 @@ def qemu_add_vm_change_state_handler(s: Any, cb: Callable[[Any, bool, str], Any]
     s.vm_change_state_handlers.append((cb, opaque))
 
 
+def runstate_set(s: Any, new_state: str) -> None:
+    """QEMU: runstate_set."""
+    if trace_runstate_set.enabled:
+        trace_runstate_set(_RUN_STATE_NUMBERS.get(s.runstate, -1), s.runstate,
+                           _RUN_STATE_NUMBERS.get(new_state, -1), new_state)
+    s.runstate = new_state
+
+
 def _vm_state_notify(s: Any, running: bool, state: str) -> None:
+    if trace_vm_state_notify.enabled:
+        trace_vm_state_notify(int(running), _RUN_STATE_NUMBERS.get(state, -1), state)
     handlers = list(s.vm_change_state_handlers)
     if not running:
         handlers.reverse()          # QEMU: stop in reverse registration order
@@ -86,7 +102,7 @@ def vm_stop(s: Any, state: str) -> None:
     s.vmstop_request = None
     if s.runstate != RUN_STATE_RUNNING:
         return
-    s.runstate = state
+    runstate_set(s, state)
     _vm_state_notify(s, False, state)
 
 
@@ -97,7 +113,7 @@ def vm_start(s: Any) -> bool:
     if s.runstate == RUN_STATE_RUNNING and s.vmstop_request is None:
         return False
     s.vmstop_request = None
-    s.runstate = RUN_STATE_RUNNING
+    runstate_set(s, RUN_STATE_RUNNING)
     _vm_state_notify(s, True, RUN_STATE_RUNNING)
     for cpu in s.cpus:
         t = cpu.thread

@@ -3,7 +3,9 @@ steps on both: a PIO WRITE SECTORS whose write fails once with ENOSPC
 (blkdebug ``write_aio``, ``werror=enospc``, the default).  Observed on each:
 the run state after the error, the status register read from outside the
 guest while paused (HMP ``i /b 0x1f7`` / an I/O space read), the image
-while paused, then ``cont``: the run state, the status, the image.
+while paused, then ``cont``: the run state, the status, the image; and the
+``runstate_set`` / ``vm_state_notify`` / ``ide_sector_write`` trace lines
+from the first write to its retry.
 
 QEMU is driven over HMP with a BIOS that only halts (so nothing but the
 monitor touches the disk); gqemu through the Machine API (``run`` returns
@@ -12,6 +14,7 @@ machine (it installs qemu-utils only): skipped where qemu-system-x86_64 is
 missing."""
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import subprocess
@@ -21,6 +24,7 @@ import pytest
 
 from gqemu.hw.memory import MEMTXATTRS_UNSPECIFIED, address_space_rw
 from gqemu.machine import Machine, drive_config, make_scratch_disk
+from gqemu.trace import trace_close_output, trace_enable_events, trace_init_output, trace_reset
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,8 +48,10 @@ class Hmp:
         bios.write_bytes(halting_bios())
         self.p = subprocess.Popen(
             [exe, "-S", "-display", "none", "-nodefaults", "-machine", "pc,accel=tcg",
-             "-bios", str(bios), "-monitor", "stdio", "-drive", drive],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             "-bios", str(bios), "-monitor", "stdio", "-drive", drive,
+             "-trace", "runstate_set", "-trace", "vm_state_notify",
+             "-trace", "ide_sector_write"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._read_to_prompt()
 
     def _read_to_prompt(self) -> str:
@@ -71,13 +77,25 @@ class Hmp:
         return int(re.search(r"portb\[0x[0-9a-f]+\] = 0x([0-9a-f]+)",
                              self.cmd("i /b 0x%x" % port)).group(1), 16)
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """Quit; returns the trace (stderr)."""
         try:
             self.p.stdin.write(b"quit\n")           # type: ignore[union-attr]
             self.p.stdin.close()                    # type: ignore[union-attr]
         except BrokenPipeError:
             pass
+        err = self.p.stderr.read().decode()         # type: ignore[union-attr]
         self.p.wait(timeout=30)
+        return err
+
+
+def from_write_to_retry(trace: str) -> list[str]:
+    """The trace lines from the first ide_sector_write to the second."""
+    lines = [ln for ln in trace.splitlines() if ln.split(" ")[0] in
+             ("runstate_set", "vm_state_notify", "ide_sector_write")]
+    writes = [i for i, ln in enumerate(lines) if ln.startswith("ide_sector_write")]
+    assert len(writes) == 2, trace
+    return lines[writes[0]:writes[1] + 1]
 
 
 def _setup(tmp: Path) -> tuple[Path, str]:
@@ -108,8 +126,8 @@ def observe_qemu(exe: str, tmp: Path) -> list:
         q.cmd("cont")
         seen += [q.status(), q.inb(0x1F7), _sector(img) == DATA]
     finally:
-        q.close()
-    return seen
+        trace = q.close()
+    return seen + from_write_to_retry(trace)
 
 
 def observe_gqemu(tmp: Path) -> list:
@@ -130,6 +148,10 @@ def observe_gqemu(tmp: Path) -> list:
         address_space_rw(m.as_io, port, MEMTXATTRS_UNSPECIFIED, buf, 1, False)
         return buf[0]
 
+    out = io.StringIO()
+    trace_init_output(out, "log")
+    for pat in ("runstate_set", "vm_state_notify", "ide_sector_write"):
+        trace_enable_events(pat)
     m = Machine(drive_config([drive]))
     try:
         m.add_cpu(guest)
@@ -142,7 +164,9 @@ def observe_gqemu(tmp: Path) -> list:
         seen += [state, monitor_inb(m, 0x1F7), _sector(img) == DATA]
     finally:
         m.close()
-    return seen
+        trace_close_output()
+        trace_reset()
+    return seen + from_write_to_retry(out.getvalue())
 
 
 def test_enospc_stop_and_cont_as_qemu(tmp_path):
@@ -153,5 +177,12 @@ def test_enospc_stop_and_cont_as_qemu(tmp_path):
     (tmp_path / "g").mkdir()
     want = observe_qemu(exe, tmp_path / "q")
     # what QEMU 7.2 shows (reliability.md §4.3): paused (io-error), 0x50, kept; cont retries
-    assert want == ["paused (io-error)", 0x50, True, "running", 0x50, True]
+    assert want[:6] == ["paused (io-error)", 0x50, True, "running", 0x50, True]
+    assert want[6:] == [
+        "ide_sector_write sector=5 nsectors=1",
+        "runstate_set current_run_state 9 (running) new_state 3 (io-error)",
+        "vm_state_notify running 0 reason 3 (io-error)",
+        "runstate_set current_run_state 3 (io-error) new_state 9 (running)",
+        "vm_state_notify running 1 reason 9 (running)",
+        "ide_sector_write sector=5 nsectors=1"]
     assert observe_gqemu(tmp_path / "g") == want
