@@ -225,6 +225,7 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
                 except Exception as e:
                     sys.stderr.write("gqemu run: on_io_error raised an exception:\n")
                     sys.stderr.write(guest_traceback(e, script))
+                    _guest_status(machine, script, guest_traceback, 1)
                     return 1
                 if machine.runstate != RUN_STATE_IO_ERROR:
                     state = machine.run()
@@ -233,6 +234,7 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
                 sys.stderr.write("gqemu run: the VM stays paused (io-error)%s; the failed "
                                  "request was not completed\n"
                                  % (" after %d retries" % retried if retried else ""))
+                _guest_status(machine, script, guest_traceback, 0)    # report the others
                 return STATUS_IO_ERROR
             retried += 1
             sys.stderr.write("gqemu run: cont in %g s (retry %d of %d)\n"
@@ -245,6 +247,7 @@ def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
         if state == RUN_STATE_IO_ERROR:         # a limit expired while paused
             sys.stderr.write("gqemu run: %s while the VM was paused (io-error)\n"
                              % machine.kvm.limit_error)
+            _guest_status(machine, script, guest_traceback, 0)
             return STATUS_LIMIT
     except GuestDeadlock as e:
         sys.stderr.write("gqemu run: guest hung: %s\n" % e)
@@ -265,6 +268,8 @@ def _pause(machine: Any, delay: float) -> None:
 
 
 def _guest_status(machine: Any, script: str, guest_traceback: Any, status: int) -> int:
+    """Report how each vCPU ended (one line for a limit, the traceback of a
+    guest that raised) and return the status that makes."""
     from gqemu.kvm.cpu import GuestWatchdog
     exit_code: Optional[int] = None
     limited: list[int] = []

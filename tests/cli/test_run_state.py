@@ -349,3 +349,22 @@ def test_multi_sector_writes_failing_anywhere_land_whole(tmp_path, img, capsys, 
                          "--on-io-error", "retry=1,delay=0")
     assert (rc, out) == (0, "ok\n"), err
     assert err == io_error_line() + "gqemu run: cont in 0 s (retry 1 of 1)\n"
+
+
+def test_a_guest_error_is_reported_even_when_the_run_ends_paused(tmp_path, img, capsys):
+    conf = blkdebug(tmp_path, "write_aio", 28)
+    s = tmp_path / "two.py"
+    s.write_text(
+        "from gqemu.guest.ata import ATA\n"
+        "def bad(cpu):\n"
+        "    raise ValueError('vCPU 0 broke')\n"
+        "def writer(cpu):\n"
+        "    ATA(cpu).write_sectors(%d, b'\\xab' * 512)\n"
+        "guests = [bad, writer]\n" % LBA)
+    rc, out, err = gqemu(capsys, "run", s, "--drive",
+                         "file=blkdebug:%s:%s,format=raw" % (conf, img))
+    assert rc == 4 and out == ""
+    assert err.startswith(io_error_line() + "gqemu run: the VM stays paused (io-error); "
+                          "the failed request was not completed\n"
+                          "gqemu run: the guest on vCPU 0 raised an exception:\n")
+    assert err.endswith("ValueError: vCPU 0 broke\n")
