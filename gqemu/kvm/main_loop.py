@@ -82,6 +82,8 @@ def kvm_main_loop(s: KVMState) -> str:
             cpu.thread.join()
         if cpu.host_error is not None:
             raise cpu.host_error
+    if s.runstate != RUN_STATE_RUNNING:
+        return s.runstate               # stopped after the vCPUs ended (a drain)
     return RUN_STATE_SHUTDOWN
 
 

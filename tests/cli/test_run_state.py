@@ -368,3 +368,29 @@ def test_a_guest_error_is_reported_even_when_the_run_ends_paused(tmp_path, img, 
                           "the failed request was not completed\n"
                           "gqemu run: the guest on vCPU 0 raised an exception:\n")
     assert err.endswith("ValueError: vCPU 0 broke\n")
+
+
+def test_a_guest_that_leaves_a_failing_write_behind(tmp_path, img):
+    """The guest ends without waiting for its write; the write fails while
+    the machine drains: the VM stops all the same, run() says so until
+    cont, and the retry lands the data."""
+    conf = blkdebug(tmp_path, "write_aio", 28)
+
+    def guest(cpu):
+        from gqemu.guest.ata import ATA
+        ata = ATA(cpu)
+        ata.command(0x30, LBA, 1)
+        ata.wait_drq("write")
+        cpu.outsw(0x1F0, PATTERN)
+
+    m = Machine(drive_config(["file=blkdebug:%s:%s,format=raw" % (conf, img)]))
+    try:
+        m.add_cpu(guest)
+        assert m.run() == "io-error"
+        assert m.run() == "io-error"
+        assert sector(img, LBA) != PATTERN
+        assert m.cont()
+        assert m.run() == "shutdown"
+    finally:
+        m.close()
+    assert sector(img, LBA) == PATTERN
