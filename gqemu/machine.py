@@ -24,7 +24,8 @@ BOOT_ADDR = 0x7C00           # where a BIOS loads the boot sector
 BOOT_MAX = 0xA0000 - BOOT_ADDR   # a --boot file may fill conventional memory
 
 # keys the machine consumes; everything else goes to blk_new_open's options
-_MACHINE_KEYS = ("file", "if", "index", "bus", "unit", "media", "id")
+# (``if`` too: it makes the drive a guest device's, which takes QEMU's locks)
+_MACHINE_KEYS = ("file", "index", "bus", "unit", "media", "id")
 _CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
 
 
@@ -84,9 +85,17 @@ def drive_config(specs: Sequence[str]) -> list[dict]:
         index = _drive_index(spec, opts, used)
         used.add(index)
         options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
-        drives.append({"index": index, "file": opts["file"], "options": options})
+        options["if"] = iface
+        drives.append({"index": index, "file": opts["file"], "options": options,
+                       "spec": spec, "name": opts.get("id") or _drive_name(index)})
     drives.sort(key=lambda d: d["index"])
     return drives
+
+
+def _drive_name(index: int) -> str:
+    """QEMU's name for an ``if=ide`` drive without ``id=``: ``ide0-hd0``
+    (bus 0, unit 0) .. ``ide1-hd1``.  QEMU: blockdev.c drive_new."""
+    return "ide%d-hd%d" % (index // 2, index % 2)
 
 
 def _int_opt(spec: str, opts: dict, key: str, hi: int) -> Optional[int]:
@@ -160,8 +169,9 @@ def scratch_drives(tmpdir: str, indexes: Sequence[int]) -> list[dict]:
     for idx in indexes:
         path = os.path.join(tmpdir, "scratch%d.img" % idx)
         make_scratch_disk(path)
-        drives.append({"index": idx, "file": path, "options": {"format": "raw"},
-                       "scratch": SCRATCH_TAG})
+        drives.append({"index": idx, "file": path,
+                       "options": {"format": "raw", "if": "ide"},
+                       "name": _drive_name(idx), "scratch": SCRATCH_TAG})
     return drives
 
 
@@ -214,12 +224,7 @@ class Machine:
             raise MachineError("invalid accelerator %s (sim or kvm)" % accel)
         try:
             for d in self.drives:
-                try:
-                    self.blks[d["index"]] = blk_new_open(d["file"], dict(d["options"]))
-                except BlockError as e:
-                    raise MachineError("-drive file=%s: %s" % (d["file"], e))
-                except OSError as e:
-                    raise MachineError("-drive file=%s: %s" % (d["file"], e.strerror or e))
+                self.blks[d["index"]] = _open_drive(d, blk_new_open, BlockError)
             self._build_hw()
         except BaseException:
             self.close()
@@ -233,6 +238,12 @@ class Machine:
             self.kvm.accel = self.accel
             isa_debugcon_init(self.as_io.root, debugcon)
             isa_debug_exit_init(self.as_io.root, self._debug_exit)
+        self.io_errors: list[dict] = []     # BLOCK_IO_ERROR events that stopped the VM
+        from gqemu.block.blk_error import blk_add_stop_handler
+        from gqemu.kvm.runstate import qemu_add_vm_change_state_handler
+        for idx, blk in self.blks.items():
+            blk_add_stop_handler(blk, self._blk_stopped, idx)
+        qemu_add_vm_change_state_handler(self.kvm, self._vm_state_change, None)
 
     def _build_hw(self) -> None:
         from gqemu.hw.ide.piix import pc_ide_init
@@ -349,11 +360,61 @@ class Machine:
             raise MachineError("Boot failed: not a bootable disk")
         return data
 
-    def run(self) -> None:
-        """Run every vCPU to its end.  Raises GuestDeadlock when all of them
-        sleep in HLT with nothing pending."""
-        from gqemu.kvm.cpu import kvm_main_loop
-        kvm_main_loop(self.kvm)
+    def run(self) -> str:
+        """Run the VM until every vCPU has ended or the VM stops; return the
+        run state: ``"shutdown"``, or ``"io-error"`` when a ``stop`` error
+        policy paused it (see :meth:`cont`).  Requests the guests left in
+        flight are drained when they end, and may stop the VM too.
+        Raises GuestDeadlock when every vCPU sleeps in HLT with nothing
+        pending."""
+        from gqemu.kvm.main_loop import kvm_main_loop
+        from gqemu.kvm.runstate import RUN_STATE_SHUTDOWN, vm_stop
+        state = kvm_main_loop(self.kvm)
+        if state == RUN_STATE_SHUTDOWN:
+            self.drain()
+            if self.kvm.vmstop_request is not None:
+                vm_stop(self.kvm, self.kvm.vmstop_request)
+                state = self.kvm.runstate
+        return state
+
+    @property
+    def runstate(self) -> str:
+        """QEMU's run state: ``running``, ``io-error`` (paused by an I/O
+        error), ... (``query-status``)."""
+        return self.kvm.runstate
+
+    def cont(self) -> bool:
+        """Resume a stopped VM, as QMP ``cont``: reset the drives' I/O
+        status, let the devices retry the requests the error parked (before
+        any vCPU runs again), wake the vCPUs.  Call :meth:`run` next.
+        Returns False when the VM was not stopped.  QEMU: qmp_cont."""
+        from gqemu.kvm.runstate import vm_start
+        return vm_start(self.kvm)
+
+    def _blk_stopped(self, index: int, blk: Any) -> None:
+        """A drive's error policy said ``stop``: pause the VM (QEMU:
+        blk_error_action -> qemu_system_vmstop_request(RUN_STATE_IO_ERROR))."""
+        from gqemu.kvm.runstate import RUN_STATE_IO_ERROR, qemu_system_vmstop_request
+        ev = dict(blk.io_error_events[-1])
+        ev["index"] = index
+        self.io_errors.append(ev)
+        qemu_system_vmstop_request(self.kvm, RUN_STATE_IO_ERROR)
+
+    def _vm_state_change(self, opaque: Any, running: bool, state: str) -> None:
+        """On a stop, drain and flush the drives (QEMU: do_vm_stop's
+        bdrv_drain_all + bdrv_flush_all); on a start, resume the stopped
+        drives, which schedules the devices' restart bottom halves."""
+        from gqemu.block.blk_error import blk_is_stopped, blk_resume
+        from gqemu.block.block_backend import blk_drain, blk_flush
+        if running:
+            for blk in self.blks.values():
+                if blk_is_stopped(blk):
+                    blk_resume(blk)
+            return
+        for blk in self.blks.values():
+            blk_drain(blk)
+        for blk in self.blks.values():
+            blk_flush(blk)
 
     def drain(self) -> None:
         """Let every pending request complete."""
@@ -364,6 +425,10 @@ class Machine:
     def close(self) -> None:
         """Drain, flush and close the drives (idempotent)."""
         from gqemu.block.block_backend import blk_unref
+        kvm = getattr(self, "kvm", None)
+        if kvm is not None and kvm.started:
+            from gqemu.kvm.main_loop import kvm_stop_vcpus
+            kvm_stop_vcpus(kvm)         # vCPUs left parked by a stopped VM
         if getattr(self, "accel", None) is not None:
             self.accel.close()          # kick the vCPU out of KVM_RUN first
             self.accel = None
@@ -375,6 +440,38 @@ class Machine:
         for idx in list(self.blks):
             blk = self.blks.pop(idx)
             blk_unref(blk)
+
+
+def _open_drive(d: dict, blk_new_open: Any, BlockError: Any) -> Any:
+    """Open one drive as QEMU's ``-drive if=ide`` does: the device takes
+    "consistent read" and "write" and shares neither "write" nor "resize",
+    so the image is locked against other writers.  ``share-rw`` is a
+    property of ``-device``, not of ``-drive`` (QEMU's message), and an
+    ide-hd cannot be read-only.  Raises MachineError (one line)."""
+    from gqemu.block.block_backend import blk_bs, blk_is_read_only, blk_unref
+    spec = d.get("spec") or "file=%s" % d["file"]
+    opts = dict(d["options"])
+    share_rw = opts.pop("share-rw", None)
+    try:
+        blk = blk_new_open(d["file"], opts)
+    except BlockError as e:
+        hint = getattr(e, "hint", None)
+        if hint:        # a lock conflict: QEMU names no -drive, it fails at realize
+            raise MachineError("%s (%s%s)" % (e, hint[:1].lower(), hint[1:]))
+        raise MachineError("-drive %s: %s" % (spec, e))
+    except OSError as e:
+        raise MachineError("-drive %s: %s" % (spec, e.strerror or e))
+    bs = blk_bs(blk)
+    if share_rw is not None:
+        fmt = bs.drv.format_name if bs is not None and bs.drv is not None else "raw"
+        blk_unref(blk)
+        raise MachineError("-drive %s: Block format '%s' does not support the option "
+                           "'share-rw'" % (spec, fmt))
+    if blk_is_read_only(blk):
+        blk_unref(blk)
+        raise MachineError("Block node is read-only")
+    blk.name = d.get("name") or _drive_name(d["index"])
+    return blk
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:

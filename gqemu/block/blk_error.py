@@ -35,6 +35,8 @@ BLOCK_ERROR_ACTION_IGNORE = 0
 BLOCK_ERROR_ACTION_REPORT = 1
 BLOCK_ERROR_ACTION_STOP = 2
 _ACTION_NAMES = ("ignore", "report", "stop")
+_POLICY_NAMES = {BLOCKDEV_ON_ERROR_REPORT: "report", BLOCKDEV_ON_ERROR_IGNORE: "ignore",
+                 BLOCKDEV_ON_ERROR_ENOSPC: "enospc", BLOCKDEV_ON_ERROR_STOP: "stop"}
 
 # QAPI BlockDeviceIoStatus
 BLOCK_DEVICE_IO_STATUS_OK = 0
@@ -81,11 +83,16 @@ def blk_error_action(blk: BlockBackend, action: int, is_read: bool, error: int) 
     mark the backend stopped and call the stop handlers.
     QEMU: blk_error_action (+ qemu_system_vmstop_request(RUN_STATE_IO_ERROR))."""
     error = abs(error)
+    on_err = blk.on_read_error if is_read else blk.on_write_error
     blk.io_error_events.append({
         "event": "BLOCK_IO_ERROR", "device": blk.name,
         "operation": "read" if is_read else "write",
         "action": _ACTION_NAMES[action], "nospace": error == errno.ENOSPC,
-        "reason": os.strerror(error)})
+        "reason": os.strerror(error),
+        # gqemu: what QEMU's event leaves out but a one-line report needs
+        "errno": error,
+        "policy": "%s=%s" % ("rerror" if is_read else "werror",
+                             _POLICY_NAMES.get(on_err, str(on_err)))})
     if action == BLOCK_ERROR_ACTION_STOP:
         blk_iostatus_set_err(blk, error)
         blk.stopped = True

@@ -1,8 +1,18 @@
 """``gqemu run SCRIPT``: run an emulator script on a simulated pc machine.
 
-Exit status: 0 when every guest program ended, 1 when one raised (its
-guest-side traceback is printed) or the guest hung in HLT, 2 for bad input
-(unloadable script, bad ``--drive``, unwritable trace file).
+Exit status (docs/run.md):
+
+* 0 -- every guest program ended (or called ``sys.exit()`` / ``sys.exit(0)``);
+* N -- a guest program called ``sys.exit(N)``; ``sys.exit("text")`` prints
+  the text and gives 1, as Python does;
+* 1 -- a guest program raised (its guest-side traceback is printed), or the
+  guest hung in HLT with nothing that could wake it;
+* 2 -- bad input (unloadable script, bad ``--drive``, image locked by another
+  process, unwritable trace file);
+* 4 -- the VM ended paused by an I/O error (a ``stop`` error policy, no
+  ``--on-io-error`` retry left): the failed request was never completed;
+* 124 -- a limit stopped the guest: ``--timeout`` or ``--max-exits``;
+* 130 -- interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -24,8 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boot", metavar="FILE.bin",
                    help="--accel kvm: boot this raw program at 0000:7C00 instead of "
                         "sector 0 of the first IDE disk")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="stop the guest after SECONDS of wall-clock time (status 1)")
     p.add_argument("--debugcon", metavar="FILE",
                    help="--accel kvm: isa-debugcon (port 0xE9) output (default: stdout)")
     p.add_argument("--drive", action="append", default=[], metavar="SPEC",
@@ -43,7 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backtrace", action="store_true",
                    help="print gdb-style backtraces of the first block request")
     p.add_argument("--max-exits", type=int, default=50_000_000, metavar="N",
-                   help="stop a guest after N exits (0: no limit; default %(default)s)")
+                   help="stop the guest after N exits in all (0: no limit; default "
+                        "%(default)s); exit status 124")
+    p.add_argument("--timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="stop the guest after SECONDS of wall-clock time, even one "
+                        "computing without exits (0: no limit); exit status 124")
+    p.add_argument("--on-io-error", default="stop", metavar="POLICY",
+                   help="when a stop error policy (werror=stop|enospc, rerror=stop) "
+                        "pauses the VM: 'stop' ends the run with status 4 (default); "
+                        "'retry=N[,delay=SECONDS]' resumes it (QMP cont: the failed "
+                        "request is retried) up to N times, SECONDS apart (default 1)")
 
 
 def trace_meta(drives: list[dict], ram_size: int, script: str) -> dict:
@@ -68,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from gqemu.machine import Machine, MachineError, drive_config, scratch_drives
     if args.max_exits < 0:
         raise UsageError("--max-exits must be >= 0")
+    if not args.timeout >= 0 or args.timeout == float("inf"):
+        raise UsageError("--timeout must be a number of seconds >= 0")
     if args.accel == "kvm":
         from gqemu.cli.run_kvm import run_kvm
         return run_kvm(args)
@@ -75,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("a SCRIPT is required (or --accel kvm)")
     if args.boot is not None or args.debugcon is not None:
         raise UsageError("--boot and --debugcon need --accel kvm")
+    retries, delay = parse_on_io_error(args.on_io_error)
     try:
         guests, ns = load_script(args.script)
         drives = drive_config(args.drive)
@@ -87,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     flow = None
     machine = None
     old_sigterm: Any = None
+    limit: Any = None
     status = 0
     try:
         if not drives:
@@ -126,8 +147,13 @@ def run(args: argparse.Namespace) -> int:
         if args.backtrace:
             from gqemu.replay.flow import FlowCapture
             flow = FlowCapture().install()
-        status = _run_machine(machine, args.script, guest_traceback)
+        if args.timeout:
+            from gqemu.kvm.watchdog import kvm_set_time_limit
+            limit = kvm_set_time_limit(machine.kvm, args.timeout, STATUS_LIMIT)
+        status = run_machine(machine, args.script, guest_traceback, ns, retries, delay)
     finally:
+        if limit is not None:
+            limit.cancel()
         if machine is not None:
             machine.close()
         if writer is not None:
@@ -152,26 +178,161 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _run_machine(machine: Any, script: str, guest_traceback: Any) -> int:
-    from gqemu.kvm.cpu import GuestDeadlock, GuestWatchdog
+STATUS_IO_ERROR = 4       # the VM ended paused by an I/O error
+STATUS_LIMIT = 124        # --timeout / --max-exits stopped the guest (as timeout(1))
+
+
+def parse_on_io_error(text: str) -> tuple[int, float]:
+    """``stop`` -> (0, 0); ``retry=N[,delay=SECONDS]`` -> (N, SECONDS).
+    Raises UsageError."""
+    from gqemu.cli.main import UsageError
+    if text == "stop":
+        return 0, 0.0
+    retries: Optional[int] = None
+    delay = 1.0
+    for item in text.split(","):
+        key, eq, value = item.partition("=")
+        try:
+            if key == "retry" and eq:
+                retries = int(value)
+            elif key == "delay" and eq:
+                delay = float(value)
+            else:
+                raise ValueError
+        except ValueError:
+            retries = None
+            break
+    if retries is None or retries < 0 or not 0 <= delay <= 3600:
+        raise UsageError("--on-io-error %s: expected 'stop' or 'retry=N[,delay=SECONDS]' "
+                         "(N >= 0, 0 <= SECONDS <= 3600)" % text)
+    return retries, delay
+
+
+def report_io_errors(events: list[dict]) -> None:
+    """One line per BLOCK_IO_ERROR that stopped the VM (QEMU emits the
+    event, then STOP)."""
+    for ev in events:
+        sys.stderr.write("gqemu run: BLOCK_IO_ERROR: drive %s: %s failed: %s (errno %d); "
+                         "%s: VM paused (io-error)\n"
+                         % (ev["device"], ev["operation"], ev["reason"], ev["errno"],
+                            ev["policy"]))
+
+
+def run_machine(machine: Any, script: str, guest_traceback: Any, ns: dict,
+                retries: int, delay: float) -> int:
+    """Run, resuming a VM that an I/O error paused as ``--on-io-error``
+    (and the script's ``on_io_error(machine, events)`` hook) say; return
+    the exit status."""
+    from gqemu.kvm.main_loop import GuestDeadlock
+    from gqemu.kvm.runstate import RUN_STATE_IO_ERROR
     status = 0
+    reported = 0
+    retried = 0
+    hook = ns.get("on_io_error")
     try:
-        machine.run()
+        state = machine.run()
+        while state == RUN_STATE_IO_ERROR and machine.kvm.limit_error is None:
+            events = machine.io_errors[reported:]
+            reported = len(machine.io_errors)
+            report_io_errors(events)
+            if callable(hook):
+                try:
+                    hook(machine, events)
+                except Exception as e:
+                    sys.stderr.write("gqemu run: on_io_error raised an exception:\n")
+                    sys.stderr.write(guest_traceback(e, script))
+                    _guest_status(machine, script, guest_traceback, 1)
+                    return 1
+                if machine.runstate != RUN_STATE_IO_ERROR:
+                    state = machine.run()
+                    continue
+            if retried >= retries:
+                sys.stderr.write("gqemu run: the VM stays paused (io-error)%s; the failed "
+                                 "request was not completed\n"
+                                 % (" after %d retries" % retried if retried else ""))
+                _guest_status(machine, script, guest_traceback, 0)    # report the others
+                return STATUS_IO_ERROR
+            retried += 1
+            sys.stderr.write("gqemu run: cont in %g s (retry %d of %d)\n"
+                             % (delay, retried, retries))
+            _pause(machine, delay)
+            if machine.kvm.limit_error is not None:
+                break
+            machine.cont()
+            state = machine.run()
+        if state == RUN_STATE_IO_ERROR:         # a limit expired while paused
+            sys.stderr.write("gqemu run: %s while the VM was paused (io-error)\n"
+                             % machine.kvm.limit_error)
+            _guest_status(machine, script, guest_traceback, 0)
+            return STATUS_LIMIT
     except GuestDeadlock as e:
         sys.stderr.write("gqemu run: guest hung: %s\n" % e)
         status = 1
+    return _guest_status(machine, script, guest_traceback, status)
+
+
+def _pause(machine: Any, delay: float) -> None:
+    """Wait ``delay`` s before a retry, or less if a --timeout expires."""
+    import time
+    import gevent
+    end = time.monotonic() + delay
+    while machine.kvm.limit_error is None:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        gevent.sleep(min(left, 0.05))
+
+
+def _guest_status(machine: Any, script: str, guest_traceback: Any, status: int) -> int:
+    """Report how each vCPU ended (one line for a limit, the traceback of a
+    guest that raised) and return the status that makes."""
+    from gqemu.kvm.accel import GuestFault
+    from gqemu.kvm.cpu import GuestWatchdog
+    exit_code: Optional[int] = None
+    limited: list[int] = []
+    limit_msg = ""
     for cpu in machine.kvm.cpus:
         err = cpu.error
         if err is None:
             continue
-        status = 1
+        if isinstance(err, KeyboardInterrupt):
+            raise KeyboardInterrupt
+        if isinstance(err, SystemExit):
+            if exit_code is None:
+                exit_code = _exit_status(err)
+            continue
         if isinstance(err, GuestWatchdog):
+            limited.append(cpu.cpu_index)
+            limit_msg = limit_msg or str(err)
+            continue
+        status = 1
+        if isinstance(err, GuestFault):          # real guest code (--accel kvm)
             sys.stderr.write("gqemu run: vCPU %d stopped: %s\n" % (cpu.cpu_index, err))
             continue
         sys.stderr.write("gqemu run: the guest on vCPU %d raised an exception:\n"
                          % cpu.cpu_index)
         sys.stderr.write(guest_traceback(err, script))
+    if limited:
+        sys.stderr.write("gqemu run: %s: stopped vCPU %s (exits: %d)\n"
+                         % (limit_msg, ", ".join(str(i) for i in limited),
+                            machine.kvm.nr_exits))
+        return STATUS_LIMIT
+    if exit_code is not None and status == 0:
+        return exit_code
+    if status == 0 and machine.kvm.exit_status is not None:
+        return machine.kvm.exit_status         # isa-debug-exit (--accel kvm)
     return status
+
+
+def _exit_status(e: SystemExit) -> int:
+    """What Python's own exit makes of ``sys.exit(code)``."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write("%s\n" % (code,))
+    return 1
 
 
 def _flush_on_sigterm(writer: Any) -> Any:

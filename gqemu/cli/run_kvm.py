@@ -10,8 +10,9 @@ registers SeaBIOS leaves (DL = 0x80).  ``isa-debugcon`` at 0xE9 writes to
 
 Exit status: the isa-debug-exit status; 0 when the run was stopped
 otherwise without error; 1 when the guest faulted (triple fault, failed
-entry, KVM internal error) or ran out of its exit budget; 2 for bad input
-or no usable /dev/kvm.
+entry, KVM internal error); 2 for bad input or no usable /dev/kvm; 4 when
+an I/O error left the VM paused; 124 when ``--timeout`` or ``--max-exits``
+stopped it (as ``gqemu run``, whose ``run_machine`` this shares).
 """
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ from typing import Any, Optional
 RAM_SIZE_KVM = 128 << 20        # QEMU's default -m, as in refdata
 
 
+def _no_traceback(err: BaseException, script: str) -> str:
+    return "%s\n" % err
+
+
 def run_kvm(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
+    from gqemu.cli.run import STATUS_LIMIT, parse_on_io_error, run_machine
     from gqemu.kvm.kvm_dev import kvm_available
     from gqemu.machine import Machine, MachineError, drive_config, scratch_drives
     if args.script is not None:
@@ -55,6 +61,7 @@ def run_kvm(args: argparse.Namespace) -> int:
     writer = None
     record_f = None
     flow = None
+    limit = None
     try:
         if not drives:
             tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
@@ -92,8 +99,14 @@ def run_kvm(args: argparse.Namespace) -> int:
         if args.backtrace:
             from gqemu.replay.flow import FlowCapture
             flow = FlowCapture().install()
-        status = _run(machine, getattr(args, "timeout", None))
+        if args.timeout:
+            from gqemu.kvm.watchdog import kvm_set_time_limit
+            limit = kvm_set_time_limit(machine.kvm, args.timeout, STATUS_LIMIT)
+        retries, delay = parse_on_io_error(args.on_io_error)
+        status = run_machine(machine, "boot program", _no_traceback, {}, retries, delay)
     finally:
+        if limit is not None:
+            limit.cancel()
         if machine is not None:
             machine.close()
         if writer is not None:
@@ -131,33 +144,3 @@ def _start_trace(args: argparse.Namespace) -> Any:
     for pat in args.trace:
         trace_enable_events(pat)
     return out
-
-
-def _run(machine: Any, timeout: Optional[float]) -> int:
-    import gevent
-    from gqemu.kvm.cpu import GuestDeadlock
-    timer = None
-    timed_out = []
-    if timeout:
-        def expire() -> None:
-            timed_out.append(True)
-            machine.stop()
-        timer = gevent.spawn_later(timeout, expire)
-    try:
-        machine.run()
-    except GuestDeadlock as e:
-        sys.stderr.write("gqemu run: guest hung: %s\n" % e)
-        return 1
-    finally:
-        if timer is not None:
-            timer.kill(block=False)
-    if timed_out:
-        sys.stderr.write("gqemu run: stopped the guest after --timeout %g s (%d exits)\n"
-                         % (timeout, machine.kvm.nr_exits))
-        return 1
-    for cpu in machine.kvm.cpus:
-        if cpu.error is not None:
-            sys.stderr.write("gqemu run: vCPU %d stopped: %s\n" % (cpu.cpu_index, cpu.error))
-            return 1
-    status = machine.kvm.exit_status
-    return 0 if status is None else status

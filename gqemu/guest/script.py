@@ -33,20 +33,23 @@ def load_script(path: str) -> tuple[list[Callable[[Any], Any]], dict]:
             src = f.read()
     except OSError as e:
         raise ScriptError("%s: %s" % (path, e.strerror or e))
+    if b"\0" in src:
+        raise ScriptError("%s: not a Python script (binary data: it contains null bytes)"
+                          % path)
     try:
         code = compile(src, path, "exec")
     except SyntaxError as e:
-        raise ScriptError("%s:%s: %s: %s" % (path, e.lineno, type(e).__name__, e.msg))
-    except ValueError as e:                      # null bytes
-        raise ScriptError("%s: %s" % (path, e))
+        raise ScriptError(_syntax_error(path, e, src))
+    except ValueError as e:                      # null bytes (older Pythons)
+        raise ScriptError("%s: not a Python script (%s)" % (path, _one_line(e)))
     ns: dict = {"__name__": "__gqemu_guest__", "__file__": path}
     try:
         exec(code, ns)
     except Exception as e:
         tb = traceback.extract_tb(e.__traceback__)
-        line = next((fr.lineno for fr in reversed(tb) if fr.filename == path), "?")
-        raise ScriptError("%s:%s: %s while loading: %s"
-                          % (path, line, type(e).__name__, _one_line(e)))
+        line = next((fr.lineno for fr in reversed(tb) if fr.filename == path), None)
+        raise ScriptError("%s: the script failed while loading: %s"
+                          % (_where(path, line), _one_line(e)))
     guests = ns.get("guests")
     if guests is None:
         g = ns.get("guest")
@@ -69,8 +72,35 @@ def load_script(path: str) -> tuple[list[Callable[[Any], Any]], dict]:
 
 
 def _one_line(e: BaseException) -> str:
+    """The first line of ``e``'s message, without its class name (an
+    exception with no message is described in words)."""
     s = str(e).strip().splitlines()
-    return s[0] if s else type(e).__name__
+    if s:
+        return s[0]
+    return "an exception without a message"
+
+
+def _where(path: str, line: object, col: object = None) -> str:
+    """``path:line:col``, leaving out what is unknown (never "None")."""
+    out = path
+    if isinstance(line, int) and line > 0:
+        out += ":%d" % line
+        if isinstance(col, int) and col > 0:
+            out += ":%d" % col
+    return out
+
+
+def _syntax_error(path: str, e: SyntaxError, src: bytes) -> str:
+    msg = e.msg or "invalid syntax"
+    if msg.startswith("(unicode error)"):
+        try:
+            src.decode("utf-8")
+        except UnicodeDecodeError as u:
+            line = src.count(b"\n", 0, u.start) + 1
+            return ("%s:%d: not a Python script (not UTF-8 text: byte 0x%02x at offset %d)"
+                    % (path, line, src[u.start], u.start))
+        return "%s: not a Python script (%s)" % (path, msg[len("(unicode error)"):].strip())
+    return "%s: syntax error: %s" % (_where(path, e.lineno, e.offset), msg)
 
 
 def guest_traceback(e: BaseException, script: str) -> str:

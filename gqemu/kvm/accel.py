@@ -120,10 +120,12 @@ def _kvm_run_done(r: VcpuRun, ret: int) -> None:
     r.in_run = False
 
 
-def qemu_cpu_kick(r: VcpuRun) -> None:
-    """Make the vCPU leave KVM_RUN now and not re-enter it.
+def qemu_cpu_kick(r: VcpuRun, stop: bool = True) -> None:
+    """Make the vCPU leave KVM_RUN now; with ``stop``, never re-enter it
+    (the run is ending), otherwise the vCPU loop decides (a VM stop parks it).
     Context: loop.  QEMU: qemu_cpu_kick (immediate_exit + SIG_IPI)."""
-    r.stop = True
+    if stop:
+        r.stop = True
     r.vcpu.set_immediate_exit(1)
     tid = r.vcpu.thread_id
     if r.in_run and tid:

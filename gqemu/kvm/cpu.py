@@ -14,8 +14,14 @@ loop's bottom halves run while the guest computes.  Here the vCPU polls the
 main AioContext (non-blocking) before every ``KVM_RUN``; completions that a
 worker thread queued are dispatched there, so device I/O completes while a
 guest polls a status register.  While every vCPU sleeps in HLT the main
-greenlet (:func:`kvm_main_loop`) does the blocking polls, and an IRQ raised
-through :func:`kvm_set_irq` wakes the halted vCPUs.
+greenlet (``kvm_main_loop``, main_loop.py) does the blocking polls, and an
+IRQ raised through :func:`kvm_set_irq` wakes the halted vCPUs.
+
+Before ``KVM_RUN`` a vCPU also checks the VM's state: while a stop is
+requested or the VM is stopped (runstate.py) it parks
+(:func:`qemu_kvm_wait_resume`); after a guest's ``sys.exit`` it ends
+(``kvm_shutdown_request``); past a ``--timeout`` it ends with EXCP_WATCHDOG
+(watchdog.py).
 
 Must not import: gqemu.machine, gqemu.replay, gqemu.cli (higher layers).
 QEMU: accel/kvm/kvm-all.c (kvm_cpu_exec, kvm_handle_io), cpus.c
@@ -34,7 +40,7 @@ from greenlet import getcurrent, greenlet
 from gqemu.aio import AioContext, aio_notify, aio_poll
 from gqemu.hw.memory import (MEMTXATTRS_UNSPECIFIED, AddressSpace,
                              address_space_rw, address_space_rw_string)
-from gqemu.kvm.accel import KVM_EXIT_INTR, kvm_vcpu_ioctl_kvm
+from gqemu.kvm.accel import KVM_EXIT_INTR, kvm_vcpu_ioctl_kvm, qemu_cpu_kick
 from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
                              KVM_EXIT_IO_OUT, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN,
                              KVM_RUN, KvmRun)
@@ -54,7 +60,13 @@ NR_IRQS = 24
 
 
 class GuestWatchdog(Exception):
-    """The run exceeded its exit budget (a guest spinning forever)."""
+    """The run exceeded a limit: its exit budget or its wall-clock time."""
+
+
+class GuestTimeout(BaseException):
+    """Raised inside a guest program that is still computing when the
+    run's wall-clock limit expires (a BaseException, so that a guest's
+    ``except Exception`` does not swallow it)."""
 
 
 class KVMState:
@@ -78,11 +90,17 @@ class KVMState:
         self.in_exit = False
         self.max_exits = 0
         self.nr_exits = 0
-        self.nr_running = 0          # vCPUs neither halted nor stopped
+        self.nr_running = 0          # vCPUs neither halted, parked nor stopped
         self.main_waiter: Any = None  # the main loop, waiting for vCPUs
         self.accel: Any = None        # KvmAccel under --accel kvm
         self.exit_request = False     # end the run (isa-debug-exit, a stop)
         self.exit_status: Optional[int] = None
+        self.started = False
+        self.runstate = "running"    # gqemu.kvm.runstate: RUN_STATE_*
+        self.vmstop_request: Optional[str] = None
+        self.vm_change_state_handlers: list[tuple[Callable[..., Any], Any]] = []
+        self.shutdown_request = False  # a guest called sys.exit
+        self.limit_error: Optional[BaseException] = None  # a --timeout expired
 
 
 class CPUState:
@@ -100,7 +118,8 @@ class CPUState:
         self.thread: Any = None               # the gevent greenlet
         self.halted = False
         self.interrupt_request = False
-        self.stopped = False
+        self.stopped = False          # the vCPU has ended
+        self.paused = False           # parked while the VM is stopped
         self.exit_excp = 0
         self.error: Optional[BaseException] = None
         self.host_error: Optional[BaseException] = None
@@ -234,13 +253,20 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
         aio_poll(ctx, False)
         if multi:
             gevent.sleep(0)
+        if s.runstate != "running" or s.vmstop_request is not None:
+            return EXCP_INTERRUPT       # the VM is stopping: park (cpu_can_run)
+        if s.shutdown_request:
+            return EXCP_SHUTDOWN
+        if s.limit_error is not None:
+            cpu.error = s.limit_error
+            return EXCP_WATCHDOG
         kvm_vcpu_ioctl(cpu, KVM_RUN)
         reason = run.exit_reason
         if trace_kvm_run_exit.enabled:
             trace_kvm_run_exit(cpu.cpu_index, reason)
         s.nr_exits += 1
         if s.max_exits and s.nr_exits > s.max_exits:
-            cpu.error = GuestWatchdog("guest exceeded %d exits" % s.max_exits)
+            cpu.error = GuestWatchdog("the run exceeded its --max-exits of %d exits" % s.max_exits)
             return EXCP_WATCHDOG
         if reason == KVM_EXIT_IO:
             s.in_exit = True
@@ -264,9 +290,17 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
             ret = EXCP_SHUTDOWN
         elif reason == KVM_EXIT_INTERNAL_ERROR:
             cpu.error = run.internal_error
-            ret = EXCP_INTERNAL
+            if isinstance(cpu.error, GuestTimeout):
+                cpu.error = s.limit_error or GuestWatchdog(str(cpu.error))
+                ret = EXCP_WATCHDOG
+            else:
+                if isinstance(cpu.error, (SystemExit, KeyboardInterrupt)):
+                    kvm_shutdown_request(s)     # sys.exit ends the whole VM
+                ret = EXCP_INTERNAL
         elif reason == KVM_EXIT_INTR:
-            ret = EXCP_INTERRUPT
+            # kicked: end, park for a VM stop, or simply run on
+            ret = (EXCP_SHUTDOWN if s.exit_request else
+                   EXCP_INTERRUPT if s.vmstop_request is not None else 0)
         else:
             raise AssertionError("unhandled exit reason %d" % reason)
         if s.on_exit is not None and reason != KVM_EXIT_INTR:
@@ -275,7 +309,7 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
         if ret:
             return ret
         if s.exit_request:
-            return EXCP_INTERRUPT
+            return EXCP_SHUTDOWN        # isa-debug-exit, Machine.stop()
 
 
 def _guest_entry(cpu: CPUState) -> Any:
@@ -299,9 +333,12 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
     try:
         while True:
             ret = kvm_cpu_exec(cpu)
-            if ret != EXCP_HLT:
+            if ret == EXCP_HLT:
+                qemu_kvm_wait_io_event(cpu)
+            elif ret == EXCP_INTERRUPT:
+                qemu_kvm_wait_resume(cpu)
+            else:
                 break
-            qemu_kvm_wait_io_event(cpu)
             if cpu.stopped:
                 break
     except gevent.GreenletExit:
@@ -311,10 +348,11 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
     finally:
         cpu.exit_excp = ret
         cpu.stopped = True
-        if not cpu.halted:
+        if not cpu.halted and not cpu.paused:
             s.nr_running -= 1
             ctx.external_dec()
         cpu.halted = False
+        cpu.paused = False
         aio_notify(ctx)
         kvm_main_wake(s)
     return ret
@@ -336,18 +374,23 @@ def qemu_kvm_wait_io_event(cpu: CPUState) -> None:
     cpu.interrupt_request = False
 
 
-class GuestDeadlock(Exception):
-    """Every vCPU sleeps in HLT and nothing pending can raise an IRQ."""
+def kvm_shutdown_request(s: KVMState) -> None:
+    """End every vCPU at its next exit boundary (a guest called
+    ``sys.exit``); halted ones are woken to end.
+    QEMU: qemu_system_shutdown_request."""
+    s.shutdown_request = True
+    kvm_kick_all(s)
 
 
-def kvm_start_vcpus(s: KVMState) -> None:
-    """Spawn one gevent greenlet per vCPU (they start at the next hub turn)."""
+def kvm_kick_all(s: KVMState) -> None:
+    """Wake every halted vCPU so that it looks at the VM's state again; a
+    real vCPU inside KVM_RUN is kicked out of it (qemu_cpu_kick)."""
     for cpu in s.cpus:
-        s.ctx.external_inc()
-        s.nr_running += 1
-        cpu.thread = gevent.Greenlet(qemu_kvm_cpu_thread_fn, cpu)
-        cpu.thread._halt_waiter = None
-        cpu.thread.start()
+        if cpu.halted and not cpu.stopped:
+            kvm_cpu_wakeup(cpu)
+        if cpu.accel_run is not None and not cpu.stopped:
+            qemu_cpu_kick(cpu.accel_run, stop=False)
+    kvm_main_wake(s)
 
 
 def kvm_main_wake(s: KVMState) -> None:
@@ -358,39 +401,17 @@ def kvm_main_wake(s: KVMState) -> None:
         gevent.get_hub().loop.run_callback(w.switch, None)
 
 
-def kvm_main_loop(s: KVMState) -> None:
-    """The main loop: run until every vCPU has stopped.
-
-    While any vCPU runs, the vCPUs dispatch the main AioContext themselves
-    between exits (and may block in it, e.g. to drain), and the main
-    greenlet just waits.  While every live vCPU sleeps in HLT, the main
-    greenlet polls the context, blocking, until an interrupt wakes one.
-    Raises GuestDeadlock when every live vCPU is halted and nothing that
-    could raise an interrupt is pending (the halted vCPUs are stopped).
-    Context: the main greenlet.  QEMU: main_loop / main_loop_wait.
-    """
-    ctx = s.ctx
-    kvm_start_vcpus(s)
-    while True:
-        live = [c for c in s.cpus if not c.stopped]
-        if not live:
-            break
-        if s.nr_running > 0:
-            w = Waiter()
-            s.main_waiter = w
-            w.get()
-            continue
-        if aio_poll(ctx, True):
-            continue
-        live = [c for c in s.cpus if not c.stopped]
-        if live and s.nr_running == 0:
-            for c in live:
-                c.stopped = True
-                c.thread.kill(block=False)
-            gevent.sleep(0)
-            raise GuestDeadlock("every vCPU is halted and no interrupt can arrive")
-    for cpu in s.cpus:
-        if cpu.thread is not None:
-            cpu.thread.join()
-        if cpu.host_error is not None:
-            raise cpu.host_error
+def qemu_kvm_wait_resume(cpu: CPUState) -> None:
+    """Park a vCPU while the VM is stopped; ``vm_start`` wakes it (and
+    counts it as running again).  Context: the vCPU greenlet.
+    QEMU: qemu_wait_io_event (cpu->stopped)."""
+    s = cpu.kvm_state
+    s.nr_running -= 1
+    s.ctx.external_dec()
+    aio_notify(s.ctx)
+    kvm_main_wake(s)
+    w = Waiter()
+    cpu.thread._pause_waiter = w
+    cpu.paused = True
+    w.get()                 # killed here: stays paused for the thread's cleanup
+    cpu.paused = False

@@ -62,9 +62,10 @@ def test_guest_exception_exits_1_with_a_short_guest_traceback(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("body, msg", [
-    ("def guest(cpu)\n    pass\n", "g.py:1: SyntaxError"),
+    ("def guest(cpu)\n    pass\n", "g.py:1:15: syntax error: expected ':'"),
     ("x = 1\n", "defines neither guest(cpu) nor guests"),
-    ("import no_such_module_here\n", "ModuleNotFoundError while loading"),
+    ("import no_such_module_here\n", "g.py:1: the script failed while loading: "
+                                      "No module named 'no_such_module_here'"),
     ("guests = []\n", "guests must be a non-empty list"),
     ("SCRATCH_DRIVES = [7]\ndef guest(cpu): pass\n", "SCRATCH_DRIVES"),
 ])
@@ -114,7 +115,8 @@ def test_hung_guest_exits_1(tmp_path, capsys):
 def test_max_exits(tmp_path, capsys):
     s = script(tmp_path, "def guest(cpu):\n    while True:\n        cpu.inb(0x1f7)\n")
     rc, _out, err = gqemu(capsys, "run", s, "--max-exits", "500")
-    assert rc == 1 and "exceeded 500 exits" in err
+    assert rc == 124 and err == ("gqemu run: the run exceeded its --max-exits of 500 exits: "
+                         "stopped vCPU 0 (exits: 501)\n")
 
 
 LAYER_EVENTS = ["kvm_run_exit", "ide_ioport_write", "ide_exec_cmd", "ide_sector_read",

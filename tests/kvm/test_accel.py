@@ -58,9 +58,9 @@ def test_spinning_guest_is_kicked_out(tmp_path, capsys):
     rc = main(["run", "--accel", "kvm", "--boot", str(spin), "--debugcon", str(con),
                "--timeout", "0.5"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 124
     assert con.read_bytes() == b"B"
-    assert "stopped the guest after --timeout 0.5 s" in err
+    assert "exceeded its --timeout of 0.5 s" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -116,3 +116,40 @@ def test_missing_dev_kvm_is_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip() == ("gqemu run: --accel kvm: /nonexistent/kvm: "
                                 "No such file or directory")
+
+
+def _enospc_drive(tmp_path):
+    from gqemu.machine import make_scratch_disk
+    img = tmp_path / "d.img"
+    make_scratch_disk(str(img), size_mib=1)
+    conf = tmp_path / "bd.conf"
+    conf.write_text('[inject-error]\nevent = "write_aio"\nerrno = "28"\nonce = "on"\n')
+    return img, "file=blkdebug:%s:%s,format=raw,if=ide,index=0" % (conf, img)
+
+
+@needs_kvm
+def test_enospc_pauses_real_guest_and_cont_retries(tmp_path, capsys):
+    """werror=enospc (the default) on real guest code: the VM pauses with one
+    BLOCK_IO_ERROR line, the retry writes the sector, the guest sees 0x50."""
+    img, drive = _enospc_drive(tmp_path)
+    prog = DATA / "pioenospc.bin"
+    con = tmp_path / "con"
+    rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--drive", drive,
+               "--debugcon", str(con), "--on-io-error", "retry=1,delay=0", "--timeout", "20"])
+    err = capsys.readouterr().err
+    assert rc == 33, err
+    assert "BLOCK_IO_ERROR: drive ide0-hd0: write failed: No space left on device" in err
+    assert con.read_bytes() == b"\x50"
+    assert img.read_bytes()[5 * 512:6 * 512] == prog.read_bytes()
+
+
+@needs_kvm
+def test_enospc_without_retry_ends_paused(tmp_path, capsys):
+    img, drive = _enospc_drive(tmp_path)
+    before = img.read_bytes()
+    rc = main(["run", "--accel", "kvm", "--boot", str(DATA / "pioenospc.bin"),
+               "--drive", drive, "--debugcon", str(tmp_path / "con"), "--timeout", "20"])
+    err = capsys.readouterr().err
+    assert rc == 4, err
+    assert "VM paused (io-error)" in err
+    assert img.read_bytes() == before

@@ -8,7 +8,8 @@ from gqemu.aio import aio_bh_schedule_oneshot, qemu_get_aio_context
 from gqemu.hw.memory import (MemoryRegionOps, memory_region_add_subregion,
                              memory_region_init_io, new_address_space_io)
 from gqemu.kvm.cpu import (EXCP_INTERNAL, EXCP_SHUTDOWN, EXCP_WATCHDOG, CPUState,
-                           GuestDeadlock, KVMState, kvm_main_loop, kvm_set_irq)
+                           KVMState, kvm_set_irq)
+from gqemu.kvm.main_loop import GuestDeadlock, kvm_main_loop
 from gqemu.kvm.exits import (KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_IO,
                              KVM_EXIT_SHUTDOWN, ExitIO, exit_from_run)
 from gqemu.kvm.guest import GuestError, GuestMemory, X86CPU
