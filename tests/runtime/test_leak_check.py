@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from gqemu.aio import (QEMU_CLOCK_REALTIME, SCALE_NS, aio_bh_schedule_oneshot, aio_co_wake,
-                       aio_poll, aio_timer_new, aio_wait_while, qemu_get_aio_context,
-                       timer_del, timer_mod)
+                       aio_poll, aio_timer_new, aio_wait_while, qemu_bh_schedule,
+                       qemu_get_aio_context, timer_del, timer_mod)
 from gqemu.coroutine import qemu_coroutine_create, qemu_coroutine_enter, qemu_coroutine_yield
 from gqemu.threadpool import aio_get_thread_pool, thread_pool_submit_aio
 
@@ -62,3 +62,13 @@ def test_open_file(leak_check, tmp_path):
     with open(p, "rb"):
         assert leak_check() == ["file(s) left open: %s" % p]
     assert leak_check() == []
+
+
+def test_idle_completion_bh_is_not_a_leak(leak_check):
+    """The pool's completion BH reschedules itself before each callback (as
+    QEMU's does) and may stay scheduled with nothing left to deliver."""
+    ctx = qemu_get_aio_context()
+    pool = aio_get_thread_pool(ctx)
+    qemu_bh_schedule(pool.completion_bh)
+    assert not pool.done and leak_check() == []
+    aio_poll(ctx, False)
