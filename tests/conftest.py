@@ -96,7 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item,  # type: ignore[no-untyped-def]
+                              call: pytest.CallInfo):
     outcome = yield
     rep = outcome.get_result()
     if rep.when == "call":
@@ -142,7 +143,8 @@ def loop_leaks(before_fds: dict[int, str]) -> list[str]:
             found.append("%d armed timer(s): %s" % (
                 len(timers), ", ".join(sorted({getattr(t.cb, "__name__", "?") for t in timers}))))
         if ctx.scheduled_coroutines:
-            found.append("%d coroutine(s) scheduled on the context" % len(ctx.scheduled_coroutines))
+            found.append("%d coroutine(s) scheduled on the context"
+                         % len(ctx.scheduled_coroutines))
         if ctx.external:
             found.append("ctx.external == %d (requests still in flight)" % ctx.external)
         if pool is not None and (pool.queued or pool.done):

@@ -1,12 +1,12 @@
 """The end of the disk, exactly (reliability.md 6.1/6.2, T47).
 
 The last sector reads and writes normally; the first sector past the end
-is ABRT (0x41/0x04), by PIO and DMA, LBA28 and LBA48, nothing is read
-or written outside the image, and no BLOCK_IO_ERROR is raised.  QEMU checks the range (ide_sect_range_ok)
+is ABRT (0x41/0x04), by PIO and DMA, LBA28 and LBA48, and nothing is read
+or written outside the image.  QEMU checks the range (ide_sect_range_ok)
 before it submits anything and answers with ide_rw_error / ide_dma_error
-directly, so the rerror/werror policy is never consulted: under ``stop``
-and ``ignore`` a past-end request is still ABRT, the VM does not stop and
-no BLOCK_IO_ERROR is raised.
+directly, so the rerror/werror policy is never consulted: no
+BLOCK_IO_ERROR is raised, and under ``stop`` and ``ignore`` a past-end
+request is still ABRT and the VM does not stop.
 """
 from __future__ import annotations
 
