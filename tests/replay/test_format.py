@@ -136,6 +136,9 @@ def test_empty_file():
 BAD_RECORDS = [
     ([REC_IO, 0, 1, 1, 0x10000, 0], "bad port 65536"),
     ([REC_IO, 0, 1, 3, 0x1F7, 0], "bad size 3"),
+    ([REC_IO, 0, 1, 8, 0x1F7, 0], "bad size 8"),          # port I/O has no 8-byte form
+    ([REC_IOS, 0, 0, 8, 0x1F0, 1, bytes(8)], "bad size 8"),
+    ([REC_IO, 0, 1, 1, -1, 0], "bad port -1"),
     ([REC_IO, 0, 0, 1, 0x1F7, 0x100], "bad value 256"),
     ([REC_IO, 0, 2, 1, 0x1F7, 0], "bad direction 2"),
     ([REC_IO, 0, 1, 1, 0x1F7, True], "value is not an integer"),

@@ -271,6 +271,35 @@ def test_locking_co_rwlock_downgrade():              # /locking/co-rwlock/downgr
     assert lock.owners == 0
 
 
+def test_co_rwlock_new_reader_queues_behind_a_waiting_writer():
+    """Since QEMU 6.0 waiters are FIFO tickets: while a writer waits, a new
+    reader waits too (readers cannot starve the writer)."""
+    lock = CoRwlock()
+    order = []
+
+    def reader(name):
+        qemu_co_rwlock_rdlock(lock)
+        order.append(name)
+        qemu_coroutine_yield()
+        qemu_co_rwlock_unlock(lock)
+
+    def writer(name):
+        qemu_co_rwlock_wrlock(lock)
+        order.append(name)
+        qemu_co_rwlock_unlock(lock)
+
+    r1, w, r2 = (qemu_coroutine_create(reader, "r1"), qemu_coroutine_create(writer, "w"),
+                 qemu_coroutine_create(reader, "r2"))
+    qemu_coroutine_enter(r1)          # holds the lock for reading
+    qemu_coroutine_enter(w)           # waits
+    qemu_coroutine_enter(r2)          # must wait behind w, not join r1
+    assert order == ["r1"]
+    qemu_coroutine_enter(r1)          # r1 unlocks: w, then r2
+    assert order == ["r1", "w", "r2"]
+    qemu_coroutine_enter(r2)
+    assert lock.owners == 0
+
+
 # ---- misuse: QEMU aborts with these messages; we raise CoroutineError
 
 

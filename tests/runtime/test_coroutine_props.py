@@ -2,6 +2,7 @@
 model of QEMU's caller-chain and hand-off rules."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,6 +54,7 @@ class Shadow:
         return "end"
 
 
+@pytest.mark.allow_loop_leaks      # drivers may stop with coroutines parked
 @settings(max_examples=150, deadline=None)
 @given(programs, drivers)
 def test_enter_yield_matches_caller_chain_model(progs, driver):

@@ -75,6 +75,7 @@ def test_qcow2_check_invariant_catches_a_corrupt_image():
     assert e.value.name == "qcow2_check"
 
 
+@pytest.mark.allow_loop_leaks      # the run stops at the violation, programs parked
 def test_serialising_requests_that_do_not_wait_are_caught(monkeypatch):
     """The in-flight check itself: RMWs still marked serialising, but no
     request ever waits for them."""

@@ -39,6 +39,7 @@ def test_same_seed_same_run():
     assert run_one(4, opts).fingerprint != a.fingerprint
 
 
+@pytest.mark.allow_loop_leaks      # a run stops at the violation, programs parked
 @pytest.mark.parametrize("bug,invariants", [
     ("comutex_barging", {"comutex_fifo"}),
     ("completion_twice", {"completion_once", "coroutine_misuse"}),
@@ -71,6 +72,7 @@ def test_ddmin_finds_a_minimal_subset():
     assert ddmin(list(range(5)), lambda sub: True) == []
 
 
+@pytest.mark.allow_loop_leaks
 def test_pct_finds_barging_too():
     opts = Options(workload="runtime", policy="pct", plant=("comutex_barging",))
     r = first_failure(opts, range(100))
