@@ -321,12 +321,28 @@ class Machine:
             raise MachineError("a boot sector needs --accel kvm")
         if not code or len(code) > BOOT_MAX:
             raise MachineError("boot code must be 1..%d bytes (got %d)" % (BOOT_MAX, len(code)))
+        bios = self._install_bios()
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
         cpu = CPUState(self.kvm, len(self.kvm.cpus), None, None)
+        bios.cpu = cpu
         cpu.accel_run = self.accel.create_vcpu()
         cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
             "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
         return cpu
+
+    def _install_bios(self) -> Any:
+        """The IVT, BIOS data area and INT 13h of gqemu.kvm.bios, over the
+        IDE disks in index order."""
+        from gqemu.hw.ide.piix import PRIMARY, SECONDARY
+        from gqemu.kvm.bios import bios_install
+        disks = []
+        for idx in sorted(self.blks):
+            base, ctl, _irq = (PRIMARY, SECONDARY)[idx // 2]
+            st = self.ide[idx // 2].ifs[idx % 2]
+            disks.append({"base": base, "ctl": ctl, "unit": idx % 2,
+                          "sectors": st.nb_sectors, "heads": st.heads or 16,
+                          "spt": st.sectors or 63, "cyls": st.cylinders or 1})
+        return bios_install(self.ram, self.as_io.root, disks)
 
     def firmware_probe(self, boot_disk: bool) -> None:
         """Put the IDE controller in the state SeaBIOS leaves it in before a

@@ -1,4 +1,4 @@
-"""What SeaBIOS does to the IDE controller before a boot sector runs.
+"""What SeaBIOS does to the IDE controller, port access by port access.
 
 ``--accel kvm`` runs no BIOS, yet a boot program can observe the state the
 BIOS left in the task file: the selected device, the device-control value,
@@ -14,20 +14,33 @@ slave; a present channel is reset (device control 0x0e then 0x0a).  Per
 unit of a present channel: IDENTIFY PACKET DEVICE (0xA1; an ATA disk
 aborts it), then IDENTIFY DEVICE (0xEC) with its 256 data words; an absent
 unit (status 0) is given up on.  Then the boot disk's sector 0 is read with
-READ SECTORS (LBA 0, count 1) and device control is left at 0x08.
+:func:`ata_pio_transfer` and device control is left at 0x08.
+
+:func:`ata_pio_transfer` is also what INT 13h does for a boot program
+(``gqemu.kvm.bios``): there the accesses are real exits of the vCPU,
+recorded and traced like the program's own.
+
+The accesses go through an ``io`` object: ``inb(port)``, ``outb(port, v)``,
+``insw(port, n) -> bytes``, ``outsw(port, data)`` and ``poll()`` (run the
+main loop once while the device is busy).
 
 Must not import: gqemu.machine or anything above kvm.
 SeaBIOS: src/hw/ata.c (ata_detect, powerup_await_non_bsy, ata_reset,
-init_drive_ata, ata_cmd_data), src/boot.c.
+init_drive_ata, ata_cmd_data, ata_pio_transfer), src/boot.c.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Optional
 
-from gqemu.hw.memory import AddressSpace, cpu_inb, cpu_inw, cpu_outb
+from gqemu.hw.memory import AddressSpace, cpu_inb, cpu_inw, cpu_outb, cpu_outw
 
 ATA_CB_STAT_BSY = 0x80
 ATA_CB_STAT_DRQ = 0x08
+ATA_CB_STAT_ERR = 0x01
+ATA_CMD_READ_SECTORS = 0x20
+ATA_CMD_READ_SECTORS_EXT = 0x24
+ATA_CMD_WRITE_SECTORS = 0x30
+ATA_CMD_WRITE_SECTORS_EXT = 0x34
 MAX_POLLS = 100_000     # a wait that never ends is the emulator's bug, not a hang
 
 
@@ -35,104 +48,181 @@ class FirmwareError(Exception):
     """The emulated firmware could not complete its probe (one line)."""
 
 
-def _wait(as_io: AddressSpace, port: int, poll: Callable[[], None]) -> int:
+class DirectIO:
+    """Port accesses straight into the I/O address space (no exit, no
+    trace): the probe SeaBIOS makes before the program exists."""
+
+    def __init__(self, as_io: AddressSpace, poll: Callable[[], Any]) -> None:
+        self.as_io = as_io
+        self.poll = poll
+
+    def inb(self, port: int) -> int:
+        return cpu_inb(self.as_io, port)
+
+    def outb(self, port: int, val: int) -> None:
+        cpu_outb(self.as_io, port, val)
+
+    def insw(self, port: int, n: int) -> bytes:
+        return b"".join(cpu_inw(self.as_io, port).to_bytes(2, "little") for _ in range(n))
+
+    def outsw(self, port: int, data: bytes) -> None:
+        for i in range(0, len(data), 2):
+            cpu_outw(self.as_io, port, int.from_bytes(data[i:i + 2], "little"))
+
+
+def _wait(io: Any, port: int) -> int:
+    """Poll a status register until BSY clears (SeaBIOS await_not_bsy)."""
     for _ in range(MAX_POLLS):
-        st = cpu_inb(as_io, port)
+        st = io.inb(port)
         if not st & ATA_CB_STAT_BSY:
             return st
-        poll()
+        io.poll()
     raise FirmwareError("firmware: IDE port 0x%x stays busy" % port)
 
 
-def _presence(as_io: AddressSpace, base: int, dev: int) -> bool:
+def _presence(io: Any, base: int, dev: int) -> bool:
     """The 55/AA test of one unit (SeaBIOS ata_detect)."""
-    cpu_inb(as_io, base + 7)
-    cpu_outb(as_io, base + 6, dev)
-    cpu_inb(as_io, base + 7)
-    cpu_outb(as_io, base + 6, dev)
-    cpu_inb(as_io, base + 6)
-    cpu_outb(as_io, base + 2, 0x55)
-    cpu_outb(as_io, base + 3, 0xAA)
-    nsect = cpu_inb(as_io, base + 2)
-    sect = cpu_inb(as_io, base + 3)
+    io.inb(base + 7)
+    io.outb(base + 6, dev)
+    io.inb(base + 7)
+    io.outb(base + 6, dev)
+    io.inb(base + 6)
+    io.outb(base + 2, 0x55)
+    io.outb(base + 3, 0xAA)
+    nsect = io.inb(base + 2)
+    sect = io.inb(base + 3)
     return nsect == 0x55 and sect == 0xAA
 
 
-def _presence_tail(as_io: AddressSpace, base: int, dev: int) -> None:
-    cpu_outb(as_io, base + 6, dev)
-    cpu_inb(as_io, base + 6)
-    cpu_outb(as_io, base + 2, 0x55)
-    cpu_outb(as_io, base + 3, 0xAA)
-    cpu_inb(as_io, base + 2)
-    cpu_inb(as_io, base + 3)
+def _presence_tail(io: Any, base: int, dev: int) -> None:
+    io.outb(base + 6, dev)
+    io.inb(base + 6)
+    io.outb(base + 2, 0x55)
+    io.outb(base + 3, 0xAA)
+    io.inb(base + 2)
+    io.inb(base + 3)
 
 
-def _command(as_io: AddressSpace, base: int, ctl: int, dev: int, cmd: int,
-             poll: Callable[[], None], regs: tuple[int, ...] = (0, 0, 0, 0, 0)) -> int:
-    """Select, load 1f1..1f5, issue ``cmd``, wait; read the data block when
-    DRQ is set.  Returns the final status."""
-    _wait(as_io, base + 7, poll)
-    cpu_inb(as_io, base + 6)
-    cpu_outb(as_io, base + 6, dev)
+def _issue(io: Any, base: int, dev: int, cmd: int, regs: tuple[int, ...],
+           hob: Optional[tuple[int, ...]] = None) -> int:
+    """Wait, select, load 1f1..1f5 (the HOB bytes first for LBA48), issue
+    ``cmd``, wait.  Returns the status.  SeaBIOS: send_cmd."""
+    _wait(io, base + 7)
+    io.inb(base + 6)
+    io.outb(base + 6, dev)
+    if hob is not None:
+        for i, v in enumerate(hob):
+            io.outb(base + 1 + i, v)
     for i, v in enumerate(regs):
-        cpu_outb(as_io, base + 1 + i, v)
-    cpu_outb(as_io, base + 7, cmd)
-    st = _wait(as_io, base + 7, poll)
+        io.outb(base + 1 + i, v)
+    io.outb(base + 7, cmd)
+    return _wait(io, base + 7)
+
+
+def _command(io: Any, base: int, ctl: int, dev: int, cmd: int,
+             regs: tuple[int, ...] = (0, 0, 0, 0, 0)) -> int:
+    """A command with at most one data block in (IDENTIFY).  Returns the
+    final status."""
+    st = _issue(io, base, dev, cmd, regs)
     if st & ATA_CB_STAT_DRQ:
-        for _ in range(256):
-            cpu_inw(as_io, base)
-        cpu_inb(as_io, ctl)
-        st = _wait(as_io, base + 7, poll)
+        io.insw(base, 256)
+        io.inb(ctl)
+        st = _wait(io, base + 7)
     return st
 
 
+def ata_pio_transfer(io: Any, base: int, ctl: int, unit: int, lba: int, count: int,
+                     write: bool, data: Optional[bytes] = None) -> tuple[int, bytes]:
+    """Read or write ``count`` (1..256) sectors at ``lba`` by PIO, as SeaBIOS's
+    ``ata_readwrite`` does for a disk: device control 0x0a, READ/WRITE
+    SECTORS (the EXT form past LBA28), one 256-word block per sector with an
+    alternate-status read and a wait after each, device control 0x08.
+    Returns (sectors done, data read).  SeaBIOS: ata_cmd_data,
+    ata_pio_transfer."""
+    io.outb(ctl, 0x0A)
+    dev = 0xE0 | (unit << 4)
+    n = count & 0xFF
+    if lba + count > 1 << 28 or count > 256:
+        cmd = ATA_CMD_WRITE_SECTORS_EXT if write else ATA_CMD_READ_SECTORS_EXT
+        hob = (0, (count >> 8) & 0xFF, (lba >> 24) & 0xFF, (lba >> 32) & 0xFF,
+               (lba >> 40) & 0xFF)
+        st = _issue(io, base, dev & 0xF0, cmd,
+                    (0, n, lba & 0xFF, (lba >> 8) & 0xFF, (lba >> 16) & 0xFF), hob)
+    else:
+        dev |= (lba >> 24) & 0x0F
+        cmd = ATA_CMD_WRITE_SECTORS if write else ATA_CMD_READ_SECTORS
+        st = _issue(io, base, dev, cmd,
+                    (0, n, lba & 0xFF, (lba >> 8) & 0xFF, (lba >> 16) & 0xFF))
+    done = 0
+    out = []
+    for i in range(count):
+        if st & (ATA_CB_STAT_ERR | ATA_CB_STAT_DRQ) != ATA_CB_STAT_DRQ:
+            break
+        if write:
+            io.outsw(base, data[i * 512:(i + 1) * 512])  # type: ignore[index]
+        else:
+            out.append(io.insw(base, 256))
+        io.inb(ctl)
+        st = _wait(io, base + 7)
+        done += 1
+    io.outb(ctl, 0x08)
+    if st & ATA_CB_STAT_ERR:
+        done = min(done, count - 1) if done == count else done
+    return done, b"".join(out)
+
+
 def seabios_ata_probe(as_io: AddressSpace, channels: tuple[tuple[int, int], ...],
-                      boot: tuple[int, int] | None, poll: Callable[[], None]) -> None:
+                      boot: tuple[int, int] | None, poll: Callable[[], Any]) -> None:
     """Leave the IDE channels as SeaBIOS does.  ``channels`` are the
     (command base, control port) pairs; ``boot`` the (channel, unit) of the
     boot disk (None: no disk boot); ``poll`` runs the main loop once."""
+    io = DirectIO(as_io, poll)
     present = []
     for base, ctl in channels:
-        if _presence(as_io, base, 0xA0) or _presence(as_io, base, 0xB0):
-            cpu_outb(as_io, ctl, 0x0E)
-            cpu_outb(as_io, ctl, 0x0A)
+        if _presence(io, base, 0xA0) or _presence(io, base, 0xB0):
+            io.outb(ctl, 0x0E)
+            io.outb(ctl, 0x0A)
             present.append((base, ctl))
     for base, ctl in present:
         for dev in (0xA0, 0xB0):
-            _wait(as_io, base + 7, poll)
-            cpu_outb(as_io, base + 6, dev)
+            _wait(io, base + 7)
+            io.outb(base + 6, dev)
             if dev == 0xB0:
                 # the slave: its own presence test first (a shared task file
                 # passes it even with no slave; the status read tells)
-                st = cpu_inb(as_io, base + 7)
-                _presence_tail(as_io, base, dev)
-                cpu_outb(as_io, ctl, 0x0A)
+                io.inb(base + 7)
+                _presence_tail(io, base, dev)
+                io.outb(ctl, 0x0A)
             else:
-                cpu_outb(as_io, ctl, 0x08)
-                cpu_outb(as_io, ctl, 0x0A)
-            st = _command(as_io, base, ctl, dev, 0xA1, poll)
-            cpu_outb(as_io, ctl, 0x08)
-            _wait(as_io, base + 7, poll)
-            cpu_outb(as_io, ctl, 0x0A)
-            if not st & 0x01:
+                io.outb(ctl, 0x08)
+                io.outb(ctl, 0x0A)
+            st = _command(io, base, ctl, dev, 0xA1)
+            io.outb(ctl, 0x08)
+            _wait(io, base + 7)
+            io.outb(ctl, 0x0A)
+            if not st & ATA_CB_STAT_ERR:
                 # no answer at all (an absent unit reads 0): give up on it
-                _wait(as_io, base + 7, poll)
-                cpu_inb(as_io, base + 6)
+                _wait(io, base + 7)
+                io.inb(base + 6)
                 continue
-            _command(as_io, base, ctl, dev, 0xEC, poll)
-            cpu_outb(as_io, ctl, 0x08)
+            _command(io, base, ctl, dev, 0xEC)
+            io.outb(ctl, 0x08)
     if boot is not None:
         base, ctl = channels[boot[0]]
-        dev = 0xE0 | (boot[1] << 4)
-        cpu_outb(as_io, base + 6, dev)
-        _wait(as_io, base + 7, poll)
-        for i, v in enumerate((0, 1, 0, 0, 0)):
-            cpu_outb(as_io, base + 1 + i, v)
-        cpu_outb(as_io, base + 7, 0x20)
-        st = _wait(as_io, base + 7, poll)
-        if st & ATA_CB_STAT_DRQ:
-            for _ in range(256):
-                cpu_inw(as_io, base)
-            cpu_inb(as_io, ctl)
-            _wait(as_io, base + 7, poll)
-        cpu_outb(as_io, ctl, 0x08)
+        # the boot read: select first (SeaBIOS's boot path), then the
+        # transfer without its leading device-control write
+        io.outb(base + 6, 0xE0 | (boot[1] << 4))
+        _boot_read(io, base, ctl, boot[1])
+
+
+def _boot_read(io: Any, base: int, ctl: int, unit: int) -> None:
+    _wait(io, base + 7)
+    for i, v in enumerate((0, 1, 0, 0, 0)):
+        io.outb(base + 1 + i, v)
+    io.outb(base + 7, ATA_CMD_READ_SECTORS)
+    st = _wait(io, base + 7)
+    if st & ATA_CB_STAT_DRQ:
+        io.insw(base, 256)
+        io.inb(ctl)
+        _wait(io, base + 7)
+    io.outb(ctl, 0x08)

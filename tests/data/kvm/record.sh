@@ -3,8 +3,9 @@
 # each .asm is assembled, written as sector 0 of a 16 MiB self-describing
 # disk (refdata/mkdisk.py's layout), booted by qemu-system-x86_64 7.2
 # (SeaBIOS) with isa-debugcon on 0xE9 and isa-debug-exit on 0xF4, and the
-# debugcon bytes and exit status are kept as NAME.debugcon / NAME.status.
-# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait)
+# debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
+# NAME.status and NAME.trace.log.xz.
+# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -12,7 +13,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 accel=kvm
 [ -w /dev/kvm ] || accel=tcg
-for name in "${@:-irqwait}"; do
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(irqwait int13)
+for name in "${names[@]}"; do
   nasm -f bin -o "$here/$name.bin" "$here/$name.asm"
   python3 -m gqemu.cli.main mkdisk "$tmp/$name.img" --mbr "$here/$name.bin" 2>/dev/null ||
     PYTHONPATH="$root" python3 -c "import sys; from gqemu.machine import make_scratch_disk; make_scratch_disk(sys.argv[1], mbr=open(sys.argv[2],'rb').read())" "$tmp/$name.img" "$here/$name.bin"
@@ -20,8 +23,10 @@ for name in "${@:-irqwait}"; do
   timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
     -no-user-config -drive file="$tmp/$name.img",format=raw,if=ide,index=0 \
     -chardev file,id=prog,path="$here/$name.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
-    -device isa-debug-exit,iobase=0xf4,iosize=0x04
+    -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+    -trace 'ide_*' -D "$tmp/$name.trace.log"
   echo $? > "$here/$name.status"
   set -e
+  xz -9 -c "$tmp/$name.trace.log" > "$here/$name.trace.log.xz"
   echo "$name: status $(cat "$here/$name.status"), debugcon $(xxd -p "$here/$name.debugcon")"
 done

@@ -1,0 +1,229 @@
+"""The BIOS services a boot program may call under ``--accel kvm``.
+
+gqemu runs no BIOS code, but boot programs load the rest of themselves
+with INT 13h.  :func:`bios_install` fills the real-mode IVT: every vector
+points at an ``iret`` (so a stray INT 10h or an unexpected IRQ returns),
+and INT 13h at a 7-byte stub in the BIOS segment::
+
+    F000:E3FE  push dx; mov dx, 0x4f0; out dx, al; pop dx; iret
+
+The ``out`` to ``GQEMU_BIOS_PORT`` (0x4F0, unused on QEMU's pc) exits to
+gqemu, which performs the service with the caller's registers and returns
+results in them (AH status, AL count, CF in the FLAGS image the ``int``
+pushed).  Disk services drive the IDE controller exactly as SeaBIOS 1.16.2
+does (``gqemu.kvm.firmware.ata_pio_transfer``), and those port accesses are
+real exits of the vCPU: dispatched, traced and recorded like the program's
+own, as they appear in QEMU's trace.
+
+INT 13h: 00 reset, 01 status, 02/03 read/write (CHS), 08 parameters, 15
+type, 41 extensions check, 42/43 extended read/write (disk address packet).
+Drives 0x80.. are the IDE disks in index order.  Anything else: AH=01, CF.
+
+Must not import: gqemu.machine or anything above kvm.
+SeaBIOS: src/disk.c (handle_13 and friends), src/block.c.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Sequence
+
+from gqemu.aio import aio_poll
+from gqemu.hw.memory import MEMTXATTRS_UNSPECIFIED
+from gqemu.hw.memory_region import (MemoryRegion, MemoryRegionOps,
+                                    memory_region_add_subregion, memory_region_init_io)
+from gqemu.kvm.cpu import CPUState, kvm_handle_io
+from gqemu.kvm.exits import KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KvmRun
+from gqemu.kvm.firmware import FirmwareError, ata_pio_transfer
+
+GQEMU_BIOS_PORT = 0x4F0
+BIOS_SEG = 0xF000
+INT13_OFF = 0xE3FE          # the classic INT 13h entry point
+IRET_OFF = 0xFF53           # the classic dummy-interrupt iret
+INT13_STUB = bytes([0x52, 0xBA]) + struct.pack("<H", GQEMU_BIOS_PORT) + bytes([0xEE, 0x5A, 0xCF])
+CF = 0x0001
+
+DISK_RET_SUCCESS = 0x00
+DISK_RET_EPARAM = 0x01
+DISK_RET_EWRITEPROTECT = 0x03
+DISK_RET_ECONTROLLER = 0x20
+
+
+class ExitIO:
+    """Port accesses made as exits of ``cpu``: dispatched through
+    ``kvm_handle_io`` and handed to the exit hook (recorder) as the
+    program's own would be."""
+
+    def __init__(self, cpu: CPUState) -> None:
+        self.cpu = cpu
+        self.s = cpu.kvm_state
+        self.run = KvmRun()
+
+    def _exit(self, direction: int, size: int, port: int, count: int) -> None:
+        run = self.run
+        run.exit_reason = KVM_EXIT_IO
+        run.io_direction, run.io_size, run.io_port, run.io_count = direction, size, port, count
+        kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, run.data, direction, size, count,
+                      self.s.as_io)
+        self.s.nr_exits += 1
+        if self.s.on_exit is not None:
+            self.s.on_exit(self.cpu, run)
+
+    def inb(self, port: int) -> int:
+        self._exit(KVM_EXIT_IO_IN, 1, port, 1)
+        return self.run.data[0]
+
+    def outb(self, port: int, val: int) -> None:
+        self.run.data[0] = val & 0xFF
+        self._exit(KVM_EXIT_IO_OUT, 1, port, 1)
+
+    def insw(self, port: int, n: int) -> bytes:
+        self._exit(KVM_EXIT_IO_IN, 2, port, n)
+        return bytes(self.run.data[:2 * n])
+
+    def outsw(self, port: int, data: bytes) -> None:
+        self.run.data[:len(data)] = data
+        self._exit(KVM_EXIT_IO_OUT, 2, port, len(data) // 2)
+
+    def poll(self) -> None:
+        aio_poll(self.s.ctx, True)
+
+
+class BiosState:
+    """What the services need: RAM, the disks (IDE index order) with their
+    channel ports and geometry, the last status (INT 13h AH=01)."""
+
+    def __init__(self, ram: Any, disks: Sequence[dict]) -> None:
+        self.ram = ram
+        self.disks = list(disks)    # {"base", "ctl", "unit", "sectors", "heads", "spt", "cyls"}
+        self.last_status = 0
+        self.cpu: Any = None
+
+
+def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> BiosState:
+    """Fill the IVT and the BIOS data area, put the stubs in the BIOS
+    segment, map the trap port.  Returns the state; set ``.cpu`` to the
+    vCPU before it runs."""
+    bs = BiosState(ram, disks)
+    base = BIOS_SEG << 4
+    ram[base + IRET_OFF] = 0xCF
+    ram[base + INT13_OFF:base + INT13_OFF + len(INT13_STUB)] = INT13_STUB
+    ivt = struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256
+    ram[0:1024] = ivt
+    ram[0x13 * 4:0x13 * 4 + 4] = struct.pack("<HH", INT13_OFF, BIOS_SEG)
+    ram[0x413:0x415] = struct.pack("<H", 639)       # base memory (KiB), as SeaBIOS
+    ram[0x475] = len(bs.disks)                      # number of hard disks
+    memory_region_add_subregion(io_root, GQEMU_BIOS_PORT, memory_region_init_io(
+        None, MemoryRegionOps(_trap_read, _trap_write, name="gqemu-bios"), bs,
+        "gqemu-bios", 1))
+    return bs
+
+
+def _trap_read(opaque: BiosState, addr: int, size: int) -> int:
+    return (1 << (8 * size)) - 1
+
+
+def _trap_write(opaque: BiosState, addr: int, val: int, size: int) -> None:
+    if opaque.cpu is not None and opaque.cpu.accel_run is not None:
+        handle_int13(opaque, opaque.cpu)
+
+
+def handle_int13(bs: BiosState, cpu: CPUState) -> None:
+    """One INT 13h call, from the stub's trap.  SeaBIOS: handle_13."""
+    vcpu = cpu.accel_run.vcpu
+    regs = vcpu.get_regs()
+    sregs = vcpu.get_sregs()
+    ss, sp = sregs.ss.base, regs.rsp & 0xFFFF
+    ram = bs.ram
+    dx = struct.unpack_from("<H", ram, ss + sp)[0]          # pushed by the stub
+    flags_at = ss + ((sp + 6) & 0xFFFF)
+    ax = regs.rax & 0xFFFF
+    ah, al = ax >> 8, ax & 0xFF
+    drive = dx & 0xFF
+    ret_ax = None
+    new_dx = None
+    disk = bs.disks[drive - 0x80] if 0x80 <= drive < 0x80 + len(bs.disks) else None
+    status = DISK_RET_SUCCESS
+    try:
+        if disk is None and ah not in (0x00, 0x01):
+            status = DISK_RET_EPARAM
+        elif ah == 0x00:
+            pass
+        elif ah == 0x01:
+            status = bs.last_status
+            ret_ax = status << 8
+        elif ah in (0x02, 0x03):
+            cx = regs.rcx & 0xFFFF
+            sector = cx & 0x3F
+            cyl = (cx >> 8) | ((cx & 0xC0) << 2)
+            head = dx >> 8
+            if al == 0 or sector == 0 or sector > disk["spt"] or head >= disk["heads"]:
+                status = DISK_RET_EPARAM
+                ret_ax = 0
+            else:
+                lba = (cyl * disk["heads"] + head) * disk["spt"] + sector - 1
+                addr = sregs.es.base + (regs.rbx & 0xFFFF)
+                done, status = _transfer(bs, cpu, disk, lba, al, addr, ah == 0x03)
+                ret_ax = done
+        elif ah == 0x08:
+            cyls = min(disk["cyls"], 1024) - 1
+            spt, heads = disk["spt"], disk["heads"]
+            regs.rcx = (regs.rcx & ~0xFFFF) | ((cyls & 0xFF) << 8) | (spt & 0x3F) \
+                | ((cyls >> 2) & 0xC0)
+            new_dx = ((heads - 1) << 8) | len(bs.disks)
+            regs.rbx &= ~0xFFFF
+            ret_ax = 0
+        elif ah == 0x15:
+            n = disk["sectors"]
+            regs.rcx = (regs.rcx & ~0xFFFF) | ((n >> 16) & 0xFFFF)
+            new_dx = n & 0xFFFF
+            ret_ax = 0x0300
+        elif ah == 0x41:
+            if regs.rbx & 0xFFFF != 0x55AA:
+                status = DISK_RET_EPARAM
+            else:
+                regs.rbx = (regs.rbx & ~0xFFFF) | 0xAA55
+                regs.rcx = (regs.rcx & ~0xFFFF) | 0x0007
+                ret_ax = 0x3000
+        elif ah in (0x42, 0x43):
+            dap = sregs.ds.base + (regs.rsi & 0xFFFF)
+            size, _r, count, off, seg, lba = struct.unpack_from("<BBHHHQ", ram, dap)
+            if size < 16 or count == 0 or lba + count > disk["sectors"]:
+                status = DISK_RET_EPARAM
+            else:
+                done, status = _transfer(bs, cpu, disk, lba, count, (seg << 4) + off,
+                                         ah == 0x43)
+                struct.pack_into("<H", ram, dap + 2, done)
+        else:
+            status = DISK_RET_EPARAM
+    except FirmwareError:
+        status = DISK_RET_ECONTROLLER
+    bs.last_status = status
+    if ret_ax is None:
+        ret_ax = ax & 0xFF
+    regs.rax = (regs.rax & ~0xFFFF) | ((status << 8) | (ret_ax & 0xFF) if status else ret_ax)
+    vcpu.set_regs(regs)
+    if new_dx is not None:
+        struct.pack_into("<H", ram, ss + sp, new_dx)
+    flags = struct.unpack_from("<H", ram, flags_at)[0]
+    struct.pack_into("<H", ram, flags_at, (flags | CF) if status else (flags & ~CF))
+
+
+def _transfer(bs: BiosState, cpu: CPUState, disk: dict, lba: int, count: int,
+              addr: int, write: bool) -> tuple[int, int]:
+    """Sectors to or from guest memory at ``addr``, at most 256 per
+    command.  Returns (sectors done, status)."""
+    if lba + count > disk["sectors"] or addr + count * 512 > len(bs.ram):
+        return 0, DISK_RET_EPARAM
+    io = ExitIO(cpu)
+    done = 0
+    while done < count:
+        n = min(count - done, 256)
+        data = bytes(bs.ram[addr + done * 512:addr + (done + n) * 512]) if write else None
+        got, buf = ata_pio_transfer(io, disk["base"], disk["ctl"], disk["unit"],
+                                    lba + done, n, write, data)
+        if not write:
+            bs.ram[addr + done * 512:addr + done * 512 + len(buf)] = buf
+        done += got
+        if got < n:
+            return done, DISK_RET_ECONTROLLER
+    return done, DISK_RET_SUCCESS
