@@ -31,7 +31,7 @@ def _no_traceback(err: BaseException, script: str) -> str:
 
 def run_kvm(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
-    from gqemu.cli.run import STATUS_LIMIT, parse_on_io_error, run_machine
+    from gqemu.cli.run_loop import STATUS_LIMIT, parse_on_io_error, run_machine, trace_meta
     from gqemu.kvm.kvm_dev import kvm_available
     from gqemu.machine import Machine, MachineError, drive_config, scratch_drives
     if args.script is not None:
@@ -86,7 +86,6 @@ def run_kvm(args: argparse.Namespace) -> int:
             raise UsageError(str(e))
         machine.kvm.max_exits = args.max_exits
         if args.record:
-            from gqemu.cli.run import trace_meta
             from gqemu.replay.format import TraceWriter
             from gqemu.replay.record import Recorder
             meta = trace_meta(drives, machine.ram_size, args.boot or "boot sector")

@@ -34,6 +34,7 @@ from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE,
 from gqemu.block.block_backend import (blk_aio_flush, blk_aio_preadv,
                                        blk_aio_pwritev)
 from gqemu.block.qiov import qemu_iovec_init_buf
+from gqemu.hw.dma import qemu_sglist_destroy
 from gqemu.hw.ide.internal import (ABRT_ERR, ATA_DEV_HS,
                                    ATA_DEV_LBA, ATA_DEV_LBA_MSB, BUSY_STAT,
                                    DRQ_STAT, ERR_STAT, IDE_CTRL_DISABLE_IRQ,
@@ -310,24 +311,14 @@ def ide_sector_read(s: IDEState) -> None:
     if not ide_sect_range_ok(s, sector_num, n):
         ide_rw_error(s)
         return
-    if s.readahead_max:
-        _readahead_read()(s, sector_num, n)
+    if s.pio_read is not None:            # gqemu's opt-in read-ahead
+        s.pio_read(s, sector_num, n)
         return
     s.pio_aiocb = ide_buffered_readv(s, sector_num,
                                      memoryview(s.io_buffer)[:n * 512], n,
                                      ide_sector_read_cb, s)
 
 
-def _readahead_read() -> Callable[[IDEState, int, int], None]:
-    """``ide_readahead_read``, imported on first use (it imports this module)."""
-    global _ide_readahead_read
-    if _ide_readahead_read is None:
-        from gqemu.hw.ide.readahead import ide_readahead_read
-        _ide_readahead_read = ide_readahead_read
-    return _ide_readahead_read
-
-
-_ide_readahead_read: Any = None
 
 
 # ------------------------------------------------------------ PIO write
@@ -403,9 +394,23 @@ def ide_flush_cache(s: IDEState) -> None:
 
 # --------------------------------------------------------------- errors
 
+def dma_buf_commit(s: IDEState, tx_bytes: int) -> None:
+    """QEMU: dma_buf_commit."""
+    s.io_buffer_offset += tx_bytes
+    if s.sg is not None:
+        qemu_sglist_destroy(s.sg)
+
+
+def ide_set_inactive(s: IDEState, more: bool) -> None:
+    """QEMU: ide_set_inactive."""
+    s.bus.dma.aiocb = None
+    ide_clear_retry(s)
+    s.bus.dma.set_inactive(more)
+    ide_cmd_done(s)
+
+
 def ide_dma_error(s: IDEState) -> None:
     """QEMU: ide_dma_error."""
-    from gqemu.hw.ide.dma import dma_buf_commit, ide_set_inactive
     dma_buf_commit(s, 0)
     ide_abort_command(s)
     ide_set_inactive(s, False)

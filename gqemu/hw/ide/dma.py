@@ -8,19 +8,19 @@ IRQ and the engine inactive; PRDs longer than needed complete it with the
 engine left active; an out-of-range LBA is ABRT (``ide_dma_error``).
 
 Must not import: gqemu.kvm or anything above hw.
-QEMU: hw/ide/core.c (ide_dma_cb, ide_sector_start_dma, ide_start_dma,
-ide_set_inactive, dma_buf_commit).
+QEMU: hw/ide/core.c (ide_dma_cb, ide_sector_start_dma, ide_start_dma;
+``ide_set_inactive`` and ``dma_buf_commit`` live in core.py with
+``ide_dma_error``, which needs them).
 """
 from __future__ import annotations
 
 import errno
 from typing import Callable
 
-from gqemu.hw.dma import (DMA_DIRECTION_TO_DEVICE, dma_blk_io, dma_blk_read,
-                          dma_blk_write, qemu_sglist_destroy)
-from gqemu.hw.ide.core import (ide_clear_retry, ide_cmd_done, ide_dma_error,
-                               ide_get_sector, ide_handle_rw_error,
-                               ide_sect_range_ok, ide_set_irq, ide_set_retry,
+from gqemu.hw.dma import DMA_DIRECTION_TO_DEVICE, dma_blk_io, dma_blk_read, dma_blk_write
+from gqemu.hw.ide.core import (dma_buf_commit, ide_dma_error, ide_get_sector,
+                               ide_handle_rw_error, ide_sect_range_ok,
+                               ide_set_inactive, ide_set_irq, ide_set_retry,
                                ide_set_sector)
 from gqemu.hw.ide.internal import (DRQ_STAT, IDE_DMA_CMD_STR, IDE_DMA_READ, IDE_DMA_TRIM,
                                    IDE_DMA_WRITE, IDE_RETRY_DMA, IDE_RETRY_TRIM,
@@ -40,21 +40,6 @@ def ide_dma_cmd_to_retry(dma_cmd: int) -> int:
     if dma_cmd == IDE_DMA_TRIM:
         return IDE_RETRY_DMA | IDE_RETRY_TRIM
     return IDE_RETRY_DMA
-
-
-def dma_buf_commit(s: IDEState, tx_bytes: int) -> None:
-    """QEMU: dma_buf_commit."""
-    s.io_buffer_offset += tx_bytes
-    if s.sg is not None:
-        qemu_sglist_destroy(s.sg)
-
-
-def ide_set_inactive(s: IDEState, more: bool) -> None:
-    """QEMU: ide_set_inactive."""
-    s.bus.dma.aiocb = None
-    ide_clear_retry(s)
-    s.bus.dma.set_inactive(more)
-    ide_cmd_done(s)
 
 
 def ide_dma_cb(opaque: IDEState, ret: int) -> None:

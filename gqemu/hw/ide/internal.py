@@ -10,7 +10,7 @@ QEMU: include/hw/ide/internal.h.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 __all__ = ["IDEState", "IDEBus", "IDEDMA", "IDEBufferedRequest"]
 
@@ -193,7 +193,7 @@ class IDEState:
         "io_buffer_size", "io_buffer_index", "io_buffer_offset", "dma_cmd",
         "sg", "smart_enabled", "smart_autosave", "smart_errors",
         "smart_selftest_count", "smart_selftest_data", "media_changed",
-        "discard_granularity", "readahead_max", "ra", "__weakref__")
+        "discard_granularity", "readahead_max", "ra", "pio_read", "__weakref__")
 
     def __init__(self, bus: "IDEBus", unit: int) -> None:
         self.bus = bus
@@ -240,6 +240,8 @@ class IDEState:
         self.media_changed = 0
         self.discard_granularity = 512
         self.readahead_max = 0          # gqemu option: PIO read-ahead (sectors)
+        # ide_sector_read's submit when read-ahead is on (hw/ide/readahead.py)
+        self.pio_read: Optional[Callable[["IDEState", int, int], None]] = None
         self.ra: Any = None             # its window (ide/readahead.py)
 
     def __repr__(self) -> str:

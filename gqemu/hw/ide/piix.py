@@ -39,6 +39,7 @@ from gqemu.hw.ide.reset import ide_bus_reset, ide_cancel_dma_sync
 from gqemu.hw.ide.drive import ide_init_drive
 from gqemu.hw.ide.internal import IDEDMA, IDEBus, IDEState
 from gqemu.hw.ide.ioport import ide_init_ioport
+from gqemu.hw.ide.readahead import ide_readahead_read
 from gqemu.hw.irq import IRQState, qemu_allocate_irq, qemu_set_irq
 from gqemu.hw.memory import (AddressSpace, MemoryRegion, MemoryRegionOps,
                              memory_region_add_subregion, memory_region_init,
@@ -308,6 +309,8 @@ def pc_ide_init(address_space_io: AddressSpace, irq_lines: Sequence[Optional[IRQ
             if blk is not None:
                 ide_init_drive(bus.ifs[unit], blk)
             bus.ifs[unit].readahead_max = max(0, int(pio_readahead))
+            if pio_readahead > 0:
+                bus.ifs[unit].pio_read = ide_readahead_read
         bm = BMDMAState(bus, address_space_memory)
         bm.irq = irq_lines[isairq] if isairq < len(irq_lines) else None
         bus.dma = bm
