@@ -110,6 +110,7 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.stack: list[Any] = []
+        self.pool: list[Any] = []       # free coroutines (not the main thread's)
 
 
 thread_state = _ThreadState()
@@ -153,10 +154,11 @@ class Coroutine(greenlet):
     """
 
     __slots__ = ("entry", "entry_arg", "caller", "ctx", "scheduled",
-                 "locks_held", "co_queue_wakeup", "exception")
+                 "locks_held", "co_queue_wakeup", "exception", "pool")
 
-    def __init__(self) -> None:
+    def __init__(self, pool: "list[Coroutine]") -> None:
         super().__init__(run=coroutine_trampoline)
+        self.pool = pool                # its thread's free list
         self.entry: Optional[Callable[[Any], Any]] = None
         self.entry_arg: Any = None
         self.caller: Optional[greenlet] = None
@@ -171,12 +173,15 @@ class Coroutine(greenlet):
             id(self), getattr(self.entry, "__qualname__", self.entry))
 
 
+# Free coroutines, per thread (a greenlet runs only in the thread that made
+# it): the main thread's here, any other's in thread_state.pool.
 _pool: list[Coroutine] = []
+_MAIN_THREAD = threading.main_thread().ident
 
 
 def coroutine_pool_size() -> int:
     """How many finished coroutines wait in the pool for reuse."""
-    return len(_pool)
+    return len(_pool if get_ident() == _MAIN_THREAD else thread_state.pool)
 
 
 def coroutine_trampoline() -> None:
@@ -192,7 +197,8 @@ def coroutine_trampoline() -> None:
             entry(arg)  # type: ignore[misc]
         except BaseException as e:  # handed to the enterer, which re-raises
             self.exception = e
-        self.entry = self.entry_arg = None
+        # Drop the references now, not when the pooled coroutine is reused.
+        entry = arg = self.entry = self.entry_arg = None
         caller = self.caller
         self.caller = None
         if caller is None:
@@ -209,7 +215,8 @@ def qemu_coroutine_create(entry: Callable[[Any], Any],
 
     Context: anywhere.  QEMU: qemu_coroutine_create.
     """
-    co = _pool.pop() if _pool else Coroutine()
+    pool = _pool if get_ident() == _MAIN_THREAD else thread_state.pool
+    co = pool.pop() if pool else Coroutine(pool)
     co.entry = entry
     co.entry_arg = opaque
     return co
@@ -220,8 +227,9 @@ def _release(co: Coroutine) -> None:
         raise CoroutineError("coroutine terminated with %d locks held"
                              % co.locks_held)
     co.ctx = None
-    if len(_pool) < POOL_MAX:
-        _pool.append(co)
+    pool = co.pool
+    if len(pool) < POOL_MAX:
+        pool.append(co)
 
 
 def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> None:
