@@ -52,7 +52,8 @@ from greenlet import getcurrent
 
 from gqemu.coroutine import (Coroutine, CoroutineError, aio_co_enter,
                              aio_co_schedule, aio_co_wake,
-                             qemu_aio_coroutine_enter, thread_state)
+                             coroutine_thread_init, qemu_aio_coroutine_enter,
+                             thread_state)
 from gqemu.plant import Planted
 from gqemu.trace import trace_event
 
@@ -166,6 +167,7 @@ class AioContext:
     def __init__(self, name: str = "main") -> None:
         self.name = name
         self.loop_thread = get_ident()
+        coroutine_thread_init()
         self.clock_source: Optional[Callable[[int], int]] = None
         self.sched_point: Optional[Callable[[str], None]] = None
         self.plant = Planted()
@@ -362,6 +364,7 @@ def aio_context_acquire(ctx: AioContext) -> None:
     Nestable.  QEMU: aio_context_acquire (a lock there; here the context
     simply moves to the thread that takes it)."""
     ctx._set_loop_thread(get_ident())
+    coroutine_thread_init()
     thread_state.stack.append(thread_state.ctx)
     thread_state.ctx = ctx
 

@@ -59,6 +59,7 @@ __all__ = [
     "qemu_co_rwlock_wrlock", "qemu_co_rwlock_unlock", "qemu_co_rwlock_upgrade",
     "qemu_co_rwlock_downgrade", "qemu_co_sleep_ns", "coroutine_pool_size",
     "aio_co_enter", "aio_co_wake", "aio_co_schedule", "thread_state",
+    "coroutine_thread_init",
 ]
 
 trace_qemu_coroutine_enter = trace_event(
@@ -103,6 +104,24 @@ class CoroutineError(RuntimeError):
     """Misuse of the coroutine API; QEMU prints the message and aborts."""
 
 
+_MAIN_THREAD = threading.main_thread().ident
+
+# Free coroutines, per thread (a greenlet runs only in the thread that made
+# it): the main thread's here, any other's in thread_state.pool.  Until a
+# second thread runs coroutines, creating one does not ask which thread.
+_pool: "list[Coroutine]" = []
+_threads = False
+
+
+def coroutine_thread_init() -> None:
+    """Note that the calling thread runs coroutines.  A thread other than
+    the main one must call it before its first qemu_coroutine_create;
+    gqemu.aio does when a context is made or made current there."""
+    global _threads
+    if get_ident() != _MAIN_THREAD:
+        _threads = True
+
+
 class _ThreadState(threading.local):
     # The AioContext current on this thread (gqemu.aio sets it; None until
     # the thread first asks for one) and the ones it replaced.
@@ -111,6 +130,7 @@ class _ThreadState(threading.local):
     def __init__(self) -> None:
         self.stack: list[Any] = []
         self.pool: list[Any] = []       # free coroutines (not the main thread's)
+        coroutine_thread_init()
 
 
 thread_state = _ThreadState()
@@ -173,12 +193,6 @@ class Coroutine(greenlet):
             id(self), getattr(self.entry, "__qualname__", self.entry))
 
 
-# Free coroutines, per thread (a greenlet runs only in the thread that made
-# it): the main thread's here, any other's in thread_state.pool.
-_pool: list[Coroutine] = []
-_MAIN_THREAD = threading.main_thread().ident
-
-
 def coroutine_pool_size() -> int:
     """How many finished coroutines wait in the pool for reuse."""
     return len(_pool if get_ident() == _MAIN_THREAD else thread_state.pool)
@@ -215,7 +229,9 @@ def qemu_coroutine_create(entry: Callable[[Any], Any],
 
     Context: anywhere.  QEMU: qemu_coroutine_create.
     """
-    pool = _pool if get_ident() == _MAIN_THREAD else thread_state.pool
+    pool = _pool
+    if _threads and get_ident() != _MAIN_THREAD:
+        pool = thread_state.pool
     co = pool.pop() if pool else Coroutine(pool)
     co.entry = entry
     co.entry_arg = opaque
