@@ -365,8 +365,8 @@ def qemu_coroutine_discard(co: Coroutine) -> None:
     run's): raise GreenletExit at its yield, so its ``finally`` blocks run
     now, inside the caller, rather than whenever the garbage collector
     finds it.  Whatever it wakes while unwinding is dropped with it (they
-    are discarded too); what it raises is dropped.  A discarded coroutine
-    is not pooled.  Context: outside ``co``.
+    are discarded too); what it raises is dropped.  The coroutine then
+    goes back to the pool.  Context: outside ``co``, on its thread.
     """
     if co.caller is not None:
         raise CoroutineError("qemu_coroutine_discard: coroutine is running")
@@ -384,12 +384,16 @@ def qemu_coroutine_discard(co: Coroutine) -> None:
         co.co_queue_wakeup = None
         if ret == COROUTINE_TERMINATE:
             break
+    ended = co.entry is None and bool(co)   # back in the trampoline's loop
     co.entry = co.entry_arg = None
     co.caller = None
     co.exception = None
     co.locks_held = 0
-    co.ctx = None
     co.co_queue_wakeup = None
+    if ended:
+        _release(co)
+    else:
+        co.ctx = None
 
 
 # ------------------------------------------------------- waking coroutines

@@ -1,7 +1,8 @@
 """The thread pool: blocking work in worker threads, completions in the loop.
 
-Each worker is one long-running ``worker_thread`` task hosted by a
-``gevent.threadpool.ThreadPool`` (at most 64, QEMU's ``max_threads``).  It
+Each worker is one long-running ``worker_thread`` task (at most 64 per
+pool, QEMU's ``max_threads``) hosted by a ``gevent.threadpool.ThreadPool``
+shared by the pools of the contexts of one loop thread.  It
 takes requests from a FIFO, runs ``func(arg)`` and puts the finished request
 on the pool's done list.  Only the first completion of a burst schedules
 ``thread_pool_completion_bh`` (one libev async event, one hub wake-up); that
@@ -126,11 +127,30 @@ class ThreadPool:
     def _spawn_thread(self) -> None:
         # Called with the lock held, from the loop's thread.
         if self._gpool is None:
-            from gevent.threadpool import ThreadPool as GeventThreadPool
             self.ctx._ensure_hub()
-            self._gpool = GeventThreadPool(self.max_threads)
+            self._gpool = _host_threads()
         self.cur_threads += 1
         self._gpool.spawn(worker_thread, self)
+
+
+class _Hosts(threading.local):
+    gpool: Any = None
+
+
+_hosts = _Hosts()
+# OS threads hosting the workers of every ThreadPool whose context runs on
+# this thread: a context's pool stops its workers when freed, and the next
+# context's (the next stress run's) reuses the threads instead of starting
+# new ones.  Room for a few pools at their maximum at once.
+HOST_THREADS = 4 * MAX_THREADS
+
+
+def _host_threads() -> Any:
+    gpool = _hosts.gpool
+    if gpool is None:
+        from gevent.threadpool import ThreadPool as GeventThreadPool
+        gpool = _hosts.gpool = GeventThreadPool(HOST_THREADS)
+    return gpool
 
 
 def worker_thread(pool: ThreadPool) -> None:
@@ -317,8 +337,6 @@ def thread_pool_free(pool: ThreadPool) -> None:
         n = pool.cur_threads
     for _ in range(n):
         pool.requests.put(_STOP)
-    if pool._gpool is not None:
-        pool._gpool.kill()       # its threads end once their worker returns
-        pool._gpool = None
+    pool._gpool = None          # the host threads stay, for the next pool
     if pool.ctx.thread_pool is pool:
         pool.ctx.thread_pool = None

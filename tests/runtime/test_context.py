@@ -20,7 +20,7 @@ from gqemu.block import (blk_get_aio_context, blk_new_open, blk_pread,
 from gqemu.block.driver import bdrv_get_aio_context, error_report, set_error_sink
 from gqemu.coroutine import (CoMutex, qemu_co_mutex_lock, qemu_co_mutex_unlock,
                              qemu_coroutine_create, qemu_coroutine_enter,
-                             qemu_coroutine_yield)
+                             qemu_coroutine_entered, qemu_coroutine_yield)
 
 MiB = 1 << 20
 
@@ -217,3 +217,36 @@ def test_block_stack_on_a_non_main_thread(tmp_path, qemu_img, qemu_io):
             if fmt == "qcow2" else None
     assert os.path.getsize(raw) == 4 * MiB
     aio_poll(main_ctx, False)
+
+
+def test_discard_unwinds_a_suspended_coroutine_now():
+    """qemu_coroutine_discard runs the finally blocks at once, in the
+    caller; what the coroutine wakes while unwinding is dropped."""
+    from gqemu.coroutine import CoQueue, qemu_co_queue_next, qemu_co_queue_wait, \
+        qemu_coroutine_discard
+    log, q = [], CoQueue()
+
+    def sleeper(_):
+        qemu_co_queue_wait(q)
+        log.append("woken")
+
+    def victim(_):
+        try:
+            qemu_coroutine_yield()
+            log.append("resumed")
+        finally:
+            log.append("finally")
+            qemu_co_queue_next(q)          # a wake-up while unwinding
+    s = qemu_coroutine_create(sleeper)
+    qemu_coroutine_enter(s)
+    v = qemu_coroutine_create(victim)
+    qemu_coroutine_enter(v)
+    qemu_coroutine_discard(v)
+    assert log == ["finally"] and v.entry is None
+    assert not qemu_coroutine_entered(v)
+    qemu_coroutine_discard(s)               # the dropped wake-up's target
+    assert log == ["finally"] and s.entry is None
+    reused = qemu_coroutine_create(lambda _: log.append("reused"))
+    assert reused in (s, v)                 # back in the pool, usable
+    qemu_coroutine_enter(reused)
+    assert log == ["finally", "reused"]
