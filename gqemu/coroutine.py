@@ -212,7 +212,8 @@ def coroutine_trampoline() -> None:
         except BaseException as e:  # handed to the enterer, which re-raises
             self.exception = e
         # Drop the references now, not when the pooled coroutine is reused.
-        entry = arg = self.entry = self.entry_arg = None
+        entry = arg = None
+        self.entry = self.entry_arg = None
         caller = self.caller
         self.caller = None
         if caller is None:
@@ -229,10 +230,11 @@ def qemu_coroutine_create(entry: Callable[[Any], Any],
 
     Context: anywhere.  QEMU: qemu_coroutine_create.
     """
-    pool = _pool
     if _threads and get_ident() != _MAIN_THREAD:
         pool = thread_state.pool
-    co = pool.pop() if pool else Coroutine(pool)
+        co = pool.pop() if pool else Coroutine(pool)
+    else:
+        co = _pool.pop() if _pool else Coroutine(_pool)
     co.entry = entry
     co.entry_arg = opaque
     return co
@@ -415,10 +417,17 @@ def aio_co_schedule(ctx: Any, co: Coroutine) -> None:
 def aio_co_enter(ctx: Any, co: Coroutine) -> None:
     """Run ``co`` in ``ctx``: now if outside coroutines, after the current
     coroutine yields if inside one, from ``ctx``'s next poll if called from
-    a thread other than its loop's.  QEMU: aio_co_enter."""
-    if ctx is not None and ctx.loop_thread != get_ident():
-        aio_co_schedule(ctx, co)
-        return
+    a thread other than its loop's.  ``ctx`` None (a coroutine never entered
+    through a context) means the calling thread's loop.
+    QEMU: aio_co_enter."""
+    if ctx is not None:
+        if ctx.loop_thread != get_ident():
+            aio_co_schedule(ctx, co)
+            return
+    elif _threads and co.pool is not (_pool if get_ident() == _MAIN_THREAD
+                                      else thread_state.pool):
+        raise CoroutineError("aio_co_enter: %r belongs to another thread and "
+                             "has no AioContext to be scheduled in" % co)
     self = getcurrent()
     if getattr(self, "caller", None) is not None:   # in a coroutine
         if self is co:

@@ -250,3 +250,15 @@ def test_discard_unwinds_a_suspended_coroutine_now():
     assert reused in (s, v)                 # back in the pool, usable
     qemu_coroutine_enter(reused)
     assert log == ["finally", "reused"]
+
+
+def test_waking_another_threads_contextless_coroutine_is_an_error():
+    """A coroutine entered without a context cannot be scheduled from a
+    foreign thread: a clear CoroutineError, not a greenlet switch error."""
+    from gqemu.coroutine import CoroutineError, aio_co_wake
+    co = qemu_coroutine_create(lambda _: qemu_coroutine_yield())
+    qemu_coroutine_enter(co)
+    t, box = run_in_thread(lambda: (aio_context_new(), aio_co_wake(co)))
+    with pytest.raises(CoroutineError, match="belongs to another thread"):
+        join(t, box)
+    qemu_coroutine_enter(co)                # still fine on its own thread
