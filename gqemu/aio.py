@@ -17,8 +17,23 @@ not progress).  An exception raised by a BH, timer or coroutine propagates
 out of ``aio_poll`` to whoever drives the loop: it is never printed and
 dropped, as gevent's hub would do.
 
+The context is explicit.  Each AioContext has one loop thread
+(``loop_thread``: the thread that made it, or the last one to make it
+current with ``with ctx:`` / :func:`aio_context_acquire`); from any other
+thread, scheduling a BH, notifying or entering a coroutine goes through the
+thread-safe queue.  Each thread has a current context
+(:func:`qemu_get_current_aio_context`): the one it made current, else its
+own, made on first use (the main thread's is the main loop's context,
+:func:`qemu_get_aio_context`).  A context also owns what used to be
+process-wide: the clock source (a stress run's virtual time), the stress
+scheduler (``sched``) and its ``coroutine_fn`` hook (``sched_point``), the
+planted-bug switches (``plant``), where error_report() and blkdebug print
+(``error_sink``, ``blkdebug_output``; None: stderr/stdout), and the
+``GQEMU_DEBUG``/``GQEMU_STRESS`` flags, read when it is created.
+
 Must not import: gqemu.threadpool, gqemu.block, gqemu.hw, gqemu.kvm (higher
-layers); gevent is used only here and in gqemu.threadpool.
+layers).  gevent is used here for the hub, in gqemu.threadpool for worker
+threads and in gqemu.kvm for the vCPU greenlets.
 
 QEMU: util/async.c, util/aio-posix.c, util/qemu-timer.c, block/aio.h.
 """
@@ -26,23 +41,28 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections import deque
+from threading import get_ident
 from typing import Any, Callable, Optional
 
 from greenlet import getcurrent
 
-from gqemu.coroutine import (Coroutine, CoroutineError,
-                             qemu_aio_coroutine_enter)
+from gqemu.coroutine import (Coroutine, CoroutineError, aio_co_enter,
+                             aio_co_schedule, aio_co_wake,
+                             coroutine_thread_init, qemu_aio_coroutine_enter,
+                             thread_state)
+from gqemu.plant import Planted
 from gqemu.trace import trace_event
 
 __all__ = [
     "AioContext", "QEMUBH", "QEMUTimer", "AioDeadlockError",
-    "qemu_get_aio_context", "aio_context_new", "qemu_aio_context_discard",
+    "qemu_get_aio_context", "qemu_get_current_aio_context", "aio_context_new",
+    "aio_context_acquire", "aio_context_release", "aio_context_unref",
     "aio_compute_timeout", "aio_set_clock_source", "aio_bh_new",
-    "aio_bh_schedule_oneshot", "qemu_bh_schedule", "qemu_bh_schedule_idle",
-    "qemu_bh_cancel", "qemu_bh_delete", "aio_bh_poll", "aio_poll",
+    "aio_bh_schedule_oneshot", "qemu_bh_schedule", "qemu_bh_cancel", "qemu_bh_delete", "aio_bh_poll", "aio_poll",
     "aio_notify", "aio_wait_while", "aio_co_wake", "aio_co_schedule",
     "aio_co_enter", "QEMU_CLOCK_REALTIME", "QEMU_CLOCK_VIRTUAL",
     "QEMU_CLOCK_HOST", "QEMU_CLOCK_VIRTUAL_RT", "SCALE_NS", "SCALE_US",
@@ -51,7 +71,6 @@ __all__ = [
     "qemu_aio_unref", "bdrv_aio_cancel", "bdrv_aio_cancel_async",
 ]
 
-trace_aio_co_schedule = trace_event("aio_co_schedule", "ctx %p co %p")
 trace_aio_co_schedule_bh_cb = trace_event("aio_co_schedule_bh_cb", "ctx %p co %p")
 
 QEMU_CLOCK_REALTIME = 0
@@ -69,31 +88,35 @@ class AioDeadlockError(RuntimeError):
     """aio_wait_while found nothing that could ever make its condition false."""
 
 
-_clock_source: Optional[Callable[[int], int]] = None
+def aio_set_clock_source(source: Optional[Callable[[int], int]],
+                         ctx: Optional["AioContext"] = None) -> None:
+    """Read every clock of ``ctx`` (default: the current context) from
+    ``source(clock)`` instead of the host (the stress scheduler's virtual
+    time); ``None`` restores the host clocks."""
+    (ctx or qemu_get_current_aio_context()).clock_source = source
 
 
-def aio_set_clock_source(source: Optional[Callable[[int], int]]) -> None:
-    """Read every clock from ``source(clock)`` instead of the host (the
-    stress scheduler's virtual time); ``None`` restores the host clocks."""
-    global _clock_source
-    _clock_source = source
-
-
-def qemu_clock_get_ns(clock: int) -> int:
-    """Now, in ns, on ``clock``.  QEMU: qemu_clock_get_ns."""
-    if _clock_source is not None:
-        return _clock_source(clock)
+def _host_clock_ns(clock: int) -> int:
     if clock == QEMU_CLOCK_HOST:
         return time.time_ns()
     return time.monotonic_ns()
+
+
+def qemu_clock_get_ns(clock: int, ctx: Optional["AioContext"] = None) -> int:
+    """Now, in ns, on ``clock`` as ``ctx`` (default: the current context)
+    reads it.  QEMU: qemu_clock_get_ns."""
+    if ctx is None:
+        ctx = thread_state.ctx
+    if ctx is not None and ctx.clock_source is not None:
+        return ctx.clock_source(clock)  # type: ignore[no-any-return]
+    return _host_clock_ns(clock)
 
 
 class QEMUBH:
     """A bottom half: ``cb(opaque)`` run once by the next poll after it is
     scheduled.  QEMU: QEMUBH."""
 
-    __slots__ = ("ctx", "cb", "opaque", "scheduled", "idle", "deleted",
-                 "oneshot")
+    __slots__ = ("ctx", "cb", "opaque", "scheduled", "deleted", "oneshot")
 
     def __init__(self, ctx: "AioContext", cb: Callable[[Any], Any],
                  opaque: Any, oneshot: bool = False) -> None:
@@ -101,7 +124,6 @@ class QEMUBH:
         self.cb = cb
         self.opaque = opaque
         self.scheduled = False
-        self.idle = False
         self.deleted = False
         self.oneshot = oneshot
 
@@ -135,10 +157,24 @@ class AioContext:
     (``order_completions``), holds submitted thread-pool requests
     (``thread_pool_submit``) and releases held work when the loop would
     otherwise block (``idle``).
+
+    ``loop_thread`` is the ident of the thread that runs this context's
+    loop: the creating thread, until another makes it current (``with
+    ctx:``, :func:`aio_context_acquire`).  The other per-context state is
+    described in the module docstring.
     """
 
     def __init__(self, name: str = "main") -> None:
         self.name = name
+        self.loop_thread = get_ident()
+        coroutine_thread_init()
+        self.clock_source: Optional[Callable[[int], int]] = None
+        self.sched_point: Optional[Callable[[str], None]] = None
+        self.plant = Planted()
+        self.error_sink: Optional[Callable[[str], Any]] = None
+        self.blkdebug_output: Optional[Callable[[str], Any]] = None
+        self.debug = bool(os.environ.get("GQEMU_DEBUG"))
+        self.stress = bool(os.environ.get("GQEMU_STRESS"))
         self._bh_list: list[QEMUBH] = []
         self._ts_queue: deque[QEMUBH] = deque()   # BHs scheduled by threads
         self._timers: list[tuple[int, int, QEMUTimer]] = []
@@ -156,6 +192,42 @@ class AioContext:
 
     def __repr__(self) -> str:
         return "<AioContext %s>" % self.name
+
+    def __enter__(self) -> "AioContext":
+        aio_context_acquire(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        aio_context_release(self)
+
+    def schedule_co_bh(self) -> None:
+        # aio_co_schedule (gqemu.coroutine) queued a coroutine.
+        qemu_bh_schedule(self.co_schedule_bh)
+
+    def clock_ns(self, clock: int) -> int:
+        """Now on ``clock`` as this context reads it."""
+        src = self.clock_source
+        return src(clock) if src is not None else _host_clock_ns(clock)
+
+    def _set_loop_thread(self, ident: int) -> None:
+        if ident == self.loop_thread:
+            return
+        if self._hub is not None:
+            # Its hub belongs to the old thread: drop it, if nothing waits.
+            if self.external or self._waiters:
+                raise CoroutineError("%r moved to another thread with work "
+                                     "in flight" % self)
+            self._close_hub()
+        self.loop_thread = ident
+
+    def _close_hub(self) -> None:
+        if self._async is not None:
+            try:
+                self._async.stop()
+                self._async.close()
+            except Exception:   # closed with its loop already
+                pass
+        self._async = self._hub = None
 
     # -- waiting on the hub -------------------------------------------------
 
@@ -229,7 +301,7 @@ class AioContext:
             if ts._key != key or ts.expire_time < 0:
                 heapq.heappop(timers)
                 continue
-            now = qemu_clock_get_ns(ts.clock)
+            now = self.clock_ns(ts.clock)
             return max(0, expire - now) / 1e9
         return None
 
@@ -244,7 +316,7 @@ class AioContext:
                 continue
             t = now.get(ts.clock)
             if t is None:
-                t = now[ts.clock] = qemu_clock_get_ns(ts.clock)
+                t = now[ts.clock] = self.clock_ns(ts.clock)
             if expire > t:
                 break
             heapq.heappop(timers)
@@ -255,24 +327,66 @@ class AioContext:
 
 
 _main_ctx: Optional[AioContext] = None
+_ctx_lock = threading.Lock()
+
+
+def qemu_get_current_aio_context() -> AioContext:
+    """The calling thread's current AioContext: the one it made current
+    (``with ctx:``), else its own, made on first use -- on the main thread
+    the main loop's.  QEMU: qemu_get_current_aio_context."""
+    ctx = thread_state.ctx
+    if ctx is None:
+        global _main_ctx
+        if get_ident() == _MAIN_THREAD:
+            with _ctx_lock:
+                if _main_ctx is None:
+                    _main_ctx = AioContext("main")
+            ctx = _main_ctx
+        else:
+            ctx = AioContext("thread%d" % next(_ctx_ids))
+        thread_state.ctx = ctx
+    return ctx
 
 
 def qemu_get_aio_context() -> AioContext:
-    """The main loop's AioContext, made on first use.
-    QEMU: qemu_get_aio_context."""
-    global _main_ctx
-    if _main_ctx is None:
-        _main_ctx = AioContext("main")
-    return _main_ctx
+    """The AioContext whose loop the calling thread runs: the main loop's
+    on the main thread, unless a context was made current there (a stress
+    run's); a vCPU or worker thread's own otherwise.  Code that opens
+    nodes, creates devices or waits uses it by default.
+    QEMU: qemu_get_aio_context (QEMU has one main thread; here any thread
+    may run a loop)."""
+    return qemu_get_current_aio_context()
 
 
-def qemu_aio_context_discard(ctx: AioContext) -> None:
-    """Forget ``ctx`` if it is the main context, so that the next
-    qemu_get_aio_context() makes a fresh one (a stress run that failed
-    leaves its context behind this way)."""
-    global _main_ctx
-    if _main_ctx is ctx:
-        _main_ctx = None
+def aio_context_acquire(ctx: AioContext) -> None:
+    """Make ``ctx`` the calling thread's current context, and the calling
+    thread its loop thread, until the matching aio_context_release.
+    Nestable.  QEMU: aio_context_acquire (a lock there; here the context
+    simply moves to the thread that takes it)."""
+    ctx._set_loop_thread(get_ident())
+    coroutine_thread_init()
+    thread_state.stack.append(thread_state.ctx)
+    thread_state.ctx = ctx
+
+
+def aio_context_release(ctx: AioContext) -> None:
+    """Undo the matching aio_context_acquire(ctx) on this thread."""
+    if thread_state.ctx is not ctx or not thread_state.stack:
+        raise CoroutineError("aio_context_release: %r is not current" % ctx)
+    thread_state.ctx = thread_state.stack.pop()
+
+
+def aio_context_unref(ctx: AioContext) -> None:
+    """Close ``ctx``: drop its hub watcher and everything still queued.
+    Its thread pool must have been freed (thread_pool_free).  Context: its
+    loop thread, not current anywhere.  QEMU: aio_context_unref."""
+    ctx._close_hub()
+    ctx._bh_list = []
+    ctx._ts_queue.clear()
+    ctx._timers = []
+    ctx.scheduled_coroutines.clear()
+    ctx.sched = None
+    ctx.sched_point = None
 
 
 def aio_compute_timeout(ctx: AioContext) -> int:
@@ -322,27 +436,17 @@ def _notify_from_other_thread(ctx: AioContext) -> None:
 
 
 def qemu_bh_schedule(bh: QEMUBH) -> None:
-    """Schedule ``bh``; safe from worker threads.  QEMU: qemu_bh_schedule."""
-    bh.idle = False
+    """Schedule ``bh``; safe from any thread.  QEMU: qemu_bh_schedule."""
     if bh.scheduled or bh.deleted:
         return
     ctx = bh.ctx
-    if threading.get_ident() != _MAIN_THREAD:
+    if get_ident() != ctx.loop_thread:
         ctx._ts_queue.append(bh)         # the loop moves it to _bh_list
         _notify_from_other_thread(ctx)
         return
     bh.scheduled = True
     ctx._bh_list.append(bh)
     _notify_from_loop_thread(ctx)
-
-
-def qemu_bh_schedule_idle(bh: QEMUBH) -> None:
-    """Schedule without notifying; the run does not count as progress."""
-    if bh.scheduled or bh.deleted:
-        return
-    bh.scheduled = True
-    bh.idle = True
-    bh.ctx._bh_list.append(bh)
 
 
 def qemu_bh_cancel(bh: QEMUBH) -> None:
@@ -379,8 +483,7 @@ def aio_bh_poll(ctx: AioContext) -> bool:
             if not bh.scheduled:
                 continue
             bh.scheduled = False
-            if not bh.idle:
-                progress = True
+            progress = True
             if bh.oneshot:
                 bh.deleted = True
             bh.cb(bh.opaque)
@@ -394,7 +497,7 @@ def aio_bh_poll(ctx: AioContext) -> bool:
 def aio_notify(ctx: AioContext) -> None:
     """Wake a poll blocked on ``ctx``; safe from any thread.
     QEMU: aio_notify."""
-    if threading.get_ident() != _MAIN_THREAD:
+    if get_ident() != ctx.loop_thread:
         _notify_from_other_thread(ctx)
     else:
         _notify_from_loop_thread(ctx)
@@ -464,41 +567,8 @@ def co_schedule_bh_cb(ctx: AioContext) -> None:
         qemu_aio_coroutine_enter(ctx, co)
 
 
-def aio_co_schedule(ctx: AioContext, co: Coroutine) -> None:
-    """Enter ``co`` from ``ctx``'s next poll; safe from any thread.
-    QEMU: aio_co_schedule."""
-    if trace_aio_co_schedule.enabled:
-        trace_aio_co_schedule(ctx, co)
-    if co.scheduled is not None:
-        raise CoroutineError("aio_co_schedule: Co-routine was already "
-                             "scheduled in '%s'" % co.scheduled)
-    co.scheduled = "aio_co_schedule"
-    ctx.scheduled_coroutines.append(co)
-    qemu_bh_schedule(ctx.co_schedule_bh)
-
-
-def aio_co_enter(ctx: Optional[AioContext], co: Coroutine) -> None:
-    """Run ``co`` in ``ctx``: now if outside coroutines, after the current
-    coroutine yields if inside one, from the next poll if called from
-    another thread.  QEMU: aio_co_enter."""
-    if threading.get_ident() != _MAIN_THREAD:
-        aio_co_schedule(ctx or qemu_get_aio_context(), co)
-        return
-    self = getcurrent()
-    if getattr(self, "caller", None) is not None:   # in a coroutine
-        if self is co:
-            raise CoroutineError("aio_co_enter: coroutine enters itself")
-        q = self.co_queue_wakeup
-        if q is None:
-            self.co_queue_wakeup = q = deque()
-        q.append(co)
-        return
-    qemu_aio_coroutine_enter(ctx, co)
-
-
-def aio_co_wake(co: Coroutine) -> None:
-    """Wake ``co`` in the context it last ran in.  QEMU: aio_co_wake."""
-    aio_co_enter(co.ctx, co)
+# aio_co_schedule, aio_co_enter and aio_co_wake live in gqemu.coroutine,
+# next to the entering code and the locks that wake (exported from here too).
 
 
 # ---------------------------------------------------------------- timers
@@ -586,7 +656,7 @@ def bdrv_aio_cancel(acb: BlockAIOCB) -> None:
     bdrv_aio_cancel_async(acb)
     info = acb.aiocb_info
     ctx = (info.get_aio_context(acb) if info.get_aio_context is not None
-           else qemu_get_aio_context())
+           else qemu_get_current_aio_context())
     try:
         aio_wait_while(ctx, lambda: acb.refcnt > 1)
     finally:

@@ -17,21 +17,33 @@ The lock types (``CoQueue``, ``CoMutex``, ``CoRwlock``) follow today's QEMU:
 the mutex hands ownership to the longest waiter (FIFO, no barging) and the
 rwlock supports upgrade and downgrade.
 
+Waking a coroutine (``aio_co_wake``, ``aio_co_enter``, ``aio_co_schedule``)
+lives here too, next to the entering code and the locks that wake: it
+only needs the target AioContext's loop thread, run queue and a method to
+schedule its BH (``AioContext.schedule_co_bh``).
+
+Which thread runs which AioContext is per thread (``thread_state.ctx``, set
+by gqemu.aio): under ``GQEMU_DEBUG``/``GQEMU_STRESS`` the ``coroutine_fn``
+wrapper consults the current context's ``debug`` flag and ``sched_point``
+hook, and the planted ``comutex_barging`` switch is the current context's.
+
 Must not import: anything in gqemu except ``gqemu.trace`` (and ``gqemu.aio``
-lazily, for sleeping and waking).
+lazily, for sleeping).
 
 QEMU: util/qemu-coroutine.c, util/coroutine-ucontext.c,
-util/qemu-coroutine-lock.c, util/qemu-coroutine-sleep.c.
+util/qemu-coroutine-lock.c, util/qemu-coroutine-sleep.c, util/async.c
+(aio_co_schedule, aio_co_wake, aio_co_enter).
 """
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
+from threading import get_ident
 from typing import Any, Callable, Optional, TypeVar
 
-from greenlet import getcurrent, greenlet
+from greenlet import GreenletExit, getcurrent, greenlet
 
-from gqemu import plant
 from gqemu.trace import trace_add_listener, trace_event
 
 __all__ = [
@@ -41,18 +53,20 @@ __all__ = [
     "qemu_coroutine_entered",
     "CoQueue", "qemu_co_queue_init", "qemu_co_queue_wait", "qemu_co_queue_next",
     "qemu_co_queue_restart_all", "qemu_co_queue_empty", "qemu_co_enter_next",
-    "qemu_co_enter_all",
+    "qemu_co_enter_all", "qemu_coroutine_discard",
     "CoMutex", "qemu_co_mutex_init", "qemu_co_mutex_lock", "qemu_co_mutex_unlock",
     "CoRwlock", "qemu_co_rwlock_init", "qemu_co_rwlock_rdlock",
     "qemu_co_rwlock_wrlock", "qemu_co_rwlock_unlock", "qemu_co_rwlock_upgrade",
     "qemu_co_rwlock_downgrade", "qemu_co_sleep_ns", "coroutine_pool_size",
-    "set_sched_point",
+    "aio_co_enter", "aio_co_wake", "aio_co_schedule", "thread_state",
+    "coroutine_thread_init",
 ]
 
 trace_qemu_coroutine_enter = trace_event(
     "qemu_coroutine_enter", "from %p to %p opaque %p")
 trace_qemu_coroutine_yield = trace_event("qemu_coroutine_yield", "from %p to %p")
 trace_qemu_coroutine_terminate = trace_event("qemu_coroutine_terminate", "co %p")
+trace_aio_co_schedule = trace_event("aio_co_schedule", "ctx %p co %p")
 
 # One module-level flag for the three events: the enter/yield fast paths
 # test it instead of looking up each event's state.
@@ -75,11 +89,13 @@ COROUTINE_TERMINATE = 2
 # QEMU keeps 64 coroutines per batch in 2.8; we keep one free list.
 POOL_MAX = 256
 
+# Whether ``coroutine_fn`` wraps the functions it marks.  Wrapping costs a
+# call on every coroutine_fn call, so it is decided once, when the modules
+# are imported: GQEMU_DEBUG=1 or GQEMU_STRESS=1 in the environment then.
+# What a wrapper does is decided per AioContext (``ctx.debug``,
+# ``ctx.sched_point``), which reads the environment when it is created.
 DEBUG = bool(os.environ.get("GQEMU_DEBUG"))
-# Under ``gqemu stress`` (GQEMU_STRESS=1 at import) every coroutine_fn call
-# is a scheduling point where the seeded scheduler may yield and reschedule.
 STRESS = bool(os.environ.get("GQEMU_STRESS"))
-_sched_point: Optional[Callable[[str], None]] = None
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,31 +104,60 @@ class CoroutineError(RuntimeError):
     """Misuse of the coroutine API; QEMU prints the message and aborts."""
 
 
-def set_sched_point(cb: Optional[Callable[[str], None]]) -> None:
-    """Install the stress scheduler's hook, called with the function name at
-    every coroutine_fn call made inside a coroutine (GQEMU_STRESS=1 only)."""
-    global _sched_point
-    _sched_point = cb
+_MAIN_THREAD = threading.main_thread().ident
+
+# Free coroutines, per thread (a greenlet runs only in the thread that made
+# it): the main thread's here, any other's in thread_state.pool.  Until a
+# second thread runs coroutines, creating one does not ask which thread.
+_pool: "list[Coroutine]" = []
+_threads = False
+
+
+def coroutine_thread_init() -> None:
+    """Note that the calling thread runs coroutines.  A thread other than
+    the main one must call it before its first qemu_coroutine_create;
+    gqemu.aio does when a context is made or made current there."""
+    global _threads
+    if get_ident() != _MAIN_THREAD:
+        _threads = True
+
+
+class _ThreadState(threading.local):
+    # The AioContext current on this thread (gqemu.aio sets it; None until
+    # the thread first asks for one) and the ones it replaced.
+    ctx: Any = None
+
+    def __init__(self) -> None:
+        self.stack: list[Any] = []
+        self.pool: list[Any] = []       # free coroutines (not the main thread's)
+        coroutine_thread_init()
+
+
+thread_state = _ThreadState()
 
 
 def coroutine_fn(func: F) -> F:
     """Mark a function that may yield: call it only from a coroutine.
 
-    An annotation, as in QEMU, and free: it returns ``func`` itself.  With
-    ``GQEMU_DEBUG=1`` in the environment it also checks, on every call, that
-    it runs in a coroutine; with ``GQEMU_STRESS=1`` each call is a point
-    where the stress scheduler may yield and reschedule the coroutine.
+    An annotation, as in QEMU, and free: it returns ``func`` itself, unless
+    ``GQEMU_DEBUG=1`` or ``GQEMU_STRESS=1`` was in the environment when it
+    was imported.  Then each call consults the current AioContext: with its
+    ``debug`` flag, the call checks that it runs in a coroutine; with its
+    ``sched_point`` hook set (a stress run), the call is a point where the
+    stress scheduler may yield and reschedule the coroutine.
     """
     if not DEBUG and not STRESS:
         return func
     name = func.__name__
 
     def checked(*args: Any, **kwargs: Any) -> Any:
-        inside = qemu_in_coroutine()
-        if DEBUG and not inside:
-            raise CoroutineError("%s called outside coroutine context" % name)
-        if inside and _sched_point is not None:
-            _sched_point(name)
+        inside = getattr(getcurrent(), "caller", None) is not None
+        ctx = thread_state.ctx
+        if not inside:
+            if ctx.debug if ctx is not None else DEBUG:
+                raise CoroutineError("%s called outside coroutine context" % name)
+        elif ctx is not None and ctx.sched_point is not None:
+            ctx.sched_point(name)
         return func(*args, **kwargs)
     checked.__name__ = func.__name__
     checked.__qualname__ = func.__qualname__
@@ -129,10 +174,11 @@ class Coroutine(greenlet):
     """
 
     __slots__ = ("entry", "entry_arg", "caller", "ctx", "scheduled",
-                 "locks_held", "co_queue_wakeup", "exception")
+                 "locks_held", "co_queue_wakeup", "exception", "pool")
 
-    def __init__(self) -> None:
+    def __init__(self, pool: "list[Coroutine]") -> None:
         super().__init__(run=coroutine_trampoline)
+        self.pool = pool                # its thread's free list
         self.entry: Optional[Callable[[Any], Any]] = None
         self.entry_arg: Any = None
         self.caller: Optional[greenlet] = None
@@ -147,12 +193,9 @@ class Coroutine(greenlet):
             id(self), getattr(self.entry, "__qualname__", self.entry))
 
 
-_pool: list[Coroutine] = []
-
-
 def coroutine_pool_size() -> int:
     """How many finished coroutines wait in the pool for reuse."""
-    return len(_pool)
+    return len(_pool if get_ident() == _MAIN_THREAD else thread_state.pool)
 
 
 def coroutine_trampoline() -> None:
@@ -168,10 +211,17 @@ def coroutine_trampoline() -> None:
             entry(arg)  # type: ignore[misc]
         except BaseException as e:  # handed to the enterer, which re-raises
             self.exception = e
+        # Drop the references now, not when the pooled coroutine is reused.
+        entry = arg = None
         self.entry = self.entry_arg = None
         caller = self.caller
         self.caller = None
-        caller.switch(COROUTINE_TERMINATE)  # type: ignore[union-attr]
+        if caller is None:
+            # Killed while suspended (greenlet collected it): nobody to
+            # hand the end to; the greenlet just ends.
+            self.exception = None
+            return
+        caller.switch(COROUTINE_TERMINATE)
 
 
 def qemu_coroutine_create(entry: Callable[[Any], Any],
@@ -180,7 +230,11 @@ def qemu_coroutine_create(entry: Callable[[Any], Any],
 
     Context: anywhere.  QEMU: qemu_coroutine_create.
     """
-    co = _pool.pop() if _pool else Coroutine()
+    if _threads and get_ident() != _MAIN_THREAD:
+        pool = thread_state.pool
+        co = pool.pop() if pool else Coroutine(pool)
+    else:
+        co = _pool.pop() if _pool else Coroutine(_pool)
     co.entry = entry
     co.entry_arg = opaque
     return co
@@ -191,8 +245,9 @@ def _release(co: Coroutine) -> None:
         raise CoroutineError("coroutine terminated with %d locks held"
                              % co.locks_held)
     co.ctx = None
-    if len(_pool) < POOL_MAX:
-        _pool.append(co)
+    pool = co.pool
+    if len(pool) < POOL_MAX:
+        pool.append(co)
 
 
 def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> None:
@@ -307,11 +362,96 @@ def qemu_coroutine_entered(co: Coroutine) -> bool:
     return co.caller is not None
 
 
-def _wake(co: Coroutine) -> None:
-    # aio_co_wake: lives in aio.py; imported lazily to keep the layering
-    # within the runtime simple (aio imports coroutine, not the reverse).
-    from gqemu.aio import aio_co_wake
-    aio_co_wake(co)
+def qemu_coroutine_discard(co: Coroutine) -> None:
+    """Unwind a coroutine that will never be entered again (a failed stress
+    run's): raise GreenletExit at its yield, so its ``finally`` blocks run
+    now, inside the caller, rather than whenever the garbage collector
+    finds it.  Whatever it wakes while unwinding is dropped with it (they
+    are discarded too); what it raises is dropped.  The coroutine then
+    goes back to the pool.  Context: outside ``co``, on its thread.
+    """
+    if co.caller is not None:
+        raise CoroutineError("qemu_coroutine_discard: coroutine is running")
+    co.scheduled = None
+    me = getcurrent()
+    for _ in range(64):                  # a finally block may yield again
+        if co.entry is None or not co:   # not in an entry, or never started
+            break
+        co.caller = me
+        try:
+            co.parent = me               # where it goes if it ends for good
+        except ValueError:               # ``me`` runs inside ``co``'s children
+            pass
+        ret = co.throw(GreenletExit)
+        co.co_queue_wakeup = None
+        if ret == COROUTINE_TERMINATE:
+            break
+    ended = co.entry is None and bool(co)   # back in the trampoline's loop
+    co.entry = co.entry_arg = None
+    co.caller = None
+    co.exception = None
+    co.locks_held = 0
+    co.co_queue_wakeup = None
+    if ended:
+        _release(co)
+    else:
+        co.ctx = None
+
+
+# ------------------------------------------------------- waking coroutines
+
+
+def aio_co_schedule(ctx: Any, co: Coroutine) -> None:
+    """Enter ``co`` from ``ctx``'s next poll; safe from any thread.
+    QEMU: aio_co_schedule."""
+    if trace_aio_co_schedule.enabled:
+        trace_aio_co_schedule(ctx, co)
+    if co.scheduled is not None:
+        raise CoroutineError("aio_co_schedule: Co-routine was already "
+                             "scheduled in '%s'" % co.scheduled)
+    co.scheduled = "aio_co_schedule"
+    ctx.scheduled_coroutines.append(co)
+    ctx.schedule_co_bh()
+
+
+def aio_co_enter(ctx: Any, co: Coroutine) -> None:
+    """Run ``co`` in ``ctx``: now if outside coroutines, after the current
+    coroutine yields if inside one, from ``ctx``'s next poll if called from
+    a thread other than its loop's.  ``ctx`` None (a coroutine never entered
+    through a context) means the calling thread's loop.
+    QEMU: aio_co_enter."""
+    if ctx is not None:
+        if ctx.loop_thread != get_ident():
+            aio_co_schedule(ctx, co)
+            return
+    elif _threads and co.pool is not (_pool if get_ident() == _MAIN_THREAD
+                                      else thread_state.pool):
+        raise CoroutineError("aio_co_enter: %r belongs to another thread and "
+                             "has no AioContext to be scheduled in" % co)
+    self = getcurrent()
+    if getattr(self, "caller", None) is not None:   # in a coroutine
+        if self is co:
+            raise CoroutineError("aio_co_enter: coroutine enters itself")
+        q = self.co_queue_wakeup
+        if q is None:
+            self.co_queue_wakeup = q = deque()
+        q.append(co)
+        return
+    qemu_aio_coroutine_enter(ctx, co)
+
+
+def aio_co_wake(co: Coroutine) -> None:
+    """Wake ``co`` in the context it last ran in.  QEMU: aio_co_wake."""
+    aio_co_enter(co.ctx, co)
+
+
+_wake = aio_co_wake
+
+
+def _barging() -> bool:
+    # The planted 2.8 unfair-mutex bug, switched per AioContext.
+    ctx = thread_state.ctx
+    return ctx is not None and ctx.plant.comutex_barging
 
 
 # --------------------------------------------------------------- CoQueue
@@ -357,7 +497,7 @@ def qemu_co_queue_restart_all(queue: CoQueue) -> None:
         _wake(queue.entries.popleft())
 
 
-def qemu_co_enter_next(queue: CoQueue, lock: Any = None) -> bool:
+def qemu_co_enter_next(queue: CoQueue) -> bool:
     """Enter the head waiter now (usable outside coroutines).
     QEMU: qemu_co_enter_next_impl."""
     if not queue.entries:
@@ -367,8 +507,9 @@ def qemu_co_enter_next(queue: CoQueue, lock: Any = None) -> bool:
     return True
 
 
-def qemu_co_enter_all(queue: CoQueue, lock: Any = None) -> None:
-    while qemu_co_enter_next(queue, lock):
+def qemu_co_enter_all(queue: CoQueue) -> None:
+    """Enter every waiter now, in order.  QEMU: qemu_co_enter_all."""
+    while qemu_co_enter_next(queue):
         pass
 
 
@@ -408,7 +549,7 @@ def qemu_co_mutex_lock(mutex: CoMutex) -> None:
     else:
         mutex.waiters.append(self)
         qemu_coroutine_yield()      # ownership arrives with the wake-up
-        if plant.comutex_barging:
+        if _barging():
             while mutex.locked:     # 2.8's unfair re-check; loser re-queues
                 mutex.waiters.append(self)
                 qemu_coroutine_yield()
@@ -427,7 +568,7 @@ def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     mutex.holder = None
     getcurrent().locks_held -= 1
     if mutex.waiters:
-        if plant.comutex_barging:
+        if _barging():
             # Planted bug: release, and let the woken waiter race for it.
             mutex.locked = False
             co = mutex.waiters.popleft()
@@ -551,7 +692,7 @@ def qemu_co_sleep_ns(ns: int, clock: Optional[int] = None) -> None:
     coroutine's AioContext.  Context: coroutine.  QEMU: qemu_co_sleep_ns."""
     from gqemu import aio
     co = getcurrent()
-    ctx = co.ctx or aio.qemu_get_aio_context()
+    ctx = co.ctx or aio.qemu_get_current_aio_context()
     clock = aio.QEMU_CLOCK_REALTIME if clock is None else clock
 
     def wake(_opaque: Any) -> None:
@@ -560,5 +701,5 @@ def qemu_co_sleep_ns(ns: int, clock: Optional[int] = None) -> None:
 
     ts = aio.aio_timer_new(ctx, clock, aio.SCALE_NS, wake, None)
     co.scheduled = "qemu_co_sleep_ns"
-    aio.timer_mod(ts, aio.qemu_clock_get_ns(clock) + ns)
+    aio.timer_mod(ts, aio.qemu_clock_get_ns(clock, ctx) + ns)
     qemu_coroutine_yield()

@@ -1,7 +1,7 @@
 """The seeded stress scheduler: one seed fixes every ordering decision.
 
 Installed as ``AioContext.sched`` (and, for ``coroutine_fn`` scheduling
-points, with :func:`gqemu.coroutine.set_sched_point`), a
+points, as ``AioContext.sched_point``), a
 :class:`StressScheduler` decides
 
 - the order ready bottom halves run in (``order_bhs``),
@@ -325,10 +325,6 @@ class StressScheduler:
             aio_bh_schedule_oneshot(ctx, _noop, None)
             return True
         return False
-
-    def clock_ns(self, clock: int) -> int:
-        """Virtual time for every clock."""
-        return self.now_ns
 
 
 def _noop(_opaque: Any) -> None:

@@ -23,7 +23,7 @@ import errno
 import sys
 from typing import Any, Callable, Optional
 
-from gqemu.aio import aio_co_schedule
+from gqemu.aio import aio_co_schedule, qemu_get_current_aio_context
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
 from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError,
                                 bdrv_attach_child, bdrv_filter_default_perms,
@@ -50,15 +50,21 @@ BLKDEBUG_IO_TYPE_BLOCK_STATUS = 5
 _IOTYPES = ("read", "write", "write-zeroes", "discard", "flush", "block-status")
 _DEFAULT_IOTYPE_MASK = (1 << 5) - 1          # all but block-status
 
-_output: Callable[[str], Any] = lambda text: sys.stdout.write(text)
+def _stdout(text: str) -> Any:
+    return sys.stdout.write(text)
 
 
 def blkdebug_set_output(fn: Callable[[str], Any]) -> Callable[[str], Any]:
-    """Where the "blkdebug: Suspended request 'tag'" lines go (QEMU printf()s
-    them to stdout; a tool passes its own writer).  Returns the old one."""
-    global _output
-    old, _output = _output, fn
+    """Where the "blkdebug: Suspended request 'tag'" lines of nodes in the
+    current AioContext go (QEMU printf()s them to stdout; a tool passes its
+    own writer).  Returns the old one."""
+    ctx = qemu_get_current_aio_context()
+    old, ctx.blkdebug_output = ctx.blkdebug_output or _stdout, fn
     return old
+
+
+def _output(bs: BlockDriverState, text: str) -> None:
+    (bs.aio_context.blkdebug_output or _stdout)(text)
 
 
 _INJECT_KEYS = ("event", "state", "errno", "sector", "once", "immediately", "iotype")
@@ -302,9 +308,9 @@ class BdrvBlkdebug(BlockDriver):
         self.rules[rule.event].remove(rule)
         entry = (rule.tag, qemu_coroutine_self())
         self.suspended_reqs.insert(0, entry)
-        _output("blkdebug: Suspended request '%s'\n" % rule.tag)
+        _output(bs, "blkdebug: Suspended request '%s'\n" % rule.tag)
         qemu_coroutine_yield()
-        _output("blkdebug: Resuming request '%s'\n" % rule.tag)
+        _output(bs, "blkdebug: Resuming request '%s'\n" % rule.tag)
         self.suspended_reqs.remove(entry)
 
     def blkdebug_debug_breakpoint(self, bs: BlockDriverState, event: str, tag: str) -> int:

@@ -71,18 +71,20 @@ class BlockBackend:
 
 
 def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
-                 flags: int = 0) -> BlockBackend:
+                 flags: int = 0, ctx: Optional[AioContext] = None) -> BlockBackend:
     """Open an image from ``-drive``-style options (``format``, ``cache``,
     ``readonly``, ``rerror``, ``werror``, ``discard``, ``aio``,
     ``share-rw``, driver keys, ``file.KEY``).  Read-write unless
-    ``readonly=on``; ``flags`` adds BDRV_O_* bits.  Raises BlockError
-    (one-line message; ``hint`` for lock conflicts).  QEMU: blk_new_open.
+    ``readonly=on``; ``flags`` adds BDRV_O_* bits.  The backend and its
+    nodes run in ``ctx``, by default the calling thread's current context.
+    Raises BlockError (one-line message; ``hint`` for lock conflicts).
+    QEMU: blk_new_open.
     """
     d = parse_drive_options(options, flags)
     filename = filename or d.filename
     if not filename and "driver" not in d.bdrv_options and "format" not in d.bdrv_options:
         raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
-    bs = bdrv_open(filename or "", d.bdrv_options, d.flags)
+    bs = bdrv_open(filename or "", d.bdrv_options, d.flags, ctx=ctx)
     bs.detect_zeroes = d.detect_zeroes
     blk = BlockBackend(bs.aio_context)
     blk.enable_write_cache = d.enable_write_cache

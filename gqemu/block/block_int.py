@@ -10,6 +10,8 @@ import errno
 import sys
 from typing import Any, Callable, Optional
 
+from gqemu.aio import qemu_get_current_aio_context
+
 # include/block/block.h (2.8)
 BDRV_O_RDWR = 0x0002
 BDRV_O_RESIZE = 0x0004
@@ -78,19 +80,23 @@ class BlockError(Exception):
         return self.msg
 
 
-_error_sink: Callable[[str], Any] = lambda s: sys.stderr.write(s)
+def _stderr(s: str) -> Any:
+    return sys.stderr.write(s)
 
 
 def set_error_sink(fn: Callable[[str], Any]) -> Callable[[str], Any]:
-    """Redirect error_report() output (tools and tests); returns the old sink."""
-    global _error_sink
-    old, _error_sink = _error_sink, fn
+    """Redirect error_report() output of the current AioContext (tools,
+    tests, a stress run); returns the old sink."""
+    ctx = qemu_get_current_aio_context()
+    old, ctx.error_sink = ctx.error_sink or _stderr, fn
     return old
 
 
 def error_report(msg: str) -> None:
-    """Print one diagnostic line to stderr, as QEMU's error_report."""
-    _error_sink(msg if msg.endswith("\n") else msg + "\n")
+    """Print one diagnostic line to the current AioContext's error sink
+    (stderr by default), as QEMU's error_report."""
+    sink = qemu_get_current_aio_context().error_sink or _stderr
+    sink(msg if msg.endswith("\n") else msg + "\n")
 
 
 # ----------------------------------------------------------------- options

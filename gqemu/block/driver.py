@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from typing import Any, Callable, Optional
 
-from gqemu.aio import AioContext, qemu_get_aio_context
+from gqemu.aio import AioContext, qemu_get_current_aio_context
 from gqemu.block.perms import (bdrv_filter_default_perms,  # noqa: F401 (re-exported)
                                bdrv_format_default_perms, bdrv_get_cumulative_perm,
                                bdrv_perm_names, bdrv_refresh_perms)
@@ -198,7 +199,8 @@ class BdrvTrackedRequest:
 class BlockDriverState:
     """One node of the graph.  QEMU: BlockDriverState."""
 
-    def __init__(self, drv: BlockDriver, filename: str, flags: int) -> None:
+    def __init__(self, drv: BlockDriver, filename: str, flags: int,
+                 ctx: Optional[AioContext] = None) -> None:
         from gqemu.coroutine import CoQueue
         self.drv: Optional[BlockDriver] = drv
         self.opaque = drv
@@ -226,7 +228,7 @@ class BlockDriverState:
         self.wr_highest_offset = 0
         self.quiesce_counter = 0
         self.before_write_notifiers: list[Callable[[Any], int]] = []
-        self.aio_context: AioContext = qemu_get_aio_context()
+        self.aio_context: AioContext = ctx or _opening_context()
         self.refcnt = 1
         self.node_name = ""
         self.perm = 0
@@ -238,7 +240,22 @@ class BlockDriverState:
 
 
 def bdrv_get_aio_context(bs: BlockDriverState) -> AioContext:
+    """The context ``bs`` runs its I/O in: its opener's.
+    QEMU: bdrv_get_aio_context."""
     return bs.aio_context
+
+
+class _Opening(threading.local):
+    ctx: Optional[AioContext] = None    # of the bdrv_open running here
+
+
+_opening = _Opening()
+
+
+def _opening_context() -> AioContext:
+    # A node inherits the context of whoever opens it: the bdrv_open in
+    # progress on this thread (children, backing files), else the thread's.
+    return _opening.ctx or qemu_get_current_aio_context()
 
 
 def bdrv_is_read_only(bs: BlockDriverState) -> bool:
@@ -386,11 +403,13 @@ def _finish_open(bs: BlockDriverState, options: dict) -> None:
 
 
 def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
-                       flags: int) -> BlockDriverState:
-    """Open a protocol node (file, null-co, blkdebug).
-    QEMU: bdrv_open_common for protocol drivers (bdrv_file_open)."""
+                       flags: int, ctx: Optional[AioContext] = None
+                       ) -> BlockDriverState:
+    """Open a protocol node (file, null-co, blkdebug) in ``ctx`` (default:
+    the opener's).  QEMU: bdrv_open_common for protocol drivers."""
     drv = cls()
-    bs = BlockDriverState(drv, filename, flags | BDRV_O_PROTOCOL)
+    bs = BlockDriverState(drv, filename, flags | BDRV_O_PROTOCOL, ctx)
+    saved, _opening.ctx = _opening.ctx, bs.aio_context
     trace_bdrv_open_common(bs, filename, flags, drv.format_name)
     try:
         assert drv.bdrv_file_open is not None
@@ -399,6 +418,8 @@ def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
     except BaseException:
         bdrv_unref(bs)
         raise
+    finally:
+        _opening.ctx = saved
     return bs
 
 
@@ -422,12 +443,26 @@ def find_image_format(file_bs: BlockDriverState, filename: str) -> type[BlockDri
 
 
 def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
-              protocol_only: bool = False) -> BlockDriverState:
+              protocol_only: bool = False,
+              ctx: Optional[AioContext] = None) -> BlockDriverState:
     """Open ``filename`` as a node graph: a format node over a protocol node,
     probing the format when none is given.  ``options`` holds driver keys;
-    ``file.KEY`` goes to the protocol node.  Raises BlockError.
-    QEMU: bdrv_open / bdrv_open_inherit.
+    ``file.KEY`` goes to the protocol node.  Every node of the graph runs
+    in ``ctx``; by default the opener's (the bdrv_open in progress, for a
+    backing file; else the calling thread's current context).  Raises
+    BlockError.  QEMU: bdrv_open / bdrv_open_inherit.
     """
+    if ctx is None:
+        ctx = _opening_context()
+    saved, _opening.ctx = _opening.ctx, ctx
+    try:
+        return _bdrv_open(filename, options, flags, protocol_only, ctx)
+    finally:
+        _opening.ctx = saved
+
+
+def _bdrv_open(filename: str, options: Optional[dict], flags: int,
+               protocol_only: bool, ctx: AioContext) -> BlockDriverState:
     options = dict(options or {})
     drvname = options.pop("driver", None)
     fmt = options.pop("format", None)
@@ -440,7 +475,7 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
         if cls is None:
             raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
         if cls.bdrv_file_open is not None:
-            return bdrv_open_protocol(cls, filename, options, flags)
+            return bdrv_open_protocol(cls, filename, options, flags, ctx)
     if not filename:
         raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
     proto = bdrv_find_protocol(filename)
@@ -451,9 +486,9 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
         if key in options:
             file_opts.setdefault(key, options.pop(key))
     if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True)
+        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True, ctx=ctx)
     else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags)
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags, ctx)
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs
@@ -466,7 +501,7 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
         bdrv_unref(file_bs)
         raise
     drv = cls()
-    bs = BlockDriverState(drv, filename, flags)
+    bs = BlockDriverState(drv, filename, flags, ctx)
     bs.probed = probed
     trace_bdrv_open_common(bs, filename, flags, drv.format_name)
     bs.file = bdrv_attach_child(bs, file_bs, "file")   # takes our reference

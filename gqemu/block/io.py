@@ -16,7 +16,6 @@ import errno
 import mmap
 from typing import Any, Optional
 
-from gqemu import plant
 from gqemu.aio import aio_notify
 from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
@@ -476,7 +475,7 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
         head = offset & (align - 1)
         tail = (offset + nbytes) & (align - 1)
         if head:
-            if not plant.rmw_unserialised:      # test-only planted bug (stress)
+            if not bs.aio_context.plant.rmw_unserialised:   # planted bug (stress)
                 mark_request_serialising(req, align)
                 wait_serialising_requests(req)
             head_buf = qemu_blockalign(bs, align)
@@ -493,7 +492,7 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
             offset -= head
             nbytes += head
         if tail:
-            if not plant.rmw_unserialised:
+            if not bs.aio_context.plant.rmw_unserialised:
                 mark_request_serialising(req, align)
                 waited = wait_serialising_requests(req)
                 assert not waited or not head

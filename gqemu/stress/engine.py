@@ -1,17 +1,23 @@
 """One seeded schedule of one workload, with its invariants.
 
-:func:`run_one` builds a :class:`~gqemu.sched.StressScheduler` from the
-seed, installs it on the main AioContext (BH and completion order, held
-thread-pool requests, ``coroutine_fn`` scheduling points, virtual time),
-runs the workload until it finishes, drains, checks the end-of-run
+A :class:`StressRun` is a context manager that owns everything a run
+changes: a fresh AioContext, current on the calling thread while the run
+is entered, carrying the run's :class:`~gqemu.sched.StressScheduler` (BH
+and completion order, held thread-pool requests, ``coroutine_fn``
+scheduling points, virtual time), its planted bugs and its error sink
+(error_report() lines go to ``RunResult.errors``).  Nothing process-wide
+is patched, so runs may follow each other (or run on several threads) in
+one process.  :func:`run_one` is ``with StressRun(...) as run: run.run()``:
+it runs the workload until it finishes, drains, checks the end-of-run
 invariants, and returns a :class:`RunResult`.  The same seed, options,
 workload spec and ``allowed`` perturbations give the same run, decision
 for decision: ``RunResult.fingerprint`` hashes every decision taken.
 
-A failed run may leave coroutines suspended and work queued; the engine
-then retires the whole AioContext (and keeps what it references alive, so
-no suspended greenlet is ever collected) and the next run starts on a
-fresh one.
+A failed run may leave coroutines suspended and work queued.  On leaving,
+the run unwinds the coroutines it left suspended (their ``finally`` blocks
+run then, inside the dead context, instead of whenever the garbage
+collector finds them), stops its thread pool and closes its context; the
+next run starts on a fresh one and nothing is kept.
 """
 from __future__ import annotations
 
@@ -22,18 +28,19 @@ import traceback
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-from gqemu import aio, coroutine, plant
-from gqemu.aio import AioDeadlockError, aio_poll, aio_wait_while, qemu_get_aio_context
+from gqemu import plant
+from gqemu.aio import (AioContext, AioDeadlockError, aio_context_new,
+                       aio_context_unref, aio_poll, aio_wait_while)
 from gqemu.coroutine import (Coroutine, CoroutineError, qemu_coroutine_create,
-                             qemu_in_coroutine, set_sched_point)
+                             qemu_coroutine_discard, qemu_in_coroutine)
 from gqemu.sched import StressScheduler
 from gqemu.stress import vclock
 from gqemu.stress.invariants import Checker, InvariantViolation
 from gqemu.threadpool import aio_get_thread_pool, thread_pool_free
-from gqemu.threadpool.pool import thread_pool_run_held
+from gqemu.threadpool.pool import THREAD_DONE, thread_pool_run_held
 
-__all__ = ["Options", "RunResult", "Env", "Workload", "run_one", "WORKLOADS",
-           "workload_class"]
+__all__ = ["Options", "RunResult", "Env", "Workload", "StressRun", "run_one",
+           "WORKLOADS", "workload_class"]
 
 # name -> module defining WORKLOAD (a Workload subclass); imported lazily.
 WORKLOADS = {
@@ -110,7 +117,7 @@ class Env:
         self.installed = True
         # Coroutines that were live before this run (another test's, say)
         # are not this run's leaks; the thorough drain scan skips them.
-        self.thorough = seed % 16 == 0 or not coroutine.STRESS
+        self.thorough = seed % 16 == 0 or not ctx.stress
         self.preexisting = ({id(c) for c in live_coroutines()}
                             if self.thorough else set())
 
@@ -188,43 +195,11 @@ def workload_class(name: str) -> type[Workload]:
     return mod.WORKLOAD  # type: ignore[no-any-return]
 
 
-# Everything a failed run left behind, kept alive on purpose.
-_graveyard: list[Any] = []
-_stranded: set[int] = set()
-
-
 def live_coroutines() -> list[Coroutine]:
     """Coroutines created or running but not finished (pooled ones have no
-    entry), except those stranded by earlier failed runs."""
+    entry)."""
     return [o for o in gc.get_objects()
-            if type(o) is Coroutine and o.entry is not None
-            and id(o) not in _stranded]
-
-
-def _retire_context(ctx: Any, sched: StressScheduler, keep: list[Any]) -> None:
-    """Abandon ``ctx`` after a failure; the next run gets a fresh one.
-
-    Whoever still holds the old context (a test fixture, a device) finds
-    it quiet: the scheduler's parking BH is unscheduled, the coroutines the
-    failed run left scheduled are dropped, and the requests it still held
-    no longer count as in flight (so a later wait on it reports a deadlock
-    instead of hanging)."""
-    for co in live_coroutines():
-        _stranded.add(id(co))
-        keep.append(co)
-    _graveyard.append((ctx, keep))
-    sched.bh.scheduled = False
-    ctx._bh_list = [bh for bh in ctx._bh_list if bh is not sched.bh]
-    ctx.scheduled_coroutines.clear()
-    for pool, _req in sched.held:
-        ctx.external_dec()
-        with pool.lock:
-            pool.queued -= 1
-    sched.held.clear()
-    sched.parked.clear()
-    if ctx.thread_pool is not None:
-        thread_pool_free(ctx.thread_pool)
-    aio.qemu_aio_context_discard(ctx)
+            if type(o) is Coroutine and o.entry is not None]
 
 
 def _drain(env: Env) -> None:
@@ -254,66 +229,90 @@ def _where(exc: BaseException) -> str:
     return "%s:%s in %s" % (f.filename.rsplit("/gqemu/", 1)[-1], f.lineno, f.name)
 
 
-def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
-            allowed: Optional[Any] = None, install: bool = True) -> RunResult:
-    """Run ``seed`` once.  ``spec`` overrides the generated workload (for
-    shrinking and reproducers); ``allowed`` limits the perturbations.
-    ``install=False`` runs the same workload on the normal scheduler (real
-    concurrent workers, natural BH order, real time; the bench's anchor):
-    the scheduler object then only starts the workload's coroutines."""
-    cls = workload_class(opts.workload)
-    if spec is None:
-        spec = cls.generate(seed, opts)
-    res = RunResult(seed=seed, spec=spec)
-    plant.clear()
-    for name in opts.plant:
-        plant.plant(name)
-    ctx = qemu_get_aio_context()
-    sched = StressScheduler(ctx, seed, opts.policy, run_held=thread_pool_run_held,
-                            yield_prob=opts.yield_prob, pct_depth=opts.pct_depth,
-                            pct_steps=max(10, opts.requests * cls.points_per_request),
-                            allowed=allowed)
-    env = Env(ctx, sched, opts, seed)
-    env.installed = install
-    wl: Optional[Workload] = None
-    t0 = time.perf_counter()
-    if install:
-        vclock.install(sched)
-        ctx.sched = sched
-        set_sched_point(sched.sched_point if coroutine.STRESS else None)
-    failed = False
-    from gqemu.block.driver import set_error_sink
-    old_sink = set_error_sink(lambda msg: res.errors.append(msg.rstrip("\n")))
-    try:
-        wl = cls(env, spec)
-        wl.run()
-        _drain(env)
-        wl.finish()
+class StressRun:
+    """One seeded run, as a context manager owning its AioContext.
+
+    ``with StressRun(seed, opts) as run: res = run.run()``.  Entering makes
+    a fresh AioContext current on this thread, with the scheduler (when
+    ``install``), virtual time, planted bugs and error sink installed on
+    it; leaving discards it, whatever happened.  ``spec`` overrides the
+    generated workload (for shrinking and reproducers); ``allowed`` limits
+    the perturbations.  ``install=False`` runs the same workload on the
+    normal scheduler (real concurrent workers, natural BH order, real
+    time; the bench's anchor): the scheduler object then only starts the
+    workload's coroutines.
+    """
+
+    def __init__(self, seed: int, opts: Options,
+                 spec: Optional[dict[str, Any]] = None,
+                 allowed: Optional[Any] = None, install: bool = True) -> None:
+        self.cls = workload_class(opts.workload)
+        if spec is None:
+            spec = self.cls.generate(seed, opts)
+        self.seed, self.opts, self.allowed, self.install = seed, opts, allowed, install
+        self.result = RunResult(seed=seed, spec=spec)
+        self.ctx: Optional[AioContext] = None
+        self.sched: Optional[StressScheduler] = None
+        self.env: Optional[Env] = None
+        self.wl: Optional[Workload] = None
+        self.failed = False
+
+    def __enter__(self) -> "StressRun":
+        opts, res = self.opts, self.result
+        ctx = self.ctx = aio_context_new()
+        ctx.__enter__()
+        for name in opts.plant:
+            plant.plant(name, switches=ctx.plant)
+        ctx.error_sink = lambda msg: res.errors.append(msg.rstrip("\n"))
+        sched = self.sched = StressScheduler(
+            ctx, self.seed, opts.policy, run_held=thread_pool_run_held,
+            yield_prob=opts.yield_prob, pct_depth=opts.pct_depth,
+            pct_steps=max(10, opts.requests * self.cls.points_per_request),
+            allowed=self.allowed)
+        self.env = Env(ctx, sched, opts, self.seed)
+        self.env.installed = self.install
+        if self.install:
+            vclock.install(sched)
+            ctx.sched = sched
+            if ctx.stress:
+                ctx.sched_point = sched.sched_point
+        return self
+
+    def run(self) -> RunResult:
+        """Run the workload, drain, check; the result (also ``.result``)."""
+        env, res = self.env, self.result
+        assert env is not None and self.ctx is not None
+        t0 = time.perf_counter()
+        try:
+            self.wl = self.cls(env, res.spec)
+            self.wl.run()
+            _drain(env)
+            self.wl.finish()
+            self.ctx.sched = None
+            self.wl.close(False)
+        except InvariantViolation as e:
+            self._fail(e.name, e.message, _where(e))
+        except AioDeadlockError as e:
+            self._fail("deadlock", str(e), "")
+        except CoroutineError as e:
+            self._fail("coroutine_misuse", str(e), _where(e))
+        except Exception as e:   # a crash anywhere in the stack is a finding
+            self._fail("exception", "%s: %s" % (type(e).__name__, e), _where(e))
+        finally:
+            res.elapsed = time.perf_counter() - t0
+        return res
+
+    def _fail(self, invariant: str, message: str, where: str) -> None:
+        self.failed = True
+        res = self.result
+        res.invariant, res.message, res.where = invariant, message, where
+
+    def __exit__(self, *exc: Any) -> None:
+        ctx, sched, env, wl, res = self.ctx, self.sched, self.env, self.wl, self.result
+        assert ctx is not None and sched is not None and env is not None
+        failed = self.failed or exc[0] is not None
         ctx.sched = None
-        wl.close(False)
-    except InvariantViolation as e:
-        failed = True
-        res.invariant, res.message = e.name, e.message
-        res.where = _where(e)
-    except AioDeadlockError as e:
-        failed = True
-        res.invariant, res.message = "deadlock", str(e)
-    except CoroutineError as e:
-        failed = True
-        res.invariant, res.message = "coroutine_misuse", str(e)
-        res.where = _where(e)
-    except Exception as e:   # a crash anywhere in the stack is a finding
-        failed = True
-        res.invariant = "exception"
-        res.message = "%s: %s" % (type(e).__name__, e)
-        res.where = _where(e)
-    finally:
-        if install:
-            set_sched_point(None)
-            ctx.sched = None
-            vclock.uninstall()
-        plant.clear()
-        set_error_sink(old_sink)
+        ctx.sched_point = None
         if wl is not None:
             res.trace = wl.trace
             if failed:
@@ -322,16 +321,45 @@ def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
                 except Exception:   # best effort after a failure
                     pass
         if failed:
-            _retire_context(ctx, sched, [sched, wl, env, list(sched.parked),
-                                         list(sched.held)])
-    res.ok = not failed
-    res.elapsed = time.perf_counter() - t0
-    res.requests = env.requests
-    res.faults = env.faults
-    res.checks = env.checker.checks
-    res.steps = sched.steps
-    res.points = sched.points
-    res.candidates = sched.candidates
-    res.applied = list(sched.applied)
-    res.fingerprint = sched.fingerprint
-    return res
+            _discard_leftovers(ctx, sched, env)
+        ctx.__exit__(None, None, None)
+        if ctx.thread_pool is not None:
+            thread_pool_free(ctx.thread_pool)
+        vclock.uninstall(sched)
+        aio_context_unref(ctx)
+        res.ok = not failed
+        res.requests = env.requests
+        res.faults = env.faults
+        res.checks = env.checker.checks
+        res.steps = sched.steps
+        res.points = sched.points
+        res.candidates = sched.candidates
+        res.applied = list(sched.applied)
+        res.fingerprint = sched.fingerprint
+
+
+def _discard_leftovers(ctx: AioContext, sched: StressScheduler, env: Env) -> None:
+    """Unwind the coroutines a failed run left suspended, and forget the
+    thread-pool requests the scheduler still held (never run)."""
+    for _pool, req in sched.held:
+        req.state = THREAD_DONE             # never run
+    sched.held.clear()
+    sched.parked.clear()
+    ctx.scheduled_coroutines.clear()
+    mine = {c for c in sched.seen if type(c) is Coroutine}
+    if env.thorough:
+        mine.update(c for c in live_coroutines() if id(c) not in env.preexisting)
+    else:
+        mine.update(c for c in live_coroutines() if c.ctx is ctx)
+    for co in mine:
+        if co.entry is not None and co.caller is None:
+            qemu_coroutine_discard(co)
+    sched.seen.clear()
+
+
+def run_one(seed: int, opts: Options, spec: Optional[dict[str, Any]] = None,
+            allowed: Optional[Any] = None, install: bool = True) -> RunResult:
+    """Run ``seed`` once (see :class:`StressRun`)."""
+    with StressRun(seed, opts, spec, allowed, install) as run:
+        run.run()
+    return run.result

@@ -1,7 +1,8 @@
 """The thread pool: blocking work in worker threads, completions in the loop.
 
-Each worker is one long-running ``worker_thread`` task hosted by a
-``gevent.threadpool.ThreadPool`` (at most 64, QEMU's ``max_threads``).  It
+Each worker is one long-running ``worker_thread`` task (at most 64 per
+pool, QEMU's ``max_threads``) hosted by a ``gevent.threadpool.ThreadPool``
+shared by the pools of the contexts of one loop thread.  It
 takes requests from a FIFO, runs ``func(arg)`` and puts the finished request
 on the pool's done list.  Only the first completion of a burst schedules
 ``thread_pool_completion_bh`` (one libev async event, one hub wake-up); that
@@ -14,6 +15,13 @@ done at once, the newest submitted completes first, as in QEMU.  Cancelling a
 queued request (today's QEMU: any queued one) marks it done with
 -ECANCELED and the worker that later pops it skips it; an active request is
 not interrupted and completes normally.
+
+A ``func`` that raises (anything: ``aio_worker`` turns only OSError into
+-errno) does not kill its worker or lose the request: the worker keeps the
+exception with the request, and the completion BH delivers it to the code
+waiting for the request -- raised inside the coroutine of a
+``thread_pool_submit_co``, else raised by the BH in place of the callback
+-- so it comes out of ``aio_poll`` like any other exception of the loop.
 
 Must not import: gqemu.block or anything above it.
 QEMU: util/thread-pool.c (2.8 thread-pool.c).
@@ -28,7 +36,6 @@ from typing import Any, Callable, Optional
 
 from greenlet import getcurrent
 
-from gqemu import plant
 from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_new,
                        aio_co_wake, qemu_aio_unref, qemu_bh_schedule)
 from gqemu.coroutine import coroutine_fn, qemu_coroutine_yield
@@ -82,7 +89,8 @@ thread_pool_aiocb_info = AIOCBInfo(cancel_async=thread_pool_cancel,
 class ThreadPoolElement(BlockAIOCB):
     """One request.  QEMU: ThreadPoolElement."""
 
-    __slots__ = ("pool", "func", "arg", "state", "ret", "finished", "seq")
+    __slots__ = ("pool", "func", "arg", "state", "ret", "exc", "finished",
+                 "seq")
 
     def __init__(self, pool: "ThreadPool", func: Callable[[Any], int],
                  arg: Any, cb: Optional[Callable[[Any, int], Any]],
@@ -93,6 +101,7 @@ class ThreadPoolElement(BlockAIOCB):
         self.arg = arg
         self.state = THREAD_QUEUED
         self.ret = -errno.EINPROGRESS
+        self.exc: Optional[BaseException] = None
         self.finished: Optional[threading.Event] = None
         pool.submitted += 1
         self.seq = pool.submitted
@@ -118,11 +127,30 @@ class ThreadPool:
     def _spawn_thread(self) -> None:
         # Called with the lock held, from the loop's thread.
         if self._gpool is None:
-            from gevent.threadpool import ThreadPool as GeventThreadPool
             self.ctx._ensure_hub()
-            self._gpool = GeventThreadPool(self.max_threads)
+            self._gpool = _host_threads()
         self.cur_threads += 1
         self._gpool.spawn(worker_thread, self)
+
+
+class _Hosts(threading.local):
+    gpool: Any = None
+
+
+_hosts = _Hosts()
+# OS threads hosting the workers of every ThreadPool whose context runs on
+# this thread: a context's pool stops its workers when freed, and the next
+# context's (the next stress run's) reuses the threads instead of starting
+# new ones.  Room for a few pools at their maximum at once.
+HOST_THREADS = 4 * MAX_THREADS
+
+
+def _host_threads() -> Any:
+    gpool = _hosts.gpool
+    if gpool is None:
+        from gevent.threadpool import ThreadPool as GeventThreadPool
+        gpool = _hosts.gpool = GeventThreadPool(HOST_THREADS)
+    return gpool
 
 
 def worker_thread(pool: ThreadPool) -> None:
@@ -151,7 +179,11 @@ def worker_thread(pool: ThreadPool) -> None:
                 continue
             req.state = THREAD_ACTIVE
             pool.queued -= 1
-        ret = req.func(req.arg)
+        try:
+            ret = req.func(req.arg)
+        except BaseException as e:   # delivered by the completion BH
+            req.exc = e
+            ret = -errno.EIO
         with lock:
             req.ret = ret
             req.state = THREAD_DONE
@@ -196,9 +228,17 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
         if trace_thread_pool_complete.enabled:
             trace_thread_pool_complete(pool, req, req.opaque, req.ret)
         cb = req.cb
+        exc = req.exc
+        if exc is not None:
+            req.exc = None
+            if cb is thread_pool_co_cb:
+                req.opaque.exc = exc             # raised in the coroutine
+            else:
+                qemu_aio_unref(req)
+                raise exc
         if cb is not None:
             cb(req.opaque, req.ret)
-            if plant.completion_twice:
+            if ctx.plant.completion_twice:
                 cb(req.opaque, req.ret)          # planted bug
         qemu_aio_unref(req)
 
@@ -246,11 +286,12 @@ def thread_pool_run_held(pool: ThreadPool, req: ThreadPoolElement) -> None:
 class ThreadPoolCo:
     """QEMU: ThreadPoolCo."""
 
-    __slots__ = ("co", "ret")
+    __slots__ = ("co", "ret", "exc")
 
     def __init__(self, co: Any) -> None:
         self.co = co
         self.ret = -errno.EINPROGRESS
+        self.exc: Optional[BaseException] = None
 
 
 def thread_pool_co_cb(opaque: ThreadPoolCo, ret: int) -> None:
@@ -263,12 +304,14 @@ def thread_pool_submit_co(pool: ThreadPool, func: Callable[[Any], int],
                           arg: Any) -> int:
     """Run ``func(arg)`` in a worker and yield until it is done.
 
-    Context: coroutine.  Returns: func's result, or -ECANCELED.
-    QEMU: thread_pool_submit_co.
+    Context: coroutine.  Returns: func's result, or -ECANCELED; raises
+    what ``func`` raised.  QEMU: thread_pool_submit_co.
     """
     tpc = ThreadPoolCo(getcurrent())
     thread_pool_submit_aio(pool, func, arg, thread_pool_co_cb, tpc)
     qemu_coroutine_yield()
+    if tpc.exc is not None:
+        raise tpc.exc
     return tpc.ret
 
 
@@ -294,5 +337,6 @@ def thread_pool_free(pool: ThreadPool) -> None:
         n = pool.cur_threads
     for _ in range(n):
         pool.requests.put(_STOP)
+    pool._gpool = None          # the host threads stay, for the next pool
     if pool.ctx.thread_pool is pool:
         pool.ctx.thread_pool = None

@@ -104,7 +104,7 @@ def test_virtual_time_jumps_to_the_next_timer():
         aio_wait_while(ctx, lambda: len(fired) < 3)
     finally:
         ctx.sched = None
-        vclock.uninstall()
+        vclock.uninstall(s)
     assert [o for o, _ in fired] == [1_000, 3_000_000, 5_000_000_000]
     for ns, at in fired:                       # fired at its deadline, not later
         assert VCLOCK_START_NS + ns <= at <= VCLOCK_START_NS + ns + 2

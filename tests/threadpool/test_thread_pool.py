@@ -215,3 +215,74 @@ def test_worker_error_code_is_delivered(pool):
     thread_pool_submit_aio(pool, lambda _: -errno.EIO, None, lambda o, r: got.append(r), None)
     aio_wait_while(pool.ctx, lambda: not got)
     assert got == [-errno.EIO]
+
+
+# ------------------------------------------- a worker function that raises
+
+
+def raises_type_error(_arg):
+    raise TypeError("not a buffer")     # what aio_worker does not catch
+
+
+@pytest.mark.timeout(30)
+def test_worker_exception_raised_in_the_waiting_coroutine(pool):
+    """The exception comes out inside thread_pool_submit_co, in the loop's
+    thread; the pool stays usable and nothing stays in flight."""
+    got = []
+
+    def co_entry(_):
+        try:
+            thread_pool_submit_co(pool, raises_type_error, None)
+        except TypeError as e:
+            got.append((str(e), threading.get_ident()))
+        got.append(thread_pool_submit_co(pool, lambda _: 7, None))
+    qemu_coroutine_enter(qemu_coroutine_create(co_entry))
+    aio_wait_while(pool.ctx, lambda: len(got) < 2)
+    assert got == [("not a buffer", threading.get_ident()), 7]
+    assert pool.ctx.external == 0
+
+
+@pytest.mark.timeout(30)
+def test_worker_exception_comes_out_of_aio_poll(pool):
+    """Uncaught in the coroutine, or with a callback (not called), the
+    exception comes out of the poll that delivers the completion."""
+    ctx = pool.ctx
+    qemu_coroutine_enter(qemu_coroutine_create(
+        lambda _: thread_pool_submit_co(pool, raises_type_error, None)))
+    with pytest.raises(TypeError, match="not a buffer"):
+        aio_wait_while(ctx, lambda: ctx.external > 0)
+    called = []
+    thread_pool_submit_aio(pool, raises_type_error, None,
+                           lambda _o, ret: called.append(ret), None)
+    with pytest.raises(TypeError, match="not a buffer"):
+        aio_wait_while(ctx, lambda: ctx.external > 0)
+    assert called == [] and ctx.external == 0
+    data = WorkerTestData()
+    thread_pool_submit(pool, worker_cb, data)          # the pool still works
+    aio_wait_while(ctx, lambda: data.n == 0)
+    assert data.n == 1
+
+
+@pytest.mark.timeout(30)
+def test_worker_exception_of_a_held_request():
+    """Under the stress scheduler (a held request run synchronously) the
+    loop does not wait forever for a worker that raised."""
+    from gqemu.sched import StressScheduler
+    from gqemu.threadpool.pool import thread_pool_run_held
+    ctx = aio_context_new()
+    p = ThreadPool(ctx)
+    ctx.sched = StressScheduler(ctx, 1, run_held=thread_pool_run_held)
+    try:
+        got = []
+
+        def co_entry(_):
+            try:
+                thread_pool_submit_co(p, raises_type_error, None)
+            except TypeError:
+                got.append("raised")
+        qemu_coroutine_enter(qemu_coroutine_create(co_entry))
+        aio_wait_while(ctx, lambda: not got)
+        assert got == ["raised"] and ctx.external == 0
+    finally:
+        ctx.sched = None
+        thread_pool_free(p)
