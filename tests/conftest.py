@@ -18,6 +18,8 @@ import shutil
 import weakref
 from pathlib import Path
 
+from typing import Any
+
 import pytest
 
 from gqemu.coroutine import Coroutine
@@ -82,8 +84,8 @@ _coroutines: "weakref.WeakSet[Coroutine]" = weakref.WeakSet()
 _coroutine_init = Coroutine.__init__
 
 
-def _tracked_init(self: Coroutine) -> None:
-    _coroutine_init(self)
+def _tracked_init(self: Coroutine, *args: Any, **kwargs: Any) -> None:
+    _coroutine_init(self, *args, **kwargs)
     _coroutines.add(self)
 
 
