@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import time
 import subprocess
 from pathlib import Path
 
@@ -124,7 +125,14 @@ def observe_qemu(exe: str, tmp: Path) -> list:
             q.cmd("o /h 0x1f0 0x%x" % int.from_bytes(DATA[i:i + 2], "little"))
         seen = [q.status(), q.inb(0x1F7), _sector(img) == before]
         q.cmd("cont")
-        seen += [q.status(), q.inb(0x1F7), _sector(img) == DATA]
+        state = q.status()
+        st = q.inb(0x1F7)
+        for _ in range(500):            # the retry may still be in flight (BSY)
+            if not st & 0x80:
+                break
+            time.sleep(0.01)
+            st = q.inb(0x1F7)
+        seen += [state, st, _sector(img) == DATA]
     finally:
         trace = q.close()
     return seen + from_write_to_retry(trace)
