@@ -153,10 +153,12 @@ def flush_f(io: Any, argv: list[str]) -> int:
     """QEMU: flush_f (blk_flush)."""
     stats = blk_get_stats(io.blk)
     cookie = block_acct_start(stats, BlockAcctCookie(), 0, BLOCK_ACCT_FLUSH)
-    ret = blk_flush(io.blk)
-    if ret >= 0:
-        block_acct_done(stats, cookie)
-    return ret
+    try:
+        blk_flush(io.blk)
+    except BlockError as e:
+        return -e.errno
+    block_acct_done(stats, cookie)
+    return 0
 
 
 flush_cmd = cmdinfo_t("flush", flush_f, altname="f",
@@ -192,7 +194,10 @@ def discard_f(io: Any, argv: list[str]) -> int:
             % (BDRV_REQUEST_MAX_BYTES, args[1]))
         return -errno.EINVAL
     t1 = time.monotonic_ns()
-    ret = blk_pdiscard(io.blk, offset, nbytes)
+    try:
+        ret = blk_pdiscard(io.blk, offset, nbytes)
+    except BlockError as e:
+        ret = -e.errno
     t2 = time.monotonic_ns()
     if ret < 0:
         out("discard failed: %s\n" % strerror(-ret))

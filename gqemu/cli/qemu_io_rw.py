@@ -276,7 +276,10 @@ def write_f(io: Any, argv: list[str]) -> int:
     elif bflag:
         ret = do_vmstate(io, offset, data, True)
     elif zflag:
-        ret = blk_pwrite_zeroes(io.blk, offset, count, flags)
+        try:
+            blk_pwrite_zeroes(io.blk, offset, count, flags)
+        except BlockError as e:
+            ret = -e.errno
     elif compress:
         ret = do_write_compressed(io, offset, data)
     else:
