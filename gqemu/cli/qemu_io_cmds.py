@@ -30,8 +30,8 @@ from gqemu.cli.qemu_io_rw import RW_COMMANDS
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_FLAG_GLOBAL,
                                     CMD_NOFILE_OK, CMD_PERM_RESIZE, CMD_PERM_WRITE,
-                                    breakline, cmdinfo_t, cvtnum, cvtstr, err,
-                                    error_report, out, print_cvtnum_err,
+                                    breakline, cmdinfo_t, cvtstr, err,
+                                    error_report, out, parse_offset_count,
                                     print_report, qemuio_command_usage, strerror)
 from gqemu.cli.qemu_io_vec import VEC_COMMANDS
 
@@ -181,14 +181,9 @@ def discard_f(io: Any, argv: list[str]) -> int:
     if len(args) != 2:
         qemuio_command_usage(discard_cmd)
         return -errno.EINVAL
-    offset = cvtnum(args[0], io.prog)
-    if offset < 0:
-        print_cvtnum_err(offset, args[0])
-        return offset
-    nbytes = cvtnum(args[1], io.prog)
-    if nbytes < 0:
-        print_cvtnum_err(nbytes, args[1])
-        return nbytes
+    ret, offset, nbytes = parse_offset_count(args, io.prog)
+    if ret < 0:
+        return ret
     if nbytes > BDRV_REQUEST_MAX_BYTES:
         out("length cannot exceed %d, given %s\n"
             % (BDRV_REQUEST_MAX_BYTES, args[1]))

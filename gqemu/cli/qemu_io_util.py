@@ -113,6 +113,31 @@ def print_cvtnum_err(rc: int, arg: str) -> None:
         out("Parsing error: %s\n" % arg)
 
 
+def cvtnum_arg(arg: str, prog: str, shown: Optional[str] = None) -> int:
+    """A command's number argument: cvtnum, and on failure QEMU's parsing
+    message (naming ``shown``, default ``arg``).  Returns the value or
+    -errno.  QEMU: the cvtnum + print_cvtnum_err pairs of qemu-io-cmds.c."""
+    n = cvtnum(arg, prog)
+    if n < 0:
+        print_cvtnum_err(n, arg if shown is None else shown)
+    return n
+
+
+def parse_offset_count(args: list[str], prog: str) -> tuple[int, int, int]:
+    """``OFFSET [COUNT]`` of read, write, discard, alloc, aio_write -z:
+    parsed in that order, the first bad one reported.  Returns
+    (0, offset, count) with count -1 when absent, or (-errno, 0, 0)."""
+    offset = cvtnum_arg(args[0], prog)
+    if offset < 0:
+        return offset, 0, 0
+    count = -1
+    if len(args) > 1:
+        count = cvtnum_arg(args[1], prog)
+        if count < 0:
+            return count, 0, 0
+    return 0, offset, count
+
+
 def parse_pattern(arg: str) -> int:
     """strtol(arg, 0) that must be one byte; prints and returns -1 otherwise.
 
