@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from gqemu.cli import qemu_img as gimg
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -64,6 +67,37 @@ def srcs(tmp_path_factory, qemu_img, qemu_io) -> Path:
     return d
 
 
+def gqemu_img(*args, cwd=None) -> tuple[int, str, str]:
+    """gqemu-img in-process, named qemu-img (no interpreter start per case)."""
+    mp = pytest.MonkeyPatch()
+    out, err = _Capture(), _Capture()
+    try:
+        mp.setattr(sys, "argv", ["qemu-img"])
+        mp.setattr(sys, "stdout", out)
+        mp.setattr(sys, "stderr", err)
+        if cwd is not None:
+            mp.chdir(cwd)
+        rc = gimg.main([str(a) for a in args])
+    finally:
+        mp.undo()
+    return rc, out.getvalue(), err.getvalue()
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.parts.append(s)
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
 def _map(qemu_img: str, path: Path, fmt: str) -> str:
     return ok(qemu_img, "map", "-f", fmt, "--output=json", path)
 
@@ -75,7 +109,8 @@ def _both(qemu_img: str, srcs: Path, tmp_path: Path, src: str, args: list[str],
         for t in (q, g):
             ok("cp", "--sparse=always", srcs / template, t)
     ok(qemu_img, "convert", *args, srcs / src, q)
-    ok("gqemu-img", "convert", *args, srcs / src, g)
+    rc, out, err = gqemu_img("convert", *args, srcs / src, g)
+    assert (rc, out, err) == (0, "", "")
     return q, g
 
 
@@ -123,20 +158,21 @@ def test_convert_n_onto_data_writes_zeroes(qemu_img, srcs, tmp_path, src, fmt, a
 
 
 def test_convert_progress_same_as_qemu_img(qemu_img, srcs, tmp_path):
-    for src, args in (("m.qcow2", []), ("m.qcow2", ["-S", "0"]), ("h.raw", [])):
-        q = run(qemu_img, "convert", "-p", "-O", "raw", *args, srcs / src, tmp_path / "q")
-        g = run("gqemu-img", "convert", "-p", "-O", "raw", *args, srcs / src, tmp_path / "g")
-        assert (g.returncode, g.stdout) == (q.returncode, q.stdout)
-    q = run(qemu_img, "convert", "-p", "-O", "raw", tmp_path / "nope", tmp_path / "q")
-    g = run("gqemu-img", "convert", "-p", "-O", "raw", tmp_path / "nope", tmp_path / "g")
-    assert (g.returncode, g.stdout) == (q.returncode, q.stdout)
+    """``-p``: the same lines, CRs and all (compared as bytes)."""
+    for src, args in (("m.qcow2", []), ("m.qcow2", ["-S", "0"]), ("h.raw", []),
+                      ("nope", [])):
+        q = subprocess.run([qemu_img, "convert", "-p", "-O", "raw"] + args
+                           + [str(srcs / src), str(tmp_path / "q")], capture_output=True)
+        g = gqemu_img("convert", "-p", "-O", "raw", *args, srcs / src, tmp_path / "g")
+        assert g[:2] == (q.returncode, q.stdout.decode())
+        assert "\r" in g[1]
 
 
 def test_convert_empty_image(qemu_img, tmp_path):
     """Every worker finishes without yielding (nothing to read or write)."""
     ok(qemu_img, "create", "-q", "-f", "qcow2", tmp_path / "e.qcow2", "64M")
-    for who, out in ((qemu_img, "q.raw"), ("gqemu-img", "g.raw")):
-        ok(who, "convert", "-O", "raw", tmp_path / "e.qcow2", tmp_path / out)
+    ok(qemu_img, "convert", "-O", "raw", tmp_path / "e.qcow2", tmp_path / "q.raw")
+    assert gqemu_img("convert", "-O", "raw", tmp_path / "e.qcow2", tmp_path / "g.raw")[0] == 0
     _same(qemu_img, tmp_path / "q.raw", tmp_path / "g.raw", "raw")
 
 
@@ -148,10 +184,19 @@ def test_convert_empty_image(qemu_img, tmp_path):
     ["-O", "qcow2", "-o", "cluster_size=1000"], ["-S"], ["--bogus"], ["-n"],
 ])
 def test_convert_errors_same_as_qemu_img(qemu_img, srcs, tmp_path, args):
-    out = []
-    for who in (qemu_img, "gqemu-img"):
-        p = run(who, "convert", *args, srcs / "m.qcow2", tmp_path / "x.out", cwd=tmp_path)
-        out.append((p.returncode, p.stdout, p.stderr.replace("gqemu-img", "qemu-img")))
-        if os.path.exists(tmp_path / "x.out"):
-            os.unlink(tmp_path / "x.out")
-    assert out[1] == out[0]
+    p = run(qemu_img, "convert", *args, srcs / "m.qcow2", tmp_path / "x.out", cwd=tmp_path)
+    if os.path.exists(tmp_path / "x.out"):
+        os.unlink(tmp_path / "x.out")
+    got = gqemu_img("convert", *args, srcs / "m.qcow2", tmp_path / "x.out", cwd=tmp_path)
+    assert got == (p.returncode, p.stdout, p.stderr)
+
+
+def test_convert_read_error_same_as_qemu_img(qemu_img, srcs, tmp_path):
+    """A failing source read (blkdebug) stops the copy with qemu-img's line."""
+    conf = tmp_path / "bd.conf"
+    conf.write_text('[inject-error]\nevent = "read_aio"\nerrno = "5"\nsector = "4096"\n')
+    for src, fmt in (("m.qcow2", "qcow2"), ("h.raw", "raw")):
+        args = ["convert", "-f", fmt, "-O", "raw", "blkdebug:%s:%s" % (conf, srcs / src),
+                tmp_path / "o.raw"]
+        p = run(qemu_img, *args)
+        assert gqemu_img(*args) == (p.returncode, p.stdout, p.stderr) and p.returncode == 1
