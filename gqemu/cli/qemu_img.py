@@ -209,7 +209,10 @@ def img_create(argv: list[str]) -> int:
     o = parse_o(olist)
     size: Optional[int] = cvtnum("image size", args[1]) if len(args) > 1 else None
     if "size" in o:
-        size = option_size("size", o.pop("size"), filename)
+        osize = option_size("size", o.pop("size"), filename)
+        if size is not None:
+            raise ImgError("%s: The image size must be specified only once" % filename)
+        size = osize
     backing = o.pop("backing_file", backing)
     backing_fmt = o.pop("backing_fmt", backing_fmt)
     from gqemu.cli.qemu_img_out import create_image

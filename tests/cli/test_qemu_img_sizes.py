@@ -103,3 +103,11 @@ def test_block_option_size_same_as_qemu_io(qemu_io, monkeypatch, tmp_path, capsy
     rc = gio.main(["qemu-io", "--image-opts", "-c", "length", spec])
     cap = capsys.readouterr()
     assert (rc, cap.out, cap.err) == (p.returncode, p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize("args", [["-f", "raw", "-o", "size=4k", "z", "8k"],
+                                  ["-f", "qcow2", "-o", "size=4k", "z", "8k"],
+                                  ["-f", "raw", "-o", "size=abc", "z", "8k"],
+                                  ["-f", "raw", "-o", "size=4k,size=2k", "z"]])
+def test_size_twice_same_as_qemu_img(qemu_img, monkeypatch, capsys, tmp_path, args):
+    _both(qemu_img, monkeypatch, capsys, tmp_path, ["create"] + args)
