@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from gqemu.cli.qemu_img import (ImgError, ImgOptError, blk_close, img_open, parse_args,
                                 parse_o)
@@ -194,7 +194,7 @@ def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str
 def _convert_open(s: ImgConvertState, skip_create: bool) -> None:
     from gqemu.block import blk_bs, blk_getlength
     from gqemu.block.driver import bdrv_getlength
-    out_bs = blk_bs(s.target)
+    out_bs: Any = blk_bs(s.target)
     bl = out_bs.bl
     s.buf_sectors = min(MAX_BUF_SECTORS, max(s.buf_sectors, bl.opt_transfer >> 9,
                                              bl.pdiscard_alignment >> 9))

@@ -244,7 +244,7 @@ def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,
             if write_data:
                 qiov = qemu_iovec_init_buf(view[:nbytes])
                 if s.compressed:
-                    bs = blk_bs(s.target)
+                    bs: Any = blk_bs(s.target)
                     ret = bs.drv.qcow2_co_pwritev_compressed(bs, off, nbytes, qiov)
                 else:
                     ret = blk_co_pwritev(s.target, off, nbytes, qiov, 0)
