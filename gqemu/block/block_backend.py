@@ -409,25 +409,29 @@ def blk_aio_pdiscard(blk: BlockBackend, offset: int, count: int,
 
 def blk_prw(blk: BlockBackend, offset: int, buf: Any, nbytes: int, is_write: bool,
             flags: int = 0) -> int:
-    """Synchronous read into / write from ``buf``; -errno, no exception.
-    QEMU: blk_prw."""
+    """Synchronous read into / write from ``buf``.  The one synchronous
+    helper that returns ``-errno`` instead of raising: the primitive under
+    blk_pread/blk_pwrite, for callers that report the errno themselves
+    (qemu-io, differential tests).  Returns: 0 or -errno.  QEMU: blk_prw."""
     qiov = qemu_iovec_init_buf(memoryview(buf)[:nbytes])
     if is_write:
         return bdrv_poll_co(blk.ctx, blk_co_pwritev, blk, offset, nbytes, qiov, flags)
     return bdrv_poll_co(blk.ctx, blk_co_preadv, blk, offset, nbytes, qiov, flags)
 
 
-def _raise(ret: int) -> None:
-    raise BlockError(-ret, os.strerror(-ret))
+def _check(ret: int) -> int:
+    """The synchronous helpers' contract: a failure raises BlockError
+    carrying the errno (and strerror as its message)."""
+    if ret < 0:
+        raise BlockError(-ret, os.strerror(-ret))
+    return ret
 
 
 def blk_pread(blk: BlockBackend, offset: int, count: int) -> bytes:
     """Read ``count`` bytes.  Raises BlockError(errno) on failure.
     QEMU: blk_pread."""
     buf = bytearray(count)
-    ret = blk_prw(blk, offset, buf, count, False)
-    if ret < 0:
-        _raise(ret)
+    _check(blk_prw(blk, offset, buf, count, False))
     return bytes(buf)
 
 
@@ -435,25 +439,26 @@ def blk_pwrite(blk: BlockBackend, offset: int, data: Any, flags: int = 0) -> int
     """Write ``data``; returns its length.  Raises BlockError on failure.
     QEMU: blk_pwrite."""
     mv = memoryview(data)
-    ret = blk_prw(blk, offset, mv, mv.nbytes, True, flags)
-    if ret < 0:
-        _raise(ret)
+    _check(blk_prw(blk, offset, mv, mv.nbytes, True, flags))
     return mv.nbytes
 
 
 def blk_pwrite_zeroes(blk: BlockBackend, offset: int, count: int, flags: int = 0) -> int:
-    """Synchronous zero write.  Returns 0 or -errno.  QEMU: blk_pwrite_zeroes."""
-    return bdrv_poll_co(blk.ctx, blk_co_pwrite_zeroes, blk, offset, count, flags)
+    """Synchronous zero write.  Returns 0; raises BlockError on failure.
+    QEMU: blk_pwrite_zeroes."""
+    return _check(bdrv_poll_co(blk.ctx, blk_co_pwrite_zeroes, blk, offset, count, flags))
 
 
 def blk_flush(blk: BlockBackend) -> int:
-    """Synchronous flush.  Returns 0 or -errno.  QEMU: blk_flush."""
-    return bdrv_poll_co(blk.ctx, blk_co_flush, blk)
+    """Synchronous flush.  Returns 0; raises BlockError on failure.
+    QEMU: blk_flush."""
+    return _check(bdrv_poll_co(blk.ctx, blk_co_flush, blk))
 
 
 def blk_pdiscard(blk: BlockBackend, offset: int, count: int) -> int:
-    """Synchronous discard.  Returns 0 or -errno.  QEMU: blk_pdiscard."""
-    return bdrv_poll_co(blk.ctx, blk_co_pdiscard, blk, offset, count)
+    """Synchronous discard.  Returns 0; raises BlockError on failure.
+    QEMU: blk_pdiscard."""
+    return _check(bdrv_poll_co(blk.ctx, blk_co_pdiscard, blk, offset, count))
 
 
 def blk_drain(blk: BlockBackend) -> None:

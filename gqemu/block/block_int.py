@@ -1,7 +1,8 @@
 """Constants, the setup error type, option parsing helpers and BlockLimits
 shared by every block module.  ``gqemu.block.driver`` re-exports them.
 
-Must not import: anything in gqemu.block (it is imported by all of them).
+Must not import: anything in gqemu.block (it is imported by all of them);
+only the pure gqemu.cutils.
 QEMU: include/block/block.h, include/block/block_int.h, util/qemu-option.c.
 """
 from __future__ import annotations
@@ -99,6 +100,13 @@ def error_report(msg: str) -> None:
     sink(msg if msg.endswith("\n") else msg + "\n")
 
 
+def warn_report(msg: str) -> None:
+    """``<program>: warning: <msg>``, as QEMU's warn_report in a tool (the
+    program name is argv[0]'s, as error_init sets it)."""
+    import os
+    _error_sink("%s: warning: %s\n" % (os.path.basename(sys.argv[0]) or "gqemu", msg))
+
+
 # ----------------------------------------------------------------- options
 
 
@@ -122,29 +130,35 @@ def qemu_opt_bool(options: dict, key: str, default: bool) -> bool:
     raise BlockError(errno.EINVAL, "Parameter '%s' expects 'on' or 'off'" % key)
 
 
-_SUFFIX = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
-           "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+SIZE_HINT = ("Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+             "and exabytes, respectively.\n")
+
+
+def parse_option_size(name: str, value: str) -> tuple[int, Optional[str]]:
+    """A QemuOpts size value: (bytes, hex-with-suffix warning or None).
+    Raises BlockError with QEMU's message (and SIZE_HINT as the hint).
+    QEMU: util/qemu-option.c parse_option_size over qemu_strtosz."""
+    from gqemu.cutils import qemu_strtosz
+    ret, val, warning = qemu_strtosz(value)
+    if ret == -errno.ERANGE:
+        raise BlockError(errno.EINVAL, "Value '%s' is out of range for parameter '%s'"
+                         % (value, name))
+    if ret < 0:
+        raise BlockError(errno.EINVAL, "Parameter '%s' expects a non-negative number "
+                         "below 2^64" % name, SIZE_HINT)
+    return val, warning
 
 
 def qemu_opt_size(options: dict, key: str, default: Optional[int] = None) -> Optional[int]:
-    """Pop a size option (k/M/G/T/P/E suffixes).  Raises BlockError."""
+    """Pop a size option.  Raises BlockError.  QEMU: qemu_opt_get_size."""
     v = options.pop(key, None)
     if v is None:
         return default
-    if isinstance(v, int) and not isinstance(v, bool):
-        n = v
-    else:
-        s = str(v).strip()
-        num, suf = s, ""
-        if s and s[-1].lower() in _SUFFIX and not s[-1].isdigit():
-            num, suf = s[:-1], s[-1].lower()
-        try:
-            n = int(num) * _SUFFIX[suf] if num.isdigit() else -1
-        except ValueError:
-            n = -1
-    if n < 0 or n >= 2**64:
-        raise BlockError(errno.EINVAL, "Parameter '%s' expects a non-negative "
-                         "number below 2^64" % key)
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64:
+        return v
+    n, warning = parse_option_size(key, str(v))
+    if warning:
+        warn_report(warning)
     return n
 
 

@@ -1,16 +1,20 @@
 """``gqemu-img``: qemu-img's create, info, check, map, compare, convert and
 snapshot, with its options, output lines and exit codes.
 
-It names itself after ``argv[0]``; every error is one line
-``<prog>: <message>`` and a non-zero exit, never a traceback.  The block
+It names itself after ``argv[0]``; every error is ``<prog>: <message>``
+(qemu-img's second lines too: ``Try '... --help'``, QemuOpts hints) and a
+non-zero exit, never a traceback.  The block
 layer is imported only once a command needs it, so ``--help`` and usage
-errors start fast.  ``convert``, ``compare`` and ``map`` are in
-``qemu_img_convert.py``; output helpers in ``qemu_img_out.py``.
+errors start fast.  ``convert`` is in
+``qemu_img_convert.py`` (its copy engine in ``qemu_img_copy.py``), ``compare``
+and ``map`` in ``qemu_img_map.py``; output helpers in ``qemu_img_out.py``.
+Sizes are parsed by ``gqemu.cutils.qemu_strtosz``, QEMU's one parser.
 
 QEMU: qemu-img.c (7.2 output formats).
 """
 from __future__ import annotations
 
+import errno
 import getopt
 import os
 import sys
@@ -29,7 +33,7 @@ Command syntax:
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
   compare [-f fmt] [-F fmt] [-s] [-q] filename1 filename2
-  convert [-c] [-p] [-q] [-f fmt] [-O output_fmt] [-o options] filename output_filename
+  convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
   map [-f fmt] [--output=ofmt] filename
   snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
@@ -68,11 +72,24 @@ Supported formats: %(formats)s
 
 
 class ImgError(Exception):
-    """A one-line error; ``status`` is the exit code."""
+    """An error: each line of ``msg`` is reported as ``<prog>: <line>`` (none
+    when empty: the message was already printed), then ``tail`` verbatim;
+    ``status`` is the exit code."""
 
-    def __init__(self, msg: str, status: int = 1) -> None:
+    def __init__(self, msg: str, status: int = 1, tail: str = "") -> None:
         super().__init__(msg)
         self.status = status
+        self.tail = tail
+
+
+class ImgOptError(ImgError):
+    """A bad ``-o`` option value (found before anything is created)."""
+
+
+def usage_error(msg: str) -> ImgError:
+    """A command-line mistake: the message, then a pointer to --help.
+    QEMU: qemu-img.c error_exit."""
+    return ImgError(msg, tail="Try '%s --help' for more information\n" % PROG)
 
 
 def error_report(msg: str) -> None:
@@ -85,30 +102,53 @@ def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, lis
     try:
         return getopt.gnu_getopt(argv, short, longs)
     except getopt.GetoptError as e:
-        if e.opt and "requires argument" in e.msg:
-            raise ImgError("option requires an argument -- '%s'" % e.opt)
-        raise ImgError("invalid option -- '%s'" % (e.opt or e.msg))
+        name = ("-" if len(e.opt) == 1 else "--") + e.opt
+        if "requires argument" in e.msg:
+            raise usage_error("missing argument for option '%s'" % name)
+        raise usage_error("unrecognized option '%s'" % name)
 
 
-def parse_size(text: str) -> int:
-    """A size with an optional k/M/G/T/P/E suffix.  QEMU: qemu_strtosz."""
-    t = text.strip()
-    mult = 1
-    suffixes = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
-                "p": 1 << 50, "e": 1 << 60}
-    if t and t[-1].lower() in suffixes:
-        mult = suffixes[t[-1].lower()]
-        t = t[:-1]
+def cvtnum(name: str, value: str) -> int:
+    """A size in [0, INT64_MAX] with qemu-img's two error forms; the
+    hex-with-suffix warning goes out at once.  Raises ImgError.
+    QEMU: qemu-img.c cvtnum / cvtnum_full over qemu_strtosz."""
+    from gqemu.cutils import INT64_MAX, qemu_strtosz
+    ret, val, warning = qemu_strtosz(value)
+    if warning:
+        error_report("warning: " + warning)
+    if ret < 0 and ret != -errno.ERANGE:
+        raise ImgError("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
+                       "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+                       % name)
+    if ret == -errno.ERANGE or val > INT64_MAX:
+        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, INT64_MAX))
+    return val
+
+
+# Warnings of ``-o`` sizes: QEMU parses the options a second time when the
+# format creates the image, so create_image repeats them after "Formatting".
+OPT_WARNINGS: list[str] = []
+
+
+def option_size(name: str, value: str, filename: str) -> int:
+    """A size given with ``-o``: QemuOpts' messages, prefixed by the image
+    name as bdrv_img_create reports them.  Raises ImgError."""
+    from gqemu.block.block_int import BlockError, parse_option_size
     try:
-        v = float(t) if "." in t else int(t, 10)
-    except ValueError:
-        raise ImgError("Invalid image size specified. You may use k, M, G, T, P or E "
-                       "suffixes for kilobytes, megabytes, gigabytes, terabytes, "
-                       "petabytes and exabytes.")
-    n = int(v * mult)
-    if n < 0 or n > (1 << 63) - 1:
-        raise ImgError("Image size must be less than 8 EiB!")
-    return n
+        val, warning = parse_option_size(name, value)
+    except BlockError as e:
+        raise ImgOptError("%s: %s" % (filename, e.msg), tail=e.hint)
+    if warning:
+        error_report("warning: " + warning)
+        OPT_WARNINGS.append(warning)
+    return val
+
+
+def qemu_strtol(text: str) -> Optional[int]:
+    """A whole-string strtol (base from the prefix), or None."""
+    from gqemu.cutils import qemu_strtol as strtol
+    ret, val = strtol(text)
+    return None if ret else val
 
 
 def parse_o(opts: list[str]) -> dict[str, str]:
@@ -162,14 +202,17 @@ def img_create(argv: list[str]) -> int:
         elif o == "-q":
             quiet = True
     if not args:
-        raise ImgError("Expecting image file name")
+        raise usage_error("Expecting image file name")
     if len(args) > 2:
-        raise ImgError("Unexpected argument: %s" % args[2])
+        raise usage_error("Unexpected argument: %s" % args[2])
     filename = args[0]
     o = parse_o(olist)
-    size: Optional[int] = parse_size(args[1]) if len(args) > 1 else None
+    size: Optional[int] = cvtnum("image size", args[1]) if len(args) > 1 else None
     if "size" in o:
-        size = parse_size(o.pop("size"))
+        osize = option_size("size", o.pop("size"), filename)
+        if size is not None:
+            raise ImgError("%s: The image size must be specified only once" % filename)
+        size = osize
     backing = o.pop("backing_file", backing)
     backing_fmt = o.pop("backing_fmt", backing_fmt)
     from gqemu.cli.qemu_img_out import create_image
@@ -195,7 +238,7 @@ def img_info(argv: list[str]) -> int:
     if output not in ("human", "json"):
         raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
-        raise ImgError("Expecting one image file name")
+        raise usage_error("Expecting one image file name")
     from gqemu.block.driver import BDRV_O_NO_BACKING
     from gqemu.cli.qemu_img_out import dump_info, image_info
     infos = []
@@ -244,7 +287,7 @@ def img_check(argv: list[str]) -> int:
     if output not in ("human", "json"):
         raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
-        raise ImgError("Expecting one image file name")
+        raise usage_error("Expecting one image file name")
     from gqemu.block.driver import BDRV_O_CHECK
     from gqemu.cli.qemu_img_out import run_check
     blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK)
@@ -270,7 +313,7 @@ def img_snapshot(argv: list[str]) -> int:
         elif o == "-q":
             quiet = True
     if len(args) != 1:
-        raise ImgError("Expecting one image file name")
+        raise usage_error("Expecting one image file name")
     action = action or "-l"
     from gqemu.cli.qemu_img_out import snapshot_action
     blk = img_open(args[0], None, action != "-l")
@@ -286,12 +329,12 @@ def _convert(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from gqemu.cli.qemu_img_convert import img_compare
+    from gqemu.cli.qemu_img_map import img_compare
     return img_compare(argv)
 
 
 def _map(argv: list[str]) -> int:
-    from gqemu.cli.qemu_img_convert import img_map
+    from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
 
 
@@ -314,7 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from gqemu import __version__
     try:
         if not argv:
-            raise ImgError("Not enough arguments\nTry '%s --help' for more information" % PROG)
+            raise usage_error("Not enough arguments")
         cmd = argv[0]
         fn = COMMANDS.get(cmd)
         if cmd in ("-h", "--help", "help") or (
@@ -326,11 +369,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             sys.stdout.write("%s version %s (gqemu)\n" % (PROG, __version__))
             return 0
         if fn is None:
-            raise ImgError("Command not found: %s" % cmd)
+            raise usage_error("Command not found: %s" % cmd)
         return fn(argv[1:])
     except ImgError as e:
-        for line in str(e).split("\n")[:1]:
-            error_report(line)
+        for line in str(e).split("\n"):
+            if line:
+                error_report(line)
+        sys.stderr.write(e.tail)
         return e.status
     except KeyboardInterrupt:
         error_report("interrupted")

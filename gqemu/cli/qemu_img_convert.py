@@ -1,54 +1,79 @@
-"""gqemu-img convert, compare and map.
+"""gqemu-img convert, as qemu-img 7.2 does it: options, target creation,
+``-p`` progress; the copy itself is in qemu_img_copy.
 
-``convert`` copies through BlockBackends with several coroutines in flight
-(as qemu-img's ``-m``), skips zero chunks on a fresh target, and writes
-compressed clusters with ``-c``.  ``map`` walks block status down the
-backing chain and merges equal runs; ``compare`` reports the first
-differing sector.
+Zero and unallocated source ranges are not written to a fresh target that
+reads as zeroes; data buffers skip runs of at least ``-S`` zero bytes
+(default 4k; ``-S 0`` writes everything).  ``-m`` coroutines (default 8)
+copy, writing in order unless ``-W``.  With ``-n`` the target is not
+created and may hold data, so zero ranges are written with write_zeroes.
+``-B``/``-F`` create the target on a backing file and leave what the
+source's own backing chain provides unallocated.
 
-QEMU: qemu-img.c img_convert, img_compare, img_map.
+QEMU: qemu-img.c img_convert; util/qemu-progress.c.
 """
 from __future__ import annotations
 
-import os
+import struct
 import sys
-from typing import Any
+from typing import Any, Optional
 
-from gqemu.cli.qemu_img import (ImgError, blk_close, img_open, parse_args, parse_o)
-from gqemu.cli.qemu_img_out import run_co
+from gqemu.cli.qemu_img import (ImgError, ImgOptError, blk_close, img_open, parse_args,
+                                parse_o)
+from gqemu.cli.qemu_img_copy import (BDRV_SECTOR_SIZE, ImgConvertState, convert_do_copy)
 
-IO_BUF_SIZE = 2 * 1024 * 1024
-CONVERT_COROUTINES = 8
-_ZERO = bytes(IO_BUF_SIZE)
+MAX_BUF_SECTORS = 32768
+MAX_COROUTINES = 16
 
 
-class _Progress:
-    """qemu-img's ``-p``: ``    (NN.NN/100%)`` rewritten in place."""
+def _f32(v: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", v))[0])
 
-    def __init__(self, enabled: bool) -> None:
+
+class QemuProgress:
+    """qemu-img's ``-p``: ``    (NN.NN/100%)`` + CR, redrawn when it moved
+    by more than ``min_skip`` or hit 0 or 100; a newline at the end.
+    QEMU keeps the figures in C floats.  QEMU: util/qemu-progress.c."""
+
+    def __init__(self, enabled: bool, min_skip: float) -> None:
         self.enabled = enabled
-        self.last = -1.0
-        if enabled:
-            self.show(0.0)
+        self.min_skip = _f32(min_skip)
+        self.current = 0.0
+        self.last_print = 0.0
 
-    def show(self, pct: float) -> None:
-        if not self.enabled or pct - self.last < 1.0 and pct < 100.0:
-            return
-        self.last = pct
-        sys.stdout.write("    (%3.2f/100%%)\r" % pct)
-        sys.stdout.flush()
+    def qemu_progress_print(self, delta: float, maximum: int) -> None:
+        delta = _f32(delta)
+        current = delta if maximum == 0 else _f32(self.current + _f32(delta / 100 * maximum))
+        if (current > _f32(self.last_print + self.min_skip)
+                or current < _f32(self.last_print - self.min_skip)
+                or current == 100 or current == 0):
+            self.last_print = self.current = current
+            if self.enabled:
+                sys.stdout.write("    (%3.2f/100%%)\r" % current)
+                sys.stdout.flush()
 
-    def done(self) -> None:
+    def qemu_progress_end(self) -> None:
         if self.enabled:
-            sys.stdout.write("    (100.00/100%)\n")
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+
+
+
+# ------------------------------------------------------------- the command
+
+
+def _pow2floor(v: int) -> int:
+    return 1 << (v.bit_length() - 1) if v > 0 else 0
 
 
 def img_convert(argv: list[str]) -> int:
-    """QEMU: img_convert."""
-    opts, args = parse_args(argv, "hf:O:o:cpqnm:t:T:WU", ["help", "object=",
-                                                           "force-share", "image-opts"])
-    fmt, out_fmt, olist, compress, progress, quiet, skip_create = None, "raw", [], False, \
-        False, False, False
+    """QEMU: img_convert (one source image)."""
+    from gqemu.cli.qemu_img import cvtnum, qemu_strtol
+    opts, args = parse_args(argv, "hf:O:B:co:S:pt:T:F:nm:WUq",
+                            ["help", "object=", "image-opts", "force-share", "target-is-zero"])
+    s = ImgConvertState()
+    fmt, out_fmt, olist, backing, backing_fmt = None, "raw", [], None, None
+    progress = quiet = skip_create = explicit_zero = False
+    cache = "unsafe"
     for o, v in opts:
         if o == "-f":
             fmt = v
@@ -56,305 +81,132 @@ def img_convert(argv: list[str]) -> int:
             out_fmt = v
         elif o == "-o":
             olist.append(v)
+        elif o == "-B":
+            backing = v
+        elif o == "-F":
+            backing_fmt = v
         elif o == "-c":
-            compress = True
+            s.compressed = True
         elif o == "-p":
             progress = True
         elif o == "-q":
             quiet = True
         elif o == "-n":
             skip_create = True
+        elif o == "-t":
+            cache = v
+        elif o == "-W":
+            s.wr_in_order = False
+        elif o == "--target-is-zero":
+            explicit_zero = True
+        elif o == "-S":
+            sval = cvtnum("buffer size for sparse output", v)
+            if sval % BDRV_SECTOR_SIZE or sval // BDRV_SECTOR_SIZE > MAX_BUF_SECTORS:
+                raise ImgError("Invalid buffer size for sparse output specified. Valid sizes "
+                               "are multiples of %d up to %d. Select 0 to disable sparse "
+                               "detection (fully allocates output)."
+                               % (BDRV_SECTOR_SIZE, MAX_BUF_SECTORS * BDRV_SECTOR_SIZE))
+            s.min_sparse = sval // BDRV_SECTOR_SIZE
+        elif o == "-m":
+            m = qemu_strtol(v)
+            if m is None or not 1 <= m <= MAX_COROUTINES:
+                raise ImgError("Invalid number of coroutines. Allowed number of coroutines "
+                               "is between 1 and %d" % MAX_COROUTINES)
+            s.num_coroutines = m
+    if skip_create and olist:
+        raise ImgError("-o has no effect when skipping image creation")
+    if explicit_zero and not skip_create:
+        raise ImgError("--target-is-zero requires use of -n flag")
     if len(args) < 2:
-        raise ImgError("Expecting image file name")
+        raise ImgError("Must specify image file name")
     if len(args) > 2:
-        raise ImgError("Unexpected argument: %s" % args[2])
-    src_name, dst_name = args
-    if compress and out_fmt != "qcow2":
-        raise ImgError("Compression not supported for this file format")
-    from gqemu.block import blk_getlength
-    src = img_open(src_name, fmt)
+        raise ImgError("concatenating several source images is not supported")
+    s.has_zero_init = explicit_zero
+    s.progress = QemuProgress(progress and not quiet, 1.0)
+    s.progress.qemu_progress_print(0, 100)
+    ok = False
     try:
-        size = blk_getlength(src)
+        _convert(s, args[0], args[1], fmt, out_fmt, parse_o(olist), backing, backing_fmt,
+                 skip_create, cache)
+        ok = True
+    finally:
+        if ok:
+            s.progress.qemu_progress_print(100, 0)
+        s.progress.qemu_progress_end()
+    return 0
+
+
+def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str],
+             out_fmt: str, o: dict[str, str], backing: Optional[str],
+             backing_fmt: Optional[str], skip_create: bool, cache: str) -> None:
+    from gqemu.block import blk_bs, blk_getlength, blk_new_open
+    from gqemu.block.driver import BlockError
+    s.src = img_open(src_name, fmt)
+    try:
+        s.src_bs = blk_bs(s.src)
+        s.total_sectors = -(-blk_getlength(s.src) // BDRV_SECTOR_SIZE)
+        s.src_alignment = max(-(-s.src_bs.bl.request_alignment // BDRV_SECTOR_SIZE),
+                              getattr(s.src_bs.drv, "cluster_size", 0) // BDRV_SECTOR_SIZE, 1)
+        if not skip_create:
+            if out_fmt not in ("raw", "qcow2"):
+                raise ImgError("Unknown file format '%s'" % out_fmt)
+            if backing and out_fmt == "raw":
+                raise ImgError("Backing file not supported for file format 'raw'")
+            backing = o.pop("backing_file", backing)
+            backing_fmt = o.pop("backing_fmt", backing_fmt)
+        s.target_has_backing = bool(backing)
+        if s.has_zero_init and s.target_has_backing:
+            raise ImgError("Cannot use --target-is-zero when the destination image has a "
+                           "backing file")
+        if s.target_has_backing and not backing_fmt and not skip_create:
+            raise ImgError("Use of backing file requires explicit backing format")
+        if s.compressed and out_fmt != "qcow2":
+            raise ImgError("Compression not supported for this file format")
         if not skip_create:
             from gqemu.cli.qemu_img_out import create_image
-            create_image(dst_name, out_fmt, size, None, None, parse_o(olist), True)
-        from gqemu.block import blk_new_open
-        from gqemu.block.driver import BlockError
+            try:
+                create_image(dst_name, out_fmt, s.total_sectors * BDRV_SECTOR_SIZE,
+                             backing, backing_fmt, o, True)
+            except ImgError as e:
+                msg = str(e)
+                if msg.startswith(dst_name + ": "):
+                    msg = msg[len(dst_name) + 2:]
+                if isinstance(e, ImgOptError):
+                    raise ImgError(msg, tail=e.tail)
+                raise ImgError("%s: error while converting %s: %s" % (dst_name, out_fmt, msg),
+                               tail=e.tail)
+        s.target_is_new = not skip_create
+        opts = {"format": out_fmt, "cache": cache}
+        if s.min_sparse:
+            opts["discard"] = "unmap"
         try:
-            dst = blk_new_open(dst_name, {"format": out_fmt, "cache": "unsafe"})
+            s.target = blk_new_open(dst_name, opts)
         except BlockError as e:
             raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
         try:
-            if blk_getlength(dst) < size:
-                raise ImgError("output file is smaller than input file")
-            bar = _Progress(progress and not quiet)
-            ret, where = run_co(convert_co, src, dst, size, compress, skip_create, bar)
-            if ret < 0:
-                raise ImgError("error while %s at byte %d: %s" % (
-                    "reading" if where[0] == "r" else "writing", where[1], os.strerror(-ret)))
-            bar.done()
+            _convert_open(s, skip_create)
         finally:
-            blk_close(dst)
+            blk_close(s.target)
     finally:
-        blk_close(src)
-    return 0
+        blk_close(s.src)
 
 
-def convert_co(src: Any, dst: Any, size: int, compress: bool, skip_create: bool,
-               bar: _Progress) -> tuple[int, tuple[str, int]]:
-    """Copy ``size`` bytes with CONVERT_COROUTINES workers.
-    Context: coroutine.  QEMU: convert_do_copy / convert_co_do_copy."""
-    from gqemu.aio import aio_co_wake
-    from gqemu.block import blk_bs, blk_co_preadv, blk_co_pwritev, blk_co_flush
-    from gqemu.block.qiov import qemu_iovec_init_buf
-    from gqemu.coroutine import (qemu_coroutine_create, qemu_coroutine_enter,
-                                 qemu_coroutine_self, qemu_coroutine_yield)
-    chunk = IO_BUF_SIZE
-    dst_bs: Any = blk_bs(dst)
-    if compress:
-        cs = dst_bs.drv.cluster_size
-        chunk = max(cs, chunk // cs * cs)
-    state: dict[str, Any] = {"next": 0, "ret": 0, "where": ("r", 0), "running": 0, "done": 0}
-    me = qemu_coroutine_self()
-
-    def worker(_: Any) -> None:
-        buf = bytearray(chunk)
-        while state["ret"] == 0 and state["next"] < size:
-            off = state["next"]
-            n = min(chunk, size - off)
-            state["next"] = off + n
-            view = memoryview(buf)[:n]
-            ret = blk_co_preadv(src, off, n, qemu_iovec_init_buf(view), 0)
-            if ret < 0:
-                state["ret"], state["where"] = ret, ("r", off)
-                break
-            # bytes-like equality is a memcmp; memoryview equality compares
-            # item by item
-            if skip_create or (buf != _ZERO if n == chunk == IO_BUF_SIZE
-                               else bytes(view) != bytes(n)):
-                if compress:
-                    ret = dst_bs.drv.qcow2_co_pwritev_compressed(
-                        dst_bs, off, n, qemu_iovec_init_buf(view))
-                else:
-                    ret = blk_co_pwritev(dst, off, n, qemu_iovec_init_buf(view), 0)
-                if ret < 0:
-                    state["ret"], state["where"] = ret, ("w", off)
-                    break
-            state["done"] += n
-            bar.show(state["done"] * 100.0 / size if size else 100.0)
-        state["running"] -= 1
-        if state["running"] == 0:
-            aio_co_wake(me)
-
-    n_workers = max(1, min(CONVERT_COROUTINES, (size + chunk - 1) // chunk))
-    state["running"] = n_workers
-    for _ in range(n_workers):
-        qemu_coroutine_enter(qemu_coroutine_create(worker, None))
-    if state["running"]:
-        qemu_coroutine_yield()
-    if state["ret"] == 0:
-        ret = blk_co_flush(dst)
-        if ret < 0:
-            return ret, ("w", size)
-    return state["ret"], state["where"]
-
-
-# ----------------------------------------------------------------- compare
-
-
-def img_compare(argv: list[str]) -> int:
-    """QEMU: img_compare (0 identical, 1 different, 2 error)."""
-    opts, args = parse_args(argv, "hf:F:sqpU", ["help", "object=", "force-share",
-                                                "image-opts"])
-    fmt1 = fmt2 = None
-    strict = quiet = False
-    for o, v in opts:
-        if o == "-f":
-            fmt1 = v
-        elif o == "-F":
-            fmt2 = v
-        elif o == "-s":
-            strict = True
-        elif o == "-q":
-            quiet = True
-    if len(args) != 2:
-        raise ImgError("Expecting two image file names", 2)
-    try:
-        b1 = img_open(args[0], fmt1)
-    except ImgError as e:
-        raise ImgError(str(e), 2)
-    try:
-        try:
-            b2 = img_open(args[1], fmt2)
-        except ImgError as e:
-            raise ImgError(str(e), 2)
-        try:
-            ret, msg = run_co(compare_co, b1, b2, strict)
-        finally:
-            blk_close(b2)
-    finally:
-        blk_close(b1)
-    if ret < 0:
-        raise ImgError(msg, 2)
-    if not quiet:
-        sys.stdout.write(msg)
-    return ret
-
-
-def compare_co(b1: Any, b2: Any, strict: bool) -> tuple[int, str]:
-    """Compare contents chunk by chunk.  Context: coroutine."""
-    from gqemu.block import blk_co_preadv, blk_getlength
-    from gqemu.block.qiov import qemu_iovec_init_buf
-    l1, l2 = blk_getlength(b1), blk_getlength(b2)
-    out = ""
-    if l1 != l2:
-        if strict:
-            return 1, "Strict mode: Image size mismatch!\n"
-        out += "Warning: Image size mismatch!\n"
-    total = max(l1, l2)
-    buf1, buf2 = bytearray(IO_BUF_SIZE), bytearray(IO_BUF_SIZE)
-    off = 0
-    while off < total:
-        n = min(IO_BUF_SIZE, total - off)
-        v1, v2 = memoryview(buf1)[:n], memoryview(buf2)[:n]
-        for blk, ln, v, name in ((b1, l1, v1, 1), (b2, l2, v2, 2)):
-            m = max(0, min(n, ln - off))
-            v[m:] = bytes(n - m)
-            if m:
-                ret = blk_co_preadv(blk, off, m, qemu_iovec_init_buf(v[:m]), 0)
-                if ret < 0:
-                    return -1, "error while reading offset %d of image %d: %s" % (
-                        off, name, os.strerror(-ret))
-        if buf1[:n] != buf2[:n]:
-            i = next(k for k in range(n) if buf1[k] != buf2[k])
-            return 1, out + "Content mismatch at offset %d!\n" % ((off + i) & ~511)
-        off += n
-    return 0, out + "Images are identical.\n"
-
-
-# --------------------------------------------------------------------- map
-
-
-def img_map(argv: list[str]) -> int:
-    """QEMU: img_map."""
-    opts, args = parse_args(argv, "hf:U", ["help", "output=", "object=", "image-opts",
-                                           "force-share", "start-offset=", "max-length="])
-    fmt, output = None, "human"
-    for o, v in opts:
-        if o == "-f":
-            fmt = v
-        elif o == "--output":
-            output = v
-    if output not in ("human", "json"):
-        raise ImgError("--output must be used with human or json as argument.")
-    if len(args) != 1:
-        raise ImgError("Expecting one image file name")
-    blk = img_open(args[0], fmt)
-    try:
-        ret, text = run_co(map_co, blk, output)
-    finally:
-        blk_close(blk)
-    sys.stdout.write(text)
-    if ret == 1:
-        raise ImgError("File contains external, encrypted or compressed clusters.")
-    if ret < 0:
-        raise ImgError("Could not read file metadata: %s" % os.strerror(-ret))
-    return 0
-
-
-def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
-    """One map entry, looking down the backing chain.  Context: coroutine.
-    QEMU: get_block_status (qemu-img.c) over bdrv_block_status."""
-    from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
-                                    BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, bdrv_getlength)
-    from gqemu.block.io_misc import bdrv_co_get_block_status
-    depth = 0
-    while True:
-        ret, n, f = bdrv_co_get_block_status(bs, offset, nbytes)
-        if ret < 0:
-            return ret, {}
-        if n <= 0:
-            n, ret, f = nbytes, BDRV_BLOCK_ZERO, None
-        nbytes = n
-        if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
-            ret |= BDRV_BLOCK_ALLOCATED
-            break
-        if bs.drv.supports_backing:
-            if bs.backing is None:
-                ret |= BDRV_BLOCK_ZERO
-                break
-            if offset >= bdrv_getlength(bs.backing.bs):
-                ret |= BDRV_BLOCK_ZERO
-                break
-        if bs.backing is None:
-            break
-        bs = bs.backing.bs
-        depth += 1
-    has_offset = bool(ret & BDRV_BLOCK_OFFSET_VALID)
-    e = {"start": offset, "length": nbytes, "depth": depth,
-         "present": bool(ret & BDRV_BLOCK_ALLOCATED), "zero": bool(ret & BDRV_BLOCK_ZERO),
-         "data": bool(ret & BDRV_BLOCK_DATA), "has_offset": has_offset,
-         "offset": ret & ~0x1FF & ((1 << 63) - 1) if has_offset else 0,
-         "filename": f.filename if f is not None and has_offset else None}
-    return 0, e
-
-
-def _mergeable(c: dict, n: dict) -> bool:
-    if not c["length"]:
-        return False
-    for k in ("zero", "data", "depth", "present", "has_offset", "filename"):
-        if c[k] != n[k]:
-            return False
-    return not c["has_offset"] or c["offset"] + c["length"] == n["offset"]
-
-
-def _dump(output: str, e: dict, nxt: Any, out: list[str]) -> int:
-    if output == "human":
-        if e["data"] and not e["has_offset"]:
-            return -1
-        if e["data"] and not e["zero"]:
-            out.append("%-16s%-16s%-16s%s\n" % (_hx(e["start"]), _hx(e["length"]),
-                                               _hx(e["offset"]), e["filename"]))
-        if nxt is not None and (not nxt["data"] or nxt["zero"]):
-            nxt["data"], nxt["zero"] = False, True
-        return 0
-    s = ('{ "start": %d, "length": %d, "depth": %d, "present": %s, "zero": %s, "data": %s'
-         % (e["start"], e["length"], e["depth"], _b(e["present"]), _b(e["zero"]), _b(e["data"])))
-    if e["has_offset"]:
-        s += ', "offset": %d' % e["offset"]
-    out.append(s + "}" + (",\n" if nxt is not None else ""))
-    return 0
-
-
-def _hx(v: int) -> str:
-    return "%#x" % v if v else "0"
-
-
-def _b(v: bool) -> str:
-    return "true" if v else "false"
-
-
-def map_co(blk: Any, output: str) -> tuple[int, str]:
-    """Context: coroutine.  QEMU: img_map's loop."""
+def _convert_open(s: ImgConvertState, skip_create: bool) -> None:
     from gqemu.block import blk_bs, blk_getlength
-    bs = blk_bs(blk)
-    length = blk_getlength(blk)
-    out = ["%-16s%-16s%-16s%s\n" % ("Offset", "Length", "Mapped to", "File")
-           if output == "human" else "["]
-    curr: dict = {"start": 0, "length": 0}
-    while curr["start"] + curr["length"] < length:
-        off = curr["start"] + curr["length"]
-        ret, nxt = get_block_status(bs, off, length - off)
-        if ret < 0:
-            return ret, "".join(out)
-        if curr["length"] and _mergeable(curr, nxt):
-            curr["length"] += nxt["length"]
-            continue
-        if curr["length"] and _dump(output, curr, nxt, out) < 0:
-            return 1, "".join(out)
-        curr = nxt
-    if curr["length"] and _dump(output, curr, None, out) < 0:
-        return 1, "".join(out)
-    if output == "json":
-        out.append("]\n")
-    return 0, "".join(out)
+    from gqemu.block.driver import bdrv_getlength
+    out_bs: Any = blk_bs(s.target)
+    bl = out_bs.bl
+    s.buf_sectors = min(MAX_BUF_SECTORS, max(s.buf_sectors, bl.opt_transfer >> 9,
+                                             bl.pdiscard_alignment >> 9))
+    s.alignment = max(_pow2floor(s.min_sparse), -(-bl.request_alignment // BDRV_SECTOR_SIZE))
+    if skip_create and -(-blk_getlength(s.target) // BDRV_SECTOR_SIZE) < s.total_sectors:
+        raise ImgError("output file is smaller than input file")
+    s.target_backing_sectors = -1
+    if s.target_has_backing and s.target_is_new and out_bs.backing is not None:
+        n = bdrv_getlength(out_bs.backing.bs)
+        s.target_backing_sectors = -(-n // BDRV_SECTOR_SIZE) if n >= 0 else -1
+    cs = getattr(out_bs.drv, "cluster_size", 0)
+    if cs:
+        s.cluster_sectors = cs // BDRV_SECTOR_SIZE
+    if convert_do_copy(s) < 0:
+        raise ImgError("", 1)

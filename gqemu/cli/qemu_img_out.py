@@ -7,6 +7,7 @@ qobject/qdict.c (tdb_hash bucket order), util/cutils.c size_to_str.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from gqemu.cli.qemu_img import ImgError
+from gqemu.cli.qemu_img import ImgError, ImgOptError
 
 
 def size_to_str(val: int) -> str:
@@ -65,10 +66,23 @@ def _qcow2_state(blk: Any) -> Any:
 # ------------------------------------------------------------------ create
 
 
+def _repeat_opt_warnings() -> None:
+    from gqemu.cli.qemu_img import OPT_WARNINGS, error_report
+    sys.stdout.flush()
+    for w in OPT_WARNINGS:
+        error_report("warning: " + w)
+    del OPT_WARNINGS[:]
+
+
+def _int64(v: int) -> int:
+    """A QemuOpts size as ``qemu_opts_print`` shows it (signed 64-bit)."""
+    return v - (v >> 63 << 64)
+
+
 def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
                  backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
     """qemu-img create.  QEMU: bdrv_img_create."""
-    from gqemu.cli.qemu_img import parse_size
+    from gqemu.cli.qemu_img import option_size
     if fmt not in ("raw", "qcow2"):
         raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
     if backing and fmt == "raw":
@@ -90,11 +104,22 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
         if o:
-            raise ImgError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
+            raise ImgOptError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
         if not quiet:
-            sys.stdout.write("Formatting '%s', fmt=raw size=%d\n" % (filename, size))
+            sys.stdout.write("Formatting '%s', fmt=raw size=%d\n" % (filename, _int64(size)))
+        _repeat_opt_warnings()
         with open(filename, "wb") as f:
-            f.truncate(size)
+            try:
+                if size >> 63:
+                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+                f.truncate(-(-size // 512) * 512)     # whole sectors, as file-posix creates
+            except OSError as e:
+                if e.errno == errno.EFBIG:
+                    raise ImgError("%s: The image size is too large for file format 'raw'"
+                                   % filename)
+                raise ImgError("%s: Could not resize file: %s" % (filename, e.strerror))
+            if size:                # as file-posix does, for alignment probing
+                f.write(bytes(512 if size < 4096 else 4096))
         return
     from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
     from gqemu.block.qcow2_header import Qcow2OpenError
@@ -104,16 +129,16 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     try:
         for k, v in o.items():
             if k == "cluster_size":
-                c.cluster_size = parse_size(v)
+                c.cluster_size = option_size(k, v, filename)
             elif k == "compat":
                 if v not in ("0.10", "v2", "1.1", "v3"):
-                    raise ImgError("%s: Invalid parameter '%s'" % (filename, v))
+                    raise ImgOptError("%s: Invalid parameter '%s'" % (filename, v))
                 c.version = 2 if v in ("0.10", "v2") else 3
             elif k == "refcount_bits":
                 c.refcount_bits = int(v)
             elif k in ("lazy_refcounts", "extended_l2"):
                 if v not in onoff:
-                    raise ImgError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
+                    raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
                 setattr(c, k, onoff[v])
             elif k == "preallocation":
                 c.preallocation = v
@@ -121,15 +146,15 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
                 if v != "zlib":
                     raise ImgError("%s: Unsupported compression type '%s'" % (filename, v))
             else:
-                raise ImgError("%s: Invalid parameter '%s'" % (filename, k))
+                raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
     except ValueError:
-        raise ImgError("%s: Parameter 'refcount_bits' expects a number" % filename)
-    words.append("cluster_size=%d" % c.cluster_size)
+        raise ImgOptError("%s: Parameter 'refcount_bits' expects a number" % filename)
+    words.append("cluster_size=%d" % _int64(c.cluster_size))
     words.append("extended_l2=%s" % ("on" if c.extended_l2 else "off"))
     if "preallocation" in o:
         words.append("preallocation=%s" % c.preallocation)
     words.append("compression_type=zlib")
-    words.append("size=%d" % size)
+    words.append("size=%d" % _int64(size))
     if "compat" in o:
         words.append("compat=%s" % o["compat"])
     if backing:
@@ -140,6 +165,7 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     words.append("refcount_bits=%d" % c.refcount_bits)
     if not quiet:
         sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
+    _repeat_opt_warnings()
     try:
         qcow2_create_file(filename, c)
     except Qcow2OpenError as e:

@@ -30,8 +30,8 @@ from gqemu.cli.qemu_io_rw import RW_COMMANDS
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_FLAG_GLOBAL,
                                     CMD_NOFILE_OK, CMD_PERM_RESIZE, CMD_PERM_WRITE,
-                                    breakline, cmdinfo_t, cvtnum, cvtstr, err,
-                                    error_report, out, print_cvtnum_err,
+                                    breakline, cmdinfo_t, cvtstr, err,
+                                    error_report, out, parse_offset_count,
                                     print_report, qemuio_command_usage, strerror)
 from gqemu.cli.qemu_io_vec import VEC_COMMANDS
 
@@ -153,10 +153,12 @@ def flush_f(io: Any, argv: list[str]) -> int:
     """QEMU: flush_f (blk_flush)."""
     stats = blk_get_stats(io.blk)
     cookie = block_acct_start(stats, BlockAcctCookie(), 0, BLOCK_ACCT_FLUSH)
-    ret = blk_flush(io.blk)
-    if ret >= 0:
-        block_acct_done(stats, cookie)
-    return ret
+    try:
+        blk_flush(io.blk)
+    except BlockError as e:
+        return -e.errno
+    block_acct_done(stats, cookie)
+    return 0
 
 
 flush_cmd = cmdinfo_t("flush", flush_f, altname="f",
@@ -179,20 +181,18 @@ def discard_f(io: Any, argv: list[str]) -> int:
     if len(args) != 2:
         qemuio_command_usage(discard_cmd)
         return -errno.EINVAL
-    offset = cvtnum(args[0], io.prog)
-    if offset < 0:
-        print_cvtnum_err(offset, args[0])
-        return offset
-    nbytes = cvtnum(args[1], io.prog)
-    if nbytes < 0:
-        print_cvtnum_err(nbytes, args[1])
-        return nbytes
+    ret, offset, nbytes = parse_offset_count(args, io.prog)
+    if ret < 0:
+        return ret
     if nbytes > BDRV_REQUEST_MAX_BYTES:
         out("length cannot exceed %d, given %s\n"
             % (BDRV_REQUEST_MAX_BYTES, args[1]))
         return -errno.EINVAL
     t1 = time.monotonic_ns()
-    ret = blk_pdiscard(io.blk, offset, nbytes)
+    try:
+        ret = blk_pdiscard(io.blk, offset, nbytes)
+    except BlockError as e:
+        ret = -e.errno
     t2 = time.monotonic_ns()
     if ret < 0:
         out("discard failed: %s\n" % strerror(-ret))

@@ -24,8 +24,8 @@ from gqemu.cli import qemu_io_help as H
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_SECTOR_SIZE, CMD_NOFILE_OK,
                                     CMD_PERM_RESIZE, CMD_PERM_WRITE, cmdinfo_t,
-                                    cvtnum, cvtstr, error_report, out,
-                                    print_cvtnum_err, qemuio_command_usage,
+                                    cvtnum_arg, cvtstr, error_report, out,
+                                    parse_offset_count, qemuio_command_usage,
                                     strerror, strtol_ms)
 
 # ------------------------------------------------------- allocation status
@@ -54,16 +54,11 @@ def bdrv_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
 def alloc_f(io: Any, argv: list[str]) -> int:
     """QEMU: alloc_f."""
     bs = blk_bs(io.blk)
-    start = offset = cvtnum(argv[1], io.prog)
-    if offset < 0:
-        print_cvtnum_err(offset, argv[1])
-        return offset
-    if len(argv) == 3:
-        count = cvtnum(argv[2], io.prog)
-        if count < 0:
-            print_cvtnum_err(count, argv[2])
-            return count
-    else:
+    ret, offset, count = parse_offset_count(argv[1:], io.prog)
+    if ret < 0:
+        return ret
+    start = offset
+    if count < 0:
         count = BDRV_SECTOR_SIZE
     remaining = count
     sum_alloc = 0
@@ -155,9 +150,8 @@ def truncate_f(io: Any, argv: list[str]) -> int:
     if not g.args:
         qemuio_command_usage(truncate_cmd)
         return -errno.EINVAL
-    offset = cvtnum(g.args[0], io.prog)
+    offset = cvtnum_arg(g.args[0], io.prog, argv[1])   # QEMU names argv[1] here
     if offset < 0:
-        print_cvtnum_err(offset, argv[1])
         return offset
     from gqemu.block.driver import refresh_total_sectors
     bs: Any = blk_bs(io.blk)
@@ -212,9 +206,8 @@ sleep_cmd = cmdinfo_t("sleep", sleep_f, argmin=1, argmax=1, flags=CMD_NOFILE_OK,
 
 def sigraise_f(io: Any, argv: list[str]) -> int:
     """QEMU: sigraise_f."""
-    sig = cvtnum(argv[1], io.prog)
+    sig = cvtnum_arg(argv[1], io.prog)
     if sig < 0:
-        print_cvtnum_err(sig, argv[1])
         return sig
     if sig > signal.NSIG:
         out("signal argument '%s' is too large to be a valid signal\n" % argv[1])

@@ -28,9 +28,9 @@ from gqemu.block.block_backend import blk_check_byte_request
 from gqemu.cli import qemu_io_help as H
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE,
-                                    CMD_PERM_WRITE, cmdinfo_t, cvtnum,
-                                    dump_buffer, err, out, parse_pattern,
-                                    print_cvtnum_err, print_report,
+                                    CMD_PERM_WRITE, cmdinfo_t, cvtnum_arg,
+                                    dump_buffer, err, out, parse_offset_count,
+                                    parse_pattern, print_report,
                                     qemuio_command_usage, strerror)
 
 NOT_DONE = 0x7fffffff
@@ -78,9 +78,8 @@ def read_f(io: Any, argv: list[str]) -> int:
             cflag = True
         elif c == "l":
             lflag = True
-            pattern_count = cvtnum(optarg or "", io.prog)
+            pattern_count = cvtnum_arg(optarg or "", io.prog)
             if pattern_count < 0:
-                print_cvtnum_err(pattern_count, optarg or "")
                 return pattern_count
         elif c == "p":
             pass
@@ -93,9 +92,8 @@ def read_f(io: Any, argv: list[str]) -> int:
             qflag = True
         elif c == "s":
             sflag = True
-            pattern_offset = cvtnum(optarg or "", io.prog)
+            pattern_offset = cvtnum_arg(optarg or "", io.prog)
             if pattern_offset < 0:
-                print_cvtnum_err(pattern_offset, optarg or "")
                 return pattern_offset
         elif c == "v":
             vflag = True
@@ -106,14 +104,9 @@ def read_f(io: Any, argv: list[str]) -> int:
     if len(args) != 2:
         qemuio_command_usage(read_cmd)
         return -errno.EINVAL
-    offset = cvtnum(args[0], io.prog)
-    if offset < 0:
-        print_cvtnum_err(offset, args[0])
-        return offset
-    count = cvtnum(args[1], io.prog)
-    if count < 0:
-        print_cvtnum_err(count, args[1])
-        return count
+    ret, offset, count = parse_offset_count(args, io.prog)
+    if ret < 0:
+        return ret
     if count > BDRV_REQUEST_MAX_BYTES:
         out("length cannot exceed %d, given %s\n"
             % (BDRV_REQUEST_MAX_BYTES, args[1]))
@@ -241,14 +234,9 @@ def write_f(io: Any, argv: list[str]) -> int:
     if zflag + pflag + sflag > 1:
         out("Only one of -z, -P, and -s can be specified at the same time\n")
         return -errno.EINVAL
-    offset = cvtnum(args[0], io.prog)
-    if offset < 0:
-        print_cvtnum_err(offset, args[0])
-        return offset
-    count = cvtnum(args[1], io.prog)
-    if count < 0:
-        print_cvtnum_err(count, args[1])
-        return count
+    ret, offset, count = parse_offset_count(args, io.prog)
+    if ret < 0:
+        return ret
     if count > BDRV_REQUEST_MAX_BYTES and not flags & BDRV_REQ_NO_FALLBACK:
         out("length cannot exceed %d without -n, given %s\n"
             % (BDRV_REQUEST_MAX_BYTES, args[1]))
@@ -276,7 +264,10 @@ def write_f(io: Any, argv: list[str]) -> int:
     elif bflag:
         ret = do_vmstate(io, offset, data, True)
     elif zflag:
-        ret = blk_pwrite_zeroes(io.blk, offset, count, flags)
+        try:
+            blk_pwrite_zeroes(io.blk, offset, count, flags)
+        except BlockError as e:
+            ret = -e.errno
     elif compress:
         ret = do_write_compressed(io, offset, data)
     else:

@@ -9,7 +9,7 @@ command record (``cmdinfo_t``).  ``getopt`` lives in qemu_io_getopt.
 Output goes to ``sys.stdout``/``sys.stderr`` looked up at call time, so the
 tool and in-process tests see the same streams.
 
-Must not import: anything from ``gqemu`` (this module is pure).
+Must not import: anything from ``gqemu`` but the pure ``gqemu.cutils``.
 
 QEMU: qemu-io-cmds.c (cvtnum, cvtstr, timestr, print_report, dump_buffer,
 parse_pattern, breakline), util/cutils.c (do_strtosz).
@@ -22,13 +22,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from gqemu.cutils import INT64_MAX, _strtol0, qemu_strtosz
+
 BDRV_SECTOR_SIZE = 512
 # QEMU: BDRV_REQUEST_MAX_BYTES = MIN(SIZE_MAX, INT_MAX) rounded down to sectors
 BDRV_REQUEST_MAX_BYTES = 0x7fffffff & ~(BDRV_SECTOR_SIZE - 1)
-INT64_MAX = (1 << 63) - 1
-UINT64_MAX = (1 << 64) - 1
 
-_SPACE = " \t\n\v\f\r"
 
 CMD_FLAG_GLOBAL = 0x01      # runs without a file (help, quit)
 CMD_NOFILE_OK = 0x02        # allowed without a file (open, sleep, ...)
@@ -88,131 +87,6 @@ def strerror(e: int) -> str:
 # Numbers
 
 
-def _strtou64(s: str, pos: int, base: int) -> tuple[int, int, int]:
-    """strtoull() + qemu_strtou64 checks from index pos.
-
-    Returns (ret, value, endpos): ret is 0, -EINVAL (no digits; endpos = pos)
-    or -ERANGE (overflow).  A leading '-' negates modulo 2^64, like strtoull.
-    """
-    i = pos
-    n = len(s)
-    while i < n and s[i] in _SPACE:
-        i += 1
-    neg = False
-    if i < n and s[i] in "+-":
-        neg = s[i] == "-"
-        i += 1
-    digits = "0123456789abcdef"[:base]
-    if base == 16 and s[i:i + 2].lower() == "0x" and i + 2 < n \
-            and s[i + 2].lower() in digits:
-        i += 2
-    start = i
-    while i < n and s[i].lower() in digits:
-        i += 1
-    if i == start:
-        return -errno.EINVAL, 0, pos
-    val = int(s[start:i], base)
-    if val > UINT64_MAX:
-        return -errno.ERANGE, UINT64_MAX, i
-    if neg:
-        val = (-val) & UINT64_MAX
-    return 0, val, i
-
-
-def _strtod_fraction(s: str, pos: int) -> tuple[bool, float, int]:
-    """strtod() on s[pos:], which starts with '.': (ok, value, endpos)."""
-    i = pos + 1
-    n = len(s)
-    while i < n and s[i].isdigit() and s[i].isascii():
-        i += 1
-    if i == pos + 1:
-        return False, 0.0, pos
-    if i < n and s[i] in "eE":
-        j = i + 1
-        if j < n and s[j] in "+-":
-            j += 1
-        k = j
-        while k < n and s[k].isdigit() and s[k].isascii():
-            k += 1
-        if k > j:
-            i = k
-    return True, float(s[pos:i]), i
-
-
-def _suffix_mul(c: str, unit: int = 1024) -> int:
-    c = c.upper()
-    if c == "B":
-        return 1
-    exp = "KMGTPE".find(c) if c else -1
-    if exp < 0:
-        return -1
-    return unit ** (exp + 1)
-
-
-def qemu_strtosz(s: str) -> tuple[int, int, Optional[str]]:
-    """Parse a size with an optional K/M/G/T/P/E suffix (default: bytes).
-
-    Returns (ret, value, warning): ret 0 or -EINVAL / -ERANGE; warning is the
-    hex-with-suffix deprecation text or None.  Like QEMU, any error that
-    leaves characters unparsed is reported as -EINVAL.
-
-    QEMU: util/cutils.c do_strtosz (7.2).
-    """
-    ret, val, end, warning = _strtosz_parse(s)
-    if end != len(s):
-        ret = -errno.EINVAL
-    return ret, (val if ret == 0 else 0), warning
-
-
-def _strtosz_parse(s: str) -> tuple[int, int, int, Optional[str]]:
-    """do_strtosz up to its 'out:' label: (ret, val, end, warning)."""
-    ret, val, end = _strtou64(s, 0, 10)
-    if ret:
-        return ret, 0, end, None
-    if "-" in s[:end]:
-        return -errno.EINVAL, 0, 0, None
-    valf = 0
-    hexnum = False
-    if val == 0 and end < len(s) and s[end] in "xX":
-        ret, val, end = _strtou64(s, 0, 16)
-        if ret:
-            return ret, 0, end, None
-        if end < len(s) and s[end] == ".":
-            return -errno.EINVAL, 0, 0, None
-        hexnum = True
-    elif end < len(s) and s[end] == ".":
-        ok, fraction, fend = _strtod_fraction(s, end)
-        if not ok:
-            end += 1
-        elif "e" in s[end:fend].lower():
-            return -errno.EINVAL, 0, 0, None
-        else:
-            end = fend
-            valf = int(fraction * 2.0 ** 64)
-            if valf >= 1 << 64:          # C's out-of-range double -> u64
-                valf = 0
-    c = s[end] if end < len(s) else ""
-    mul = _suffix_mul(c) if c else -1
-    warning = None
-    if mul > 0:
-        if hexnum:
-            warning = ("Using a multiplier suffix on hex numbers "
-                       "is deprecated: %s" % s)
-        end += 1
-    else:
-        mul = 1
-    if mul == 1:
-        if valf != 0:
-            return -errno.EINVAL, 0, 0, warning
-    else:
-        frac = valf * mul
-        total = val * mul + (frac >> 64) + ((frac >> 63) & 1)
-        if total > UINT64_MAX:
-            return -errno.ERANGE, 0, end, warning
-        val = total
-    return 0, val, end, warning
-
-
 def cvtnum(s: str, prog: str = "qemu-io") -> int:
     """A non-negative size, or -EINVAL / -ERANGE.
 
@@ -239,6 +113,31 @@ def print_cvtnum_err(rc: int, arg: str) -> None:
         out("Parsing error: %s\n" % arg)
 
 
+def cvtnum_arg(arg: str, prog: str, shown: Optional[str] = None) -> int:
+    """A command's number argument: cvtnum, and on failure QEMU's parsing
+    message (naming ``shown``, default ``arg``).  Returns the value or
+    -errno.  QEMU: the cvtnum + print_cvtnum_err pairs of qemu-io-cmds.c."""
+    n = cvtnum(arg, prog)
+    if n < 0:
+        print_cvtnum_err(n, arg if shown is None else shown)
+    return n
+
+
+def parse_offset_count(args: list[str], prog: str) -> tuple[int, int, int]:
+    """``OFFSET [COUNT]`` of read, write, discard, alloc, aio_write -z:
+    parsed in that order, the first bad one reported.  Returns
+    (0, offset, count) with count -1 when absent, or (-errno, 0, 0)."""
+    offset = cvtnum_arg(args[0], prog)
+    if offset < 0:
+        return offset, 0, 0
+    count = -1
+    if len(args) > 1:
+        count = cvtnum_arg(args[1], prog)
+        if count < 0:
+            return count, 0, 0
+    return 0, offset, count
+
+
 def parse_pattern(arg: str) -> int:
     """strtol(arg, 0) that must be one byte; prints and returns -1 otherwise.
 
@@ -249,32 +148,6 @@ def parse_pattern(arg: str) -> int:
         out("%s is not a valid pattern byte\n" % arg)
         return -1
     return val
-
-
-def _strtol0(s: str) -> tuple[int, int, int]:
-    """strtol(s, &end, 0): base from the prefix (0x hex, 0 octal)."""
-    i = 0
-    n = len(s)
-    while i < n and s[i] in _SPACE:
-        i += 1
-    neg = False
-    if i < n and s[i] in "+-":
-        neg = s[i] == "-"
-        i += 1
-    base = 10
-    if s[i:i + 2].lower() == "0x" and i + 2 < n and s[i + 2].lower() in \
-            "0123456789abcdef":
-        base, i = 16, i + 2
-    elif s[i:i + 1] == "0":
-        base = 8
-    digits = "0123456789abcdef"[:base]
-    start = i
-    while i < n and s[i].lower() in digits:
-        i += 1
-    if i == start:
-        return 0, 0, 0
-    val = int(s[start:i], base)
-    return 0, -val if neg else val, i
 
 
 def strtol_ms(arg: str) -> int:

@@ -30,8 +30,8 @@ from gqemu.cli import qemu_io_help as H
 from gqemu.cli.qemu_io_rw import NOT_DONE, _now, _verify, _wait
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_PERM_WRITE,
-                                    cmdinfo_t, cvtnum, dump_buffer, out,
-                                    parse_pattern, print_cvtnum_err, print_report,
+                                    cmdinfo_t, cvtnum_arg, dump_buffer, out,
+                                    parse_offset_count, parse_pattern, print_report,
                                     qemuio_command_usage, strerror)
 
 # -------------------------------------------------------- vectored I/O
@@ -45,9 +45,8 @@ def create_iovec(io: Any, args: list[str],
     sizes = []
     count = 0
     for arg in args:
-        n = cvtnum(arg, io.prog)
+        n = cvtnum_arg(arg, io.prog)
         if n < 0:
-            print_cvtnum_err(n, arg)
             return None
         if n > BDRV_REQUEST_MAX_BYTES:
             out("Argument '%s' exceeds maximum size %d\n"
@@ -102,9 +101,8 @@ def readv_f(io: Any, argv: list[str]) -> int:
     args = _vector_opts(argv, "CP:qv", readv_cmd, opts)
     if args is None:
         return int(opts["ret"])
-    offset = cvtnum(args[0], io.prog)
+    offset = cvtnum_arg(args[0], io.prog)
     if offset < 0:
-        print_cvtnum_err(offset, args[0])
         return offset
     made = create_iovec(io, args[1:], 0xab)
     if made is None:
@@ -146,9 +144,8 @@ def writev_f(io: Any, argv: list[str]) -> int:
     if args is None:
         return int(opts["ret"])
     flags = BDRV_REQ_FUA if opts.get("f") else 0
-    offset = cvtnum(args[0], io.prog)
+    offset = cvtnum_arg(args[0], io.prog)
     if offset < 0:
-        print_cvtnum_err(offset, args[0])
         return offset
     made = create_iovec(io, args[1:], opts.get("P", 0xcd))
     if made is None:
@@ -258,9 +255,8 @@ def aio_read_f(io: Any, argv: list[str]) -> int:
     if len(args) < 2:
         qemuio_command_usage(aio_read_cmd)
         return -errno.EINVAL
-    ctx.offset = cvtnum(args[0], io.prog)
+    ctx.offset = cvtnum_arg(args[0], io.prog)
     if ctx.offset < 0:
-        print_cvtnum_err(ctx.offset, args[0])
         return ctx.offset
     made = create_iovec(io, args[1:], 0xab)
     if made is None:
@@ -318,16 +314,11 @@ def aio_write_f(io: Any, argv: list[str]) -> int:
     if flags & BDRV_REQ_MAY_UNMAP and not ctx.zflag:
         out("-u requires -z to be specified\n")
         return -errno.EINVAL
-    ctx.offset = cvtnum(args[0], io.prog)
-    if ctx.offset < 0:
-        print_cvtnum_err(ctx.offset, args[0])
-        return ctx.offset
+    ret, ctx.offset, count = parse_offset_count(args[:2] if ctx.zflag else args[:1], io.prog)
+    if ret < 0:
+        return ret
     stats = blk_get_stats(io.blk)
     if ctx.zflag:
-        count = cvtnum(args[1], io.prog)
-        if count < 0:
-            print_cvtnum_err(count, args[1])
-            return count
         ctx.size = count
         ctx.t1 = _now()
         block_acct_start(stats, ctx.acct, count, BLOCK_ACCT_WRITE)

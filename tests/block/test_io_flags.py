@@ -8,7 +8,7 @@ import pytest
 
 import gqemu.threadpool.aiocb as aiocb_mod
 from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK,
-                         BDRV_REQ_WRITE_COMPRESSED, blk_new_open, blk_pread, blk_prw,
+                         BDRV_REQ_WRITE_COMPRESSED, BlockError, blk_new_open, blk_pread, blk_prw,
                          blk_pwrite_zeroes, blk_unref)
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,7 +42,9 @@ def test_no_fallback_zero_write(make_image) -> None:
     file_state = blk.root.bs.file.bs.opaque
     assert blk_pwrite_zeroes(blk, 4096, 4096, BDRV_REQ_NO_FALLBACK) == 0   # fallocate works
     file_state.has_write_zeroes = False                  # as a host without fallocate
-    assert blk_pwrite_zeroes(blk, 8192, 4096, BDRV_REQ_NO_FALLBACK) == -errno.ENOTSUP
+    with pytest.raises(BlockError) as e:
+        blk_pwrite_zeroes(blk, 8192, 4096, BDRV_REQ_NO_FALLBACK)
+    assert e.value.errno == errno.ENOTSUP
     assert blk_pread(blk, 8192, 4) != bytes(4)
     assert blk_pwrite_zeroes(blk, 8192, 4096, 0) == 0    # falls back to writing zeroes
     assert blk_pread(blk, 4096, 8192) == bytes(8192)

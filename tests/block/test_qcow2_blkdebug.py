@@ -60,7 +60,10 @@ def _one_case(qemu_img: str, tmp: Path, event: str, err: int, once: bool) -> int
     try:
         ret = blk_api.blk_prw(blk, off, bytearray(b"\x02" * n), n, True)
         if ret >= 0:
-            ret = blk_api.blk_flush(blk)
+            try:
+                ret = blk_api.blk_flush(blk)
+            except blk_api.BlockError as e:
+                ret = -e.errno
     finally:
         blk_api.blk_unref(blk)
     p = _check(qemu_img, img)

@@ -360,13 +360,14 @@ def test_T31_truncated_data_cluster(fresh):
 
 
 def test_tool_errors_are_one_line(tmp_path, qemu_img):
+    # Errors qemu-img reports on two lines (a bad size, an unknown command:
+    # "Try '... --help'") are compared with qemu-img itself in
+    # tests/cli/test_qemu_img_sizes.py.
     cases = [
         (["info", str(tmp_path / "nope")], 1),
         (["check", "-f", "raw", str(tmp_path / "r.raw")], 63),
-        (["create", "-f", "qcow2", str(tmp_path / "x"), "1Q"], 1),
         (["create", "-f", "qcow2", "-o", "cluster_size=1000", str(tmp_path / "x"), "1M"], 1),
         (["create", "-f", "qcow2", "-b", "a", str(tmp_path / "x"), "1M"], 1),
-        (["frobnicate"], 1),
         (["compare", str(tmp_path / "nope"), str(tmp_path / "nope2")], 2),
         (["info", "--output=xml", "x"], 1),
     ]

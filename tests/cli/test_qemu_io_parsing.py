@@ -88,3 +88,18 @@ def test_read_options_parse_alike(qemu_io: str, argvs: list[list[str]]) -> None:
     """Option clusters, attached arguments, '--' and permuted arguments."""
     both(qemu_io, ["read " + " ".join(a) for a in argvs]
          + ["readv " + " ".join(a) for a in argvs])
+
+
+def test_every_number_argument_parses_alike(qemu_io: str) -> None:
+    """Each command's offset/count/length arguments (the sites that share
+    parse_offset_count / cvtnum_arg), in every position, with bad values."""
+    cmds = []
+    for x in ("abc", "1_0", "16E", "-1", "1.5", "99999999999999999999", "0x1k"):
+        for c in ("read %s 1", "read 0 %s", "write %s 1", "write 0 %s", "write -z %s 1",
+                  "write -z 0 %s", "discard %s 1", "discard 0 %s", "alloc %s", "alloc 0 %s",
+                  "readv %s 1", "readv 0 %s", "writev %s 1", "writev 0 1 %s",
+                  "aio_read %s 1", "aio_read 0 %s", "aio_write %s 1", "aio_write 0 %s",
+                  "aio_write -z %s 1", "aio_write -z 0 %s", "read -P 1 -l %s 0 1",
+                  "read -P 1 -s %s 0 1", "truncate %s", "sigraise %s", "aio_flush"):
+            cmds.append(c % x if "%s" in c else c)
+    both(qemu_io, cmds)
