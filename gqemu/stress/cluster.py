@@ -1,0 +1,420 @@
+"""Stress campaigns on a Dask cluster (``gqemu stress --scheduler ...``).
+
+The client cuts the campaign's iterations into batches (``start``,
+``count``) sized so that one batch takes about :data:`TASK_SECONDS` (it
+starts with single seeds and adapts to the measured time per seed) and
+submits them as Dask tasks.  Each result carries one record per seed
+(:func:`gqemu.stress.runner.seed_record`, with its decision fingerprint);
+the client keeps them by iteration and, at the end, folds iterations
+``0 .. last`` with :func:`gqemu.stress.runner.fold`, the same sums a local
+run makes, so the summary of a campaign is the same wherever its seeds
+ran.  ``last`` is the first failing iteration (later batches are
+cancelled, earlier ones awaited) or the last one submitted.  The first
+failure is then shrunk by a worker (:func:`failure_task`) and its
+reproducer written on the client.
+
+On a worker, a task does not run the engine in the Dask worker process
+(its threads, its event loop, and ``GQEMU_STRESS=1`` needed before
+``gqemu.coroutine`` is imported): it hands the batch to a child process
+of its own (``serve``), started with ``GQEMU_STRESS=1`` and kept for the
+next batch, one per task thread.
+
+Determinism across machines needs the same code everywhere: the client
+compares :func:`identity` (gqemu's version and a hash of its source tree)
+with every worker's and refuses the ones that differ; every task checks it
+again.  A batch whose worker died is rescheduled by Dask; every task logs
+its start under the :data:`TOPIC` event topic, and a batch started more
+than once counts as retried.
+
+Dask (the ``distributed`` package) is optional: ``pip install
+'gqemu[cluster]'``.  Nothing here imports it at module level.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Optional
+
+__all__ = ["ClusterError", "VersionMismatch", "Campaign", "identity", "describe",
+           "import_distributed", "batch_task", "failure_task", "serve", "TOPIC"]
+
+TOPIC = "gqemu-stress"
+TASK_SECONDS = 1.0
+INSTALL = "pip install 'gqemu[cluster]'"
+
+
+class ClusterError(Exception):
+    """A campaign that cannot go on (one-line message)."""
+
+
+class VersionMismatch(Exception):
+    """A worker runs other gqemu code than the client."""
+
+
+def import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError("--scheduler needs Dask's 'distributed' package: %s"
+                           % INSTALL) from None
+    return distributed
+
+
+# -- identity -------------------------------------------------------------
+
+_ident: Optional[dict[str, str]] = None
+
+
+def identity() -> dict[str, str]:
+    """gqemu's version and a hash of every .py file of the package."""
+    global _ident
+    if _ident is None:
+        import gqemu
+        root = os.path.dirname(os.path.abspath(gqemu.__file__))
+        h = hashlib.sha256()
+        for d, dirs, files in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(d, name)
+                    h.update(os.path.relpath(path, root).encode() + b"\0")
+                    with open(path, "rb") as f:
+                        h.update(f.read() + b"\0")
+        _ident = {"version": gqemu.__version__, "source": h.hexdigest()[:16]}
+    return _ident
+
+
+def describe(ident: dict[str, str]) -> str:
+    return "gqemu %s (source %s)" % (ident.get("version"), ident.get("source"))
+
+
+def _check(ident: dict[str, str], where: str) -> None:
+    mine = identity()
+    if mine != ident:
+        raise VersionMismatch("worker %s runs %s, the client %s" %
+                              (where, describe(mine), describe(ident)))
+
+
+# -- worker side: tasks and their child processes -------------------------
+
+class _Child:
+    """A ``GQEMU_STRESS=1`` process running :func:`serve`."""
+
+    def __init__(self) -> None:
+        import gqemu
+        top = os.path.dirname(os.path.dirname(os.path.abspath(gqemu.__file__)))
+        env = dict(os.environ, GQEMU_STRESS="1")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [top] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from gqemu.stress.cluster import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+
+    def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("gqemu stress child exited with status %s"
+                               % self.proc.wait())
+        return json.loads(line)  # type: ignore[no-any-return]
+
+
+_idle: list[_Child] = []
+_idle_lock = threading.Lock()
+
+
+def _child_call(msg: dict[str, Any]) -> dict[str, Any]:
+    with _idle_lock:
+        child = _idle.pop() if _idle else None
+    if child is None or child.proc.poll() is not None:
+        child = _Child()
+    try:
+        reply = child.call(msg)
+    except BaseException:
+        child.proc.kill()
+        raise
+    with _idle_lock:
+        _idle.append(child)
+    if "error" in reply:
+        raise RuntimeError(reply["error"])
+    return reply
+
+
+def _handle(msg: dict[str, Any]) -> dict[str, Any]:
+    from gqemu.stress import runner
+    config = msg["config"]
+    if msg["op"] == "batch":
+        t0 = time.perf_counter()
+        recs = runner.run_batch(config, msg["start"], msg["count"])
+        return {"records": recs, "elapsed": time.perf_counter() - t0}
+    with tempfile.TemporaryDirectory(prefix="gqemu-stress-") as d:
+        ev = runner.failure_event(dict(config, out=d), msg["i"])
+        with open(ev["repro"], encoding="utf-8") as f:
+            text = f.read()
+    ev["repro"] = os.path.basename(ev["repro"])
+    return {"event": ev, "repro_text": text}
+
+
+def serve() -> None:
+    """Child process: answer one JSON request per line of stdin."""
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)                   # stray prints go to stderr, not the replies
+    try:
+        for line in sys.stdin:
+            try:
+                reply = _handle(json.loads(line))
+            except Exception as e:
+                reply = {"error": "%s: %s" % (type(e).__name__, e)}
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
+    except (BrokenPipeError, KeyboardInterrupt):   # the worker is gone
+        pass
+
+
+def worker_identity() -> dict[str, str]:
+    return identity()
+
+
+def _task(campaign: str, ident: dict[str, str], batch: int,
+          msg: dict[str, Any]) -> dict[str, Any]:
+    from distributed import get_worker
+    w = get_worker()
+    _check(ident, w.address)
+    w.log_event(TOPIC, {"campaign": campaign, "batch": batch, "worker": w.address,
+                        "what": "start"})
+    reply = _child_call(msg)
+    w.log_event(TOPIC, {"campaign": campaign, "batch": batch, "worker": w.address,
+                        "what": "end"})
+    reply["worker"] = w.address
+    return reply
+
+
+def batch_task(campaign: str, ident: dict[str, str], batch: int,
+               config: dict[str, Any], start: int, count: int) -> dict[str, Any]:
+    """Dask task: run iterations ``start .. start + count - 1``."""
+    return _task(campaign, ident, batch,
+                 {"op": "batch", "config": config, "start": start, "count": count})
+
+
+def failure_task(campaign: str, ident: dict[str, str], batch: int,
+                 config: dict[str, Any], i: int) -> dict[str, Any]:
+    """Dask task: shrink the failing iteration ``i``; returns the failure
+    event and the reproducer file's text."""
+    return _task(campaign, ident, batch, {"op": "failure", "config": config, "i": i})
+
+
+# -- client side ------------------------------------------------------------
+
+class Campaign:
+    """One campaign on the cluster at ``address`` (``SCHEME://HOST:PORT``
+    or ``local:N``); ``err`` gets the refusal notes."""
+
+    def __init__(self, address: str, config: dict[str, Any], err: Any) -> None:
+        self.address = address
+        self.config = config
+        self.err = err
+        self.id = uuid.uuid4().hex[:12]
+        self.ident = identity()
+        self.client: Any = None
+        self.cluster: Any = None
+        self.good: list[str] = []
+        self.refused: set[str] = set()
+        self.restrict = False
+        self.retried = 0
+        self.used: set[str] = set()
+        self.batches = 0
+
+    # setting up
+    def connect(self) -> None:
+        dd = import_distributed()
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        try:
+            if self.address.startswith("local:"):
+                n = int(self.address[6:])
+                self.cluster = dd.LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True,
+                    host="127.0.0.1", scheduler_port=0, dashboard_address=None,
+                    silence_logs=logging.ERROR)
+                self.client = dd.Client(self.cluster)
+                self.client.wait_for_workers(n, timeout=120)
+            else:
+                self.client = dd.Client(self.address)
+                self.client.wait_for_workers(1, timeout=60)
+        except (OSError, TimeoutError, ValueError) as e:
+            self.close()
+            raise ClusterError("cannot use the Dask scheduler at %s: %s"
+                               % (self.address, str(e).splitlines()[0] if str(e)
+                                  else type(e).__name__)) from None
+        self.vet_workers()
+
+    def vet_workers(self) -> None:
+        """Refuse the workers whose gqemu differs from ours."""
+        found = self.client.run(worker_identity, on_error="return")
+        good = []
+        for addr, ident in sorted(found.items()):
+            if ident == self.ident:
+                good.append(addr)
+                continue
+            if addr not in self.refused:
+                why = ("runs " + describe(ident) if isinstance(ident, dict)
+                       else "cannot run gqemu (%s: %s)" % (type(ident).__name__, ident))
+                self.err.write("gqemu stress: refusing worker %s: it %s, this client "
+                               "%s; install the same gqemu on every worker (a seed "
+                               "replays only on the same code)\n"
+                               % (addr, why, describe(self.ident)))
+                self.refused.add(addr)
+        if not good:
+            raise ClusterError("no worker of %s runs this client's %s"
+                               % (self.address, describe(self.ident)))
+        self.restrict = bool(self.refused)
+        self.good = good
+
+    def threads(self) -> int:
+        n = self.client.nthreads()
+        return max(1, sum(v for k, v in n.items() if k in self.good or not self.restrict))
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        self.batches += 1
+        kw: dict[str, Any] = {"key": "gqemu-stress-%s-%d" % (self.id, self.batches),
+                              "pure": False}
+        if self.restrict:
+            kw.update(workers=list(self.good), allow_other_workers=False)
+        return self.client.submit(fn, self.id, self.ident, self.batches, *args, **kw)
+
+    def result(self, fut: Any) -> Optional[dict[str, Any]]:
+        """The future's result; None after a refused worker (resubmit)."""
+        if fut.status == "error":
+            exc = fut.exception()
+            fut.release()
+            if isinstance(exc, VersionMismatch):
+                self.err.write("gqemu stress: refusing %s\n" % exc)
+                self.vet_workers()
+                self.restrict = True
+                return None
+            raise ClusterError("a batch failed on the cluster: %s: %s"
+                               % (type(exc).__name__, exc))
+        r = fut.result()
+        fut.release()
+        self.used.add(r["worker"])
+        return r  # type: ignore[no-any-return]
+
+    # the campaign
+    def run(self, summary: Any, bar: Any) -> int:
+        from gqemu.stress import runner
+        cfg = dict(self.config, job=0, jobs=1)
+        iterations, duration = cfg.get("iterations"), cfg.get("duration")
+        records: dict[int, dict[str, Any]] = {}
+        pending: dict[Any, tuple[int, int]] = {}
+        nxt, first_fail, per_seed = 0, None, None
+        t0 = last_look = time.monotonic()
+        in_use = 0
+        try:
+            while True:
+                threads = self.threads()
+                while (first_fail is None and len(pending) < 2 * threads
+                       and (iterations is None or nxt < iterations)
+                       and (duration is None or time.monotonic() - t0 < duration)):
+                    count = 1 if per_seed is None else int(TASK_SECONDS / per_seed)
+                    if iterations is not None:
+                        count = min(count, -(-(iterations - nxt) // threads))
+                    count = max(1, min(count, 10000))
+                    pending[self.submit(batch_task, cfg, nxt, count)] = (nxt, count)
+                    nxt += count
+                if not pending:
+                    break
+                done = [f for f in pending if f.done()]
+                if bar.enabled and time.monotonic() - last_look >= 1.0:
+                    last_look = time.monotonic()
+                    in_use = sum(1 for v in self.client.processing().values() if v)
+                bar.update(len(records), "workers %d" % in_use)
+                if not done:
+                    time.sleep(0.05)
+                    continue
+                for f in done:
+                    if f not in pending:        # cancelled: after a failure
+                        continue
+                    start, count = pending.pop(f)
+                    r = self.result(f)
+                    if r is None:
+                        pending[self.submit(batch_task, cfg, start, count)] = (start, count)
+                        continue
+                    for rec in r["records"]:
+                        records[rec["i"]] = rec
+                    spent = r["elapsed"] / max(1, len(r["records"]))
+                    per_seed = spent if per_seed is None else 0.7 * per_seed + 0.3 * spent
+                    bad = [rec["i"] for rec in r["records"] if not rec["ok"]]
+                    if bad and (first_fail is None or bad[0] < first_fail):
+                        first_fail = bad[0]
+                        later = [g for g, (s, _c) in pending.items() if s > first_fail]
+                        for g in later:
+                            del pending[g]
+                        if later:
+                            self.client.cancel(later, force=True)
+            busy = time.monotonic() - t0
+            last = first_fail if first_fail is not None else nxt - 1
+            totals = runner.new_totals()
+            for i in range(last + 1):
+                runner.fold(totals, records[i])
+            summary.event({"ev": "done", "job": 0, **totals, "elapsed": busy})
+            if first_fail is not None:
+                summary.event(self.shrink(cfg, first_fail))
+            self.retried = self.count_retried()
+        except BaseException:
+            if pending and self.client is not None:
+                try:
+                    self.client.cancel(list(pending), force=True)
+                except Exception:
+                    pass
+            raise
+        return 1 if first_fail is not None else 0
+
+    def shrink(self, cfg: dict[str, Any], i: int) -> dict[str, Any]:
+        """Shrink iteration ``i`` on a worker, write the reproducer here."""
+        while True:
+            r = self.result(self._wait(self.submit(failure_task, cfg, i)))
+            if r is not None:
+                break
+        ev = r["event"]
+        ev["shrunk_on"] = r["worker"]
+        path = os.path.join(cfg.get("out") or ".", ev["repro"])
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(r["repro_text"])
+        os.replace(path + ".tmp", path)
+        ev["repro"] = path
+        return ev  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _wait(fut: Any) -> Any:
+        while not fut.done():
+            time.sleep(0.05)
+        return fut
+
+    def count_retried(self) -> int:
+        starts: dict[int, int] = {}
+        for _t, msg in self.client.get_events(TOPIC):
+            if (isinstance(msg, dict) and msg.get("campaign") == self.id
+                    and msg.get("what") == "start"):
+                starts[msg["batch"]] = starts.get(msg["batch"], 0) + 1
+        return sum(n - 1 for n in starts.values())
+
+    def close(self) -> None:
+        for thing in (self.client, self.cluster):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:
+                    pass
+        self.client = self.cluster = None
