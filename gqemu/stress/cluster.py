@@ -152,6 +152,14 @@ def _child_call(msg: dict[str, Any]) -> dict[str, Any]:
 
 def _handle(msg: dict[str, Any]) -> dict[str, Any]:
     from gqemu.stress import runner
+    if msg["op"] == "ping":             # warm up: import every workload now
+        from gqemu.stress.engine import WORKLOADS, workload_class
+        for name in WORKLOADS:
+            try:
+                workload_class(name)
+            except ImportError:
+                pass
+        return {}
     config = msg["config"]
     if msg["op"] == "batch":
         t0 = time.perf_counter()
@@ -197,6 +205,14 @@ def _task(campaign: str, ident: dict[str, str], batch: int,
                         "what": "end"})
     reply["worker"] = w.address
     return reply
+
+
+def warm_task(ident: dict[str, str]) -> str:
+    """Dask task: start this thread's child process before the campaign."""
+    from distributed import get_worker
+    _check(ident, get_worker().address)
+    _child_call({"op": "ping"})
+    return get_worker().address  # type: ignore[no-any-return]
 
 
 def batch_task(campaign: str, ident: dict[str, str], batch: int,
@@ -256,6 +272,7 @@ class Campaign:
                                % (self.address, str(e).splitlines()[0] if str(e)
                                   else type(e).__name__)) from None
         self.vet_workers()
+        self.warm_up()
 
     def vet_workers(self) -> None:
         """Refuse the workers whose gqemu differs from ours."""
@@ -278,6 +295,22 @@ class Campaign:
                                % (self.address, describe(self.ident)))
         self.restrict = bool(self.refused)
         self.good = good
+
+    def warm_up(self) -> None:
+        """Start every good worker thread's child process (they import the
+        engine in parallel, before the campaign's clock starts)."""
+        nthreads = self.client.nthreads()
+        futs = [self.client.submit(warm_task, self.ident, workers=[addr],
+                                   allow_other_workers=False, pure=False,
+                                   key="gqemu-stress-warm-%s-%s-%d" % (self.id, addr, k))
+                for addr in self.good for k in range(nthreads.get(addr, 1))]
+        for f in futs:
+            self._wait(f)
+            if f.status == "error":
+                exc = f.exception()
+                raise ClusterError("cannot start gqemu on the workers: %s: %s"
+                                   % (type(exc).__name__, exc))
+            f.release()
 
     def threads(self) -> int:
         n = self.client.nthreads()
