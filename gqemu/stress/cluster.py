@@ -260,6 +260,8 @@ class Campaign:
                 self.cluster = dd.LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True,
                     host="127.0.0.1", scheduler_port=0, dashboard_address=None,
+                    # its HTTP server (no dashboard) on a free port, not 8787
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR)
                 self.client = dd.Client(self.cluster)
                 self.client.wait_for_workers(n, timeout=120)
@@ -354,7 +356,7 @@ class Campaign:
         try:
             while True:
                 threads = self.threads()
-                while (first_fail is None and len(pending) < 2 * threads
+                while (first_fail is None and len(pending) < threads + (threads + 1) // 2
                        and (iterations is None or nxt < iterations)
                        and (duration is None or time.monotonic() - t0 < duration)):
                     count = 1 if per_seed is None else int(TASK_SECONDS / per_seed)
