@@ -337,7 +337,7 @@ def _report(args: argparse.Namespace, seed: int, workloads: list[str],
         out.write("  shrunk: %d -> %d programs, %d -> %d operations, "
                   "%d -> %d perturbations (%s)\n"
                   % (o["programs"], s["programs"], o["ops"], s["ops"],
-                     o["perturbations"], s["perturbations"], f.get("shrunk_invariant")
+                     o["perturbations"], s["perturbations"], str(f.get("shrunk_invariant"))
                      + (", on worker %s" % f["shrunk_on"] if f.get("shrunk_on") else "")))
         out.write("  reproducer: %s (%s)\n" % (f["repro"], "replays exactly"
                   if f.get("reproduced") else "DID NOT REPLAY EXACTLY"))

@@ -13,11 +13,9 @@ cancelled, earlier ones awaited) or the last one submitted.  The first
 failure is then shrunk by a worker (:func:`failure_task`) and its
 reproducer written on the client.
 
-On a worker, a task does not run the engine in the Dask worker process
-(its threads, its event loop, and ``GQEMU_STRESS=1`` needed before
-``gqemu.coroutine`` is imported): it hands the batch to a child process
-of its own (``serve``), started with ``GQEMU_STRESS=1`` and kept for the
-next batch, one per task thread.
+The tasks and what runs them on a worker are in
+:mod:`gqemu.stress.cluster_tasks` (a child process per task thread, started
+with ``GQEMU_STRESS=1`` before the campaign's clock starts).
 
 Determinism across machines needs the same code everywhere: the client
 compares :func:`identity` (gqemu's version and a hash of its source tree)
@@ -31,32 +29,24 @@ Dask (the ``distributed`` package) is optional: ``pip install
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from typing import Any, Optional
 
-__all__ = ["ClusterError", "VersionMismatch", "Campaign", "identity", "describe",
-           "import_distributed", "batch_task", "failure_task", "serve", "TOPIC"]
+from gqemu.stress.cluster_tasks import (TOPIC, VersionMismatch, batch_task, describe,
+                                       failure_task, identity, warm_task,
+                                       worker_identity)
 
-TOPIC = "gqemu-stress"
+__all__ = ["ClusterError", "Campaign", "import_distributed", "INSTALL"]
+
 TASK_SECONDS = 1.0
 INSTALL = "pip install 'gqemu[cluster]'"
 
 
 class ClusterError(Exception):
     """A campaign that cannot go on (one-line message)."""
-
-
-class VersionMismatch(Exception):
-    """A worker runs other gqemu code than the client."""
 
 
 def import_distributed() -> Any:
@@ -66,167 +56,6 @@ def import_distributed() -> Any:
         raise ClusterError("--scheduler needs Dask's 'distributed' package: %s"
                            % INSTALL) from None
     return distributed
-
-
-# -- identity -------------------------------------------------------------
-
-_ident: Optional[dict[str, str]] = None
-
-
-def identity() -> dict[str, str]:
-    """gqemu's version and a hash of every .py file of the package."""
-    global _ident
-    if _ident is None:
-        import gqemu
-        root = os.path.dirname(os.path.abspath(gqemu.__file__))
-        h = hashlib.sha256()
-        for d, dirs, files in os.walk(root):
-            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    path = os.path.join(d, name)
-                    h.update(os.path.relpath(path, root).encode() + b"\0")
-                    with open(path, "rb") as f:
-                        h.update(f.read() + b"\0")
-        _ident = {"version": gqemu.__version__, "source": h.hexdigest()[:16]}
-    return _ident
-
-
-def describe(ident: dict[str, str]) -> str:
-    return "gqemu %s (source %s)" % (ident.get("version"), ident.get("source"))
-
-
-def _check(ident: dict[str, str], where: str) -> None:
-    mine = identity()
-    if mine != ident:
-        raise VersionMismatch("worker %s runs %s, the client %s" %
-                              (where, describe(mine), describe(ident)))
-
-
-# -- worker side: tasks and their child processes -------------------------
-
-class _Child:
-    """A ``GQEMU_STRESS=1`` process running :func:`serve`."""
-
-    def __init__(self) -> None:
-        import gqemu
-        top = os.path.dirname(os.path.dirname(os.path.abspath(gqemu.__file__)))
-        env = dict(os.environ, GQEMU_STRESS="1")
-        env["PYTHONPATH"] = os.pathsep.join(
-            [top] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from gqemu.stress.cluster import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
-
-    def call(self, msg: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("gqemu stress child exited with status %s"
-                               % self.proc.wait())
-        return json.loads(line)  # type: ignore[no-any-return]
-
-
-_idle: list[_Child] = []
-_idle_lock = threading.Lock()
-
-
-def _child_call(msg: dict[str, Any]) -> dict[str, Any]:
-    with _idle_lock:
-        child = _idle.pop() if _idle else None
-    if child is None or child.proc.poll() is not None:
-        child = _Child()
-    try:
-        reply = child.call(msg)
-    except BaseException:
-        child.proc.kill()
-        raise
-    with _idle_lock:
-        _idle.append(child)
-    if "error" in reply:
-        raise RuntimeError(reply["error"])
-    return reply
-
-
-def _handle(msg: dict[str, Any]) -> dict[str, Any]:
-    from gqemu.stress import runner
-    if msg["op"] == "ping":             # warm up: import every workload now
-        from gqemu.stress.engine import WORKLOADS, workload_class
-        for name in WORKLOADS:
-            try:
-                workload_class(name)
-            except ImportError:
-                pass
-        return {}
-    config = msg["config"]
-    if msg["op"] == "batch":
-        t0 = time.perf_counter()
-        recs = runner.run_batch(config, msg["start"], msg["count"])
-        return {"records": recs, "elapsed": time.perf_counter() - t0}
-    with tempfile.TemporaryDirectory(prefix="gqemu-stress-") as d:
-        ev = runner.failure_event(dict(config, out=d), msg["i"])
-        with open(ev["repro"], encoding="utf-8") as f:
-            text = f.read()
-    ev["repro"] = os.path.basename(ev["repro"])
-    return {"event": ev, "repro_text": text}
-
-
-def serve() -> None:
-    """Child process: answer one JSON request per line of stdin."""
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)                   # stray prints go to stderr, not the replies
-    try:
-        for line in sys.stdin:
-            try:
-                reply = _handle(json.loads(line))
-            except Exception as e:
-                reply = {"error": "%s: %s" % (type(e).__name__, e)}
-            out.write(json.dumps(reply) + "\n")
-            out.flush()
-    except (BrokenPipeError, KeyboardInterrupt):   # the worker is gone
-        pass
-
-
-def worker_identity() -> dict[str, str]:
-    return identity()
-
-
-def _task(campaign: str, ident: dict[str, str], batch: int,
-          msg: dict[str, Any]) -> dict[str, Any]:
-    from distributed import get_worker
-    w = get_worker()
-    _check(ident, w.address)
-    w.log_event(TOPIC, {"campaign": campaign, "batch": batch, "worker": w.address,
-                        "what": "start"})
-    reply = _child_call(msg)
-    w.log_event(TOPIC, {"campaign": campaign, "batch": batch, "worker": w.address,
-                        "what": "end"})
-    reply["worker"] = w.address
-    return reply
-
-
-def warm_task(ident: dict[str, str]) -> str:
-    """Dask task: start this thread's child process before the campaign."""
-    from distributed import get_worker
-    _check(ident, get_worker().address)
-    _child_call({"op": "ping"})
-    return get_worker().address  # type: ignore[no-any-return]
-
-
-def batch_task(campaign: str, ident: dict[str, str], batch: int,
-               config: dict[str, Any], start: int, count: int) -> dict[str, Any]:
-    """Dask task: run iterations ``start .. start + count - 1``."""
-    return _task(campaign, ident, batch,
-                 {"op": "batch", "config": config, "start": start, "count": count})
-
-
-def failure_task(campaign: str, ident: dict[str, str], batch: int,
-                 config: dict[str, Any], i: int) -> dict[str, Any]:
-    """Dask task: shrink the failing iteration ``i``; returns the failure
-    event and the reproducer file's text."""
-    return _task(campaign, ident, batch, {"op": "failure", "config": config, "i": i})
 
 
 # -- client side ------------------------------------------------------------
@@ -249,6 +78,8 @@ class Campaign:
         self.retried = 0
         self.used: set[str] = set()
         self.batches = 0
+        self._asked = self._alone = 0.0
+        self._threads = 1
 
     # setting up
     def connect(self) -> None:
@@ -315,8 +146,19 @@ class Campaign:
             f.release()
 
     def threads(self) -> int:
-        n = self.client.nthreads()
-        return max(1, sum(v for k, v in n.items() if k in self.good or not self.restrict))
+        """Task threads of the usable workers (asked at most once a
+        second); a cluster without one for a minute ends the campaign."""
+        now = time.monotonic()
+        if now - self._asked >= 1.0:
+            self._asked = now
+            n = self.client.nthreads()
+            self._threads = sum(v for k, v in n.items()
+                                if k in self.good or not self.restrict)
+            if self._threads:
+                self._alone = now
+            elif now - self._alone > 60:
+                raise ClusterError("no usable worker left at %s for 60 s" % self.address)
+        return max(1, self._threads)
 
     def submit(self, fn: Any, *args: Any) -> Any:
         self.batches += 1
@@ -351,7 +193,7 @@ class Campaign:
         records: dict[int, dict[str, Any]] = {}
         pending: dict[Any, tuple[int, int]] = {}
         nxt, first_fail, per_seed = 0, None, None
-        t0 = last_look = time.monotonic()
+        t0 = last_look = self._alone = time.monotonic()
         in_use = 0
         try:
             while True:

@@ -134,8 +134,8 @@ def test_summary_identical_to_local_run(cluster):
 @needs_dask
 def test_first_failure_shrunk_on_a_worker_reproducer_written_here(cluster, tmp_path):
     # seeds 20..59 fail first at seed 32 (iteration 12), then 37, 47, 49:
-    # batches finishing out of order must still report seed 32 and count
-    # exactly iterations 0..12, as the local run does.
+    # whichever batch finishes first, the campaign reports seed 32 and
+    # counts exactly iterations 0..12, as the local run does.
     args = ("--workload", "runtime", "--seed", "20", "--iterations", "40",
             "--plant", "comutex_barging", "--json")
     local = gqemu_stress(*args, "--out", str(tmp_path / "local"))
