@@ -133,17 +133,25 @@ class Campaign:
         """Start every good worker thread's child process (they import the
         engine in parallel, before the campaign's clock starts)."""
         nthreads = self.client.nthreads()
-        futs = [self.client.submit(warm_task, self.ident, workers=[addr],
-                                   allow_other_workers=False, pure=False,
-                                   key="gqemu-stress-warm-%s-%s-%d" % (self.id, addr, k))
+        futs = [(addr, self.client.submit(
+                    warm_task, self.ident, workers=[addr], allow_other_workers=False,
+                    pure=False, key="gqemu-stress-warm-%s-%s-%d" % (self.id, addr, k)))
                 for addr in self.good for k in range(nthreads.get(addr, 1))]
-        for f in futs:
+        for addr, f in futs:
             self._wait(f)
-            if f.status == "error":
-                exc = f.exception()
-                raise ClusterError("cannot start gqemu on the workers: %s: %s"
-                                   % (type(exc).__name__, exc))
+            exc = f.exception() if f.status == "error" else None
             f.release()
+            if isinstance(exc, VersionMismatch) and addr in self.good:
+                self.err.write("gqemu stress: refusing %s\n" % exc)
+                self.refused.add(addr)
+                self.good.remove(addr)
+                self.restrict = True
+            elif exc is not None:
+                raise ClusterError("cannot start gqemu on worker %s: %s: %s"
+                                   % (addr, type(exc).__name__, exc))
+        if not self.good:
+            raise ClusterError("no worker of %s runs this client's %s"
+                               % (self.address, describe(self.ident)))
 
     def threads(self) -> int:
         """Task threads of the usable workers (asked at most once a

@@ -40,10 +40,11 @@ class VersionMismatch(Exception):
 _ident: Optional[dict[str, str]] = None
 
 
-def identity() -> dict[str, str]:
-    """gqemu's version and a hash of every .py file of the package."""
+def identity(fresh: bool = False) -> dict[str, str]:
+    """gqemu's version and a hash of every .py file of the package (read
+    again with ``fresh``: a Dask worker outlives upgrades of its files)."""
     global _ident
-    if _ident is None:
+    if _ident is None or fresh:
         import gqemu
         root = os.path.dirname(os.path.abspath(gqemu.__file__))
         h = hashlib.sha256()
@@ -64,7 +65,7 @@ def describe(ident: dict[str, str]) -> str:
 
 
 def _check(ident: dict[str, str], where: str) -> None:
-    mine = identity()
+    mine = identity(fresh=True)
     if mine != ident:
         raise VersionMismatch("worker %s runs %s, the client %s" %
                               (where, describe(mine), describe(ident)))
@@ -110,6 +111,9 @@ def _child_call(msg: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         child.proc.kill()
         raise
+    if "mismatch" in reply:
+        child.proc.kill()
+        return reply
     with _idle_lock:
         _idle.append(child)
     if "error" in reply:
@@ -144,10 +148,15 @@ def serve() -> None:
     """Child process: answer one JSON request per line of stdin."""
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)                   # stray prints go to stderr, not the replies
+    mine = identity()               # the code this process runs
     try:
         for line in sys.stdin:
             try:
-                reply = _handle(json.loads(line))
+                msg = json.loads(line)
+                if msg.get("ident", mine) != mine:
+                    reply = {"mismatch": mine}
+                else:
+                    reply = _handle(msg)
             except Exception as e:
                 reply = {"error": "%s: %s" % (type(e).__name__, e)}
             out.write(json.dumps(reply) + "\n")
@@ -157,7 +166,7 @@ def serve() -> None:
 
 
 def worker_identity() -> dict[str, str]:
-    return identity()
+    return identity(fresh=True)
 
 
 def _task(campaign: str, ident: dict[str, str], batch: int,
@@ -167,7 +176,10 @@ def _task(campaign: str, ident: dict[str, str], batch: int,
     _check(ident, w.address)
     w.log_event(TOPIC, {"campaign": campaign, "batch": batch, "worker": w.address,
                         "what": "start"})
-    reply = _child_call(msg)
+    reply = _child_call(dict(msg, ident=ident))
+    if "mismatch" in reply:         # a child started before gqemu changed here
+        raise VersionMismatch("worker %s runs %s in its stress process, the client %s"
+                              % (w.address, describe(reply["mismatch"]), describe(ident)))
     w.log_event(TOPIC, {"campaign": campaign, "batch": batch, "worker": w.address,
                         "what": "end"})
     reply["worker"] = w.address
@@ -177,9 +189,13 @@ def _task(campaign: str, ident: dict[str, str], batch: int,
 def warm_task(ident: dict[str, str]) -> str:
     """Dask task: start this thread's child process before the campaign."""
     from distributed import get_worker
-    _check(ident, get_worker().address)
-    _child_call({"op": "ping"})
-    return get_worker().address  # type: ignore[no-any-return]
+    addr = get_worker().address
+    _check(ident, addr)
+    reply = _child_call({"op": "ping", "ident": ident})
+    if "mismatch" in reply:
+        raise VersionMismatch("worker %s runs %s in its stress process, the client %s"
+                              % (addr, describe(reply["mismatch"]), describe(ident)))
+    return addr  # type: ignore[no-any-return]
 
 
 def batch_task(campaign: str, ident: dict[str, str], batch: int,

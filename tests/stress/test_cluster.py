@@ -169,20 +169,27 @@ def test_local_cluster_of_two_processes():
 
 @needs_dask
 def test_worker_with_other_gqemu_is_refused(cluster, tmp_path):
+    """A worker running a copy of gqemu takes part while the copy is the
+    same; once a file of it changes (the worker keeps running), it is
+    refused with one line and the campaign runs on the others."""
     other = tmp_path / "other"
     shutil.copytree(ROOT / "gqemu", other / "gqemu",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    with open(other / "gqemu" / "stress" / "vclock.py", "a") as f:
-        f.write("# not the client's code\n")
     bad = cluster.add_worker("other", pythonpath=other)
     try:
         args = ("--workload", "runtime", "--seed", "7", "--iterations", "12", "--json")
+        local = summary_json(gqemu_stress(*args))
+        p = gqemu_stress(*args, "--scheduler", cluster.address)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        _same(local, summary_json(p))
+        with open(other / "gqemu" / "stress" / "vclock.py", "a") as f:
+            f.write("# not the client's code\n")
         p = gqemu_stress(*args, "--scheduler", cluster.address)
         assert p.returncode == 0, p.stderr
         err = p.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("gqemu stress: refusing worker %s: " % bad)
         assert "install the same gqemu on every worker" in err[0]
-        _same(summary_json(gqemu_stress(*args)), summary_json(p))
+        _same(local, summary_json(p))
     finally:
         cluster.kill(bad)
 
