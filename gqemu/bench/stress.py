@@ -126,14 +126,14 @@ def _campaign(n: int, scheduler: str = "") -> tuple[dict[str, Any], float]:
     return json.loads(out.stdout.strip().splitlines()[-1]), wall
 
 
-def _cluster_bench(args: argparse.Namespace) -> None:
+def _cluster_bench(args: argparse.Namespace, n: int = 0) -> None:
     try:
         import distributed  # noqa: F401
     except ImportError:
         sys.stderr.write("gqemu bench stress: distributed is not installed; skipping "
                          "the cluster table (pip install 'gqemu[cluster]')\n")
         return
-    n = 80 if getattr(args, "quick", False) else 400
+    n = n or (80 if getattr(args, "quick", False) else 400)
     progress("stress: %d schedules in one process" % n)
     local, lwall = _campaign(n)
     progress("stress: %d schedules on a 2-worker local cluster" % n)

@@ -129,6 +129,14 @@ def test_summary_identical_to_local_run(cluster):
     assert j["schedules"] == 30 and j["retried"] == 0 and j["workers"] >= 1
     _same(local, j)
     assert p.stderr == ""                   # no progress when piped
+    p = gqemu_stress(*RUN[:-1], "--scheduler", cluster.address)     # the text summary
+    rows = dict(ln.strip().split("  ", 1) for ln in p.stdout.splitlines()[1:])
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    for row, key in (("schedules", "schedules"), ("requests", "requests"),
+                     ("faults injected", "faults"), ("invariant checks", "checks"),
+                     ("scheduling decisions", "steps"), ("perturbations", "perturbations")):
+        assert rows[row] == str(local[key]), row
+    assert rows["result"] == "passed" and "0 batches retried" in rows["elapsed"]
 
 
 @needs_dask
@@ -153,18 +161,20 @@ def test_first_failure_shrunk_on_a_worker_reproducer_written_here(cluster, tmp_p
 
 
 @needs_dask
-def test_local_cluster_of_two_processes():
-    args = ("--workload", "runtime", "--seed", "11", "--iterations", "16")
-    local = summary_json(gqemu_stress(*args, "--json"))
-    p = gqemu_stress(*args, "--scheduler", "local:2", timeout=120)
-    assert p.returncode == 0, p.stderr
-    rows = dict(ln.strip().split("  ", 1) for ln in p.stdout.splitlines()[1:])
-    rows = {k.strip(): v.strip() for k, v in rows.items()}
-    for row, key in (("schedules", "schedules"), ("requests", "requests"),
-                     ("faults injected", "faults"), ("invariant checks", "checks"),
-                     ("scheduling decisions", "steps"), ("perturbations", "perturbations")):
-        assert rows[row] == str(local[key]), row
-    assert rows["result"] == "passed" and "batches retried" in rows["elapsed"]
+def test_bench_runs_a_local_cluster_of_two_processes(capsys, monkeypatch):
+    """``gqemu bench stress``'s cluster table: the same campaign in one
+    process and on ``--scheduler local:2`` (a LocalCluster of two worker
+    processes), both rates, and the summaries agree."""
+    import argparse
+    from gqemu.bench import stress as bench
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    bench._cluster_bench(argparse.Namespace(quick=True), n=16)
+    out = capsys.readouterr().out
+    assert "summaries identical" in out, out
+    rows = {ln.split("  ")[0]: ln.split() for ln in out.splitlines()
+            if ln.startswith(("one process", "local:2"))}
+    assert set(rows) == {"one process", "local:2 (Dask)"}, out
+    assert rows["one process"][2] == "16" and rows["local:2 (Dask)"][2] == "16"
 
 
 @needs_dask
