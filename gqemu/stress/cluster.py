@@ -195,10 +195,16 @@ class Campaign:
 
     # the campaign
     def run(self, summary: Any, bar: Any) -> int:
+        """Run the campaign; its totals and failure go to ``summary``.
+        Returns 1 if a seed failed, else 0."""
         from gqemu.stress import runner
         cfg = dict(self.config, job=0, jobs=1)
         iterations, duration = cfg.get("iterations"), cfg.get("duration")
+        # Records wait here until every earlier iteration is in, then are
+        # folded in iteration order (memory stays bounded by what is out of
+        # order); the prefix stops at its first failure, the campaign's.
         records: dict[int, dict[str, Any]] = {}
+        totals, upto, failed = runner.new_totals(), 0, False
         pending: dict[Any, tuple[int, int]] = {}
         nxt, first_fail, per_seed = 0, None, None
         t0 = last_look = self._alone = time.monotonic()
@@ -221,7 +227,7 @@ class Campaign:
                 if bar.enabled and time.monotonic() - last_look >= 1.0:
                     last_look = time.monotonic()
                     in_use = sum(1 for v in self.client.processing().values() if v)
-                bar.update(len(records), "workers %d" % in_use)
+                bar.update(upto + len(records), "workers %d" % in_use)
                 if not done:
                     time.sleep(0.05)
                     continue
@@ -230,11 +236,9 @@ class Campaign:
                         continue
                     start, count = pending.pop(f)
                     r = self.result(f)
-                    if r is None:
+                    if r is None:               # a refused worker: send it again
                         pending[self.submit(batch_task, cfg, start, count)] = (start, count)
                         continue
-                    for rec in r["records"]:
-                        records[rec["i"]] = rec
                     spent = r["elapsed"] / max(1, len(r["records"]))
                     per_seed = spent if per_seed is None else 0.7 * per_seed + 0.3 * spent
                     bad = [rec["i"] for rec in r["records"] if not rec["ok"]]
@@ -245,12 +249,18 @@ class Campaign:
                             del pending[g]
                         if later:
                             self.client.cancel(later, force=True)
-            busy = time.monotonic() - t0
+                    for rec in r["records"]:
+                        if first_fail is None or rec["i"] <= first_fail:
+                            records[rec["i"]] = rec
+                    while upto in records and not failed:
+                        rec = records.pop(upto)
+                        runner.fold(totals, rec)
+                        upto += 1
+                        failed = not rec["ok"]
             last = first_fail if first_fail is not None else nxt - 1
-            totals = runner.new_totals()
-            for i in range(last + 1):
-                runner.fold(totals, records[i])
-            summary.event({"ev": "done", "job": 0, **totals, "elapsed": busy})
+            assert upto == last + 1, "iterations %d..%d missing" % (upto, last)
+            summary.event({"ev": "done", "job": 0, **totals,
+                           "elapsed": time.monotonic() - t0})
             if first_fail is not None:
                 summary.event(self.shrink(cfg, first_fail))
             self.retried = self.count_retried()
