@@ -207,7 +207,8 @@ class Campaign:
         totals, upto, failed = runner.new_totals(), 0, False
         pending: dict[Any, tuple[int, int]] = {}
         nxt, first_fail, per_seed = 0, None, None
-        t0 = last_look = self._alone = time.monotonic()
+        t0 = self._alone = time.monotonic()
+        last_look = t0 - 1.0
         in_use = 0
         try:
             while True:
