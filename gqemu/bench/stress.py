@@ -15,6 +15,12 @@ ratio of their time per schedule to the normal runs' (target <= 2x).
 The invariant checks run in both, so the ratio is the scheduler's cost;
 the runtime workload's real-time sleeps are left out of both (the normal
 scheduler would spend them asleep).
+
+With Dask installed (``pip install 'gqemu[cluster]'``) a second table runs
+one ``gqemu stress`` campaign (the same seeds) in one local process and on
+a 2-worker ``--scheduler local:2`` cluster, and reports the schedules/s of
+each (the cluster's start-up left out, shown apart), and that both
+summaries agree.
 """
 from __future__ import annotations
 
@@ -99,4 +105,50 @@ def run_bench(args: argparse.Namespace) -> int:
           ["workload", "schedules/s", "requests/s", "decisions/schedule",
            "seeded per schedule", "normal per schedule", "overhead", "target",
            "failures s/n"], rows)
+    _cluster_bench(args)
     return 0
+
+
+_MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
+
+
+def _campaign(n: int, scheduler: str = "") -> tuple[dict[str, Any], float]:
+    """One ``gqemu stress`` campaign of the runtime workload; its JSON
+    summary and its wall time (start-up included)."""
+    cmd = [sys.executable, "-c", _MAIN, "stress", "--workload", "runtime",
+           "--seed", "0", "--iterations", str(n), "--json"]
+    if scheduler:
+        cmd += ["--scheduler", scheduler]
+    env = dict(os.environ, GQEMU_STRESS="1")
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    wall = time.perf_counter() - t0
+    return json.loads(out.stdout.strip().splitlines()[-1]), wall
+
+
+def _cluster_bench(args: argparse.Namespace, n: int = 0) -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        sys.stderr.write("gqemu bench stress: distributed is not installed; skipping "
+                         "the cluster table (pip install 'gqemu[cluster]')\n")
+        return
+    n = n or (80 if getattr(args, "quick", False) else 400)
+    progress("stress: %d schedules in one process" % n)
+    local, lwall = _campaign(n)
+    progress("stress: %d schedules on a 2-worker local cluster" % n)
+    dask, dwall = _campaign(n, "local:2")
+    progress_done()
+    keys = ("schedules", "requests", "checks", "steps", "perturbations", "fingerprint")
+    same = all(local[k] == dask[k] for k in keys)
+    rows = []
+    for name, j, wall in (("one process", local, lwall), ("local:2 (Dask)", dask, dwall)):
+        rows.append([name, "%d" % j["schedules"], "%.2f s" % j["elapsed"],
+                     "%.1f" % (j["schedules"] / j["elapsed"]),
+                     "%.2f s" % (wall - j["elapsed"]),
+                     "%.2fx" % ((j["schedules"] / j["elapsed"])
+                                / (local["schedules"] / local["elapsed"]))])
+    table("gqemu bench stress: a runtime campaign locally and on Dask (os.cpu_count() "
+          "= %s; summaries %s)" % (os.cpu_count(), "identical" if same else "DIFFER"),
+          ["where", "schedules", "campaign", "schedules/s", "start-up", "speed-up"],
+          rows)

@@ -5,10 +5,12 @@
                  [--policy uniform|pct] [--depth N] [--requests N]
                  [--vcpus N] [--faults P] [--format raw|qcow2]
                  [--plant BUG]... [--out DIR] [--no-shrink] [--json]
+                 [--scheduler tcp://HOST:PORT | --scheduler local:N]
     gqemu stress --repro FILE
 
 Iteration ``i`` runs seed ``S + i``; ``--jobs N`` runs N worker processes
-on disjoint iterations.  The first failing seed is shrunk and written as a
+on disjoint iterations; ``--scheduler`` sends the campaign to a Dask
+cluster instead (:mod:`gqemu.stress.cluster`).  The first failing seed is shrunk and written as a
 reproducer file; the output names the seed, the violated invariant, the
 command that reruns the seed, and the file.  Exit status: 0 when every
 schedule passed, 1 when an invariant failed (or a reproducer reproduced),
@@ -67,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-shrink", action="store_true",
                    help="report a failure without shrinking it")
     p.add_argument("--repro", metavar="FILE", help="replay a reproducer file")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="run on a Dask cluster: tcp://HOST:PORT of a running "
+                        "'dask scheduler', or local:N for N local worker processes "
+                        "(needs: pip install 'gqemu[cluster]')")
     p.add_argument("--json", action="store_true",
                    help="print the summary as one JSON object")
 
@@ -103,7 +109,32 @@ def _validate(args: argparse.Namespace) -> list[str]:
                              % (b, ", ".join(PLANTS)))
     if args.jobs > 64:
         raise UsageError("--jobs must be at most 64")
+    if args.scheduler is not None:
+        _check_scheduler(args)
     return _available(workloads, explicit=args.workload != "all")
+
+
+def _check_scheduler(args: argparse.Namespace) -> None:
+    addr = args.scheduler
+    if addr.startswith("local:"):
+        n = addr[6:]
+        if not n.isdigit() or not 1 <= int(n) <= 64:
+            raise UsageError("--scheduler local:N needs N between 1 and 64, not '%s'" % n)
+    else:
+        scheme, sep, rest = addr.partition("://")
+        host, _c, port = rest.rpartition(":")
+        if not sep or not scheme.isalnum() or not host or not port.isdigit():
+            raise UsageError("--scheduler takes tcp://HOST:PORT or local:N, not '%s'" % addr)
+    if args.jobs != 1:
+        raise UsageError("--jobs and --scheduler do not go together "
+                         "(the cluster's workers are the jobs)")
+    if args.repro:
+        raise UsageError("--repro replays on this machine; drop --scheduler")
+    from gqemu.stress.cluster import ClusterError, import_distributed
+    try:
+        import_distributed()
+    except ClusterError as e:
+        raise UsageError(str(e)) from None
 
 
 def _available(workloads: list[str], explicit: bool) -> list[str]:
@@ -163,6 +194,7 @@ class _Summary:
         self.per_job: dict[int, dict[str, Any]] = {}
         self.failures: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
+        self.cluster: dict[str, int] = {}     # workers, retried (--scheduler)
 
     def event(self, ev: dict[str, Any]) -> None:
         if ev["ev"] in ("tick", "done"):
@@ -230,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
               "workloads": workloads, "options": opts, "shrink": not args.no_shrink,
               "out": args.out}
     summary = _Summary()
+    if args.scheduler is not None:
+        status = _run_cluster(args, config, summary)
+        _report(args, seed, workloads, summary)
+        return status
     bar = Progress("stress", total=iterations, unit="")
     try:
         if coroutine.STRESS and args.jobs == 1:
@@ -247,6 +283,37 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
+def _run_cluster(args: argparse.Namespace, config: dict[str, Any],
+                 summary: _Summary) -> int:
+    import signal
+    from gqemu.cli.progress import Progress
+    from gqemu.stress.cluster import Campaign, ClusterError
+    camp = Campaign(args.scheduler, config, sys.stderr)
+    try:
+        try:
+            camp.connect()
+        except ClusterError as e:
+            raise UsageError(str(e)) from None
+        summary.t0 = time.monotonic()
+        bar = Progress("stress", total=config["iterations"], unit="")
+        try:
+            status = camp.run(summary, bar)
+        except ClusterError as e:
+            bar.close()
+            sys.stderr.write("gqemu stress: %s\n" % e)
+            status = 4
+        finally:
+            bar.close()
+        summary.cluster = {"workers": len(camp.used), "retried": camp.retried}
+        return status
+    finally:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C
+        try:
+            camp.close()
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
 def _report(args: argparse.Namespace, seed: int, workloads: list[str],
             summary: _Summary) -> None:
     out = sys.stdout
@@ -258,7 +325,8 @@ def _report(args: argparse.Namespace, seed: int, workloads: list[str],
         t["fingerprint"] = sum(int(e.get("fingerprint", 0))
                                for e in summary.per_job.values()) % (1 << 64)
         out.write(json.dumps({"seed": seed, "workloads": workloads, **t,
-                              "elapsed": elapsed, "failures": summary.failures}) + "\n")
+                              "elapsed": elapsed, "failures": summary.failures,
+                              **summary.cluster}) + "\n")
         return
     for f in summary.failures:
         out.write("FAILED seed %d (workload %s): invariant %s violated: %s\n"
@@ -269,7 +337,8 @@ def _report(args: argparse.Namespace, seed: int, workloads: list[str],
         out.write("  shrunk: %d -> %d programs, %d -> %d operations, "
                   "%d -> %d perturbations (%s)\n"
                   % (o["programs"], s["programs"], o["ops"], s["ops"],
-                     o["perturbations"], s["perturbations"], f.get("shrunk_invariant")))
+                     o["perturbations"], s["perturbations"], str(f.get("shrunk_invariant"))
+                     + (", on worker %s" % f["shrunk_on"] if f.get("shrunk_on") else "")))
         out.write("  reproducer: %s (%s)\n" % (f["repro"], "replays exactly"
                   if f.get("reproduced") else "DID NOT REPLAY EXACTLY"))
         out.write("  rerun the seed: %s\n" % f["command"])
@@ -286,7 +355,9 @@ def _report(args: argparse.Namespace, seed: int, workloads: list[str],
         ("perturbations", "%d" % t["perturbations"]),
         ("schedules/s", "%.1f" % (t["schedules"] / elapsed)),
         ("requests/s", "%.1f" % (t["requests"] / elapsed)),
-        ("elapsed", "%.2f s (jobs %d, busiest %.2f s)" % (elapsed, args.jobs, busy)),
+        ("elapsed", "%.2f s (jobs %d, busiest %.2f s)" % (elapsed, args.jobs, busy)
+         if not summary.cluster else "%.2f s (%d workers, %d batches retried)"
+         % (elapsed, summary.cluster["workers"], summary.cluster["retried"])),
         ("result", "FAILED" if summary.failures else "passed"),
     ]
     w = max(len(r[0]) for r in rows)

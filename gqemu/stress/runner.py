@@ -7,6 +7,12 @@ written as a reproducer file, replayed from that file to confirm it, and
 reported.  Progress goes out as events (dicts) through ``emit``; run as
 ``python -m gqemu.stress.runner CONFIG_JSON`` (with ``GQEMU_STRESS=1``), a
 worker prints them as JSON lines for the parent ``gqemu stress``.
+
+The batch API serves campaigns run elsewhere (:mod:`gqemu.stress.cluster`):
+:func:`run_batch` runs iterations ``start .. start + count - 1`` and
+returns one record per seed (:func:`seed_record`); :func:`fold` adds
+records into the totals exactly as :func:`run_seeds` does, and
+:func:`failure_event` shrinks and writes the reproducer of one iteration.
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ from gqemu.stress.engine import Options, RunResult, run_one
 from gqemu.stress.repro import load_repro, replay_repro, write_repro
 from gqemu.stress.shrink import shrink
 
-__all__ = ["run_seeds", "repro_command", "main"]
+__all__ = ["run_seeds", "run_batch", "seed_record", "fold", "failure_event",
+           "iteration_options", "repro_command", "main"]
 
 TOTALS = ("schedules", "requests", "faults", "checks", "steps", "perturbations")
 
@@ -70,16 +77,66 @@ def _failure(res: RunResult, opts: Options, config: dict[str, Any],
     return ev
 
 
+def iteration_options(config: dict[str, Any], i: int) -> Options:
+    """The options iteration ``i`` of a campaign runs with (workloads take
+    turns)."""
+    workloads = config.get("workloads") or ["runtime"]
+    return Options.from_dict({**config.get("options", {}),
+                              "workload": workloads[i % len(workloads)]})
+
+
+def seed_record(i: int, res: RunResult) -> dict[str, Any]:
+    """What the totals and the failure report need of one seed's run."""
+    return {"i": i, "seed": res.seed, "ok": res.ok, "requests": res.requests,
+            "faults": res.faults, "checks": res.checks, "steps": res.steps,
+            "perturbations": len(res.applied), "fingerprint": res.fingerprint,
+            "invariant": res.invariant, "elapsed": res.elapsed}
+
+
+def new_totals() -> dict[str, int]:
+    totals = dict.fromkeys(TOTALS, 0)
+    totals["fingerprint"] = 0       # sum of the runs' decision hashes
+    return totals
+
+
+def fold(totals: dict[str, int], rec: dict[str, Any]) -> None:
+    """Add one seed's record into ``totals`` (the same sums wherever the
+    seed ran, so summaries agree by construction)."""
+    totals["schedules"] += 1
+    for k in ("requests", "faults", "checks", "steps", "perturbations"):
+        totals[k] += rec[k]
+    totals["fingerprint"] = (totals["fingerprint"] + rec["fingerprint"]) % (1 << 64)
+
+
+def run_batch(config: dict[str, Any], start: int, count: int) -> list[dict[str, Any]]:
+    """Run iterations ``start .. start + count - 1``, stopping after the
+    first failing one; one :func:`seed_record` per iteration run."""
+    out = []
+    for i in range(start, start + count):
+        res = run_one(config["seed"] + i, iteration_options(config, i))
+        out.append(seed_record(i, res))
+        if not res.ok:
+            break
+    return out
+
+
+def failure_event(config: dict[str, Any], i: int, job: int = 0) -> dict[str, Any]:
+    """Rerun the failing iteration ``i``, shrink it, write its reproducer
+    into ``config["out"]``: the ``failure`` event."""
+    opts = iteration_options(config, i)
+    res = run_one(config["seed"] + i, opts)
+    if res.ok:
+        raise RuntimeError("seed %d passed when rerun (nondeterministic?)" % res.seed)
+    return _failure(res, opts, config, job)
+
+
 def run_seeds(config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
     """Run one job's seeds; returns 1 if a seed failed, else 0."""
     job, jobs = config.get("job", 0), config.get("jobs", 1)
     base = config["seed"]
     iterations = config.get("iterations")
     duration = config.get("duration")
-    workloads = config.get("workloads") or ["runtime"]
-    opts0 = Options.from_dict(config.get("options", {}))
-    totals = dict.fromkeys(TOTALS, 0)
-    totals["fingerprint"] = 0       # sum of the runs' decision hashes
+    totals = new_totals()
     t0 = time.monotonic()
     last = t0
     status = 0
@@ -89,16 +146,9 @@ def run_seeds(config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) ->
             break
         if duration is not None and time.monotonic() - t0 >= duration:
             break
-        opts = Options.from_dict({**opts0.to_dict(),
-                                  "workload": workloads[i % len(workloads)]})
+        opts = iteration_options(config, i)
         res = run_one(base + i, opts)
-        totals["schedules"] += 1
-        totals["requests"] += res.requests
-        totals["faults"] += res.faults
-        totals["checks"] += res.checks
-        totals["steps"] += res.steps
-        totals["perturbations"] += len(res.applied)
-        totals["fingerprint"] = (totals["fingerprint"] + res.fingerprint) % (1 << 64)
+        fold(totals, seed_record(i, res))
         if not res.ok:
             emit(_failure(res, opts, config, job))
             status = 1
