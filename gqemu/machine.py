@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 SECTOR = 512
 NR_DRIVES = 4               # primary/secondary x master/slave
+NR_VIRTIO = 8               # if=virtio drives: PCI slots 2..9
 RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
 BMDMA_BASE = 0xC000          # PIIX BAR4, where SeaBIOS put it in refdata
 BOOT_ADDR = 0x7C00           # where a BIOS loads the boot sector
@@ -66,14 +67,15 @@ def drive_config(specs: Sequence[str]) -> list[dict]:
     checking the machine-level keys (QEMU's drive_new).  Raises MachineError."""
     drives: list[dict] = []
     used: set[int] = set()
+    vused: set[int] = set()
     for spec in specs:
         opts = parse_drive_spec(spec)
         if "file" not in opts or not opts["file"]:
             raise MachineError("-drive %s: a file= is required" % spec)
         iface = opts.get("if", "ide")
-        if iface != "ide":
+        if iface not in ("ide", "virtio"):
             raise MachineError("-drive %s: if=%s is not supported by machine pc here "
-                               "(use if=ide)" % (spec, iface))
+                               "(use if=ide or if=virtio)" % (spec, iface))
         media = opts.get("media", "disk")
         if media != "disk":
             raise MachineError("-drive %s: media=%s is not supported (disk only)"
@@ -81,12 +83,31 @@ def drive_config(specs: Sequence[str]) -> list[dict]:
         cache = opts.get("cache")
         if cache is not None and cache not in _CACHE_MODES:
             raise MachineError("-drive %s: invalid cache option '%s'" % (spec, cache))
+        options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
+        if iface == "virtio":
+            drives.append(_virtio_drive(spec, opts, options, vused))
+            continue
         index = _drive_index(spec, opts, used)
         used.add(index)
-        options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
         drives.append({"index": index, "file": opts["file"], "options": options})
-    drives.sort(key=lambda d: d["index"])
+    drives.sort(key=lambda d: (d.get("if", "ide") == "virtio", d["index"]))
     return drives
+
+
+def _virtio_drive(spec: str, opts: dict, options: dict, vused: set[int]) -> dict:
+    """An ``if=virtio`` drive: ``index`` counts virtio drives (each becomes
+    a legacy virtio-blk-pci function, 00:02.0 onwards)."""
+    if "bus" in opts or "unit" in opts:
+        raise MachineError("-drive %s: bus/unit are for if=ide" % spec)
+    index = _int_opt(spec, opts, "index", NR_VIRTIO)
+    if index is None:
+        index = next((i for i in range(NR_VIRTIO) if i not in vused), None)
+        if index is None:
+            raise MachineError("-drive %s: no free virtio slot (%d at most)" % (spec, NR_VIRTIO))
+    if index in vused:
+        raise MachineError("-drive %s: virtio drive index=%d exists" % (spec, index))
+    vused.add(index)
+    return {"index": index, "file": opts["file"], "options": options, "if": "virtio"}
 
 
 def _int_opt(spec: str, opts: dict, key: str, hi: int) -> Optional[int]:
@@ -201,6 +222,7 @@ class Machine:
         self.ctx = ctx if ctx is not None else qemu_get_aio_context()
         self.ram_size = ram_size
         self.blks: dict[int, Any] = {}
+        self.vblks: dict[int, Any] = {}      # if=virtio drives by index
         self.drives = list(drives)
         self.accel: Any = None
         if accel == "kvm":
@@ -214,8 +236,9 @@ class Machine:
             raise MachineError("invalid accelerator %s (sim or kvm)" % accel)
         try:
             for d in self.drives:
+                target = self.vblks if d.get("if") == "virtio" else self.blks
                 try:
-                    self.blks[d["index"]] = blk_new_open(d["file"], dict(d["options"]))
+                    target[d["index"]] = blk_new_open(d["file"], dict(d["options"]))
                 except BlockError as e:
                     raise MachineError("-drive file=%s: %s" % (d["file"], e))
                 except OSError as e:
@@ -256,9 +279,30 @@ class Machine:
         try:
             self.ide = pc_ide_init(self.as_io, self.pic.irqs, blks,
                                    address_space_memory=self.as_mem, ctx=self.ctx,
-                                   bmdma_base=BMDMA_BASE)
+                                   bmdma_base=None)
         except ValueError as e:
             raise MachineError(str(e).splitlines()[0] if str(e) else "cannot attach the drives")
+        self._build_pci()
+
+    def _build_pci(self) -> None:
+        """PCI bus 0 (i440FX, PIIX3, the IDE function with BAR4, PIIX4_PM,
+        one legacy virtio-blk-pci per if=virtio drive from 00:02.0), with
+        the registers SeaBIOS leaves: BAR4 at 0xC000 when there is no
+        virtio drive.  Scripted guests (--accel sim) predate PCI, so there
+        the IDE function also has bus mastering on; under kvm it is off,
+        as SeaBIOS leaves it (0x0103).  QEMU: i440fx_init, pci_create_simple."""
+        from gqemu.hw.ide.piix import piix3_ide_pci_new
+        from gqemu.hw.pci import (PCI_COMMAND, PCI_COMMAND_MASTER, pc_pci_chipset,
+                                  pci_bios_setup, pci_bus_new)
+        from gqemu.hw.virtio.virtio_pci import virtio_blk_pci_new
+        self.pci = pci_bus_new(self.as_io, self.as_mem, self.pic.irqs)
+        pc_pci_chipset(self.pci)
+        self.ide_pci = piix3_ide_pci_new(self.pci, self.ide[2])
+        self.virtio = [virtio_blk_pci_new(self.pci, (2 + n) << 3, self.vblks[i], self.ctx)
+                       for n, i in enumerate(sorted(self.vblks))]
+        pci_bios_setup(self.pci)
+        if self.accel is None:
+            self.ide_pci.config_write(PCI_COMMAND, self.ide_pci.command | PCI_COMMAND_MASTER, 2)
 
     def replay_hints(self) -> dict:
         """What the replayer needs to know to make progress on the right
@@ -367,14 +411,14 @@ class Machine:
         if getattr(self, "accel", None) is not None:
             self.accel.close()          # kick the vCPU out of KVM_RUN first
             self.accel = None
-        if getattr(self, "ctx", None) is not None and self.blks:
+        if getattr(self, "ctx", None) is not None and (self.blks or getattr(self, "vblks", None)):
             try:
                 self.drain()
             except Exception:
                 pass
-        for idx in list(self.blks):
-            blk = self.blks.pop(idx)
-            blk_unref(blk)
+        for blks in (self.blks, getattr(self, "vblks", {})):
+            for idx in list(blks):
+                blk_unref(blks.pop(idx))
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:
