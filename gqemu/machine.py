@@ -174,15 +174,22 @@ def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None
 SCRATCH_TAG = "mkdisk-16M"     # a trace header's "scratch" value for such a disk
 
 
-def scratch_drives(tmpdir: str, indexes: Sequence[int]) -> list[dict]:
-    """A fresh scratch disk in ``tmpdir`` for each IDE index, as
-    ``drive_config()`` dicts marked ``"scratch": SCRATCH_TAG``."""
-    drives = []
-    for idx in indexes:
-        path = os.path.join(tmpdir, "scratch%d.img" % idx)
-        make_scratch_disk(path)
-        drives.append({"index": idx, "file": path, "options": {"format": "raw"},
-                       "scratch": SCRATCH_TAG})
+def scratch_drives(tmpdir: str, indexes: Sequence[int],
+                   virtio: Sequence[int] = ()) -> list[dict]:
+    """A fresh scratch disk in ``tmpdir`` for each IDE index (and each
+    if=virtio index in ``virtio``), as ``drive_config()`` dicts marked
+    ``"scratch": SCRATCH_TAG``."""
+    drives: list[dict] = []
+    for iface, idxs in (("ide", indexes), ("virtio", virtio)):
+        for idx in idxs:
+            name = "scratch%d.img" % idx if iface == "ide" else "scratch-virtio%d.img" % idx
+            path = os.path.join(tmpdir, name)
+            make_scratch_disk(path)
+            d = {"index": idx, "file": path, "options": {"format": "raw"},
+                 "scratch": SCRATCH_TAG}
+            if iface == "virtio":
+                d["if"] = "virtio"
+            drives.append(d)
     return drives
 
 

@@ -51,7 +51,7 @@ def trace_meta(drives: list[dict], ram_size: int, script: str) -> dict:
     from gqemu.machine import file_sha256
     out = []
     for d in drives:
-        e: dict[str, Any] = {"index": d["index"], "if": "ide",
+        e: dict[str, Any] = {"index": d["index"], "if": d.get("if", "ide"),
                              "format": str(d["options"].get("format", "raw")),
                              "size": os.path.getsize(d["file"]),
                              "sha256": file_sha256(d["file"])}
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not drives:
             tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
-            drives = scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])))
+            drives = scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])),
+                                    list(ns.get("SCRATCH_VIRTIO", [])))
         if args.trace:
             from gqemu.trace import trace_enable_events, trace_init_output
             try:
