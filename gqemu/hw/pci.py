@@ -25,7 +25,7 @@ QEMU: hw/pci/pci.c, hw/pci/pci_host.c, hw/pci-host/i440fx.c, hw/isa/piix3.c.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from gqemu.hw.irq import IRQState, qemu_set_irq
 from gqemu.hw.memory import (AddressSpace, MemoryRegion, MemoryRegionOps,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import gqemu.hw.virtio.virtio as vio
+import gqemu.hw.virtio.vring as vio
 from gqemu.machine import make_scratch_disk
 from tests.hw.virtio_rig import RING, Rig
 

@@ -39,10 +39,11 @@ from gqemu.hw.virtio.trace_events import (trace_virtio_blk_handle_read,
                                           trace_virtio_blk_req_complete,
                                           trace_virtio_blk_rw_complete,
                                           trace_virtio_blk_submit_multireq)
-from gqemu.hw.virtio.virtio import (VirtIODevice, VirtQueue, VirtQueueElement, virtio_add_queue,
-                                    virtio_error, virtio_notify, virtio_queue_empty,
-                                    virtio_queue_set_notification, virtqueue_detach_element,
-                                    virtqueue_pop, virtqueue_push)
+from gqemu.hw.virtio.virtio import (VirtIODevice, VirtQueue, VirtQueueElement,
+                                    virtio_add_queue, virtio_error)
+from gqemu.hw.virtio.vring import (virtio_notify, virtio_queue_empty,
+                                   virtio_queue_set_notification, virtqueue_detach_element,
+                                   virtqueue_pop, virtqueue_push)
 
 VIRTIO_ID_BLOCK = 2
 VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID = 0, 1, 4, 8

@@ -31,9 +31,9 @@ from gqemu.hw.virtio.virtio import (VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S
                                     VIRTIO_QUEUE_MAX, VIRTIO_RING_F_EVENT_IDX,
                                     VIRTIO_RING_F_INDIRECT_DESC, VirtIODevice,
                                     virtio_config_read, virtio_config_write,
-                                    virtio_memory_changed, virtio_queue_notify,
-                                    virtio_queue_set_addr, virtio_reset, virtio_set_features,
+                                    virtio_queue_notify, virtio_reset, virtio_set_features,
                                     virtio_set_status)
+from gqemu.hw.virtio.vring import virtio_memory_changed, virtio_queue_set_addr
 
 VIRTIO_PCI_HOST_FEATURES = 0x00
 VIRTIO_PCI_GUEST_FEATURES = 0x04
