@@ -172,3 +172,35 @@ def test_trace_lines_match_qemu(machine, refdata):
     for line in got:
         assert line in ref, line
     assert len(got) == 5
+
+
+def test_ide_bus_master_off_moves_no_data(tmp_path):
+    """Command bit 2 off: the bus master's accesses go to an empty space
+    (QEMU's disabled bus-master region): a READ DMA ends but guest RAM is
+    untouched (and a WRITE DMA would write what the empty space reads: 0);
+    with it back on the data arrives."""
+    from gqemu.guest.ata import ATA, DMA_BUFFER
+    from gqemu.guest.virtio_blk import pci_cfg_read, pci_cfg_write
+    disk = tmp_path / "d.img"
+    make_scratch_disk(str(disk), 2)
+    seen = {}
+
+    def guest(cpu):
+        ata = ATA(cpu, use_irq=True)    # the zero PRD has no EOT: BM stays ACTIVE + INTR
+        cpu.memory.write(DMA_BUFFER, b"\xee" * 512)
+        cmd = pci_cfg_read(cpu, 0x09, 0x04)
+        pci_cfg_write(cpu, 0x09, 0x04, (cmd & 0xFFFF) & ~0x4)
+        seen["off"] = ata.read_dma(3, 1)
+        pci_cfg_write(cpu, 0x09, 0x04, (cmd & 0xFFFF) | 0x4)
+        seen["on"] = ata.read_dma(3, 1)
+
+    m = Machine(drive_config(["file=%s,format=raw" % disk]))
+    try:
+        m.add_cpu(guest)
+        m.run()
+        assert all(c.error is None for c in m.kvm.cpus), [c.error for c in m.kvm.cpus]
+    finally:
+        m.close()
+    from gqemu.machine import scratch_sector
+    assert seen["off"] == b"\xee" * 512
+    assert seen["on"] == scratch_sector(3)

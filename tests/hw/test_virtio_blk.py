@@ -342,3 +342,22 @@ def test_drive_option_errors():
     assert [(x.get("if", "ide"), x["index"]) for x in d] == [("ide", 0), ("virtio", 0)]
 
 
+
+
+def test_backtrace_shows_the_virtio_path(tmp_path, capsys):
+    """--backtrace: the vCPU chain of the first request runs through QEMU's
+    virtio frames."""
+    from gqemu.cli.main import main
+    disk = tmp_path / "d.img"
+    make_scratch_disk(str(disk), 2)
+    example = Path(__file__).resolve().parents[2] / "scripts" / "examples" / "virtio_blk.py"
+    rc = main(["run", str(example), "--drive", "file=%s,format=raw,if=virtio" % disk,
+               "--backtrace"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    chain = [ln.split()[1] for ln in out.split("2. coroutine")[0].splitlines()
+             if ln.startswith("#")]
+    want = ["blk_aio_prwv", "blk_aio_preadv", "submit_requests", "virtio_blk_submit_multireq",
+            "virtio_blk_handle_vq", "virtio_blk_handle_output", "virtio_queue_notify",
+            "virtio_ioport_write", "virtio_pci_config_write"]
+    assert chain[:len(want)] == want
