@@ -41,7 +41,7 @@ _MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", default="all",
-                   help="runtime, block, ide, a comma list, or all (default)")
+                   help="runtime, block, ide, virtio, a comma list, or all (default)")
     p.add_argument("--seed", type=int, default=None,
                    help="first seed (default: random, printed)")
     g = p.add_mutually_exclusive_group()
