@@ -361,3 +361,15 @@ def test_backtrace_shows_the_virtio_path(tmp_path, capsys):
             "virtio_blk_handle_vq", "virtio_blk_handle_output", "virtio_queue_notify",
             "virtio_ioport_write", "virtio_pci_config_write"]
     assert chain[:len(want)] == want
+
+
+def test_reset_drains_requests_in_flight(rig):
+    """QEMU's virtio_blk_reset drains first: the request in flight completes
+    into the old ring, then the queue is forgotten."""
+    st = rig.request(0, 5, in_len=512)
+    assert rig.vdev.inflight                       # not completed yet
+    rig.status(0)
+    assert not rig.vdev.inflight
+    assert rig.used_idx() == 1 and rig.rd(st, 1) == b"\0"
+    assert rig.rd(DATA, 512) == scratch_sector(5)
+    assert cpu_inl(rig.m.as_io, rig.io + 8) == 0 and rig.isr() == 0

@@ -146,8 +146,8 @@ def virtio_set_features(vdev: VirtIODevice, val: int) -> None:
 
 def virtio_reset(vdev: VirtIODevice) -> None:
     """QEMU: virtio_reset."""
-    vdev.reset_hook()
     virtio_set_status(vdev, 0)
+    vdev.reset_hook()
     vdev.started = False
     vdev.broken = False
     vdev.guest_features = 0
