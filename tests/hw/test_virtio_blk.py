@@ -373,3 +373,21 @@ def test_reset_drains_requests_in_flight(rig):
     assert rig.used_idx() == 1 and rig.rd(st, 1) == b"\0"
     assert rig.rd(DATA, 512) == scratch_sector(5)
     assert cpu_inl(rig.m.as_io, rig.io + 8) == 0 and rig.isr() == 0
+
+
+def test_more_than_1024_buffers_is_virtio_error(rig, capsys):
+    """An indirect table of 1100 one-byte device-writable buffers after the
+    header: QEMU's limit of 1024 pieces per element (VIRTQUEUE_MAX_SIZE)."""
+    r = rig
+    table = 0x40000
+    r.wr(HDR, struct.pack("<IIQ", 0, 0, 1))
+    r.desc(0, HDR, 16, 1, 1, table=table)
+    for i in range(1, 1101):
+        r.desc(i, DATA + i, 1, 3 if i < 1100 else 2, i + 1, table=table)
+    r.desc(0, table, 16 * 1101, 4)
+    r.put_avail(0)
+    r.publish()
+    r.kick()
+    r.settle()
+    assert r.vdev.broken and r.used_idx() == 0
+    assert "too many write descriptors in indirect table" in capsys.readouterr().err

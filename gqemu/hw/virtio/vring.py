@@ -155,8 +155,9 @@ def _desc_read(vdev: VirtIODevice, table: int, i: int) -> tuple[int, int, int, i
     return struct.unpack("<QIHH", buf)  # type: ignore[return-value]
 
 
-def _map_desc(vdev: VirtIODevice, sg: list, addr: int, length: int) -> bool:
-    """QEMU: virtqueue_map_desc."""
+def _map_desc(vdev: VirtIODevice, sg: list, addr: int, length: int, limit: int) -> bool:
+    """Append the views of one buffer to ``sg`` (at most ``limit`` pieces in
+    all).  QEMU: virtqueue_map_desc."""
     if not length:
         virtio_error(vdev, "virtio: zero sized buffers are not allowed")
         return False
@@ -164,7 +165,7 @@ def _map_desc(vdev: VirtIODevice, sg: list, addr: int, length: int) -> bool:
     if views is None:
         virtio_error(vdev, "virtio: bogus descriptor or out of resources")
         return False
-    if len(sg) + len(views) > VIRTQUEUE_MAX_SIZE:
+    if len(sg) + len(views) > limit:
         virtio_error(vdev, "virtio: too many write descriptors in indirect table")
         return False
     sg.extend(views)
@@ -203,13 +204,12 @@ def virtqueue_pop(vq: VirtQueue) -> Optional[VirtQueueElement]:
     entries = 0
     while True:
         if flags & VRING_DESC_F_WRITE:
-            ok = _map_desc(vdev, in_sg, addr, length) and \
-                len(out_sg) + len(in_sg) <= VIRTQUEUE_MAX_SIZE
+            ok = _map_desc(vdev, in_sg, addr, length, VIRTQUEUE_MAX_SIZE - len(out_sg))
         else:
             if in_sg:
                 virtio_error(vdev, "Incorrect order for descriptors")
                 return None
-            ok = _map_desc(vdev, out_sg, addr, length)
+            ok = _map_desc(vdev, out_sg, addr, length, VIRTQUEUE_MAX_SIZE)
         if not ok:
             return None
         entries += 1
