@@ -318,12 +318,14 @@ class Machine:
         from gqemu.hw.ide.piix import PRIMARY, SECONDARY
         port_drives: dict[int, tuple[int, ...]] = {}
         irq_drives: dict[int, tuple[int, ...]] = {}
+        bar4 = self.ide_pci.bars[4]
+        bm_base = bar4.addr if bar4 is not None and bar4.addr >= 0 else BMDMA_BASE
         for ch, (iobase, iobase2, irq) in enumerate((PRIMARY, SECONDARY)):
             drives = (2 * ch, 2 * ch + 1)
             for port in list(range(iobase, iobase + 8)) + [iobase2]:
                 port_drives[port] = drives
             for off in range(8):
-                port_drives[BMDMA_BASE + 8 * ch + off] = drives
+                port_drives[bm_base + 8 * ch + off] = drives
             irq_drives[irq] = drives
         return {"port_drives": port_drives, "irq_drives": irq_drives,
                 "drive_files": {d["index"]: d["file"] for d in self.drives}}
