@@ -32,7 +32,8 @@ def test_boot_program_under_kvm_as_under_qemu(tmp_path, capsys):
     rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "60",
                "--drive", "file=%s,format=raw,if=ide,index=0" % boot,
                "--drive", "file=%s,format=raw,if=virtio" % vdisk, "--debugcon", str(con),
-               "--trace", "virtio_*", "--trace", "virtqueue_*", "--trace-file", str(log)])
+               "--trace", "virtio_*", "--trace", "virtqueue_*", "--trace", "pci_cfg_*",
+               "--trace-file", str(log)])
     assert rc == int((DATA / "exitcode.txt").read_text())
     assert con.read_bytes() == (DATA / "debugcon.bin").read_bytes()
     with lzma.open(DATA / "vdisk-after.img.xz") as f:
@@ -55,6 +56,11 @@ def test_boot_program_under_kvm_as_under_qemu(tmp_path, capsys):
                        "offset 5120 size 1024 is_write 1")
     extra = got.index("virtio_notify vdev P vq P", merged)
     assert got[:extra] + got[extra + 1:] == ref
+    # the program's PCI config accesses: QEMU's last lines, word for word
+    mine = [ln for ln in log.read_text().splitlines() if ln.startswith("pci_cfg_")]
+    with lzma.open(DATA / "trace.log.xz", "rt") as f:
+        theirs = [re.sub(r"^\d+@[\d.]+:", "", ln.rstrip("\n")) for ln in f if ":pci_cfg_" in ln]
+    assert len(mine) == 94 and mine == theirs[-len(mine):]
 
 
 def _normalize(lines) -> list[str]:
