@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 SECTOR = 512
 NR_DRIVES = 4               # primary/secondary x master/slave
+NR_VIRTIO = 8               # if=virtio drives: PCI slots 2..9
 RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
 BMDMA_BASE = 0xC000          # PIIX BAR4, where SeaBIOS put it in refdata
 BOOT_ADDR = 0x7C00           # where a BIOS loads the boot sector
@@ -67,14 +68,15 @@ def drive_config(specs: Sequence[str]) -> list[dict]:
     checking the machine-level keys (QEMU's drive_new).  Raises MachineError."""
     drives: list[dict] = []
     used: set[int] = set()
+    vused: set[int] = set()
     for spec in specs:
         opts = parse_drive_spec(spec)
         if "file" not in opts or not opts["file"]:
             raise MachineError("-drive %s: a file= is required" % spec)
         iface = opts.get("if", "ide")
-        if iface != "ide":
+        if iface not in ("ide", "virtio"):
             raise MachineError("-drive %s: if=%s is not supported by machine pc here "
-                               "(use if=ide)" % (spec, iface))
+                               "(use if=ide or if=virtio)" % (spec, iface))
         media = opts.get("media", "disk")
         if media != "disk":
             raise MachineError("-drive %s: media=%s is not supported (disk only)"
@@ -82,20 +84,43 @@ def drive_config(specs: Sequence[str]) -> list[dict]:
         cache = opts.get("cache")
         if cache is not None and cache not in _CACHE_MODES:
             raise MachineError("-drive %s: invalid cache option '%s'" % (spec, cache))
+        options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
+        if iface == "virtio":
+            drives.append(_virtio_drive(spec, opts, options, vused))
+            continue
         index = _drive_index(spec, opts, used)
         used.add(index)
-        options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
         options["if"] = iface
         drives.append({"index": index, "file": opts["file"], "options": options,
                        "spec": spec, "name": opts.get("id") or _drive_name(index)})
-    drives.sort(key=lambda d: d["index"])
+    drives.sort(key=lambda d: (d.get("if", "ide") == "virtio", d["index"]))
     return drives
 
 
-def _drive_name(index: int) -> str:
-    """QEMU's name for an ``if=ide`` drive without ``id=``: ``ide0-hd0``
-    (bus 0, unit 0) .. ``ide1-hd1``.  QEMU: blockdev.c drive_new."""
+def _drive_name(index: int, iface: str = "ide") -> str:
+    """QEMU's name for a drive without ``id=``: ``ide0-hd0`` (bus 0, unit 0)
+    .. ``ide1-hd1``, ``virtio0`` ...  QEMU: blockdev.c drive_new."""
+    if iface == "virtio":
+        return "virtio%d" % index
     return "ide%d-hd%d" % (index // 2, index % 2)
+
+
+def _virtio_drive(spec: str, opts: dict, options: dict, vused: set[int]) -> dict:
+    """An ``if=virtio`` drive: ``index`` counts virtio drives (each becomes
+    a legacy virtio-blk-pci function, 00:02.0 onwards)."""
+    if "bus" in opts or "unit" in opts:
+        raise MachineError("-drive %s: bus/unit are for if=ide" % spec)
+    index = _int_opt(spec, opts, "index", NR_VIRTIO)
+    if index is None:
+        index = next((i for i in range(NR_VIRTIO) if i not in vused), None)
+        if index is None:
+            raise MachineError("-drive %s: no free virtio slot (%d at most)" % (spec, NR_VIRTIO))
+    if index in vused:
+        raise MachineError("-drive %s: virtio drive index=%d exists" % (spec, index))
+    vused.add(index)
+    options["if"] = "virtio"
+    return {"index": index, "file": opts["file"], "options": options, "if": "virtio",
+            "spec": spec, "name": opts.get("id") or _drive_name(index, "virtio")}
 
 
 def _int_opt(spec: str, opts: dict, key: str, hi: int) -> Optional[int]:
@@ -162,16 +187,22 @@ def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None
 SCRATCH_TAG = "mkdisk-16M"     # a trace header's "scratch" value for such a disk
 
 
-def scratch_drives(tmpdir: str, indexes: Sequence[int]) -> list[dict]:
-    """A fresh scratch disk in ``tmpdir`` for each IDE index, as
-    ``drive_config()`` dicts marked ``"scratch": SCRATCH_TAG``."""
-    drives = []
-    for idx in indexes:
-        path = os.path.join(tmpdir, "scratch%d.img" % idx)
-        make_scratch_disk(path)
-        drives.append({"index": idx, "file": path,
-                       "options": {"format": "raw", "if": "ide"},
-                       "name": _drive_name(idx), "scratch": SCRATCH_TAG})
+def scratch_drives(tmpdir: str, indexes: Sequence[int],
+                   virtio: Sequence[int] = ()) -> list[dict]:
+    """A fresh scratch disk in ``tmpdir`` for each IDE index (and each
+    if=virtio index in ``virtio``), as ``drive_config()`` dicts marked
+    ``"scratch": SCRATCH_TAG``."""
+    drives: list[dict] = []
+    for iface, idxs in (("ide", indexes), ("virtio", virtio)):
+        for idx in idxs:
+            name = "scratch%d.img" % idx if iface == "ide" else "scratch-virtio%d.img" % idx
+            path = os.path.join(tmpdir, name)
+            make_scratch_disk(path)
+            d = {"index": idx, "file": path, "options": {"format": "raw", "if": iface},
+                 "name": _drive_name(idx, iface), "scratch": SCRATCH_TAG}
+            if iface == "virtio":
+                d["if"] = "virtio"
+            drives.append(d)
     return drives
 
 
@@ -211,6 +242,7 @@ class Machine:
         self.ctx = ctx if ctx is not None else qemu_get_aio_context()
         self.ram_size = ram_size
         self.blks: dict[int, Any] = {}
+        self.vblks: dict[int, Any] = {}      # if=virtio drives by index
         self.drives = list(drives)
         self.accel: Any = None
         if accel == "kvm":
@@ -224,7 +256,8 @@ class Machine:
             raise MachineError("invalid accelerator %s (sim or kvm)" % accel)
         try:
             for d in self.drives:
-                self.blks[d["index"]] = _open_drive(d, blk_new_open, BlockError)
+                target = self.vblks if d.get("if") == "virtio" else self.blks
+                target[d["index"]] = _open_drive(d, blk_new_open, BlockError)
             self._build_hw()
         except BaseException:
             self.close()
@@ -267,9 +300,30 @@ class Machine:
         try:
             self.ide = pc_ide_init(self.as_io, self.pic.irqs, blks,
                                    address_space_memory=self.as_mem, ctx=self.ctx,
-                                   bmdma_base=BMDMA_BASE)
+                                   bmdma_base=None)
         except ValueError as e:
             raise MachineError(str(e).splitlines()[0] if str(e) else "cannot attach the drives")
+        self._build_pci()
+
+    def _build_pci(self) -> None:
+        """PCI bus 0 (i440FX, PIIX3, the IDE function with BAR4, PIIX4_PM,
+        one legacy virtio-blk-pci per if=virtio drive from 00:02.0), with
+        the registers SeaBIOS leaves: BAR4 at 0xC000 when there is no
+        virtio drive.  Scripted guests (--accel sim) predate PCI, so there
+        the IDE function also has bus mastering on; under kvm it is off,
+        as SeaBIOS leaves it (0x0103).  QEMU: i440fx_init, pci_create_simple."""
+        from gqemu.hw.ide.piix import piix3_ide_pci_new
+        from gqemu.hw.pci import (PCI_COMMAND, PCI_COMMAND_MASTER, pc_pci_chipset,
+                                  pci_bios_setup, pci_bus_new)
+        from gqemu.hw.virtio.virtio_pci import virtio_blk_pci_new
+        self.pci = pci_bus_new(self.as_io, self.as_mem, self.pic.irqs)
+        pc_pci_chipset(self.pci)
+        self.ide_pci = piix3_ide_pci_new(self.pci, self.ide[2])
+        self.virtio = [virtio_blk_pci_new(self.pci, (2 + n) << 3, self.vblks[i], self.ctx)
+                       for n, i in enumerate(sorted(self.vblks))]
+        pci_bios_setup(self.pci)
+        if self.accel is None:
+            self.ide_pci.config_write(PCI_COMMAND, self.ide_pci.command | PCI_COMMAND_MASTER, 2)
 
     def replay_hints(self) -> dict:
         """What the replayer needs to know to make progress on the right
@@ -278,12 +332,14 @@ class Machine:
         from gqemu.hw.ide.piix import PRIMARY, SECONDARY
         port_drives: dict[int, tuple[int, ...]] = {}
         irq_drives: dict[int, tuple[int, ...]] = {}
+        bar4 = self.ide_pci.bars[4]
+        bm_base = bar4.addr if bar4 is not None and bar4.addr >= 0 else BMDMA_BASE
         for ch, (iobase, iobase2, irq) in enumerate((PRIMARY, SECONDARY)):
             drives = (2 * ch, 2 * ch + 1)
             for port in list(range(iobase, iobase + 8)) + [iobase2]:
                 port_drives[port] = drives
             for off in range(8):
-                port_drives[BMDMA_BASE + 8 * ch + off] = drives
+                port_drives[bm_base + 8 * ch + off] = drives
             irq_drives[irq] = drives
         return {"port_drives": port_drives, "irq_drives": irq_drives,
                 "drive_files": {d["index"]: d["file"] for d in self.drives}}
@@ -448,14 +504,14 @@ class Machine:
         if getattr(self, "accel", None) is not None:
             self.accel.close()          # kick the vCPU out of KVM_RUN first
             self.accel = None
-        if getattr(self, "ctx", None) is not None and self.blks:
+        if getattr(self, "ctx", None) is not None and (self.blks or getattr(self, "vblks", None)):
             try:
                 self.drain()
             except Exception:
                 pass
-        for idx in list(self.blks):
-            blk = self.blks.pop(idx)
-            blk_unref(blk)
+        for blks in (self.blks, getattr(self, "vblks", {})):
+            for idx in list(blks):
+                blk_unref(blks.pop(idx))
 
 
 def _open_drive(d: dict, blk_new_open: Any, BlockError: Any) -> Any:
@@ -486,7 +542,7 @@ def _open_drive(d: dict, blk_new_open: Any, BlockError: Any) -> Any:
     if blk_is_read_only(blk):
         blk_unref(blk)
         raise MachineError("Block node is read-only")
-    blk.name = d.get("name") or _drive_name(d["index"])
+    blk.name = d.get("name") or _drive_name(d["index"], d.get("if", "ide"))
     return blk
 
 

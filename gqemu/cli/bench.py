@@ -15,6 +15,7 @@ SUITES: dict[str, str] = {
     "replay": "gqemu.bench.replay",
     "stress": "gqemu.bench.stress",
     "kvm": "gqemu.bench.kvm",
+    "virtio": "gqemu.bench.virtio",
 }
 
 

@@ -40,7 +40,8 @@ def _drives_for(meta: dict, specs: list[str], tmpdir_box: list) -> list[dict]:
     if recorded and all(d.get("scratch") == SCRATCH_TAG for d in recorded):
         tmpdir = tempfile.mkdtemp(prefix="gqemu-replay-")
         tmpdir_box.append(tmpdir)
-        return scratch_drives(tmpdir, [d["index"] for d in recorded])
+        return scratch_drives(tmpdir, [d["index"] for d in recorded if d.get("if") != "virtio"],
+                              [d["index"] for d in recorded if d.get("if") == "virtio"])
     if recorded:
         raise UsageError("the trace was recorded on %d drive(s) (IDE index %s); give them "
                          "with --drive" % (len(recorded),

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not drives:
             tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
-            drives = scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])))
+            drives = scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])),
+                                    list(ns.get("SCRATCH_VIRTIO", [])))
         if args.trace:
             from gqemu.trace import trace_enable_events, trace_init_output
             try:

@@ -17,7 +17,7 @@ def trace_meta(drives: list[dict], ram_size: int, script: str) -> dict:
     from gqemu.machine import file_sha256
     out = []
     for d in drives:
-        e: dict[str, Any] = {"index": d["index"], "if": "ide",
+        e: dict[str, Any] = {"index": d["index"], "if": d.get("if", "ide"),
                              "format": str(d["options"].get("format", "raw")),
                              "size": os.path.getsize(d["file"]),
                              "sha256": file_sha256(d["file"])}

@@ -1,6 +1,6 @@
 """``gqemu stress``: seeded, reproducible exploration of schedules.
 
-    gqemu stress [--workload runtime|block|ide|all] [--seed S]
+    gqemu stress [--workload runtime|block|ide|virtio|all] [--seed S]
                  [--iterations N | --duration SECONDS] [--jobs N]
                  [--policy uniform|pct] [--depth N] [--requests N]
                  [--vcpus N] [--faults P] [--format raw|qcow2]
@@ -35,7 +35,7 @@ from typing import Any
 from gqemu.cli.main import UsageError
 from gqemu.plant import NAMES as PLANTS
 
-WORKLOAD_NAMES = ("runtime", "block", "ide")
+WORKLOAD_NAMES = ("runtime", "block", "ide", "virtio")
 # Not "-m gqemu.cli.main": that runs main.py as __main__, a second copy whose
 # UsageError is not the one subcommands raise.
 _MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
@@ -43,7 +43,7 @@ _MAIN = "import sys; from gqemu.cli.main import main; sys.exit(main())"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", default="all",
-                   help="runtime, block, ide, a comma list, or all (default)")
+                   help="runtime, block, ide, virtio, a comma list, or all (default)")
     p.add_argument("--seed", type=int, default=None,
                    help="first seed (default: random, printed)")
     g = p.add_mutually_exclusive_group()

@@ -2,7 +2,8 @@
 
 A script is a Python file that defines ``guest(cpu)`` (the program of
 vCPU 0) or ``guests`` (a list of such functions, one per vCPU).  It may set
-``SCRATCH_DRIVES`` (a list of IDE indexes, default ``[0]``) to say which
+``SCRATCH_DRIVES`` (a list of IDE indexes, default ``[0]``) and
+``SCRATCH_VIRTIO`` (a list of if=virtio indexes, default ``[]``) to say which
 scratch disks ``gqemu run`` creates when no ``--drive`` is given.
 
 A script is code the user chose to run, like a QEMU guest image: it is
@@ -68,6 +69,11 @@ def load_script(path: str) -> tuple[list[Callable[[Any], Any]], dict]:
             or not all(type(i) is int and 0 <= i < 4 for i in drives)
             or len(set(drives)) != len(drives)):
         raise ScriptError("%s: SCRATCH_DRIVES must list distinct IDE indexes 0..3" % path)
+    virtio = ns.get("SCRATCH_VIRTIO", [])
+    if (not isinstance(virtio, (list, tuple))
+            or not all(type(i) is int and 0 <= i < 8 for i in virtio)
+            or len(set(virtio)) != len(virtio)):
+        raise ScriptError("%s: SCRATCH_VIRTIO must list distinct virtio indexes 0..7" % path)
     return list(guests), ns
 
 

@@ -47,6 +47,7 @@ WORKLOADS = {
     "runtime": "gqemu.stress.wl_runtime",
     "block": "gqemu.stress.wl_block",
     "ide": "gqemu.stress.wl_ide",
+    "virtio": "gqemu.stress.wl_virtio",
 }
 
 

@@ -41,6 +41,8 @@ from gqemu.hw.ide.internal import IDEDMA, IDEBus, IDEState
 from gqemu.hw.ide.ioport import ide_init_ioport
 from gqemu.hw.ide.readahead import ide_readahead_read
 from gqemu.hw.irq import IRQState, qemu_allocate_irq, qemu_set_irq
+from gqemu.hw.pci import (PCI_BASE_ADDRESS_SPACE_IO, PCIDevice, pci_register_bar,
+                          pci_register_device)
 from gqemu.hw.memory import (AddressSpace, MemoryRegion, MemoryRegionOps,
                              memory_region_add_subregion, memory_region_init,
                              memory_region_init_io)
@@ -49,6 +51,7 @@ from gqemu.hw.trace_events import (trace_bmdma_addr_read, trace_bmdma_addr_write
                                    trace_bmdma_reset, trace_bmdma_write)
 
 __all__ = ["BMDMAState", "PIIXIDEState", "pc_ide_init", "bmdma_cmd_writeb",
+           "PIIX3IDEPCI", "piix3_ide_pci_new",
            "BM_STATUS_DMAING", "BM_STATUS_ERROR", "BM_STATUS_INT",
            "BM_CMD_START", "BM_CMD_READ"]
 
@@ -267,6 +270,35 @@ class PIIXIDEState:
         QEMU: piix_ide_reset."""
         for bus in self.bus:
             ide_bus_reset(bus)
+
+
+class PIIX3IDEPCI(PCIDevice):
+    """The PCI function 00:01.1 (8086:7010, class 0101, prog-if 0x80): BAR4
+    is the bus-master window, programmable through config space and mapped
+    while command I/O (0x1) is set; with bus mastering (0x4) off the engines
+    see an empty address space (reads 0, writes dropped), as QEMU 7.2's
+    disabled bus-master region.  The legacy ports 0x1f0/0x170 are fixed.
+    QEMU: hw/ide/piix.c pci_piix_ide_realize."""
+
+    def __init__(self, piix: PIIXIDEState) -> None:
+        super().__init__("piix3-ide", 0x09, 0x8086, 0x7010, 0x0101, prog_if=0x80)
+        self.config[0x06:0x08] = b"\x80\x02"
+        self.piix = piix
+        pci_register_bar(self, 4, PCI_BASE_ADDRESS_SPACE_IO, 16, piix.bmdma_bar)
+
+    def bus_master_changed(self) -> None:
+        for bm in self.piix.bmdma:
+            if bm.as_mem is not None:
+                bm.as_mem = self.dma_as()
+
+
+def piix3_ide_pci_new(bus: Any, piix: PIIXIDEState) -> PIIX3IDEPCI:
+    """Put the IDE function on ``bus`` (pc_ide_init with bmdma_base=None
+    first).  Its engines see memory through the function from now on."""
+    dev = PIIX3IDEPCI(piix)
+    pci_register_device(bus, dev)
+    dev.bus_master_changed()
+    return dev
 
 
 def bmdma_setup_bar(owner: Any, bms: Sequence[BMDMAState]) -> MemoryRegion:
