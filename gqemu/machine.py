@@ -483,10 +483,14 @@ class Machine:
                 if blk_is_stopped(blk):
                     blk_resume(blk)
             return
+        from gqemu.block.driver import BlockError
         for blk in self.blks.values():
             blk_drain(blk)
         for blk in self.blks.values():
-            blk_flush(blk)
+            try:
+                blk_flush(blk)
+            except BlockError:
+                pass            # do_vm_stop goes on whatever bdrv_flush_all returns
 
     def drain(self) -> None:
         """Let every pending request complete."""

@@ -40,13 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def parse_disk_size(text: str) -> int:
     """SIZE as qemu-img reads it, checked to be whole sectors.  Raises UsageError."""
     from gqemu.cli.errors import UsageError
-    from gqemu.cli.qemu_img import ImgError, parse_size
+    from gqemu.cli.qemu_img import ImgError, cvtnum
     size = -1
     if not text.strip().startswith("-"):
         try:
-            size = parse_size(text)
+            size = cvtnum("image size", text)
         except ImgError as e:
-            raise UsageError("--size %s: %s" % (text, e)) from None
+            raise UsageError("--size %s: %s" % (text, str(e).replace("\n", " "))) from None
     if size <= 0 or size % SECTOR:
         raise UsageError("--size %s: the size must be a positive multiple of %d bytes"
                          % (text, SECTOR))
