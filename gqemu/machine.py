@@ -377,7 +377,7 @@ class Machine:
             raise MachineError("a boot sector needs --accel kvm")
         if not code or len(code) > BOOT_MAX:
             raise MachineError("boot code must be 1..%d bytes (got %d)" % (BOOT_MAX, len(code)))
-        bios = self._install_bios()
+        bios = self.bios = self._install_bios()
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
         cpu = CPUState(self.kvm, len(self.kvm.cpus), None, None)
         bios.cpu = cpu
@@ -400,19 +400,23 @@ class Machine:
                           "spt": st.sectors or 63, "cyls": st.cylinders or 1})
         return bios_install(self.ram, self.as_io.root, disks)
 
-    def firmware_probe(self, boot_disk: bool) -> None:
+    def firmware_probe(self, boot_disk: bool, cpu: Any = None) -> None:
         """Put the IDE controller in the state SeaBIOS leaves it in before a
-        boot sector runs (gqemu.kvm.firmware); untraced, unrecorded."""
+        boot sector runs (gqemu.kvm.firmware): as exits of ``cpu`` (traced
+        and recorded, as SeaBIOS's accesses are in QEMU's trace), or with no
+        exit at all when ``cpu`` is None."""
         from gqemu.aio import aio_poll
         from gqemu.hw.ide.piix import PRIMARY, SECONDARY
-        from gqemu.kvm.firmware import FirmwareError, seabios_ata_probe
+        from gqemu.kvm.bios import ExitIO
+        from gqemu.kvm.firmware import DirectIO, FirmwareError, seabios_ata_probe
         boot = None
         if boot_disk and self.blks:
             first = min(self.blks)
             boot = (first // 2, first % 2)
         try:
-            seabios_ata_probe(self.as_io, ((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])),
-                              boot, lambda: aio_poll(self.ctx, True))
+            io = ExitIO(cpu) if cpu is not None else \
+                DirectIO(self.as_io, lambda: aio_poll(self.ctx, True))
+            seabios_ata_probe(io, ((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot)
         except FirmwareError as e:
             raise MachineError(str(e))
 

@@ -80,21 +80,25 @@ def run_kvm(args: argparse.Namespace) -> int:
             from_disk = boot is None
             if from_disk:
                 boot = machine.boot_sector()
-            machine.firmware_probe(from_disk)
-            machine.add_boot_cpu(boot)
+            cpu = machine.add_boot_cpu(boot)
         except MachineError as e:
             raise UsageError(str(e))
         machine.kvm.max_exits = args.max_exits
         if args.record:
             from gqemu.replay.format import TraceWriter
-            from gqemu.replay.record import Recorder
+            from gqemu.replay.record import GuestRamSync, Recorder
             meta = trace_meta(drives, machine.ram_size, args.boot or "boot sector")
             try:
                 record_f = open(args.record, "wb")
             except OSError as e:
                 raise UsageError("%s: %s" % (args.record, e.strerror or e))
             writer = TraceWriter(record_f, meta)
-            Recorder(writer, machine.kvm, machine.memories)
+            recorder = Recorder(writer, machine.kvm, machine.memories)
+            GuestRamSync(recorder, machine.kvm, machine.accel, machine.ram, machine.bios)
+        try:
+            machine.firmware_probe(from_disk, cpu)      # traced and recorded, as SeaBIOS's
+        except MachineError as e:
+            raise UsageError(str(e))
         if args.backtrace:
             from gqemu.replay.flow import FlowCapture
             flow = FlowCapture().install()

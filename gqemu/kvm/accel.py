@@ -86,6 +86,12 @@ class KvmAccel:
         self.runs.append(r)
         return r
 
+    def enable_dirty_log(self) -> None:
+        self.vm.enable_dirty_log()
+
+    def get_dirty_pages(self) -> list[int]:
+        return self.vm.get_dirty_pages()
+
     def irq_line(self, irq: int, level: int) -> None:
         self.vm.irq_line(irq, level)
 

@@ -97,6 +97,7 @@ class BiosState:
         self.disks = list(disks)    # {"base", "ctl", "unit", "sectors", "heads", "spt", "cyls"}
         self.last_status = 0
         self.cpu: Any = None
+        self.on_ram_write: Any = None   # (addr, n): RAM the firmware wrote
 
 
 def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> BiosState:
@@ -223,6 +224,8 @@ def _transfer(bs: BiosState, cpu: CPUState, disk: dict, lba: int, count: int,
                                     lba + done, n, write, data)
         if not write:
             bs.ram[addr + done * 512:addr + done * 512 + len(buf)] = buf
+            if bs.on_ram_write is not None:
+                bs.on_ram_write(addr + done * 512, len(buf))
         done += got
         if got < n:
             return done, DISK_RET_ECONTROLLER

@@ -101,6 +101,9 @@ class KVMState:
         self.vm_change_state_handlers: list[tuple[Callable[..., Any], Any]] = []
         self.shutdown_request = False  # a guest called sys.exit
         self.limit_error: Optional[BaseException] = None  # a --timeout expired
+        # called when KVM_RUN returns, before the exit is handled (the
+        # recorder's guest-RAM sync under --accel kvm)
+        self.on_run_return: Optional[Callable[[CPUState], None]] = None
 
 
 class CPUState:
@@ -261,6 +264,8 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
             cpu.error = s.limit_error
             return EXCP_WATCHDOG
         kvm_vcpu_ioctl(cpu, KVM_RUN)
+        if s.on_run_return is not None:
+            s.on_run_return(cpu)
         reason = run.exit_reason
         if trace_kvm_run_exit.enabled:
             trace_kvm_run_exit(cpu.cpu_index, reason)

@@ -7,7 +7,10 @@ HOB bytes.  :func:`seabios_ata_probe` issues SeaBIOS 1.16.2's port accesses
 (as recorded under QEMU 7.2 in ``refdata/mbr/out/exits-raw.jsonl``, the 624
 records before the program starts) through the machine's I/O address space,
 waiting for each command as SeaBIOS's polls do, so the device ends in the
-state SeaBIOS leaves.  None of it is recorded or traced as guest exits.
+state SeaBIOS leaves.  ``gqemu run --accel kvm`` makes these accesses as
+exits of the vCPU (``gqemu.kvm.bios.ExitIO``), so they are traced and
+recorded as QEMU's trace shows SeaBIOS's, and a recorded run replays from
+power-on; :class:`DirectIO` makes them with no exit at all.
 
 Per channel: the 55/AA presence test on the master and, when it fails, the
 slave; a present channel is reset (device control 0x0e then 0x0a).  Per
@@ -171,12 +174,12 @@ def ata_pio_transfer(io: Any, base: int, ctl: int, unit: int, lba: int, count: i
     return done, b"".join(out)
 
 
-def seabios_ata_probe(as_io: AddressSpace, channels: tuple[tuple[int, int], ...],
-                      boot: tuple[int, int] | None, poll: Callable[[], Any]) -> None:
-    """Leave the IDE channels as SeaBIOS does.  ``channels`` are the
-    (command base, control port) pairs; ``boot`` the (channel, unit) of the
-    boot disk (None: no disk boot); ``poll`` runs the main loop once."""
-    io = DirectIO(as_io, poll)
+def seabios_ata_probe(io: Any, channels: tuple[tuple[int, int], ...],
+                      boot: tuple[int, int] | None) -> None:
+    """Leave the IDE channels as SeaBIOS does.  ``io`` makes the accesses
+    (:class:`DirectIO`, or the vCPU's exits); ``channels`` are the (command
+    base, control port) pairs; ``boot`` the (channel, unit) of the boot
+    disk (None: no disk boot)."""
     present = []
     for base, ctl in channels:
         if _presence(io, base, 0xA0) or _presence(io, base, 0xB0):

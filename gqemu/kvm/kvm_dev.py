@@ -84,6 +84,11 @@ class kvm_sregs(ctypes.Structure):
                 ("interrupt_bitmap", ctypes.c_uint64 * 4)]
 
 
+class kvm_dirty_log(ctypes.Structure):
+    _fields_ = [("slot", ctypes.c_uint32), ("padding1", ctypes.c_uint32),
+                ("dirty_bitmap", ctypes.c_void_p)]
+
+
 class kvm_irq_level(ctypes.Structure):
     _fields_ = [("irq", ctypes.c_uint32), ("level", ctypes.c_uint32)]
 
@@ -96,6 +101,9 @@ KVM_CHECK_EXTENSION = _io(0x03)
 KVM_GET_VCPU_MMAP_SIZE = _io(0x04)
 KVM_CREATE_VCPU = _io(0x41)
 KVM_SET_USER_MEMORY_REGION = _iow(0x46, ctypes.sizeof(kvm_userspace_memory_region))
+KVM_GET_DIRTY_LOG = _iow(0x42, ctypes.sizeof(kvm_dirty_log))
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+PAGE_SIZE = 4096
 KVM_SET_TSS_ADDR = _io(0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _iow(0x48, 8)
 KVM_CREATE_IRQCHIP = _io(0x60)
@@ -276,12 +284,37 @@ class KvmVM:
             _ioctl(self.fd, KVM_CREATE_IRQCHIP, None, "KVM_CREATE_IRQCHIP")
             self.ram = mmap.mmap(-1, ram_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                                  mmap.PROT_READ | mmap.PROT_WRITE)
-            addr = ctypes.addressof(ctypes.c_char.from_buffer(self.ram))
-            region = kvm_userspace_memory_region(0, 0, 0, ram_size, addr)
-            _ioctl(self.fd, KVM_SET_USER_MEMORY_REGION, region, "KVM_SET_USER_MEMORY_REGION")
+            self.ram_size = ram_size
+            self._ram_addr = ctypes.addressof(ctypes.c_char.from_buffer(self.ram))
+            self._set_ram_slot(0)
         except BaseException:
             self.close()
             raise
+
+    def _set_ram_slot(self, flags: int) -> None:
+        region = kvm_userspace_memory_region(0, flags, 0, self.ram_size, self._ram_addr)
+        _ioctl(self.fd, KVM_SET_USER_MEMORY_REGION, region, "KVM_SET_USER_MEMORY_REGION")
+
+    def enable_dirty_log(self) -> None:
+        """Log the guest's writes to RAM (slot 0), page by page."""
+        self._set_ram_slot(KVM_MEM_LOG_DIRTY_PAGES)
+        self._bitmap = ctypes.create_string_buffer((self.ram_size // PAGE_SIZE + 63) // 64 * 8)
+
+    def get_dirty_pages(self) -> list[int]:
+        """The pages the guest wrote since the last call (and clears the
+        log).  QEMU: kvm_physical_sync_dirty_bitmap."""
+        bm = self._bitmap
+        log = kvm_dirty_log(0, 0, ctypes.cast(bm, ctypes.c_void_p))
+        _ioctl(self.fd, KVM_GET_DIRTY_LOG, log, "KVM_GET_DIRTY_LOG")
+        raw = bm.raw
+        pages = []
+        for i, byte in enumerate(raw):
+            if byte:
+                base = i * 8
+                for b in range(8):
+                    if byte >> b & 1:
+                        pages.append(base + b)
+        return pages
 
     def create_vcpu(self) -> KvmVcpu:
         v = KvmVcpu(self, len(self.vcpus))

@@ -147,3 +147,60 @@ def describe_record(rec: Any) -> str:
         return "cpu%d ram %s 0x%x len %d" % (
             rec[1], "store" if k == REC_MEMW else "load", rec[2], len(rec[3]))
     return repr(rec)[:80]
+
+
+PAGE = 4096
+_ZERO_PAGE = bytes(PAGE)
+
+
+class GuestRamSync:
+    """Guest RAM for a trace recorded under ``--accel kvm``.
+
+    Real guest code writes RAM without exiting (PRD tables, DMA buffers).
+    So that a replay under the simulated loop gives the devices the same
+    memory, RAM changes go into the trace as mem-write records just before
+    the exit that follows them: each time KVM_RUN returns, the pages KVM's
+    dirty log names (and those the firmware wrote for INT 13h) are compared
+    with a shadow copy and the changed bytes of each are written.  The
+    first sync also writes everything set up before the run (the boot
+    program, the IVT).  QEMU's migration uses the same dirty log."""
+
+    def __init__(self, recorder: Recorder, s: KVMState, accel: Any, ram: Any,
+                 bios: Any = None) -> None:
+        self.recorder = recorder
+        self.accel = accel
+        self.ram = ram
+        self.shadow = bytearray(len(ram))
+        self.noted: set[int] = set()
+        self.first = True
+        accel.enable_dirty_log()
+        s.on_run_return = self.sync
+        if bios is not None:
+            bios.on_ram_write = self.note
+
+    def note(self, addr: int, n: int) -> None:
+        """RAM written behind KVM's back (the firmware's INT 13h data)."""
+        self.noted.update(range(addr // PAGE, (addr + n + PAGE - 1) // PAGE))
+
+    def sync(self, cpu: CPUState) -> None:
+        pages = set(self.accel.get_dirty_pages()) | self.noted
+        self.noted.clear()
+        ram, shadow = self.ram, self.shadow
+        if self.first:
+            self.first = False
+            pages.update(p for p in range(len(ram) // PAGE)
+                         if ram[p * PAGE:(p + 1) * PAGE] != _ZERO_PAGE)
+        for p in sorted(pages):
+            a = p * PAGE
+            new = ram[a:a + PAGE]
+            old = shadow[a:a + PAGE]
+            if new == old:
+                continue
+            lo = 0
+            while new[lo:lo + 64] == old[lo:lo + 64]:
+                lo += 64
+            hi = PAGE
+            while new[hi - 64:hi] == old[hi - 64:hi]:
+                hi -= 64
+            shadow[a + lo:a + hi] = new[lo:hi]
+            self.recorder._mem(REC_MEMW, cpu.cpu_index, a + lo, bytes(new[lo:hi]))
