@@ -1,220 +1,30 @@
-"""The ``pc`` machine: drives from ``-drive`` specs, hardware, vCPUs.
+"""The ``pc`` machine: hardware, drives, vCPUs and the run state.
 
-``parse_drive_spec`` reads QEMU's ``-drive`` syntax (``key=value`` items,
-``,,`` escapes a comma); ``make_scratch_disk`` writes the self-describing
-raw disk of ``refdata/mkdisk.py``; ``Machine`` opens the drives, builds the
-hardware with the hw layer's ``pc`` wiring helper, and creates one vCPU per
-guest program.
+``Machine`` opens the drives (``gqemu.blockdev``: QEMU's ``-drive`` syntax,
+the scratch disk, device locks), builds the hardware with the hw layer's
+``pc`` wiring helpers (IDE, PCI, virtio-blk), creates one vCPU per guest
+program -- or, under ``accel=kvm``, one real vCPU that boots a program --
+and runs them.  The drive helpers are re-exported here.
 
 Must not import: gqemu.cli.
 QEMU: hw/i386/pc_piix.c (pc_init1), blockdev.c (drive_new).
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import struct
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
-SECTOR = 512
-NR_DRIVES = 4               # primary/secondary x master/slave
-NR_VIRTIO = 8               # if=virtio drives: PCI slots 2..9
+from gqemu.blockdev import (NR_DRIVES, NR_VIRTIO, SCRATCH_TAG, SECTOR, MachineError,
+                            drive_config, file_sha256, make_scratch_disk, open_drive,
+                            parse_drive_spec, scratch_drives, scratch_sector)
+
+__all__ = ["Machine", "MachineError", "drive_config", "parse_drive_spec", "make_scratch_disk",
+           "scratch_drives", "scratch_sector", "file_sha256", "SCRATCH_TAG", "SECTOR",
+           "NR_DRIVES", "NR_VIRTIO", "RAM_SIZE", "BMDMA_BASE"]
+
 RAM_SIZE = 16 << 20          # guest RAM: room for PRD tables and DMA buffers
 BMDMA_BASE = 0xC000          # PIIX BAR4, where SeaBIOS put it in refdata
 BOOT_ADDR = 0x7C00           # where a BIOS loads the boot sector
 BOOT_MAX = 0xA0000 - BOOT_ADDR   # a --boot file may fill conventional memory
-
-# keys the machine consumes; everything else goes to blk_new_open's options
-# (``if`` too: it makes the drive a guest device's, which takes QEMU's locks)
-_MACHINE_KEYS = ("file", "index", "bus", "unit", "media", "id")
-_CACHE_MODES = ("writeback", "writethrough", "none", "directsync", "unsafe")
-
-
-class MachineError(Exception):
-    """Bad machine or drive configuration: a one-line message."""
-
-
-def parse_drive_spec(spec: str) -> dict[str, str]:
-    """Split a ``-drive`` argument into its items.
-
-    ``file=a,,b.img,format=raw`` gives ``{"file": "a,b.img", "format": "raw"}``.
-    An argument with no ``=`` at all is taken as a file name.  Raises
-    MachineError for an empty item, a missing value or a repeated key.
-    """
-    if "=" not in spec:
-        if not spec:
-            raise MachineError("empty -drive argument")
-        return {"file": spec.replace(",,", ",")}
-    from gqemu.block.drive_opts import qemu_opts_split
-    items = qemu_opts_split(spec)
-    out: dict[str, str] = {}
-    for item in items:
-        if not item:
-            raise MachineError("-drive %s: empty option" % spec)
-        key, eq, value = item.partition("=")
-        if not eq:
-            # QemuOpts: a bare 'key' means key=on
-            value = "on"
-        if not key:
-            raise MachineError("-drive %s: option without a name" % spec)
-        if key in out:
-            raise MachineError("-drive %s: option '%s' given twice" % (spec, key))
-        out[key] = value
-    return out
-
-
-def drive_config(specs: Sequence[str]) -> list[dict]:
-    """Turn ``--drive`` arguments into ``{"index", "file", "options"}`` dicts,
-    checking the machine-level keys (QEMU's drive_new).  Raises MachineError."""
-    drives: list[dict] = []
-    used: set[int] = set()
-    vused: set[int] = set()
-    for spec in specs:
-        opts = parse_drive_spec(spec)
-        if "file" not in opts or not opts["file"]:
-            raise MachineError("-drive %s: a file= is required" % spec)
-        iface = opts.get("if", "ide")
-        if iface not in ("ide", "virtio"):
-            raise MachineError("-drive %s: if=%s is not supported by machine pc here "
-                               "(use if=ide or if=virtio)" % (spec, iface))
-        media = opts.get("media", "disk")
-        if media != "disk":
-            raise MachineError("-drive %s: media=%s is not supported (disk only)"
-                               % (spec, media))
-        cache = opts.get("cache")
-        if cache is not None and cache not in _CACHE_MODES:
-            raise MachineError("-drive %s: invalid cache option '%s'" % (spec, cache))
-        options = {k: v for k, v in opts.items() if k not in _MACHINE_KEYS}
-        if iface == "virtio":
-            drives.append(_virtio_drive(spec, opts, options, vused))
-            continue
-        index = _drive_index(spec, opts, used)
-        used.add(index)
-        options["if"] = iface
-        drives.append({"index": index, "file": opts["file"], "options": options,
-                       "spec": spec, "name": opts.get("id") or _drive_name(index)})
-    drives.sort(key=lambda d: (d.get("if", "ide") == "virtio", d["index"]))
-    return drives
-
-
-def _drive_name(index: int, iface: str = "ide") -> str:
-    """QEMU's name for a drive without ``id=``: ``ide0-hd0`` (bus 0, unit 0)
-    .. ``ide1-hd1``, ``virtio0`` ...  QEMU: blockdev.c drive_new."""
-    if iface == "virtio":
-        return "virtio%d" % index
-    return "ide%d-hd%d" % (index // 2, index % 2)
-
-
-def _virtio_drive(spec: str, opts: dict, options: dict, vused: set[int]) -> dict:
-    """An ``if=virtio`` drive: ``index`` counts virtio drives (each becomes
-    a legacy virtio-blk-pci function, 00:02.0 onwards)."""
-    if "bus" in opts or "unit" in opts:
-        raise MachineError("-drive %s: bus/unit are for if=ide" % spec)
-    index = _int_opt(spec, opts, "index", NR_VIRTIO)
-    if index is None:
-        index = next((i for i in range(NR_VIRTIO) if i not in vused), None)
-        if index is None:
-            raise MachineError("-drive %s: no free virtio slot (%d at most)" % (spec, NR_VIRTIO))
-    if index in vused:
-        raise MachineError("-drive %s: virtio drive index=%d exists" % (spec, index))
-    vused.add(index)
-    options["if"] = "virtio"
-    return {"index": index, "file": opts["file"], "options": options, "if": "virtio",
-            "spec": spec, "name": opts.get("id") or _drive_name(index, "virtio")}
-
-
-def _int_opt(spec: str, opts: dict, key: str, hi: int) -> Optional[int]:
-    v = opts.get(key)
-    if v is None:
-        return None
-    try:
-        n = int(v, 0)
-    except ValueError:
-        raise MachineError("-drive %s: %s=%s is not a number" % (spec, key, v))
-    if not 0 <= n < hi:
-        raise MachineError("-drive %s: %s=%d out of range (0..%d)" % (spec, key, n, hi - 1))
-    return n
-
-
-def _drive_index(spec: str, opts: dict, used: set[int]) -> int:
-    index = _int_opt(spec, opts, "index", NR_DRIVES)
-    bus = _int_opt(spec, opts, "bus", 2)
-    unit = _int_opt(spec, opts, "unit", 2)
-    if index is not None and (bus is not None or unit is not None):
-        raise MachineError("-drive %s: index cannot be used with bus and unit" % spec)
-    if index is None and (bus is not None or unit is not None):
-        index = (bus or 0) * 2 + (unit or 0)
-    if index is None:
-        index = next((i for i in range(NR_DRIVES) if i not in used), None)
-        if index is None:
-            raise MachineError("-drive %s: no free IDE slot (4 drives at most)" % spec)
-    if index in used:
-        raise MachineError("-drive %s: drive with bus=%d, unit=%d (index=%d) exists"
-                           % (spec, index // 2, index % 2, index))
-    return index
-
-
-# ------------------------------------------------------------- scratch disk
-
-def scratch_sector(lba: int) -> bytes:
-    """Sector ``lba`` of the self-describing disk: LBA (u32 LE), the text
-    ``<LBA 0x%08x> `` repeated, and ``lba ^ 0xffffffff`` (u32 LE) at the end."""
-    tag = b"<LBA 0x%08x> " % lba
-    body = (tag * (504 // len(tag) + 1))[:504]
-    return struct.pack("<I", lba) + body + struct.pack("<I", lba ^ 0xFFFFFFFF)
-
-
-def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None) -> int:
-    """Write the self-describing raw disk (as refdata/mkdisk.py does).
-
-    ``mbr``, if given, becomes sector 0 (512 bytes ending in 55 aa).
-    Returns the size in bytes.
-    """
-    nsect = size_mib * 2048
-    if mbr is not None and (len(mbr) != SECTOR or mbr[510:] != b"\x55\xaa"):
-        raise MachineError("boot sector must be 512 bytes ending in 55 aa")
-    with open(path, "wb") as f:
-        chunk: list[bytes] = []
-        for lba in range(nsect):
-            chunk.append(mbr if lba == 0 and mbr is not None else scratch_sector(lba))
-            if len(chunk) == 2048:
-                f.write(b"".join(chunk))
-                chunk = []
-        f.write(b"".join(chunk))
-    return nsect * SECTOR
-
-
-SCRATCH_TAG = "mkdisk-16M"     # a trace header's "scratch" value for such a disk
-
-
-def scratch_drives(tmpdir: str, indexes: Sequence[int],
-                   virtio: Sequence[int] = ()) -> list[dict]:
-    """A fresh scratch disk in ``tmpdir`` for each IDE index (and each
-    if=virtio index in ``virtio``), as ``drive_config()`` dicts marked
-    ``"scratch": SCRATCH_TAG``."""
-    drives: list[dict] = []
-    for iface, idxs in (("ide", indexes), ("virtio", virtio)):
-        for idx in idxs:
-            name = "scratch%d.img" % idx if iface == "ide" else "scratch-virtio%d.img" % idx
-            path = os.path.join(tmpdir, name)
-            make_scratch_disk(path)
-            d = {"index": idx, "file": path, "options": {"format": "raw", "if": iface},
-                 "name": _drive_name(idx, iface), "scratch": SCRATCH_TAG}
-            if iface == "virtio":
-                d["if"] = "virtio"
-            drives.append(d)
-    return drives
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 GuestFn = Callable[[Any], Any]
@@ -257,7 +67,7 @@ class Machine:
         try:
             for d in self.drives:
                 target = self.vblks if d.get("if") == "virtio" else self.blks
-                target[d["index"]] = _open_drive(d, blk_new_open, BlockError)
+                target[d["index"]] = open_drive(d, blk_new_open, BlockError)
             self._build_hw()
         except BaseException:
             self.close()
@@ -520,38 +330,6 @@ class Machine:
         for blks in (self.blks, getattr(self, "vblks", {})):
             for idx in list(blks):
                 blk_unref(blks.pop(idx))
-
-
-def _open_drive(d: dict, blk_new_open: Any, BlockError: Any) -> Any:
-    """Open one drive as QEMU's ``-drive if=ide`` does: the device takes
-    "consistent read" and "write" and shares neither "write" nor "resize",
-    so the image is locked against other writers.  ``share-rw`` is a
-    property of ``-device``, not of ``-drive`` (QEMU's message), and an
-    ide-hd cannot be read-only.  Raises MachineError (one line)."""
-    from gqemu.block.block_backend import blk_bs, blk_is_read_only, blk_unref
-    spec = d.get("spec") or "file=%s" % d["file"]
-    opts = dict(d["options"])
-    share_rw = opts.pop("share-rw", None)
-    try:
-        blk = blk_new_open(d["file"], opts)
-    except BlockError as e:
-        hint = getattr(e, "hint", None)
-        if hint:        # a lock conflict: QEMU names no -drive, it fails at realize
-            raise MachineError("%s (%s%s)" % (e, hint[:1].lower(), hint[1:]))
-        raise MachineError("-drive %s: %s" % (spec, e))
-    except OSError as e:
-        raise MachineError("-drive %s: %s" % (spec, e.strerror or e))
-    bs = blk_bs(blk)
-    if share_rw is not None:
-        fmt = bs.drv.format_name if bs is not None and bs.drv is not None else "raw"
-        blk_unref(blk)
-        raise MachineError("-drive %s: Block format '%s' does not support the option "
-                           "'share-rw'" % (spec, fmt))
-    if blk_is_read_only(blk):
-        blk_unref(blk)
-        raise MachineError("Block node is read-only")
-    blk.name = d.get("name") or _drive_name(d["index"], d.get("if", "ide"))
-    return blk
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:
