@@ -104,7 +104,7 @@ def warn_report(msg: str) -> None:
     """``<program>: warning: <msg>``, as QEMU's warn_report in a tool (the
     program name is argv[0]'s, as error_init sets it)."""
     import os
-    _error_sink("%s: warning: %s\n" % (os.path.basename(sys.argv[0]) or "gqemu", msg))
+    error_report("%s: warning: %s" % (os.path.basename(sys.argv[0]) or "gqemu", msg))
 
 
 # ----------------------------------------------------------------- options
