@@ -234,8 +234,3 @@ class FlowCapture:
     def chains(self) -> dict[str, list[str]]:
         """Function names per stack, outermost first (the golden test's form)."""
         return {k: [fr.function for fr in reversed(v)] for k, v in self.stacks.items()}
-
-
-def install_flow_capture() -> FlowCapture:
-    return FlowCapture().install()
-

@@ -296,9 +296,3 @@ def _before(i: int, hist: deque) -> list:
     """The records before record ``i`` as (index, record) pairs."""
     n = len(hist)
     return [(i - n + k, r) for k, r in enumerate(hist)]
-
-
-def replay_trace(s: KVMState, ram: Optional[bytearray], reader: TraceReader,
-                 **kw: Any) -> ReplayResult:
-    """Convenience: ``Replayer(s, ram, **kw).run(reader)``."""
-    return Replayer(s, ram, **kw).run(reader)
