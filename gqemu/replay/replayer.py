@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from gqemu.aio import aio_poll
 from gqemu.hw.memory import MEMTXATTRS_UNSPECIFIED
