@@ -177,19 +177,33 @@ class Machine:
             for r in self.accel.runs:
                 qemu_cpu_kick(r)
 
-    def add_boot_cpu(self, code: bytes) -> Any:
+    def add_boot_cpu(self, code: bytes, firmware: bool = True,
+                     boot_disk: bool = True) -> Any:
         """Under ``accel=kvm``: vCPU 0 starts ``code`` (a boot sector) at
         0000:7C00 in real mode with the registers SeaBIOS leaves (DL = 0x80,
-        AX = 0xAA55, IF set, segments 0, SP = 0x7C00).  QEMU+SeaBIOS:
-        boot.c call_boot_entry."""
+        AX = 0xAA55, IF set, segments 0, SP = 0x7C00).  With ``firmware``
+        the vCPU first runs SeaBIOS's IDE probe (and, with ``boot_disk``,
+        its read of the boot sector) as exits of its own
+        (gqemu.kvm.firmware).  QEMU+SeaBIOS: boot.c call_boot_entry."""
+        from gqemu.hw.ide.piix import PRIMARY, SECONDARY
         from gqemu.kvm.cpu import CPUState
+        from gqemu.kvm.firmware import seabios_firmware
+        from gqemu.kvm.guest import X86CPU
         if self.accel is None:
             raise MachineError("a boot sector needs --accel kvm")
         if not code or len(code) > BOOT_MAX:
             raise MachineError("boot code must be 1..%d bytes (got %d)" % (BOOT_MAX, len(code)))
         bios = self.bios = self._install_bios()
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
-        cpu = CPUState(self.kvm, len(self.kvm.cpus), None, None)
+        fw = None
+        if firmware:
+            boot = None
+            if boot_disk and self.blks:
+                first = min(self.blks)
+                boot = (first // 2, first % 2)
+            fw = seabios_firmware(((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot)
+        index = len(self.kvm.cpus)
+        cpu = CPUState(self.kvm, index, fw, X86CPU(index, None))
         bios.cpu = cpu
         cpu.accel_run = self.accel.create_vcpu()
         cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
@@ -210,22 +224,19 @@ class Machine:
                           "spt": st.sectors or 63, "cyls": st.cylinders or 1})
         return bios_install(self.ram, self.as_io.root, disks)
 
-    def firmware_probe(self, boot_disk: bool, cpu: Any = None) -> None:
-        """Put the IDE controller in the state SeaBIOS leaves it in before a
-        boot sector runs (gqemu.kvm.firmware): as exits of ``cpu`` (traced
-        and recorded, as SeaBIOS's accesses are in QEMU's trace), or with no
-        exit at all when ``cpu`` is None."""
+    def firmware_probe(self, boot_disk: bool) -> None:
+        """Put the IDE controller in the state SeaBIOS leaves it in, with no
+        exit at all (gqemu.kvm.firmware.DirectIO); ``add_boot_cpu`` runs
+        the same probe as exits of the vCPU instead."""
         from gqemu.aio import aio_poll
         from gqemu.hw.ide.piix import PRIMARY, SECONDARY
-        from gqemu.kvm.bios import ExitIO
         from gqemu.kvm.firmware import DirectIO, FirmwareError, seabios_ata_probe
         boot = None
         if boot_disk and self.blks:
             first = min(self.blks)
             boot = (first // 2, first % 2)
         try:
-            io = ExitIO(cpu) if cpu is not None else \
-                DirectIO(self.as_io, lambda: aio_poll(self.ctx, True))
+            io = DirectIO(self.as_io, lambda: aio_poll(self.ctx, True))
             seabios_ata_probe(io, ((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot)
         except FirmwareError as e:
             raise MachineError(str(e))

@@ -80,7 +80,7 @@ def run_kvm(args: argparse.Namespace) -> int:
             from_disk = boot is None
             if from_disk:
                 boot = machine.boot_sector()
-            cpu = machine.add_boot_cpu(boot)
+            machine.add_boot_cpu(boot, boot_disk=from_disk)
         except MachineError as e:
             raise UsageError(str(e))
         machine.kvm.max_exits = args.max_exits
@@ -95,10 +95,6 @@ def run_kvm(args: argparse.Namespace) -> int:
             writer = TraceWriter(record_f, meta)
             recorder = Recorder(writer, machine.kvm, machine.memories)
             GuestRamSync(recorder, machine.kvm, machine.accel, machine.ram, machine.bios)
-        try:
-            machine.firmware_probe(from_disk, cpu)      # traced and recorded, as SeaBIOS's
-        except MachineError as e:
-            raise UsageError(str(e))
         if args.backtrace:
             from gqemu.replay.flow import FlowCapture
             flow = FlowCapture().install()

@@ -215,7 +215,7 @@ def kvm_vcpu_ioctl(cpu: CPUState, type_: int) -> int:
     if trace_kvm_vcpu_ioctl.enabled:
         trace_kvm_vcpu_ioctl(cpu.cpu_index, type_, None)
     run = cpu.kvm_run
-    if cpu.accel_run is not None:
+    if cpu.accel_run is not None and cpu.guest is None:
         return kvm_vcpu_ioctl_kvm(cpu.accel_run, run, cpu.kvm_state.ctx)
     guest = cpu.guest
     try:
@@ -225,6 +225,11 @@ def kvm_vcpu_ioctl(cpu: CPUState, type_: int) -> int:
         run.internal_error = e
         return 0
     if guest.dead:  # type: ignore[union-attr]
+        if cpu.accel_run is not None:
+            # the firmware (a Python program on this vCPU) has jumped to the
+            # boot program: real code on /dev/kvm from here on
+            cpu.guest = None
+            return kvm_vcpu_ioctl_kvm(cpu.accel_run, run, cpu.kvm_state.ctx)
         run.exit_reason = KVM_EXIT_SHUTDOWN
     return 0
 
@@ -331,7 +336,7 @@ def qemu_kvm_cpu_thread_fn(cpu: CPUState) -> int:
     s = cpu.kvm_state
     ctx = s.ctx
     trace_register_track_name("vCPU %d" % cpu.cpu_index)
-    if cpu.accel_run is None:
+    if cpu.guest_fn is not None:     # a script, or the firmware before real code
         cpu.guest = greenlet(functools.partial(_guest_entry, cpu), parent=getcurrent())
         cpu.guest_cpu._attach(cpu)
     ret = 0

@@ -73,6 +73,35 @@ class DirectIO:
             cpu_outw(self.as_io, port, int.from_bytes(data[i:i + 2], "little"))
 
 
+class GuestIO:
+    """Port accesses as a guest program makes them (``gqemu.kvm.guest``'s
+    X86CPU: each one a KVM exit of the vCPU, handled by ``kvm_cpu_exec``);
+    the vCPU loop runs the main loop between exits, so ``poll`` has nothing
+    to do."""
+
+    def __init__(self, cpu: Any) -> None:
+        self.cpu = cpu
+        self.inb = cpu.inb
+        self.outb = cpu.outb
+        self.insw = cpu.insw
+        self.outsw = cpu.outsw
+
+    def poll(self) -> None:
+        pass
+
+
+def seabios_firmware(channels: tuple[tuple[int, int], ...],
+                     boot: tuple[int, int] | None) -> Callable[[Any], None]:
+    """A guest program for the vCPU's first steps: SeaBIOS's IDE probe and
+    boot read, as exits of the vCPU (so ``--backtrace`` shows them from
+    ``qemu_kvm_cpu_thread_fn`` -> ``kvm_cpu_exec`` as QEMU's would, and they
+    are traced and recorded).  When it returns, the vCPU goes on with the
+    boot program on /dev/kvm."""
+    def seabios(cpu: Any) -> None:
+        seabios_ata_probe(GuestIO(cpu), channels, boot)
+    return seabios
+
+
 def _wait(io: Any, port: int) -> int:
     """Poll a status register until BSY clears (SeaBIOS await_not_bsy)."""
     for _ in range(MAX_POLLS):

@@ -107,3 +107,25 @@ def test_golden_is_the_seed(report, seed_text):
     assert seed["3.2"][0] == "pread64"
     assert want["worker"][1:] == seed["3.2"][1:]
     assert want["worker"][0] in ("pread", "preadv")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="/dev/kvm is absent on this machine")
+def test_chains_from_a_real_vcpu(tmp_path):
+    """Under --accel kvm the first request is the firmware's read of the
+    boot sector (LBA 0, one sector, as SeaBIOS reads it), made by the vCPU
+    itself: the same three chains, from qemu_kvm_cpu_thread_fn down."""
+    from gqemu.machine import make_scratch_disk
+    disk = tmp_path / "boot.img"
+    make_scratch_disk(str(disk), size_mib=1,
+                      mbr=(ROOT / "tests" / "data" / "kvm" / "irqwait.bin").read_bytes())
+    p = subprocess.run([sys.executable, "-c", "import sys; from gqemu.cli.main import main; "
+                        "sys.exit(main())", "run", "--accel", "kvm", "--drive",
+                        "file=%s,format=raw" % disk, "--debugcon", str(tmp_path / "con"),
+                        "--backtrace", "--timeout", "30"],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 33, p.stderr
+    got = parse_report(p.stdout)
+    for k, want in golden().items():
+        assert [m.group(2) for m in got[k]] == want, k
+    args = dict(a.split("=", 1) for a in got["vcpu"][0].group(3).split(", "))
+    assert args["offset"] == "0x0" and args["nbytes"] == "0x200"
