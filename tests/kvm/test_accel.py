@@ -240,3 +240,26 @@ def test_bmdma_reference_program_on_kvm(tmp_path):
     # the simulated loop: every PRD table and DMA buffer the guest wrote is there
     assert main(["replay", str(trace), "--drive", "file=%s,format=raw" % pristine]) == 0
     assert pristine.read_bytes() == after
+
+
+@needs_kvm
+def test_mmio_exits_as_under_qemu(tmp_path):
+    """32-bit code reading and writing the unassigned PCI hole: KVM_EXIT_MMIO
+    decoded, unassigned memory reads 0 and drops writes as under QEMU, and
+    the exits are recorded."""
+    from gqemu.machine import make_scratch_disk
+    from gqemu.replay.format import REC_MMIO, open_trace
+    disk = tmp_path / "d.img"
+    make_scratch_disk(str(disk), size_mib=1, mbr=_nasm_free_bin("mmio").read_bytes())
+    con, trace = tmp_path / "con", tmp_path / "t.gqt"
+    rc = main(["run", "--accel", "kvm", "--drive", "file=%s,format=raw" % disk,
+               "--debugcon", str(con), "--record", str(trace), "--timeout", "20"])
+    assert rc == int((DATA / "mmio.status").read_text())
+    assert con.read_bytes() == (DATA / "mmio.debugcon").read_bytes()
+    f, r = open_trace(str(trace))
+    with f:
+        mmio = [rec for rec in r if rec[0] == REC_MMIO]
+    # [kind, cpu, is_write, addr, len, value]
+    assert [(m[2], m[3], m[4]) for m in mmio] == [(0, 0xD0000000, 4), (1, 0xD0000000, 4),
+                                                   (0, 0xD0000000, 4)]
+    assert mmio[1][5] == 0x12345678

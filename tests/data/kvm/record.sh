@@ -5,7 +5,7 @@
 # (SeaBIOS) with isa-debugcon on 0xE9 and isa-debug-exit on 0xF4, and the
 # debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
 # NAME.status and NAME.trace.log.xz.
-# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13)
+# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -14,7 +14,7 @@ trap 'rm -rf "$tmp"' EXIT
 accel=kvm
 [ -w /dev/kvm ] || accel=tcg
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(irqwait int13)
+[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio)
 for name in "${names[@]}"; do
   nasm -f bin -o "$here/$name.bin" "$here/$name.asm"
   python3 -m gqemu.cli.main mkdisk "$tmp/$name.img" --mbr "$here/$name.bin" 2>/dev/null ||
