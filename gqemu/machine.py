@@ -218,7 +218,7 @@ class Machine:
         disks = []
         for idx in sorted(self.blks):
             base, ctl, _irq = (PRIMARY, SECONDARY)[idx // 2]
-            st = self.ide[idx // 2].ifs[idx % 2]
+            st = (self.ide[0], self.ide[1])[idx // 2].ifs[idx % 2]
             disks.append({"base": base, "ctl": ctl, "unit": idx % 2,
                           "sectors": st.nb_sectors, "heads": st.heads or 16,
                           "spt": st.sectors or 63, "cyls": st.cylinders or 1})

@@ -78,9 +78,8 @@ def run_kvm(args: argparse.Namespace) -> int:
         try:
             machine = Machine(drives, ram_size=RAM_SIZE_KVM, accel="kvm", debugcon=debugcon)
             from_disk = boot is None
-            if from_disk:
-                boot = machine.boot_sector()
-            machine.add_boot_cpu(boot, boot_disk=from_disk)
+            code = machine.boot_sector() if boot is None else boot
+            machine.add_boot_cpu(code, boot_disk=from_disk)
         except MachineError as e:
             raise UsageError(str(e))
         machine.kvm.max_exits = args.max_exits

@@ -142,7 +142,7 @@ def handle_int13(bs: BiosState, cpu: CPUState) -> None:
     drive = dx & 0xFF
     ret_ax = None
     new_dx = None
-    disk = bs.disks[drive - 0x80] if 0x80 <= drive < 0x80 + len(bs.disks) else None
+    disk: Any = bs.disks[drive - 0x80] if 0x80 <= drive < 0x80 + len(bs.disks) else None
     status = DISK_RET_SUCCESS
     try:
         if disk is None and ah not in (0x00, 0x01):

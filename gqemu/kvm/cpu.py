@@ -111,7 +111,7 @@ class CPUState:
     the object the program sees (``X86CPU``).  QEMU: CPUState."""
 
     def __init__(self, s: KVMState, cpu_index: int,
-                 guest_fn: Callable[[Any], Any], guest_cpu: Any) -> None:
+                 guest_fn: Optional[Callable[[Any], Any]], guest_cpu: Any) -> None:
         self.kvm_state = s
         self.cpu_index = cpu_index
         self.kvm_run = KvmRun()
@@ -323,6 +323,7 @@ def kvm_cpu_exec(cpu: CPUState) -> int:
 
 
 def _guest_entry(cpu: CPUState) -> Any:
+    assert cpu.guest_fn is not None
     return cpu.guest_fn(cpu.guest_cpu)
 
 

@@ -153,6 +153,7 @@ def serve() -> None:
         for line in sys.stdin:
             try:
                 msg = json.loads(line)
+                reply: dict[str, Any]
                 if msg.get("ident", mine) != mine:
                     reply = {"mismatch": mine}
                 else:
