@@ -17,15 +17,10 @@ Exit status (docs/run.md):
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
-import sys
-import tempfile
-from typing import Any, Optional
+import contextlib
 
-from gqemu.cli.run_loop import (STATUS_LIMIT, parse_on_io_error, run_machine,
-                                trace_meta)
+from gqemu.cli.run_loop import (parse_on_io_error, print_flow, run_machine, start_flow,
+                                start_record, start_scratch, start_time_limit, start_trace)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
     from gqemu.guest.script import ScriptError, guest_traceback, load_script
-    from gqemu.machine import Machine, MachineError, drive_config, scratch_drives
+    from gqemu.machine import Machine, MachineError, drive_config
     if args.max_exits < 0:
         raise UsageError("--max-exits must be >= 0")
     if not args.timeout >= 0 or args.timeout == float("inf"):
@@ -87,94 +82,22 @@ def run(args: argparse.Namespace) -> int:
         drives = drive_config(args.drive)
     except (ScriptError, MachineError) as e:
         raise UsageError(str(e))
-    tmpdir: Optional[str] = None
-    trace_out = None
-    writer = None
-    record_f = None
-    flow = None
-    machine = None
-    old_sigterm: Any = None
-    limit: Any = None
-    status = 0
-    try:
+    with contextlib.ExitStack() as stack:
         if not drives:
-            tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
-            drives = scratch_drives(tmpdir, list(ns.get("SCRATCH_DRIVES", [0])),
-                                    list(ns.get("SCRATCH_VIRTIO", [])))
-        if args.trace:
-            from gqemu.trace import trace_enable_events, trace_init_output
-            try:
-                trace_out = (open(args.trace_file, "w", encoding="utf-8")
-                             if args.trace_file else sys.stderr)
-            except OSError as e:
-                raise UsageError("%s: %s" % (args.trace_file, e.strerror or e))
-            trace_init_output(trace_out, args.trace_format, timestamps=args.trace_timestamps)
-            try:
-                for pat in args.trace:
-                    trace_enable_events(pat)
-            except OSError as e:
-                raise UsageError("--trace %s: %s" % (pat, e.strerror or e))
+            drives = start_scratch(stack, ns.get("SCRATCH_DRIVES", [0]),
+                                   ns.get("SCRATCH_VIRTIO", []))
+        start_trace(stack, args)
         try:
             machine = Machine(drives)
         except MachineError as e:
             raise UsageError(str(e))
+        stack.callback(machine.close)
         for g in guests:
             machine.add_cpu(g)
         machine.kvm.max_exits = args.max_exits
-        if args.record:
-            from gqemu.replay.format import TraceWriter
-            from gqemu.replay.record import Recorder
-            meta = trace_meta(drives, machine.ram_size, args.script)
-            try:
-                record_f = open(args.record, "wb")
-            except OSError as e:
-                raise UsageError("%s: %s" % (args.record, e.strerror or e))
-            writer = TraceWriter(record_f, meta)
-            Recorder(writer, machine.kvm, machine.memories)
-            old_sigterm = _flush_on_sigterm(writer)
-        if args.backtrace:
-            from gqemu.replay.flow import FlowCapture
-            flow = FlowCapture().install()
-        if args.timeout:
-            from gqemu.kvm.watchdog import kvm_set_time_limit
-            limit = kvm_set_time_limit(machine.kvm, args.timeout, STATUS_LIMIT)
+        start_record(stack, args, machine, drives, args.script)
+        flow = start_flow(stack, args)
+        start_time_limit(stack, args, machine)
         status = run_machine(machine, args.script, guest_traceback, ns, retries, delay)
-    finally:
-        if limit is not None:
-            limit.cancel()
-        if machine is not None:
-            machine.close()
-        if writer is not None:
-            writer.close()
-        if old_sigterm is not None:
-            signal.signal(signal.SIGTERM, old_sigterm)
-        if record_f is not None:
-            record_f.close()
-        if flow is not None:
-            flow.remove()
-        if trace_out is not None:
-            from gqemu.trace import trace_close_output, trace_reset
-            trace_close_output()
-            trace_reset()
-            if trace_out is not sys.stderr:
-                trace_out.close()
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-    if flow is not None:
-        sys.stdout.write(flow.report())
-        sys.stdout.flush()
+    print_flow(flow)
     return status
-
-
-def _flush_on_sigterm(writer: Any) -> Any:
-    """On SIGTERM, write out what was recorded (no end record: the replay
-    reports the trace as cut short) and exit.  Returns the old handler."""
-    def handler(signum: int, frame: Any) -> None:
-        try:
-            writer.close(end=False)
-        finally:
-            os._exit(128 + signum)
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:          # not the main thread: nothing to do
-        return None

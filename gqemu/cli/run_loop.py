@@ -7,8 +7,9 @@ Exit statuses are listed in ``gqemu.cli.run``'s docstring and docs/run.md.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from gqemu.cli.errors import UsageError
 
@@ -182,3 +183,110 @@ def _exit_status(e: SystemExit) -> int:
         return code
     sys.stderr.write("%s\n" % (code,))
     return 1
+
+
+# ----------------------------------------------- what a run sets up and undoes
+# Each helper registers its undo on the caller's ExitStack, so gqemu run's two
+# accelerators share them and unwind in reverse order whatever happens.
+
+def start_trace(stack: Any, args: Any) -> None:
+    """``--trace``/``--trace-file``/``--trace-format``; undone at the end."""
+    if not args.trace:
+        return
+    from gqemu.trace import (trace_close_output, trace_enable_events, trace_init_output,
+                             trace_reset)
+    try:
+        out = open(args.trace_file, "w", encoding="utf-8") if args.trace_file else sys.stderr
+    except OSError as e:
+        raise UsageError("%s: %s" % (args.trace_file, e.strerror or e))
+
+    def close() -> None:
+        trace_close_output()
+        trace_reset()
+        if out is not sys.stderr:
+            out.close()
+    stack.callback(close)
+    trace_init_output(out, args.trace_format, timestamps=args.trace_timestamps)
+    pat = ""
+    try:
+        for pat in args.trace:
+            trace_enable_events(pat)
+    except OSError as e:
+        raise UsageError("--trace %s: %s" % (pat, e.strerror or e))
+
+
+def start_scratch(stack: Any, ide: Sequence[int], virtio: Sequence[int] = ()) -> list[dict]:
+    """Scratch disks in a temporary directory removed at the end."""
+    import shutil
+    import tempfile
+    from gqemu.machine import scratch_drives
+    tmpdir = tempfile.mkdtemp(prefix="gqemu-run-")
+    stack.callback(shutil.rmtree, tmpdir, ignore_errors=True)
+    return scratch_drives(tmpdir, list(ide), list(virtio))
+
+
+def start_record(stack: Any, args: Any, machine: Any, drives: list[dict],
+                 program: str) -> Any:
+    """``--record TRACE``: the recorder (with guest RAM under --accel kvm)
+    and a SIGTERM handler that keeps what was recorded.  The machine is
+    closed before the trace, so requests drained at the end are in it.
+    Returns the Recorder, or None."""
+    if not args.record:
+        return None
+    from gqemu.replay.format import TraceWriter
+    from gqemu.replay.record import GuestRamSync, Recorder
+    meta = trace_meta(drives, machine.ram_size, program)
+    try:
+        f = open(args.record, "wb")
+    except OSError as e:
+        raise UsageError("%s: %s" % (args.record, e.strerror or e))
+    stack.callback(f.close)
+    writer = TraceWriter(f, meta)
+    stack.callback(writer.close)
+    recorder = Recorder(writer, machine.kvm, machine.memories)
+    if machine.accel is not None:
+        GuestRamSync(recorder, machine.kvm, machine.accel, machine.ram, machine.bios)
+    old = _flush_on_sigterm(writer)
+    if old is not None:
+        stack.callback(signal.signal, signal.SIGTERM, old)
+    stack.callback(machine.close)       # idempotent: before the writer's close
+    return recorder
+
+
+def start_flow(stack: Any, args: Any) -> Any:
+    """``--backtrace``: the flow capture (its report printed by the caller
+    after the run)."""
+    if not args.backtrace:
+        return None
+    from gqemu.replay.flow import FlowCapture
+    flow = FlowCapture().install()
+    stack.callback(flow.remove)
+    return flow
+
+
+def start_time_limit(stack: Any, args: Any, machine: Any) -> None:
+    """``--timeout SECONDS`` (status 124)."""
+    if args.timeout:
+        from gqemu.kvm.watchdog import kvm_set_time_limit
+        limit = kvm_set_time_limit(machine.kvm, args.timeout, STATUS_LIMIT)
+        stack.callback(limit.cancel)
+
+
+def print_flow(flow: Any) -> None:
+    if flow is not None:
+        sys.stdout.write(flow.report())
+        sys.stdout.flush()
+
+
+def _flush_on_sigterm(writer: Any) -> Any:
+    """On SIGTERM, write out what was recorded (no end record: the replay
+    reports the trace as cut short) and exit.  Returns the old handler."""
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            writer.close(end=False)
+        finally:
+            os._exit(128 + signum)
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:          # not the main thread: nothing to do
+        return None
