@@ -78,6 +78,9 @@ def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
     ``readonly=on``; ``flags`` adds BDRV_O_* bits.  Raises BlockError
     (one-line message; ``hint`` for lock conflicts).  QEMU: blk_new_open.
     """
+    if (filename or "").startswith("json:") or (options and "file.filename" in options):
+        from gqemu.block.open_opts import bdrv_fill_options
+        filename, options = bdrv_fill_options(filename, options or {})
     d = parse_drive_options(options, flags)
     filename = filename or d.filename
     if not filename and "driver" not in d.bdrv_options and "format" not in d.bdrv_options:

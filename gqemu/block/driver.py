@@ -429,6 +429,10 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
     QEMU: bdrv_open / bdrv_open_inherit.
     """
     options = dict(options or {})
+    if filename.startswith("json:") or (not filename and "file.filename" in options):
+        from gqemu.block.open_opts import bdrv_fill_options
+        name, options = bdrv_fill_options(filename, options)
+        filename = name or ""
     drvname = options.pop("driver", None)
     fmt = options.pop("format", None)
     if drvname and fmt and drvname != fmt:

@@ -32,6 +32,8 @@ Command syntax:
   convert [-c] [-p] [-q] [-f fmt] [-O output_fmt] [-o options] filename output_filename
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
   map [-f fmt] [--output=ofmt] filename
+  rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename
+  resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
 
 Command parameters:
@@ -68,11 +70,14 @@ Supported formats: %(formats)s
 
 
 class ImgError(Exception):
-    """A one-line error; ``status`` is the exit code."""
+    """An error: each line of ``msg`` is reported as ``<prog>: <line>`` (none
+    when empty: the message was already printed), then ``tail`` verbatim;
+    ``status`` is the exit code."""
 
-    def __init__(self, msg: str, status: int = 1) -> None:
+    def __init__(self, msg: str, status: int = 1, tail: str = "") -> None:
         super().__init__(msg)
         self.status = status
+        self.tail = tail
 
 
 def error_report(msg: str) -> None:
@@ -124,18 +129,45 @@ def parse_o(opts: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_image_opts(spec: str) -> dict[str, str]:
+    """``--image-opts``: the filename is ``key=value,...`` (``,,`` escapes
+    a comma).  QEMU: qemu_opts_parse_noisily(qemu_img_opts...)."""
+    from gqemu.block.drive_opts import qemu_opts_split
+    opts: dict[str, str] = {}
+    for item in qemu_opts_split(spec):
+        if not item:
+            continue
+        k, eq, v = item.partition("=")
+        opts[k] = v if eq else "on"
+    return opts
+
+
 def img_open(filename: str, fmt: Optional[str], writable: bool = False,
-             extra_flags: int = 0) -> Any:
-    """Open an image as qemu-img does.  Raises ImgError."""
+             extra_flags: int = 0, image_opts: bool = False,
+             force_share: bool = False, cache: str = "writeback") -> Any:
+    """Open an image as qemu-img does (``image_opts``: the filename is an
+    option list, ``force_share``: -U).  Raises ImgError.  QEMU: img_open."""
     from gqemu.block import blk_new_open
     from gqemu.block.driver import BlockError
-    opts: dict = {"readonly": "off" if writable else "on", "cache": "writeback"}
+    opts: dict = {}
+    name: Optional[str] = filename
+    if image_opts:
+        if fmt:
+            raise ImgError("--image-opts and --format are mutually exclusive")
+        opts = parse_image_opts(filename)
+        name = None
+    if force_share:
+        if writable:
+            raise ImgError("force-share=on can only be used with read-only images")
+        opts.setdefault("locking", "off")
+    opts.update({"readonly": "off" if writable else "on"})
+    opts.setdefault("cache", cache)
     if fmt:
         opts["format"] = fmt
     try:
-        return blk_new_open(filename, opts, extra_flags)
+        return blk_new_open(name, opts, extra_flags)
     except BlockError as e:
-        raise ImgError("Could not open '%s': %s" % (filename, e.msg))
+        raise ImgError("Could not open '%s': %s" % (filename, e.msg)) from None
 
 
 def blk_close(blk: Any) -> None:
@@ -290,6 +322,16 @@ def _compare(argv: list[str]) -> int:
     return img_compare(argv)
 
 
+def _resize(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_resize import img_resize
+    return img_resize(argv)
+
+
+def _rebase(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_rebase import img_rebase
+    return img_rebase(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_convert import img_map
     return img_map(argv)
@@ -298,6 +340,7 @@ def _map(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
+    "resize": _resize, "rebase": _rebase,
 }
 
 
@@ -314,7 +357,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     from gqemu import __version__
     try:
         if not argv:
-            raise ImgError("Not enough arguments\nTry '%s --help' for more information" % PROG)
+            raise ImgError("Not enough arguments",
+                           tail="Try '%s --help' for more information\n" % PROG)
         cmd = argv[0]
         fn = COMMANDS.get(cmd)
         if cmd in ("-h", "--help", "help") or (
@@ -329,8 +373,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise ImgError("Command not found: %s" % cmd)
         return fn(argv[1:])
     except ImgError as e:
-        for line in str(e).split("\n")[:1]:
-            error_report(line)
+        for line in str(e).split("\n"):
+            if line:
+                error_report(line)
+        sys.stderr.write(e.tail)
         return e.status
     except KeyboardInterrupt:
         error_report("interrupted")

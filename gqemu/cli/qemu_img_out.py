@@ -89,12 +89,19 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if size is None:
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
+        prealloc = o.pop("preallocation", None)
+        if "extent_size_hint" in o:            # an XFS hint: checked, not modelled
+            from gqemu.cli.qemu_img_resize import parse_option_size
+            parse_option_size("extent_size_hint", o.pop("extent_size_hint"))
         if o:
             raise ImgError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
         if not quiet:
-            sys.stdout.write("Formatting '%s', fmt=raw size=%d\n" % (filename, size))
-        with open(filename, "wb") as f:
-            f.truncate(size)
+            sys.stdout.write("Formatting '%s', fmt=raw size=%d%s\n" % (
+                filename, size, " preallocation=%s" % prealloc if prealloc else ""))
+        from gqemu.block.io_truncate import file_create
+        ret, msg = file_create(filename, size, prealloc or "off")
+        if ret < 0:
+            raise ImgError("%s: %s" % (filename, msg))
         return
     from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
     from gqemu.block.qcow2_header import Qcow2OpenError
