@@ -192,3 +192,20 @@ def _get_last_cluster(bs: Any, size: int) -> int:
             return i
         i -= 1
     return -1
+
+
+@coroutine_fn
+def qcow2_co_make_empty(bs: Any) -> int:
+    """Unmap every cluster (entries become 0) and write the caches back.
+    QEMU: qcow2_make_empty (the discard path)."""
+    s = bs.opaque
+    qemu_co_mutex_lock(s.lock)
+    try:
+        ret = _discard_tail(bs, 0, bs.total_sectors * 512)
+        if ret >= 0:
+            ret = qcow2_cache_flush(bs, s.l2_table_cache)
+        if ret >= 0:
+            ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+        return ret
+    finally:
+        qemu_co_mutex_unlock(s.lock)

@@ -27,6 +27,7 @@ QEMU disk image utility
 
 Command syntax:
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
+  commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
   compare [-f fmt] [-F fmt] [-s] [-q] filename1 filename2
   convert [-c] [-p] [-q] [-f fmt] [-O output_fmt] [-o options] filename output_filename
@@ -332,6 +333,11 @@ def _rebase(argv: list[str]) -> int:
     return img_rebase(argv)
 
 
+def _commit(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_commit import img_commit
+    return img_commit(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_convert import img_map
     return img_map(argv)
@@ -340,7 +346,7 @@ def _map(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
-    "resize": _resize, "rebase": _rebase,
+    "resize": _resize, "rebase": _rebase, "commit": _commit,
 }
 
 
