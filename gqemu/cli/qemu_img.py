@@ -213,13 +213,29 @@ def img_create(argv: list[str]) -> int:
 # -------------------------------------------------------------------- info
 
 
+def _display_name(blk: Any, filename: str, image_opts: bool) -> str:
+    """The name ``info`` shows: for a ``json:`` or ``--image-opts`` name,
+    the host file's.  QEMU: bdrv_refresh_filename."""
+    if not filename.startswith("json:") and not image_opts:
+        return filename
+    from gqemu.block import blk_bs
+    bs = blk_bs(blk)
+    while bs.file is not None:
+        bs = bs.file.bs
+    return bs.filename or filename
+
+
 def img_info(argv: list[str]) -> int:
     """QEMU: img_info."""
     opts, args = parse_args(argv, "f:hU", ["output=", "backing-chain", "help",
                                             "force-share", "image-opts", "object="])
-    fmt, output, chain = None, "human", False
+    fmt, output, chain, image_opts, force_share = None, "human", False, False, False
     for o, v in opts:
-        if o == "-f":
+        if o == "--image-opts":
+            image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
+        elif o == "-f":
             fmt = v
         elif o == "--output":
             output = v
@@ -238,12 +254,14 @@ def img_info(argv: list[str]) -> int:
         if os.path.realpath(filename) in seen:
             raise ImgError("Backing file '%s' creates an infinite loop." % filename)
         seen.add(os.path.realpath(filename))
-        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING)
+        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING, image_opts=image_opts,
+                       force_share=force_share)
         try:
-            info = image_info(blk, filename)
+            info = image_info(blk, _display_name(blk, filename, image_opts))
         finally:
             blk_close(blk)
         infos.append(info)
+        image_opts = False
         if not chain:
             break
         filename = info.get("full-backing-filename")
@@ -259,9 +277,13 @@ def img_check(argv: list[str]) -> int:
     """QEMU: img_check (exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 n/a)."""
     opts, args = parse_args(argv, "hf:r:qU", ["output=", "repair=", "help",
                                                "force-share", "object=", "image-opts"])
-    fmt, output, fix, quiet = None, "human", 0, False
+    fmt, output, fix, quiet, image_opts, force_share = None, "human", 0, False, False, False
     for o, v in opts:
-        if o == "-f":
+        if o == "--image-opts":
+            image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
+        elif o == "-f":
             fmt = v
         elif o == "--output":
             output = v
@@ -280,7 +302,8 @@ def img_check(argv: list[str]) -> int:
         raise ImgError("Expecting one image file name")
     from gqemu.block.driver import BDRV_O_CHECK
     from gqemu.cli.qemu_img_out import run_check
-    blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK)
+    blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK, image_opts=image_opts,
+                   force_share=force_share)
     try:
         return run_check(blk, args[0], fix, output, quiet, error_report)
     finally:
