@@ -2,9 +2,10 @@
 size field) and shrink (drop the clusters past the new end, free L2 tables
 past the new L1 size, cut the file after its last used cluster).
 
-A preallocation mode other than ``off`` is refused with QEMU's message for
-modes the driver does not implement (``metadata`` and ``falloc``/``full``
-are not modelled).
+Growing with ``metadata`` preallocation allocates a host cluster for every
+new guest cluster and grows the file to hold them; ``falloc``/``full`` do
+the same and then preallocate the file's new part that way (QEMU instead
+allocates the data area in one piece first, so host offsets differ).
 
 Context: coroutine; takes ``s.lock``.  Returns (0 or -errno, message).
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
@@ -22,7 +23,9 @@ from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlo
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
     qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
-from gqemu.block.qcow2_cluster import qcow2_cluster_zeroize, qcow2_grow_l1_table
+from gqemu.block.qcow2_cluster import (
+    qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2, qcow2_alloc_host_offset,
+    qcow2_cluster_zeroize, qcow2_grow_l1_table)
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, size_to_l1)
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
@@ -43,7 +46,7 @@ def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
     s = bs.opaque
     if offset % 512:
         return -errno.EINVAL, "The new size must be a multiple of 512"
-    if prealloc not in ("off",):
+    if prealloc not in ("off", "metadata", "falloc", "full"):
         return -errno.ENOTSUP, "Unsupported preallocation mode '%s'" % prealloc
     qemu_co_mutex_lock(s.lock)
     try:
@@ -52,6 +55,8 @@ def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
         old_length = bs.total_sectors * 512
         new_l1_size = size_to_l1(s.cluster_bits, s.l2_bits, offset)
         if offset < old_length:
+            if prealloc != "off":
+                return -errno.ENOTSUP, "Preallocation can't be used for shrinking an image"
             ret, msg = _shrink(bs, offset, old_length, new_l1_size)
         else:
             ret, msg = 0, ""
@@ -59,7 +64,9 @@ def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
                 ret = qcow2_grow_l1_table(bs, new_l1_size, exact=True)
                 if ret < 0:
                     ret, msg = _err(ret, "Failed to grow the L1 table")
-            if ret >= 0 and zero_write and offset > old_length and s.qcow_version >= 3:
+            if ret >= 0 and prealloc != "off":
+                ret, msg = _preallocate(bs, old_length, offset, prealloc)
+            elif ret >= 0 and zero_write and offset > old_length and s.qcow_version >= 3:
                 ret, msg = _zero_new_area(bs, old_length, offset)
         if ret < 0:
             return ret, msg
@@ -74,6 +81,36 @@ def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
         return 0, ""
     finally:
         qemu_co_mutex_unlock(s.lock)
+
+
+@coroutine_fn
+def _preallocate(bs: Any, start: int, end: int, prealloc: str) -> tuple[int, str]:
+    """Allocate host clusters for [start, end) and link them (no data is
+    written: the file reads as zeroes there).  QEMU: preallocate_co."""
+    s = bs.opaque
+    host_end = 0
+    offset = start
+    while offset < end:
+        ret, cur, host, m = qcow2_alloc_host_offset(bs, offset, end - offset)
+        if ret < 0:
+            return _err(ret, "Could not allocate clusters")
+        if m is not None:
+            ret = qcow2_alloc_cluster_link_l2(bs, m)
+            qcow2_alloc_cluster_done(bs, m)
+            if ret < 0:
+                return _err(ret, "Could not link clusters")
+        host_end = max(host_end, host + cur)
+        offset += cur
+    if host_end:
+        host_end = (host_end + s.cluster_size - 1) & ~(s.cluster_size - 1)
+        f = bs.file.bs
+        if host_end > qcow2_file_length(bs):
+            from gqemu.block.io_truncate import bdrv_co_truncate
+            ret, msg = bdrv_co_truncate(f, host_end, False,
+                                        "off" if prealloc == "metadata" else prealloc)
+            if ret < 0:
+                return ret, msg
+    return 0, ""
 
 
 @coroutine_fn
