@@ -31,6 +31,7 @@ Command syntax:
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
   compare [-f fmt] [-F fmt] [-s] [-q] filename1 filename2
   convert [-c] [-p] [-q] [-f fmt] [-O output_fmt] [-o options] filename output_filename
+  dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
   map [-f fmt] [--output=ofmt] filename
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename
@@ -361,6 +362,11 @@ def _commit(argv: list[str]) -> int:
     return img_commit(argv)
 
 
+def _dd(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_dd import img_dd
+    return img_dd(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_convert import img_map
     return img_map(argv)
@@ -369,7 +375,7 @@ def _map(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
-    "resize": _resize, "rebase": _rebase, "commit": _commit,
+    "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
 }
 
 
