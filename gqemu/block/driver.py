@@ -140,6 +140,10 @@ def bdrv_find_protocol(filename: str) -> Optional[type[BlockDriver]]:
             if cls.protocol_name == prefix:
                 return cls
         return None
+    for cls in bdrv_drivers.values():      # host_device for /dev nodes
+        probe = getattr(cls, "bdrv_probe_device", None)
+        if probe is not None and probe(filename):
+            return cls
     return bdrv_drivers.get("file")
 
 
