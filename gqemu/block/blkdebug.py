@@ -200,6 +200,8 @@ class BdrvBlkdebug(BlockDriver):
             conf, image_name = rest.split(":", 1)
             config = config or conf or None
             image = image or image_name
+        elif filename and not image:           # no prefix: the filename is the image's
+            image = filename
         groups: list[tuple[str, dict]] = []
         if config:
             try:
