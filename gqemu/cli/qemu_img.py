@@ -1,5 +1,6 @@
-"""``gqemu-img``: qemu-img's create, info, check, map, compare, convert and
-snapshot, with its options, output lines and exit codes.
+"""``gqemu-img``: qemu-img's create, info, check, map, compare, convert,
+snapshot, resize, rebase, commit and dd, with its options, output lines and
+exit codes (resize, rebase, commit and dd live in ``qemu_img_<command>.py``).
 
 It names itself after ``argv[0]``; every error is one line
 ``<prog>: <message>`` and a non-zero exit, never a traceback.  The block
