@@ -202,6 +202,8 @@ class BdrvBlkdebug(BlockDriver):
             image = image or image_name
         elif filename and not image:           # no prefix: the filename is the image's
             image = filename
+        if not image and options.get("image.filename"):
+            image = options["image.filename"]   # image.driver=file,image.filename=...
         groups: list[tuple[str, dict]] = []
         if config:
             try:

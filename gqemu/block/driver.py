@@ -449,12 +449,12 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
             raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
         if cls.bdrv_file_open is not None:
             return bdrv_open_protocol(cls, filename, options, flags)
-    if not filename:
+    file_opts = _split_child_options(options, "file.")
+    if not filename and "driver" not in file_opts:
         raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
-    proto = bdrv_find_protocol(filename)
+    proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:
         raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
-    file_opts = _split_child_options(options, "file.")
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))

@@ -76,8 +76,8 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if backing and not backing_fmt:
         raise ImgError("%s: Backing file specified without backing format" % filename)
     if backing and size is None:
-        path = backing if os.path.isabs(backing) else os.path.join(
-            os.path.dirname(filename), backing)
+        path = backing if os.path.isabs(backing) or backing.startswith("json:") \
+            else os.path.join(os.path.dirname(filename), backing)
         from gqemu.cli.qemu_img import blk_close, img_open
         from gqemu.block import blk_getlength
         try:
@@ -140,7 +140,7 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if "compat" in o:
         words.append("compat=%s" % o["compat"])
     if backing:
-        words.append("backing_file=%s" % backing)
+        words.append("backing_file=%s" % backing.replace(",", ",,"))
     if backing_fmt:
         words.append("backing_fmt=%s" % backing_fmt)
     words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
