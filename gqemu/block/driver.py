@@ -437,6 +437,9 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
         from gqemu.block.open_opts import bdrv_fill_options
         name, options = bdrv_fill_options(filename, options)
         filename = name or ""
+    if options.get("backing") == "":      # json: "backing": null -- no backing file
+        del options["backing"]
+        flags |= BDRV_O_NO_BACKING
     drvname = options.pop("driver", None)
     fmt = options.pop("format", None)
     if drvname and fmt and drvname != fmt:

@@ -4,7 +4,8 @@ filename``.
 
 Safe mode: wherever the image itself holds nothing, the old backing
 chain's data is compared with the new one's sector by sector and the old
-data is written into the image where they differ; then the header names
+data is written into the image where they differ (as a zero write past
+the old backing file's end); then the header names
 the new backing file.  ``-u`` only changes the header.  ``-b ''`` removes
 the backing file (safe mode first copies all of its data in).
 
@@ -104,7 +105,7 @@ def img_rebase(argv: list[str]) -> int:
 def _copy_differences(blk: Any, filename: str, base: Optional[str],
                       base_fmt: Optional[str]) -> None:
     """Safe mode's data copy.  Raises ImgError."""
-    from gqemu.block import blk_bs, blk_getlength, blk_pwrite
+    from gqemu.block import blk_bs, blk_getlength, blk_pwrite, blk_pwrite_zeroes
     from gqemu.block.driver import BlockError, bdrv_getlength
     from gqemu.block.io_misc import bdrv_pread
     from gqemu.cli.qemu_io_misc import bdrv_is_allocated
@@ -138,6 +139,7 @@ def _copy_differences(blk: Any, filename: str, base: Optional[str],
                 offset += n or size
                 continue
             buf_old = bytearray(n)
+            old_is_zero = offset >= old_size       # past the old backing's end
             if offset < old_size:
                 n = min(n, old_size - offset)
                 buf_old = bytearray(n)
@@ -158,7 +160,12 @@ def _copy_differences(blk: Any, filename: str, base: Optional[str],
             while done < n:
                 differs, pnum = compare_buffers(memoryview(buf_old)[done:],
                                                 memoryview(buf_new)[done:], n - done)
-                if differs:
+                if differs and old_is_zero:
+                    r = blk_pwrite_zeroes(blk, offset + done, pnum, 0)
+                    if r < 0:
+                        raise ImgError("Error while writing to COW image: %s"
+                                       % os.strerror(-r))
+                elif differs:
                     try:
                         blk_pwrite(blk, offset + done, memoryview(buf_old)[done:done + pnum])
                     except BlockError as e:

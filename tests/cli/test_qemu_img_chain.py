@@ -208,3 +208,20 @@ def test_dd(tmp_path, qemu_img, qemu_io):
              ("img", "dd", "if=in.raw", "of=o6.raw", "skip=5000"),
              ("img", "dd", "if=in.raw", "of=o.raw", "bogus")]
     same(tmp_path, qemu_img, qemu_io, steps)
+
+
+def test_rebase_onto_a_backing_from_none_writes_zeroes(tmp_path, qemu_img, qemu_io):
+    """Past the old backing file's end (here: no old backing file) safe
+    rebase writes zeroes as zero writes (qemu-iotests 252)."""
+    cs = 65536
+    steps = [("img", "create", "-f", "qcow2", "t.qcow2", str(6 * cs), "-q"),
+             ("img", "create", "-f", "qcow2", "n.qcow2", str(6 * cs), "-q"),
+             ("io", "-c", "write -P 0x22 0 %d" % (2 * cs), "-c",
+              "write -P 0x11 %d %d" % (2 * cs, 2 * cs), "t.qcow2"),
+             ("io", "-c", "write -P 0x11 0 %d" % cs, "-c", "write -P 0x11 %d %d" % (2 * cs, cs),
+              "-c", "write -P 0x11 %d %d" % (4 * cs, cs), "n.qcow2"),
+             ("img", "rebase", "-b", "n.qcow2", "-F", "qcow2", "t.qcow2"),
+             ("qimg", "map", "--output=json", "t.qcow2"),
+             ("io", "-c", "read -P 0x22 0 %d" % (2 * cs), "-c",
+              "read -P 0 %d %d" % (4 * cs, 2 * cs), "t.qcow2")]
+    same(tmp_path, qemu_img, qemu_io, steps)
