@@ -63,7 +63,7 @@ def img_commit(argv: list[str]) -> int:
             chain.append(node)
             if nxt is None:
                 break
-            if base is None or _names(nxt, base):
+            if base is None or _names(nxt, base, node):
                 base_bs = nxt
                 break
             node = nxt
@@ -84,14 +84,21 @@ def img_commit(argv: list[str]) -> int:
     return 0
 
 
-def _names(bs: Any, name: str) -> bool:
-    """Whether ``name`` (as given to -b, relative to the cwd) is ``bs``'s
+def _names(bs: Any, name: str, overlay: Any) -> bool:
+    """Whether ``name`` (as given to -b) is ``bs``, the backing node of
+    ``overlay``: the name stored in the overlay's header, or a path
+    relative to the overlay's folder (absolute: itself) naming the same
     file.  QEMU: bdrv_find_backing_image."""
-    f = bs
+    if name == getattr(overlay.drv, "backing_file", None):
+        return True
+    f, o = bs, overlay
     while f.file is not None and f.drv.format_name != "file":
         f = f.file.bs
+    while o.file is not None and o.drv.format_name != "file":
+        o = o.file.bs
+    path = name if os.path.isabs(name) else os.path.join(os.path.dirname(o.filename), name)
     try:
-        return os.path.samefile(name, f.filename)
+        return os.path.samefile(path, f.filename)
     except OSError:
         return False
 
@@ -142,13 +149,12 @@ def _commit(blk: Any, chain: list, base_bs: Any) -> None:
                     n = pn
                     ret = blk_pwrite_zeroes(base_blk, off, n, 0)
                     if ret < 0:
-                        raise ImgError("Error while committing: %s" % os.strerror(-ret))
+                        raise ImgError("Block job failed: %s" % os.strerror(-ret))
                 else:
                     try:
                         blk_pwrite(base_blk, off, blk_pread(blk, off, n))
                     except BlockError as e:
-                        raise ImgError("Error while committing: %s"
-                                       % os.strerror(e.errno)) from None
+                        raise ImgError("Block job failed: %s" % os.strerror(e.errno)) from None
                 off += n
     finally:
         blk_close(base_blk)

@@ -27,7 +27,7 @@ def session(tmp_path: Path, qemu_img: str, qemu_io: str, steps: list, which: str
     is ("img"|"io"|"qimg", args...): img is the tool under test, qimg
     always real qemu-img (to look at the result), io always real qemu-io."""
     d = tmp_path / which
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     img = [qemu_img] if which == "q" else GQEMU_IMG
     out = []
     for tool, *args in steps:
@@ -225,3 +225,22 @@ def test_rebase_onto_a_backing_from_none_writes_zeroes(tmp_path, qemu_img, qemu_
              ("io", "-c", "read -P 0x22 0 %d" % (2 * cs), "-c",
               "read -P 0 %d %d" % (4 * cs, 2 * cs), "t.qcow2")]
     same(tmp_path, qemu_img, qemu_io, steps)
+
+
+def test_commit_base_names_relative_to_the_overlay(tmp_path, qemu_img, qemu_io):
+    """-b names a backing image as stored in the header or relative to the
+    overlay's folder, not the current one (qemu-iotests 020)."""
+    steps = [("qimg", "create", "-f", "qcow2", "subdir/b.qcow2", "1M", "-q"),
+             ("qimg", "create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2",
+              "subdir/m.qcow2", "-q"),
+             ("qimg", "create", "-f", "qcow2", "-b", "m.qcow2", "-F", "qcow2",
+              "subdir/t.qcow2", "-q"),
+             ("io", "-c", "write -P 3 0 4k", "subdir/t.qcow2"),
+             ("img", "commit", "-b", "subdir/m.qcow2", "subdir/t.qcow2"),
+             ("img", "commit", "-b", "m.qcow2", "subdir/t.qcow2"),
+             ("io", "-c", "read -P 3 0 4k", "subdir/m.qcow2"),
+             ("img", "commit", "-b", "b.qcow2", "subdir/t.qcow2"),
+             ("io", "-c", "read -P 3 0 4k", "subdir/b.qcow2")]
+    for which in ("q", "g"):
+        (tmp_path / which / "subdir").mkdir(parents=True)
+    same(tmp_path, qemu_img, qemu_io, steps, files=False, offsets=False)
