@@ -37,11 +37,14 @@ def session(tmp_path: Path, qemu_img: str, qemu_io: str, steps: list, which: str
         # frees clusters; gqemu does not) are not compared
         stdout = "".join(x for x in p.stdout.splitlines(True)
                          if " ops; " not in x and not x.startswith("disk size:"))
-        if not offsets:
+        if not offsets:                     # host placement varies (see test_commit)
             stdout = re.sub(r', "offset": [0-9]+', "", stdout)
+            stdout = re.sub(r"[0-9.]+% fragmented", "% fragmented", stdout)
         out.append((args, p.returncode, stdout, p.stderr))
     hdrs = {}
     for f in sorted(os.listdir(d)):
+        if not (d / f).is_file():
+            continue
         data = (d / f).read_bytes()
         if data[:4] == b"QFI\xfb":
             hdrs[f] = (struct.unpack(">Q", data[24:32]), struct.unpack(">I", data[36:40]))
