@@ -11,6 +11,8 @@ from __future__ import annotations
 
 # Drivers, registered in this order (ties in format probing go to the first).
 from gqemu.block import file_posix  # noqa: F401
+from gqemu.block import host_device  # noqa: F401
+from gqemu.block import copy_on_read  # noqa: F401
 from gqemu.block import null  # noqa: F401
 from gqemu.block import blkdebug  # noqa: F401
 from gqemu.block import raw_format  # noqa: F401
@@ -68,4 +70,4 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
                               qemu_iovec_to_buf)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("annotations", "file_posix", "null", "blkdebug", "raw_format")]
+           and name not in ("annotations", "file_posix", "host_device", "copy_on_read", "null", "blkdebug", "raw_format")]

@@ -206,6 +206,10 @@ class BdrvBlkdebug(BlockDriver):
             conf, image_name = rest.split(":", 1)
             config = config or conf or None
             image = image or image_name
+        elif filename and not image:           # no prefix: the filename is the image's
+            image = filename
+        if not image and options.get("image.filename"):
+            image = options["image.filename"]   # image.driver=file,image.filename=...
         groups: list[tuple[str, dict]] = []
         if config:
             try:

@@ -19,7 +19,8 @@ from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
                                 BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ,
                                 BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, INT_MAX,
                                 BdrvChild, BlockDriverState, BlockError, bdrv_getlength,
-                                bdrv_open, bdrv_refresh_perms, bdrv_unref)
+                                bdrv_open, bdrv_refresh_perms, bdrv_unref,
+                                qemu_opt_bool)
 from gqemu.block.drive_opts import parse_drive_options
 from gqemu.block.io import NOT_DONE, bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard, bdrv_drain, bdrv_poll_co
@@ -80,11 +81,25 @@ def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
     Raises BlockError (one-line message; ``hint`` for lock conflicts).
     QEMU: blk_new_open.
     """
+    if (filename or "").startswith("json:") or (options and "file.filename" in options):
+        from gqemu.block.open_opts import bdrv_fill_options
+        filename, options = bdrv_fill_options(filename, options or {})
+    options = dict(options or {})
+    snapshot = qemu_opt_bool(options, "snapshot", False)
     d = parse_drive_options(options, flags)
     filename = filename or d.filename
     if not filename and "driver" not in d.bdrv_options and "format" not in d.bdrv_options:
         raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
-    bs = bdrv_open(filename or "", d.bdrv_options, d.flags, ctx=ctx)
+    if snapshot:                           # qemu-io -s: a temporary overlay on top
+        from gqemu.block.snapshot_overlay import bdrv_append_temp_snapshot
+        base = bdrv_open(filename or "", d.bdrv_options, d.flags & ~BDRV_O_RDWR, ctx=ctx)
+        try:
+            bs = bdrv_append_temp_snapshot(base, d.flags)
+        except BaseException:
+            bdrv_unref(base)
+            raise
+    else:
+        bs = bdrv_open(filename or "", d.bdrv_options, d.flags, ctx=ctx)
     bs.detect_zeroes = d.detect_zeroes
     blk = BlockBackend(bs.aio_context)
     blk.enable_write_cache = d.enable_write_cache

@@ -141,6 +141,10 @@ def bdrv_find_protocol(filename: str) -> Optional[type[BlockDriver]]:
             if cls.protocol_name == prefix:
                 return cls
         return None
+    for cls in bdrv_drivers.values():      # host_device for /dev nodes
+        probe = getattr(cls, "bdrv_probe_device", None)
+        if probe is not None and probe(filename):
+            return cls
     return bdrv_drivers.get("file")
 
 
@@ -464,6 +468,13 @@ def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
 def _bdrv_open(filename: str, options: Optional[dict], flags: int,
                protocol_only: bool, ctx: AioContext) -> BlockDriverState:
     options = dict(options or {})
+    if filename.startswith("json:") or (not filename and "file.filename" in options):
+        from gqemu.block.open_opts import bdrv_fill_options
+        name, options = bdrv_fill_options(filename, options)
+        filename = name or ""
+    if options.get("backing") == "":      # json: "backing": null -- no backing file
+        del options["backing"]
+        flags |= BDRV_O_NO_BACKING
     drvname = options.pop("driver", None)
     fmt = options.pop("format", None)
     if drvname and fmt and drvname != fmt:
@@ -476,12 +487,12 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
             raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
         if cls.bdrv_file_open is not None:
             return bdrv_open_protocol(cls, filename, options, flags, ctx)
-    if not filename:
+    file_opts = _split_child_options(options, "file.")
+    if not filename and "driver" not in file_opts:
         raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
-    proto = bdrv_find_protocol(filename)
+    proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:
         raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
-    file_opts = _split_child_options(options, "file.")
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))

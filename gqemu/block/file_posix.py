@@ -133,10 +133,15 @@ class BdrvFile(BlockDriver):
             raise BlockError(e.errno or errno.EIO, "Could not open '%s': %s"
                              % (filename, os.strerror(e.errno or errno.EIO))) from None
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
+        if self.format_name == "file" and not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise BlockError(errno.EISDIR, "Could not open '%s': %s"
-                             % (filename, os.strerror(errno.EISDIR)))
+            raise BlockError(errno.EINVAL, "'file' driver requires '%s' to be a regular file"
+                             % filename)
+        if self.format_name != "file" and not (stat.S_ISCHR(st.st_mode)
+                                               or stat.S_ISBLK(st.st_mode)):
+            os.close(fd)                   # host_device, host_cdrom (host_device.py)
+            raise BlockError(errno.EINVAL, "'%s' driver requires '%s' to be either a "
+                             "character or block device" % (self.format_name, filename))
         self.fd = fd
         self.open_flags = oflags
         if not stat.S_ISREG(st.st_mode):

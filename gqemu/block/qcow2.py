@@ -46,6 +46,7 @@ from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_ba
 from gqemu.block.qcow2_overlap import (
     QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, qcow2_pre_write_overlap_check,
     qcow2_write_incompat)
+from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_read_backing, qcow2_co_write_compressed_cluster,
     qcow2_co_write_with_cow, qcow2_is_zero)
@@ -173,6 +174,7 @@ class BDRVQcow2State(BlockDriver):
         return bs.total_sectors * 512
 
     bdrv_getlength = qcow2_getlength
+    bdrv_co_truncate = staticmethod(qcow2_co_truncate)    # qcow2_resize.py
 
     def qcow2_refresh_limits(self, bs: Any) -> None:
         """QEMU: qcow2_refresh_limits."""

@@ -171,14 +171,19 @@ def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
 
 
 @coroutine_fn
-def qcow2_grow_l1_table(bs: Any, min_size: int) -> int:
+def qcow2_grow_l1_table(bs: Any, min_size: int, exact: bool = False) -> int:
     """Move the L1 table to a larger copy (for the VM state area past the
-    disk): allocate, write and flush the new table, switch the header, free
-    the old one.  Returns 0 or -errno.  QEMU: qcow2_grow_l1_table."""
+    disk, or ``exact`` for a resize): allocate, write and flush the new
+    table, switch the header, free the old one.  Returns 0 or -errno.
+    QEMU: qcow2_grow_l1_table."""
     s = bs.opaque
+    if min_size <= s.l1_size:
+        return 0
     new_size = max(s.l1_size, 1)
     while min_size > new_size:
         new_size = (new_size * 3 + 1) // 2
+    if exact:
+        new_size = min_size
     if new_size * 8 > QCOW_MAX_L1_SIZE:
         return -EFBIG
     table = list(s.l1_table) + [0] * (new_size - s.l1_size)

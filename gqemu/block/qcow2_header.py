@@ -255,10 +255,13 @@ def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> 
                                      "len=%u too large (>=16)" % length)
             ext.backing_format = data.split(b"\0")[0].decode("latin-1")
         elif magic == QCOW2_EXT_MAGIC_FEATURE_TABLE:
-            table = []
-            for i in range(0, length - 47, 48):
-                t, bit = data[i], data[i + 1]
-                name = data[i + 2:i + 48].split(b"\0")[0].decode("latin-1")
+            table = []                  # QEMU reads entries up to an empty name,
+            padded = data.ljust(length + 48, b"\0")   # a short last one zero-padded
+            for i in range(0, length, 48):
+                t, bit = padded[i], padded[i + 1]
+                name = padded[i + 2:i + 48].split(b"\0")[0].decode("latin-1")
+                if not name:
+                    break
                 table.append((t, bit, name))
             ext.feature_table = table
         else:

@@ -164,7 +164,18 @@ def qcow2_open_backing(bs: Any, s: Any, flags: int, chain: tuple) -> None:
     deeper than 16, and unnamed formats that would probe as raw.
     QEMU: bdrv_open_backing_file (block.c)."""
     name = s.backing_file or ""
-    if name.startswith("json:") or ":" in name.split("/")[0]:
+    if name.startswith("json:"):               # options, not a file name
+        from gqemu.block.open_opts import bdrv_fill_options
+        jname, jopts = bdrv_fill_options(name, {})
+        if s.backing_format and "driver" not in jopts:
+            jopts["driver"] = s.backing_format
+        try:
+            child = bdrv_open(jname or "", jopts, flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK)
+        except BlockError as e:
+            raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
+        bs.backing = bdrv_attach_child(bs, child, "backing")
+        return
+    if ":" in name.split("/")[0]:
         raise BlockError(errno.EINVAL, "Backing file name '%s' is not a plain file name" % name)
     base_dir = os.path.dirname(bs.filename)
     path = name if os.path.isabs(name) or not base_dir else os.path.join(base_dir, name)

@@ -1,5 +1,6 @@
-"""``gqemu-img``: qemu-img's create, info, check, map, compare, convert and
-snapshot, with its options, output lines and exit codes.
+"""``gqemu-img``: qemu-img's create, info, check, map, compare, convert,
+snapshot, resize, rebase, commit and dd, with its options, output lines and
+exit codes (resize, rebase, commit and dd live in ``qemu_img_<command>.py``).
 
 It names itself after ``argv[0]``; every error is ``<prog>: <message>``
 (qemu-img's second lines too: ``Try '... --help'``, QemuOpts hints) and a
@@ -31,11 +32,15 @@ QEMU disk image utility
 
 Command syntax:
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
+  commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
   compare [-f fmt] [-F fmt] [-s] [-q] filename1 filename2
   convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename
+  dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
   map [-f fmt] [--output=ofmt] filename
+  rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename
+  resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
 
 Command parameters:
@@ -164,18 +169,45 @@ def parse_o(opts: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_image_opts(spec: str) -> dict[str, str]:
+    """``--image-opts``: the filename is ``key=value,...`` (``,,`` escapes
+    a comma).  QEMU: qemu_opts_parse_noisily(qemu_img_opts...)."""
+    from gqemu.block.drive_opts import qemu_opts_split
+    opts: dict[str, str] = {}
+    for item in qemu_opts_split(spec):
+        if not item:
+            continue
+        k, eq, v = item.partition("=")
+        opts[k] = v if eq else "on"
+    return opts
+
+
 def img_open(filename: str, fmt: Optional[str], writable: bool = False,
-             extra_flags: int = 0) -> Any:
-    """Open an image as qemu-img does.  Raises ImgError."""
+             extra_flags: int = 0, image_opts: bool = False,
+             force_share: bool = False, cache: str = "writeback") -> Any:
+    """Open an image as qemu-img does (``image_opts``: the filename is an
+    option list, ``force_share``: -U).  Raises ImgError.  QEMU: img_open."""
     from gqemu.block import blk_new_open
     from gqemu.block.driver import BlockError
-    opts: dict = {"readonly": "off" if writable else "on", "cache": "writeback"}
+    opts: dict = {}
+    name: Optional[str] = filename
+    if image_opts:
+        if fmt:
+            raise ImgError("--image-opts and --format are mutually exclusive")
+        opts = parse_image_opts(filename)
+        name = None
+    if force_share:
+        if writable:
+            raise ImgError("force-share=on can only be used with read-only images")
+        opts.setdefault("locking", "off")
+    opts.update({"readonly": "off" if writable else "on"})
+    opts.setdefault("cache", cache)
     if fmt:
         opts["format"] = fmt
     try:
-        return blk_new_open(filename, opts, extra_flags)
+        return blk_new_open(name, opts, extra_flags)
     except BlockError as e:
-        raise ImgError("Could not open '%s': %s" % (filename, e.msg))
+        raise ImgError("Could not open '%s': %s" % (filename, e.msg)) from None
 
 
 def blk_close(blk: Any) -> None:
@@ -223,13 +255,29 @@ def img_create(argv: list[str]) -> int:
 # -------------------------------------------------------------------- info
 
 
+def _display_name(blk: Any, filename: str, image_opts: bool) -> str:
+    """The name ``info`` shows: for a ``json:`` or ``--image-opts`` name,
+    the host file's.  QEMU: bdrv_refresh_filename."""
+    if not filename.startswith("json:") and not image_opts:
+        return filename
+    from gqemu.block import blk_bs
+    bs: Any = blk_bs(blk)
+    while bs.file is not None:
+        bs = bs.file.bs
+    return bs.filename or filename
+
+
 def img_info(argv: list[str]) -> int:
     """QEMU: img_info."""
     opts, args = parse_args(argv, "f:hU", ["output=", "backing-chain", "help",
                                             "force-share", "image-opts", "object="])
-    fmt, output, chain = None, "human", False
+    fmt, output, chain, image_opts, force_share = None, "human", False, False, False
     for o, v in opts:
-        if o == "-f":
+        if o == "--image-opts":
+            image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
+        elif o == "-f":
             fmt = v
         elif o == "--output":
             output = v
@@ -248,12 +296,14 @@ def img_info(argv: list[str]) -> int:
         if os.path.realpath(filename) in seen:
             raise ImgError("Backing file '%s' creates an infinite loop." % filename)
         seen.add(os.path.realpath(filename))
-        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING)
+        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING, image_opts=image_opts,
+                       force_share=force_share)
         try:
-            info = image_info(blk, filename)
+            info = image_info(blk, _display_name(blk, filename, image_opts))
         finally:
             blk_close(blk)
         infos.append(info)
+        image_opts = False
         if not chain:
             break
         filename = info.get("full-backing-filename")
@@ -269,9 +319,13 @@ def img_check(argv: list[str]) -> int:
     """QEMU: img_check (exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 n/a)."""
     opts, args = parse_args(argv, "hf:r:qU", ["output=", "repair=", "help",
                                                "force-share", "object=", "image-opts"])
-    fmt, output, fix, quiet = None, "human", 0, False
+    fmt, output, fix, quiet, image_opts, force_share = None, "human", 0, False, False, False
     for o, v in opts:
-        if o == "-f":
+        if o == "--image-opts":
+            image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
+        elif o == "-f":
             fmt = v
         elif o == "--output":
             output = v
@@ -290,7 +344,8 @@ def img_check(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     from gqemu.block.driver import BDRV_O_CHECK
     from gqemu.cli.qemu_img_out import run_check
-    blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK)
+    blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK, image_opts=image_opts,
+                   force_share=force_share)
     try:
         return run_check(blk, args[0], fix, output, quiet, error_report)
     finally:
@@ -333,6 +388,26 @@ def _compare(argv: list[str]) -> int:
     return img_compare(argv)
 
 
+def _resize(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_resize import img_resize
+    return img_resize(argv)
+
+
+def _rebase(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_rebase import img_rebase
+    return img_rebase(argv)
+
+
+def _commit(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_commit import img_commit
+    return img_commit(argv)
+
+
+def _dd(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_dd import img_dd
+    return img_dd(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -341,6 +416,7 @@ def _map(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
+    "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
 }
 
 

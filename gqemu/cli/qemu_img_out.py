@@ -90,8 +90,8 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if backing and not backing_fmt:
         raise ImgError("%s: Backing file specified without backing format" % filename)
     if backing and size is None:
-        path = backing if os.path.isabs(backing) else os.path.join(
-            os.path.dirname(filename), backing)
+        path = backing if os.path.isabs(backing) or backing.startswith("json:") \
+            else os.path.join(os.path.dirname(filename), backing)
         from gqemu.cli.qemu_img import blk_close, img_open
         from gqemu.block import blk_getlength
         try:
@@ -103,11 +103,25 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if size is None:
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
+        prealloc = o.pop("preallocation", None)
+        if "extent_size_hint" in o:            # an XFS hint: checked, not modelled
+            from gqemu.cli.qemu_img_resize import parse_option_size
+            parse_option_size("extent_size_hint", o.pop("extent_size_hint"))
         if o:
             raise ImgOptError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
         if not quiet:
-            sys.stdout.write("Formatting '%s', fmt=raw size=%d\n" % (filename, _int64(size)))
+            sys.stdout.write("Formatting '%s', fmt=raw size=%d%s\n" % (
+                filename, _int64(size), " preallocation=%s" % prealloc if prealloc else ""))
         _repeat_opt_warnings()
+        if prealloc and prealloc != "off":      # falloc / full: file-posix's create
+            from gqemu.block.io_truncate import file_create
+            if size >> 63:
+                raise ImgError("%s: Could not resize file: %s" % (filename,
+                                                                  os.strerror(errno.EINVAL)))
+            ret, msg = file_create(filename, size, prealloc)
+            if ret < 0:
+                raise ImgError("%s: %s" % (filename, msg))
+            return
         with open(filename, "wb") as f:
             try:
                 if size >> 63:
@@ -158,7 +172,7 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if "compat" in o:
         words.append("compat=%s" % o["compat"])
     if backing:
-        words.append("backing_file=%s" % backing)
+        words.append("backing_file=%s" % backing.replace(",", ",,"))
     if backing_fmt:
         words.append("backing_fmt=%s" % backing_fmt)
     words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))

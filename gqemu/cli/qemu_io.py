@@ -8,7 +8,7 @@ command failed, 0 otherwise, as qemu-io does.  It names itself after
 block layer, so they start as fast as Python does.
 
 Differences from qemu-io 7.2 (each reports an error instead of acting):
-``-s``/``--snapshot``, ``--object``, ``-k``/``-i native`` and ``-i io_uring``
+``--object``, ``-k``/``-i native`` and ``-i io_uring``
 (gqemu has the thread pool and its ``nowait`` fast path).  ``read -b``/
 ``write -b`` and the breakpoint commands work through QEMU's driver slots
 (``bdrv_co_readv/writev_vmstate``, ``bdrv_debug_*``) and answer -ENOTSUP
@@ -214,9 +214,10 @@ def _main(prog: str, argv: list[str]) -> int:
             return 0
         elif c == "I":
             image_opts = True
-        elif c in ("s", "O"):
-            error_report(io_err, "%s is not supported by gqemu"
-                         % ("--snapshot" if c == "s" else "--object"))
+        elif c == "s":
+            o.opts["snapshot"] = "on"
+        elif c == "O":
+            error_report(io_err, "--object is not supported by gqemu")
             return 1
         else:
             usage(prog)

@@ -137,13 +137,17 @@ map_cmd = cmdinfo_t("map", map_f, argmin=0, argmax=0, args="",
 
 
 def truncate_f(io: Any, argv: list[str]) -> int:
-    """Resize the image (preallocation 'off' only).  QEMU: truncate_f."""
+    """Resize the image (``-m off|metadata|falloc|full``).  QEMU: truncate_f
+    (blk_truncate with exact=false)."""
+    from gqemu.block.io_truncate import PREALLOC_MODES, bdrv_truncate
+    prealloc = "off"
     g = Getopt(argv, "m:")
     for c, optarg in g:
         if c == "m":
-            if optarg != "off":
+            if optarg not in PREALLOC_MODES:
                 error_report(io, "Invalid preallocation mode '%s'" % optarg)
                 return -errno.EINVAL
+            prealloc = str(optarg)
         else:
             qemuio_command_usage(truncate_cmd)
             return -errno.EINVAL
@@ -153,26 +157,10 @@ def truncate_f(io: Any, argv: list[str]) -> int:
     offset = cvtnum_arg(g.args[0], io.prog, argv[1])   # QEMU names argv[1] here
     if offset < 0:
         return offset
-    from gqemu.block.driver import refresh_total_sectors
-    bs: Any = blk_bs(io.blk)
-    node: Any = bs
-    if node.drv.bdrv_truncate is None and node.drv.format_name == "raw" \
-            and node.file is not None:
-        if getattr(node.drv, "has_size", False):
-            error_report(io, "Cannot resize fixed-size raw disks")
-            return -errno.ENOTSUP
-        offset += getattr(node.drv, "offset", 0)
-        node = node.file.bs               # QEMU: raw_co_truncate
-    if node.drv.bdrv_truncate is None:
-        error_report(io, "Image format driver does not support resize")
-        return -errno.ENOTSUP
-    ret = node.drv.bdrv_truncate(node, offset)
+    ret, msg = bdrv_truncate(blk_bs(io.blk), offset, False, prealloc)
     if ret < 0:
-        error_report(io, "Failed to resize: %s" % strerror(-ret))
+        error_report(io, msg)
         return ret
-    refresh_total_sectors(node, offset >> 9)
-    if node is not bs:
-        refresh_total_sectors(bs, bs.total_sectors)
     return 0
 
 

@@ -158,8 +158,7 @@ def open_f(io: Any, argv: list[str]) -> int:
                 return -errno.EINVAL
             o.opts.update(parse_qemu_opts(io, optarg or ""))
         elif c == "s":
-            error_report(io, "snapshot=on is not supported by gqemu")
-            return -errno.ENOTSUP
+            o.opts["snapshot"] = "on"
         else:
             qemuio_command_usage(open_cmd)
             return -errno.EINVAL

@@ -43,8 +43,11 @@ def test_directory(tmp_path, qemu_io) -> None:
     assert err.errno == errno.EISDIR
     assert "can't open device %s: %s\n" % (tmp_path, err) in \
         qemu_io_error(qemu_io, ["-f", "raw", str(tmp_path)])
+    # read-only, open(2) succeeds on a directory; QEMU then wants a regular file
     err = open_error(str(tmp_path), {"format": "raw", "readonly": "on"})
-    assert err.errno == errno.EISDIR
+    assert err.errno == errno.EINVAL
+    assert "can't open device %s: %s\n" % (tmp_path, err) in \
+        qemu_io_error(qemu_io, ["-r", "-f", "raw", str(tmp_path)])
 
 
 def test_no_permission() -> None:

@@ -377,3 +377,24 @@ def test_tool_errors_are_one_line(tmp_path, qemu_img):
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("gqemu-img: "), (args, p.stderr)
     p = run("gqemu-img", "--help")
     assert "Supported formats: " in p.stdout and " qcow2 " in p.stdout + " "
+
+
+def test_short_feature_table_names_the_feature(tmp_path, qemu_img):
+    """A feature-table extension whose only entry is cut short (2 + 12
+    bytes, as qemu-iotests 036 writes it) still names the feature: QEMU
+    reads entries up to an empty name, zero-padding the last one."""
+    img = tmp_path / "f.qcow2"
+    run(qemu_img, "create", "-q", "-f", "qcow2", img, "1M")
+    data = bytearray(img.read_bytes())
+    hdr_len = struct.unpack(">I", data[100:104])[0]
+    entry = b"\x00\x3fTest feature"
+    ext = struct.pack(">II", 0x6803f857, len(entry)) + entry + b"\0" * (-len(entry) % 8)
+    ext += struct.pack(">II", 0, 0)
+    data[hdr_len:hdr_len + len(ext)] = ext
+    data[72:80] = struct.pack(">Q", (1 << 63) | (1 << 62) | (1 << 61))
+    img.write_bytes(bytes(data))
+    q = run(qemu_img, "info", img, ok=(1,)).stderr
+    g = subprocess.run([sys.executable, "-m", "gqemu.cli.qemu_img", "info", str(img)],
+                       capture_output=True, text=True).stderr
+    assert "Test feature, Unknown incompatible feature: 6000000000000000" in q
+    assert g.split(": ", 1)[1] == q.split(": ", 1)[1]

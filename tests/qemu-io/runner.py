@@ -152,7 +152,7 @@ def _argv(s: Script, fmt: str) -> tuple[list[str], Optional[str]]:
         for c in cmds:
             args += ["-c", c]
     if not s.nofile:
-        args.append(s.file)
+        args.append(sub(s.file))
     return args, stdin
 
 

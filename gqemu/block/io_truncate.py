@@ -1,0 +1,133 @@
+"""Resizing a node: the generic checks of ``bdrv_co_truncate`` and the raw
+format's and the file protocol's parts of it (preallocation ``off``,
+``falloc``, ``full``).  A format driver resizes itself through its
+``bdrv_co_truncate(bs, offset, prealloc, zero_write) -> (ret, message)``
+slot (qcow2: ``qcow2_resize.py``).
+
+Context: coroutine (``bdrv_truncate`` drives one from the loop).
+Returns (0 or -errno, QEMU's one-line message).
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli.
+QEMU: block/io.c (bdrv_co_truncate), block/raw-format.c (raw_co_truncate),
+block/file-posix.c (raw_co_truncate, handle_aiocb_truncate).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from gqemu.coroutine import coroutine_fn
+from gqemu.block.driver import BDRV_O_RDWR, bdrv_getlength, refresh_total_sectors
+from gqemu.block.io_misc import bdrv_run_co
+
+PREALLOC_MODES = ("off", "metadata", "falloc", "full")
+
+
+def _file_truncate(bs: Any, offset: int, prealloc: str) -> tuple[int, str]:
+    """The host file behind a ``file`` node.  QEMU: raw_co_truncate."""
+    drv = bs.drv
+    try:
+        st = os.fstat(drv.fd)
+    except OSError as e:
+        return -(e.errno or errno.EIO), "Could not resize file: %s" % os.strerror(e.errno or errno.EIO)
+    if not stat.S_ISREG(st.st_mode):
+        if offset > drv.bdrv_getlength(bs):
+            return -errno.EINVAL, "Cannot grow device files"
+        return 0, ""
+    return _fd_truncate(drv.fd, st.st_size, offset, prealloc)
+
+
+def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, str]:
+    """A regular file of ``cur`` bytes to ``offset``.
+    QEMU: handle_aiocb_truncate."""
+    try:
+        if prealloc == "falloc":
+            if offset > cur:
+                os.posix_fallocate(fd, cur, offset - cur)
+            elif offset < cur:
+                os.ftruncate(fd, offset)
+        elif prealloc == "full":
+            if offset < cur:
+                return -errno.EINVAL, "Cannot use preallocation for shrinking files"
+            os.ftruncate(fd, offset)
+            pos, zero = cur, bytes(1 << 20)
+            while pos < offset:
+                pos += os.pwrite(fd, zero[:min(len(zero), offset - pos)], pos)
+            os.fsync(fd)
+        elif prealloc == "off":
+            os.ftruncate(fd, offset)
+        else:
+            return -errno.ENOTSUP, "Unsupported preallocation mode: %s" % prealloc
+    except OSError as e:
+        ret = e.errno or errno.EIO
+        what = {"falloc": "Could not preallocate new data",
+                "full": "Could not write zeros for preallocation"}.get(prealloc,
+                                                                     "Could not resize file")
+        return -ret, "%s: %s" % (what, os.strerror(ret))
+    return 0, ""
+
+
+def file_create(filename: str, size: int, prealloc: str = "off") -> tuple[int, str]:
+    """Create (or empty) a host file of ``size`` bytes, preallocated as
+    asked.  QEMU: raw_co_create (file-posix)."""
+    if prealloc not in PREALLOC_MODES:
+        return -errno.EINVAL, "invalid parameter value: %s" % prealloc
+    try:
+        fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        return -(e.errno or errno.EIO), "Could not create '%s': %s" % (
+            filename, os.strerror(e.errno or errno.EIO))
+    try:
+        os.ftruncate(fd, 0)
+        return _fd_truncate(fd, 0, size, prealloc)
+    except OSError as e:
+        return -(e.errno or errno.EIO), "Could not resize file: %s" % os.strerror(
+            e.errno or errno.EIO)
+    finally:
+        os.close(fd)
+
+
+@coroutine_fn
+def bdrv_co_truncate(bs: Any, offset: int, exact: bool = True,
+                     prealloc: str = "off") -> tuple[int, str]:
+    """Resize ``bs`` to ``offset`` bytes.  QEMU: bdrv_co_truncate."""
+    drv = bs.drv
+    if drv is None:
+        return -errno.ENOMEDIUM, "No medium inserted"
+    if offset < 0:
+        return -errno.EINVAL, "Image size cannot be negative"
+    if prealloc not in PREALLOC_MODES:
+        return -errno.EINVAL, "Invalid preallocation mode '%s'" % prealloc
+    if not bs.open_flags & BDRV_O_RDWR:
+        return -errno.EACCES, "Image is read-only"
+    old_size = bdrv_getlength(bs)
+    fmt = drv.format_name
+    co_truncate = getattr(drv, "bdrv_co_truncate", None)
+    if co_truncate is not None:
+        zero_write = False
+        if bs.backing is not None and offset > old_size:
+            zero_write = bdrv_getlength(bs.backing.bs) > old_size
+        ret, msg = co_truncate(bs, offset, prealloc, zero_write)
+    elif fmt == "raw" and bs.file is not None and not drv.bdrv_file_open:
+        if drv.has_size:
+            return -errno.ENOTSUP, "Cannot resize fixed-size raw disks"
+        if (1 << 63) - 1 - offset < drv.offset:
+            return -errno.EINVAL, "Disk size too large for the chosen offset"
+        ret, msg = bdrv_co_truncate(bs.file.bs, offset + drv.offset, exact, prealloc)
+        if ret >= 0:
+            drv.size = offset
+    elif drv.bdrv_truncate is not None and getattr(drv, "fd", None) is not None:
+        ret, msg = _file_truncate(bs, offset, prealloc)
+    else:
+        return -errno.ENOTSUP, "Image format driver does not support resize"
+    if ret < 0:
+        return ret, msg
+    refresh_total_sectors(bs, offset >> 9)
+    return 0, ""
+
+
+def bdrv_truncate(bs: Any, offset: int, exact: bool = True,
+                  prealloc: str = "off") -> tuple[int, str]:
+    """From the main loop.  QEMU: bdrv_truncate (blk_truncate)."""
+    return bdrv_run_co(bs, bdrv_co_truncate, bs, offset, exact, prealloc)

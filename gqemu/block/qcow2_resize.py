@@ -1,0 +1,248 @@
+"""qcow2 truncate: grow (the L1 table to its exact new size, the header's
+size field) and shrink (drop the clusters past the new end, free L2 tables
+past the new L1 size, cut the file after its last used cluster).
+
+Growing with ``metadata`` preallocation allocates a host cluster for every
+new guest cluster and grows the file to hold them; ``falloc``/``full`` do
+the same and then preallocate the file's new part that way (QEMU instead
+allocates the data area in one piece first, so host offsets differ).
+
+Context: coroutine; takes ``s.lock``.  Returns (0 or -errno, message).
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+QEMU: block/qcow2.c (qcow2_co_truncate), block/qcow2-cluster.c
+(qcow2_shrink_l1_table), block/qcow2-refcount.c (qcow2_get_last_cluster).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from typing import Any
+
+from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.block.qcow2_cache import (
+    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
+    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
+from gqemu.block.qcow2_cluster import (
+    qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2, qcow2_alloc_host_offset,
+    qcow2_cluster_zeroize, qcow2_grow_l1_table)
+from gqemu.block.qcow2_header import (
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, size_to_l1)
+from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
+from gqemu.block.qcow2_refcount import (
+    qcow2_free_any_cluster, qcow2_free_clusters, qcow2_get_refcount)
+
+QCOW_HEADER_SIZE_OFFSET = 24
+
+
+def _err(ret: int, what: str) -> tuple[int, str]:
+    return ret, "%s: %s" % (what, os.strerror(-ret))
+
+
+@coroutine_fn
+def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
+                      zero_write: bool = False) -> tuple[int, str]:
+    """Resize the image to ``offset`` bytes.  QEMU: qcow2_co_truncate."""
+    s = bs.opaque
+    if offset % 512:
+        return -errno.EINVAL, "The new size must be a multiple of 512"
+    if prealloc not in ("off", "metadata", "falloc", "full"):
+        return -errno.ENOTSUP, "Unsupported preallocation mode '%s'" % prealloc
+    qemu_co_mutex_lock(s.lock)
+    try:
+        if s.nb_snapshots and s.qcow_version < 3:
+            return -errno.ENOTSUP, "Can't resize a v2 image which has snapshots"
+        old_length = bs.total_sectors * 512
+        new_l1_size = size_to_l1(s.cluster_bits, s.l2_bits, offset)
+        if offset < old_length:
+            if prealloc != "off":
+                return -errno.ENOTSUP, "Preallocation can't be used for shrinking an image"
+            ret, msg = _shrink(bs, offset, old_length, new_l1_size)
+        else:
+            ret, msg = 0, ""
+            if new_l1_size > s.l1_size:
+                ret = qcow2_grow_l1_table(bs, new_l1_size, exact=True)
+                if ret < 0:
+                    ret, msg = _err(ret, "Failed to grow the L1 table")
+            if ret >= 0 and prealloc != "off":
+                ret, msg = _preallocate(bs, old_length, offset, prealloc)
+            elif ret >= 0 and zero_write and offset > old_length and s.qcow_version >= 3:
+                ret, msg = _zero_new_area(bs, old_length, offset)
+        if ret < 0:
+            return ret, msg
+        ret = qcow2_co_pwrite_file(bs, QCOW_HEADER_SIZE_OFFSET, struct.pack(">Q", offset))
+        if ret >= 0:
+            ret = qcow2_co_flush_file(bs)
+        if ret < 0:
+            return _err(ret, "Failed to update the image size")
+        s.size = offset
+        s.l1_vm_state_index = new_l1_size
+        bs.total_sectors = offset // 512
+        return 0, ""
+    finally:
+        qemu_co_mutex_unlock(s.lock)
+
+
+@coroutine_fn
+def _preallocate(bs: Any, start: int, end: int, prealloc: str) -> tuple[int, str]:
+    """Allocate host clusters for [start, end) and link them (no data is
+    written: the file reads as zeroes there).  QEMU: preallocate_co."""
+    s = bs.opaque
+    host_end = 0
+    offset = start
+    while offset < end:
+        ret, cur, host, m = qcow2_alloc_host_offset(bs, offset, end - offset)
+        if ret < 0:
+            return _err(ret, "Could not allocate clusters")
+        if m is not None:
+            ret = qcow2_alloc_cluster_link_l2(bs, m)
+            qcow2_alloc_cluster_done(bs, m)
+            if ret < 0:
+                return _err(ret, "Could not link clusters")
+        host_end = max(host_end, host + cur)
+        offset += cur
+    if host_end:
+        host_end = (host_end + s.cluster_size - 1) & ~(s.cluster_size - 1)
+        f = bs.file.bs
+        if host_end > qcow2_file_length(bs):
+            from gqemu.block.io_truncate import bdrv_co_truncate
+            ret, msg = bdrv_co_truncate(f, host_end, False,
+                                        "off" if prealloc == "metadata" else prealloc)
+            if ret < 0:
+                return ret, msg
+    return 0, ""
+
+
+@coroutine_fn
+def _zero_new_area(bs: Any, old_length: int, offset: int) -> tuple[int, str]:
+    """The whole clusters past the old end read as zero, not as the longer
+    backing file (v3 zero clusters).  gqemu does not write QEMU's explicit
+    zeroes into the partial cluster at the old end."""
+    s = bs.opaque
+    cs = s.cluster_size
+    start = (old_length + cs - 1) & ~(cs - 1)
+    end = (offset + cs - 1) & ~(cs - 1)
+    if end > start:
+        ret = qcow2_cluster_zeroize(bs, start, end - start, False)
+        if ret < 0:
+            return _err(ret, "Failed to zero out new clusters")
+    return 0, ""
+
+
+@coroutine_fn
+def _shrink(bs: Any, offset: int, old_length: int, new_l1_size: int) -> tuple[int, str]:
+    s = bs.opaque
+    cs, cb = s.cluster_size, s.cluster_bits
+    start = (offset + cs - 1) & ~(cs - 1)
+    ret = _discard_tail(bs, start, old_length)
+    if ret < 0:
+        return _err(ret, "Failed to discard cropped clusters")
+    ret = _shrink_l1_table(bs, new_l1_size)
+    if ret < 0:
+        return _err(ret, "Failed to reduce the number of L2 tables")
+    ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+    if ret < 0:
+        return _err(ret, "Failed to discard unused refblocks")
+    old_file_size = qcow2_file_length(bs)
+    if old_file_size > 0:
+        last = _get_last_cluster(bs, old_file_size)
+        if last >= 0 and (last + 1) << cb < old_file_size:
+            f = bs.file.bs
+            if f.drv.bdrv_truncate is not None:
+                f.drv.bdrv_truncate(f, (last + 1) << cb)
+                from gqemu.block.driver import refresh_total_sectors
+                refresh_total_sectors(f, ((last + 1) << cb) >> 9)
+    return 0, ""
+
+
+@coroutine_fn
+def _discard_tail(bs: Any, start: int, end: int) -> int:
+    """Unmap every cluster in [start, end) (a full discard: entries become
+    0 whatever the backing file holds).  QEMU: qcow2_cluster_discard with
+    full_discard=true."""
+    s = bs.opaque
+    cb, l2_bits = s.cluster_bits, s.l2_bits
+    while start < end:
+        l1_index = start >> (cb + l2_bits)
+        l2_index = (start >> cb) & ((1 << l2_bits) - 1)
+        n = min((1 << l2_bits) - l2_index, (end - start + (1 << cb) - 1) >> cb)
+        l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
+        if l2_offset:
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+            if ret < 0:
+                return ret
+            old = []
+            for i in range(l2_index, l2_index + n):
+                prev = get_l2_entry(s, e.data, i)
+                if prev == 0 and not s.extended_l2:
+                    continue
+                qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+                set_l2_entry(s, e.data, i, 0)
+                if s.extended_l2:
+                    set_l2_bitmap(s, e.data, i, 0)
+                if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
+                    old.append(prev)
+            qcow2_cache_put(s.l2_table_cache, e)
+            for prev in old:
+                qcow2_free_any_cluster(bs, prev, 1)
+        start += n << cb
+    return 0
+
+
+@coroutine_fn
+def _shrink_l1_table(bs: Any, new_l1_size: int) -> int:
+    """Zero the L1 entries past ``new_l1_size`` and free their L2 tables
+    (the table keeps its size).  QEMU: qcow2_shrink_l1_table."""
+    s = bs.opaque
+    if new_l1_size >= s.l1_size:
+        return 0
+    ret = qcow2_cache_flush(bs, s.l2_table_cache)
+    if ret < 0:
+        return ret
+    n = s.l1_size - new_l1_size
+    ret = qcow2_co_pwrite_file(bs, s.l1_table_offset + 8 * new_l1_size, bytes(8 * n))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        return ret
+    for i in range(new_l1_size, s.l1_size):
+        l2_offset = s.l1_table[i] & L1E_OFFSET_MASK
+        if not l2_offset:
+            continue
+        qcow2_cache_discard(s.l2_table_cache, l2_offset)
+        qcow2_free_clusters(bs, l2_offset, s.cluster_size)
+        s.l1_table[i] = 0
+    return 0
+
+
+@coroutine_fn
+def _get_last_cluster(bs: Any, size: int) -> int:
+    """Index of the last cluster with a non-zero refcount below ``size``,
+    or -1.  QEMU: qcow2_get_last_cluster."""
+    s = bs.opaque
+    i = (size >> s.cluster_bits) - 1
+    while i >= 0:
+        ret, rc = qcow2_get_refcount(bs, i)
+        if ret < 0:
+            return ret
+        if rc:
+            return i
+        i -= 1
+    return -1
+
+
+@coroutine_fn
+def qcow2_co_make_empty(bs: Any) -> int:
+    """Unmap every cluster (entries become 0) and write the caches back.
+    QEMU: qcow2_make_empty (the discard path)."""
+    s = bs.opaque
+    qemu_co_mutex_lock(s.lock)
+    try:
+        ret = _discard_tail(bs, 0, bs.total_sectors * 512)
+        if ret >= 0:
+            ret = qcow2_cache_flush(bs, s.l2_table_cache)
+        if ret >= 0:
+            ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+        return ret
+    finally:
+        qemu_co_mutex_unlock(s.lock)

@@ -1,0 +1,42 @@
+"""``snapshot=on`` (qemu-io ``-s``): the image is opened read-only under a
+temporary qcow2 overlay that takes every write and is deleted when closed
+(gqemu unlinks it as soon as it is open).  The overlay names no backing
+file; the opened node is attached as its backing child, so any node graph
+(json:, --image-opts, blkdebug) can sit below it.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli.
+QEMU: block.c (bdrv_append_temp_snapshot, bdrv_temp_snapshot_flags).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import Any
+
+from gqemu.block.block_int import BDRV_O_NO_BACKING, BDRV_O_RDWR, BlockError
+from gqemu.block.driver import bdrv_attach_child, bdrv_getlength, bdrv_open
+
+
+def bdrv_append_temp_snapshot(bs: Any, flags: int) -> Any:
+    """A writable temporary overlay over ``bs`` (which the overlay now
+    owns).  Raises BlockError.  QEMU: bdrv_append_temp_snapshot."""
+    from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
+    from gqemu.block.qcow2_header import Qcow2OpenError
+    size = bdrv_getlength(bs)
+    if size < 0:
+        raise BlockError(-size, "Could not get image size: %s" % os.strerror(-size))
+    fd, tmp = tempfile.mkstemp(prefix="vl.", dir=os.environ.get("TMPDIR") or "/var/tmp")
+    os.close(fd)
+    try:
+        try:
+            qcow2_create_file(tmp, Qcow2CreateOptions(size=size))
+        except Qcow2OpenError as e:
+            raise BlockError(e.errno or errno.EIO, "Could not create temporary overlay "
+                             "'%s': %s" % (tmp, e.msg)) from None
+        overlay = bdrv_open(tmp, {"format": "qcow2"},
+                            (flags | BDRV_O_RDWR | BDRV_O_NO_BACKING))
+    finally:
+        os.unlink(tmp)
+    overlay.backing = bdrv_attach_child(overlay, bs, "backing")
+    return overlay

@@ -1,0 +1,186 @@
+"""``qemu-img commit [--object objectdef] [--image-opts] [-q] [-f fmt]
+[-t cache] [-b base] [-r rate_limit] [-d] [-p] filename``.
+
+Copies every cluster (the base's cluster size, at least 4 KiB) that the
+image or an image between it and the base holds into the base, growing
+the base first when the image is larger; zero clusters are written as
+zeroes.  Then, unless ``-d`` or ``-b`` (which implies ``-d``), the image
+is emptied: every cluster is discarded (QEMU's ``qcow2_make_empty`` path
+for images it cannot rebuild from scratch; QEMU rebuilds a v3 image
+without snapshots into four clusters instead).
+
+QEMU: qemu-img.c (img_commit), block/mirror.c (commit_active_start).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gqemu.cli import qemu_img
+from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args
+
+CHUNK = 2 << 20
+
+
+def img_commit(argv: list[str]) -> int:
+    """QEMU: img_commit."""
+    opts, args = parse_args(argv, "f:ht:b:dpqr:", ["help", "object=", "image-opts"])
+    fmt = base = None
+    drop = quiet = image_opts = False
+    cache = "writeback"
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "-t":
+            cache = v
+        elif o == "-b":
+            base, drop = v, True
+        elif o == "-d":
+            drop = True
+        elif o == "-q":
+            quiet = True
+        elif o == "--image-opts":
+            image_opts = True
+        elif o == "-r":
+            from gqemu.cli.qemu_img_resize import parse_option_size
+            try:
+                parse_option_size("rate", v)
+            except ImgError:
+                raise ImgError("Invalid rate limit specified") from None
+    if len(args) != 1:
+        raise ImgError("Expecting one image file name",
+                       tail="Try '%s --help' for more information\n" % qemu_img.PROG)
+    filename = args[0]
+    blk = img_open(filename, fmt, True, image_opts=image_opts, cache=cache)
+    try:
+        from gqemu.block import blk_bs
+        top = blk_bs(blk)
+        chain = []
+        node = top
+        base_bs = None
+        while node is not None:
+            nxt = node.backing.bs if node.backing is not None else None
+            chain.append(node)
+            if nxt is None:
+                break
+            if base is None or _names(nxt, base, node):
+                base_bs = nxt
+                break
+            node = nxt
+        if base_bs is None:
+            if base is not None:
+                raise ImgError("Did not find '%s' in the backing chain of '%s'"
+                               % (base, filename))
+            raise ImgError("Image does not have a backing file")
+        _commit(blk, chain, base_bs)
+        if not drop:
+            ret = _make_empty(top)
+            if ret < 0:
+                raise ImgError("Could not empty %s: %s" % (filename, os.strerror(-ret)))
+    finally:
+        blk_close(blk)
+    if not quiet:
+        print("Image committed.")
+    return 0
+
+
+def _names(bs: Any, name: str, overlay: Any) -> bool:
+    """Whether ``name`` (as given to -b) is ``bs``, the backing node of
+    ``overlay``: the name stored in the overlay's header, or a path
+    relative to the overlay's folder (absolute: itself) naming the same
+    file.  QEMU: bdrv_find_backing_image."""
+    if name == getattr(overlay.drv, "backing_file", None):
+        return True
+    f, o = bs, overlay
+    while f.file is not None and f.drv.format_name != "file":
+        f = f.file.bs
+    while o.file is not None and o.drv.format_name != "file":
+        o = o.file.bs
+    path = name if os.path.isabs(name) else os.path.join(os.path.dirname(o.filename), name)
+    try:
+        return os.path.samefile(path, f.filename)
+    except OSError:
+        return False
+
+
+def _commit(blk: Any, chain: list, base_bs: Any) -> None:
+    """Copy what ``chain`` (top first) holds into the base.  Raises ImgError."""
+    from gqemu.block import blk_getlength, blk_pread, blk_pwrite, blk_pwrite_zeroes
+    from gqemu.block.driver import BlockError, bdrv_getlength
+    from gqemu.block.io_truncate import bdrv_truncate
+    from gqemu.block.io_misc import bdrv_run_co
+    from gqemu.block import bdrv_co_get_block_status, BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
+    from gqemu.cli.qemu_io_misc import bdrv_is_allocated
+    base_blk = _open_base(base_bs)
+    try:
+        from gqemu.block import blk_bs
+        bbs: Any = blk_bs(base_blk)
+        size = blk_getlength(blk)
+        if bdrv_getlength(bbs) < size:
+            ret, msg = bdrv_truncate(bbs, size, False, "off")
+            if ret < 0:
+                raise ImgError(msg)
+        gran = max(4096, getattr(bbs.drv, "cluster_size", 0) or 65536)
+        runs: list[list[int]] = []
+        offset = 0
+        while offset < size:
+            alloc, pnum = False, size - offset
+            for node in chain:
+                ret, n = bdrv_is_allocated(node, offset, pnum)
+                if ret < 0:
+                    raise ImgError("Block status failed: %s" % os.strerror(-ret))
+                if ret:
+                    alloc = True
+                pnum = min(pnum, n) if n else pnum
+            if alloc:
+                start, end = offset - offset % gran, min(size, -(-(offset + pnum) // gran) * gran)
+                if runs and runs[-1][1] >= start:
+                    runs[-1][1] = max(runs[-1][1], end)
+                else:
+                    runs.append([start, end])
+            offset += pnum
+        top = chain[0]
+        for start, end in runs:
+            off = start
+            while off < end:
+                n = min(CHUNK, end - off)
+                st, pn, _ = bdrv_run_co(top, bdrv_co_get_block_status, top, off, n)
+                if st >= 0 and pn and st & BDRV_BLOCK_ZERO and not st & BDRV_BLOCK_DATA:
+                    n = pn
+                    ret = blk_pwrite_zeroes(base_blk, off, n, 0)
+                    if ret < 0:
+                        raise ImgError("Block job failed: %s" % os.strerror(-ret))
+                else:
+                    try:
+                        blk_pwrite(base_blk, off, blk_pread(blk, off, n))
+                    except BlockError as e:
+                        raise ImgError("Block job failed: %s" % os.strerror(e.errno)) from None
+                off += n
+    finally:
+        blk_close(base_blk)
+
+
+def _open_base(base_bs: Any) -> Any:
+    """A writable BlockBackend on the base's image (QEMU reopens the node
+    read-write; gqemu opens the file a second time, without locking, as
+    the image's read-only backing node holds it)."""
+    f = base_bs
+    while f.file is not None and f.drv.format_name != "file":
+        f = f.file.bs
+    opts = {"format": base_bs.drv.format_name, "locking": "off", "cache": "unsafe"}
+    from gqemu.block import blk_new_open
+    from gqemu.block.driver import BDRV_O_NO_BACKING, BlockError
+    try:
+        return blk_new_open(f.filename, opts, BDRV_O_NO_BACKING)
+    except BlockError as e:
+        raise ImgError("Could not reopen the base read-write: %s" % e.msg) from None
+
+
+def _make_empty(bs: Any) -> int:
+    """Discard every cluster of the image.  QEMU: qcow2_make_empty (the
+    discard path); raw images are left as they are (-ENOTSUP, ignored)."""
+    if bs.drv.format_name != "qcow2":
+        return 0
+    from gqemu.block.io_misc import bdrv_run_co
+    from gqemu.block.qcow2_resize import qcow2_co_make_empty
+    return bdrv_run_co(bs, qcow2_co_make_empty, bs)

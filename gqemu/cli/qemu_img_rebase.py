@@ -1,0 +1,178 @@
+"""``qemu-img rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt]
+[-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt]
+filename``.
+
+Safe mode: wherever the image itself holds nothing, the old backing
+chain's data is compared with the new one's sector by sector and the old
+data is written into the image where they differ (as a zero write past
+the old backing file's end); then the header names
+the new backing file.  ``-u`` only changes the header.  ``-b ''`` removes
+the backing file (safe mode first copies all of its data in).
+
+QEMU: qemu-img.c (img_rebase).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from gqemu.cli import qemu_img
+from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args
+
+IO_BUF_SIZE = 2 << 20
+
+
+def compare_buffers(a: memoryview, b: memoryview, n: int) -> tuple[bool, int]:
+    """Whether the first sector differs, and how many bytes (whole sectors,
+    or the rest) share that state.  QEMU: compare_buffers."""
+    res = a[:512] != b[:512]
+    i = 512
+    while i < n:
+        if (a[i:i + 512] != b[i:i + 512]) != res:
+            break
+        i += 512
+    return res, min(i, n)
+
+
+def change_backing_file(blk: Any, name: Optional[str], fmt: Optional[str]) -> int:
+    """Rewrite the header's backing file name and format.
+    QEMU: bdrv_change_backing_file."""
+    import errno
+    from gqemu.block import blk_bs
+    from gqemu.block.io_misc import bdrv_run_co
+    bs: Any = blk_bs(blk)
+    if bs.drv.format_name != "qcow2":
+        return -errno.ENOTSUP
+    from gqemu.block.qcow2_header_update import qcow2_change_backing_file
+    return bdrv_run_co(bs, qcow2_change_backing_file, bs, name, fmt)
+
+
+def img_rebase(argv: list[str]) -> int:
+    """QEMU: img_rebase."""
+    opts, args = parse_args(argv, "hf:F:b:upt:T:qU", ["help", "object=", "image-opts",
+                                                      "force-share"])
+    fmt = out_fmt = base = None
+    unsafe = quiet = image_opts = force_share = False
+    for o, v in opts:
+        if o == "-f":
+            fmt = v
+        elif o == "-F":
+            out_fmt = v
+        elif o == "-b":
+            base = v
+        elif o == "-u":
+            unsafe = True
+        elif o == "-q":
+            quiet = True
+        elif o == "--image-opts":
+            image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
+    tail = "Try '%s --help' for more information\n" % qemu_img.PROG
+    if len(args) != 1:
+        raise ImgError("Expecting one image file name", tail=tail)
+    if not unsafe and base is None:
+        raise ImgError("Must specify backing file (-b) or use unsafe mode (-u)", tail=tail)
+    if force_share:
+        raise ImgError("force-share=on can only be used with read-only images")
+    filename = args[0]
+    from gqemu.block.driver import BDRV_O_NO_BACKING
+    blk = img_open(filename, fmt, True, BDRV_O_NO_BACKING if unsafe else 0,
+                   image_opts=image_opts)
+    try:
+        if base and not unsafe:
+            _copy_differences(blk, filename, base, out_fmt)
+        elif not base and not unsafe:
+            _copy_differences(blk, filename, None, None)
+        if base:
+            if out_fmt is None:
+                raise ImgError("Could not change the backing file to '%s': backing "
+                               "format must be specified" % base)
+            ret = change_backing_file(blk, base, out_fmt)
+        else:
+            ret = change_backing_file(blk, None, None)
+        if ret < 0:
+            if ret == -95:
+                raise ImgError("Could not change the backing file to '%s': backing file "
+                               "not supported by the image format" % (base or ""))
+            raise ImgError("Could not change the backing file to '%s': %s"
+                           % (base or "", os.strerror(-ret)))
+    finally:
+        blk_close(blk)
+    return 0
+
+
+def _copy_differences(blk: Any, filename: str, base: Optional[str],
+                      base_fmt: Optional[str]) -> None:
+    """Safe mode's data copy.  Raises ImgError."""
+    from gqemu.block import blk_bs, blk_getlength, blk_pwrite, blk_pwrite_zeroes
+    from gqemu.block.driver import BlockError, bdrv_getlength
+    from gqemu.block.io_misc import bdrv_pread
+    from gqemu.cli.qemu_io_misc import bdrv_is_allocated
+    bs: Any = blk_bs(blk)
+    old = bs.backing
+    old_size = bdrv_getlength(old.bs) if old is not None else 0
+    new_blk = None
+    new_size = 0
+    if base:
+        path = base
+        if not os.path.isabs(base):
+            path = os.path.join(os.path.dirname(filename), base)
+        try:
+            new_blk = img_open(path, base_fmt)
+        except ImgError as e:
+            msg = str(e)
+            prefix = "Could not open '%s': " % path
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+            raise ImgError("Could not open new backing file '%s': %s" % (path, msg)) from None
+        new_size = blk_getlength(new_blk)
+    try:
+        size = blk_getlength(blk)
+        offset = 0
+        while offset < size:
+            n = min(IO_BUF_SIZE, size - offset)
+            ret, n = bdrv_is_allocated(bs, offset, n)
+            if ret < 0:
+                raise ImgError("error while reading image metadata: %s" % os.strerror(-ret))
+            if ret or n == 0:
+                offset += n or size
+                continue
+            buf_old = bytearray(n)
+            old_is_zero = offset >= old_size       # past the old backing's end
+            if offset < old_size:
+                n = min(n, old_size - offset)
+                buf_old = bytearray(n)
+                r = bdrv_pread(old, offset, buf_old, n)
+                if r < 0:
+                    raise ImgError("error while reading from old backing file")
+            buf_new = bytearray(n)
+            if new_blk is not None and offset < new_size:
+                n = min(n, new_size - offset)
+                del buf_old[n:]
+                buf_new = bytearray(n)
+                from gqemu.block import blk_pread
+                try:
+                    buf_new[:] = blk_pread(new_blk, offset, n)
+                except BlockError:
+                    raise ImgError("error while reading from new backing file") from None
+            done = 0
+            while done < n:
+                differs, pnum = compare_buffers(memoryview(buf_old)[done:],
+                                                memoryview(buf_new)[done:], n - done)
+                if differs and old_is_zero:
+                    r = blk_pwrite_zeroes(blk, offset + done, pnum, 0)
+                    if r < 0:
+                        raise ImgError("Error while writing to COW image: %s"
+                                       % os.strerror(-r))
+                elif differs:
+                    try:
+                        blk_pwrite(blk, offset + done, memoryview(buf_old)[done:done + pnum])
+                    except BlockError as e:
+                        raise ImgError("Error while writing to COW image: %s"
+                                       % os.strerror(e.errno)) from None
+                done += pnum
+            offset += n
+    finally:
+        if new_blk is not None:
+            blk_close(new_blk)
