@@ -23,7 +23,7 @@ def parse_option_size(name: str, text: str) -> int:
     try:
         val, warning = qemu_opt_parse_size(name, text)
     except BlockError as e:
-        raise ImgError(e.msg, tail=(e.hint + "\n") if e.hint else "")
+        raise ImgError(e.msg, tail=e.hint or "")
     if warning:
         qemu_img.error_report("warning: " + warning)
     return val
