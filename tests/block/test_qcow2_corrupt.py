@@ -374,3 +374,23 @@ def test_tool_errors_are_one_line(tmp_path, qemu_img):
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("gqemu-img: "), (args, p.stderr)
     p = run("gqemu-img", "--help")
     assert "Supported formats: " in p.stdout and " qcow2 " in p.stdout + " "
+
+
+@pytest.mark.parametrize("cut", [0, 8])
+def test_check_image_truncated_before_l1_table(qemu_img, tmp_path, cut):
+    """An image cut off before (or inside) its L1 table: real qemu-img reads
+    the missing part as zeroes and finds no errors; gqemu-img reports the
+    corruption and exits 2 (issue 10 item 7)."""
+    img = tmp_path / "t.qcow2"
+    run(qemu_img, "create", "-q", "-f", "qcow2", img, "1G")
+    l1_offset = peek(img, 40, ">Q")
+    l1_size = peek(img, 36, ">I")
+    assert l1_size and l1_offset + l1_size * 8 == img.stat().st_size
+    with open(img, "r+b") as f:
+        f.truncate(l1_offset + cut)
+    p = run("gqemu-img", "check", img, ok=(2,))
+    assert "ERROR l1_offset=%#x: L1 table" % l1_offset in p.stderr
+    assert "beyond the end of the image file" in p.stderr
+    assert "1 errors were found on the image." in p.stdout
+    p = run("gqemu-img", "check", "-r", "all", img, ok=(2,))
+    assert "beyond the end of the image file" in p.stderr
