@@ -30,8 +30,8 @@ from gqemu.block.qcow2_cache import (
     qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pread_file,
     qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import (
-    QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED,
-    QCOW_OFLAG_ZERO, c_hex)
+    QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
+    QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
 from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metadata_size,
                                            set_refcount_ro)
 from gqemu.block.qcow2_overlap import (

@@ -1,14 +1,15 @@
 """qcow2 data-path helpers: reads from the backing file and from compressed
-clusters, compressed cluster writes (with their byte-granular allocation), the copy-on-write merged into an
-allocating write (zeroing new clusters instead of copying zeroes, merging
-the COW into the data write), and the "already zero" test used by zero
-writes.
+clusters, compressed cluster writes (with their byte-granular allocation),
+the data write of an allocating request (zeroing new clusters instead of
+copying zeroes, merging the COW into the data write), and the "already
+zero" test used by zero writes.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
 QEMU: block/qcow2.c (qcow2_co_preadv_task, qcow2_co_preadv_compressed,
-qcow2_co_pwritev_compressed_task, is_zero), block/qcow2-cluster.c
-(perform_cow), block/qcow2-threads.c (qcow2_co_decompress).
+qcow2_co_pwritev_compressed_task, qcow2_co_pwritev_task, handle_alloc_space,
+merge_cow, is_zero), block/qcow2-refcount.c (qcow2_alloc_bytes),
+block/qcow2-threads.c (qcow2_co_decompress).
 """
 from __future__ import annotations
 

@@ -34,8 +34,10 @@ _WHERE = {
     "l2_load": "allocated", "refblock_load": "allocated",
     "read_aio": "prealloc", "read_backing_aio": "backing", "cow_read": "backing",
     "cow_write": "backing", "cluster_alloc_space": "partial", "pwritev_zero": "partial",
-    "refblock_alloc_write_blocks": "refgrow", "refblock_alloc_write_table": "refgrow",
-    "refblock_alloc_switch_table": "refgrow", "reftable_grow": "refgrow",
+    "refblock_alloc_write_blocks": "refgrow_small",
+    "refblock_alloc_write_table": "refgrow_small",
+    "refblock_alloc_switch_table": "refgrow_small",
+    "reftable_grow": "refgrow_small", "refblock_alloc_hookup": "refgrow_small",
 }
 _COMBOS = list(itertools.product((5, 28), (True, False), (False, True)))
 
@@ -52,6 +54,11 @@ def _slice() -> list:
             c = bm.Case("fresh", ev, err, once, imm)
             if c not in cases and not imm:
                 cases.append(c)
+    cases.append(bm.Case("twice", "write_aio", 5, False, False))
+    for ev in ("write_aio", "cluster_alloc_space", "l2_update"):
+        cases.append(bm.Case("extl2", ev, 5, False, False))
+    # and one of 026's refcount table growth runs (16 MiB in 512-byte clusters)
+    cases.append(bm.Case("refgrow", "refblock_alloc_write_table", 28, False, False))
     return cases
 
 

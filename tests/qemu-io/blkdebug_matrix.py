@@ -50,10 +50,18 @@ LAYOUTS = {
     "fresh_vmstate": Layout("fresh_vmstate", [], "1G", ["write -b 0 128k"]),
     # 026's l2_load case: the L2 table and cluster 0 exist already
     "allocated": Layout("allocated", [], "1G", ["write 0 128k"], prep=["write 0 512"]),
+    "allocated_vmstate": Layout("allocated_vmstate", [], "1G", ["write -b 0 128k"],
+                                prep=["write -b 0 512"]),
+    # 026's "avoid cluster leaks after temporary failure": the second write
+    # makes the refcount block with the failed first write's clusters go out
+    "twice": Layout("twice", [], "64M", ["write 0 1M", "write 0 1M"]),
     # partial-cluster writes: copy-on-write from zeroes / from a backing file
     "partial": Layout("partial", [], "1G", ["write -P 7 4k 4k", "read -P 7 4k 4k"]),
     "backing": Layout("backing", [], "1G", ["write -P 7 4k 4k", "read -P 1 0 4k"],
                       backing=["write -P 1 0 128k"]),
+    # extended L2: subcluster copy-on-write
+    "extl2": Layout("extl2", ["extended_l2=on"], "64M",
+                    ["write -P 1 5k 3k", "write -P 2 100k 1k", "read -P 1 5k 3k"]),
     # existing clusters: in-place overwrite of metadata-preallocated clusters
     "prealloc": Layout("prealloc", ["preallocation=metadata"], "1M",
                        ["write -P 5 0 128k", "read -P 5 0 128k"]),
@@ -65,6 +73,14 @@ LAYOUTS = {
                               "refblock_alloc_write_table", "refblock_alloc_switch_table",
                               "reftable_grow", "refblock_load", "refblock_update_part",
                               "cluster_alloc", "cluster_free", "l2_update", "write_aio"]),
+    # the same growth, cheaper (64-bit refcounts: a table cluster covers
+    # 2 MiB): for the CI slice
+    "refgrow_small": Layout("refgrow_small", ["cluster_size=512", "refcount_bits=64"], "64M",
+                            ["write 0 3M"], events=["reftable_grow",
+                                                    "refblock_alloc_write_blocks",
+                                                    "refblock_alloc_write_table",
+                                                    "refblock_alloc_switch_table",
+                                                    "refblock_alloc_hookup"]),
     # 026's L1 growth tests: VM state past the disk in 1k clusters
     "l1grow": Layout("l1grow", ["cluster_size=1024"], "1G", ["write -b 0 64k"]),
 }
