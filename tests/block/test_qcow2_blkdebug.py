@@ -57,8 +57,6 @@ def _slice() -> list:
     cases.append(bm.Case("twice", "write_aio", 5, False, False))
     for ev in ("write_aio", "cluster_alloc_space", "l2_update"):
         cases.append(bm.Case("extl2", ev, 5, False, False))
-    # and one of 026's refcount table growth runs (16 MiB in 512-byte clusters)
-    cases.append(bm.Case("refgrow", "refblock_alloc_write_table", 28, False, False))
     return cases
 
 
