@@ -420,7 +420,7 @@ class BDRVQcow2State(BlockDriver):
     def qcow2_co_flush_to_os(self, bs: Any) -> int:
         """Write back the L2 cache, then the refcount cache (unless lazy).
         QEMU: qcow2_co_flush_to_os / qcow2_write_caches."""
-        if self.disabled or self.read_only:
+        if self.disabled or self.read_only or not self.opened:
             return 0
         qemu_co_mutex_lock(self.lock)
         ret = qcow2_cache_write(bs, self.l2_table_cache)

@@ -221,7 +221,7 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
     if ret < 0:
         # give the new table back; the L1 entry keeps its old value
         s.l1_table[l1_index] = old_entry
-        qcow2_free_clusters(bs, l2_offset, cs)
+        qcow2_free_clusters(bs, l2_offset, cs, discard=True)
         return ret
     if old:
         qcow2_free_clusters(bs, old, cs)

@@ -18,6 +18,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import BLKDBG_EVENT
+from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC, BLKDBG_CLUSTER_FREE,
     BLKDBG_REFBLOCK_ALLOC, BLKDBG_REFBLOCK_ALLOC_HOOKUP, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE,
@@ -372,13 +373,31 @@ def qcow2_alloc_clusters_at(bs: Any, offset: int, nb_clusters: int) -> int:
 
 
 @coroutine_fn
-def qcow2_free_clusters(bs: Any, offset: int, size: int) -> None:
+def qcow2_free_clusters(bs: Any, offset: int, size: int, discard: bool = False) -> None:
     """Drop one reference from each cluster of the range; a failure only
-    leaks.  QEMU: qcow2_free_clusters."""
+    leaks.  With ``discard`` (QEMU's QCOW2_DISCARD_ALWAYS, the only type
+    gqemu passes through) the clusters left unused are discarded in the
+    file.  QEMU: qcow2_free_clusters, update_refcount_discard,
+    qcow2_process_discards."""
     BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_FREE)
     ret = update_refcount(bs, offset, size, 1, True)
     if ret < 0:
         error_report("qcow2_free_clusters failed: %s" % os.strerror(-ret))
+        return
+    if discard and size > 0:
+        s = bs.opaque
+        cb = s.cluster_bits
+        runs: list[list[int]] = []
+        for ci in range(offset >> cb, ((offset + size - 1) >> cb) + 1):
+            r, rc = qcow2_get_refcount(bs, ci)
+            if r < 0 or rc:
+                continue
+            if runs and runs[-1][1] == ci << cb:
+                runs[-1][1] += 1 << cb
+            else:
+                runs.append([ci << cb, (ci + 1) << cb])
+        for start, end in runs:
+            bdrv_co_pdiscard(bs.file.bs, start, end - start)   # advisory
 
 
 @coroutine_fn

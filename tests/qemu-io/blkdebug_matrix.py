@@ -41,6 +41,7 @@ class Layout:
     prep: list[str] = field(default_factory=list)   # real qemu-io, no blkdebug
     backing: Optional[list[str]] = None             # commands run on a backing file
     events: Optional[list[str]] = None              # the events worth testing here
+    snapshot: bool = False                          # take an internal snapshot after prep
 
 
 LAYOUTS = {
@@ -62,6 +63,10 @@ LAYOUTS = {
     # extended L2: subcluster copy-on-write
     "extl2": Layout("extl2", ["extended_l2=on"], "64M",
                     ["write -P 1 5k 3k", "write -P 2 100k 1k", "read -P 1 5k 3k"]),
+    # clusters shared with an internal snapshot: the L2 table and the data
+    # clusters are copied on write, the old ones lose a reference
+    "snapshot": Layout("snapshot", [], "1G", ["write -P 2 4k 4k", "read -P 1 0 4k"],
+                       prep=["write -P 1 0 128k"], snapshot=True),
     # existing clusters: in-place overwrite of metadata-preallocated clusters
     "prealloc": Layout("prealloc", ["preallocation=metadata"], "1M",
                        ["write -P 5 0 128k", "read -P 5 0 128k"]),
@@ -160,6 +165,9 @@ def prepare(lay: Layout, base: Path, qemu_img: str, qemu_io: str) -> None:
                    cwd=base, check=True)
     for cmd in lay.prep:
         subprocess.run([qemu_io, "-f", "qcow2", "-c", cmd, "test.img"], cwd=base,
+                       check=True, capture_output=True)
+    if lay.snapshot:
+        subprocess.run([qemu_img, "snapshot", "-c", "s1", "test.img"], cwd=base,
                        check=True, capture_output=True)
 
 
