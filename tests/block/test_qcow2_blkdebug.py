@@ -32,6 +32,7 @@ _WHERE = {
     "l1_grow_alloc_table": "l1grow", "l1_grow_write_table": "l1grow",
     "l1_grow_activate_table": "l1grow", "vmstate_save": "fresh_vmstate",
     "l2_load": "allocated", "refblock_load": "allocated",
+    "l2_alloc_cow_read": "snapshot", "cluster_free": "snapshot",
     "read_aio": "prealloc", "read_backing_aio": "backing", "cow_read": "backing",
     "cow_write": "backing", "cluster_alloc_space": "partial", "pwritev_zero": "partial",
     "refblock_alloc_write_blocks": "refgrow_small",
