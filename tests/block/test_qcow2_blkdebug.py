@@ -56,6 +56,9 @@ def _slice() -> list:
             if c not in cases and not imm:
                 cases.append(c)
     cases.append(bm.Case("twice", "write_aio", 5, False, False))
+    # a COW of zeroes is a write-zeroes in QEMU: no cow_read/cow_write I/O
+    for ev in ("cow_read", "cow_write", "cluster_alloc"):
+        cases.append(bm.Case("partial", ev, 5, False, False))
     for ev in ("write_aio", "cluster_alloc_space", "l2_update"):
         cases.append(bm.Case("extl2", ev, 5, False, False))
     return cases
