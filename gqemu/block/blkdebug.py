@@ -431,7 +431,9 @@ class BdrvBlkdebug(BlockDriver):
             return err
         return bdrv_co_flush(bs.file.bs)  # type: ignore[union-attr]
 
-    bdrv_co_flush = blkdebug_co_flush
+    # the disk-flush slot, as QEMU: the block layer skips it when nothing
+    # was written since the last flush
+    bdrv_co_flush_to_disk = blkdebug_co_flush
 
     @coroutine_fn
     def blkdebug_co_pwrite_zeroes(self, bs: BlockDriverState, offset: int, nbytes: int,

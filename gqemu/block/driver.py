@@ -280,14 +280,18 @@ def bdrv_ref(bs: BlockDriverState) -> None:
 
 
 def bdrv_unref(bs: Optional[BlockDriverState]) -> None:
-    """Drop a reference; the last one closes the node and its children.
-    QEMU: bdrv_unref / bdrv_close."""
+    """Drop a reference; the last one flushes and closes the node, then its
+    children.  QEMU: bdrv_unref / bdrv_close."""
     if bs is None:
         return
     bs.refcnt -= 1
     if bs.refcnt > 0:
         return
     drv = bs.drv
+    if drv is not None:
+        # what the driver still caches goes out first (errors are ignored)
+        from gqemu.block.io_misc import bdrv_flush
+        bdrv_flush(bs)
     if drv is not None and drv.bdrv_close is not None:
         drv.bdrv_close(bs)
     bs.drv = None

@@ -13,6 +13,7 @@ QEMU: block/qcow2.c.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import zlib
 from typing import Any, Optional
@@ -23,7 +24,7 @@ from gqemu.block.driver import (
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
     BLKDBG_EVENT, bdrv_register, error_report)
 from gqemu.block.blkdebug_events import (
-    BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE, BLKDBG_WRITE_AIO)
+    BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
 from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
 from gqemu.block.block_int import BDRV_BLOCK_RECURSE
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
@@ -32,10 +33,12 @@ from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, 
 from gqemu.block import qcow2_refcount
 from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_check import qcow2_co_check
+from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
+                                 aio_task_pool_status, aio_task_pool_wait_all)
+from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
+from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cluster import (
-    qcow2_alloc_cluster_abort, qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2,
-    qcow2_alloc_host_offset, qcow2_cluster_zeroize, qcow2_get_host_offset,
-    qcow2_wait_cluster_allocs)
+    qcow2_cluster_zeroize, qcow2_get_host_offset, qcow2_wait_cluster_allocs)
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
     Qcow2OpenError, qcow2_probe)
@@ -48,10 +51,11 @@ from gqemu.block.qcow2_overlap import (
     qcow2_write_incompat)
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_rw import (
-    qcow2_co_preadv_compressed, qcow2_co_read_backing, qcow2_co_write_compressed_cluster,
-    qcow2_co_write_with_cow, qcow2_is_zero)
+    qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
+    qcow2_co_write_compressed_cluster, qcow2_is_zero)
 
 EIO, ENOTSUP = errno.EIO, errno.ENOTSUP
+QCOW2_MAX_WORKERS = 8          # parts of one request in flight at once
 
 # Cluster types a partial write-zeroes may turn into a zero cluster.
 _ZEROABLE = (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
@@ -273,47 +277,49 @@ class BDRVQcow2State(BlockDriver):
     @coroutine_fn
     def qcow2_co_pwritev(self, bs: Any, offset: int, nbytes: int,
                          qiov: QEMUIOVector, flags: int) -> int:
-        """Allocating write: map or allocate under the lock, write the data
-        (with its copy-on-write head and tail in one request), then link
-        the new clusters into L2.  Context: coroutine.  Returns: 0 or -errno.
+        """Allocating write: map or allocate as much contiguous host space
+        as possible under the lock, write the data (see
+        qcow2_co_pwritev_task; when the request needs more than one part,
+        the parts run in an AioTaskPool), repeat.  Context: coroutine.
+        Returns: 0 or -errno.
         QEMU: qcow2_co_pwritev_part / qcow2_co_pwritev_task."""
         s = self
         done = 0
-        while nbytes:
+        aio = None
+        ret = 0
+        while nbytes and aio_task_pool_status(aio) == 0:
             if s.disabled:
-                return -EIO
+                ret = -EIO
+                break
             qemu_co_mutex_lock(s.lock)
-            ret, cur, host, m = qcow2_alloc_host_offset(bs, offset, nbytes)
+            ret, cur, host, metas = qcow2_alloc_host_offset(bs, offset, nbytes)
             if ret >= 0:
-                if m is None:
-                    ret = qcow2_pre_write_overlap_check(bs, 0, host, cur)
-                else:
-                    ret = qcow2_pre_write_overlap_check(bs, 0, m.alloc_offset,
-                                                        m.nb_clusters << s.cluster_bits)
-                    if ret < 0:
-                        qcow2_alloc_cluster_done(bs, m)
-            qemu_co_mutex_unlock(s.lock)
+                ret = qcow2_pre_write_overlap_check(bs, 0, host, cur)
             if ret < 0:
-                return ret
-            data = qemu_iovec_slice(qiov, done, cur)
-            if m is None:
-                BLKDBG_EVENT(bs.file, BLKDBG_WRITE_AIO)
-                ret = bdrv_co_pwritev(bs.file, host, cur, data, 0)
-            else:
-                ret = qcow2_co_write_with_cow(bs, m, data)
-                qemu_co_mutex_lock(s.lock)
-                if ret >= 0:
-                    ret = qcow2_alloc_cluster_link_l2(bs, m)
-                if ret < 0:
-                    qcow2_alloc_cluster_abort(bs, m)
-                qcow2_alloc_cluster_done(bs, m)
+                qcow2_handle_l2meta(bs, metas, False)
                 qemu_co_mutex_unlock(s.lock)
-            if ret < 0:
-                return ret
+                break
+            qemu_co_mutex_unlock(s.lock)
+            if aio is None and cur != nbytes:
+                aio = aio_task_pool_new(QCOW2_MAX_WORKERS)
+            part = qemu_iovec_slice(qiov, done, cur)
+            if aio is None:
+                ret = qcow2_co_pwritev_task(bs, host, offset, cur, part, metas)
+                if ret < 0:
+                    break
+            else:
+                # the part's data write runs in its own coroutine while the
+                # next part is allocated (its L2 update comes later)
+                aio_task_pool_start_task(aio, functools.partial(
+                    qcow2_co_pwritev_task, bs, host, offset, cur, part, metas))
             offset += cur
             nbytes -= cur
             done += cur
-        return 0
+        if aio is not None:
+            aio_task_pool_wait_all(aio)
+            if ret == 0:
+                ret = aio_task_pool_status(aio)
+        return ret
 
     bdrv_co_pwritev = qcow2_co_pwritev
 
@@ -416,7 +422,7 @@ class BDRVQcow2State(BlockDriver):
     def qcow2_co_flush_to_os(self, bs: Any) -> int:
         """Write back the L2 cache, then the refcount cache (unless lazy).
         QEMU: qcow2_co_flush_to_os / qcow2_write_caches."""
-        if self.disabled or self.read_only:
+        if self.disabled or self.read_only or not self.opened:
             return 0
         qemu_co_mutex_lock(self.lock)
         ret = qcow2_cache_write(bs, self.l2_table_cache)
@@ -492,15 +498,18 @@ class BDRVQcow2State(BlockDriver):
 def qcow2_inactivate(bs: Any) -> int:
     """Flush both caches and mark the image clean.  QEMU: qcow2_inactivate."""
     s = bs.opaque
+    result = 0
     ret = qcow2_cache_flush(bs, s.l2_table_cache)
     if ret < 0:
+        result = ret
         error_report("Failed to flush the L2 table cache: %s" % os.strerror(-ret))
-        return ret
     ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
+        result = ret
         error_report("Failed to flush the refcount block cache: %s" % os.strerror(-ret))
-        return ret
-    return qcow2_mark_clean(bs)
+    if result == 0:
+        qcow2_mark_clean(bs)
+    return result
 
 
 @coroutine_fn

@@ -14,6 +14,7 @@ QEMU: block/qcow2-cache.c.
 """
 from __future__ import annotations
 
+import bisect
 from errno import EIO, ENOMEM, ENOSPC
 from typing import Any
 
@@ -21,7 +22,7 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block import io as _io
 from gqemu.block.io_misc import bdrv_co_flush
 from gqemu.block.blkdebug_events import (
-    BLKDBG_L2_LOAD, BLKDBG_L2_UPDATE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFBLOCK_UPDATE_PART)
+    BLKDBG_L2_LOAD, BLKDBG_L2_UPDATE, BLKDBG_REFBLOCK_UPDATE_PART)
 from gqemu.block.driver import BLKDBG_EVENT, bdrv_getlength
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import c_hex
@@ -84,9 +85,10 @@ def qcow2_file_length(bs: Any) -> int:
 class Qcow2CachedTable:
     """One cached cluster.  QEMU: Qcow2CachedTable."""
 
-    __slots__ = ("offset", "data", "dirty", "ref", "lru")
+    __slots__ = ("offset", "data", "dirty", "ref", "lru", "idx")
 
-    def __init__(self) -> None:
+    def __init__(self, idx: int = 0) -> None:
+        self.idx = idx                       # slot number
         self.offset = 0
         self.data = bytearray()
         self.dirty = False
@@ -99,12 +101,36 @@ class Qcow2Cache:
 
     def __init__(self, name: str, num_tables: int, table_size: int) -> None:
         self.name = name                     # "l2" or "refcount"
-        self.entries = [Qcow2CachedTable() for _ in range(num_tables)]
+        self.entries = [Qcow2CachedTable(i) for i in range(num_tables)]
+        self.free = list(range(num_tables))  # sorted slots never used (lru 0)
         self.by_offset: dict[int, Qcow2CachedTable] = {}
         self.table_size = table_size
         self.depends: Qcow2Cache | None = None
         self.depends_on_flush = False
         self.lru_counter = 0
+
+
+def _take_slot(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
+    k = bisect.bisect_left(c.free, e.idx)
+    if k < len(c.free) and c.free[k] == e.idx:
+        del c.free[k]
+
+
+def _release_slot(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
+    """A slot left without a table: free again if it never held one."""
+    e.offset = 0
+    if e.lru == 0 and e.idx not in c.free:
+        bisect.insort(c.free, e.idx)
+
+
+def qcow2_cache_empty(c: Qcow2Cache) -> None:
+    """Forget every table (after the file was rewritten underneath)."""
+    for e in c.entries:
+        e.offset = 0
+        e.dirty = False
+        e.lru = 0
+    c.by_offset.clear()
+    c.free = [e.idx for e in c.entries if e.ref == 0]
 
 
 def qcow2_cache_create(bs: Any, num_tables: int, table_size: int,
@@ -150,9 +176,9 @@ def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
 
 @coroutine_fn
 def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
-    """Write every dirty table.  QEMU: qcow2_cache_write."""
+    """Write every dirty table, in slot order.  QEMU: qcow2_cache_write."""
     result = 0
-    for e in sorted(c.entries, key=lambda t: t.offset):
+    for e in sorted(c.by_offset.values(), key=lambda t: t.idx):
         ret = qcow2_cache_entry_flush(bs, c, e)
         if ret < 0 and result != -ENOSPC:        # keep -ENOSPC over other errors, as QEMU
             result = ret
@@ -221,12 +247,20 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
         return -EIO, None
     e = c.by_offset.get(offset)
     if e is None:
+        # the search starts at a slot hashed from the offset; the victim is
+        # the unreferenced table least recently put back (QEMU's order, which
+        # is also the order qcow2_cache_write writes tables back in)
+        n = len(c.entries)
+        start = (offset // c.table_size * 4) % n
         victim = None
-        for cand in c.entries:
-            if cand.ref == 0 and (victim is None or cand.lru < victim.lru):
-                victim = cand
-                if cand.offset == 0:
-                    break
+        if c.free:
+            # unused slots have the lowest LRU value: the first one from start
+            k = bisect.bisect_left(c.free, start)
+            victim = c.entries[c.free[k if k < len(c.free) else 0]]
+        else:
+            for cand in c.entries:
+                if cand.ref == 0 and (victim is None or cand.lru < victim.lru):
+                    victim = cand
         if victim is None:
             return -ENOMEM, None            # every table in use
         ret = qcow2_cache_entry_flush(bs, c, victim)
@@ -235,11 +269,13 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
         if victim.offset:
             c.by_offset.pop(victim.offset, None)
         victim.offset = 0
+        _take_slot(c, victim)
         if read_from_disk:
-            BLKDBG_EVENT(bs.file, BLKDBG_L2_LOAD if c is s.l2_table_cache
-                         else BLKDBG_REFBLOCK_LOAD)
+            if c is s.l2_table_cache:
+                BLKDBG_EVENT(bs.file, BLKDBG_L2_LOAD)
             ret, data = qcow2_co_pread_file(bs, offset, c.table_size)
             if ret < 0:
+                _release_slot(c, victim)
                 return ret, None
             victim.data = data
         else:
@@ -247,6 +283,7 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
         # a concurrent get may have loaded it while we yielded
         other = c.by_offset.get(offset)
         if other is not None:
+            _release_slot(c, victim)
             e = other
         else:
             victim.offset = offset
@@ -254,8 +291,6 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
             c.by_offset[offset] = victim
             e = victim
     e.ref += 1
-    c.lru_counter += 1
-    e.lru = c.lru_counter
     return 0, e
 
 
@@ -272,9 +307,13 @@ def qcow2_cache_get_empty(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any
 
 
 def qcow2_cache_put(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
-    """Drop the reference ``get`` took.  QEMU: qcow2_cache_put."""
+    """Drop the reference ``get`` took; the last one marks the table as
+    used now (for the LRU choice).  QEMU: qcow2_cache_put."""
     e.ref -= 1
     assert e.ref >= 0
+    if e.ref == 0:
+        c.lru_counter += 1
+        e.lru = c.lru_counter
 
 
 def qcow2_cache_entry_mark_dirty(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
@@ -288,4 +327,6 @@ def qcow2_cache_discard(c: Qcow2Cache, offset: int) -> None:
     if e is not None and e.ref == 0:
         del c.by_offset[offset]
         e.offset = 0
+        e.lru = 0
         e.dirty = False
+        bisect.insort(c.free, e.idx)

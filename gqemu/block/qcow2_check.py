@@ -193,6 +193,13 @@ def check_refcounts_l2(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l2_offset: in
     return 0
 
 
+def _file_bytes(bs: Any) -> int:
+    """The image file's length in bytes (bdrv_getlength rounds it up to a
+    sector, which would hide a table cut short inside its last sector)."""
+    node = bs.file.bs
+    return node.drv.bdrv_getlength(node)
+
+
 @coroutine_fn
 def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
                        l1_size: int, flags: int, memo: dict,
@@ -200,6 +207,14 @@ def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: in
     """QEMU: check_refcounts_l1."""
     s = bs.opaque
     imrt.inc(res, l1_offset, l1_size * 8)
+    flen = _file_bytes(bs)
+    if l1_size and flen >= 0 and l1_offset + l1_size * 8 > flen:
+        # QEMU reads the missing part as zeroes and reports nothing; an L1
+        # table that is not (all) in the file has lost its L2 references
+        _err("ERROR l1_offset=%#x: L1 table (%d entries) is beyond the end of the "
+             "image file (%#x)" % (l1_offset, l1_size, flen))
+        res.corruptions += 1
+        return 0
     if l1 is None:
         ret, buf = qcow2_co_pread_file(bs, l1_offset, l1_size * 8)
         if ret < 0:

@@ -1,10 +1,9 @@
-"""qcow2 guest-to-host mapping: L1/L2 lookup, cluster allocation, L2 updates.
+"""qcow2 guest-to-host mapping: L1/L2 lookup, L1 growth, L2 table
+allocation, zeroing and discard.
 
 Entry decoding (standard, compressed, zero, extended L2 with subclusters) is
-pure; lookups go through the L2 cache.  Allocation follows qcow2-cluster.c:
-an in-flight ``QCowL2Meta`` per allocated run guards overlapping requests,
-the data (with its copy-on-write head and tail) is written before the L2
-entry that points at it, and an L2 table is written before the L1 entry.
+pure; lookups go through the L2 cache.  An L2 table is written before the
+L1 entry that points at it.  Host space for writes: ``qcow2_alloc.py``.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
@@ -16,34 +15,26 @@ from errno import EFBIG, EIO
 import struct
 from typing import Any
 
-from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_restart_all, qemu_co_queue_wait
+from gqemu.coroutine import coroutine_fn, qemu_co_queue_wait
 from gqemu.block.driver import BLKDBG_EVENT
 from gqemu.block.blkdebug_events import (
     BLKDBG_L1_GROW_ACTIVATE_TABLE, BLKDBG_L1_GROW_ALLOC_TABLE, BLKDBG_L1_GROW_WRITE_TABLE,
     BLKDBG_L1_UPDATE, BLKDBG_L2_ALLOC_COW_READ, BLKDBG_L2_ALLOC_WRITE)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
-    qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
-    qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pwrite_file,
-    qcow2_file_length)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty,
+    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_header import (
-    QCOW_MAX_L1_SIZE,
-    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
-    QCOW_L2_BITMAP_ALL_ZEROES, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
-    QCOW_OFLAG_ZERO, c_hex)
+    QCOW_MAX_L1_SIZE, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ZEROES,
+    QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, c_hex)
 from gqemu.block.qcow2_l2 import (
-    QCOW2_CLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_INVALID,
+    QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_INVALID,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC,
     QCOW2_SUBCLUSTER_ZERO_PLAIN, _HOST_TYPES, _PLAIN_SC, get_l2_bitmap, get_l2_entry,
     qcow2_get_cluster_type, qcow2_get_subcluster_type, set_l2_bitmap, set_l2_entry)
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L1, qcow2_mark_dirty, qcow2_pre_write_overlap_check,
-    qcow2_signal_corruption)
+    QCOW2_OL_ACTIVE_L1, qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
-
-L1_ENTRIES_PER_SECTOR = 64
-
 
 @coroutine_fn
 def l2_load(bs: Any, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
@@ -153,12 +144,14 @@ def qcow2_get_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, 
 
 @coroutine_fn
 def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
-    """Write the 512-byte piece of L1 that holds ``l1_index``, and flush.
+    """Write the piece of L1 that holds ``l1_index``, and flush.
     QEMU: qcow2_write_l1_entry."""
     s = bs.opaque
-    start = l1_index & ~(L1_ENTRIES_PER_SECTOR - 1)
-    n = min(L1_ENTRIES_PER_SECTOR, s.l1_size - start)
-    buf = struct.pack(">%dQ" % n, *s.l1_table[start:start + n])
+    # as little as the file lets us write: one entry, or its alignment
+    nentries = max(8, min(bs.file.bs.bl.request_alignment, s.l1_size * 8)) // 8
+    start = l1_index - l1_index % nentries
+    n = min(nentries, s.l1_size - start)
+    buf = struct.pack(">%dQ" % nentries, *(s.l1_table[start:start + n] + [0] * (nentries - n)))
     off = s.l1_table_offset + start * 8
     ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L1, off, len(buf))
     if ret < 0:
@@ -220,7 +213,8 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
     zeroes), write it, then point L1 at it.  QEMU: l2_allocate."""
     s = bs.opaque
     cs = s.cluster_size
-    old = s.l1_table[l1_index] & L1E_OFFSET_MASK
+    old_entry = s.l1_table[l1_index]
+    old = old_entry & L1E_OFFSET_MASK
     l2_offset = qcow2_alloc_clusters(bs, cs)
     if l2_offset < 0:
         return l2_offset
@@ -228,6 +222,22 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
         qcow2_signal_corruption(bs, True, -1, -1, "Preventing invalid allocation "
                                 "of L2 table at offset 0")
         return -EIO
+    ret = _l2_allocate_write(bs, l1_index, l2_offset, old)
+    if ret < 0:
+        # give the new table back; the L1 entry keeps its old value
+        s.l1_table[l1_index] = old_entry
+        qcow2_free_clusters(bs, l2_offset, cs, discard=True)
+        return ret
+    if old:
+        qcow2_free_clusters(bs, old, cs)
+    return 0
+
+
+@coroutine_fn
+def _l2_allocate_write(bs: Any, l1_index: int, l2_offset: int, old: int) -> int:
+    """Fill the new L2 table (copy or zeroes), write it, point L1 at it."""
+    s = bs.opaque
+    cs = s.cluster_size
     ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
         return ret
@@ -251,12 +261,7 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
     if ret < 0:
         return ret
     s.l1_table[l1_index] = l2_offset | QCOW_OFLAG_COPIED
-    ret = qcow2_write_l1_entry(bs, l1_index)
-    if ret < 0:
-        return ret
-    if old:
-        qcow2_free_clusters(bs, old, cs)
-    return 0
+    return qcow2_write_l1_entry(bs, l1_index)
 
 
 @coroutine_fn
@@ -287,36 +292,6 @@ def get_cluster_table(bs: Any, offset: int) -> tuple[int, Any, int]:
     return 0, e, (offset >> cb) & (s.l2_size - 1)
 
 
-class QCowL2Meta:
-    """An allocation in flight.  QEMU: QCowL2Meta."""
-
-    __slots__ = ("offset", "alloc_offset", "nb_clusters", "cow_start",
-                 "cow_end", "dependent_requests")
-
-    def __init__(self, offset: int, alloc_offset: int, nb_clusters: int,
-                 cow_start: tuple[int, int], cow_end: tuple[int, int]) -> None:
-        self.offset = offset
-        self.alloc_offset = alloc_offset
-        self.nb_clusters = nb_clusters
-        self.cow_start = cow_start              # (offset in run, bytes)
-        self.cow_end = cow_end
-        self.dependent_requests = CoQueue()
-
-
-def _in_place(s: Any, ent: int, bm: int, oic: int, nbytes: int) -> bool:
-    """Can a write to this cluster go to its current host cluster?"""
-    if qcow2_get_cluster_type(s.extended_l2, ent) != QCOW2_CLUSTER_NORMAL:
-        return False
-    if not ent & QCOW_OFLAG_COPIED:
-        return False
-    if s.extended_l2:
-        first = oic >> s.subcluster_bits
-        last = (oic + nbytes - 1) >> s.subcluster_bits
-        mask = ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
-        return bm & mask == mask and not (bm >> 32) & mask
-    return True
-
-
 @coroutine_fn
 def qcow2_wait_cluster_allocs(bs: Any, offset: int, nbytes: int) -> None:
     """Wait until no allocation in flight overlaps the guest range.
@@ -341,133 +316,6 @@ def qcow2_wait_cluster_allocs(bs: Any, offset: int, nbytes: int) -> None:
                 qemu_co_queue_wait(m.dependent_requests, s.lock)
                 waited = True
                 break
-
-
-@coroutine_fn
-def qcow2_alloc_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, int, Any]:
-    """Find or allocate host space for the start of a guest write.
-
-    Context: coroutine, s->lock held (it may be dropped while waiting for an
-    overlapping allocation).  Returns: (0 or -errno, bytes covered, host
-    offset, QCowL2Meta or None for an in-place write).
-    QEMU: qcow2_alloc_host_offset (handle_dependencies, handle_copied,
-    handle_alloc).
-    """
-    s = bs.opaque
-    cs, cb = s.cluster_size, s.cluster_bits
-    while True:
-        start = offset & ~(cs - 1)
-        end = offset + nbytes
-        waited = False
-        for m in s.cluster_allocs:
-            m_start = m.offset
-            m_end = m.offset + (m.nb_clusters << cb)
-            if end <= m_start or start >= m_end:
-                continue
-            if start < m_start:
-                end = m_start
-                nbytes = end - offset
-                continue
-            qemu_co_queue_wait(m.dependent_requests, s.lock)
-            waited = True
-            break
-        if not waited:
-            break
-    oic = offset & (cs - 1)
-    ret, e, l2_index = get_cluster_table(bs, offset)
-    if ret < 0:
-        return ret, 0, 0, None
-    data = e.data
-    n_max = min(s.l2_size - l2_index, (oic + nbytes + cs - 1) >> cb)
-    ent = get_l2_entry(s, data, l2_index)
-    bm = get_l2_bitmap(s, data, l2_index)
-    if _in_place(s, ent, bm, oic, min(nbytes, cs - oic)):
-        base = ent & L2E_OFFSET_MASK
-        if base & (cs - 1):
-            qcow2_cache_put(s.l2_table_cache, e)
-            qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset %s "
-                                    "unaligned (L2 offset: %s, L2 index: %s)"
-                                    % (c_hex(base), c_hex(e.offset), c_hex(l2_index)))
-            return -EIO, 0, 0, None
-        flen = qcow2_file_length(bs)
-        if flen >= 0 and base + cs > ((flen + cs - 1) & ~(cs - 1)):
-            qcow2_cache_put(s.l2_table_cache, e)
-            qcow2_signal_corruption(bs, True, -1, -1, "Data cluster offset %s beyond the end "
-                                    "of the image file (L2 offset: %s, L2 index: %s)"
-                                    % (c_hex(base), c_hex(e.offset), c_hex(l2_index)))
-            return -EIO, 0, 0, None
-        n = 1
-        while n < n_max:
-            ent2 = get_l2_entry(s, data, l2_index + n)
-            rem = offset + nbytes - (start + (n << cb))
-            if (ent2 & L2E_OFFSET_MASK) != base + (n << cb) or not _in_place(
-                    s, ent2, get_l2_bitmap(s, data, l2_index + n), 0, min(rem, cs)):
-                break
-            n += 1
-        qcow2_cache_put(s.l2_table_cache, e)
-        return 0, min(nbytes, (n << cb) - oic), base + oic, None
-    n = 1
-    while n < n_max:
-        ent2 = get_l2_entry(s, data, l2_index + n)
-        rem = offset + nbytes - (start + (n << cb))
-        if _in_place(s, ent2, get_l2_bitmap(s, data, l2_index + n), 0, min(rem, cs)):
-            break
-        n += 1
-    qcow2_cache_put(s.l2_table_cache, e)
-    host = qcow2_alloc_clusters(bs, n << cb)
-    if host < 0:
-        return host, 0, 0, None
-    covered = min(nbytes, (n << cb) - oic)
-    tail = oic + covered
-    m = QCowL2Meta(start, host, n, (0, oic), (tail, (n << cb) - tail))
-    s.cluster_allocs.append(m)
-    return 0, covered, host + oic, m
-
-
-@coroutine_fn
-def qcow2_alloc_cluster_link_l2(bs: Any, m: QCowL2Meta) -> int:
-    """Point the L2 entries at the new clusters, then free what they held.
-    Context: coroutine, s->lock held.  QEMU: qcow2_alloc_cluster_link_l2."""
-    s = bs.opaque
-    cb = s.cluster_bits
-    qcow2_cache_depends_on_flush(s.l2_table_cache)
-    if s.use_lazy_refcounts:
-        ret = qcow2_mark_dirty(bs)
-    else:
-        ret = qcow2_cache_set_dependency(bs, s.l2_table_cache, s.refcount_block_cache)
-    if ret < 0:
-        return ret
-    ret, e, l2_index = get_cluster_table(bs, m.offset)
-    if ret < 0:
-        return ret
-    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-    old = []
-    for i in range(m.nb_clusters):
-        prev = get_l2_entry(s, e.data, l2_index + i)
-        set_l2_entry(s, e.data, l2_index + i, (m.alloc_offset + (i << cb)) | QCOW_OFLAG_COPIED)
-        if s.extended_l2:
-            set_l2_bitmap(s, e.data, l2_index + i, QCOW_L2_BITMAP_ALL_ALLOC)
-        if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
-            old.append(prev)
-    qcow2_cache_put(s.l2_table_cache, e)
-    for prev in old:
-        qcow2_free_any_cluster(bs, prev, 1)
-    return 0
-
-
-def qcow2_alloc_cluster_done(bs: Any, m: QCowL2Meta) -> None:
-    """Unlink an allocation and wake whoever waits on it."""
-    s = bs.opaque
-    if m in s.cluster_allocs:
-        s.cluster_allocs.remove(m)
-    qemu_co_queue_restart_all(m.dependent_requests)
-
-
-@coroutine_fn
-def qcow2_alloc_cluster_abort(bs: Any, m: QCowL2Meta) -> None:
-    """Give back the clusters of a failed allocation.
-    QEMU: qcow2_alloc_cluster_abort."""
-    qcow2_free_clusters(bs, m.alloc_offset, m.nb_clusters << bs.opaque.cluster_bits)
 
 
 @coroutine_fn

@@ -125,7 +125,10 @@ def _qcow2_do_open(bs: Any, flags: int) -> None:
         if ret < 0:
             raise Qcow2OpenError(-ret, "Could not read L1 table: %s" % os.strerror(-ret))
         s.l1_table = list(struct.unpack(">%dQ" % s.l1_size, l1))
-    l2_cache = max(2, min(DEFAULT_L2_CACHE_MAX_SIZE // cs, s.l1_vm_state_index + 1))
+    # enough tables for the whole disk, at most 32 MiB, at least two
+    # (QEMU: read_cache_sizes, qcow2_update_options_prepare)
+    l2_bytes = -(-h.size // cs) * (16 if s.extended_l2 else 8)
+    l2_cache = max(2, min(DEFAULT_L2_CACHE_MAX_SIZE, -(-l2_bytes // cs) * cs) // cs)
     s.l2_table_cache = qcow2_cache_create(bs, l2_cache, cs, "l2")
     s.refcount_block_cache = qcow2_cache_create(bs, 4, cs, "refcount")
     ret = qcow2_refcount_init(bs)

@@ -13,7 +13,8 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
-from gqemu.block.qcow2_cache import qcow2_co_flush_file, qcow2_co_pwrite_file
+from gqemu.block.qcow2_cache import (qcow2_cache_empty, qcow2_co_flush_file,
+                                     qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import QCOW_MAX_REFTABLE_SIZE
 from gqemu.block.qcow2_refcount import set_refcount_ro
 
@@ -82,7 +83,4 @@ def rebuild_refcount_structure(bs: Any, res: Any, imrt: Any) -> int:
 
 
 def _drop_cache(c: Any) -> None:
-    for e in c.entries:
-        e.offset = 0
-        e.dirty = False
-    c.by_offset.clear()
+    qcow2_cache_empty(c)

@@ -1,7 +1,6 @@
 """qcow2 reference counts: lookup, allocation, freeing.
 
-Refcount widths 1..64 bits (``refcount_order`` 0-6); sub-byte entries are
-LSB-first.  Allocation scans from ``free_cluster_index`` and raises the
+Entries: qcow2_refcount_ro.py.  Allocation scans from ``free_cluster_index`` and raises the
 refcount in the refcount-block cache before the caller links anything to the
 new cluster; freeing makes the refcount cache depend on the L2 cache, so an
 L2 table that drops a reference reaches the disk first (reference 4.5).
@@ -19,48 +18,25 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import BLKDBG_EVENT
+from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.blkdebug_events import (
-    BLKDBG_CLUSTER_ALLOC, BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_FREE,
+    BLKDBG_CLUSTER_ALLOC, BLKDBG_CLUSTER_FREE,
     BLKDBG_REFBLOCK_ALLOC, BLKDBG_REFBLOCK_ALLOC_HOOKUP, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE,
     BLKDBG_REFBLOCK_ALLOC_WRITE, BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS,
-    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFTABLE_LOAD)
+    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFTABLE_GROW,
+    BLKDBG_REFTABLE_LOAD)
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_entry_mark_dirty,
     qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
     qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pread_file,
     qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import (
-    QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED,
-    QCOW_OFLAG_ZERO, c_hex)
+    QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
+    QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
+from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metadata_size,
+                                           set_refcount_ro)
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_REFCOUNT_TABLE, error_report, qcow2_pre_write_overlap_check,
-    qcow2_signal_corruption)
-
-
-def get_refcount_ro(block: bytearray, order: int, index: int) -> int:
-    """Entry ``index`` of a refcount block of width ``1 << order`` bits.
-    QEMU: get_refcount_ro0 .. get_refcount_ro6."""
-    if order < 3:
-        bits = 1 << order
-        per_byte = 8 >> order
-        byte = block[index // per_byte]
-        return (byte >> ((index % per_byte) * bits)) & ((1 << bits) - 1)
-    w = 1 << (order - 3)
-    return int.from_bytes(block[index * w:index * w + w], "big")
-
-
-def set_refcount_ro(block: bytearray, order: int, index: int, value: int) -> None:
-    """Store ``value`` (already range-checked).  QEMU: set_refcount_ro0..6."""
-    if order < 3:
-        bits = 1 << order
-        per_byte = 8 >> order
-        shift = (index % per_byte) * bits
-        mask = ((1 << bits) - 1) << shift
-        i = index // per_byte
-        block[i] = (block[i] & ~mask) | ((value << shift) & mask)
-        return
-    w = 1 << (order - 3)
-    block[index * w:index * w + w] = value.to_bytes(w, "big")
+    error_report, qcow2_signal_corruption)
 
 
 @coroutine_fn
@@ -103,15 +79,25 @@ def qcow2_get_refcount(bs: Any, cluster_index: int) -> tuple[int, int]:
 
 
 @coroutine_fn
+def load_refcount_block(bs: Any, offset: int) -> tuple[int, Any]:
+    """QEMU: load_refcount_block (the event fires even on a cache hit)."""
+    s = bs.opaque
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_LOAD)
+    return qcow2_cache_get(bs, s.refcount_block_cache, offset)
+
+
+@coroutine_fn
 def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
     """The refcount block covering ``cluster_index``, allocating it (and
     growing the refcount table) if needed; after an allocation returns
-    -EAGAIN so that the caller searches for free clusters again.
+    -EAGAIN so that the caller searches for free clusters again.  The entry
+    returned (also with an error) holds a cache reference.
 
     Context: coroutine, s->lock held.  QEMU: alloc_refcount_block.
     """
     s = bs.opaque
     cs = s.cluster_size
+    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC)
     ri = cluster_index >> s.refcount_block_bits
     if ri < s.refcount_table_size:
         rb = s.refcount_table[ri] & REFT_OFFSET_MASK
@@ -121,16 +107,16 @@ def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
                                         "unaligned (reftable index: %s)"
                                         % (c_hex(rb), c_hex(ri)))
                 return -EIO, None
-            return qcow2_cache_get(bs, s.refcount_block_cache, rb)
-    else:
-        return qcow2_refcount_area(bs, ri), None
-    # a new refcount block in a range the table already has room for
-    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC)
-    new_block = alloc_clusters_noref(bs, cs)
+            return load_refcount_block(bs, rb)
+    # the refcount table is written below: L2 tables may have to go first
+    ret = qcow2_cache_flush(bs, s.l2_table_cache)
+    if ret < 0:
+        return ret, None
+    new_block = alloc_clusters_noref(bs, cs, QCOW_MAX_CLUSTER_OFFSET)
     if new_block < 0:
         return new_block, None
     if new_block == 0:
-        qcow2_signal_corruption(bs, True, new_block, cs, "Preventing invalid "
+        qcow2_signal_corruption(bs, True, -1, -1, "Preventing invalid "
                                 "allocation of refcount block at offset 0")
         return -EIO, None
     new_index = new_block >> s.cluster_bits
@@ -155,86 +141,113 @@ def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
         e.data[:] = bytes(cs)
     BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_WRITE)
     qcow2_cache_entry_mark_dirty(s.refcount_block_cache, e)
-    qcow2_cache_put(s.refcount_block_cache, e)
     ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
-        return ret, None
-    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_HOOKUP)
-    ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_REFCOUNT_TABLE,
-                                        s.refcount_table_offset + ri * 8, 8)
+        return ret, e
+    if ri < s.refcount_table_size:
+        BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_HOOKUP)
+        ret = qcow2_co_pwrite_sync(bs, s.refcount_table_offset + ri * 8,
+                                   struct.pack(">Q", new_block))
+        if ret < 0:
+            return ret, e
+        s.refcount_table[ri] = new_block
+        return -EAGAIN, e
+    qcow2_cache_put(s.refcount_block_cache, e)
+    # the table is full: new refcount blocks and a new table go after
+    # everything used so far, describing themselves
+    BLKDBG_EVENT(bs.file, BLKDBG_REFTABLE_GROW)
+    rbs = s.refcount_block_size
+    blocks_used = -(-max(cluster_index + 1, new_index + 1) // rbs)
+    ret = qcow2_refcount_area(bs, blocks_used * rbs * cs, 0, False, ri, new_block)
     if ret < 0:
         return ret, None
-    ret = qcow2_co_pwrite_file(bs, s.refcount_table_offset + ri * 8,
-                               struct.pack(">Q", new_block))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
+    ret, e = load_refcount_block(bs, new_block)
     if ret < 0:
         return ret, None
-    s.refcount_table[ri] = new_block
-    s.free_cluster_index = min(s.free_cluster_index, new_index)
-    return -EAGAIN, None
+    return -EAGAIN, e
 
 
 @coroutine_fn
-def qcow2_refcount_area(bs: Any, need_ri: int) -> int:
-    """Grow the refcount table: place new refcount blocks and a new table
-    right after the covered range, where they describe themselves; write
-    them, flush, switch the header, then free the old table.
+def qcow2_refcount_area(bs: Any, start_offset: int, additional_clusters: int,
+                        exact_size: bool, new_refblock_index: int,
+                        new_refblock_offset: int) -> int:
+    """Create self-describing refcount blocks and a new refcount table from
+    ``start_offset`` (only free space after it), covering themselves and
+    ``additional_clusters`` more; write the blocks, the table, switch the
+    header, free the old table.
 
-    Context: coroutine, s->lock held.  Returns: -EAGAIN, or -errno.
-    QEMU: qcow2_refcount_area (reached from alloc_refcount_block).
+    Context: coroutine, s->lock held.  Returns: the offset after the new
+    structures, or -errno.  QEMU: qcow2_refcount_area.
     """
     s = bs.opaque
     cs = s.cluster_size
     rbs = s.refcount_block_size
-    old_size = s.refcount_table_size
-    area_start = old_size << s.refcount_block_bits          # first uncovered
-    new_size = max(need_ri + 1, old_size * 3 // 2 + 1)
-    while True:
-        table_clusters = (new_size * 8 + cs - 1) // cs
-        new_size = table_clusters * cs // 8
-        nb_blocks = 1
-        while nb_blocks * rbs < nb_blocks + table_clusters:
-            nb_blocks += 1
-        if old_size + nb_blocks <= new_size:
-            break
-        new_size = old_size + nb_blocks
-    if table_clusters * cs > QCOW_MAX_REFTABLE_SIZE:
+    _, total = qcow2_refcount_metadata_size(start_offset // cs + additional_clusters, cs,
+                                            s.refcount_order, not exact_size)
+    if total > QCOW_MAX_REFTABLE_SIZE:
         return -EFBIG
+    area_index = start_offset // cs // rbs
+    table_size = total if exact_size else total + -(-total // 2)
+    per_cluster = cs // 8
+    table_size = -(-table_size // per_cluster) * per_cluster
+    table_clusters = table_size * 8 // cs
+    if table_size > QCOW_MAX_REFTABLE_SIZE:
+        return -EFBIG
+    table = (list(s.refcount_table) + [0] * table_size)[:table_size]
+    if new_refblock_offset:
+        table[new_refblock_index] = new_refblock_offset
+    additional = sum(1 for i in range(area_index, total) if not table[i])
+    table_offset = start_offset + additional * cs
+    end_offset = table_offset + table_clusters * cs
+    s.highest_alloc = max(s.highest_alloc, end_offset)
+    block_offset = start_offset
+    for i in range(area_index, total):
+        if table[i]:
+            ret, e = qcow2_cache_get(bs, s.refcount_block_cache, table[i])
+            if ret < 0:
+                return ret
+        else:
+            ret, e = qcow2_cache_get_empty(bs, s.refcount_block_cache, block_offset)
+            if ret < 0:
+                return ret
+            e.data[:] = bytes(cs)
+            qcow2_cache_entry_mark_dirty(s.refcount_block_cache, e)
+            table[i] = block_offset
+            block_offset += cs
+        first = i * rbs * cs
+        if first < end_offset:
+            j = (start_offset - first) // cs if first < start_offset else 0
+            for k in range(j, min((end_offset - first) // cs, rbs)):
+                set_refcount_ro(e.data, s.refcount_order, k, 1)
+            qcow2_cache_entry_mark_dirty(s.refcount_block_cache, e)
+        qcow2_cache_put(s.refcount_block_cache, e)
     BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS)
-    used = nb_blocks + table_clusters
-    s.highest_alloc = max(s.highest_alloc, (area_start + used) * cs)
-    blocks = bytearray(nb_blocks * cs)
-    for i in range(used):
-        b, idx = divmod(i, rbs)
-        view = memoryview(blocks)[b * cs:(b + 1) * cs]
-        set_refcount_ro(view, s.refcount_order, idx, 1)   # type: ignore[arg-type]
-    ret = qcow2_co_pwrite_file(bs, area_start * cs, blocks)
+    ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
         return ret
     BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE)
-    table = list(s.refcount_table) + [0] * (new_size - old_size)
-    for b in range(nb_blocks):
-        table[old_size + b] = (area_start + b) * cs
-    table_off = (area_start + nb_blocks) * cs
-    ret = qcow2_co_pwrite_file(bs, table_off, struct.pack(">%dQ" % new_size, *table))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
+    ret = qcow2_co_pwrite_sync(bs, table_offset, struct.pack(">%dQ" % table_size, *table))
     if ret < 0:
         return ret
     BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE)
-    ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, table_clusters))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
+    ret = qcow2_co_pwrite_sync(bs, 48, struct.pack(">QI", table_offset, table_clusters))
     if ret < 0:
         return ret
-    old_off, old_clusters = s.refcount_table_offset, (old_size * 8 + cs - 1) // cs
+    old_off, old_size = s.refcount_table_offset, s.refcount_table_size
     s.refcount_table = table
-    s.refcount_table_offset = table_off
-    s.refcount_table_size = new_size
-    qcow2_free_clusters(bs, old_off, old_clusters * cs)
-    s.free_cluster_index = 0
-    return -EAGAIN
+    s.refcount_table_offset = table_offset
+    s.refcount_table_size = table_size
+    qcow2_free_clusters(bs, old_off, old_size * 8)
+    return end_offset
+
+
+@coroutine_fn
+def qcow2_co_pwrite_sync(bs: Any, offset: int, data: bytes) -> int:
+    """Write and flush.  QEMU: bdrv_pwrite_sync(bs->file, ...)."""
+    ret = qcow2_co_pwrite_file(bs, offset, data)
+    if ret < 0:
+        return ret
+    return qcow2_co_flush_file(bs)
 
 
 @coroutine_fn
@@ -253,26 +266,25 @@ def update_refcount(bs: Any, offset: int, length: int, addend: int,
         return 0
     cb = s.cluster_bits
     if decrease:
-        ret = qcow2_cache_set_dependency(bs, s.refcount_block_cache,
-                                         s.l2_table_cache)
-        if ret < 0:
-            return ret
+        qcow2_cache_set_dependency(bs, s.refcount_block_cache, s.l2_table_cache)
     first = offset >> cb
     last = (offset + length - 1) >> cb
     e: Any = None
     old_ri = -1
     ret = 0
-    done = first
-    for ci in range(first, last + 1):
+    ci = first
+    while ci <= last:
         ri = ci >> s.refcount_block_bits
         if ri != old_ri:
             if e is not None:
                 qcow2_cache_put(s.refcount_block_cache, e)
                 e = None
             ret, e = alloc_refcount_block(bs, ci)
+            if ret == -EAGAIN and s.free_cluster_index > first:
+                s.free_cluster_index = first
             if ret < 0:
                 break
-            old_ri = ri
+        old_ri = ri
         qcow2_cache_entry_mark_dirty(s.refcount_block_cache, e)
         bi = ci & (s.refcount_block_size - 1)
         rc = get_refcount_ro(e.data, s.refcount_order, bi)
@@ -286,18 +298,23 @@ def update_refcount(bs: Any, offset: int, length: int, addend: int,
         if new == 0:
             if ci < s.free_cluster_index:
                 s.free_cluster_index = ci
+            if (ci << cb) in s.refcount_block_cache.by_offset:
+                qcow2_cache_put(s.refcount_block_cache, e)
+                e, old_ri = None, -1
+                qcow2_cache_discard(s.refcount_block_cache, ci << cb)
             qcow2_cache_discard(s.l2_table_cache, ci << cb)
-            qcow2_cache_discard(s.refcount_block_cache, ci << cb)
-        done = ci + 1
+        ci += 1
     if e is not None:
         qcow2_cache_put(s.refcount_block_cache, e)
-    if ret < 0 and done > first:
-        update_refcount(bs, first << cb, (done - first) << cb, addend, not decrease)
+    if ret < 0:
+        # undo what was done (QEMU passes the byte range up to the cluster
+        # that failed)
+        update_refcount(bs, offset, (ci << cb) - offset, addend, not decrease)
     return ret
 
 
 @coroutine_fn
-def alloc_clusters_noref(bs: Any, size: int) -> int:
+def alloc_clusters_noref(bs: Any, size: int, max_offset: int) -> int:
     """Find ``size`` bytes of free clusters without taking them.
     Returns: the offset or -errno.  QEMU: alloc_clusters_noref."""
     s = bs.opaque
@@ -310,7 +327,7 @@ def alloc_clusters_noref(bs: Any, size: int) -> int:
         if ret < 0:
             return ret
         i = 0 if rc else i + 1
-    if (s.free_cluster_index << s.cluster_bits) > L2E_OFFSET_MASK:
+    if s.free_cluster_index > 0 and s.free_cluster_index - 1 > max_offset >> s.cluster_bits:
         return -EFBIG
     return (s.free_cluster_index - nb) << s.cluster_bits
 
@@ -322,7 +339,7 @@ def qcow2_alloc_clusters(bs: Any, size: int) -> int:
     QEMU: qcow2_alloc_clusters."""
     BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC)
     while True:
-        offset = alloc_clusters_noref(bs, size)
+        offset = alloc_clusters_noref(bs, size, QCOW_MAX_CLUSTER_OFFSET)
         if offset < 0:
             return offset
         ret = update_refcount(bs, offset, size, 1, False)
@@ -332,58 +349,55 @@ def qcow2_alloc_clusters(bs: Any, size: int) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_bytes(bs: Any, size: int) -> int:
-    """Byte-granular allocation for compressed clusters.
-    Returns: offset or -errno.  QEMU: qcow2_alloc_bytes."""
+def qcow2_alloc_clusters_at(bs: Any, offset: int, nb_clusters: int) -> int:
+    """Take up to ``nb_clusters`` free clusters starting exactly at
+    ``offset`` (no event: this extends an allocation).  Returns how many,
+    or -errno.  QEMU: qcow2_alloc_clusters_at."""
     s = bs.opaque
-    cs = s.cluster_size
-    BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC_BYTES)
-    offset = s.free_byte_offset
-    if offset:
-        ret, rc = qcow2_get_refcount(bs, offset >> s.cluster_bits)
-        if ret < 0:
-            return ret
-        if rc == s.refcount_max:
-            offset = 0
-    free_in_cluster = cs - (offset & (cs - 1))
+    if nb_clusters == 0:
+        return 0
     while True:
-        if not offset or free_in_cluster < size:
-            new_cluster = alloc_clusters_noref(bs, cs)
-            if new_cluster < 0:
-                return new_cluster
-            if new_cluster == 0:
-                qcow2_signal_corruption(bs, True, -1, -1, "Preventing invalid "
-                                        "allocation of compressed cluster at offset 0")
-                return -EIO
-            if not offset or ((offset + cs - 1) & ~(cs - 1)) != new_cluster:
-                offset = new_cluster
-                free_in_cluster = cs
-            else:
-                free_in_cluster += cs
-        ret = update_refcount(bs, offset, size, 1, False)
-        if ret < 0:
-            offset = 0
+        ci = offset >> s.cluster_bits
+        i = 0
+        while i < nb_clusters:
+            ret, rc = qcow2_get_refcount(bs, ci + i)
+            if ret < 0:
+                return ret
+            if rc:
+                break
+            i += 1
+        ret = update_refcount(bs, offset, i << s.cluster_bits, 1, False)
         if ret != -EAGAIN:
             break
-    if ret < 0:
-        return ret
-    ret = qcow2_cache_set_dependency(bs, s.l2_table_cache, s.refcount_block_cache)
-    if ret < 0:
-        return ret
-    s.free_byte_offset = offset + size
-    if not s.free_byte_offset & (cs - 1):
-        s.free_byte_offset = 0
-    return offset
+    return ret if ret < 0 else i
 
 
 @coroutine_fn
-def qcow2_free_clusters(bs: Any, offset: int, size: int) -> None:
+def qcow2_free_clusters(bs: Any, offset: int, size: int, discard: bool = False) -> None:
     """Drop one reference from each cluster of the range; a failure only
-    leaks.  QEMU: qcow2_free_clusters."""
+    leaks.  With ``discard`` (QEMU's QCOW2_DISCARD_ALWAYS, the only type
+    gqemu passes through) the clusters left unused are discarded in the
+    file.  QEMU: qcow2_free_clusters, update_refcount_discard,
+    qcow2_process_discards."""
     BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_FREE)
     ret = update_refcount(bs, offset, size, 1, True)
     if ret < 0:
         error_report("qcow2_free_clusters failed: %s" % os.strerror(-ret))
+        return
+    if discard and size > 0:
+        s = bs.opaque
+        cb = s.cluster_bits
+        runs: list[list[int]] = []
+        for ci in range(offset >> cb, ((offset + size - 1) >> cb) + 1):
+            r, rc = qcow2_get_refcount(bs, ci)
+            if r < 0 or rc:
+                continue
+            if runs and runs[-1][1] == ci << cb:
+                runs[-1][1] += 1 << cb
+            else:
+                runs.append([ci << cb, (ci + 1) << cb])
+        for start, end in runs:
+            bdrv_co_pdiscard(bs.file.bs, start, end - start)   # advisory
 
 
 @coroutine_fn

@@ -1,35 +1,41 @@
 """qcow2 data-path helpers: reads from the backing file and from compressed
-clusters, compressed cluster writes, the copy-on-write merged into an
-allocating write, and the "already zero" test used by zero writes.
+clusters, compressed cluster writes (with their byte-granular allocation),
+the data write of an allocating request (zeroing new clusters instead of
+copying zeroes, merging the COW into the data write), and the "already
+zero" test used by zero writes.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
 QEMU: block/qcow2.c (qcow2_co_preadv_task, qcow2_co_preadv_compressed,
-qcow2_co_pwritev_compressed_task, is_zero), block/qcow2-cluster.c
-(perform_cow), block/qcow2-threads.c (qcow2_co_decompress).
+qcow2_co_pwritev_compressed_task, qcow2_co_pwritev_task, handle_alloc_space,
+merge_cow, is_zero), block/qcow2-refcount.c (qcow2_alloc_bytes),
+block/qcow2-threads.c (qcow2_co_decompress).
 """
 from __future__ import annotations
 
-from errno import EIO
+from errno import EAGAIN, EIO, ENOTSUP
 import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
-from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BLKDBG_EVENT, bdrv_getlength
+from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
+                                BLKDBG_EVENT, bdrv_getlength)
 from gqemu.block.blkdebug_events import (
-    BLKDBG_COW_READ, BLKDBG_COW_WRITE, BLKDBG_L2_UPDATE_COMPRESSED, BLKDBG_READ_BACKING_AIO,
-    BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
-from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
-from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
-                              qemu_iovec_from_buf, qemu_iovec_memset, qemu_iovec_slice)
+    BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
+    BLKDBG_READ_BACKING_AIO, BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
+from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
+from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
+                              qemu_iovec_memset, qemu_iovec_slice)
+from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cache import (
     qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
     qcow2_cache_put, qcow2_cache_set_dependency, qcow2_co_pread_file)
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
-from gqemu.block.qcow2_header import QCOW_OFLAG_COMPRESSED
-from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check
-from gqemu.block.qcow2_refcount import qcow2_alloc_bytes, qcow2_parse_compressed_l2_entry
+from gqemu.block.qcow2_header import QCOW_MAX_CLUSTER_OFFSET, QCOW_OFLAG_COMPRESSED
+from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_signal_corruption
+from gqemu.block.qcow2_refcount import (alloc_clusters_noref, qcow2_get_refcount,
+                                        qcow2_parse_compressed_l2_entry, update_refcount)
 
 
 @coroutine_fn
@@ -39,6 +45,7 @@ def qcow2_co_read_backing(bs: Any, offset: int, cur: int, qiov: QEMUIOVector, do
     if bs.backing is None:
         qemu_iovec_memset(qiov, done, 0, cur)
         return 0
+    BLKDBG_EVENT(bs.file, BLKDBG_READ_BACKING_AIO)
     blen = bdrv_getlength(bs.backing.bs)
     if blen < 0:
         return blen
@@ -47,7 +54,6 @@ def qcow2_co_read_backing(bs: Any, offset: int, cur: int, qiov: QEMUIOVector, do
         qemu_iovec_memset(qiov, done + n, 0, cur - n)
     if not n:
         return 0
-    BLKDBG_EVENT(bs.file, BLKDBG_READ_BACKING_AIO)
     return bdrv_co_preadv(bs.backing, offset, n, qemu_iovec_slice(qiov, done, n), 0)
 
 
@@ -75,6 +81,52 @@ def qcow2_co_preadv_compressed(bs: Any, l2_entry: int, offset: int, cur: int,
     oic = offset & (cs - 1)
     qemu_iovec_from_buf(qiov, done, memoryview(s.decompressed)[oic:oic + cur], cur)
     return 0
+
+
+@coroutine_fn
+def qcow2_alloc_bytes(bs: Any, size: int) -> int:
+    """Byte-granular allocation for compressed clusters.
+    Returns: offset or -errno.  QEMU: qcow2_alloc_bytes."""
+    s = bs.opaque
+    cs = s.cluster_size
+    BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC_BYTES)
+    offset = s.free_byte_offset
+    if offset:
+        ret, rc = qcow2_get_refcount(bs, offset >> s.cluster_bits)
+        if ret < 0:
+            return ret
+        if rc == s.refcount_max:
+            offset = 0
+    free_in_cluster = cs - (offset & (cs - 1))
+    while True:
+        if not offset or free_in_cluster < size:
+            new_cluster = alloc_clusters_noref(bs, cs, min(s.cluster_offset_mask,
+                                                           QCOW_MAX_CLUSTER_OFFSET))
+            if new_cluster < 0:
+                return new_cluster
+            if new_cluster == 0:
+                qcow2_signal_corruption(bs, True, -1, -1, "Preventing invalid "
+                                        "allocation of compressed cluster at offset 0")
+                return -EIO
+            if not offset or ((offset + cs - 1) & ~(cs - 1)) != new_cluster:
+                offset = new_cluster
+                free_in_cluster = cs
+            else:
+                free_in_cluster += cs
+        ret = update_refcount(bs, offset, size, 1, False)
+        if ret < 0:
+            offset = 0
+        if ret != -EAGAIN:
+            break
+    if ret < 0:
+        return ret
+    ret = qcow2_cache_set_dependency(bs, s.l2_table_cache, s.refcount_block_cache)
+    if ret < 0:
+        return ret
+    s.free_byte_offset = offset + size
+    if not s.free_byte_offset & (cs - 1):
+        s.free_byte_offset = 0
+    return offset
 
 
 @coroutine_fn
@@ -127,31 +179,93 @@ def qcow2_co_write_compressed_cluster(bs: Any, offset: int, out: bytes) -> int:
 
 
 @coroutine_fn
-def qcow2_co_write_with_cow(bs: Any, m: Any, data: QEMUIOVector) -> int:
-    """Write the guest data of a new run together with the old contents of
-    the rest of its first and last clusters (read through this image), as
-    one request.  QEMU: perform_cow merged into the data write."""
+def _is_unallocated(bs: Any, offset: int, nbytes: int) -> bool:
+    """No layer of the chain holds any of the range (a range past the end
+    of the disk does not count as unallocated).
+    QEMU: is_unallocated (bdrv_is_allocated_above with no base)."""
+    if not nbytes:
+        return True
+    node = bs
+    while node is not None:
+        if offset + nbytes > node.total_sectors * 512:
+            if node is bs:
+                return False
+            node = node.backing.bs if node.backing is not None else None
+            continue
+        pos, end = offset, offset + nbytes
+        while pos < end:
+            status, cur, _ = node.drv.bdrv_co_get_block_status(node, pos, end - pos)
+            if status < 0 or cur <= 0:
+                return False
+            if status & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
+                return False
+            pos += cur
+        node = node.backing.bs if node.backing is not None else None
+    return True
+
+
+@coroutine_fn
+def handle_alloc_space(bs: Any, metas: list) -> int:
+    """Where the copy-on-write would only copy zeroes, zero the new clusters
+    in the file instead (one write-zeroes request) and skip the COW.
+    Returns 0 or -errno.  QEMU: handle_alloc_space."""
+    if not bs.file.bs.supported_zero_flags & BDRV_REQ_NO_FALLBACK:
+        return 0
+    for m in metas:
+        (s_off, s_n), (e_off, e_n) = m.cow_start, m.cow_end
+        if not s_n and not e_n:
+            continue
+        if not (_is_unallocated(bs, m.offset + s_off, s_n)
+                and _is_unallocated(bs, m.offset + e_off, e_n)):
+            continue
+        start = m.alloc_offset + s_off
+        nb = e_off + e_n - s_off
+        ret = qcow2_pre_write_overlap_check(bs, 0, start, nb)
+        if ret < 0:
+            return ret
+        BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC_SPACE)
+        ret = bdrv_co_pwrite_zeroes(bs.file, start, nb, BDRV_REQ_NO_FALLBACK)
+        if ret < 0:
+            if ret not in (-ENOTSUP, -EAGAIN):
+                return ret
+            continue
+        m.skip_cow = True
+    return 0
+
+
+def merge_cow(offset: int, nbytes: int, qiov: QEMUIOVector, metas: list) -> bool:
+    """Hand the guest data to the allocation whose COW regions border it, so
+    that data and COW go out as one request.  QEMU: merge_cow."""
+    for m in metas:
+        (s_off, s_n), (e_off, e_n) = m.cow_start, m.cow_end
+        if (not s_n and not e_n) or m.skip_cow:
+            continue
+        if m.offset + s_off + s_n != offset:
+            continue
+        if m.offset + e_off != offset + nbytes:
+            continue
+        m.data_qiov = qiov
+        return True
+    return False
+
+
+@coroutine_fn
+def qcow2_co_pwritev_task(bs: Any, host_offset: int, offset: int, nbytes: int,
+                          qiov: QEMUIOVector, metas: list) -> int:
+    """Write one contiguous host range: zero new clusters or merge the COW,
+    write the data, then link (or on failure free) the allocations.
+    Context: coroutine.  Returns 0 or -errno.  QEMU: qcow2_co_pwritev_task."""
     s = bs.opaque
-    q = QEMUIOVector()
-    start_off, start_n = m.cow_start
-    end_off, end_n = m.cow_end
-    if start_n:
-        head = bytearray(start_n)
-        BLKDBG_EVENT(bs.file, BLKDBG_COW_READ)
-        ret = s.qcow2_co_preadv(bs, m.offset, start_n, QEMUIOVector([head]), 0)
-        if ret < 0:
-            return ret
-        qemu_iovec_add(q, head)
-    qemu_iovec_concat(q, data, 0, data.size)
-    if end_n:
-        tail = bytearray(end_n)
-        BLKDBG_EVENT(bs.file, BLKDBG_COW_READ)
-        ret = s.qcow2_co_preadv(bs, m.offset + end_off, end_n, QEMUIOVector([tail]), 0)
-        if ret < 0:
-            return ret
-        qemu_iovec_add(q, tail)
-    BLKDBG_EVENT(bs.file, BLKDBG_COW_WRITE if start_n or end_n else BLKDBG_WRITE_AIO)
-    return bdrv_co_pwritev(bs.file, m.alloc_offset, q.size, q, 0)
+    ret = handle_alloc_space(bs, metas)
+    if ret >= 0 and not merge_cow(offset, nbytes, qiov, metas):
+        BLKDBG_EVENT(bs.file, BLKDBG_WRITE_AIO)
+        ret = min(bdrv_co_pwritev(bs.file, host_offset, nbytes, qiov, 0), 0)
+    qemu_co_mutex_lock(s.lock)
+    if ret >= 0:
+        ret = qcow2_handle_l2meta(bs, metas, True)
+    qcow2_handle_l2meta(bs, metas, False)
+    qemu_co_mutex_unlock(s.lock)
+    return ret
 
 
 @coroutine_fn

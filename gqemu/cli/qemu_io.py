@@ -233,6 +233,12 @@ def _main(prog: str, argv: list[str]) -> int:
 
     io = QemuIO(prog)
     io.image_opts = image_opts
+    # the block layer's error_report() lines carry the program name, as
+    # QEMU's; its "WARNING: ..." lines are fprintf()s in QEMU (raw probing)
+    from gqemu.block.driver import set_error_sink
+    from gqemu.cli.qemu_io_util import err
+    set_error_sink(lambda text: err(text if text.startswith("WARNING: ")
+                                    else "%s: %s" % (prog, text)))
     if g.args:
         name: Optional[str] = g.args[0]
         if image_opts:

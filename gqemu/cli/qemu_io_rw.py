@@ -289,6 +289,7 @@ def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
     """Read or write the VM state area through the format driver's
     ``bdrv_co_readv_vmstate``/``bdrv_co_writev_vmstate(bs, qiov, pos)``;
     -ENOTSUP where the driver has none (raw).  Returns 1 or -errno.
+    A write is flushed in writethrough mode.
     QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
     from gqemu.block import bdrv_run_co, qemu_iovec_init_buf
     bs: Any = blk_bs(io.blk)
@@ -298,6 +299,10 @@ def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
     if fn is None:
         return -errno.ENOTSUP
     ret = int(bdrv_run_co(bs, fn, bs, qemu_iovec_init_buf(memoryview(buf)), offset))
+    if ret >= 0 and is_write and not io.blk.enable_write_cache:
+        # writethrough: blk_save_vmstate flushes the node after the write
+        from gqemu.block.io_misc import bdrv_co_flush
+        ret = int(bdrv_run_co(bs, bdrv_co_flush, bs))
     return ret if ret < 0 else 1
 
 

@@ -64,4 +64,6 @@ def test_may_unmap_dropped_without_unmap(make_image, monkeypatch) -> None:
     blk = blk_new_open(str(img), {"format": "raw", "discard": "unmap"})
     assert blk_pwrite_zeroes(blk, 0, 4096, BDRV_REQ_MAY_UNMAP) == 0
     blk_unref(blk)
+    # (closing a node flushes it, as QEMU's bdrv_close does)
+    types = [t for t in types if t != aiocb_mod.QEMU_AIO_FLUSH]
     assert types == [aiocb_mod.QEMU_AIO_WRITE_ZEROES, aiocb_mod.QEMU_AIO_DISCARD]

@@ -398,3 +398,23 @@ def test_short_feature_table_names_the_feature(tmp_path, qemu_img):
                        capture_output=True, text=True).stderr
     assert "Test feature, Unknown incompatible feature: 6000000000000000" in q
     assert g.split(": ", 1)[1] == q.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("cut", [0, 8])
+def test_check_image_truncated_before_l1_table(qemu_img, tmp_path, cut):
+    """An image cut off before (or inside) its L1 table: real qemu-img reads
+    the missing part as zeroes and finds no errors; gqemu-img reports the
+    corruption and exits 2 (issue 10 item 7)."""
+    img = tmp_path / "t.qcow2"
+    run(qemu_img, "create", "-q", "-f", "qcow2", img, "1G")
+    l1_offset = peek(img, 40, ">Q")
+    l1_size = peek(img, 36, ">I")
+    assert l1_size and l1_offset + l1_size * 8 == img.stat().st_size
+    with open(img, "r+b") as f:
+        f.truncate(l1_offset + cut)
+    p = run("gqemu-img", "check", img, ok=(2,))
+    assert "ERROR l1_offset=%#x: L1 table" % l1_offset in p.stderr
+    assert "beyond the end of the image file" in p.stderr
+    assert "1 errors were found on the image." in p.stdout
+    p = run("gqemu-img", "check", "-r", "all", img, ok=(2,))
+    assert "beyond the end of the image file" in p.stderr

@@ -1,0 +1,58 @@
+"""qcow2 refcount entries and refcount-metadata sizing: pure functions.
+
+Refcount widths 1..64 bits (``refcount_order`` 0-6); sub-byte entries are
+LSB-first.
+
+Must not import: anything above gqemu.block; gqemu.block.qcow2.
+
+QEMU: block/qcow2-refcount.c (get_refcount_ro0..6, set_refcount_ro0..6,
+qcow2_refcount_metadata_size).
+"""
+from __future__ import annotations
+
+
+def get_refcount_ro(block: bytearray, order: int, index: int) -> int:
+    """Entry ``index`` of a refcount block of width ``1 << order`` bits.
+    QEMU: get_refcount_ro0 .. get_refcount_ro6."""
+    if order < 3:
+        bits = 1 << order
+        per_byte = 8 >> order
+        byte = block[index // per_byte]
+        return (byte >> ((index % per_byte) * bits)) & ((1 << bits) - 1)
+    w = 1 << (order - 3)
+    return int.from_bytes(block[index * w:index * w + w], "big")
+
+
+def set_refcount_ro(block: bytearray, order: int, index: int, value: int) -> None:
+    """Store ``value`` (already range-checked).  QEMU: set_refcount_ro0..6."""
+    if order < 3:
+        bits = 1 << order
+        per_byte = 8 >> order
+        shift = (index % per_byte) * bits
+        mask = ((1 << bits) - 1) << shift
+        i = index // per_byte
+        block[i] = (block[i] & ~mask) | ((value << shift) & mask)
+        return
+    w = 1 << (order - 3)
+    block[index * w:index * w + w] = value.to_bytes(w, "big")
+
+
+def qcow2_refcount_metadata_size(clusters: int, cs: int, refcount_order: int,
+                                 generous: bool) -> tuple[int, int]:
+    """(bytes of refcount metadata, refcount blocks) needed to count
+    ``clusters`` clusters plus the metadata itself; ``generous`` adds room
+    for half the table again.  QEMU: qcow2_refcount_metadata_size."""
+    per_table_cluster = cs // 8
+    per_block = cs * 8 >> refcount_order
+    table = blocks = n = 0
+    while True:
+        last = n
+        blocks = -(-(clusters + table + blocks) // per_block)
+        table = -(-blocks // per_table_cluster)
+        n = clusters + blocks + table
+        if n == last and generous:
+            clusters += -(-table // 2)
+            n = 0
+            generous = False
+        if n == last:
+            return (blocks + table) * cs, blocks
