@@ -27,10 +27,14 @@ first ``block requests N`` track that is free.  Each request's flow
 (``"ph"`` ``s`` / ``t`` / ``f``, ``"id"`` the request's number, bound to
 the enclosing slice) steps from its submission to each run of its
 coroutine, the worker call, the completion bottom half, the coroutine's
-wake-up, and ends at the request's completion.  A flow point lies 1 ns
-inside the slice it belongs to, so that it binds to that slice and not to
-a neighbour that ends or starts at the same instant.  Slices still open
-when the output is closed end then.
+wake-up, and ends at the request's completion.
+
+Perfetto binds a flow point to the slice on top of its track's stack when
+it reads the point, and an instant is a slice of no duration there.  So a
+slice starts 2 ns before the event that opens it and ends 2 ns after the
+one that closes it, and a flow point lies 1 ns after the slice's start,
+before any instant inside it (the completion's, 1 ns before its end).
+Slices still open when the output is closed end then.
 
 Must not import: anything else in gqemu but gqemu.trace.
 QEMU: none (QEMU's trace backends have no slices; Perfetto's JSON importer
@@ -61,7 +65,10 @@ _EXIT_NAMES = {2: "KVM_EXIT_IO", 5: "KVM_EXIT_HLT", 6: "KVM_EXIT_MMIO",
 
 
 def _us(ns: int) -> float:
-    return ns / 1000.0
+    # Microseconds, as the format wants, a quarter nanosecond above ``ns``:
+    # Perfetto reads back ``ns`` whether it truncates ts * 1000 (older
+    # versions) or rounds it.
+    return (ns + 0.25) / 1000.0
 
 
 class JsonSink(_Sink):
@@ -127,8 +134,8 @@ class JsonSink(_Sink):
     def _begin(self, key: Any, tid: int, ns: int, name: str,
                args: Optional[dict[str, Any]] = None) -> None:
         if key in self.open:                       # never closed: close it now
-            self._end(key, ns)
-        self.open[key] = [tid, ns, name, args]
+            self._end(key, ns - 4)
+        self.open[key] = [tid, ns - 2, name, args]
 
     def _end(self, key: Any, ns: int, more: Optional[dict[str, Any]] = None) -> Optional[list[Any]]:
         s = self.open.pop(key, None)
@@ -136,7 +143,7 @@ class JsonSink(_Sink):
             return None
         tid, begin, name, args = s
         ev = {"name": name, "cat": "slice", "ph": "X", "ts": _us(begin),
-              "dur": _us(max(ns - begin, 0)), "pid": self.pid, "tid": tid}
+              "dur": _us(max(ns + 2 - begin, 0)), "pid": self.pid, "tid": tid}
         if args or more:
             ev["args"] = dict(args or {}, **(more or {}))
         self._write(ev)
@@ -163,7 +170,7 @@ class JsonSink(_Sink):
         self.co_flow[id(co)] = fid
         self._begin(("req", id(acb)), tid, ns, _REQUEST_NAMES.get(entry, "blk_aio_prwv"),
                     {"offset": offset, "bytes": nbytes, "request": fid})
-        self._flow("s", fid, tid, ns + 1)
+        self._flow("s", fid, tid, ns - 1)
 
     def _blk_aio_complete(self, args: tuple[Any, ...], ns: int) -> None:
         acb, ret = args[1], args[2]
@@ -171,7 +178,7 @@ class JsonSink(_Sink):
         if req is None:
             return
         fid, lane = req
-        s = self._end(("req", id(acb)), ns + 2, {"ret": ret})
+        s = self._end(("req", id(acb)), ns, {"ret": ret})
         if s is not None:
             self._flow("f", fid, s[0], ns + 1)
         self.lanes[lane] = False
@@ -183,7 +190,7 @@ class JsonSink(_Sink):
         self._begin(("co", id(co)), tid, ns, getattr(entry, "__name__", "coroutine"))
         fid = self.co_flow.get(id(co))
         if fid is not None:
-            self._flow("t", fid, tid, ns + 1)
+            self._flow("t", fid, tid, ns - 1)
 
     def _co_yield(self, args: tuple[Any, ...], ns: int) -> None:
         self._end(("co", id(args[0])), ns)
@@ -205,7 +212,7 @@ class JsonSink(_Sink):
                     getattr(func, "__name__", "thread_pool_work"))
         fid = self.req_flow.get(id(req))
         if fid is not None:
-            self._flow("t", fid, tid, ns + 1)
+            self._flow("t", fid, tid, ns - 1)
 
     def _pool_work_done(self, args: tuple[Any, ...], ns: int) -> None:
         self._end(("work", threading.get_ident()), ns, {"ret": args[2]})
@@ -217,7 +224,7 @@ class JsonSink(_Sink):
                     {"ret": args[3]})
         fid = self.req_flow.pop(id(req), None)
         if fid is not None:
-            self._flow("t", fid, tid, ns + 1)
+            self._flow("t", fid, tid, ns - 1)
 
     def _pool_complete_done(self, args: tuple[Any, ...], ns: int) -> None:
         self._end(("bh", id(args[1])), ns)

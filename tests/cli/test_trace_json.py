@@ -17,10 +17,22 @@ EXAMPLES = ROOT / "scripts" / "examples"
 pytestmark = pytest.mark.timeout(120)
 
 
+def _ns(us: float) -> int:
+    """A JSON time in ns as Perfetto reads it; older versions truncate
+    ts * 1000, newer ones round: the file must mean the same to both."""
+    trunc, rounded = int(us * 1000.0), round(us * 1000.0)
+    assert trunc == rounded, "time %r reads differently when truncated" % us
+    return trunc
+
+
 def _load(path: Path) -> tuple[list[dict], dict[int, str]]:
     with open(path, encoding="utf-8") as f:
         events = json.load(f)
     tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    for e in events:
+        if "ts" in e:
+            e["ns"] = _ns(e["ts"])
+            e["end"] = e["ns"] + (_ns(e["dur"]) if "dur" in e else 0)
     return events, tracks
 
 
@@ -28,67 +40,82 @@ def _slices(events: list[dict]) -> list[dict]:
     return [e for e in events if e["ph"] == "X"]
 
 
-def _inside(s: dict, ts: float) -> bool:
-    return s["ts"] < ts < s["ts"] + s["dur"]
-
-
 def _check_nesting(events: list[dict]) -> None:
     """Every slice has dur >= 0 and the slices of one track nest (what
-    Perfetto's importer needs); no B/E pairs are left unbalanced."""
+    Perfetto's importer needs); there are no B/E pairs to leave unbalanced."""
     assert not [e for e in events if e["ph"] in "BE"]
     by_tid: dict[int, list[dict]] = {}
     for s in _slices(events):
         assert s["dur"] >= 0, s
         by_tid.setdefault(s["tid"], []).append(s)
     for tid, ss in by_tid.items():
-        ss.sort(key=lambda s: (s["ts"], -s["dur"]))
-        stack: list[float] = []
+        ss.sort(key=lambda s: (s["ns"], -s["end"]))
+        stack: list[int] = []
         for s in ss:
-            while stack and stack[-1] <= s["ts"]:
+            while stack and stack[-1] <= s["ns"]:
                 stack.pop()
-            end = s["ts"] + s["dur"]
-            assert not stack or end <= stack[-1], "slices overlap on track %d: %s" % (tid, s)
-            stack.append(end)
+            assert not stack or s["end"] <= stack[-1], "slices overlap on track %d: %s" % (tid, s)
+            stack.append(s["end"])
 
 
-def _bound(events: list[dict], tracks: dict[int, str], flow: dict) -> dict:
-    """The slice a flow point binds to: the innermost slice on its track
-    that encloses it."""
-    cands = [s for s in _slices(events) if s["tid"] == flow["tid"] and _inside(s, flow["ts"])]
-    assert cands, "flow point binds to no slice on %s: %s" % (tracks[flow["tid"]], flow)
-    return min(cands, key=lambda s: s["dur"])
+def _bindings(events: list[dict]) -> dict[int, dict]:
+    """Which slice each flow point binds to, as Perfetto's JSON importer
+    binds it: events in time order; a complete event or a thread instant
+    (a slice of no duration there) first pops the slices of its track that
+    ended at or before it, then is pushed; a flow point takes the top of its
+    track's stack as it is, without popping anything."""
+    def bind(order: list[dict]) -> dict[int, dict]:
+        stacks: dict[int, list[dict]] = {}
+        bound: dict[int, dict] = {}
+        for e in order:
+            st = stacks.setdefault(e["tid"], [])
+            if e["ph"] in "Xi":
+                while st and st[-1]["end"] <= e["ns"]:
+                    st.pop()
+                st.append(e)
+            else:
+                assert st, "flow point with no slice on its track: %s" % e
+                bound[id(e)] = st[-1]
+        return bound
+    timed = [e for e in events if e["ph"] in "Xistf"]
+    bound = bind(sorted(timed, key=lambda e: e["ns"]))
+    # Events at the same time may be read in any order: the bindings must
+    # not depend on it.
+    again = bind(sorted(reversed(timed), key=lambda e: e["ns"]))
+    assert all(again[k] is v for k, v in bound.items()), "a flow binding depends on ties"
+    return bound
 
 
 def _check_first_request(events: list[dict], tracks: dict[int, str], name: str) -> None:
     reqs = sorted((s for s in _slices(events) if s["name"] == name
-                   and tracks[s["tid"]].startswith("block requests")), key=lambda s: s["ts"])
+                   and tracks[s["tid"]].startswith("block requests")), key=lambda s: s["ns"])
     assert reqs, "no %s request slice" % name
     req = reqs[0]
-    end = req["ts"] + req["dur"]
-    within = [s for s in _slices(events) if req["ts"] <= s["ts"] and s["ts"] + s["dur"] <= end]
+    within = [s for s in _slices(events) if req["ns"] <= s["ns"] and s["end"] <= req["end"]]
     assert any(s["name"] == "aio_worker" and tracks[s["tid"]].startswith("worker")
                for s in within), "no worker slice inside the request"
     assert any(tracks[s["tid"]].startswith("coroutine") for s in within), \
         "no coroutine slice inside the request"
     fid = req["args"]["request"]
     flow = sorted((e for e in events if e["ph"] in "stf" and e.get("id") == fid),
-                  key=lambda e: e["ts"])
-    assert [e["ph"] for e in flow][0] == "s" and flow[-1]["ph"] == "f"
+                  key=lambda e: e["ns"])
+    assert flow and flow[0]["ph"] == "s" and flow[-1]["ph"] == "f"
     assert all(e["ph"] == "t" for e in flow[1:-1])
-    assert all(e.get("bp") == "e" for e in flow)
-    assert _bound(events, tracks, flow[0]) is req
-    assert _bound(events, tracks, flow[-1]) is req
-    hops = [_bound(events, tracks, e) for e in flow[1:-1]]
+    assert all(e.get("bp") == "e" and e.get("cat") == "request" for e in flow)
+    bound = _bindings(events)
+    assert bound[id(flow[0])] is req and bound[id(flow[-1])] is req
+    hops = [bound[id(e)] for e in flow[1:-1]]
     kinds = []
     for s in hops:
         t = tracks[s["tid"]]
-        kind = ("worker" if t.startswith("worker") and s["name"] == "aio_worker" else
-                "bh" if s["name"] == "thread_pool_completion_bh" else
-                "co" if t.startswith("coroutine") else "?")
-        kinds.append(kind)
+        kinds.append("worker" if t.startswith("worker") and s["name"] == "aio_worker" else
+                     "bh" if s["name"] == "thread_pool_completion_bh" else
+                     "co" if t.startswith("coroutine") and s["ph"] == "X" else
+                     "%s on %s" % (s["name"], t))
     # submit -> coroutine -> worker -> completion BH -> coroutine wake-up
     assert kinds == ["co", "worker", "bh", "co"], kinds
     assert hops[0]["tid"] == hops[3]["tid"] and hops[0] is not hops[3]
+    assert [s["ns"] for s in hops] == sorted(s["ns"] for s in hops)
 
 
 def test_read_lba0_request_worker_coroutine_and_flow(tmp_path, capsys):
@@ -108,7 +135,7 @@ def test_read_lba0_request_worker_coroutine_and_flow(tmp_path, capsys):
     marks = [e for e in events if e["ph"] == "i" and e["name"] == "kvm_run_exit"]
     assert len(marks) == len(exits)
     for m in marks:
-        assert any(s["ts"] == m["ts"] and s["tid"] == m["tid"] for s in exits), m
+        assert any(s["ns"] < m["ns"] < s["end"] and s["tid"] == m["tid"] for s in exits), m
     assert any(s["name"] == "KVM_EXIT_IO" for s in exits)
 
 
