@@ -34,7 +34,9 @@ it reads the point, and an instant is a slice of no duration there.  So a
 slice starts 2 ns before the event that opens it and ends 2 ns after the
 one that closes it, and a flow point lies 1 ns after the slice's start,
 before any instant inside it (the completion's, 1 ns before its end).
-Slices still open when the output is closed end then.
+A slice is opened only while the events that close it are enabled as
+well (``--trace 'thread_pool_complete'`` alone draws no slice), and slices
+still open when the output is closed end then.
 
 Must not import: anything else in gqemu but gqemu.trace.
 QEMU: none (QEMU's trace backends have no slices; Perfetto's JSON importer
@@ -50,7 +52,7 @@ from typing import IO, Any, Callable, Optional
 
 from greenlet import getcurrent
 
-from gqemu.trace import TraceEvent, _Sink, _track_names
+from gqemu.trace import TraceEvent, _Sink, _track_names, trace_events
 
 __all__ = ["JsonSink"]
 
@@ -248,6 +250,16 @@ class JsonSink(_Sink):
         "kvm_run_exit": _run_exit, "kvm_vcpu_ioctl": _run_end, "kvm_halt": _run_end,
     }
 
+    # A slice opens only if the events that close it are enabled too:
+    # one left open would overlap the next on its track.
+    CLOSERS = {
+        "blk_aio_prwv": ("blk_aio_complete",),
+        "qemu_coroutine_enter": ("qemu_coroutine_yield", "qemu_coroutine_terminate"),
+        "thread_pool_work": ("thread_pool_work_done",),
+        "thread_pool_complete": ("thread_pool_complete_done",),
+        "kvm_run_exit": ("kvm_vcpu_ioctl",),
+    }
+
     def emit(self, ev: TraceEvent, args: tuple[Any, ...]) -> None:
         with self.lock:
             tid = self._track()
@@ -257,6 +269,12 @@ class JsonSink(_Sink):
                          "args": {"msg": ev.format(args)}})
             handler = self.HANDLERS.get(ev.name)
             if handler is not None:
+                closers = self.CLOSERS.get(ev.name)
+                if closers is not None:
+                    table = trace_events()
+                    if not all(c in table and table[c].fn.enabled  # type: ignore[attr-defined]
+                               for c in closers):
+                        return
                 handler(self, args, ns)
 
     def close(self) -> None:

@@ -155,3 +155,24 @@ def test_bench_trace_one_bad_path_is_one_line(tmp_path, capsys):
     rc = main(["bench", "--trace-one", str(tmp_path / "no" / "t.json")])
     _out, err = capsys.readouterr()
     assert rc == 2 and err.count("\n") == 1 and "--trace-one" in err
+
+
+@pytest.mark.parametrize("pattern", [
+    "blk_aio_prwv,qemu_coroutine_enter,thread_pool_work,thread_pool_complete,kvm_run_exit",
+    "*,-thread_pool_complete_done,-kvm_vcpu_ioctl,-qemu_coroutine_terminate",
+])
+def test_slices_whose_closing_event_is_off_are_not_drawn(tmp_path, capsys, pattern):
+    # A slice that could not be closed would overlap the next on its track.
+    out = tmp_path / "t.json"
+    rc = main(["run", str(EXAMPLES / "dma.py"), "--trace", pattern,
+               "--trace-format", "json", "--trace-file", str(out)])
+    capsys.readouterr()
+    assert rc == 0
+    events, tracks = _load(out)
+    _check_nesting(events)
+    names = {s["name"] for s in _slices(events)}
+    assert "thread_pool_completion_bh" not in names
+    assert not any(n.startswith("KVM_EXIT_") for n in names)
+    assert not any(tracks[s["tid"]].startswith("coroutine") for s in _slices(events))
+    if pattern.startswith("*"):
+        assert "blk_aio_preadv" in names and "aio_worker" in names
