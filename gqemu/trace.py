@@ -20,7 +20,8 @@ not exist``); a glob that matches nothing is accepted silently, as in QEMU.
 Output goes to one sink: QEMU's
 log lines (``name args``, or ``pid@sec.usec:name args`` with timestamps, as
 ``-msg timestamp=on``) or Chrome trace-event JSON that Perfetto opens, with a
-track per greenlet and per worker thread.
+track per greenlet and per worker thread, duration slices and flow arrows
+(gqemu/trace_json.py).
 
 Must not import: anything else in gqemu.
 QEMU: trace/control.c, scripts/tracetool (log and ftrace-like backends).
@@ -28,7 +29,6 @@ QEMU: trace/control.c, scripts/tracetool (log and ftrace-like backends).
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 import sys
@@ -281,60 +281,6 @@ def trace_register_track_name(name: str, glet: Any = None) -> None:
     _track_names[(threading.get_ident(), id(g))] = name
 
 
-class _JsonSink(_Sink):
-    """Chrome trace-event format, streamed as a JSON array."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-        self.pid = os.getpid()
-        self.lock = threading.Lock()
-        self.tids: dict[tuple[int, int], int] = {}
-        self.t0 = time.perf_counter_ns()
-        self.first = True
-        self.out.write("[\n")
-        self._write({"name": "process_name", "ph": "M", "pid": self.pid,
-                     "tid": 0, "args": {"name": "gqemu"}})
-
-    def _write(self, obj: dict[str, Any]) -> None:
-        text = json.dumps(obj, separators=(",", ":"))
-        self.out.write(text if self.first else ",\n" + text)
-        self.first = False
-
-    def _track(self) -> int:
-        g = getcurrent()
-        key = (threading.get_ident(), id(g))
-        tid = self.tids.get(key)
-        if tid is None:
-            tid = len(self.tids) + 1
-            self.tids[key] = tid
-            name = _track_names.get(key)
-            if name is None:
-                if threading.current_thread() is not threading.main_thread():
-                    name = "worker %s" % threading.current_thread().name
-                elif type(g).__name__ == "Coroutine":
-                    name = "coroutine 0x%x" % id(g)
-                elif g.parent is None:
-                    name = "main loop"
-                else:
-                    name = "%s 0x%x" % (type(g).__name__, id(g))
-            self._write({"name": "thread_name", "ph": "M", "pid": self.pid,
-                         "tid": tid, "args": {"name": name}})
-        return tid
-
-    def emit(self, ev: TraceEvent, args: tuple[Any, ...]) -> None:
-        with self.lock:
-            tid = self._track()
-            ts = (time.perf_counter_ns() - self.t0) / 1000.0
-            self._write({"name": ev.name, "ph": "i", "s": "t", "ts": ts,
-                         "pid": self.pid, "tid": tid,
-                         "args": {"msg": ev.format(args)}})
-
-    def close(self) -> None:
-        with self.lock:
-            self.out.write("\n]\n")
-            self.out.flush()
-
-
 def _emit(ev: TraceEvent, args: tuple[Any, ...]) -> None:
     sink = _sink
     if sink is not None:
@@ -349,7 +295,8 @@ def trace_init_output(out: IO[str], fmt: str = "log",
     if fmt == "log":
         _sink = _LogSink(out, timestamps)
     elif fmt == "json":
-        _sink = _JsonSink(out)
+        from gqemu.trace_json import JsonSink
+        _sink = JsonSink(out)
     else:
         raise ValueError("unknown trace format '%s' (log or json)" % fmt)
     _refresh()

@@ -11,7 +11,8 @@ PKG = Path(__file__).resolve().parents[1] / "gqemu"
 RANKS = {
     "runtime": 0, "threadpool": 1, "block": 2, "hw": 3, "kvm": 4, "top": 5,
 }
-RUNTIME = {"gqemu", "gqemu.coroutine", "gqemu.aio", "gqemu.trace", "gqemu.plant", "gqemu.cutils",
+RUNTIME = {"gqemu", "gqemu.coroutine", "gqemu.aio", "gqemu.trace", "gqemu.trace_json",
+           "gqemu.plant", "gqemu.cutils",
            "gqemu.sched"}
 
 

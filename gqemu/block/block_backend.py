@@ -25,7 +25,8 @@ from gqemu.block.drive_opts import parse_drive_options
 from gqemu.block.io import NOT_DONE, bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard, bdrv_drain, bdrv_poll_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_init_buf
-from gqemu.block.trace_events import trace_blk_co_preadv, trace_blk_co_pwritev
+from gqemu.block.trace_events import (trace_blk_aio_complete, trace_blk_aio_prwv,
+                                     trace_blk_co_preadv, trace_blk_co_pwritev)
 from gqemu.coroutine import coroutine_fn, qemu_coroutine_create, qemu_coroutine_enter
 
 __all__ = [
@@ -326,6 +327,8 @@ def blk_aio_complete(acb: BlkAioEmAIOCB) -> None:
     if acb.has_returned:
         blk = acb.rwco.blk
         cb = acb.cb
+        if trace_blk_aio_complete.enabled:
+            trace_blk_aio_complete(blk, acb, acb.rwco.ret)
         if cb is not None:
             cb(acb.opaque, acb.rwco.ret)
         blk.in_flight -= 1
@@ -350,6 +353,8 @@ def blk_aio_prwv(blk: BlockBackend, offset: int, nbytes: int,
     acb.bytes = nbytes
     acb.has_returned = False
     co = qemu_coroutine_create(co_entry, acb)
+    if trace_blk_aio_prwv.enabled:
+        trace_blk_aio_prwv(blk, acb, co, offset, nbytes, co_entry.__name__)
     qemu_coroutine_enter(co)
     acb.has_returned = True
     if acb.rwco.ret != NOT_DONE:

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one or more of: %s (default: all)" % ", ".join(SUITES))
     p.add_argument("--quick", action="store_true",
                    help="fewer iterations (for a smoke run)")
+    p.add_argument("--trace-one", metavar="FILE",
+                   help="write the Perfetto trace (JSON) of one 4 KiB read of the block "
+                        "suite to FILE, then run the suites named, if any")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +36,15 @@ def run(args: argparse.Namespace) -> int:
         if n not in SUITES:
             raise UsageError("unknown suite '%s' (known: %s)" % (n, ", ".join(SUITES)))
     status = 0
+    if args.trace_one:
+        from gqemu.bench.trace_one import write_trace
+        try:
+            status = write_trace(args.trace_one)
+        except OSError as e:
+            raise UsageError("--trace-one: %s: %s" % (e.filename or args.trace_one,
+                                                      e.strerror or e))
+        if not args.suites:
+            return status
     for n in names:
         try:
             mod = importlib.import_module(SUITES[n])

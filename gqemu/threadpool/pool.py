@@ -51,6 +51,11 @@ trace_thread_pool_submit = trace_event(
     "thread_pool_submit", "pool %p req %p opaque %p")
 trace_thread_pool_complete = trace_event(
     "thread_pool_complete", "pool %p req %p opaque %p ret %d")
+# gqemu's own (no QEMU event): a worker's call of the request's function and
+# the end of its completion callback, slice ends in the JSON output
+trace_thread_pool_work = trace_event("thread_pool_work", "pool %p req %p")
+trace_thread_pool_work_done = trace_event("thread_pool_work_done", "pool %p req %p ret %d")
+trace_thread_pool_complete_done = trace_event("thread_pool_complete_done", "pool %p req %p")
 trace_thread_pool_cancel = trace_event("thread_pool_cancel", "req %p opaque %p")
 
 THREAD_QUEUED = 0
@@ -179,11 +184,15 @@ def worker_thread(pool: ThreadPool) -> None:
                 continue
             req.state = THREAD_ACTIVE
             pool.queued -= 1
+        if trace_thread_pool_work.enabled:
+            trace_thread_pool_work(pool, req)
         try:
             ret = req.func(req.arg)
         except BaseException as e:   # delivered by the completion BH
             req.exc = e
             ret = -errno.EIO
+        if trace_thread_pool_work_done.enabled:
+            trace_thread_pool_work_done(pool, req, ret)
         with lock:
             req.ret = ret
             req.state = THREAD_DONE
@@ -240,6 +249,8 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
             cb(req.opaque, req.ret)
             if ctx.plant.completion_twice:
                 cb(req.opaque, req.ret)          # planted bug
+        if trace_thread_pool_complete_done.enabled:
+            trace_thread_pool_complete_done(pool, req)
         qemu_aio_unref(req)
 
 
