@@ -60,8 +60,8 @@ class BlockDriver:
     filename, options, flags)`` (protocols) raise BlockError;
     ``bdrv_close``; ``bdrv_co_preadv/pwritev(bs, offset, nbytes, qiov,
     flags)``; ``bdrv_co_flush``, ``bdrv_co_flush_to_os``,
-    ``bdrv_aio_flush(bs, cb, opaque) -> acb`` (the flush to disk: as in QEMU
-    2.8's raw-posix, through the thread pool);
+    ``bdrv_co_flush_to_disk`` (blkdebug) or ``bdrv_aio_flush(bs, cb, opaque)
+    -> acb`` (file-posix, as QEMU 2.8's raw-posix: through the thread pool);
     ``bdrv_co_pdiscard(bs, offset, nbytes)``;
     ``bdrv_co_pwrite_zeroes(bs, offset, nbytes, flags)``;
     ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, file)``;
@@ -91,6 +91,7 @@ class BlockDriver:
     bdrv_co_pwritev_compressed: Optional[Callable[..., int]] = None
     bdrv_co_flush: Optional[Callable[..., int]] = None
     bdrv_co_flush_to_os: Optional[Callable[..., int]] = None
+    bdrv_co_flush_to_disk: Optional[Callable[..., int]] = None
     bdrv_aio_flush: Optional[Callable[..., Any]] = None
     bdrv_co_pdiscard: Optional[Callable[..., int]] = None
     bdrv_co_pwrite_zeroes: Optional[Callable[..., int]] = None

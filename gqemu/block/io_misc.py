@@ -78,7 +78,9 @@ def bdrv_co_flush(bs: Optional[BlockDriverState]) -> int:
         if not bs.open_flags & BDRV_O_NO_FLUSH and bs.flushed_gen != current_gen:
             if bs.file is not None:
                 bdrv_debug_event(bs.file.bs, BLKDBG_FLUSH_TO_DISK)
-            if drv.bdrv_aio_flush is not None:
+            if drv.bdrv_co_flush_to_disk is not None:
+                ret = drv.bdrv_co_flush_to_disk(bs)
+            elif drv.bdrv_aio_flush is not None:
                 co = CoroutineIOCompletion(qemu_coroutine_self())
                 acb = drv.bdrv_aio_flush(bs, bdrv_co_io_em_complete, co)
                 if acb is None:

@@ -23,9 +23,9 @@ from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlo
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
     qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
-from gqemu.block.qcow2_cluster import (
-    qcow2_alloc_cluster_done, qcow2_alloc_cluster_link_l2, qcow2_alloc_host_offset,
-    qcow2_cluster_zeroize, qcow2_grow_l1_table)
+from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
+from gqemu.block.qcow2_cluster import qcow2_cluster_zeroize, qcow2_grow_l1_table
+from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, size_to_l1)
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
@@ -91,14 +91,14 @@ def _preallocate(bs: Any, start: int, end: int, prealloc: str) -> tuple[int, str
     host_end = 0
     offset = start
     while offset < end:
-        ret, cur, host, m = qcow2_alloc_host_offset(bs, offset, end - offset)
+        ret, cur, host, metas = qcow2_alloc_host_offset(bs, offset, end - offset)
         if ret < 0:
+            qcow2_handle_l2meta(bs, metas, False)
             return _err(ret, "Could not allocate clusters")
-        if m is not None:
-            ret = qcow2_alloc_cluster_link_l2(bs, m)
-            qcow2_alloc_cluster_done(bs, m)
-            if ret < 0:
-                return _err(ret, "Could not link clusters")
+        ret = qcow2_handle_l2meta(bs, metas, True)      # QEMU: preallocate_co
+        if ret < 0:
+            qcow2_handle_l2meta(bs, metas, False)
+            return _err(ret, "Could not link clusters")
         host_end = max(host_end, host + cur)
         offset += cur
     if host_end:
