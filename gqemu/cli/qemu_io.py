@@ -237,7 +237,8 @@ def _main(prog: str, argv: list[str]) -> int:
     # QEMU's; its "WARNING: ..." lines are fprintf()s in QEMU (raw probing)
     from gqemu.block.driver import set_error_sink
     from gqemu.cli.qemu_io_util import err
-    set_error_sink(lambda text: err(text if text.startswith("WARNING: ")
+    # (warn_report's lines name the program already)
+    set_error_sink(lambda text: err(text if text.startswith(("WARNING: ", prog + ": "))
                                     else "%s: %s" % (prog, text)))
     if g.args:
         name: Optional[str] = g.args[0]
