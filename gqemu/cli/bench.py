@@ -7,6 +7,7 @@ import importlib
 
 # suite -> module with run_bench(args) -> int
 SUITES: dict[str, str] = {
+    "startup": "gqemu.bench.startup",
     "coroutine": "gqemu.bench.coroutine",
     "threadpool": "gqemu.bench.threadpool",
     "block": "gqemu.bench.block",
