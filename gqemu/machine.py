@@ -11,7 +11,6 @@ QEMU: hw/i386/pc_piix.c (pc_init1), blockdev.c (drive_new).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from typing import Any, Callable, Optional, Sequence
@@ -209,6 +208,7 @@ def scratch_drives(tmpdir: str, indexes: Sequence[int],
 
 
 def file_sha256(path: str) -> str:
+    import hashlib     # only a recording needs it: kept off gqemu run's start-up
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:

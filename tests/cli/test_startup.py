@@ -29,6 +29,20 @@ def test_one_shot_raw_read_does_not_import_what_it_does_not_run(tmp_path):
     assert "LOADED []" in p.stderr, p.stderr
 
 
+def test_gqemu_run_without_record_does_not_import_hashlib():
+    """hashlib (OpenSSL) only hashes disks for a recording's header."""
+    code = ("import sys, atexit\n"
+            "atexit.register(lambda: sys.stderr.write('HASHLIB %r\\n' % ('hashlib' in sys.modules)))\n"
+            "sys.argv[0] = 'gqemu'\n"
+            "from gqemu.cli.main import main\n"
+            "sys.exit(main())\n")
+    p = subprocess.run([sys.executable, "-c", code, "run", startup.SEED_EXAMPLE],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "LBA 0:" in p.stdout
+    assert "HASHLIB False" in p.stderr, p.stderr
+
+
 def test_bench_startup_rows_are_working_commands(tmp_path):
     """Every process the suite times exits 0 and does its job once (the
     anchor first), so a broken command cannot pass for a fast one."""
