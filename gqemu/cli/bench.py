@@ -7,7 +7,6 @@ import importlib
 
 # suite -> module with run_bench(args) -> int
 SUITES: dict[str, str] = {
-    "startup": "gqemu.bench.startup",
     "coroutine": "gqemu.bench.coroutine",
     "threadpool": "gqemu.bench.threadpool",
     "block": "gqemu.bench.block",
@@ -17,6 +16,7 @@ SUITES: dict[str, str] = {
     "stress": "gqemu.bench.stress",
     "kvm": "gqemu.bench.kvm",
     "virtio": "gqemu.bench.virtio",
+    "startup": "gqemu.bench.startup",
 }
 
 
