@@ -233,7 +233,11 @@ class AioContext:
 
     def _ensure_hub(self) -> Any:
         if self._hub is None:
+            global _gevent_waiting
             from gevent import get_hub
+            from gevent.exceptions import LoopExit
+            from gevent.hub import Waiter
+            _gevent_waiting = (Waiter, LoopExit)
             self._hub = get_hub()
             self._async = self._hub.loop.async_()
             self._async.start(self._on_async)
@@ -268,9 +272,8 @@ class AioContext:
     def _park(self, timeout: Optional[float]) -> bool:
         """Sleep on the hub until notified or ``timeout`` s pass.
         Returns False when nothing could ever wake us (gevent's LoopExit)."""
-        from gevent.exceptions import LoopExit
-        from gevent.hub import Waiter
         hub = self._ensure_hub()
+        Waiter, LoopExit = _gevent_waiting
         if getcurrent() is hub:
             raise CoroutineError("aio_poll called from the gevent hub")
         if self._ts_queue:          # a thread queued work before the hub existed
@@ -325,6 +328,11 @@ class AioContext:
             ts.cb(ts.opaque)
         return progress
 
+
+# gevent's Waiter and LoopExit, imported with the first hub (not at import:
+# one-shot commands that never wait do not pay for gevent; not per park
+# either: an import statement in _park cost ~1-2 us on every request).
+_gevent_waiting: Any = None
 
 _main_ctx: Optional[AioContext] = None
 _ctx_lock = threading.Lock()

@@ -13,7 +13,6 @@ QEMU: blockdev.c (drive_new), hw/block/block.c (blkconf_apply_backend_options).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from typing import Any, Optional, Sequence
@@ -154,12 +153,14 @@ def _drive_index(spec: str, opts: dict, used: set[int]) -> int:
 
 # ------------------------------------------------------------- scratch disk
 
+# u32 LBA, 504 bytes of text (struct cuts the 512 given to 504), u32 ~LBA.
+_SCRATCH_SECTOR = struct.Struct("<I504sI")
+
+
 def scratch_sector(lba: int) -> bytes:
     """Sector ``lba`` of the self-describing disk: LBA (u32 LE), the text
     ``<LBA 0x%08x> `` repeated, and ``lba ^ 0xffffffff`` (u32 LE) at the end."""
-    tag = b"<LBA 0x%08x> " % lba
-    body = (tag * (504 // len(tag) + 1))[:504]
-    return struct.pack("<I", lba) + body + struct.pack("<I", lba ^ 0xFFFFFFFF)
+    return _SCRATCH_SECTOR.pack(lba, b"<LBA 0x%08x> " % lba * 32, lba ^ 0xFFFFFFFF)
 
 
 def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None) -> int:
@@ -171,14 +172,14 @@ def make_scratch_disk(path: str, size_mib: int = 16, mbr: Optional[bytes] = None
     nsect = size_mib * 2048
     if mbr is not None and (len(mbr) != SECTOR or mbr[510:] != b"\x55\xaa"):
         raise MachineError("boot sector must be 512 bytes ending in 55 aa")
+    pack = _SCRATCH_SECTOR.pack     # one C call per sector: gqemu run's start-up
     with open(path, "wb") as f:
-        chunk: list[bytes] = []
-        for lba in range(nsect):
-            chunk.append(mbr if lba == 0 and mbr is not None else scratch_sector(lba))
-            if len(chunk) == 2048:
-                f.write(b"".join(chunk))
-                chunk = []
-        f.write(b"".join(chunk))
+        for first in range(0, nsect, 2048):
+            chunk = [pack(lba, b"<LBA 0x%08x> " % lba * 32, lba ^ 0xFFFFFFFF)
+                     for lba in range(first, min(first + 2048, nsect))]
+            if first == 0 and mbr is not None and chunk:
+                chunk[0] = mbr
+            f.write(b"".join(chunk))
     return nsect * SECTOR
 
 
@@ -205,6 +206,7 @@ def scratch_drives(tmpdir: str, indexes: Sequence[int],
 
 
 def file_sha256(path: str) -> str:
+    import hashlib     # only a recording needs it: kept off gqemu run's start-up
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while True:

@@ -18,7 +18,6 @@ QEMU: block/raw-posix.c (2.8), locking from block/file-posix.c (2.10).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import mmap
@@ -74,6 +73,7 @@ def raw_is_io_aligned(fd: int, buf: memoryview) -> bool:
 
 
 def _buf_address(mv: memoryview) -> Optional[int]:
+    import ctypes         # only O_DIRECT needs it: kept off the start-up path
     try:
         return ctypes.addressof(ctypes.c_char.from_buffer(mv))
     except (TypeError, ValueError):

@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {
     "stress": "gqemu.bench.stress",
     "kvm": "gqemu.bench.kvm",
     "virtio": "gqemu.bench.virtio",
+    "startup": "gqemu.bench.startup",
 }
 
 
