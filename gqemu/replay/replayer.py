@@ -33,9 +33,8 @@ from typing import Callable, Optional
 from gqemu.aio import aio_poll
 from gqemu.hw.memory import MEMTXATTRS_UNSPECIFIED
 from gqemu.kvm.cpu import KVMState, kvm_handle_io, kvm_handle_mmio
-from gqemu.replay.format import (REC_HLT, REC_INTERNAL_ERROR, REC_IO, REC_IOS,
-                                 REC_IRQ, REC_MEMR, REC_MEMW, REC_MMIO,
-                                 REC_SHUTDOWN, TraceError, TraceReader)
+from gqemu.replay.format import (REC_IO, REC_IOS, REC_IRQ, REC_MEMR, REC_MEMW, REC_MMIO,
+                                 TraceError, TraceReader)
 from gqemu.replay.hold import ReplayScheduler, fd_mapper
 from gqemu.replay.record import describe_record
 
@@ -112,7 +111,6 @@ class Replayer:
     def run(self, reader: TraceReader) -> ReplayResult:
         s = self.s
         as_io = s.as_io
-        ram = self.ram
         res = ReplayResult()
         self.last_result = res
         self.check_irqs = bool(reader.meta.get("irq", False))
@@ -121,14 +119,19 @@ class Replayer:
         old_sched, ctx.sched = ctx.sched, self.sched
         hist: deque = deque(maxlen=CONTEXT_RECORDS)
         buf = bytearray(65536 * 4)
-        step = self._step
         attrs = MEMTXATTRS_UNSPECIFIED
         progress = self.progress
         every = self.progress_every
+        # one handler per record kind; single register accesses, most of a
+        # trace, stay inline: replay speed is a benchmark
+        handlers: dict[int, Callable[..., Optional[Divergence]]] = {
+            REC_IOS: self._ios, REC_IRQ: self._irq, REC_MEMW: self._memw,
+            REC_MEMR: self._memr, REC_MMIO: self._mmio}
         i = -1
         try:
             for i, rec in enumerate(reader):
                 kind = rec[0]
+                d = None
                 if kind == REC_IO:
                     size = rec[3]
                     if rec[2]:                      # OUT
@@ -142,62 +145,22 @@ class Replayer:
                         kvm_handle_io(rec[4], attrs, buf, 0, size, 1, as_io)
                         v = buf[0] if size == 1 else int.from_bytes(buf[:size], "little")
                         if v != rec[5]:
-                            first = v
-                            prefer = self.port_drives.get(rec[4])
-                            while True:
-                                if not step(prefer):
-                                    res.divergence = Divergence(
-                                        i, rec, "0x%0*x" % (2 * size, rec[5]),
-                                        "0x%0*x" % (2 * size, first), _before(i, hist))
-                                    return res
-                                res.waits += 1
-                                kvm_handle_io(rec[4], attrs, buf, 0, size, 1, as_io)
-                                v = (buf[0] if size == 1
-                                     else int.from_bytes(buf[:size], "little"))
-                                if v == rec[5]:
-                                    break
-                elif kind == REC_IOS:
-                    d = self._ios(i, rec, buf, res, hist)
-                    if d is not None:
-                        res.divergence = d
-                        return res
-                elif kind == REC_IRQ:
-                    d = self._irq(i, rec, res, hist)
-                    if d is not None:
-                        res.divergence = d
-                        return res
-                elif kind == REC_MEMW:
-                    addr, data = rec[2], rec[3]
-                    if ram is None or addr + len(data) > len(ram):
-                        raise TraceError("guest RAM store at 0x%x outside the %d bytes of RAM"
-                                         % (addr, len(ram or b"")), i)
-                    ram[addr:addr + len(data)] = data
-                elif kind == REC_MEMR:
-                    d = self._memr(i, rec, res, hist)
-                    if d is not None:
-                        res.divergence = d
-                        return res
-                elif kind == REC_MMIO:
-                    d = self._mmio(i, rec, buf, res, hist)
-                    if d is not None:
-                        res.divergence = d
-                        return res
-                elif kind in (REC_HLT, REC_SHUTDOWN, REC_INTERNAL_ERROR):
-                    pass
+                            d = self._io_wait(i, rec, buf, res, hist, v)
+                else:
+                    h = handlers.get(kind)      # HLT, SHUTDOWN, INTERNAL_ERROR: nothing
+                    if h is not None:
+                        d = h(i, rec, buf, res, hist)
+                if d is not None:
+                    res.divergence = d
+                    return res
                 hist.append(rec)
                 if progress is not None and not i % every:
                     progress(i)
                 if len(self.irqs) > MAX_IRQ_BACKLOG:
-                    line, level = self.irqs[0]
-                    res.divergence = Divergence(
-                        i, rec, "no more IRQ changes than the trace records",
-                        "the model changed IRQ %d to %d and %d more the trace does not have"
-                        % (line, level, len(self.irqs) - 1), _before(i, hist))
+                    res.divergence = self._irq_backlog(i, rec, hist)
                     return res
             res.records = i + 1
-            # let the last requests complete (writes reach the disk)
-            while step():
-                pass
+            self._settle()
             return res
         finally:
             if res.records == 0:
@@ -207,6 +170,45 @@ class Replayer:
             while self.sched.release():
                 aio_poll(ctx, False)
             ctx.sched = old_sched
+
+    def _settle(self) -> None:
+        """The trace has ended: let the last requests complete (writes
+        reach the disk)."""
+        while self._step():
+            pass
+
+    def _io_wait(self, i: int, rec: list, buf: bytearray, res: ReplayResult,
+                 hist: deque, first: int) -> Optional[Divergence]:
+        """An IN read something else than the trace: let the devices make
+        progress and read again until it matches, or nothing can change."""
+        size, port = rec[3], rec[4]
+        prefer = self.port_drives.get(port)
+        while True:
+            if not self._step(prefer):
+                return Divergence(i, rec, "0x%0*x" % (2 * size, rec[5]),
+                                  "0x%0*x" % (2 * size, first), _before(i, hist))
+            res.waits += 1
+            kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, buf, 0, size, 1, self.s.as_io)
+            v = buf[0] if size == 1 else int.from_bytes(buf[:size], "little")
+            if v == rec[5]:
+                return None
+
+    def _irq_backlog(self, i: int, rec: list, hist: deque) -> Divergence:
+        """The model raised more IRQ changes than the trace records."""
+        line, level = self.irqs[0]
+        return Divergence(i, rec, "no more IRQ changes than the trace records",
+                          "the model changed IRQ %d to %d and %d more the trace does not have"
+                          % (line, level, len(self.irqs) - 1), _before(i, hist))
+
+    def _memw(self, i: int, rec: list, buf: bytearray, res: ReplayResult,
+              hist: deque) -> Optional[Divergence]:
+        addr, data = rec[2], rec[3]
+        ram = self.ram
+        if ram is None or addr + len(data) > len(ram):
+            raise TraceError("guest RAM store at 0x%x outside the %d bytes of RAM"
+                             % (addr, len(ram or b"")), i)
+        ram[addr:addr + len(data)] = data
+        return None
 
     # -- the rarer record kinds ------------------------------------------------
 
@@ -240,7 +242,7 @@ class Replayer:
             i, rec, "element %d = 0x%s" % (j // size, data[j:j + size][::-1].hex()),
             "element %d = 0x%s" % (j // size, got[j:j + size][::-1].hex()), _before(i, hist))
 
-    def _irq(self, i: int, rec: list, res: ReplayResult,
+    def _irq(self, i: int, rec: list, buf: bytearray, res: ReplayResult,
              hist: deque) -> Optional[Divergence]:
         if not self.check_irqs:
             return None
@@ -254,7 +256,7 @@ class Replayer:
             return Divergence(i, rec, _irq_change(want), _irq_change(got), _before(i, hist))
         return None
 
-    def _memr(self, i: int, rec: list, res: ReplayResult,
+    def _memr(self, i: int, rec: list, buf: bytearray, res: ReplayResult,
               hist: deque) -> Optional[Divergence]:
         addr, data = rec[2], rec[3]
         ram = self.ram
