@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import lzma
 import re
-from typing import IO, Iterable, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
 
 from gqemu.replay.format import KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, MAX_MEM, REC_IO, REC_MEMW
 
@@ -182,46 +182,22 @@ class QemuLogImporter:
 
     def records(self, lines: Iterable[Union[str, bytes]]) -> Iterator[list]:
         """Yield REC_IO records for ``lines`` (text or bytes).  Raises LogError."""
-        pending = self._pending
-        lineno = 0
         for addr, data in self.guest_ram:
             for off in range(0, len(data), MAX_MEM):
                 yield [REC_MEMW, 0, addr + off, bytes(data[off:off + MAX_MEM])]
         self.guest_ram = []
+        families = {"ide_ioport_read": self._task_file, "ide_ioport_write": self._task_file,
+                    "ide_status_read": self._control, "ide_ctrl_write": self._control,
+                    "ide_cmd_write": self._control}
         for lineno, raw in enumerate(lines, 1):
             self.lines = lineno
-            if isinstance(raw, bytes):
-                try:
-                    raw = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise LogError(lineno, "not UTF-8 text") from None
-            line = raw.rstrip("\n")
-            if line.endswith("\r"):
-                line = line[:-1]
-            if not line.strip():
+            parsed = self._parse(lineno, raw)
+            if parsed is None:
                 continue
-            m = _PREFIX.match(line)
-            if m is None:
-                raise LogError(lineno, "not a QEMU trace line: %s" % _clip(line))
-            tid, _ts, name, args = m.group(1), m.group(2), m.group(3), m.group(4) or ""
-            if name == "bmdma_reset":
-                args = args.strip()
-            self.stats[name] = self.stats.get(name, 0) + 1
+            tid, name, args, line = parsed
             rx = _ACCESS.get(name)
             if rx is None:
-                orx = _OTHER.get(name)
-                if orx is None:
-                    if name.startswith(_ATAPI_PREFIXES):
-                        continue
-                    raise LogError(lineno, "unknown trace event '%s'" % name)
-                om = orx.match(args)
-                if om is None:
-                    raise LogError(lineno, "garbled %s line: %s" % (name, _clip(line)))
-                if name == "pci_cfg_write" and om.group(1) == "piix3-ide" \
-                        and int(om.group(5), 16) == 0x20:
-                    v = int(om.group(6), 16)
-                    if v != 0xFFFFFFFF and v & 0xFFFC:
-                        self.bmdma_bar = v & 0xFFFC
+                self._other(lineno, name, args, line)
                 continue
             am = rx.match(args)
             if am is None:
@@ -234,59 +210,107 @@ class QemuLogImporter:
             port = int(am.group(1), 16)
             if port > 0xFFFF:
                 raise LogError(lineno, "port 0x%x out of range" % port)
-            if name in ("ide_ioport_read", "ide_ioport_write"):
-                reg, val, bus = am.group(2), int(am.group(3), 16), am.group(4)
-                ch = self._channel(bus, port, lineno)
-                if port in _CTRL_PORTS:
-                    raise LogError(lineno, "%s at the control port" % name)
-                names = _REG_READ if name == "ide_ioport_read" else _REG_WRITE
-                if reg != names[port & 7]:
-                    raise LogError(lineno, "register '%s' does not match port 0x%x" % (reg, port))
-                if val > 0xFF:
-                    raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
-                if name == "ide_ioport_read":
-                    p = pending.get(tid)
-                    if p is not None and p[2] == bus and port & 7 == 0:
-                        # the word read inside a byte read of the data port
-                        del pending[tid]
-                    else:
-                        yield from self._flush_pending(tid)
-                    yield [REC_IO, cpu, KVM_EXIT_IO_IN, 1, port, val]
-                else:
-                    yield from self._flush_pending(tid)
-                    if port & 7 == 2:
-                        self._nsect[ch] = [self._nsect[ch][1], val]
-                    elif port & 7 == 7:
-                        self._cmd[ch] = val
-                    yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 1, port, val]
-                continue
-            if name in ("ide_status_read", "ide_ctrl_write", "ide_cmd_write"):
-                val, bus = int(am.group(2), 16), am.group(3)
-                if port not in _CTRL_PORTS:
-                    raise LogError(lineno, "%s at port 0x%x, not a control port" % (name, port))
-                self._channel(bus, port, lineno)
-                if val > 0xFF:
-                    raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
-                yield from self._flush_pending(tid)
-                d = KVM_EXIT_IO_IN if name == "ide_status_read" else KVM_EXIT_IO_OUT
-                yield [REC_IO, cpu, d, 1, port, val]
-                continue
-            # data port events
-            val, bus = int(am.group(2), 16), am.group(3)
-            self._channel(bus, port, lineno)
-            if port & 7:
-                raise LogError(lineno, "%s at port 0x%x, not a data port" % (name, port))
-            size = 2 if name.endswith("w") else 4
-            if val >> (8 * size):
-                raise LogError(lineno, "value 0x%x too wide for %d bytes" % (val, size))
-            yield from self._flush_pending(tid)
-            if name == "ide_data_readw":
-                # may be the first half of a byte read of the data port
-                pending[tid] = (lineno, [REC_IO, cpu, KVM_EXIT_IO_IN, 2, port, val], bus)
-                continue
-            d = KVM_EXIT_IO_IN if name.startswith("ide_data_read") else KVM_EXIT_IO_OUT
-            yield [REC_IO, cpu, d, size, port, val]
+            yield from families.get(name, self._data)(lineno, tid, cpu, name, am, port)
         yield from self._flush_pending(None, every=True)
+
+    def _parse(self, lineno: int, raw: Union[str, bytes]) -> Optional[tuple[str, str, str, str]]:
+        """One log line: (thread id, event, arguments, line), or None for a
+        blank line."""
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise LogError(lineno, "not UTF-8 text") from None
+        line = raw.rstrip("\n")
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line.strip():
+            return None
+        m = _PREFIX.match(line)
+        if m is None:
+            raise LogError(lineno, "not a QEMU trace line: %s" % _clip(line))
+        tid, name, args = m.group(1), m.group(3), m.group(4) or ""
+        if name == "bmdma_reset":
+            args = args.strip()
+        self.stats[name] = self.stats.get(name, 0) + 1
+        return tid, name, args, line
+
+    def _other(self, lineno: int, name: str, args: str, line: str) -> None:
+        """An event that is no guest access (ATAPI, PCI config, ...): only
+        the PIIX IDE BAR4 it programs matters here."""
+        orx = _OTHER.get(name)
+        if orx is None:
+            if name.startswith(_ATAPI_PREFIXES):
+                return
+            raise LogError(lineno, "unknown trace event '%s'" % name)
+        om = orx.match(args)
+        if om is None:
+            raise LogError(lineno, "garbled %s line: %s" % (name, _clip(line)))
+        if name == "pci_cfg_write" and om.group(1) == "piix3-ide" \
+                and int(om.group(5), 16) == 0x20:
+            v = int(om.group(6), 16)
+            if v != 0xFFFFFFFF and v & 0xFFFC:
+                self.bmdma_bar = v & 0xFFFC
+
+    def _task_file(self, lineno: int, tid: str, cpu: int, name: str, am: Any,
+                   port: int) -> Iterator[list]:
+        """ide_ioport_read/write: a byte access of 0x1f0..0x1f7."""
+        pending = self._pending
+        reg, val, bus = am.group(2), int(am.group(3), 16), am.group(4)
+        ch = self._channel(bus, port, lineno)
+        if port in _CTRL_PORTS:
+            raise LogError(lineno, "%s at the control port" % name)
+        names = _REG_READ if name == "ide_ioport_read" else _REG_WRITE
+        if reg != names[port & 7]:
+            raise LogError(lineno, "register '%s' does not match port 0x%x" % (reg, port))
+        if val > 0xFF:
+            raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
+        if name == "ide_ioport_read":
+            p = pending.get(tid)
+            if p is not None and p[2] == bus and port & 7 == 0:
+                # the word read inside a byte read of the data port
+                del pending[tid]
+            else:
+                yield from self._flush_pending(tid)
+            yield [REC_IO, cpu, KVM_EXIT_IO_IN, 1, port, val]
+            return
+        yield from self._flush_pending(tid)
+        if port & 7 == 2:
+            self._nsect[ch] = [self._nsect[ch][1], val]
+        elif port & 7 == 7:
+            self._cmd[ch] = val
+        yield [REC_IO, cpu, KVM_EXIT_IO_OUT, 1, port, val]
+
+    def _control(self, lineno: int, tid: str, cpu: int, name: str, am: Any,
+                 port: int) -> Iterator[list]:
+        """ide_status_read / ide_ctrl_write / ide_cmd_write: 0x3f6, 0x376."""
+        val, bus = int(am.group(2), 16), am.group(3)
+        if port not in _CTRL_PORTS:
+            raise LogError(lineno, "%s at port 0x%x, not a control port" % (name, port))
+        self._channel(bus, port, lineno)
+        if val > 0xFF:
+            raise LogError(lineno, "value 0x%x too wide for a byte access" % val)
+        yield from self._flush_pending(tid)
+        d = KVM_EXIT_IO_IN if name == "ide_status_read" else KVM_EXIT_IO_OUT
+        yield [REC_IO, cpu, d, 1, port, val]
+
+    def _data(self, lineno: int, tid: str, cpu: int, name: str, am: Any,
+              port: int) -> Iterator[list]:
+        """ide_data_readw/writew/readl/writel: the data port."""
+        val, bus = int(am.group(2), 16), am.group(3)
+        self._channel(bus, port, lineno)
+        if port & 7:
+            raise LogError(lineno, "%s at port 0x%x, not a data port" % (name, port))
+        size = 2 if name.endswith("w") else 4
+        if val >> (8 * size):
+            raise LogError(lineno, "value 0x%x too wide for %d bytes" % (val, size))
+        yield from self._flush_pending(tid)
+        if name == "ide_data_readw":
+            # may be the first half of a byte read of the data port
+            self._pending[tid] = (lineno, [REC_IO, cpu, KVM_EXIT_IO_IN, 2, port, val], bus)
+            return
+        d = KVM_EXIT_IO_IN if name.startswith("ide_data_read") else KVM_EXIT_IO_OUT
+        yield [REC_IO, cpu, d, size, port, val]
 
     def _flush_pending(self, tid: str | None, every: bool = False) -> Iterator[list]:
         if not self._pending:
