@@ -84,7 +84,7 @@ class Machine:
         self.io_errors: list[dict] = []     # BLOCK_IO_ERROR events that stopped the VM
         from gqemu.block.blk_error import blk_add_stop_handler
         from gqemu.kvm.runstate import qemu_add_vm_change_state_handler
-        for idx, blk in self.blks.items():
+        for idx, blk in self._all_blks():
             blk_add_stop_handler(blk, self._blk_stopped, idx)
         qemu_add_vm_change_state_handler(self.kvm, self._vm_state_change, None)
 
@@ -288,7 +288,13 @@ class Machine:
         from gqemu.kvm.runstate import vm_start
         return vm_start(self.kvm)
 
-    def _blk_stopped(self, index: int, blk: Any) -> None:
+    def _all_blks(self) -> list[tuple[Any, Any]]:
+        """(index, backend) of every drive: IDE by index, then virtio as
+        ("virtio", index)."""
+        return (list(self.blks.items())
+                + [(("virtio", i), b) for i, b in getattr(self, "vblks", {}).items()])
+
+    def _blk_stopped(self, index: Any, blk: Any) -> None:
         """A drive's error policy said ``stop``: pause the VM (QEMU:
         blk_error_action -> qemu_system_vmstop_request(RUN_STATE_IO_ERROR))."""
         from gqemu.kvm.runstate import RUN_STATE_IO_ERROR, qemu_system_vmstop_request
@@ -303,15 +309,16 @@ class Machine:
         drives, which schedules the devices' restart bottom halves."""
         from gqemu.block.blk_error import blk_is_stopped, blk_resume
         from gqemu.block.block_backend import blk_drain, blk_flush
+        blks = [blk for _idx, blk in self._all_blks()]
         if running:
-            for blk in self.blks.values():
+            for blk in blks:
                 if blk_is_stopped(blk):
                     blk_resume(blk)
             return
         from gqemu.block.driver import BlockError
-        for blk in self.blks.values():
+        for blk in blks:
             blk_drain(blk)
-        for blk in self.blks.values():
+        for blk in blks:
             try:
                 blk_flush(blk)
             except BlockError:

@@ -17,7 +17,8 @@ sorts them by sector and merges adjacent ones into one
 request of the merged one.  A completion writes the status byte, pushes the
 used element (len = all device-writable bytes) and notifies (ISR, INTx).
 An I/O error follows the drive's rerror/werror: ``ignore`` completes OK,
-``report`` (and ``stop``, which gqemu does not park for virtio) with IOERR.
+``report`` with IOERR, ``stop`` parks the request and pauses the VM; it is
+decoded and submitted again when the VM resumes.
 
 Must not import: gqemu.kvm or anything above hw.
 QEMU: hw/block/virtio-blk.c.
@@ -27,7 +28,9 @@ from __future__ import annotations
 import struct
 from typing import Any, Optional
 
-from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE, blk_get_error_action)
+from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE, BLOCK_ERROR_ACTION_REPORT,
+                                   BLOCK_ERROR_ACTION_STOP, blk_add_resume_handler,
+                                   blk_error_action, blk_get_error_action)
 from gqemu.block.block_backend import (blk_aio_flush, blk_aio_pdiscard, blk_aio_preadv,
                                        blk_aio_pwrite_zeroes, blk_aio_pwritev,
                                        blk_enable_write_cache, blk_nb_sectors,
@@ -67,7 +70,7 @@ class VirtIOBlockReq:
     """QEMU: VirtIOBlockReq."""
 
     __slots__ = ("dev", "vq", "elem", "type", "sector_num", "qiov", "in_len", "status_mv",
-                 "mr_next", "orphaned")
+                 "mr_next", "orphaned", "next")
 
     def __init__(self, dev: "VirtIOBlock", vq: VirtQueue, elem: VirtQueueElement) -> None:
         self.dev = dev
@@ -80,6 +83,7 @@ class VirtIOBlockReq:
         self.status_mv: Any = None
         self.mr_next: Optional[VirtIOBlockReq] = None
         self.orphaned = False
+        self.next: Optional[VirtIOBlockReq] = None     # on VirtIOBlock.rq
 
 
 class MultiReqBuffer:
@@ -103,8 +107,10 @@ class VirtIOBlock(VirtIODevice):
         if getattr(blk, "read_only", False):
             self.host_features |= 1 << VIRTIO_BLK_F_RO
         self.inflight: set[VirtIOBlockReq] = set()
+        self.rq: Optional[VirtIOBlockReq] = None     # parked by a stop error policy
         self.original_wce = blk_enable_write_cache(blk)
         virtio_add_queue(self, QUEUE_SIZE, virtio_blk_handle_output)
+        blk_add_resume_handler(blk, virtio_blk_dma_restart_bh, self)
 
     def get_config(self) -> None:
         """QEMU: virtio_blk_update_config."""
@@ -130,6 +136,7 @@ class VirtIOBlock(VirtIODevice):
         for req in self.inflight:
             req.orphaned = True
         self.inflight = set()
+        self.rq = None          # parked requests are dropped (QEMU: after the drain)
         blk_set_enable_write_cache(self.blk, self.original_wce)
 
 
@@ -149,13 +156,40 @@ def virtio_blk_req_complete(req: VirtIOBlockReq, status: int) -> None:
 
 
 def virtio_blk_handle_rw_error(req: VirtIOBlockReq, error: int, is_read: bool) -> bool:
-    """True if the request was completed (with IOERR).  QEMU:
-    virtio_blk_handle_rw_error (``stop`` is reported, not parked)."""
-    action = blk_get_error_action(req.dev.blk, is_read, error)
-    if action == BLOCK_ERROR_ACTION_IGNORE:
-        return False
-    virtio_blk_req_complete(req, VIRTIO_BLK_S_IOERR)
-    return True
+    """Apply the drive's rerror/werror policy: ``stop`` parks the request
+    on ``s.rq`` (retried by ``virtio_blk_dma_restart_bh`` when the VM
+    resumes), ``report`` completes it with IOERR, ``ignore`` lets it
+    complete OK.  Returns whether the caller must not complete it.
+    QEMU: virtio_blk_handle_rw_error."""
+    s = req.dev
+    action = blk_get_error_action(s.blk, is_read, error)
+    if action == BLOCK_ERROR_ACTION_STOP:
+        # the next request of a merged chain is re-parsed from the ring on
+        # restart: break the link, or it would complete twice
+        req.mr_next = None
+        req.next = s.rq
+        s.rq = req
+        s.inflight.discard(req)
+    elif action == BLOCK_ERROR_ACTION_REPORT:
+        virtio_blk_req_complete(req, VIRTIO_BLK_S_IOERR)
+    blk_error_action(s.blk, action, is_read, error)
+    return action != BLOCK_ERROR_ACTION_IGNORE
+
+
+def virtio_blk_dma_restart_bh(s: "VirtIOBlock") -> None:
+    """The VM resumed: decode and submit the parked requests again.
+    Context: loop (a BH).  QEMU: virtio_blk_dma_restart_bh."""
+    req = s.rq
+    s.rq = None
+    mrb = MultiReqBuffer()
+    while req is not None:
+        nxt = req.next
+        req.next = None
+        if virtio_blk_handle_request(req, mrb):
+            break               # the device is broken: the rest is dropped
+        req = nxt
+    if mrb.reqs:
+        virtio_blk_submit_multireq(s, mrb)
 
 
 def virtio_blk_rw_complete(opaque: VirtIOBlockReq, ret: int) -> None:
