@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def parse_disk_size(text: str) -> int:
     """SIZE as qemu-img reads it, checked to be whole sectors.  Raises UsageError."""
     from gqemu.cli.errors import UsageError
-    from gqemu.cli.qemu_img import ImgError, cvtnum
+    from gqemu.cli.qemu_img_tool import ImgError, cvtnum
     size = -1
     if not text.strip().startswith("-"):
         try:

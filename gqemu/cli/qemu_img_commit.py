@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gqemu.cli import qemu_img
-from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args
+from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args,
+                                     parse_option_size, usage_error)
 
 CHUNK = 2 << 20
 
@@ -42,14 +42,12 @@ def img_commit(argv: list[str]) -> int:
         elif o == "--image-opts":
             image_opts = True
         elif o == "-r":
-            from gqemu.cli.qemu_img_resize import parse_option_size
             try:
                 parse_option_size("rate", v)
             except ImgError:
                 raise ImgError("Invalid rate limit specified") from None
     if len(args) != 1:
-        raise ImgError("Expecting one image file name",
-                       tail="Try '%s --help' for more information\n" % qemu_img.PROG)
+        raise usage_error("Expecting one image file name")
     filename = args[0]
     blk = img_open(filename, fmt, True, image_opts=image_opts, cache=cache)
     try:

@@ -17,9 +17,9 @@ import struct
 import sys
 from typing import Any, Optional
 
-from gqemu.cli.qemu_img import (ImgError, ImgOptError, blk_close, img_open, parse_args,
-                                parse_o)
 from gqemu.cli.qemu_img_copy import (BDRV_SECTOR_SIZE, ImgConvertState, convert_do_copy)
+from gqemu.cli.qemu_img_tool import (ImgError, ImgOptError, blk_close, cvtnum, img_open,
+                                     parse_args, parse_o, qemu_strtol)
 
 MAX_BUF_SECTORS = 32768
 MAX_COROUTINES = 16
@@ -67,7 +67,6 @@ def _pow2floor(v: int) -> int:
 
 def img_convert(argv: list[str]) -> int:
     """QEMU: img_convert (one source image)."""
-    from gqemu.cli.qemu_img import cvtnum, qemu_strtol
     opts, args = parse_args(argv, "hf:O:B:co:S:pt:T:F:nm:WUq",
                             ["help", "object=", "image-opts", "force-share", "target-is-zero"])
     s = ImgConvertState()

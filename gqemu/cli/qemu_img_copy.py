@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gqemu.cli.qemu_img import error_report
+from gqemu.cli.qemu_img_tool import error_report
 from gqemu.cli.qemu_img_map import bdrv_co_block_status_above
 from gqemu.cli.qemu_img_out import run_co
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 
-from gqemu.cli import qemu_img
-from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args
-from gqemu.cli.qemu_img_resize import parse_option_size
+from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, img_open, parse_args,
+                                     parse_option_size)
 
 INT64_MAX = (1 << 63) - 1
 
@@ -80,7 +79,7 @@ def img_dd(argv: list[str]) -> int:
         in_offset = 0
         if skip is not None:
             if INT64_MAX // bsz < skip or size < bsz * skip:
-                qemu_img.error_report("%s: cannot skip to specified offset" % infile)
+                error_report("%s: cannot skip to specified offset" % infile)
                 size = 0                       # an empty output, as dd(1)
             else:
                 in_offset = skip * bsz

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args, usage_error
+from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
 from gqemu.cli.qemu_img_out import run_co
 
 IO_BUF_SIZE = 2 * 1024 * 1024

@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Any, Callable, Optional
 
-from gqemu.cli.qemu_img import ImgError, ImgOptError
+from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
+                                     error_report, img_open, option_size, parse_option_size)
 
 
 def size_to_str(val: int) -> str:
@@ -67,7 +68,6 @@ def _qcow2_state(blk: Any) -> Any:
 
 
 def _repeat_opt_warnings() -> None:
-    from gqemu.cli.qemu_img import OPT_WARNINGS, error_report
     sys.stdout.flush()
     for w in OPT_WARNINGS:
         error_report("warning: " + w)
@@ -82,7 +82,6 @@ def _int64(v: int) -> int:
 def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
                  backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
     """qemu-img create.  QEMU: bdrv_img_create."""
-    from gqemu.cli.qemu_img import option_size
     if fmt not in ("raw", "qcow2"):
         raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
     if backing and fmt == "raw":
@@ -92,7 +91,6 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if backing and size is None:
         path = backing if os.path.isabs(backing) or backing.startswith("json:") \
             else os.path.join(os.path.dirname(filename), backing)
-        from gqemu.cli.qemu_img import blk_close, img_open
         from gqemu.block import blk_getlength
         try:
             blk = img_open(path, backing_fmt)
@@ -105,7 +103,6 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if fmt == "raw":
         prealloc = o.pop("preallocation", None)
         if "extent_size_hint" in o:            # an XFS hint: checked, not modelled
-            from gqemu.cli.qemu_img_resize import parse_option_size
             parse_option_size("extent_size_hint", o.pop("extent_size_hint"))
         if o:
             raise ImgOptError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))

@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from gqemu.cli import qemu_img
-from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args
+from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
 
 IO_BUF_SIZE = 2 << 20
 
@@ -68,11 +67,10 @@ def img_rebase(argv: list[str]) -> int:
             image_opts = True
         elif o in ("-U", "--force-share"):
             force_share = True
-    tail = "Try '%s --help' for more information\n" % qemu_img.PROG
     if len(args) != 1:
-        raise ImgError("Expecting one image file name", tail=tail)
+        raise usage_error("Expecting one image file name")
     if not unsafe and base is None:
-        raise ImgError("Must specify backing file (-b) or use unsafe mode (-u)", tail=tail)
+        raise usage_error("Must specify backing file (-b) or use unsafe mode (-u)")
     if force_share:
         raise ImgError("force-share=on can only be used with read-only images")
     filename = args[0]

@@ -11,29 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from gqemu.cli import qemu_img
-from gqemu.cli.qemu_img import ImgError, blk_close, img_open, parse_args
-
-def parse_option_size(name: str, text: str) -> int:
-    """A QemuOpts size value through the one size parser
-    (``block_int.parse_option_size`` over ``cutils.qemu_strtosz``), its
-    errors as gqemu-img reports them.  Raises ImgError."""
-    from gqemu.block.block_int import BlockError
-    from gqemu.block.block_int import parse_option_size as qemu_opt_parse_size
-    try:
-        val, warning = qemu_opt_parse_size(name, text)
-    except BlockError as e:
-        raise ImgError(e.msg, tail=e.hint or "")
-    if warning:
-        qemu_img.error_report("warning: " + warning)
-    return val
+from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args,
+                                     parse_option_size, usage_error)
 
 
 def img_resize(argv: list[str]) -> int:
     """QEMU: img_resize."""
     if len(argv) < 2:
-        raise ImgError("Not enough arguments",
-                       tail="Try '%s --help' for more information\n" % qemu_img.PROG)
+        raise usage_error("Not enough arguments")
     size = argv[-1]
     opts, args = parse_args(argv[:-1], "f:hq", ["help", "object=", "image-opts",
                                                  "preallocation=", "shrink"])
@@ -52,8 +37,7 @@ def img_resize(argv: list[str]) -> int:
                 raise ImgError("Invalid preallocation mode '%s'" % v)
             prealloc = v
     if len(args) != 1:
-        raise ImgError("Expecting image file name and size",
-                       tail="Try '%s --help' for more information\n" % qemu_img.PROG)
+        raise usage_error("Expecting image file name and size")
     filename = args[0]
     relative = 0
     if size[:1] in ("+", "-"):

@@ -1,0 +1,175 @@
+"""What every qemu-img command shares: the program name, the error type
+and its one-line reporting, argument and size parsing, and opening and
+closing an image.
+
+The dispatcher (``qemu_img.py``) and the command modules
+(``qemu_img_<command>.py``, ``qemu_img_out.py``) import this module; it
+imports none of them, so the qemu-img modules form no import cycle.  The
+block layer is imported inside the functions that need it, so ``--help``
+and usage errors start fast.
+
+QEMU: qemu-img.c (error_exit, cvtnum, img_open), util/error-report.c.
+"""
+from __future__ import annotations
+
+import errno
+import getopt
+import sys
+from typing import Any, Optional
+
+# The name errors are reported under: main() sets it from argv[0].
+PROG = "qemu-img"
+
+
+class ImgError(Exception):
+    """An error: each line of ``msg`` is reported as ``<prog>: <line>`` (none
+    when empty: the message was already printed), then ``tail`` verbatim;
+    ``status`` is the exit code."""
+
+    def __init__(self, msg: str, status: int = 1, tail: str = "") -> None:
+        super().__init__(msg)
+        self.status = status
+        self.tail = tail
+
+
+class ImgOptError(ImgError):
+    """A bad ``-o`` option value (found before anything is created)."""
+
+
+def usage_error(msg: str) -> ImgError:
+    """A command-line mistake: the message, then a pointer to --help.
+    QEMU: qemu-img.c error_exit."""
+    return ImgError(msg, tail="Try '%s --help' for more information\n" % PROG)
+
+
+def error_report(msg: str) -> None:
+    """``<prog>: <msg>`` on stderr, as QEMU's error_report in a tool."""
+    sys.stderr.write("%s: %s\n" % (PROG, msg))
+
+
+def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, list[str]]:
+    """getopt with qemu-img's one-line errors."""
+    try:
+        return getopt.gnu_getopt(argv, short, longs)
+    except getopt.GetoptError as e:
+        name = ("-" if len(e.opt) == 1 else "--") + e.opt
+        if "requires argument" in e.msg:
+            raise usage_error("missing argument for option '%s'" % name)
+        raise usage_error("unrecognized option '%s'" % name)
+
+
+def cvtnum(name: str, value: str) -> int:
+    """A size in [0, INT64_MAX] with qemu-img's two error forms; the
+    hex-with-suffix warning goes out at once.  Raises ImgError.
+    QEMU: qemu-img.c cvtnum / cvtnum_full over qemu_strtosz."""
+    from gqemu.cutils import INT64_MAX, qemu_strtosz
+    ret, val, warning = qemu_strtosz(value)
+    if warning:
+        error_report("warning: " + warning)
+    if ret < 0 and ret != -errno.ERANGE:
+        raise ImgError("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
+                       "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+                       % name)
+    if ret == -errno.ERANGE or val > INT64_MAX:
+        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, INT64_MAX))
+    return val
+
+
+# Warnings of ``-o`` sizes: QEMU parses the options a second time when the
+# format creates the image, so create_image repeats them after "Formatting".
+OPT_WARNINGS: list[str] = []
+
+
+def option_size(name: str, value: str, filename: str) -> int:
+    """A size given with ``-o``: QemuOpts' messages, prefixed by the image
+    name as bdrv_img_create reports them.  Raises ImgError."""
+    from gqemu.block.block_int import BlockError, parse_option_size
+    try:
+        val, warning = parse_option_size(name, value)
+    except BlockError as e:
+        raise ImgOptError("%s: %s" % (filename, e.msg), tail=e.hint)
+    if warning:
+        error_report("warning: " + warning)
+        OPT_WARNINGS.append(warning)
+    return val
+
+
+def qemu_strtol(text: str) -> Optional[int]:
+    """A whole-string strtol (base from the prefix), or None."""
+    from gqemu.cutils import qemu_strtol as strtol
+    ret, val = strtol(text)
+    return None if ret else val
+
+
+def parse_o(opts: list[str]) -> dict[str, str]:
+    """``-o a=b,c=d`` (repeatable; ``,,`` escapes a comma)."""
+    out: dict[str, str] = {}
+    for o in opts:
+        for item in o.replace(",,", "\0").split(","):
+            item = item.replace("\0", ",")
+            if not item:
+                continue
+            k, _, v = item.partition("=")
+            out[k] = v if _ else "on"
+    return out
+
+
+def parse_image_opts(spec: str) -> dict[str, str]:
+    """``--image-opts``: the filename is ``key=value,...`` (``,,`` escapes
+    a comma).  QEMU: qemu_opts_parse_noisily(qemu_img_opts...)."""
+    from gqemu.block.drive_opts import qemu_opts_split
+    opts: dict[str, str] = {}
+    for item in qemu_opts_split(spec):
+        if not item:
+            continue
+        k, eq, v = item.partition("=")
+        opts[k] = v if eq else "on"
+    return opts
+
+
+def img_open(filename: str, fmt: Optional[str], writable: bool = False,
+             extra_flags: int = 0, image_opts: bool = False,
+             force_share: bool = False, cache: str = "writeback") -> Any:
+    """Open an image as qemu-img does (``image_opts``: the filename is an
+    option list, ``force_share``: -U).  Raises ImgError.  QEMU: img_open."""
+    from gqemu.block import blk_new_open
+    from gqemu.block.driver import BlockError
+    opts: dict = {}
+    name: Optional[str] = filename
+    if image_opts:
+        if fmt:
+            raise ImgError("--image-opts and --format are mutually exclusive")
+        opts = parse_image_opts(filename)
+        name = None
+    if force_share:
+        if writable:
+            raise ImgError("force-share=on can only be used with read-only images")
+        opts.setdefault("locking", "off")
+    opts.update({"readonly": "off" if writable else "on"})
+    opts.setdefault("cache", cache)
+    if fmt:
+        opts["format"] = fmt
+    try:
+        return blk_new_open(name, opts, extra_flags)
+    except BlockError as e:
+        raise ImgError("Could not open '%s': %s" % (filename, e.msg)) from None
+
+
+def blk_close(blk: Any) -> None:
+    from gqemu.block import blk_unref
+    blk_unref(blk)
+
+
+def parse_option_size(name: str, text: str) -> int:
+    """A QemuOpts size value through the one size parser
+    (``block_int.parse_option_size`` over ``cutils.qemu_strtosz``), its
+    errors as gqemu-img reports them.  Raises ImgError."""
+    from gqemu.block.block_int import BlockError
+    from gqemu.block.block_int import parse_option_size as qemu_opt_parse_size
+    try:
+        val, warning = qemu_opt_parse_size(name, text)
+    except BlockError as e:
+        raise ImgError(e.msg, tail=e.hint or "")
+    if warning:
+        error_report("warning: " + warning)
+    return val
