@@ -16,12 +16,12 @@ import errno
 import functools
 import os
 import zlib
-from typing import Any, Optional
+from typing import Any
 
-from gqemu.coroutine import CoMutex, coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
-    BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
+    BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockError,
     BLKDBG_EVENT, bdrv_register, error_report)
 from gqemu.block.blkdebug_events import (
     BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
@@ -30,7 +30,7 @@ from gqemu.block.block_int import BDRV_BLOCK_RECURSE
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
-from gqemu.block import qcow2_refcount
+import gqemu.block.qcow2_refcount as qcow2_refcount
 from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_check import qcow2_co_check
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
@@ -46,10 +46,10 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
 from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing
-from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, qcow2_pre_write_overlap_check,
-    qcow2_write_incompat)
+from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_write_incompat
 from gqemu.block.qcow2_resize import qcow2_co_truncate
+from gqemu.block.qcow2_state import (
+    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, Qcow2State)
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
     qcow2_co_write_compressed_cluster, qcow2_is_zero)
@@ -63,7 +63,7 @@ _ZEROABLE = (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_AL
 
 
 @bdrv_register
-class BDRVQcow2State(BlockDriver):
+class BDRVQcow2State(Qcow2State):
     """bdrv_qcow2: the vtable, and (as an instance) one image's state."""
 
     format_name = "qcow2"
@@ -72,62 +72,6 @@ class BDRVQcow2State(BlockDriver):
                    "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2")
 
     bdrv_probe = staticmethod(qcow2_probe)
-
-    # geometry and header fields, set by qcow2_do_open (QEMU: BDRVQcow2State)
-    qcow_version: int
-    cluster_bits: int
-    cluster_size: int
-    subclusters_per_cluster: int
-    subcluster_size: int
-    subcluster_bits: int
-    extended_l2: bool
-    l2_entry_size: int
-    l2_bits: int
-    l2_size: int
-    l1_size: int
-    l1_table_offset: int
-    l1_vm_state_index: int
-    refcount_order: int
-    refcount_bits: int
-    refcount_max: int
-    refcount_block_bits: int
-    refcount_block_size: int
-    refcount_table_offset: int
-    refcount_table_size: int
-    size: int
-    csize_shift: int
-    csize_mask: int
-    cluster_offset_mask: int
-    incompatible_features: int
-    compatible_features: int
-    autoclear_features: int
-    use_lazy_refcounts: bool
-    unknown_header_fields: bytes
-    flags: int
-
-    def __init__(self) -> None:
-        self.lock = CoMutex()
-        self.cluster_allocs: list[Any] = []
-        self.snapshots: list[Any] = []
-        self.snapshots_offset = self.snapshots_size = self.nb_snapshots = 0
-        self.l1_table: list[int] = []
-        self.refcount_table: list[int] = []
-        self.signaled_corruption = False
-        self.disabled = False
-        self.read_only = True
-        self.free_cluster_index = 0
-        self.highest_alloc = 0                   # end of the clusters we allocated
-        self.free_byte_offset = 0
-        self.overlap_check = QCOW2_OL_CACHED
-        self.decompressed_offset = -1
-        self.decompressed = b""
-        self.header: Any = None
-        self.ext: Any = None
-        self.backing_file: Optional[str] = None
-        self.backing_format: Optional[str] = None
-        self.opened = False
-        self.l2_table_cache: Any = None
-        self.refcount_block_cache: Any = None
 
     # ------------------------------------------------------------- open
 

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_wait
 from gqemu.block.qiov import QEMUIOVector
-from gqemu.block.qcow2_cache import qcow2_cache_put, qcow2_file_length
+from gqemu.block.qcow2_cache import qcow2_cache_put
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_header import (L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COPIED,
                                       QCOW_OFLAG_ZERO, c_hex)
@@ -32,7 +32,7 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_INVALID, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_ZERO_ALLOC, get_l2_bitmap, get_l2_entry, qcow2_get_cluster_type,
     qcow2_get_subcluster_type)
-from gqemu.block.qcow2_overlap import qcow2_signal_corruption
+from gqemu.block.qcow2_overlap import qcow2_file_length, qcow2_signal_corruption
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters, qcow2_alloc_clusters_at
 
 INV_OFFSET = -1

@@ -22,8 +22,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
-from gqemu.block.qcow2_cache import (qcow2_cache_write, qcow2_co_flush_file, qcow2_file_length,
-                                     qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cache import qcow2_cache_write
 from gqemu.block.qcow2_cluster import qcow2_write_l1_entry
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_UNALLOCATED,
@@ -35,7 +34,9 @@ from gqemu.block.qcow2_header import (
     REFT_RESERVED_MASK)
 from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L2, qcow2_pre_write_overlap_check, qcow2_write_incompat)
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_file_length,
+    qcow2_pre_write_overlap_check, qcow2_write_incompat)
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L2
 from gqemu.block.qcow2_refcount import (
     qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
 

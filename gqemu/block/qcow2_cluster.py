@@ -21,8 +21,8 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_L1_GROW_ACTIVATE_TABLE, BLKDBG_L1_GROW_ALLOC_TABLE, BLKDBG_L1_GROW_WRITE_TABLE,
     BLKDBG_L1_UPDATE, BLKDBG_L2_ALLOC_COW_READ, BLKDBG_L2_ALLOC_WRITE)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty,
-    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
+    qcow2_cache_get_empty, qcow2_cache_put)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_L1_SIZE, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ZEROES,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, c_hex)
@@ -32,7 +32,9 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_ZERO_PLAIN, _HOST_TYPES, _PLAIN_SC, get_l2_bitmap, get_l2_entry,
     qcow2_get_cluster_type, qcow2_get_subcluster_type, set_l2_bitmap, set_l2_entry)
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L1, qcow2_pre_write_overlap_check, qcow2_signal_corruption)
+    qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length,
+    qcow2_pre_write_overlap_check, qcow2_signal_corruption)
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
 

@@ -13,7 +13,7 @@ import errno
 from typing import Any, Optional
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block.qcow2_cache import qcow2_co_flush_file, qcow2_co_pwrite_file
+from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import QCOW2_HEADER_SIZE, Qcow2OpenError, qcow2_build_header_cluster
 
 

@@ -17,8 +17,9 @@ from typing import Any, Optional
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
                                 bdrv_open)
-from gqemu.block.qcow2_cache import (qcow2_cache_create, qcow2_co_flush_file,
-                                     qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cache import qcow2_cache_create
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import (
     INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_EXTL2,

@@ -13,8 +13,8 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
-from gqemu.block.qcow2_cache import (qcow2_cache_empty, qcow2_co_flush_file,
-                                     qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cache import qcow2_cache_empty
+from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import QCOW_MAX_REFTABLE_SIZE
 from gqemu.block.qcow2_refcount import set_refcount_ro
 

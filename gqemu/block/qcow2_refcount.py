@@ -26,17 +26,16 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFTABLE_GROW,
     BLKDBG_REFTABLE_LOAD)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard, qcow2_cache_entry_mark_dirty,
-    qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
-    qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pread_file,
-    qcow2_co_pwrite_file)
+    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
+    qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
 from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metadata_size,
                                            set_refcount_ro)
 from gqemu.block.qcow2_overlap import (
-    error_report, qcow2_signal_corruption)
+    error_report, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
+    qcow2_signal_corruption)
 
 
 @coroutine_fn

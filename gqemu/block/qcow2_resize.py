@@ -22,7 +22,9 @@ from typing import Any
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
+    qcow2_cache_put)
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
 from gqemu.block.qcow2_cluster import qcow2_cluster_zeroize, qcow2_grow_l1_table
 from gqemu.block.qcow2_link import qcow2_handle_l2meta

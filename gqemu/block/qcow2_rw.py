@@ -28,12 +28,13 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
                               qemu_iovec_memset, qemu_iovec_slice)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
-    qcow2_cache_put, qcow2_cache_set_dependency, qcow2_co_pread_file)
+    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty, qcow2_cache_put,
+    qcow2_cache_set_dependency)
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
 from gqemu.block.qcow2_header import QCOW_MAX_CLUSTER_OFFSET, QCOW_OFLAG_COMPRESSED
-from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_signal_corruption
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_pread_file, qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_refcount import (alloc_clusters_noref, qcow2_get_refcount,
                                         qcow2_parse_compressed_l2_entry, update_refcount)
 

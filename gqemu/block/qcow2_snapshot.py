@@ -20,8 +20,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_put)
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
@@ -29,7 +28,9 @@ from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOT_EXTRA_DATA,
     QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, qcow2_pre_write_overlap_check)
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
+    qcow2_pre_write_overlap_check)
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
