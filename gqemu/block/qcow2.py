@@ -49,7 +49,7 @@ from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_ba
 from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_write_incompat
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import (
-    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, Qcow2State)
+    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
     qcow2_co_write_compressed_cluster, qcow2_is_zero)
@@ -75,7 +75,7 @@ class BDRVQcow2State(Qcow2State):
 
     # ------------------------------------------------------------- open
 
-    def qcow2_open(self, bs: Any, options: dict, flags: int) -> None:
+    def qcow2_open(self, bs: Qcow2BDS, options: dict, flags: int) -> None:
         """Open the image: validate, load L1/reftable/snapshots, open the
         backing chain, repair a dirty image.  Raises BlockError.
         Context: loop (drives the coroutine itself).  QEMU: qcow2_open."""
@@ -111,20 +111,20 @@ class BDRVQcow2State(Qcow2State):
 
     bdrv_open = qcow2_open
 
-    def qcow2_close(self, bs: Any) -> None:
+    def qcow2_close(self, bs: Qcow2BDS) -> None:
         """Write back the caches and clear the dirty bit.  QEMU: qcow2_close."""
         if self.opened and not self.read_only and not self.disabled:
             bdrv_run_co(bs, qcow2_inactivate, bs)
 
     bdrv_close = qcow2_close
 
-    def qcow2_getlength(self, bs: Any) -> int:
+    def qcow2_getlength(self, bs: Qcow2BDS) -> int:
         return bs.total_sectors * 512
 
     bdrv_getlength = qcow2_getlength
     bdrv_co_truncate = staticmethod(qcow2_co_truncate)    # qcow2_resize.py
 
-    def qcow2_refresh_limits(self, bs: Any) -> None:
+    def qcow2_refresh_limits(self, bs: Qcow2BDS) -> None:
         """QEMU: qcow2_refresh_limits."""
         bs.bl.request_alignment = 1
         bs.bl.pdiscard_alignment = self.cluster_size
@@ -132,14 +132,14 @@ class BDRVQcow2State(Qcow2State):
 
     bdrv_refresh_limits = qcow2_refresh_limits
 
-    def qcow2_get_info(self, bs: Any) -> dict:
+    def qcow2_get_info(self, bs: Qcow2BDS) -> dict:
         """QEMU: qcow2_get_info."""
         return {"cluster_size": self.cluster_size,
                 "vm_state_offset": self.qcow2_vm_state_offset()}
 
     bdrv_get_info = qcow2_get_info
 
-    def qcow2_get_specific_info(self, bs: Any) -> dict:
+    def qcow2_get_specific_info(self, bs: Qcow2BDS) -> dict:
         """The "Format specific information" of qemu-img/qemu-io info, in
         QEMU's print order.  QEMU: qcow2_get_specific_info."""
         info: dict = {"compat": "0.10" if self.qcow_version < 3 else "1.1",
@@ -155,7 +155,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_get_specific_info = qcow2_get_specific_info
 
     @coroutine_fn
-    def qcow2_co_writev_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
+    def qcow2_co_writev_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """Save VM state past the end of the disk.  QEMU: qcow2_co_writev_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_SAVE)
         return self.qcow2_co_pwritev(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
@@ -163,7 +163,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_writev_vmstate = qcow2_co_writev_vmstate
 
     @coroutine_fn
-    def qcow2_co_readv_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
+    def qcow2_co_readv_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """QEMU: qcow2_co_readv_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_LOAD)
         return self.qcow2_co_preadv(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
@@ -174,7 +174,7 @@ class BDRVQcow2State(Qcow2State):
         """QEMU: qcow2_vm_state_offset."""
         return self.l1_vm_state_index << (self.cluster_bits + self.l2_bits)
 
-    def qcow2_has_zero_init(self, bs: Any) -> int:
+    def qcow2_has_zero_init(self, bs: Qcow2BDS) -> int:
         return 0 if bs.backing is not None else 1
 
     bdrv_has_zero_init = qcow2_has_zero_init
@@ -182,7 +182,7 @@ class BDRVQcow2State(Qcow2State):
     # ------------------------------------------------------------ reads
 
     @coroutine_fn
-    def qcow2_co_preadv(self, bs: Any, offset: int, nbytes: int,
+    def qcow2_co_preadv(self, bs: Qcow2BDS, offset: int, nbytes: int,
                         qiov: QEMUIOVector, flags: int) -> int:
         """Read guest data: map each run under the lock, then read it from
         the file, the backing file, a compressed cluster, or zeroes.
@@ -219,7 +219,7 @@ class BDRVQcow2State(Qcow2State):
     # ----------------------------------------------------------- writes
 
     @coroutine_fn
-    def qcow2_co_pwritev(self, bs: Any, offset: int, nbytes: int,
+    def qcow2_co_pwritev(self, bs: Qcow2BDS, offset: int, nbytes: int,
                          qiov: QEMUIOVector, flags: int) -> int:
         """Allocating write: map or allocate as much contiguous host space
         as possible under the lock, write the data (see
@@ -268,7 +268,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_pwritev = qcow2_co_pwritev
 
     @coroutine_fn
-    def qcow2_co_pwritev_compressed(self, bs: Any, offset: int, nbytes: int,
+    def qcow2_co_pwritev_compressed(self, bs: Qcow2BDS, offset: int, nbytes: int,
                                     qiov: QEMUIOVector) -> int:
         """Write whole clusters compressed (raw deflate, window bits -12);
         the target must be unallocated.  Context: coroutine.
@@ -299,7 +299,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_pwritev_compressed = qcow2_co_pwritev_compressed
 
     @coroutine_fn
-    def qcow2_co_pwrite_zeroes(self, bs: Any, offset: int, nbytes: int, flags: int) -> int:
+    def qcow2_co_pwrite_zeroes(self, bs: Qcow2BDS, offset: int, nbytes: int, flags: int) -> int:
         """v3: zero flags for whole (sub)clusters; a partial cluster whose
         rest already reads as zero becomes a zero cluster (QEMU 7.2);
         anything else falls back to a normal write (-ENOTSUP).
@@ -344,7 +344,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_pwrite_zeroes = qcow2_co_pwrite_zeroes
 
     @coroutine_fn
-    def qcow2_co_pdiscard(self, bs: Any, offset: int, nbytes: int) -> int:
+    def qcow2_co_pdiscard(self, bs: Qcow2BDS, offset: int, nbytes: int) -> int:
         """Discard whole clusters.  QEMU: qcow2_co_pdiscard."""
         s = self
         cs = s.cluster_size
@@ -363,7 +363,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_pdiscard = qcow2_co_pdiscard
 
     @coroutine_fn
-    def qcow2_co_flush_to_os(self, bs: Any) -> int:
+    def qcow2_co_flush_to_os(self, bs: Qcow2BDS) -> int:
         """Write back the L2 cache, then the refcount cache (unless lazy).
         QEMU: qcow2_co_flush_to_os / qcow2_write_caches."""
         if self.disabled or self.read_only or not self.opened:
@@ -378,7 +378,7 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_flush_to_os = qcow2_co_flush_to_os
 
     @coroutine_fn
-    def qcow2_co_get_block_status(self, bs: Any, offset: int, nbytes: int) -> tuple[int, int, Any]:
+    def qcow2_co_get_block_status(self, bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, int, Any]:
         """(BDRV_BLOCK_* | host offset, bytes, file node).
         QEMU: qcow2_co_block_status."""
         qemu_co_mutex_lock(self.lock)
@@ -400,7 +400,7 @@ class BDRVQcow2State(Qcow2State):
             status |= BDRV_BLOCK_RECURSE    # the file knows which are holes
         return status, cur, f
 
-    def _metadata_preallocation(self, bs: Any) -> bool:
+    def _metadata_preallocation(self, bs: Qcow2BDS) -> bool:
         """Whether the image looks metadata-preallocated: clearly more
         clusters have a refcount than the file has allocated.  Checked once.
         Context: coroutine, s->lock held.
@@ -409,7 +409,7 @@ class BDRVQcow2State(Qcow2State):
         if found is not None:
             return bool(found)
         self.metadata_preallocation = False
-        node = bs.file.bs
+        node: Any = bs.file.bs              # down to the file-posix node
         while node is not None and not hasattr(node.drv, "fd"):
             node = node.file.bs if node.file is not None else None
         if node is None:
@@ -439,7 +439,7 @@ class BDRVQcow2State(Qcow2State):
 
 
 @coroutine_fn
-def qcow2_inactivate(bs: Any) -> int:
+def qcow2_inactivate(bs: Qcow2BDS) -> int:
     """Flush both caches and mark the image clean.  QEMU: qcow2_inactivate."""
     s = bs.opaque
     result = 0
@@ -457,7 +457,7 @@ def qcow2_inactivate(bs: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_mark_clean(bs: Any) -> int:
+def qcow2_mark_clean(bs: Qcow2BDS) -> int:
     """Clear the dirty bit.  QEMU: qcow2_mark_clean."""
     s = bs.opaque
     if s.incompatible_features & QCOW2_INCOMPAT_DIRTY:

@@ -28,7 +28,7 @@ from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_state import (
-    QCOW2_OL_ACTIVE_L2, QCOW2_OL_REFCOUNT_BLOCK, Qcow2Cache, Qcow2CachedTable)
+    QCOW2_OL_ACTIVE_L2, QCOW2_OL_REFCOUNT_BLOCK, Qcow2BDS, Qcow2Cache, Qcow2CachedTable)
 
 
 def _take_slot(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
@@ -54,14 +54,14 @@ def qcow2_cache_empty(c: Qcow2Cache) -> None:
     c.free = [e.idx for e in c.entries if e.ref == 0]
 
 
-def qcow2_cache_create(bs: Any, num_tables: int, table_size: int,
+def qcow2_cache_create(bs: Qcow2BDS, num_tables: int, table_size: int,
                        name: str = "") -> Qcow2Cache:
     """QEMU: qcow2_cache_create."""
     return Qcow2Cache(name, max(num_tables, 2), table_size)
 
 
 @coroutine_fn
-def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
+def qcow2_cache_entry_flush(bs: Qcow2BDS, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
     """Write one dirty table, honouring the cache's dependencies first.
 
     Context: coroutine, s->lock held.  Returns: 0 or -errno.
@@ -94,7 +94,7 @@ def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
+def qcow2_cache_write(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """Write every dirty table, in slot order.  QEMU: qcow2_cache_write."""
     result = 0
     for e in sorted(c.by_offset.values(), key=lambda t: t.idx):
@@ -105,7 +105,7 @@ def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_flush(bs: Any, c: Qcow2Cache) -> int:
+def qcow2_cache_flush(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """Write every dirty table, then flush the file.  QEMU: qcow2_cache_flush."""
     result = qcow2_cache_write(bs, c)
     if result == 0:
@@ -116,7 +116,7 @@ def qcow2_cache_flush(bs: Any, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_flush_dependency(bs: Any, c: Qcow2Cache) -> int:
+def qcow2_cache_flush_dependency(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """QEMU: qcow2_cache_flush_dependency."""
     assert c.depends is not None
     ret = qcow2_cache_flush(bs, c.depends)
@@ -128,7 +128,7 @@ def qcow2_cache_flush_dependency(bs: Any, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_set_dependency(bs: Any, c: Qcow2Cache, dependency: Qcow2Cache) -> int:
+def qcow2_cache_set_dependency(bs: Qcow2BDS, c: Qcow2Cache, dependency: Qcow2Cache) -> int:
     """Make ``c``'s writes wait for ``dependency`` to be on disk.
     QEMU: qcow2_cache_set_dependency."""
     if dependency.depends is not None:
@@ -149,7 +149,7 @@ def qcow2_cache_depends_on_flush(c: Qcow2Cache) -> None:
 
 
 @coroutine_fn
-def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
+def qcow2_cache_do_get(bs: Qcow2BDS, c: Qcow2Cache, offset: int,
                        read_from_disk: bool) -> tuple[int, Any]:
     """Find or load the table at ``offset``, taking a reference.
 
@@ -213,13 +213,13 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
 
 
 @coroutine_fn
-def qcow2_cache_get(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
+def qcow2_cache_get(bs: Qcow2BDS, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
     """QEMU: qcow2_cache_get."""
     return qcow2_cache_do_get(bs, c, offset, True)
 
 
 @coroutine_fn
-def qcow2_cache_get_empty(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
+def qcow2_cache_get_empty(bs: Qcow2BDS, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
     """QEMU: qcow2_cache_get_empty (the caller fills the table)."""
     return qcow2_cache_do_get(bs, c, offset, False)
 

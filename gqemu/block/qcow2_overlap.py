@@ -31,11 +31,11 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_state import (
     BDRV_MAX_LENGTH, QCOW2_OL_ACTIVE_L1, QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L1,
     QCOW2_OL_MAIN_HEADER, QCOW2_OL_REFCOUNT_BLOCK,
-    QCOW2_OL_REFCOUNT_TABLE, QCOW2_OL_SNAPSHOT_TABLE, metadata_ol_names)
+    QCOW2_OL_REFCOUNT_TABLE, QCOW2_OL_SNAPSHOT_TABLE, Qcow2BDS, metadata_ol_names)
 
 
 @coroutine_fn
-def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearray]:
+def qcow2_co_pread_file(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, bytearray]:
     """Read ``nbytes`` of the image file at ``offset`` (short reads zero-fill).
 
     Context: coroutine.  Returns: (ret, buffer), ret < 0 is -errno.
@@ -50,7 +50,7 @@ def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearr
 
 
 @coroutine_fn
-def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int:
+def qcow2_co_pwrite_file(bs: Qcow2BDS, offset: int, data: Any, flags: int = 0) -> int:
     """Write ``data`` to the image file.  Context: coroutine.
     Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
     if offset < 0 or offset + len(data) > BDRV_MAX_LENGTH:
@@ -72,13 +72,13 @@ def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int
 
 
 @coroutine_fn
-def qcow2_co_flush_file(bs: Any) -> int:
+def qcow2_co_flush_file(bs: Qcow2BDS) -> int:
     """Flush the image file.  Context: coroutine.  Returns: 0 or -errno.
     QEMU: bdrv_flush(bs->file->bs)."""
     return bdrv_co_flush(bs.file.bs)
 
 
-def qcow2_file_length(bs: Any) -> int:
+def qcow2_file_length(bs: Qcow2BDS) -> int:
     """Current length of the image file (or -errno)."""
     return bdrv_getlength(bs.file.bs)
 
@@ -89,7 +89,7 @@ def error_report(msg: str) -> None:
 
 
 @coroutine_fn
-def qcow2_write_incompat(bs: Any) -> int:
+def qcow2_write_incompat(bs: Qcow2BDS) -> int:
     """Write the incompatible-features field (offset 72) and flush."""
     s = bs.opaque
     ret = qcow2_co_pwrite_file(bs, 72, struct.pack(">Q", s.incompatible_features))
@@ -99,7 +99,7 @@ def qcow2_write_incompat(bs: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_mark_corrupt(bs: Any) -> int:
+def qcow2_mark_corrupt(bs: Qcow2BDS) -> int:
     """Set the corrupt bit on disk.  QEMU: block/qcow2.c qcow2_mark_corrupt."""
     s = bs.opaque
     s.incompatible_features |= QCOW2_INCOMPAT_CORRUPT
@@ -108,7 +108,7 @@ def qcow2_mark_corrupt(bs: Any) -> int:
     return qcow2_write_incompat(bs)
 
 
-def qcow2_signal_corruption(bs: Any, fatal: bool, offset: int, size: int,
+def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
                             msg: str) -> None:
     """Report metadata corruption; a fatal one marks the image corrupt and
     makes the node unusable (later requests fail).
@@ -132,7 +132,7 @@ def qcow2_signal_corruption(bs: Any, fatal: bool, offset: int, size: int,
     s.signaled_corruption = True
 
 
-def qcow2_check_metadata_overlap(bs: Any, ign: int, offset: int, size: int) -> int:
+def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:
     """The first kind of metadata that [offset, offset+size) overlaps, or 0.
     QEMU: qcow2_check_metadata_overlap."""
     s = bs.opaque
@@ -172,7 +172,7 @@ def qcow2_check_metadata_overlap(bs: Any, ign: int, offset: int, size: int) -> i
     return 0
 
 
-def qcow2_pre_write_overlap_check(bs: Any, ign: int, offset: int, size: int) -> int:
+def qcow2_pre_write_overlap_check(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:
     """Refuse a write over metadata: mark corrupt, return -EIO.
     Context: coroutine.  QEMU: qcow2_pre_write_overlap_check."""
     ret = qcow2_check_metadata_overlap(bs, ign, offset, size)
@@ -185,7 +185,7 @@ def qcow2_pre_write_overlap_check(bs: Any, ign: int, offset: int, size: int) -> 
 
 
 @coroutine_fn
-def qcow2_mark_dirty(bs: Any) -> int:
+def qcow2_mark_dirty(bs: Qcow2BDS) -> int:
     """Set the dirty bit on disk (after flushing) before lazy refcount
     updates.  QEMU: block/qcow2.c qcow2_mark_dirty."""
     s = bs.opaque

@@ -14,10 +14,10 @@ block/qcow2-cache.c.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.coroutine import CoMutex
-from gqemu.block.driver import BlockDriver
+from gqemu.block.driver import BdrvChild, BlockDriver, BlockDriverState
 
 # INT64_MAX aligned down to 1 GiB: no request may reach past it.  QEMU: BDRV_MAX_LENGTH
 BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
@@ -129,3 +129,16 @@ class Qcow2State(BlockDriver):
         self.backing_file: Optional[str] = None
         self.backing_format: Optional[str] = None
         self.opened = False
+
+
+if TYPE_CHECKING:
+    class Qcow2BDS(BlockDriverState):
+        """For the type checker only: a node whose driver is qcow2, so its
+        ``opaque`` is a ``Qcow2State`` and it has a ``file`` child (QEMU's
+        ``BDRVQcow2State *s = bs->opaque``).  At run time it is just
+        ``BlockDriverState``."""
+        drv: Any            # qcow2.BDRVQcow2State: its vtable sits above this module
+        opaque: Qcow2State
+        file: BdrvChild
+else:
+    Qcow2BDS = BlockDriverState
