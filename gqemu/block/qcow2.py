@@ -16,12 +16,12 @@ import errno
 import functools
 import os
 import zlib
-from typing import Any, Optional
+from typing import Any
 
-from gqemu.coroutine import CoMutex, coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
-    BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockDriver, BlockError,
+    BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockError,
     BLKDBG_EVENT, bdrv_register, error_report)
 from gqemu.block.blkdebug_events import (
     BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
@@ -30,7 +30,7 @@ from gqemu.block.block_int import BDRV_BLOCK_RECURSE
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
-from gqemu.block import qcow2_refcount
+import gqemu.block.qcow2_refcount as qcow2_refcount
 from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_check import qcow2_co_check
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
@@ -46,10 +46,10 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
 from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing
-from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, qcow2_pre_write_overlap_check,
-    qcow2_write_incompat)
+from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_write_incompat
 from gqemu.block.qcow2_resize import qcow2_co_truncate
+from gqemu.block.qcow2_state import (
+    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
     qcow2_co_write_compressed_cluster, qcow2_is_zero)
@@ -63,7 +63,7 @@ _ZEROABLE = (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_AL
 
 
 @bdrv_register
-class BDRVQcow2State(BlockDriver):
+class BDRVQcow2State(Qcow2State):
     """bdrv_qcow2: the vtable, and (as an instance) one image's state."""
 
     format_name = "qcow2"
@@ -73,65 +73,9 @@ class BDRVQcow2State(BlockDriver):
 
     bdrv_probe = staticmethod(qcow2_probe)
 
-    # geometry and header fields, set by qcow2_do_open (QEMU: BDRVQcow2State)
-    qcow_version: int
-    cluster_bits: int
-    cluster_size: int
-    subclusters_per_cluster: int
-    subcluster_size: int
-    subcluster_bits: int
-    extended_l2: bool
-    l2_entry_size: int
-    l2_bits: int
-    l2_size: int
-    l1_size: int
-    l1_table_offset: int
-    l1_vm_state_index: int
-    refcount_order: int
-    refcount_bits: int
-    refcount_max: int
-    refcount_block_bits: int
-    refcount_block_size: int
-    refcount_table_offset: int
-    refcount_table_size: int
-    size: int
-    csize_shift: int
-    csize_mask: int
-    cluster_offset_mask: int
-    incompatible_features: int
-    compatible_features: int
-    autoclear_features: int
-    use_lazy_refcounts: bool
-    unknown_header_fields: bytes
-    flags: int
-
-    def __init__(self) -> None:
-        self.lock = CoMutex()
-        self.cluster_allocs: list[Any] = []
-        self.snapshots: list[Any] = []
-        self.snapshots_offset = self.snapshots_size = self.nb_snapshots = 0
-        self.l1_table: list[int] = []
-        self.refcount_table: list[int] = []
-        self.signaled_corruption = False
-        self.disabled = False
-        self.read_only = True
-        self.free_cluster_index = 0
-        self.highest_alloc = 0                   # end of the clusters we allocated
-        self.free_byte_offset = 0
-        self.overlap_check = QCOW2_OL_CACHED
-        self.decompressed_offset = -1
-        self.decompressed = b""
-        self.header: Any = None
-        self.ext: Any = None
-        self.backing_file: Optional[str] = None
-        self.backing_format: Optional[str] = None
-        self.opened = False
-        self.l2_table_cache: Any = None
-        self.refcount_block_cache: Any = None
-
     # ------------------------------------------------------------- open
 
-    def qcow2_open(self, bs: Any, options: dict, flags: int) -> None:
+    def qcow2_open(self, bs: Qcow2BDS, options: dict, flags: int) -> None:
         """Open the image: validate, load L1/reftable/snapshots, open the
         backing chain, repair a dirty image.  Raises BlockError.
         Context: loop (drives the coroutine itself).  QEMU: qcow2_open."""
@@ -167,20 +111,20 @@ class BDRVQcow2State(BlockDriver):
 
     bdrv_open = qcow2_open
 
-    def qcow2_close(self, bs: Any) -> None:
+    def qcow2_close(self, bs: Qcow2BDS) -> None:
         """Write back the caches and clear the dirty bit.  QEMU: qcow2_close."""
         if self.opened and not self.read_only and not self.disabled:
             bdrv_run_co(bs, qcow2_inactivate, bs)
 
     bdrv_close = qcow2_close
 
-    def qcow2_getlength(self, bs: Any) -> int:
+    def qcow2_getlength(self, bs: Qcow2BDS) -> int:
         return bs.total_sectors * 512
 
     bdrv_getlength = qcow2_getlength
     bdrv_co_truncate = staticmethod(qcow2_co_truncate)    # qcow2_resize.py
 
-    def qcow2_refresh_limits(self, bs: Any) -> None:
+    def qcow2_refresh_limits(self, bs: Qcow2BDS) -> None:
         """QEMU: qcow2_refresh_limits."""
         bs.bl.request_alignment = 1
         bs.bl.pdiscard_alignment = self.cluster_size
@@ -188,14 +132,14 @@ class BDRVQcow2State(BlockDriver):
 
     bdrv_refresh_limits = qcow2_refresh_limits
 
-    def qcow2_get_info(self, bs: Any) -> dict:
+    def qcow2_get_info(self, bs: Qcow2BDS) -> dict:
         """QEMU: qcow2_get_info."""
         return {"cluster_size": self.cluster_size,
                 "vm_state_offset": self.qcow2_vm_state_offset()}
 
     bdrv_get_info = qcow2_get_info
 
-    def qcow2_get_specific_info(self, bs: Any) -> dict:
+    def qcow2_get_specific_info(self, bs: Qcow2BDS) -> dict:
         """The "Format specific information" of qemu-img/qemu-io info, in
         QEMU's print order.  QEMU: qcow2_get_specific_info."""
         info: dict = {"compat": "0.10" if self.qcow_version < 3 else "1.1",
@@ -211,7 +155,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_get_specific_info = qcow2_get_specific_info
 
     @coroutine_fn
-    def qcow2_co_writev_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
+    def qcow2_co_writev_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """Save VM state past the end of the disk.  QEMU: qcow2_co_writev_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_SAVE)
         return self.qcow2_co_pwritev(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
@@ -219,7 +163,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_co_writev_vmstate = qcow2_co_writev_vmstate
 
     @coroutine_fn
-    def qcow2_co_readv_vmstate(self, bs: Any, qiov: QEMUIOVector, pos: int) -> int:
+    def qcow2_co_readv_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """QEMU: qcow2_co_readv_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_LOAD)
         return self.qcow2_co_preadv(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
@@ -230,7 +174,7 @@ class BDRVQcow2State(BlockDriver):
         """QEMU: qcow2_vm_state_offset."""
         return self.l1_vm_state_index << (self.cluster_bits + self.l2_bits)
 
-    def qcow2_has_zero_init(self, bs: Any) -> int:
+    def qcow2_has_zero_init(self, bs: Qcow2BDS) -> int:
         return 0 if bs.backing is not None else 1
 
     bdrv_has_zero_init = qcow2_has_zero_init
@@ -238,7 +182,7 @@ class BDRVQcow2State(BlockDriver):
     # ------------------------------------------------------------ reads
 
     @coroutine_fn
-    def qcow2_co_preadv(self, bs: Any, offset: int, nbytes: int,
+    def qcow2_co_preadv(self, bs: Qcow2BDS, offset: int, nbytes: int,
                         qiov: QEMUIOVector, flags: int) -> int:
         """Read guest data: map each run under the lock, then read it from
         the file, the backing file, a compressed cluster, or zeroes.
@@ -275,7 +219,7 @@ class BDRVQcow2State(BlockDriver):
     # ----------------------------------------------------------- writes
 
     @coroutine_fn
-    def qcow2_co_pwritev(self, bs: Any, offset: int, nbytes: int,
+    def qcow2_co_pwritev(self, bs: Qcow2BDS, offset: int, nbytes: int,
                          qiov: QEMUIOVector, flags: int) -> int:
         """Allocating write: map or allocate as much contiguous host space
         as possible under the lock, write the data (see
@@ -324,7 +268,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_co_pwritev = qcow2_co_pwritev
 
     @coroutine_fn
-    def qcow2_co_pwritev_compressed(self, bs: Any, offset: int, nbytes: int,
+    def qcow2_co_pwritev_compressed(self, bs: Qcow2BDS, offset: int, nbytes: int,
                                     qiov: QEMUIOVector) -> int:
         """Write whole clusters compressed (raw deflate, window bits -12);
         the target must be unallocated.  Context: coroutine.
@@ -355,7 +299,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_co_pwritev_compressed = qcow2_co_pwritev_compressed
 
     @coroutine_fn
-    def qcow2_co_pwrite_zeroes(self, bs: Any, offset: int, nbytes: int, flags: int) -> int:
+    def qcow2_co_pwrite_zeroes(self, bs: Qcow2BDS, offset: int, nbytes: int, flags: int) -> int:
         """v3: zero flags for whole (sub)clusters; a partial cluster whose
         rest already reads as zero becomes a zero cluster (QEMU 7.2);
         anything else falls back to a normal write (-ENOTSUP).
@@ -400,7 +344,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_co_pwrite_zeroes = qcow2_co_pwrite_zeroes
 
     @coroutine_fn
-    def qcow2_co_pdiscard(self, bs: Any, offset: int, nbytes: int) -> int:
+    def qcow2_co_pdiscard(self, bs: Qcow2BDS, offset: int, nbytes: int) -> int:
         """Discard whole clusters.  QEMU: qcow2_co_pdiscard."""
         s = self
         cs = s.cluster_size
@@ -419,7 +363,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_co_pdiscard = qcow2_co_pdiscard
 
     @coroutine_fn
-    def qcow2_co_flush_to_os(self, bs: Any) -> int:
+    def qcow2_co_flush_to_os(self, bs: Qcow2BDS) -> int:
         """Write back the L2 cache, then the refcount cache (unless lazy).
         QEMU: qcow2_co_flush_to_os / qcow2_write_caches."""
         if self.disabled or self.read_only or not self.opened:
@@ -434,7 +378,7 @@ class BDRVQcow2State(BlockDriver):
     bdrv_co_flush_to_os = qcow2_co_flush_to_os
 
     @coroutine_fn
-    def qcow2_co_get_block_status(self, bs: Any, offset: int, nbytes: int) -> tuple[int, int, Any]:
+    def qcow2_co_get_block_status(self, bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, int, Any]:
         """(BDRV_BLOCK_* | host offset, bytes, file node).
         QEMU: qcow2_co_block_status."""
         qemu_co_mutex_lock(self.lock)
@@ -456,7 +400,7 @@ class BDRVQcow2State(BlockDriver):
             status |= BDRV_BLOCK_RECURSE    # the file knows which are holes
         return status, cur, f
 
-    def _metadata_preallocation(self, bs: Any) -> bool:
+    def _metadata_preallocation(self, bs: Qcow2BDS) -> bool:
         """Whether the image looks metadata-preallocated: clearly more
         clusters have a refcount than the file has allocated.  Checked once.
         Context: coroutine, s->lock held.
@@ -465,7 +409,7 @@ class BDRVQcow2State(BlockDriver):
         if found is not None:
             return bool(found)
         self.metadata_preallocation = False
-        node = bs.file.bs
+        node: Any = bs.file.bs              # down to the file-posix node
         while node is not None and not hasattr(node.drv, "fd"):
             node = node.file.bs if node.file is not None else None
         if node is None:
@@ -495,7 +439,7 @@ class BDRVQcow2State(BlockDriver):
 
 
 @coroutine_fn
-def qcow2_inactivate(bs: Any) -> int:
+def qcow2_inactivate(bs: Qcow2BDS) -> int:
     """Flush both caches and mark the image clean.  QEMU: qcow2_inactivate."""
     s = bs.opaque
     result = 0
@@ -513,7 +457,7 @@ def qcow2_inactivate(bs: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_mark_clean(bs: Any) -> int:
+def qcow2_mark_clean(bs: Qcow2BDS) -> int:
     """Clear the dirty bit.  QEMU: qcow2_mark_clean."""
     s = bs.opaque
     if s.incompatible_features & QCOW2_INCOMPAT_DIRTY:

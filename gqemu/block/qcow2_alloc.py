@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_wait
 from gqemu.block.qiov import QEMUIOVector
-from gqemu.block.qcow2_cache import qcow2_cache_put, qcow2_file_length
+from gqemu.block.qcow2_cache import qcow2_cache_put
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_header import (L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COPIED,
                                       QCOW_OFLAG_ZERO, c_hex)
@@ -32,8 +32,9 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_INVALID, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_ZERO_ALLOC, get_l2_bitmap, get_l2_entry, qcow2_get_cluster_type,
     qcow2_get_subcluster_type)
-from gqemu.block.qcow2_overlap import qcow2_signal_corruption
+from gqemu.block.qcow2_overlap import qcow2_file_length, qcow2_signal_corruption
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters, qcow2_alloc_clusters_at
+from gqemu.block.qcow2_state import Qcow2BDS
 
 INV_OFFSET = -1
 
@@ -103,7 +104,7 @@ def _count_single_write(s: Any, data: bytearray, l2_index: int, nb: int,
     return i
 
 
-def calculate_l2_meta(bs: Any, host_cluster: int, guest_offset: int, nbytes: int,
+def calculate_l2_meta(bs: Qcow2BDS, host_cluster: int, guest_offset: int, nbytes: int,
                       data: bytearray, l2_index: int, metas: list, keep_old: bool) -> int:
     """Describe the L2 update (and COW) a write of ``nbytes`` at
     ``guest_offset`` into ``host_cluster`` needs, if any; register it as in
@@ -182,7 +183,7 @@ def calculate_l2_meta(bs: Any, host_cluster: int, guest_offset: int, nbytes: int
 
 
 @coroutine_fn
-def handle_dependencies(bs: Any, guest_offset: int, nbytes: int,
+def handle_dependencies(bs: Qcow2BDS, guest_offset: int, nbytes: int,
                         metas: list) -> tuple[int, int]:
     """Shorten the request before an overlapping allocation in flight, or
     wait for it (-EAGAIN: start over).  Returns (ret, bytes).
@@ -211,7 +212,7 @@ def _nb_clusters(s: Any, guest_offset: int, nbytes: int, l2_index: int) -> int:
 
 
 @coroutine_fn
-def handle_copied(bs: Any, guest_offset: int, host_offset: int, nbytes: int,
+def handle_copied(bs: Qcow2BDS, guest_offset: int, host_offset: int, nbytes: int,
                   metas: list) -> tuple[int, int, int]:
     """Clusters at ``guest_offset`` that can be written in place (at
     ``host_offset`` if that is given).  Returns (1 / 0 / -errno, host
@@ -256,7 +257,7 @@ def handle_copied(bs: Any, guest_offset: int, host_offset: int, nbytes: int,
 
 
 @coroutine_fn
-def handle_alloc(bs: Any, guest_offset: int, host_offset: int, nbytes: int,
+def handle_alloc(bs: Qcow2BDS, guest_offset: int, host_offset: int, nbytes: int,
                  metas: list) -> tuple[int, int, int]:
     """Allocate new clusters (right at ``host_offset`` if given) for the
     clusters at ``guest_offset`` that need them.  Returns (1 / 0 / -errno,
@@ -293,7 +294,7 @@ def handle_alloc(bs: Any, guest_offset: int, host_offset: int, nbytes: int,
 
 
 @coroutine_fn
-def qcow2_alloc_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, int, list]:
+def qcow2_alloc_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, int, int, list]:
     """Host space for as much of a guest write as is contiguous in the file.
 
     Context: coroutine, s->lock held (dropped while waiting for an

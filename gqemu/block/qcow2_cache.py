@@ -1,4 +1,4 @@
-"""qcow2 metadata cache (L2 tables, refcount blocks) and metadata file I/O.
+"""qcow2 metadata cache (L2 tables, refcount blocks).
 
 Two LRU caches of whole clusters, written back lazily.  A cache may depend on
 another (``qcow2_cache_set_dependency``): before one of its dirty tables is
@@ -6,7 +6,8 @@ written, the other cache is written and the file flushed.  That is the whole
 of qcow2's crash ordering (reference section 4.5).
 
 All metadata reads and writes go through ``bdrv_co_preadv/pwritev(bs.file)``
-so that they show up on the same call chain as data I/O.
+(qcow2_overlap's file helpers) so that they show up on the same call chain
+as data I/O.  The cache structures themselves are in qcow2_state.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli.
 
@@ -19,95 +20,15 @@ from errno import EIO, ENOMEM, ENOSPC
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block import io as _io
-from gqemu.block.io_misc import bdrv_co_flush
 from gqemu.block.blkdebug_events import (
     BLKDBG_L2_LOAD, BLKDBG_L2_UPDATE, BLKDBG_REFBLOCK_UPDATE_PART)
-from gqemu.block.driver import BLKDBG_EVENT, bdrv_getlength
-from gqemu.block.qiov import qemu_iovec_init_buf
+from gqemu.block.driver import BLKDBG_EVENT
 from gqemu.block.qcow2_header import c_hex
-
-
-@coroutine_fn
-def qcow2_co_pread_file(bs: Any, offset: int, nbytes: int) -> tuple[int, bytearray]:
-    """Read ``nbytes`` of the image file at ``offset`` (short reads zero-fill).
-
-    Context: coroutine.  Returns: (ret, buffer), ret < 0 is -errno.
-    QEMU: bdrv_co_pread(bs->file, ...).
-    """
-    buf = bytearray(nbytes)
-    if offset < 0 or offset + nbytes > BDRV_MAX_LENGTH:
-        return -EIO, buf
-    qiov = qemu_iovec_init_buf(buf)
-    ret = _io.bdrv_co_preadv(bs.file, offset, nbytes, qiov, 0)
-    return ret, buf
-
-
-@coroutine_fn
-def qcow2_co_pwrite_file(bs: Any, offset: int, data: Any, flags: int = 0) -> int:
-    """Write ``data`` to the image file.  Context: coroutine.
-    Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
-    if offset < 0 or offset + len(data) > BDRV_MAX_LENGTH:
-        return -EIO
-    s = bs.opaque
-    end = offset + len(data)
-    if end > getattr(s, "highest_alloc", 0):
-        flen = qcow2_file_length(bs)
-        if flen >= 0 and end > max(flen, s.highest_alloc):
-            # metadata beyond everything allocated: a corrupted pointer, and
-            # following it would grow the file without bound (T23)
-            from gqemu.block.qcow2_overlap import qcow2_signal_corruption
-            qcow2_signal_corruption(bs, True, offset, len(data), "Preventing metadata "
-                                    "write at offset %s beyond the end of the image file"
-                                    % c_hex(offset))
-            return -EIO
-    qiov = qemu_iovec_init_buf(data)
-    ret = _io.bdrv_co_pwritev(bs.file, offset, len(data), qiov, flags)
-    return min(ret, 0)
-
-
-@coroutine_fn
-def qcow2_co_flush_file(bs: Any) -> int:
-    """Flush the image file.  Context: coroutine.  Returns: 0 or -errno.
-    QEMU: bdrv_flush(bs->file->bs)."""
-    return bdrv_co_flush(bs.file.bs)
-
-
-# INT64_MAX aligned down to 1 GiB: no request may reach past it.  QEMU: BDRV_MAX_LENGTH
-BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
-
-
-def qcow2_file_length(bs: Any) -> int:
-    """Current length of the image file (or -errno)."""
-    return bdrv_getlength(bs.file.bs)
-
-
-class Qcow2CachedTable:
-    """One cached cluster.  QEMU: Qcow2CachedTable."""
-
-    __slots__ = ("offset", "data", "dirty", "ref", "lru", "idx")
-
-    def __init__(self, idx: int = 0) -> None:
-        self.idx = idx                       # slot number
-        self.offset = 0
-        self.data = bytearray()
-        self.dirty = False
-        self.ref = 0
-        self.lru = 0
-
-
-class Qcow2Cache:
-    """An LRU cache of ``size`` tables.  QEMU: Qcow2Cache."""
-
-    def __init__(self, name: str, num_tables: int, table_size: int) -> None:
-        self.name = name                     # "l2" or "refcount"
-        self.entries = [Qcow2CachedTable(i) for i in range(num_tables)]
-        self.free = list(range(num_tables))  # sorted slots never used (lru 0)
-        self.by_offset: dict[int, Qcow2CachedTable] = {}
-        self.table_size = table_size
-        self.depends: Qcow2Cache | None = None
-        self.depends_on_flush = False
-        self.lru_counter = 0
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
+    qcow2_pre_write_overlap_check, qcow2_signal_corruption)
+from gqemu.block.qcow2_state import (
+    QCOW2_OL_ACTIVE_L2, QCOW2_OL_REFCOUNT_BLOCK, Qcow2BDS, Qcow2Cache, Qcow2CachedTable)
 
 
 def _take_slot(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
@@ -133,14 +54,14 @@ def qcow2_cache_empty(c: Qcow2Cache) -> None:
     c.free = [e.idx for e in c.entries if e.ref == 0]
 
 
-def qcow2_cache_create(bs: Any, num_tables: int, table_size: int,
+def qcow2_cache_create(bs: Qcow2BDS, num_tables: int, table_size: int,
                        name: str = "") -> Qcow2Cache:
     """QEMU: qcow2_cache_create."""
     return Qcow2Cache(name, max(num_tables, 2), table_size)
 
 
 @coroutine_fn
-def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
+def qcow2_cache_entry_flush(bs: Qcow2BDS, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
     """Write one dirty table, honouring the cache's dependencies first.
 
     Context: coroutine, s->lock held.  Returns: 0 or -errno.
@@ -159,8 +80,6 @@ def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
         ret = 0
     if ret < 0:
         return ret
-    from gqemu.block.qcow2_overlap import (
-        qcow2_pre_write_overlap_check, QCOW2_OL_REFCOUNT_BLOCK, QCOW2_OL_ACTIVE_L2)
     ign = QCOW2_OL_REFCOUNT_BLOCK if c is s.refcount_block_cache else QCOW2_OL_ACTIVE_L2
     ret = qcow2_pre_write_overlap_check(bs, ign, e.offset, c.table_size)
     if ret < 0:
@@ -175,7 +94,7 @@ def qcow2_cache_entry_flush(bs: Any, c: Qcow2Cache, e: Qcow2CachedTable) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
+def qcow2_cache_write(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """Write every dirty table, in slot order.  QEMU: qcow2_cache_write."""
     result = 0
     for e in sorted(c.by_offset.values(), key=lambda t: t.idx):
@@ -186,7 +105,7 @@ def qcow2_cache_write(bs: Any, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_flush(bs: Any, c: Qcow2Cache) -> int:
+def qcow2_cache_flush(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """Write every dirty table, then flush the file.  QEMU: qcow2_cache_flush."""
     result = qcow2_cache_write(bs, c)
     if result == 0:
@@ -197,7 +116,7 @@ def qcow2_cache_flush(bs: Any, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_flush_dependency(bs: Any, c: Qcow2Cache) -> int:
+def qcow2_cache_flush_dependency(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """QEMU: qcow2_cache_flush_dependency."""
     assert c.depends is not None
     ret = qcow2_cache_flush(bs, c.depends)
@@ -209,7 +128,7 @@ def qcow2_cache_flush_dependency(bs: Any, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
-def qcow2_cache_set_dependency(bs: Any, c: Qcow2Cache, dependency: Qcow2Cache) -> int:
+def qcow2_cache_set_dependency(bs: Qcow2BDS, c: Qcow2Cache, dependency: Qcow2Cache) -> int:
     """Make ``c``'s writes wait for ``dependency`` to be on disk.
     QEMU: qcow2_cache_set_dependency."""
     if dependency.depends is not None:
@@ -230,7 +149,7 @@ def qcow2_cache_depends_on_flush(c: Qcow2Cache) -> None:
 
 
 @coroutine_fn
-def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
+def qcow2_cache_do_get(bs: Qcow2BDS, c: Qcow2Cache, offset: int,
                        read_from_disk: bool) -> tuple[int, Any]:
     """Find or load the table at ``offset``, taking a reference.
 
@@ -239,7 +158,6 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
     """
     s = bs.opaque
     if offset & (c.table_size - 1):
-        from gqemu.block.qcow2_overlap import qcow2_signal_corruption
         qcow2_signal_corruption(bs, True, -1, -1, "Cannot get entry from %s "
                                 "cache: Offset %s is unaligned"
                                 % ("refcount block" if c is s.refcount_block_cache
@@ -295,13 +213,13 @@ def qcow2_cache_do_get(bs: Any, c: Qcow2Cache, offset: int,
 
 
 @coroutine_fn
-def qcow2_cache_get(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
+def qcow2_cache_get(bs: Qcow2BDS, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
     """QEMU: qcow2_cache_get."""
     return qcow2_cache_do_get(bs, c, offset, True)
 
 
 @coroutine_fn
-def qcow2_cache_get_empty(bs: Any, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
+def qcow2_cache_get_empty(bs: Qcow2BDS, c: Qcow2Cache, offset: int) -> tuple[int, Any]:
     """QEMU: qcow2_cache_get_empty (the caller fills the table)."""
     return qcow2_cache_do_get(bs, c, offset, False)
 

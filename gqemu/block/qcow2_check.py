@@ -22,8 +22,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
-from gqemu.block.qcow2_cache import (qcow2_cache_write, qcow2_co_flush_file, qcow2_file_length,
-                                     qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cache import qcow2_cache_write
 from gqemu.block.qcow2_cluster import qcow2_write_l1_entry
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_UNALLOCATED,
@@ -35,7 +34,9 @@ from gqemu.block.qcow2_header import (
     REFT_RESERVED_MASK)
 from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L2, qcow2_pre_write_overlap_check, qcow2_write_incompat)
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_file_length,
+    qcow2_pre_write_overlap_check, qcow2_write_incompat)
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L2, Qcow2BDS
 from gqemu.block.qcow2_refcount import (
     qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
 
@@ -107,7 +108,7 @@ class _Imrt:
 
 
 @coroutine_fn
-def read_l2_entries(bs: Any, l2_offset: int, memo: dict) -> tuple[int, list[tuple[int, int, int]]]:
+def read_l2_entries(bs: Qcow2BDS, l2_offset: int, memo: dict) -> tuple[int, list[tuple[int, int, int]]]:
     """The non-empty (index, entry, bitmap) of an L2 table, read once per
     check (a corrupted L1 may name the same table many times); a table past
     the end of the file reads as empty without I/O.  Returns (ret, entries)."""
@@ -132,7 +133,7 @@ def read_l2_entries(bs: Any, l2_offset: int, memo: dict) -> tuple[int, list[tupl
 
 
 @coroutine_fn
-def check_refcounts_l2(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l2_offset: int,
+def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offset: int,
                        flags: int, memo: dict) -> int:
     """QEMU: check_refcounts_l2."""
     s = bs.opaque
@@ -193,15 +194,15 @@ def check_refcounts_l2(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l2_offset: in
     return 0
 
 
-def _file_bytes(bs: Any) -> int:
+def _file_bytes(bs: Qcow2BDS) -> int:
     """The image file's length in bytes (bdrv_getlength rounds it up to a
     sector, which would hide a table cut short inside its last sector)."""
-    node = bs.file.bs
+    node: Any = bs.file.bs                  # any protocol driver
     return node.drv.bdrv_getlength(node)
 
 
 @coroutine_fn
-def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
+def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
                        l1_size: int, flags: int, memo: dict,
                        l1: list[int] | None = None) -> int:
     """QEMU: check_refcounts_l1."""
@@ -241,7 +242,7 @@ def check_refcounts_l1(bs: Any, res: BdrvCheckResult, imrt: _Imrt, l1_offset: in
 
 
 @coroutine_fn
-def calculate_refcounts(bs: Any, res: BdrvCheckResult, nb_clusters: int) -> tuple[int, _Imrt, bool]:
+def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int) -> tuple[int, _Imrt, bool]:
     """QEMU: calculate_refcounts + check_refblocks.  Returns (ret, imrt, rebuild)."""
     s = bs.opaque
     imrt = _Imrt(s, nb_clusters, bdrv_getlength(bs.file.bs))
@@ -297,7 +298,7 @@ def calculate_refcounts(bs: Any, res: BdrvCheckResult, nb_clusters: int) -> tupl
 
 
 @coroutine_fn
-def compare_refcounts(bs: Any, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> tuple[bool, int]:
+def compare_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> tuple[bool, int]:
     """QEMU: compare_refcounts.  Returns (rebuild, highest used cluster)."""
     s = bs.opaque
     rebuild = False
@@ -335,7 +336,7 @@ def compare_refcounts(bs: Any, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> t
 
 
 @coroutine_fn
-def check_oflag_copied(bs: Any, res: BdrvCheckResult, fix: int) -> int:
+def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
     """QEMU: check_oflag_copied."""
     s = bs.opaque
     memo: dict = {}
@@ -404,7 +405,7 @@ def check_oflag_copied(bs: Any, res: BdrvCheckResult, fix: int) -> int:
 
 
 @coroutine_fn
-def qcow2_check_refcounts(bs: Any, res: BdrvCheckResult, fix: int) -> int:
+def qcow2_check_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
     """QEMU: qcow2_check_refcounts."""
     s = bs.opaque
     size = bdrv_getlength(bs.file.bs)
@@ -457,7 +458,7 @@ def qcow2_check_refcounts(bs: Any, res: BdrvCheckResult, fix: int) -> int:
 
 
 @coroutine_fn
-def qcow2_co_check(bs: Any, fix: int) -> BdrvCheckResult:
+def qcow2_co_check(bs: Qcow2BDS, fix: int) -> BdrvCheckResult:
     """Check (and with ``fix`` repair) the image; on a clean result with
     ``fix``, clear the dirty and corrupt bits.
     Context: coroutine.  QEMU: qcow2_co_check_locked."""

@@ -21,8 +21,8 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_L1_GROW_ACTIVATE_TABLE, BLKDBG_L1_GROW_ALLOC_TABLE, BLKDBG_L1_GROW_WRITE_TABLE,
     BLKDBG_L1_UPDATE, BLKDBG_L2_ALLOC_COW_READ, BLKDBG_L2_ALLOC_WRITE)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty,
-    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
+    qcow2_cache_get_empty, qcow2_cache_put)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_L1_SIZE, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ZEROES,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, c_hex)
@@ -32,12 +32,14 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_ZERO_PLAIN, _HOST_TYPES, _PLAIN_SC, get_l2_bitmap, get_l2_entry,
     qcow2_get_cluster_type, qcow2_get_subcluster_type, set_l2_bitmap, set_l2_entry)
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L1, qcow2_pre_write_overlap_check, qcow2_signal_corruption)
+    qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length,
+    qcow2_pre_write_overlap_check, qcow2_signal_corruption)
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, Qcow2BDS
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
 
 @coroutine_fn
-def l2_load(bs: Any, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
+def l2_load(bs: Qcow2BDS, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
     """Load an L2 table through the cache; one that lies past the end of the
     file is corruption (gqemu is stricter than QEMU here: reliability T23).
     QEMU: l2_load."""
@@ -53,7 +55,7 @@ def l2_load(bs: Any, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
 
 
 @coroutine_fn
-def qcow2_get_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, int, int]:
+def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, int, int, int]:
     """Map a guest range to its first run of equal-typed, contiguous
     (sub)clusters within one L2 table.
 
@@ -143,7 +145,7 @@ def qcow2_get_host_offset(bs: Any, offset: int, nbytes: int) -> tuple[int, int, 
 
 
 @coroutine_fn
-def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
+def qcow2_write_l1_entry(bs: Qcow2BDS, l1_index: int) -> int:
     """Write the piece of L1 that holds ``l1_index``, and flush.
     QEMU: qcow2_write_l1_entry."""
     s = bs.opaque
@@ -164,7 +166,7 @@ def qcow2_write_l1_entry(bs: Any, l1_index: int) -> int:
 
 
 @coroutine_fn
-def qcow2_grow_l1_table(bs: Any, min_size: int, exact: bool = False) -> int:
+def qcow2_grow_l1_table(bs: Qcow2BDS, min_size: int, exact: bool = False) -> int:
     """Move the L1 table to a larger copy (for the VM state area past the
     disk, or ``exact`` for a resize): allocate, write and flush the new
     table, switch the header, free the old one.  Returns 0 or -errno.
@@ -208,7 +210,7 @@ def qcow2_grow_l1_table(bs: Any, min_size: int, exact: bool = False) -> int:
 
 
 @coroutine_fn
-def l2_allocate(bs: Any, l1_index: int) -> int:
+def l2_allocate(bs: Qcow2BDS, l1_index: int) -> int:
     """Allocate a new L2 table for ``l1_index`` (a copy of a shared one, or
     zeroes), write it, then point L1 at it.  QEMU: l2_allocate."""
     s = bs.opaque
@@ -234,7 +236,7 @@ def l2_allocate(bs: Any, l1_index: int) -> int:
 
 
 @coroutine_fn
-def _l2_allocate_write(bs: Any, l1_index: int, l2_offset: int, old: int) -> int:
+def _l2_allocate_write(bs: Qcow2BDS, l1_index: int, l2_offset: int, old: int) -> int:
     """Fill the new L2 table (copy or zeroes), write it, point L1 at it."""
     s = bs.opaque
     cs = s.cluster_size
@@ -265,7 +267,7 @@ def _l2_allocate_write(bs: Any, l1_index: int, l2_offset: int, old: int) -> int:
 
 
 @coroutine_fn
-def get_cluster_table(bs: Any, offset: int) -> tuple[int, Any, int]:
+def get_cluster_table(bs: Qcow2BDS, offset: int) -> tuple[int, Any, int]:
     """The writable L2 table for ``offset`` (allocated or copied as needed).
     Returns: (0 or -errno, cache entry, l2_index).  QEMU: get_cluster_table."""
     s = bs.opaque
@@ -293,7 +295,7 @@ def get_cluster_table(bs: Any, offset: int) -> tuple[int, Any, int]:
 
 
 @coroutine_fn
-def qcow2_wait_cluster_allocs(bs: Any, offset: int, nbytes: int) -> None:
+def qcow2_wait_cluster_allocs(bs: Qcow2BDS, offset: int, nbytes: int) -> None:
     """Wait until no allocation in flight overlaps the guest range.
 
     Zeroing or discarding clusters while an allocating write (e.g. the
@@ -319,7 +321,7 @@ def qcow2_wait_cluster_allocs(bs: Any, offset: int, nbytes: int) -> None:
 
 
 @coroutine_fn
-def qcow2_cluster_zeroize(bs: Any, offset: int, nbytes: int, discard: bool) -> int:
+def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool) -> int:
     """Make whole clusters read as zero (v3 zero flag / zero bitmap) or, for
     a discard without backing, unallocated; free their old host clusters
     after the L2 update.  Context: coroutine, s->lock held.

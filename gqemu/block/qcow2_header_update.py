@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import copy
 import errno
-from typing import Any, Optional
+from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block.qcow2_cache import qcow2_co_flush_file, qcow2_co_pwrite_file
+from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import QCOW2_HEADER_SIZE, Qcow2OpenError, qcow2_build_header_cluster
+from gqemu.block.qcow2_state import Qcow2BDS
 
 
 @coroutine_fn
-def qcow2_update_header(bs: Any) -> int:
+def qcow2_update_header(bs: Qcow2BDS) -> int:
     """Write the whole header cluster.  QEMU: qcow2_update_header."""
     s = bs.opaque
     h = copy.copy(s.header)
@@ -52,7 +53,7 @@ def qcow2_update_header(bs: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_change_backing_file(bs: Any, backing_file: Optional[str],
+def qcow2_change_backing_file(bs: Qcow2BDS, backing_file: Optional[str],
                               backing_fmt: Optional[str]) -> int:
     """Point the header at another backing file (None: none).
     QEMU: qcow2_change_backing_file."""

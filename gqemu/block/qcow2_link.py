@@ -26,10 +26,11 @@ from gqemu.block.qcow2_header import QCOW_OFLAG_COPIED
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_overlap import qcow2_mark_dirty, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_refcount import qcow2_free_any_cluster, qcow2_free_clusters
+from gqemu.block.qcow2_state import Qcow2BDS
 
 
 @coroutine_fn
-def _cow_read(bs: Any, m: Any, off: int, buf: bytearray) -> int:
+def _cow_read(bs: Qcow2BDS, m: Any, off: int, buf: bytearray) -> int:
     """QEMU: do_perform_cow_read (through the driver itself)."""
     if not buf:
         return 0
@@ -38,7 +39,7 @@ def _cow_read(bs: Any, m: Any, off: int, buf: bytearray) -> int:
 
 
 @coroutine_fn
-def _cow_write(bs: Any, m: Any, off: int, qiov: QEMUIOVector) -> int:
+def _cow_write(bs: Qcow2BDS, m: Any, off: int, qiov: QEMUIOVector) -> int:
     """QEMU: do_perform_cow_write."""
     if not qiov.size:
         return 0
@@ -50,7 +51,7 @@ def _cow_write(bs: Any, m: Any, off: int, qiov: QEMUIOVector) -> int:
 
 
 @coroutine_fn
-def perform_cow(bs: Any, m: Any) -> int:
+def perform_cow(bs: Qcow2BDS, m: Any) -> int:
     """Copy the unwritten head and tail of the new clusters (with the guest
     data when it was merged in).  Context: coroutine, s->lock held (dropped
     for the I/O).  QEMU: perform_cow."""
@@ -92,7 +93,7 @@ def perform_cow(bs: Any, m: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_cluster_link_l2(bs: Any, m: Any) -> int:
+def qcow2_alloc_cluster_link_l2(bs: Qcow2BDS, m: Any) -> int:
     """COW, then point the L2 entries at the new clusters and free what they
     held.  Context: coroutine, s->lock held.  QEMU: qcow2_alloc_cluster_link_l2."""
     s = bs.opaque
@@ -130,7 +131,7 @@ def qcow2_alloc_cluster_link_l2(bs: Any, m: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_cluster_abort(bs: Any, m: Any) -> None:
+def qcow2_alloc_cluster_abort(bs: Qcow2BDS, m: Any) -> None:
     """Give back the clusters of a failed allocation.
     QEMU: qcow2_alloc_cluster_abort."""
     if not m.keep_old_clusters:
@@ -138,7 +139,7 @@ def qcow2_alloc_cluster_abort(bs: Any, m: Any) -> None:
 
 
 @coroutine_fn
-def qcow2_handle_l2meta(bs: Any, metas: list, link: bool) -> int:
+def qcow2_handle_l2meta(bs: Qcow2BDS, metas: list, link: bool) -> int:
     """Link (or, for a failed request, abort) each allocation, take it off
     the in-flight list and wake its waiters; a link that fails leaves it
     and the rest in ``metas``.  Context: coroutine, s->lock held.

@@ -17,8 +17,9 @@ from typing import Any, Optional
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
                                 bdrv_open)
-from gqemu.block.qcow2_cache import (qcow2_cache_create, qcow2_co_flush_file,
-                                     qcow2_co_pread_file, qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cache import qcow2_cache_create
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import (
     INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_EXTL2,
@@ -28,6 +29,7 @@ from gqemu.block.qcow2_header import (
     report_unsupported_feature, size_to_l1)
 from gqemu.block.qcow2_refcount import qcow2_refcount_init
 from gqemu.block.qcow2_snapshot import qcow2_read_snapshots
+from gqemu.block.qcow2_state import Qcow2BDS
 
 ENOTSUP = errno.ENOTSUP
 BACKING_CHAIN_MAX = 16
@@ -36,7 +38,7 @@ QCOW2_CHAIN_KEY = "x-gqemu-backing-chain"
 
 
 @coroutine_fn
-def qcow2_do_open(bs: Any, flags: int) -> Optional[Qcow2OpenError]:
+def qcow2_do_open(bs: Qcow2BDS, flags: int) -> Optional[Qcow2OpenError]:
     """The checks and loads of qcow2_do_open, in QEMU's order.
     Returns: None, or the Qcow2OpenError to raise.  QEMU: qcow2_do_open."""
     try:
@@ -47,7 +49,7 @@ def qcow2_do_open(bs: Any, flags: int) -> Optional[Qcow2OpenError]:
 
 
 @coroutine_fn
-def _qcow2_do_open(bs: Any, flags: int) -> None:
+def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     s = bs.opaque
     ret, buf = qcow2_co_pread_file(bs, 0, QCOW2_HEADER_SIZE)
     if ret < 0:
@@ -161,7 +163,7 @@ def _qcow2_do_open(bs: Any, flags: int) -> None:
             qcow2_co_flush_file(bs)
 
 
-def qcow2_open_backing(bs: Any, s: Any, flags: int, chain: tuple) -> None:
+def qcow2_open_backing(bs: Qcow2BDS, s: Any, flags: int, chain: tuple) -> None:
     """Open the backing file read-only: its name relative to the image's
     folder, its format from the header extension; refuse loops, chains
     deeper than 16, and unnamed formats that would probe as raw.

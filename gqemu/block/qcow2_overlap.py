@@ -1,12 +1,18 @@
-"""qcow2 metadata protection: the overlap checks that refuse a write over
-metadata, corruption signalling (the corrupt bit, the node made unusable),
-and the dirty bit of lazy refcounts.
+"""qcow2 metadata file I/O and its protection: reads, writes and flushes of
+the image file on behalf of metadata, the overlap checks that refuse a write
+over metadata, corruption signalling (the corrupt bit, the node made
+unusable), and the dirty bit of lazy refcounts.
 
-Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+A write can signal corruption, and signalling corruption writes the header,
+so both live here; the metadata cache (qcow2_cache) sits above and calls
+down into this module.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, any gqemu.block.qcow2*
+module other than qcow2_header and qcow2_state.
 
 QEMU: block/qcow2-refcount.c qcow2_check_metadata_overlap /
 qcow2_pre_write_overlap_check; block/qcow2.c qcow2_signal_corruption,
-qcow2_mark_corrupt, qcow2_mark_dirty.
+qcow2_mark_corrupt, qcow2_mark_dirty; bdrv_co_pread/pwrite(bs->file).
 """
 from __future__ import annotations
 
@@ -16,29 +22,65 @@ import sys
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block.qcow2_cache import qcow2_co_flush_file, qcow2_co_pwrite_file
+import gqemu.block.io as _io
+from gqemu.block.io_misc import bdrv_co_flush
+from gqemu.block.driver import bdrv_getlength
+from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, REFT_OFFSET_MASK)
+    L1E_OFFSET_MASK, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, REFT_OFFSET_MASK, c_hex)
+from gqemu.block.qcow2_state import (
+    BDRV_MAX_LENGTH, QCOW2_OL_ACTIVE_L1, QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L1,
+    QCOW2_OL_MAIN_HEADER, QCOW2_OL_REFCOUNT_BLOCK,
+    QCOW2_OL_REFCOUNT_TABLE, QCOW2_OL_SNAPSHOT_TABLE, Qcow2BDS, metadata_ol_names)
 
-# overlap-check kinds.  QEMU: QCow2MetadataOverlap
-QCOW2_OL_MAIN_HEADER = 1 << 0
-QCOW2_OL_ACTIVE_L1 = 1 << 1
-QCOW2_OL_ACTIVE_L2 = 1 << 2
-QCOW2_OL_REFCOUNT_TABLE = 1 << 3
-QCOW2_OL_REFCOUNT_BLOCK = 1 << 4
-QCOW2_OL_SNAPSHOT_TABLE = 1 << 5
-QCOW2_OL_INACTIVE_L1 = 1 << 6
-QCOW2_OL_INACTIVE_L2 = 1 << 7
-QCOW2_OL_BITMAP_DIRECTORY = 1 << 8
-QCOW2_OL_CONSTANT = (QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1
-                     | QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE
-                     | QCOW2_OL_BITMAP_DIRECTORY)
-QCOW2_OL_CACHED = (QCOW2_OL_CONSTANT | QCOW2_OL_ACTIVE_L2
-                   | QCOW2_OL_REFCOUNT_BLOCK | QCOW2_OL_INACTIVE_L1)
-QCOW2_OL_ALL = QCOW2_OL_CACHED | QCOW2_OL_INACTIVE_L2
-metadata_ol_names = ["qcow2_header", "active L1 table", "active L2 table",
-                     "refcount table", "refcount block", "snapshot table",
-                     "inactive L1 table", "inactive L2 table", "bitmap directory"]
+
+@coroutine_fn
+def qcow2_co_pread_file(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, bytearray]:
+    """Read ``nbytes`` of the image file at ``offset`` (short reads zero-fill).
+
+    Context: coroutine.  Returns: (ret, buffer), ret < 0 is -errno.
+    QEMU: bdrv_co_pread(bs->file, ...).
+    """
+    buf = bytearray(nbytes)
+    if offset < 0 or offset + nbytes > BDRV_MAX_LENGTH:
+        return -EIO, buf
+    qiov = qemu_iovec_init_buf(buf)
+    ret = _io.bdrv_co_preadv(bs.file, offset, nbytes, qiov, 0)
+    return ret, buf
+
+
+@coroutine_fn
+def qcow2_co_pwrite_file(bs: Qcow2BDS, offset: int, data: Any, flags: int = 0) -> int:
+    """Write ``data`` to the image file.  Context: coroutine.
+    Returns: 0 or -errno.  QEMU: bdrv_co_pwrite(bs->file, ...)."""
+    if offset < 0 or offset + len(data) > BDRV_MAX_LENGTH:
+        return -EIO
+    s = bs.opaque
+    end = offset + len(data)
+    if end > getattr(s, "highest_alloc", 0):
+        flen = qcow2_file_length(bs)
+        if flen >= 0 and end > max(flen, s.highest_alloc):
+            # metadata beyond everything allocated: a corrupted pointer, and
+            # following it would grow the file without bound (T23)
+            qcow2_signal_corruption(bs, True, offset, len(data), "Preventing metadata "
+                                    "write at offset %s beyond the end of the image file"
+                                    % c_hex(offset))
+            return -EIO
+    qiov = qemu_iovec_init_buf(data)
+    ret = _io.bdrv_co_pwritev(bs.file, offset, len(data), qiov, flags)
+    return min(ret, 0)
+
+
+@coroutine_fn
+def qcow2_co_flush_file(bs: Qcow2BDS) -> int:
+    """Flush the image file.  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: bdrv_flush(bs->file->bs)."""
+    return bdrv_co_flush(bs.file.bs)
+
+
+def qcow2_file_length(bs: Qcow2BDS) -> int:
+    """Current length of the image file (or -errno)."""
+    return bdrv_getlength(bs.file.bs)
 
 
 def error_report(msg: str) -> None:
@@ -47,7 +89,7 @@ def error_report(msg: str) -> None:
 
 
 @coroutine_fn
-def qcow2_write_incompat(bs: Any) -> int:
+def qcow2_write_incompat(bs: Qcow2BDS) -> int:
     """Write the incompatible-features field (offset 72) and flush."""
     s = bs.opaque
     ret = qcow2_co_pwrite_file(bs, 72, struct.pack(">Q", s.incompatible_features))
@@ -57,7 +99,7 @@ def qcow2_write_incompat(bs: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_mark_corrupt(bs: Any) -> int:
+def qcow2_mark_corrupt(bs: Qcow2BDS) -> int:
     """Set the corrupt bit on disk.  QEMU: block/qcow2.c qcow2_mark_corrupt."""
     s = bs.opaque
     s.incompatible_features |= QCOW2_INCOMPAT_CORRUPT
@@ -66,7 +108,7 @@ def qcow2_mark_corrupt(bs: Any) -> int:
     return qcow2_write_incompat(bs)
 
 
-def qcow2_signal_corruption(bs: Any, fatal: bool, offset: int, size: int,
+def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
                             msg: str) -> None:
     """Report metadata corruption; a fatal one marks the image corrupt and
     makes the node unusable (later requests fail).
@@ -90,7 +132,7 @@ def qcow2_signal_corruption(bs: Any, fatal: bool, offset: int, size: int,
     s.signaled_corruption = True
 
 
-def qcow2_check_metadata_overlap(bs: Any, ign: int, offset: int, size: int) -> int:
+def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:
     """The first kind of metadata that [offset, offset+size) overlaps, or 0.
     QEMU: qcow2_check_metadata_overlap."""
     s = bs.opaque
@@ -130,7 +172,7 @@ def qcow2_check_metadata_overlap(bs: Any, ign: int, offset: int, size: int) -> i
     return 0
 
 
-def qcow2_pre_write_overlap_check(bs: Any, ign: int, offset: int, size: int) -> int:
+def qcow2_pre_write_overlap_check(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:
     """Refuse a write over metadata: mark corrupt, return -EIO.
     Context: coroutine.  QEMU: qcow2_pre_write_overlap_check."""
     ret = qcow2_check_metadata_overlap(bs, ign, offset, size)
@@ -143,7 +185,7 @@ def qcow2_pre_write_overlap_check(bs: Any, ign: int, offset: int, size: int) -> 
 
 
 @coroutine_fn
-def qcow2_mark_dirty(bs: Any) -> int:
+def qcow2_mark_dirty(bs: Qcow2BDS) -> int:
     """Set the dirty bit on disk (after flushing) before lazy refcount
     updates.  QEMU: block/qcow2.c qcow2_mark_dirty."""
     s = bs.opaque

@@ -13,16 +13,17 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
-from gqemu.block.qcow2_cache import (qcow2_cache_empty, qcow2_co_flush_file,
-                                     qcow2_co_pwrite_file)
+from gqemu.block.qcow2_cache import qcow2_cache_empty
+from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import QCOW_MAX_REFTABLE_SIZE
 from gqemu.block.qcow2_refcount import set_refcount_ro
+from gqemu.block.qcow2_state import Qcow2BDS
 
 EFBIG = 27
 
 
 @coroutine_fn
-def rebuild_refcount_structure(bs: Any, res: Any, imrt: Any) -> int:
+def rebuild_refcount_structure(bs: Qcow2BDS, res: Any, imrt: Any) -> int:
     """Write fresh refcount blocks (only those covering referenced clusters)
     and a refcount table at the end of the file, describing themselves, and
     switch the header to them.  A reference far past the end of the file

@@ -26,21 +26,21 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFTABLE_GROW,
     BLKDBG_REFTABLE_LOAD)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard, qcow2_cache_entry_mark_dirty,
-    qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put,
-    qcow2_cache_set_dependency, qcow2_co_flush_file, qcow2_co_pread_file,
-    qcow2_co_pwrite_file)
+    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
+    qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
 from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metadata_size,
                                            set_refcount_ro)
 from gqemu.block.qcow2_overlap import (
-    error_report, qcow2_signal_corruption)
+    error_report, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
+    qcow2_signal_corruption)
+from gqemu.block.qcow2_state import Qcow2BDS
 
 
 @coroutine_fn
-def qcow2_refcount_init(bs: Any) -> int:
+def qcow2_refcount_init(bs: Qcow2BDS) -> int:
     """Read the refcount table into memory.  QEMU: qcow2_refcount_init."""
     s = bs.opaque
     n = s.refcount_table_size
@@ -56,7 +56,7 @@ def qcow2_refcount_init(bs: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_get_refcount(bs: Any, cluster_index: int) -> tuple[int, int]:
+def qcow2_get_refcount(bs: Qcow2BDS, cluster_index: int) -> tuple[int, int]:
     """(0, refcount) or (-errno, 0).  QEMU: qcow2_get_refcount."""
     s = bs.opaque
     ri = cluster_index >> s.refcount_block_bits
@@ -79,7 +79,7 @@ def qcow2_get_refcount(bs: Any, cluster_index: int) -> tuple[int, int]:
 
 
 @coroutine_fn
-def load_refcount_block(bs: Any, offset: int) -> tuple[int, Any]:
+def load_refcount_block(bs: Qcow2BDS, offset: int) -> tuple[int, Any]:
     """QEMU: load_refcount_block (the event fires even on a cache hit)."""
     s = bs.opaque
     BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_LOAD)
@@ -87,7 +87,7 @@ def load_refcount_block(bs: Any, offset: int) -> tuple[int, Any]:
 
 
 @coroutine_fn
-def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
+def alloc_refcount_block(bs: Qcow2BDS, cluster_index: int) -> tuple[int, Any]:
     """The refcount block covering ``cluster_index``, allocating it (and
     growing the refcount table) if needed; after an allocation returns
     -EAGAIN so that the caller searches for free clusters again.  The entry
@@ -168,7 +168,7 @@ def alloc_refcount_block(bs: Any, cluster_index: int) -> tuple[int, Any]:
 
 
 @coroutine_fn
-def qcow2_refcount_area(bs: Any, start_offset: int, additional_clusters: int,
+def qcow2_refcount_area(bs: Qcow2BDS, start_offset: int, additional_clusters: int,
                         exact_size: bool, new_refblock_index: int,
                         new_refblock_offset: int) -> int:
     """Create self-describing refcount blocks and a new refcount table from
@@ -242,7 +242,7 @@ def qcow2_refcount_area(bs: Any, start_offset: int, additional_clusters: int,
 
 
 @coroutine_fn
-def qcow2_co_pwrite_sync(bs: Any, offset: int, data: bytes) -> int:
+def qcow2_co_pwrite_sync(bs: Qcow2BDS, offset: int, data: bytes) -> int:
     """Write and flush.  QEMU: bdrv_pwrite_sync(bs->file, ...)."""
     ret = qcow2_co_pwrite_file(bs, offset, data)
     if ret < 0:
@@ -251,7 +251,7 @@ def qcow2_co_pwrite_sync(bs: Any, offset: int, data: bytes) -> int:
 
 
 @coroutine_fn
-def update_refcount(bs: Any, offset: int, length: int, addend: int,
+def update_refcount(bs: Qcow2BDS, offset: int, length: int, addend: int,
                     decrease: bool) -> int:
     """Add (or subtract) ``addend`` to every cluster of a byte range; on
     failure the clusters already changed are rolled back.
@@ -314,7 +314,7 @@ def update_refcount(bs: Any, offset: int, length: int, addend: int,
 
 
 @coroutine_fn
-def alloc_clusters_noref(bs: Any, size: int, max_offset: int) -> int:
+def alloc_clusters_noref(bs: Qcow2BDS, size: int, max_offset: int) -> int:
     """Find ``size`` bytes of free clusters without taking them.
     Returns: the offset or -errno.  QEMU: alloc_clusters_noref."""
     s = bs.opaque
@@ -333,7 +333,7 @@ def alloc_clusters_noref(bs: Any, size: int, max_offset: int) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_clusters(bs: Any, size: int) -> int:
+def qcow2_alloc_clusters(bs: Qcow2BDS, size: int) -> int:
     """Allocate contiguous clusters for ``size`` bytes; refcount 1 each.
     Context: coroutine, s->lock held.  Returns: offset or -errno.
     QEMU: qcow2_alloc_clusters."""
@@ -349,7 +349,7 @@ def qcow2_alloc_clusters(bs: Any, size: int) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_clusters_at(bs: Any, offset: int, nb_clusters: int) -> int:
+def qcow2_alloc_clusters_at(bs: Qcow2BDS, offset: int, nb_clusters: int) -> int:
     """Take up to ``nb_clusters`` free clusters starting exactly at
     ``offset`` (no event: this extends an allocation).  Returns how many,
     or -errno.  QEMU: qcow2_alloc_clusters_at."""
@@ -373,7 +373,7 @@ def qcow2_alloc_clusters_at(bs: Any, offset: int, nb_clusters: int) -> int:
 
 
 @coroutine_fn
-def qcow2_free_clusters(bs: Any, offset: int, size: int, discard: bool = False) -> None:
+def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int, discard: bool = False) -> None:
     """Drop one reference from each cluster of the range; a failure only
     leaks.  With ``discard`` (QEMU's QCOW2_DISCARD_ALWAYS, the only type
     gqemu passes through) the clusters left unused are discarded in the
@@ -401,7 +401,7 @@ def qcow2_free_clusters(bs: Any, offset: int, size: int, discard: bool = False) 
 
 
 @coroutine_fn
-def qcow2_free_any_cluster(bs: Any, l2_entry: int, nb_clusters: int = 1) -> None:
+def qcow2_free_any_cluster(bs: Qcow2BDS, l2_entry: int, nb_clusters: int = 1) -> None:
     """Free whatever an L2 entry points at.  QEMU: qcow2_free_any_cluster."""
     s = bs.opaque
     if l2_entry & QCOW_OFLAG_COMPRESSED:

@@ -22,7 +22,9 @@ from typing import Any
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
+    qcow2_cache_put)
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
 from gqemu.block.qcow2_cluster import qcow2_cluster_zeroize, qcow2_grow_l1_table
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
@@ -31,6 +33,7 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters, qcow2_get_refcount)
+from gqemu.block.qcow2_state import Qcow2BDS
 
 QCOW_HEADER_SIZE_OFFSET = 24
 
@@ -40,7 +43,7 @@ def _err(ret: int, what: str) -> tuple[int, str]:
 
 
 @coroutine_fn
-def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
+def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                       zero_write: bool = False) -> tuple[int, str]:
     """Resize the image to ``offset`` bytes.  QEMU: qcow2_co_truncate."""
     s = bs.opaque
@@ -84,7 +87,7 @@ def qcow2_co_truncate(bs: Any, offset: int, prealloc: str = "off",
 
 
 @coroutine_fn
-def _preallocate(bs: Any, start: int, end: int, prealloc: str) -> tuple[int, str]:
+def _preallocate(bs: Qcow2BDS, start: int, end: int, prealloc: str) -> tuple[int, str]:
     """Allocate host clusters for [start, end) and link them (no data is
     written: the file reads as zeroes there).  QEMU: preallocate_co."""
     s = bs.opaque
@@ -114,7 +117,7 @@ def _preallocate(bs: Any, start: int, end: int, prealloc: str) -> tuple[int, str
 
 
 @coroutine_fn
-def _zero_new_area(bs: Any, old_length: int, offset: int) -> tuple[int, str]:
+def _zero_new_area(bs: Qcow2BDS, old_length: int, offset: int) -> tuple[int, str]:
     """The whole clusters past the old end read as zero, not as the longer
     backing file (v3 zero clusters).  gqemu does not write QEMU's explicit
     zeroes into the partial cluster at the old end."""
@@ -130,7 +133,7 @@ def _zero_new_area(bs: Any, old_length: int, offset: int) -> tuple[int, str]:
 
 
 @coroutine_fn
-def _shrink(bs: Any, offset: int, old_length: int, new_l1_size: int) -> tuple[int, str]:
+def _shrink(bs: Qcow2BDS, offset: int, old_length: int, new_l1_size: int) -> tuple[int, str]:
     s = bs.opaque
     cs, cb = s.cluster_size, s.cluster_bits
     start = (offset + cs - 1) & ~(cs - 1)
@@ -147,7 +150,7 @@ def _shrink(bs: Any, offset: int, old_length: int, new_l1_size: int) -> tuple[in
     if old_file_size > 0:
         last = _get_last_cluster(bs, old_file_size)
         if last >= 0 and (last + 1) << cb < old_file_size:
-            f = bs.file.bs
+            f: Any = bs.file.bs             # any protocol driver
             if f.drv.bdrv_truncate is not None:
                 f.drv.bdrv_truncate(f, (last + 1) << cb)
                 from gqemu.block.driver import refresh_total_sectors
@@ -156,7 +159,7 @@ def _shrink(bs: Any, offset: int, old_length: int, new_l1_size: int) -> tuple[in
 
 
 @coroutine_fn
-def _discard_tail(bs: Any, start: int, end: int) -> int:
+def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
     """Unmap every cluster in [start, end) (a full discard: entries become
     0 whatever the backing file holds).  QEMU: qcow2_cluster_discard with
     full_discard=true."""
@@ -190,7 +193,7 @@ def _discard_tail(bs: Any, start: int, end: int) -> int:
 
 
 @coroutine_fn
-def _shrink_l1_table(bs: Any, new_l1_size: int) -> int:
+def _shrink_l1_table(bs: Qcow2BDS, new_l1_size: int) -> int:
     """Zero the L1 entries past ``new_l1_size`` and free their L2 tables
     (the table keeps its size).  QEMU: qcow2_shrink_l1_table."""
     s = bs.opaque
@@ -216,7 +219,7 @@ def _shrink_l1_table(bs: Any, new_l1_size: int) -> int:
 
 
 @coroutine_fn
-def _get_last_cluster(bs: Any, size: int) -> int:
+def _get_last_cluster(bs: Qcow2BDS, size: int) -> int:
     """Index of the last cluster with a non-zero refcount below ``size``,
     or -1.  QEMU: qcow2_get_last_cluster."""
     s = bs.opaque
@@ -232,7 +235,7 @@ def _get_last_cluster(bs: Any, size: int) -> int:
 
 
 @coroutine_fn
-def qcow2_co_make_empty(bs: Any) -> int:
+def qcow2_co_make_empty(bs: Qcow2BDS) -> int:
     """Unmap every cluster (entries become 0) and write the caches back.
     QEMU: qcow2_make_empty (the discard path)."""
     s = bs.opaque

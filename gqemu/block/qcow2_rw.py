@@ -28,18 +28,20 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
                               qemu_iovec_memset, qemu_iovec_slice)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
-    qcow2_cache_put, qcow2_cache_set_dependency, qcow2_co_pread_file)
+    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty, qcow2_cache_put,
+    qcow2_cache_set_dependency)
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
 from gqemu.block.qcow2_header import QCOW_MAX_CLUSTER_OFFSET, QCOW_OFLAG_COMPRESSED
-from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_signal_corruption
+from gqemu.block.qcow2_overlap import (
+    qcow2_co_pread_file, qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_refcount import (alloc_clusters_noref, qcow2_get_refcount,
                                         qcow2_parse_compressed_l2_entry, update_refcount)
+from gqemu.block.qcow2_state import Qcow2BDS
 
 
 @coroutine_fn
-def qcow2_co_read_backing(bs: Any, offset: int, cur: int, qiov: QEMUIOVector, done: int) -> int:
+def qcow2_co_read_backing(bs: Qcow2BDS, offset: int, cur: int, qiov: QEMUIOVector, done: int) -> int:
     """Unallocated range: the backing file's data (zeroes past its end), or
     zeroes.  QEMU: qcow2_co_preadv_task (UNALLOCATED)."""
     if bs.backing is None:
@@ -58,7 +60,7 @@ def qcow2_co_read_backing(bs: Any, offset: int, cur: int, qiov: QEMUIOVector, do
 
 
 @coroutine_fn
-def qcow2_co_preadv_compressed(bs: Any, l2_entry: int, offset: int, cur: int,
+def qcow2_co_preadv_compressed(bs: Qcow2BDS, l2_entry: int, offset: int, cur: int,
                                qiov: QEMUIOVector, done: int) -> int:
     """Inflate one compressed cluster; it must give exactly one cluster.
     QEMU: qcow2_co_preadv_compressed."""
@@ -84,7 +86,7 @@ def qcow2_co_preadv_compressed(bs: Any, l2_entry: int, offset: int, cur: int,
 
 
 @coroutine_fn
-def qcow2_alloc_bytes(bs: Any, size: int) -> int:
+def qcow2_alloc_bytes(bs: Qcow2BDS, size: int) -> int:
     """Byte-granular allocation for compressed clusters.
     Returns: offset or -errno.  QEMU: qcow2_alloc_bytes."""
     s = bs.opaque
@@ -130,7 +132,7 @@ def qcow2_alloc_bytes(bs: Any, size: int) -> int:
 
 
 @coroutine_fn
-def qcow2_co_write_compressed_cluster(bs: Any, offset: int, out: bytes) -> int:
+def qcow2_co_write_compressed_cluster(bs: Qcow2BDS, offset: int, out: bytes) -> int:
     """Allocate bytes, set the compressed L2 entry, write the data.
     QEMU: qcow2_alloc_compressed_cluster_offset + the write."""
     s = bs.opaque
@@ -179,13 +181,13 @@ def qcow2_co_write_compressed_cluster(bs: Any, offset: int, out: bytes) -> int:
 
 
 @coroutine_fn
-def _is_unallocated(bs: Any, offset: int, nbytes: int) -> bool:
+def _is_unallocated(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
     """No layer of the chain holds any of the range (a range past the end
     of the disk does not count as unallocated).
     QEMU: is_unallocated (bdrv_is_allocated_above with no base)."""
     if not nbytes:
         return True
-    node = bs
+    node: Any = bs                          # backing layers: any driver
     while node is not None:
         if offset + nbytes > node.total_sectors * 512:
             if node is bs:
@@ -205,7 +207,7 @@ def _is_unallocated(bs: Any, offset: int, nbytes: int) -> bool:
 
 
 @coroutine_fn
-def handle_alloc_space(bs: Any, metas: list) -> int:
+def handle_alloc_space(bs: Qcow2BDS, metas: list) -> int:
     """Where the copy-on-write would only copy zeroes, zero the new clusters
     in the file instead (one write-zeroes request) and skip the COW.
     Returns 0 or -errno.  QEMU: handle_alloc_space."""
@@ -250,7 +252,7 @@ def merge_cow(offset: int, nbytes: int, qiov: QEMUIOVector, metas: list) -> bool
 
 
 @coroutine_fn
-def qcow2_co_pwritev_task(bs: Any, host_offset: int, offset: int, nbytes: int,
+def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: int,
                           qiov: QEMUIOVector, metas: list) -> int:
     """Write one contiguous host range: zero new clusters or merge the COW,
     write the data, then link (or on failure free) the allocations.
@@ -269,13 +271,12 @@ def qcow2_co_pwritev_task(bs: Any, host_offset: int, offset: int, nbytes: int,
 
 
 @coroutine_fn
-def qcow2_is_zero(bs: Any, offset: int, nbytes: int) -> bool:
+def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
     """Whether the range already reads as zeroes (by metadata).
     QEMU: is_zero."""
-    s = bs.opaque
     end = min(offset + nbytes, bs.total_sectors * 512)
     while offset < end:
-        status, cur, _ = s.qcow2_co_get_block_status(bs, offset, end - offset)
+        status, cur, _ = bs.drv.bdrv_co_get_block_status(bs, offset, end - offset)
         if status < 0 or cur <= 0:
             return False
         if not status & BDRV_BLOCK_ZERO:

@@ -20,8 +20,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_put, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_put)
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
@@ -29,7 +28,9 @@ from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOT_EXTRA_DATA,
     QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
-    QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, qcow2_pre_write_overlap_check)
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
+    qcow2_pre_write_overlap_check)
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
@@ -55,7 +56,7 @@ class QCowSnapshot:
 
 
 @coroutine_fn
-def qcow2_read_snapshots(bs: Any, nb: int, offset0: int) -> list[QCowSnapshot]:
+def qcow2_read_snapshots(bs: Qcow2BDS, nb: int, offset0: int) -> list[QCowSnapshot]:
     """Read and bound the snapshot table.  Raises Qcow2OpenError.
     QEMU: qcow2_read_snapshots."""
     s = bs.opaque
@@ -112,7 +113,7 @@ def qcow2_pack_snapshots(s: Any, snapshots: list[QCowSnapshot]) -> bytes:
 
 
 @coroutine_fn
-def qcow2_write_snapshots(bs: Any, snapshots: list[QCowSnapshot]) -> int:
+def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     """Write a new table, switch the header to it, free the old one.
     QEMU: qcow2_write_snapshots."""
     s = bs.opaque
@@ -147,7 +148,7 @@ def qcow2_write_snapshots(bs: Any, snapshots: list[QCowSnapshot]) -> int:
 
 
 @coroutine_fn
-def qcow2_update_snapshot_refcount(bs: Any, l1_table_offset: int, l1_size: int,
+def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: int,
                                    addend: int) -> int:
     """Add ``addend`` (-1, 0, +1) to every cluster an L1 table reaches and
     recompute the COPIED flags.  QEMU: qcow2_update_snapshot_refcount."""
@@ -247,7 +248,7 @@ def _validate_sn_l1(s: Any, sn: QCowSnapshot) -> str | None:
 
 
 @coroutine_fn
-def qcow2_snapshot_create(bs: Any, name: str) -> tuple[int, str]:
+def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Create snapshot ``name``.  Returns: (0 or -errno, message).
     QEMU: qcow2_snapshot_create."""
     s = bs.opaque
@@ -271,7 +272,7 @@ def qcow2_snapshot_create(bs: Any, name: str) -> tuple[int, str]:
 
 
 @coroutine_fn
-def qcow2_snapshot_goto(bs: Any, name: str) -> tuple[int, str]:
+def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Make snapshot ``name`` the active state.  QEMU: qcow2_snapshot_goto."""
     s = bs.opaque
     i = find_snapshot_by_id_or_name(s, name)
@@ -305,7 +306,7 @@ def qcow2_snapshot_goto(bs: Any, name: str) -> tuple[int, str]:
 
 
 @coroutine_fn
-def qcow2_snapshot_delete(bs: Any, name: str) -> tuple[int, str]:
+def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Delete snapshot ``name``.  QEMU: qcow2_snapshot_delete."""
     s = bs.opaque
     i = find_snapshot_by_id_or_name(s, name)

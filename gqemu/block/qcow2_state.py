@@ -1,0 +1,144 @@
+"""qcow2 per-image state: the overlap-check kinds, the metadata cache
+structures, and the typed fields of one open image.
+
+The bottom of the qcow2 modules: it imports no other qcow2 module, and every
+qcow2 module may import it.  The driver class (``qcow2.BDRVQcow2State``)
+derives from ``Qcow2State`` and adds the vtable methods; ``bs.opaque`` of a
+qcow2 node is that instance.
+
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, any other gqemu.block.qcow2*
+module except qcow2_header.
+
+QEMU: block/qcow2.h (BDRVQcow2State, QCow2MetadataOverlap), the structs of
+block/qcow2-cache.c.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from gqemu.coroutine import CoMutex
+from gqemu.block.driver import BdrvChild, BlockDriver, BlockDriverState
+
+# INT64_MAX aligned down to 1 GiB: no request may reach past it.  QEMU: BDRV_MAX_LENGTH
+BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
+
+# overlap-check kinds.  QEMU: QCow2MetadataOverlap
+QCOW2_OL_MAIN_HEADER = 1 << 0
+QCOW2_OL_ACTIVE_L1 = 1 << 1
+QCOW2_OL_ACTIVE_L2 = 1 << 2
+QCOW2_OL_REFCOUNT_TABLE = 1 << 3
+QCOW2_OL_REFCOUNT_BLOCK = 1 << 4
+QCOW2_OL_SNAPSHOT_TABLE = 1 << 5
+QCOW2_OL_INACTIVE_L1 = 1 << 6
+QCOW2_OL_INACTIVE_L2 = 1 << 7
+QCOW2_OL_BITMAP_DIRECTORY = 1 << 8
+QCOW2_OL_CONSTANT = (QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1
+                     | QCOW2_OL_REFCOUNT_TABLE | QCOW2_OL_SNAPSHOT_TABLE
+                     | QCOW2_OL_BITMAP_DIRECTORY)
+QCOW2_OL_CACHED = (QCOW2_OL_CONSTANT | QCOW2_OL_ACTIVE_L2
+                   | QCOW2_OL_REFCOUNT_BLOCK | QCOW2_OL_INACTIVE_L1)
+QCOW2_OL_ALL = QCOW2_OL_CACHED | QCOW2_OL_INACTIVE_L2
+metadata_ol_names = ["qcow2_header", "active L1 table", "active L2 table",
+                     "refcount table", "refcount block", "snapshot table",
+                     "inactive L1 table", "inactive L2 table", "bitmap directory"]
+
+
+class Qcow2CachedTable:
+    """One cached cluster.  QEMU: Qcow2CachedTable."""
+
+    __slots__ = ("offset", "data", "dirty", "ref", "lru", "idx")
+
+    def __init__(self, idx: int = 0) -> None:
+        self.idx = idx                       # slot number
+        self.offset = 0
+        self.data = bytearray()
+        self.dirty = False
+        self.ref = 0
+        self.lru = 0
+
+
+class Qcow2Cache:
+    """An LRU cache of ``size`` tables.  QEMU: Qcow2Cache."""
+
+    def __init__(self, name: str, num_tables: int, table_size: int) -> None:
+        self.name = name                     # "l2" or "refcount"
+        self.entries = [Qcow2CachedTable(i) for i in range(num_tables)]
+        self.free = list(range(num_tables))  # sorted slots never used (lru 0)
+        self.by_offset: dict[int, Qcow2CachedTable] = {}
+        self.table_size = table_size
+        self.depends: Qcow2Cache | None = None
+        self.depends_on_flush = False
+        self.lru_counter = 0
+
+class Qcow2State(BlockDriver):
+    """The fields of one open qcow2 image.  QEMU: BDRVQcow2State."""
+
+    # geometry and header fields, set by qcow2_do_open (QEMU: BDRVQcow2State)
+    qcow_version: int
+    cluster_bits: int
+    cluster_size: int
+    subclusters_per_cluster: int
+    subcluster_size: int
+    subcluster_bits: int
+    extended_l2: bool
+    l2_entry_size: int
+    l2_bits: int
+    l2_size: int
+    l1_size: int
+    l1_table_offset: int
+    l1_vm_state_index: int
+    refcount_order: int
+    refcount_bits: int
+    refcount_max: int
+    refcount_block_bits: int
+    refcount_block_size: int
+    refcount_table_offset: int
+    refcount_table_size: int
+    size: int
+    csize_shift: int
+    csize_mask: int
+    cluster_offset_mask: int
+    incompatible_features: int
+    compatible_features: int
+    autoclear_features: int
+    use_lazy_refcounts: bool
+    unknown_header_fields: bytes
+    flags: int
+    # the metadata caches, created by qcow2_do_open
+    l2_table_cache: Qcow2Cache
+    refcount_block_cache: Qcow2Cache
+
+    def __init__(self) -> None:
+        self.lock = CoMutex()
+        self.cluster_allocs: list[Any] = []
+        self.snapshots: list[Any] = []
+        self.snapshots_offset = self.snapshots_size = self.nb_snapshots = 0
+        self.l1_table: list[int] = []
+        self.refcount_table: list[int] = []
+        self.signaled_corruption = False
+        self.disabled = False
+        self.read_only = True
+        self.free_cluster_index = 0
+        self.highest_alloc = 0                   # end of the clusters we allocated
+        self.free_byte_offset = 0
+        self.overlap_check = QCOW2_OL_CACHED
+        self.decompressed_offset = -1
+        self.decompressed = b""
+        self.header: Any = None
+        self.ext: Any = None
+        self.backing_file: Optional[str] = None
+        self.backing_format: Optional[str] = None
+        self.opened = False
+
+
+if TYPE_CHECKING:
+    class Qcow2BDS(BlockDriverState):
+        """For the type checker only: a node whose driver is qcow2, so its
+        ``opaque`` is a ``Qcow2State`` and it has a ``file`` child (QEMU's
+        ``BDRVQcow2State *s = bs->opaque``).  At run time it is just
+        ``BlockDriverState``."""
+        drv: Any            # qcow2.BDRVQcow2State: its vtable sits above this module
+        opaque: Qcow2State
+        file: BdrvChild
+else:
+    Qcow2BDS = BlockDriverState
