@@ -52,7 +52,8 @@ from greenlet import getcurrent
 
 from gqemu.coroutine import (Coroutine, CoroutineError, aio_co_enter,
                              aio_co_schedule, aio_co_wake,
-                             coroutine_thread_init, qemu_aio_coroutine_enter,
+                             coroutine_set_aio_hooks, coroutine_thread_init,
+                             qemu_aio_coroutine_enter,
                              thread_state)
 from gqemu.plant import Planted
 from gqemu.trace import trace_event
@@ -606,6 +607,17 @@ def timer_del(ts: QEMUTimer) -> None:
 
 def timer_pending(ts: QEMUTimer) -> bool:
     return ts.expire_time >= 0
+
+
+def _co_sleep_timer(ctx: AioContext, ns: int, clock: Optional[int],
+                    wake: Callable[[Any], None]) -> None:
+    # qemu_co_sleep_ns's timer (gqemu.coroutine cannot import this module).
+    clock = QEMU_CLOCK_REALTIME if clock is None else clock
+    ts = aio_timer_new(ctx, clock, SCALE_NS, wake, None)
+    timer_mod(ts, qemu_clock_get_ns(clock, ctx) + ns)
+
+
+coroutine_set_aio_hooks(qemu_get_current_aio_context, _co_sleep_timer)
 
 
 # ------------------------------------------------------------------ AIOCB

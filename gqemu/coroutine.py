@@ -27,8 +27,11 @@ by gqemu.aio): under ``GQEMU_DEBUG``/``GQEMU_STRESS`` the ``coroutine_fn``
 wrapper consults the current context's ``debug`` flag and ``sched_point``
 hook, and the planted ``comutex_barging`` switch is the current context's.
 
-Must not import: anything in gqemu except ``gqemu.trace`` (and ``gqemu.aio``
-lazily, for sleeping).
+Sleeping needs a timer and a thread's current AioContext needs making:
+gqemu.aio, the layer above, hands both down when it is imported
+(``coroutine_set_aio_hooks``), so this module never imports it.
+
+Must not import: anything in gqemu except ``gqemu.trace``.
 
 QEMU: util/qemu-coroutine.c, util/coroutine-ucontext.c,
 util/qemu-coroutine-lock.c, util/qemu-coroutine-sleep.c, util/async.c
@@ -59,7 +62,7 @@ __all__ = [
     "qemu_co_rwlock_wrlock", "qemu_co_rwlock_unlock", "qemu_co_rwlock_upgrade",
     "qemu_co_rwlock_downgrade", "qemu_co_sleep_ns", "coroutine_pool_size",
     "aio_co_enter", "aio_co_wake", "aio_co_schedule", "thread_state",
-    "coroutine_thread_init",
+    "coroutine_thread_init", "coroutine_set_aio_hooks", "current_aio_context",
 ]
 
 trace_qemu_coroutine_enter = trace_event(
@@ -686,20 +689,47 @@ def qemu_co_rwlock_upgrade(lock: CoRwlock) -> None:
 # --------------------------------------------------------------- sleep
 
 
+def _no_aio(*_args: Any) -> Any:
+    raise CoroutineError("no AioContext: gqemu.aio is not imported")
+
+
+# Handed down by gqemu.aio when it is imported: the calling thread's current
+# AioContext (made on first use), and arming a one-shot timer in a context.
+_aio_current_context: Callable[[], Any] = _no_aio
+_aio_sleep_timer: Callable[[Any, int, Optional[int], Callable[[Any], None]],
+                           None] = _no_aio
+
+
+def coroutine_set_aio_hooks(
+        current_context: Callable[[], Any],
+        sleep_timer: Callable[[Any, int, Optional[int], Callable[[Any], None]],
+                              None]) -> None:
+    """Called by gqemu.aio: ``current_context()`` returns the calling
+    thread's current AioContext; ``sleep_timer(ctx, ns, clock, cb)`` calls
+    ``cb(None)`` from ``ctx``'s loop ``ns`` nanoseconds from now on
+    ``clock`` (None: realtime)."""
+    global _aio_current_context, _aio_sleep_timer
+    _aio_current_context = current_context
+    _aio_sleep_timer = sleep_timer
+
+
+def current_aio_context() -> Any:
+    """The calling thread's current AioContext (gqemu.aio's
+    qemu_get_current_aio_context, handed down)."""
+    return _aio_current_context()
+
+
 @coroutine_fn
 def qemu_co_sleep_ns(ns: int, clock: Optional[int] = None) -> None:
     """Sleep ``ns`` nanoseconds on ``clock`` (realtime by default) in the
     coroutine's AioContext.  Context: coroutine.  QEMU: qemu_co_sleep_ns."""
-    from gqemu import aio
     co = getcurrent()
-    ctx = co.ctx or aio.qemu_get_current_aio_context()
-    clock = aio.QEMU_CLOCK_REALTIME if clock is None else clock
+    ctx = co.ctx or _aio_current_context()
 
     def wake(_opaque: Any) -> None:
         co.scheduled = None
-        aio.aio_co_wake(co)
+        aio_co_wake(co)
 
-    ts = aio.aio_timer_new(ctx, clock, aio.SCALE_NS, wake, None)
     co.scheduled = "qemu_co_sleep_ns"
-    aio.timer_mod(ts, aio.qemu_clock_get_ns(clock, ctx) + ns)
+    _aio_sleep_timer(ctx, ns, clock, wake)
     qemu_coroutine_yield()

@@ -12,14 +12,15 @@ reads them from the context it has at hand (``bs.aio_context.plant.X``,
 ``pool.ctx.plant.X``); ``gqemu.plant.X`` (a module attribute) is the
 calling thread's current context's switch, for code that has no context.
 
-Must not import: anything in gqemu but gqemu.coroutine (and gqemu.aio,
-lazily, to make a thread's context).
+Must not import: anything in gqemu but gqemu.coroutine (a thread's context
+is made by gqemu.aio's qemu_get_current_aio_context, handed down to
+gqemu.coroutine).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from gqemu.coroutine import thread_state
+from gqemu.coroutine import current_aio_context, thread_state
 
 __all__ = ["Planted", "NAMES", "plant", "clear"]
 
@@ -49,8 +50,7 @@ class Planted:
 def _current() -> Planted:
     ctx = thread_state.ctx
     if ctx is None:
-        from gqemu.aio import qemu_get_current_aio_context
-        ctx = qemu_get_current_aio_context()
+        ctx = current_aio_context()
     return ctx.plant  # type: ignore[no-any-return]
 
 

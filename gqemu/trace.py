@@ -23,7 +23,8 @@ log lines (``name args``, or ``pid@sec.usec:name args`` with timestamps, as
 track per greenlet and per worker thread, duration slices and flow arrows
 (gqemu/trace_json.py).
 
-Must not import: anything else in gqemu.
+Must not import: anything else in gqemu but gqemu.trace_json (which imports
+nothing of gqemu: it is handed the track names and the event table).
 QEMU: trace/control.c, scripts/tracetool (log and ftrace-like backends).
 """
 from __future__ import annotations
@@ -242,12 +243,12 @@ def trace_reset() -> None:
 # ---------------------------------------------------------------- output
 
 
-class _Sink:
-    def emit(self, ev: TraceEvent, args: tuple[Any, ...]) -> None:
-        raise NotImplementedError
+class _Sink(Protocol):
+    """An output: _LogSink here, gqemu.trace_json.JsonSink."""
 
-    def close(self) -> None:
-        pass
+    def emit(self, ev: TraceEvent, args: tuple[Any, ...]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _LogSink(_Sink):
@@ -296,7 +297,7 @@ def trace_init_output(out: IO[str], fmt: str = "log",
         _sink = _LogSink(out, timestamps)
     elif fmt == "json":
         from gqemu.trace_json import JsonSink
-        _sink = JsonSink(out)
+        _sink = JsonSink(out, _track_names, trace_events)
     else:
         raise ValueError("unknown trace format '%s' (log or json)" % fmt)
     _refresh()

@@ -38,7 +38,9 @@ A slice is opened only while the events that close it are enabled as
 well (``--trace 'thread_pool_complete'`` alone draws no slice), and slices
 still open when the output is closed end then.
 
-Must not import: anything else in gqemu but gqemu.trace.
+Must not import: anything in gqemu.  gqemu.trace makes the sink and hands
+it what it reads there (the track names and the event table), so the two
+modules do not import each other.
 QEMU: none (QEMU's trace backends have no slices; Perfetto's JSON importer
 and Chrome's trace event format).
 """
@@ -48,11 +50,9 @@ import json
 import os
 import threading
 import time
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Optional, Protocol
 
 from greenlet import getcurrent
-
-from gqemu.trace import TraceEvent, _Sink, _track_names, trace_events
 
 __all__ = ["JsonSink"]
 
@@ -73,11 +73,24 @@ def _us(ns: int) -> float:
     return (ns + 0.25) / 1000.0
 
 
-class JsonSink(_Sink):
-    """Chrome trace-event format, streamed as a JSON array."""
+class _Event(Protocol):
+    """What the sink reads of a gqemu.trace.TraceEvent."""
 
-    def __init__(self, out: IO[str]) -> None:
+    name: str
+
+    def format(self, args: tuple[Any, ...]) -> str: ...
+
+
+class JsonSink:
+    """Chrome trace-event format, streamed as a JSON array.  ``track_names``
+    maps (thread ident, id(greenlet)) to a track's name; ``events`` returns
+    the event table (name -> event, whose ``fn.enabled`` is its state)."""
+
+    def __init__(self, out: IO[str], track_names: dict[tuple[int, int], str],
+                 events: Callable[[], dict[str, Any]]) -> None:
         self.out = out
+        self.track_names = track_names
+        self.events = events
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.tids: dict[Any, int] = {}
@@ -119,7 +132,7 @@ class JsonSink(_Sink):
         tid = self.tids.get(key)
         if tid is not None:
             return tid
-        name = _track_names.get(key)
+        name = self.track_names.get(key)
         if name is None:
             if threading.current_thread() is not threading.main_thread():
                 name = "worker %s" % threading.current_thread().name
@@ -260,7 +273,7 @@ class JsonSink(_Sink):
         "kvm_run_exit": ("kvm_vcpu_ioctl",),
     }
 
-    def emit(self, ev: TraceEvent, args: tuple[Any, ...]) -> None:
+    def emit(self, ev: _Event, args: tuple[Any, ...]) -> None:
         with self.lock:
             tid = self._track()
             ns = time.perf_counter_ns() - self.t0
@@ -271,7 +284,7 @@ class JsonSink(_Sink):
             if handler is not None:
                 closers = self.CLOSERS.get(ev.name)
                 if closers is not None:
-                    table = trace_events()
+                    table = self.events()
                     if not all(c in table and table[c].fn.enabled  # type: ignore[attr-defined]
                                for c in closers):
                         return

@@ -7,7 +7,13 @@ node's state (QEMU's ``bs->opaque``), so ``bs.drv is bs.opaque``.  Slots a
 driver does not implement stay ``None``; ``io.py`` checks for them as
 block/io.c checks for NULL function pointers.
 
-Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+The synchronous I/O that closing and probing need (``bdrv_flush`` before
+a node closes, ``bdrv_pread`` of the probe sector) is io_misc.py's, which
+sits above this module: io_misc hands both down when it is imported
+(``bdrv_set_sync_io``; the package imports it before any node is opened).
+
+Must not import: gqemu.block.io*, gqemu.hw, gqemu.kvm or anything above
+the block layer.
 QEMU: block.c, include/block/block_int.h.
 """
 from __future__ import annotations
@@ -280,6 +286,25 @@ def bdrv_ref(bs: BlockDriverState) -> None:
     bs.refcnt += 1
 
 
+def _no_sync_io(*_args: Any) -> int:
+    raise RuntimeError("gqemu.block.io_misc is not imported")
+
+
+# io_misc's bdrv_flush(bs) and bdrv_pread(child, offset, buf, nbytes),
+# handed down by bdrv_set_sync_io.
+_bdrv_flush: Callable[[BlockDriverState], int] = _no_sync_io
+_bdrv_pread: Callable[[Any, int, Any, int], int] = _no_sync_io
+
+
+def bdrv_set_sync_io(flush: Callable[[BlockDriverState], int],
+                     pread: Callable[[Any, int, Any, int], int]) -> None:
+    """Called by gqemu.block.io_misc when it is imported: the synchronous
+    flush and read that bdrv_unref and find_image_format use."""
+    global _bdrv_flush, _bdrv_pread
+    _bdrv_flush = flush
+    _bdrv_pread = pread
+
+
 def bdrv_unref(bs: Optional[BlockDriverState]) -> None:
     """Drop a reference; the last one flushes and closes the node, then its
     children.  QEMU: bdrv_unref / bdrv_close."""
@@ -291,8 +316,7 @@ def bdrv_unref(bs: Optional[BlockDriverState]) -> None:
     drv = bs.drv
     if drv is not None:
         # what the driver still caches goes out first (errors are ignored)
-        from gqemu.block.io_misc import bdrv_flush
-        bdrv_flush(bs)
+        _bdrv_flush(bs)
     if drv is not None and drv.bdrv_close is not None:
         drv.bdrv_close(bs)
     bs.drv = None
@@ -438,9 +462,8 @@ def find_image_format(file_bs: BlockDriverState, filename: str) -> type[BlockDri
     length = bdrv_getlength(file_bs)
     if length == 0 or file_bs.open_flags & BDRV_O_NO_IO:
         return raw
-    from gqemu.block.io_misc import bdrv_pread
     buf = bytearray(512)
-    ret = bdrv_pread(file_bs, 0, buf, 512)
+    ret = _bdrv_pread(file_bs, 0, buf, 512)
     if ret < 0:
         raise BlockError(-ret, "Could not read image for determining its "
                          "format: %s" % os.strerror(-ret))

@@ -4,8 +4,9 @@ with a bounce-buffer fallback, FUA emulation.
 
 ``bdrv_co_preadv`` -> ``bdrv_aligned_preadv`` -> ``bdrv_driver_preadv`` ->
 the driver's ``*_co_preadv``, and the same for writes, as block/io.c.
-Tracked requests are in ``io_tracked.py``; flush, discard, drain, block
-status and the synchronous helpers are in ``io_misc.py``.
+Tracked requests are in ``io_tracked.py``; the flush and the in-flight
+counter in ``io_flush.py``; discard, drain, block status and the
+synchronous helpers are in ``io_misc.py``.
 
 Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
 QEMU: block/io.c (2.8).
@@ -16,7 +17,6 @@ import errno
 import mmap
 from typing import Any, Optional
 
-from gqemu.aio import aio_notify
 from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
@@ -29,6 +29,8 @@ from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_O_UNMAP,
                                 BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE, INT_MAX,
                                 BdrvChild, BdrvTrackedRequest, BlockDriverState,
                                 bdrv_debug_event, bdrv_getlength)
+from gqemu.block.io_flush import (bdrv_co_flush, bdrv_dec_in_flight,  # noqa: F401
+                                  bdrv_inc_in_flight)
 from gqemu.block.io_tracked import (BDRV_TRACKED_READ, BDRV_TRACKED_WRITE,
                                     mark_request_serialising, tracked_request_begin,
                                     tracked_request_end, wait_serialising_requests)
@@ -58,17 +60,6 @@ def qemu_blockalign(bs: Optional[BlockDriverState], size: int) -> Any:
     if bs is not None and bs.bl.min_mem_alignment > 1 and size:
         return memoryview(mmap.mmap(-1, size))
     return bytearray(size)
-
-
-def bdrv_inc_in_flight(bs: BlockDriverState) -> None:
-    bs.in_flight += 1
-
-
-def bdrv_dec_in_flight(bs: BlockDriverState) -> None:
-    """QEMU: bdrv_dec_in_flight -> bdrv_wakeup."""
-    bs.in_flight -= 1
-    if bs.in_flight == 0 and bs.quiesce_counter:
-        aio_notify(bs.aio_context)
 
 
 def bdrv_check_byte_request(bs: BlockDriverState, offset: int, size: int) -> int:
@@ -259,7 +250,6 @@ def bdrv_driver_pwritev(bs: BlockDriverState, offset: int, nbytes: int,
     supported = bs.supported_write_flags
     ret = drv.bdrv_co_pwritev(bs, offset, nbytes, qiov, flags & supported)  # type: ignore[misc]
     if ret >= 0 and flags & BDRV_REQ_FUA & ~supported:
-        from gqemu.block.io_misc import bdrv_co_flush
         ret = bdrv_co_flush(bs)
     return ret
 
@@ -329,7 +319,6 @@ def bdrv_co_do_pwrite_zeroes(bs: BlockDriverState, offset: int, count: int,
         offset += num
         count -= num
     if need_flush:
-        from gqemu.block.io_misc import bdrv_co_flush
         return bdrv_co_flush(bs)
     return 0
 

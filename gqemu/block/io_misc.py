@@ -1,7 +1,8 @@
-"""Flush with write generations, discard, block status, drain.
+"""Discard, block status, drain and the synchronous wrappers; the flush
+with write generations (bdrv_co_flush) is in io_flush.py, re-exported here.
 
 Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
-QEMU: block/io.c (2.8): bdrv_co_flush, bdrv_co_pdiscard,
+QEMU: block/io.c (2.8): bdrv_co_pdiscard,
 bdrv_co_get_block_status, bdrv_drain.
 """
 from __future__ import annotations
@@ -9,22 +10,21 @@ from __future__ import annotations
 import errno
 from typing import Any, Callable, Optional, TypeVar
 
-from gqemu.aio import AioContext, aio_co_wake, aio_wait_while
-from gqemu.block.blkdebug_events import BLKDBG_FLUSH_TO_DISK, BLKDBG_FLUSH_TO_OS
+from gqemu.aio import AioContext, aio_wait_while
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
-                                BDRV_O_NO_FLUSH, BDRV_O_UNMAP, INT_MAX,
-                                BdrvChild, BlockDriverState, bdrv_debug_event,
-                                bdrv_getlength)
+                                BDRV_O_UNMAP, INT_MAX, BdrvChild, BlockDriverState,
+                                bdrv_getlength, bdrv_set_sync_io)
 from gqemu.block.block_int import (BDRV_BLOCK_OFFSET_MASK, BDRV_BLOCK_RECURSE,
                                    BDRV_BLOCK_ZERO)
 from gqemu.block.io import (NOT_DONE, bdrv_check_byte_request, bdrv_co_preadv,
-                            bdrv_co_pwritev, bdrv_dec_in_flight)
+                            bdrv_co_pwritev)
+from gqemu.block.io_flush import (CoroutineIOCompletion,  # noqa: F401 (re-exported)
+                                  bdrv_co_flush, bdrv_co_io_em_complete,
+                                  bdrv_dec_in_flight)
 from gqemu.block.io_tracked import (BDRV_TRACKED_DISCARD, tracked_request_begin,
                                     tracked_request_end, wait_serialising_requests)
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_init_buf
-from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wait,
-                             qemu_coroutine_self, qemu_coroutine_yield,
-                             qemu_coroutine_create, qemu_coroutine_enter,
+from gqemu.coroutine import (coroutine_fn, qemu_coroutine_create, qemu_coroutine_enter,
                              qemu_in_coroutine)
 
 __all__ = ["bdrv_pread", "bdrv_pwrite", "bdrv_run_co", "bdrv_poll_co", "bdrv_co_flush", "bdrv_flush", "bdrv_co_pdiscard", "bdrv_pdiscard",
@@ -32,72 +32,6 @@ __all__ = ["bdrv_pread", "bdrv_pwrite", "bdrv_run_co", "bdrv_poll_co", "bdrv_co_
            "bdrv_drained_begin", "bdrv_drained_end", "bdrv_pwrite_sync"]
 
 _T = TypeVar("_T")
-
-
-class CoroutineIOCompletion:
-    """QEMU: CoroutineIOCompletion."""
-
-    __slots__ = ("coroutine", "ret")
-
-    def __init__(self, co: Any) -> None:
-        self.coroutine = co
-        self.ret = -errno.EINPROGRESS
-
-
-def bdrv_co_io_em_complete(co: CoroutineIOCompletion, ret: int) -> None:
-    """Completion of an AIO-style driver call made from a coroutine.
-    QEMU: bdrv_co_io_em_complete."""
-    co.ret = ret
-    aio_co_wake(co.coroutine)
-
-
-@coroutine_fn
-def bdrv_co_flush(bs: Optional[BlockDriverState]) -> int:
-    """Flush ``bs`` and then its file, one flush at a time per node, and
-    skip the disk flush when nothing was written since the last one.
-    Context: coroutine.  Returns: 0 or -errno.  QEMU: bdrv_co_flush."""
-    if bs is None or bs.drv is None or bs.read_only:
-        return 0
-    bs.in_flight += 1
-    current_gen = bs.write_gen
-    while bs.active_flush_req:
-        qemu_co_queue_wait(bs.flush_queue)
-    bs.active_flush_req = True
-    drv = bs.drv
-    ret = 0
-    try:
-        if drv.bdrv_co_flush is not None:
-            ret = drv.bdrv_co_flush(bs)
-            return ret
-        if bs.file is not None:
-            bdrv_debug_event(bs.file.bs, BLKDBG_FLUSH_TO_OS)
-        if drv.bdrv_co_flush_to_os is not None:
-            ret = drv.bdrv_co_flush_to_os(bs)
-            if ret < 0:
-                return ret
-        if not bs.open_flags & BDRV_O_NO_FLUSH and bs.flushed_gen != current_gen:
-            if bs.file is not None:
-                bdrv_debug_event(bs.file.bs, BLKDBG_FLUSH_TO_DISK)
-            if drv.bdrv_co_flush_to_disk is not None:
-                ret = drv.bdrv_co_flush_to_disk(bs)
-            elif drv.bdrv_aio_flush is not None:
-                co = CoroutineIOCompletion(qemu_coroutine_self())
-                acb = drv.bdrv_aio_flush(bs, bdrv_co_io_em_complete, co)
-                if acb is None:
-                    ret = -errno.EIO
-                else:
-                    qemu_coroutine_yield()
-                    ret = co.ret
-            if ret < 0:
-                return ret
-        ret = bdrv_co_flush(bs.file.bs) if bs.file is not None else 0
-        return ret
-    finally:
-        if ret == 0:
-            bs.flushed_gen = current_gen
-        bs.active_flush_req = False
-        qemu_co_queue_next(bs.flush_queue)
-        bdrv_dec_in_flight(bs)
 
 
 @coroutine_fn
@@ -299,3 +233,6 @@ def bdrv_drained_end(bs: BlockDriverState) -> None:
     """QEMU: bdrv_drained_end."""
     assert bs.quiesce_counter > 0
     bs.quiesce_counter -= 1
+
+
+bdrv_set_sync_io(bdrv_flush, bdrv_pread)
