@@ -4,7 +4,11 @@ two modules of one layer never need each other (issue 15).  The graph is
 read with ``ast`` as tests/test_layering.py reads it."""
 from __future__ import annotations
 
-from test_layering import PKG, imports_of, module_name
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_layering import PKG, imports_of, module_name  # noqa: E402
 
 
 def _graph() -> dict[str, set[str]]:
