@@ -437,6 +437,30 @@ def bdrv_co_do_zero_pwritev(bs: BlockDriverState, offset: int, nbytes: int,
     return 0
 
 
+def bdrv_padding_rmw_read(bs: BlockDriverState, req: Any, aligned_offset: int, align: int,
+                          tail: bool, after_head: bool = False) -> tuple[int, bytearray]:
+    """Read the aligned block at ``aligned_offset`` that an unaligned write's
+    head (or ``tail``; ``after_head`` when the write had a head too) only
+    partly covers, serialising the request first so no overlapping write
+    slips in between the read and the write back.  Returns (0 or -errno,
+    the block).  Context: coroutine (a plain helper: as a ``coroutine_fn`` it
+    would add a stress scheduling point between the write's tracking and its
+    serialisation, which the serialising-wait invariant of
+    bdrv_aligned_pwritev does not allow).  QEMU: bdrv_padding_rmw_read."""
+    if not bs.aio_context.plant.rmw_unserialised:   # planted bug (stress)
+        mark_request_serialising(req, align)
+        waited = wait_serialising_requests(req)
+        assert not waited or not after_head         # the head's wait covered it
+    buf = qemu_blockalign(bs, align)
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_TAIL if tail else BLKDBG_PWRITEV_RMW_HEAD)
+    ret = bdrv_aligned_preadv(bs, req, aligned_offset, align, align,
+                              qemu_iovec_init_buf(buf), 0)
+    if ret >= 0:
+        bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_TAIL if tail
+                         else BLKDBG_PWRITEV_RMW_AFTER_HEAD)
+    return ret, buf
+
+
 @coroutine_fn
 def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
                     qiov: Optional[QEMUIOVector], flags: int) -> int:
@@ -463,41 +487,24 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
         align = bs.bl.request_alignment
         head = offset & (align - 1)
         tail = (offset + nbytes) & (align - 1)
-        if head:
-            if not bs.aio_context.plant.rmw_unserialised:   # planted bug (stress)
-                mark_request_serialising(req, align)
-                wait_serialising_requests(req)
-            head_buf = qemu_blockalign(bs, align)
-            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_HEAD)
-            ret = bdrv_aligned_preadv(bs, req, offset - head, align, align,
-                                      qemu_iovec_init_buf(head_buf), 0)
-            if ret < 0:
-                return ret
-            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_HEAD)
+        if head or tail:
             local = QEMUIOVector()
-            qemu_iovec_add(local, head_buf, head)
+            if head:
+                ret, head_buf = bdrv_padding_rmw_read(bs, req, offset - head, align, False)
+                if ret < 0:
+                    return ret
+                qemu_iovec_add(local, head_buf, head)
+                offset -= head
+                nbytes += head
             qemu_iovec_concat(local, qiov, 0, qiov.size)
+            if tail:
+                ret, tail_buf = bdrv_padding_rmw_read(bs, req, (offset + nbytes) & ~(align - 1),
+                                                      align, True, bool(head))
+                if ret < 0:
+                    return ret
+                qemu_iovec_add(local, memoryview(tail_buf)[tail:])
+                nbytes += align - tail
             qiov = local
-            offset -= head
-            nbytes += head
-        if tail:
-            if not bs.aio_context.plant.rmw_unserialised:
-                mark_request_serialising(req, align)
-                waited = wait_serialising_requests(req)
-                assert not waited or not head
-            tail_buf = qemu_blockalign(bs, align)
-            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_TAIL)
-            ret = bdrv_aligned_preadv(bs, req, (offset + nbytes) & ~(align - 1), align,
-                                      align, qemu_iovec_init_buf(tail_buf), 0)
-            if ret < 0:
-                return ret
-            bdrv_debug_event(bs, BLKDBG_PWRITEV_RMW_AFTER_TAIL)
-            if not head:
-                local = QEMUIOVector()
-                qemu_iovec_concat(local, qiov, 0, qiov.size)
-                qiov = local
-            qemu_iovec_add(qiov, memoryview(tail_buf)[tail:])
-            nbytes += align - tail
         return bdrv_aligned_pwritev(bs, req, offset, nbytes, align, qiov, flags)
     finally:
         tracked_request_end(req)
