@@ -70,3 +70,16 @@ def ratio_row(name: str, ours: float, anchor_name: str, anchor: float,
 
 
 RATIO_HEADER = ["measure", "gqemu", "anchor", "anchor value", "ratio", "target"]
+
+
+def make_lba_image(path: str, nsect: int) -> None:
+    """A raw image whose every sector holds its LBA (u32 LE) 128 times: a
+    read shows which sector it came from.  Used by the ide and virtio suites."""
+    with open(path, "wb") as f:
+        chunk = bytearray()
+        for lba in range(nsect):
+            chunk += lba.to_bytes(4, "little") * 128
+            if len(chunk) >= 1 << 20:
+                f.write(chunk)
+                chunk = bytearray()
+        f.write(chunk)

@@ -29,7 +29,8 @@ import tempfile
 import time
 from typing import Any
 
-from gqemu.bench.common import RATIO_HEADER, fmt_num, progress, progress_done, table
+from gqemu.bench.common import (RATIO_HEADER, fmt_num, make_lba_image, progress,
+                                progress_done, table)
 
 TARGET_EXITS = 300_000.0
 TARGET_MBS = 50.0
@@ -140,17 +141,6 @@ def _block_alone(m: _Machine, lba: int) -> float:
     return 256 * 512 / (time.perf_counter() - t0) / 1e6
 
 
-def _make_image(path: str) -> None:
-    with open(path, "wb") as f:
-        chunk = bytearray()
-        for lba in range(NSECT):
-            chunk += lba.to_bytes(4, "little") * 128
-            if len(chunk) >= 1 << 20:
-                f.write(chunk)
-                chunk = bytearray()
-        f.write(chunk)
-
-
 def _pio_rows(label: str, mbs: float, eps: float, blk: float,
               mbs_fmt: str = "%.1f MB/s", target: bool = True) -> list[list[str]]:
     """A PIO read row against the block-layer anchor, and its exits/s row."""
@@ -171,7 +161,7 @@ def run_bench(args: argparse.Namespace) -> int:
     os.close(fd)
     try:
         progress("ide: making a 16 MiB image")
-        _make_image(path)
+        make_lba_image(path, NSECT)
         m = _Machine(path)
         ra_m = _Machine(path, readahead=256)
         nw_m = _Machine(path, aio="nowait")

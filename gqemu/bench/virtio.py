@@ -23,7 +23,8 @@ import tempfile
 import time
 from typing import Any
 
-from gqemu.bench.common import RATIO_HEADER, fmt_num, progress, progress_done, table
+from gqemu.bench.common import (RATIO_HEADER, fmt_num, make_lba_image, progress,
+                                progress_done, table)
 
 NSECT = 32768            # 16 MiB
 RING, HDR, DATA = 0x100000, 0x180000, 0x200000
@@ -131,17 +132,6 @@ class _Bench:
         self.m.close()
 
 
-def _make_image(path: str) -> None:
-    with open(path, "wb") as f:
-        chunk = bytearray()
-        for lba in range(NSECT):
-            chunk += lba.to_bytes(4, "little") * 128
-            if len(chunk) >= 1 << 20:
-                f.write(chunk)
-                chunk = bytearray()
-        f.write(chunk)
-
-
 def run_bench(args: argparse.Namespace) -> int:
     quick = bool(getattr(args, "quick", False))
     n = 256 if quick else 4096
@@ -152,8 +142,8 @@ def run_bench(args: argparse.Namespace) -> int:
     ide_path, vio_path = os.path.join(tmp, "ide.img"), os.path.join(tmp, "virtio.img")
     try:
         progress("virtio: making two 16 MiB images")
-        _make_image(ide_path)
-        _make_image(vio_path)
+        make_lba_image(ide_path, NSECT)
+        make_lba_image(vio_path, NSECT)
         b = _Bench(ide_path, vio_path)
         try:
             qd1 = qd32 = ide = blk = 0.0
