@@ -24,19 +24,13 @@ import argparse
 import lzma
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 
+from gqemu.blockdev import scratch_sector
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE_MIB = 2
-
-
-def sector(lba: int) -> bytes:
-    """refdata/mkdisk.py's self-describing sector."""
-    tag = ("<LBA 0x%08x> " % lba).encode()
-    body = (tag * (504 // len(tag) + 1))[:504]
-    return struct.pack("<I", lba) + body + struct.pack("<I", lba ^ 0xFFFFFFFF)
 
 
 def make_disk(path: str, program: bytes) -> None:
@@ -44,7 +38,7 @@ def make_disk(path: str, program: bytes) -> None:
     with open(path, "wb") as f:
         f.write(program)
         for lba in range(nprog, SIZE_MIB * 2048):
-            f.write(sector(lba))
+            f.write(scratch_sector(lba))    # refdata/mkdisk.py's sector
 
 
 def xz(src: str, dst: str) -> None:
