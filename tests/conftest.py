@@ -56,6 +56,18 @@ def qemu_io() -> str:
 
 
 @pytest.fixture(scope="session")
+def qemu_system() -> str:
+    """Path of the real ``qemu-system-x86_64`` (scripts/test installs it)."""
+    return _need_tool("qemu-system-x86_64", "Debian package qemu-system-x86")
+
+
+@pytest.fixture(scope="session")
+def nasm() -> str:
+    """Path of ``nasm`` (scripts/test installs it)."""
+    return _need_tool("nasm", "Debian package nasm")
+
+
+@pytest.fixture(scope="session")
 def gqemu_io_exe() -> str:
     """Path of the installed ``gqemu-io`` console script."""
     return _need_tool("gqemu-io", "pip install -e .")

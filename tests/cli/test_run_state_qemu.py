@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import time
 import subprocess
 from pathlib import Path
@@ -177,10 +176,8 @@ def observe_gqemu(tmp: Path) -> list:
     return seen + from_write_to_retry(out.getvalue())
 
 
-def test_enospc_stop_and_cont_as_qemu(tmp_path):
-    exe = shutil.which("qemu-system-x86_64")
-    if exe is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
+def test_enospc_stop_and_cont_as_qemu(tmp_path, qemu_system):
+    exe = qemu_system
     (tmp_path / "q").mkdir()
     (tmp_path / "g").mkdir()
     want = observe_qemu(exe, tmp_path / "q")

@@ -145,9 +145,7 @@ def test_ram_option(tmp_path, capsys):
         assert msg in err and err.count("\n") == 1, err
 
 
-@pytest.mark.skipif(not (shutil.which("qemu-system-x86_64") and shutil.which("nasm")),
-                    reason="needs qemu-system-x86_64 and nasm")
-def test_rerecording_gives_the_same_results(tmp_path):
+def test_rerecording_gives_the_same_results(tmp_path, qemu_system, nasm):
     """record.py run again under the installed QEMU: the same binary, the
     same debugcon results and the same disk (only the number of status
     polls in the log depends on the host)."""
