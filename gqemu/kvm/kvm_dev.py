@@ -306,14 +306,12 @@ class KvmVM:
         bm = self._bitmap
         log = kvm_dirty_log(0, 0, ctypes.cast(bm, ctypes.c_void_p))
         _ioctl(self.fd, KVM_GET_DIRTY_LOG, log, "KVM_GET_DIRTY_LOG")
-        raw = bm.raw
-        pages = []
-        for i, byte in enumerate(raw):
-            if byte:
-                base = i * 8
-                for b in range(8):
-                    if byte >> b & 1:
-                        pages.append(base + b)
+        bits = int.from_bytes(bm.raw, "little")     # usually a handful of pages:
+        pages = []                                  # visit set bits only
+        while bits:
+            low = bits & -bits
+            pages.append(low.bit_length() - 1)
+            bits ^= low
         return pages
 
     def create_vcpu(self) -> KvmVcpu:
