@@ -338,6 +338,7 @@ submit:
         mov     al, 0x10
         call    iop
         xor     ax, ax
+.notify:                                ; (record.py's breakpoint)
         out     dx, ax
         ; wait for the used index
         mov     ecx, 0x10000000
