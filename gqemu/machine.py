@@ -11,7 +11,7 @@ QEMU: hw/i386/pc_piix.c (pc_init1), blockdev.c (drive_new).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from gqemu.blockdev import (NR_DRIVES, NR_VIRTIO, SCRATCH_TAG, SECTOR, MachineError,
                             drive_config, file_sha256, make_scratch_disk, open_drive,
@@ -43,7 +43,8 @@ class Machine:
     """
 
     def __init__(self, drives: Sequence[dict], ram_size: int = RAM_SIZE,
-                 ctx: Any = None, accel: str = "sim", debugcon: Any = None) -> None:
+                 ctx: Any = None, accel: str = "sim", debugcon: Any = None,
+                 ide_bus_master: Optional[bool] = None) -> None:
         from gqemu.aio import qemu_get_aio_context
         import gqemu.block  # noqa: F401  (registers the drivers)
         from gqemu.block.block_backend import blk_new_open
@@ -51,6 +52,9 @@ class Machine:
         from gqemu.kvm.cpu import KVMState
         self.ctx = ctx if ctx is not None else qemu_get_aio_context()
         self.ram_size = ram_size
+        # the IDE function's bus mastering at start: on for scripted guests,
+        # off as SeaBIOS leaves it (--accel kvm, replays of SeaBIOS guests)
+        self.ide_bus_master = accel == "sim" if ide_bus_master is None else ide_bus_master
         self.blks: dict[int, Any] = {}
         self.vblks: dict[int, Any] = {}      # if=virtio drives by index
         self.drives = list(drives)
@@ -121,7 +125,9 @@ class Machine:
         the registers SeaBIOS leaves: BAR4 at 0xC000 when there is no
         virtio drive.  Scripted guests (--accel sim) predate PCI, so there
         the IDE function also has bus mastering on; under kvm it is off,
-        as SeaBIOS leaves it (0x0103).  QEMU: i440fx_init, pci_create_simple."""
+        as SeaBIOS leaves it (0x0103); ``ide_bus_master`` overrides (the
+        replay of a trace whose header says ``firmware: seabios``).
+        QEMU: i440fx_init, pci_create_simple."""
         from gqemu.hw.ide.piix import piix3_ide_pci_new
         from gqemu.hw.pci import (PCI_COMMAND, PCI_COMMAND_MASTER, pc_pci_chipset,
                                   pci_bios_setup, pci_bus_new)
@@ -132,7 +138,7 @@ class Machine:
         self.virtio = [virtio_blk_pci_new(self.pci, (2 + n) << 3, self.vblks[i], self.ctx)
                        for n, i in enumerate(sorted(self.vblks))]
         pci_bios_setup(self.pci)
-        if self.accel is None:
+        if self.ide_bus_master:
             self.ide_pci.config_write(PCI_COMMAND, self.ide_pci.command | PCI_COMMAND_MASTER, 2)
 
     def replay_hints(self) -> dict:
@@ -152,7 +158,18 @@ class Machine:
                 port_drives[bm_base + 8 * ch + off] = drives
             irq_drives[irq] = drives
         return {"port_drives": port_drives, "irq_drives": irq_drives,
-                "drive_files": {d["index"]: d["file"] for d in self.drives}}
+                "drive_files": {d["index"]: d["file"] for d in self.drives},
+                "read_clears": self._read_clears}
+
+    def _read_clears(self, port: int) -> bool:
+        """Does a read of ``port`` consume what it returns?  A virtio
+        function's ISR (BAR0 + 0x13, wherever the guest put BAR0)."""
+        from gqemu.hw.virtio.virtio_pci import VIRTIO_PCI_ISR
+        for dev in self.virtio:
+            bar = dev.bars[0]
+            if bar is not None and bar.addr >= 0 and port == bar.addr + VIRTIO_PCI_ISR:
+                return True
+        return False
 
     def add_cpu(self, guest_fn: GuestFn) -> Any:
         """A vCPU running ``guest_fn(cpu)``."""

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from gqemu.replay.format import TraceWriter
 from gqemu.replay.qemu_log import BMDMA_BASE, LogError, QemuLogImporter, open_log
+from gqemu.replay.qemu_log_io import QemuIoLogImporter, Snapshot, read_ram_snapshots
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. boot.bin@0x7c00), stored before the first access; "
                         "with it the guest's own PRD tables are replayed instead "
                         "of synthesized ones (repeatable)")
+    p.add_argument("--ram-snapshots", metavar="FILE",
+                   help="guest RAM read at points of the log (plain or .xz; "
+                        "tests/data/virtio/record.py writes one): stored and checked "
+                        "there, and accesses before its 'start' dropped")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
 
 
@@ -46,6 +51,19 @@ def _ram_images(specs: list[str]) -> list[tuple[int, bytes]]:
         except OSError as e:
             raise UsageError("%s: %s" % (path, e.strerror or e))
     return out
+
+
+def _snapshots(path: str | None) -> list[Snapshot]:
+    from gqemu.cli.main import UsageError
+    if path is None:
+        return []
+    try:
+        with open_log(path) as f:
+            return read_ram_snapshots(f)
+    except OSError as e:
+        raise UsageError("%s: %s" % (path, e.strerror or e))
+    except (ValueError, lzma.LZMAError, EOFError) as e:
+        raise UsageError("%s: %s" % (path, e))
 
 
 MAX_LINE = 64 * 1024
@@ -75,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
     out = args.output or default_output(args.log)
     try:
-        imp = QemuLogImporter(guest_ram=_ram_images(args.ram))
+        imp = QemuIoLogImporter(guest_ram=_ram_images(args.ram),
+                                ram_snapshots=_snapshots(args.ram_snapshots))
     except ValueError as e:
         raise UsageError("--ram: %s" % e)
     try:
@@ -94,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             meta = {"machine": "pc", "drives": [],
                     "source": "qemu-log:%s" % os.path.basename(args.log),
                     "created_by": "gqemu import-qemu-trace"}
+            if imp.start is not None:
+                meta["firmware"] = "seabios"    # the program ran after SeaBIOS
             w = TraceWriter(f, meta, flush_every=4096)
             try:
                 for rec in imp.records(_lines(src, imp)):
@@ -122,5 +143,10 @@ def run(args: argparse.Namespace) -> int:
             extra += "; %d PRD tables synthesized" % imp.prd_synthesized
         if imp.bmdma_bar is not None and imp.bmdma_bar != BMDMA_BASE:
             extra += "; guest BMDMA BAR 0x%x mapped to 0x%x" % (imp.bmdma_bar, BMDMA_BASE)
+        if imp.before_start:
+            extra += "; %d accesses before the program's start dropped" % imp.before_start
+        if imp.skipped_regions:
+            extra += "; %d accesses to regions gqemu does not model skipped (%s)" % (
+                sum(imp.skipped_regions.values()), ", ".join(sorted(imp.skipped_regions)))
         sys.stderr.write("%s: %d records from %d lines%s\n" % (out, w.count, imp.lines, extra))
     return 0

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         if not 1 << 16 <= ram_size <= 1 << 30:
             raise UsageError("%s: header: guest RAM size %d out of range" % (args.trace, ram_size))
         try:
-            machine = Machine(drives, ram_size=ram_size)
+            machine = Machine(drives, ram_size=ram_size,
+                              ide_bus_master=reader.meta.get("firmware") != "seabios")
         except MachineError as e:
             raise UsageError(str(e))
         bar = Progress("replay", total=reader.size, unit="B")

@@ -50,7 +50,7 @@ MAX_IRQ = 24
 
 _HEADER_KEYS = {
     "machine": str, "drives": list, "source": str, "ram_size": int,
-    "created_by": str, "note": str, "irq": bool,
+    "created_by": str, "note": str, "irq": bool, "firmware": str,
 }
 _DRIVE_KEYS = {
     "index": int, "if": str, "format": str, "size": int, "sha256": str,
@@ -140,6 +140,8 @@ def check_meta(meta: Any, index: int = -1) -> dict:
     if type(meta) is not dict:
         raise TraceError("metadata is not a map", index)
     _check_keys(meta, _HEADER_KEYS, "header", index)
+    if meta.get("firmware", "seabios") != "seabios":
+        raise TraceError("unknown firmware %r" % meta["firmware"], index)
     drives = meta.get("drives", [])
     if len(drives) > 8:
         raise TraceError("too many drives", index)

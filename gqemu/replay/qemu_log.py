@@ -156,6 +156,7 @@ class QemuLogImporter:
         self._bus_channel: dict[str, int] = {}
         self._last_channel = 0
         self._pending: dict[Optional[str], tuple] = {}   # tid -> (lineno, rec, bus)
+        self._access = _ACCESS          # the access events this importer converts
         self.lines = 0
 
     def _cpu(self, tid: str | None) -> int:
@@ -195,9 +196,9 @@ class QemuLogImporter:
             if parsed is None:
                 continue
             tid, name, args, line = parsed
-            rx = _ACCESS.get(name)
+            rx = self._access.get(name)
             if rx is None:
-                self._other(lineno, name, args, line)
+                yield from self._event(lineno, name, args, line)
                 continue
             am = rx.match(args)
             if am is None:
@@ -234,6 +235,12 @@ class QemuLogImporter:
             args = args.strip()
         self.stats[name] = self.stats.get(name, 0) + 1
         return tid, name, args, line
+
+    def _event(self, lineno: int, name: str, args: str, line: str) -> Iterator[list]:
+        """A line that is no IDE/BMDMA access event (qemu_log_io's importer
+        turns some into records)."""
+        self._other(lineno, name, args, line)
+        return iter(())
 
     def _other(self, lineno: int, name: str, args: str, line: str) -> None:
         """An event that is no guest access (ATAPI, PCI config, ...): only

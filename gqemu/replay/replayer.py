@@ -19,7 +19,9 @@ held until then (``hold.py``), so host speed never shows:
 A divergence is a result that still differs when nothing is pending.  The
 replay stops at the first one and reports it with the records before it.
 Reads repeated while waiting are side-effect free in QEMU's IDE (status,
-alternate status, and the data port while DRQ is clear).
+alternate status, and the data port while DRQ is clear); a port whose read
+clears what it returned (``read_clears``: virtio's ISR) is read again only
+while it returned 0.
 
 Must not import: gqemu.cli.
 QEMU: replay/replay.c (replay_run), in the spirit of its checks.
@@ -81,7 +83,8 @@ class Replayer:
                  progress_every: int = 65536,
                  port_drives: Optional[dict[int, tuple[int, ...]]] = None,
                  irq_drives: Optional[dict[int, tuple[int, ...]]] = None,
-                 drive_files: Optional[dict[int, str]] = None) -> None:
+                 drive_files: Optional[dict[int, str]] = None,
+                 read_clears: Optional[Callable[[int], bool]] = None) -> None:
         self.s = s
         self.ram = ram
         self.progress = progress
@@ -90,6 +93,9 @@ class Replayer:
         self.check_irqs = False
         self.port_drives = port_drives or {}
         self.irq_drives = irq_drives or {}
+        # ports whose read consumes what it returned (virtio's ISR): such a
+        # read is repeated only while it returned 0 (no effect)
+        self.read_clears = read_clears
         self.sched = ReplayScheduler(fd_mapper(drive_files) if drive_files else None)
         self.last_result: Optional[ReplayResult] = None   # also set when the reader raised
 
@@ -183,15 +189,18 @@ class Replayer:
         progress and read again until it matches, or nothing can change."""
         size, port = rec[3], rec[4]
         prefer = self.port_drives.get(port)
-        while True:
+        clears = self.read_clears is not None and self.read_clears(port)
+        v = first
+        while not (clears and v):
             if not self._step(prefer):
-                return Divergence(i, rec, "0x%0*x" % (2 * size, rec[5]),
-                                  "0x%0*x" % (2 * size, first), _before(i, hist))
+                break
             res.waits += 1
             kvm_handle_io(port, MEMTXATTRS_UNSPECIFIED, buf, 0, size, 1, self.s.as_io)
             v = buf[0] if size == 1 else int.from_bytes(buf[:size], "little")
             if v == rec[5]:
                 return None
+        return Divergence(i, rec, "0x%0*x" % (2 * size, rec[5]), "0x%0*x" % (2 * size, v),
+                          _before(i, hist))
 
     def _irq_backlog(self, i: int, rec: list, hist: deque) -> Divergence:
         """The model raised more IRQ changes than the trace records."""
