@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         extra = ""
         if imp.prd_synthesized:
             extra += "; %d PRD tables synthesized" % imp.prd_synthesized
-        if imp.bmdma_bar is not None and imp.bmdma_bar != BMDMA_BASE:
+        if imp.bmdma_bar is not None and imp.bmdma_bar != BMDMA_BASE and not imp.ops_accesses:
+            # (memory_region_ops accesses keep their ports: nothing is mapped)
             extra += "; guest BMDMA BAR 0x%x mapped to 0x%x" % (imp.bmdma_bar, BMDMA_BASE)
         if imp.before_start:
             extra += "; %d accesses before the program's start dropped" % imp.before_start

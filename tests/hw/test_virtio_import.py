@@ -50,6 +50,7 @@ def imported(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "accesses before the program's start dropped" in err
+    assert "mapped to" not in err           # ports are kept as traced: no BMDMA remapping
     return trace
 
 
