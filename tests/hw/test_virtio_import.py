@@ -75,21 +75,10 @@ def replay(trace: Path, tmp_path: Path, capsys) -> tuple[int, str, Path]:
     return rc, out + err, disk
 
 
-def _first_difference(out: Path) -> str:
-    """When record.py's two runs disagreed: where (it keeps the second's
-    output as debugcon-replayable.bin)."""
-    try:
-        a = (out / "debugcon.bin").read_bytes()
-        b = (out / "debugcon-replayable.bin").read_bytes()
-    except OSError:
-        return ""
-    i = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
-    return "\nfirst run %r, second %r at byte %d" % (a[i:i + 16], b[i:i + 16], i)
-
-
 def test_recording_matches_the_first_run():
-    """The replayable run (ioeventfd=off, gdbstub) is the same program run:
-    record.py checked its debugcon bytes and disk against the first run;
+    """The replayable run (ioeventfd=off, gdbstub) is the same program run
+    (record.py checked its status and disk against the first run's, and its
+    debugcon bytes are the committed ones: test_rerecording_replays_too);
     the log has the program's PCI and BAR0 accesses, the snapshots a start
     and one store of the descriptor table per notify."""
     with lzma.open(DATA / "io-trace.log.xz", "rt") as f:
@@ -250,8 +239,12 @@ def test_rerecording_replays_too(tmp_path, capsys, qemu_system, nasm):
     out = tmp_path / "rec"
     r = subprocess.run([sys.executable, str(DATA / "record.py"), "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr + _first_difference(out)
-    assert (out / "debugcon.bin").read_bytes() == (DATA / "debugcon.bin").read_bytes()
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the replayable run's output (the first run's ISR read can race, README)
+    con = out / "debugcon-replayable.bin"
+    if not con.exists():
+        con = out / "debugcon.bin"
+    assert con.read_bytes() == (DATA / "debugcon.bin").read_bytes()
     trace = tmp_path / "re.gqt"
     assert main(["import-qemu-trace", "-q", "--ram-snapshots", str(out / "guest-ram.txt.xz"),
                  str(out / "io-trace.log.xz"), "-o", str(trace)]) == 0

@@ -20,7 +20,9 @@ then boots it again for gqemu import-qemu-trace (``record_replayable``):
 gdbstub, through which (gdbremote.py) hardware breakpoints at the labels
 ``main``, ``submit.notify`` and ``main.done`` (from nasm's map file) read
 the guest RAM the device will read and has written; that run must give
-the same debugcon bytes, status and disk, and adds:
+the same status and disk (its debugcon bytes, if they differ from the
+first run's, are kept as debugcon-replayable.bin with a warning: the
+first run's ISR read can race a completion), and adds:
 
     io-trace.log.xz          its QEMU log (every port access)
     guest-ram.txt.xz         the RAM snapshots (docs/trace-format.md)
@@ -39,6 +41,7 @@ import socket
 import subprocess
 import tempfile
 import struct
+import sys
 import time
 from typing import Any
 
@@ -229,10 +232,18 @@ def record_replayable(a: argparse.Namespace, tmp: str, program: bytes) -> None:
     with open(ram, "w") as f:
         p = run_with_gdb(qemu_cmd(a, boot, vdisk, dbg, log, ",ioeventfd=off",
                                   ("memory_region_ops_*",)), d, log, bps, RamSnapshots(f, log))
-    first = os.path.join(a.out, "debugcon.bin")
-    if open(dbg, "rb").read() != open(first, "rb").read():
+    first = open(os.path.join(a.out, "debugcon.bin"), "rb").read()
+    second = open(dbg, "rb").read()
+    if second != first:
+        # the first run's queue runs on the ioeventfd path, where an ISR read
+        # can fall between the used index update and the ISR being set (and
+        # read 0); with ioeventfd=off both happen under the BQL
+        i = next((i for i in range(min(len(first), len(second))) if first[i] != second[i]),
+                 min(len(first), len(second)))
         shutil.copy(dbg, os.path.join(a.out, "debugcon-replayable.bin"))
-        raise RuntimeError("the replayable run's debugcon output differs from the first run's")
+        print("warning: the two runs' debugcon output differ at byte %d (first %r, "
+              "replayable %r); the replayable run's is debugcon-replayable.bin"
+              % (i, first[i:i + 8], second[i:i + 8]), file=sys.stderr)
     if p.returncode != int(open(os.path.join(a.out, "exitcode.txt")).read()):
         raise RuntimeError("the replayable run exited with %d" % p.returncode)
     xz(log, os.path.join(a.out, "io-trace.log.xz"))
