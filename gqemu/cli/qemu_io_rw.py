@@ -135,8 +135,11 @@ def read_f(io: Any, argv: list[str]) -> int:
     elif bflag:
         ret = do_vmstate(io, offset, buf, False)
     else:
-        ret = blk_prw(io.blk, offset, buf, count, False)
-        ret = ret if ret < 0 else 1
+        try:
+            blk_prw(io.blk, offset, buf, count, False)
+            ret = 1
+        except BlockError as e:
+            ret = -e.errno
     t2 = _now()
     if ret < 0:
         out("read failed: %s\n" % strerror(-ret))
