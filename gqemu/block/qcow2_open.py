@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import Any, Optional
+from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
@@ -29,7 +29,7 @@ from gqemu.block.qcow2_header import (
     report_unsupported_feature, size_to_l1)
 from gqemu.block.qcow2_refcount import qcow2_refcount_init
 from gqemu.block.qcow2_snapshot import qcow2_read_snapshots
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 ENOTSUP = errno.ENOTSUP
 BACKING_CHAIN_MAX = 16
@@ -163,7 +163,7 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
             qcow2_co_flush_file(bs)
 
 
-def qcow2_open_backing(bs: Qcow2BDS, s: Any, flags: int, chain: tuple) -> None:
+def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) -> None:
     """Open the backing file read-only: its name relative to the image's
     folder, its format from the header extension; refuse loops, chains
     deeper than 16, and unnamed formats that would probe as raw.

@@ -157,7 +157,11 @@ def truncate_f(io: Any, argv: list[str]) -> int:
     offset = cvtnum_arg(g.args[0], io.prog, argv[1])   # QEMU names argv[1] here
     if offset < 0:
         return offset
-    ret, msg = bdrv_truncate(blk_bs(io.blk), offset, False, prealloc)
+    bs = blk_bs(io.blk)
+    if bs is None:                          # QEMU: blk_truncate's blk_is_available
+        error_report(io, "No medium inserted")
+        return -errno.ENOMEDIUM
+    ret, msg = bdrv_truncate(bs, offset, False, prealloc)
     if ret < 0:
         error_report(io, msg)
         return ret
