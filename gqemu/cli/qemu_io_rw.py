@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import gqemu.block as _block
 from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BlockError, blk_bs,
@@ -33,6 +33,9 @@ from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE,
                                     parse_pattern, print_report,
                                     qemuio_command_usage, strerror)
 
+if TYPE_CHECKING:
+    from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
+
 NOT_DONE = 0x7fffffff
 # QEMU 7.2's flag (value 0x100); used from gqemu.block once it defines it.
 BDRV_REQ_NO_FALLBACK: int = getattr(_block, "BDRV_REQ_NO_FALLBACK", 0x100)
@@ -45,13 +48,13 @@ def _now() -> int:
     return time.monotonic_ns()
 
 
-def _wait(io: Any, box: list) -> None:
+def _wait(io: QemuIO, box: list) -> None:
     """Run the loop until ``box[0]`` is set.  QEMU: main_loop_wait loop."""
     from gqemu.aio import aio_wait_while
     aio_wait_while(blk_get_aio_context(io.blk), lambda: box[0] == NOT_DONE)
 
 
-def _precheck(io: Any, offset: int, count: int) -> int:
+def _precheck(io: QemuIO, offset: int, count: int) -> int:
     if count > _LAZY_ALLOC:
         return blk_check_byte_request(io.blk, offset, count)
     return 0
@@ -65,7 +68,7 @@ def _verify(buf: bytearray, start: int, n: int, pattern: int) -> bool:
 # ------------------------------------------------------------------ read
 
 
-def read_f(io: Any, argv: list[str]) -> int:
+def read_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: read_f."""
     cflag = qflag = vflag = pflag = sflag = lflag = bflag = False
     pattern = 0
@@ -181,7 +184,7 @@ def _pattern_from_file(name: str, count: int) -> Optional[bytearray]:
     return bytearray((data * reps)[:count])
 
 
-def write_f(io: Any, argv: list[str]) -> int:
+def write_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: write_f."""
     cflag = qflag = bflag = pflag = zflag = compress = sflag = False
     flags = 0
@@ -288,7 +291,7 @@ def write_f(io: Any, argv: list[str]) -> int:
     return 0
 
 
-def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
+def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
     """Read or write the VM state area through the format driver's
     ``bdrv_co_readv_vmstate``/``bdrv_co_writev_vmstate(bs, qiov, pos)``;
     -ENOTSUP where the driver has none (raw).  Returns 1 or -errno.
@@ -309,7 +312,7 @@ def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
     return ret if ret < 0 else 1
 
 
-def do_write_compressed(io: Any, offset: int, data: bytes) -> int:
+def do_write_compressed(io: QemuIO, offset: int, data: bytes) -> int:
     """Drivers without a compressed-write slot give -ENOTSUP.
     QEMU: blk_pwrite_compressed -> bdrv_driver_pwritev_compressed."""
     from gqemu.block import BDRV_REQ_WRITE_COMPRESSED
