@@ -13,10 +13,13 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
                                      error_report, img_open, option_size, parse_option_size)
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 
 def size_to_str(val: int) -> str:
@@ -57,7 +60,7 @@ def run_co(fn: Callable[..., Any], *args: Any) -> Any:
     return bdrv_poll_co(qemu_get_aio_context(), fn, *args)
 
 
-def _qcow2_state(blk: Any) -> Any:
+def _qcow2_state(blk: BlockBackend) -> Any:
     from gqemu.block import blk_bs
     bs = blk_bs(blk)
     drv = bs.drv if bs is not None else None
@@ -199,7 +202,7 @@ def _snapshot_infos(s: Any) -> list[dict]:
     return out
 
 
-def image_info(blk: Any, filename: str) -> dict:
+def image_info(blk: BlockBackend, filename: str) -> dict:
     """The fields of QEMU's ImageInfo.  QEMU: bdrv_query_image_info."""
     from gqemu.block import blk_getlength
     from gqemu.block.qcow2_header import (QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY)
@@ -305,7 +308,7 @@ def _check_dict(res: Any, filename: str) -> dict:
     return d
 
 
-def run_check(blk: Any, filename: str, fix: int, output: str, quiet: bool,
+def run_check(blk: BlockBackend, filename: str, fix: int, output: str, quiet: bool,
               error_report: Callable[[str], None]) -> int:
     """qemu-img check.  QEMU: img_check / collect_image_check."""
     from gqemu.block.qcow2_check import qcow2_co_check
@@ -361,7 +364,7 @@ def run_check(blk: Any, filename: str, fix: int, output: str, quiet: bool,
 # ---------------------------------------------------------------- snapshot
 
 
-def snapshot_action(blk: Any, action: str, name: str, quiet: bool) -> int:
+def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> int:
     """qemu-img snapshot -l/-c/-a/-d.  QEMU: img_snapshot."""
     from gqemu.block.qcow2_snapshot import (qcow2_snapshot_create, qcow2_snapshot_delete,
                                             qcow2_snapshot_goto)

@@ -15,7 +15,10 @@ from __future__ import annotations
 import errno
 import getopt
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 # The name errors are reported under: main() sets it from argv[0].
 PROG = "qemu-img"
@@ -155,7 +158,7 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
         raise ImgError("Could not open '%s': %s" % (filename, e.msg)) from None
 
 
-def blk_close(blk: Any) -> None:
+def blk_close(blk: BlockBackend) -> None:
     from gqemu.block import blk_unref
     blk_unref(blk)
 
