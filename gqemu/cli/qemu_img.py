@@ -114,7 +114,7 @@ def img_create(argv: list[str]) -> int:
         size = osize
     backing = o.pop("backing_file", backing)
     backing_fmt = o.pop("backing_fmt", backing_fmt)
-    from gqemu.cli.qemu_img_out import create_image
+    from gqemu.cli.qemu_img_create import create_image
     create_image(filename, fmt, size, backing, backing_fmt, o, quiet)
     return 0
 

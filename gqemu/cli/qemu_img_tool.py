@@ -79,7 +79,8 @@ def cvtnum(name: str, value: str) -> int:
 
 
 # Warnings of ``-o`` sizes: QEMU parses the options a second time when the
-# format creates the image, so create_image repeats them after "Formatting".
+# format creates the image, so create_image (qemu_img_create.py) repeats them
+# after "Formatting".
 OPT_WARNINGS: list[str] = []
 
 
