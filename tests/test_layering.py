@@ -33,12 +33,29 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> list[tuple[int, str]]:
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:``, which never run."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, (ast.Name, ast.Attribute)) \
+                and (getattr(node.test, "id", None) or getattr(node.test, "attr", None)) \
+                == "TYPE_CHECKING":
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
+def imports_of(path: Path, type_checking: bool = True) -> list[tuple[int, str]]:
+    """The gqemu modules ``path`` imports, function-level imports included;
+    with ``type_checking=False`` without those under ``if TYPE_CHECKING:``
+    (annotations only: no import happens at run time)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     me = module_name(path)
     pkg = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    skip = set() if type_checking else _type_checking_only(tree)
     found = []
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

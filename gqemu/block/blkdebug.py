@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from gqemu.aio import aio_co_schedule, qemu_get_current_aio_context
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
-from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError,
+from gqemu.block.driver import (BdrvChild, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_attach_child, bdrv_filter_default_perms,
                                 bdrv_getlength, bdrv_open, bdrv_register,
                                 qemu_opt_bool, qemu_opt_size)
@@ -272,7 +272,7 @@ class BdrvBlkdebug(BlockDriver):
 
     bdrv_getlength = blkdebug_getlength
 
-    def blkdebug_child_perm(self, bs: BlockDriverState, child: Any, role: str,
+    def blkdebug_child_perm(self, bs: BlockDriverState, child: BdrvChild, role: str,
                             perm: int, shared: int) -> tuple[int, int]:
         return bdrv_filter_default_perms(bs, child, role, perm, shared)
 

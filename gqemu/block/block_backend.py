@@ -427,18 +427,6 @@ def blk_aio_pdiscard(blk: BlockBackend, offset: int, count: int,
 # ----------------------------------------------------- synchronous edge
 
 
-def blk_prw(blk: BlockBackend, offset: int, buf: Any, nbytes: int, is_write: bool,
-            flags: int = 0) -> int:
-    """Synchronous read into / write from ``buf``.  The one synchronous
-    helper that returns ``-errno`` instead of raising: the primitive under
-    blk_pread/blk_pwrite, for callers that report the errno themselves
-    (qemu-io, differential tests).  Returns: 0 or -errno.  QEMU: blk_prw."""
-    qiov = qemu_iovec_init_buf(memoryview(buf)[:nbytes])
-    if is_write:
-        return bdrv_poll_co(blk.ctx, blk_co_pwritev, blk, offset, nbytes, qiov, flags)
-    return bdrv_poll_co(blk.ctx, blk_co_preadv, blk, offset, nbytes, qiov, flags)
-
-
 def _check(ret: int) -> int:
     """The synchronous helpers' contract: a failure raises BlockError
     carrying the errno (and strerror as its message)."""
@@ -447,11 +435,23 @@ def _check(ret: int) -> int:
     return ret
 
 
+def blk_prw(blk: BlockBackend, offset: int, buf: Any, nbytes: int, is_write: bool,
+            flags: int = 0) -> int:
+    """Synchronous read into / write from the first ``nbytes`` of ``buf``:
+    the primitive under blk_pread/blk_pwrite, for callers that own the
+    buffer (qemu-io).  Returns 0; raises BlockError(errno) on failure, as
+    every synchronous helper does.  QEMU: blk_prw."""
+    qiov = qemu_iovec_init_buf(memoryview(buf)[:nbytes])
+    co_entry = blk_co_pwritev if is_write else blk_co_preadv
+    _check(bdrv_poll_co(blk.ctx, co_entry, blk, offset, nbytes, qiov, flags))
+    return 0
+
+
 def blk_pread(blk: BlockBackend, offset: int, count: int) -> bytes:
     """Read ``count`` bytes.  Raises BlockError(errno) on failure.
     QEMU: blk_pread."""
     buf = bytearray(count)
-    _check(blk_prw(blk, offset, buf, count, False))
+    blk_prw(blk, offset, buf, count, False)
     return bytes(buf)
 
 
@@ -459,7 +459,7 @@ def blk_pwrite(blk: BlockBackend, offset: int, data: Any, flags: int = 0) -> int
     """Write ``data``; returns its length.  Raises BlockError on failure.
     QEMU: blk_pwrite."""
     mv = memoryview(data)
-    _check(blk_prw(blk, offset, mv, mv.nbytes, True, flags))
+    blk_prw(blk, offset, mv, mv.nbytes, True, flags)
     return mv.nbytes
 
 

@@ -437,8 +437,9 @@ def bdrv_co_do_zero_pwritev(bs: BlockDriverState, offset: int, nbytes: int,
     return 0
 
 
-def bdrv_padding_rmw_read(bs: BlockDriverState, req: Any, aligned_offset: int, align: int,
-                          tail: bool, after_head: bool = False) -> tuple[int, bytearray]:
+def bdrv_padding_rmw_read(bs: BlockDriverState, req: BdrvTrackedRequest, aligned_offset: int,
+                          align: int, tail: bool,
+                          after_head: bool = False) -> tuple[int, bytearray]:
     """Read the aligned block at ``aligned_offset`` that an unaligned write's
     head (or ``tail``; ``after_head`` when the write had a head too) only
     partly covers, serialising the request first so no overlapping write

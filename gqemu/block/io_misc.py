@@ -131,7 +131,7 @@ def _recurse_into_file(ret: int, pnum: int,
 # ------------------------------------------------ synchronous edge helpers
 
 
-def _bdrv_prwv(child: Any, offset: int, qiov: QEMUIOVector,
+def _bdrv_prwv(child: BdrvChild | BlockDriverState, offset: int, qiov: QEMUIOVector,
                is_write: bool, flags: int) -> int:
     if not isinstance(child, BdrvChild):        # a node: use a bare edge
         child = BdrvChild(child, "sync", None)
@@ -139,7 +139,7 @@ def _bdrv_prwv(child: Any, offset: int, qiov: QEMUIOVector,
     return bdrv_poll_co(child.bs.aio_context, fn, child, offset, qiov.size, qiov, flags)
 
 
-def bdrv_pread(child: Any, offset: int, buf: Any, nbytes: int) -> int:
+def bdrv_pread(child: BdrvChild | BlockDriverState, offset: int, buf: Any, nbytes: int) -> int:
     """Synchronous read into ``buf`` through ``child`` (a BdrvChild, or a
     node); runs directly inside a coroutine, else drives the loop.
     Returns: nbytes or -errno.  QEMU: bdrv_pread."""
@@ -147,7 +147,7 @@ def bdrv_pread(child: Any, offset: int, buf: Any, nbytes: int) -> int:
     return ret if ret < 0 else nbytes
 
 
-def bdrv_pwrite(child: Any, offset: int, buf: Any, nbytes: int,
+def bdrv_pwrite(child: BdrvChild | BlockDriverState, offset: int, buf: Any, nbytes: int,
                 flags: int = 0) -> int:
     """Synchronous write through ``child`` (as bdrv_pread).
     Returns: nbytes or -errno.  QEMU: bdrv_pwrite."""
@@ -191,7 +191,8 @@ def bdrv_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     return bdrv_run_co(bs, bdrv_co_pdiscard, bs, offset, count)  # type: ignore[no-any-return]
 
 
-def bdrv_pwrite_sync(child: Any, offset: int, buf: Any, nbytes: int) -> int:
+def bdrv_pwrite_sync(child: BdrvChild | BlockDriverState, offset: int, buf: Any,
+                     nbytes: int) -> int:
     """Write then flush the node.  Returns: nbytes... 0 or -errno.
     QEMU: bdrv_pwrite_sync."""
     ret = bdrv_pwrite(child, offset, buf, nbytes)

@@ -15,18 +15,23 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block.driver import BDRV_O_RDWR, bdrv_getlength, refresh_total_sectors
+from gqemu.block.driver import (BDRV_O_RDWR, BlockDriverState, bdrv_getlength,
+                                refresh_total_sectors)
 from gqemu.block.io_misc import bdrv_run_co
+
+if TYPE_CHECKING:
+    from gqemu.block.file_posix import BdrvFile
+    from gqemu.block.raw_format import BdrvRaw
 
 PREALLOC_MODES = ("off", "metadata", "falloc", "full")
 
 
-def _file_truncate(bs: Any, offset: int, prealloc: str) -> tuple[int, str]:
+def _file_truncate(bs: BlockDriverState, offset: int, prealloc: str) -> tuple[int, str]:
     """The host file behind a ``file`` node.  QEMU: raw_co_truncate."""
-    drv = bs.drv
+    drv = cast("BdrvFile", bs.drv)
     try:
         st = os.fstat(drv.fd)
     except OSError as e:
@@ -89,7 +94,7 @@ def file_create(filename: str, size: int, prealloc: str = "off") -> tuple[int, s
 
 
 @coroutine_fn
-def bdrv_co_truncate(bs: Any, offset: int, exact: bool = True,
+def bdrv_co_truncate(bs: BlockDriverState, offset: int, exact: bool = True,
                      prealloc: str = "off") -> tuple[int, str]:
     """Resize ``bs`` to ``offset`` bytes.  QEMU: bdrv_co_truncate."""
     drv = bs.drv
@@ -110,13 +115,14 @@ def bdrv_co_truncate(bs: Any, offset: int, exact: bool = True,
             zero_write = bdrv_getlength(bs.backing.bs) > old_size
         ret, msg = co_truncate(bs, offset, prealloc, zero_write)
     elif fmt == "raw" and bs.file is not None and not drv.bdrv_file_open:
-        if drv.has_size:
+        raw = cast("BdrvRaw", drv)
+        if raw.has_size:
             return -errno.ENOTSUP, "Cannot resize fixed-size raw disks"
-        if (1 << 63) - 1 - offset < drv.offset:
+        if (1 << 63) - 1 - offset < raw.offset:
             return -errno.EINVAL, "Disk size too large for the chosen offset"
-        ret, msg = bdrv_co_truncate(bs.file.bs, offset + drv.offset, exact, prealloc)
+        ret, msg = bdrv_co_truncate(bs.file.bs, offset + raw.offset, exact, prealloc)
         if ret >= 0:
-            drv.size = offset
+            raw.size = offset
     elif drv.bdrv_truncate is not None and getattr(drv, "fd", None) is not None:
         ret, msg = _file_truncate(bs, offset, prealloc)
     else:
@@ -127,7 +133,7 @@ def bdrv_co_truncate(bs: Any, offset: int, exact: bool = True,
     return 0, ""
 
 
-def bdrv_truncate(bs: Any, offset: int, exact: bool = True,
+def bdrv_truncate(bs: BlockDriverState, offset: int, exact: bool = True,
                   prealloc: str = "off") -> tuple[int, str]:
     """From the main loop.  QEMU: bdrv_truncate (blk_truncate)."""
     return bdrv_run_co(bs, bdrv_co_truncate, bs, offset, exact, prealloc)

@@ -2,16 +2,19 @@
 and shares, pushed down through the drivers' ``bdrv_child_perm`` to the
 protocol node, whose ``bdrv_check_perm/bdrv_set_perm`` take the image locks.
 
-Must not import: gqemu.block.driver (it re-exports us), so a node and an
-edge are typed ``Any`` here (a BlockDriverState, a BdrvChild).
+Must not import at run time: gqemu.block.driver (it re-exports us); its
+BlockDriverState and BdrvChild are imported for the type checker only.
 QEMU: block.c (bdrv_check_perm, bdrv_set_perm, bdrv_*_default_perms).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gqemu.block.block_int import (BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ, BLK_PERM_RESIZE,
                                    BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, _PERM_NAMES)
+
+if TYPE_CHECKING:
+    from gqemu.block.driver import BdrvChild, BlockDriverState
 
 __all__ = ["bdrv_perm_names", "bdrv_filter_default_perms", "bdrv_format_default_perms",
            "bdrv_get_cumulative_perm", "bdrv_refresh_perms"]
@@ -22,14 +25,14 @@ def bdrv_perm_names(perm: int) -> str:
     return ", ".join(n for i, n in enumerate(_PERM_NAMES) if perm & (1 << i))
 
 
-def bdrv_filter_default_perms(bs: Any, child: Any, role: str,
+def bdrv_filter_default_perms(bs: BlockDriverState, child: BdrvChild, role: str,
                               perm: int, shared: int) -> tuple[int, int]:
     """Forward the parents' permissions unchanged.
     QEMU: bdrv_filter_default_perms."""
     return perm, shared
 
 
-def bdrv_format_default_perms(bs: Any, child: Any, role: str,
+def bdrv_format_default_perms(bs: BlockDriverState, child: BdrvChild, role: str,
                               perm: int, shared: int) -> tuple[int, int]:
     """A format needs consistent reads of its file, writes and resize when
     writable, and lets nobody else write or resize it.
@@ -43,7 +46,7 @@ def bdrv_format_default_perms(bs: Any, child: Any, role: str,
     return perm, shared
 
 
-def bdrv_get_cumulative_perm(bs: Any) -> tuple[int, int]:
+def bdrv_get_cumulative_perm(bs: BlockDriverState) -> tuple[int, int]:
     perm, shared = 0, BLK_PERM_ALL
     for c in bs.parents:
         perm |= c.perm
@@ -51,7 +54,7 @@ def bdrv_get_cumulative_perm(bs: Any) -> tuple[int, int]:
     return perm, shared
 
 
-def bdrv_refresh_perms(bs: Any) -> None:
+def bdrv_refresh_perms(bs: BlockDriverState) -> None:
     """Apply the parents' permissions to ``bs`` and then to its children.
     Raises BlockError on a conflict (another user holds the image).
     QEMU: bdrv_check_perm + bdrv_set_perm."""

@@ -19,7 +19,7 @@ handle_alloc, calculate_l2_meta, qcow2_alloc_host_offset).
 from __future__ import annotations
 
 from errno import EAGAIN, EIO
-from typing import Any, Optional
+from typing import Optional
 
 from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_wait
 from gqemu.block.qiov import QEMUIOVector
@@ -34,7 +34,7 @@ from gqemu.block.qcow2_l2 import (
     qcow2_get_subcluster_type)
 from gqemu.block.qcow2_overlap import qcow2_file_length, qcow2_signal_corruption
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters, qcow2_alloc_clusters_at
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 INV_OFFSET = -1
 
@@ -67,7 +67,7 @@ def l2meta_cow_end(m: QCowL2Meta) -> int:
     return m.offset + m.cow_end[0] + m.cow_end[1]
 
 
-def _range_type(s: Any, entry: int, bitmap: int, sc_from: int) -> tuple[int, int]:
+def _range_type(s: Qcow2State, entry: int, bitmap: int, sc_from: int) -> tuple[int, int]:
     """(subcluster type at ``sc_from``, how many subclusters from there
     share it).  QEMU: qcow2_get_subcluster_range_type."""
     t = qcow2_get_subcluster_type(s.extended_l2, entry, bitmap, sc_from)
@@ -80,14 +80,14 @@ def _range_type(s: Any, entry: int, bitmap: int, sc_from: int) -> tuple[int, int
     return t, k - sc_from
 
 
-def _needs_new_alloc(s: Any, entry: int) -> bool:
+def _needs_new_alloc(s: Qcow2State, entry: int) -> bool:
     """QEMU: cluster_needs_new_alloc."""
     t = qcow2_get_cluster_type(s.extended_l2, entry)
     return not (t in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC)
                 and entry & QCOW_OFLAG_COPIED)
 
 
-def _count_single_write(s: Any, data: bytearray, l2_index: int, nb: int,
+def _count_single_write(s: Qcow2State, data: bytearray, l2_index: int, nb: int,
                         new_alloc: bool) -> int:
     """QEMU: count_single_write_clusters."""
     expected = get_l2_entry(s, data, l2_index) & L2E_OFFSET_MASK
@@ -205,7 +205,7 @@ def handle_dependencies(bs: Qcow2BDS, guest_offset: int, nbytes: int,
     return 0, nbytes
 
 
-def _nb_clusters(s: Any, guest_offset: int, nbytes: int, l2_index: int) -> int:
+def _nb_clusters(s: Qcow2State, guest_offset: int, nbytes: int, l2_index: int) -> int:
     cs = s.cluster_size
     nb = ((guest_offset & (cs - 1)) + nbytes + cs - 1) >> s.cluster_bits
     return min(nb, s.l2_size - l2_index)

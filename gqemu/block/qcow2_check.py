@@ -36,7 +36,7 @@ from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_file_length,
     qcow2_pre_write_overlap_check, qcow2_write_incompat)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L2, Qcow2BDS
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L2, Qcow2BDS, Qcow2State
 from gqemu.block.qcow2_refcount import (
     qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
 
@@ -65,7 +65,7 @@ class _Imrt:
     clusters, and a dict for references past its end (so a corrupted
     pointer costs one entry, not a table the size of the pointer)."""
 
-    def __init__(self, s: Any, n: int, file_len: int) -> None:
+    def __init__(self, s: Qcow2State, n: int, file_len: int) -> None:
         self.s = s
         self.counts = [0] * n
         self.extra: dict[int, int] = {}

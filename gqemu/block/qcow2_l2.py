@@ -11,10 +11,10 @@ get_l2_entry, get_l2_bitmap, set_l2_entry, set_l2_bitmap).
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from gqemu.block.qcow2_header import (L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
                                       QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO)
+from gqemu.block.qcow2_state import Qcow2State
 
 # QCow2ClusterType
 QCOW2_CLUSTER_UNALLOCATED = 0
@@ -78,13 +78,13 @@ _HOST_TYPES = (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
                QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC)
 
 
-def get_l2_entry(s: Any, data: bytearray, idx: int) -> int:
+def get_l2_entry(s: Qcow2State, data: bytearray, idx: int) -> int:
     """QEMU: get_l2_entry."""
     o = idx * s.l2_entry_size
     return int.from_bytes(data[o:o + 8], "big")
 
 
-def get_l2_bitmap(s: Any, data: bytearray, idx: int) -> int:
+def get_l2_bitmap(s: Qcow2State, data: bytearray, idx: int) -> int:
     """QEMU: get_l2_bitmap (0 without extended L2)."""
     if not s.extended_l2:
         return 0
@@ -92,9 +92,9 @@ def get_l2_bitmap(s: Any, data: bytearray, idx: int) -> int:
     return int.from_bytes(data[o:o + 8], "big")
 
 
-def set_l2_entry(s: Any, data: bytearray, idx: int, value: int) -> None:
+def set_l2_entry(s: Qcow2State, data: bytearray, idx: int, value: int) -> None:
     struct.pack_into(">Q", data, idx * s.l2_entry_size, value)
 
 
-def set_l2_bitmap(s: Any, data: bytearray, idx: int, value: int) -> None:
+def set_l2_bitmap(s: Qcow2State, data: bytearray, idx: int, value: int) -> None:
     struct.pack_into(">Q", data, idx * 16 + 8, value)

@@ -11,14 +11,13 @@ qcow2_alloc_cluster_link_l2, qcow2_alloc_cluster_abort), block/qcow2.c
 """
 from __future__ import annotations
 
-from typing import Any
-
 from gqemu.coroutine import (coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock,
                              qemu_co_queue_restart_all)
 from gqemu.block.driver import BLKDBG_EVENT
 from gqemu.block.blkdebug_events import BLKDBG_COW_READ, BLKDBG_COW_WRITE, BLKDBG_WRITE_AIO
 from gqemu.block.io import bdrv_co_pwritev
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_add, qemu_iovec_concat
+from gqemu.block.qcow2_alloc import QCowL2Meta
 from gqemu.block.qcow2_cache import (qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty,
                                      qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_cluster import get_cluster_table
@@ -30,7 +29,7 @@ from gqemu.block.qcow2_state import Qcow2BDS
 
 
 @coroutine_fn
-def _cow_read(bs: Qcow2BDS, m: Any, off: int, buf: bytearray) -> int:
+def _cow_read(bs: Qcow2BDS, m: QCowL2Meta, off: int, buf: bytearray) -> int:
     """QEMU: do_perform_cow_read (through the driver itself)."""
     if not buf:
         return 0
@@ -39,7 +38,7 @@ def _cow_read(bs: Qcow2BDS, m: Any, off: int, buf: bytearray) -> int:
 
 
 @coroutine_fn
-def _cow_write(bs: Qcow2BDS, m: Any, off: int, qiov: QEMUIOVector) -> int:
+def _cow_write(bs: Qcow2BDS, m: QCowL2Meta, off: int, qiov: QEMUIOVector) -> int:
     """QEMU: do_perform_cow_write."""
     if not qiov.size:
         return 0
@@ -51,7 +50,7 @@ def _cow_write(bs: Qcow2BDS, m: Any, off: int, qiov: QEMUIOVector) -> int:
 
 
 @coroutine_fn
-def perform_cow(bs: Qcow2BDS, m: Any) -> int:
+def perform_cow(bs: Qcow2BDS, m: QCowL2Meta) -> int:
     """Copy the unwritten head and tail of the new clusters (with the guest
     data when it was merged in).  Context: coroutine, s->lock held (dropped
     for the I/O).  QEMU: perform_cow."""
@@ -93,7 +92,7 @@ def perform_cow(bs: Qcow2BDS, m: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_cluster_link_l2(bs: Qcow2BDS, m: Any) -> int:
+def qcow2_alloc_cluster_link_l2(bs: Qcow2BDS, m: QCowL2Meta) -> int:
     """COW, then point the L2 entries at the new clusters and free what they
     held.  Context: coroutine, s->lock held.  QEMU: qcow2_alloc_cluster_link_l2."""
     s = bs.opaque
@@ -131,7 +130,7 @@ def qcow2_alloc_cluster_link_l2(bs: Qcow2BDS, m: Any) -> int:
 
 
 @coroutine_fn
-def qcow2_alloc_cluster_abort(bs: Qcow2BDS, m: Any) -> None:
+def qcow2_alloc_cluster_abort(bs: Qcow2BDS, m: QCowL2Meta) -> None:
     """Give back the clusters of a failed allocation.
     QEMU: qcow2_alloc_cluster_abort."""
     if not m.keep_old_clusters:

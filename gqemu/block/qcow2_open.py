@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import Any, Optional
+from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
@@ -24,12 +24,13 @@ from gqemu.block.qcow2_header import (
     INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_EXTL2,
     QCOW2_INCOMPAT_MASK, QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER, QCOW_MAX_L1_SIZE,
-    QCOW_MAX_REFTABLE_SIZE, QCOW_MAX_SNAPSHOTS, Qcow2OpenError, qcow2_check_header_fields,
+    QCOW_MAX_REFTABLE_SIZE, QCOW_MAX_SNAPSHOTS, QCowHeader, Qcow2OpenError,
+    qcow2_check_header_fields,
     qcow2_header_unpack, qcow2_probe, qcow2_read_extensions, qcow2_validate_table,
     report_unsupported_feature, size_to_l1)
 from gqemu.block.qcow2_refcount import qcow2_refcount_init
 from gqemu.block.qcow2_snapshot import qcow2_read_snapshots
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 ENOTSUP = errno.ENOTSUP
 BACKING_CHAIN_MAX = 16
@@ -50,6 +51,30 @@ def qcow2_do_open(bs: Qcow2BDS, flags: int) -> Optional[Qcow2OpenError]:
 
 @coroutine_fn
 def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
+    """QEMU's qcow2_do_open, step by step; each step raises Qcow2OpenError
+    and runs only when the ones before it passed, so the first failing
+    check is QEMU's."""
+    s = bs.opaque
+    h, cluster0 = _open_read_header(bs)
+    ext_end = h.backing_file_offset or s.cluster_size
+    _open_check_features(s, h, cluster0, ext_end, flags)
+    _open_set_geometry(s, h)
+    _open_check_tables(s, h, flags)
+    _open_read_l1_table(bs)
+    _open_init_caches(bs, h.size)
+    _open_read_extensions(s, h, cluster0, ext_end)
+    s.nb_snapshots = h.nb_snapshots
+    s.snapshots_offset = h.snapshots_offset
+    s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
+    s.use_lazy_refcounts = bool(s.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
+    _open_clear_autoclear(bs)
+
+
+@coroutine_fn
+def _open_read_header(bs: Qcow2BDS) -> tuple[QCowHeader, bytearray]:
+    """Read and check the header, then read the whole first cluster (where
+    the extensions and the backing file name live).  Sets the version,
+    cluster size and feature fields.  QEMU: qcow2_do_open (header)."""
     s = bs.opaque
     ret, buf = qcow2_co_pread_file(bs, 0, QCOW2_HEADER_SIZE)
     if ret < 0:
@@ -58,10 +83,9 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     qcow2_check_header_fields(h)
     s.header = h
     s.qcow_version = h.version
-    s.cluster_bits = cb = h.cluster_bits
-    s.cluster_size = cs = 1 << cb
-    ext_end = h.backing_file_offset or cs
-    ret, cluster0 = qcow2_co_pread_file(bs, 0, cs)
+    s.cluster_bits = h.cluster_bits
+    s.cluster_size = 1 << h.cluster_bits
+    ret, cluster0 = qcow2_co_pread_file(bs, 0, s.cluster_size)
     if ret < 0:
         raise Qcow2OpenError(-ret, "Could not read qcow2 header: %s" % os.strerror(-ret))
     s.unknown_header_fields = bytes(cluster0[QCOW2_HEADER_SIZE:h.header_length]) \
@@ -69,6 +93,14 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     s.incompatible_features = h.incompatible_features
     s.compatible_features = h.compatible_features
     s.autoclear_features = h.autoclear_features
+    return h, cluster0
+
+
+def _open_check_features(s: Qcow2State, h: QCowHeader, cluster0: bytearray, ext_end: int,
+                         flags: int) -> None:
+    """Unknown incompatible features (named from the feature table), the
+    corrupt bit, subclusters, refcount width and encryption.
+    QEMU: qcow2_do_open (feature checks)."""
     if s.incompatible_features & ~QCOW2_INCOMPAT_MASK:
         try:
             table = qcow2_read_extensions(cluster0, h.header_length, ext_end).feature_table
@@ -81,7 +113,7 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
         raise Qcow2OpenError(errno.EACCES, "qcow2: Image is corrupt; cannot be opened read/write")
     s.extended_l2 = bool(s.incompatible_features & QCOW2_INCOMPAT_EXTL2)
     s.subclusters_per_cluster = QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER if s.extended_l2 else 1
-    s.subcluster_size = cs // s.subclusters_per_cluster
+    s.subcluster_size = s.cluster_size // s.subclusters_per_cluster
     s.subcluster_bits = s.subcluster_size.bit_length() - 1
     if s.subcluster_size < 512:
         raise Qcow2OpenError(errno.EINVAL, "Unsupported subcluster size: %d" % s.subcluster_size)
@@ -95,6 +127,12 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
         raise Qcow2OpenError(errno.EINVAL, "Unsupported encryption method %d" % h.crypt_method
                              if h.crypt_method > 2 else
                              "Parameter 'encrypt.key-secret' is required for cipher")
+
+
+def _open_set_geometry(s: Qcow2State, h: QCowHeader) -> None:
+    """The sizes derived from the cluster size and refcount width.
+    QEMU: qcow2_do_open (geometry)."""
+    cb = s.cluster_bits
     s.l2_entry_size = 16 if s.extended_l2 else 8
     s.l2_bits = cb - (4 if s.extended_l2 else 3)
     s.l2_size = 1 << s.l2_bits
@@ -106,6 +144,13 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     s.cluster_offset_mask = (1 << s.csize_shift) - 1
     s.refcount_table_offset = h.refcount_table_offset
     s.refcount_table_size = h.refcount_table_clusters << (cb - 3)
+
+
+def _open_check_tables(s: Qcow2State, h: QCowHeader, flags: int) -> None:
+    """Refcount table, snapshot table and active L1 table inside the file
+    and within their limits; the L1 table covers the disk.
+    QEMU: qcow2_do_open (validate_table_offset, l1_vm_state_index)."""
+    cs = s.cluster_size
     if h.refcount_table_clusters == 0 and not flags & BDRV_O_CHECK:
         raise Qcow2OpenError(errno.EINVAL, "Image does not contain a reference count table")
     qcow2_validate_table(h.refcount_table_offset, h.refcount_table_clusters, cs,
@@ -117,19 +162,32 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
                          "Active L1 table")
     s.l1_size = h.l1_size
     s.l1_table_offset = h.l1_table_offset
-    s.l1_vm_state_index = size_to_l1(cb, s.l2_bits, h.size)
+    s.l1_vm_state_index = size_to_l1(s.cluster_bits, s.l2_bits, h.size)
     if s.l1_vm_state_index > INT_MAX:
         raise Qcow2OpenError(errno.EFBIG, "Image is too big")
     if s.l1_size < s.l1_vm_state_index:
         raise Qcow2OpenError(errno.EINVAL, "L1 table is too small")
+
+
+@coroutine_fn
+def _open_read_l1_table(bs: Qcow2BDS) -> None:
+    """QEMU: qcow2_do_open (read the L1 table)."""
+    s = bs.opaque
     if s.l1_size:
         ret, l1 = qcow2_co_pread_file(bs, s.l1_table_offset, s.l1_size * 8)
         if ret < 0:
             raise Qcow2OpenError(-ret, "Could not read L1 table: %s" % os.strerror(-ret))
         s.l1_table = list(struct.unpack(">%dQ" % s.l1_size, l1))
+
+
+@coroutine_fn
+def _open_init_caches(bs: Qcow2BDS, size: int) -> None:
+    """The L2 and refcount-block caches, then the refcount table.
+    QEMU: qcow2_update_options (read_cache_sizes), qcow2_refcount_init."""
+    s = bs.opaque
+    cs = s.cluster_size
     # enough tables for the whole disk, at most 32 MiB, at least two
-    # (QEMU: read_cache_sizes, qcow2_update_options_prepare)
-    l2_bytes = -(-h.size // cs) * (16 if s.extended_l2 else 8)
+    l2_bytes = -(-size // cs) * (16 if s.extended_l2 else 8)
     l2_cache = max(2, min(DEFAULT_L2_CACHE_MAX_SIZE, -(-l2_bytes // cs) * cs) // cs)
     s.l2_table_cache = qcow2_cache_create(bs, l2_cache, cs, "l2")
     s.refcount_block_cache = qcow2_cache_create(bs, 4, cs, "refcount")
@@ -137,6 +195,13 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     if ret < 0:
         raise Qcow2OpenError(-ret, "Could not initialize refcount handling: %s"
                              % os.strerror(-ret))
+
+
+def _open_read_extensions(s: Qcow2State, h: QCowHeader, cluster0: bytearray,
+                          ext_end: int) -> None:
+    """The header extensions (refusing external data files and encryption)
+    and the backing file name.  QEMU: qcow2_do_open (qcow2_read_extensions,
+    backing file)."""
     s.ext = ext = qcow2_read_extensions(cluster0, h.header_length, ext_end)
     if s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE:
         if ext.has_data_file:
@@ -148,14 +213,17 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     s.backing_format = ext.backing_format
     if h.backing_file_offset:
         n = h.backing_file_size
-        if n > min(1023, cs - h.backing_file_offset):
+        if n > min(1023, s.cluster_size - h.backing_file_offset):
             raise Qcow2OpenError(errno.EINVAL, "Backing file name too long")
         s.backing_file = bytes(cluster0[h.backing_file_offset:h.backing_file_offset + n]
                                ).decode("utf-8", "replace")
-    s.nb_snapshots = h.nb_snapshots
-    s.snapshots_offset = h.snapshots_offset
-    s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
-    s.use_lazy_refcounts = bool(s.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
+
+
+@coroutine_fn
+def _open_clear_autoclear(bs: Qcow2BDS) -> None:
+    """A writable v3 image drops the autoclear bits it does not know (their
+    metadata may now go stale).  QEMU: qcow2_do_open (autoclear)."""
+    s = bs.opaque
     if s.autoclear_features & ~QCOW2_AUTOCLEAR_MASK and not s.read_only:
         s.autoclear_features &= QCOW2_AUTOCLEAR_MASK
         if s.qcow_version >= 3:
@@ -163,7 +231,7 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
             qcow2_co_flush_file(bs)
 
 
-def qcow2_open_backing(bs: Qcow2BDS, s: Any, flags: int, chain: tuple) -> None:
+def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) -> None:
     """Open the backing file read-only: its name relative to the image's
     folder, its format from the header extension; refuse loops, chains
     deeper than 16, and unnamed formats that would probe as raw.

@@ -9,7 +9,7 @@ QEMU: block/qcow2-refcount.c rebuild_refcount_structure.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
@@ -17,13 +17,17 @@ from gqemu.block.qcow2_cache import qcow2_cache_empty
 from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import QCOW_MAX_REFTABLE_SIZE
 from gqemu.block.qcow2_refcount import set_refcount_ro
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache
+
+if TYPE_CHECKING:
+    from gqemu.block.qcow2_check import BdrvCheckResult, _Imrt   # it imports us
 
 EFBIG = 27
 
 
 @coroutine_fn
-def rebuild_refcount_structure(bs: Qcow2BDS, res: Any, imrt: Any) -> int:
+def rebuild_refcount_structure(bs: Qcow2BDS, res: BdrvCheckResult,
+                               imrt: _Imrt) -> int:
     """Write fresh refcount blocks (only those covering referenced clusters)
     and a refcount table at the end of the file, describing themselves, and
     switch the header to them.  A reference far past the end of the file
@@ -83,5 +87,5 @@ def rebuild_refcount_structure(bs: Qcow2BDS, res: Any, imrt: Any) -> int:
     return 0
 
 
-def _drop_cache(c: Any) -> None:
+def _drop_cache(c: Qcow2Cache) -> None:
     qcow2_cache_empty(c)

@@ -36,7 +36,7 @@ from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metad
 from gqemu.block.qcow2_overlap import (
     error_report, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_signal_corruption)
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 
 @coroutine_fn
@@ -420,7 +420,7 @@ def qcow2_free_any_cluster(bs: Qcow2BDS, l2_entry: int, nb_clusters: int = 1) ->
     qcow2_free_clusters(bs, host, nb_clusters << s.cluster_bits)
 
 
-def qcow2_parse_compressed_l2_entry(s: Any, l2_entry: int) -> tuple[int, int]:
+def qcow2_parse_compressed_l2_entry(s: Qcow2State, l2_entry: int) -> tuple[int, int]:
     """(host byte offset, bytes to read) of a compressed descriptor.
     QEMU: qcow2_parse_compressed_l2_entry."""
     coffset = l2_entry & s.cluster_offset_mask

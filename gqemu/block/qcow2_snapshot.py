@@ -16,7 +16,6 @@ import errno
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import (
@@ -30,7 +29,7 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS
+from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
@@ -98,7 +97,7 @@ def qcow2_read_snapshots(bs: Qcow2BDS, nb: int, offset0: int) -> list[QCowSnapsh
     return out
 
 
-def qcow2_pack_snapshots(s: Any, snapshots: list[QCowSnapshot]) -> bytes:
+def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
     """The table as QEMU writes it (v3 entries carry 24 bytes of extra data)."""
     out = bytearray()
     for sn in snapshots:
@@ -227,7 +226,7 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
     return 0
 
 
-def find_snapshot_by_id_or_name(s: Any, name: str) -> int:
+def find_snapshot_by_id_or_name(s: Qcow2State, name: str) -> int:
     """QEMU: find_snapshot_by_id_or_name."""
     for i, sn in enumerate(s.snapshots):
         if sn.id_str == name:
@@ -238,7 +237,7 @@ def find_snapshot_by_id_or_name(s: Any, name: str) -> int:
     return -1
 
 
-def _validate_sn_l1(s: Any, sn: QCowSnapshot) -> str | None:
+def _validate_sn_l1(s: Qcow2State, sn: QCowSnapshot) -> str | None:
     try:
         qcow2_validate_table(sn.l1_table_offset, sn.l1_size, 8, QCOW_MAX_L1_SIZE,
                              s.cluster_size, "Snapshot L1 table")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from typing import Any
 
 from gqemu.block.block_int import BDRV_O_NO_BACKING, BDRV_O_RDWR, BlockError
-from gqemu.block.driver import bdrv_attach_child, bdrv_getlength, bdrv_open
+from gqemu.block.driver import (BlockDriverState, bdrv_attach_child, bdrv_getlength,
+                                bdrv_open)
 
 
-def bdrv_append_temp_snapshot(bs: Any, flags: int) -> Any:
+def bdrv_append_temp_snapshot(bs: BlockDriverState, flags: int) -> BlockDriverState:
     """A writable temporary overlay over ``bs`` (which the overlay now
     owns).  Raises BlockError.  QEMU: bdrv_append_temp_snapshot."""
     from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
                                      option_size, parse_args, parse_o, usage_error)
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 HELP = """%(prog)s version %(version)s (gqemu)
 usage: %(prog)s [standard options] command [command options]
@@ -111,7 +114,7 @@ def img_create(argv: list[str]) -> int:
         size = osize
     backing = o.pop("backing_file", backing)
     backing_fmt = o.pop("backing_fmt", backing_fmt)
-    from gqemu.cli.qemu_img_out import create_image
+    from gqemu.cli.qemu_img_create import create_image
     create_image(filename, fmt, size, backing, backing_fmt, o, quiet)
     return 0
 
@@ -119,7 +122,7 @@ def img_create(argv: list[str]) -> int:
 # -------------------------------------------------------------------- info
 
 
-def _display_name(blk: Any, filename: str, image_opts: bool) -> str:
+def _display_name(blk: BlockBackend, filename: str, image_opts: bool) -> str:
     """The name ``info`` shows: for a ``json:`` or ``--image-opts`` name,
     the host file's.  QEMU: bdrv_refresh_filename."""
     if not filename.startswith("json:") and not image_opts:

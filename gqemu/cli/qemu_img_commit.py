@@ -14,10 +14,13 @@ QEMU: qemu-img.c (img_commit), block/mirror.c (commit_active_start).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args,
                                      parse_option_size, usage_error)
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 CHUNK = 2 << 20
 
@@ -101,7 +104,7 @@ def _names(bs: Any, name: str, overlay: Any) -> bool:
         return False
 
 
-def _commit(blk: Any, chain: list, base_bs: Any) -> None:
+def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
     """Copy what ``chain`` (top first) holds into the base.  Raises ImgError."""
     from gqemu.block import blk_getlength, blk_pread, blk_pwrite, blk_pwrite_zeroes
     from gqemu.block.driver import BlockError, bdrv_getlength

@@ -162,7 +162,7 @@ def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str
         if s.compressed and out_fmt != "qcow2":
             raise ImgError("Compression not supported for this file format")
         if not skip_create:
-            from gqemu.cli.qemu_img_out import create_image
+            from gqemu.cli.qemu_img_create import create_image
             try:
                 create_image(dst_name, out_fmt, s.total_sectors * BDRV_SECTOR_SIZE,
                              backing, backing_fmt, o, True)

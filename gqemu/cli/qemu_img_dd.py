@@ -70,7 +70,7 @@ def img_dd(argv: list[str]) -> int:
         raise ImgError("Must specify both input and output files")
     from gqemu.block import blk_getlength, blk_pread, blk_pwrite
     from gqemu.block.driver import BlockError
-    from gqemu.cli.qemu_img_out import create_image
+    from gqemu.cli.qemu_img_create import create_image
     src = img_open(infile, fmt, False, image_opts=image_opts, force_share=force_share)
     try:
         size = blk_getlength(src)

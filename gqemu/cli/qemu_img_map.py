@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
 from gqemu.cli.qemu_img_out import run_co
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 IO_BUF_SIZE = 2 * 1024 * 1024
 
@@ -240,7 +243,7 @@ def _b(v: bool) -> str:
     return "true" if v else "false"
 
 
-def map_co(blk: Any, output: str) -> tuple[int, str]:
+def map_co(blk: BlockBackend, output: str) -> tuple[int, str]:
     """Context: coroutine.  QEMU: img_map's loop."""
     from gqemu.block import blk_bs, blk_getlength
     bs = blk_bs(blk)

@@ -1,4 +1,4 @@
-"""gqemu-img helpers: image creation, ``info`` and ``check`` reports,
+"""gqemu-img helpers: ``info`` and ``check`` reports,
 snapshot commands, and qemu-img's output conventions (``size_to_str``,
 QDict key order in ``--output=json``).
 
@@ -7,16 +7,17 @@ qobject/qdict.c (tdb_hash bucket order), util/cutils.c size_to_str.
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable
 
-from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
-                                     error_report, img_open, option_size, parse_option_size)
+from gqemu.cli.qemu_img_tool import ImgError
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 
 def size_to_str(val: int) -> str:
@@ -57,130 +58,11 @@ def run_co(fn: Callable[..., Any], *args: Any) -> Any:
     return bdrv_poll_co(qemu_get_aio_context(), fn, *args)
 
 
-def _qcow2_state(blk: Any) -> Any:
+def _qcow2_state(blk: BlockBackend) -> Any:
     from gqemu.block import blk_bs
     bs = blk_bs(blk)
     drv = bs.drv if bs is not None else None
     return bs, (drv if drv is not None and drv.format_name == "qcow2" else None)
-
-
-# ------------------------------------------------------------------ create
-
-
-def _repeat_opt_warnings() -> None:
-    sys.stdout.flush()
-    for w in OPT_WARNINGS:
-        error_report("warning: " + w)
-    del OPT_WARNINGS[:]
-
-
-def _int64(v: int) -> int:
-    """A QemuOpts size as ``qemu_opts_print`` shows it (signed 64-bit)."""
-    return v - (v >> 63 << 64)
-
-
-def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
-                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
-    """qemu-img create.  QEMU: bdrv_img_create."""
-    if fmt not in ("raw", "qcow2"):
-        raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
-    if backing and fmt == "raw":
-        raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
-    if backing and not backing_fmt:
-        raise ImgError("%s: Backing file specified without backing format" % filename)
-    if backing and size is None:
-        path = backing if os.path.isabs(backing) or backing.startswith("json:") \
-            else os.path.join(os.path.dirname(filename), backing)
-        from gqemu.block import blk_getlength
-        try:
-            blk = img_open(path, backing_fmt)
-        except ImgError as e:
-            raise ImgError("%s: Could not open backing image: %s" % (filename, e))
-        size = blk_getlength(blk)
-        blk_close(blk)
-    if size is None:
-        raise ImgError("%s: Image creation needs a size parameter" % filename)
-    if fmt == "raw":
-        prealloc = o.pop("preallocation", None)
-        if "extent_size_hint" in o:            # an XFS hint: checked, not modelled
-            parse_option_size("extent_size_hint", o.pop("extent_size_hint"))
-        if o:
-            raise ImgOptError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
-        if not quiet:
-            sys.stdout.write("Formatting '%s', fmt=raw size=%d%s\n" % (
-                filename, _int64(size), " preallocation=%s" % prealloc if prealloc else ""))
-        _repeat_opt_warnings()
-        if prealloc and prealloc != "off":      # falloc / full: file-posix's create
-            from gqemu.block.io_truncate import file_create
-            if size >> 63:
-                raise ImgError("%s: Could not resize file: %s" % (filename,
-                                                                  os.strerror(errno.EINVAL)))
-            ret, msg = file_create(filename, size, prealloc)
-            if ret < 0:
-                raise ImgError("%s: %s" % (filename, msg))
-            return
-        with open(filename, "wb") as f:
-            try:
-                if size >> 63:
-                    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-                f.truncate(-(-size // 512) * 512)     # whole sectors, as file-posix creates
-            except OSError as e:
-                if e.errno == errno.EFBIG:
-                    raise ImgError("%s: The image size is too large for file format 'raw'"
-                                   % filename)
-                raise ImgError("%s: Could not resize file: %s" % (filename, e.strerror))
-            if size:                # as file-posix does, for alignment probing
-                f.write(bytes(512 if size < 4096 else 4096))
-        return
-    from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
-    from gqemu.block.qcow2_header import Qcow2OpenError
-    c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
-    words = []
-    onoff = {"on": True, "off": False, "true": True, "false": False}
-    try:
-        for k, v in o.items():
-            if k == "cluster_size":
-                c.cluster_size = option_size(k, v, filename)
-            elif k == "compat":
-                if v not in ("0.10", "v2", "1.1", "v3"):
-                    raise ImgOptError("%s: Invalid parameter '%s'" % (filename, v))
-                c.version = 2 if v in ("0.10", "v2") else 3
-            elif k == "refcount_bits":
-                c.refcount_bits = int(v)
-            elif k in ("lazy_refcounts", "extended_l2"):
-                if v not in onoff:
-                    raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
-                setattr(c, k, onoff[v])
-            elif k == "preallocation":
-                c.preallocation = v
-            elif k == "compression_type":
-                if v != "zlib":
-                    raise ImgError("%s: Unsupported compression type '%s'" % (filename, v))
-            else:
-                raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
-    except ValueError:
-        raise ImgOptError("%s: Parameter 'refcount_bits' expects a number" % filename)
-    words.append("cluster_size=%d" % _int64(c.cluster_size))
-    words.append("extended_l2=%s" % ("on" if c.extended_l2 else "off"))
-    if "preallocation" in o:
-        words.append("preallocation=%s" % c.preallocation)
-    words.append("compression_type=zlib")
-    words.append("size=%d" % _int64(size))
-    if "compat" in o:
-        words.append("compat=%s" % o["compat"])
-    if backing:
-        words.append("backing_file=%s" % backing.replace(",", ",,"))
-    if backing_fmt:
-        words.append("backing_fmt=%s" % backing_fmt)
-    words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
-    words.append("refcount_bits=%d" % c.refcount_bits)
-    if not quiet:
-        sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
-    _repeat_opt_warnings()
-    try:
-        qcow2_create_file(filename, c)
-    except Qcow2OpenError as e:
-        raise ImgError("%s: %s" % (filename, e.msg))
 
 
 # -------------------------------------------------------------------- info
@@ -199,7 +81,7 @@ def _snapshot_infos(s: Any) -> list[dict]:
     return out
 
 
-def image_info(blk: Any, filename: str) -> dict:
+def image_info(blk: BlockBackend, filename: str) -> dict:
     """The fields of QEMU's ImageInfo.  QEMU: bdrv_query_image_info."""
     from gqemu.block import blk_getlength
     from gqemu.block.qcow2_header import (QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY)
@@ -305,7 +187,7 @@ def _check_dict(res: Any, filename: str) -> dict:
     return d
 
 
-def run_check(blk: Any, filename: str, fix: int, output: str, quiet: bool,
+def run_check(blk: BlockBackend, filename: str, fix: int, output: str, quiet: bool,
               error_report: Callable[[str], None]) -> int:
     """qemu-img check.  QEMU: img_check / collect_image_check."""
     from gqemu.block.qcow2_check import qcow2_co_check
@@ -361,7 +243,7 @@ def run_check(blk: Any, filename: str, fix: int, output: str, quiet: bool,
 # ---------------------------------------------------------------- snapshot
 
 
-def snapshot_action(blk: Any, action: str, name: str, quiet: bool) -> int:
+def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> int:
     """qemu-img snapshot -l/-c/-a/-d.  QEMU: img_snapshot."""
     from gqemu.block.qcow2_snapshot import (qcow2_snapshot_create, qcow2_snapshot_delete,
                                             qcow2_snapshot_goto)

@@ -14,9 +14,12 @@ QEMU: qemu-img.c (img_rebase).
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 IO_BUF_SIZE = 2 << 20
 
@@ -33,7 +36,7 @@ def compare_buffers(a: memoryview, b: memoryview, n: int) -> tuple[bool, int]:
     return res, min(i, n)
 
 
-def change_backing_file(blk: Any, name: Optional[str], fmt: Optional[str]) -> int:
+def change_backing_file(blk: BlockBackend, name: Optional[str], fmt: Optional[str]) -> int:
     """Rewrite the header's backing file name and format.
     QEMU: bdrv_change_backing_file."""
     import errno
@@ -100,7 +103,7 @@ def img_rebase(argv: list[str]) -> int:
     return 0
 
 
-def _copy_differences(blk: Any, filename: str, base: Optional[str],
+def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
                       base_fmt: Optional[str]) -> None:
     """Safe mode's data copy.  Raises ImgError."""
     from gqemu.block import blk_bs, blk_getlength, blk_pwrite, blk_pwrite_zeroes

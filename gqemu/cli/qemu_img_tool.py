@@ -15,7 +15,10 @@ from __future__ import annotations
 import errno
 import getopt
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.block_backend import BlockBackend
 
 # The name errors are reported under: main() sets it from argv[0].
 PROG = "qemu-img"
@@ -76,7 +79,8 @@ def cvtnum(name: str, value: str) -> int:
 
 
 # Warnings of ``-o`` sizes: QEMU parses the options a second time when the
-# format creates the image, so create_image repeats them after "Formatting".
+# format creates the image, so create_image (qemu_img_create.py) repeats them
+# after "Formatting".
 OPT_WARNINGS: list[str] = []
 
 
@@ -155,7 +159,7 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
         raise ImgError("Could not open '%s': %s" % (filename, e.msg)) from None
 
 
-def blk_close(blk: Any) -> None:
+def blk_close(blk: BlockBackend) -> None:
     from gqemu.block import blk_unref
     blk_unref(blk)
 

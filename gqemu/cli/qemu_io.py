@@ -30,7 +30,7 @@ from typing import Any, Optional
 from gqemu.cli.qemu_io_open import (OpenOpts, openfile, parse_open_flag,
                                     parse_qemu_opts)
 from gqemu.cli.qemu_io_getopt import Getopt
-from gqemu.cli.qemu_io_util import error_report, out
+from gqemu.cli.qemu_io_util import HasProg, error_report, out
 
 USAGE = """\
 Usage: %(p)s [OPTIONS]... [-c STRING]... [file]
@@ -258,7 +258,7 @@ def _main(prog: str, argv: list[str]) -> int:
     return 1 if ret < 0 else 0
 
 
-def _init_trace(io: Any, specs: list[str]) -> int:
+def _init_trace(io: HasProg, specs: list[str]) -> int:
     """``-T [[enable=]PATTERN][,events=FILE][,file=FILE]``: log lines on
     stderr or in FILE.  QEMU: trace_opt_parse + trace_init_backends."""
     from gqemu.trace import trace_enable_events, trace_init_output

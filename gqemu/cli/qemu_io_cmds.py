@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.block import (BLOCK_ACCT_FLUSH, BlockAcctCookie, BlockError, blk_bs,
                          blk_flush, blk_get_stats, blk_getlength, blk_is_read_only,
@@ -35,18 +35,21 @@ from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_FLAG_GLOBAL,
                                     print_report, qemuio_command_usage, strerror)
 from gqemu.cli.qemu_io_vec import VEC_COMMANDS
 
+if TYPE_CHECKING:
+    from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
+
 
 # ------------------------------------------------------------- dispatch
 
 
-def find_command(io: Any, name: str) -> Optional[cmdinfo_t]:
+def find_command(io: QemuIO, name: str) -> Optional[cmdinfo_t]:
     for ct in io.cmdtab:
         if ct.name == name or (ct.altname and ct.altname == name):
             return ct
     return None
 
 
-def init_check_command(io: Any, ct: cmdinfo_t) -> bool:
+def init_check_command(io: QemuIO, ct: cmdinfo_t) -> bool:
     if ct.flags & CMD_FLAG_GLOBAL:
         return True
     if not ct.flags & CMD_NOFILE_OK and io.blk is None:
@@ -55,7 +58,7 @@ def init_check_command(io: Any, ct: cmdinfo_t) -> bool:
     return True
 
 
-def check_perm(io: Any, ct: cmdinfo_t) -> int:
+def check_perm(io: QemuIO, ct: cmdinfo_t) -> int:
     """Take the write permission a command needs.  A read-only node refuses,
     as bdrv_check_perm does.  QEMU: command() -> blk_set_perm."""
     if not ct.perm or io.blk is None or blk_bs(io.blk) is None:
@@ -75,7 +78,7 @@ def check_perm(io: Any, ct: cmdinfo_t) -> int:
     return 0
 
 
-def command(io: Any, ct: cmdinfo_t, argv: list[str]) -> int:
+def command(io: QemuIO, ct: cmdinfo_t, argv: list[str]) -> int:
     """QEMU: command."""
     if not init_check_command(io, ct):
         return -errno.EINVAL
@@ -105,7 +108,7 @@ def command(io: Any, ct: cmdinfo_t, argv: list[str]) -> int:
         return -errno.EIO
 
 
-def qemuio_command(io: Any, line: str) -> int:
+def qemuio_command(io: QemuIO, line: str) -> int:
     """Run one command line.  Returns 0 or -errno.  QEMU: qemuio_command."""
     argv = breakline(line)
     if not argv:
@@ -127,7 +130,7 @@ def help_oneline(name: str, ct: cmdinfo_t) -> str:
     return s + "-- " + ct.oneline + "\n"
 
 
-def help_f(io: Any, argv: list[str]) -> int:
+def help_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: help_f."""
     if len(argv) < 2:
         out("".join(help_oneline(ct.name, ct) for ct in io.cmdtab))
@@ -149,7 +152,7 @@ help_cmd = cmdinfo_t("help", help_f, altname="?", argmin=0, argmax=1,
 # ------------------------------------------------------- simple commands
 
 
-def flush_f(io: Any, argv: list[str]) -> int:
+def flush_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: flush_f (blk_flush)."""
     stats = blk_get_stats(io.blk)
     cookie = block_acct_start(stats, BlockAcctCookie(), 0, BLOCK_ACCT_FLUSH)
@@ -165,7 +168,7 @@ flush_cmd = cmdinfo_t("flush", flush_f, altname="f",
                       oneline="flush all in-core file state to disk")
 
 
-def discard_f(io: Any, argv: list[str]) -> int:
+def discard_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: discard_f (blk_pdiscard)."""
     cflag = qflag = False
     g = Getopt(argv, "Cq")
@@ -208,7 +211,7 @@ discard_cmd = cmdinfo_t("discard", discard_f, altname="d", argmin=2, argmax=-1,
                         help=H.DISCARD_HELP)
 
 
-def length_f(io: Any, argv: list[str]) -> int:
+def length_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: length_f."""
     size = blk_getlength(io.blk)
     if size < 0:
@@ -236,7 +239,7 @@ def _dump_specific(info: Any, indent: int) -> str:
     return s
 
 
-def info_f(io: Any, argv: list[str]) -> int:
+def info_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: info_f."""
     bs = blk_bs(io.blk)
     drv = bs.drv if bs is not None else None

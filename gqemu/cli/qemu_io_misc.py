@@ -16,7 +16,7 @@ import errno
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gqemu.block import (BDRV_BLOCK_DATA, BDRV_BLOCK_RAW, BDRV_BLOCK_ZERO,
                          blk_bs, blk_getlength)
@@ -27,6 +27,9 @@ from gqemu.cli.qemu_io_util import (BDRV_SECTOR_SIZE, CMD_NOFILE_OK,
                                     cvtnum_arg, cvtstr, error_report, out,
                                     parse_offset_count, qemuio_command_usage,
                                     strerror, strtol_ms)
+
+if TYPE_CHECKING:
+    from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
 
 # ------------------------------------------------------- allocation status
 
@@ -51,7 +54,7 @@ def bdrv_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
         return (1 if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO) else 0), pnum
 
 
-def alloc_f(io: Any, argv: list[str]) -> int:
+def alloc_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: alloc_f."""
     bs = blk_bs(io.blk)
     ret, offset, count = parse_offset_count(argv[1:], io.prog)
@@ -100,7 +103,7 @@ def map_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
     return firstret, pnum
 
 
-def map_f(io: Any, argv: list[str]) -> int:
+def map_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: map_f."""
     offset = 0
     nbytes = blk_getlength(io.blk)
@@ -136,7 +139,7 @@ map_cmd = cmdinfo_t("map", map_f, argmin=0, argmax=0, args="",
 # ------------------------------------------------------------- the rest
 
 
-def truncate_f(io: Any, argv: list[str]) -> int:
+def truncate_f(io: QemuIO, argv: list[str]) -> int:
     """Resize the image (``-m off|metadata|falloc|full``).  QEMU: truncate_f
     (blk_truncate with exact=false)."""
     from gqemu.block.io_truncate import PREALLOC_MODES, bdrv_truncate
@@ -157,7 +160,11 @@ def truncate_f(io: Any, argv: list[str]) -> int:
     offset = cvtnum_arg(g.args[0], io.prog, argv[1])   # QEMU names argv[1] here
     if offset < 0:
         return offset
-    ret, msg = bdrv_truncate(blk_bs(io.blk), offset, False, prealloc)
+    bs = blk_bs(io.blk)
+    if bs is None:                          # QEMU: blk_truncate's blk_is_available
+        error_report(io, "No medium inserted")
+        return -errno.ENOMEDIUM
+    ret, msg = bdrv_truncate(bs, offset, False, prealloc)
     if ret < 0:
         error_report(io, msg)
         return ret
@@ -170,7 +177,7 @@ truncate_cmd = cmdinfo_t("truncate", truncate_f, altname="t", argmin=1,
                          oneline="truncates the current file at the given offset")
 
 
-def sleep_f(io: Any, argv: list[str]) -> int:
+def sleep_f(io: QemuIO, argv: list[str]) -> int:
     """Run the loop for the given milliseconds.  QEMU: sleep_f."""
     ms = strtol_ms(argv[1])
     if ms < 0:
@@ -192,7 +199,7 @@ sleep_cmd = cmdinfo_t("sleep", sleep_f, argmin=1, argmax=1, flags=CMD_NOFILE_OK,
                       oneline="waits for the given value in milliseconds")
 
 
-def sigraise_f(io: Any, argv: list[str]) -> int:
+def sigraise_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: sigraise_f."""
     sig = cvtnum_arg(argv[1], io.prog)
     if sig < 0:
@@ -214,7 +221,7 @@ sigraise_cmd = cmdinfo_t("sigraise", sigraise_f, argmin=1, argmax=1,
                          oneline="raises a signal", help=H.SIGRAISE_HELP)
 
 
-def abort_f(io: Any, argv: list[str]) -> int:
+def abort_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: abort_f."""
     sys.stdout.flush()
     os.abort()
@@ -224,7 +231,7 @@ abort_cmd = cmdinfo_t("abort", abort_f, flags=CMD_NOFILE_OK,
                       oneline="simulate a program crash using abort(3)")
 
 
-def _debug_node(io: Any, slot: str) -> tuple[Any, Any]:
+def _debug_node(io: QemuIO, slot: str) -> tuple[Any, Any]:
     """The first node down the file chain whose driver has ``slot``, and the
     bound slot; (None, None) if none has.  QEMU: the loop in
     bdrv_debug_breakpoint and friends."""
@@ -237,12 +244,12 @@ def _debug_node(io: Any, slot: str) -> tuple[Any, Any]:
     return None, None
 
 
-def _debug_call(io: Any, slot: str, *args: str) -> int:
+def _debug_call(io: QemuIO, slot: str, *args: str) -> int:
     bs, fn = _debug_node(io, slot)
     return -errno.ENOTSUP if fn is None else int(fn(bs, *args))
 
 
-def break_f(io: Any, argv: list[str]) -> int:
+def break_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: break_f (bdrv_debug_breakpoint)."""
     ret = _debug_call(io, "bdrv_debug_breakpoint", argv[1], argv[2])
     if ret < 0:
@@ -250,7 +257,7 @@ def break_f(io: Any, argv: list[str]) -> int:
     return ret
 
 
-def remove_break_f(io: Any, argv: list[str]) -> int:
+def remove_break_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: remove_break_f (bdrv_debug_remove_breakpoint)."""
     ret = _debug_call(io, "bdrv_debug_remove_breakpoint", argv[1])
     if ret < 0:
@@ -258,7 +265,7 @@ def remove_break_f(io: Any, argv: list[str]) -> int:
     return ret
 
 
-def resume_f(io: Any, argv: list[str]) -> int:
+def resume_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: resume_f (bdrv_debug_resume)."""
     ret = _debug_call(io, "bdrv_debug_resume", argv[1])
     if ret < 0:
@@ -266,7 +273,7 @@ def resume_f(io: Any, argv: list[str]) -> int:
     return ret
 
 
-def wait_break_f(io: Any, argv: list[str]) -> int:
+def wait_break_f(io: QemuIO, argv: list[str]) -> int:
     """Poll until the request tagged ``argv[1]`` is suspended.  Where no node
     keeps breakpoints QEMU would wait forever; gqemu says so and fails.
     QEMU: wait_break_f (bdrv_debug_is_suspended)."""

@@ -18,13 +18,16 @@ QEMU: qemu-io.c (openfile, open_f, close_f, quit_f), qemu-io-cmds.c
 from __future__ import annotations
 
 import errno
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.cli.qemu_io_help import OPEN_HELP, REOPEN_HELP
 from gqemu.cli.qemu_io_getopt import Getopt
-from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, cmdinfo_t,
+from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, HasProg, cmdinfo_t,
                                     err, error_report, out,
                                     qemuio_command_usage)
+
+if TYPE_CHECKING:
+    from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
 
 CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
 
@@ -54,7 +57,7 @@ class OpenOpts:
         return d
 
 
-def parse_qemu_opts(io: Any, s: str) -> dict[str, str]:
+def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, str]:
     """``key=value,...`` with ``,,`` for a comma; a bare word means
     ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
     gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false)."""
@@ -79,7 +82,7 @@ def parse_qemu_opts(io: Any, s: str) -> dict[str, str]:
     return opts
 
 
-def openfile(io: Any, name: Optional[str], o: OpenOpts) -> int:
+def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     """Open the image; 0, or 1 after printing why not.  QEMU: openfile."""
     if io.blk is not None:
         error_report(io, "file open already, try 'help close'")
@@ -109,7 +112,7 @@ def openfile(io: Any, name: Optional[str], o: OpenOpts) -> int:
     return 0
 
 
-def parse_open_flag(io: Any, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
+def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
     """One of the option letters main() and open share.  0, -EINVAL after a
     message, or 1 when ``c`` is not one of them."""
     if c == "n":
@@ -142,7 +145,7 @@ def parse_open_flag(io: Any, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
     return 0
 
 
-def open_f(io: Any, argv: list[str]) -> int:
+def open_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: open_f."""
     o = OpenOpts()
     g = Getopt(argv, "snCro:ki:t:d:U")
@@ -171,7 +174,7 @@ def open_f(io: Any, argv: list[str]) -> int:
     return -errno.EINVAL if openfile(io, args[0] if args else None, o) else 0
 
 
-def close_f(io: Any, argv: list[str]) -> int:
+def close_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: close_f (blk_unref drains, so pending aio reports print)."""
     from gqemu.block import blk_unref
     blk, io.blk = io.blk, None
@@ -179,7 +182,7 @@ def close_f(io: Any, argv: list[str]) -> int:
     return 0
 
 
-def reopen_f(io: Any, argv: list[str]) -> int:
+def reopen_f(io: QemuIO, argv: list[str]) -> int:
     """Change read-only, cache mode or driver options of the open image.
     gqemu closes the node and opens it again with the new options (QEMU
     reopens in place); if that fails, the old options are restored.
@@ -228,7 +231,7 @@ def reopen_f(io: Any, argv: list[str]) -> int:
     return -errno.EINVAL
 
 
-def quit_f(io: Any, argv: list[str]) -> int:
+def quit_f(io: QemuIO, argv: list[str]) -> int:
     io.quit = True
     return 0
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
 import gqemu.block as _block
 from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BlockError, blk_bs,
@@ -33,6 +34,9 @@ from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE,
                                     parse_pattern, print_report,
                                     qemuio_command_usage, strerror)
 
+if TYPE_CHECKING:
+    from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
+
 NOT_DONE = 0x7fffffff
 # QEMU 7.2's flag (value 0x100); used from gqemu.block once it defines it.
 BDRV_REQ_NO_FALLBACK: int = getattr(_block, "BDRV_REQ_NO_FALLBACK", 0x100)
@@ -45,13 +49,13 @@ def _now() -> int:
     return time.monotonic_ns()
 
 
-def _wait(io: Any, box: list) -> None:
+def _wait(io: QemuIO, box: list) -> None:
     """Run the loop until ``box[0]`` is set.  QEMU: main_loop_wait loop."""
     from gqemu.aio import aio_wait_while
     aio_wait_while(blk_get_aio_context(io.blk), lambda: box[0] == NOT_DONE)
 
 
-def _precheck(io: Any, offset: int, count: int) -> int:
+def _precheck(io: QemuIO, offset: int, count: int) -> int:
     if count > _LAZY_ALLOC:
         return blk_check_byte_request(io.blk, offset, count)
     return 0
@@ -65,92 +69,127 @@ def _verify(buf: bytearray, start: int, n: int, pattern: int) -> bool:
 # ------------------------------------------------------------------ read
 
 
-def read_f(io: Any, argv: list[str]) -> int:
-    """QEMU: read_f."""
-    cflag = qflag = vflag = pflag = sflag = lflag = bflag = False
-    pattern = 0
-    pattern_offset = pattern_count = 0
+@dataclass
+class _ReadArgs:
+    """read's options and operands.  QEMU: read_f's locals."""
+    offset: int = 0
+    count: int = 0
+    bflag: bool = False
+    cflag: bool = False
+    lflag: bool = False
+    pflag: bool = False
+    qflag: bool = False
+    sflag: bool = False
+    vflag: bool = False
+    pattern: int = 0
+    pattern_offset: int = 0
+    pattern_count: int = 0
+
+
+def _read_options(io: QemuIO, argv: list[str], a: _ReadArgs) -> tuple[int, list[str]]:
+    """read's option loop.  Returns (0 or -errno, the operands)."""
     g = Getopt(argv, "bCl:pP:qs:v")
     for c, optarg in g:
         if c == "b":
-            bflag = True
+            a.bflag = True
         elif c == "C":
-            cflag = True
+            a.cflag = True
         elif c == "l":
-            lflag = True
-            pattern_count = cvtnum_arg(optarg or "", io.prog)
-            if pattern_count < 0:
-                return pattern_count
+            a.lflag = True
+            a.pattern_count = cvtnum_arg(optarg or "", io.prog)
+            if a.pattern_count < 0:
+                return a.pattern_count, []
         elif c == "p":
             pass
         elif c == "P":
-            pflag = True
-            pattern = parse_pattern(optarg or "")
-            if pattern < 0:
-                return -errno.EINVAL
+            a.pflag = True
+            a.pattern = parse_pattern(optarg or "")
+            if a.pattern < 0:
+                return -errno.EINVAL, []
         elif c == "q":
-            qflag = True
+            a.qflag = True
         elif c == "s":
-            sflag = True
-            pattern_offset = cvtnum_arg(optarg or "", io.prog)
-            if pattern_offset < 0:
-                return pattern_offset
+            a.sflag = True
+            a.pattern_offset = cvtnum_arg(optarg or "", io.prog)
+            if a.pattern_offset < 0:
+                return a.pattern_offset, []
         elif c == "v":
-            vflag = True
+            a.vflag = True
         else:
             qemuio_command_usage(read_cmd)
-            return -errno.EINVAL
-    args = g.args
+            return -errno.EINVAL, []
+    return 0, g.args
+
+
+def _read_operands(io: QemuIO, args: list[str], a: _ReadArgs) -> int:
+    """``off len`` and the checks that need them.  Returns 0 or -errno."""
     if len(args) != 2:
         qemuio_command_usage(read_cmd)
         return -errno.EINVAL
-    ret, offset, count = parse_offset_count(args, io.prog)
+    ret, a.offset, a.count = parse_offset_count(args, io.prog)
     if ret < 0:
         return ret
-    if count > BDRV_REQUEST_MAX_BYTES:
-        out("length cannot exceed %d, given %s\n"
-            % (BDRV_REQUEST_MAX_BYTES, args[1]))
+    if a.count > BDRV_REQUEST_MAX_BYTES:
+        out("length cannot exceed %d, given %s\n" % (BDRV_REQUEST_MAX_BYTES, args[1]))
         return -errno.EINVAL
-    if not pflag and (lflag or sflag):
+    if not a.pflag and (a.lflag or a.sflag):
         qemuio_command_usage(read_cmd)
         return -errno.EINVAL
-    if not lflag:
-        pattern_count = count - pattern_offset
-    if pattern_count < 0 or pattern_count + pattern_offset > count:
+    if not a.lflag:
+        a.pattern_count = a.count - a.pattern_offset
+    if a.pattern_count < 0 or a.pattern_count + a.pattern_offset > a.count:
         out("pattern verification range exceeds end of read data\n")
         return -errno.EINVAL
-    if bflag:
-        if offset % BDRV_SECTOR_SIZE:
-            out("%d is not a sector-aligned value for 'offset'\n" % offset)
-            return -errno.EINVAL
-        if count % BDRV_SECTOR_SIZE:
-            out("%d is not a sector-aligned value for 'count'\n" % count)
-            return -errno.EINVAL
+    return _check_sector_aligned(a.offset, a.count) if a.bflag else 0
 
+
+def _check_sector_aligned(offset: int, count: int) -> int:
+    """-b and -c requests are in whole sectors.  Returns 0 or -EINVAL."""
+    if offset % BDRV_SECTOR_SIZE:
+        out("%d is not a sector-aligned value for 'offset'\n" % offset)
+        return -errno.EINVAL
+    if count % BDRV_SECTOR_SIZE:
+        out("%d is not a sector-aligned value for 'count'\n" % count)
+        return -errno.EINVAL
+    return 0
+
+
+def read_f(io: QemuIO, argv: list[str]) -> int:
+    """QEMU: read_f."""
+    a = _ReadArgs()
+    ret, args = _read_options(io, argv, a)
+    if ret == 0:
+        ret = _read_operands(io, args, a)
+    if ret < 0:
+        return ret
+    offset, count = a.offset, a.count
     ret = _precheck(io, offset, count)
     buf = bytearray((0xab,)) * count if ret == 0 else bytearray()
     t1 = _now()
     if ret < 0:
         pass
-    elif bflag:
+    elif a.bflag:
         ret = do_vmstate(io, offset, buf, False)
     else:
-        ret = blk_prw(io.blk, offset, buf, count, False)
-        ret = ret if ret < 0 else 1
+        try:
+            blk_prw(io.blk, offset, buf, count, False)
+            ret = 1
+        except BlockError as e:
+            ret = -e.errno
     t2 = _now()
     if ret < 0:
         out("read failed: %s\n" % strerror(-ret))
         return ret
     cnt, ret = ret, 0
-    if pflag and not _verify(buf, pattern_offset, pattern_count, pattern):
+    if a.pflag and not _verify(buf, a.pattern_offset, a.pattern_count, a.pattern):
         out("Pattern verification failed at offset %d, %d bytes\n"
-            % (offset + pattern_offset, pattern_count))
+            % (offset + a.pattern_offset, a.pattern_count))
         ret = -errno.EINVAL
-    if qflag:
+    if a.qflag:
         return ret
-    if vflag:
+    if a.vflag:
         dump_buffer(buf, offset, count)
-    print_report("read", t2 - t1, offset, count, count, cnt, cflag)
+    print_report("read", t2 - t1, offset, count, count, cnt, a.cflag)
     return ret
 
 
@@ -178,114 +217,132 @@ def _pattern_from_file(name: str, count: int) -> Optional[bytearray]:
     return bytearray((data * reps)[:count])
 
 
-def write_f(io: Any, argv: list[str]) -> int:
-    """QEMU: write_f."""
-    cflag = qflag = bflag = pflag = zflag = compress = sflag = False
-    flags = 0
-    pattern = 0xcd
-    file_name = ""
+@dataclass
+class _WriteArgs:
+    """write's options and operands.  QEMU: write_f's locals."""
+    offset: int = 0
+    count: int = 0
+    bflag: bool = False
+    cflag: bool = False
+    compress: bool = False
+    pflag: bool = False
+    qflag: bool = False
+    sflag: bool = False
+    zflag: bool = False
+    flags: int = 0
+    pattern: int = 0xcd
+    file_name: str = ""
+
+
+def _write_options(io: QemuIO, argv: list[str], a: _WriteArgs) -> tuple[int, list[str]]:
+    """write's option loop.  Returns (0 or -errno, the operands)."""
     g = Getopt(argv, "bcCfnpP:qs:uz")
     for c, optarg in g:
         if c == "b":
-            bflag = True
+            a.bflag = True
         elif c == "c":
-            compress = True
+            a.compress = True
         elif c == "C":
-            cflag = True
+            a.cflag = True
         elif c == "f":
-            flags |= BDRV_REQ_FUA
+            a.flags |= BDRV_REQ_FUA
         elif c == "n":
-            flags |= BDRV_REQ_NO_FALLBACK
+            a.flags |= BDRV_REQ_NO_FALLBACK
         elif c == "p":
             pass
         elif c == "P":
-            pflag = True
-            pattern = parse_pattern(optarg or "")
-            if pattern < 0:
-                return -errno.EINVAL
+            a.pflag = True
+            a.pattern = parse_pattern(optarg or "")
+            if a.pattern < 0:
+                return -errno.EINVAL, []
         elif c == "q":
-            qflag = True
+            a.qflag = True
         elif c == "s":
-            sflag = True
-            file_name = optarg or ""
+            a.sflag = True
+            a.file_name = optarg or ""
         elif c == "u":
-            flags |= BDRV_REQ_MAY_UNMAP
+            a.flags |= BDRV_REQ_MAY_UNMAP
         elif c == "z":
-            zflag = True
+            a.zflag = True
         else:
             qemuio_command_usage(write_cmd)
-            return -errno.EINVAL
-    args = g.args
+            return -errno.EINVAL, []
+    return 0, g.args
+
+
+def _write_operands(io: QemuIO, args: list[str], a: _WriteArgs) -> int:
+    """The option combinations, ``off len`` and the checks that need them.
+    Returns 0 or -errno."""
     if len(args) != 2:
         qemuio_command_usage(write_cmd)
         return -errno.EINVAL
-    if bflag and zflag:
-        out("-b and -z cannot be specified at the same time\n")
-        return -errno.EINVAL
-    if flags & BDRV_REQ_FUA and (bflag or compress):
-        out("-f and -b or -c cannot be specified at the same time\n")
-        return -errno.EINVAL
-    if flags & BDRV_REQ_NO_FALLBACK and not zflag:
-        out("-n requires -z to be specified\n")
-        return -errno.EINVAL
-    if flags & BDRV_REQ_MAY_UNMAP and not zflag:
-        out("-u requires -z to be specified\n")
-        return -errno.EINVAL
-    if zflag + pflag + sflag > 1:
-        out("Only one of -z, -P, and -s can be specified at the same time\n")
-        return -errno.EINVAL
-    ret, offset, count = parse_offset_count(args, io.prog)
+    for bad, msg in ((a.bflag and a.zflag, "-b and -z cannot be specified at the same time"),
+                     (a.flags & BDRV_REQ_FUA and (a.bflag or a.compress),
+                      "-f and -b or -c cannot be specified at the same time"),
+                     (a.flags & BDRV_REQ_NO_FALLBACK and not a.zflag,
+                      "-n requires -z to be specified"),
+                     (a.flags & BDRV_REQ_MAY_UNMAP and not a.zflag,
+                      "-u requires -z to be specified"),
+                     (a.zflag + a.pflag + a.sflag > 1,
+                      "Only one of -z, -P, and -s can be specified at the same time")):
+        if bad:
+            out(msg + "\n")
+            return -errno.EINVAL
+    ret, a.offset, a.count = parse_offset_count(args, io.prog)
     if ret < 0:
         return ret
-    if count > BDRV_REQUEST_MAX_BYTES and not flags & BDRV_REQ_NO_FALLBACK:
+    if a.count > BDRV_REQUEST_MAX_BYTES and not a.flags & BDRV_REQ_NO_FALLBACK:
         out("length cannot exceed %d without -n, given %s\n"
             % (BDRV_REQUEST_MAX_BYTES, args[1]))
         return -errno.EINVAL
-    if bflag or compress:
-        if offset % BDRV_SECTOR_SIZE:
-            out("%d is not a sector-aligned value for 'offset'\n" % offset)
-            return -errno.EINVAL
-        if count % BDRV_SECTOR_SIZE:
-            out("%d is not a sector-aligned value for 'count'\n" % count)
-            return -errno.EINVAL
+    return _check_sector_aligned(a.offset, a.count) if a.bflag or a.compress else 0
 
-    ret = 0 if zflag else _precheck(io, offset, count)
+
+def write_f(io: QemuIO, argv: list[str]) -> int:
+    """QEMU: write_f."""
+    a = _WriteArgs()
+    ret, args = _write_options(io, argv, a)
+    if ret == 0:
+        ret = _write_operands(io, args, a)
+    if ret < 0:
+        return ret
+    offset, count = a.offset, a.count
+    ret = 0 if a.zflag else _precheck(io, offset, count)
     data: Any = None
-    if ret == 0 and not zflag:
-        if sflag:
-            data = _pattern_from_file(file_name, count)
+    if ret == 0 and not a.zflag:
+        if a.sflag:
+            data = _pattern_from_file(a.file_name, count)
             if data is None:
                 return -errno.EINVAL
         else:
-            data = bytes((pattern,)) * count
+            data = bytes((a.pattern,)) * count
     t1 = _now()
     if ret < 0:
         pass
-    elif bflag:
+    elif a.bflag:
         ret = do_vmstate(io, offset, data, True)
-    elif zflag:
+    elif a.zflag:
         try:
-            blk_pwrite_zeroes(io.blk, offset, count, flags)
+            blk_pwrite_zeroes(io.blk, offset, count, a.flags)
         except BlockError as e:
             ret = -e.errno
-    elif compress:
+    elif a.compress:
         ret = do_write_compressed(io, offset, data)
     else:
         try:
-            blk_pwrite(io.blk, offset, data, flags)
+            blk_pwrite(io.blk, offset, data, a.flags)
         except BlockError as e:
             ret = -e.errno
     t2 = _now()
     if ret < 0:
         out("write failed: %s\n" % strerror(-ret))
         return ret
-    if qflag:
-        return 0
-    print_report("wrote", t2 - t1, offset, count, count, 1, cflag)
+    if not a.qflag:
+        print_report("wrote", t2 - t1, offset, count, count, 1, a.cflag)
     return 0
 
 
-def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
+def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
     """Read or write the VM state area through the format driver's
     ``bdrv_co_readv_vmstate``/``bdrv_co_writev_vmstate(bs, qiov, pos)``;
     -ENOTSUP where the driver has none (raw).  Returns 1 or -errno.
@@ -306,7 +363,7 @@ def do_vmstate(io: Any, offset: int, buf: Any, is_write: bool) -> int:
     return ret if ret < 0 else 1
 
 
-def do_write_compressed(io: Any, offset: int, data: bytes) -> int:
+def do_write_compressed(io: QemuIO, offset: int, data: bytes) -> int:
     """Drivers without a compressed-write slot give -ENOTSUP.
     QEMU: blk_pwrite_compressed -> bdrv_driver_pwritev_compressed."""
     from gqemu.block import BDRV_REQ_WRITE_COMPRESSED

@@ -20,7 +20,7 @@ import errno
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from gqemu.cutils import INT64_MAX, _strtol0, qemu_strtosz
 
@@ -73,7 +73,13 @@ def err(s: str) -> None:
     sys.stderr.flush()
 
 
-def error_report(io: Any, msg: str) -> None:
+class HasProg(Protocol):
+    """What error_report needs of a session: the program name (a QemuIO,
+    or qemu-io's stand-in while its options are parsed)."""
+    prog: str
+
+
+def error_report(io: HasProg, msg: str) -> None:
     """QEMU: error_report (the program name, then the message, on stderr)."""
     err("%s: %s\n" % (io.prog, msg))
 

@@ -18,7 +18,7 @@ aio_write_f, aio_flush_f, aio_read_done, aio_write_done).
 from __future__ import annotations
 
 import errno
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BLOCK_ACCT_READ,
                          BLOCK_ACCT_WRITE, BlockAcctCookie, QEMUIOVector,
@@ -34,10 +34,13 @@ from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_PERM_WRITE,
                                     parse_offset_count, parse_pattern, print_report,
                                     qemuio_command_usage, strerror)
 
+if TYPE_CHECKING:
+    from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
+
 # -------------------------------------------------------- vectored I/O
 
 
-def create_iovec(io: Any, args: list[str],
+def create_iovec(io: QemuIO, args: list[str],
                  pattern: int) -> Optional[tuple[QEMUIOVector, bytearray]]:
     """One buffer filled with ``pattern``, cut into the given lengths.
     Prints the problem and returns None on a bad length.
@@ -95,7 +98,7 @@ def _vector_opts(argv: list[str], optstring: str, usage: cmdinfo_t,
     return g.args
 
 
-def readv_f(io: Any, argv: list[str]) -> int:
+def readv_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: readv_f (blk_aio_preadv, then wait)."""
     opts: dict = {}
     args = _vector_opts(argv, "CP:qv", readv_cmd, opts)
@@ -137,7 +140,7 @@ readv_cmd = cmdinfo_t("readv", readv_f, argmin=2, argmax=-1,
                       help=H.READV_HELP)
 
 
-def writev_f(io: Any, argv: list[str]) -> int:
+def writev_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: writev_f (blk_aio_pwritev, then wait)."""
     opts: dict = {}
     args = _vector_opts(argv, "CfqP:", writev_cmd, opts)
@@ -180,7 +183,7 @@ writev_cmd = cmdinfo_t("writev", writev_f, argmin=2, argmax=-1,
 class aio_ctx:
     """One outstanding aio_read/aio_write.  QEMU: struct aio_ctx."""
 
-    def __init__(self, io: Any) -> None:
+    def __init__(self, io: QemuIO) -> None:
         self.io = io
         self.blk = io.blk                 # io.blk is None while closing
         self.qiov: Optional[QEMUIOVector] = None
@@ -228,7 +231,7 @@ def aio_read_done(ctx: aio_ctx, ret: int) -> None:
                  ctx.cflag)
 
 
-def aio_read_f(io: Any, argv: list[str]) -> int:
+def aio_read_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: aio_read_f."""
     ctx = aio_ctx(io)
     g = Getopt(argv, "CiP:qv")
@@ -276,7 +279,7 @@ aio_read_cmd = cmdinfo_t("aio_read", aio_read_f, argmin=2, argmax=-1,
                          help=H.AIO_READ_HELP)
 
 
-def aio_write_f(io: Any, argv: list[str]) -> int:
+def aio_write_f(io: QemuIO, argv: list[str]) -> int:
     """QEMU: aio_write_f (7.2: -P is accepted together with -z)."""
     ctx = aio_ctx(io)
     flags = 0
@@ -344,7 +347,7 @@ aio_write_cmd = cmdinfo_t("aio_write", aio_write_f, argmin=2, argmax=-1,
                           help=H.AIO_WRITE_HELP)
 
 
-def aio_flush_f(io: Any, argv: list[str]) -> int:
+def aio_flush_f(io: QemuIO, argv: list[str]) -> int:
     """Wait for every outstanding request.  QEMU: aio_flush_f (blk_drain_all)."""
     from gqemu.block import BLOCK_ACCT_FLUSH
     stats = blk_get_stats(io.blk)

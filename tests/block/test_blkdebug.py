@@ -44,11 +44,15 @@ def gqemu_outcomes(path: str, conf: str, ops: list) -> list[str]:
                        {"format": "raw", "cache": "writethrough", "discard": "unmap"})
     out = []
     for op in ops:
-        if op[0] == "read":
-            ret = blk_prw(blk, op[1], bytearray(op[2]), op[2], False)
+        try:
+            if op[0] == "read":
+                blk_prw(blk, op[1], bytearray(op[2]), op[2], False)
+            else:
+                blk_prw(blk, op[1], bytes([op[3]]) * op[2], op[2], True)
+        except BlockError as e:
+            out.append(os.strerror(e.errno))
         else:
-            ret = blk_prw(blk, op[1], bytes([op[3]]) * op[2], op[2], True)
-        out.append("ok" if ret == 0 else os.strerror(-ret))
+            out.append("ok")
     blk_unref(blk)
     return out
 
@@ -103,7 +107,9 @@ def test_error_reaches_caller_and_nothing_is_written(tmp_path) -> None:
     img.write_bytes(b"\x11" * 65536)
     blk = blk_new_open("blkdebug:%s:%s" % (conf, img), {"format": "raw"})
     for off, n in [(0, 512), (100, 3000), (65535, 1), (4096, 8192)]:
-        assert blk_prw(blk, off, b"\x99" * n, n, True) == -errno.EIO
+        with pytest.raises(BlockError) as e:
+            blk_prw(blk, off, b"\x99" * n, n, True)
+        assert e.value.errno == errno.EIO
     assert blk.root.bs.file.bs.opaque.injected == 4
     blk_unref(blk)
     assert img.read_bytes() == b"\x11" * 65536
@@ -116,7 +122,9 @@ def test_rules_from_options(tmp_path) -> None:
         "format": "raw", "file.driver": "blkdebug", "file.image": str(img),
         "file.inject-error": [{"event": "read_aio", "errno": "28", "sector": "8"}]})
     assert blk_prw(blk, 0, bytearray(4096), 4096, False) == 0
-    assert blk_prw(blk, 4096, bytearray(512), 512, False) == -errno.ENOSPC
+    with pytest.raises(BlockError) as e:
+        blk_prw(blk, 4096, bytearray(512), 512, False)
+    assert e.value.errno == errno.ENOSPC
     blk_unref(blk)
 
 

@@ -54,10 +54,13 @@ def test_read_write_roundtrip(img) -> None:
 def test_range_checks(img, offset: int, count: int, ok: bool) -> None:
     blk = blk_new_open(str(img), {"format": "raw"})
     buf = bytearray(max(count, 0) if count < (1 << 24) else 1)
-    ret = blk_prw(blk, offset, buf, count, False)
-    assert (ret == 0) if ok else (ret == -errno.EIO)
-    ret = blk_prw(blk, offset, buf, count, True)
-    assert (ret == 0) if ok else (ret == -errno.EIO)
+    for is_write in (False, True):
+        if ok:
+            assert blk_prw(blk, offset, buf, count, is_write) == 0
+        else:
+            with pytest.raises(BlockError) as e:
+                blk_prw(blk, offset, buf, count, is_write)
+            assert e.value.errno == errno.EIO
     blk_unref(blk)
 
 

@@ -12,9 +12,9 @@ import pytest
 
 import gqemu.block.file_posix as fp
 import gqemu.threadpool.aiocb as aiocb_mod
-from gqemu.block import (BDRV_REQ_MAY_UNMAP, QEMUIOVector, blk_aio_preadv, blk_drain,
-                         blk_getlength, blk_new_open, blk_pdiscard, blk_pread, blk_prw,
-                         blk_pwrite, blk_pwrite_zeroes, blk_unref)
+from gqemu.block import (BDRV_REQ_MAY_UNMAP, BlockError, QEMUIOVector, blk_aio_preadv,
+                         blk_drain, blk_getlength, blk_new_open, blk_pdiscard, blk_pread,
+                         blk_prw, blk_pwrite, blk_pwrite_zeroes, blk_unref)
 from gqemu.threadpool.aiocb import (QEMU_AIO_MISALIGNED, QEMU_AIO_READ, QEMU_AIO_WRITE,
                                     RawPosixAIOData, aio_worker)
 
@@ -34,7 +34,9 @@ def test_odd_sized_file_like_qemu_io(tmp_path, qemu_io) -> None:
     blk = blk_new_open(str(ours), {"format": "raw", "cache": "writethrough"})
     assert blk_getlength(blk) == 1024
     assert blk_pread(blk, 1000, 24) == bytes(24)
-    assert blk_prw(blk, 1000, bytearray(25), 25, False) == -errno.EIO
+    with pytest.raises(BlockError) as e:
+        blk_prw(blk, 1000, bytearray(25), 25, False)
+    assert e.value.errno == errno.EIO
     blk_pwrite(blk, 1020, b"\x01" * 4)
     blk_unref(blk)
     assert ours.read_bytes() == theirs.read_bytes()

@@ -30,8 +30,9 @@ def test_compressed_write_needs_driver_support(make_image) -> None:
     img = make_image(65536)
     before = img.read_bytes()
     blk = blk_new_open(str(img), {"format": "raw"})
-    assert blk_prw(blk, 0, b"c" * 65536, 65536, True, BDRV_REQ_WRITE_COMPRESSED) \
-        == -errno.ENOTSUP
+    with pytest.raises(BlockError) as e:
+        blk_prw(blk, 0, b"c" * 65536, 65536, True, BDRV_REQ_WRITE_COMPRESSED)
+    assert e.value.errno == errno.ENOTSUP
     blk_unref(blk)
     assert img.read_bytes() == before
 

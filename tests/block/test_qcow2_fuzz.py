@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -50,6 +51,14 @@ def mutate(src: bytes, rnd: random.Random) -> bytearray:
     return d
 
 
+def _may_fail(fn: Callable[..., object], *args: object) -> None:
+    """A request on a corrupt image may fail, with a BlockError only."""
+    try:
+        fn(*args)
+    except BlockError:
+        pass
+
+
 def exercise(path: Path) -> str:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -62,12 +71,13 @@ def exercise(path: Path) -> str:
             try:
                 n = b.blk_getlength(blk)
                 for off in range(0, min(n, 1 << 20), 64 << 10):
-                    b.blk_prw(blk, off, bytearray(65536), min(65536, n - off), False)
+                    _may_fail(b.blk_prw, blk, off, bytearray(65536), min(65536, n - off),
+                              False)
                 if ro == "off":
                     for off in (0, 150 << 10, 1 << 20):
                         if off < n:
-                            b.blk_prw(blk, off, bytearray(b"\x09" * 8192), min(8192, n - off),
-                                      True)
+                            _may_fail(b.blk_prw, blk, off, bytearray(b"\x09" * 8192),
+                                      min(8192, n - off), True)
                     try:
                         b.blk_flush(blk)
                     except BlockError:

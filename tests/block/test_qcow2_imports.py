@@ -1,20 +1,30 @@
 """The qcow2 modules import one way: qcow2_state at the bottom, the driver
 (qcow2.py) at the top, no circle between them (function-level imports
-included), and no module of gqemu/block imports the ``gqemu.block`` package
-itself (its __init__ registers every driver, so such an import ties each
-module to all the others)."""
+included; imports under ``if TYPE_CHECKING:`` never run and are left out,
+as in tests/test_import_cycles.py), and no module of gqemu/block imports the
+``gqemu.block`` package itself (its __init__ registers every driver, so such
+an import ties each module to all the others)."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_layering import _type_checking_only  # noqa: E402
 
 BLOCK = Path(__file__).resolve().parents[2] / "gqemu" / "block"
 
 
 def _imports(path: Path) -> set[str]:
-    """Every gqemu module named by an import in ``path`` (any depth)."""
+    """Every gqemu module named by an import in ``path`` (any depth) that
+    runs."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -76,3 +86,12 @@ def test_qcow2_state_is_the_bottom():
     below = {m for m in _reaches(graph, "gqemu.block.qcow2_state")
              if m.startswith("gqemu.block.qcow2")}
     assert below <= {"gqemu.block.qcow2_header"}
+
+
+def test_type_checking_imports_are_left_out():
+    """qcow2_rebuild names qcow2_check's classes for the type checker only;
+    qcow2_check imports qcow2_rebuild at run time."""
+    rebuild = BLOCK / "qcow2_rebuild.py"
+    assert "from gqemu.block.qcow2_check import" in rebuild.read_text(encoding="utf-8")
+    assert "gqemu.block.qcow2_check" not in _imports(rebuild)
+    assert "gqemu.block.qcow2_rebuild" in _imports(BLOCK / "qcow2_check.py")

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from gqemu.block import blk_getlength, blk_new_open, blk_prw, blk_unref
+from gqemu.block import BlockError, blk_getlength, blk_new_open, blk_prw, blk_unref
 from gqemu.block.driver import set_error_sink
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,11 +37,15 @@ def gqemu_run(filename: str, opts: dict, cmds: list) -> list[str]:
     blk = blk_new_open(filename, opts)
     out = []
     for verb, off, n, data in cmds:
-        if verb == "read":
-            ret = blk_prw(blk, off, bytearray(n), n, False)
+        try:
+            if verb == "read":
+                blk_prw(blk, off, bytearray(n), n, False)
+            else:
+                blk_prw(blk, off, data, n, True)
+        except BlockError as e:
+            out.append(os.strerror(e.errno))
         else:
-            ret = blk_prw(blk, off, data, n, True)
-        out.append("ok" if ret == 0 else os.strerror(-ret))
+            out.append("ok")
     blk_unref(blk)
     return out
 

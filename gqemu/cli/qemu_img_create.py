@@ -1,0 +1,162 @@
+"""gqemu-img image creation (``create``, and the target of ``convert`` and
+``dd``): the generic checks, then the raw or the qcow2 part, each printing
+qemu-img's "Formatting ..." line with the options in QEMU's order.
+
+Raises ImgError / ImgOptError with qemu-img's one-line messages.
+QEMU: block.c bdrv_img_create; block/file-posix.c raw_co_create_opts;
+block/qcow2.c qcow2_co_create_opts.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from typing import TYPE_CHECKING, Optional
+
+from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
+                                     error_report, img_open, option_size, parse_option_size)
+
+if TYPE_CHECKING:                       # the block layer is imported on use
+    from gqemu.block.qcow2_create import Qcow2CreateOptions
+
+
+def _repeat_opt_warnings() -> None:
+    sys.stdout.flush()
+    for w in OPT_WARNINGS:
+        error_report("warning: " + w)
+    del OPT_WARNINGS[:]
+
+
+def _int64(v: int) -> int:
+    """A QemuOpts size as ``qemu_opts_print`` shows it (signed 64-bit)."""
+    return v - (v >> 63 << 64)
+
+
+def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
+                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
+    """qemu-img create.  QEMU: bdrv_img_create."""
+    if fmt not in ("raw", "qcow2"):
+        raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
+    if backing and fmt == "raw":
+        raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing and not backing_fmt:
+        raise ImgError("%s: Backing file specified without backing format" % filename)
+    if backing and size is None:
+        size = _backing_size(filename, backing, backing_fmt)
+    if size is None:
+        raise ImgError("%s: Image creation needs a size parameter" % filename)
+    if fmt == "raw":
+        _create_raw(filename, size, o, quiet)
+    else:
+        _create_qcow2(filename, size, backing, backing_fmt, o, quiet)
+
+
+def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]) -> int:
+    """The size of the backing image, named relative to the new image's
+    folder.  QEMU: bdrv_img_create (no size given)."""
+    path = backing if os.path.isabs(backing) or backing.startswith("json:") \
+        else os.path.join(os.path.dirname(filename), backing)
+    from gqemu.block import blk_getlength
+    try:
+        blk = img_open(path, backing_fmt)
+    except ImgError as e:
+        raise ImgError("%s: Could not open backing image: %s" % (filename, e))
+    size = blk_getlength(blk)
+    blk_close(blk)
+    return size
+
+
+def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> None:
+    """A raw image: a host file of ``size`` bytes.  QEMU: raw_co_create_opts
+    (file-posix)."""
+    prealloc = o.pop("preallocation", None)
+    if "extent_size_hint" in o:            # an XFS hint: checked, not modelled
+        parse_option_size("extent_size_hint", o.pop("extent_size_hint"))
+    if o:
+        raise ImgOptError("%s: Invalid parameter '%s'" % (filename, next(iter(o))))
+    if not quiet:
+        sys.stdout.write("Formatting '%s', fmt=raw size=%d%s\n" % (
+            filename, _int64(size), " preallocation=%s" % prealloc if prealloc else ""))
+    _repeat_opt_warnings()
+    if prealloc and prealloc != "off":      # falloc / full: file-posix's create
+        from gqemu.block.io_truncate import file_create
+        if size >> 63:
+            raise ImgError("%s: Could not resize file: %s" % (filename,
+                                                              os.strerror(errno.EINVAL)))
+        ret, msg = file_create(filename, size, prealloc)
+        if ret < 0:
+            raise ImgError("%s: %s" % (filename, msg))
+        return
+    with open(filename, "wb") as f:
+        try:
+            if size >> 63:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            f.truncate(-(-size // 512) * 512)     # whole sectors, as file-posix creates
+        except OSError as e:
+            if e.errno == errno.EFBIG:
+                raise ImgError("%s: The image size is too large for file format 'raw'"
+                               % filename)
+            raise ImgError("%s: Could not resize file: %s" % (filename, e.strerror))
+        if size:                # as file-posix does, for alignment probing
+            f.write(bytes(512 if size < 4096 else 4096))
+
+
+def _create_qcow2(filename: str, size: int, backing: Optional[str],
+                  backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
+    """A qcow2 image.  QEMU: qcow2_co_create_opts."""
+    from gqemu.block.qcow2_create import qcow2_create_file
+    from gqemu.block.qcow2_header import Qcow2OpenError
+    c = _qcow2_create_options(filename, size, backing, backing_fmt, o)
+    words = ["cluster_size=%d" % _int64(c.cluster_size),
+             "extended_l2=%s" % ("on" if c.extended_l2 else "off")]
+    if "preallocation" in o:
+        words.append("preallocation=%s" % c.preallocation)
+    words += ["compression_type=zlib", "size=%d" % _int64(size)]
+    if "compat" in o:
+        words.append("compat=%s" % o["compat"])
+    if backing:
+        words.append("backing_file=%s" % backing.replace(",", ",,"))
+    if backing_fmt:
+        words.append("backing_fmt=%s" % backing_fmt)
+    words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
+    words.append("refcount_bits=%d" % c.refcount_bits)
+    if not quiet:
+        sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
+    _repeat_opt_warnings()
+    try:
+        qcow2_create_file(filename, c)
+    except Qcow2OpenError as e:
+        raise ImgError("%s: %s" % (filename, e.msg))
+
+
+def _qcow2_create_options(filename: str, size: int, backing: Optional[str],
+                          backing_fmt: Optional[str], o: dict[str, str]) -> Qcow2CreateOptions:
+    """The ``-o`` options of a qcow2 image, checked.  Raises ImgOptError.
+    QEMU: qcow2_co_create_opts (the QemuOpts to BlockdevCreateOptions)."""
+    from gqemu.block.qcow2_create import Qcow2CreateOptions
+    c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
+    onoff = {"on": True, "off": False, "true": True, "false": False}
+    try:
+        for k, v in o.items():
+            if k == "cluster_size":
+                c.cluster_size = option_size(k, v, filename)
+            elif k == "compat":
+                if v not in ("0.10", "v2", "1.1", "v3"):
+                    raise ImgOptError("%s: Invalid parameter '%s'" % (filename, v))
+                c.version = 2 if v in ("0.10", "v2") else 3
+            elif k == "refcount_bits":
+                c.refcount_bits = int(v)
+            elif k in ("lazy_refcounts", "extended_l2"):
+                if v not in onoff:
+                    raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
+                setattr(c, k, onoff[v])
+            elif k == "preallocation":
+                c.preallocation = v
+            elif k == "compression_type":
+                if v != "zlib":
+                    raise ImgError("%s: Unsupported compression type '%s'" % (filename, v))
+            else:
+                raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
+    except ValueError:
+        raise ImgOptError("%s: Parameter 'refcount_bits' expects a number" % filename)
+    return c
