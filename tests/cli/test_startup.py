@@ -69,10 +69,10 @@ def test_gqemu_run_imports_only_what_the_seed_example_runs():
     assert "LOADED [] DATACLASSES []" in p.stderr, p.stderr
 
 
-def test_one_shot_qcow2_info_builds_no_dataclasses(tmp_path, qemu_img):
+def test_one_shot_qcow2_info_builds_no_dataclasses_and_no_json(tmp_path, qemu_img):
     img = tmp_path / "a.qcow2"
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(img), "1M"], check=True)
-    code = LOADED % (("gqemu.block.blkdebug",), "gqemu-img", "gqemu.cli.qemu_img")
+    code = LOADED % (("gqemu.block.blkdebug", "json"), "gqemu-img", "gqemu.cli.qemu_img")
     p = subprocess.run([sys.executable, "-c", code, "info", str(img)], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
