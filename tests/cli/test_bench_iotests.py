@@ -56,6 +56,9 @@ def test_runs_the_slice_on_qemu_then_on_gqemu_and_prints_the_ratio(fake, capsys)
     lines = log.read_text().splitlines()
     calls = [ln.split() for ln in lines if ln.startswith("CALL")]
     versions = [ln for ln in lines if ln.startswith("VERSION")]
+    warm, calls, versions = calls[0], calls[1:], versions[1:]     # untimed, real QEMU
+    assert warm[2:] == [str(bindir / "qemu-io"), str(bindir / "qemu-img"), "jobs=1",
+                        "tests=" + iotests.SLICE["raw"][0]]
     assert [c[1] for c in calls] == ["raw", "raw", "qcow2", "qcow2"]
     for i, (fmt, tests) in enumerate(iotests.SLICE.items()):
         real, ours = calls[2 * i], calls[2 * i + 1]
