@@ -18,6 +18,9 @@ fmt=$1 io=$2 img=$3
 shift 3
 echo "CALL $fmt $io $img jobs=$IOTESTS_JOBS tests=$*" >> "$FAKE_LOG"
 echo "VERSION $("$img" --version | head -n 1)" >> "$FAKE_LOG"
+kind=file
+[ -p /dev/stdout ] && kind=pipe
+echo "STDOUT $kind" >> "$FAKE_LOG"
 n=$#
 p=$n
 case "$io" in *gqemu-io) [ -n "$FAKE_FAIL" ] && p=$((n - 1)) ;; esac
@@ -69,6 +72,9 @@ def test_runs_the_slice_on_qemu_then_on_gqemu_and_prints_the_ratio(fake, capsys)
         assert real[5:] == ours[5:] == ["tests=" + tests[0], *tests[1:]]
         assert "qemu-img version 7.2.0 (fake)" in versions[2 * i]
         assert "gqemu-img version" in versions[2 * i + 1]     # the wrapper runs gqemu
+    # a pipe would end only when the real runner's left-over `sleep 5`
+    # (its watchdog's) exits: every time rounded up to 5 s
+    assert {ln for ln in lines if ln.startswith("STDOUT")} == {"STDOUT file"}
     rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith(("raw", "qcow2", "all"))}
     assert set(rows) == {"raw", "qcow2", "all"}
     for fmt in ("raw", "qcow2"):
