@@ -131,12 +131,14 @@ class Machine:
         from gqemu.hw.ide.piix import piix3_ide_pci_new
         from gqemu.hw.pci import (PCI_COMMAND, PCI_COMMAND_MASTER, pc_pci_chipset,
                                   pci_bios_setup, pci_bus_new)
-        from gqemu.hw.virtio.virtio_pci import virtio_blk_pci_new
         self.pci = pci_bus_new(self.as_io, self.as_mem, self.pic.irqs)
         pc_pci_chipset(self.pci)
         self.ide_pci = piix3_ide_pci_new(self.pci, self.ide[2])
-        self.virtio = [virtio_blk_pci_new(self.pci, (2 + n) << 3, self.vblks[i], self.ctx)
-                       for n, i in enumerate(sorted(self.vblks))]
+        self.virtio: list[Any] = []
+        if self.vblks:          # the virtio modules only for a machine that has one
+            from gqemu.hw.virtio.virtio_pci import virtio_blk_pci_new
+            self.virtio = [virtio_blk_pci_new(self.pci, (2 + n) << 3, self.vblks[i], self.ctx)
+                           for n, i in enumerate(sorted(self.vblks))]
         pci_bios_setup(self.pci)
         if self.ide_bus_master:
             self.ide_pci.config_write(PCI_COMMAND, self.ide_pci.command | PCI_COMMAND_MASTER, 2)

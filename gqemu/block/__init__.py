@@ -1,22 +1,14 @@
 """The block layer: BlockBackend -> driver graph (raw, qcow2, blkdebug over
 file-posix or null-co) -> thread pool.  See ARCHITECTURE.md section 3.
 
-Importing the package registers every driver (each is imported by name
-below); the registry never changes afterwards.
+Drivers are looked up by name (``bdrv_find_format``, probing,
+``bdrv_drivers``), and a driver's module is imported on its first lookup
+(module_block.py); importing the package imports none of them.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.machine, gqemu.cli or anything
 else above the block layer.
 """
 from __future__ import annotations
-
-# Drivers, registered in this order (ties in format probing go to the first).
-from gqemu.block import file_posix  # noqa: F401
-from gqemu.block import host_device  # noqa: F401
-from gqemu.block import copy_on_read  # noqa: F401
-from gqemu.block import null  # noqa: F401
-from gqemu.block import blkdebug  # noqa: F401
-from gqemu.block import raw_format  # noqa: F401
-from gqemu.block import qcow2  # noqa: F401
 
 from gqemu.block.accounting import (BLOCK_ACCT_FLUSH, BLOCK_ACCT_READ, BLOCK_ACCT_WRITE,
                                     BlockAcctCookie, BlockAcctStats, block_acct_done,
@@ -69,5 +61,4 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
                               qemu_iovec_is_zero, qemu_iovec_memset, qemu_iovec_reset,
                               qemu_iovec_to_buf)
 
-__all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("annotations", "file_posix", "host_device", "copy_on_read", "null", "blkdebug", "raw_format")]
+__all__ = [name for name in dir() if not name.startswith("_") and name != "annotations"]

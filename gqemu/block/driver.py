@@ -21,9 +21,10 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from gqemu.aio import AioContext, qemu_get_current_aio_context
+from gqemu.block.module_block import block_driver_modules, block_module_load
 from gqemu.block.perms import (bdrv_filter_default_perms,  # noqa: F401 (re-exported)
                                bdrv_format_default_perms, bdrv_get_cumulative_perm,
                                bdrv_perm_names, bdrv_refresh_perms)
@@ -120,51 +121,96 @@ class BlockDriver:
         return "<BlockDriver %s>" % (self.format_name or self.protocol_name)
 
 
-# Filled at import time by @bdrv_register, never changed afterwards.
-bdrv_drivers: dict[str, type[BlockDriver]] = {}
+class _BlockDrivers(Mapping[str, type[BlockDriver]]):
+    """``bdrv_drivers``: every driver by format name, in registration order
+    (module_block.py's table, then any driver registered outside it).  The
+    names are known from the start; a driver's module is imported when its
+    class is first looked up (``bdrv_drivers[name]``, ``.get``,
+    ``.values()``), so listing or testing names imports nothing."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, type[BlockDriver]] = {}
+        self.modules = {m.format_name: m.library_name for m in block_driver_modules}
+
+    def __getitem__(self, name: str) -> type[BlockDriver]:
+        cls = self.loaded.get(name)
+        if cls is None:
+            library = self.modules.get(name)
+            if library is None:
+                raise KeyError(name)
+            block_module_load(library)
+            cls = self.loaded[name]
+        return cls
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.modules or name in self.loaded
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.modules
+        yield from (n for n in self.loaded if n not in self.modules)
+
+    def __len__(self) -> int:
+        return len(self.modules) + sum(1 for n in self.loaded if n not in self.modules)
+
+
+bdrv_drivers = _BlockDrivers()
 
 
 def bdrv_register(cls: type[BlockDriver]) -> type[BlockDriver]:
-    """Class decorator: add a driver to the registry.  QEMU: bdrv_register."""
+    """Class decorator: add a driver to the registry (when its module is
+    imported).  QEMU: bdrv_register."""
     name = cls.format_name
-    assert name and name not in bdrv_drivers, "driver %r registered twice" % name
-    bdrv_drivers[name] = cls
+    assert name and name not in bdrv_drivers.loaded, "driver %r registered twice" % name
+    bdrv_drivers.loaded[name] = cls
     return cls
 
 
 def bdrv_find_format(name: str) -> Optional[type[BlockDriver]]:
-    """QEMU: bdrv_find_format."""
+    """The driver of that format name, its module imported on first use.
+    QEMU: bdrv_find_format (with block_module_load)."""
     return bdrv_drivers.get(name)
 
 
 def bdrv_find_protocol(filename: str) -> Optional[type[BlockDriver]]:
-    """The protocol named by a ``proto:`` prefix (before any '/'), else file.
-    QEMU: bdrv_find_protocol."""
+    """The protocol named by a ``proto:`` prefix (before any '/'), else a
+    driver whose ``bdrv_probe_device`` claims the file (host_device for
+    /dev nodes), else file.  QEMU: bdrv_find_protocol."""
     colon = filename.find(":")
     slash = filename.find("/")
     if colon > 0 and (slash < 0 or colon < slash):
         prefix = filename[:colon]
-        for cls in bdrv_drivers.values():
+        for m in block_driver_modules:
+            if m.protocol_name == prefix:
+                return bdrv_drivers[m.format_name]
+        for cls in bdrv_drivers.loaded.values():
             if cls.protocol_name == prefix:
                 return cls
         return None
-    for cls in bdrv_drivers.values():      # host_device for /dev nodes
-        probe = getattr(cls, "bdrv_probe_device", None)
-        if probe is not None and probe(filename):
-            return cls
+    for m in block_driver_modules:
+        if m.probe_device:
+            probe = getattr(bdrv_drivers[m.format_name], "bdrv_probe_device")
+            if probe(filename):
+                return bdrv_drivers[m.format_name]
     return bdrv_drivers.get("file")
 
 
 def bdrv_probe_all(buf: bytes, filename: str) -> Optional[type[BlockDriver]]:
-    """Highest probe score wins; ties go to registration order.
+    """Highest probe score wins; ties go to registration order.  Imports
+    the drivers that probe (module_block.py's ``probe`` column).
     QEMU: bdrv_probe_all."""
     best, best_score = None, 0
-    for cls in bdrv_drivers.values():
+    for name in bdrv_drivers:
+        if not _PROBES.get(name, True):
+            continue
+        cls = bdrv_drivers[name]
         if cls.bdrv_probe is not None:
             score = cls.bdrv_probe(buf, filename)
             if score > best_score:
                 best, best_score = cls, score
     return best
+
+
+_PROBES = {m.format_name: m.probe for m in block_driver_modules}
 
 
 # ------------------------------------------------------------------- graph

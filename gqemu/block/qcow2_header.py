@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import struct
-from dataclasses import dataclass, field
 
 QCOW_MAGIC = 0x514649FB                     # "QFI\xfb"
 QCOW_MAGIC_BYTES = b"QFI\xfb"
@@ -122,29 +121,50 @@ def c_hex(v: int) -> str:
     return "%#x" % v if v else "0"
 
 
-@dataclass
 class QCowHeader:
-    """The fixed header fields (QEMU: ``QCowHeader``)."""
+    """The fixed header fields (QEMU: ``QCowHeader``).  A plain class:
+    a dataclass compiles its methods at import time, on every qcow2 open."""
 
-    magic: int = QCOW_MAGIC
-    version: int = 3
-    backing_file_offset: int = 0
-    backing_file_size: int = 0
-    cluster_bits: int = 16
-    size: int = 0
-    crypt_method: int = 0
-    l1_size: int = 0
-    l1_table_offset: int = 0
-    refcount_table_offset: int = 0
-    refcount_table_clusters: int = 0
-    nb_snapshots: int = 0
-    snapshots_offset: int = 0
-    incompatible_features: int = 0
-    compatible_features: int = 0
-    autoclear_features: int = 0
-    refcount_order: int = 4
-    header_length: int = QCOW2_HEADER_SIZE
-    compression_type: int = 0
+    __slots__ = ("magic", "version", "backing_file_offset", "backing_file_size",
+                 "cluster_bits", "size", "crypt_method", "l1_size", "l1_table_offset",
+                 "refcount_table_offset", "refcount_table_clusters", "nb_snapshots",
+                 "snapshots_offset", "incompatible_features", "compatible_features",
+                 "autoclear_features", "refcount_order", "header_length",
+                 "compression_type")
+
+    def __init__(self, magic: int = QCOW_MAGIC, version: int = 3,
+                 backing_file_offset: int = 0, backing_file_size: int = 0,
+                 cluster_bits: int = 16, size: int = 0, crypt_method: int = 0,
+                 l1_size: int = 0, l1_table_offset: int = 0,
+                 refcount_table_offset: int = 0, refcount_table_clusters: int = 0,
+                 nb_snapshots: int = 0, snapshots_offset: int = 0,
+                 incompatible_features: int = 0, compatible_features: int = 0,
+                 autoclear_features: int = 0, refcount_order: int = 4,
+                 header_length: int = QCOW2_HEADER_SIZE,
+                 compression_type: int = 0) -> None:
+        self.magic = magic
+        self.version = version
+        self.backing_file_offset = backing_file_offset
+        self.backing_file_size = backing_file_size
+        self.cluster_bits = cluster_bits
+        self.size = size
+        self.crypt_method = crypt_method
+        self.l1_size = l1_size
+        self.l1_table_offset = l1_table_offset
+        self.refcount_table_offset = refcount_table_offset
+        self.refcount_table_clusters = refcount_table_clusters
+        self.nb_snapshots = nb_snapshots
+        self.snapshots_offset = snapshots_offset
+        self.incompatible_features = incompatible_features
+        self.compatible_features = compatible_features
+        self.autoclear_features = autoclear_features
+        self.refcount_order = refcount_order
+        self.header_length = header_length
+        self.compression_type = compression_type
+
+    def __repr__(self) -> str:
+        return "QCowHeader(%s)" % ", ".join("%s=%r" % (n, getattr(self, n))
+                                            for n in self.__slots__)
 
 
 def qcow2_header_unpack(buf: bytes | bytearray) -> QCowHeader:
@@ -220,15 +240,18 @@ def qcow2_check_header_fields(h: QCowHeader) -> None:
                              "feature bit must not be set")
 
 
-@dataclass
 class Qcow2Extensions:
     """What the header extensions said (QEMU: fields of BDRVQcow2State)."""
 
-    backing_format: str | None = None
-    feature_table: list[tuple[int, int, str]] | None = None
-    unknown: list[tuple[int, bytes]] = field(default_factory=list)
-    has_data_file: bool = False
-    has_crypto: bool = False
+    __slots__ = ("backing_format", "feature_table", "unknown", "has_data_file",
+                 "has_crypto")
+
+    def __init__(self) -> None:
+        self.backing_format: str | None = None
+        self.feature_table: list[tuple[int, int, str]] | None = None
+        self.unknown: list[tuple[int, bytes]] = []
+        self.has_data_file = False
+        self.has_crypto = False
 
 
 def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> Qcow2Extensions:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import struct
 import time
-from dataclasses import dataclass
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import (
@@ -37,21 +36,29 @@ from gqemu.block.qcow2_refcount import (
 _SN = struct.Struct(">QIHHIIQII")          # QCowSnapshotHeader, 40 bytes
 
 
-@dataclass
 class QCowSnapshot:
-    """One snapshot.  QEMU: QCowSnapshot."""
+    """One snapshot.  QEMU: QCowSnapshot.  (A plain class: a dataclass
+    compiles its methods at import time, on every qcow2 open.)"""
 
-    l1_table_offset: int = 0
-    l1_size: int = 0
-    id_str: str = ""
-    name: str = ""
-    disk_size: int = 0
-    vm_state_size: int = 0
-    date_sec: int = 0
-    date_nsec: int = 0
-    vm_clock_nsec: int = 0
-    icount: int = -1
-    unknown_extra: bytes = b""
+    __slots__ = ("l1_table_offset", "l1_size", "id_str", "name", "disk_size",
+                 "vm_state_size", "date_sec", "date_nsec", "vm_clock_nsec", "icount",
+                 "unknown_extra")
+
+    def __init__(self, l1_table_offset: int = 0, l1_size: int = 0, id_str: str = "",
+                 name: str = "", disk_size: int = 0, vm_state_size: int = 0,
+                 date_sec: int = 0, date_nsec: int = 0, vm_clock_nsec: int = 0,
+                 icount: int = -1, unknown_extra: bytes = b"") -> None:
+        self.l1_table_offset = l1_table_offset
+        self.l1_size = l1_size
+        self.id_str = id_str
+        self.name = name
+        self.disk_size = disk_size
+        self.vm_state_size = vm_state_size
+        self.date_sec = date_sec
+        self.date_nsec = date_nsec
+        self.vm_clock_nsec = vm_clock_nsec
+        self.icount = icount
+        self.unknown_extra = unknown_extra
 
 
 @coroutine_fn

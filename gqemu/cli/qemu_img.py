@@ -288,7 +288,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 def supported_formats() -> str:
-    from gqemu.block import bdrv_drivers       # importing it registers the drivers
+    from gqemu.block import bdrv_drivers       # every name, no driver imported
     return " ".join(sorted(bdrv_drivers))
 
 

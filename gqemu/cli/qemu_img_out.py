@@ -7,7 +7,6 @@ qobject/qdict.c (tdb_hash bucket order), util/cutils.c size_to_str.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -48,6 +47,7 @@ def qdict_order(d: Any) -> Any:
 
 
 def dump_json(obj: Any) -> None:
+    import json         # only --output=json: kept off the one-shot start-up
     sys.stdout.write(json.dumps(qdict_order(obj), indent=4) + "\n")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
 from gqemu.cutils import INT64_MAX, _strtol0, qemu_strtosz
@@ -35,21 +34,28 @@ CMD_PERM_WRITE = 0x1        # needs write permission (BLK_PERM_WRITE)
 CMD_PERM_RESIZE = 0x2
 
 
-@dataclass(frozen=True)
 class cmdinfo_t:
     """One qemu-io command.  ``cfunc(io, argv) -> 0 or -errno``; ``argmax``
-    -1 means unlimited.  QEMU: cmdinfo_t (qemu-io.h)."""
+    -1 means unlimited.  QEMU: cmdinfo_t (qemu-io.h).  (A plain class: a
+    dataclass compiles its methods at import time, on every gqemu-io.)"""
 
-    name: str
-    cfunc: Callable[[Any, list[str]], int]
-    altname: Optional[str] = None
-    argmin: int = 0
-    argmax: int = 0
-    flags: int = 0
-    perm: int = 0
-    args: Optional[str] = None
-    oneline: str = ""
-    help: str = ""
+    __slots__ = ("name", "cfunc", "altname", "argmin", "argmax", "flags", "perm", "args",
+                 "oneline", "help")
+
+    def __init__(self, name: str, cfunc: Callable[[Any, list[str]], int],
+                 altname: Optional[str] = None, argmin: int = 0, argmax: int = 0,
+                 flags: int = 0, perm: int = 0, args: Optional[str] = None,
+                 oneline: str = "", help: str = "") -> None:
+        self.name = name
+        self.cfunc = cfunc
+        self.altname = altname
+        self.argmin = argmin
+        self.argmax = argmax
+        self.flags = flags
+        self.perm = perm
+        self.args = args
+        self.oneline = oneline
+        self.help = help
 
 
 def qemuio_command_usage(ct: cmdinfo_t) -> None:

@@ -259,13 +259,9 @@ class AddressSpace:
             filled.append(FlatRange(pos, self.size, _io_mem_unassigned, pos))
         self.ranges = filled
         self.starts = [fr.start for fr in filled]
-        if self.size <= 0x10000:
-            table: list[FlatRange] = []
-            for fr in filled:
-                table.extend([fr] * (fr.end - fr.start))
-            self.table = table
-        else:
-            self.table = None
+        # The per-port table is built by the first lookup after a change, not
+        # here: building the machine renders the I/O space a dozen times.
+        self.table = _STALE if self.size <= 0x10000 else None
 
     def lookup(self, addr: int) -> FlatRange:
         """The range containing ``addr`` (an out-of-space address gets an
@@ -274,10 +270,19 @@ class AddressSpace:
         if table is not None:
             if 0 <= addr < len(table):
                 return table[addr]
+            if table is _STALE:
+                table = []
+                for fr in self.ranges:
+                    table.extend([fr] * (fr.end - fr.start))
+                self.table = table
+                return self.lookup(addr)
         elif 0 <= addr < self.size:
             return self.ranges[bisect_right(self.starts, addr) - 1]
         unassigned = self.root if self.root.ops is unassigned_io_ops else _io_mem_unassigned
         return FlatRange(addr, addr + 8, unassigned, addr)
+
+
+_STALE: list[FlatRange] = []     # AddressSpace.table until the next lookup builds it
 
 
 def _render(mr: MemoryRegion, base: int, out: list[FlatRange]) -> None:

@@ -32,15 +32,21 @@ from __future__ import annotations
 import errno
 import signal
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.aio import AioContext, aio_wait_while
 from gqemu.kvm.exits import (KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR,
                              KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_MMIO,
                              KVM_EXIT_SHUTDOWN, KVM_RUN_DATA_SIZE, KvmRun)
-from gqemu.kvm.kvm_dev import KvmError, KvmVcpu, KvmVM
 from gqemu.threadpool import ThreadPool, thread_pool_submit_aio
 from gqemu.threadpool.pool import thread_pool_free
+
+if TYPE_CHECKING:
+    from gqemu.kvm.kvm_dev import KvmVcpu
+
+# kvm_dev (ctypes, mmap) is imported only by a machine built with accel=kvm:
+# the simulated vCPU loop (every gqemu run without it) needs only the
+# constants and helpers below.
 
 KVM_EXIT_INTR = 10
 
@@ -70,6 +76,7 @@ class KvmAccel:
     """The VM on /dev/kvm that a machine built with ``accel=kvm`` runs on."""
 
     def __init__(self, ctx: AioContext, ram_size: int) -> None:
+        from gqemu.kvm.kvm_dev import KvmVM
         self.ctx = ctx
         self.vm = KvmVM(ram_size)
         self.ram = self.vm.ram
@@ -81,6 +88,7 @@ class KvmAccel:
     def create_vcpu(self) -> VcpuRun:
         """A vCPU with its own OS thread for KVM_RUN."""
         if self.runs:
+            from gqemu.kvm.kvm_dev import KvmError
             raise KvmError("--accel kvm runs one vCPU")
         r = VcpuRun(self.vm.create_vcpu(), ThreadPool(self.ctx, max_threads=1))
         self.runs.append(r)
@@ -197,6 +205,7 @@ def kvm_vcpu_ioctl_kvm(r: VcpuRun, run: KvmRun, ctx: AioContext) -> int:
 
 
 def _describe(vcpu: KvmVcpu, reason: int) -> str:
+    from gqemu.kvm.kvm_dev import KvmError
     try:
         rip = vcpu.get_regs().rip
         cs = vcpu.get_sregs().cs.selector

@@ -6,7 +6,7 @@ them, handles the exit and, for an IN, leaves the data in ``data`` for the
 guest to pick up on the next ``KVM_RUN``.  It is mutable and reused, as in
 QEMU, so an exit costs no allocation.
 
-The frozen ``Exit*`` dataclasses are the decoded, immutable form of one exit
+The immutable ``Exit*`` records are the decoded, immutable form of one exit
 (what a trace record holds), used by replay reports and tests.
 
 Must not import: gqemu.hw or anything above (pure data).
@@ -14,7 +14,6 @@ QEMU: linux-headers/linux/kvm.h (struct kvm_run, KVM_EXIT_*).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Union
 
 KVM_EXIT_UNKNOWN = 0
@@ -68,14 +67,54 @@ class KvmRun:
         self.immediate_exit = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ExitIO:
+class _ExitRecord:
+    """An immutable record compared by value, as a frozen dataclass would be
+    (plain classes: dataclasses compile their methods at import time, several
+    ms of every ``gqemu run``)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, *values: object) -> None:
+        if len(values) != len(self.__slots__):
+            raise TypeError("%s takes %d values, not %d"
+                            % (type(self).__name__, len(self.__slots__), len(values)))
+        for name, v in zip(self.__slots__, values):
+            object.__setattr__(self, name, v)
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in self.__slots__)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("cannot assign to field '%s'" % name)
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("cannot delete field '%s'" % name)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.__class__.__name__,) + self._values())
+
+    def __repr__(self) -> str:
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (n, getattr(self, n)) for n in self.__slots__))
+
+
+class ExitIO(_ExitRecord):
     """KVM_EXIT_IO: ``data`` is ``count * size`` bytes, written (OUT) or read (IN)."""
+    __slots__ = ("direction", "size", "port", "count", "data")
     direction: int
     size: int
     port: int
     count: int
     data: bytes
+
+    def __init__(self, direction: int, size: int, port: int, count: int,
+                 data: bytes) -> None:
+        super().__init__(direction, size, port, count, data)
 
     @property
     def value(self) -> int:
@@ -83,29 +122,35 @@ class ExitIO:
         return int.from_bytes(self.data[:self.size], "little")
 
 
-@dataclass(frozen=True, slots=True)
-class ExitMMIO:
+class ExitMMIO(_ExitRecord):
     """KVM_EXIT_MMIO."""
+    __slots__ = ("phys_addr", "is_write", "length", "value")
     phys_addr: int
     is_write: int
     length: int
     value: int
 
+    def __init__(self, phys_addr: int, is_write: int, length: int, value: int) -> None:
+        super().__init__(phys_addr, is_write, length, value)
 
-@dataclass(frozen=True, slots=True)
-class ExitHLT:
+
+class ExitHLT(_ExitRecord):
     """KVM_EXIT_HLT."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ExitShutdown:
+class ExitShutdown(_ExitRecord):
     """KVM_EXIT_SHUTDOWN (the guest program ended)."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ExitInternalError:
+class ExitInternalError(_ExitRecord):
     """KVM_EXIT_INTERNAL_ERROR (the guest program raised)."""
+    __slots__ = ("message",)
     message: str
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 Exit = Union[ExitIO, ExitMMIO, ExitHLT, ExitShutdown, ExitInternalError]

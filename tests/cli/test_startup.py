@@ -9,24 +9,38 @@ import sys
 from gqemu.bench import startup
 from gqemu.cli.bench import SUITES
 
-# Modules a raw one-shot read never runs (ctypes: only O_DIRECT alignment).
-NOT_ON_READ_PATH = ("ctypes",)
+# Modules a raw one-shot read never runs (ctypes: only O_DIRECT alignment;
+# other drivers).
+NOT_ON_READ_PATH = ("ctypes", "gqemu.block.qcow2", "gqemu.block.blkdebug")
+
+# What the seed example (IDE PIO on a raw scratch disk under --accel sim) never
+# runs: other drivers, virtio, the /dev/kvm backend (ctypes).
+NOT_ON_SEED_PATH = ("gqemu.block.qcow2", "gqemu.block.blkdebug", "gqemu.block.null",
+                    "gqemu.block.copy_on_read", "gqemu.hw.virtio.virtio_pci",
+                    "gqemu.kvm.kvm_dev", "ctypes")
+
+LOADED = ("import sys, atexit\n"
+          "def report():\n"
+          "    mods = [m for m in %r if m in sys.modules]\n"
+          "    dc = sorted(n for n, m in list(sys.modules.items()) if n.startswith('gqemu')\n"
+          "                and any(hasattr(v, '__dataclass_fields__') and v.__module__ == n\n"
+          "                        for v in vars(m).values() if isinstance(v, type)))\n"
+          "    sys.stderr.write('LOADED %%r DATACLASSES %%r\\n' %% (mods, dc))\n"
+          "atexit.register(report)\n"
+          "sys.argv[0] = %r\n"
+          "from %s import main\n"
+          "sys.exit(main())\n")
 
 
 def test_one_shot_raw_read_does_not_import_what_it_does_not_run(tmp_path):
     img = tmp_path / "a.raw"
     img.write_bytes(bytes(range(256)) * 8)
-    code = ("import sys, atexit\n"
-            "atexit.register(lambda: sys.stderr.write('LOADED %r\\n' % sorted(\n"
-            "    m for m in " + repr(NOT_ON_READ_PATH) + " if m in sys.modules)))\n"
-            "sys.argv[0] = 'gqemu-io'\n"
-            "from gqemu.cli.qemu_io import main\n"
-            "sys.exit(main())\n")
+    code = LOADED % (NOT_ON_READ_PATH, "gqemu-io", "gqemu.cli.qemu_io")
     p = subprocess.run([sys.executable, "-c", code, "-f", "raw", "-c", "read -v 0 16",
                         str(img)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "00000000:  00 01 02 03" in p.stdout          # the read really ran
-    assert "LOADED []" in p.stderr, p.stderr
+    assert "LOADED [] DATACLASSES []" in p.stderr, p.stderr
 
 
 def test_gqemu_run_without_record_does_not_import_hashlib():
@@ -41,6 +55,29 @@ def test_gqemu_run_without_record_does_not_import_hashlib():
     assert p.returncode == 0, p.stderr
     assert "LBA 0:" in p.stdout
     assert "HASHLIB False" in p.stderr, p.stderr
+
+
+def test_gqemu_run_imports_only_what_the_seed_example_runs():
+    """Drivers are imported by name on first use, virtio and the /dev/kvm
+    backend only for machines that have them, and no module on the path
+    builds dataclasses (they compile their methods at import time)."""
+    code = LOADED % (NOT_ON_SEED_PATH, "gqemu", "gqemu.cli.main")
+    p = subprocess.run([sys.executable, "-c", code, "run", startup.SEED_EXAMPLE],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "LBA 0: '<LBA 0x00000000>'" in p.stdout          # the read really ran
+    assert "LOADED [] DATACLASSES []" in p.stderr, p.stderr
+
+
+def test_one_shot_qcow2_info_builds_no_dataclasses_and_no_json(tmp_path, qemu_img):
+    img = tmp_path / "a.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(img), "1M"], check=True)
+    code = LOADED % (("gqemu.block.blkdebug", "json"), "gqemu-img", "gqemu.cli.qemu_img")
+    p = subprocess.run([sys.executable, "-c", code, "info", str(img)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "file format: qcow2" in p.stdout
+    assert "LOADED [] DATACLASSES []" in p.stderr, p.stderr
 
 
 def test_bench_startup_rows_are_working_commands(tmp_path):
