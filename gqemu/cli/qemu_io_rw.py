@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 import gqemu.block as _block
@@ -69,9 +68,10 @@ def _verify(buf: bytearray, start: int, n: int, pattern: int) -> bool:
 # ------------------------------------------------------------------ read
 
 
-@dataclass
 class _ReadArgs:
-    """read's options and operands.  QEMU: read_f's locals."""
+    """read's options and operands.  QEMU: read_f's locals.  (Class
+    attributes are the defaults; a plain class, as a dataclass would
+    compile its methods on every one-shot start-up.)"""
     offset: int = 0
     count: int = 0
     bflag: bool = False
@@ -217,9 +217,9 @@ def _pattern_from_file(name: str, count: int) -> Optional[bytearray]:
     return bytearray((data * reps)[:count])
 
 
-@dataclass
 class _WriteArgs:
-    """write's options and operands.  QEMU: write_f's locals."""
+    """write's options and operands.  QEMU: write_f's locals.  (Plain
+    class, defaults as class attributes, as _ReadArgs.)"""
     offset: int = 0
     count: int = 0
     bflag: bool = False
