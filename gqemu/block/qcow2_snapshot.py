@@ -53,6 +53,7 @@ class QCowSnapshot:
     vm_clock_nsec: int = 0
     icount: int = -1
     unknown_extra: bytes = b""
+    extra_data_size: int = 24           # as read (v2 entries may carry less)
 
 
 @coroutine_fn
@@ -78,6 +79,7 @@ def qcow2_read_snapshots(bs: Qcow2BDS, nb: int, offset0: int) -> list[QCowSnapsh
         sn = QCowSnapshot(l1_off, l1_size, date_sec=dsec, date_nsec=dnsec,
                           vm_clock_nsec=vmclock, vm_state_size=vmsize)
         sn.disk_size = s.size
+        sn.extra_data_size = extra_size
         if extra_size >= 8:
             sn.vm_state_size = struct.unpack_from(">Q", extra, 0)[0]
         if extra_size >= 16:
@@ -139,6 +141,8 @@ def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     if ret < 0:
         return ret
     old_off, old_size = s.snapshots_offset, s.snapshots_size
+    for sn in snapshots:
+        sn.extra_data_size = 24 + len(sn.unknown_extra)
     s.snapshots = snapshots
     s.snapshots_offset, s.snapshots_size = new_off, len(data)
     s.nb_snapshots = len(snapshots)
