@@ -47,7 +47,8 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
-from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing
+from gqemu.block.qcow2_open import (
+    QCOW2_CHAIN_KEY, qcow2_check_l2_cache_entry_size, qcow2_do_open, qcow2_open_backing)
 from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import (
@@ -100,6 +101,7 @@ class BDRVQcow2State(Qcow2State):
         ret = bdrv_run_co(bs, qcow2_do_open, bs, flags)
         if isinstance(ret, Qcow2OpenError):
             raise BlockError(ret.errno, ret.msg)
+        qcow2_check_l2_cache_entry_size(self, options)
         if lazy_opt is not None:
             self.use_lazy_refcounts = str(lazy_opt) in ("on", "true")
         bs.total_sectors = self.size // 512

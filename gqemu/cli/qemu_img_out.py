@@ -381,5 +381,7 @@ def snapshot_action(blk: Any, action: str, name: str, quiet: bool) -> int:
             msg = "Failed to load snapshot: No such file or directory"
         elif action == "-d" and ret == -2:
             msg = "snapshot not found"
+        elif action == "-c":                # img_snapshot prints the errno itself
+            msg = "%d (%s)" % (ret, os.strerror(-ret))
         raise ImgError("Could not %s snapshot '%s': %s" % (verb, name, msg or os.strerror(-ret)))
     return 0

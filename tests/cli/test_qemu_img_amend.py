@@ -294,3 +294,55 @@ def test_image_opts_and_cache(tmp_path, monkeypatch, capsys):
     q, g = both(tmp_path, setup, ["amend", "-t", "none", "-o", "compat=0.10", "--image-opts",
                                   "driver=qcow2,file.filename=t.qcow2"], monkeypatch, capsys)
     assert_same_image(q, g)
+
+
+# ------------------------------------------ what iotests 061 and 112 need besides
+
+
+def test_shrink_keeps_snapshot_l2_tables(tmp_path, monkeypatch, capsys):
+    """resize --shrink of an image whose L2 table a snapshot shares
+    discards in a copy of the table (iotest 061 'resize with snapshots'):
+    the snapshot keeps its clusters and the image checks clean."""
+    def setup(d: Path) -> None:
+        create(d, size="32M")
+        qio(d, "write -P 0x2a 24M 64k", "write -P 0x2b 0 64k")
+        ok("qemu-img", "snapshot", "-c", "foo", "t.qcow2", cwd=d)
+    q, g = both(tmp_path, setup, ["resize", "--shrink", "t.qcow2", "16M"], monkeypatch, capsys)
+    assert_same_image(q, g, same_bytes=False)
+    ok("qemu-img", "snapshot", "-a", "foo", "t.qcow2", cwd=g)
+    assert run("qemu-img", "check", "t.qcow2", cwd=g).returncode == 0
+    qio(g, "read -P 0x2a 24M 64k", "read -P 0x2b 0 64k")
+
+
+def test_snapshot_create_failure_message(tmp_path, monkeypatch, capsys):
+    """qemu-img snapshot -c prints the errno number and text (iotest 112:
+    a snapshot cannot take a second reference with refcount_bits=1)."""
+    def setup(d: Path) -> None:
+        create(d, "-o", "refcount_bits=1")
+        qio(d, "write 0 512")
+    q, g = both(tmp_path, setup, ["snapshot", "-c", "foo", "t.qcow2"], monkeypatch, capsys)
+    want = run("qemu-img", "check", "t.qcow2", cwd=q)
+    rc, out, err = gqemu_img(["check", "t.qcow2"], g, monkeypatch, capsys)
+    assert (rc, out, err) == (want.returncode, want.stdout, want.stderr)
+
+
+def test_check_refcount_overflow_hint(tmp_path, monkeypatch, capsys):
+    """check names amend as the way out of a refcount overflow (iotest 112:
+    two compressed clusters in one host cluster with refcount_bits=1)."""
+    def setup(d: Path) -> None:
+        create(d, "-o", "refcount_bits=1")
+        qio(d, "write -P 0 -c 0 64k", "write -P 1 -c 64k 64k")
+    q, g = both(tmp_path, setup, ["check", "t.qcow2"], monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("size", ["4096", "512", "64k", "1000", "128k", "x"])
+def test_l2_cache_entry_size_option(tmp_path, size, monkeypatch, capsys):
+    """amend --image-opts with l2-cache-entry-size (iotest 061): valid
+    values are taken, invalid ones refused with QEMU's messages."""
+    def setup(d: Path) -> None:
+        create(d)
+        qio(d, "write -z 0 128k")
+    q, g = both(tmp_path, setup, ["amend", "-o", "compat=0.10", "--image-opts",
+                                  "driver=qcow2,file.filename=t.qcow2,l2-cache-entry-size="
+                                  + size], monkeypatch, capsys)
+    assert_same_image(q, g)
