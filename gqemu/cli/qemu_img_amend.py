@@ -15,7 +15,7 @@ qemu_opts_print_help, has_help_option).
 """
 from __future__ import annotations
 
-import errno
+import os
 import sys
 from typing import Any, Optional
 
@@ -212,8 +212,7 @@ def _amend(bar: QemuProgress, options: str, fmt: Optional[str], args: list[str],
         ret, msg = drv.bdrv_amend_options(bs, values, amend_status_cb, force)
         bar.qemu_progress_print(100.0, 0)
         if ret < 0:
-            first, _, hint = (msg or "Operation failed: %s" % errno.errorcode.get(-ret, ret)
-                              ).partition("\n")
+            first, _, hint = (msg or os.strerror(-ret)).partition("\n")
             raise ImgError(first, tail=hint + "\n" if hint else "")
     finally:
         blk_close(blk)

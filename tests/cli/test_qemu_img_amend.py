@@ -250,17 +250,23 @@ def test_refcount_bits(tmp_path, bits, monkeypatch, capsys):
 
 
 def test_refcount_bits_multiple_walks_progress(tmp_path, monkeypatch, capsys):
-    """An image whose new refcount blocks need clusters the first new
-    block no longer covers: more than one allocating walk, and qemu-img's
-    progress lines for them (iotest 112's case, with 4k clusters)."""
-    def setup_small(d: Path) -> None:
-        # 4k clusters, 64-bit refcounts: 512 entries per new refcount block;
-        # the data leaves the first one a few entries short of full
-        create(d, "-o", "cluster_size=4k", size="64M")
-        qio(d, "write 0 %d" % ((512 - 6) * 4096))
-    q, g = both(tmp_path, setup_small, ["amend", "-p", "-o", "refcount_bits=64", "t.qcow2"],
+    """iotest 112's case: the first new refcount block has exactly one free
+    entry, which takes its own reference; the new table then needs another
+    block, so the allocating walk runs once more (the progress regresses
+    from 66.67% to 50.00%, as qemu-img's)."""
+    def setup(d: Path) -> None:
+        create(d, "-o", "refcount_bits=1,cluster_size=512", size="64k")
+        qio(d, "write 0 %d" % (58 * 512))
+    q, g = both(tmp_path, setup, ["amend", "-o", "refcount_bits=64", "-p", "t.qcow2"],
                 monkeypatch, capsys)
     assert_same_image(q, g)
+    r = tmp_path / "r"                  # the progress itself, once more on a fresh copy
+    r.mkdir()
+    setup(r)
+    rc, out, _ = gqemu_img(["amend", "-o", "refcount_bits=64", "-p", "t.qcow2"], r,
+                           monkeypatch, capsys)
+    steps = [s.strip() for s in out.split("\r")]
+    assert "(66.67/100%)" in steps and "(50.00/100%)" in steps
 
 
 def test_downgrade_progress(tmp_path, monkeypatch, capsys):
