@@ -13,7 +13,9 @@ expand_zero_clusters_in_l1).
 from __future__ import annotations
 
 import errno
+import os
 import struct
+import sys
 from typing import Any, Callable, Optional
 
 from gqemu.coroutine import coroutine_fn
@@ -27,8 +29,9 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_ZERO_ALLOC, QCOW2_CLUSTER_ZERO_PLAIN, get_l2_entry,
     qcow2_get_cluster_type, set_l2_entry)
+from gqemu.block.block_int import error_report
 from gqemu.block.qcow2_overlap import (
-    error_report, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_pre_write_overlap_check,
+    qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_pre_write_overlap_check,
     qcow2_signal_corruption)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount, update_refcount)
@@ -165,7 +168,8 @@ def qcow2_expand_zero_clusters(bs: Qcow2BDS, status_cb: Optional[StatusCB]) -> i
             qcow2_validate_table(sn.l1_table_offset, sn.l1_size, 8, QCOW_MAX_L1_SIZE,
                                  s.cluster_size, "Snapshot L1 table")
         except Qcow2OpenError as err:
-            error_report(err.msg)
+            # QEMU: error_report_err, in a tool prefixed with its name
+            error_report("%s: %s" % (os.path.basename(sys.argv[0]) or "gqemu", err.msg))
             return -err.errno
         ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
         if ret < 0:

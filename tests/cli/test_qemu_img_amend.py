@@ -352,3 +352,24 @@ def test_l2_cache_entry_size_option(tmp_path, size, monkeypatch, capsys):
                                   "driver=qcow2,file.filename=t.qcow2,l2-cache-entry-size="
                                   + size], monkeypatch, capsys)
     assert_same_image(q, g)
+
+
+@pytest.mark.parametrize("where,value", [(0, b"\0\0\0\0\0\x40\x02\0"), (8, b"\x10\0\0\0")],
+                         ids=["l1_offset", "l1_size"])
+def test_downgrade_corrupt_snapshot_l1(tmp_path, where, value, monkeypatch, capsys):
+    """iotest 080: a snapshot whose L1 table offset or size is invalid stops
+    the zero-cluster expansion with QEMU's two messages; the image is left
+    as QEMU leaves it."""
+    def setup(d: Path) -> None:
+        create(d)
+        qio(d, "write 0 512")
+        ok("qemu-img", "snapshot", "-c", "test", "t.qcow2", cwd=d)
+        table = json.loads(ok("qemu-img", "info", "--output=json", "t.qcow2", cwd=d))
+        assert len(table["snapshots"]) == 1
+        with open(d / "t.qcow2", "r+b") as f:
+            f.seek(64)
+            snap_table = int.from_bytes(f.read(8), "big")
+            f.seek(snap_table + where)
+            f.write(value)
+    q, g = both(tmp_path, setup, ["amend", "-o", "compat=0.10", "t.qcow2"], monkeypatch, capsys)
+    assert (q / "t.qcow2").read_bytes() == (g / "t.qcow2").read_bytes()
