@@ -227,7 +227,7 @@ def _get_last_cluster(bs: Qcow2BDS, size: int) -> int:
     """Index of the last cluster with a non-zero refcount below ``size``,
     or -1.  QEMU: qcow2_get_last_cluster."""
     s = bs.opaque
-    i = (size >> s.cluster_bits) - 1
+    i = ((size + s.cluster_size - 1) >> s.cluster_bits) - 1     # a partial last cluster counts
     while i >= 0:
         ret, rc = qcow2_get_refcount(bs, i)
         if ret < 0:

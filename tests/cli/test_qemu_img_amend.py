@@ -373,3 +373,46 @@ def test_downgrade_corrupt_snapshot_l1(tmp_path, where, value, monkeypatch, caps
             f.write(value)
     q, g = both(tmp_path, setup, ["amend", "-o", "compat=0.10", "t.qcow2"], monkeypatch, capsys)
     assert (q / "t.qcow2").read_bytes() == (g / "t.qcow2").read_bytes()
+
+
+def test_iotest_061_resize_with_snapshots(tmp_path, monkeypatch, capsys):
+    """iotest 061's sequence: upgrade+grow a v2 image with a snapshot, add a
+    snapshot, shrink (the snapshot table is the file's partial last
+    cluster: it must survive the cut), a downgrade refused by the snapshot
+    of another size (the resize in the same amend still happens), then
+    allowed once that snapshot is gone."""
+    def setup(d: Path) -> None:
+        create(d, "-o", "compat=0.10", size="32M")
+        qio(d, "write -P 0x2a 24M 64k")
+        ok("qemu-img", "snapshot", "-c", "foo", "t.qcow2", cwd=d)
+    q, g = both(tmp_path, setup, ["amend", "-o", "compat=1.1,size=128M", "t.qcow2"],
+                monkeypatch, capsys)
+    assert_same_image(q, g)
+
+    def step(args: list[str], tools_only: bool = False) -> None:
+        want = run("qemu-img", *args, cwd=q)
+        if tools_only:
+            got = run("qemu-img", *args, cwd=g)
+            assert got.returncode == want.returncode == 0, got.stderr
+            return
+        rc, out, err = gqemu_img(args, g, monkeypatch, capsys)
+        assert (rc, out, err) == (want.returncode, want.stdout, want.stderr), args
+
+        def undated(d: Path) -> dict:     # 'bar' was taken separately on each side
+            doc = info(d)
+            for sn in doc.get("snapshots", []):
+                del sn["date-sec"], sn["date-nsec"]
+            return doc
+        assert undated(g) == undated(q)
+        assert run("qemu-img", "check", "t.qcow2", cwd=g).returncode == 0
+
+    step(["snapshot", "-c", "bar", "t.qcow2"], tools_only=True)
+    step(["resize", "--shrink", "t.qcow2", "64M"])
+    step(["amend", "-o", "compat=0.10,size=32M", "t.qcow2"])
+    step(["snapshot", "-a", "bar", "t.qcow2"], tools_only=True)
+    step(["snapshot", "-d", "bar", "t.qcow2"], tools_only=True)
+    step(["amend", "-o", "compat=0.10,size=32M", "t.qcow2"])
+    assert info(g)["format-specific"]["data"]["compat"] == "0.10"
+    qio(g, "read -P 0x2a 24M 64k")
+    ok("qemu-img", "snapshot", "-a", "foo", "t.qcow2", cwd=g)
+    qio(g, "read -P 0x2a 24M 64k")
