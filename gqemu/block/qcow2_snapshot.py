@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
+from gqemu.block.io_truncate import bdrv_co_truncate
 from gqemu.block.qcow2_cache import (
     qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_put)
+from gqemu.block.qcow2_cluster import qcow2_grow_l1_table
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
@@ -286,8 +288,14 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     msg = _validate_sn_l1(s, sn)
     if msg:
         return -errno.EFBIG, msg
-    if sn.disk_size != s.size or sn.l1_size > s.l1_size:
-        return -errno.ENOTSUP, "qcow2: Loading snapshots with different disk size is not supported"
+    if sn.disk_size != s.size:                 # the image takes the snapshot's size
+        ret, msg = bdrv_co_truncate(bs, sn.disk_size, True, "off")
+        if ret < 0:
+            return ret, msg
+    if sn.l1_size > s.l1_size:
+        ret = qcow2_grow_l1_table(bs, sn.l1_size, exact=True)
+        if ret < 0:
+            return ret, ""
     ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
     if ret < 0:
         return ret, ""
