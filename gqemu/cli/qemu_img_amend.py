@@ -20,7 +20,8 @@ import sys
 from typing import Any, Optional
 
 from gqemu.cli.qemu_img_convert import QemuProgress
-from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
+from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, img_open, parse_args,
+                                     usage_error)
 
 # QEMU 7.2's format drivers without option amendment (``qemu-img --help``
 # minus qcow2 and luks, which have it): ``-f`` with one of these gets
@@ -101,9 +102,12 @@ def _parse_value(name: str, typ: str, value: str) -> Any:
     if typ == "size":
         from gqemu.block.block_int import BlockError, parse_option_size
         try:
-            return parse_option_size(name, value)[0]
+            size, warning = parse_option_size(name, value)
         except BlockError as e:
             raise QemuOptsError(e.msg, e.hint or "")
+        if warning:                     # at every parse, as QEMU's do_strtosz warns
+            error_report("warning: " + warning)
+        return size
     return value
 
 

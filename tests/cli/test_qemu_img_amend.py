@@ -122,6 +122,8 @@ ERROR_CASES = [
     ["amend", "-o", "refcount_bits=x", "t.qcow2"],
     ["amend", "-o", "size=foo", "t.qcow2"],
     ["amend", "-o", "size=-1", "t.qcow2"],
+    ["amend", "-o", "size=0x20000k", "t.qcow2"],
+    ["amend", "-o", "size=0x20000k,foo=1", "t.qcow2"],
     ["amend", "-o", "data_file=foo", "t.qcow2"],
     ["amend", "-o", "data_file_raw=on", "t.qcow2"],
     ["amend", "-o", "data_file_raw=x", "t.qcow2"],
