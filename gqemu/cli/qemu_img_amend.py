@@ -173,6 +173,12 @@ def img_amend(argv: list[str]) -> int:
     bar = QemuProgress(progress and not quiet, 1.0)
     try:
         return _amend(bar, options, fmt, args, cache, image_opts, force)
+    except ImgError as e:               # reported before the progress ends, as qemu-img
+        for line in str(e).split("\n"):
+            error_report(line)
+        sys.stderr.write(e.tail)
+        sys.stderr.flush()
+        return e.status
     finally:
         bar.qemu_progress_end()
 

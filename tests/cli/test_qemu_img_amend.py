@@ -435,3 +435,19 @@ def test_snapshot_apply_restores_its_size(tmp_path, resize, monkeypatch, capsys)
     q, g = both(tmp_path, setup, ["snapshot", "-a", "a", "t.qcow2"], monkeypatch, capsys)
     assert_same_image(q, g, same_bytes=False)
     qio(g, "read -P 5 0 64k", "read -P 7 20M 64k")
+
+
+@pytest.mark.parametrize("args", [["-p", "-o", "foo=bar", "t.qcow2"],
+                                  ["-p", "-o", "compat=0.42", "t.qcow2"]])
+def test_error_comes_before_the_progress_end(tmp_path, args):
+    """With -p and an error, qemu-img prints the error, then ends the
+    progress line: the same order on one stream."""
+    create(tmp_path)
+    cmd = ["amend", *args]
+    want = subprocess.run(["qemu-img", *cmd], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=tmp_path)
+    code = ("import sys; sys.argv[0] = 'qemu-img'; from gqemu.cli.qemu_img import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    got = subprocess.run([sys.executable, "-c", code, *cmd], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, cwd=tmp_path)
+    assert (got.returncode, got.stdout) == (want.returncode, want.stdout)
