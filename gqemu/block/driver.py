@@ -74,6 +74,8 @@ class BlockDriver:
     ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, file)``;
     ``bdrv_getlength(bs)``; ``bdrv_truncate(bs, offset)``;
     ``bdrv_refresh_limits(bs)``; ``bdrv_get_info(bs) -> dict``;
+    ``bdrv_amend_options(bs, opts, status_cb, force) -> (ret, msg)`` (from
+    the loop, ``opts`` typed by ``amend_opts``);
     ``bdrv_debug_event(bs, event)``, ``bdrv_debug_breakpoint(bs, event_name,
     tag)``, ``bdrv_debug_remove_breakpoint/bdrv_debug_resume(bs, tag)``,
     ``bdrv_debug_is_suspended(bs, tag)`` (blkdebug); ``bdrv_check_perm/bdrv_set_perm(bs,
@@ -88,6 +90,8 @@ class BlockDriver:
     has_variable_length = False
     supports_backing = False
     create_opts: tuple[str, ...] = ()
+    # (name, type, help) of the options ``qemu-img amend`` takes (QEMU: amend_opts)
+    amend_opts: tuple[tuple[str, str, str], ...] = ()
 
     bdrv_probe: Optional[Callable[[bytes, str], int]] = None
     bdrv_open: Optional[Callable[..., None]] = None
@@ -116,6 +120,7 @@ class BlockDriver:
     bdrv_set_perm: Optional[Callable[..., None]] = None
     bdrv_child_perm: Optional[Callable[..., tuple[int, int]]] = None
     bdrv_has_zero_init: Optional[Callable[..., int]] = None
+    bdrv_amend_options: Optional[Callable[..., tuple[int, str]]] = None
 
     def __repr__(self) -> str:
         return "<BlockDriver %s>" % (self.format_name or self.protocol_name)

@@ -36,6 +36,8 @@ from gqemu.block.qcow2_check import qcow2_co_check
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
                                  aio_task_pool_status, aio_task_pool_wait_all)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
+from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS,
+                                     qcow2_amend_options)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cluster import (
     qcow2_cluster_zeroize, qcow2_get_host_offset, qcow2_wait_cluster_allocs)
@@ -45,8 +47,9 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
-from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing
-from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check, qcow2_write_incompat
+from gqemu.block.qcow2_open import (
+    QCOW2_CHAIN_KEY, qcow2_check_l2_cache_entry_size, qcow2_do_open, qcow2_open_backing)
+from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import (
     QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, Qcow2BDS, Qcow2State)
@@ -70,6 +73,9 @@ class BDRVQcow2State(Qcow2State):
     supports_backing = True
     create_opts = ("size", "compat", "backing_file", "backing_fmt", "cluster_size",
                    "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2")
+
+    amend_opts = QCOW2_AMEND_OPTS
+    create_only_opts = QCOW2_CREATE_ONLY_OPTS
 
     bdrv_probe = staticmethod(qcow2_probe)
 
@@ -95,6 +101,7 @@ class BDRVQcow2State(Qcow2State):
         ret = bdrv_run_co(bs, qcow2_do_open, bs, flags)
         if isinstance(ret, Qcow2OpenError):
             raise BlockError(ret.errno, ret.msg)
+        qcow2_check_l2_cache_entry_size(self, options)
         if lazy_opt is not None:
             self.use_lazy_refcounts = str(lazy_opt) in ("on", "true")
         bs.total_sectors = self.size // 512
@@ -117,6 +124,14 @@ class BDRVQcow2State(Qcow2State):
             bdrv_run_co(bs, qcow2_inactivate, bs)
 
     bdrv_close = qcow2_close
+
+    def qcow2_amend(self, bs: Qcow2BDS, opts: dict, status_cb: Any,
+                    force: bool = False) -> tuple[int, str]:
+        """``qemu-img amend``: see qcow2_amend.py.  Context: loop.
+        Returns: (0, "") or (-errno, message).  QEMU: qcow2_amend_options."""
+        return bdrv_run_co(bs, qcow2_amend_options, bs, opts, status_cb, force)
+
+    bdrv_amend_options = qcow2_amend
 
     def qcow2_getlength(self, bs: Qcow2BDS) -> int:
         return bs.total_sectors * 512
@@ -454,13 +469,3 @@ def qcow2_inactivate(bs: Qcow2BDS) -> int:
     if result == 0:
         qcow2_mark_clean(bs)
     return result
-
-
-@coroutine_fn
-def qcow2_mark_clean(bs: Qcow2BDS) -> int:
-    """Clear the dirty bit.  QEMU: qcow2_mark_clean."""
-    s = bs.opaque
-    if s.incompatible_features & QCOW2_INCOMPAT_DIRTY:
-        s.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY
-        return qcow2_write_incompat(bs)
-    return 0

@@ -99,6 +99,9 @@ class _Imrt:
             v = self.counts[k] if k < n else self.extra.get(k, 0)
             if v >= s.refcount_max:
                 _err("ERROR: overflow cluster offset=0x%x" % (k << cb))
+                _err("Use qemu-img amend to increase the refcount entry width or "
+                     "qemu-img convert to create a clean copy if the image cannot be "
+                     "opened for writing")
                 res.corruptions += 1
                 continue
             if k < n:

@@ -281,3 +281,14 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) ->
     except BlockError as e:
         raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
     bs.backing = bdrv_attach_child(bs, child, "backing")
+
+
+def qcow2_check_l2_cache_entry_size(s: Qcow2State, options: dict) -> None:
+    """Validate (after the header is read) the ``l2-cache-entry-size``
+    open option.  gqemu caches whole L2 tables, so a valid value changes
+    nothing.  Raises BlockError.  QEMU: qcow2_update_options_prepare."""
+    from gqemu.block.block_int import qemu_opt_size
+    size = qemu_opt_size(options, "l2-cache-entry-size")
+    if size is not None and (size < 512 or size > s.cluster_size or size & (size - 1)):
+        raise BlockError(errno.EINVAL, "L2 cache entry size must be a power of two between "
+                         "512 and the cluster size (%d)" % s.cluster_size)

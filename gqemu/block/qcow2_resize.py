@@ -26,10 +26,11 @@ from gqemu.block.qcow2_cache import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
-from gqemu.block.qcow2_cluster import qcow2_cluster_zeroize, qcow2_grow_l1_table
+from gqemu.block.qcow2_cluster import (
+    get_cluster_table, qcow2_cluster_zeroize, qcow2_grow_l1_table)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, size_to_l1)
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1)
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters, qcow2_get_refcount)
@@ -171,7 +172,10 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
         n = min((1 << l2_bits) - l2_index, (end - start + (1 << cb) - 1) >> cb)
         l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
         if l2_offset:
-            ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+            if s.l1_table[l1_index] & QCOW_OFLAG_COPIED:
+                ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+            else:               # shared with a snapshot: discard in a copy
+                ret, e, _ = get_cluster_table(bs, start)
             if ret < 0:
                 return ret
             old = []
@@ -223,7 +227,7 @@ def _get_last_cluster(bs: Qcow2BDS, size: int) -> int:
     """Index of the last cluster with a non-zero refcount below ``size``,
     or -1.  QEMU: qcow2_get_last_cluster."""
     s = bs.opaque
-    i = (size >> s.cluster_bits) - 1
+    i = ((size + s.cluster_size - 1) >> s.cluster_bits) - 1     # a partial last cluster counts
     while i >= 0:
         ret, rc = qcow2_get_refcount(bs, i)
         if ret < 0:

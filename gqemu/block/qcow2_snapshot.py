@@ -17,8 +17,10 @@ import struct
 import time
 
 from gqemu.coroutine import coroutine_fn
+from gqemu.block.io_truncate import bdrv_co_truncate
 from gqemu.block.qcow2_cache import (
     qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_put)
+from gqemu.block.qcow2_cluster import qcow2_grow_l1_table
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
@@ -42,12 +44,13 @@ class QCowSnapshot:
 
     __slots__ = ("l1_table_offset", "l1_size", "id_str", "name", "disk_size",
                  "vm_state_size", "date_sec", "date_nsec", "vm_clock_nsec", "icount",
-                 "unknown_extra")
+                 "unknown_extra", "extra_data_size")
 
     def __init__(self, l1_table_offset: int = 0, l1_size: int = 0, id_str: str = "",
                  name: str = "", disk_size: int = 0, vm_state_size: int = 0,
                  date_sec: int = 0, date_nsec: int = 0, vm_clock_nsec: int = 0,
-                 icount: int = -1, unknown_extra: bytes = b"") -> None:
+                 icount: int = -1, unknown_extra: bytes = b"",
+                 extra_data_size: int = 24) -> None:
         self.l1_table_offset = l1_table_offset
         self.l1_size = l1_size
         self.id_str = id_str
@@ -59,6 +62,7 @@ class QCowSnapshot:
         self.vm_clock_nsec = vm_clock_nsec
         self.icount = icount
         self.unknown_extra = unknown_extra
+        self.extra_data_size = extra_data_size   # as read (v2 entries may carry less)
 
 
 @coroutine_fn
@@ -84,6 +88,7 @@ def qcow2_read_snapshots(bs: Qcow2BDS, nb: int, offset0: int) -> list[QCowSnapsh
         sn = QCowSnapshot(l1_off, l1_size, date_sec=dsec, date_nsec=dnsec,
                           vm_clock_nsec=vmclock, vm_state_size=vmsize)
         sn.disk_size = s.size
+        sn.extra_data_size = extra_size
         if extra_size >= 8:
             sn.vm_state_size = struct.unpack_from(">Q", extra, 0)[0]
         if extra_size >= 16:
@@ -145,6 +150,8 @@ def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     if ret < 0:
         return ret
     old_off, old_size = s.snapshots_offset, s.snapshots_size
+    for sn in snapshots:
+        sn.extra_data_size = 24 + len(sn.unknown_extra)
     s.snapshots = snapshots
     s.snapshots_offset, s.snapshots_size = new_off, len(data)
     s.nb_snapshots = len(snapshots)
@@ -288,8 +295,14 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     msg = _validate_sn_l1(s, sn)
     if msg:
         return -errno.EFBIG, msg
-    if sn.disk_size != s.size or sn.l1_size > s.l1_size:
-        return -errno.ENOTSUP, "qcow2: Loading snapshots with different disk size is not supported"
+    if sn.disk_size != s.size:                 # the image takes the snapshot's size
+        ret, msg = bdrv_co_truncate(bs, sn.disk_size, True, "off")
+        if ret < 0:
+            return ret, msg
+    if sn.l1_size > s.l1_size:
+        ret = qcow2_grow_l1_table(bs, sn.l1_size, exact=True)
+        if ret < 0:
+            return ret, ""
     ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
     if ret < 0:
         return ret, ""

@@ -263,5 +263,7 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
             msg = "Failed to load snapshot: No such file or directory"
         elif action == "-d" and ret == -2:
             msg = "snapshot not found"
+        elif action == "-c":                # img_snapshot prints the errno itself
+            msg = "%d (%s)" % (ret, os.strerror(-ret))
         raise ImgError("Could not %s snapshot '%s': %s" % (verb, name, msg or os.strerror(-ret)))
     return 0

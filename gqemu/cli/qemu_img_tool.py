@@ -156,7 +156,8 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
     try:
         return blk_new_open(name, opts, extra_flags)
     except BlockError as e:
-        raise ImgError("Could not open '%s': %s" % (filename, e.msg)) from None
+        hint = e.hint + ("\n" if e.hint and not e.hint.endswith("\n") else "")
+        raise ImgError("Could not open '%s': %s" % (filename, e.msg), tail=hint) from None
 
 
 def blk_close(blk: BlockBackend) -> None:
