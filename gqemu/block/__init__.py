@@ -17,6 +17,7 @@ from gqemu.block import null  # noqa: F401
 from gqemu.block import blkdebug  # noqa: F401
 from gqemu.block import raw_format  # noqa: F401
 from gqemu.block import qcow2  # noqa: F401
+from gqemu.block import bochs  # noqa: F401
 
 from gqemu.block.accounting import (BLOCK_ACCT_FLUSH, BLOCK_ACCT_READ, BLOCK_ACCT_WRITE,
                                     BlockAcctCookie, BlockAcctStats, block_acct_done,
@@ -70,4 +71,4 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_concat,
                               qemu_iovec_to_buf)
 
 __all__ = [name for name in dir() if not name.startswith("_")
-           and name not in ("annotations", "file_posix", "host_device", "copy_on_read", "null", "blkdebug", "raw_format")]
+           and name not in ("annotations", "file_posix", "host_device", "copy_on_read", "null", "blkdebug", "raw_format", "bochs")]

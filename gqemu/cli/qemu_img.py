@@ -1,5 +1,5 @@
 """``gqemu-img``: qemu-img's create, info, check, map, compare, convert,
-snapshot, resize, rebase, commit and dd, with its options, output lines and
+snapshot, resize, rebase, commit, dd and amend, with its options, output lines and
 exit codes (resize, rebase, commit and dd live in ``qemu_img_<command>.py``).
 
 It names itself after ``argv[0]``; every error is ``<prog>: <message>``
@@ -34,6 +34,7 @@ QEMU disk image utility
     '-V', '--version'    output version information and exit
 
 Command syntax:
+  amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
@@ -272,6 +273,11 @@ def _dd(argv: list[str]) -> int:
     return img_dd(argv)
 
 
+def _amend(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_amend import img_amend
+    return img_amend(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -281,6 +287,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
     "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
+    "amend": _amend,
 }
 
 

@@ -154,7 +154,8 @@ def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str
                               getattr(s.src_bs.drv, "cluster_size", 0) // BDRV_SECTOR_SIZE, 1)
         if not skip_create:
             if out_fmt not in ("raw", "qcow2"):
-                raise ImgError("Unknown file format '%s'" % out_fmt)
+                from gqemu.cli.qemu_img_out import creation_error
+                raise ImgError(creation_error(out_fmt))
             if backing and out_fmt == "raw":
                 raise ImgError("Backing file not supported for file format 'raw'")
             backing = o.pop("backing_file", backing)

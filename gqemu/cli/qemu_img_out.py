@@ -79,11 +79,23 @@ def _int64(v: int) -> int:
     return v - (v >> 63 << 64)
 
 
+def creation_error(fmt: str) -> str:
+    """Why ``fmt`` cannot be created: no such format, or a driver that
+    does not create images (bochs, blkdebug, ...).  QEMU: bdrv_img_create,
+    img_convert (drv->create_opts)."""
+    from gqemu.block import bdrv_drivers
+    if fmt in ("file", "host_device"):          # QEMU creates these; gqemu does not
+        return "Creating '%s' images is not implemented in gqemu" % fmt
+    if fmt in bdrv_drivers:
+        return "Format driver '%s' does not support image creation" % fmt
+    return "Unknown file format '%s'" % fmt
+
+
 def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
                  backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
     """qemu-img create.  QEMU: bdrv_img_create."""
     if fmt not in ("raw", "qcow2"):
-        raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
+        raise ImgError("%s: %s" % (filename, creation_error(fmt)))
     if backing and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
     if backing and not backing_fmt:
@@ -210,7 +222,8 @@ def image_info(blk: Any, filename: str) -> dict:
         info["actual-size"] = os.stat(filename).st_blocks * 512
     except OSError:
         pass
-    info["dirty-flag"] = False
+    if bs.drv.bdrv_get_info is not None:       # else: no dirty flag (-ENOTSUP)
+        info["dirty-flag"] = False
     if s is None:
         return info
     info["cluster-size"] = s.cluster_size
