@@ -11,6 +11,8 @@ QEMU: qemu-img.c img_amend, print_amend_option_help.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args,
                                      usage_error)
 
@@ -57,6 +59,7 @@ def img_amend(argv: list[str]) -> int:
     blk = img_open(args[0], fmt, True, image_opts=image_opts, cache=cache)
     try:
         from gqemu.block import blk_bs
-        raise _no_amend(blk_bs(blk).drv.format_name)
+        bs: Any = blk_bs(blk)
+        raise _no_amend(bs.drv.format_name)
     finally:
         blk_close(blk)

@@ -17,9 +17,6 @@ from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[2]
 
-# QEMU 7.2's qemu-iotests sources, where ../shared/tools/iotests.sh keeps them.
-IOTESTS = Path(os.environ.get("TMPDIR", "/tmp")) / "qemu-7.2-iotests" / "tests" / "qemu-iotests"
-
 _WRAPPER = """#!%s
 import sys
 sys.path.insert(0, %r)
