@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from gqemu.aio import aio_co_schedule, qemu_get_current_aio_context
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
+from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW
 from gqemu.block.driver import (BdrvChild, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_attach_child, bdrv_filter_default_perms,
                                 bdrv_getlength, bdrv_open, bdrv_register,
@@ -237,11 +238,16 @@ class BdrvBlkdebug(BlockDriver):
         if self.max_transfer and self.align and self.max_transfer % self.align:
             raise BlockError(errno.EINVAL, "Cannot meet constraints with max-transfer %d"
                              % self.max_transfer)
-        if not image:
-            raise BlockError(errno.EINVAL, "A block device must be specified for \"image\"")
         image_opts = {k[6:]: options.pop(k) for k in [k for k in options
                                                        if k.startswith("image.")]}
-        child = bdrv_open(str(image), image_opts, flags, protocol_only=True)
+        if not image and "driver" in image_opts:
+            # A node given by its options ('image': {'driver': 'raw',
+            # 'file': {...}}): any driver, a format too.
+            child = bdrv_open("", image_opts, flags)
+        elif not image:
+            raise BlockError(errno.EINVAL, "A block device must be specified for \"image\"")
+        else:
+            child = bdrv_open(str(image), image_opts, flags, protocol_only=True)
         bs.file = bdrv_attach_child(bs, child, "image")
         bs.supported_write_flags = child.supported_write_flags
         bs.supported_zero_flags = child.supported_zero_flags
@@ -455,3 +461,17 @@ class BdrvBlkdebug(BlockDriver):
         return bdrv_co_pdiscard(bs.file.bs, offset, nbytes)  # type: ignore[union-attr]
 
     bdrv_co_pdiscard = blkdebug_co_pdiscard
+
+    @coroutine_fn
+    def blkdebug_co_get_block_status(self, bs: BlockDriverState, offset: int,
+                                     nbytes: int) -> tuple[int, int, int, Any]:
+        """The ``block-status`` rules, then RAW: the image's status.
+        QEMU: blkdebug_co_block_status."""
+        self._check_aligned(bs, offset, 0)
+        err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_BLOCK_STATUS)
+        if err:
+            return err, 0, 0, None
+        return (BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID, nbytes, offset,
+                bs.file.bs)  # type: ignore[union-attr]
+
+    bdrv_co_get_block_status = blkdebug_co_get_block_status

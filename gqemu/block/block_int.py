@@ -56,7 +56,6 @@ BDRV_BLOCK_RAW = 0x08
 BDRV_BLOCK_ALLOCATED = 0x10
 BDRV_BLOCK_EOF = 0x20
 BDRV_BLOCK_RECURSE = 0x40           # ask the protocol node about this data
-BDRV_BLOCK_OFFSET_MASK = ~0x1ff      # the host offset within a status word
 
 # Permissions (QEMU >= 2.10; the lock bytes of file-posix follow them)
 BLK_PERM_CONSISTENT_READ = 0x01

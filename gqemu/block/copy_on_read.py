@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import errno
 
-from gqemu.block.block_int import BDRV_REQ_COPY_ON_READ
+from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW, BDRV_REQ_COPY_ON_READ
 from gqemu.block.driver import (BDRV_O_RDWR, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_filter_default_perms, bdrv_getlength, bdrv_register)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
-from gqemu.block.io_misc import bdrv_co_get_block_status, bdrv_co_pdiscard
+from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector
 from gqemu.coroutine import coroutine_fn
 
@@ -78,7 +78,9 @@ class BdrvCopyOnRead(BlockDriver):
 
     @coroutine_fn
     def cor_co_get_block_status(self, bs: BlockDriverState, offset: int,
-                                nbytes: int) -> tuple[int, int, object]:
-        return bdrv_co_get_block_status(bs.file.bs, offset, nbytes)  # type: ignore[union-attr]
+                                nbytes: int) -> tuple[int, int, int, object]:
+        """A filter: RAW, the node below at the same offset."""
+        return (BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID, nbytes, offset,
+                bs.file.bs)  # type: ignore[union-attr]
 
     bdrv_co_get_block_status = cor_co_get_block_status

@@ -71,7 +71,8 @@ class BlockDriver:
     -> acb`` (file-posix, as QEMU 2.8's raw-posix: through the thread pool);
     ``bdrv_co_pdiscard(bs, offset, nbytes)``;
     ``bdrv_co_pwrite_zeroes(bs, offset, nbytes, flags)``;
-    ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, file)``;
+    ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, map, file)``
+    (flags apart from the host offset ``map``; see io_status.py);
     ``bdrv_getlength(bs)``; ``bdrv_truncate(bs, offset)``;
     ``bdrv_refresh_limits(bs)``; ``bdrv_get_info(bs) -> dict``;
     ``bdrv_amend_options(bs, opts, status_cb, force) -> (ret, msg)`` (from
@@ -568,6 +569,8 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
             return bdrv_open_protocol(cls, filename, options, flags, ctx)
     file_opts = _split_child_options(options, "file.")
     if not filename and "driver" not in file_opts:
+        if cls is not None and not file_opts:     # a format without its file child
+            raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
         raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
     proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:

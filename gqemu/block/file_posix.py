@@ -342,23 +342,27 @@ class BdrvFile(BlockDriver):
 
     @coroutine_fn
     def raw_co_get_block_status(self, bs: BlockDriverState, offset: int,
-                                nbytes: int) -> tuple[int, int, Any]:
-        """SEEK_DATA/SEEK_HOLE.  QEMU: raw_co_get_block_status."""
-        ret = BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | offset
+                                nbytes: int) -> tuple[int, int, int, Any]:
+        """SEEK_DATA/SEEK_HOLE: a data extent up to the next hole (a partial
+        block at the end of the file rounded up to request_alignment), a
+        hole up to the next data, or the trailing hole.  No information
+        means data.  QEMU: raw_co_block_status (find_allocation)."""
+        valid = BDRV_BLOCK_OFFSET_VALID
         try:
             data = os.lseek(self.fd, offset, os.SEEK_DATA)
         except OSError as e:
             if e.errno == errno.ENXIO:       # in a hole that runs to EOF
-                return BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID | offset, nbytes, bs
-            return ret, nbytes, bs
+                return BDRV_BLOCK_ZERO | valid, nbytes, offset, bs
+            return BDRV_BLOCK_DATA | valid, nbytes, offset, bs
         if data > offset:                    # in a hole
-            return (BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID | offset,
-                    min(nbytes, data - offset), bs)
+            return BDRV_BLOCK_ZERO | valid, min(nbytes, data - offset), offset, bs
         try:
             hole = os.lseek(self.fd, offset, os.SEEK_HOLE)
         except OSError:
-            return ret, nbytes, bs
-        return ret, max(1, min(nbytes, hole - offset)), bs
+            return BDRV_BLOCK_DATA | valid, nbytes, offset, bs
+        align = max(1, bs.bl.request_alignment)
+        pnum = -(-(hole - offset) // align) * align
+        return BDRV_BLOCK_DATA | valid, max(align, min(nbytes, pnum)), offset, bs
 
     bdrv_co_get_block_status = raw_co_get_block_status
 

@@ -22,13 +22,14 @@ from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
                                          BLKDBG_PWRITEV_RMW_HEAD, BLKDBG_PWRITEV_RMW_TAIL,
                                          BLKDBG_PWRITEV_ZERO)
-from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_O_UNMAP,
+from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_O_UNMAP,
                                 BDRV_REQ_COPY_ON_READ, BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
                                 BDRV_REQ_NO_FALLBACK, BDRV_REQ_NO_SERIALISING,
                                 BDRV_REQ_WRITE_COMPRESSED, BDRV_REQ_ZERO_WRITE,
                                 BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE, INT_MAX,
                                 BdrvChild, BdrvTrackedRequest, BlockDriverState,
                                 bdrv_debug_event, bdrv_getlength)
+from gqemu.block.io_status import bdrv_co_get_block_status
 from gqemu.block.io_flush import (bdrv_co_flush, bdrv_dec_in_flight,  # noqa: F401
                                   bdrv_inc_in_flight)
 from gqemu.block.io_tracked import (BDRV_TRACKED_READ, BDRV_TRACKED_WRITE,
@@ -106,10 +107,10 @@ def bdrv_co_is_allocated_all(bs: BlockDriverState, offset: int, nbytes: int) -> 
         return 1
     end = offset + nbytes
     while offset < end:
-        status, pnum, _ = drv.bdrv_co_get_block_status(bs, offset, end - offset)
+        status, pnum, _, _ = bdrv_co_get_block_status(bs, offset, end - offset)
         if status < 0:
             return status
-        if not status & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
+        if not status & BDRV_BLOCK_ALLOCATED:
             return 0
         if pnum <= 0:
             break

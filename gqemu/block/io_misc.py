@@ -2,22 +2,20 @@
 with write generations (bdrv_co_flush) is in io_flush.py, re-exported here.
 
 Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
-QEMU: block/io.c (2.8): bdrv_co_pdiscard,
-bdrv_co_get_block_status, bdrv_drain.
+QEMU: block/io.c (2.8): bdrv_co_pdiscard, bdrv_drain; block status
+(7.2's bdrv_co_block_status) is in io_status.py, re-exported here.
 """
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 
 from gqemu.aio import AioContext, aio_wait_while
-from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
-                                BDRV_O_UNMAP, INT_MAX, BdrvChild, BlockDriverState,
-                                bdrv_getlength, bdrv_set_sync_io)
-from gqemu.block.block_int import (BDRV_BLOCK_OFFSET_MASK, BDRV_BLOCK_RECURSE,
-                                   BDRV_BLOCK_ZERO)
+from gqemu.block.driver import (BDRV_O_UNMAP, INT_MAX, BdrvChild, BlockDriverState,
+                                bdrv_set_sync_io)
 from gqemu.block.io import (NOT_DONE, bdrv_check_byte_request, bdrv_co_preadv,
                             bdrv_co_pwritev)
+from gqemu.block.io_status import bdrv_co_get_block_status  # noqa: F401 (re-exported)
 from gqemu.block.io_flush import (CoroutineIOCompletion,  # noqa: F401 (re-exported)
                                   bdrv_co_flush, bdrv_co_io_em_complete,
                                   bdrv_dec_in_flight)
@@ -82,50 +80,6 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
         bs.write_gen += 1
         tracked_request_end(req)
         bdrv_dec_in_flight(bs)
-
-
-@coroutine_fn
-def bdrv_co_get_block_status(bs: BlockDriverState, offset: int,
-                             nbytes: int) -> tuple[int, int, Optional[BlockDriverState]]:
-    """Status of the range from ``offset``: (BDRV_BLOCK_* | host offset,
-    bytes it covers, node holding the data).  Byte-based here; QEMU 2.8
-    counts sectors.  QEMU: bdrv_co_get_block_status."""
-    total = bdrv_getlength(bs)
-    if total < 0:
-        return total, 0, None
-    if offset >= total:
-        return 0, 0, None
-    nbytes = min(nbytes, total - offset)
-    drv = bs.drv
-    if drv is None:
-        return -errno.ENOMEDIUM, 0, None
-    if drv.bdrv_co_get_block_status is None:
-        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID | offset, nbytes, bs
-    ret, pnum, file = drv.bdrv_co_get_block_status(bs, offset, nbytes)
-    if ret >= 0 and ret & BDRV_BLOCK_RECURSE:
-        ret &= ~BDRV_BLOCK_RECURSE
-        if (file is not None and file is not bs and ret & BDRV_BLOCK_DATA
-                and not ret & BDRV_BLOCK_ZERO and ret & BDRV_BLOCK_OFFSET_VALID):
-            ret, pnum = _recurse_into_file(ret, pnum, file)
-    return ret, pnum, file
-
-
-@coroutine_fn
-def _recurse_into_file(ret: int, pnum: int,
-                       file: BlockDriverState) -> tuple[int, int]:
-    """The driver asked (BDRV_BLOCK_RECURSE, e.g. a metadata-preallocated
-    qcow2) whether the data it maps is a hole in the protocol node: errors
-    are ignored, this only adds information; past the node's end everything
-    reads as zero.  QEMU: bdrv_co_block_status."""
-    ret2, file_pnum, _ = bdrv_co_get_block_status(
-        file, ret & BDRV_BLOCK_OFFSET_MASK, pnum)
-    if ret2 >= 0:
-        if not file_pnum:
-            ret |= BDRV_BLOCK_ZERO
-        else:
-            pnum = file_pnum
-            ret |= ret2 & BDRV_BLOCK_ZERO
-    return ret, pnum
 
 
 # ------------------------------------------------ synchronous edge helpers

@@ -75,8 +75,9 @@ class BdrvNullCo(BlockDriver):
 
     @coroutine_fn
     def null_co_get_block_status(self, bs: BlockDriverState, offset: int,
-                                 nbytes: int) -> tuple[int, int, object]:
-        return (BDRV_BLOCK_OFFSET_VALID | offset | (BDRV_BLOCK_ZERO if self.read_zeroes
-                                                    else 0)), nbytes, bs
+                                 nbytes: int) -> tuple[int, int, int, object]:
+        """QEMU: null_co_block_status."""
+        return (BDRV_BLOCK_OFFSET_VALID | (BDRV_BLOCK_ZERO if self.read_zeroes else 0),
+                nbytes, offset, bs)
 
     bdrv_co_get_block_status = null_co_get_block_status

@@ -393,27 +393,28 @@ class BDRVQcow2State(Qcow2State):
     bdrv_co_flush_to_os = qcow2_co_flush_to_os
 
     @coroutine_fn
-    def qcow2_co_get_block_status(self, bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, int, Any]:
-        """(BDRV_BLOCK_* | host offset, bytes, file node).
+    def qcow2_co_get_block_status(self, bs: Qcow2BDS, offset: int,
+                                  nbytes: int) -> tuple[int, int, int, Any]:
+        """(BDRV_BLOCK_*, bytes, host offset, file node).
         QEMU: qcow2_co_block_status."""
         qemu_co_mutex_lock(self.lock)
         ret, t, cur, host = qcow2_get_host_offset(bs, offset, nbytes)
         prealloc = ret >= 0 and self._metadata_preallocation(bs)
         qemu_co_mutex_unlock(self.lock)
         if ret < 0:
-            return ret, 0, None
-        status, f = 0, None
+            return ret, 0, 0, None
+        status, f, mapped = 0, None, 0
         if t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
                  QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
-            status |= BDRV_BLOCK_OFFSET_VALID | host
-            f = bs.file.bs
+            status |= BDRV_BLOCK_OFFSET_VALID
+            mapped, f = host, bs.file.bs
         if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN):
             status |= BDRV_BLOCK_ZERO
         elif t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED):
             status |= BDRV_BLOCK_DATA
         if status & BDRV_BLOCK_DATA and status & BDRV_BLOCK_OFFSET_VALID and prealloc:
             status |= BDRV_BLOCK_RECURSE    # the file knows which are holes
-        return status, cur, f
+        return status, cur, mapped, f
 
     def _metadata_preallocation(self, bs: Qcow2BDS) -> bool:
         """Whether the image looks metadata-preallocated: clearly more

@@ -324,16 +324,21 @@ def qcow2_wait_cluster_allocs(bs: Qcow2BDS, offset: int, nbytes: int) -> None:
 def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool) -> int:
     """Make whole clusters read as zero (v3 zero flag / zero bitmap) or, for
     a discard without backing, unallocated; free their old host clusters
-    after the L2 update.  Context: coroutine, s->lock held.
+    after the L2 update.  The range is cluster-aligned except that it may
+    end at the end of the image.  Context: coroutine, s->lock held.
     QEMU: qcow2_cluster_zeroize / qcow2_cluster_discard."""
     s = bs.opaque
     cb = s.cluster_bits
     end = offset + nbytes
+    if end >= bs.total_sectors * 512:
+        # The partial cluster at the end of an unaligned image is whole.
+        end = -(-end >> cb) << cb
     while offset < end:
         ret, e, l2_index = get_cluster_table(bs, offset)
         if ret < 0:
             return ret
         n = min(s.l2_size - l2_index, (end - offset) >> cb)
+        assert n > 0, "zeroize of a partial cluster inside the image"
         old = []
         for i in range(n):
             prev = get_l2_entry(s, e.data, l2_index + i)

@@ -24,6 +24,8 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
     BLKDBG_READ_BACKING_AIO, BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
+from gqemu.block.io_status import bdrv_co_get_block_status
+from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED
 from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
                               qemu_iovec_memset, qemu_iovec_slice)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
@@ -196,10 +198,10 @@ def _is_unallocated(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
             continue
         pos, end = offset, offset + nbytes
         while pos < end:
-            status, cur, _ = node.drv.bdrv_co_get_block_status(node, pos, end - pos)
+            status, cur, _, _ = bdrv_co_get_block_status(node, pos, end - pos)
             if status < 0 or cur <= 0:
                 return False
-            if status & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
+            if status & BDRV_BLOCK_ALLOCATED:
                 return False
             pos += cur
         node = node.backing.bs if node.backing is not None else None
@@ -276,7 +278,7 @@ def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
     QEMU: is_zero."""
     end = min(offset + nbytes, bs.total_sectors * 512)
     while offset < end:
-        status, cur, _ = bs.drv.bdrv_co_get_block_status(bs, offset, end - offset)
+        status, cur, _, _ = bs.drv.bdrv_co_get_block_status(bs, offset, end - offset)
         if status < 0 or cur <= 0:
             return False
         if not status & BDRV_BLOCK_ZERO:

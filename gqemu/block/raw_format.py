@@ -17,7 +17,8 @@ from gqemu.block.driver import (BDRV_O_RDWR, BDRV_SECTOR_SIZE,
                                 bdrv_getlength, bdrv_probe_all, bdrv_register,
                                 error_report, qemu_opt_size)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
-from gqemu.block.io_misc import bdrv_co_get_block_status, bdrv_co_pdiscard
+from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW
+from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_add, qemu_iovec_concat, qemu_iovec_to_buf
 from gqemu.coroutine import coroutine_fn
 
@@ -165,10 +166,11 @@ class BdrvRaw(BlockDriver):
 
     @coroutine_fn
     def raw_co_get_block_status(self, bs: BlockDriverState, offset: int,
-                                nbytes: int) -> tuple[int, int, object]:
-        """QEMU: raw_co_get_block_status (RAW: look at the file)."""
-        return bdrv_co_get_block_status(bs.file.bs,  # type: ignore[union-attr]
-                                        offset + self.offset, nbytes)
+                                nbytes: int) -> tuple[int, int, int, object]:
+        """RAW: ask the file at the shifted offset.
+        QEMU: raw_co_block_status."""
+        return (BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID, nbytes, offset + self.offset,
+                bs.file.bs)  # type: ignore[union-attr]
 
     bdrv_co_get_block_status = raw_co_get_block_status
 

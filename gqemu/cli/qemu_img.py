@@ -9,7 +9,7 @@ non-zero exit, never a traceback.  The block
 layer is imported only once a command needs it, so ``--help`` and usage
 errors start fast.  ``convert`` is in
 ``qemu_img_convert.py`` (its copy engine in ``qemu_img_copy.py``), ``compare``
-and ``map`` in ``qemu_img_map.py``; output helpers in ``qemu_img_out.py``;
+in ``qemu_img_compare.py``, ``map`` in ``qemu_img_map.py``; output helpers in ``qemu_img_out.py``;
 what every command shares (errors, parsing, img_open) in
 ``qemu_img_tool.py``.  This dispatcher is the top: the command modules
 import only ``qemu_img_tool`` (and each other downward), never this module.
@@ -42,11 +42,11 @@ Command syntax:
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
-  compare [-f fmt] [-F fmt] [-s] [-q] filename1 filename2
-  convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename
+  compare [--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q] [-s] [-U] filename1 filename2
+  convert [--target-is-zero] [-U] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-S sparse_size] [-m num_coroutines] [-W] [--salvage] filename output_filename
   dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
-  map [-f fmt] [--output=ofmt] filename
+  map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
@@ -253,7 +253,7 @@ def _convert(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from gqemu.cli.qemu_img_map import img_compare
+    from gqemu.cli.qemu_img_compare import img_compare
     return img_compare(argv)
 
 

@@ -145,7 +145,7 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
             off = start
             while off < end:
                 n = min(CHUNK, end - off)
-                st, pn, _ = bdrv_run_co(top, bdrv_co_get_block_status, top, off, n)
+                st, pn, _, _ = bdrv_run_co(top, bdrv_co_get_block_status, top, off, n)
                 if st >= 0 and pn and st & BDRV_BLOCK_ZERO and not st & BDRV_BLOCK_DATA:
                     n = pn
                     ret = blk_pwrite_zeroes(base_blk, off, n, 0)

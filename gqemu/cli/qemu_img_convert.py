@@ -31,7 +31,8 @@ def _f32(v: float) -> float:
 
 class QemuProgress:
     """qemu-img's ``-p``: ``    (NN.NN/100%)`` + CR, redrawn when it moved
-    by more than ``min_skip`` or hit 0 or 100; a newline at the end.
+    by more than ``min_skip`` since the last one or hit 0 or 100 (deltas too
+    small to show still add up); a newline at the end.
     QEMU keeps the figures in C floats.  QEMU: util/qemu-progress.c."""
 
     def __init__(self, enabled: bool, min_skip: float) -> None:
@@ -42,11 +43,12 @@ class QemuProgress:
 
     def qemu_progress_print(self, delta: float, maximum: int) -> None:
         delta = _f32(delta)
-        current = delta if maximum == 0 else _f32(self.current + _f32(delta / 100 * maximum))
+        current = delta if maximum == 0 else _f32(self.current + _f32(_f32(delta / 100) * maximum))
+        self.current = current                  # kept even when not printed
         if (current > _f32(self.last_print + self.min_skip)
                 or current < _f32(self.last_print - self.min_skip)
                 or current == 100 or current == 0):
-            self.last_print = self.current = current
+            self.last_print = current
             if self.enabled:
                 sys.stdout.write("    (%3.2f/100%%)\r" % current)
                 sys.stdout.flush()
@@ -68,7 +70,8 @@ def _pow2floor(v: int) -> int:
 def img_convert(argv: list[str]) -> int:
     """QEMU: img_convert (one source image)."""
     opts, args = parse_args(argv, "hf:O:B:co:S:pt:T:F:nm:WUq",
-                            ["help", "object=", "image-opts", "force-share", "target-is-zero"])
+                            ["help", "object=", "image-opts", "force-share", "target-is-zero",
+                             "salvage"])
     s = ImgConvertState()
     fmt, out_fmt, olist, backing, backing_fmt = None, "raw", [], None, None
     progress = quiet = skip_create = explicit_zero = False
@@ -98,6 +101,8 @@ def img_convert(argv: list[str]) -> int:
             s.wr_in_order = False
         elif o == "--target-is-zero":
             explicit_zero = True
+        elif o == "--salvage":
+            s.salvage = True
         elif o == "-S":
             sval = cvtnum("buffer size for sparse output", v)
             if sval % BDRV_SECTOR_SIZE or sval // BDRV_SECTOR_SIZE > MAX_BUF_SECTORS:
@@ -121,6 +126,7 @@ def img_convert(argv: list[str]) -> int:
     if len(args) > 2:
         raise ImgError("concatenating several source images is not supported")
     s.has_zero_init = explicit_zero
+    s.quiet = quiet
     s.progress = QemuProgress(progress and not quiet, 1.0)
     s.progress.qemu_progress_print(0, 100)
     ok = False
@@ -148,7 +154,8 @@ def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str
                               getattr(s.src_bs.drv, "cluster_size", 0) // BDRV_SECTOR_SIZE, 1)
         if not skip_create:
             if out_fmt not in ("raw", "qcow2"):
-                raise ImgError("Unknown file format '%s'" % out_fmt)
+                from gqemu.cli.qemu_img_out import creation_error
+                raise ImgError(creation_error(out_fmt))
             if backing and out_fmt == "raw":
                 raise ImgError("Backing file not supported for file format 'raw'")
             backing = o.pop("backing_file", backing)

@@ -145,6 +145,8 @@ class ImgConvertState:
         self.target_has_backing = False
         self.target_backing_sectors = -1
         self.wr_in_order = True
+        self.salvage = False
+        self.quiet = False
         self.min_sparse = 8                 # 4k of zeroes make a hole
         self.alignment = 1
         self.cluster_sectors = 0
@@ -177,11 +179,23 @@ def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
         base = None
         if s.target_has_backing and s.src_bs.backing is not None:
             base = s.src_bs.backing.bs
-        ret, count = bdrv_co_block_status_above(s.src_bs, base, offset, n * BDRV_SECTOR_SIZE)
-        if ret < 0:
-            error_report("error while reading block status at offset %d: %s"
-                         % (offset, os.strerror(-ret)))
-            return ret
+        while True:
+            ret, count = bdrv_co_block_status_above(s.src_bs, base, offset,
+                                                    n * BDRV_SECTOR_SIZE)
+            if ret >= 0:
+                break
+            if not s.salvage:
+                error_report("error while reading block status at offset %d: %s"
+                             % (offset, os.strerror(-ret)))
+                return ret
+            if n > 1:
+                n = -(-n // 4)              # retry on a shorter range
+                continue
+            if not s.quiet:
+                error_report("warning: error while reading block status at offset %d: %s"
+                             % (offset, os.strerror(-ret)))
+            ret, count = BDRV_BLOCK_DATA, BDRV_SECTOR_SIZE   # just try to read it
+            break
         n = -(-count // BDRV_SECTOR_SIZE)
         tail = (sector_num + n) % s.src_alignment
         if n > tail:
@@ -205,14 +219,35 @@ def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
     return n
 
 
-def convert_co_read(s: ImgConvertState, sector_num: int, n: int, buf: bytearray) -> int:
-    """Context: coroutine.  Returns: 0 or -errno.  QEMU: convert_co_read."""
+def convert_co_read(s: ImgConvertState, sector_num: int, nb_sectors: int,
+                    buf: bytearray) -> int:
+    """Read a run into ``buf``.  With --salvage a failed read is repeated
+    sector by sector and a sector that still fails reads as zeroes (with a
+    warning).  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: convert_co_read."""
     from gqemu.block import blk_co_preadv
     from gqemu.block.qiov import qemu_iovec_init_buf
-    nbytes = n * BDRV_SECTOR_SIZE
-    ret = blk_co_preadv(s.src, sector_num * BDRV_SECTOR_SIZE, nbytes,
-                        qemu_iovec_init_buf(memoryview(buf)[:nbytes]), 0)
-    return min(ret, 0)
+    single_read_until = 0
+    pos = 0
+    while nb_sectors > 0:
+        offset = sector_num * BDRV_SECTOR_SIZE
+        n = 1 if single_read_until > offset else nb_sectors
+        view = memoryview(buf)[pos:pos + n * BDRV_SECTOR_SIZE]
+        ret = blk_co_preadv(s.src, offset, n * BDRV_SECTOR_SIZE, qemu_iovec_init_buf(view), 0)
+        if ret < 0:
+            if not s.salvage:
+                return ret
+            if n > 1:
+                single_read_until = offset + n * BDRV_SECTOR_SIZE
+                continue
+            if not s.quiet:
+                error_report("warning: error while reading offset %d: %s"
+                             % (offset, os.strerror(-ret)))
+            view[:] = _zero(BDRV_SECTOR_SIZE)
+        sector_num += n
+        nb_sectors -= n
+        pos += n * BDRV_SECTOR_SIZE
+    return 0
 
 
 def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,

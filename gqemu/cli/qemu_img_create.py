@@ -36,7 +36,8 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
                  backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
     """qemu-img create.  QEMU: bdrv_img_create."""
     if fmt not in ("raw", "qcow2"):
-        raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
+        from gqemu.cli.qemu_img_out import creation_error
+        raise ImgError("%s: %s" % (filename, creation_error(fmt)))
     if backing and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
     if backing and not backing_fmt:

@@ -1,7 +1,7 @@
-"""gqemu-img compare and map, and the block-status walk down a backing
-chain that map and convert share.
+"""gqemu-img map, and the block-status walk down a backing chain that
+map, compare (qemu_img_compare.py) and convert share.
 
-QEMU: qemu-img.c img_compare, img_map (get_block_status); block/io.c
+QEMU: qemu-img.c img_map (get_block_status); block/io.c
 bdrv_co_common_block_status_above.
 """
 from __future__ import annotations
@@ -19,29 +19,6 @@ if TYPE_CHECKING:                       # the block layer is imported on use
 IO_BUF_SIZE = 2 * 1024 * 1024
 
 
-def _block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
-    """One node's status with ALLOCATED added, and ZERO for an unallocated
-    range of a format without (or past the end of) its backing file.
-    Context: coroutine.  Returns: (status or -errno, bytes).
-    QEMU: bdrv_co_block_status (want_zero)."""
-    from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
-                                    BDRV_BLOCK_ZERO, bdrv_getlength)
-    from gqemu.block.io_misc import bdrv_co_get_block_status
-    ret, pnum, _ = bdrv_co_get_block_status(bs, offset, nbytes)
-    if ret < 0 or pnum <= 0:
-        return ret, max(pnum, 0)
-    if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
-        ret |= BDRV_BLOCK_ALLOCATED
-    elif bs.drv.supports_backing:
-        if bs.backing is None:
-            ret |= BDRV_BLOCK_ZERO
-        else:
-            size2 = bdrv_getlength(bs.backing.bs)
-            if 0 <= size2 <= offset:
-                ret |= BDRV_BLOCK_ZERO
-    return ret, pnum
-
-
 def bdrv_co_block_status_above(bs: Any, base: Any, offset: int,
                                nbytes: int) -> tuple[int, int]:
     """The status of ``[offset, offset + nbytes)`` as seen through the
@@ -49,118 +26,65 @@ def bdrv_co_block_status_above(bs: Any, base: Any, offset: int,
     shorter than the range reads as allocated zeroes.  Context: coroutine.
     Returns: (status or -errno, bytes it covers).
     QEMU: bdrv_co_common_block_status_above (include_base = false)."""
-    from gqemu.block.driver import BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_ZERO
-    ret, pnum = _block_status(bs, offset, nbytes)
-    if ret < 0 or pnum == 0 or ret & BDRV_BLOCK_ALLOCATED or bs is base:
+    from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO
+    from gqemu.block.io_misc import bdrv_co_get_block_status
+    if bs is base:
+        return 0, nbytes
+    ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)
+    if ret < 0 or pnum == 0 or ret & BDRV_BLOCK_ALLOCATED:
         return ret, pnum
+    eof = offset + pnum if ret & BDRV_BLOCK_EOF else -1
     nbytes = pnum
     p = bs.backing.bs if bs.backing is not None else None
     while p is not None and p is not base:
-        ret, pnum = _block_status(p, offset, nbytes)
+        ret, pnum, _, _ = bdrv_co_get_block_status(p, offset, nbytes)
         if ret < 0:
             return ret, pnum
         if pnum == 0:
-            return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, nbytes
+            ret, pnum = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, nbytes
+            break
         if ret & BDRV_BLOCK_ALLOCATED:
+            ret &= ~BDRV_BLOCK_EOF
             break
         nbytes = pnum
         p = p.backing.bs if p.backing is not None else None
+    if offset + pnum == eof:
+        ret |= BDRV_BLOCK_EOF
     return ret, pnum
-
-
-# ----------------------------------------------------------------- compare
-
-
-def img_compare(argv: list[str]) -> int:
-    """QEMU: img_compare (0 identical, 1 different, 2 error)."""
-    opts, args = parse_args(argv, "hf:F:sqpU", ["help", "object=", "force-share",
-                                                "image-opts"])
-    fmt1 = fmt2 = None
-    strict = quiet = False
-    for o, v in opts:
-        if o == "-f":
-            fmt1 = v
-        elif o == "-F":
-            fmt2 = v
-        elif o == "-s":
-            strict = True
-        elif o == "-q":
-            quiet = True
-    if len(args) != 2:
-        raise usage_error("Expecting two image file names")
-    try:
-        b1 = img_open(args[0], fmt1)
-    except ImgError as e:
-        raise ImgError(str(e), 2)
-    try:
-        try:
-            b2 = img_open(args[1], fmt2)
-        except ImgError as e:
-            raise ImgError(str(e), 2)
-        try:
-            ret, msg = run_co(compare_co, b1, b2, strict)
-        finally:
-            blk_close(b2)
-    finally:
-        blk_close(b1)
-    if ret < 0:
-        raise ImgError(msg, 2)
-    if not quiet:
-        sys.stdout.write(msg)
-    return ret
-
-
-def compare_co(b1: Any, b2: Any, strict: bool) -> tuple[int, str]:
-    """Compare contents chunk by chunk.  Context: coroutine."""
-    from gqemu.block import blk_co_preadv, blk_getlength
-    from gqemu.block.qiov import qemu_iovec_init_buf
-    l1, l2 = blk_getlength(b1), blk_getlength(b2)
-    out = ""
-    if l1 != l2:
-        if strict:
-            return 1, "Strict mode: Image size mismatch!\n"
-        out += "Warning: Image size mismatch!\n"
-    total = max(l1, l2)
-    buf1, buf2 = bytearray(IO_BUF_SIZE), bytearray(IO_BUF_SIZE)
-    off = 0
-    while off < total:
-        n = min(IO_BUF_SIZE, total - off)
-        v1, v2 = memoryview(buf1)[:n], memoryview(buf2)[:n]
-        for blk, ln, v, name in ((b1, l1, v1, 1), (b2, l2, v2, 2)):
-            m = max(0, min(n, ln - off))
-            v[m:] = bytes(n - m)
-            if m:
-                ret = blk_co_preadv(blk, off, m, qemu_iovec_init_buf(v[:m]), 0)
-                if ret < 0:
-                    return -1, "error while reading offset %d of image %d: %s" % (
-                        off, name, os.strerror(-ret))
-        if buf1[:n] != buf2[:n]:
-            i = next(k for k in range(n) if buf1[k] != buf2[k])
-            return 1, out + "Content mismatch at offset %d!\n" % ((off + i) & ~511)
-        off += n
-    return 0, out + "Images are identical.\n"
 
 
 # --------------------------------------------------------------------- map
 
 
 def img_map(argv: list[str]) -> int:
-    """QEMU: img_map."""
-    opts, args = parse_args(argv, "hf:U", ["help", "output=", "object=", "image-opts",
-                                           "force-share", "start-offset=", "max-length="])
-    fmt, output = None, "human"
+    """QEMU: img_map (7.2: --image-opts, -U, -s/--start-offset,
+    -l/--max-length)."""
+    from gqemu.cli.qemu_img_tool import cvtnum
+    opts, args = parse_args(argv, "hf:s:l:U", ["help", "format=", "output=", "object=",
+                                               "image-opts", "force-share",
+                                               "start-offset=", "max-length="])
+    fmt, output, image_opts, force_share = None, "human", False, False
+    start, max_length = 0, -1
     for o, v in opts:
-        if o == "-f":
+        if o in ("-f", "--format"):
             fmt = v
         elif o == "--output":
             output = v
+        elif o == "--image-opts":
+            image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
+        elif o in ("-s", "--start-offset"):
+            start = cvtnum("start offset", v)
+        elif o in ("-l", "--max-length"):
+            max_length = cvtnum("max length", v)
     if output not in ("human", "json"):
         raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
-    blk = img_open(args[0], fmt)
+    blk = img_open(args[0], fmt, image_opts=image_opts, force_share=force_share)
     try:
-        ret, text = run_co(map_co, blk, output)
+        ret, text = run_co(map_co, blk, output, start, max_length)
     finally:
         blk_close(blk)
     sys.stdout.write(text)
@@ -175,27 +99,17 @@ def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
     """One map entry, looking down the backing chain.  Context: coroutine.
     QEMU: get_block_status (qemu-img.c) over bdrv_block_status."""
     from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
-                                    BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, bdrv_getlength)
+                                    BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO)
     from gqemu.block.io_misc import bdrv_co_get_block_status
     depth = 0
     while True:
-        ret, n, f = bdrv_co_get_block_status(bs, offset, nbytes)
+        ret, n, host, f = bdrv_co_get_block_status(bs, offset, nbytes)
         if ret < 0:
             return ret, {}
-        if n <= 0:
-            n, ret, f = nbytes, BDRV_BLOCK_ZERO, None
+        if n <= 0:                  # past the end of a shorter backing file
+            n, ret, f = nbytes, BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, None
         nbytes = n
-        if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
-            ret |= BDRV_BLOCK_ALLOCATED
-            break
-        if bs.drv.supports_backing:
-            if bs.backing is None:
-                ret |= BDRV_BLOCK_ZERO
-                break
-            if offset >= bdrv_getlength(bs.backing.bs):
-                ret |= BDRV_BLOCK_ZERO
-                break
-        if bs.backing is None:
+        if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO) or bs.backing is None:
             break
         bs = bs.backing.bs
         depth += 1
@@ -203,7 +117,7 @@ def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
     e = {"start": offset, "length": nbytes, "depth": depth,
          "present": bool(ret & BDRV_BLOCK_ALLOCATED), "zero": bool(ret & BDRV_BLOCK_ZERO),
          "data": bool(ret & BDRV_BLOCK_DATA), "has_offset": has_offset,
-         "offset": ret & ~0x1FF & ((1 << 63) - 1) if has_offset else 0,
+         "offset": host if has_offset else 0,
          "filename": f.filename if f is not None and has_offset else None}
     return 0, e
 
@@ -243,14 +157,19 @@ def _b(v: bool) -> str:
     return "true" if v else "false"
 
 
-def map_co(blk: BlockBackend, output: str) -> tuple[int, str]:
-    """Context: coroutine.  QEMU: img_map's loop."""
+def map_co(blk: BlockBackend, output: str, start: int = 0, max_length: int = -1) -> tuple[int, str]:
+    """Context: coroutine.  QEMU: img_map's loop (an entry of length 0 at
+    ``start`` when it is at or past the end)."""
     from gqemu.block import blk_bs, blk_getlength
     bs = blk_bs(blk)
     length = blk_getlength(blk)
+    if max_length != -1:
+        length = min(start + max_length, length)
     out = ["%-16s%-16s%-16s%s\n" % ("Offset", "Length", "Mapped to", "File")
            if output == "human" else "["]
-    curr: dict = {"start": 0, "length": 0}
+    curr: dict = {"start": start, "length": 0, "depth": 0, "present": False,
+                  "zero": False, "data": False, "has_offset": False, "offset": 0,
+                  "filename": None}
     while curr["start"] + curr["length"] < length:
         off = curr["start"] + curr["length"]
         ret, nxt = get_block_status(bs, off, length - off)
@@ -262,7 +181,7 @@ def map_co(blk: BlockBackend, output: str) -> tuple[int, str]:
         if curr["length"] and _dump(output, curr, nxt, out) < 0:
             return 1, "".join(out)
         curr = nxt
-    if curr["length"] and _dump(output, curr, None, out) < 0:
+    if _dump(output, curr, None, out) < 0:
         return 1, "".join(out)
     if output == "json":
         out.append("]\n")

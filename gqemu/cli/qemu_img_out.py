@@ -65,6 +65,18 @@ def _qcow2_state(blk: BlockBackend) -> Any:
     return bs, (drv if drv is not None and drv.format_name == "qcow2" else None)
 
 
+def creation_error(fmt: str) -> str:
+    """Why ``fmt`` cannot be created: no such format, or a driver that
+    does not create images (bochs, blkdebug, ...).  QEMU: bdrv_img_create,
+    img_convert (drv->create_opts)."""
+    from gqemu.block import bdrv_drivers
+    if fmt in ("file", "host_device"):          # QEMU creates these; gqemu does not
+        return "Creating '%s' images is not implemented in gqemu" % fmt
+    if fmt in bdrv_drivers:
+        return "Format driver '%s' does not support image creation" % fmt
+    return "Unknown file format '%s'" % fmt
+
+
 # -------------------------------------------------------------------- info
 
 
@@ -92,7 +104,8 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
         info["actual-size"] = os.stat(filename).st_blocks * 512
     except OSError:
         pass
-    info["dirty-flag"] = False
+    if bs.drv.bdrv_get_info is not None:       # else: no dirty flag (-ENOTSUP)
+        info["dirty-flag"] = False
     if s is None:
         return info
     info["cluster-size"] = s.cluster_size

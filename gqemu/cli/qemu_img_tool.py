@@ -152,7 +152,7 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
     opts.update({"readonly": "off" if writable else "on"})
     opts.setdefault("cache", cache)
     if fmt:
-        opts["format"] = fmt
+        opts["driver"] = fmt             # as img_open_file: json: keys do not override it
     try:
         return blk_new_open(name, opts, extra_flags)
     except BlockError as e:

@@ -18,8 +18,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from gqemu.block import (BDRV_BLOCK_DATA, BDRV_BLOCK_RAW, BDRV_BLOCK_ZERO,
-                         blk_bs, blk_getlength)
+from gqemu.block import BDRV_BLOCK_ALLOCATED, blk_bs, blk_getlength
 from gqemu.cli import qemu_io_help as H
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_SECTOR_SIZE, CMD_NOFILE_OK,
@@ -36,22 +35,14 @@ if TYPE_CHECKING:
 
 def bdrv_is_allocated(bs: Any, offset: int, nbytes: int) -> tuple[int, int]:
     """Whether [offset, offset+nbytes) starts allocated in ``bs`` itself
-    (not its backing file): (1/0 or -errno, bytes with that status).
-    Data or zero flags mean allocated; a BDRV_BLOCK_RAW answer asks the
-    node below.  QEMU: bdrv_is_allocated (2.8 rules of
-    bdrv_co_get_block_status)."""
+    (not its backing file): (1/0 or -errno, bytes with that status; 0 at
+    the end of the node).  QEMU: bdrv_is_allocated (a BDRV_BLOCK_RAW answer
+    is the node below's, as block status gives it)."""
     from gqemu.block import bdrv_co_get_block_status, bdrv_run_co
-    while True:
-        ret, pnum, file = bdrv_run_co(bs, bdrv_co_get_block_status, bs, offset,
-                                      nbytes)
-        if ret < 0:
-            return ret, 0
-        if ret & BDRV_BLOCK_RAW and file is not None and file is not bs:
-            offset = ret & ~(BDRV_SECTOR_SIZE - 1)     # host offset bits
-            nbytes = pnum
-            bs = file
-            continue
-        return (1 if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO) else 0), pnum
+    ret, pnum, _, _ = bdrv_run_co(bs, bdrv_co_get_block_status, bs, offset, nbytes)
+    if ret < 0:
+        return ret, 0
+    return (1 if ret & BDRV_BLOCK_ALLOCATED else 0), pnum
 
 
 def alloc_f(io: QemuIO, argv: list[str]) -> int:
