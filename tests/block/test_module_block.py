@@ -72,7 +72,7 @@ def test_a_lookup_imports_only_the_driver_it_names(tmp_path, qemu_img):
     out = dict(line.split(" ", 1) for line in p.stdout.splitlines())
     assert out["package"] == "[]"
     assert out["names"] == ("['file', 'host_device', 'host_cdrom', 'copy-on-read', "
-                            "'null-co', 'blkdebug', 'raw', 'qcow2'] True False")
+                            "'null-co', 'blkdebug', 'raw', 'qcow2', 'bochs'] True False")
     assert out["listed"] == "[]"
     assert out["raw"] == "raw ['raw_format']"
     assert out["nosuch"] == "None ['raw_format']"
@@ -80,6 +80,6 @@ def test_a_lookup_imports_only_the_driver_it_names(tmp_path, qemu_img):
     assert out["unknown"] == "None ['null', 'raw_format']"
     # probing imports the drivers that probe, and only those; a plain file
     # name is offered to host_device's probe_device first (as QEMU does)
-    assert out["probed"] == ("qcow2 ['file_posix', 'host_device', 'null', 'qcow2', "
-                             "'raw_format']")
+    assert out["probed"] == ("qcow2 ['bochs', 'file_posix', 'host_device', 'null', "
+                             "'qcow2', 'raw_format']")
     assert out["dev"] == "host_device"
