@@ -1,5 +1,5 @@
 """``gqemu-img``: qemu-img's create, info, check, map, compare, convert,
-snapshot, resize, rebase, commit and dd, with its options, output lines and
+snapshot, measure, resize, rebase, commit and dd, with its options, output lines and
 exit codes (resize, rebase, commit and dd live in ``qemu_img_<command>.py``).
 
 It names itself after ``argv[0]``; every error is ``<prog>: <message>``
@@ -42,6 +42,7 @@ Command syntax:
   dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
   map [-f fmt] [--output=ofmt] filename
+  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] filename]
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
@@ -272,6 +273,11 @@ def _dd(argv: list[str]) -> int:
     return img_dd(argv)
 
 
+def _measure(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_measure import img_measure
+    return img_measure(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -280,7 +286,7 @@ def _map(argv: list[str]) -> int:
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
-    "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
+    "measure": _measure, "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
 }
 
 
