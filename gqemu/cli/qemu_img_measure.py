@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional
 
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
-                                     parse_args, usage_error)
+                                     parse_args)
 from gqemu.cli.qemu_img_out import dump_json, run_co
 
 # QemuOpts types of the create options: the format's list, then file-posix's.
