@@ -38,42 +38,43 @@ class Qcow2CreateOptions:
     backing_fmt: Optional[str] = None
 
 
+def _v3_only(what: str, conj: str = "and") -> Qcow2OpenError:
+    return Qcow2OpenError(errno.EINVAL, "%s compatibility level 1.1 %s above (use "
+                          "version=v3 or greater)" % (what, conj))
+
+
 def qcow2_validate_create_options(o: Qcow2CreateOptions) -> None:
-    """QEMU's create-time checks, with its messages.  Raises Qcow2OpenError."""
+    """QEMU's create-time checks, in its order, with its messages (an
+    unknown ``preallocation`` is the option visitor's, so it comes first).
+    Raises Qcow2OpenError.  QEMU: qcow2_co_create."""
+    if o.preallocation not in ("off", "metadata", "falloc", "full"):
+        raise Qcow2OpenError(errno.EINVAL, "Parameter 'preallocation' does not accept "
+                             "value '%s'" % o.preallocation)
+    if o.size % 512:
+        o.size = (o.size + 511) & ~511
+    if o.extended_l2 and o.version < 3:
+        raise _v3_only("Extended L2 entries are only supported with")
     cs = o.cluster_size
     if cs < 512 or cs > 2 * 1024 * 1024 or cs & (cs - 1):
         raise Qcow2OpenError(errno.EINVAL, "Cluster size must be a power of two between "
                              "512 and 2048k")
+    if o.extended_l2 and cs < 16384:
+        raise Qcow2OpenError(errno.EINVAL, "Extended L2 entries are only supported with "
+                             "cluster sizes of at least 16384 bytes")
+    if o.backing_file and o.preallocation != "off" and not o.extended_l2:
+        raise Qcow2OpenError(errno.EINVAL, "Backing file and preallocation can only be "
+                             "used at the same time if extended_l2 is on")
+    if o.backing_fmt and not o.backing_file:
+        raise Qcow2OpenError(errno.EINVAL, "Backing format cannot be used without "
+                             "backing file")
+    if o.lazy_refcounts and o.version < 3:
+        raise _v3_only("Lazy refcounts only supported with")
     rb = o.refcount_bits
     if rb < 1 or rb > 64 or rb & (rb - 1):
         raise Qcow2OpenError(errno.EINVAL, "Refcount width must be a power of two and may "
                              "not exceed 64 bits")
-    if o.version < 3:
-        if rb != 16:
-            raise Qcow2OpenError(errno.EINVAL, "Different refcount widths than 16 bits "
-                                 "require compatibility level 1.1 or above (use version=v3 "
-                                 "or greater)")
-        if o.lazy_refcounts:
-            raise Qcow2OpenError(errno.EINVAL, "Lazy refcounts only supported with "
-                                 "compatibility level 1.1 and above (use version=v3 or "
-                                 "greater)")
-        if o.extended_l2:
-            raise Qcow2OpenError(errno.EINVAL, "Extended L2 entries are only supported with"
-                                 " compatibility level 1.1 and above (use version=v3 or "
-                                 "greater)")
-    if o.extended_l2 and cs < 16384:
-        raise Qcow2OpenError(errno.EINVAL, "Extended L2 entries are only supported with "
-                             "cluster sizes of at least 16384 bytes")
-    if o.preallocation not in ("off", "metadata", "falloc", "full"):
-        raise Qcow2OpenError(errno.EINVAL, "Invalid parameter '%s'" % o.preallocation)
-    if o.backing_file and o.preallocation != "off" and not o.extended_l2:
-        raise Qcow2OpenError(errno.EINVAL, "Backing file and preallocation can only be "
-                             "used at the same time if extended_l2 is on")
-    if o.size % 512:
-        o.size = (o.size + 511) & ~511
-    if o.backing_fmt and not o.backing_file:
-        raise Qcow2OpenError(errno.EINVAL, "Backing format cannot be used without "
-                             "backing file")
+    if rb != 16 and o.version < 3:
+        raise _v3_only("Different refcount widths than 16 bits require", "or")
 
 
 def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:

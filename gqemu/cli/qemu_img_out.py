@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Optional
 
 from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
-                                     error_report, img_open, option_size, parse_option_size)
+                                     error_report, img_open, parse_option_size)
 
 
 def size_to_str(val: int) -> str:
@@ -84,6 +84,8 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     """qemu-img create.  QEMU: bdrv_img_create."""
     if fmt not in ("raw", "qcow2"):
         raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
+    if backing is not None and not backing:
+        raise ImgError("%s: Expected backing file name, got empty string" % filename)
     if backing and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
     if backing and not backing_fmt:
@@ -132,55 +134,8 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
             if size:                # as file-posix does, for alignment probing
                 f.write(bytes(512 if size < 4096 else 4096))
         return
-    from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
-    from gqemu.block.qcow2_header import Qcow2OpenError
-    c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
-    words = []
-    onoff = {"on": True, "off": False, "true": True, "false": False}
-    try:
-        for k, v in o.items():
-            if k == "cluster_size":
-                c.cluster_size = option_size(k, v, filename)
-            elif k == "compat":
-                if v not in ("0.10", "v2", "1.1", "v3"):
-                    raise ImgOptError("%s: Invalid parameter '%s'" % (filename, v))
-                c.version = 2 if v in ("0.10", "v2") else 3
-            elif k == "refcount_bits":
-                c.refcount_bits = int(v)
-            elif k in ("lazy_refcounts", "extended_l2"):
-                if v not in onoff:
-                    raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
-                setattr(c, k, onoff[v])
-            elif k == "preallocation":
-                c.preallocation = v
-            elif k == "compression_type":
-                if v != "zlib":
-                    raise ImgError("%s: Unsupported compression type '%s'" % (filename, v))
-            else:
-                raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
-    except ValueError:
-        raise ImgOptError("%s: Parameter 'refcount_bits' expects a number" % filename)
-    words.append("cluster_size=%d" % _int64(c.cluster_size))
-    words.append("extended_l2=%s" % ("on" if c.extended_l2 else "off"))
-    if "preallocation" in o:
-        words.append("preallocation=%s" % c.preallocation)
-    words.append("compression_type=zlib")
-    words.append("size=%d" % _int64(size))
-    if "compat" in o:
-        words.append("compat=%s" % o["compat"])
-    if backing:
-        words.append("backing_file=%s" % backing.replace(",", ",,"))
-    if backing_fmt:
-        words.append("backing_fmt=%s" % backing_fmt)
-    words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
-    words.append("refcount_bits=%d" % c.refcount_bits)
-    if not quiet:
-        sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
-    _repeat_opt_warnings()
-    try:
-        qcow2_create_file(filename, c)
-    except Qcow2OpenError as e:
-        raise ImgError("%s: %s" % (filename, e.msg))
+    from gqemu.cli.qemu_img_create import create_qcow2
+    create_qcow2(filename, size, backing, backing_fmt, o, quiet, _repeat_opt_warnings)
 
 
 # -------------------------------------------------------------------- info
