@@ -98,6 +98,8 @@ def img_create(argv: list[str]) -> int:
             olist.append(v)
         elif o == "-q":
             quiet = True
+        elif o == "--object":
+            qemu_img_tool.user_creatable_add(v)
     if not args:
         raise usage_error("Expecting image file name")
     if len(args) > 2:

@@ -12,7 +12,9 @@ import os
 import sys
 from typing import Optional
 
-from gqemu.cli.qemu_img_tool import ImgError, ImgOptError, option_size
+from gqemu.cli.qemu_img_tool import SECRET_IDS, ImgError, ImgOptError, option_size
+
+QCOW_CRYPT_AES = 1
 
 QCOW2_ONOFF = {"on": True, "off": False, "true": True, "false": False, "yes": True,
                "no": False}
@@ -20,6 +22,20 @@ QCOW2_ONOFF = {"on": True, "off": False, "true": True, "false": False, "yes": Tr
 
 def _int64(v: int) -> int:
     return v - (v >> 63 << 64)
+
+
+def _set_crypt_method(filename: str, method: int) -> None:
+    """An AES-encrypted image is the plain one with ``crypt_method`` set
+    (qemu-img derives the key from the secret at open; nothing else is
+    stored).  gqemu itself cannot read such an image.
+    QEMU: qcow2_set_up_encryption with the "qcow" crypto format."""
+    import struct
+    fd = os.open(filename, os.O_WRONLY)
+    try:
+        os.pwrite(fd, struct.pack(">I", method), 32)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: Optional[str],
@@ -52,11 +68,15 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             c.preallocation = v
         elif k == "compression_type":
             compression = v
+        elif k == "encrypt.key-secret":
+            pass
         else:
             raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
     words = []
     if encryption is not None:
         words.append("encryption=%s" % ("on" if encryption else "off"))
+    if "encrypt.key-secret" in o:
+        words.append("encrypt.key-secret=%s" % o["encrypt.key-secret"])
     words += ["cluster_size=%d" % _int64(c.cluster_size),
               "extended_l2=%s" % ("on" if c.extended_l2 else "off")]
     if "preallocation" in o:
@@ -79,10 +99,13 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'version' does not accept value "
                                  "'%s'" % compat)
         c.version = 2 if compat in ("0.10", "v2") else 3
-        if encryption:
-            raise Qcow2OpenError(errno.ENOTSUP, "Parameter 'encrypt.key-secret' is required "
-                                 "for cipher" if "encrypt.key-secret" not in o else
-                                 "Encrypted qcow2 images are not supported by gqemu")
+        if encryption:      # the legacy AES format: the header only names the method
+            key = o.get("encrypt.key-secret")
+            if key is None:
+                raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is "
+                                     "required for cipher")
+            if key not in SECRET_IDS:
+                raise Qcow2OpenError(errno.EINVAL, "No secret with id '%s'" % key)
         if c.preallocation not in ("off", "metadata", "falloc", "full"):
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'preallocation' does not accept "
                                  "value '%s'" % c.preallocation)
@@ -93,6 +116,8 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             raise Qcow2OpenError(errno.ENOTSUP, "Compression type '%s' is not supported by "
                                  "gqemu" % compression)
         qcow2_create_file(filename, c)
+        if encryption:
+            _set_crypt_method(filename, QCOW_CRYPT_AES)
     except Qcow2OpenError as e:
         try:
             os.unlink(filename)

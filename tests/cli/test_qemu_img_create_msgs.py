@@ -36,7 +36,22 @@ CASES = [
     ["-o", "refcount_bits=128", "t.q", "64M"], ["-o", "refcount_bits=0", "t.q", "64M"],
     ["-o", "lazy_refcounts=maybe", "t.q", "64M"], ["-o", "foo=bar", "t.q", "64M"],
     ["-o", "preallocation=metadata,backing_file=t.b,backing_fmt=raw", "t.q", "1M"],
+    ["-o", "encryption=on", "t.q", "64M"],
+    ["-o", "encryption=on,encrypt.key-secret=sec0", "t.q", "64M"],
+    ["--object", "secret,id=sec0,data=123456", "-o", "encryption=on,encrypt.key-secret=sec1",
+     "t.q", "64M"],
 ]
+
+
+def test_create_aes_encrypted_is_qemus(qemu_img, monkeypatch, capsys, tmp_path):
+    """iotest 049's ``encryption=on``: the file is QEMU's, byte for byte."""
+    monkeypatch.chdir(tmp_path)
+    args = ["create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,data=123456", "-o",
+            "encryption=on,encrypt.key-secret=sec0"]
+    subprocess.run([qemu_img] + args + ["want.q", "64M"], check=True)
+    monkeypatch.setattr(sys, "argv", ["qemu-img"])
+    assert gimg.main(args + ["got.q", "64M"]) == 0
+    assert (tmp_path / "got.q").read_bytes() == (tmp_path / "want.q").read_bytes()
 
 
 @pytest.mark.parametrize("args", CASES, ids=lambda a: " ".join(a))
