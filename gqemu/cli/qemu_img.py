@@ -86,6 +86,7 @@ Supported formats: %(formats)s
 def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
+    qemu_img_tool.SECRET_IDS.clear()
     fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
     for o, v in opts:
         if o == "-f":
