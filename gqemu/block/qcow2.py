@@ -352,7 +352,8 @@ class BDRVQcow2State(Qcow2State):
         else:
             qemu_co_mutex_lock(s.lock)
         qcow2_wait_cluster_allocs(bs, offset, nbytes)
-        ret = qcow2_cluster_zeroize(bs, offset, nbytes, False)
+        ret = qcow2_cluster_zeroize(bs, offset, nbytes, False,
+                                    bool(flags & BDRV_REQ_MAY_UNMAP))
         qemu_co_mutex_unlock(s.lock)
         return ret
 

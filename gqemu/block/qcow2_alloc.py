@@ -44,7 +44,8 @@ class QCowL2Meta:
     ``offset``, bytes).  QEMU: QCowL2Meta."""
 
     __slots__ = ("offset", "alloc_offset", "nb_clusters", "keep_old_clusters",
-                 "cow_start", "cow_end", "skip_cow", "data_qiov", "dependent_requests")
+                 "cow_start", "cow_end", "skip_cow", "prealloc", "data_qiov",
+                 "dependent_requests")
 
     def __init__(self, offset: int, alloc_offset: int, nb_clusters: int, keep_old: bool,
                  cow_start: tuple[int, int], cow_end: tuple[int, int]) -> None:
@@ -55,6 +56,7 @@ class QCowL2Meta:
         self.cow_start = cow_start
         self.cow_end = cow_end
         self.skip_cow = False
+        self.prealloc = False       # preallocation: extended-L2 subclusters stay unallocated
         self.data_qiov: Optional[QEMUIOVector] = None
         self.dependent_requests = CoQueue()
 

@@ -321,12 +321,15 @@ def qcow2_wait_cluster_allocs(bs: Qcow2BDS, offset: int, nbytes: int) -> None:
 
 
 @coroutine_fn
-def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool) -> int:
+def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool,
+                          may_unmap: bool = True) -> int:
     """Make whole clusters read as zero (v3 zero flag / zero bitmap) or, for
     a discard without backing, unallocated; free their old host clusters
-    after the L2 update.  The range is cluster-aligned except that it may
-    end at the end of the image.  Context: coroutine, s->lock held.
-    QEMU: qcow2_cluster_zeroize / qcow2_cluster_discard."""
+    after the L2 update.  A zero write without ``may_unmap``
+    (BDRV_REQ_MAY_UNMAP) keeps a normal cluster's host cluster (a zero
+    cluster that stays allocated); a compressed one is always freed.
+    Context: coroutine, s->lock held.
+    QEMU: qcow2_subcluster_zeroize (zero_in_l2_slice) / qcow2_cluster_discard."""
     s = bs.opaque
     cb = s.cluster_bits
     end = offset + nbytes
@@ -345,10 +348,15 @@ def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool)
             pbm = get_l2_bitmap(s, e.data, l2_index + i)
             allocated = bool(prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))
             keep_zero = not discard or bs.backing is not None or allocated
+            keep_host = (not discard and not may_unmap and allocated
+                         and not prev & QCOW_OFLAG_COMPRESSED)
             if s.extended_l2:
                 new, nbm = 0, QCOW_L2_BITMAP_ALL_ZEROES if keep_zero else 0
             else:
                 new, nbm = (QCOW_OFLAG_ZERO if keep_zero and s.qcow_version >= 3 else 0), 0
+            if keep_host:
+                new |= prev
+                allocated = False           # nothing to free
             if new == prev and nbm == pbm:
                 continue
             qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)

@@ -366,7 +366,7 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
         if backing_format:
             exts += pack_extension(QCOW2_EXT_MAGIC_BACKING_FORMAT,
                                    backing_format.encode())
-    if h.version >= 3 and cluster_size > 4096:     # small clusters: no room to spare
+    if h.version >= 3 and cluster_size > 4096:     # QEMU leaves it out of small clusters
         exts += pack_feature_table()
     for magic, data in unknown:
         exts += pack_extension(magic, data)

@@ -114,7 +114,7 @@ def qcow2_alloc_cluster_link_l2(bs: Qcow2BDS, m: QCowL2Meta) -> int:
         if prev:
             old.append(prev)
         set_l2_entry(s, e.data, l2_index + i, (m.alloc_offset + (i << cb)) | QCOW_OFLAG_COPIED)
-        if s.extended_l2:
+        if s.extended_l2 and not m.prealloc:
             bm = get_l2_bitmap(s, e.data, l2_index + i)
             w_from = max(m.cow_start[0], i << cb)
             w_to = min(m.cow_end[0] + m.cow_end[1], (i + 1) << cb)

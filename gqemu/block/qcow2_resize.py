@@ -25,15 +25,15 @@ from gqemu.block.qcow2_cache import (
     qcow2_cache_put)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
-from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
 from gqemu.block.qcow2_cluster import (
     get_cluster_table, qcow2_cluster_zeroize, qcow2_grow_l1_table)
-from gqemu.block.qcow2_link import qcow2_handle_l2meta
+from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
+                                        preallocate_co)
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1)
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
-    qcow2_free_any_cluster, qcow2_free_clusters, qcow2_get_refcount)
+    qcow2_free_any_cluster, qcow2_free_clusters)
 from gqemu.block.qcow2_state import Qcow2BDS
 
 QCOW_HEADER_SIZE_OFFSET = 24
@@ -68,8 +68,10 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret = qcow2_grow_l1_table(bs, new_l1_size, exact=True)
                 if ret < 0:
                     ret, msg = _err(ret, "Failed to grow the L1 table")
-            if ret >= 0 and prealloc != "off":
-                ret, msg = _preallocate(bs, old_length, offset, prealloc)
+            if ret >= 0 and prealloc == "metadata":
+                ret, msg = preallocate_co(bs, old_length, offset, prealloc)
+            elif ret >= 0 and prealloc != "off":
+                ret, msg = qcow2_co_preallocate_falloc(bs, old_length, offset, prealloc)
             elif ret >= 0 and zero_write and offset > old_length and s.qcow_version >= 3:
                 ret, msg = _zero_new_area(bs, old_length, offset)
         if ret < 0:
@@ -85,36 +87,6 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
         return 0, ""
     finally:
         qemu_co_mutex_unlock(s.lock)
-
-
-@coroutine_fn
-def _preallocate(bs: Qcow2BDS, start: int, end: int, prealloc: str) -> tuple[int, str]:
-    """Allocate host clusters for [start, end) and link them (no data is
-    written: the file reads as zeroes there).  QEMU: preallocate_co."""
-    s = bs.opaque
-    host_end = 0
-    offset = start
-    while offset < end:
-        ret, cur, host, metas = qcow2_alloc_host_offset(bs, offset, end - offset)
-        if ret < 0:
-            qcow2_handle_l2meta(bs, metas, False)
-            return _err(ret, "Could not allocate clusters")
-        ret = qcow2_handle_l2meta(bs, metas, True)      # QEMU: preallocate_co
-        if ret < 0:
-            qcow2_handle_l2meta(bs, metas, False)
-            return _err(ret, "Could not link clusters")
-        host_end = max(host_end, host + cur)
-        offset += cur
-    if host_end:
-        host_end = (host_end + s.cluster_size - 1) & ~(s.cluster_size - 1)
-        f = bs.file.bs
-        if host_end > qcow2_file_length(bs):
-            from gqemu.block.io_truncate import bdrv_co_truncate
-            ret, msg = bdrv_co_truncate(f, host_end, False,
-                                        "off" if prealloc == "metadata" else prealloc)
-            if ret < 0:
-                return ret, msg
-    return 0, ""
 
 
 @coroutine_fn
@@ -149,7 +121,7 @@ def _shrink(bs: Qcow2BDS, offset: int, old_length: int, new_l1_size: int) -> tup
         return _err(ret, "Failed to discard unused refblocks")
     old_file_size = qcow2_file_length(bs)
     if old_file_size > 0:
-        last = _get_last_cluster(bs, old_file_size)
+        last = qcow2_get_last_cluster(bs, old_file_size)
         if last >= 0 and (last + 1) << cb < old_file_size:
             f: Any = bs.file.bs             # any protocol driver
             if f.drv.bdrv_truncate is not None:
@@ -220,22 +192,6 @@ def _shrink_l1_table(bs: Qcow2BDS, new_l1_size: int) -> int:
         qcow2_free_clusters(bs, l2_offset, s.cluster_size)
         s.l1_table[i] = 0
     return 0
-
-
-@coroutine_fn
-def _get_last_cluster(bs: Qcow2BDS, size: int) -> int:
-    """Index of the last cluster with a non-zero refcount below ``size``,
-    or -1.  QEMU: qcow2_get_last_cluster."""
-    s = bs.opaque
-    i = ((size + s.cluster_size - 1) >> s.cluster_bits) - 1     # a partial last cluster counts
-    while i >= 0:
-        ret, rc = qcow2_get_refcount(bs, i)
-        if ret < 0:
-            return ret
-        if rc:
-            return i
-        i -= 1
-    return -1
 
 
 @coroutine_fn

@@ -1,5 +1,5 @@
 """``gqemu-img``: qemu-img's create, info, check, map, compare, convert,
-snapshot, resize, rebase, commit, dd and amend, with its options, output
+snapshot, measure, resize, rebase, commit, dd and amend, with its options, output
 lines and exit codes (resize, rebase, commit, dd and amend live in
 ``qemu_img_<command>.py``).
 
@@ -47,6 +47,7 @@ Command syntax:
   dd [--image-opts] [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] if=input of=output
   info [-f fmt] [--output=ofmt] [--backing-chain] filename
   map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename
+  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef] [--image-opts] [-f fmt] [-l snapshot_param] filename]
   rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename
   resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size
   snapshot [-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename
@@ -90,6 +91,7 @@ Supported formats: %(formats)s
 def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
+    qemu_img_tool.SECRET_IDS.clear()
     fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
     for o, v in opts:
         if o == "-f":
@@ -102,6 +104,8 @@ def img_create(argv: list[str]) -> int:
             olist.append(v)
         elif o == "-q":
             quiet = True
+        elif o == "--object":
+            qemu_img_tool.user_creatable_add(v)
     if not args:
         raise usage_error("Expecting image file name")
     if len(args) > 2:
@@ -282,6 +286,11 @@ def _amend(argv: list[str]) -> int:
     return img_amend(argv)
 
 
+def _measure(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_measure import img_measure
+    return img_measure(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -291,7 +300,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
     "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
-    "amend": _amend,
+    "amend": _amend, "measure": _measure,
 }
 
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
-                                     error_report, img_open, option_size, parse_option_size)
+                                     error_report, img_open, parse_option_size)
 
-if TYPE_CHECKING:                       # the block layer is imported on use
-    from gqemu.block.qcow2_create import Qcow2CreateOptions
 
 
 def _repeat_opt_warnings() -> None:
@@ -38,6 +36,8 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if fmt not in ("raw", "qcow2"):
         from gqemu.cli.qemu_img_out import creation_error
         raise ImgError("%s: %s" % (filename, creation_error(fmt)))
+    if backing is not None and not backing:
+        raise ImgError("%s: Expected backing file name, got empty string" % filename)
     if backing and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
     if backing and not backing_fmt:
@@ -104,60 +104,7 @@ def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> Non
 
 def _create_qcow2(filename: str, size: int, backing: Optional[str],
                   backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
-    """A qcow2 image.  QEMU: qcow2_co_create_opts."""
-    from gqemu.block.qcow2_create import qcow2_create_file
-    from gqemu.block.qcow2_header import Qcow2OpenError
-    c = _qcow2_create_options(filename, size, backing, backing_fmt, o)
-    words = ["cluster_size=%d" % _int64(c.cluster_size),
-             "extended_l2=%s" % ("on" if c.extended_l2 else "off")]
-    if "preallocation" in o:
-        words.append("preallocation=%s" % c.preallocation)
-    words += ["compression_type=zlib", "size=%d" % _int64(size)]
-    if "compat" in o:
-        words.append("compat=%s" % o["compat"])
-    if backing:
-        words.append("backing_file=%s" % backing.replace(",", ",,"))
-    if backing_fmt:
-        words.append("backing_fmt=%s" % backing_fmt)
-    words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
-    words.append("refcount_bits=%d" % c.refcount_bits)
-    if not quiet:
-        sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
-    _repeat_opt_warnings()
-    try:
-        qcow2_create_file(filename, c)
-    except Qcow2OpenError as e:
-        raise ImgError("%s: %s" % (filename, e.msg))
-
-
-def _qcow2_create_options(filename: str, size: int, backing: Optional[str],
-                          backing_fmt: Optional[str], o: dict[str, str]) -> Qcow2CreateOptions:
-    """The ``-o`` options of a qcow2 image, checked.  Raises ImgOptError.
-    QEMU: qcow2_co_create_opts (the QemuOpts to BlockdevCreateOptions)."""
-    from gqemu.block.qcow2_create import Qcow2CreateOptions
-    c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
-    onoff = {"on": True, "off": False, "true": True, "false": False}
-    try:
-        for k, v in o.items():
-            if k == "cluster_size":
-                c.cluster_size = option_size(k, v, filename)
-            elif k == "compat":
-                if v not in ("0.10", "v2", "1.1", "v3"):
-                    raise ImgOptError("%s: Invalid parameter '%s'" % (filename, v))
-                c.version = 2 if v in ("0.10", "v2") else 3
-            elif k == "refcount_bits":
-                c.refcount_bits = int(v)
-            elif k in ("lazy_refcounts", "extended_l2"):
-                if v not in onoff:
-                    raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
-                setattr(c, k, onoff[v])
-            elif k == "preallocation":
-                c.preallocation = v
-            elif k == "compression_type":
-                if v != "zlib":
-                    raise ImgError("%s: Unsupported compression type '%s'" % (filename, v))
-            else:
-                raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
-    except ValueError:
-        raise ImgOptError("%s: Parameter 'refcount_bits' expects a number" % filename)
-    return c
+    """A qcow2 image: its options, line and errors live in
+    ``qemu_img_create_qcow2.py``.  QEMU: qcow2_co_create_opts."""
+    from gqemu.cli.qemu_img_create_qcow2 import create_qcow2
+    create_qcow2(filename, size, backing, backing_fmt, o, quiet, _repeat_opt_warnings)

@@ -105,6 +105,19 @@ def qemu_strtol(text: str) -> Optional[int]:
     return None if ret else val
 
 
+# ``--object secret,id=ID,...``: the secret IDs given (gqemu only checks that
+# an encryption key names one).  QEMU: user_creatable_process_cmdline.
+SECRET_IDS: set[str] = set()
+
+
+def user_creatable_add(spec: str) -> None:
+    fields = spec.split(",")
+    if fields[0] == "secret":
+        for f in fields[1:]:
+            if f.startswith("id="):
+                SECRET_IDS.add(f[3:])
+
+
 def parse_o(opts: list[str]) -> dict[str, str]:
     """``-o a=b,c=d`` (repeatable; ``,,`` escapes a comma)."""
     out: dict[str, str] = {}
