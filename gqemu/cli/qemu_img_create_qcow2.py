@@ -1,6 +1,7 @@
 """gqemu-img create -f qcow2 (called by qemu_img_create.py): the ``-o``
-options, the ``Formatting ...`` line, and the errors QEMU reports after it (the option visitor's, then
-qcow2_co_create's), deleting the half-made file as QEMU does.
+options, the ``Formatting ...`` line, and the errors QEMU reports after it
+(the option visitor's, then qcow2_co_create's), deleting the half-made file
+as QEMU does.
 
 QEMU: block.c bdrv_img_create; block/qcow2.c qcow2_co_create_opts,
 qcow2_co_create.
