@@ -34,7 +34,9 @@ from gqemu.block.qcow2_l2 import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length,
     qcow2_pre_write_overlap_check, qcow2_signal_corruption)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, Qcow2BDS
+from gqemu.block.qcow2_state import (
+    QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_OTHER, QCOW2_DISCARD_REQUEST, QCOW2_OL_ACTIVE_L1,
+    Qcow2BDS)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
 
@@ -200,12 +202,12 @@ def qcow2_grow_l1_table(bs: Qcow2BDS, min_size: int, exact: bool = False) -> int
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
     if ret < 0:
-        qcow2_free_clusters(bs, new_off, new_size * 8)
+        qcow2_free_clusters(bs, new_off, new_size * 8, QCOW2_DISCARD_OTHER)
         return ret
     old_off, old_size = s.l1_table_offset, s.l1_size
     s.l1_table, s.l1_table_offset, s.l1_size = table, new_off, new_size
     if old_size:
-        qcow2_free_clusters(bs, old_off, old_size * 8)
+        qcow2_free_clusters(bs, old_off, old_size * 8, QCOW2_DISCARD_OTHER)
     return 0
 
 
@@ -228,10 +230,10 @@ def l2_allocate(bs: Qcow2BDS, l1_index: int) -> int:
     if ret < 0:
         # give the new table back; the L1 entry keeps its old value
         s.l1_table[l1_index] = old_entry
-        qcow2_free_clusters(bs, l2_offset, cs, discard=True)
+        qcow2_free_clusters(bs, l2_offset, cs, QCOW2_DISCARD_ALWAYS)
         return ret
     if old:
-        qcow2_free_clusters(bs, old, cs)
+        qcow2_free_clusters(bs, old, cs, QCOW2_DISCARD_OTHER)
     return 0
 
 
@@ -354,6 +356,6 @@ def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool)
                 old.append(prev)
         qcow2_cache_put(s.l2_table_cache, e)
         for prev in old:
-            qcow2_free_any_cluster(bs, prev, 1)
+            qcow2_free_any_cluster(bs, prev, 1, QCOW2_DISCARD_REQUEST)
         offset += n << cb
     return 0

@@ -33,7 +33,7 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters, qcow2_get_refcount)
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import QCOW2_DISCARD_ALWAYS, Qcow2BDS
 
 QCOW_HEADER_SIZE_OFFSET = 24
 
@@ -187,7 +187,7 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
                     old.append(prev)
             qcow2_cache_put(s.l2_table_cache, e)
             for prev in old:
-                qcow2_free_any_cluster(bs, prev, 1)
+                qcow2_free_any_cluster(bs, prev, 1, QCOW2_DISCARD_ALWAYS)
         start += n << cb
     return 0
 
@@ -213,7 +213,7 @@ def _shrink_l1_table(bs: Qcow2BDS, new_l1_size: int) -> int:
         if not l2_offset:
             continue
         qcow2_cache_discard(s.l2_table_cache, l2_offset)
-        qcow2_free_clusters(bs, l2_offset, s.cluster_size)
+        qcow2_free_clusters(bs, l2_offset, s.cluster_size, QCOW2_DISCARD_ALWAYS)
         s.l1_table[i] = 0
     return 0
 

@@ -29,7 +29,8 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State
+from gqemu.block.qcow2_state import (
+    QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
@@ -142,7 +143,7 @@ def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     s.snapshots_offset, s.snapshots_size = new_off, len(data)
     s.nb_snapshots = len(snapshots)
     if old_size:
-        qcow2_free_clusters(bs, old_off, old_size)
+        qcow2_free_clusters(bs, old_off, old_size, QCOW2_DISCARD_SNAPSHOT)
     return 0
 
 
@@ -321,6 +322,6 @@ def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     ret = qcow2_update_snapshot_refcount(bs, sn.l1_table_offset, sn.l1_size, -1)
     if ret < 0:
         return ret, "Failed to free the cluster and L1 table"
-    qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8)
+    qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8, QCOW2_DISCARD_SNAPSHOT)
     ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
     return ret, ""
