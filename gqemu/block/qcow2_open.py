@@ -39,7 +39,8 @@ QCOW2_CHAIN_KEY = "x-gqemu-backing-chain"
 
 @coroutine_fn
 def qcow2_do_open(bs: Qcow2BDS, flags: int,
-                  options: Optional[dict] = None) -> Optional[BlockError]:
+                  options: Optional[dict] = None
+                  ) -> Optional[Qcow2OpenError | BlockError]:
     """The checks and loads of qcow2_do_open, in QEMU's order; the qcow2
     runtime options are taken out of ``options``.
     Returns: None, or the Qcow2OpenError / BlockError (an option's) to raise.

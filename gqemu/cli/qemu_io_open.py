@@ -286,7 +286,7 @@ def _reopen_check(io: QemuIO, new_opts: dict[str, str]) -> str:
                 continue
             if bs is None:
                 return "Cannot change the option '%s'" % key
-            cur = bs.node_name if key == "node-name" else \
+            cur: Optional[str] = bs.node_name if key == "node-name" else \
                 (bs.drv.format_name if bs.drv is not None else "")
             if key == "node-name" and not cur:
                 cur = None                      # no explicit name: any name is a change
