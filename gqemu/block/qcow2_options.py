@@ -205,13 +205,9 @@ def qcow2_update_options_prepare(bs: Qcow2BDS, r: Qcow2ReopenState, options: dic
     if refcount_blocks > INT_MAX:
         raise BlockError(errno.EINVAL, "Refcount cache size too big")
     _flush_old_caches(bs)
-    # gqemu caches whole L2 tables: the entry size QEMU would use is
-    # validated and recorded, and the L2 cache gets as many whole tables as
-    # the byte budget holds (at least two)
     r.l2_slice_size = entry_size // s.l2_entry_size
     r.l2_cache_entry_size = entry_size
-    r.l2_table_cache = qcow2_cache_create(
-        bs, max(l2_cache // s.cluster_size, MIN_L2_CACHE_SIZE), s.cluster_size, "l2")
+    r.l2_table_cache = qcow2_cache_create(bs, l2_tables, entry_size, "l2")
     r.refcount_block_cache = qcow2_cache_create(bs, refcount_blocks, s.cluster_size,
                                                 "refcount")
     r.cache_clean_interval = opts.get("cache-clean-interval", DEFAULT_CACHE_CLEAN_INTERVAL)

@@ -26,8 +26,8 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFTABLE_GROW,
     BLKDBG_REFTABLE_LOAD)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
+    qcow2_cache_discard, qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty,
+    qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
@@ -303,7 +303,7 @@ def update_refcount(bs: Qcow2BDS, offset: int, length: int, addend: int,
                 qcow2_cache_put(s.refcount_block_cache, e)
                 e, old_ri = None, -1
                 qcow2_cache_discard(s.refcount_block_cache, ci << cb)
-            qcow2_cache_discard(s.l2_table_cache, ci << cb)
+            qcow2_cache_discard_cluster(s.l2_table_cache, ci << cb, 1 << cb)
         ci += 1
     if e is not None:
         qcow2_cache_put(s.refcount_block_cache, e)

@@ -21,8 +21,8 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_put)
+    qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty, qcow2_cache_flush,
+    qcow2_cache_get, qcow2_cache_put)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
@@ -167,11 +167,13 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
     cb, l2_bits = s.cluster_bits, s.l2_bits
     while start < end:
         l1_index = start >> (cb + l2_bits)
-        l2_index = (start >> cb) & ((1 << l2_bits) - 1)
-        n = min((1 << l2_bits) - l2_index, (end - start + (1 << cb) - 1) >> cb)
+        l2_index = (start >> cb) & (s.l2_slice_size - 1)      # within the cache slice
+        n = min(s.l2_slice_size - l2_index, (end - start + (1 << cb) - 1) >> cb)
         l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
         if l2_offset:
-            ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+            first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache,
+                                     l2_offset + first * s.l2_entry_size)
             if ret < 0:
                 return ret
             old = []
@@ -212,7 +214,7 @@ def _shrink_l1_table(bs: Qcow2BDS, new_l1_size: int) -> int:
         l2_offset = s.l1_table[i] & L1E_OFFSET_MASK
         if not l2_offset:
             continue
-        qcow2_cache_discard(s.l2_table_cache, l2_offset)
+        qcow2_cache_discard_cluster(s.l2_table_cache, l2_offset, s.cluster_size)
         qcow2_free_clusters(bs, l2_offset, s.cluster_size, QCOW2_DISCARD_ALWAYS)
         s.l1_table[i] = 0
     return 0

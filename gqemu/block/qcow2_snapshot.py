@@ -167,37 +167,39 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         l2_offset = l1[i] & L1E_OFFSET_MASK
         if not l2_offset:
             continue
-        ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
-        if ret < 0:
-            return ret
-        for j in range(s.l2_size):
-            ent = get_l2_entry(s, e.data, j)
-            t = qcow2_get_cluster_type(s.extended_l2, ent)
-            if t == QCOW2_CLUSTER_COMPRESSED:
+        for first in range(0, s.l2_size, s.l2_slice_size):     # one cache slice at a time
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache,
+                                     l2_offset + first * s.l2_entry_size)
+            if ret < 0:
+                return ret
+            for j in range(s.l2_slice_size):
+                ent = get_l2_entry(s, e.data, j)
+                t = qcow2_get_cluster_type(s.extended_l2, ent)
+                if t == QCOW2_CLUSTER_COMPRESSED:
+                    if addend:
+                        co, cl = qcow2_parse_compressed_l2_entry(s, ent)
+                        ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                        if ret < 0:
+                            qcow2_cache_put(s.l2_table_cache, e)
+                            return ret
+                    continue
+                if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+                    continue
+                host = ent & L2E_OFFSET_MASK
                 if addend:
-                    co, cl = qcow2_parse_compressed_l2_entry(s, ent)
-                    ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                    ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
                     if ret < 0:
                         qcow2_cache_put(s.l2_table_cache, e)
                         return ret
-                continue
-            if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
-                continue
-            host = ent & L2E_OFFSET_MASK
-            if addend:
-                ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
+                ret, rc = qcow2_get_refcount(bs, host >> cb)
                 if ret < 0:
                     qcow2_cache_put(s.l2_table_cache, e)
                     return ret
-            ret, rc = qcow2_get_refcount(bs, host >> cb)
-            if ret < 0:
-                qcow2_cache_put(s.l2_table_cache, e)
-                return ret
-            new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
-            if new != ent:
-                set_l2_entry(s, e.data, j, new)
-                qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-        qcow2_cache_put(s.l2_table_cache, e)
+                new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
+                if new != ent:
+                    set_l2_entry(s, e.data, j, new)
+                    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            qcow2_cache_put(s.l2_table_cache, e)
         if addend:
             ret = update_refcount(bs, l2_offset, 1 << cb, abs(addend), addend < 0)
             if ret < 0:

@@ -46,6 +46,24 @@ def both(tmp_path: Path, qemu_io: str, qemu_img: str, setup, args: list[str]):
     return res, imgs
 
 
+def data_clusters(path: Path, cs: int = 65536) -> list[int]:
+    """The file's 64 KiB clusters that hold data (SEEK_DATA / SEEK_HOLE)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end, out, pos = os.fstat(fd).st_size, set(), 0
+        while pos < end:
+            try:
+                d = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:                     # ENXIO: only a hole is left
+                break
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            out.update(range(d // cs, (h + cs - 1) // cs))
+            pos = h
+        return sorted(out)
+    finally:
+        os.close(fd)
+
+
 def poke(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -96,7 +114,10 @@ def test_pass_discard_request(tmp_path, qemu_io, qemu_img, args) -> None:
                             args + ["-c", "write -P 1 0 2M", "-c", "discard 0 2M",
                                     "-c", "read -P 0 0 2M"])
     assert g == q
-    assert os.stat(gi).st_blocks == os.stat(qi).st_blocks
+    assert data_clusters(gi) == data_clusters(qi)
+    # st_blocks itself varies by a few KiB from run to run (ext4 places the
+    # partly written metadata blocks differently, for qemu-io too)
+    assert abs(os.stat(gi).st_blocks - os.stat(qi).st_blocks) * 512 < 65536
     assert os.stat(gi).st_size == os.stat(qi).st_size
 
 
@@ -111,9 +132,9 @@ def _caches(path: Path, **opts: str) -> tuple[int, int, int]:
 
 
 def test_cache_sizes(tmp_path, qemu_img) -> None:
-    """Table counts from QEMU 7.2's rules (read_cache_sizes,
-    qcow2_update_options_prepare) for a 64 MiB and a 1 TiB image with
-    64 KiB clusters.  64 MiB: the whole L2 is 1024 entries * 8 bytes, one
+    """(L2 cache entries, refcount cache blocks, L2 entry size) from QEMU
+    7.2's rules (read_cache_sizes, qcow2_update_options_prepare) for a
+    64 MiB and a 1 TiB image with 64 KiB clusters.  64 MiB: the whole L2 is 1024 entries * 8 bytes, one
     cluster (max_l2_cache = 64 KiB); at least 2 L2 tables and 4 refcount
     blocks."""
     small, big = tmp_path / "s.qcow2", tmp_path / "b.qcow2"
@@ -130,12 +151,15 @@ def test_cache_sizes(tmp_path, qemu_img) -> None:
     assert _caches(small, **{"cache-size": "2M", "refcount-cache-size": "1M"}) \
         == (16, 16, 64 * k)
     # 1 TiB: the whole L2 is 16M entries * 8 = 128 MiB; the default budget
-    # is 32 MiB (512 tables), which does not cover it: 4 KiB entries
-    assert _caches(big) == (512, 4, 4 * k)
+    # is 32 MiB, which does not cover it: 4 KiB slices, 8192 of them
+    assert _caches(big) == (8192, 4, 4 * k)
     assert _caches(big, **{"l2-cache-size": "1M", "l2-cache-entry-size": "64k"}) \
         == (16, 4, 64 * k)
     # cache-size 8M < 128M + 256k: refcounts min(8M, 256k), L2 the rest
-    assert _caches(big, **{"cache-size": "8M"}) == (124, 4, 4 * k)
+    # (7936 KiB in 4 KiB slices)
+    assert _caches(big, **{"cache-size": "8M"}) == (1984, 4, 4 * k)
+    assert _caches(big, **{"l2-cache-size": "1M", "l2-cache-entry-size": "512"}) \
+        == (2048, 4, 512)
 
 
 def test_lazy_refcounts_reopen_failure_keeps_old(tmp_path, qemu_io, qemu_img) -> None:
