@@ -32,6 +32,9 @@ DEFAULT_L2_CACHE_MAX_SIZE = 32 * 1024 * 1024
 DEFAULT_CACHE_CLEAN_INTERVAL = 600  # seconds
 MIN_CLUSTER_BITS = 9
 UINT_MAX = (1 << 32) - 1
+# gqemu's caches make one object per entry up front: more entries than this
+# is refused as QEMU refuses a cache it cannot allocate (4 KiB slices: 1 GiB)
+MAX_CACHE_ENTRIES = 1 << 18
 
 # One name per overlap-check bit (bit i is QCOW2_OL_* 1 << i).
 # QEMU: overlap_bool_option_names
@@ -204,6 +207,8 @@ def qcow2_update_options_prepare(bs: Qcow2BDS, r: Qcow2ReopenState, options: dic
     refcount_blocks = max(refcount_cache // s.cluster_size, MIN_REFCOUNT_CACHE_SIZE)
     if refcount_blocks > INT_MAX:
         raise BlockError(errno.EINVAL, "Refcount cache size too big")
+    if max(l2_tables, refcount_blocks) > MAX_CACHE_ENTRIES:
+        raise BlockError(errno.ENOMEM, "Could not allocate metadata caches")
     _flush_old_caches(bs)
     r.l2_slice_size = entry_size // s.l2_entry_size
     r.l2_cache_entry_size = entry_size

@@ -183,3 +183,18 @@ def test_lazy_refcounts_reopen_failure_keeps_old(tmp_path, qemu_io, qemu_img) ->
     assert (g[0], g[2]) == (q[0], q[2])
     for img in (qi, gi):
         assert img.read_bytes()[72:80] == (1).to_bytes(8, "big")
+
+
+def test_cache_beyond_gqemu_limit_is_refused(tmp_path, qemu_img) -> None:
+    """gqemu makes every cache entry up front, so a budget of more than
+    2^18 entries (QEMU allocates it lazily and accepts it) is refused with
+    QEMU's allocation-failure message instead of building millions of
+    objects; 2^18 entries still open."""
+    img = tmp_path / "h.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(img), "1P"], check=True)
+    r = subprocess.run([sys.executable, "-c", GQEMU_IO, "-c",
+                        "open -o l2-cache-size=2G %s" % img], capture_output=True,
+                       text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", "qemu-io: can't open device %s: Could not allocate metadata caches\n" % img)
+    assert _caches(img, **{"l2-cache-size": "1G"}) == (1 << 18, 4, 4096)
