@@ -95,6 +95,34 @@ def test_overlap_check_bits(tmp_path, qemu_io, qemu_img, opts, refused) -> None:
     assert qi.read_bytes() == gi.read_bytes()
 
 
+@pytest.mark.parametrize("opts, refused", [
+    ("overlap-check=cached", False),
+    ("overlap-check=all", True),
+    ("overlap-check.inactive-l2=on", True),
+    ("overlap-check=all,overlap-check.inactive-l2=off", False),
+])
+def test_overlap_check_inactive_l2(tmp_path, qemu_io, qemu_img, opts, refused) -> None:
+    """After a snapshot and a write, the old L2 table (0x40000) belongs to
+    the snapshot only; with its refcount zeroed the next data cluster is
+    allocated over it.  Only the inactive-L2 check (part of 'all', which
+    reads the snapshots' L1 tables) refuses that write, as in QEMU."""
+    def setup(d: Path) -> None:
+        subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "t.qcow2", "64M"],
+                       cwd=d, check=True)
+        subprocess.run([qemu_io, "-c", "write -P 1 0 64k", "t.qcow2"], cwd=d, check=True,
+                       capture_output=True)
+        subprocess.run([qemu_img, "snapshot", "-c", "s", "t.qcow2"], cwd=d, check=True)
+        subprocess.run([qemu_io, "-c", "write -P 2 0 64k", "t.qcow2"], cwd=d, check=True,
+                       capture_output=True)
+        poke(d / "t.qcow2", 0x20008, b"\0\0")      # refcount of cluster 4 (0x40000)
+    (q, g), (qi, gi) = both(tmp_path, qemu_io, qemu_img, setup,
+                            ["-c", "open -o %s t.qcow2" % opts, "-c", "write -P 3 1M 64k"])
+    assert g == q
+    assert ("(overlaps with inactive L2 table)" in g[2]) == refused
+    for img in (qi, gi):
+        assert (img.read_bytes()[0x40000:0x50000] == b"\3" * 0x10000) == (not refused)
+
+
 @pytest.mark.parametrize("args", [
     ["-c", "open t.qcow2"],
     ["-c", "open -o pass-discard-request=off t.qcow2"],
