@@ -16,7 +16,7 @@ qcow2_mark_corrupt, qcow2_mark_dirty; bdrv_co_pread/pwrite(bs->file).
 """
 from __future__ import annotations
 
-from errno import EINVAL, EIO
+from errno import EFBIG, EINVAL, EIO
 import struct
 import sys
 from typing import Any
@@ -176,7 +176,10 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
     if chk & QCOW2_OL_INACTIVE_L2:
         # the snapshots' L1 tables are read from the file (only overlap-check=all)
         for sn in s.snapshots:
-            if sn.l1_size > QCOW_MAX_L1_SIZE // 8 or sn.l1_table_offset & (cs - 1):
+            if sn.l1_size > QCOW_MAX_L1_SIZE // 8:          # qcow2_validate_table
+                return -EFBIG
+            if sn.l1_table_offset & (cs - 1) or \
+                    sn.l1_table_offset > (1 << 63) - 1 - sn.l1_size * 8:
                 return -EINVAL
             ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
             if ret < 0:
