@@ -478,6 +478,22 @@ def _check_leftover(bs: BlockDriverState, options: dict) -> None:
                          "option '%s'" % (drv.format_name if drv else "?", key))
 
 
+def bdrv_assign_node_name(bs: BlockDriverState, options: dict) -> None:
+    """Take ``node-name`` out of the options: a letter, then letters,
+    digits, '-', '.' or '_', under 32 characters.  Names are not registered
+    graph-wide (gqemu's tools open one graph).  QEMU: bdrv_assign_node_name."""
+    name = options.pop("node-name", None)
+    if name is None:
+        return
+    name = str(name)
+    if not (name[:1].isascii() and name[:1].isalpha()) or not all(
+            c.isascii() and (c.isalnum() or c in "-._") for c in name):
+        raise BlockError(errno.EINVAL, "Invalid node-name: '%s'" % name)
+    if len(name) >= 32:
+        raise BlockError(errno.EINVAL, "Node name too long")
+    bs.node_name = name
+
+
 def _finish_open(bs: BlockDriverState, options: dict) -> None:
     _check_leftover(bs, options)
     ret = refresh_total_sectors(bs, bs.total_sectors)
@@ -497,6 +513,7 @@ def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
     saved, _opening.ctx = _opening.ctx, bs.aio_context
     trace_bdrv_open_common(bs, filename, flags, drv.format_name)
     try:
+        bdrv_assign_node_name(bs, options)
         assert drv.bdrv_file_open is not None
         drv.bdrv_file_open(bs, filename, options, flags)
         _finish_open(bs, options)
@@ -599,6 +616,7 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     trace_bdrv_open_common(bs, filename, flags, drv.format_name)
     bs.file = bdrv_attach_child(bs, file_bs, "file")   # takes our reference
     try:
+        bdrv_assign_node_name(bs, options)
         assert drv.bdrv_open is not None, "format driver without bdrv_open"
         drv.bdrv_open(bs, options, flags)
         _finish_open(bs, options)

@@ -43,16 +43,15 @@ from gqemu.block.qcow2_cluster import (
     qcow2_cluster_zeroize, qcow2_get_host_offset, qcow2_wait_cluster_allocs)
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
-    Qcow2OpenError, qcow2_probe)
+    qcow2_probe)
 from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
 from gqemu.block.qcow2_open import (
-    QCOW2_CHAIN_KEY, qcow2_check_l2_cache_entry_size, qcow2_do_open, qcow2_open_backing)
+    QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing)
 from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
-from gqemu.block.qcow2_state import (
-    QCOW2_OL_ALL, QCOW2_OL_CACHED, QCOW2_OL_CONSTANT, Qcow2BDS, Qcow2State)
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
     qcow2_co_write_compressed_cluster, qcow2_is_zero)
@@ -86,27 +85,20 @@ class BDRVQcow2State(Qcow2State):
         backing chain, repair a dirty image.  Raises BlockError.
         Context: loop (drives the coroutine itself).  QEMU: qcow2_open."""
         chain = options.pop(QCOW2_CHAIN_KEY, ())
-        lazy_opt = options.pop("lazy-refcounts", None)
-        ovl = options.pop("overlap-check", None)
-        if ovl is not None:
-            modes = {"none": 0, "constant": QCOW2_OL_CONSTANT, "cached": QCOW2_OL_CACHED,
-                     "all": QCOW2_OL_ALL}
-            if ovl not in modes:
-                raise BlockError(errno.EINVAL, "Unsupported value '%s' for qcow2 option "
-                                 "'overlap-check'. Allowed are any of the following: "
-                                 "none, constant, cached, all" % ovl)
-            self.overlap_check = modes[ovl]
+        backing_opts = {k[len("backing."):]: options.pop(k)
+                        for k in [k for k in options if k.startswith("backing.")]}
         self.read_only = not flags & BDRV_O_RDWR
         self.flags = flags
-        ret = bdrv_run_co(bs, qcow2_do_open, bs, flags)
-        if isinstance(ret, Qcow2OpenError):
-            raise BlockError(ret.errno, ret.msg)
-        qcow2_check_l2_cache_entry_size(self, options)
-        if lazy_opt is not None:
-            self.use_lazy_refcounts = str(lazy_opt) in ("on", "true")
+        ret = bdrv_run_co(bs, qcow2_do_open, bs, flags, options)
+        if isinstance(ret, BlockError):
+            raise ret
+        if ret is not None:
+            raise BlockError(ret.errno, str(ret))
         bs.total_sectors = self.size // 512
         if self.backing_file and not flags & BDRV_O_NO_BACKING:
-            qcow2_open_backing(bs, self, flags, chain)
+            qcow2_open_backing(bs, self, flags, chain, backing_opts)
+        else:                      # unused: the generic layer refuses them
+            options.update(("backing." + k, v) for k, v in backing_opts.items())
         if not self.read_only and self.incompatible_features & QCOW2_INCOMPAT_DIRTY \
                 and not flags & BDRV_O_CHECK:
             res = bdrv_run_co(bs, qcow2_co_check, bs, 3)

@@ -210,7 +210,7 @@ def handle_dependencies(bs: Qcow2BDS, guest_offset: int, nbytes: int,
 def _nb_clusters(s: Qcow2State, guest_offset: int, nbytes: int, l2_index: int) -> int:
     cs = s.cluster_size
     nb = ((guest_offset & (cs - 1)) + nbytes + cs - 1) >> s.cluster_bits
-    return min(nb, s.l2_size - l2_index)
+    return min(nb, s.l2_slice_size - l2_index)
 
 
 @coroutine_fn

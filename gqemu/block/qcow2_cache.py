@@ -239,6 +239,14 @@ def qcow2_cache_entry_mark_dirty(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
     e.dirty = True
 
 
+def qcow2_cache_discard_cluster(c: Qcow2Cache, offset: int, cluster_size: int) -> None:
+    """Forget every table (L2 slice) of a freed cluster.  QEMU discards
+    only the table at the cluster's offset (qcow2_cache_is_table_offset);
+    gqemu drops them all so that no slice of a freed table is written back."""
+    for off in range(offset, offset + cluster_size, c.table_size):
+        qcow2_cache_discard(c, off)
+
+
 def qcow2_cache_discard(c: Qcow2Cache, offset: int) -> None:
     """Forget a table whose cluster was freed.  QEMU: qcow2_cache_discard."""
     e = c.by_offset.get(offset)

@@ -34,24 +34,41 @@ from gqemu.block.qcow2_l2 import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length,
     qcow2_pre_write_overlap_check, qcow2_signal_corruption)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, Qcow2BDS
+from gqemu.block.qcow2_state import (
+    QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_OTHER, QCOW2_DISCARD_REQUEST, QCOW2_OL_ACTIVE_L1,
+    Qcow2BDS)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
 
+def offset_to_l2_slice_index(s: Any, offset: int) -> int:
+    """Index of ``offset``'s L2 entry within its cache slice.
+    QEMU: offset_to_l2_slice_index."""
+    return (offset >> s.cluster_bits) & (s.l2_slice_size - 1)
+
+
+def l2_slice_offset(s: Any, offset: int, l2_offset: int) -> int:
+    """File offset of the L2 slice holding ``offset``'s entry (the L2 cache
+    holds slices of l2-cache-entry-size bytes; by default the whole table)."""
+    first = (offset >> s.cluster_bits) & (s.l2_size - 1) & ~(s.l2_slice_size - 1)
+    return l2_offset + first * s.l2_entry_size
+
+
 @coroutine_fn
-def l2_load(bs: Qcow2BDS, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
-    """Load an L2 table through the cache; one that lies past the end of the
-    file is corruption (gqemu is stricter than QEMU here: reliability T23).
+def l2_load(bs: Qcow2BDS, offset: int, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
+    """Load the L2 slice for guest ``offset`` of the table at ``l2_offset``
+    through the cache; a table that lies past the end of the file is
+    corruption (gqemu is stricter than QEMU here: reliability T23).
     QEMU: l2_load."""
     s = bs.opaque
-    if l2_offset not in s.l2_table_cache.by_offset:
+    slice_offset = l2_slice_offset(s, offset, l2_offset)
+    if slice_offset not in s.l2_table_cache.by_offset:
         flen = qcow2_file_length(bs)
         if flen >= 0 and l2_offset + s.cluster_size > flen:
             qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s beyond the end "
                                     "of the image file (L1 index: %s)"
                                     % (c_hex(l2_offset), c_hex(l1_index)))
             return -EIO, None
-    return qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+    return qcow2_cache_get(bs, s.l2_table_cache, slice_offset)
 
 
 @coroutine_fn
@@ -66,8 +83,8 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
     s = bs.opaque
     cs, cb = s.cluster_size, s.cluster_bits
     oic = offset & (cs - 1)
-    l2_index = (offset >> cb) & (s.l2_size - 1)
-    needed = min(nbytes + oic, (s.l2_size - l2_index) << cb)
+    l2_index = offset_to_l2_slice_index(s, offset)
+    needed = min(nbytes + oic, (s.l2_slice_size - l2_index) << cb)
     l1_index = offset >> (s.l2_bits + cb)
     l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
     if not l2_offset:
@@ -76,7 +93,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
         qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s unaligned "
                                 "(L1 index: %s)" % (c_hex(l2_offset), c_hex(l1_index)))
         return -EIO, 0, 0, 0
-    ret, e = l2_load(bs, l2_offset, l1_index)
+    ret, e = l2_load(bs, offset, l2_offset, l1_index)
     if ret < 0:
         return ret, 0, 0, 0
     try:
@@ -200,12 +217,12 @@ def qcow2_grow_l1_table(bs: Qcow2BDS, min_size: int, exact: bool = False) -> int
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
     if ret < 0:
-        qcow2_free_clusters(bs, new_off, new_size * 8)
+        qcow2_free_clusters(bs, new_off, new_size * 8, QCOW2_DISCARD_OTHER)
         return ret
     old_off, old_size = s.l1_table_offset, s.l1_size
     s.l1_table, s.l1_table_offset, s.l1_size = table, new_off, new_size
     if old_size:
-        qcow2_free_clusters(bs, old_off, old_size * 8)
+        qcow2_free_clusters(bs, old_off, old_size * 8, QCOW2_DISCARD_OTHER)
     return 0
 
 
@@ -228,10 +245,10 @@ def l2_allocate(bs: Qcow2BDS, l1_index: int) -> int:
     if ret < 0:
         # give the new table back; the L1 entry keeps its old value
         s.l1_table[l1_index] = old_entry
-        qcow2_free_clusters(bs, l2_offset, cs, discard=True)
+        qcow2_free_clusters(bs, l2_offset, cs, QCOW2_DISCARD_ALWAYS)
         return ret
     if old:
-        qcow2_free_clusters(bs, old, cs)
+        qcow2_free_clusters(bs, old, cs, QCOW2_DISCARD_OTHER)
     return 0
 
 
@@ -243,22 +260,24 @@ def _l2_allocate_write(bs: Qcow2BDS, l1_index: int, l2_offset: int, old: int) ->
     ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
         return ret
-    ret, e = qcow2_cache_get_empty(bs, s.l2_table_cache, l2_offset)
-    if ret < 0:
-        return ret
-    if old:
-        BLKDBG_EVENT(bs.file, BLKDBG_L2_ALLOC_COW_READ)
-        ret, o = qcow2_cache_get(bs, s.l2_table_cache, old)
+    slice_bytes = s.l2_table_cache.table_size
+    for pos in range(0, cs, slice_bytes):      # one cache slice at a time
+        ret, e = qcow2_cache_get_empty(bs, s.l2_table_cache, l2_offset + pos)
         if ret < 0:
-            qcow2_cache_put(s.l2_table_cache, e)
             return ret
-        e.data[:] = o.data
-        qcow2_cache_put(s.l2_table_cache, o)
-    else:
-        e.data[:] = bytes(cs)
-    BLKDBG_EVENT(bs.file, BLKDBG_L2_ALLOC_WRITE)
-    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-    qcow2_cache_put(s.l2_table_cache, e)
+        if old:
+            BLKDBG_EVENT(bs.file, BLKDBG_L2_ALLOC_COW_READ)
+            ret, o = qcow2_cache_get(bs, s.l2_table_cache, old + pos)
+            if ret < 0:
+                qcow2_cache_put(s.l2_table_cache, e)
+                return ret
+            e.data[:] = o.data
+            qcow2_cache_put(s.l2_table_cache, o)
+        else:
+            e.data[:] = bytes(slice_bytes)
+        BLKDBG_EVENT(bs.file, BLKDBG_L2_ALLOC_WRITE)
+        qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+        qcow2_cache_put(s.l2_table_cache, e)
     ret = qcow2_cache_flush(bs, s.l2_table_cache)
     if ret < 0:
         return ret
@@ -288,10 +307,10 @@ def get_cluster_table(bs: Qcow2BDS, offset: int) -> tuple[int, Any, int]:
         if ret < 0:
             return ret, None, 0
         l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK
-    ret, e = l2_load(bs, l2_offset, l1_index)
+    ret, e = l2_load(bs, offset, l2_offset, l1_index)
     if ret < 0:
         return ret, None, 0
-    return 0, e, (offset >> cb) & (s.l2_size - 1)
+    return 0, e, offset_to_l2_slice_index(s, offset)
 
 
 @coroutine_fn
@@ -340,7 +359,7 @@ def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool,
         ret, e, l2_index = get_cluster_table(bs, offset)
         if ret < 0:
             return ret
-        n = min(s.l2_size - l2_index, (end - offset) >> cb)
+        n = min(s.l2_slice_size - l2_index, (end - offset) >> cb)
         assert n > 0, "zeroize of a partial cluster inside the image"
         old = []
         for i in range(n):
@@ -367,6 +386,6 @@ def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool,
                 old.append(prev)
         qcow2_cache_put(s.l2_table_cache, e)
         for prev in old:
-            qcow2_free_any_cluster(bs, prev, 1)
+            qcow2_free_any_cluster(bs, prev, 1, QCOW2_DISCARD_REQUEST)
         offset += n << cb
     return 0

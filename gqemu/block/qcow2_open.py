@@ -17,11 +17,11 @@ from typing import Optional
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
                                 bdrv_open)
-from gqemu.block.qcow2_cache import qcow2_cache_create
+from gqemu.block.qcow2_options import qcow2_update_options
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import (
-    INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE,
+    INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_HEADER_SIZE,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_EXTL2,
     QCOW2_INCOMPAT_MASK, QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER, QCOW_MAX_L1_SIZE,
     QCOW_MAX_REFTABLE_SIZE, QCOW_MAX_SNAPSHOTS, QCowHeader, Qcow2OpenError,
@@ -34,23 +34,26 @@ from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 ENOTSUP = errno.ENOTSUP
 BACKING_CHAIN_MAX = 16
-DEFAULT_L2_CACHE_MAX_SIZE = 32 * 1024 * 1024
 QCOW2_CHAIN_KEY = "x-gqemu-backing-chain"
 
 
 @coroutine_fn
-def qcow2_do_open(bs: Qcow2BDS, flags: int) -> Optional[Qcow2OpenError]:
-    """The checks and loads of qcow2_do_open, in QEMU's order.
-    Returns: None, or the Qcow2OpenError to raise.  QEMU: qcow2_do_open."""
+def qcow2_do_open(bs: Qcow2BDS, flags: int,
+                  options: Optional[dict] = None
+                  ) -> Optional[Qcow2OpenError | BlockError]:
+    """The checks and loads of qcow2_do_open, in QEMU's order; the qcow2
+    runtime options are taken out of ``options``.
+    Returns: None, or the Qcow2OpenError / BlockError (an option's) to raise.
+    QEMU: qcow2_do_open."""
     try:
-        _qcow2_do_open(bs, flags)
-    except Qcow2OpenError as e:
+        _qcow2_do_open(bs, flags, {} if options is None else options)
+    except (Qcow2OpenError, BlockError) as e:
         return e
     return None
 
 
 @coroutine_fn
-def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
+def _qcow2_do_open(bs: Qcow2BDS, flags: int, options: dict) -> None:
     """QEMU's qcow2_do_open, step by step; each step raises Qcow2OpenError
     and runs only when the ones before it passed, so the first failing
     check is QEMU's."""
@@ -61,12 +64,11 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int) -> None:
     _open_set_geometry(s, h)
     _open_check_tables(s, h, flags)
     _open_read_l1_table(bs)
-    _open_init_caches(bs, h.size)
+    _open_init_caches(bs, h.size, options, flags)
     _open_read_extensions(s, h, cluster0, ext_end)
     s.nb_snapshots = h.nb_snapshots
     s.snapshots_offset = h.snapshots_offset
     s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
-    s.use_lazy_refcounts = bool(s.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
     _open_clear_autoclear(bs)
 
 
@@ -181,16 +183,12 @@ def _open_read_l1_table(bs: Qcow2BDS) -> None:
 
 
 @coroutine_fn
-def _open_init_caches(bs: Qcow2BDS, size: int) -> None:
-    """The L2 and refcount-block caches, then the refcount table.
-    QEMU: qcow2_update_options (read_cache_sizes), qcow2_refcount_init."""
-    s = bs.opaque
-    cs = s.cluster_size
-    # enough tables for the whole disk, at most 32 MiB, at least two
-    l2_bytes = -(-size // cs) * (16 if s.extended_l2 else 8)
-    l2_cache = max(2, min(DEFAULT_L2_CACHE_MAX_SIZE, -(-l2_bytes // cs) * cs) // cs)
-    s.l2_table_cache = qcow2_cache_create(bs, l2_cache, cs, "l2")
-    s.refcount_block_cache = qcow2_cache_create(bs, 4, cs, "refcount")
+def _open_init_caches(bs: Qcow2BDS, size: int, options: dict, flags: int) -> None:
+    """The runtime options (cache sizes, lazy refcounts, discard, overlap
+    checks), then the refcount table.
+    QEMU: qcow2_do_open (qcow2_update_options, qcow2_refcount_init)."""
+    bs.total_sectors = size // 512
+    qcow2_update_options(bs, options, flags)
     ret = qcow2_refcount_init(bs)
     if ret < 0:
         raise Qcow2OpenError(-ret, "Could not initialize refcount handling: %s"
@@ -231,15 +229,19 @@ def _open_clear_autoclear(bs: Qcow2BDS) -> None:
             qcow2_co_flush_file(bs)
 
 
-def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) -> None:
+def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
+                       backing_opts: Optional[dict] = None) -> None:
     """Open the backing file read-only: its name relative to the image's
-    folder, its format from the header extension; refuse loops, chains
-    deeper than 16, and unnamed formats that would probe as raw.
+    folder, its format from the header extension (or ``backing.driver``);
+    refuse loops, chains deeper than 16, and unnamed formats that would
+    probe as raw.  ``backing_opts`` are the ``backing.*`` options.
     QEMU: bdrv_open_backing_file (block.c)."""
+    backing_opts = dict(backing_opts or {})
     name = s.backing_file or ""
     if name.startswith("json:"):               # options, not a file name
         from gqemu.block.open_opts import bdrv_fill_options
         jname, jopts = bdrv_fill_options(name, {})
+        jopts.update(backing_opts)
         if s.backing_format and "driver" not in jopts:
             jopts["driver"] = s.backing_format
         try:
@@ -260,8 +262,8 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) ->
     if len(chain) > BACKING_CHAIN_MAX:
         raise BlockError(errno.EINVAL, "Backing chain of '%s' is longer than %d"
                          % (bs.filename, BACKING_CHAIN_MAX))
-    fmt = s.backing_format
-    opts: dict = {}
+    fmt = backing_opts.pop("driver", None) or s.backing_format
+    opts: dict = backing_opts
     if fmt is None:
         try:
             with open(path, "rb") as f:
@@ -282,13 +284,3 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) ->
         raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
     bs.backing = bdrv_attach_child(bs, child, "backing")
 
-
-def qcow2_check_l2_cache_entry_size(s: Qcow2State, options: dict) -> None:
-    """Validate (after the header is read) the ``l2-cache-entry-size``
-    open option.  gqemu caches whole L2 tables, so a valid value changes
-    nothing.  Raises BlockError.  QEMU: qcow2_update_options_prepare."""
-    from gqemu.block.block_int import qemu_opt_size
-    size = qemu_opt_size(options, "l2-cache-entry-size")
-    if size is not None and (size < 512 or size > s.cluster_size or size & (size - 1)):
-        raise BlockError(errno.EINVAL, "L2 cache entry size must be a power of two between "
-                         "512 and the cluster size (%d)" % s.cluster_size)

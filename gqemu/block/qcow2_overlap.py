@@ -16,7 +16,7 @@ qcow2_mark_corrupt, qcow2_mark_dirty; bdrv_co_pread/pwrite(bs->file).
 """
 from __future__ import annotations
 
-from errno import EIO
+from errno import EFBIG, EINVAL, EIO
 import struct
 import sys
 from typing import Any
@@ -27,9 +27,11 @@ from gqemu.block.io_misc import bdrv_co_flush
 from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, REFT_OFFSET_MASK, c_hex)
+    L1E_OFFSET_MASK, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, QCOW_MAX_L1_SIZE,
+    REFT_OFFSET_MASK, c_hex)
 from gqemu.block.qcow2_state import (
     BDRV_MAX_LENGTH, QCOW2_OL_ACTIVE_L1, QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L1,
+    QCOW2_OL_INACTIVE_L2,
     QCOW2_OL_MAIN_HEADER, QCOW2_OL_REFCOUNT_BLOCK,
     QCOW2_OL_REFCOUNT_TABLE, QCOW2_OL_SNAPSHOT_TABLE, Qcow2BDS, metadata_ol_names)
 
@@ -133,7 +135,9 @@ def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
 
 
 def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:
-    """The first kind of metadata that [offset, offset+size) overlaps, or 0.
+    """The first kind of metadata that [offset, offset+size) overlaps, 0, or
+    -errno (reading a snapshot's L1 table for the inactive-L2 check failed).
+    Context: coroutine when the inactive-L2 check is on.
     QEMU: qcow2_check_metadata_overlap."""
     s = bs.opaque
     chk = s.overlap_check & ~ign
@@ -169,6 +173,21 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
             rb = e & REFT_OFFSET_MASK
             if rb and ov(rb, cs):
                 return QCOW2_OL_REFCOUNT_BLOCK
+    if chk & QCOW2_OL_INACTIVE_L2:
+        # the snapshots' L1 tables are read from the file (only overlap-check=all)
+        for sn in s.snapshots:
+            if sn.l1_size > QCOW_MAX_L1_SIZE // 8:          # qcow2_validate_table
+                return -EFBIG
+            if sn.l1_table_offset & (cs - 1) or \
+                    sn.l1_table_offset > (1 << 63) - 1 - sn.l1_size * 8:
+                return -EINVAL
+            ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
+            if ret < 0:
+                return ret
+            for e in struct.unpack(">%dQ" % sn.l1_size, buf):
+                l2 = e & L1E_OFFSET_MASK
+                if l2 and ov(l2, cs):
+                    return QCOW2_OL_INACTIVE_L2
     return 0
 
 
@@ -176,6 +195,8 @@ def qcow2_pre_write_overlap_check(bs: Qcow2BDS, ign: int, offset: int, size: int
     """Refuse a write over metadata: mark corrupt, return -EIO.
     Context: coroutine.  QEMU: qcow2_pre_write_overlap_check."""
     ret = qcow2_check_metadata_overlap(bs, ign, offset, size)
+    if ret < 0:
+        return ret
     if ret:
         kind = metadata_ol_names[ret.bit_length() - 1]
         qcow2_signal_corruption(bs, True, offset, size, "Preventing invalid "

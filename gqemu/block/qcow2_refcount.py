@@ -26,8 +26,8 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFTABLE_GROW,
     BLKDBG_REFTABLE_LOAD)
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
+    qcow2_cache_discard, qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty,
+    qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
@@ -36,7 +36,8 @@ from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metad
 from gqemu.block.qcow2_overlap import (
     error_report, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_signal_corruption)
-from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
+from gqemu.block.qcow2_state import (
+    QCOW2_DISCARD_NEVER, QCOW2_DISCARD_OTHER, Qcow2BDS, Qcow2State)
 
 
 @coroutine_fn
@@ -237,7 +238,7 @@ def qcow2_refcount_area(bs: Qcow2BDS, start_offset: int, additional_clusters: in
     s.refcount_table = table
     s.refcount_table_offset = table_offset
     s.refcount_table_size = table_size
-    qcow2_free_clusters(bs, old_off, old_size * 8)
+    qcow2_free_clusters(bs, old_off, old_size * 8, QCOW2_DISCARD_OTHER)
     return end_offset
 
 
@@ -302,7 +303,7 @@ def update_refcount(bs: Qcow2BDS, offset: int, length: int, addend: int,
                 qcow2_cache_put(s.refcount_block_cache, e)
                 e, old_ri = None, -1
                 qcow2_cache_discard(s.refcount_block_cache, ci << cb)
-            qcow2_cache_discard(s.l2_table_cache, ci << cb)
+            qcow2_cache_discard_cluster(s.l2_table_cache, ci << cb, 1 << cb)
         ci += 1
     if e is not None:
         qcow2_cache_put(s.refcount_block_cache, e)
@@ -373,10 +374,12 @@ def qcow2_alloc_clusters_at(bs: Qcow2BDS, offset: int, nb_clusters: int) -> int:
 
 
 @coroutine_fn
-def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int, discard: bool = False) -> None:
+def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int,
+                        discard: int = QCOW2_DISCARD_NEVER) -> None:
     """Drop one reference from each cluster of the range; a failure only
-    leaks.  With ``discard`` (QEMU's QCOW2_DISCARD_ALWAYS, the only type
-    gqemu passes through) the clusters left unused are discarded in the
+    leaks.  ``discard`` says why (QCOW2_DISCARD_*; True is ALWAYS): when
+    the image passes that type through (``s.discard_passthrough``, the
+    pass-discard-* options) the clusters left unused are discarded in the
     file.  QEMU: qcow2_free_clusters, update_refcount_discard,
     qcow2_process_discards."""
     BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_FREE)
@@ -384,8 +387,8 @@ def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int, discard: bool = Fa
     if ret < 0:
         error_report("qcow2_free_clusters failed: %s" % os.strerror(-ret))
         return
-    if discard and size > 0:
-        s = bs.opaque
+    s = bs.opaque
+    if s.discard_passthrough[int(discard)] and size > 0:
         cb = s.cluster_bits
         runs: list[list[int]] = []
         for ci in range(offset >> cb, ((offset + size - 1) >> cb) + 1):
@@ -401,12 +404,14 @@ def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int, discard: bool = Fa
 
 
 @coroutine_fn
-def qcow2_free_any_cluster(bs: Qcow2BDS, l2_entry: int, nb_clusters: int = 1) -> None:
-    """Free whatever an L2 entry points at.  QEMU: qcow2_free_any_cluster."""
+def qcow2_free_any_cluster(bs: Qcow2BDS, l2_entry: int, nb_clusters: int = 1,
+                           discard: int = QCOW2_DISCARD_NEVER) -> None:
+    """Free whatever an L2 entry points at; ``discard`` as for
+    qcow2_free_clusters.  QEMU: qcow2_free_any_cluster."""
     s = bs.opaque
     if l2_entry & QCOW_OFLAG_COMPRESSED:
         coffset, csize = qcow2_parse_compressed_l2_entry(s, l2_entry)
-        qcow2_free_clusters(bs, coffset, csize)
+        qcow2_free_clusters(bs, coffset, csize, discard)
         return
     host = l2_entry & L2E_OFFSET_MASK
     if not host:
@@ -417,7 +422,7 @@ def qcow2_free_any_cluster(bs: Qcow2BDS, l2_entry: int, nb_clusters: int = 1) ->
         return
     if l2_entry & QCOW_OFLAG_ZERO and not s.extended_l2 and not host:
         return
-    qcow2_free_clusters(bs, host, nb_clusters << s.cluster_bits)
+    qcow2_free_clusters(bs, host, nb_clusters << s.cluster_bits, discard)
 
 
 def qcow2_parse_compressed_l2_entry(s: Qcow2State, l2_entry: int) -> tuple[int, int]:

@@ -21,8 +21,8 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
-    qcow2_cache_put)
+    qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty, qcow2_cache_flush,
+    qcow2_cache_get, qcow2_cache_put)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_cluster import (
@@ -34,7 +34,7 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters)
-from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_state import QCOW2_DISCARD_ALWAYS, Qcow2BDS
 
 QCOW_HEADER_SIZE_OFFSET = 24
 
@@ -140,12 +140,14 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
     cb, l2_bits = s.cluster_bits, s.l2_bits
     while start < end:
         l1_index = start >> (cb + l2_bits)
-        l2_index = (start >> cb) & ((1 << l2_bits) - 1)
-        n = min((1 << l2_bits) - l2_index, (end - start + (1 << cb) - 1) >> cb)
+        l2_index = (start >> cb) & (s.l2_slice_size - 1)      # within the cache slice
+        n = min(s.l2_slice_size - l2_index, (end - start + (1 << cb) - 1) >> cb)
         l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
         if l2_offset:
             if s.l1_table[l1_index] & QCOW_OFLAG_COPIED:
-                ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+                first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
+                ret, e = qcow2_cache_get(bs, s.l2_table_cache,
+                                         l2_offset + first * s.l2_entry_size)
             else:               # shared with a snapshot: discard in a copy
                 ret, e, _ = get_cluster_table(bs, start)
             if ret < 0:
@@ -163,7 +165,7 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
                     old.append(prev)
             qcow2_cache_put(s.l2_table_cache, e)
             for prev in old:
-                qcow2_free_any_cluster(bs, prev, 1)
+                qcow2_free_any_cluster(bs, prev, 1, QCOW2_DISCARD_ALWAYS)
         start += n << cb
     return 0
 
@@ -188,8 +190,8 @@ def _shrink_l1_table(bs: Qcow2BDS, new_l1_size: int) -> int:
         l2_offset = s.l1_table[i] & L1E_OFFSET_MASK
         if not l2_offset:
             continue
-        qcow2_cache_discard(s.l2_table_cache, l2_offset)
-        qcow2_free_clusters(bs, l2_offset, s.cluster_size)
+        qcow2_cache_discard_cluster(s.l2_table_cache, l2_offset, s.cluster_size)
+        qcow2_free_clusters(bs, l2_offset, s.cluster_size, QCOW2_DISCARD_ALWAYS)
         s.l1_table[i] = 0
     return 0
 

@@ -30,7 +30,8 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State
+from gqemu.block.qcow2_state import (
+    QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
@@ -156,7 +157,7 @@ def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     s.snapshots_offset, s.snapshots_size = new_off, len(data)
     s.nb_snapshots = len(snapshots)
     if old_size:
-        qcow2_free_clusters(bs, old_off, old_size)
+        qcow2_free_clusters(bs, old_off, old_size, QCOW2_DISCARD_SNAPSHOT)
     return 0
 
 
@@ -180,37 +181,39 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         l2_offset = l1[i] & L1E_OFFSET_MASK
         if not l2_offset:
             continue
-        ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
-        if ret < 0:
-            return ret
-        for j in range(s.l2_size):
-            ent = get_l2_entry(s, e.data, j)
-            t = qcow2_get_cluster_type(s.extended_l2, ent)
-            if t == QCOW2_CLUSTER_COMPRESSED:
+        for first in range(0, s.l2_size, s.l2_slice_size):     # one cache slice at a time
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache,
+                                     l2_offset + first * s.l2_entry_size)
+            if ret < 0:
+                return ret
+            for j in range(s.l2_slice_size):
+                ent = get_l2_entry(s, e.data, j)
+                t = qcow2_get_cluster_type(s.extended_l2, ent)
+                if t == QCOW2_CLUSTER_COMPRESSED:
+                    if addend:
+                        co, cl = qcow2_parse_compressed_l2_entry(s, ent)
+                        ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                        if ret < 0:
+                            qcow2_cache_put(s.l2_table_cache, e)
+                            return ret
+                    continue
+                if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+                    continue
+                host = ent & L2E_OFFSET_MASK
                 if addend:
-                    co, cl = qcow2_parse_compressed_l2_entry(s, ent)
-                    ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                    ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
                     if ret < 0:
                         qcow2_cache_put(s.l2_table_cache, e)
                         return ret
-                continue
-            if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
-                continue
-            host = ent & L2E_OFFSET_MASK
-            if addend:
-                ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
+                ret, rc = qcow2_get_refcount(bs, host >> cb)
                 if ret < 0:
                     qcow2_cache_put(s.l2_table_cache, e)
                     return ret
-            ret, rc = qcow2_get_refcount(bs, host >> cb)
-            if ret < 0:
-                qcow2_cache_put(s.l2_table_cache, e)
-                return ret
-            new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
-            if new != ent:
-                set_l2_entry(s, e.data, j, new)
-                qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-        qcow2_cache_put(s.l2_table_cache, e)
+                new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
+                if new != ent:
+                    set_l2_entry(s, e.data, j, new)
+                    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            qcow2_cache_put(s.l2_table_cache, e)
         if addend:
             ret = update_refcount(bs, l2_offset, 1 << cb, abs(addend), addend < 0)
             if ret < 0:
@@ -341,6 +344,6 @@ def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     ret = qcow2_update_snapshot_refcount(bs, sn.l1_table_offset, sn.l1_size, -1)
     if ret < 0:
         return ret, "Failed to free the cluster and L1 table"
-    qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8)
+    qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8, QCOW2_DISCARD_SNAPSHOT)
     ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
     return ret, ""

@@ -38,6 +38,15 @@ QCOW2_OL_CONSTANT = (QCOW2_OL_MAIN_HEADER | QCOW2_OL_ACTIVE_L1
 QCOW2_OL_CACHED = (QCOW2_OL_CONSTANT | QCOW2_OL_ACTIVE_L2
                    | QCOW2_OL_REFCOUNT_BLOCK | QCOW2_OL_INACTIVE_L1)
 QCOW2_OL_ALL = QCOW2_OL_CACHED | QCOW2_OL_INACTIVE_L2
+# Why clusters are freed; whether the freed range is discarded in the file
+# is ``discard_passthrough[type]`` (pass-discard-* options; ALWAYS is always
+# passed, NEVER never).  QEMU: enum qcow2_discard_type
+QCOW2_DISCARD_NEVER = 0
+QCOW2_DISCARD_ALWAYS = 1
+QCOW2_DISCARD_REQUEST = 2
+QCOW2_DISCARD_SNAPSHOT = 3
+QCOW2_DISCARD_OTHER = 4
+QCOW2_DISCARD_MAX = 5
 metadata_ol_names = ["qcow2_header", "active L1 table", "active L2 table",
                      "refcount table", "refcount block", "snapshot table",
                      "inactive L1 table", "inactive L2 table", "bitmap directory"]
@@ -122,6 +131,12 @@ class Qcow2State(BlockDriver):
         self.highest_alloc = 0                   # end of the clusters we allocated
         self.free_byte_offset = 0
         self.overlap_check = QCOW2_OL_CACHED
+        # the other runtime options (qcow2_options sets them at open)
+        self.use_lazy_refcounts = False
+        self.discard_passthrough = [False, True, False, True, False]   # by QCOW2_DISCARD_*
+        self.l2_slice_size = 0
+        self.l2_cache_entry_size = 0
+        self.cache_clean_interval = 600
         self.decompressed_offset = -1
         self.decompressed = b""
         self.header: Any = None

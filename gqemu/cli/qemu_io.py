@@ -14,7 +14,8 @@ Differences from qemu-io 7.2 (each reports an error instead of acting):
 (``bdrv_co_readv/writev_vmstate``, ``bdrv_debug_*``) and answer -ENOTSUP
 where no driver has them, as QEMU does on raw; ``wait_break`` then fails at
 once instead of waiting forever.  ``-m`` is accepted and has no effect.
-``reopen`` closes and opens the node again with the new options.
+``reopen`` joins the new options with the old ones and checks them as
+bdrv_reopen does, then closes and opens the node again (docs/block.md).
 
 Must not import at module level: gqemu.block (lazily, once a file or a
 command needs it); never gqemu.hw, gqemu.kvm, gqemu.machine.

@@ -82,6 +82,18 @@ def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, str]:
     return opts
 
 
+def blk_open(name: Optional[str], o: OpenOpts) -> Any:
+    """A BlockBackend on the image; raises BlockError.  A gqemu bug comes
+    back as one BlockError line, not a traceback."""
+    from gqemu.block import BlockError, blk_new_open
+    try:
+        return blk_new_open(name, o.drive_options())
+    except BlockError:
+        raise
+    except Exception as e:                  # a gqemu bug: one line, not a traceback
+        raise BlockError(errno.EIO, "internal error: %s: %s" % (type(e).__name__, e))
+
+
 def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     """Open the image; 0, or 1 after printing why not.  QEMU: openfile."""
     if io.blk is not None:
@@ -91,22 +103,18 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
-    from gqemu.block import BlockError, blk_new_open
+    from gqemu.block import BlockError
     options = o.drive_options()
     if name is None and "driver" not in options and "file" not in options:
         error_report(io, "can't open: Must specify either driver or file")
         return 1
     try:
-        io.blk = blk_new_open(name, options)
+        io.blk = blk_open(name, o)
     except BlockError as e:
         error_report(io, "can't open%s%s: %s"
                      % (" device " if name else "", name or "", e.msg))
         if e.hint:
             err(e.hint.rstrip("\n") + "\n")
-        return 1
-    except Exception as e:                  # a gqemu bug: one line, not a traceback
-        error_report(io, "can't open%s%s: internal error: %s: %s"
-                     % (" device " if name else "", name or "", type(e).__name__, e))
         return 1
     io.opened = (name, o)
     return 0
@@ -184,9 +192,11 @@ def close_f(io: QemuIO, argv: list[str]) -> int:
 
 def reopen_f(io: QemuIO, argv: list[str]) -> int:
     """Change read-only, cache mode or driver options of the open image.
-    gqemu closes the node and opens it again with the new options (QEMU
-    reopens in place); if that fails, the old options are restored.
-    QEMU: reopen_f -> bdrv_reopen."""
+    The new options are joined with the old explicit ones (qcow2's join
+    rules), checked as bdrv_reopen does (booleans, options that cannot
+    change), then gqemu closes the node and opens it again with them (QEMU
+    reopens in place); if that fails, the error is printed and the old
+    options are opened again.  QEMU: reopen_f -> bdrv_reopen."""
     name, old = io.opened
     o = OpenOpts()
     o.opts, o.readonly, o.cache = dict(old.opts), old.readonly, old.cache
@@ -219,16 +229,70 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
         error_report(io, "Cannot set both -c and the cache options")
         return -errno.EINVAL
+    msg = _reopen_check(io, new_opts)
+    if msg:
+        error_report(io, msg)
+        return -errno.EINVAL
     if "read-only" in new_opts:
         o.readonly = new_opts.pop("read-only") in ("on", "true", "yes")
-    o.opts.update(new_opts)
-    from gqemu.block import blk_unref
+    new_opts.pop("auto-read-only", None)        # no effect in gqemu
+    if _root_format(io) == "qcow2":
+        from gqemu.block.qcow2_options import qcow2_join_options
+        o.opts = qcow2_join_options(new_opts, o.opts)
+    else:
+        o.opts.update(new_opts)
+    from gqemu.block import BlockError, blk_unref
     blk, io.blk = io.blk, None
     blk_unref(blk)
-    if openfile(io, name, o) == 0:
-        return 0
-    openfile(io, name, old)
-    return -errno.EINVAL
+    try:
+        io.blk = blk_open(name, o)
+    except BlockError as e:
+        error_report(io, e.msg)
+        if e.hint:
+            err(e.hint.rstrip("\n") + "\n")
+        openfile(io, name, old)
+        return -errno.EINVAL
+    io.opened = (name, o)
+    return 0
+
+
+# options bdrv_reopen handles; any other option must keep its value
+_REOPEN_BOOLS = ("read-only", "cache.direct", "cache.no-flush", "auto-read-only")
+_REOPEN_FIXED = ("node-name", "driver")
+
+
+def _root_format(io: QemuIO) -> str:
+    from gqemu.block import blk_bs
+    bs = blk_bs(io.blk) if io.blk is not None else None
+    return bs.drv.format_name if bs is not None and bs.drv is not None else ""
+
+
+def _reopen_check(io: QemuIO, new_opts: dict[str, str]) -> str:
+    """The first error bdrv_reopen_prepare reports for ``new_opts``, or ''.
+    QEMU: bdrv_reopen_prepare (bdrv_runtime_opts, "Cannot change the
+    option")."""
+    for key in _REOPEN_BOOLS:
+        v = new_opts.get(key)
+        if v is not None and v not in ("on", "off", "true", "false", "yes", "no"):
+            return "Parameter '%s' expects 'on' or 'off'" % key
+    from gqemu.block import blk_bs
+    root = blk_bs(io.blk) if io.blk is not None else None
+    nodes = {"": root,
+             "file.": root.file.bs if root is not None and root.file else None,
+             "backing.": root.backing.bs if root is not None and root.backing else None}
+    for prefix, bs in nodes.items():
+        for key in _REOPEN_FIXED:
+            if prefix + key not in new_opts:
+                continue
+            if bs is None:
+                return "Cannot change the option '%s'" % key
+            cur: Optional[str] = bs.node_name if key == "node-name" else \
+                (bs.drv.format_name if bs.drv is not None else "")
+            if key == "node-name" and not cur:
+                cur = None                      # no explicit name: any name is a change
+            if new_opts[prefix + key] != cur:
+                return "Cannot change the option '%s'" % key
+    return ""
 
 
 def quit_f(io: QemuIO, argv: list[str]) -> int:
