@@ -89,6 +89,7 @@ def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
     fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
+    unsafe = False
     for o, v in opts:
         if o == "-f":
             fmt = v
@@ -100,6 +101,8 @@ def img_create(argv: list[str]) -> int:
             olist.append(v)
         elif o == "-q":
             quiet = True
+        elif o == "-u":
+            unsafe = True
     if not args:
         raise usage_error("Expecting image file name")
     if len(args) > 2:
@@ -115,7 +118,8 @@ def img_create(argv: list[str]) -> int:
     backing = o.pop("backing_file", backing)
     backing_fmt = o.pop("backing_fmt", backing_fmt)
     from gqemu.cli.qemu_img_create import create_image
-    create_image(filename, fmt, size, backing, backing_fmt, o, quiet)
+    create_image(filename, fmt, size, backing, backing_fmt, o, quiet,
+                 open_backing=not unsafe)
     return 0
 
 

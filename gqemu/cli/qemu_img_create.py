@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Optional
 
 from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
-                                     error_report, img_open, option_size, parse_option_size)
+                                     error_report, option_size, parse_option_size)
 
 if TYPE_CHECKING:                       # the block layer is imported on use
     from gqemu.block.qcow2_create import Qcow2CreateOptions
@@ -33,16 +33,23 @@ def _int64(v: int) -> int:
 
 
 def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
-                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
-    """qemu-img create.  QEMU: bdrv_img_create."""
+                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool,
+                 open_backing: bool = False) -> None:
+    """qemu-img create (``open_backing``: unless -u, the backing image is
+    opened first, for its size and to check it exists; convert creates
+    without opening it).  QEMU: bdrv_img_create."""
     if fmt not in ("raw", "qcow2"):
         raise ImgError("%s: Unknown file format '%s'" % (filename, fmt))
     if backing and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing and open_backing:
+        bsize, detected = _backing_size(filename, backing, backing_fmt)
+        if not backing_fmt:
+            raise ImgError("%s: Backing file specified without backing format" % filename,
+                           tail="Detected format of %s." % detected)
+        size = bsize if size is None else size
     if backing and not backing_fmt:
         raise ImgError("%s: Backing file specified without backing format" % filename)
-    if backing and size is None:
-        size = _backing_size(filename, backing, backing_fmt)
     if size is None:
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
@@ -51,19 +58,26 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
         _create_qcow2(filename, size, backing, backing_fmt, o, quiet)
 
 
-def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]) -> int:
-    """The size of the backing image, named relative to the new image's
-    folder.  QEMU: bdrv_img_create (no size given)."""
+def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]
+                  ) -> tuple[int, str]:
+    """The size and format of the backing image, named relative to the new
+    image's folder, opened read-only and shared.  QEMU: bdrv_img_create."""
     path = backing if os.path.isabs(backing) or backing.startswith("json:") \
         else os.path.join(os.path.dirname(filename), backing)
-    from gqemu.block import blk_getlength
+    from gqemu.block import blk_bs, blk_getlength, blk_new_open
+    from gqemu.block.driver import BlockError
+    opts = {"readonly": "on", "locking": "off"}
+    if backing_fmt:
+        opts["format"] = backing_fmt
     try:
-        blk = img_open(path, backing_fmt)
-    except ImgError as e:
-        raise ImgError("%s: Could not open backing image: %s" % (filename, e))
+        blk = blk_new_open(path, opts, 0)
+    except BlockError as e:
+        raise ImgError("%s: %s" % (filename, e.msg), tail="Could not open backing image.\n")
     size = blk_getlength(blk)
+    bs = blk_bs(blk)
+    fmt = bs.drv.format_name if bs is not None and bs.drv is not None else "raw"
     blk_close(blk)
-    return size
+    return size, fmt
 
 
 def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> None:
