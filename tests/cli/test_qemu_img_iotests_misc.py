@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import qemu_io_corpus_runner as runner       # tests/cli/conftest.py loads it
+
 pytestmark = pytest.mark.timeout(120)
 
 GQEMU_IMG = ("import sys; sys.argv[0] = 'qemu-img'; "
@@ -28,7 +30,7 @@ def _sh(cmd: str, cwd: Path, tools: dict) -> subprocess.CompletedProcess:
 
 
 def _filter(text: str, d: Path) -> str:
-    text = text.replace(str(d), "DIR")
+    text = runner.filter_qemu_io(text.replace(str(d), "DIR"))
     return re.sub(r"(?m)^disk size: .*\n", "", text)     # host file system detail
 
 
@@ -71,3 +73,63 @@ def both(tmp_path: Path, qemu_img: str, qemu_io: str, setup: list[str],
 def test_create_backing_checks(tmp_path, qemu_img, qemu_io, args):
     both(tmp_path, qemu_img, qemu_io, ["qemu-img create -q -f qcow2 base.qcow2 2M"],
          ["qemu-img create -f qcow2 t.qcow2 " + args, "real-img info t.qcow2"])
+
+
+# ------------------------------------------------- convert: several sources (122)
+
+_THREE = ["qemu-img create -q -f qcow2 s1.qcow2 4M", "qemu-img create -q -f qcow2 s2.qcow2 4M",
+          "qemu-img create -q -f qcow2 s3.qcow2 1000k",
+          "qemu-io -c 'write -P 0x11 0 64k' s1.qcow2",
+          "qemu-io -c 'write -P 0x22 0 64k' -c 'write -P 0x23 4032k 64k' s2.qcow2",
+          "qemu-io -c 'write -P 0x33 0 64k' s3.qcow2",
+          "qemu-img create -q -f qcow2 base.qcow2 16M",
+          "qemu-img create -q -f qcow2 small.qcow2 4M"]
+
+
+@pytest.mark.parametrize("args", [
+    "-O qcow2 s1.qcow2 s2.qcow2 s3.qcow2 t.qcow2",
+    "-c -O qcow2 s1.qcow2 s2.qcow2 s3.qcow2 t.qcow2",
+    "-O raw s3.qcow2 s1.qcow2 t.qcow2",
+    "-O qcow2 -B base.qcow2 -F qcow2 s1.qcow2 s2.qcow2 t.qcow2",
+    "-O qcow2 -o backing_file=base.qcow2,backing_fmt=qcow2 s1.qcow2 s2.qcow2 t.qcow2",
+    "-O qcow2 -c -B base.qcow2 s1.qcow2 s2.qcow2 t.qcow2",
+    "-n -O qcow2 s1.qcow2 s2.qcow2 base.qcow2",      # the target is big enough
+    "-n -O qcow2 s1.qcow2 s2.qcow2 small.qcow2",     # it is not
+    "-O qcow2 s1.qcow2 nosuch.qcow2 t.qcow2",
+])
+def test_convert_concatenates(tmp_path, qemu_img, qemu_io, args):
+    both(tmp_path, qemu_img, qemu_io, _THREE,
+         ["qemu-img convert " + args,
+          "real-img map --output=json t.qcow2", "real-img map --output=json base.qcow2",
+          "qemu-io -r -c 'read -P 0x11 0 64k' -c 'read -P 0x22 4M 64k' "
+          "-c 'read -P 0x23 8128k 64k' -c 'read -P 0x33 8192k 64k' -c 'read -P 0 8256k 936k' "
+          "t.qcow2"])
+
+
+# ------------------------------------------------------ convert -l snapshot (029)
+
+_SNAP = ["qemu-img create -q -f qcow2 s.qcow2 1M", "qemu-io -c 'write -P 1 0 64k' s.qcow2",
+         "qemu-img snapshot -c snap1 s.qcow2", "qemu-io -c 'write -P 2 0 64k' s.qcow2",
+         "qemu-img snapshot -c 5 s.qcow2", "qemu-io -c 'write -P 3 0 64k' s.qcow2",
+         "qemu-img create -q -f raw r.raw 1M"]
+
+
+@pytest.mark.parametrize("opt", [
+    "snap1", "1", "5", "nosuch", "snapshot.name=snap1", "snapshot.id=1",
+    "snapshot.id=1,snapshot.name=snap1", "snapshot.id=2,snapshot.name=snap1",
+    "snapshot.id=5", "snapshot.name=5", "snapshot.foo=1", "snapshot.id=1,foo=2",
+    "snapshot.name", "snapshot.name=snap1,snapshot.name=5",
+])
+def test_convert_snapshot(tmp_path, qemu_img, qemu_io, opt):
+    both(tmp_path, qemu_img, qemu_io, _SNAP,
+         ["qemu-img convert -O raw -l %s s.qcow2 t.raw" % opt,
+          "qemu-io -f raw -r -c 'read -v 0 4' -c 'read -v 64k 4' t.raw"])
+
+
+@pytest.mark.parametrize("args", ["-l snap1 s.qcow2 s.qcow2 t.raw",
+                                  "-l snapshot.name=snap1 s.qcow2 s.qcow2 t.raw",
+                                  "-l snap1 -f raw r.raw t.raw"])
+def test_convert_snapshot_errors(tmp_path, qemu_img, qemu_io, args):
+    both(tmp_path, qemu_img, qemu_io, _SNAP,
+         ["qemu-img convert -O raw " + args,
+          "qemu-io -f raw -r -c 'read -v 0 4' -c 'read -v 64k 4' t.raw"])
