@@ -166,6 +166,15 @@ class BdrvBlkdebug(BlockDriver):
 
     bdrv_getlength = blkdebug_getlength
 
+    @coroutine_fn
+    def blkdebug_co_truncate(self, bs: BlockDriverState, offset: int, prealloc: str,
+                             zero_write: bool) -> tuple[int, str]:
+        """Resize the image below.  QEMU: blkdebug_co_truncate."""
+        from gqemu.block.io_truncate import bdrv_co_truncate
+        return bdrv_co_truncate(bs.file.bs, offset, True, prealloc)  # type: ignore[union-attr]
+
+    bdrv_co_truncate = blkdebug_co_truncate
+
     def blkdebug_child_perm(self, bs: BlockDriverState, child: BdrvChild, role: str,
                             perm: int, shared: int) -> tuple[int, int]:
         return bdrv_filter_default_perms(bs, child, role, perm, shared)

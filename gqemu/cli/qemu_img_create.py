@@ -66,7 +66,9 @@ def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]
         else os.path.join(os.path.dirname(filename), backing)
     from gqemu.block import blk_bs, blk_getlength, blk_new_open
     from gqemu.block.driver import BlockError
-    opts = {"readonly": "on", "locking": "off"}
+    opts = {"readonly": "on"}
+    if not path.startswith("json:"):       # force-share (a json: graph keeps its locks)
+        opts["locking"] = "off"
     if backing_fmt:
         opts["format"] = backing_fmt
     try:

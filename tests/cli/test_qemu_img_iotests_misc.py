@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -35,18 +36,21 @@ def _filter(text: str, d: Path) -> str:
 
 
 def both(tmp_path: Path, qemu_img: str, qemu_io: str, setup: list[str],
-         cmds: list[str]) -> None:
-    """Run ``setup`` (real tools) then ``cmds`` with each qemu-img in its
-    own folder; compare the outputs of ``cmds``."""
+         cmds: list[str], files: Optional[dict] = None) -> None:
+    """Write ``files``, run ``setup`` (real tools) then ``cmds`` with each
+    qemu-img in its own folder; compare the outputs of ``cmds``."""
     outs = []
     for name, img in (("q", [qemu_img]), ("g", [sys.executable, "-c", GQEMU_IMG])):
         d = tmp_path / name
         d.mkdir()
+        for fname, text in (files or {}).items():
+            (d / fname).write_text(text)
         real = {"qemu-img": [qemu_img], "qemu-io": [qemu_io]}
         for cmd in setup:
             p = _sh(cmd, d, real)
             assert p.returncode == 0 or cmd.startswith("-"), (cmd, p.stderr)
-        tools = {"qemu-img": img, "qemu-io": [qemu_io], "real-img": [qemu_img]}
+        tools = {"qemu-img": img, "qemu-io": [qemu_io], "real-img": [qemu_img],
+                 "stat": ["stat"]}
         got = []
         for cmd in cmds:
             p = _sh(cmd, d, tools)
@@ -69,6 +73,9 @@ def both(tmp_path: Path, qemu_img: str, qemu_io: str, setup: list[str],
     "-b base.qcow2 1M",                 # the hint names the detected format
     "-b base.qcow2 -F foo",
     "-b base.qcow2 -F raw",
+    # a json: backing name with a blkdebug node (iotest 020's setup)
+    "-b \"json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'image': "
+    "{'driver': 'file', 'filename': 'base.qcow2'}}}\" -F qcow2",
 ])
 def test_create_backing_checks(tmp_path, qemu_img, qemu_io, args):
     both(tmp_path, qemu_img, qemu_io, ["qemu-img create -q -f qcow2 base.qcow2 2M"],
@@ -133,3 +140,47 @@ def test_convert_snapshot_errors(tmp_path, qemu_img, qemu_io, args):
     both(tmp_path, qemu_img, qemu_io, _SNAP,
          ["qemu-img convert -O raw " + args,
           "qemu-io -f raw -r -c 'read -v 0 4' -c 'read -v 64k 4' t.raw"])
+
+
+# ------------------------------------------------------ commit errors (020, 098)
+
+_JSON_BASE = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', 'inject-error': "
+              "[{'event': 'write_aio', 'errno': 28, 'once': true}], 'image': "
+              "{'driver': 'file', 'filename': 'base.qcow2'}}}")
+
+
+def test_commit_into_failing_json_base(tmp_path, qemu_img, qemu_io):
+    """The base is written through its own graph (the blkdebug node of the
+    json: backing name): the job fails with ENOSPC (iotest 020)."""
+    both(tmp_path, qemu_img, qemu_io,
+         ["qemu-img create -q -f qcow2 base.qcow2 1M",
+          "qemu-img create -q -f qcow2 -b \"%s\" -F qcow2 t.qcow2" % _JSON_BASE,
+          "qemu-io -c 'writev 0 64k' t.qcow2"],
+         ["qemu-img commit t.qcow2", "real-img check t.qcow2", "real-img check base.qcow2",
+          "real-img map --output=json t.qcow2"])
+
+
+@pytest.mark.parametrize("event", [None, "l1_update", "empty_image_prepare",
+                                   "reftable_update", "refblock_alloc"])
+def test_commit_make_empty(tmp_path, qemu_img, qemu_io, event):
+    """Emptying the committed v3 image rebuilds it (make_completely_empty);
+    an error at each of its steps is reported as bdrv_make_empty does and
+    leaves what the next open repairs (iotest 098)."""
+    conf = '[inject-error]\nevent = "%s"\n' % event if event else ""
+    both(tmp_path, qemu_img, qemu_io,
+         ["qemu-img create -q -f qcow2 base.qcow2 64M",
+          "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 t.qcow2 64M",
+          "qemu-io -c 'write -P 7 0 64k' -c 'write -P 8 1M 64k' t.qcow2"],
+         ["qemu-img commit blkdebug:b.conf:t.qcow2", "qemu-io -c close t.qcow2",
+          "real-img check t.qcow2", "stat -c %s t.qcow2",
+          "qemu-io -c 'read -P 7 0 64k' -c 'read -P 8 1M 64k' base.qcow2"],
+         files={"b.conf": conf})
+
+
+def test_commit_make_empty_file_size(tmp_path, qemu_img, qemu_io):
+    """After a commit the emptied image is as small as QEMU leaves it."""
+    both(tmp_path, qemu_img, qemu_io,
+         ["qemu-img create -q -f qcow2 base.qcow2 64M",
+          "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 t.qcow2 64M",
+          "qemu-io -c 'write -P 7 0 64k' -c 'write -P 8 10M 64k' t.qcow2"],
+         ["qemu-img commit t.qcow2", "stat -c %s t.qcow2", "real-img check t.qcow2"])
