@@ -27,7 +27,7 @@ from gqemu.aio import aio_co_schedule, qemu_get_current_aio_context
 from gqemu.block.blkdebug_config import (  # noqa: F401 (re-exported)
     BLKDEBUG_IO_TYPE_BLOCK_STATUS, BLKDEBUG_IO_TYPE_DISCARD, BLKDEBUG_IO_TYPE_FLUSH,
     BLKDEBUG_IO_TYPE_READ, BLKDEBUG_IO_TYPE_WRITE, BLKDEBUG_IO_TYPE_WRITE_ZEROES,
-    BlkdebugRule, add_rule, blkdebug_parse_config, config_parse_qdict)
+    BlkdebugRule, _dotted, add_rule, blkdebug_parse_config, config_parse_qdict)
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
 from gqemu.block.driver import (BdrvChild, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_attach_child, bdrv_filter_default_perms,
@@ -81,12 +81,20 @@ class BdrvBlkdebug(BlockDriver):
         self.opt_write_zero = self.max_write_zero = 0
         self.opt_discard = self.max_discard = 0
         self.injected = 0
+        self.config_file = ""
+        self.strong_opts: dict = {}
         self.suspended_reqs: list[tuple[str, Any]] = []
 
     def blkdebug_open(self, bs: BlockDriverState, filename: str, options: dict,
                       flags: int) -> None:
         """Parse ``blkdebug:CONFIG:IMAGE``, read the rules, open the image.
         Raises BlockError.  QEMU: blkdebug_open."""
+        # the options that make the node's name a json: one (all but the
+        # config file and the image): QEMU: blkdebug_refresh_filename
+        self.strong_opts = {}
+        for k, v in options.items():
+            if k not in ("config", "image", "x-image") and not k.startswith("image."):
+                _dotted(k, v, self.strong_opts)       # as QEMU flattens them
         config = options.pop("config", None)
         image = options.pop("image", None) or options.pop("x-image", None)
         if filename.startswith("blkdebug:"):
@@ -114,6 +122,7 @@ class BdrvBlkdebug(BlockDriver):
                 raise BlockError(e.errno or errno.EIO, "Could not read blkdebug config "
                                  "file: %s" % (e.strerror or "error")) from None
             groups = blkdebug_parse_config(text, str(config))
+        self.config_file = str(config) if config else ""
         for kind in ("inject-error", "set-state"):
             groups.extend((kind, item) for item in config_parse_qdict(options, kind))
         for kind, opts in groups:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
@@ -127,15 +127,14 @@ def img_create(argv: list[str]) -> int:
 
 
 def _display_name(blk: BlockBackend, filename: str, image_opts: bool) -> str:
-    """The name ``info`` shows: for a ``json:`` or ``--image-opts`` name,
-    the host file's.  QEMU: bdrv_refresh_filename."""
-    if not filename.startswith("json:") and not image_opts:
+    """The name ``info`` shows: for a ``json:``, ``--image-opts`` or
+    ``file:`` name, the graph's (refresh_filename.py).
+    QEMU: bdrv_refresh_filename."""
+    if not filename.startswith(("json:", "file:")) and not image_opts:
         return filename
     from gqemu.block import blk_bs
-    bs: Any = blk_bs(blk)
-    while bs.file is not None:
-        bs = bs.file.bs
-    return bs.filename or filename
+    from gqemu.block.refresh_filename import bdrv_refresh_filename
+    return bdrv_refresh_filename(blk_bs(blk)) or filename
 
 
 def img_info(argv: list[str]) -> int:

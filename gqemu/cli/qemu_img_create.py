@@ -82,6 +82,12 @@ def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]
     return size, fmt
 
 
+def _host_path(filename: str) -> str:
+    """The host file a name creates: without an explicit ``file:``
+    protocol prefix.  QEMU: raw_co_create_opts (strstart "file:")."""
+    return filename[5:] if filename.startswith("file:") else filename
+
+
 def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> None:
     """A raw image: a host file of ``size`` bytes.  QEMU: raw_co_create_opts
     (file-posix)."""
@@ -99,11 +105,11 @@ def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> Non
         if size >> 63:
             raise ImgError("%s: Could not resize file: %s" % (filename,
                                                               os.strerror(errno.EINVAL)))
-        ret, msg = file_create(filename, size, prealloc)
+        ret, msg = file_create(_host_path(filename), size, prealloc)
         if ret < 0:
             raise ImgError("%s: %s" % (filename, msg))
         return
-    with open(filename, "wb") as f:
+    with open(_host_path(filename), "wb") as f:
         try:
             if size >> 63:
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
@@ -140,7 +146,7 @@ def _create_qcow2(filename: str, size: int, backing: Optional[str],
         sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
     _repeat_opt_warnings()
     try:
-        qcow2_create_file(filename, c)
+        qcow2_create_file(_host_path(filename), c)
     except Qcow2OpenError as e:
         raise ImgError("%s: %s" % (filename, e.msg))
 

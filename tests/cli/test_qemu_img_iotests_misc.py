@@ -50,7 +50,7 @@ def both(tmp_path: Path, qemu_img: str, qemu_io: str, setup: list[str],
             p = _sh(cmd, d, real)
             assert p.returncode == 0 or cmd.startswith("-"), (cmd, p.stderr)
         tools = {"qemu-img": img, "qemu-io": [qemu_io], "real-img": [qemu_img],
-                 "stat": ["stat"]}
+                 "stat": ["stat"], "ls": ["ls"]}
         got = []
         for cmd in cmds:
             p = _sh(cmd, d, tools)
@@ -184,3 +184,70 @@ def test_commit_make_empty_file_size(tmp_path, qemu_img, qemu_io):
           "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 t.qcow2 64M",
           "qemu-io -c 'write -P 7 0 64k' -c 'write -P 8 10M 64k' t.qcow2"],
          ["qemu-img commit t.qcow2", "stat -c %s t.qcow2", "real-img check t.qcow2"])
+
+
+# --------------------------------------------------- image names (110, 126)
+
+_BLKDEBUG_JSON = ("json:{'driver': 'qcow2', 'file': {'driver': 'blkdebug', %s'image': "
+                  "{'driver': 'file', 'filename': 'DIR/t.qcow2'}}}")
+
+
+@pytest.mark.parametrize("name", [
+    "file:image:top.qcow2",                          # 126: ./image:top.qcow2, ./base.qcow2
+    "file:t.qcow2",
+    "DIR/t.qcow2",
+    "json:{'driver': 'qcow2', 'file': {'driver': 'file', 'filename': 'DIR/t.qcow2'}}",
+    "json:{'driver': 'qcow2', 'lazy-refcounts': true, 'file': {'driver': 'file', "
+    "'filename': 'DIR/t.qcow2'}}",
+    _BLKDEBUG_JSON % "",                              # blkdebug::DIR/t.qcow2
+    _BLKDEBUG_JSON % "'config': '/dev/null', ",       # blkdebug:/dev/null:DIR/t.qcow2
+    "blkdebug::DIR/t.qcow2",
+])
+def test_info_image_name(tmp_path, qemu_img, qemu_io, name):
+    """``image:`` and the backing file's actual path as qemu-img 7.2 shows
+    them (bdrv_refresh_filename, bdrv_dirname)."""
+    setup = ["qemu-img create -q -f qcow2 base.qcow2 1M",
+             "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 t.qcow2",
+             "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 file:image:top.qcow2"]
+    outs = []
+    for tool in ("q", "g"):
+        d = tmp_path / tool
+        d.mkdir()
+        for cmd in setup:
+            _sh(cmd, d, {"qemu-img": [qemu_img]})
+        img = [qemu_img] if tool == "q" else [sys.executable, "-c", GQEMU_IMG]
+        p = _sh("qemu-img info " + shlex.quote(name.replace("DIR", str(d))), d,
+                {"qemu-img": img})
+        outs.append((p.returncode, _filter(p.stdout, d), _filter(p.stderr, d)))
+    assert outs[1] == outs[0]
+
+
+@pytest.mark.parametrize("args", [
+    "-q -f qcow2 file:a:b.qcow2 1M", "-f raw file:a:b.raw 1M",
+    "-f qcow2 -o preallocation=metadata file:c:d.qcow2 1M",
+])
+def test_create_file_prefix(tmp_path, qemu_img, qemu_io, args):
+    """``file:`` names the host file after the prefix (126)."""
+    both(tmp_path, qemu_img, qemu_io, [],
+         ["qemu-img create " + args, "ls"])
+
+
+def test_info_json_blkdebug_with_rules(tmp_path, qemu_img, qemu_io):
+    """A blkdebug node with rules has no plain name: info shows json:{...}
+    (key order is not compared: QEMU prints its hash order) and still finds
+    the backing file next to the image (110)."""
+    name = _BLKDEBUG_JSON % "'set-state': [{'event': 'read_aio', 'new_state': 42}], "
+    outs = []
+    for tool in ("q", "g"):
+        d = tmp_path / tool
+        d.mkdir()
+        _sh("qemu-img create -q -f qcow2 base.qcow2 1M", d, {"qemu-img": [qemu_img]})
+        _sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 t.qcow2", d,
+            {"qemu-img": [qemu_img]})
+        img = [qemu_img] if tool == "q" else [sys.executable, "-c", GQEMU_IMG]
+        p = _sh("qemu-img info " + shlex.quote(name.replace("DIR", str(d))), d,
+                {"qemu-img": img})
+        out = _filter(p.stdout, d)
+        assert out.startswith("image: json:{")
+        outs.append((p.returncode, re.sub(r"(?m)^image: json:.*$", "image: JSON", out)))
+    assert outs[1] == outs[0]
