@@ -80,6 +80,8 @@ class BDRVQcow2State(Qcow2State):
         backing chain, repair a dirty image.  Raises BlockError.
         Context: loop (drives the coroutine itself).  QEMU: qcow2_open."""
         chain = options.pop(QCOW2_CHAIN_KEY, ())
+        backing_opts = {k[len("backing."):]: options.pop(k)      # backing.driver=...
+                        for k in [k for k in options if k.startswith("backing.")]}
         lazy_opt = options.pop("lazy-refcounts", None)
         ovl = options.pop("overlap-check", None)
         if ovl is not None:
@@ -99,7 +101,7 @@ class BDRVQcow2State(Qcow2State):
             self.use_lazy_refcounts = str(lazy_opt) in ("on", "true")
         bs.total_sectors = self.size // 512
         if self.backing_file and not flags & BDRV_O_NO_BACKING:
-            qcow2_open_backing(bs, self, flags, chain)
+            qcow2_open_backing(bs, self, flags, chain, backing_opts)
         if not self.read_only and self.incompatible_features & QCOW2_INCOMPAT_DIRTY \
                 and not flags & BDRV_O_CHECK:
             res = bdrv_run_co(bs, qcow2_co_check, bs, 3)

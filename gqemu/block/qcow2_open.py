@@ -231,15 +231,18 @@ def _open_clear_autoclear(bs: Qcow2BDS) -> None:
             qcow2_co_flush_file(bs)
 
 
-def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) -> None:
+def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
+                       backing_opts: Optional[dict] = None) -> None:
     """Open the backing file read-only: its name relative to the image's
-    folder, its format from the header extension; refuse loops, chains
-    deeper than 16, and unnamed formats that would probe as raw.
-    QEMU: bdrv_open_backing_file (block.c)."""
+    folder, its format from the header extension (``backing_opts``, the
+    ``backing.KEY`` open options, override: ``backing.driver``); refuse
+    loops, chains deeper than 16, and unnamed formats that would probe as
+    raw.  QEMU: bdrv_open_backing_file (block.c)."""
     name = s.backing_file or ""
+    backing_opts = dict(backing_opts or {})
     if name.startswith("json:"):               # options, not a file name
         from gqemu.block.open_opts import bdrv_fill_options
-        jname, jopts = bdrv_fill_options(name, {})
+        jname, jopts = bdrv_fill_options(name, backing_opts)
         if s.backing_format and "driver" not in jopts:
             jopts["driver"] = s.backing_format
         try:
@@ -260,8 +263,8 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple) ->
     if len(chain) > BACKING_CHAIN_MAX:
         raise BlockError(errno.EINVAL, "Backing chain of '%s' is longer than %d"
                          % (bs.filename, BACKING_CHAIN_MAX))
-    fmt = s.backing_format
-    opts: dict = {}
+    fmt = backing_opts.pop("driver", None) or s.backing_format
+    opts: dict = backing_opts
     if fmt is None:
         try:
             with open(path, "rb") as f:
