@@ -2,9 +2,10 @@
 
 Filename ``blkdebug:CONFIG:IMAGE`` (CONFIG may be empty), or options
 ``config``, ``image`` (``x-image``), ``inject-error`` / ``set-state`` (lists
-of dicts), ``align``, ``max-transfer``, ``opt-write-zero``,
+of dicts, or the dotted ``inject-error.0.event=...`` of --image-opts; see
+blkdebug_config.py), ``align``, ``max-transfer``, ``opt-write-zero``,
 ``max-write-zero``, ``opt-discard``, ``max-discard``; ``image.KEY`` goes to
-the image node.  Rules as QEMU's: an event emitted by the driver above
+the image node (``image.filename`` names it).  Truncate goes to the image.  Rules as QEMU's: an event emitted by the driver above
 (``BLKDBG_EVENT(bs.file, ev)``) makes that event's ``inject-error`` rules the
 active list (when their ``state`` matches) and applies ``set-state``; the
 next requests that match a rule's ``sector``/``iotype`` fail with
