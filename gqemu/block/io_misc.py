@@ -37,8 +37,8 @@ _T = TypeVar("_T")
 @coroutine_fn
 def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     """Discard, advisory: nothing without BDRV_O_UNMAP or driver support;
-    the unaligned head and tail reach the driver as separate pieces (qcow2
-    drops them, except an image's partial last cluster).  Context: coroutine.
+    the unaligned head and tail are ignored, except an image's partial last
+    cluster (qcow2 discards it).  Context: coroutine.
     Returns: 0 or -errno (-EPERM read-only).  QEMU: bdrv_co_pdiscard."""
     if bs.drv is None:
         return -errno.ENOMEDIUM
@@ -51,9 +51,22 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     if not bs.open_flags & BDRV_O_UNMAP or drv.bdrv_co_pdiscard is None:
         return 0
     align = max(bs.bl.pdiscard_alignment, bs.bl.request_alignment)
-    req_align = bs.bl.request_alignment
     head = offset % align
-    tail = (offset + count) % align
+    if head:
+        head = min(count, align - head)
+        count -= head
+        offset += head
+    tail = count % align
+    count -= tail
+    # the partial last cluster of an image whose size is not a multiple of
+    # the discard granularity goes to the driver too (qcow2 discards it);
+    # other unaligned heads and tails are dropped (QEMU hands them to the
+    # driver, which ignores them)
+    if tail and bs.bl.pdiscard_alignment > bs.bl.request_alignment \
+            and (offset + count + tail) == bs.total_sectors * 512:
+        count += tail
+    if not count:
+        return 0
     bs.in_flight += 1
     req = tracked_request_begin(bs, offset, count, BDRV_TRACKED_DISCARD)
     try:
@@ -66,22 +79,8 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
             if ret < 0:
                 return ret
         max_pdiscard = min(bs.bl.max_pdiscard or INT_MAX, INT_MAX) // align * align
-        # the unaligned head and tail go to the driver as pieces of their
-        # own (it may ignore them: -ENOTSUP), the middle in max_pdiscard
-        # chunks; a driver discards the partial last cluster of an image
         while count > 0:
             num = count
-            if head:
-                num = min(count, align - head)
-                if num % req_align:
-                    num %= req_align
-                head = (head + num) % align
-            elif tail:
-                if num > align:
-                    num -= tail
-                elif tail % req_align and tail > req_align:
-                    tail %= req_align
-                    num -= tail
             num = min(num, max_pdiscard)
             ret = drv.bdrv_co_pdiscard(bs, offset, num)
             if ret and ret != -errno.ENOTSUP:
