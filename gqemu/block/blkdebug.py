@@ -2,9 +2,10 @@
 
 Filename ``blkdebug:CONFIG:IMAGE`` (CONFIG may be empty), or options
 ``config``, ``image`` (``x-image``), ``inject-error`` / ``set-state`` (lists
-of dicts), ``align``, ``max-transfer``, ``opt-write-zero``,
+of dicts, or the dotted ``inject-error.0.event=...`` of --image-opts; see
+blkdebug_config.py), ``align``, ``max-transfer``, ``opt-write-zero``,
 ``max-write-zero``, ``opt-discard``, ``max-discard``; ``image.KEY`` goes to
-the image node.  Rules as QEMU's: an event emitted by the driver above
+the image node (``image.filename`` names it).  Truncate goes to the image.  Rules as QEMU's: an event emitted by the driver above
 (``BLKDBG_EVENT(bs.file, ev)``) makes that event's ``inject-error`` rules the
 active list (when their ``state`` matches) and applies ``set-state``; the
 next requests that match a rule's ``sector``/``iotype`` fail with
@@ -21,15 +22,19 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from gqemu.aio import aio_co_schedule, qemu_get_current_aio_context
+from gqemu.block.blkdebug_config import (  # noqa: F401 (re-exported)
+    BLKDEBUG_IO_TYPE_BLOCK_STATUS, BLKDEBUG_IO_TYPE_DISCARD, BLKDEBUG_IO_TYPE_FLUSH,
+    BLKDEBUG_IO_TYPE_READ, BLKDEBUG_IO_TYPE_WRITE, BLKDEBUG_IO_TYPE_WRITE_ZEROES,
+    BlkdebugRule, _dotted, add_rule, blkdebug_parse_config, config_parse_qdict)
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
 from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW
 from gqemu.block.driver import (BdrvChild, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_attach_child, bdrv_filter_default_perms,
                                 bdrv_getlength, bdrv_open, bdrv_register,
-                                qemu_opt_bool, qemu_opt_size)
+                                qemu_opt_size)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector
@@ -42,14 +47,6 @@ __all__ = ["BdrvBlkdebug", "BlkdebugRule", "blkdebug_parse_config", "blkdebug_se
            "BLKDEBUG_IO_TYPE_WRITE_ZEROES", "BLKDEBUG_IO_TYPE_DISCARD",
            "BLKDEBUG_IO_TYPE_FLUSH", "BLKDEBUG_IO_TYPE_BLOCK_STATUS"]
 
-BLKDEBUG_IO_TYPE_READ = 0
-BLKDEBUG_IO_TYPE_WRITE = 1
-BLKDEBUG_IO_TYPE_WRITE_ZEROES = 2
-BLKDEBUG_IO_TYPE_DISCARD = 3
-BLKDEBUG_IO_TYPE_FLUSH = 4
-BLKDEBUG_IO_TYPE_BLOCK_STATUS = 5
-_IOTYPES = ("read", "write", "write-zeroes", "discard", "flush", "block-status")
-_DEFAULT_IOTYPE_MASK = (1 << 5) - 1          # all but block-status
 
 def _stdout(text: str) -> Any:
     return sys.stdout.write(text)
@@ -66,111 +63,6 @@ def blkdebug_set_output(fn: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _output(bs: BlockDriverState, text: str) -> None:
     (bs.aio_context.blkdebug_output or _stdout)(text)
-
-
-_INJECT_KEYS = ("event", "state", "errno", "sector", "once", "immediately", "iotype")
-_SET_STATE_KEYS = ("event", "state", "new_state")
-
-
-class BlkdebugRule:
-    """One inject-error or set-state rule.  QEMU: BlkdebugRule."""
-
-    __slots__ = ("event", "action", "state", "error", "offset", "once",
-                 "immediately", "iotype_mask", "new_state", "tag")
-
-    event: int
-    action: str
-    state: int
-    error: int
-    offset: int
-    once: bool
-    immediately: bool
-    iotype_mask: int
-    new_state: int
-    tag: str
-
-    def __repr__(self) -> str:
-        return "<BlkdebugRule %s %s state=%d>" % (self.action,
-                                                  BLKDBG_EVENT_NAMES[self.event], self.state)
-
-
-def _num(opts: dict, key: str, default: int) -> int:
-    v = opts.pop(key, None)
-    if v is None:
-        return default
-    try:
-        return int(str(v), 0)
-    except ValueError:
-        raise BlockError(errno.EINVAL, "Parameter '%s' expects a number" % key) from None
-
-
-def add_rule(kind: str, opts: dict) -> BlkdebugRule:
-    """Build a rule from one config group.  Raises BlockError.
-    QEMU: add_rule."""
-    opts = {k.replace("-", "_") if k == "new-state" else k: v for k, v in opts.items()}
-    allowed = _INJECT_KEYS if kind == "inject-error" else _SET_STATE_KEYS
-    for key in opts:
-        if key not in allowed:
-            raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % key)
-    event = opts.pop("event", None)
-    if event is None:
-        raise BlockError(errno.EINVAL, "Missing event name for rule")
-    ev = blkdebug_event_by_name(str(event))
-    if ev < 0:
-        raise BlockError(errno.EINVAL, "invalid parameter value: %s" % event)
-    r = BlkdebugRule()
-    r.event = ev
-    r.action = kind
-    r.state = _num(opts, "state", 0)
-    r.error, r.offset, r.once, r.immediately = 0, -1, False, False
-    r.iotype_mask, r.new_state, r.tag = _DEFAULT_IOTYPE_MASK, 0, ""
-    if kind == "inject-error":
-        r.error = _num(opts, "errno", errno.EIO)
-        r.once = qemu_opt_bool(opts, "once", False)
-        r.immediately = qemu_opt_bool(opts, "immediately", False)
-        sector = _num(opts, "sector", -1)
-        r.offset = sector * 512 if sector >= 0 else -1
-        iotype = opts.pop("iotype", None)
-        if iotype is not None:
-            if str(iotype) not in _IOTYPES:
-                raise BlockError(errno.EINVAL, "invalid parameter value: %s" % iotype)
-            r.iotype_mask = 1 << _IOTYPES.index(str(iotype))
-    else:
-        r.new_state = _num(opts, "new_state", 0)
-    return r
-
-
-def blkdebug_parse_config(text: str, where: str = "") -> list[tuple[str, dict]]:
-    """Parse the config: ``[inject-error]`` / ``[set-state]`` groups of
-    ``key = "value"`` lines (an unquoted value reads as empty, as QEMU's
-    sscanf does).  Raises BlockError with QEMU's messages.
-    QEMU: qemu_config_parse (util/qemu-config.c) on blkdebug's groups."""
-    groups: list[tuple[str, dict]] = []
-    cur: Optional[dict] = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            name = line[1:line.index("]")] if "]" in line else line[1:]
-            if name not in ("inject-error", "set-state"):
-                raise BlockError(errno.EINVAL, "There is no option group '%s'" % name)
-            cur = {}
-            groups.append((name, cur))
-            continue
-        key, _, rest = line.partition(" ")
-        rest = rest.strip()
-        if not rest.startswith("="):
-            key, rest = line, ""
-        value = rest[1:].strip()
-        if len(value) >= 2 and value[0] == '"' and '"' in value[1:]:
-            value = value[1:value.index('"', 1)]
-        else:
-            value = ""
-        if cur is None:
-            raise BlockError(errno.EINVAL, "%s:%d: no group defined" % (where, lineno))
-        cur[key] = value
-    return groups
 
 
 @bdrv_register
@@ -191,12 +83,20 @@ class BdrvBlkdebug(BlockDriver):
         self.opt_write_zero = self.max_write_zero = 0
         self.opt_discard = self.max_discard = 0
         self.injected = 0
+        self.config_file = ""
+        self.strong_opts: dict = {}
         self.suspended_reqs: list[tuple[str, Any]] = []
 
     def blkdebug_open(self, bs: BlockDriverState, filename: str, options: dict,
                       flags: int) -> None:
         """Parse ``blkdebug:CONFIG:IMAGE``, read the rules, open the image.
         Raises BlockError.  QEMU: blkdebug_open."""
+        # the options that make the node's name a json: one (all but the
+        # config file and the image): QEMU: blkdebug_refresh_filename
+        self.strong_opts = {}
+        for k, v in options.items():
+            if k not in ("config", "image", "x-image") and not k.startswith("image."):
+                _dotted(k, v, self.strong_opts)       # as QEMU flattens them
         config = options.pop("config", None)
         image = options.pop("image", None) or options.pop("x-image", None)
         if filename.startswith("blkdebug:"):
@@ -209,8 +109,12 @@ class BdrvBlkdebug(BlockDriver):
             image = image or image_name
         elif filename and not image:           # no prefix: the filename is the image's
             image = filename
-        if not image and options.get("image.filename"):
-            image = options["image.filename"]   # image.driver=file,image.filename=...
+        if not image and options.get("image.filename") \
+                and options.get("image.driver", "file") == "file":
+            # image.filename=... (image.driver=file): the image's file name,
+            # not an option of its protocol node
+            image = options.pop("image.filename")
+            options.pop("image.driver", None)
         groups: list[tuple[str, dict]] = []
         if config:
             try:
@@ -220,9 +124,9 @@ class BdrvBlkdebug(BlockDriver):
                 raise BlockError(e.errno or errno.EIO, "Could not read blkdebug config "
                                  "file: %s" % (e.strerror or "error")) from None
             groups = blkdebug_parse_config(text, str(config))
+        self.config_file = str(config) if config else ""
         for kind in ("inject-error", "set-state"):
-            for item in options.pop(kind, None) or []:
-                groups.append((kind, dict(item)))
+            groups.extend((kind, item) for item in config_parse_qdict(options, kind))
         for kind, opts in groups:
             rule = add_rule(kind, opts)
             self.rules[rule.event].insert(0, rule)
@@ -277,6 +181,15 @@ class BdrvBlkdebug(BlockDriver):
         return bdrv_getlength(bs.file.bs)  # type: ignore[union-attr]
 
     bdrv_getlength = blkdebug_getlength
+
+    @coroutine_fn
+    def blkdebug_co_truncate(self, bs: BlockDriverState, offset: int, prealloc: str,
+                             zero_write: bool) -> tuple[int, str]:
+        """Resize the image below.  QEMU: blkdebug_co_truncate."""
+        from gqemu.block.io_truncate import bdrv_co_truncate
+        return bdrv_co_truncate(bs.file.bs, offset, True, prealloc)  # type: ignore[union-attr]
+
+    bdrv_co_truncate = blkdebug_co_truncate
 
     def blkdebug_child_perm(self, bs: BlockDriverState, child: BdrvChild, role: str,
                             perm: int, shared: int) -> tuple[int, int]:

@@ -611,6 +611,8 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         bdrv_unref(file_bs)
         raise
     drv = cls()
+    if filename.startswith("file:"):      # the name the file node took
+        filename = file_bs.filename
     bs = BlockDriverState(drv, filename, flags, ctx)
     bs.probed = probed
     trace_bdrv_open_common(bs, filename, flags, drv.format_name)

@@ -115,6 +115,10 @@ class BdrvFile(BlockDriver):
         filename = str(options.pop("filename", filename))
         if filename.startswith("file:"):
             filename = filename[5:]
+            if ":" in filename.split("/")[0]:
+                # would read as a protocol prefix: QEMU names it ./NAME
+                # (bdrv_parse_filename_strip_prefix)
+                filename = "./" + filename
         locking = qemu_opt_str(options, "locking", "auto")
         if locking not in ("auto", "on", "off"):
             raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % locking)

@@ -35,7 +35,8 @@ _T = TypeVar("_T")
 @coroutine_fn
 def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     """Discard, advisory: nothing without BDRV_O_UNMAP or driver support;
-    the unaligned head and tail are ignored.  Context: coroutine.
+    the unaligned head and tail are ignored, except an image's partial last
+    cluster (qcow2 discards it).  Context: coroutine.
     Returns: 0 or -errno (-EPERM read-only).  QEMU: bdrv_co_pdiscard."""
     if bs.drv is None:
         return -errno.ENOMEDIUM
@@ -53,7 +54,15 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
         head = min(count, align - head)
         count -= head
         offset += head
-    count = count // align * align
+    tail = count % align
+    count -= tail
+    # the partial last cluster of an image whose size is not a multiple of
+    # the discard granularity goes to the driver too (qcow2 discards it);
+    # other unaligned heads and tails are dropped (QEMU hands them to the
+    # driver, which ignores them)
+    if tail and bs.bl.pdiscard_alignment > bs.bl.request_alignment \
+            and (offset + count + tail) == bs.total_sectors * 512:
+        count += tail
     if not count:
         return 0
     bs.in_flight += 1
@@ -69,7 +78,8 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
                 return ret
         max_pdiscard = min(bs.bl.max_pdiscard or INT_MAX, INT_MAX) // align * align
         while count > 0:
-            num = min(count, max_pdiscard)
+            num = count
+            num = min(num, max_pdiscard)
             ret = drv.bdrv_co_pdiscard(bs, offset, num)
             if ret and ret != -errno.ENOTSUP:
                 return ret

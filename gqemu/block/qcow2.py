@@ -308,11 +308,12 @@ class BDRVQcow2State(Qcow2State):
     @coroutine_fn
     def qcow2_co_pwrite_zeroes(self, bs: Qcow2BDS, offset: int, nbytes: int, flags: int) -> int:
         """v3: zero flags for whole (sub)clusters; a partial cluster whose
-        rest already reads as zero becomes a zero cluster (QEMU 7.2);
-        anything else falls back to a normal write (-ENOTSUP).
-        QEMU: qcow2_co_pwrite_zeroes."""
+        rest already reads as zero becomes a zero cluster (QEMU 7.2); v2
+        without a backing file deallocates the clusters instead (they read
+        as zero); anything else falls back to a normal write (-ENOTSUP).
+        QEMU: qcow2_co_pwrite_zeroes, qcow2_subcluster_zeroize."""
         s = self
-        if s.qcow_version < 3:
+        if s.qcow_version < 3 and bs.backing is not None:
             return -ENOTSUP
         cs = s.cluster_size
         end = offset + nbytes

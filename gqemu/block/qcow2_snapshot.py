@@ -347,3 +347,43 @@ def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8, QCOW2_DISCARD_SNAPSHOT)
     ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
     return ret, ""
+
+
+def find_snapshot_by_id_and_name(s: Qcow2State, snapshot_id: str | None,
+                                 name: str | None) -> int:
+    """The snapshot with both the ID and the name given, or with the one
+    given.  QEMU: find_snapshot_by_id_and_name."""
+    for i, sn in enumerate(s.snapshots):
+        if (snapshot_id is None or sn.id_str == snapshot_id) \
+                and (name is None or sn.name == name):
+            return i
+    return -1
+
+
+@coroutine_fn
+def qcow2_snapshot_load_tmp(bs: Qcow2BDS, snapshot_id: str | None,
+                            name: str | None) -> tuple[int, str]:
+    """Make a read-only image read a snapshot's L1 table (its L1 size; the
+    virtual size stays the image's) until it is closed: qemu-img convert
+    -l.  Returns: (0 or -errno, message).  QEMU: qcow2_snapshot_load_tmp."""
+    s = bs.opaque
+    if snapshot_id is None and name is None:
+        return -errno.EINVAL, "snapshot_id and name are both NULL"
+    if not s.read_only:
+        return -errno.EINVAL, "Device is not readonly"
+    i = find_snapshot_by_id_and_name(s, snapshot_id, name)
+    if i < 0:
+        return -errno.ENOENT, "Can't find snapshot"
+    sn = s.snapshots[i]
+    try:
+        qcow2_validate_table(sn.l1_table_offset, sn.l1_size, 8, QCOW_MAX_L1_SIZE,
+                             s.cluster_size, "Snapshot L1 table")
+    except Qcow2OpenError as e:
+        return -e.errno, e.msg
+    ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
+    if ret < 0:
+        return ret, "Failed to read l1 table for snapshot"
+    s.l1_size = sn.l1_size
+    s.l1_table_offset = sn.l1_table_offset
+    s.l1_table = list(struct.unpack(">%dQ" % sn.l1_size, buf))
+    return 0, ""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
@@ -93,6 +93,7 @@ def img_create(argv: list[str]) -> int:
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
     qemu_img_tool.SECRET_IDS.clear()
     fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
+    unsafe = False
     for o, v in opts:
         if o == "-f":
             fmt = v
@@ -106,6 +107,8 @@ def img_create(argv: list[str]) -> int:
             quiet = True
         elif o == "--object":
             qemu_img_tool.user_creatable_add(v)
+        elif o == "-u":
+            unsafe = True
     if not args:
         raise usage_error("Expecting image file name")
     if len(args) > 2:
@@ -121,7 +124,8 @@ def img_create(argv: list[str]) -> int:
     backing = o.pop("backing_file", backing)
     backing_fmt = o.pop("backing_fmt", backing_fmt)
     from gqemu.cli.qemu_img_create import create_image
-    create_image(filename, fmt, size, backing, backing_fmt, o, quiet)
+    create_image(filename, fmt, size, backing, backing_fmt, o, quiet,
+                 open_backing=not unsafe)
     return 0
 
 
@@ -129,15 +133,14 @@ def img_create(argv: list[str]) -> int:
 
 
 def _display_name(blk: BlockBackend, filename: str, image_opts: bool) -> str:
-    """The name ``info`` shows: for a ``json:`` or ``--image-opts`` name,
-    the host file's.  QEMU: bdrv_refresh_filename."""
-    if not filename.startswith("json:") and not image_opts:
+    """The name ``info`` shows: for a ``json:``, ``--image-opts`` or
+    ``file:`` name, the graph's (refresh_filename.py).
+    QEMU: bdrv_refresh_filename."""
+    if not filename.startswith(("json:", "file:")) and not image_opts:
         return filename
     from gqemu.block import blk_bs
-    bs: Any = blk_bs(blk)
-    while bs.file is not None:
-        bs = bs.file.bs
-    return bs.filename or filename
+    from gqemu.block.refresh_filename import bdrv_refresh_filename
+    return bdrv_refresh_filename(blk_bs(blk)) or filename
 
 
 def img_info(argv: list[str]) -> int:

@@ -5,11 +5,11 @@ Copies every cluster (the base's cluster size, at least 4 KiB) that the
 image or an image between it and the base holds into the base, growing
 the base first when the image is larger; zero clusters are written as
 zeroes.  Then, unless ``-d`` or ``-b`` (which implies ``-d``), the image
-is emptied: every cluster is discarded (QEMU's ``qcow2_make_empty`` path
-for images it cannot rebuild from scratch; QEMU rebuilds a v3 image
-without snapshots into four clusters instead).
+is emptied (qcow2_empty.py: rebuilt from scratch, or every cluster
+discarded).
 
-QEMU: qemu-img.c (img_commit), block/mirror.c (commit_active_start).
+QEMU: qemu-img.c (img_commit), block/mirror.c (commit_active_start),
+block.c (bdrv_make_empty).
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def img_commit(argv: list[str]) -> int:
     try:
         from gqemu.block import blk_bs
         top = blk_bs(blk)
+        assert top is not None                  # img_open opened it
         chain = []
         node = top
         base_bs = None
@@ -77,7 +78,7 @@ def img_commit(argv: list[str]) -> int:
         if not drop:
             ret = _make_empty(top)
             if ret < 0:
-                raise ImgError("Could not empty %s: %s" % (filename, os.strerror(-ret)))
+                raise ImgError("Failed to empty %s: %s" % (top.filename, os.strerror(-ret)))
     finally:
         blk_close(blk)
     if not quiet:
@@ -112,7 +113,7 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
     from gqemu.block.io_misc import bdrv_run_co
     from gqemu.block import bdrv_co_get_block_status, BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
     from gqemu.cli.qemu_io_misc import bdrv_is_allocated
-    base_blk = _open_base(base_bs)
+    base_blk = _open_base(chain[-1], base_bs)
     try:
         from gqemu.block import blk_bs
         bbs: Any = blk_bs(base_blk)
@@ -161,18 +162,30 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
         blk_close(base_blk)
 
 
-def _open_base(base_bs: Any) -> Any:
-    """A writable BlockBackend on the base's image (QEMU reopens the node
-    read-write; gqemu opens the file a second time, without locking, as
-    the image's read-only backing node holds it)."""
-    f = base_bs
-    while f.file is not None and f.drv.format_name != "file":
-        f = f.file.bs
-    opts = {"format": base_bs.drv.format_name, "locking": "off", "cache": "unsafe"}
+def _open_base(overlay: Any, base_bs: Any) -> Any:
+    """A writable BlockBackend on the base (QEMU reopens the node
+    read-write; gqemu opens its graph a second time: a ``json:`` backing
+    name as its nodes say, e.g. with a blkdebug node, else the file; the
+    protocol node at the bottom without locking, as the image's read-only
+    backing node holds the file)."""
     from gqemu.block import blk_new_open
     from gqemu.block.driver import BDRV_O_NO_BACKING, BlockError
+    key, f = "", base_bs
+    while f.file is not None and f.drv.format_name != "file":
+        key += f.file.name + "."
+        f = f.file.bs
+    name = getattr(overlay.drv, "backing_file", None) or ""
+    if overlay.backing is not None and overlay.backing.bs is base_bs \
+            and name.startswith("json:"):
+        from gqemu.block.open_opts import bdrv_fill_options
+        fname, opts = bdrv_fill_options(name, {})
+        opts.setdefault("driver", base_bs.drv.format_name)
+        opts[key + "locking"] = "off"
+    else:
+        fname, opts = f.filename, {"format": base_bs.drv.format_name, "locking": "off"}
+    opts["cache"] = "unsafe"
     try:
-        return blk_new_open(f.filename, opts, BDRV_O_NO_BACKING)
+        return blk_new_open(fname or None, opts, BDRV_O_NO_BACKING)
     except BlockError as e:
         raise ImgError("Could not reopen the base read-write: %s" % e.msg) from None
 
@@ -183,5 +196,5 @@ def _make_empty(bs: Any) -> int:
     if bs.drv.format_name != "qcow2":
         return 0
     from gqemu.block.io_misc import bdrv_run_co
-    from gqemu.block.qcow2_resize import qcow2_co_make_empty
+    from gqemu.block.qcow2_empty import qcow2_co_make_empty
     return bdrv_run_co(bs, qcow2_co_make_empty, bs)

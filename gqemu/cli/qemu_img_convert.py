@@ -13,13 +13,15 @@ QEMU: qemu-img.c img_convert; util/qemu-progress.c.
 """
 from __future__ import annotations
 
+import errno
 import struct
 import sys
 from typing import Any, Optional
 
 from gqemu.cli.qemu_img_copy import (BDRV_SECTOR_SIZE, ImgConvertState, convert_do_copy)
-from gqemu.cli.qemu_img_tool import (ImgError, ImgOptError, blk_close, cvtnum, img_open,
-                                     parse_args, parse_o, qemu_strtol)
+from gqemu.cli.qemu_img_tool import (ImgError, ImgOptError, blk_close, cvtnum,
+                                     error_report, img_open, parse_args, parse_o,
+                                     qemu_strtol)
 
 MAX_BUF_SECTORS = 32768
 MAX_COROUTINES = 16
@@ -68,16 +70,23 @@ def _pow2floor(v: int) -> int:
 
 
 def img_convert(argv: list[str]) -> int:
-    """QEMU: img_convert (one source image)."""
-    opts, args = parse_args(argv, "hf:O:B:co:S:pt:T:F:nm:WUq",
+    """QEMU: img_convert (the source images are concatenated)."""
+    opts, args = parse_args(argv, "hf:O:B:co:l:S:pt:T:F:nm:WUq",
                             ["help", "object=", "image-opts", "force-share", "target-is-zero",
                              "salvage"])
     s = ImgConvertState()
     fmt, out_fmt, olist, backing, backing_fmt = None, "raw", [], None, None
     progress = quiet = skip_create = explicit_zero = False
     cache = "unsafe"
+    sn_opts: Optional[dict] = None
+    snapshot_name: Optional[str] = None
     for o, v in opts:
-        if o == "-f":
+        if o == "-l":
+            if v.startswith("snapshot."):
+                sn_opts = _parse_snapshot_opts(v)
+            else:
+                snapshot_name = v
+        elif o == "-f":
             fmt = v
         elif o == "-O":
             out_fmt = v
@@ -123,16 +132,14 @@ def img_convert(argv: list[str]) -> int:
         raise ImgError("--target-is-zero requires use of -n flag")
     if len(args) < 2:
         raise ImgError("Must specify image file name")
-    if len(args) > 2:
-        raise ImgError("concatenating several source images is not supported")
     s.has_zero_init = explicit_zero
     s.quiet = quiet
     s.progress = QemuProgress(progress and not quiet, 1.0)
     s.progress.qemu_progress_print(0, 100)
     ok = False
     try:
-        _convert(s, args[0], args[1], fmt, out_fmt, parse_o(olist), backing, backing_fmt,
-                 skip_create, cache)
+        _convert(s, args[:-1], args[-1], fmt, out_fmt, parse_o(olist), backing, backing_fmt,
+                 skip_create, cache, (sn_opts, snapshot_name))
         ok = True
     finally:
         if ok:
@@ -141,17 +148,68 @@ def img_convert(argv: list[str]) -> int:
     return 0
 
 
-def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str],
+def _parse_snapshot_opts(v: str) -> dict:
+    """``-l snapshot.id=ID,snapshot.name=NAME``.  QEMU: img_convert
+    (internal_snapshot_opts)."""
+    out = {}
+    for item in v.split(","):
+        key, eq, val = item.partition("=")
+        if key not in ("snapshot.id", "snapshot.name"):
+            error_report("Invalid parameter '%s'" % key)
+            raise ImgError("Failed in parsing snapshot param '%s'" % v)
+        if not eq:                           # QemuOpts' short-form boolean
+            error_report("warning: short-form boolean option '%s' deprecated" % key)
+            sys.stderr.write("Please use %s=on instead\n" % key)
+            val = "on"
+        out[key[len("snapshot."):]] = val
+    return out
+
+
+def _load_snapshot(s: ImgConvertState, nsrc: int, snapshot: tuple) -> None:
+    """``-l``: read the first source from an internal snapshot.
+    QEMU: img_convert (bdrv_snapshot_load_tmp[_by_id_or_name])."""
+    sn_opts, name = snapshot
+    if sn_opts is None and name is None:
+        return
+    if sn_opts is None and nsrc > 1:
+        raise ImgError("No support for concatenating multiple snapshot")
+    from gqemu.block import blk_bs
+    from gqemu.block.qcow2_snapshot import qcow2_snapshot_load_tmp
+    from gqemu.cli.qemu_img_out import run_co
+    bs = blk_bs(s.src[0])
+    assert bs is not None and bs.drv is not None        # img_open opened it
+    if not hasattr(bs.drv, "snapshots"):
+        raise ImgError("Failed to load snapshot: Block format '%s' used by device '' does "
+                       "not support temporarily loading internal snapshots"
+                       % bs.drv.format_name)
+    if sn_opts is not None:
+        ret, msg = run_co(qcow2_snapshot_load_tmp, bs, sn_opts.get("id"), sn_opts.get("name"))
+    else:
+        ret, msg = run_co(qcow2_snapshot_load_tmp, bs, name, None)
+        if ret in (-errno.ENOENT, -errno.EINVAL):
+            ret, msg = run_co(qcow2_snapshot_load_tmp, bs, None, name)
+    if ret < 0:
+        raise ImgError("Failed to load snapshot: %s" % msg)
+
+
+def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optional[str],
              out_fmt: str, o: dict[str, str], backing: Optional[str],
-             backing_fmt: Optional[str], skip_create: bool, cache: str) -> None:
+             backing_fmt: Optional[str], skip_create: bool, cache: str,
+             snapshot: tuple) -> None:
     from gqemu.block import blk_bs, blk_getlength, blk_new_open
     from gqemu.block.driver import BlockError
-    s.src = img_open(src_name, fmt)
     try:
-        s.src_bs = blk_bs(s.src)
-        s.total_sectors = -(-blk_getlength(s.src) // BDRV_SECTOR_SIZE)
-        s.src_alignment = max(-(-s.src_bs.bl.request_alignment // BDRV_SECTOR_SIZE),
-                              getattr(s.src_bs.drv, "cluster_size", 0) // BDRV_SECTOR_SIZE, 1)
+        for name in src_names:
+            blk = img_open(name, fmt)
+            s.src.append(blk)
+            bs = blk_bs(blk)
+            assert bs is not None
+            s.src_sectors.append(-(-blk_getlength(blk) // BDRV_SECTOR_SIZE))
+            s.src_alignment.append(max(-(-bs.bl.request_alignment // BDRV_SECTOR_SIZE),
+                                       getattr(bs.drv, "cluster_size", 0) // BDRV_SECTOR_SIZE,
+                                       1))
+        s.total_sectors = sum(s.src_sectors)
+        _load_snapshot(s, len(src_names), snapshot)
         if not skip_create:
             if out_fmt not in ("raw", "qcow2"):
                 from gqemu.cli.qemu_img_out import creation_error
@@ -164,6 +222,9 @@ def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str
         if s.has_zero_init and s.target_has_backing:
             raise ImgError("Cannot use --target-is-zero when the destination image has a "
                            "backing file")
+        if len(s.src) > 1 and s.target_has_backing:
+            raise ImgError("Having a backing file for the target makes no sense when "
+                           "concatenating multiple input images")
         if s.target_has_backing and not backing_fmt and not skip_create:
             raise ImgError("Use of backing file requires explicit backing format")
         if s.compressed and out_fmt != "qcow2":
@@ -194,7 +255,8 @@ def _convert(s: ImgConvertState, src_name: str, dst_name: str, fmt: Optional[str
         finally:
             blk_close(s.target)
     finally:
-        blk_close(s.src)
+        for blk in s.src:
+            blk_close(blk)
 
 
 def _convert_open(s: ImgConvertState, skip_create: bool) -> None:

@@ -125,12 +125,12 @@ def is_allocated_sectors_min(buf: bytearray, first: int, n: int, min_sparse: int
 
 
 class ImgConvertState:
-    """QEMU: ImgConvertState (one source)."""
+    """QEMU: ImgConvertState (the sources are concatenated)."""
 
     def __init__(self) -> None:
-        self.src: Any = None
-        self.src_bs: Any = None
-        self.src_alignment = 1
+        self.src: list[Any] = []             # BlockBackends
+        self.src_sectors: list[int] = []
+        self.src_alignment: list[int] = []
         self.total_sectors = 0
         self.allocated_sectors = 0
         self.allocated_done = 0
@@ -160,13 +160,25 @@ class ImgConvertState:
         self.progress: Any = None            # a QemuProgress
 
 
+def convert_select_part(s: ImgConvertState, sector_num: int) -> tuple[int, int]:
+    """The source holding ``sector_num`` and its first sector in the
+    concatenation.  QEMU: convert_select_part."""
+    cur, cur_offset = 0, 0
+    while cur < len(s.src) - 1 and sector_num - cur_offset >= s.src_sectors[cur]:
+        cur_offset += s.src_sectors[cur]
+        cur += 1
+    return cur, cur_offset
+
+
 def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
     """The length of the next run of one status (BLK_DATA runs capped at
     the buffer), asking block status only when the cached answer ran out.
     Context: coroutine.  Returns: sectors, or -errno.
     QEMU: convert_iteration_sectors."""
     assert s.total_sectors > sector_num
-    n = min(s.total_sectors - sector_num, BDRV_REQUEST_MAX_SECTORS)
+    cur, cur_offset = convert_select_part(s, sector_num)
+    n = min(s.total_sectors - sector_num, BDRV_REQUEST_MAX_SECTORS,
+            s.src_sectors[cur] - (sector_num - cur_offset))
     post_backing_zero = False
     if s.target_backing_sectors >= 0:
         if sector_num >= s.target_backing_sectors:
@@ -175,12 +187,15 @@ def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
             n = s.target_backing_sectors - sector_num
     if s.sector_next_status <= sector_num:
         from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
-        offset = sector_num * BDRV_SECTOR_SIZE
+        from gqemu.block import blk_bs
+        src_bs = blk_bs(s.src[cur])
+        assert src_bs is not None
+        offset = (sector_num - cur_offset) * BDRV_SECTOR_SIZE
         base = None
-        if s.target_has_backing and s.src_bs.backing is not None:
-            base = s.src_bs.backing.bs
+        if s.target_has_backing and src_bs.backing is not None:
+            base = src_bs.backing.bs
         while True:
-            ret, count = bdrv_co_block_status_above(s.src_bs, base, offset,
+            ret, count = bdrv_co_block_status_above(src_bs, base, offset,
                                                     n * BDRV_SECTOR_SIZE)
             if ret >= 0:
                 break
@@ -197,7 +212,7 @@ def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
             ret, count = BDRV_BLOCK_DATA, BDRV_SECTOR_SIZE   # just try to read it
             break
         n = -(-count // BDRV_SECTOR_SIZE)
-        tail = (sector_num + n) % s.src_alignment
+        tail = (sector_num - cur_offset + n) % s.src_alignment[cur]
         if n > tail:
             n -= tail
         if ret & BDRV_BLOCK_ZERO:
@@ -221,19 +236,23 @@ def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
 
 def convert_co_read(s: ImgConvertState, sector_num: int, nb_sectors: int,
                     buf: bytearray) -> int:
-    """Read a run into ``buf``.  With --salvage a failed read is repeated
-    sector by sector and a sector that still fails reads as zeroes (with a
-    warning).  Context: coroutine.  Returns: 0 or -errno.
-    QEMU: convert_co_read."""
+    """Read a run of the concatenated sources into ``buf``.  With --salvage
+    a failed read is repeated sector by sector and a sector that still
+    fails reads as zeroes (with a warning).  Context: coroutine.
+    Returns: 0 or -errno.  QEMU: convert_co_read."""
     from gqemu.block import blk_co_preadv
     from gqemu.block.qiov import qemu_iovec_init_buf
     single_read_until = 0
     pos = 0
     while nb_sectors > 0:
-        offset = sector_num * BDRV_SECTOR_SIZE
-        n = 1 if single_read_until > offset else nb_sectors
+        cur, cur_offset = convert_select_part(s, sector_num)
+        n = min(nb_sectors, s.src_sectors[cur] - (sector_num - cur_offset))
+        offset = (sector_num - cur_offset) * BDRV_SECTOR_SIZE
+        if single_read_until > offset:
+            n = 1
         view = memoryview(buf)[pos:pos + n * BDRV_SECTOR_SIZE]
-        ret = blk_co_preadv(s.src, offset, n * BDRV_SECTOR_SIZE, qemu_iovec_init_buf(view), 0)
+        ret = blk_co_preadv(s.src[cur], offset, n * BDRV_SECTOR_SIZE,
+                            qemu_iovec_init_buf(view), 0)
         if ret < 0:
             if not s.salvage:
                 return ret

@@ -14,7 +14,7 @@ import sys
 from typing import Optional
 
 from gqemu.cli.qemu_img_tool import (OPT_WARNINGS, ImgError, ImgOptError, blk_close,
-                                     error_report, img_open, parse_option_size)
+                                     error_report, parse_option_size)
 
 
 
@@ -31,8 +31,11 @@ def _int64(v: int) -> int:
 
 
 def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional[str],
-                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool) -> None:
-    """qemu-img create.  QEMU: bdrv_img_create."""
+                 backing_fmt: Optional[str], o: dict[str, str], quiet: bool,
+                 open_backing: bool = False) -> None:
+    """qemu-img create (``open_backing``: unless -u, the backing image is
+    opened first, for its size and to check it exists; convert creates
+    without opening it).  QEMU: bdrv_img_create."""
     if fmt not in ("raw", "qcow2"):
         from gqemu.cli.qemu_img_out import creation_error
         raise ImgError("%s: %s" % (filename, creation_error(fmt)))
@@ -40,10 +43,14 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
         raise ImgError("%s: Expected backing file name, got empty string" % filename)
     if backing and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing and open_backing:
+        bsize, detected = _backing_size(filename, backing, backing_fmt)
+        if not backing_fmt:
+            raise ImgError("%s: Backing file specified without backing format" % filename,
+                           tail="Detected format of %s." % detected)
+        size = bsize if size is None else size
     if backing and not backing_fmt:
         raise ImgError("%s: Backing file specified without backing format" % filename)
-    if backing and size is None:
-        size = _backing_size(filename, backing, backing_fmt)
     if size is None:
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
@@ -52,19 +59,34 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
         _create_qcow2(filename, size, backing, backing_fmt, o, quiet)
 
 
-def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]) -> int:
-    """The size of the backing image, named relative to the new image's
-    folder.  QEMU: bdrv_img_create (no size given)."""
+def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]
+                  ) -> tuple[int, str]:
+    """The size and format of the backing image, named relative to the new
+    image's folder, opened read-only and shared.  QEMU: bdrv_img_create."""
     path = backing if os.path.isabs(backing) or backing.startswith("json:") \
         else os.path.join(os.path.dirname(filename), backing)
-    from gqemu.block import blk_getlength
+    from gqemu.block import blk_bs, blk_getlength, blk_new_open
+    from gqemu.block.driver import BlockError
+    opts = {"readonly": "on"}
+    if not path.startswith("json:"):       # force-share (a json: graph keeps its locks)
+        opts["locking"] = "off"
+    if backing_fmt:
+        opts["format"] = backing_fmt
     try:
-        blk = img_open(path, backing_fmt)
-    except ImgError as e:
-        raise ImgError("%s: Could not open backing image: %s" % (filename, e))
+        blk = blk_new_open(path, opts, 0)
+    except BlockError as e:
+        raise ImgError("%s: %s" % (filename, e.msg), tail="Could not open backing image.\n")
     size = blk_getlength(blk)
+    bs = blk_bs(blk)
+    fmt = bs.drv.format_name if bs is not None and bs.drv is not None else "raw"
     blk_close(blk)
-    return size
+    return size, fmt
+
+
+def _host_path(filename: str) -> str:
+    """The host file a name creates: without an explicit ``file:``
+    protocol prefix.  QEMU: raw_co_create_opts (strstart "file:")."""
+    return filename[5:] if filename.startswith("file:") else filename
 
 
 def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> None:
@@ -84,11 +106,11 @@ def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> Non
         if size >> 63:
             raise ImgError("%s: Could not resize file: %s" % (filename,
                                                               os.strerror(errno.EINVAL)))
-        ret, msg = file_create(filename, size, prealloc)
+        ret, msg = file_create(_host_path(filename), size, prealloc)
         if ret < 0:
             raise ImgError("%s: %s" % (filename, msg))
         return
-    with open(filename, "wb") as f:
+    with open(_host_path(filename), "wb") as f:
         try:
             if size >> 63:
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
@@ -107,4 +129,5 @@ def _create_qcow2(filename: str, size: int, backing: Optional[str],
     """A qcow2 image: its options, line and errors live in
     ``qemu_img_create_qcow2.py``.  QEMU: qcow2_co_create_opts."""
     from gqemu.cli.qemu_img_create_qcow2 import create_qcow2
-    create_qcow2(filename, size, backing, backing_fmt, o, quiet, _repeat_opt_warnings)
+    create_qcow2(filename, size, backing, backing_fmt, o, quiet, _repeat_opt_warnings,
+                 _host_path(filename))

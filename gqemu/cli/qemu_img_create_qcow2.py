@@ -40,8 +40,12 @@ def _set_crypt_method(filename: str, method: int) -> None:
 
 
 def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: Optional[str],
-                 o: dict[str, str], quiet: bool, repeat_warnings: "object") -> None:
-    """Raises ImgError / ImgOptError (the latter before anything is printed)."""
+                 o: dict[str, str], quiet: bool, repeat_warnings: "object",
+                 path: Optional[str] = None) -> None:
+    """Create ``path`` (the host file; default ``filename``, the name the
+    messages use).  Raises ImgError / ImgOptError (the latter before
+    anything is printed)."""
+    path = filename if path is None else path
     from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
     from gqemu.block.qcow2_header import Qcow2OpenError
     c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
@@ -116,12 +120,12 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         if compression != "zlib":
             raise Qcow2OpenError(errno.ENOTSUP, "Compression type '%s' is not supported by "
                                  "gqemu" % compression)
-        qcow2_create_file(filename, c)
+        qcow2_create_file(path, c)
         if encryption:
-            _set_crypt_method(filename, QCOW_CRYPT_AES)
+            _set_crypt_method(path, QCOW_CRYPT_AES)
     except Qcow2OpenError as e:
         try:
-            os.unlink(filename)
+            os.unlink(path)
         except OSError:
             pass
         if e.errno == errno.EFBIG:       # bdrv_img_create's better message

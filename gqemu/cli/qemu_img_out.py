@@ -100,8 +100,12 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     bs, s = _qcow2_state(blk)
     info: dict = {"filename": filename, "format": bs.drv.format_name,
                   "virtual-size": blk_getlength(blk)}
+    from gqemu.block.refresh_filename import bdrv_full_backing_filename
+    leaf = bs
+    while leaf.file is not None:
+        leaf = leaf.file.bs
     try:
-        info["actual-size"] = os.stat(filename).st_blocks * 512
+        info["actual-size"] = os.stat(leaf.filename or filename).st_blocks * 512
     except OSError:
         pass
     if bs.drv.bdrv_get_info is not None:       # else: no dirty flag (-ENOTSUP)
@@ -112,10 +116,7 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     info["dirty-flag"] = bool(s.incompatible_features & QCOW2_INCOMPAT_DIRTY)
     if s.backing_file:
         info["backing-filename"] = s.backing_file
-        full = s.backing_file
-        if not os.path.isabs(full) and os.path.dirname(filename):
-            full = os.path.join(os.path.dirname(filename), full)
-        info["full-backing-filename"] = full
+        info["full-backing-filename"] = bdrv_full_backing_filename(bs, s.backing_file)
         if s.backing_format:
             info["backing-filename-format"] = s.backing_format
     if s.snapshots:
