@@ -367,8 +367,9 @@ def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool,
             pbm = get_l2_bitmap(s, e.data, l2_index + i)
             allocated = bool(prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))
             keep_zero = not discard or bs.backing is not None or allocated
+            # v2 has no zero flag: its clusters are discarded whatever the flags
             keep_host = (not discard and not may_unmap and allocated
-                         and not prev & QCOW_OFLAG_COMPRESSED)
+                         and not prev & QCOW_OFLAG_COMPRESSED and s.qcow_version >= 3)
             if s.extended_l2:
                 new, nbm = 0, QCOW_L2_BITMAP_ALL_ZEROES if keep_zero else 0
             else:

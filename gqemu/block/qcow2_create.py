@@ -108,7 +108,7 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
     from gqemu.block.driver import bdrv_open, bdrv_unref
     from gqemu.block.io_misc import bdrv_poll_co
     try:
-        bs = bdrv_open(filename, {"format": "qcow2"},
+        bs = bdrv_open("file:" + filename, {"format": "qcow2"},   # a host path, never a protocol
                        BDRV_O_RDWR | BDRV_O_RESIZE | BDRV_O_NO_BACKING)
     except BlockError as e:
         raise Qcow2OpenError(e.errno, e.msg) from None

@@ -17,7 +17,6 @@ QEMU: block.c (bdrv_refresh_filename, bdrv_dirname), blkdebug.c
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Optional
 
@@ -62,7 +61,10 @@ def bdrv_refresh_filename(bs: Any) -> str:
     """The graph's name: exact, or ``json:`` and its options.
     QEMU: bdrv_refresh_filename."""
     exact, opts = _refresh(bs)
-    return exact if exact else "json:" + json.dumps(opts)
+    if exact:
+        return exact
+    import json             # only for a json: name: kept off the one-shot start-up
+    return "json:" + json.dumps(opts)
 
 
 def bdrv_dirname(bs: Any) -> str:
