@@ -13,7 +13,6 @@ QEMU: qemu-img.c img_convert; util/qemu-progress.c.
 """
 from __future__ import annotations
 
-import errno
 import struct
 import sys
 from typing import Any, Optional
@@ -174,20 +173,14 @@ def _load_snapshot(s: ImgConvertState, nsrc: int, snapshot: tuple) -> None:
     if sn_opts is None and nsrc > 1:
         raise ImgError("No support for concatenating multiple snapshot")
     from gqemu.block import blk_bs
-    from gqemu.block.qcow2_snapshot import qcow2_snapshot_load_tmp
+    from gqemu.block.qcow2_snapshot_tmp import bdrv_snapshot_load_tmp
     from gqemu.cli.qemu_img_out import run_co
     bs = blk_bs(s.src[0])
-    assert bs is not None and bs.drv is not None        # img_open opened it
-    if not hasattr(bs.drv, "snapshots"):
-        raise ImgError("Failed to load snapshot: Block format '%s' used by device '' does "
-                       "not support temporarily loading internal snapshots"
-                       % bs.drv.format_name)
+    assert bs is not None                       # img_open opened it
     if sn_opts is not None:
-        ret, msg = run_co(qcow2_snapshot_load_tmp, bs, sn_opts.get("id"), sn_opts.get("name"))
+        ret, msg = run_co(bdrv_snapshot_load_tmp, bs, sn_opts.get("id"), sn_opts.get("name"))
     else:
-        ret, msg = run_co(qcow2_snapshot_load_tmp, bs, name, None)
-        if ret in (-errno.ENOENT, -errno.EINVAL):
-            ret, msg = run_co(qcow2_snapshot_load_tmp, bs, None, name)
+        ret, msg = run_co(bdrv_snapshot_load_tmp, bs, None, name, True)
     if ret < 0:
         raise ImgError("Failed to load snapshot: %s" % msg)
 

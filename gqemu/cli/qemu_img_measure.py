@@ -141,7 +141,7 @@ def _load_snapshot(blk: Any, name: str) -> None:
     name, or ``snapshot.id=...,snapshot.name=...``).  Raises ImgError.
     QEMU: bdrv_snapshot_load_tmp(_by_id_or_name)."""
     from gqemu.block import blk_bs
-    from gqemu.block.qcow2_snapshot_tmp import qcow2_snapshot_load_tmp
+    from gqemu.block.qcow2_snapshot_tmp import bdrv_snapshot_load_tmp
     sn_id: Optional[str] = None
     sn_name: Optional[str] = name
     if name.startswith("snapshot."):
@@ -151,7 +151,7 @@ def _load_snapshot(blk: Any, name: str) -> None:
             raise ImgError("Invalid parameter '%s'\nFailed in parsing snapshot param '%s'"
                            % (bad[0], name))
         sn_id, sn_name = fields.get("snapshot.id"), fields.get("snapshot.name")
-    ret, msg = run_co(qcow2_snapshot_load_tmp, blk_bs(blk), sn_id, sn_name,
+    ret, msg = run_co(bdrv_snapshot_load_tmp, blk_bs(blk), sn_id, sn_name,
                       not name.startswith("snapshot."))
     if ret < 0:
         raise ImgError("Failed to load snapshot: %s" % msg)
