@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from gqemu.cli.qemu_img_copy import (BDRV_SECTOR_SIZE, ImgConvertState, convert_do_copy)
 from gqemu.cli.qemu_img_tool import (ImgError, ImgOptError, blk_close, cvtnum,
-                                     error_report, img_open, parse_args, parse_o,
+                                     img_open, parse_args, parse_o, parse_snapshot_param,
                                      qemu_strtol)
 
 MAX_BUF_SECTORS = 32768
@@ -82,7 +82,7 @@ def img_convert(argv: list[str]) -> int:
     for o, v in opts:
         if o == "-l":
             if v.startswith("snapshot."):
-                sn_opts = _parse_snapshot_opts(v)
+                sn_opts = parse_snapshot_param(v)
             else:
                 snapshot_name = v
         elif o == "-f":
@@ -145,23 +145,6 @@ def img_convert(argv: list[str]) -> int:
             s.progress.qemu_progress_print(100, 0)
         s.progress.qemu_progress_end()
     return 0
-
-
-def _parse_snapshot_opts(v: str) -> dict:
-    """``-l snapshot.id=ID,snapshot.name=NAME``.  QEMU: img_convert
-    (internal_snapshot_opts)."""
-    out = {}
-    for item in v.split(","):
-        key, eq, val = item.partition("=")
-        if key not in ("snapshot.id", "snapshot.name"):
-            error_report("Invalid parameter '%s'" % key)
-            raise ImgError("Failed in parsing snapshot param '%s'" % v)
-        if not eq:                           # QemuOpts' short-form boolean
-            error_report("warning: short-form boolean option '%s' deprecated" % key)
-            sys.stderr.write("Please use %s=on instead\n" % key)
-            val = "on"
-        out[key[len("snapshot."):]] = val
-    return out
 
 
 def _load_snapshot(s: ImgConvertState, nsrc: int, snapshot: tuple) -> None:

@@ -142,15 +142,12 @@ def _load_snapshot(blk: Any, name: str) -> None:
     QEMU: bdrv_snapshot_load_tmp(_by_id_or_name)."""
     from gqemu.block import blk_bs
     from gqemu.block.qcow2_snapshot_tmp import bdrv_snapshot_load_tmp
+    from gqemu.cli.qemu_img_tool import parse_snapshot_param
     sn_id: Optional[str] = None
     sn_name: Optional[str] = name
     if name.startswith("snapshot."):
-        fields = dict(item.partition("=")[::2] for item in name.split(","))
-        bad = [k for k in fields if k not in ("snapshot.id", "snapshot.name")]
-        if bad:
-            raise ImgError("Invalid parameter '%s'\nFailed in parsing snapshot param '%s'"
-                           % (bad[0], name))
-        sn_id, sn_name = fields.get("snapshot.id"), fields.get("snapshot.name")
+        fields = parse_snapshot_param(name)
+        sn_id, sn_name = fields.get("id"), fields.get("name")
     ret, msg = run_co(bdrv_snapshot_load_tmp, blk_bs(blk), sn_id, sn_name,
                       not name.startswith("snapshot."))
     if ret < 0:

@@ -191,3 +191,22 @@ def parse_option_size(name: str, text: str) -> int:
     if warning:
         error_report("warning: " + warning)
     return val
+
+
+def parse_snapshot_param(v: str) -> dict:
+    """``-l snapshot.id=ID,snapshot.name=NAME`` (convert, measure): the
+    keys without their ``snapshot.`` prefix.  Raises ImgError after
+    QemuOpts' message.  QEMU: internal_snapshot_opts,
+    qemu_opts_parse_noisily."""
+    out = {}
+    for item in v.split(","):
+        key, eq, val = item.partition("=")
+        if key not in ("snapshot.id", "snapshot.name"):
+            error_report("Invalid parameter '%s'" % key)
+            raise ImgError("Failed in parsing snapshot param '%s'" % v)
+        if not eq:                           # QemuOpts' short-form boolean
+            error_report("warning: short-form boolean option '%s' deprecated" % key)
+            sys.stderr.write("Please use %s=on instead\n" % key)
+            val = "on"
+        out[key[len("snapshot."):]] = val
+    return out

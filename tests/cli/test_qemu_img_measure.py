@@ -174,6 +174,6 @@ def test_measure_snapshot_param_same_as_qemu_img(qemu_img, qemu_io, monkeypatch,
     subprocess.run([qemu_img, "snapshot", "-c", "snap", img], check=True)
     subprocess.run([qemu_io, "-c", "write 0 64k", img], check=True, stdout=subprocess.DEVNULL)
     for sn in ["snap", "1", "snapshot.id=1", "snapshot.name=snap", "snapshot.id=1,snapshot.name=x",
-               "nope", "snapshot.foo=1"]:
+               "nope", "snapshot.foo=1", "snapshot.name"]:
         _same(qemu_img, monkeypatch, capsys, ["measure", "-O", "qcow2", "-l", sn, img])
     _same(qemu_img, monkeypatch, capsys, ["measure", "-O", "qcow2", "-f", "raw", "-l", "x", raw])
