@@ -209,13 +209,20 @@ class Replayer:
                           "the model changed IRQ %d to %d and %d more the trace does not have"
                           % (line, level, len(self.irqs) - 1), _before(i, hist))
 
+    def _ram_range(self, i: int, what: str, addr: int, n: int) -> bytearray:
+        """The guest RAM, once ``addr .. addr + n`` is checked to lie in it
+        (format.py has already refused negative addresses).
+        Raises TraceError."""
+        ram = self.ram
+        if ram is None or addr + n > len(ram):
+            raise TraceError("guest RAM %s at 0x%x outside the %d bytes of RAM"
+                             % (what, addr, len(ram or b"")), i)
+        return ram
+
     def _memw(self, i: int, rec: list, buf: bytearray, res: ReplayResult,
               hist: deque) -> Optional[Divergence]:
         addr, data = rec[2], rec[3]
-        ram = self.ram
-        if ram is None or addr + len(data) > len(ram):
-            raise TraceError("guest RAM store at 0x%x outside the %d bytes of RAM"
-                             % (addr, len(ram or b"")), i)
+        ram = self._ram_range(i, "store", addr, len(data))
         ram[addr:addr + len(data)] = data
         return None
 
@@ -268,10 +275,7 @@ class Replayer:
     def _memr(self, i: int, rec: list, buf: bytearray, res: ReplayResult,
               hist: deque) -> Optional[Divergence]:
         addr, data = rec[2], rec[3]
-        ram = self.ram
-        if ram is None or addr + len(data) > len(ram):
-            raise TraceError("guest RAM load at 0x%x outside the %d bytes of RAM"
-                             % (addr, len(ram or b"")), i)
+        ram = self._ram_range(i, "load", addr, len(data))
         while ram[addr:addr + len(data)] != data:
             if not self._step():
                 got = bytes(ram[addr:addr + len(data)])
