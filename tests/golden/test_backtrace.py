@@ -109,7 +109,7 @@ def test_golden_is_the_seed(report, seed_text):
     assert want["worker"][0] in ("pread", "preadv")
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="/dev/kvm is absent on this machine")
+@pytest.mark.usefixtures("kvm")
 def test_chains_from_a_real_vcpu(tmp_path):
     """Under --accel kvm the first request is the firmware's read of the
     boot sector (LBA 0, one sector, as SeaBIOS reads it), made by the vCPU

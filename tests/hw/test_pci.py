@@ -67,11 +67,8 @@ def test_config_space_is_what_seabios_left_under_qemu(machine):
         assert got == want, "devfn %02x" % devfn
 
 
-def test_kvm_machine_leaves_ide_bus_mastering_off(tmp_path):
+def test_kvm_machine_leaves_ide_bus_mastering_off(tmp_path, kvm):
     """Under --accel kvm the IDE command register is SeaBIOS's 0x0103."""
-    import os
-    if not os.path.exists("/dev/kvm"):
-        pytest.skip("/dev/kvm is absent")
     disk = tmp_path / "v.img"
     make_scratch_disk(str(disk), 2)
     m = Machine(drive_config(["file=%s,format=raw" % disk]), accel="kvm")

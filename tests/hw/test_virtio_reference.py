@@ -5,7 +5,6 @@ broken device) and virtio disk, recorded by tests/data/virtio/record.py."""
 from __future__ import annotations
 
 import lzma
-import os
 import re
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import record  # noqa: E402  (the recorder's disk layout)
 sys.path.pop(0)
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="/dev/kvm is absent")
+@pytest.mark.usefixtures("kvm")
 def test_boot_program_under_kvm_as_under_qemu(tmp_path, capsys):
     prog = DATA / "virtioblk.bin"
     boot, vdisk, con = tmp_path / "boot.img", tmp_path / "vdisk.img", tmp_path / "con.bin"
