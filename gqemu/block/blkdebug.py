@@ -33,7 +33,7 @@ from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebu
 from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW
 from gqemu.block.driver import (BdrvChild, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_attach_child, bdrv_filter_default_perms,
-                                bdrv_getlength, bdrv_open, bdrv_register,
+                                bdrv_child_flags, bdrv_getlength, bdrv_open, bdrv_register,
                                 qemu_opt_size)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard
@@ -147,11 +147,12 @@ class BdrvBlkdebug(BlockDriver):
         if not image and "driver" in image_opts:
             # A node given by its options ('image': {'driver': 'raw',
             # 'file': {...}}): any driver, a format too.
-            child = bdrv_open("", image_opts, flags)
+            child = bdrv_open("", image_opts, bdrv_child_flags(flags))
         elif not image:
             raise BlockError(errno.EINVAL, "A block device must be specified for \"image\"")
         else:
-            child = bdrv_open(str(image), image_opts, flags, protocol_only=True)
+            child = bdrv_open(str(image), image_opts, bdrv_child_flags(flags),
+                              protocol_only=True)
         bs.file = bdrv_attach_child(bs, child, "image")
         bs.supported_write_flags = child.supported_write_flags
         bs.supported_zero_flags = child.supported_zero_flags

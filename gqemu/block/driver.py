@@ -382,6 +382,13 @@ def bdrv_unref(bs: Optional[BlockDriverState]) -> None:
 # ---------------------------------------------------------------- debug
 
 
+def bdrv_child_flags(flags: int) -> int:
+    """The open flags a child node inherits: those of its parent without
+    the ones that only apply to the top node (copy-on-read).
+    QEMU: bdrv_inherited_options ("flags that only apply to the top layer")."""
+    return flags & ~BDRV_O_COPY_ON_READ
+
+
 def bdrv_debug_event(bs: Optional[BlockDriverState], event: int) -> None:
     """Tell blkdebug (if it is this node) that ``event`` happened.
     QEMU: bdrv_debug_event."""
@@ -596,9 +603,10 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         if key in options:
             file_opts.setdefault(key, options.pop(key))
     if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True, ctx=ctx)
+        file_bs = bdrv_open(filename, file_opts, bdrv_child_flags(flags),
+                            protocol_only=True, ctx=ctx)
     else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags, ctx)
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, bdrv_child_flags(flags), ctx)
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs

@@ -17,12 +17,12 @@ import errno
 import mmap
 from typing import Any, Optional
 
-from gqemu.block.blkdebug_events import (BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
+from gqemu.block.blkdebug_events import (BLKDBG_COR_WRITE, BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
                                          BLKDBG_PWRITEV_RMW_HEAD, BLKDBG_PWRITEV_RMW_TAIL,
                                          BLKDBG_PWRITEV_ZERO)
-from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_O_UNMAP,
+from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_O_INACTIVE, BDRV_O_UNMAP,
                                 BDRV_REQ_COPY_ON_READ, BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP,
                                 BDRV_REQ_NO_FALLBACK, BDRV_REQ_NO_SERIALISING,
                                 BDRV_REQ_WRITE_COMPRESSED, BDRV_REQ_ZERO_WRITE,
@@ -51,6 +51,7 @@ __all__ = [
 
 
 MAX_WRITE_ZEROES_BOUNCE_BUFFER = 32768 << 9       # 16 MiB, as QEMU
+MAX_BOUNCE_BUFFER = MAX_WRITE_ZEROES_BOUNCE_BUFFER  # the copy-on-read chunk
 NOT_DONE = 0x7fffffff
 
 
@@ -98,53 +99,76 @@ def bdrv_get_cluster_size(bs: BlockDriverState) -> int:
 
 
 @coroutine_fn
-def bdrv_co_is_allocated_all(bs: BlockDriverState, offset: int, nbytes: int) -> int:
-    """1 if the node itself holds every byte of the range (data or zeroes),
-    0 if some come from below (backing), or -errno.  Context: coroutine.
-    QEMU: bdrv_is_allocated (as bdrv_aligned_preadv uses it)."""
-    drv = bs.drv
-    if drv is None or drv.bdrv_co_get_block_status is None:
-        return 1
-    end = offset + nbytes
-    while offset < end:
-        status, pnum, _, _ = bdrv_co_get_block_status(bs, offset, end - offset)
-        if status < 0:
-            return status
-        if not status & BDRV_BLOCK_ALLOCATED:
-            return 0
-        if pnum <= 0:
-            break
-        offset += pnum
-    return 1
+def bdrv_co_is_allocated(bs: BlockDriverState, offset: int, nbytes: int) -> tuple[int, int]:
+    """``(allocated, pnum)``: whether this node itself holds the first
+    ``pnum`` bytes of the range (1), or they come from below (0); -errno.
+    pnum is 0 at or past the end.  QEMU: bdrv_is_allocated."""
+    status, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)
+    if status < 0:
+        return status, 0
+    return (1 if status & BDRV_BLOCK_ALLOCATED else 0), pnum
 
 
 @coroutine_fn
 def bdrv_co_do_copy_on_readv(bs: BlockDriverState, offset: int, nbytes: int,
-                             qiov: QEMUIOVector, total_bytes: int) -> int:
-    """Read whole clusters, write them back into this node (as zeroes when
-    they are), then hand the caller its slice.  Context: coroutine.
-    Returns: 0 or -errno.  QEMU: bdrv_co_do_copy_on_readv."""
+                             qiov: QEMUIOVector) -> int:
+    """Walk the request's clusters in chunks of one allocation status:
+    read allocated chunks straight into ``qiov``; read the others (at most
+    MAX_BOUNCE_BUFFER at a time) into a bounce buffer, write them into this
+    node (as zeroes when they are) and hand the caller its slice.  Stops at
+    the end of the node.  Context: coroutine.  Returns: 0 or -errno.
+    QEMU: bdrv_co_do_copy_on_readv."""
     drv = bs.drv
     assert drv is not None
+    max_transfer = min(bs.bl.max_transfer or BDRV_REQUEST_MAX_BYTES, BDRV_REQUEST_MAX_BYTES)
     cs = bdrv_get_cluster_size(bs)
     c_off = offset // cs * cs
-    align = bs.bl.request_alignment
-    c_end = max(min(-(-(offset + nbytes) // cs) * cs,
-                    -(-total_bytes // align) * align), offset + nbytes)
-    c_bytes = c_end - c_off
+    c_bytes = -(-(offset + nbytes) // cs) * cs - c_off
+    skip = offset - c_off
     trace_bdrv_co_do_copy_on_readv(bs, offset, nbytes, c_off, c_bytes)
-    bounce = qemu_blockalign(bs, c_bytes)
-    local = qemu_iovec_init_buf(bounce)
-    ret = bdrv_driver_preadv(bs, c_off, c_bytes, local, 0)
-    if ret < 0:
-        return ret
-    if drv.bdrv_co_pwrite_zeroes is not None and qemu_iovec_is_zero(local):
-        ret = bdrv_co_do_pwrite_zeroes(bs, c_off, c_bytes, 0)
-    else:
-        ret = bdrv_driver_pwritev(bs, c_off, c_bytes, local, 0)
-    if ret < 0:
-        return ret
-    qemu_iovec_from_buf(qiov, 0, memoryview(bounce)[offset - c_off:], nbytes)
+    skip_write = bool(bs.open_flags & BDRV_O_INACTIVE)
+    bounce: Any = None
+    progress = 0
+    while c_bytes:
+        if skip_write:
+            ret, pnum = 1, min(c_bytes, max_transfer)
+        else:
+            ret, pnum = bdrv_co_is_allocated(bs, c_off, min(c_bytes, max_transfer))
+            if ret < 0:                 # the read will say what is wrong
+                pnum = min(c_bytes, max_transfer)
+            if ret == 0 and pnum == 0:  # the node ends inside the cluster
+                assert progress >= nbytes
+                break
+            assert skip < pnum
+        if ret <= 0:
+            pnum = min(pnum, MAX_BOUNCE_BUFFER)
+            if bounce is None:
+                bounce = qemu_blockalign(bs, min(max(pnum, c_bytes - pnum),
+                                                 max_transfer, MAX_BOUNCE_BUFFER))
+            local = qemu_iovec_init_buf(memoryview(bounce)[:pnum])
+            ret = bdrv_driver_preadv(bs, c_off, pnum, local, 0)
+            if ret < 0:
+                return ret
+            bdrv_debug_event(bs, BLKDBG_COR_WRITE)
+            if drv.bdrv_co_pwrite_zeroes is not None and qemu_iovec_is_zero(local):
+                ret = bdrv_co_do_pwrite_zeroes(bs, c_off, pnum, 0)
+            else:
+                ret = bdrv_driver_pwritev(bs, c_off, pnum, local, 0)
+            if ret < 0:
+                return ret
+            qemu_iovec_from_buf(qiov, progress, memoryview(bounce)[skip:pnum],
+                                min(pnum - skip, nbytes - progress))
+        else:
+            num = min(pnum - skip, nbytes - progress)
+            part = QEMUIOVector()
+            qemu_iovec_concat(part, qiov, progress, num)
+            ret = bdrv_driver_preadv(bs, offset + progress, num, part, 0)
+            if ret < 0:
+                return ret
+        c_off += pnum
+        c_bytes -= pnum
+        progress += pnum - skip
+        skip = 0
     return 0
 
 
@@ -166,11 +190,11 @@ def bdrv_aligned_preadv(bs: BlockDriverState, req: BdrvTrackedRequest,
     if total_bytes < 0:
         return total_bytes
     if flags & BDRV_REQ_COPY_ON_READ:
-        ret = bdrv_co_is_allocated_all(bs, offset, min(nbytes, max(0, total_bytes - offset)))
+        ret, pnum = bdrv_co_is_allocated(bs, offset, nbytes)
         if ret < 0:
             return ret
-        if ret == 0:
-            return bdrv_co_do_copy_on_readv(bs, offset, nbytes, qiov, total_bytes)
+        if not ret or pnum != nbytes:
+            return bdrv_co_do_copy_on_readv(bs, offset, nbytes, qiov)
     max_bytes = -(-max(0, total_bytes - offset) // align) * align
     max_transfer = (min(bs.bl.max_transfer or INT_MAX, INT_MAX) // align) * align
     if nbytes <= max_bytes and nbytes <= max_transfer:

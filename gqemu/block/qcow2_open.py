@@ -16,7 +16,7 @@ from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
-                                bdrv_open)
+                                bdrv_child_flags, bdrv_open)
 from gqemu.block.qcow2_options import qcow2_update_options
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
@@ -238,6 +238,7 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
     QEMU: bdrv_open_backing_file (block.c)."""
     backing_opts = dict(backing_opts or {})
     name = s.backing_file or ""
+    child_flags = bdrv_child_flags(flags) & ~BDRV_O_RDWR & ~BDRV_O_CHECK
     if name.startswith("json:"):               # options, not a file name
         from gqemu.block.open_opts import bdrv_fill_options
         jname, jopts = bdrv_fill_options(name, {})
@@ -245,7 +246,7 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         if s.backing_format and "driver" not in jopts:
             jopts["driver"] = s.backing_format
         try:
-            child = bdrv_open(jname or "", jopts, flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK)
+            child = bdrv_open(jname or "", jopts, child_flags)
         except BlockError as e:
             raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
         bs.backing = bdrv_attach_child(bs, child, "backing")
@@ -279,7 +280,7 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         opts[QCOW2_CHAIN_KEY] = chain
     opts["format"] = fmt
     try:
-        child = bdrv_open(path, opts, flags & ~BDRV_O_RDWR & ~BDRV_O_CHECK)
+        child = bdrv_open(path, opts, child_flags)
     except BlockError as e:
         raise BlockError(e.errno, "Could not open backing file: %s" % e.msg)
     bs.backing = bdrv_attach_child(bs, child, "backing")
