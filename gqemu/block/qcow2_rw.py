@@ -18,8 +18,8 @@ import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
-from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
-                                BLKDBG_EVENT, bdrv_getlength)
+from gqemu.block.driver import (BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
+                                BLKDBG_EVENT, BlockDriverState, bdrv_getlength)
 from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
     BLKDBG_READ_BACKING_AIO, BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
@@ -274,15 +274,27 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
 
 @coroutine_fn
 def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
-    """Whether the range already reads as zeroes (by metadata).
-    QEMU: is_zero."""
-    end = min(offset + nbytes, bs.total_sectors * 512)
+    """Whether the range already reads as zeroes (by metadata), looking
+    down the backing chain where this image leaves it unallocated.
+    QEMU: is_zero (bdrv_block_status_above down to no base)."""
+    return _chain_is_zero(bs, offset, min(offset + nbytes, bs.total_sectors * 512))
+
+
+@coroutine_fn
+def _chain_is_zero(bs: BlockDriverState, offset: int, end: int) -> bool:
+    """``[offset, end)`` of ``bs`` (within its length) reads as zero: each
+    part is a zero range of the first layer that allocates it, or is
+    allocated by no layer, or lies past the end of a shorter backing file."""
     while offset < end:
-        status, cur, _, _ = bs.drv.bdrv_co_get_block_status(bs, offset, end - offset)
+        status, cur, _, _ = bdrv_co_get_block_status(bs, offset, end - offset)
         if status < 0 or cur <= 0:
             return False
         if not status & BDRV_BLOCK_ZERO:
-            if status & BDRV_BLOCK_DATA or bs.backing is not None:
+            if status & BDRV_BLOCK_ALLOCATED or bs.backing is None:
+                return False
+            below = bs.backing.bs
+            length = bdrv_getlength(below)
+            if length < 0 or not _chain_is_zero(below, offset, min(offset + cur, length)):
                 return False
         offset += cur
     return True
