@@ -38,6 +38,7 @@ block_driver_modules: tuple[BlockDriverModule, ...] = (
     BlockDriverModule("gqemu.block.host_device", "host_cdrom", "host_cdrom", False, False),
     BlockDriverModule("gqemu.block.copy_on_read", "copy-on-read", None, False, False),
     BlockDriverModule("gqemu.block.compress", "compress", None, False, False),
+    BlockDriverModule("gqemu.block.quorum", "quorum", None, False, False),
     BlockDriverModule("gqemu.block.null", "null-co", "null-co", False, False),
     BlockDriverModule("gqemu.block.blkdebug", "blkdebug", "blkdebug", False, False),
     BlockDriverModule("gqemu.block.raw_format", "raw", None, True, False),

@@ -253,6 +253,11 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         return
     if ":" in name.split("/")[0]:
         raise BlockError(errno.EINVAL, "Backing file name '%s' is not a plain file name" % name)
+    if not os.path.isabs(name):
+        from gqemu.block.refresh_filename import _leaf, bdrv_dirname
+        if bdrv_dirname(bs) is None:
+            raise BlockError(errno.EINVAL, "Cannot generate a base directory for %s nodes"
+                             % _leaf(bs).drv.format_name)
     base_dir = os.path.dirname(bs.filename)
     path = name if os.path.isabs(name) or not base_dir else os.path.join(base_dir, name)
     me = os.path.realpath(bs.filename)

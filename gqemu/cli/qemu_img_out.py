@@ -93,6 +93,18 @@ def _snapshot_infos(s: Any) -> list[dict]:
     return out
 
 
+def _allocated_file_size(bs: Any, filename: str) -> int:
+    """The host bytes under a node: its file's, or the sum over its data
+    children (quorum's).  Raises OSError.  QEMU: bdrv_get_allocated_file_size
+    (bdrv_sum_allocated_file_size)."""
+    while bs.file is not None:
+        bs = bs.file.bs
+    if bs.children:
+        return sum(_allocated_file_size(c.bs, "") for c in bs.children
+                   if c.name != "backing")
+    return os.stat(bs.filename or filename).st_blocks * 512
+
+
 def image_info(blk: BlockBackend, filename: str) -> dict:
     """The fields of QEMU's ImageInfo.  QEMU: bdrv_query_image_info."""
     from gqemu.block import blk_getlength
@@ -101,11 +113,8 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     info: dict = {"filename": filename, "format": bs.drv.format_name,
                   "virtual-size": blk_getlength(blk)}
     from gqemu.block.refresh_filename import bdrv_full_backing_filename
-    leaf = bs
-    while leaf.file is not None:
-        leaf = leaf.file.bs
     try:
-        info["actual-size"] = os.stat(leaf.filename or filename).st_blocks * 512
+        info["actual-size"] = _allocated_file_size(bs, filename)
     except OSError:
         pass
     if bs.drv.bdrv_get_info is not None:       # else: no dirty flag (-ENOTSUP)
@@ -116,7 +125,9 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     info["dirty-flag"] = bool(s.incompatible_features & QCOW2_INCOMPAT_DIRTY)
     if s.backing_file:
         info["backing-filename"] = s.backing_file
-        info["full-backing-filename"] = bdrv_full_backing_filename(bs, s.backing_file)
+        full = bdrv_full_backing_filename(bs, s.backing_file)
+        if full is not None:
+            info["full-backing-filename"] = full
         if s.backing_format:
             info["backing-filename-format"] = s.backing_format
     if s.snapshots:
@@ -171,8 +182,10 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
         if info.get("dirty-flag"):
             out.append("cleanly shut down: no\n")
         if "backing-filename" in info:
-            b, full = info["backing-filename"], info["full-backing-filename"]
-            out.append("backing file: %s%s\n" % (b, "" if b == full else " (actual path: %s)" % full))
+            b, full = info["backing-filename"], info.get("full-backing-filename")
+            out.append("backing file: %s%s\n" % (b, " (cannot determine actual path)"
+                                                  if full is None else "" if b == full
+                                                  else " (actual path: %s)" % full))
             if "backing-filename-format" in info:
                 out.append("backing file format: %s\n" % info["backing-filename-format"])
         if "snapshots" in info:

@@ -72,7 +72,8 @@ def test_a_lookup_imports_only_the_driver_it_names(tmp_path, qemu_img):
     out = dict(line.split(" ", 1) for line in p.stdout.splitlines())
     assert out["package"] == "[]"
     assert out["names"] == ("['file', 'host_device', 'host_cdrom', 'copy-on-read', "
-                            "'null-co', 'blkdebug', 'raw', 'qcow2', 'bochs'] True False")
+                            "'compress', 'quorum', 'null-co', 'blkdebug', 'raw', 'qcow2', "
+                            "'bochs'] True False")
     assert out["listed"] == "[]"
     assert out["raw"] == "raw ['raw_format']"
     assert out["nosuch"] == "None ['raw_format']"
