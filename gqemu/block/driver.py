@@ -536,7 +536,7 @@ def find_image_format(file_bs: BlockDriverState, filename: str) -> type[BlockDri
     """Probe the first 512 bytes.  QEMU: find_image_format."""
     raw = bdrv_drivers["raw"]
     length = bdrv_getlength(file_bs)
-    if length == 0 or file_bs.open_flags & BDRV_O_NO_IO:
+    if length == 0:
         return raw
     buf = bytearray(512)
     ret = _bdrv_pread(file_bs, 0, buf, 512)

@@ -38,6 +38,8 @@ from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
 from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS,
                                      qcow2_amend_options)
+from gqemu.block.qcow2_data_file import (
+    qcow2_data_child, qcow2_data_file_info, qcow2_data_file_write_zeroes, qcow2_open_data_file, qcow2_take_data_file_options)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cluster import (
     qcow2_cluster_zeroize, qcow2_get_host_offset, qcow2_wait_cluster_allocs)
@@ -87,6 +89,7 @@ class BDRVQcow2State(Qcow2State):
         chain = options.pop(QCOW2_CHAIN_KEY, ())
         backing_opts = {k[len("backing."):]: options.pop(k)
                         for k in [k for k in options if k.startswith("backing.")]}
+        data_ref, data_opts = qcow2_take_data_file_options(options)
         self.read_only = not flags & BDRV_O_RDWR
         self.flags = flags
         ret = bdrv_run_co(bs, qcow2_do_open, bs, flags, options)
@@ -94,6 +97,7 @@ class BDRVQcow2State(Qcow2State):
             raise ret
         if ret is not None:
             raise BlockError(ret.errno, str(ret))
+        qcow2_open_data_file(bs, data_ref, data_opts, flags)
         bs.total_sectors = self.size // 512
         if self.backing_file and not flags & BDRV_O_NO_BACKING:
             qcow2_open_backing(bs, self, flags, chain, backing_opts)
@@ -154,6 +158,7 @@ class BDRVQcow2State(Qcow2State):
         if self.qcow_version >= 3:
             info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
         info["refcount bits"] = self.refcount_bits
+        qcow2_data_file_info(bs, info)
         if self.qcow_version >= 3:
             info["corrupt"] = bool(self.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
             info["extended l2"] = self.extended_l2
@@ -206,7 +211,8 @@ class BDRVQcow2State(Qcow2State):
                 return ret
             if t == QCOW2_SUBCLUSTER_NORMAL:
                 BLKDBG_EVENT(bs.file, BLKDBG_READ_AIO)
-                ret = bdrv_co_preadv(bs.file, host, cur, qemu_iovec_slice(qiov, done, cur), 0)
+                ret = bdrv_co_preadv(qcow2_data_child(bs), host, cur,
+                                     qemu_iovec_slice(qiov, done, cur), 0)
             elif t in (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
                 ret = qcow2_co_read_backing(bs, offset, cur, qiov, done)
             elif t == QCOW2_SUBCLUSTER_COMPRESSED:
@@ -244,7 +250,7 @@ class BDRVQcow2State(Qcow2State):
                 break
             qemu_co_mutex_lock(s.lock)
             ret, cur, host, metas = qcow2_alloc_host_offset(bs, offset, nbytes)
-            if ret >= 0:
+            if ret >= 0 and not s.has_data_file:     # data file writes hit no metadata
                 ret = qcow2_pre_write_overlap_check(bs, 0, host, cur)
             if ret < 0:
                 qcow2_handle_l2meta(bs, metas, False)
@@ -282,6 +288,8 @@ class BDRVQcow2State(Qcow2State):
         QEMU: qcow2_co_pwritev_compressed_part."""
         s = self
         cs = s.cluster_size
+        if s.has_data_file:
+            return -ENOTSUP
         if offset & (cs - 1):
             return -errno.EINVAL
         done = 0
@@ -345,8 +353,10 @@ class BDRVQcow2State(Qcow2State):
         else:
             qemu_co_mutex_lock(s.lock)
         qcow2_wait_cluster_allocs(bs, offset, nbytes)
-        ret = qcow2_cluster_zeroize(bs, offset, nbytes, False,
-                                    bool(flags & BDRV_REQ_MAY_UNMAP))
+        ret = qcow2_data_file_write_zeroes(bs, offset, nbytes, flags)
+        if ret >= 0:
+            ret = qcow2_cluster_zeroize(bs, offset, nbytes, False,
+                                        bool(flags & BDRV_REQ_MAY_UNMAP))
         qemu_co_mutex_unlock(s.lock)
         return ret
 
@@ -401,7 +411,7 @@ class BDRVQcow2State(Qcow2State):
         if t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
                  QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
             status |= BDRV_BLOCK_OFFSET_VALID
-            mapped, f = host, bs.file.bs
+            mapped, f = host, qcow2_data_child(bs).bs
         if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN):
             status |= BDRV_BLOCK_ZERO
         elif t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED):

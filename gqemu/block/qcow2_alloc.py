@@ -34,6 +34,7 @@ from gqemu.block.qcow2_l2 import (
     qcow2_get_subcluster_type)
 from gqemu.block.qcow2_overlap import qcow2_file_length, qcow2_signal_corruption
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters, qcow2_alloc_clusters_at
+from gqemu.block.block_int import BDRV_REQUEST_MAX_BYTES
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 INV_OFFSET = -1
@@ -72,7 +73,7 @@ def l2meta_cow_end(m: QCowL2Meta) -> int:
 def _range_type(s: Qcow2State, entry: int, bitmap: int, sc_from: int) -> tuple[int, int]:
     """(subcluster type at ``sc_from``, how many subclusters from there
     share it).  QEMU: qcow2_get_subcluster_range_type."""
-    t = qcow2_get_subcluster_type(s.extended_l2, entry, bitmap, sc_from)
+    t = qcow2_get_subcluster_type(s.extended_l2, entry, bitmap, sc_from, s.has_data_file)
     n = s.subclusters_per_cluster
     if t == QCOW2_SUBCLUSTER_INVALID or not s.extended_l2 or t == QCOW2_SUBCLUSTER_COMPRESSED:
         return t, n - sc_from
@@ -84,7 +85,7 @@ def _range_type(s: Qcow2State, entry: int, bitmap: int, sc_from: int) -> tuple[i
 
 def _needs_new_alloc(s: Qcow2State, entry: int) -> bool:
     """QEMU: cluster_needs_new_alloc."""
-    t = qcow2_get_cluster_type(s.extended_l2, entry)
+    t = qcow2_get_cluster_type(s.extended_l2, entry, s.has_data_file)
     return not (t in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC)
                 and entry & QCOW_OFLAG_COPIED)
 
@@ -130,7 +131,7 @@ def calculate_l2_meta(bs: Qcow2BDS, host_cluster: int, guest_offset: int, nbytes
             if t != QCOW2_SUBCLUSTER_NORMAL or first_sc + cnt <= last_sc:
                 skip_cow = False
         else:
-            t = qcow2_get_subcluster_type(s.extended_l2, ent, bm, 0)
+            t = qcow2_get_subcluster_type(s.extended_l2, ent, bm, 0, s.has_data_file)
         if t == QCOW2_SUBCLUSTER_INVALID:
             l1_index = guest_offset >> (s.l2_bits + cb)
             qcow2_signal_corruption(bs, True, -1, -1, "Invalid cluster entry found "
@@ -144,7 +145,7 @@ def calculate_l2_meta(bs: Qcow2BDS, host_cluster: int, guest_offset: int, nbytes
     ent = get_l2_entry(s, data, l2_index)
     bm = get_l2_bitmap(s, data, l2_index)
     sc = start_to >> scb
-    t = qcow2_get_subcluster_type(ext, ent, bm, sc)
+    t = qcow2_get_subcluster_type(ext, ent, bm, sc, s.has_data_file)
     alloc_types = (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
                    QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC)
     if not keep_old:
@@ -162,7 +163,7 @@ def calculate_l2_meta(bs: Qcow2BDS, host_cluster: int, guest_offset: int, nbytes
     ent = get_l2_entry(s, data, last)
     bm = get_l2_bitmap(s, data, last)
     sc = ((guest_offset + nbytes - 1) & (cs - 1)) >> scb
-    t = qcow2_get_subcluster_type(ext, ent, bm, sc)
+    t = qcow2_get_subcluster_type(ext, ent, bm, sc, s.has_data_file)
     scs = s.subcluster_size
     if not keep_old:
         if t == QCOW2_SUBCLUSTER_COMPRESSED:
@@ -210,7 +211,9 @@ def handle_dependencies(bs: Qcow2BDS, guest_offset: int, nbytes: int,
 def _nb_clusters(s: Qcow2State, guest_offset: int, nbytes: int, l2_index: int) -> int:
     cs = s.cluster_size
     nb = ((guest_offset & (cs - 1)) + nbytes + cs - 1) >> s.cluster_bits
-    return min(nb, s.l2_slice_size - l2_index)
+    # one allocation (its COW and data go out as one request) stays within
+    # BDRV_REQUEST_MAX_BYTES
+    return min(nb, s.l2_slice_size - l2_index, BDRV_REQUEST_MAX_BYTES >> s.cluster_bits)
 
 
 @coroutine_fn
@@ -273,7 +276,10 @@ def handle_alloc(bs: Qcow2BDS, guest_offset: int, host_offset: int, nbytes: int,
     nb = _count_single_write(s, e.data, l2_index,
                              _nb_clusters(s, guest_offset, nbytes, l2_index), True)
     assert nb > 0
-    if host_offset == INV_OFFSET:
+    if s.has_data_file:            # the data file's clusters sit at the guest offset
+        alloc = guest_offset & ~(cs - 1)
+        ret = 0
+    elif host_offset == INV_OFFSET:
         alloc = qcow2_alloc_clusters(bs, nb << cb)
         ret = min(alloc, 0)
     else:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.io_truncate import bdrv_co_truncate
+from gqemu.block.qcow2_data_file import qcow2_amend_data_file_apply, qcow2_amend_data_file_check
 from gqemu.block.qcow2_expand import qcow2_expand_zero_clusters
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_COMPRESSION, QCOW2_INCOMPAT_DIRTY)
@@ -30,8 +31,6 @@ from gqemu.block.qcow2_overlap import qcow2_mark_clean
 from gqemu.block.qcow2_refcount_order import qcow2_change_refcount_order
 from gqemu.block.qcow2_snapshot import qcow2_write_snapshots
 from gqemu.block.qcow2_state import Qcow2BDS
-
-QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1 << 1
 
 # (name, type, help) as qemu-img lists them; types "str", "bool", "num",
 # "size".  QEMU: qcow2_amend_opts (the LUKS keyslot options, then
@@ -136,6 +135,8 @@ def qcow2_downgrade(bs: Qcow2BDS, target_version: int, status_cb: StatusCB) -> t
     assert target_version == 2 and current_version > 2
     if s.refcount_order != 4:
         return -errno.ENOTSUP, "compat=0.10 requires refcount_bits=16"
+    if s.has_data_file:
+        return -errno.ENOTSUP, "Cannot downgrade an image with a data file"
     for sn in s.snapshots:
         if sn.vm_state_size > 0xFFFFFFFF or sn.disk_size != bs.total_sectors * 512:
             return -errno.ENOTSUP, "Internal snapshots prevent downgrade of image"
@@ -206,13 +207,10 @@ def qcow2_amend_options(bs: Qcow2BDS, opts: dict[str, Any], status_cb: StatusCB,
             if refcount_bits <= 0 or refcount_bits > 64 or refcount_bits & (refcount_bits - 1):
                 return -errno.EINVAL, ("Refcount width must be a power of two and may not "
                                        "exceed 64 bits")
-        elif name == "data_file":
-            # gqemu opens no image with an external data file
-            return -errno.EINVAL, ("data-file can only be set for images that use an "
-                                   "external data file")
-        elif name == "data_file_raw":
-            if value:
-                return -errno.EINVAL, "data-file-raw cannot be set on existing images"
+        elif name in ("data_file", "data_file_raw"):
+            ret, msg = qcow2_amend_data_file_check(bs, name, value)
+            if ret < 0:
+                return ret, msg
 
     info = Qcow2AmendHelperCBInfo(status_cb, (new_version != old_version)
                                   + (s.refcount_bits != refcount_bits))
@@ -229,7 +227,7 @@ def qcow2_amend_options(bs: Qcow2BDS, opts: dict[str, Any], status_cb: StatusCB,
         ret, msg = qcow2_change_refcount_order(bs, refcount_bits.bit_length() - 1, info)
         if ret < 0:
             return ret, msg
-    s.autoclear_features &= ~QCOW2_AUTOCLEAR_DATA_FILE_RAW
+    qcow2_amend_data_file_apply(bs, opts)
     ret = qcow2_update_header(bs)
     if ret < 0:
         return _strerror(ret, "Failed to update the image header")

@@ -147,7 +147,7 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
         return ret
     next_contiguous = 0
     for i, ent, bitmap in entries:
-        t = qcow2_get_cluster_type(s.extended_l2, ent)
+        t = qcow2_get_cluster_type(s.extended_l2, ent, s.has_data_file)
         if t != QCOW2_CLUSTER_COMPRESSED and ent & (L2E_STD_RESERVED_MASK | (
                 QCOW_OFLAG_ZERO if s.extended_l2 else 0)):
             _err("ERROR found l2 entry with reserved bits set: %x" % ent)
@@ -190,7 +190,8 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
                 else:
                     _err("ERROR offset=%x: Preallocated cluster is not properly aligned; "
                          "L2 entry corrupted." % off)
-            imrt.inc(res, off, s.cluster_size)
+            if not s.has_data_file:       # data file clusters have no refcount
+                imrt.inc(res, off, s.cluster_size)
         elif t == QCOW2_CLUSTER_UNALLOCATED and bitmap & QCOW_L2_BITMAP_ALL_ALLOC:
             res.corruptions += 1
             _err("ERROR: Unallocated cluster has non-zero subcluster allocation map")
@@ -375,10 +376,12 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
         esz = s.l2_entry_size
         l2 = None
         for j, ent, _bm in entries:
-            t = qcow2_get_cluster_type(s.extended_l2, ent)
+            t = qcow2_get_cluster_type(s.extended_l2, ent, s.has_data_file)
             if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
                 continue
-            ret, rc = qcow2_get_refcount(bs, (ent & L2E_OFFSET_MASK) >> cb)
+            # a data file cluster has no refcount here: it counts as 1
+            ret, rc = (0, 1) if s.has_data_file else \
+                qcow2_get_refcount(bs, (ent & L2E_OFFSET_MASK) >> cb)
             if ret < 0:
                 continue
             if (rc == 1) != bool(ent & QCOW_OFLAG_COPIED):

@@ -103,7 +103,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
         bitmap = get_l2_bitmap(s, data, l2_index)
         sc_bits = s.subcluster_bits
         sc_index = oic >> sc_bits
-        t = qcow2_get_subcluster_type(ext, l2_entry, bitmap, sc_index)
+        t = qcow2_get_subcluster_type(ext, l2_entry, bitmap, sc_index, s.has_data_file)
         if s.qcow_version < 3 and t in (QCOW2_SUBCLUSTER_ZERO_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC):
             qcow2_signal_corruption(bs, True, -1, -1, "Zero cluster entry found in "
                                     "pre-v3 image (L2 offset: %s, L2 index: %s)"
@@ -115,6 +115,12 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
                                     % (c_hex(l2_offset), c_hex(l2_index)))
             return -EIO, 0, 0, 0
         if t == QCOW2_SUBCLUSTER_COMPRESSED:
+            if s.has_data_file:
+                qcow2_signal_corruption(bs, True, -1, -1, "Compressed cluster entry found "
+                                        "in image with external data file (L2 offset: "
+                                        "%s, L2 index: %s)" % (c_hex(l2_offset),
+                                                               c_hex(l2_index)))
+                return -EIO, 0, 0, 0
             return 0, t, min(cs - oic, nbytes), l2_entry
         host = 0
         if t in _HOST_TYPES:
@@ -132,7 +138,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
             count = 1
             while count < n_needed:
                 ent = get_l2_entry(s, data, l2_index + count)
-                t2 = _PLAIN_SC[qcow2_get_cluster_type(False, ent)]
+                t2 = _PLAIN_SC[qcow2_get_cluster_type(False, ent, s.has_data_file)]
                 if t2 != t or (t in _HOST_TYPES and (ent & L2E_OFFSET_MASK) != base + (count << cb)):
                     break
                 count += 1

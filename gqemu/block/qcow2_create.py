@@ -36,6 +36,8 @@ class Qcow2CreateOptions:
     preallocation: str = "off"
     backing_file: Optional[str] = None
     backing_fmt: Optional[str] = None
+    data_file: Optional[str] = None          # external data file (qcow2_data_file.py)
+    data_file_raw: bool = False
 
 
 def _v3_only(what: str, conj: str = "and") -> Qcow2OpenError:
@@ -75,6 +77,13 @@ def qcow2_validate_create_options(o: Qcow2CreateOptions) -> None:
                              "not exceed 64 bits")
     if rb != 16 and o.version < 3:
         raise _v3_only("Different refcount widths than 16 bits require", "or")
+    from gqemu.block.driver import BlockError
+    from gqemu.block.qcow2_data_file import qcow2_check_data_file_create
+    try:
+        o.preallocation = qcow2_check_data_file_create(
+            o.version, o.data_file, o.data_file_raw, o.backing_file, o.preallocation)
+    except BlockError as e:
+        raise Qcow2OpenError(e.errno, e.msg) from None
 
 
 def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
@@ -97,6 +106,14 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
         h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS
     if o.extended_l2:
         h.incompatible_features |= QCOW2_INCOMPAT_EXTL2
+    from gqemu.block.qcow2_data_file import (qcow2_create_data_file,
+                                             qcow2_data_file_create_options)
+    incompat, autoclear, data_opts = qcow2_data_file_create_options(o.data_file,
+                                                                    o.data_file_raw)
+    h.incompatible_features |= incompat
+    h.autoclear_features |= autoclear
+    if o.data_file is not None:
+        qcow2_create_data_file(o.data_file, o.size, o.preallocation)
     fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.pwrite(fd, qcow2_header_pack(h).ljust(cs, b"\0"), 0)
@@ -108,7 +125,7 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
     from gqemu.block.driver import bdrv_open, bdrv_unref
     from gqemu.block.io_misc import bdrv_poll_co
     try:
-        bs = bdrv_open("file:" + filename, {"format": "qcow2"},   # a host path, never a protocol
+        bs = bdrv_open("file:" + filename, {"format": "qcow2", **data_opts},   # a host path
                        BDRV_O_RDWR | BDRV_O_RESIZE | BDRV_O_NO_BACKING)
     except BlockError as e:
         raise Qcow2OpenError(e.errno, e.msg) from None
@@ -126,6 +143,7 @@ def _qcow2_co_create_on(bs: Any, o: Qcow2CreateOptions) -> tuple[int, str]:
     from gqemu.block.qcow2_header_update import qcow2_change_backing_file, qcow2_update_header
     from gqemu.block.qcow2_refcount import qcow2_alloc_clusters
     ret = qcow2_alloc_clusters(bs, 3 * o.cluster_size)
+    bs.opaque.image_data_file = o.data_file       # the header extension names it
     if ret < 0:
         return ret, "Could not allocate clusters for qcow2 header and refcount table: %s" \
             % os.strerror(-ret)

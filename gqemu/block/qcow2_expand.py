@@ -56,8 +56,9 @@ class _Walk:
 
 @coroutine_fn
 def _expand_entry(bs: Qcow2BDS, data: bytearray, j: int, l2_offset: int,
-                  l2_refcount: int) -> tuple[int, bool]:
-    """Expand L2 entry ``j`` if it is a zero cluster.
+                  l2_refcount: int, base: int = 0) -> tuple[int, bool]:
+    """Expand L2 entry ``j`` (of a slice whose first entry is ``base`` in
+    its table) if it is a zero cluster.
     Returns: (0 or -errno, whether the entry changed)."""
     s = bs.opaque
     entry = get_l2_entry(s, data, j)
@@ -81,7 +82,7 @@ def _expand_entry(bs: Qcow2BDS, data: bytearray, j: int, l2_offset: int,
     if offset & (s.cluster_size - 1):
         qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset %s unaligned "
                                 "(L2 offset: %s, L2 index: %s)"
-                                % (c_hex(offset), c_hex(l2_offset), c_hex(j)))
+                                % (c_hex(offset), c_hex(l2_offset), c_hex(base + j)))
         if fresh:
             qcow2_free_clusters(bs, offset, s.cluster_size, True)
         return -errno.EIO, False
@@ -116,17 +117,34 @@ def expand_zero_clusters_in_l1(bs: Qcow2BDS, l1_table: list[int], active: bool,
         ret, l2_refcount = qcow2_get_refcount(bs, l2_offset >> s.cluster_bits)
         if ret < 0:
             return ret
+        ret = _expand_l2(bs, l2_offset, l2_refcount, active)
+        if ret < 0:
+            return ret
+        walk.step(bs)
+    return 0
+
+
+@coroutine_fn
+def _expand_l2(bs: Qcow2BDS, l2_offset: int, l2_refcount: int, active: bool) -> int:
+    """One L2 table, slice by slice (the active ones through the L2 cache,
+    whose entries may be slices: l2-cache-entry-size).
+    QEMU: expand_zero_clusters_in_l1 (the slice loop)."""
+    s = bs.opaque
+    n = s.l2_slice_size if active else s.l2_size
+    nbytes = n * s.l2_entry_size
+    for k in range(s.l2_size // n):
+        off = l2_offset + k * nbytes
         e: Any = None
         if active:
-            ret, e = qcow2_cache_get(bs, s.l2_table_cache, l2_offset)
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache, off)
             data = e.data if ret >= 0 else bytearray()
         else:
-            ret, data = qcow2_co_pread_file(bs, l2_offset, cs)
+            ret, data = qcow2_co_pread_file(bs, off, nbytes)
         if ret < 0:
             return ret
         dirty = False
-        for j in range(s.l2_size):
-            ret, changed = _expand_entry(bs, data, j, l2_offset, l2_refcount)
+        for j in range(n):
+            ret, changed = _expand_entry(bs, data, j, l2_offset, l2_refcount, k * n)
             if ret < 0:
                 if e is not None:
                     qcow2_cache_put(s.l2_table_cache, e)
@@ -139,12 +157,11 @@ def expand_zero_clusters_in_l1(bs: Qcow2BDS, l1_table: list[int], active: bool,
             qcow2_cache_put(s.l2_table_cache, e)
         elif dirty:
             ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_INACTIVE_L2 | QCOW2_OL_ACTIVE_L2,
-                                                l2_offset, cs)
+                                                off, nbytes)
             if ret >= 0:
-                ret = qcow2_co_pwrite_file(bs, l2_offset, data)
+                ret = qcow2_co_pwrite_file(bs, off, data)
             if ret < 0:
                 return ret
-        walk.step(bs)
     return 0
 
 

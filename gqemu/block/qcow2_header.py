@@ -63,7 +63,7 @@ QCOW2_COMPAT_LAZY_REFCOUNTS = 1 << 0
 QCOW2_COMPAT_FEAT_MASK = QCOW2_COMPAT_LAZY_REFCOUNTS
 QCOW2_AUTOCLEAR_BITMAPS = 1 << 0
 QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1 << 1
-QCOW2_AUTOCLEAR_MASK = 0                    # we keep no autoclear feature alive
+QCOW2_AUTOCLEAR_MASK = QCOW2_AUTOCLEAR_DATA_FILE_RAW   # the only one we keep alive
 
 QCOW2_FEAT_TYPE_INCOMPATIBLE = 0
 QCOW2_FEAT_TYPE_COMPATIBLE = 1
@@ -244,7 +244,7 @@ class Qcow2Extensions:
     """What the header extensions said (QEMU: fields of BDRVQcow2State)."""
 
     __slots__ = ("backing_format", "feature_table", "unknown", "has_data_file",
-                 "has_crypto")
+                 "has_crypto", "data_file")
 
     def __init__(self) -> None:
         self.backing_format: str | None = None
@@ -252,6 +252,7 @@ class Qcow2Extensions:
         self.unknown: list[tuple[int, bytes]] = []
         self.has_data_file = False
         self.has_crypto = False
+        self.data_file: str | None = None      # the external data file's name
 
 
 def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> Qcow2Extensions:
@@ -288,10 +289,11 @@ def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> 
                     break
                 table.append((t, bit, name))
             ext.feature_table = table
+        elif magic == QCOW2_EXT_MAGIC_DATA_FILE:
+            ext.has_data_file = True
+            ext.data_file = data.decode("utf-8", "replace")
         else:
-            if magic == QCOW2_EXT_MAGIC_DATA_FILE:
-                ext.has_data_file = True
-            elif magic == QCOW2_EXT_MAGIC_CRYPTO_HEADER:
+            if magic == QCOW2_EXT_MAGIC_CRYPTO_HEADER:
                 ext.has_crypto = True
             ext.unknown.append((magic, data))
         off += (length + 7) & ~7
@@ -355,7 +357,8 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
                                backing_format: str | None,
                                unknown: list[tuple[int, bytes]],
                                backing_file: str | None,
-                               extra_header: bytes = b"") -> bytes:
+                               extra_header: bytes = b"",
+                               data_file: str | None = None) -> bytes:
     """Header + extensions + backing name, as one cluster-0 image.
 
     Sets ``h.backing_file_offset/size``.  Raises Qcow2OpenError(ENOSPC) when
@@ -366,6 +369,8 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
         if backing_format:
             exts += pack_extension(QCOW2_EXT_MAGIC_BACKING_FORMAT,
                                    backing_format.encode())
+    if data_file:
+        exts += pack_extension(QCOW2_EXT_MAGIC_DATA_FILE, data_file.encode())
     if h.version >= 3 and cluster_size > 4096:     # QEMU leaves it out of small clusters
         exts += pack_feature_table()
     for magic, data in unknown:

@@ -42,7 +42,7 @@ def qcow2_update_header(bs: Qcow2BDS) -> int:
     unknown = list(s.ext.unknown) if s.ext is not None else []
     try:
         buf = qcow2_build_header_cluster(h, s.cluster_size, s.backing_format, unknown,
-                                         s.backing_file, extra)
+                                         s.backing_file, extra, s.image_data_file)
     except Qcow2OpenError:
         return -errno.ENOSPC
     ret = qcow2_co_pwrite_file(bs, 0, buf.ljust(s.cluster_size, b"\0"))

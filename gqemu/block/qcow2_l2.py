@@ -13,7 +13,8 @@ from __future__ import annotations
 import struct
 
 from gqemu.block.qcow2_header import (L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ALLOC,
-                                      QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO)
+                                      QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
+                                      QCOW_OFLAG_ZERO)
 from gqemu.block.qcow2_state import Qcow2State
 
 # QCow2ClusterType
@@ -33,13 +34,18 @@ QCOW2_SUBCLUSTER_INVALID = 6
 
 
 
-def qcow2_get_cluster_type(extended_l2: bool, l2_entry: int) -> int:
-    """QEMU: qcow2_get_cluster_type."""
+def qcow2_get_cluster_type(extended_l2: bool, l2_entry: int, data_file: bool = False) -> int:
+    """``data_file``: the image has an external data file, where host
+    offset 0 is a real cluster (told apart from "unallocated" by the COPIED
+    flag, as every data file cluster has refcount 1).
+    QEMU: qcow2_get_cluster_type."""
     if l2_entry & QCOW_OFLAG_COMPRESSED:
         return QCOW2_CLUSTER_COMPRESSED
     if l2_entry & QCOW_OFLAG_ZERO and not extended_l2:
         return QCOW2_CLUSTER_ZERO_ALLOC if l2_entry & L2E_OFFSET_MASK else QCOW2_CLUSTER_ZERO_PLAIN
     if not l2_entry & L2E_OFFSET_MASK:
+        if data_file and l2_entry & QCOW_OFLAG_COPIED:
+            return QCOW2_CLUSTER_NORMAL
         return QCOW2_CLUSTER_UNALLOCATED
     return QCOW2_CLUSTER_NORMAL
 
@@ -52,9 +58,9 @@ _PLAIN_SC = {QCOW2_CLUSTER_COMPRESSED: QCOW2_SUBCLUSTER_COMPRESSED,
 
 
 def qcow2_get_subcluster_type(extended_l2: bool, l2_entry: int, l2_bitmap: int,
-                              sc_index: int) -> int:
+                              sc_index: int, data_file: bool = False) -> int:
     """QEMU: qcow2_get_subcluster_type."""
-    t = qcow2_get_cluster_type(extended_l2, l2_entry)
+    t = qcow2_get_cluster_type(extended_l2, l2_entry, data_file)
     if not extended_l2:
         return _PLAIN_SC[t]
     if t == QCOW2_CLUSTER_COMPRESSED:

@@ -42,11 +42,14 @@ def _cow_write(bs: Qcow2BDS, m: QCowL2Meta, off: int, qiov: QEMUIOVector) -> int
     """QEMU: do_perform_cow_write."""
     if not qiov.size:
         return 0
-    ret = qcow2_pre_write_overlap_check(bs, 0, m.alloc_offset + off, qiov.size)
-    if ret < 0:
-        return ret
+    s = bs.opaque
+    if not s.has_data_file:         # data file writes cannot hit metadata
+        ret = qcow2_pre_write_overlap_check(bs, 0, m.alloc_offset + off, qiov.size)
+        if ret < 0:
+            return ret
     BLKDBG_EVENT(bs.file, BLKDBG_COW_WRITE)
-    return min(bdrv_co_pwritev(bs.file, m.alloc_offset + off, qiov.size, qiov, 0), 0)
+    child = bs.file if s.data_file is None else s.data_file
+    return min(bdrv_co_pwritev(child, m.alloc_offset + off, qiov.size, qiov, 0), 0)
 
 
 @coroutine_fn
@@ -133,7 +136,7 @@ def qcow2_alloc_cluster_link_l2(bs: Qcow2BDS, m: QCowL2Meta) -> int:
 def qcow2_alloc_cluster_abort(bs: Qcow2BDS, m: QCowL2Meta) -> None:
     """Give back the clusters of a failed allocation.
     QEMU: qcow2_alloc_cluster_abort."""
-    if not m.keep_old_clusters:
+    if not m.keep_old_clusters and not bs.opaque.has_data_file:
         qcow2_free_clusters(bs, m.alloc_offset, m.nb_clusters << bs.opaque.cluster_bits)
 
 

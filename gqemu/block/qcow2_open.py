@@ -197,14 +197,12 @@ def _open_init_caches(bs: Qcow2BDS, size: int, options: dict, flags: int) -> Non
 
 def _open_read_extensions(s: Qcow2State, h: QCowHeader, cluster0: bytearray,
                           ext_end: int) -> None:
-    """The header extensions (refusing external data files and encryption)
-    and the backing file name.  QEMU: qcow2_do_open (qcow2_read_extensions,
+    """The header extensions (refusing encryption; the external data
+    file's name is kept) and the backing file name.  QEMU: qcow2_do_open (qcow2_read_extensions,
     backing file)."""
     s.ext = ext = qcow2_read_extensions(cluster0, h.header_length, ext_end)
-    if s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE:
-        if ext.has_data_file:
-            raise Qcow2OpenError(ENOTSUP, "External data files are not supported")
-        raise Qcow2OpenError(errno.EINVAL, "'data-file' is required for this image")
+    s.image_data_file = ext.data_file      # the data file opens in qcow2_open
+    s.has_data_file = bool(s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
     if ext.has_crypto:
         raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
                              "for cipher")

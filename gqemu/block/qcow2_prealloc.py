@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 
 from gqemu.coroutine import coroutine_fn
+from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qcow2_alloc import QCowL2Meta, qcow2_alloc_host_offset
 from gqemu.block.qcow2_link import qcow2_alloc_cluster_link_l2, qcow2_handle_l2meta
 from gqemu.block.qcow2_overlap import qcow2_file_length
@@ -71,8 +72,9 @@ def preallocate_co(bs: Qcow2BDS, offset: int, new_length: int, mode: str) -> tup
             return _err(ret, "Mapping clusters failed")
         nbytes -= cur
         offset += cur
-    if host_offset + cur > qcow2_file_length(bs):
-        return bdrv_co_truncate(bs.file.bs, host_offset + cur, False,
+    data = bs.file if s.data_file is None else s.data_file     # where the clusters are
+    if host_offset + cur > bdrv_getlength(data.bs):
+        return bdrv_co_truncate(data.bs, host_offset + cur, False,
                                 "off" if mode == "metadata" else mode)
     return 0, ""
 

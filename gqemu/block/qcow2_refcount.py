@@ -407,8 +407,18 @@ def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int,
 def qcow2_free_any_cluster(bs: Qcow2BDS, l2_entry: int, nb_clusters: int = 1,
                            discard: int = QCOW2_DISCARD_NEVER) -> None:
     """Free whatever an L2 entry points at; ``discard`` as for
-    qcow2_free_clusters.  QEMU: qcow2_free_any_cluster."""
+    qcow2_free_clusters; with an external data file nothing is counted,
+    the data cluster is only discarded there.  QEMU: qcow2_free_any_cluster."""
     s = bs.opaque
+    if s.has_data_file:
+        from gqemu.block.qcow2_l2 import (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
+                                          qcow2_get_cluster_type)
+        t = qcow2_get_cluster_type(s.extended_l2, l2_entry, True)
+        if s.discard_passthrough[int(discard)] and s.data_file is not None \
+                and t in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+            bdrv_co_pdiscard(s.data_file.bs, l2_entry & L2E_OFFSET_MASK,
+                             nb_clusters << s.cluster_bits)
+        return
     if l2_entry & QCOW_OFLAG_COMPRESSED:
         coffset, csize = qcow2_parse_compressed_l2_entry(s, l2_entry)
         qcow2_free_clusters(bs, coffset, csize, discard)

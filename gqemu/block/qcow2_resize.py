@@ -68,7 +68,9 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret = qcow2_grow_l1_table(bs, new_l1_size, exact=True)
                 if ret < 0:
                     ret, msg = _err(ret, "Failed to grow the L1 table")
-            if ret >= 0 and prealloc == "metadata":
+            if ret >= 0 and (prealloc == "metadata" or prealloc != "off" and s.has_data_file):
+                # with a data file, falloc/full map the clusters and the
+                # data file is grown with that preallocation
                 ret, msg = preallocate_co(bs, old_length, offset, prealloc)
             elif ret >= 0 and prealloc != "off":
                 ret, msg = qcow2_co_preallocate_falloc(bs, old_length, offset, prealloc)

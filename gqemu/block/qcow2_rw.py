@@ -213,7 +213,9 @@ def handle_alloc_space(bs: Qcow2BDS, metas: list) -> int:
     """Where the copy-on-write would only copy zeroes, zero the new clusters
     in the file instead (one write-zeroes request) and skip the COW.
     Returns 0 or -errno.  QEMU: handle_alloc_space."""
-    if not bs.file.bs.supported_zero_flags & BDRV_REQ_NO_FALLBACK:
+    s = bs.opaque
+    data_child = bs.file if s.data_file is None else s.data_file
+    if not data_child.bs.supported_zero_flags & BDRV_REQ_NO_FALLBACK:
         return 0
     for m in metas:
         (s_off, s_n), (e_off, e_n) = m.cow_start, m.cow_end
@@ -224,11 +226,11 @@ def handle_alloc_space(bs: Qcow2BDS, metas: list) -> int:
             continue
         start = m.alloc_offset + s_off
         nb = e_off + e_n - s_off
-        ret = qcow2_pre_write_overlap_check(bs, 0, start, nb)
+        ret = 0 if s.has_data_file else qcow2_pre_write_overlap_check(bs, 0, start, nb)
         if ret < 0:
             return ret
         BLKDBG_EVENT(bs.file, BLKDBG_CLUSTER_ALLOC_SPACE)
-        ret = bdrv_co_pwrite_zeroes(bs.file, start, nb, BDRV_REQ_NO_FALLBACK)
+        ret = bdrv_co_pwrite_zeroes(data_child, start, nb, BDRV_REQ_NO_FALLBACK)
         if ret < 0:
             if ret not in (-ENOTSUP, -EAGAIN):
                 return ret
@@ -263,7 +265,8 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
     ret = handle_alloc_space(bs, metas)
     if ret >= 0 and not merge_cow(offset, nbytes, qiov, metas):
         BLKDBG_EVENT(bs.file, BLKDBG_WRITE_AIO)
-        ret = min(bdrv_co_pwritev(bs.file, host_offset, nbytes, qiov, 0), 0)
+        child = bs.file if s.data_file is None else s.data_file
+        ret = min(bdrv_co_pwritev(child, host_offset, nbytes, qiov, 0), 0)
     qemu_co_mutex_lock(s.lock)
     if ret >= 0:
         ret = qcow2_handle_l2meta(bs, metas, True)

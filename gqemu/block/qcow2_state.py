@@ -143,6 +143,11 @@ class Qcow2State(BlockDriver):
         self.ext: Any = None
         self.backing_file: Optional[str] = None
         self.backing_format: Optional[str] = None
+        # the external data file (qcow2_data_file.py): its child (None: the
+        # data lives in bs->file) and the name the header extension holds
+        self.data_file: Optional[BdrvChild] = None
+        self.has_data_file = False               # incompatible bit 2 (set at open)
+        self.image_data_file: Optional[str] = None
         self.opened = False
 
 

@@ -163,7 +163,7 @@ def img_info(argv: list[str]) -> int:
         raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
-    from gqemu.block.driver import BDRV_O_NO_BACKING
+    from gqemu.block.driver import BDRV_O_NO_BACKING, BDRV_O_NO_IO
     from gqemu.cli.qemu_img_out import dump_info, image_info
     infos = []
     filename: Optional[str] = args[0]
@@ -172,7 +172,8 @@ def img_info(argv: list[str]) -> int:
         if os.path.realpath(filename) in seen:
             raise ImgError("Backing file '%s' creates an infinite loop." % filename)
         seen.add(os.path.realpath(filename))
-        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING, image_opts=image_opts,
+        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING | BDRV_O_NO_IO,
+                       image_opts=image_opts,
                        force_share=force_share)
         try:
             info = image_info(blk, _display_name(blk, filename, image_opts))

@@ -62,7 +62,9 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             except ValueError:
                 raise ImgOptError("%s: Parameter 'refcount_bits' expects a number"
                                   % filename) from None
-        elif k in ("lazy_refcounts", "extended_l2", "encryption"):
+        elif k == "data_file":
+            c.data_file = v
+        elif k in ("lazy_refcounts", "extended_l2", "encryption", "data_file_raw"):
             if v not in QCOW2_ONOFF:
                 raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
             if k == "encryption":
@@ -93,6 +95,10 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         words.append("backing_file=%s" % backing.replace(",", ",,"))
     if backing_fmt:
         words.append("backing_fmt=%s" % backing_fmt)
+    if c.data_file is not None:
+        words.append("data_file=%s" % c.data_file.replace(",", ",,"))
+    if "data_file_raw" in o:
+        words.append("data_file_raw=%s" % ("on" if c.data_file_raw else "off"))
     words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
     words.append("refcount_bits=%d" % c.refcount_bits)
     if not quiet:
@@ -124,10 +130,12 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         if encryption:
             _set_crypt_method(path, QCOW_CRYPT_AES)
     except Qcow2OpenError as e:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        for name in (path, c.data_file):       # QEMU deletes both files
+            try:
+                if name:
+                    os.unlink(name)
+            except OSError:
+                pass
         if e.errno == errno.EFBIG:       # bdrv_img_create's better message
             raise ImgError("%s: The image size is too large for file format 'qcow2' (try "
                            "using a larger cluster size)" % filename) from None

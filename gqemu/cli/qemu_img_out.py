@@ -137,6 +137,10 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
     data["refcount-bits"] = s.refcount_bits
+    from gqemu.block.qcow2_data_file import qcow2_data_file_info
+    df: dict = {}
+    qcow2_data_file_info(bs, df)
+    data.update((k.replace(" ", "-"), v) for k, v in df.items())
     if s.qcow_version >= 3:
         data["corrupt"] = bool(s.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
         data["extended-l2"] = s.extended_l2

@@ -91,7 +91,6 @@ OPEN_CASES = [
     ("T12-extlen", [(0x74, ">I", 0xFFFFF000)], "Header extension too large"),
     ("T12-bfsize", [(8, ">Q", 0x200), (16, ">I", 0xFFFFFFFF)], "Backing file name too long"),
     ("T12-bfoffset", [(8, ">Q", 0x20000)], "Invalid backing file offset"),
-    ("T18-datafile", [(72, ">Q", 1 << 2)], "'data-file' is required for this image"),
     ("crypt", [(32, ">I", 7)], "Unsupported encryption method 7"),
 ]
 
@@ -117,6 +116,22 @@ def test_open_refused_matches_qemu(fresh, qemu_img):
         p = run(qemu_img, "info", "-f", "qcow2", fresh, ok=(1,))
         assert p.stderr.strip().endswith(msg), (cid, p.stderr)
         fresh.write_bytes(data)
+
+
+def test_data_file_bit_without_name(fresh, qemu_img, capsys, monkeypatch):
+    """T18: the data-file bit with no data file named.  qemu-img info opens
+    no data file (BDRV_O_NO_IO, QEMU 7.2.13+), so it shows the image as the
+    real one does; check (and any I/O open) refuses it."""
+    poke(fresh, 72, ">Q", 1 << 2)
+    want = run(qemu_img, "info", "-f", "qcow2", fresh)
+    rc, out, err = img_info(capsys, monkeypatch, "-f", "qcow2", str(fresh))
+    assert (rc, out, err) == (0, want.stdout, "")
+    assert "data file raw: false" in out and "data file:" not in out
+    monkeypatch.setattr(sys, "argv", ["gqemu-img"])
+    capsys.readouterr()
+    rc = gimg.main(["check", str(fresh)])
+    assert rc == 1 and capsys.readouterr().err == (
+        "gqemu-img: Could not open '%s': 'data-file' is required for this image\n" % fresh)
 
 
 def test_truncated_header(tmp_path, capsys, monkeypatch, qemu_img):
