@@ -344,7 +344,12 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
     s = bs.opaque
     memo: dict = {}
     cb = s.cluster_bits
-    verb = "Repairing" if fix & BDRV_FIX_ERRORS else "ERROR"
+    if fix & BDRV_FIX_ERRORS:
+        repair = True
+    else:       # with only leaks fixed, when the refcounts are now known good
+        repair = bool(fix & BDRV_FIX_LEAKS) and not (res.check_errors or res.corruptions
+                                                     or res.leaks)
+    verb = "Repairing" if repair else "ERROR"
     for i, e in enumerate(s.l1_table):
         l2_offset = e & L1E_OFFSET_MASK
         if not l2_offset:
@@ -356,7 +361,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
             res.corruptions += 1
             _err("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d"
                  % (verb, i, e, rc))
-            if fix & BDRV_FIX_ERRORS:
+            if repair:
                 s.l1_table[i] = e | QCOW_OFLAG_COPIED if rc == 1 else e & ~QCOW_OFLAG_COPIED
                 ret = qcow2_write_l1_entry(bs, i)
                 if ret < 0:
@@ -384,7 +389,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
             if (rc == 1) != bool(ent & QCOW_OFLAG_COPIED):
                 res.corruptions += 1
                 _err("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (verb, ent, rc))
-                if fix & BDRV_FIX_ERRORS:
+                if repair:
                     if l2 is None:
                         ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
                         if ret < 0:

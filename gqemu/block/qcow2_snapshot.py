@@ -13,6 +13,7 @@ block/qcow2-refcount.c).
 from __future__ import annotations
 
 import errno
+import os
 import struct
 import time
 
@@ -340,10 +341,10 @@ def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
         return -errno.EFBIG, msg
     ret = qcow2_write_snapshots(bs, s.snapshots[:i] + s.snapshots[i + 1:])
     if ret < 0:
-        return ret, "Failed to remove snapshot from snapshot list"
+        return ret, "Failed to remove snapshot from snapshot list: " + os.strerror(-ret)
     ret = qcow2_update_snapshot_refcount(bs, sn.l1_table_offset, sn.l1_size, -1)
     if ret < 0:
-        return ret, "Failed to free the cluster and L1 table"
+        return ret, "Failed to free the cluster and L1 table: " + os.strerror(-ret)
     qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8, QCOW2_DISCARD_SNAPSHOT)
     ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
     return ret, ""
