@@ -211,6 +211,8 @@ def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offse
     """QEMU: check_refcounts_l1."""
     s = bs.opaque
     imrt.inc(res, l1_offset, l1_size * 8)
+    if not l1_size:                     # nothing to read (QEMU: l1_size2 == 0)
+        return 0
     flen = _file_bytes(bs)
     if l1_size and flen >= 0 and l1_offset + l1_size * 8 > flen:
         # QEMU reads the missing part as zeroes and reports nothing; an L1
@@ -478,8 +480,17 @@ def qcow2_co_check(bs: Qcow2BDS, fix: int) -> BdrvCheckResult:
             if ret < 0:
                 res.ret = ret
                 return res
-    ret = qcow2_check_refcounts(bs, res, fix)
-    _drop_cache(s.l2_table_cache)
+    from gqemu.block.qcow2_snapshot_table import (      # it imports the snapshot code
+        qcow2_check_fix_snapshot_table, qcow2_check_read_snapshot_table)
+    sn_res = BdrvCheckResult()
+    ret = qcow2_check_read_snapshot_table(bs, sn_res, fix)
+    if ret >= 0:
+        ret = qcow2_check_refcounts(bs, res, fix)
+        _drop_cache(s.l2_table_cache)
+    if ret >= 0:
+        ret = qcow2_check_fix_snapshot_table(bs, sn_res, fix)
+    for k in ("corruptions", "leaks", "check_errors", "corruptions_fixed", "leaks_fixed"):
+        setattr(res, k, getattr(res, k) + getattr(sn_res, k))
     if ret >= 0 and fix and not res.check_errors and not res.corruptions and not s.read_only:
         if s.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT):
             ret = qcow2_cache_write(bs, s.refcount_block_cache)

@@ -26,13 +26,12 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOT_EXTRA_DATA,
-    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check)
 from gqemu.block.qcow2_state import (
-    QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
+    QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
@@ -67,50 +66,6 @@ class QCowSnapshot:
         self.extra_data_size = extra_data_size   # as read (v2 entries may carry less)
 
 
-@coroutine_fn
-def qcow2_read_snapshots(bs: Qcow2BDS, nb: int, offset0: int) -> list[QCowSnapshot]:
-    """Read and bound the snapshot table.  Raises Qcow2OpenError.
-    QEMU: qcow2_read_snapshots."""
-    s = bs.opaque
-    out = []
-    offset = offset0
-    for i in range(nb):
-        offset = (offset + 7) & ~7
-        ret, h = qcow2_co_pread_file(bs, offset, _SN.size)
-        if ret < 0:
-            raise Qcow2OpenError(-ret, "Failed to read snapshot table")
-        offset += _SN.size
-        (l1_off, l1_size, id_size, name_size, dsec, dnsec, vmclock,
-         vmsize, extra_size) = _SN.unpack(h)
-        if extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA:
-            raise Qcow2OpenError(errno.EFBIG, "Too much extra metadata in "
-                                 "snapshot table entry %d" % i)
-        ret, extra = qcow2_co_pread_file(bs, offset, extra_size)
-        offset += extra_size
-        sn = QCowSnapshot(l1_off, l1_size, date_sec=dsec, date_nsec=dnsec,
-                          vm_clock_nsec=vmclock, vm_state_size=vmsize)
-        sn.disk_size = s.size
-        sn.extra_data_size = extra_size
-        if extra_size >= 8:
-            sn.vm_state_size = struct.unpack_from(">Q", extra, 0)[0]
-        if extra_size >= 16:
-            sn.disk_size = struct.unpack_from(">Q", extra, 8)[0]
-        if extra_size >= 24:
-            sn.icount = struct.unpack_from(">q", extra, 16)[0]
-        sn.unknown_extra = bytes(extra[24:])
-        ret, b = qcow2_co_pread_file(bs, offset, id_size + name_size)
-        if ret < 0:
-            raise Qcow2OpenError(-ret, "Failed to read snapshot table")
-        sn.id_str = bytes(b[:id_size]).decode("utf-8", "replace")
-        sn.name = bytes(b[id_size:]).decode("utf-8", "replace")
-        offset += id_size + name_size
-        if offset - offset0 > QCOW_MAX_SNAPSHOTS_SIZE:
-            raise Qcow2OpenError(errno.EFBIG, "Snapshot table is too big")
-        out.append(sn)
-    s.snapshots_size = offset - offset0 if nb else 0
-    return out
-
-
 def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
     """The table as QEMU writes it (v3 entries carry 24 bytes of extra data)."""
     out = bytearray()
@@ -131,25 +86,27 @@ def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     QEMU: qcow2_write_snapshots."""
     s = bs.opaque
     data = qcow2_pack_snapshots(s, snapshots)
-    new_off = 0
+    if len(data) > QCOW_MAX_SNAPSHOTS_SIZE:
+        return -errno.EFBIG
+    new_off = ret = 0
     if data:
         new_off = qcow2_alloc_clusters(bs, len(data))
         if new_off < 0:
             return new_off
         ret = qcow2_cache_flush(bs, s.refcount_block_cache)
-        if ret < 0:
-            return ret
+    if ret >= 0 and data:
         ret = qcow2_pre_write_overlap_check(bs, 0, new_off, len(data))
         if ret >= 0:
             ret = qcow2_co_pwrite_file(bs, new_off, data)
         if ret >= 0:
             ret = qcow2_co_flush_file(bs)
-        if ret < 0:
-            return ret
-    ret = qcow2_co_pwrite_file(bs, 60, struct.pack(">IQ", len(snapshots), new_off))
+    if ret >= 0:
+        ret = qcow2_co_pwrite_file(bs, 60, struct.pack(">IQ", len(snapshots), new_off))
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
     if ret < 0:
+        if new_off:
+            qcow2_free_clusters(bs, new_off, len(data), QCOW2_DISCARD_ALWAYS)
         return ret
     old_off, old_size = s.snapshots_offset, s.snapshots_size
     for sn in snapshots:
