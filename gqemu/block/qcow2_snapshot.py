@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import struct
 import time
 
@@ -26,7 +27,8 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOTS,
+    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check)
@@ -212,13 +214,14 @@ def find_snapshot_by_id_or_name(s: Qcow2State, name: str) -> int:
     return -1
 
 
-def _validate_sn_l1(s: Qcow2State, sn: QCowSnapshot) -> str | None:
+def _validate_sn_l1(s: Qcow2State, sn: QCowSnapshot) -> tuple[int, str]:
+    """(0, "") or (-errno, message): EFBIG too large, EINVAL offset invalid."""
     try:
         qcow2_validate_table(sn.l1_table_offset, sn.l1_size, 8, QCOW_MAX_L1_SIZE,
                              s.cluster_size, "Snapshot L1 table")
     except Qcow2OpenError as e:
-        return e.msg
-    return None
+        return -e.errno, e.msg
+    return 0, ""
 
 
 @coroutine_fn
@@ -226,7 +229,10 @@ def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Create snapshot ``name``.  Returns: (0 or -errno, message).
     QEMU: qcow2_snapshot_create."""
     s = bs.opaque
-    ids = [int(sn.id_str) for sn in s.snapshots if sn.id_str.isdigit()]
+    if s.nb_snapshots >= QCOW_MAX_SNAPSHOTS:
+        return -errno.EFBIG, ""
+    ids = [int(m.group(1)) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)  # strtoul
+                                     for sn in s.snapshots) if m]
     now = time.time()
     sn = QCowSnapshot(l1_size=s.l1_size, id_str=str(max(ids, default=0) + 1),
                       name=name, disk_size=s.size, date_sec=int(now),
@@ -253,9 +259,9 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
     sn = s.snapshots[i]
-    msg = _validate_sn_l1(s, sn)
-    if msg:
-        return -errno.EFBIG, msg
+    ret, msg = _validate_sn_l1(s, sn)
+    if ret < 0:
+        return ret, msg
     if sn.disk_size != s.size:                 # the image takes the snapshot's size
         ret, msg = bdrv_co_truncate(bs, sn.disk_size, True, "off")
         if ret < 0:
@@ -293,9 +299,9 @@ def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
     sn = s.snapshots[i]
-    msg = _validate_sn_l1(s, sn)
-    if msg:
-        return -errno.EFBIG, msg
+    ret, msg = _validate_sn_l1(s, sn)
+    if ret < 0:
+        return ret, msg
     ret = qcow2_write_snapshots(bs, s.snapshots[:i] + s.snapshots[i + 1:])
     if ret < 0:
         return ret, "Failed to remove snapshot from snapshot list: " + os.strerror(-ret)
