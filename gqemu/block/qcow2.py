@@ -96,7 +96,7 @@ class BDRVQcow2State(Qcow2State):
         if isinstance(ret, BlockError):
             raise ret
         if ret is not None:
-            raise BlockError(ret.errno, str(ret))
+            raise BlockError(ret.errno, str(ret), ret.hint)
         qcow2_open_data_file(bs, data_ref, data_opts, flags)
         bs.total_sectors = self.size // 512
         if self.backing_file and not flags & BDRV_O_NO_BACKING:

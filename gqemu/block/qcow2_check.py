@@ -212,6 +212,8 @@ def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offse
     """QEMU: check_refcounts_l1."""
     s = bs.opaque
     imrt.inc(res, l1_offset, l1_size * 8)
+    if not l1_size:                     # nothing to read (QEMU: l1_size2 == 0)
+        return 0
     flen = _file_bytes(bs)
     if l1_size and flen >= 0 and l1_offset + l1_size * 8 > flen:
         # QEMU reads the missing part as zeroes and reports nothing; an L1
@@ -345,7 +347,12 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
     s = bs.opaque
     memo: dict = {}
     cb = s.cluster_bits
-    verb = "Repairing" if fix & BDRV_FIX_ERRORS else "ERROR"
+    if fix & BDRV_FIX_ERRORS:
+        repair = True
+    else:       # with only leaks fixed, when the refcounts are now known good
+        repair = bool(fix & BDRV_FIX_LEAKS) and not (res.check_errors or res.corruptions
+                                                     or res.leaks)
+    verb = "Repairing" if repair else "ERROR"
     for i, e in enumerate(s.l1_table):
         l2_offset = e & L1E_OFFSET_MASK
         if not l2_offset:
@@ -357,7 +364,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
             res.corruptions += 1
             _err("%s OFLAG_COPIED L2 cluster: l1_index=%d l1_entry=%x refcount=%d"
                  % (verb, i, e, rc))
-            if fix & BDRV_FIX_ERRORS:
+            if repair:
                 s.l1_table[i] = e | QCOW_OFLAG_COPIED if rc == 1 else e & ~QCOW_OFLAG_COPIED
                 ret = qcow2_write_l1_entry(bs, i)
                 if ret < 0:
@@ -387,7 +394,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
             if (rc == 1) != bool(ent & QCOW_OFLAG_COPIED):
                 res.corruptions += 1
                 _err("%s OFLAG_COPIED data cluster: l2_entry=%x refcount=%d" % (verb, ent, rc))
-                if fix & BDRV_FIX_ERRORS:
+                if repair:
                     if l2 is None:
                         ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
                         if ret < 0:
@@ -476,8 +483,17 @@ def qcow2_co_check(bs: Qcow2BDS, fix: int) -> BdrvCheckResult:
             if ret < 0:
                 res.ret = ret
                 return res
-    ret = qcow2_check_refcounts(bs, res, fix)
-    _drop_cache(s.l2_table_cache)
+    from gqemu.block.qcow2_snapshot_table import (      # it imports the snapshot code
+        qcow2_check_fix_snapshot_table, qcow2_check_read_snapshot_table)
+    sn_res = BdrvCheckResult()
+    ret = qcow2_check_read_snapshot_table(bs, sn_res, fix)
+    if ret >= 0:
+        ret = qcow2_check_refcounts(bs, res, fix)
+        _drop_cache(s.l2_table_cache)
+    if ret >= 0:
+        ret = qcow2_check_fix_snapshot_table(bs, sn_res, fix)
+    for k in ("corruptions", "leaks", "check_errors", "corruptions_fixed", "leaks_fixed"):
+        setattr(res, k, getattr(res, k) + getattr(sn_res, k))
     if ret >= 0 and fix and not res.check_errors and not res.corruptions and not s.read_only:
         if s.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT):
             ret = qcow2_cache_write(bs, s.refcount_block_cache)

@@ -102,10 +102,11 @@ _HDR_V2_LEN = 72
 class Qcow2OpenError(Exception):
     """An image refused at open: ``errno`` and QEMU's one-line message."""
 
-    def __init__(self, err: int, msg: str) -> None:
+    def __init__(self, err: int, msg: str, hint: str = "") -> None:
         super().__init__(msg)
         self.errno = err
         self.msg = msg
+        self.hint = hint          # a second line, as QEMU's error_append_hint
 
 
 def qcow2_probe(buf: bytes, filename: str) -> int:

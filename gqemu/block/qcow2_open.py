@@ -29,7 +29,7 @@ from gqemu.block.qcow2_header import (
     qcow2_header_unpack, qcow2_probe, qcow2_read_extensions, qcow2_validate_table,
     report_unsupported_feature, size_to_l1)
 from gqemu.block.qcow2_refcount import qcow2_refcount_init
-from gqemu.block.qcow2_snapshot import qcow2_read_snapshots
+from gqemu.block.qcow2_snapshot_table import qcow2_read_snapshots
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 ENOTSUP = errno.ENOTSUP
@@ -66,9 +66,10 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int, options: dict) -> None:
     _open_read_l1_table(bs)
     _open_init_caches(bs, h.size, options, flags)
     _open_read_extensions(s, h, cluster0, ext_end)
-    s.nb_snapshots = h.nb_snapshots
-    s.snapshots_offset = h.snapshots_offset
-    s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
+    if not flags & BDRV_O_CHECK:        # check reads (and repairs) the table itself
+        s.nb_snapshots = h.nb_snapshots
+        s.snapshots_offset = h.snapshots_offset
+        s.snapshots = qcow2_read_snapshots(bs, h.nb_snapshots, h.snapshots_offset)
     _open_clear_autoclear(bs)
 
 

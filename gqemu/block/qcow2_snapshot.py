@@ -13,6 +13,8 @@ block/qcow2-refcount.c).
 from __future__ import annotations
 
 import errno
+import os
+import re
 import struct
 import time
 
@@ -25,13 +27,13 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOT_EXTRA_DATA,
+    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOTS,
     QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check)
 from gqemu.block.qcow2_state import (
-    QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
+    QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
     qcow2_alloc_clusters, qcow2_free_clusters, qcow2_get_refcount,
     qcow2_parse_compressed_l2_entry, update_refcount)
@@ -66,50 +68,6 @@ class QCowSnapshot:
         self.extra_data_size = extra_data_size   # as read (v2 entries may carry less)
 
 
-@coroutine_fn
-def qcow2_read_snapshots(bs: Qcow2BDS, nb: int, offset0: int) -> list[QCowSnapshot]:
-    """Read and bound the snapshot table.  Raises Qcow2OpenError.
-    QEMU: qcow2_read_snapshots."""
-    s = bs.opaque
-    out = []
-    offset = offset0
-    for i in range(nb):
-        offset = (offset + 7) & ~7
-        ret, h = qcow2_co_pread_file(bs, offset, _SN.size)
-        if ret < 0:
-            raise Qcow2OpenError(-ret, "Failed to read snapshot table")
-        offset += _SN.size
-        (l1_off, l1_size, id_size, name_size, dsec, dnsec, vmclock,
-         vmsize, extra_size) = _SN.unpack(h)
-        if extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA:
-            raise Qcow2OpenError(errno.EFBIG, "Too much extra metadata in "
-                                 "snapshot table entry %d" % i)
-        ret, extra = qcow2_co_pread_file(bs, offset, extra_size)
-        offset += extra_size
-        sn = QCowSnapshot(l1_off, l1_size, date_sec=dsec, date_nsec=dnsec,
-                          vm_clock_nsec=vmclock, vm_state_size=vmsize)
-        sn.disk_size = s.size
-        sn.extra_data_size = extra_size
-        if extra_size >= 8:
-            sn.vm_state_size = struct.unpack_from(">Q", extra, 0)[0]
-        if extra_size >= 16:
-            sn.disk_size = struct.unpack_from(">Q", extra, 8)[0]
-        if extra_size >= 24:
-            sn.icount = struct.unpack_from(">q", extra, 16)[0]
-        sn.unknown_extra = bytes(extra[24:])
-        ret, b = qcow2_co_pread_file(bs, offset, id_size + name_size)
-        if ret < 0:
-            raise Qcow2OpenError(-ret, "Failed to read snapshot table")
-        sn.id_str = bytes(b[:id_size]).decode("utf-8", "replace")
-        sn.name = bytes(b[id_size:]).decode("utf-8", "replace")
-        offset += id_size + name_size
-        if offset - offset0 > QCOW_MAX_SNAPSHOTS_SIZE:
-            raise Qcow2OpenError(errno.EFBIG, "Snapshot table is too big")
-        out.append(sn)
-    s.snapshots_size = offset - offset0 if nb else 0
-    return out
-
-
 def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
     """The table as QEMU writes it (v3 entries carry 24 bytes of extra data)."""
     out = bytearray()
@@ -130,25 +88,27 @@ def qcow2_write_snapshots(bs: Qcow2BDS, snapshots: list[QCowSnapshot]) -> int:
     QEMU: qcow2_write_snapshots."""
     s = bs.opaque
     data = qcow2_pack_snapshots(s, snapshots)
-    new_off = 0
+    if len(data) > QCOW_MAX_SNAPSHOTS_SIZE:
+        return -errno.EFBIG
+    new_off = ret = 0
     if data:
         new_off = qcow2_alloc_clusters(bs, len(data))
         if new_off < 0:
             return new_off
         ret = qcow2_cache_flush(bs, s.refcount_block_cache)
-        if ret < 0:
-            return ret
+    if ret >= 0 and data:
         ret = qcow2_pre_write_overlap_check(bs, 0, new_off, len(data))
         if ret >= 0:
             ret = qcow2_co_pwrite_file(bs, new_off, data)
         if ret >= 0:
             ret = qcow2_co_flush_file(bs)
-        if ret < 0:
-            return ret
-    ret = qcow2_co_pwrite_file(bs, 60, struct.pack(">IQ", len(snapshots), new_off))
+    if ret >= 0:
+        ret = qcow2_co_pwrite_file(bs, 60, struct.pack(">IQ", len(snapshots), new_off))
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
     if ret < 0:
+        if new_off:
+            qcow2_free_clusters(bs, new_off, len(data), QCOW2_DISCARD_ALWAYS)
         return ret
     old_off, old_size = s.snapshots_offset, s.snapshots_size
     for sn in snapshots:
@@ -254,13 +214,14 @@ def find_snapshot_by_id_or_name(s: Qcow2State, name: str) -> int:
     return -1
 
 
-def _validate_sn_l1(s: Qcow2State, sn: QCowSnapshot) -> str | None:
+def _validate_sn_l1(s: Qcow2State, sn: QCowSnapshot) -> tuple[int, str]:
+    """(0, "") or (-errno, message): EFBIG too large, EINVAL offset invalid."""
     try:
         qcow2_validate_table(sn.l1_table_offset, sn.l1_size, 8, QCOW_MAX_L1_SIZE,
                              s.cluster_size, "Snapshot L1 table")
     except Qcow2OpenError as e:
-        return e.msg
-    return None
+        return -e.errno, e.msg
+    return 0, ""
 
 
 @coroutine_fn
@@ -268,7 +229,10 @@ def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Create snapshot ``name``.  Returns: (0 or -errno, message).
     QEMU: qcow2_snapshot_create."""
     s = bs.opaque
-    ids = [int(sn.id_str) for sn in s.snapshots if sn.id_str.isdigit()]
+    if s.nb_snapshots >= QCOW_MAX_SNAPSHOTS:
+        return -errno.EFBIG, ""
+    ids = [int(m.group(1)) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)  # strtoul
+                                     for sn in s.snapshots) if m]
     now = time.time()
     sn = QCowSnapshot(l1_size=s.l1_size, id_str=str(max(ids, default=0) + 1),
                       name=name, disk_size=s.size, date_sec=int(now),
@@ -295,9 +259,9 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
     sn = s.snapshots[i]
-    msg = _validate_sn_l1(s, sn)
-    if msg:
-        return -errno.EFBIG, msg
+    ret, msg = _validate_sn_l1(s, sn)
+    if ret < 0:
+        return ret, msg
     if sn.disk_size != s.size:                 # the image takes the snapshot's size
         ret, msg = bdrv_co_truncate(bs, sn.disk_size, True, "off")
         if ret < 0:
@@ -335,15 +299,15 @@ def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
     sn = s.snapshots[i]
-    msg = _validate_sn_l1(s, sn)
-    if msg:
-        return -errno.EFBIG, msg
+    ret, msg = _validate_sn_l1(s, sn)
+    if ret < 0:
+        return ret, msg
     ret = qcow2_write_snapshots(bs, s.snapshots[:i] + s.snapshots[i + 1:])
     if ret < 0:
-        return ret, "Failed to remove snapshot from snapshot list"
+        return ret, "Failed to remove snapshot from snapshot list: " + os.strerror(-ret)
     ret = qcow2_update_snapshot_refcount(bs, sn.l1_table_offset, sn.l1_size, -1)
     if ret < 0:
-        return ret, "Failed to free the cluster and L1 table"
+        return ret, "Failed to free the cluster and L1 table: " + os.strerror(-ret)
     qcow2_free_clusters(bs, sn.l1_table_offset, sn.l1_size * 8, QCOW2_DISCARD_SNAPSHOT)
     ret = qcow2_update_snapshot_refcount(bs, s.l1_table_offset, s.l1_size, 0)
     return ret, ""

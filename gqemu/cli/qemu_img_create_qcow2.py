@@ -49,7 +49,7 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
     from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
     from gqemu.block.qcow2_header import Qcow2OpenError
     c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
-    compat = encryption = None
+    compat = encryption = hint = None
     compression = "zlib"
     for k, v in o.items():
         if k == "cluster_size":
@@ -77,6 +77,8 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             compression = v
         elif k == "encrypt.key-secret":
             pass
+        elif k == "extent_size_hint":     # the file protocol's option; an XFS hint
+            hint = option_size(k, v, filename)
         else:
             raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
     words = []
@@ -101,9 +103,13 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         words.append("data_file_raw=%s" % ("on" if c.data_file_raw else "off"))
     words.append("lazy_refcounts=%s" % ("on" if c.lazy_refcounts else "off"))
     words.append("refcount_bits=%d" % c.refcount_bits)
+    if hint is not None:            # the protocol's options come last
+        words.append("extent_size_hint=%d" % hint)
     if not quiet:
         sys.stdout.write("Formatting '%s', fmt=qcow2 %s\n" % (filename, " ".join(words)))
     repeat_warnings()       # type: ignore[operator]
+    if hint is not None and hint > 0xFFFFFFFF:     # file-posix's create, before the file
+        raise ImgError("%s: Extent size hint is too large" % filename)
     try:
         # the option visitor's checks, in the order of BlockdevCreateOptionsQcow2
         if compat is not None and compat not in ("0.10", "v2", "1.1", "v3"):

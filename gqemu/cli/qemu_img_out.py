@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from gqemu.cli.qemu_img_tool import ImgError
+from gqemu.cli.qemu_img_tool import ImgError, error_report
 
 if TYPE_CHECKING:                       # the block layer is imported on use
     from gqemu.block.block_backend import BlockBackend
@@ -290,8 +290,10 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
           "-d": qcow2_snapshot_delete}[action]
     ret, msg = run_co(fn, bs, name)
     if ret < 0:
-        if action == "-a" and ret == -2:
-            msg = "Failed to load snapshot: No such file or directory"
+        if action == "-a":           # the driver's own error is reported first
+            if msg and ret != -2:
+                error_report(msg)
+            msg = "Failed to load snapshot: %s" % os.strerror(-ret)
         elif action == "-d" and ret == -2:
             msg = "snapshot not found"
         elif action == "-c":                # img_snapshot prints the errno itself

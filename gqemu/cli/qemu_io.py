@@ -184,8 +184,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
 
 
+def _buffer_stdout() -> None:
+    """Into a pipe or file, qemu-io's printf output is block-buffered by C
+    stdio whatever the environment says; PYTHONUNBUFFERED must not make
+    gqemu-io's lines overtake the stderr ones (qemu_io_util.err)."""
+    try:
+        if not sys.stdout.isatty():
+            sys.stdout.reconfigure(line_buffering=False, write_through=False)  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):    # a stand-in stream (tests)
+        pass
+
+
 def _main(prog: str, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)    # die on ^C, as qemu-io
+    _buffer_stdout()
     o = OpenOpts()
     cmdline: list[str] = []
     fmt: Optional[str] = None

@@ -72,9 +72,20 @@ def out(s: str) -> None:
         sys.stdout = open(os.devnull, "w")
 
 
+def _stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (ValueError, AttributeError):       # closed, or a stand-in without isatty
+        return False
+
+
 def err(s: str) -> None:
-    """fprintf(stderr, ...): flushes stdout first so a terminal shows order."""
-    sys.stdout.flush()
+    """fprintf(stderr, ...).  stdout is flushed first only on a terminal
+    (C's line buffering there); into a pipe or file it stays buffered until
+    it fills or the program ends, as qemu-io's printf output does, so its
+    lines follow the stderr ones written meanwhile."""
+    if _stdout_is_tty():
+        sys.stdout.flush()
     sys.stderr.write(s)
     sys.stderr.flush()
 

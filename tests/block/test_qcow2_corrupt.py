@@ -148,7 +148,9 @@ def test_snapshot_extra_data_and_bad_snapshot_l1(fresh, qemu_img, capsys, monkey
     good = fresh.read_bytes()
     poke(fresh, sn_off + 36, ">I", 1025)                        # T09 extra data
     rc, _, err = img_info(capsys, monkeypatch, str(fresh))
-    assert rc == 1 and err.endswith("Too much extra metadata in snapshot table entry 0\n")
+    assert rc == 1 and err.endswith("Too much extra metadata in snapshot table entry 0\n"
+                                    "You can force-remove this extra metadata with "
+                                    "qemu-img check -r all\n")        # QEMU's hint
     fresh.write_bytes(good)
     poke(fresh, sn_off + 8, ">I", 0x10000000)                   # T11 snapshot L1 size
     monkeypatch.setattr(sys, "argv", ["gqemu-img"])
