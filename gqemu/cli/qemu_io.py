@@ -187,9 +187,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _buffer_stdout() -> None:
     """Into a pipe or file, qemu-io's printf output is block-buffered by C
     stdio whatever the environment says; PYTHONUNBUFFERED must not make
-    gqemu-io's lines overtake the stderr ones (qemu_io_util.err)."""
+    gqemu-io's lines overtake the stderr ones (qemu_io_util.err).  Only the
+    process's own stdout is changed: a caller's stand-in stream (an in-process
+    run under a test's capture) keeps its buffering, or its reader would miss
+    the lines still held in the buffer."""
     try:
-        if not sys.stdout.isatty():
+        if sys.stdout is sys.__stdout__ and not sys.stdout.isatty():
             sys.stdout.reconfigure(line_buffering=False, write_through=False)  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):    # a stand-in stream (tests)
         pass
