@@ -357,7 +357,16 @@ class BdrvBlkdebug(BlockDriver):
     @coroutine_fn
     def blkdebug_co_pwrite_zeroes(self, bs: BlockDriverState, offset: int, nbytes: int,
                                   flags: int) -> int:
-        """QEMU: blkdebug_co_pwrite_zeroes."""
+        """Pieces shorter than the zero-write alignment fail with -ENOTSUP
+        (the block layer then writes zeroes: the fallback gets tested);
+        longer ones must be aligned.  QEMU: blkdebug_co_pwrite_zeroes."""
+        bl = bs.bl
+        align = max(bl.request_alignment, bl.pwrite_zeroes_alignment)
+        if nbytes < align:
+            return -errno.ENOTSUP
+        assert offset % align == nbytes % align == 0, \
+            "blkdebug: zero write %d+%d not aligned to %d" % (offset, nbytes, align)
+        assert not bl.max_pwrite_zeroes or nbytes <= bl.max_pwrite_zeroes
         err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_WRITE_ZEROES)
         if err:
             return err
@@ -367,7 +376,20 @@ class BdrvBlkdebug(BlockDriver):
 
     @coroutine_fn
     def blkdebug_co_pdiscard(self, bs: BlockDriverState, offset: int, nbytes: int) -> int:
-        """QEMU: blkdebug_co_pdiscard."""
+        """Pieces shorter than the alignment are not passed on (-ENOTSUP);
+        longer ones must be aligned, within opt-discard's boundaries and
+        max-discard.  QEMU: blkdebug_co_pdiscard."""
+        bl = bs.bl
+        if nbytes < bl.request_alignment:
+            return -errno.ENOTSUP
+        assert (offset | nbytes) % bl.request_alignment == 0, \
+            "blkdebug: discard %d+%d not aligned to %d" % (offset, nbytes, bl.request_alignment)
+        assert not bl.pdiscard_alignment or nbytes < bl.pdiscard_alignment or \
+            offset % bl.pdiscard_alignment == nbytes % bl.pdiscard_alignment == 0, \
+            "blkdebug: discard %d+%d crosses opt-discard %d" % (offset, nbytes,
+                                                               bl.pdiscard_alignment)
+        assert not bl.max_pdiscard or nbytes <= bl.max_pdiscard, \
+            "blkdebug: discard of %d over max-discard %d" % (nbytes, bl.max_pdiscard)
         err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_DISCARD)
         if err:
             return err
