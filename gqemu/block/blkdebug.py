@@ -318,6 +318,12 @@ class BdrvBlkdebug(BlockDriver):
         assert not bs.bl.max_transfer or nbytes <= bs.bl.max_transfer, \
             "blkdebug: request of %d over max_transfer %d" % (nbytes, bs.bl.max_transfer)
 
+    @staticmethod
+    def _check_piece(what: str, offset: int, nbytes: int, align: int, limit: int) -> None:
+        assert offset % align == nbytes % align == 0 and (not limit or nbytes <= limit), \
+            "blkdebug: %s %d+%d not aligned to %d or over %d" % (what, offset, nbytes,
+                                                                 align, limit)
+
     @coroutine_fn
     def blkdebug_co_preadv(self, bs: BlockDriverState, offset: int, nbytes: int,
                            qiov: QEMUIOVector, flags: int) -> int:
@@ -360,13 +366,10 @@ class BdrvBlkdebug(BlockDriver):
         """Pieces shorter than the zero-write alignment fail with -ENOTSUP
         (the block layer then writes zeroes: the fallback gets tested);
         longer ones must be aligned.  QEMU: blkdebug_co_pwrite_zeroes."""
-        bl = bs.bl
-        align = max(bl.request_alignment, bl.pwrite_zeroes_alignment)
+        align = max(bs.bl.request_alignment, bs.bl.pwrite_zeroes_alignment)
         if nbytes < align:
             return -errno.ENOTSUP
-        assert offset % align == nbytes % align == 0, \
-            "blkdebug: zero write %d+%d not aligned to %d" % (offset, nbytes, align)
-        assert not bl.max_pwrite_zeroes or nbytes <= bl.max_pwrite_zeroes
+        self._check_piece("zero write", offset, nbytes, align, bs.bl.max_pwrite_zeroes)
         err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_WRITE_ZEROES)
         if err:
             return err
@@ -377,19 +380,14 @@ class BdrvBlkdebug(BlockDriver):
     @coroutine_fn
     def blkdebug_co_pdiscard(self, bs: BlockDriverState, offset: int, nbytes: int) -> int:
         """Pieces shorter than the alignment are not passed on (-ENOTSUP);
-        longer ones must be aligned, within opt-discard's boundaries and
-        max-discard.  QEMU: blkdebug_co_pdiscard."""
+        longer ones must be aligned (to opt-discard when at least that
+        long) and within max-discard.  QEMU: blkdebug_co_pdiscard."""
         bl = bs.bl
         if nbytes < bl.request_alignment:
             return -errno.ENOTSUP
-        assert (offset | nbytes) % bl.request_alignment == 0, \
-            "blkdebug: discard %d+%d not aligned to %d" % (offset, nbytes, bl.request_alignment)
-        assert not bl.pdiscard_alignment or nbytes < bl.pdiscard_alignment or \
-            offset % bl.pdiscard_alignment == nbytes % bl.pdiscard_alignment == 0, \
-            "blkdebug: discard %d+%d crosses opt-discard %d" % (offset, nbytes,
-                                                               bl.pdiscard_alignment)
-        assert not bl.max_pdiscard or nbytes <= bl.max_pdiscard, \
-            "blkdebug: discard of %d over max-discard %d" % (nbytes, bl.max_pdiscard)
+        opt = bl.pdiscard_alignment
+        self._check_piece("discard", offset, nbytes, opt if opt and nbytes >= opt
+                          else bl.request_alignment, bl.max_pdiscard)
         err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_DISCARD)
         if err:
             return err
