@@ -319,6 +319,12 @@ class BdrvBlkdebug(BlockDriver):
         assert not bs.bl.max_transfer or nbytes <= bs.bl.max_transfer, \
             "blkdebug: request of %d over max_transfer %d" % (nbytes, bs.bl.max_transfer)
 
+    @staticmethod
+    def _check_piece(what: str, offset: int, nbytes: int, align: int, limit: int) -> None:
+        assert offset % align == nbytes % align == 0 and (not limit or nbytes <= limit), \
+            "blkdebug: %s %d+%d not aligned to %d or over %d" % (what, offset, nbytes,
+                                                                 align, limit)
+
     @coroutine_fn
     def blkdebug_co_preadv(self, bs: BlockDriverState, offset: int, nbytes: int,
                            qiov: QEMUIOVector, flags: int) -> int:
@@ -358,7 +364,13 @@ class BdrvBlkdebug(BlockDriver):
     @coroutine_fn
     def blkdebug_co_pwrite_zeroes(self, bs: BlockDriverState, offset: int, nbytes: int,
                                   flags: int) -> int:
-        """QEMU: blkdebug_co_pwrite_zeroes."""
+        """Pieces shorter than the zero-write alignment fail with -ENOTSUP
+        (the block layer then writes zeroes: the fallback gets tested);
+        longer ones must be aligned.  QEMU: blkdebug_co_pwrite_zeroes."""
+        align = max(bs.bl.request_alignment, bs.bl.pwrite_zeroes_alignment)
+        if nbytes < align:
+            return -errno.ENOTSUP
+        self._check_piece("zero write", offset, nbytes, align, bs.bl.max_pwrite_zeroes)
         err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_WRITE_ZEROES)
         if err:
             return err
@@ -368,7 +380,15 @@ class BdrvBlkdebug(BlockDriver):
 
     @coroutine_fn
     def blkdebug_co_pdiscard(self, bs: BlockDriverState, offset: int, nbytes: int) -> int:
-        """QEMU: blkdebug_co_pdiscard."""
+        """Pieces shorter than the alignment are not passed on (-ENOTSUP);
+        longer ones must be aligned (to opt-discard when at least that
+        long) and within max-discard.  QEMU: blkdebug_co_pdiscard."""
+        bl = bs.bl
+        if nbytes < bl.request_alignment:
+            return -errno.ENOTSUP
+        opt = bl.pdiscard_alignment
+        self._check_piece("discard", offset, nbytes, opt if opt and nbytes >= opt
+                          else bl.request_alignment, bl.max_pdiscard)
         err = self.rule_check(bs, offset, nbytes, BLKDEBUG_IO_TYPE_DISCARD)
         if err:
             return err

@@ -607,6 +607,15 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
                             protocol_only=True, ctx=ctx)
     else:
         file_bs = bdrv_open_protocol(proto, filename, file_opts, bdrv_child_flags(flags), ctx)
+    if not protocol_only or cls is not None:
+        # a format node's file child (and the filters' below it) discards:
+        # the format decides what to pass down.  QEMU: bdrv_inherited_options'
+        # discard=unmap default, parsed after the bdrv_open_common trace
+        node: Optional[BlockDriverState] = file_bs
+        while node is not None:
+            node.open_flags |= BDRV_O_UNMAP
+            node = node.file.bs if node.drv is not None and node.drv.is_filter \
+                and node.file is not None else None
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs

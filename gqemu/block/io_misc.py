@@ -34,9 +34,12 @@ _T = TypeVar("_T")
 
 @coroutine_fn
 def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
-    """Discard, advisory: nothing without BDRV_O_UNMAP or driver support;
-    the unaligned head and tail are ignored, except an image's partial last
-    cluster (qcow2 discards it).  Context: coroutine.
+    """Discard, advisory: nothing without BDRV_O_UNMAP or driver support.
+    The request reaches the driver in pieces: the unaligned head and tail
+    (cut to request_alignment where they can be) as pieces of their own,
+    which the driver may ignore (-ENOTSUP; qcow2 does, except an image's
+    partial last cluster; file-posix punches them), the middle in
+    max_pdiscard chunks.  Context: coroutine.
     Returns: 0 or -errno (-EPERM read-only).  QEMU: bdrv_co_pdiscard."""
     if bs.drv is None:
         return -errno.ENOMEDIUM
@@ -48,23 +51,10 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     drv = bs.drv
     if not bs.open_flags & BDRV_O_UNMAP or drv.bdrv_co_pdiscard is None:
         return 0
-    align = max(bs.bl.pdiscard_alignment, bs.bl.request_alignment)
+    req_align = bs.bl.request_alignment
+    align = max(bs.bl.pdiscard_alignment, req_align)
     head = offset % align
-    if head:
-        head = min(count, align - head)
-        count -= head
-        offset += head
-    tail = count % align
-    count -= tail
-    # the partial last cluster of an image whose size is not a multiple of
-    # the discard granularity goes to the driver too (qcow2 discards it);
-    # other unaligned heads and tails are dropped (QEMU hands them to the
-    # driver, which ignores them)
-    if tail and bs.bl.pdiscard_alignment > bs.bl.request_alignment \
-            and (offset + count + tail) == bs.total_sectors * 512:
-        count += tail
-    if not count:
-        return 0
+    tail = (offset + count) % align
     bs.in_flight += 1
     req = tracked_request_begin(bs, offset, count, BDRV_TRACKED_DISCARD)
     try:
@@ -79,6 +69,17 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
         max_pdiscard = min(bs.bl.max_pdiscard or INT_MAX, INT_MAX) // align * align
         while count > 0:
             num = count
+            if head:                    # small pieces up to the boundary
+                num = min(count, align - head)
+                if num % req_align:
+                    num %= req_align
+                head = (head + num) % align
+            elif tail:
+                if num > align:         # up to the last aligned boundary
+                    num -= tail
+                elif tail % req_align and tail > req_align:
+                    tail %= req_align
+                    num -= tail
             num = min(num, max_pdiscard)
             ret = drv.bdrv_co_pdiscard(bs, offset, num)
             if ret and ret != -errno.ENOTSUP:

@@ -20,17 +20,20 @@ import struct
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.block.qiov import QEMUIOVector
+from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty, qcow2_cache_flush,
+    qcow2_cache_discard, qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty, qcow2_cache_flush,
     qcow2_cache_get, qcow2_cache_put)
 from gqemu.block.qcow2_overlap import (
-    qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
+    qcow2_signal_corruption, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_cluster import (
     get_cluster_table, qcow2_cluster_zeroize, qcow2_grow_l1_table)
 from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
                                         preallocate_co)
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1)
+    REFT_OFFSET_MASK, c_hex, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1)
+from gqemu.block.qcow2_refcount_ro import get_refcount_ro, set_refcount_ro
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters)
@@ -74,7 +77,8 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret, msg = preallocate_co(bs, old_length, offset, prealloc)
             elif ret >= 0 and prealloc != "off":
                 ret, msg = qcow2_co_preallocate_falloc(bs, old_length, offset, prealloc)
-            elif ret >= 0 and zero_write and offset > old_length and s.qcow_version >= 3:
+            if ret >= 0 and zero_write and offset > old_length and prealloc in ("off",
+                                                                             "metadata"):
                 ret, msg = _zero_new_area(bs, old_length, offset)
         if ret < 0:
             return ret, msg
@@ -93,17 +97,29 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
 
 @coroutine_fn
 def _zero_new_area(bs: Qcow2BDS, old_length: int, offset: int) -> tuple[int, str]:
-    """The whole clusters past the old end read as zero, not as the longer
-    backing file (v3 zero clusters).  gqemu does not write QEMU's explicit
-    zeroes into the partial cluster at the old end."""
+    """The grown area reads as zero, not as the longer backing file: whole
+    clusters get the zero flag (v3 only: a v2 image fails with -ENOTSUP),
+    the rest of the cluster at the old end is written with zeroes (it may
+    still hold data from before a shrink).  QEMU zeroes whole subclusters of
+    an extended-L2 image; gqemu writes zeroes up to the cluster boundary.
+    Context: coroutine, s->lock held (dropped around the write).
+    QEMU: qcow2_co_truncate's BDRV_REQ_ZERO_WRITE part."""
     s = bs.opaque
     cs = s.cluster_size
-    start = (old_length + cs - 1) & ~(cs - 1)
-    end = (offset + cs - 1) & ~(cs - 1)
-    if end > start:
-        ret = qcow2_cluster_zeroize(bs, start, end - start, False)
+    zero_start = (old_length + cs - 1) & ~(cs - 1)
+    if offset > zero_start:
+        ret = -errno.ENOTSUP if s.qcow_version < 3 else \
+            qcow2_cluster_zeroize(bs, zero_start, offset - zero_start, False)
         if ret < 0:
             return _err(ret, "Failed to zero out new clusters")
+    if zero_start > old_length:
+        n = min(zero_start, offset) - old_length
+        qemu_co_mutex_unlock(s.lock)
+        ret = bs.drv.bdrv_co_pwritev(bs, old_length, n,  # type: ignore[union-attr]
+                                     QEMUIOVector([bytearray(n)]), 0)
+        qemu_co_mutex_lock(s.lock)
+        if ret < 0:
+            return _err(ret, "Failed to zero out the new area")
     return 0, ""
 
 
@@ -118,7 +134,9 @@ def _shrink(bs: Qcow2BDS, offset: int, old_length: int, new_l1_size: int) -> tup
     ret = _shrink_l1_table(bs, new_l1_size)
     if ret < 0:
         return _err(ret, "Failed to reduce the number of L2 tables")
-    ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+    ret = qcow2_shrink_reftable(bs)
+    if ret >= 0:
+        ret = qcow2_cache_flush(bs, s.refcount_block_cache)
     if ret < 0:
         return _err(ret, "Failed to discard unused refblocks")
     old_file_size = qcow2_file_length(bs)
@@ -166,9 +184,89 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
                 if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
                     old.append(prev)
             qcow2_cache_put(s.l2_table_cache, e)
+            # host-contiguous clusters are freed (and discarded) as one run,
+            # as QEMU's queued discards are merged
+            runs: list[list[int]] = []
             for prev in old:
-                qcow2_free_any_cluster(bs, prev, 1, QCOW2_DISCARD_ALWAYS)
+                host = prev & L2E_OFFSET_MASK
+                if runs and not prev & QCOW_OFLAG_COMPRESSED and \
+                        not runs[-1][0] & QCOW_OFLAG_COMPRESSED and \
+                        (runs[-1][0] & L2E_OFFSET_MASK) + (runs[-1][1] << cb) == host:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([prev, 1])
+            for prev, count in runs:
+                qcow2_free_any_cluster(bs, prev, count, QCOW2_DISCARD_ALWAYS)
         start += n << cb
+    return 0
+
+
+@coroutine_fn
+def qcow2_shrink_reftable(bs: Qcow2BDS) -> int:
+    """Drop the refcount blocks that count nothing but (perhaps) their own
+    cluster: their reftable entries become 0 (written at once), their
+    clusters are freed and discarded in the file.
+    Context: coroutine, s->lock held.  Returns: 0 or -errno.
+    QEMU: qcow2_shrink_reftable, qcow2_discard_refcount_block."""
+    s = bs.opaque
+    rbb, cb = s.refcount_block_bits, s.cluster_bits
+    keep = []
+    for i in range(s.refcount_table_size):
+        rb = s.refcount_table[i] & REFT_OFFSET_MASK
+        if not rb:
+            keep.append(0)
+            continue
+        ret, e = qcow2_cache_get(bs, s.refcount_block_cache, rb)
+        if ret < 0:
+            return ret
+        data = bytearray(e.data)
+        qcow2_cache_put(s.refcount_block_cache, e)
+        if (rb >> cb) >> rbb == i:          # it counts its own cluster
+            set_refcount_ro(data, s.refcount_order, (rb >> cb) & (s.refcount_block_size - 1), 0)
+        keep.append(s.refcount_table[i] if any(data) else 0)
+    ret = qcow2_co_pwrite_file(bs, s.refcount_table_offset,
+                               struct.pack(">%dQ" % len(keep), *keep))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    for i, entry in enumerate(keep):
+        rb = s.refcount_table[i] & REFT_OFFSET_MASK
+        if rb and not entry:
+            if ret >= 0:
+                ret = _discard_refcount_block(bs, rb)
+            s.refcount_table[i] = 0
+    return ret
+
+
+@coroutine_fn
+def _discard_refcount_block(bs: Qcow2BDS, rb: int) -> int:
+    """The refcount of an unused refblock's own cluster goes from 1 to 0
+    (in whichever block counts it), the cluster leaves the cache and is
+    discarded in the file.  QEMU: qcow2_discard_refcount_block."""
+    s = bs.opaque
+    ci = rb >> s.cluster_bits
+    cover = s.refcount_table[ci >> s.refcount_block_bits] & REFT_OFFSET_MASK
+    if not cover:
+        qcow2_signal_corruption(bs, True, -1, -1, "Refblock at %s is not covered by the "
+                                "refcount structures" % c_hex(rb))
+        return -errno.EIO
+    ret, e = qcow2_cache_get(bs, s.refcount_block_cache, cover)
+    if ret < 0:
+        return ret
+    bi = ci & (s.refcount_block_size - 1)
+    rc = get_refcount_ro(e.data, s.refcount_order, bi)
+    if rc != 1:
+        qcow2_cache_put(s.refcount_block_cache, e)
+        qcow2_signal_corruption(bs, True, -1, -1, "Invalid refcount: refblock offset %s, "
+                                "reftable index %s, block offset %s, refcount %s" % (
+                                    c_hex(cover), c_hex(ci >> s.refcount_block_bits),
+                                    c_hex(rb), c_hex(rc)))
+        return -errno.EINVAL
+    set_refcount_ro(e.data, s.refcount_order, bi, 0)
+    qcow2_cache_entry_mark_dirty(s.refcount_block_cache, e)
+    qcow2_cache_put(s.refcount_block_cache, e)
+    s.free_cluster_index = min(s.free_cluster_index, ci)
+    qcow2_cache_discard(s.refcount_block_cache, rb)
+    bdrv_co_pdiscard(bs.file.bs, rb, s.cluster_size)      # advisory
     return 0
 
 

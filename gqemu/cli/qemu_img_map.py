@@ -95,14 +95,26 @@ def img_map(argv: list[str]) -> int:
     return 0
 
 
+def bdrv_skip_filters(bs: Any) -> Any:
+    """The first node below ``bs`` that is not a filter (blkdebug,
+    copy-on-read, raw without offset/size pass everything to their file
+    child).  QEMU: bdrv_skip_filters."""
+    while bs.drv is not None and bs.drv.is_filter and bs.file is not None \
+            and not getattr(bs.drv, "offset", 0) and not getattr(bs.drv, "has_size", False):
+        bs = bs.file.bs
+    return bs
+
+
 def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
-    """One map entry, looking down the backing chain.  Context: coroutine.
+    """One map entry, looking down the backing chain (filters skipped, so a
+    blkdebug node's image shows its backing files).  Context: coroutine.
     QEMU: get_block_status (qemu-img.c) over bdrv_block_status."""
     from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
                                     BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO)
     from gqemu.block.io_misc import bdrv_co_get_block_status
     depth = 0
     while True:
+        bs = bdrv_skip_filters(bs)
         ret, n, host, f = bdrv_co_get_block_status(bs, offset, nbytes)
         if ret < 0:
             return ret, {}

@@ -192,8 +192,9 @@ def _buffer_stdout() -> None:
     run under a test's capture) keeps its buffering, or its reader would miss
     the lines still held in the buffer."""
     try:
-        if sys.stdout is sys.__stdout__ and not sys.stdout.isatty():
-            sys.stdout.reconfigure(line_buffering=False, write_through=False)  # type: ignore[union-attr]
+        out = sys.stdout
+        if out is sys.__stdout__ and out is not None and not out.isatty():
+            out.reconfigure(line_buffering=False, write_through=False)  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):    # a stand-in stream (tests)
         pass
 
