@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
@@ -55,6 +54,7 @@ from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
     qcow2_co_write_compressed_cluster, qcow2_is_zero)
+from gqemu.block.qcow2_zstd import compression_type_name, qcow2_compress
 
 EIO, ENOTSUP = errno.EIO, errno.ENOTSUP
 QCOW2_MAX_WORKERS = 8          # parts of one request in flight at once
@@ -150,7 +150,8 @@ class BDRVQcow2State(Qcow2State):
         """The "Format specific information" of qemu-img/qemu-io info, in
         QEMU's print order.  QEMU: qcow2_get_specific_info."""
         info: dict = {"compat": "0.10" if self.qcow_version < 3 else "1.1",
-                      "compression type": "zlib"}
+                      "compression type": compression_type_name(
+                          self.header.compression_type)}
         if self.qcow_version >= 3:
             info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
         info["refcount bits"] = self.refcount_bits
@@ -277,7 +278,7 @@ class BDRVQcow2State(Qcow2State):
     @coroutine_fn
     def qcow2_co_pwritev_compressed(self, bs: Qcow2BDS, offset: int, nbytes: int,
                                     qiov: QEMUIOVector) -> int:
-        """Write whole clusters compressed (raw deflate, window bits -12);
+        """Write whole clusters compressed (zlib or zstd, qcow2_zstd.py);
         the target must be unallocated.  Context: coroutine.
         QEMU: qcow2_co_pwritev_compressed_part."""
         s = self
@@ -291,9 +292,8 @@ class BDRVQcow2State(Qcow2State):
                 return -errno.EINVAL
             buf = bytearray(cs)
             qemu_iovec_to_buf(qiov, done, buf, cur)
-            comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
-            out = comp.compress(bytes(buf)) + comp.flush()
-            if len(out) >= cs:
+            out = qcow2_compress(s.header.compression_type, bytes(buf), cs - 1)
+            if out is None:
                 ret = s.qcow2_co_pwritev(bs, offset, cur, qemu_iovec_slice(qiov, done, cur), 0)
             else:
                 ret = qcow2_co_write_compressed_cluster(bs, offset, out)

@@ -114,12 +114,12 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         if c.preallocation not in ("off", "metadata", "falloc", "full"):
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'preallocation' does not accept "
                                  "value '%s'" % c.preallocation)
-        if compression not in ("zlib", "zstd"):
+        from gqemu.block.qcow2_zstd import zstd_module
+        if compression not in ("zlib", "zstd") or (compression == "zstd"
+                                                   and zstd_module() is None):
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'compression-type' does not accept "
                                  "value '%s'" % compression)
-        if compression != "zlib":
-            raise Qcow2OpenError(errno.ENOTSUP, "Compression type '%s' is not supported by "
-                                 "gqemu" % compression)
+        c.compression_type = int(compression == "zstd")
         qcow2_create_file(path, c)
         if encryption:
             _set_crypt_method(path, QCOW_CRYPT_AES)

@@ -121,8 +121,9 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
             info["backing-filename-format"] = s.backing_format
     if s.snapshots:
         info["snapshots"] = _snapshot_infos(s)
+    from gqemu.block.qcow2_zstd import compression_type_name
     data: dict = {"compat": "0.10" if s.qcow_version == 2 else "1.1",
-                  "compression-type": "zlib"}
+                  "compression-type": compression_type_name(s.header.compression_type)}
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
     data["refcount-bits"] = s.refcount_bits
