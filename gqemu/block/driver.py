@@ -595,10 +595,11 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))
+    fflags = flags & ~BDRV_O_NO_IO if cls is not None or not protocol_only else flags
     if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True, ctx=ctx)
+        file_bs = bdrv_open(filename, file_opts, fflags, protocol_only=True, ctx=ctx)
     else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags, ctx)
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, fflags, ctx)
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs
