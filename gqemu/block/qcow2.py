@@ -32,6 +32,7 @@ from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, 
 import gqemu.block.qcow2_refcount as qcow2_refcount
 from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_check import qcow2_co_check
+from gqemu.block.qcow2_crypto import qcow2_co_preadv_encrypted
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
                                  aio_task_pool_status, aio_task_pool_wait_all)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
@@ -133,7 +134,7 @@ class BDRVQcow2State(Qcow2State):
 
     def qcow2_refresh_limits(self, bs: Qcow2BDS) -> None:
         """QEMU: qcow2_refresh_limits."""
-        bs.bl.request_alignment = 1
+        bs.bl.request_alignment = 512 if self.crypt_method_header else 1   # the cipher's sector
         bs.bl.pdiscard_alignment = self.cluster_size
         bs.bl.pwrite_zeroes_alignment = self.cluster_size
 
@@ -155,6 +156,8 @@ class BDRVQcow2State(Qcow2State):
         if self.qcow_version >= 3:
             info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
         info["refcount bits"] = self.refcount_bits
+        if self.crypt_method_header:
+            info["encrypt"] = {"format": "aes"}
         if self.qcow_version >= 3:
             info["corrupt"] = bool(self.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
             info["extended l2"] = self.extended_l2
@@ -207,7 +210,11 @@ class BDRVQcow2State(Qcow2State):
                 return ret
             if t == QCOW2_SUBCLUSTER_NORMAL:
                 BLKDBG_EVENT(bs.file, BLKDBG_READ_AIO)
-                ret = bdrv_co_preadv(bs.file, host, cur, qemu_iovec_slice(qiov, done, cur), 0)
+                if s.crypto is not None:
+                    ret = qcow2_co_preadv_encrypted(bs, host, offset, cur, qiov, done)
+                else:
+                    ret = bdrv_co_preadv(bs.file, host, cur, qemu_iovec_slice(qiov, done, cur),
+                                         0)
             elif t in (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
                 ret = qcow2_co_read_backing(bs, offset, cur, qiov, done)
             elif t == QCOW2_SUBCLUSTER_COMPRESSED:
@@ -399,7 +406,7 @@ class BDRVQcow2State(Qcow2State):
             return ret, 0, 0, None
         status, f, mapped = 0, None, 0
         if t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
-                 QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
+                 QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC) and self.crypto is None:
             status |= BDRV_BLOCK_OFFSET_VALID
             mapped, f = host, bs.file.bs
         if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN):

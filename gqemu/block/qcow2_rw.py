@@ -32,6 +32,7 @@ from gqemu.block.qcow2_cache import (
     qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty, qcow2_cache_put,
     qcow2_cache_set_dependency)
 from gqemu.block.qcow2_cluster import get_cluster_table
+from gqemu.block.qcow2_crypto import qcow2_encrypt_qiov
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
 from gqemu.block.qcow2_header import QCOW_MAX_CLUSTER_OFFSET, QCOW_OFLAG_COMPRESSED
 from gqemu.block.qcow2_overlap import (
@@ -211,6 +212,8 @@ def handle_alloc_space(bs: Qcow2BDS, metas: list) -> int:
     Returns 0 or -errno.  QEMU: handle_alloc_space."""
     if not bs.file.bs.supported_zero_flags & BDRV_REQ_NO_FALLBACK:
         return 0
+    if bs.opaque.crypt_method_header:       # zeroes would not decrypt to zeroes
+        return 0
     for m in metas:
         (s_off, s_n), (e_off, e_n) = m.cow_start, m.cow_end
         if not s_n and not e_n:
@@ -256,6 +259,8 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
     write the data, then link (or on failure free) the allocations.
     Context: coroutine.  Returns 0 or -errno.  QEMU: qcow2_co_pwritev_task."""
     s = bs.opaque
+    if s.crypto is not None:
+        qiov = qcow2_encrypt_qiov(s, offset, nbytes, qiov)
     ret = handle_alloc_space(bs, metas)
     if ret >= 0 and not merge_cow(offset, nbytes, qiov, metas):
         BLKDBG_EVENT(bs.file, BLKDBG_WRITE_AIO)

@@ -91,7 +91,6 @@ Supported formats: %(formats)s
 def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
-    qemu_img_tool.SECRET_IDS.clear()
     fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
     unsafe = False
     for o, v in opts:
@@ -105,8 +104,6 @@ def img_create(argv: list[str]) -> int:
             olist.append(v)
         elif o == "-q":
             quiet = True
-        elif o == "--object":
-            qemu_img_tool.user_creatable_add(v)
         elif o == "-u":
             unsafe = True
     if not args:
@@ -163,7 +160,7 @@ def img_info(argv: list[str]) -> int:
         raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
-    from gqemu.block.driver import BDRV_O_NO_BACKING
+    from gqemu.block.driver import BDRV_O_NO_BACKING, BDRV_O_NO_IO
     from gqemu.cli.qemu_img_out import dump_info, image_info
     infos = []
     filename: Optional[str] = args[0]
@@ -172,7 +169,8 @@ def img_info(argv: list[str]) -> int:
         if os.path.realpath(filename) in seen:
             raise ImgError("Backing file '%s' creates an infinite loop." % filename)
         seen.add(os.path.realpath(filename))
-        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING, image_opts=image_opts,
+        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING | BDRV_O_NO_IO,
+                       image_opts=image_opts,
                        force_share=force_share)
         try:
             info = image_info(blk, _display_name(blk, filename, image_opts))

@@ -127,6 +127,9 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
     data["refcount-bits"] = s.refcount_bits
+    if s.crypt_method_header:
+        info["encrypted"] = True
+        data["encrypt"] = {"format": "aes"}
     if s.qcow_version >= 3:
         data["corrupt"] = bool(s.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
         data["extended-l2"] = s.extended_l2
@@ -150,6 +153,18 @@ def snapshot_table(snaps: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dump_qdict(out: list[str], d: dict, indent: int) -> None:
+    """``key: value`` lines, a nested dict under its ``key:`` line one
+    level deeper.  QEMU: block/qapi.c dump_qdict."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append("%s%s:\n" % ("    " * indent, k.replace("-", " ")))
+            _dump_qdict(out, v, indent + 1)
+        else:
+            out.append("%s%s: %s\n" % ("    " * indent, k.replace("-", " "),
+                                         str(v).lower() if isinstance(v, bool) else v))
+
+
 def dump_info(infos: list[dict], output: str, chain: bool) -> None:
     """QEMU: bdrv_image_info_dump / the JSON visitor."""
     if output == "json":
@@ -167,6 +182,8 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             info["virtual-size"]))
         out.append("disk size: %s\n" % size_to_str(info["actual-size"])
                    if "actual-size" in info else "disk size: unavailable\n")
+        if info.get("encrypted"):
+            out.append("encrypted: yes\n")
         if "cluster-size" in info:
             out.append("cluster_size: %d\n" % info["cluster-size"])
         if info.get("dirty-flag"):
@@ -180,9 +197,7 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             out.append("Snapshot list:\n" + snapshot_table(info["snapshots"]))
         if "format-specific" in info:
             out.append("Format specific information:\n")
-            for k, v in qdict_order(info["format-specific"]["data"]).items():
-                out.append("    %s: %s\n" % (k.replace("-", " "),
-                                             str(v).lower() if isinstance(v, bool) else v))
+            _dump_qdict(out, qdict_order(info["format-specific"]["data"]), 1)
     sys.stdout.write("".join(out))
 
 
