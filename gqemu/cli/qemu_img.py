@@ -314,6 +314,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gqemu-img`` console script."""
     prog = qemu_img_tool.PROG = os.path.basename(sys.argv[0]) or "gqemu-img"
     argv = sys.argv[1:] if argv is None else argv
+    secrets = sys.modules.get("gqemu.block.crypto_secret")
+    if secrets is not None:         # a new process has no objects (in-process calls)
+        secrets.SECRETS.clear()
     from gqemu import __version__
     try:
         if not argv:

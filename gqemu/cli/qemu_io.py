@@ -186,6 +186,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _main(prog: str, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)    # die on ^C, as qemu-io
+    secrets = sys.modules.get("gqemu.block.crypto_secret")
+    if secrets is not None:         # a new process has no objects (in-process calls)
+        secrets.SECRETS.clear()
     o = OpenOpts()
     cmdline: list[str] = []
     fmt: Optional[str] = None

@@ -116,3 +116,18 @@ def test_pure_python_aes(tmp_path, qemu_io, qemu_img, monkeypatch):
     r = _run(qemu_io, *SECRET.split(), "-c", "read -P 0x33 1536 2k", "-c", "read -P 0 0 1536",
              "--image-opts", spec)
     assert "verification failed" not in r.stdout and r.returncode == 0, r
+
+
+def test_secrets_are_per_run(tmp_path, monkeypatch, capsys):
+    """Each in-process run starts with no objects, as a new qemu-img
+    process: the same --object twice in a row is no duplicate."""
+    from gqemu.cli import qemu_img as gimg
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["qemu-img"])
+    args = ["create", "-q", "-f", "qcow2", *SECRET.split(), "-o",
+            "encryption=on,encrypt.key-secret=sec0"]
+    assert gimg.main(args + ["a.qcow2", "1M"]) == 0
+    assert gimg.main(args + ["b.qcow2", "1M"]) == 0
+    assert gimg.main(["create", "-q", "-f", "qcow2", "-o",
+                      "encryption=on,encrypt.key-secret=sec0", "c.qcow2", "1M"]) == 1
+    assert "No secret with id 'sec0'" in capsys.readouterr().err
