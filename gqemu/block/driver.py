@@ -602,11 +602,12 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))
+    fflags = flags & ~BDRV_O_NO_IO if cls is not None or not protocol_only else flags
     if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, bdrv_child_flags(flags),
+        file_bs = bdrv_open(filename, file_opts, bdrv_child_flags(fflags),
                             protocol_only=True, ctx=ctx)
     else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, bdrv_child_flags(flags), ctx)
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, bdrv_child_flags(fflags), ctx)
     if not protocol_only or cls is not None:
         # a format node's file child (and the filters' below it) discards:
         # the format decides what to pass down.  QEMU: bdrv_inherited_options'

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
@@ -33,6 +32,7 @@ from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, 
 import gqemu.block.qcow2_refcount as qcow2_refcount
 from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
 from gqemu.block.qcow2_check import qcow2_co_check
+from gqemu.block.qcow2_crypto import qcow2_co_preadv_encrypted
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
                                  aio_task_pool_status, aio_task_pool_wait_all)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
@@ -57,6 +57,7 @@ from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
     qcow2_co_write_compressed_cluster, qcow2_is_zero)
+from gqemu.block.qcow2_zstd import compression_type_name, qcow2_compress
 
 EIO, ENOTSUP = errno.EIO, errno.ENOTSUP
 QCOW2_MAX_WORKERS = 8          # parts of one request in flight at once
@@ -137,7 +138,7 @@ class BDRVQcow2State(Qcow2State):
 
     def qcow2_refresh_limits(self, bs: Qcow2BDS) -> None:
         """QEMU: qcow2_refresh_limits."""
-        bs.bl.request_alignment = 1
+        bs.bl.request_alignment = 512 if self.crypt_method_header else 1   # the cipher's sector
         bs.bl.pdiscard_alignment = self.cluster_size
         bs.bl.pwrite_zeroes_alignment = self.cluster_size
 
@@ -154,11 +155,14 @@ class BDRVQcow2State(Qcow2State):
         """The "Format specific information" of qemu-img/qemu-io info, in
         QEMU's print order.  QEMU: qcow2_get_specific_info."""
         info: dict = {"compat": "0.10" if self.qcow_version < 3 else "1.1",
-                      "compression type": "zlib"}
+                      "compression type": compression_type_name(
+                          self.header.compression_type)}
         if self.qcow_version >= 3:
             info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
         info["refcount bits"] = self.refcount_bits
         qcow2_data_file_info(bs, info)
+        if self.crypt_method_header:
+            info["encrypt"] = {"format": "aes"}
         if self.qcow_version >= 3:
             info["corrupt"] = bool(self.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
             info["extended l2"] = self.extended_l2
@@ -211,8 +215,11 @@ class BDRVQcow2State(Qcow2State):
                 return ret
             if t == QCOW2_SUBCLUSTER_NORMAL:
                 BLKDBG_EVENT(bs.file, BLKDBG_READ_AIO)
-                ret = bdrv_co_preadv(qcow2_data_child(bs), host, cur,
-                                     qemu_iovec_slice(qiov, done, cur), 0)
+                if s.crypto is not None:
+                    ret = qcow2_co_preadv_encrypted(bs, host, offset, cur, qiov, done)
+                else:
+                    ret = bdrv_co_preadv(qcow2_data_child(bs), host, cur,
+                                         qemu_iovec_slice(qiov, done, cur), 0)
             elif t in (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
                 ret = qcow2_co_read_backing(bs, offset, cur, qiov, done)
             elif t == QCOW2_SUBCLUSTER_COMPRESSED:
@@ -283,7 +290,7 @@ class BDRVQcow2State(Qcow2State):
     @coroutine_fn
     def qcow2_co_pwritev_compressed(self, bs: Qcow2BDS, offset: int, nbytes: int,
                                     qiov: QEMUIOVector) -> int:
-        """Write whole clusters compressed (raw deflate, window bits -12);
+        """Write whole clusters compressed (zlib or zstd, qcow2_zstd.py);
         the target must be unallocated.  Context: coroutine.
         QEMU: qcow2_co_pwritev_compressed_part."""
         s = self
@@ -299,9 +306,8 @@ class BDRVQcow2State(Qcow2State):
                 return -errno.EINVAL
             buf = bytearray(cs)
             qemu_iovec_to_buf(qiov, done, buf, cur)
-            comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
-            out = comp.compress(bytes(buf)) + comp.flush()
-            if len(out) >= cs:
+            out = qcow2_compress(s.header.compression_type, bytes(buf), cs - 1)
+            if out is None:
                 ret = s.qcow2_co_pwritev(bs, offset, cur, qemu_iovec_slice(qiov, done, cur), 0)
             else:
                 ret = qcow2_co_write_compressed_cluster(bs, offset, out)
@@ -409,7 +415,7 @@ class BDRVQcow2State(Qcow2State):
             return ret, 0, 0, None
         status, f, mapped = 0, None, 0
         if t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
-                 QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
+                 QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC) and self.crypto is None:
             status |= BDRV_BLOCK_OFFSET_VALID
             mapped, f = host, qcow2_data_child(bs).bs
         if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN):

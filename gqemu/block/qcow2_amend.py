@@ -198,8 +198,10 @@ def qcow2_amend_options(bs: Qcow2BDS, opts: dict[str, Any], status_cb: StatusCB,
         elif name == "backing_fmt":
             backing_format = value
         elif name.startswith("encrypt."):
-            # gqemu opens no encrypted image
-            return -errno.EINVAL, "Can't amend encryption options - encryption not present"
+            if not s.crypt_method_header:
+                return -errno.EINVAL, "Can't amend encryption options - encryption not present"
+            # gqemu opens legacy AES images only (LUKS options are the amendable ones)
+            return -errno.EINVAL, "Only LUKS encryption options can be amended"
         elif name == "lazy_refcounts":
             lazy_refcounts = value
         elif name == "refcount_bits":

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from gqemu.block.qcow2_header import (
-    QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE, QCOW2_INCOMPAT_EXTL2, QCowHeader,
+    QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE, QCOW2_INCOMPAT_COMPRESSION,
+    QCOW2_INCOMPAT_EXTL2, QCowHeader,
     Qcow2OpenError, qcow2_header_pack)
 
 
@@ -38,6 +39,7 @@ class Qcow2CreateOptions:
     backing_fmt: Optional[str] = None
     data_file: Optional[str] = None          # external data file (qcow2_data_file.py)
     data_file_raw: bool = False
+    compression_type: int = 0            # QCOW2_COMPRESSION_TYPE_*
 
 
 def _v3_only(what: str, conj: str = "and") -> Qcow2OpenError:
@@ -84,6 +86,10 @@ def qcow2_validate_create_options(o: Qcow2CreateOptions) -> None:
             o.version, o.data_file, o.data_file_raw, o.backing_file, o.preallocation)
     except BlockError as e:
         raise Qcow2OpenError(e.errno, e.msg) from None
+    if o.compression_type and o.version < 3:
+        raise Qcow2OpenError(errno.EINVAL, "Non-zlib compression type is only supported "
+                             "with compatibility level 1.1 and above (use version=v3 or "
+                             "greater)")
 
 
 def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
@@ -114,6 +120,9 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
     h.autoclear_features |= autoclear
     if o.data_file is not None:
         qcow2_create_data_file(o.data_file, o.size, o.preallocation)
+    if o.compression_type:
+        h.compression_type = o.compression_type
+        h.incompatible_features |= QCOW2_INCOMPAT_COMPRESSION
     fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.pwrite(fd, qcow2_header_pack(h).ljust(cs, b"\0"), 0)

@@ -73,6 +73,9 @@ def perform_cow(bs: Qcow2BDS, m: QCowL2Meta) -> int:
         ret = _cow_read(bs, m, s_off, head)
         if ret >= 0:
             ret = _cow_read(bs, m, e_off, tail)
+    if ret >= 0 and s.crypto is not None:        # the copied data, encrypted
+        s.crypto.encrypt(m.offset + s_off, head)
+        s.crypto.encrypt(m.offset + e_off, tail)
     if ret >= 0:
         if m.data_qiov is not None:
             q = QEMUIOVector()

@@ -17,6 +17,8 @@ from typing import Optional
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
                                 bdrv_child_flags, bdrv_open)
+from gqemu.block.qcow2_crypto import (
+    qcow2_crypto_check_method, qcow2_crypto_open, qcow2_crypto_update_options)
 from gqemu.block.qcow2_options import qcow2_update_options
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
@@ -66,6 +68,7 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int, options: dict) -> None:
     _open_read_l1_table(bs)
     _open_init_caches(bs, h.size, options, flags)
     _open_read_extensions(s, h, cluster0, ext_end)
+    qcow2_crypto_open(s, flags)
     if not flags & BDRV_O_CHECK:        # check reads (and repairs) the table itself
         s.nb_snapshots = h.nb_snapshots
         s.snapshots_offset = h.snapshots_offset
@@ -126,10 +129,7 @@ def _open_check_features(s: Qcow2State, h: QCowHeader, cluster0: bytearray, ext_
     s.refcount_order = h.refcount_order
     s.refcount_bits = 1 << h.refcount_order
     s.refcount_max = (1 << s.refcount_bits) - 1
-    if h.crypt_method:
-        raise Qcow2OpenError(errno.EINVAL, "Unsupported encryption method %d" % h.crypt_method
-                             if h.crypt_method > 2 else
-                             "Parameter 'encrypt.key-secret' is required for cipher")
+    qcow2_crypto_check_method(s, h.crypt_method)
 
 
 def _open_set_geometry(s: Qcow2State, h: QCowHeader) -> None:
@@ -189,6 +189,7 @@ def _open_init_caches(bs: Qcow2BDS, size: int, options: dict, flags: int) -> Non
     checks), then the refcount table.
     QEMU: qcow2_do_open (qcow2_update_options, qcow2_refcount_init)."""
     bs.total_sectors = size // 512
+    qcow2_crypto_update_options(bs.opaque, options)
     qcow2_update_options(bs, options, flags)
     ret = qcow2_refcount_init(bs)
     if ret < 0:

@@ -14,7 +14,6 @@ block/qcow2-threads.c (qcow2_co_decompress).
 from __future__ import annotations
 
 from errno import EAGAIN, EIO, ENOTSUP
-import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
@@ -33,6 +32,7 @@ from gqemu.block.qcow2_cache import (
     qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty, qcow2_cache_put,
     qcow2_cache_set_dependency)
 from gqemu.block.qcow2_cluster import get_cluster_table
+from gqemu.block.qcow2_crypto import qcow2_encrypt_qiov
 from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
 from gqemu.block.qcow2_header import QCOW_MAX_CLUSTER_OFFSET, QCOW_OFLAG_COMPRESSED
 from gqemu.block.qcow2_overlap import (
@@ -40,6 +40,7 @@ from gqemu.block.qcow2_overlap import (
 from gqemu.block.qcow2_refcount import (alloc_clusters_noref, qcow2_get_refcount,
                                         qcow2_parse_compressed_l2_entry, update_refcount)
 from gqemu.block.qcow2_state import Qcow2BDS
+from gqemu.block.qcow2_zstd import qcow2_decompress
 
 
 @coroutine_fn
@@ -74,12 +75,8 @@ def qcow2_co_preadv_compressed(bs: Qcow2BDS, l2_entry: int, offset: int, cur: in
         ret, buf = qcow2_co_pread_file(bs, coffset, csize)
         if ret < 0:
             return ret
-        try:
-            d = zlib.decompressobj(-12)
-            out = d.decompress(bytes(buf), cs)
-        except zlib.error:
-            return -EIO
-        if len(out) != cs:
+        out = qcow2_decompress(s.header.compression_type, bytes(buf), cs)
+        if out is None:
             return -EIO
         s.decompressed, s.decompressed_offset = out, l2_entry
     oic = offset & (cs - 1)
@@ -217,6 +214,8 @@ def handle_alloc_space(bs: Qcow2BDS, metas: list) -> int:
     data_child = bs.file if s.data_file is None else s.data_file
     if not data_child.bs.supported_zero_flags & BDRV_REQ_NO_FALLBACK:
         return 0
+    if bs.opaque.crypt_method_header:       # zeroes would not decrypt to zeroes
+        return 0
     for m in metas:
         (s_off, s_n), (e_off, e_n) = m.cow_start, m.cow_end
         if not s_n and not e_n:
@@ -262,6 +261,8 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
     write the data, then link (or on failure free) the allocations.
     Context: coroutine.  Returns 0 or -errno.  QEMU: qcow2_co_pwritev_task."""
     s = bs.opaque
+    if s.crypto is not None:
+        qiov = qcow2_encrypt_qiov(s, offset, nbytes, qiov)
     ret = handle_alloc_space(bs, metas)
     if ret >= 0 and not merge_cow(offset, nbytes, qiov, metas):
         BLKDBG_EVENT(bs.file, BLKDBG_WRITE_AIO)

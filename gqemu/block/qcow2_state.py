@@ -139,6 +139,9 @@ class Qcow2State(BlockDriver):
         self.cache_clean_interval = 600
         self.decompressed_offset = -1
         self.decompressed = b""
+        self.crypt_method_header = 0             # QCOW_CRYPT_* (qcow2_crypto.py)
+        self.crypto: Any = None                  # the cipher, once set up
+        self.crypto_key_secret: Optional[str] = None
         self.header: Any = None
         self.ext: Any = None
         self.backing_file: Optional[str] = None

@@ -91,7 +91,6 @@ Supported formats: %(formats)s
 def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
-    qemu_img_tool.SECRET_IDS.clear()
     fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
     unsafe = False
     for o, v in opts:
@@ -105,8 +104,6 @@ def img_create(argv: list[str]) -> int:
             olist.append(v)
         elif o == "-q":
             quiet = True
-        elif o == "--object":
-            qemu_img_tool.user_creatable_add(v)
         elif o == "-u":
             unsafe = True
     if not args:
@@ -317,6 +314,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gqemu-img`` console script."""
     prog = qemu_img_tool.PROG = os.path.basename(sys.argv[0]) or "gqemu-img"
     argv = sys.argv[1:] if argv is None else argv
+    secrets = sys.modules.get("gqemu.block.crypto_secret")
+    if secrets is not None:         # a new process has no objects (in-process calls)
+        secrets.SECRETS.clear()
     from gqemu import __version__
     try:
         if not argv:

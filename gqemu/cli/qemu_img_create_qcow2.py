@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Optional
 
-from gqemu.cli.qemu_img_tool import SECRET_IDS, ImgError, ImgOptError, option_size
+from gqemu.cli.qemu_img_tool import ImgError, ImgOptError, option_size
 
 QCOW_CRYPT_AES = 1
 
@@ -28,7 +28,7 @@ def _int64(v: int) -> int:
 def _set_crypt_method(filename: str, method: int) -> None:
     """An AES-encrypted image is the plain one with ``crypt_method`` set
     (qemu-img derives the key from the secret at open; nothing else is
-    stored).  gqemu itself cannot read such an image.
+    stored; qcow2_crypto.py reads and writes it).
     QEMU: qcow2_set_up_encryption with the "qcow" crypto format."""
     import struct
     fd = os.open(filename, os.O_WRONLY)
@@ -39,6 +39,52 @@ def _set_crypt_method(filename: str, method: int) -> None:
         os.close(fd)
 
 
+# qcow2's encryption create options, in the order of its create_opts list
+ENCRYPT_OPTS = ("encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg",
+                "encrypt.cipher-mode", "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg",
+                "encrypt.hash-alg", "encrypt.iter-time")
+
+
+def _encrypt_format(o: dict[str, str], encryption: Optional[bool]) -> Optional[str]:
+    """The encryption format asked for ("aes" or None), with the errors of
+    qcow2_co_create_opts (``encryption=on`` is the alias of
+    ``encrypt.format=aes``) and of the QAPI visitor.  Raises Qcow2OpenError.
+    QEMU: qcow2_co_create_opts, QCryptoBlockCreateOptions."""
+    from gqemu.block.qcow2_header import Qcow2OpenError
+    fmt = o.get("encrypt.format")
+    if encryption:
+        if fmt is not None:
+            raise Qcow2OpenError(errno.EINVAL, "'encrypt.format' and its alias 'encryption' "
+                                 "can't be used at the same time")
+        fmt = "aes"
+    if fmt is None:
+        if any(k.startswith("encrypt.") for k in o):
+            raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.format' is missing")
+        return None
+    if fmt not in ("aes", "luks"):
+        raise Qcow2OpenError(errno.EINVAL, "Parameter 'format' does not accept value '%s'"
+                             % fmt)
+    if fmt == "luks":
+        raise Qcow2OpenError(errno.ENOTSUP, "LUKS encryption (encrypt.format=luks) is not "
+                             "supported by gqemu")
+    for k in ENCRYPT_OPTS[2:]:
+        if k in o:
+            raise Qcow2OpenError(errno.EINVAL, "Parameter '%s' is unexpected" % k)
+    return fmt
+
+
+def _check_key_secret(key: Optional[str]) -> None:
+    """QEMU: qcrypto_block_qcow_create / qcrypto_block_qcow_init."""
+    from gqemu.block.crypto_secret import qcrypto_secret_lookup_as_utf8
+    from gqemu.block.qcow2_header import Qcow2OpenError
+    if key is None:
+        raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
+                             "for cipher")
+    password, msg = qcrypto_secret_lookup_as_utf8(key)
+    if password is None:
+        raise Qcow2OpenError(errno.EINVAL, msg)
+
+
 def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: Optional[str],
                  o: dict[str, str], quiet: bool, repeat_warnings: "object",
                  path: Optional[str] = None) -> None:
@@ -46,7 +92,8 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
     messages use).  Raises ImgError / ImgOptError (the latter before
     anything is printed)."""
     path = filename if path is None else path
-    from gqemu.block.qcow2_create import Qcow2CreateOptions, qcow2_create_file
+    from gqemu.block.qcow2_create import (Qcow2CreateOptions, qcow2_create_file,
+                                          qcow2_validate_create_options)
     from gqemu.block.qcow2_header import Qcow2OpenError
     c = Qcow2CreateOptions(size=size, backing_file=backing, backing_fmt=backing_fmt)
     compat = encryption = hint = None
@@ -75,7 +122,7 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             c.preallocation = v
         elif k == "compression_type":
             compression = v
-        elif k == "encrypt.key-secret":
+        elif k in ENCRYPT_OPTS:
             pass
         elif k == "extent_size_hint":     # the file protocol's option; an XFS hint
             hint = option_size(k, v, filename)
@@ -84,8 +131,7 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
     words = []
     if encryption is not None:
         words.append("encryption=%s" % ("on" if encryption else "off"))
-    if "encrypt.key-secret" in o:
-        words.append("encrypt.key-secret=%s" % o["encrypt.key-secret"])
+    words += ["%s=%s" % (k, o[k]) for k in ENCRYPT_OPTS if k in o]
     words += ["cluster_size=%d" % _int64(c.cluster_size),
               "extended_l2=%s" % ("on" if c.extended_l2 else "off")]
     if "preallocation" in o:
@@ -116,24 +162,21 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'version' does not accept value "
                                  "'%s'" % compat)
         c.version = 2 if compat in ("0.10", "v2") else 3
-        if encryption:      # the legacy AES format: the header only names the method
-            key = o.get("encrypt.key-secret")
-            if key is None:
-                raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is "
-                                     "required for cipher")
-            if key not in SECRET_IDS:
-                raise Qcow2OpenError(errno.EINVAL, "No secret with id '%s'" % key)
+        encrypt = _encrypt_format(o, encryption)
         if c.preallocation not in ("off", "metadata", "falloc", "full"):
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'preallocation' does not accept "
                                  "value '%s'" % c.preallocation)
-        if compression not in ("zlib", "zstd"):
+        from gqemu.block.qcow2_zstd import zstd_module
+        if compression not in ("zlib", "zstd") or (compression == "zstd"
+                                                   and zstd_module() is None):
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'compression-type' does not accept "
                                  "value '%s'" % compression)
-        if compression != "zlib":
-            raise Qcow2OpenError(errno.ENOTSUP, "Compression type '%s' is not supported by "
-                                 "gqemu" % compression)
+        c.compression_type = int(compression == "zstd")
+        if encrypt:
+            qcow2_validate_create_options(c)     # its errors come before the key's
+            _check_key_secret(o.get("encrypt.key-secret"))
         qcow2_create_file(path, c)
-        if encryption:
+        if encrypt:
             _set_crypt_method(path, QCOW_CRYPT_AES)
     except Qcow2OpenError as e:
         for name in (path, c.data_file):       # QEMU deletes both files

@@ -132,8 +132,9 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
             info["backing-filename-format"] = s.backing_format
     if s.snapshots:
         info["snapshots"] = _snapshot_infos(s)
+    from gqemu.block.qcow2_zstd import compression_type_name
     data: dict = {"compat": "0.10" if s.qcow_version == 2 else "1.1",
-                  "compression-type": "zlib"}
+                  "compression-type": compression_type_name(s.header.compression_type)}
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
     data["refcount-bits"] = s.refcount_bits
@@ -141,6 +142,9 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     df: dict = {}
     qcow2_data_file_info(bs, df)
     data.update((k.replace(" ", "-"), v) for k, v in df.items())
+    if s.crypt_method_header:
+        info["encrypted"] = True
+        data["encrypt"] = {"format": "aes"}
     if s.qcow_version >= 3:
         data["corrupt"] = bool(s.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
         data["extended-l2"] = s.extended_l2
@@ -164,6 +168,18 @@ def snapshot_table(snaps: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dump_qdict(out: list[str], d: dict, indent: int) -> None:
+    """``key: value`` lines, a nested dict under its ``key:`` line one
+    level deeper.  QEMU: block/qapi.c dump_qdict."""
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append("%s%s:\n" % ("    " * indent, k.replace("-", " ")))
+            _dump_qdict(out, v, indent + 1)
+        else:
+            out.append("%s%s: %s\n" % ("    " * indent, k.replace("-", " "),
+                                         str(v).lower() if isinstance(v, bool) else v))
+
+
 def dump_info(infos: list[dict], output: str, chain: bool) -> None:
     """QEMU: bdrv_image_info_dump / the JSON visitor."""
     if output == "json":
@@ -181,6 +197,8 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             info["virtual-size"]))
         out.append("disk size: %s\n" % size_to_str(info["actual-size"])
                    if "actual-size" in info else "disk size: unavailable\n")
+        if info.get("encrypted"):
+            out.append("encrypted: yes\n")
         if "cluster-size" in info:
             out.append("cluster_size: %d\n" % info["cluster-size"])
         if info.get("dirty-flag"):
@@ -196,9 +214,7 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             out.append("Snapshot list:\n" + snapshot_table(info["snapshots"]))
         if "format-specific" in info:
             out.append("Format specific information:\n")
-            for k, v in qdict_order(info["format-specific"]["data"]).items():
-                out.append("    %s: %s\n" % (k.replace("-", " "),
-                                             str(v).lower() if isinstance(v, bool) else v))
+            _dump_qdict(out, qdict_order(info["format-specific"]["data"]), 1)
     sys.stdout.write("".join(out))
 
 

@@ -53,12 +53,16 @@ def error_report(msg: str) -> None:
 def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, list[str]]:
     """getopt with qemu-img's one-line errors."""
     try:
-        return getopt.gnu_getopt(argv, short, longs)
+        opts, args = getopt.gnu_getopt(argv, short, longs)
     except getopt.GetoptError as e:
         name = ("-" if len(e.opt) == 1 else "--") + e.opt
         if "requires argument" in e.msg:
             raise usage_error("missing argument for option '%s'" % name)
         raise usage_error("unrecognized option '%s'" % name)
+    for o, v in opts:
+        if o == "--object":
+            user_creatable_add(v)
+    return opts, args
 
 
 def cvtnum(name: str, value: str) -> int:
@@ -105,17 +109,14 @@ def qemu_strtol(text: str) -> Optional[int]:
     return None if ret else val
 
 
-# ``--object secret,id=ID,...``: the secret IDs given (gqemu only checks that
-# an encryption key names one).  QEMU: user_creatable_process_cmdline.
-SECRET_IDS: set[str] = set()
-
-
 def user_creatable_add(spec: str) -> None:
-    fields = spec.split(",")
-    if fields[0] == "secret":
-        for f in fields[1:]:
-            if f.startswith("id="):
-                SECRET_IDS.add(f[3:])
+    """``--object``: a ``secret`` goes to the block layer's table
+    (crypto_secret.py); other object types are ignored.  Raises ImgError.
+    QEMU: user_creatable_process_cmdline."""
+    from gqemu.block.crypto_secret import secret_object_add
+    msg = secret_object_add(spec)
+    if msg:
+        raise ImgError(msg)
 
 
 def parse_o(opts: list[str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ command failed, 0 otherwise, as qemu-io does.  It names itself after
 block layer, so they start as fast as Python does.
 
 Differences from qemu-io 7.2 (each reports an error instead of acting):
-``--object``, ``-k``/``-i native`` and ``-i io_uring``
+``--object`` of another type than ``secret``, ``-k``/``-i native`` and ``-i io_uring``
 (gqemu has the thread pool and its ``nowait`` fast path).  ``read -b``/
 ``write -b`` and the breakpoint commands work through QEMU's driver slots
 (``bdrv_co_readv/writev_vmstate``, ``bdrv_debug_*``) and answer -ENOTSUP
@@ -202,6 +202,9 @@ def _buffer_stdout() -> None:
 def _main(prog: str, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)    # die on ^C, as qemu-io
     _buffer_stdout()
+    secrets = sys.modules.get("gqemu.block.crypto_secret")
+    if secrets is not None:         # a new process has no objects (in-process calls)
+        secrets.SECRETS.clear()
     o = OpenOpts()
     cmdline: list[str] = []
     fmt: Optional[str] = None
@@ -234,8 +237,12 @@ def _main(prog: str, argv: list[str]) -> int:
         elif c == "s":
             o.opts["snapshot"] = "on"
         elif c == "O":
-            error_report(io_err, "--object is not supported by gqemu")
-            return 1
+            from gqemu.block.crypto_secret import secret_object_add
+            msg = secret_object_add(optarg or "")
+            if msg is not None:
+                error_report(io_err, msg or "--object: only 'secret' objects are "
+                             "supported by gqemu")
+                return 1
         else:
             usage(prog)
             return 1
