@@ -39,8 +39,8 @@ from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
 from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS,
                                      qcow2_amend_options)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
-from gqemu.block.qcow2_cluster import (
-    qcow2_cluster_zeroize, qcow2_get_host_offset, qcow2_wait_cluster_allocs)
+from gqemu.block.qcow2_cluster import qcow2_get_host_offset, qcow2_wait_cluster_allocs
+from gqemu.block.qcow2_zero import qcow2_cluster_discard, qcow2_subcluster_zeroize
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
     qcow2_probe)
@@ -135,7 +135,7 @@ class BDRVQcow2State(Qcow2State):
         """QEMU: qcow2_refresh_limits."""
         bs.bl.request_alignment = 1
         bs.bl.pdiscard_alignment = self.cluster_size
-        bs.bl.pwrite_zeroes_alignment = self.cluster_size
+        bs.bl.pwrite_zeroes_alignment = self.subcluster_size
 
     bdrv_refresh_limits = qcow2_refresh_limits
 
@@ -307,46 +307,37 @@ class BDRVQcow2State(Qcow2State):
 
     @coroutine_fn
     def qcow2_co_pwrite_zeroes(self, bs: Qcow2BDS, offset: int, nbytes: int, flags: int) -> int:
-        """v3: zero flags for whole (sub)clusters; a partial cluster whose
-        rest already reads as zero becomes a zero cluster (QEMU 7.2); v2
-        without a backing file deallocates the clusters instead (they read
-        as zero); anything else falls back to a normal write (-ENOTSUP).
-        QEMU: qcow2_co_pwrite_zeroes, qcow2_subcluster_zeroize."""
+        """Zero (sub)clusters; a request inside one subcluster whose rest
+        already reads as zero (through the whole chain) zeroes the whole
+        subcluster if it is unallocated or zero; anything else, and v2 with
+        a backing file, falls back to a normal write (-ENOTSUP).
+        QEMU: qcow2_co_pwrite_zeroes."""
         s = self
-        if s.qcow_version < 3 and bs.backing is not None:
-            return -ENOTSUP
-        cs = s.cluster_size
+        scs = s.subcluster_size
         end = offset + nbytes
-        head = offset & (cs - 1)
-        tail = -end & (cs - 1)
+        head = offset & (scs - 1)
+        tail = -end & (scs - 1)
         if end == bs.total_sectors * 512:
             tail = 0
         if head or tail:
-            if head + nbytes + tail > cs:
-                return -ENOTSUP
-            # The rest of the cluster must already read as zero ...
+            assert head + nbytes + tail <= scs
             if not (qcow2_is_zero(bs, offset - head, head)
                     and qcow2_is_zero(bs, end, tail)):
                 return -ENOTSUP
-            if s.extended_l2:
-                # zeroize works on whole clusters; the range reads as zero.
-                return 0 if qcow2_is_zero(bs, offset, nbytes) else -ENOTSUP
             qemu_co_mutex_lock(s.lock)
-            # ... and, rechecked under the lock once no allocation is in
-            # flight there, be unallocated or zero: then the whole cluster
-            # becomes a zero cluster, as QEMU 7.2 does.
             offset -= head
-            nbytes = cs
+            nbytes = scs
+            # gqemu also waits for allocations in flight there (see
+            # qcow2_wait_cluster_allocs) before looking at the cluster
             qcow2_wait_cluster_allocs(bs, offset, nbytes)
-            ret, ctype, _n, _host = qcow2_get_host_offset(bs, offset, cs)
+            ret, ctype, _n, _host = qcow2_get_host_offset(bs, offset, scs)
             if ret < 0 or ctype not in _ZEROABLE:
                 qemu_co_mutex_unlock(s.lock)
                 return ret if ret < 0 else -ENOTSUP
         else:
             qemu_co_mutex_lock(s.lock)
         qcow2_wait_cluster_allocs(bs, offset, nbytes)
-        ret = qcow2_cluster_zeroize(bs, offset, nbytes, False,
-                                    bool(flags & BDRV_REQ_MAY_UNMAP))
+        ret = qcow2_subcluster_zeroize(bs, offset, nbytes, flags)
         qemu_co_mutex_unlock(s.lock)
         return ret
 
@@ -354,18 +345,20 @@ class BDRVQcow2State(Qcow2State):
 
     @coroutine_fn
     def qcow2_co_pdiscard(self, bs: Qcow2BDS, offset: int, nbytes: int) -> int:
-        """Discard whole clusters.  QEMU: qcow2_co_pdiscard."""
+        """Discard whole clusters (and the partial one at an unaligned
+        image end); ignore partial clusters.  v2 with a backing file cannot
+        make them read as zero, so it keeps them (-ENOTSUP).
+        QEMU: qcow2_co_pdiscard."""
         s = self
+        if s.qcow_version < 3 and bs.backing is not None:
+            return -ENOTSUP
         cs = s.cluster_size
-        start = (offset + cs - 1) & ~(cs - 1)
-        end = (offset + nbytes) & ~(cs - 1)
-        if offset + nbytes == bs.total_sectors * 512:
-            end = (offset + nbytes + cs - 1) & ~(cs - 1)
-        if end <= start:
-            return 0
+        if (offset | nbytes) & (cs - 1):
+            if offset & (cs - 1) or offset + nbytes != bs.total_sectors * 512:
+                return -ENOTSUP
         qemu_co_mutex_lock(s.lock)
-        qcow2_wait_cluster_allocs(bs, start, end - start)
-        ret = qcow2_cluster_zeroize(bs, start, end - start, True)
+        qcow2_wait_cluster_allocs(bs, offset, nbytes)
+        ret = qcow2_cluster_discard(bs, offset, nbytes)
         qemu_co_mutex_unlock(s.lock)
         return ret
 

@@ -26,7 +26,8 @@ from gqemu.block.qcow2_cache import (
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_cluster import (
-    get_cluster_table, qcow2_cluster_zeroize, qcow2_grow_l1_table)
+    get_cluster_table, qcow2_grow_l1_table)
+from gqemu.block.qcow2_zero import qcow2_subcluster_zeroize
 from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
                                         preallocate_co)
 from gqemu.block.qcow2_header import (
@@ -99,7 +100,7 @@ def _zero_new_area(bs: Qcow2BDS, old_length: int, offset: int) -> tuple[int, str
     start = (old_length + cs - 1) & ~(cs - 1)
     end = (offset + cs - 1) & ~(cs - 1)
     if end > start:
-        ret = qcow2_cluster_zeroize(bs, start, end - start, False)
+        ret = qcow2_subcluster_zeroize(bs, start, end - start, 0)
         if ret < 0:
             return _err(ret, "Failed to zero out new clusters")
     return 0, ""

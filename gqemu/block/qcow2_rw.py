@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
-from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
+from gqemu.block.driver import (BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
                                 BLKDBG_EVENT, bdrv_getlength)
 from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
@@ -273,16 +273,27 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
 
 
 @coroutine_fn
+def _status_above(node: Any, offset: int, nbytes: int) -> tuple[int, int]:
+    """(BDRV_BLOCK_* flags or -errno, bytes) of the whole chain from
+    ``node`` down: an unallocated range asks the backing file.
+    QEMU: bdrv_block_status_above with no base."""
+    status, cur, _, _ = bdrv_co_get_block_status(node, offset, nbytes)
+    if status < 0 or cur <= 0 or status & BDRV_BLOCK_ALLOCATED or node.backing is None:
+        return status, cur
+    below, n = _status_above(node.backing.bs, offset, cur)
+    if below >= 0 and n <= 0:                  # past the backing file's end
+        return status | BDRV_BLOCK_ZERO, cur
+    return below, n
+
+
+@coroutine_fn
 def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
-    """Whether the range already reads as zeroes (by metadata).
-    QEMU: is_zero."""
+    """Whether the range already reads as zeroes, by the block status of
+    the whole chain (clamped to the image).  QEMU: is_zero."""
     end = min(offset + nbytes, bs.total_sectors * 512)
     while offset < end:
-        status, cur, _, _ = bs.drv.bdrv_co_get_block_status(bs, offset, end - offset)
-        if status < 0 or cur <= 0:
+        status, cur = _status_above(bs, offset, end - offset)
+        if status < 0 or cur <= 0 or not status & BDRV_BLOCK_ZERO:
             return False
-        if not status & BDRV_BLOCK_ZERO:
-            if status & BDRV_BLOCK_DATA or bs.backing is not None:
-                return False
         offset += cur
     return True
