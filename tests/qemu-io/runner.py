@@ -234,7 +234,11 @@ def compare(s: Script, fmt: str, q: Result, g: Result, qemu_img: str,
         qi, gi = workdir / "qemu" / "test.img", workdir / "gqemu" / "test.img"
         p = subprocess.run([qemu_img, "compare", "-f", fmt, "-F", fmt,
                             str(qi), str(gi)], capture_output=True, text=True)
-        if p.returncode != 0:
+        if p.returncode == 4:                      # read error
+            # an image that cannot be read (e.g. a compressed cluster whose
+            # data write failed): both must fail in the same way
+            problems += _unreadable_problems(fmt, qemu_img, workdir)
+        elif p.returncode != 0:
             problems.append("qemu-img compare: " + (p.stdout + p.stderr).strip())
         p = subprocess.run([qemu_img, "check", "-f", fmt, str(gi)],
                            capture_output=True, text=True)
@@ -243,6 +247,19 @@ def compare(s: Script, fmt: str, q: Result, g: Result, qemu_img: str,
                             + (p.stdout + p.stderr).strip())
         problems += _layout_problems(fmt, qemu_img, workdir)
     return problems
+
+
+def _unreadable_problems(fmt: str, qemu_img: str, workdir: Path) -> list[str]:
+    out = []
+    for t in ("qemu", "gqemu"):
+        p = subprocess.run([qemu_img, "convert", "-f", fmt, "-O", "raw", "test.img",
+                            "content.raw"], cwd=workdir / t, capture_output=True, text=True)
+        data = (workdir / t / "content.raw").read_bytes() if p.returncode == 0 else b""
+        out.append((p.returncode, p.stderr, data))
+    if out[0] != out[1]:
+        return ["qemu-img convert of the images: qemu-io's %r, gqemu-io's %r"
+                % (out[0][:2], out[1][:2])]
+    return []
 
 
 def _img_report(qemu_img: str, fmt: str, d: Path, what: list[str]) -> str:
