@@ -18,7 +18,9 @@ import os
 import zlib
 from typing import Any
 
-from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.coroutine import (aio_co_schedule, coroutine_fn,
+                             qemu_co_mutex_lock, qemu_co_mutex_unlock,
+                             qemu_coroutine_self, qemu_coroutine_yield)
 from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockError,
@@ -284,24 +286,46 @@ class BDRVQcow2State(Qcow2State):
         cs = s.cluster_size
         if offset & (cs - 1):
             return -errno.EINVAL
+        if nbytes & (cs - 1) and offset + nbytes != bs.total_sectors * 512:
+            return -errno.EINVAL            # checked before any cluster is written
         done = 0
-        while done < nbytes:
+        aio = None
+        ret = 0
+        while nbytes > done and aio_task_pool_status(aio) == 0:
             cur = min(cs, nbytes - done)
-            if cur < cs and offset + cur != bs.total_sectors * 512:
-                return -errno.EINVAL
-            buf = bytearray(cs)
-            qemu_iovec_to_buf(qiov, done, buf, cur)
-            comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
-            out = comp.compress(bytes(buf)) + comp.flush()
-            if len(out) >= cs:
-                ret = s.qcow2_co_pwritev(bs, offset, cur, qemu_iovec_slice(qiov, done, cur), 0)
+            if aio is None and cur != nbytes:
+                aio = aio_task_pool_new(QCOW2_MAX_WORKERS)
+            task = functools.partial(self._compressed_task, bs, offset + done, cur,
+                                     qemu_iovec_slice(qiov, done, cur))
+            if aio is None:
+                ret = task()
             else:
-                ret = qcow2_co_write_compressed_cluster(bs, offset, out)
-            if ret < 0:
-                return ret
+                aio_task_pool_start_task(aio, task)
             done += cur
-            offset += cur
-        return 0
+        if aio is not None:
+            aio_task_pool_wait_all(aio)
+            if ret == 0:
+                ret = aio_task_pool_status(aio)
+        return ret
+
+    @coroutine_fn
+    def _compressed_task(self, bs: Qcow2BDS, offset: int, cur: int,
+                         qiov: QEMUIOVector) -> int:
+        """One cluster: compress it (QEMU does that in a worker thread, so
+        every task of the request gets this far before any allocates; here
+        the coroutine yields once to the event loop), then store it
+        compressed, or normally if it does not shrink.
+        QEMU: qcow2_co_pwritev_compressed_task."""
+        cs = self.cluster_size
+        buf = bytearray(cs)
+        qemu_iovec_to_buf(qiov, 0, buf, cur)
+        comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
+        out = comp.compress(bytes(buf)) + comp.flush()
+        aio_co_schedule(bs.aio_context, qemu_coroutine_self())  # type: ignore[arg-type]
+        qemu_coroutine_yield()
+        if len(out) >= cs:
+            return self.qcow2_co_pwritev(bs, offset, cur, qiov, 0)
+        return qcow2_co_write_compressed_cluster(bs, offset, out)
 
     bdrv_co_pwritev_compressed = qcow2_co_pwritev_compressed
 

@@ -166,7 +166,7 @@ def _image(draw: st.DrawFn) -> tuple[runner.Script, int]:
     return script, cluster
 
 
-@_settings(12)
+@_settings(8)
 @given(data=st.data())
 def test_random_qcow2_image(qemu_io: str, qemu_img: str,
                             tmp_path_factory: pytest.TempPathFactory,
