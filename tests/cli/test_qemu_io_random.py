@@ -126,9 +126,9 @@ def _image(draw: st.DrawFn) -> tuple[runner.Script, int]:
     """A qcow2 image to run a session on: (script without commands, cluster size)."""
     compat = draw(st.sampled_from(["1.1", "1.1", "0.10"]))
     cluster = draw(st.sampled_from([512, 4096, 16384, 65536] if compat == "0.10"
-                                   else [4096, 16384, 16384, 65536, 65536, 131072]))
+                                   else [512, 4096, 16384, 16384, 65536, 65536, 131072]))
     ext = compat == "1.1" and cluster >= 16384 and draw(st.booleans())
-    size = draw(st.sampled_from([SIZE, 4 * cluster, 1 << 20]))
+    size = draw(st.sampled_from([SIZE, 4 * cluster, 1 << 20, 3 * cluster + 1536]))
     opts = "compat=%s,cluster_size=%d%s" % (compat, cluster,
                                             ",extended_l2=on" if ext else "")
     prep: list[tuple[str, list[str]]] = []
