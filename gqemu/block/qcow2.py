@@ -284,6 +284,10 @@ class BDRVQcow2State(Qcow2State):
         QEMU: qcow2_co_pwritev_compressed_part."""
         s = self
         cs = s.cluster_size
+        if nbytes == 0:
+            # QEMU truncates the file to its own length here (a no-op)
+            length = bdrv_node_getlength(bs.file.bs)
+            return length if length < 0 else 0
         if offset & (cs - 1):
             return -errno.EINVAL
         if nbytes & (cs - 1) and offset + nbytes != bs.total_sectors * 512:
