@@ -109,8 +109,9 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
                                     % (c_hex(l2_offset), c_hex(l2_index)))
             return -EIO, 0, 0, 0
         if t == QCOW2_SUBCLUSTER_INVALID:
+            # QEMU's message has two spaces here (not in the write path's)
             qcow2_signal_corruption(bs, True, -1, -1, "Invalid cluster entry found "
-                                    "(L2 offset: %s, L2 index: %s)"
+                                    " (L2 offset: %s, L2 index: %s)"
                                     % (c_hex(l2_offset), c_hex(l2_index)))
             return -EIO, 0, 0, 0
         if t == QCOW2_SUBCLUSTER_COMPRESSED:
