@@ -17,7 +17,9 @@ import functools
 import os
 from typing import Any
 
-from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.coroutine import (aio_co_schedule, coroutine_fn,
+                             qemu_co_mutex_lock, qemu_co_mutex_unlock,
+                             qemu_coroutine_self, qemu_coroutine_yield)
 from gqemu.block.driver import (
     BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
     BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockError,
@@ -26,7 +28,7 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
 from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
 from gqemu.block.block_int import BDRV_BLOCK_RECURSE
-from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwritev
+from gqemu.block.io import bdrv_co_preadv
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
 import gqemu.block.qcow2_refcount as qcow2_refcount
@@ -41,8 +43,8 @@ from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS,
 from gqemu.block.qcow2_data_file import (
     qcow2_data_child, qcow2_data_file_info, qcow2_data_file_write_zeroes, qcow2_open_data_file, qcow2_take_data_file_options)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
-from gqemu.block.qcow2_cluster import (
-    qcow2_cluster_zeroize, qcow2_get_host_offset, qcow2_wait_cluster_allocs)
+from gqemu.block.qcow2_cluster import qcow2_get_host_offset, qcow2_wait_cluster_allocs
+from gqemu.block.qcow2_zero import qcow2_cluster_discard, qcow2_subcluster_zeroize
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
     qcow2_probe)
@@ -140,7 +142,7 @@ class BDRVQcow2State(Qcow2State):
         """QEMU: qcow2_refresh_limits."""
         bs.bl.request_alignment = 512 if self.crypt_method_header else 1   # the cipher's sector
         bs.bl.pdiscard_alignment = self.cluster_size
-        bs.bl.pwrite_zeroes_alignment = self.cluster_size
+        bs.bl.pwrite_zeroes_alignment = self.subcluster_size
 
     bdrv_refresh_limits = qcow2_refresh_limits
 
@@ -297,62 +299,80 @@ class BDRVQcow2State(Qcow2State):
         cs = s.cluster_size
         if s.has_data_file:
             return -ENOTSUP
+        if nbytes == 0:
+            # QEMU truncates the file to its own length here (a no-op)
+            length = bdrv_node_getlength(bs.file.bs)
+            return length if length < 0 else 0
         if offset & (cs - 1):
             return -errno.EINVAL
+        if nbytes & (cs - 1) and offset + nbytes != bs.total_sectors * 512:
+            return -errno.EINVAL            # checked before any cluster is written
         done = 0
-        while done < nbytes:
+        aio = None
+        ret = 0
+        while nbytes > done and aio_task_pool_status(aio) == 0:
             cur = min(cs, nbytes - done)
-            if cur < cs and offset + cur != bs.total_sectors * 512:
-                return -errno.EINVAL
-            buf = bytearray(cs)
-            qemu_iovec_to_buf(qiov, done, buf, cur)
-            out = qcow2_compress(s.header.compression_type, bytes(buf), cs - 1)
-            if out is None:
-                ret = s.qcow2_co_pwritev(bs, offset, cur, qemu_iovec_slice(qiov, done, cur), 0)
+            if aio is None and cur != nbytes:
+                aio = aio_task_pool_new(QCOW2_MAX_WORKERS)
+            task = functools.partial(self._compressed_task, bs, offset + done, cur,
+                                     qemu_iovec_slice(qiov, done, cur))
+            if aio is None:
+                ret = task()
             else:
-                ret = qcow2_co_write_compressed_cluster(bs, offset, out)
-            if ret < 0:
-                return ret
+                aio_task_pool_start_task(aio, task)
             done += cur
-            offset += cur
-        return 0
+        if aio is not None:
+            aio_task_pool_wait_all(aio)
+            if ret == 0:
+                ret = aio_task_pool_status(aio)
+        return ret
+
+    @coroutine_fn
+    def _compressed_task(self, bs: Qcow2BDS, offset: int, cur: int,
+                         qiov: QEMUIOVector) -> int:
+        """One cluster: compress it (QEMU does that in a worker thread, so
+        every task of the request gets this far before any allocates; here
+        the coroutine yields once to the event loop), then store it
+        compressed, or normally if it does not shrink.
+        QEMU: qcow2_co_pwritev_compressed_task."""
+        cs = self.cluster_size
+        buf = bytearray(cs)
+        qemu_iovec_to_buf(qiov, 0, buf, cur)
+        out = qcow2_compress(self.header.compression_type, bytes(buf), cs - 1)
+        aio_co_schedule(bs.aio_context, qemu_coroutine_self())  # type: ignore[arg-type]
+        qemu_coroutine_yield()
+        if out is None:
+            return self.qcow2_co_pwritev(bs, offset, cur, qiov, 0)
+        return qcow2_co_write_compressed_cluster(bs, offset, out)
 
     bdrv_co_pwritev_compressed = qcow2_co_pwritev_compressed
 
     @coroutine_fn
     def qcow2_co_pwrite_zeroes(self, bs: Qcow2BDS, offset: int, nbytes: int, flags: int) -> int:
-        """v3: zero flags for whole (sub)clusters; a partial cluster whose
-        rest already reads as zero becomes a zero cluster (QEMU 7.2); v2
-        without a backing file deallocates the clusters instead (they read
-        as zero); anything else falls back to a normal write (-ENOTSUP).
-        QEMU: qcow2_co_pwrite_zeroes, qcow2_subcluster_zeroize."""
+        """Zero (sub)clusters; a request inside one subcluster whose rest
+        already reads as zero (through the whole chain) zeroes the whole
+        subcluster if it is unallocated or zero; anything else, and v2 with
+        a backing file, falls back to a normal write (-ENOTSUP).
+        QEMU: qcow2_co_pwrite_zeroes."""
         s = self
-        if s.qcow_version < 3 and bs.backing is not None:
-            return -ENOTSUP
-        cs = s.cluster_size
+        scs = s.subcluster_size
         end = offset + nbytes
-        head = offset & (cs - 1)
-        tail = -end & (cs - 1)
+        head = offset & (scs - 1)
+        tail = -end & (scs - 1)
         if end == bs.total_sectors * 512:
             tail = 0
         if head or tail:
-            if head + nbytes + tail > cs:
-                return -ENOTSUP
-            # The rest of the cluster must already read as zero ...
+            assert head + nbytes + tail <= scs
             if not (qcow2_is_zero(bs, offset - head, head)
                     and qcow2_is_zero(bs, end, tail)):
                 return -ENOTSUP
-            if s.extended_l2:
-                # zeroize works on whole clusters; the range reads as zero.
-                return 0 if qcow2_is_zero(bs, offset, nbytes) else -ENOTSUP
             qemu_co_mutex_lock(s.lock)
-            # ... and, rechecked under the lock once no allocation is in
-            # flight there, be unallocated or zero: then the whole cluster
-            # becomes a zero cluster, as QEMU 7.2 does.
             offset -= head
-            nbytes = cs
+            nbytes = scs
+            # gqemu also waits for allocations in flight there (see
+            # qcow2_wait_cluster_allocs) before looking at the cluster
             qcow2_wait_cluster_allocs(bs, offset, nbytes)
-            ret, ctype, _n, _host = qcow2_get_host_offset(bs, offset, cs)
+            ret, ctype, _n, _host = qcow2_get_host_offset(bs, offset, scs)
             if ret < 0 or ctype not in _ZEROABLE:
                 qemu_co_mutex_unlock(s.lock)
                 return ret if ret < 0 else -ENOTSUP
@@ -361,8 +381,7 @@ class BDRVQcow2State(Qcow2State):
         qcow2_wait_cluster_allocs(bs, offset, nbytes)
         ret = qcow2_data_file_write_zeroes(bs, offset, nbytes, flags)
         if ret >= 0:
-            ret = qcow2_cluster_zeroize(bs, offset, nbytes, False,
-                                        bool(flags & BDRV_REQ_MAY_UNMAP))
+            ret = qcow2_subcluster_zeroize(bs, offset, nbytes, flags)
         qemu_co_mutex_unlock(s.lock)
         return ret
 
@@ -370,18 +389,20 @@ class BDRVQcow2State(Qcow2State):
 
     @coroutine_fn
     def qcow2_co_pdiscard(self, bs: Qcow2BDS, offset: int, nbytes: int) -> int:
-        """Discard whole clusters.  QEMU: qcow2_co_pdiscard."""
+        """Discard whole clusters (and the partial one at an unaligned
+        image end); ignore partial clusters.  v2 with a backing file cannot
+        make them read as zero, so it keeps them (-ENOTSUP).
+        QEMU: qcow2_co_pdiscard."""
         s = self
+        if s.qcow_version < 3 and bs.backing is not None:
+            return -ENOTSUP
         cs = s.cluster_size
-        start = (offset + cs - 1) & ~(cs - 1)
-        end = (offset + nbytes) & ~(cs - 1)
-        if offset + nbytes == bs.total_sectors * 512:
-            end = (offset + nbytes + cs - 1) & ~(cs - 1)
-        if end <= start:
-            return 0
+        if (offset | nbytes) & (cs - 1):
+            if offset & (cs - 1) or offset + nbytes != bs.total_sectors * 512:
+                return -ENOTSUP
         qemu_co_mutex_lock(s.lock)
-        qcow2_wait_cluster_allocs(bs, start, end - start)
-        ret = qcow2_cluster_zeroize(bs, start, end - start, True)
+        qcow2_wait_cluster_allocs(bs, offset, nbytes)
+        ret = qcow2_cluster_discard(bs, offset, nbytes)
         qemu_co_mutex_unlock(s.lock)
         return ret
 

@@ -30,13 +30,15 @@ from gqemu.block.qcow2_l2 import (
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, QCOW_L2_BITMAP_ALL_ALLOC,
+    QCOW_L2_BITMAP_ALL_ZEROES,
     QCOW_MAX_L1_SIZE, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, REFT_OFFSET_MASK,
     REFT_RESERVED_MASK)
 from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_file_length,
     qcow2_pre_write_overlap_check, qcow2_write_incompat)
-from gqemu.block.qcow2_state import QCOW2_OL_ACTIVE_L2, Qcow2BDS, Qcow2State
+from gqemu.block.qcow2_state import (QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L2, Qcow2BDS,
+                                     Qcow2State)
 from gqemu.block.qcow2_refcount import (
     qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
 
@@ -136,8 +138,39 @@ def read_l2_entries(bs: Qcow2BDS, l2_offset: int, memo: dict) -> tuple[int, list
 
 
 @coroutine_fn
+def _fix_l2_entry_by_zero(bs: Qcow2BDS, res: BdrvCheckResult, l2_offset: int, i: int,
+                          bitmap: int, active: bool) -> tuple[int, int, int]:
+    """Make an entry with an unaligned offset but no data read as zero:
+    (ret, new entry, new bitmap); ret -EIO with the entry unchanged on a
+    metadata overlap.  QEMU: fix_l2_entry_by_zero."""
+    s = bs.opaque
+    if s.extended_l2:
+        ent, bitmap = 0, (bitmap | bitmap << 32) & QCOW_L2_BITMAP_ALL_ZEROES
+        data = struct.pack(">QQ", ent, bitmap)
+    else:
+        ent, data = QCOW_OFLAG_ZERO, struct.pack(">Q", QCOW_OFLAG_ZERO)
+    off = l2_offset + i * len(data)
+    ret = qcow2_pre_write_overlap_check(
+        bs, QCOW2_OL_ACTIVE_L2 if active else QCOW2_OL_INACTIVE_L2, off, len(data))
+    if ret < 0:
+        _err("ERROR: Overlap check failed")
+        res.check_errors += 1
+        return ret, ent, bitmap
+    ret = qcow2_co_pwrite_file(bs, off, data)
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        _err("ERROR: Failed to overwrite L2 table entry: %s" % os.strerror(-ret))
+        res.check_errors += 1
+        return 1, ent, bitmap               # not fixed, go on with this table
+    res.corruptions -= 1
+    res.corruptions_fixed += 1
+    return 0, ent, bitmap
+
+
+@coroutine_fn
 def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offset: int,
-                       flags: int, memo: dict) -> int:
+                       flags: int, memo: dict, fix: int = 0, active: bool = False) -> int:
     """QEMU: check_refcounts_l2."""
     s = bs.opaque
     ret, entries = read_l2_entries(bs, l2_offset, memo)
@@ -146,7 +179,7 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
         res.check_errors += 1
         return ret
     next_contiguous = 0
-    for i, ent, bitmap in entries:
+    for k, (i, ent, bitmap) in enumerate(entries):
         t = qcow2_get_cluster_type(s.extended_l2, ent, s.has_data_file)
         if t != QCOW2_CLUSTER_COMPRESSED and ent & (L2E_STD_RESERVED_MASK | (
                 QCOW_OFLAG_ZERO if s.extended_l2 else 0)):
@@ -188,8 +221,17 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
                     _err("ERROR offset=%x: Data cluster is not properly aligned; L2 entry "
                          "corrupted." % off)
                 else:
-                    _err("ERROR offset=%x: Preallocated cluster is not properly aligned; "
-                         "L2 entry corrupted." % off)
+                    _err("%s offset=%x: Preallocated cluster is not properly aligned; "
+                         "L2 entry corrupted." % ("Repairing" if fix & BDRV_FIX_ERRORS
+                                                  else "ERROR", off))
+                    if fix & BDRV_FIX_ERRORS:
+                        ret, new, nbm = _fix_l2_entry_by_zero(bs, res, l2_offset, i, bitmap,
+                                                              active)
+                        if ret < 0:
+                            return ret      # a metadata overlap: stop this table
+                        if ret == 0:
+                            entries[k] = (i, new, nbm)
+                            continue        # the cluster is not used any more
             if not s.has_data_file:       # data file clusters have no refcount
                 imrt.inc(res, off, s.cluster_size)
         elif t == QCOW2_CLUSTER_UNALLOCATED and bitmap & QCOW_L2_BITMAP_ALL_ALLOC:
@@ -208,7 +250,8 @@ def _file_bytes(bs: Qcow2BDS) -> int:
 @coroutine_fn
 def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
                        l1_size: int, flags: int, memo: dict,
-                       l1: list[int] | None = None) -> int:
+                       l1: list[int] | None = None, fix: int = 0,
+                       active: bool = False) -> int:
     """QEMU: check_refcounts_l1."""
     s = bs.opaque
     imrt.inc(res, l1_offset, l1_size * 8)
@@ -241,21 +284,22 @@ def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offse
             _err("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted"
                  % l2_offset)
             res.corruptions += 1
-        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags, memo)
+        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags, memo, fix, active)
         if ret < 0:
             return ret
     return 0
 
 
 @coroutine_fn
-def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int) -> tuple[int, _Imrt, bool]:
+def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
+                        fix: int = 0) -> tuple[int, _Imrt, bool]:
     """QEMU: calculate_refcounts + check_refblocks.  Returns (ret, imrt, rebuild)."""
     s = bs.opaque
     imrt = _Imrt(s, nb_clusters, bdrv_getlength(bs.file.bs))
     imrt.inc(res, 0, s.cluster_size)
     memo: dict = {}
     ret = check_refcounts_l1(bs, res, imrt, s.l1_table_offset, s.l1_size, CHECK_FRAG_INFO,
-                             memo, list(s.l1_table))
+                             memo, list(s.l1_table), fix, True)
     if ret < 0:
         return ret, imrt, False
     for sn in s.snapshots:
@@ -269,7 +313,8 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int) ->
                  "table entry corrupted" % (sn.id_str, sn.name, sn.l1_size))
             res.corruptions += 1
             continue
-        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0, memo)
+        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0, memo,
+                                 None, fix, False)
         if ret < 0:
             return ret, imrt, False
     imrt.inc(res, s.snapshots_offset, s.snapshots_size)
@@ -430,7 +475,7 @@ def qcow2_check_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
         res.check_errors += 1
         return -EFBIG
     res.total_clusters = (bs.total_sectors * 512 + s.cluster_size - 1) >> s.cluster_bits
-    ret, imrt, rebuild = calculate_refcounts(bs, res, nb_clusters)
+    ret, imrt, rebuild = calculate_refcounts(bs, res, nb_clusters, fix)
     if ret < 0:
         return ret
     pre = vars(res).copy()

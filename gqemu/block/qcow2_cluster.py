@@ -1,5 +1,5 @@
 """qcow2 guest-to-host mapping: L1/L2 lookup, L1 growth, L2 table
-allocation, zeroing and discard.
+allocation (zeroing and discard: ``qcow2_zero.py``).
 
 Entry decoding (standard, compressed, zero, extended L2 with subclusters) is
 pure; lookups go through the L2 cache.  An L2 table is written before the
@@ -24,21 +24,20 @@ from gqemu.block.qcow2_cache import (
     qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get,
     qcow2_cache_get_empty, qcow2_cache_put)
 from gqemu.block.qcow2_header import (
-    QCOW_MAX_L1_SIZE, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_L2_BITMAP_ALL_ZEROES,
-    QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, c_hex)
+    QCOW_MAX_L1_SIZE, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COPIED, c_hex)
 from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_INVALID,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC,
     QCOW2_SUBCLUSTER_ZERO_PLAIN, _HOST_TYPES, _PLAIN_SC, get_l2_bitmap, get_l2_entry,
-    qcow2_get_cluster_type, qcow2_get_subcluster_type, set_l2_bitmap, set_l2_entry)
+    qcow2_get_cluster_type, qcow2_get_subcluster_type)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length,
     qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_state import (
-    QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_OTHER, QCOW2_DISCARD_REQUEST, QCOW2_OL_ACTIVE_L1,
+    QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_OTHER, QCOW2_OL_ACTIVE_L1,
     Qcow2BDS)
 from gqemu.block.qcow2_refcount import (
-    qcow2_alloc_clusters, qcow2_free_any_cluster, qcow2_free_clusters)
+    qcow2_alloc_clusters, qcow2_free_clusters)
 
 def offset_to_l2_slice_index(s: Any, offset: int) -> int:
     """Index of ``offset``'s L2 entry within its cache slice.
@@ -110,8 +109,9 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
                                     % (c_hex(l2_offset), c_hex(l2_index)))
             return -EIO, 0, 0, 0
         if t == QCOW2_SUBCLUSTER_INVALID:
+            # QEMU's message has two spaces here (not in the write path's)
             qcow2_signal_corruption(bs, True, -1, -1, "Invalid cluster entry found "
-                                    "(L2 offset: %s, L2 index: %s)"
+                                    " (L2 offset: %s, L2 index: %s)"
                                     % (c_hex(l2_offset), c_hex(l2_index)))
             return -EIO, 0, 0, 0
         if t == QCOW2_SUBCLUSTER_COMPRESSED:
@@ -343,56 +343,3 @@ def qcow2_wait_cluster_allocs(bs: Qcow2BDS, offset: int, nbytes: int) -> None:
                 qemu_co_queue_wait(m.dependent_requests, s.lock)
                 waited = True
                 break
-
-
-@coroutine_fn
-def qcow2_cluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, discard: bool,
-                          may_unmap: bool = True) -> int:
-    """Make whole clusters read as zero (v3 zero flag / zero bitmap) or, for
-    a discard without backing, unallocated; free their old host clusters
-    after the L2 update.  A zero write without ``may_unmap``
-    (BDRV_REQ_MAY_UNMAP) keeps a normal cluster's host cluster (a zero
-    cluster that stays allocated); a compressed one is always freed.
-    Context: coroutine, s->lock held.
-    QEMU: qcow2_subcluster_zeroize (zero_in_l2_slice) / qcow2_cluster_discard."""
-    s = bs.opaque
-    cb = s.cluster_bits
-    end = offset + nbytes
-    if end >= bs.total_sectors * 512:
-        # The partial cluster at the end of an unaligned image is whole.
-        end = -(-end >> cb) << cb
-    while offset < end:
-        ret, e, l2_index = get_cluster_table(bs, offset)
-        if ret < 0:
-            return ret
-        n = min(s.l2_slice_size - l2_index, (end - offset) >> cb)
-        assert n > 0, "zeroize of a partial cluster inside the image"
-        old = []
-        for i in range(n):
-            prev = get_l2_entry(s, e.data, l2_index + i)
-            pbm = get_l2_bitmap(s, e.data, l2_index + i)
-            allocated = bool(prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))
-            keep_zero = not discard or bs.backing is not None or allocated
-            # v2 has no zero flag: its clusters are discarded whatever the flags
-            keep_host = (not discard and not may_unmap and allocated
-                         and not prev & QCOW_OFLAG_COMPRESSED and s.qcow_version >= 3)
-            if s.extended_l2:
-                new, nbm = 0, QCOW_L2_BITMAP_ALL_ZEROES if keep_zero else 0
-            else:
-                new, nbm = (QCOW_OFLAG_ZERO if keep_zero and s.qcow_version >= 3 else 0), 0
-            if keep_host:
-                new |= prev
-                allocated = False           # nothing to free
-            if new == prev and nbm == pbm:
-                continue
-            qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-            set_l2_entry(s, e.data, l2_index + i, new)
-            if s.extended_l2:
-                set_l2_bitmap(s, e.data, l2_index + i, nbm)
-            if allocated:
-                old.append(prev)
-        qcow2_cache_put(s.l2_table_cache, e)
-        for prev in old:
-            qcow2_free_any_cluster(bs, prev, 1, QCOW2_DISCARD_REQUEST)
-        offset += n << cb
-    return 0

@@ -28,7 +28,8 @@ from gqemu.block.qcow2_cache import (
 from gqemu.block.qcow2_overlap import (
     qcow2_signal_corruption, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_cluster import (
-    get_cluster_table, qcow2_cluster_zeroize, qcow2_grow_l1_table)
+    get_cluster_table, qcow2_grow_l1_table)
+from gqemu.block.qcow2_zero import qcow2_subcluster_zeroize
 from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
                                         preallocate_co)
 from gqemu.block.qcow2_header import (
@@ -98,18 +99,15 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
 @coroutine_fn
 def _zero_new_area(bs: Qcow2BDS, old_length: int, offset: int) -> tuple[int, str]:
     """The grown area reads as zero, not as the longer backing file: whole
-    clusters get the zero flag (v3 only: a v2 image fails with -ENOTSUP),
-    the rest of the cluster at the old end is written with zeroes (it may
-    still hold data from before a shrink).  QEMU zeroes whole subclusters of
-    an extended-L2 image; gqemu writes zeroes up to the cluster boundary.
+    subclusters get the zero flag (v3 only: a v2 image with a backing file
+    fails with -ENOTSUP), the rest of the subcluster at the old end is
+    written with zeroes (it may still hold data from before a shrink).
     Context: coroutine, s->lock held (dropped around the write).
     QEMU: qcow2_co_truncate's BDRV_REQ_ZERO_WRITE part."""
     s = bs.opaque
-    cs = s.cluster_size
-    zero_start = (old_length + cs - 1) & ~(cs - 1)
+    zero_start = (old_length + s.subcluster_size - 1) & ~(s.subcluster_size - 1)
     if offset > zero_start:
-        ret = -errno.ENOTSUP if s.qcow_version < 3 else \
-            qcow2_cluster_zeroize(bs, zero_start, offset - zero_start, False)
+        ret = qcow2_subcluster_zeroize(bs, zero_start, offset - zero_start, 0)
         if ret < 0:
             return _err(ret, "Failed to zero out new clusters")
     if zero_start > old_length:

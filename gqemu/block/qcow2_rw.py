@@ -18,7 +18,7 @@ from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.driver import (BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
-                                BLKDBG_EVENT, BlockDriverState, bdrv_getlength)
+                                BLKDBG_EVENT, bdrv_getlength)
 from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
     BLKDBG_READ_BACKING_AIO, BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
@@ -29,12 +29,12 @@ from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
                               qemu_iovec_memset, qemu_iovec_slice)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_depends_on_flush, qcow2_cache_entry_mark_dirty, qcow2_cache_put,
-    qcow2_cache_set_dependency)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_cluster import get_cluster_table
 from gqemu.block.qcow2_crypto import qcow2_encrypt_qiov
-from gqemu.block.qcow2_l2 import get_l2_bitmap, get_l2_entry, set_l2_entry
-from gqemu.block.qcow2_header import QCOW_MAX_CLUSTER_OFFSET, QCOW_OFLAG_COMPRESSED
+from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
+from gqemu.block.qcow2_header import (L2E_OFFSET_MASK, QCOW_MAX_CLUSTER_OFFSET,
+                                      QCOW_OFLAG_COMPRESSED)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_pread_file, qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_refcount import (alloc_clusters_noref, qcow2_get_refcount,
@@ -132,22 +132,33 @@ def qcow2_alloc_bytes(bs: Qcow2BDS, size: int) -> int:
 
 @coroutine_fn
 def qcow2_co_write_compressed_cluster(bs: Qcow2BDS, offset: int, out: bytes) -> int:
-    """Allocate bytes, set the compressed L2 entry, write the data.
-    QEMU: qcow2_alloc_compressed_cluster_offset + the write."""
+    """Allocate bytes and set the compressed L2 entry (the cluster must
+    have no host offset; a zero or unallocated one is fine, its subcluster
+    bitmap becomes 0), then write the data.  As in QEMU the entry is in the
+    L2 cache before the data write, so a failed write leaves it pointing at
+    unwritten bytes.  QEMU: qcow2_alloc_compressed_cluster_offset +
+    qcow2_co_pwritev_compressed_task."""
     s = bs.opaque
     qemu_co_mutex_lock(s.lock)
     try:
         ret, e, l2_index = get_cluster_table(bs, offset)
         if ret < 0:
             return ret
-        old = get_l2_entry(s, e.data, l2_index)
-        if old or get_l2_bitmap(s, e.data, l2_index):
+        if get_l2_entry(s, e.data, l2_index) & L2E_OFFSET_MASK:
             qcow2_cache_put(s.l2_table_cache, e)
             return -EIO
-        qcow2_cache_put(s.l2_table_cache, e)
         coff = qcow2_alloc_bytes(bs, len(out))
         if coff < 0:
+            qcow2_cache_put(s.l2_table_cache, e)
             return coff
+        nb_csectors = ((coff + len(out) - 1) >> 9) - (coff >> 9)
+        entry = QCOW_OFLAG_COMPRESSED | (nb_csectors << s.csize_shift) | coff
+        BLKDBG_EVENT(bs.file, BLKDBG_L2_UPDATE_COMPRESSED)
+        qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+        set_l2_entry(s, e.data, l2_index, entry)
+        if s.extended_l2:
+            set_l2_bitmap(s, e.data, l2_index, 0)
+        qcow2_cache_put(s.l2_table_cache, e)
         ret = qcow2_pre_write_overlap_check(bs, 0, coff, len(out))
         if ret < 0:
             return ret
@@ -157,26 +168,7 @@ def qcow2_co_write_compressed_cluster(bs: Qcow2BDS, offset: int, out: bytes) -> 
     q = QEMUIOVector()
     qemu_iovec_add(q, out)
     ret = bdrv_co_pwritev(bs.file, coff, len(out), q, 0)
-    if ret < 0:
-        return ret
-    qemu_co_mutex_lock(s.lock)
-    try:
-        nb_csectors = ((coff + len(out) - 1) >> 9) - (coff >> 9)
-        entry = QCOW_OFLAG_COMPRESSED | (nb_csectors << s.csize_shift) | coff
-        qcow2_cache_depends_on_flush(s.l2_table_cache)
-        ret = qcow2_cache_set_dependency(bs, s.l2_table_cache, s.refcount_block_cache)
-        if ret < 0:
-            return ret
-        ret, e, l2_index = get_cluster_table(bs, offset)
-        if ret < 0:
-            return ret
-        BLKDBG_EVENT(bs.file, BLKDBG_L2_UPDATE_COMPRESSED)
-        set_l2_entry(s, e.data, l2_index, entry)
-        qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-        qcow2_cache_put(s.l2_table_cache, e)
-        return 0
-    finally:
-        qemu_co_mutex_unlock(s.lock)
+    return ret if ret < 0 else 0
 
 
 @coroutine_fn
@@ -277,28 +269,27 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
 
 
 @coroutine_fn
-def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
-    """Whether the range already reads as zeroes (by metadata), looking
-    down the backing chain where this image leaves it unallocated.
-    QEMU: is_zero (bdrv_block_status_above down to no base)."""
-    return _chain_is_zero(bs, offset, min(offset + nbytes, bs.total_sectors * 512))
+def _status_above(node: Any, offset: int, nbytes: int) -> tuple[int, int]:
+    """(BDRV_BLOCK_* flags or -errno, bytes) of the whole chain from
+    ``node`` down: an unallocated range asks the backing file.
+    QEMU: bdrv_block_status_above with no base."""
+    status, cur, _, _ = bdrv_co_get_block_status(node, offset, nbytes)
+    if status < 0 or cur <= 0 or status & BDRV_BLOCK_ALLOCATED or node.backing is None:
+        return status, cur
+    below, n = _status_above(node.backing.bs, offset, cur)
+    if below >= 0 and n <= 0:                  # past the backing file's end
+        return status | BDRV_BLOCK_ZERO, cur
+    return below, n
 
 
 @coroutine_fn
-def _chain_is_zero(bs: BlockDriverState, offset: int, end: int) -> bool:
-    """``[offset, end)`` of ``bs`` (within its length) reads as zero: each
-    part is a zero range of the first layer that allocates it, or is
-    allocated by no layer, or lies past the end of a shorter backing file."""
+def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
+    """Whether the range already reads as zeroes, by the block status of
+    the whole chain (clamped to the image).  QEMU: is_zero."""
+    end = min(offset + nbytes, bs.total_sectors * 512)
     while offset < end:
-        status, cur, _, _ = bdrv_co_get_block_status(bs, offset, end - offset)
-        if status < 0 or cur <= 0:
+        status, cur = _status_above(bs, offset, end - offset)
+        if status < 0 or cur <= 0 or not status & BDRV_BLOCK_ZERO:
             return False
-        if not status & BDRV_BLOCK_ZERO:
-            if status & BDRV_BLOCK_ALLOCATED or bs.backing is None:
-                return False
-            below = bs.backing.bs
-            length = bdrv_getlength(below)
-            if length < 0 or not _chain_is_zero(below, offset, min(offset + cur, length)):
-                return False
         offset += cur
     return True

@@ -1,10 +1,19 @@
 """Random qemu-io sessions (sync and aio reads, writes, vectored I/O, zero
-writes, discards, flushes, allocation queries) through qemu-io and gqemu-io
-on identical images: same output, same exit status, same image.  Only
-sequences whose output does not depend on timing are generated: every aio
-request is followed by aio_flush."""
+writes with and without unmap, discards, compressed writes, flushes,
+allocation queries) through qemu-io and gqemu-io on identical images: same
+output, same exit status, same image, and for qcow2 the same ``qemu-img
+map`` and ``qemu-img check`` of the result.  The qcow2 sessions also draw
+the image: cluster size, extended L2, compat=0.10, a qcow2 or raw backing
+file smaller, equal or larger than the overlay, read-only opening and
+blkdebug-injected errors.  Only sequences whose output does not depend on
+timing are generated: every aio request is followed by aio_flush.
+
+GQEMU_FUZZ_EXAMPLES=N runs N sessions per case instead of the few that CI
+runs, from a random seed (hypothesis prints the failing session).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,15 +29,28 @@ def _registered(fmt: str) -> bool:
 
 SIZE = 256 * 1024
 _pat = st.sampled_from([0, 0x11, 0x41, 0xcd, 0xff, 7])
+_LONG = int(os.environ.get("GQEMU_FUZZ_EXAMPLES", "0"))
+
+
+def _settings(examples: int) -> settings:
+    """CI: a few derandomized sessions; GQEMU_FUZZ_EXAMPLES=N: N random ones."""
+    return settings(max_examples=_LONG or examples, deadline=None,
+                    derandomize=not _LONG, database=None,
+                    phases=(Phase.explicit, Phase.generate),   # report every command
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 
 
 @st.composite
-def _range(draw: st.DrawFn, maxlen: int = 16384) -> tuple[int, int]:
+def _range(draw: st.DrawFn, maxlen: int = 16384, size: int = SIZE,
+           cluster: int = 65536) -> tuple[int, int]:
     length = draw(st.one_of(st.integers(0, 600), st.integers(0, maxlen),
-                            st.sampled_from([512, 4096, 65536])))
-    offset = draw(st.one_of(st.integers(0, SIZE - 1),
-                            st.integers(0, SIZE // 512).map(lambda s: s * 512),
-                            st.integers(SIZE - 2048, SIZE + 16)))
+                            st.sampled_from([512, 4096, 65536, cluster, 2 * cluster]),
+                            st.integers(1, 4).map(lambda n: n * cluster)))
+    offset = draw(st.one_of(st.integers(0, size - 1),
+                            st.integers(0, size // 512).map(lambda s: s * 512),
+                            st.integers(0, size // cluster).map(lambda c: c * cluster),
+                            st.integers(size - 2048, size + 16)))
     return offset, length
 
 
@@ -42,14 +64,22 @@ def _split(length: int, parts: int) -> list[int]:
 
 
 @st.composite
-def _command(draw: st.DrawFn, zero: bool = True) -> list[str]:
+def _command(draw: st.DrawFn, zero: bool = True, size: int = SIZE,
+             cluster: int = 65536, compress: bool = False) -> list[str]:
     kinds = ["write", "write", "read", "readv", "writev", "discard", "aio_write",
              "aio_read", "flush", "dump", "alloc"] + (["zero"] if zero else [])
+    kinds += ["compress", "compress", "aio_zero"] if compress else []
     kind = draw(st.sampled_from(kinds))
-    off, n = draw(_range())
+    off, n = draw(_range(size=size, cluster=cluster,
+                         maxlen=max(16384, 3 * cluster if compress else 16384)))
     p = draw(_pat)
     if kind == "write":
         return ["write -P %d %d %d" % (p, off, n)]
+    if kind == "compress":
+        return ["write -c -P %d %d %d" % (p, off, n)]
+    if kind == "aio_zero":
+        return ["aio_write -z%s %d %d" % (draw(st.sampled_from(["", " -u"])), off, n),
+                "aio_flush"]
     if kind == "read":
         return ["read -P %d %d %d" % (p, off, n)]
     if kind == "dump":
@@ -70,9 +100,7 @@ def _command(draw: st.DrawFn, zero: bool = True) -> list[str]:
 
 @pytest.mark.parametrize("fmt, zero", [
     ("raw", True), ("qcow2", False), ("qcow2", True)])
-@settings(max_examples=8, deadline=None, derandomize=True, database=None,
-          phases=(Phase.explicit, Phase.generate),      # the report lists all commands
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_settings(8)
 @given(data=st.data())
 def test_random_session(fmt: str, zero: bool, qemu_io: str, qemu_img: str,
                         tmp_path_factory: pytest.TempPathFactory,
@@ -85,6 +113,78 @@ def test_random_session(fmt: str, zero: bool, qemu_io: str, qemu_img: str,
     q, g = runner.run_both(script, fmt, qemu_io, qemu_img, work)
     problems = runner.compare(script, fmt, q, g, qemu_img, work)
     assert not problems, "\n".join(problems + script.commands)
+
+
+# blkdebug events that the commands reach, with the errno injected
+_BLKDEBUG_EVENTS = ["write_aio", "read_aio", "l2_alloc_write", "l2_update",
+                    "cluster_alloc", "refblock_update_part", "write_compressed",
+                    "cluster_zero", "pwritev", "preadv", "flush_to_os"]
+
+
+@st.composite
+def _image(draw: st.DrawFn) -> tuple[runner.Script, int]:
+    """A qcow2 image to run a session on: (script without commands, cluster size)."""
+    compat = draw(st.sampled_from(["1.1", "1.1", "0.10"]))
+    cluster = draw(st.sampled_from([512, 4096, 16384, 65536] if compat == "0.10"
+                                   else [512, 4096, 16384, 16384, 65536, 65536, 131072]))
+    ext = compat == "1.1" and cluster >= 16384 and draw(st.booleans())
+    size = draw(st.sampled_from([SIZE, 4 * cluster, 1 << 20, 3 * cluster + 1536]))
+    opts = "compat=%s,cluster_size=%d%s" % (compat, cluster,
+                                            ",extended_l2=on" if ext else "")
+    prep: list[tuple[str, list[str]]] = []
+    backing = draw(st.sampled_from([None, None, "qcow2", "raw"]))
+    if backing:
+        bsize = draw(st.sampled_from([size, size // 2 + 512, size // 3, size * 2]))
+        prep.append(("qemu-img", ["create", "-q", "-f", backing, "base.img", str(bsize)]))
+        for _ in range(draw(st.integers(0, 4))):
+            off, n = draw(_range(size=bsize, cluster=cluster, maxlen=2 * cluster))
+            if off + n <= bsize:
+                prep.append(("qemu-io", ["-f", backing, "-c", "write -P %d %d %d"
+                                         % (draw(_pat), off, n), "base.img"]))
+        opts += ",backing_file=base.img,backing_fmt=" + backing
+    prep.append(("qemu-img", ["create", "-q", "-f", "qcow2", "-o", opts, "test.img",
+                              str(size)]))
+    for _ in range(draw(st.integers(0, 3))):           # a prefilled overlay
+        off, n = draw(_range(size=size, cluster=cluster, maxlen=2 * cluster))
+        kind = draw(st.sampled_from(["-P 9", "-z", "-c -P 5"]))
+        if kind.startswith("-c"):                      # whole clusters only
+            off, n = off // cluster * cluster, max(1, n // cluster) * cluster
+        if off + n <= size:
+            prep.append(("qemu-io", ["-f", "qcow2", "-c", "write %s %d %d" % (kind, off, n),
+                                     "test.img"]))
+    script = runner.Script(Path("random.qio"), size=str(size), prep=prep,
+                           prep_check=False)     # e.g. a compressed overwrite fails
+    mode = draw(st.sampled_from(["rw"] * 6 + ["ro", "blkdebug"]))
+    if mode == "ro":
+        script.args = ["-r"]
+    elif mode == "blkdebug":
+        event = draw(st.sampled_from(_BLKDEBUG_EVENTS))
+        script.aux["bd.conf"] = ('[inject-error]\nevent = "%s"\nerrno = "%d"\n'
+                                 'once = "%s"\n' % (event, draw(st.sampled_from([5, 28])),
+                                                    draw(st.sampled_from(["on", "off"]))))
+        script.file = "blkdebug:bd.conf:test.img"
+    return script, cluster
+
+
+@_settings(8)
+@given(data=st.data())
+def test_random_qcow2_image(qemu_io: str, qemu_img: str,
+                            tmp_path_factory: pytest.TempPathFactory,
+                            data: st.DataObject) -> None:
+    """Random qcow2 images (cluster sizes, extended L2, v2, backing files,
+    read-only, blkdebug errors) under random sessions with compressed writes."""
+    script, cluster = data.draw(_image())
+    size = int(script.size)
+    cmds = data.draw(st.lists(_command(True, size, cluster, compress=True),
+                              min_size=3, max_size=20))
+    script.commands = [c for group in cmds for c in group] + ["map"]
+    work = tmp_path_factory.mktemp("randimg")
+    q, g = runner.run_both(script, "qcow2", qemu_io, qemu_img, work)
+    problems = runner.compare(script, "qcow2", q, g, qemu_img, work)
+    assert not problems, "\n".join(
+        problems + ["%s %s" % (t, " ".join(a)) for t, a in script.prep]
+        + ["file: " + script.file] + ["args: %s" % script.args]
+        + ["aux: %r" % script.aux] + script.commands)
 
 
 _NAMES = ["read", "r", "readv", "write", "w", "writev", "aio_read", "aio_write",
@@ -105,9 +205,7 @@ def _garbage(draw: st.DrawFn) -> str:
     return " ".join([draw(st.sampled_from(_NAMES))] + draw(st.lists(_TOKENS, max_size=6)))
 
 
-@settings(max_examples=10, deadline=None, derandomize=True, database=None,
-          phases=(Phase.explicit, Phase.generate),
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@_settings(10)
 @given(cmds=st.lists(_garbage(), min_size=5, max_size=25))
 def test_random_command_lines(qemu_io: str, qemu_img: str, tmp_path_factory:
                               pytest.TempPathFactory, cmds: list[str]) -> None:

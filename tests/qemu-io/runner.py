@@ -30,7 +30,10 @@ both are called ``qemu-io`` (argv[0]), so messages match word for word.
 Outputs are compared after replacing the timing figures, as qemu-iotests'
 ``_filter_qemu_io`` does; the exit status must match; raw images must end
 byte-identical, qcow2 images must read the same (``qemu-img compare``) and
-both pass ``qemu-img check``.
+both pass ``qemu-img check``, with the same ``qemu-img check`` report (leaks,
+image end offset, allocation figures) and the same ``qemu-img map
+--output=json`` (which clusters are data, zero or unallocated, at which host
+offsets).
 
 Run directly to see differences:
 ``python tests/qemu-io/runner.py [-f raw|qcow2] [script.qio ...]``.
@@ -83,6 +86,7 @@ class Script:
     check_stdout: bool = True
     aux: dict[str, str] = field(default_factory=dict)
     prep: list[tuple[str, list[str]]] = field(default_factory=list)
+    prep_check: bool = True            # a failing preparation step is an error
 
     @property
     def name(self) -> str:
@@ -180,7 +184,7 @@ def run_both(s: Script, fmt: str, qemu_io: str, qemu_img: str,
     for tool, args in s.prep:
         exe = qemu_img if tool == "qemu-img" else qemu_io
         subprocess.run([exe] + [a.replace("{fmt}", fmt) for a in args], cwd=base,
-                       check=True, capture_output=True)
+                       check=s.prep_check, capture_output=True)
     if not img.exists():
         subprocess.run([qemu_img, "create", "-q", "-f", fmt, str(img), s.size],
                        check=True)
@@ -230,13 +234,51 @@ def compare(s: Script, fmt: str, q: Result, g: Result, qemu_img: str,
         qi, gi = workdir / "qemu" / "test.img", workdir / "gqemu" / "test.img"
         p = subprocess.run([qemu_img, "compare", "-f", fmt, "-F", fmt,
                             str(qi), str(gi)], capture_output=True, text=True)
-        if p.returncode != 0:
+        if p.returncode == 4:                      # read error
+            # an image that cannot be read (e.g. a compressed cluster whose
+            # data write failed): both must fail in the same way
+            problems += _unreadable_problems(fmt, qemu_img, workdir)
+        elif p.returncode != 0:
             problems.append("qemu-img compare: " + (p.stdout + p.stderr).strip())
         p = subprocess.run([qemu_img, "check", "-f", fmt, str(gi)],
                            capture_output=True, text=True)
         if p.returncode != 0:
             problems.append("qemu-img check of gqemu's image: "
                             + (p.stdout + p.stderr).strip())
+        problems += _layout_problems(fmt, qemu_img, workdir)
+    return problems
+
+
+def _unreadable_problems(fmt: str, qemu_img: str, workdir: Path) -> list[str]:
+    out = []
+    for t in ("qemu", "gqemu"):
+        p = subprocess.run([qemu_img, "convert", "-f", fmt, "-O", "raw", "test.img",
+                            "content.raw"], cwd=workdir / t, capture_output=True, text=True)
+        data = (workdir / t / "content.raw").read_bytes() if p.returncode == 0 else b""
+        out.append((p.returncode, p.stderr, data))
+    if out[0] != out[1]:
+        return ["qemu-img convert of the images: qemu-io's %r, gqemu-io's %r"
+                % (out[0][:2], out[1][:2])]
+    return []
+
+
+def _img_report(qemu_img: str, fmt: str, d: Path, what: list[str]) -> str:
+    p = subprocess.run([qemu_img] + what[:1] + ["-f", fmt] + what[1:] + ["test.img"],
+                       cwd=d, capture_output=True, text=True)
+    return "exit %d\n%s%s" % (p.returncode, p.stdout, p.stderr)
+
+
+def _layout_problems(fmt: str, qemu_img: str, workdir: Path) -> list[str]:
+    """The real qemu-img's map and check of both images, which must agree
+    (same host offsets, same allocation, same leaks and end offset)."""
+    problems = []
+    for what in (["map", "--output=json"], ["check"]):
+        a, b = (_img_report(qemu_img, fmt, workdir / t, what) for t in ("qemu", "gqemu"))
+        if a != b:
+            diff = difflib.unified_diff(a.splitlines(), b.splitlines(),
+                                        "qemu-io's image: qemu-img " + " ".join(what),
+                                        "gqemu-io's image", lineterm="")
+            problems.append("\n".join(diff))
     return problems
 
 
