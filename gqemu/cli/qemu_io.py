@@ -174,6 +174,8 @@ def _version(prog: str) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "gqemu-io"
+    block = sys.modules.get("gqemu.block.block_int")   # -h/-V load no block layer
+    sink = block.set_error_sink(block._stderr) if block is not None else None
     try:
         return _main(prog, argv)
     except BrokenPipeError:
@@ -182,6 +184,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         except OSError:
             pass
         return 1
+    finally:            # _main installs qemu-io's sink: an in-process caller
+        block = sys.modules.get("gqemu.block.block_int")   # gets its own back
+        if block is not None:
+            block.set_error_sink(sink or block._stderr)
 
 
 def _buffer_stdout() -> None:
