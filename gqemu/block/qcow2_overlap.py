@@ -164,12 +164,13 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
             if ov(sn.l1_table_offset, sn.l1_size * 8):
                 return QCOW2_OL_INACTIVE_L1
     if chk & QCOW2_OL_ACTIVE_L2:
-        for e in s.l1_table:
+        # filter() skips the (usually many) empty entries at C speed
+        for e in filter(None, s.l1_table):
             l2 = e & L1E_OFFSET_MASK
             if l2 and ov(l2, cs):
                 return QCOW2_OL_ACTIVE_L2
     if chk & QCOW2_OL_REFCOUNT_BLOCK:
-        for e in s.refcount_table:
+        for e in filter(None, s.refcount_table):
             rb = e & REFT_OFFSET_MASK
             if rb and ov(rb, cs):
                 return QCOW2_OL_REFCOUNT_BLOCK
@@ -184,7 +185,7 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
             ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
             if ret < 0:
                 return ret
-            for e in struct.unpack(">%dQ" % sn.l1_size, buf):
+            for e in filter(None, struct.unpack(">%dQ" % sn.l1_size, buf)):
                 l2 = e & L1E_OFFSET_MASK
                 if l2 and ov(l2, cs):
                     return QCOW2_OL_INACTIVE_L2
