@@ -44,14 +44,22 @@ def _release_slot(c: Qcow2Cache, e: Qcow2CachedTable) -> None:
         bisect.insort(c.free, e.idx)
 
 
+def qcow2_cache_slot(c: Qcow2Cache, idx: int) -> Qcow2CachedTable:
+    """The table of slot ``idx``, made on first use."""
+    e = c.entries[idx]
+    if e is None:
+        e = c.entries[idx] = Qcow2CachedTable(idx)
+    return e
+
+
 def qcow2_cache_empty(c: Qcow2Cache) -> None:
     """Forget every table (after the file was rewritten underneath)."""
-    for e in c.entries:
+    for e in filter(None, c.entries):
         e.offset = 0
         e.dirty = False
         e.lru = 0
     c.by_offset.clear()
-    c.free = [e.idx for e in c.entries if e.ref == 0]
+    c.free = [i for i, e in enumerate(c.entries) if e is None or e.ref == 0]
 
 
 def qcow2_cache_create(bs: Qcow2BDS, num_tables: int, table_size: int,
@@ -174,9 +182,9 @@ def qcow2_cache_do_get(bs: Qcow2BDS, c: Qcow2Cache, offset: int,
         if c.free:
             # unused slots have the lowest LRU value: the first one from start
             k = bisect.bisect_left(c.free, start)
-            victim = c.entries[c.free[k if k < len(c.free) else 0]]
+            victim = qcow2_cache_slot(c, c.free[k if k < len(c.free) else 0])
         else:
-            for cand in c.entries:
+            for cand in filter(None, c.entries):
                 if cand.ref == 0 and (victim is None or cand.lru < victim.lru):
                     victim = cand
         if victim is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from errno import EFBIG, EINVAL, EIO
 import struct
 import sys
+import weakref
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
@@ -134,6 +135,34 @@ def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
     s.signaled_corruption = True
 
 
+# Speed only (a table can have millions of entries, a Python loop over them
+# per write is seconds): per state and table, a copy of the table and the set
+# of the clusters its entries point to, rebuilt whenever the table differs
+# from the copy (one list comparison, at C speed).
+_TABLE_SETS: "weakref.WeakKeyDictionary[Any, dict[str, tuple[list[int], set[int], bool]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _table_overlaps(s: Any, key: str, table: list[int], mask: int, offset: int,
+                    end: int, ov: Any) -> bool:
+    """Whether a cluster that an entry of ``table`` points to overlaps the
+    cluster-aligned [offset, end) (entries masked with ``mask``, 0 = none).
+    QEMU: the l1_table / refcount_table loops of qcow2_check_metadata_overlap."""
+    cs = s.cluster_size
+    sets = _TABLE_SETS.setdefault(s, {})
+    cached = sets.get(key)
+    if cached is None or cached[0] != table:
+        offs = set(map(mask.__and__, table))
+        offs.discard(0)
+        cached = sets[key] = (list(table), offs, any(o & (cs - 1) for o in offs))
+    offs = cached[1]
+    if cached[2]:                       # an unaligned entry (corrupt image)
+        return any(ov(o, cs) for o in offs)
+    if (end - offset) // cs <= len(offs):
+        return any(c in offs for c in range(offset, end, cs))
+    return any(offset <= o < end for o in offs)
+
+
 def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:
     """The first kind of metadata that [offset, offset+size) overlaps, 0, or
     -errno (reading a snapshot's L1 table for the inactive-L2 check failed).
@@ -163,16 +192,12 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
         for sn in s.snapshots:
             if ov(sn.l1_table_offset, sn.l1_size * 8):
                 return QCOW2_OL_INACTIVE_L1
-    if chk & QCOW2_OL_ACTIVE_L2:
-        for e in s.l1_table:
-            l2 = e & L1E_OFFSET_MASK
-            if l2 and ov(l2, cs):
-                return QCOW2_OL_ACTIVE_L2
-    if chk & QCOW2_OL_REFCOUNT_BLOCK:
-        for e in s.refcount_table:
-            rb = e & REFT_OFFSET_MASK
-            if rb and ov(rb, cs):
-                return QCOW2_OL_REFCOUNT_BLOCK
+    if chk & QCOW2_OL_ACTIVE_L2 and _table_overlaps(s, "l1", s.l1_table,
+                                                    L1E_OFFSET_MASK, offset, end, ov):
+        return QCOW2_OL_ACTIVE_L2
+    if chk & QCOW2_OL_REFCOUNT_BLOCK and _table_overlaps(s, "reft", s.refcount_table,
+                                                         REFT_OFFSET_MASK, offset, end, ov):
+        return QCOW2_OL_REFCOUNT_BLOCK
     if chk & QCOW2_OL_INACTIVE_L2:
         # the snapshots' L1 tables are read from the file (only overlap-check=all)
         for sn in s.snapshots:
@@ -184,7 +209,7 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
             ret, buf = qcow2_co_pread_file(bs, sn.l1_table_offset, sn.l1_size * 8)
             if ret < 0:
                 return ret
-            for e in struct.unpack(">%dQ" % sn.l1_size, buf):
+            for e in filter(None, struct.unpack(">%dQ" % sn.l1_size, buf)):
                 l2 = e & L1E_OFFSET_MASK
                 if l2 and ov(l2, cs):
                     return QCOW2_OL_INACTIVE_L2

@@ -32,7 +32,7 @@ from gqemu.block.qcow2_header import (
     QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
 from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metadata_size,
-                                           set_refcount_ro)
+                                           refcount_run, set_refcount_ro)
 from gqemu.block.qcow2_overlap import (
     error_report, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_signal_corruption)
@@ -77,6 +77,28 @@ def qcow2_get_refcount(bs: Qcow2BDS, cluster_index: int) -> tuple[int, int]:
                         cluster_index & (s.refcount_block_size - 1))
     qcow2_cache_put(s.refcount_block_cache, e)
     return 0, v
+
+
+@coroutine_fn
+def _refcount_run(bs: Qcow2BDS, cluster_index: int, want: int) -> tuple[int, bool, int]:
+    """(0, free, n): the n clusters from ``cluster_index`` on, within its
+    refcount block, all free or all used (a free run at most ``want``
+    long); or (-errno, False, 0) as qcow2_get_refcount fails."""
+    s = bs.opaque
+    ri = cluster_index >> s.refcount_block_bits
+    bi = cluster_index & (s.refcount_block_size - 1)
+    left = s.refcount_block_size - bi
+    rb = s.refcount_table[ri] & REFT_OFFSET_MASK if ri < s.refcount_table_size else 0
+    if not rb:
+        return 0, True, min(left, want)
+    ret, rc = qcow2_get_refcount(bs, cluster_index)       # checks, loads the block
+    if ret < 0:
+        return ret, False, 0
+    e = s.refcount_block_cache.by_offset.get(rb)
+    if e is None:
+        return 0, rc == 0, 1
+    free, n = refcount_run(e.data, s.refcount_order, bi, s.refcount_block_size, want)
+    return 0, free, n
 
 
 @coroutine_fn
@@ -322,12 +344,13 @@ def alloc_clusters_noref(bs: Qcow2BDS, size: int, max_offset: int) -> int:
     nb = (size + s.cluster_size - 1) >> s.cluster_bits
     i = 0
     while i < nb:
-        idx = s.free_cluster_index
-        s.free_cluster_index += 1
-        ret, rc = qcow2_get_refcount(bs, idx)
+        # as QEMU's qcow2_get_refcount per cluster, one refcount block's
+        # run of used (or free) clusters at a time
+        ret, free, n = _refcount_run(bs, s.free_cluster_index, nb - i)
         if ret < 0:
             return ret
-        i = 0 if rc else i + 1
+        s.free_cluster_index += n
+        i = i + n if free else 0
     if s.free_cluster_index > 0 and s.free_cluster_index - 1 > max_offset >> s.cluster_bits:
         return -EFBIG
     return (s.free_cluster_index - nb) << s.cluster_bits

@@ -71,7 +71,9 @@ class Qcow2Cache:
 
     def __init__(self, name: str, num_tables: int, table_size: int) -> None:
         self.name = name                     # "l2" or "refcount"
-        self.entries = [Qcow2CachedTable(i) for i in range(num_tables)]
+        # slots get their Qcow2CachedTable when first taken (qcow2_cache_slot):
+        # a cache can have 2^18 slots and an open must not build them all
+        self.entries: list[Qcow2CachedTable | None] = [None] * num_tables
         self.free = list(range(num_tables))  # sorted slots never used (lru 0)
         self.by_offset: dict[int, Qcow2CachedTable] = {}
         self.table_size = table_size

@@ -16,6 +16,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gqemu.block import blk_bs, blk_co_preadv, blk_co_pwrite_zeroes, blk_co_pwritev
+from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_MAY_UNMAP
+from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.cli.qemu_img_tool import error_report
 from gqemu.cli.qemu_img_map import bdrv_co_block_status_above
 from gqemu.cli.qemu_img_out import run_co
@@ -186,8 +189,6 @@ def convert_iteration_sectors(s: ImgConvertState, sector_num: int) -> int:
         elif sector_num + n > s.target_backing_sectors:
             n = s.target_backing_sectors - sector_num
     if s.sector_next_status <= sector_num:
-        from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
-        from gqemu.block import blk_bs
         src_bs = blk_bs(s.src[cur])
         assert src_bs is not None
         offset = (sector_num - cur_offset) * BDRV_SECTOR_SIZE
@@ -240,8 +241,6 @@ def convert_co_read(s: ImgConvertState, sector_num: int, nb_sectors: int,
     a failed read is repeated sector by sector and a sector that still
     fails reads as zeroes (with a warning).  Context: coroutine.
     Returns: 0 or -errno.  QEMU: convert_co_read."""
-    from gqemu.block import blk_co_preadv
-    from gqemu.block.qiov import qemu_iovec_init_buf
     single_read_until = 0
     pos = 0
     while nb_sectors > 0:
@@ -274,9 +273,6 @@ def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,
     """Write one run: data where it is not a long enough zero run, and
     zero runs only when the target does not already read as zeroes.
     Context: coroutine.  Returns: 0 or -errno.  QEMU: convert_co_write."""
-    from gqemu.block import blk_bs, blk_co_pwrite_zeroes, blk_co_pwritev
-    from gqemu.block.driver import BDRV_REQ_MAY_UNMAP
-    from gqemu.block.qiov import qemu_iovec_init_buf
     first = 0
     while nb_sectors > 0:
         n = nb_sectors

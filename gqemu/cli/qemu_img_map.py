@@ -10,10 +10,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO
+from gqemu.block.io_misc import bdrv_co_get_block_status
 from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
 from gqemu.cli.qemu_img_out import run_co
 
-if TYPE_CHECKING:                       # the block layer is imported on use
+if TYPE_CHECKING:
     from gqemu.block.block_backend import BlockBackend
 
 IO_BUF_SIZE = 2 * 1024 * 1024
@@ -26,8 +28,6 @@ def bdrv_co_block_status_above(bs: Any, base: Any, offset: int,
     shorter than the range reads as allocated zeroes.  Context: coroutine.
     Returns: (status or -errno, bytes it covers).
     QEMU: bdrv_co_common_block_status_above (include_base = false)."""
-    from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO
-    from gqemu.block.io_misc import bdrv_co_get_block_status
     if bs is base:
         return 0, nbytes
     ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)

@@ -267,7 +267,9 @@ def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
     pool.ctx.external_inc()
     with pool.lock:
         pool.queued += 1
-        if pool.idle_threads < pool.queued and pool.cur_threads < pool.max_threads:
+        # a new worker only when none is idle (an idle one takes the
+        # request, even with more queued), as QEMU's thread_pool_submit_aio
+        if pool.idle_threads == 0 and pool.cur_threads < pool.max_threads:
             pool._spawn_thread()
     if trace_thread_pool_submit.enabled:
         trace_thread_pool_submit(pool, req, opaque)

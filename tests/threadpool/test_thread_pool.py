@@ -286,3 +286,35 @@ def test_worker_exception_of_a_held_request():
     finally:
         ctx.sched = None
         thread_pool_free(p)
+
+
+class _HoldAll:
+    """A stand-in for the stress scheduler: holds every submitted request."""
+
+    def __init__(self):
+        self.held = []
+
+    def thread_pool_submit(self, pool, req):
+        self.held.append(req)
+
+    def order_completions(self, done):
+        pass
+
+
+def test_thread_pool_spawns_only_without_idle_worker(pool):
+    # QEMU 7.2 thread_pool_submit_aio spawns a worker only when
+    # idle_threads == 0: two requests submitted while one worker is idle
+    # (the requests held, so it cannot wake and take one) start no thread.
+    test_thread_pool_submit(pool)              # one worker, now idle
+    assert pool.cur_threads == 1 and pool.idle_threads == 1
+    hold = _HoldAll()
+    pool.ctx.sched = hold
+    datas = [WorkerTestData() for _ in range(3)]
+    for d in datas:
+        thread_pool_submit(pool, worker_cb, d)
+    assert pool.cur_threads == 1
+    pool.ctx.sched = None
+    for req in hold.held:
+        pool.requests.put(req)
+    aio_wait_while(pool.ctx, lambda: any(d.n == 0 for d in datas))
+    assert [d.n for d in datas] == [1, 1, 1]
