@@ -289,6 +289,7 @@ class BlockDriverState:
         self.active_flush_req = False
         self.flush_queue = CoQueue()
         self.wr_highest_offset = 0
+        self.dirty_bitmaps: list[Any] = []       # dirty_bitmap.py, newest first
         self.quiesce_counter = 0
         self.before_write_notifiers: list[Callable[[Any], int]] = []
         self.aio_context: AioContext = ctx or _opening_context()
@@ -595,10 +596,13 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))
+    # the file child of a format node discards by default: the format node
+    # applies the unmap policy itself (QEMU: bdrv_inherited_options)
+    file_flags = flags if protocol_only and cls is None else flags | BDRV_O_UNMAP
     if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True, ctx=ctx)
+        file_bs = bdrv_open(filename, file_opts, file_flags, protocol_only=True, ctx=ctx)
     else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags, ctx)
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, file_flags, ctx)
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs

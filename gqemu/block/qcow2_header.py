@@ -63,7 +63,7 @@ QCOW2_COMPAT_LAZY_REFCOUNTS = 1 << 0
 QCOW2_COMPAT_FEAT_MASK = QCOW2_COMPAT_LAZY_REFCOUNTS
 QCOW2_AUTOCLEAR_BITMAPS = 1 << 0
 QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1 << 1
-QCOW2_AUTOCLEAR_MASK = 0                    # we keep no autoclear feature alive
+QCOW2_AUTOCLEAR_MASK = 1                    # bitmaps (qcow2_bitmap.py)
 
 QCOW2_FEAT_TYPE_INCOMPATIBLE = 0
 QCOW2_FEAT_TYPE_COMPATIBLE = 1
@@ -244,7 +244,7 @@ class Qcow2Extensions:
     """What the header extensions said (QEMU: fields of BDRVQcow2State)."""
 
     __slots__ = ("backing_format", "feature_table", "unknown", "has_data_file",
-                 "has_crypto")
+                 "has_crypto", "bitmaps")
 
     def __init__(self) -> None:
         self.backing_format: str | None = None
@@ -252,6 +252,7 @@ class Qcow2Extensions:
         self.unknown: list[tuple[int, bytes]] = []
         self.has_data_file = False
         self.has_crypto = False
+        self.bitmaps: bytes | None = None     # the bitmaps extension's data
 
 
 def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> Qcow2Extensions:
@@ -288,6 +289,8 @@ def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> 
                     break
                 table.append((t, bit, name))
             ext.feature_table = table
+        elif magic == QCOW2_EXT_MAGIC_BITMAPS:
+            ext.bitmaps = bytes(data)
         else:
             if magic == QCOW2_EXT_MAGIC_DATA_FILE:
                 ext.has_data_file = True
@@ -355,7 +358,7 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
                                backing_format: str | None,
                                unknown: list[tuple[int, bytes]],
                                backing_file: str | None,
-                               extra_header: bytes = b"") -> bytes:
+                               extra_header: bytes = b"", bitmaps: bytes = b"") -> bytes:
     """Header + extensions + backing name, as one cluster-0 image.
 
     Sets ``h.backing_file_offset/size``.  Raises Qcow2OpenError(ENOSPC) when
@@ -368,6 +371,8 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
                                    backing_format.encode())
     if h.version >= 3 and cluster_size > 4096:     # QEMU leaves it out of small clusters
         exts += pack_feature_table()
+    if bitmaps:
+        exts += pack_extension(QCOW2_EXT_MAGIC_BITMAPS, bitmaps)
     for magic, data in unknown:
         exts += pack_extension(magic, data)
     exts += struct.pack(">II", QCOW2_EXT_MAGIC_END, 0)

@@ -40,9 +40,10 @@ def qcow2_update_header(bs: Qcow2BDS) -> int:
         extra = s.unknown_header_fields
         h.header_length = QCOW2_HEADER_SIZE + len(extra)
     unknown = list(s.ext.unknown) if s.ext is not None else []
+    from gqemu.block.qcow2_bitmap import bitmap_ext_pack
     try:
         buf = qcow2_build_header_cluster(h, s.cluster_size, s.backing_format, unknown,
-                                         s.backing_file, extra)
+                                         s.backing_file, extra, bitmap_ext_pack(s))
     except Qcow2OpenError:
         return -errno.ENOSPC
     ret = qcow2_co_pwrite_file(bs, 0, buf.ljust(s.cluster_size, b"\0"))

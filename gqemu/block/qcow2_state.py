@@ -144,6 +144,9 @@ class Qcow2State(BlockDriver):
         self.backing_file: Optional[str] = None
         self.backing_format: Optional[str] = None
         self.opened = False
+        # the bitmaps extension (qcow2_bitmap.py)
+        self.nb_bitmaps = self.bitmap_directory_offset = self.bitmap_directory_size = 0
+        self.bitmaps_stale = False
 
 
 if TYPE_CHECKING:

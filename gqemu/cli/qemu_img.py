@@ -294,6 +294,11 @@ def _measure(argv: list[str]) -> int:
     return img_measure(argv)
 
 
+def _bitmap(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_bitmap import img_bitmap
+    return img_bitmap(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -303,7 +308,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
     "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
-    "amend": _amend, "measure": _measure,
+    "amend": _amend, "measure": _measure, "bitmap": _bitmap,
 }
 
 

@@ -48,7 +48,12 @@ def qdict_order(d: Any) -> Any:
 
 def dump_json(obj: Any) -> None:
     import json         # only --output=json: kept off the one-shot start-up
-    sys.stdout.write(json.dumps(qdict_order(obj), indent=4) + "\n")
+    import re
+    text = json.dumps(qdict_order(obj), indent=4)
+    # QEMU's pretty printer opens an empty list or dict on its own line
+    text = re.sub(r'(?m)^( *)("[^"\n]*": )?(\[\]|\{\})', lambda m: "%s%s%s\n%s%s" % (
+        m.group(1), m.group(2) or "", m.group(3)[0], m.group(1), m.group(3)[1]), text)
+    sys.stdout.write(text + "\n")
 
 
 def run_co(fn: Callable[..., Any], *args: Any) -> Any:
@@ -125,6 +130,13 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
                   "compression-type": "zlib"}
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
+        from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_get_bitmap_info_list
+        try:
+            bitmaps = run_co(qcow2_get_bitmap_info_list, bs)
+        except Qcow2BitmapError:
+            bitmaps = None
+        if bitmaps is not None:
+            data["bitmaps"] = bitmaps
     data["refcount-bits"] = s.refcount_bits
     if s.qcow_version >= 3:
         data["corrupt"] = bool(s.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
@@ -179,10 +191,22 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             out.append("Snapshot list:\n" + snapshot_table(info["snapshots"]))
         if "format-specific" in info:
             out.append("Format specific information:\n")
-            for k, v in qdict_order(info["format-specific"]["data"]).items():
-                out.append("    %s: %s\n" % (k.replace("-", " "),
-                                             str(v).lower() if isinstance(v, bool) else v))
+            _dump_qobject(out, 1, qdict_order(info["format-specific"]["data"]))
     sys.stdout.write("".join(out))
+
+
+def _dump_qobject(out: list[str], indent: int, obj: Any) -> None:
+    """QEMU: block/qapi.c dump_qdict / dump_qlist / dump_qobject."""
+    items = obj.items() if isinstance(obj, dict) else \
+        (("[%d]" % i, v) for i, v in enumerate(obj))
+    for k, v in items:
+        composite = isinstance(v, (dict, list))
+        out.append("%s%s:%s" % (" " * (indent * 4), k.replace("-", " "),
+                                "\n" if composite else " "))
+        if composite:
+            _dump_qobject(out, indent + 1, v)
+        else:
+            out.append("%s\n" % (str(v).lower() if isinstance(v, bool) else v))
 
 
 # ------------------------------------------------------------------- check
