@@ -25,7 +25,7 @@ from gqemu.block.dirty_bitmap import (BdrvDirtyBitmap, bdrv_create_dirty_bitmap,
                                       bdrv_dirty_bitmaps, bdrv_find_dirty_bitmap,
                                       bdrv_release_dirty_bitmap)
 from gqemu.block.qcow2_header import Qcow2OpenError
-from gqemu.block.qcow2_overlap import (qcow2_co_flush_file, qcow2_co_pread_file,
+from gqemu.block.qcow2_overlap import (qcow2_co_pread_file,
                                        qcow2_co_pwrite_file, qcow2_pre_write_overlap_check)
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters, qcow2_free_clusters
 from gqemu.block.qcow2_state import QCOW2_OL_BITMAP_DIRECTORY, Qcow2BDS
@@ -115,14 +115,6 @@ def bitmap_ext_parse(s: Any, data: bytes) -> None:
     s.nb_bitmaps = nb
     s.bitmap_directory_offset = dir_offset
     s.bitmap_directory_size = dir_size
-
-
-def bitmap_ext_pack(s: Any) -> bytes:
-    """The extension's data for qcow2_update_header (empty: none)."""
-    if not getattr(s, "nb_bitmaps", 0):
-        return b""
-    return struct.pack(">IIQQ", s.nb_bitmaps, 0, s.bitmap_directory_size,
-                       s.bitmap_directory_offset)
 
 
 def _prog() -> str:

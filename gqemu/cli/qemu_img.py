@@ -102,13 +102,16 @@ def img_create(argv: list[str]) -> int:
         elif o == "-F":
             backing_fmt = v
         elif o == "-o":
-            olist.append(v)
+            qemu_img_tool.accumulate_options(olist, v)
         elif o == "-q":
             quiet = True
         elif o == "--object":
             qemu_img_tool.user_creatable_add(v)
         elif o == "-u":
             unsafe = True
+    if olist and qemu_img_tool.has_help_option(",".join(olist)):
+        from gqemu.cli.qemu_img_opts_help import print_block_option_help
+        return print_block_option_help(args[0] if args else None, fmt)
     if not args:
         raise usage_error("Expecting image file name")
     if len(args) > 2:

@@ -202,3 +202,44 @@ def img_bitmap(argv: list[str]) -> int:
             blk_close(src)
         blk_close(blk)
     return 0
+
+
+def _supports_persistent(bs: Any) -> bool:
+    """QEMU: bdrv_supports_persistent_dirty_bitmap (qcow2 v3)."""
+    drv = getattr(bs, "drv", None)
+    return drv is not None and drv.format_name == "qcow2" and drv.qcow_version >= 3
+
+
+def convert_check_bitmaps(src: Any, skip_broken: bool) -> None:
+    """Raises ImgError.  QEMU: convert_check_bitmaps."""
+    from gqemu.block.dirty_bitmap import bdrv_dirty_bitmaps
+    if not _supports_persistent(src):
+        raise ImgError("Source lacks bitmap support")
+    for bm in bdrv_dirty_bitmaps(src):
+        if bm.persistent and not skip_broken and bm.inconsistent:
+            raise ImgError("Cannot copy inconsistent bitmap '%s'" % bm.name,
+                           tail="Try --skip-broken-bitmaps, or use 'qemu-img bitmap "
+                                "--remove' to delete it\n")
+
+
+def convert_copy_bitmaps(src: Any, dst: Any, skip_broken: bool) -> None:
+    """Raises ImgError.  QEMU: convert_copy_bitmaps."""
+    import sys
+    from gqemu.block.dirty_bitmap import bdrv_dirty_bitmaps
+    from gqemu.cli.qemu_img_tool import PROG
+    for bm in list(bdrv_dirty_bitmaps(src)):
+        if not bm.persistent:
+            continue
+        if skip_broken and bm.inconsistent:
+            sys.stderr.write("%s: warning: Skipping inconsistent bitmap '%s'\n"
+                             % (PROG, bm.name))
+            continue
+        try:
+            bitmap_add(dst, bm.name, bm.granularity, True, bm.disabled)
+        except BitmapOpError as e:
+            raise ImgError("Failed to create bitmap %s: %s" % (bm.name, e))
+        try:
+            bitmap_merge(dst, bm.name, src, bm.name)
+        except BitmapOpError as e:
+            bitmap_remove(dst, bm.name)
+            raise ImgError("Failed to populate bitmap %s: %s" % (bm.name, e))

@@ -193,3 +193,75 @@ def test_stale_bitmaps_dropped_like_qemu(qemu_img, monkeypatch, capsys, tmp_path
         files.append(open(img, "rb").read())
     assert outs[1] == outs[0]
     assert files[1] == files[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["--bitmaps", "-O", "qcow2", "SRC", "OUT"],
+    ["--bitmaps", "-O", "qcow2", "-o", "cluster_size=4k", "SRC", "OUT"],
+    ["--bitmaps", "-O", "raw", "SRC", "OUT"],
+    ["--bitmaps", "-O", "qcow2", "-o", "compat=0.10", "SRC", "OUT"],
+    ["--bitmaps", "-O", "qcow2", "SRC", "SRC", "OUT"],
+    ["--bitmaps", "-O", "qcow2", "-f", "raw", "SRC", "OUT"],
+    ["--skip-broken-bitmaps", "-O", "qcow2", "SRC", "OUT"],
+    ["--bitmaps", "-O", "qcow2", "BROKEN", "OUT"],
+    ["--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2", "BROKEN", "OUT"],
+    ["-C", "-O", "qcow2", "SRC", "OUT"], ["-C", "-S", "4k", "-O", "qcow2", "SRC", "OUT"],
+    ["-C", "-c", "-O", "qcow2", "SRC", "OUT"], ["-C", "--salvage", "-O", "qcow2", "SRC", "OUT"],
+])
+def test_convert_bitmaps_like_qemu_img(qemu_img, qemu_io, monkeypatch, capsys, tmp_path, args):
+    """``convert --bitmaps`` copies the persistent bitmaps (enabled state,
+    granularity, dirty bits) into byte-identical targets; its errors and
+    ``-C``'s are qemu-img's."""
+    outs, files = [], []
+    for real in (True, False):
+        d = tmp_path / ("r" if real else "g")
+        d.mkdir()
+        src, broken, out = str(d / "s.qcow2"), str(d / "b.qcow2"), str(d / "o.qcow2")
+        for f in (src, broken):
+            subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", f, "8M"], check=True)
+            subprocess.run([qemu_img, "bitmap", "--add", "-g", "4k", f, "a"], check=True)
+            subprocess.run([qemu_io, "-c", "write -q 1M 100k", f], check=True,
+                           capture_output=True)
+            subprocess.run([qemu_img, "bitmap", "--add", "--disable", "--merge", "a", f, "d"],
+                           check=True)
+        with open(broken, "r+b") as fh:          # mark bitmap "a" in use: inconsistent
+            data = bytearray(fh.read())
+        hdr_end = data.index(b"\x23\x85\x28\x75")
+        dir_off = int.from_bytes(data[hdr_end + 24:hdr_end + 32], "big")
+        data[dir_off + 15] |= 1
+        with open(broken, "wb") as fh:
+            fh.write(data)
+        subst = {"SRC": src, "BROKEN": broken, "OUT": out}
+        t = Tools(real, qemu_img, qemu_io, monkeypatch, capsys)
+        rc, o, e = t.img("convert", *[subst.get(x, x) for x in args])
+        outs.append((rc, o, e.replace(str(d), "D")))
+        files.append(open(out, "rb").read() if rc == 0 else b"")
+    assert outs[1] == outs[0]
+    assert files[1] == files[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["create", "-f", "qcow2", "-o", "help", "F", "1M"],
+    ["create", "-f", "qcow2", "-o", "?", "F"],
+    ["create", "-f", "qcow2", "-o", "cluster_size=4k,help", "F"],
+    ["create", "-f", "qcow2", "-o", "cluster_size=4k", "-o", "?", "F"],
+    ["create", "-f", "qcow2", "-o", "F,", "-o", "help", "F"],
+    ["create", "-f", "qcow2", "-o", ",help", "F"],
+    ["create", "-f", "qcow2", "-o", "help"], ["create", "-o", "help"],
+    ["create", "-f", "raw", "-o", "help", "F"], ["create", "-f", "bochs", "-o", "help"],
+    ["create", "-f", "file", "-o", "help"], ["create", "-f", "host_device", "-o", "help"],
+    ["create", "-f", "qcow2", "-o", "help", "/dev/null"],
+    ["create", "-f", "foo", "-o", "help"],
+    ["convert", "-O", "qcow2", "-o", "help", "F", "F.base"],
+    ["convert", "-O", "qcow2", "-o", "help"], ["convert", "-o", "help"],
+    ["convert", "-O", "raw", "-o", "?", "F"], ["convert", "-O", "bochs", "-o", "help"],
+    ["convert", "-O", "qcow2", "-o", ",,", "-o", "help", "F", "G"],
+])
+def test_create_convert_option_help(qemu_img, monkeypatch, capsys, tmp_path, args):
+    """``-o help`` / ``-o ?``: the format's and the protocol's creation
+    options in QemuOpts' layout, and the option-list errors (082)."""
+    f = str(tmp_path / "t.qcow2")
+    a = [f if x == "F" else x.replace("F,", f + ",") for x in args]
+    want = _r(qemu_img, a)
+    got = _g_img(monkeypatch, capsys, a)
+    assert got == want
