@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import zlib
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
@@ -150,7 +149,8 @@ class BDRVQcow2State(Qcow2State):
         """The "Format specific information" of qemu-img/qemu-io info, in
         QEMU's print order.  QEMU: qcow2_get_specific_info."""
         info: dict = {"compat": "0.10" if self.qcow_version < 3 else "1.1",
-                      "compression type": "zlib"}
+                      "compression type": ("zstd" if self.header.compression_type
+                                           else "zlib")}
         if self.qcow_version >= 3:
             info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
             from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_get_bitmap_info_list
@@ -298,8 +298,8 @@ class BDRVQcow2State(Qcow2State):
                 return -errno.EINVAL
             buf = bytearray(cs)
             qemu_iovec_to_buf(qiov, done, buf, cur)
-            comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9)
-            out = comp.compress(bytes(buf)) + comp.flush()
+            from gqemu.block.qcow2_compress import qcow2_compress
+            out = qcow2_compress(s.header.compression_type, bytes(buf))
             if len(out) >= cs:
                 ret = s.qcow2_co_pwritev(bs, offset, cur, qemu_iovec_slice(qiov, done, cur), 0)
             else:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from gqemu.block.qcow2_header import (
-    QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_HEADER_SIZE, QCOW2_INCOMPAT_EXTL2, QCowHeader,
+    QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_COMPRESSION_TYPE_ZSTD, QCOW2_HEADER_SIZE,
+    QCOW2_INCOMPAT_COMPRESSION, QCOW2_INCOMPAT_EXTL2, QCowHeader,
     Qcow2OpenError, qcow2_header_pack)
 
 
@@ -36,6 +37,7 @@ class Qcow2CreateOptions:
     preallocation: str = "off"
     backing_file: Optional[str] = None
     backing_fmt: Optional[str] = None
+    compression_type: str = "zlib"
 
 
 def _v3_only(what: str, conj: str = "and") -> Qcow2OpenError:
@@ -75,6 +77,14 @@ def qcow2_validate_create_options(o: Qcow2CreateOptions) -> None:
                              "not exceed 64 bits")
     if rb != 16 and o.version < 3:
         raise _v3_only("Different refcount widths than 16 bits require", "or")
+    if o.compression_type != "zlib":
+        if o.version < 3:
+            raise Qcow2OpenError(errno.EINVAL, "Non-zlib compression type is only supported "
+                                 "with compatibility level 1.1 and above (use version=v3 "
+                                 "or greater)")
+        from gqemu.block.qcow2_compress import zstd_module
+        if o.compression_type != "zstd" or zstd_module() is None:
+            raise Qcow2OpenError(errno.EINVAL, "Unknown compression type")
 
 
 def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
@@ -97,6 +107,9 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
         h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS
     if o.extended_l2:
         h.incompatible_features |= QCOW2_INCOMPAT_EXTL2
+    if o.compression_type == "zstd":
+        h.compression_type = QCOW2_COMPRESSION_TYPE_ZSTD
+        h.incompatible_features |= QCOW2_INCOMPAT_COMPRESSION
     fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.pwrite(fd, qcow2_header_pack(h).ljust(cs, b"\0"), 0)

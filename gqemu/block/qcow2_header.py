@@ -228,16 +228,19 @@ def qcow2_check_header_fields(h: QCowHeader) -> None:
     if h.backing_file_offset > cluster_size:
         raise Qcow2OpenError(errno.EINVAL, "Invalid backing file offset")
     if h.header_length > _HDR_V3_LEN:
-        if h.compression_type > QCOW2_COMPRESSION_TYPE_ZSTD:
+        from gqemu.block.qcow2_compress import zstd_module
+        if h.compression_type > QCOW2_COMPRESSION_TYPE_ZSTD or (
+                h.compression_type == QCOW2_COMPRESSION_TYPE_ZSTD and zstd_module() is None):
             raise Qcow2OpenError(errno.ENOTSUP, "qcow2: unknown compression "
                                  "type: %u" % h.compression_type)
-        if h.compression_type == QCOW2_COMPRESSION_TYPE_ZSTD:
-            raise Qcow2OpenError(errno.ENOTSUP, "qcow2: compression type "
-                                 "zstd is not supported")
     if h.compression_type == 0 and (h.incompatible_features
                                     & QCOW2_INCOMPAT_COMPRESSION):
         raise Qcow2OpenError(errno.EINVAL, "qcow2: Compression type incompatible "
                              "feature bit must not be set")
+    if h.compression_type != 0 and not (h.incompatible_features
+                                        & QCOW2_INCOMPAT_COMPRESSION):
+        raise Qcow2OpenError(errno.EINVAL, "qcow2: Compression type incompatible "
+                             "feature bit must be set")
 
 
 class Qcow2Extensions:

@@ -14,9 +14,9 @@ block/qcow2-threads.c (qcow2_co_decompress).
 from __future__ import annotations
 
 from errno import EAGAIN, EIO, ENOTSUP
-import zlib
 from typing import Any
 
+from gqemu.block.qcow2_compress import qcow2_decompress
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
                                 BLKDBG_EVENT, bdrv_getlength)
@@ -74,12 +74,8 @@ def qcow2_co_preadv_compressed(bs: Qcow2BDS, l2_entry: int, offset: int, cur: in
         ret, buf = qcow2_co_pread_file(bs, coffset, csize)
         if ret < 0:
             return ret
-        try:
-            d = zlib.decompressobj(-12)
-            out = d.decompress(bytes(buf), cs)
-        except zlib.error:
-            return -EIO
-        if len(out) != cs:
+        out = qcow2_decompress(s.header.compression_type, bytes(buf), cs)
+        if out is None:
             return -EIO
         s.decompressed, s.decompressed_offset = out, l2_entry
     oic = offset & (cs - 1)

@@ -117,9 +117,11 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         if compression not in ("zlib", "zstd"):
             raise Qcow2OpenError(errno.EINVAL, "Parameter 'compression-type' does not accept "
                                  "value '%s'" % compression)
-        if compression != "zlib":
-            raise Qcow2OpenError(errno.ENOTSUP, "Compression type '%s' is not supported by "
-                                 "gqemu" % compression)
+        from gqemu.block.qcow2_compress import zstd_module
+        if compression == "zstd" and zstd_module() is None:     # QEMU without CONFIG_ZSTD
+            raise Qcow2OpenError(errno.EINVAL, "Parameter 'compression-type' does not accept "
+                                 "value 'zstd'")
+        c.compression_type = compression
         qcow2_create_file(path, c)
         if encryption:
             _set_crypt_method(path, QCOW_CRYPT_AES)

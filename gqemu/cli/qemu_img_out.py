@@ -127,7 +127,7 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     if s.snapshots:
         info["snapshots"] = _snapshot_infos(s)
     data: dict = {"compat": "0.10" if s.qcow_version == 2 else "1.1",
-                  "compression-type": "zlib"}
+                  "compression-type": "zstd" if s.header.compression_type else "zlib"}
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
         from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_get_bitmap_info_list
