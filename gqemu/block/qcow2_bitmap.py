@@ -660,3 +660,26 @@ def qcow2_get_persistent_dirty_bitmap_size(in_bs: Any, cluster_size: int) -> int
             size += -(-(clusters * 8) // cluster_size) * cluster_size
             dir_size += calc_dir_entry_size(len((bm.name or "").encode()))
     return size + -(-dir_size // cluster_size) * cluster_size
+
+
+@coroutine_fn
+def qcow2_truncate_bitmaps_check(bs: Qcow2BDS) -> Optional[str]:
+    """Why the image cannot be resized (every bitmap must be in memory and
+    usable), or None.  QEMU: qcow2_truncate_bitmaps_check."""
+    from gqemu.block.dirty_bitmap import bdrv_dirty_bitmap_check
+    if not getattr(bs.opaque, "nb_bitmaps", 0):
+        return None
+    try:
+        lst = bitmap_list_load(bs)
+    except Qcow2BitmapError as e:
+        return e.msg
+    for e in lst:
+        bm = bdrv_find_dirty_bitmap(bs, e.name)
+        if bm is None:
+            return ("Cannot resize qcow2 with persistent bitmaps that were not loaded "
+                    "into memory")
+        try:
+            bdrv_dirty_bitmap_check(bm)
+        except ValueError as ex:
+            return str(ex)
+    return None
