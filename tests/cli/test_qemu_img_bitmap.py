@@ -59,8 +59,8 @@ class Tools:
 
 
 def _steps(t: Tools, img: str) -> list:
-    """303's sequence and more: add, write with an enabled and a disabled
-    bitmap, clear, enable, merge, remove; outputs with timings dropped."""
+    """303's sequence and more: add, write and discard with an enabled and a
+    disabled bitmap, clear, enable, merge, remove; outputs with timings dropped."""
     out = []
     out.append(t.img("bitmap", "--add", "-g", "32768", "-f", "qcow2", img, "bitmap-1"))
     for i in range(3):
@@ -73,7 +73,8 @@ def _steps(t: Tools, img: str) -> list:
     out.append(t.img("bitmap", "--merge", "bitmap-1", "--enable", "-f", "qcow2", img,
                      "bitmap-2"))
     out.append(t.img("bitmap", "--clear", "--disable", "-f", "qcow2", img, "bitmap-1"))
-    out.append(t.io("-f", "qcow2", "-c", "write -q 5M 64k", img)[0])
+    out.append(t.io("-f", "qcow2", "-c", "write -q 5M 64k", "-c", "discard -q 5M 1k",
+                    "-c", "discard -q 7M 3k", img)[0])
     out.append(t.img("info", "-f", "qcow2", img))
     out.append(t.img("info", "--output=json", "-f", "qcow2", img))
     out.append(t.img("check", "-f", "qcow2", img))
