@@ -596,13 +596,15 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
         if key in options:
             file_opts.setdefault(key, options.pop(key))
-    # the file child of a format node discards by default: the format node
-    # applies the unmap policy itself (QEMU: bdrv_inherited_options)
-    file_flags = flags if protocol_only and cls is None else flags | BDRV_O_UNMAP
     if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, file_flags, protocol_only=True, ctx=ctx)
+        file_bs = bdrv_open(filename, file_opts, flags, protocol_only=True, ctx=ctx)
     else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, file_flags, ctx)
+        file_bs = bdrv_open_protocol(proto, filename, file_opts, flags, ctx)
+    if not (protocol_only and cls is None):
+        # the file child of a format node discards by default (the format
+        # node applies the unmap policy itself); QEMU parses this discard
+        # option after the node's open trace.  QEMU: bdrv_inherited_options
+        file_bs.open_flags |= BDRV_O_UNMAP
     if protocol_only and cls is None:
         _check_leftover(file_bs, options)
         return file_bs
