@@ -671,8 +671,8 @@ def qcow2_truncate_bitmaps_check(bs: Qcow2BDS) -> Optional[str]:
         return None
     try:
         lst = bitmap_list_load(bs)
-    except Qcow2BitmapError as e:
-        return e.msg
+    except Qcow2BitmapError as err:
+        return err.msg
     for e in lst:
         bm = bdrv_find_dirty_bitmap(bs, e.name)
         if bm is None:

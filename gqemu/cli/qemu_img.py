@@ -92,7 +92,8 @@ def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
     qemu_img_tool.SECRET_IDS.clear()
-    fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
+    fmt, backing, backing_fmt, quiet = "raw", None, None, False
+    olist: list[str] = []
     unsafe = False
     for o, v in opts:
         if o == "-f":

@@ -164,7 +164,7 @@ def img_bitmap(argv: list[str]) -> int:
         raise ImgError("Merge bitmap source file only supported with --merge")
     if len(args) != 2:
         raise ImgError("Expecting filename and bitmap name")
-    filename, name = args
+    filename, name = args[0], args[1]
     from gqemu.block import blk_bs
     from gqemu.block.driver import BDRV_O_NO_BACKING
     blk = img_open(filename, fmt, True, BDRV_O_NO_BACKING, image_opts=image_opts)
@@ -234,12 +234,13 @@ def convert_copy_bitmaps(src: Any, dst: Any, skip_broken: bool) -> None:
             sys.stderr.write("%s: warning: Skipping inconsistent bitmap '%s'\n"
                              % (PROG, bm.name))
             continue
+        name = bm.name or ""
         try:
-            bitmap_add(dst, bm.name, bm.granularity, True, bm.disabled)
+            bitmap_add(dst, name, bm.granularity, True, bm.disabled)
         except BitmapOpError as e:
-            raise ImgError("Failed to create bitmap %s: %s" % (bm.name, e))
+            raise ImgError("Failed to create bitmap %s: %s" % (name, e))
         try:
-            bitmap_merge(dst, bm.name, src, bm.name)
+            bitmap_merge(dst, name, src, name)
         except BitmapOpError as e:
-            bitmap_remove(dst, bm.name)
-            raise ImgError("Failed to populate bitmap %s: %s" % (bm.name, e))
+            bitmap_remove(dst, name)
+            raise ImgError("Failed to populate bitmap %s: %s" % (name, e))

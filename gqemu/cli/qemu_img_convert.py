@@ -75,7 +75,8 @@ def img_convert(argv: list[str]) -> int:
                             ["help", "object=", "image-opts", "force-share", "target-is-zero",
                              "salvage", "bitmaps", "skip-broken-bitmaps"])
     s = ImgConvertState()
-    fmt, out_fmt, olist, backing, backing_fmt = None, "raw", [], None, None
+    fmt, out_fmt, backing, backing_fmt = None, "raw", None, None
+    olist: list[str] = []
     progress = quiet = skip_create = explicit_zero = False
     copy_range = explicit_sparse = False
     cache = "unsafe"
@@ -252,7 +253,7 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
         except BlockError as e:
             raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
         try:
-            out_bs = blk_bs(s.target)
+            out_bs: Any = blk_bs(s.target)
             if s.bitmaps and not (out_bs.drv.format_name == "qcow2"
                                   and out_bs.drv.qcow_version >= 3):
                 raise ImgError("Format driver '%s' does not support bitmaps"
