@@ -7,6 +7,7 @@ made are read, changed and checked clean by the other; ``info``,
 errors are qemu-img's.  gqemu runs in-process, named qemu-img / qemu-io."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -291,6 +292,29 @@ def test_resize_with_bitmaps_like_qemu_img(qemu_img, qemu_io, monkeypatch, capsy
         t = Tools(real, qemu_img, qemu_io, monkeypatch, capsys)
         rc, o, e = t.img("resize", "--shrink", img, "--", size)
         outs.append((rc, o, e.replace(img, "I")))
+        files.append(open(img, "rb").read())
+    assert outs[1] == outs[0]
+    assert files[1] == files[0]
+
+
+@pytest.mark.parametrize("opt", ["compat=0.10", "refcount_bits=8", "lazy_refcounts=on",
+                                 "size=8M"])
+def test_amend_with_bitmaps_like_qemu_img(qemu_img, qemu_io, monkeypatch, capsys, tmp_path,
+                                          opt):
+    """amend keeps (or, to v2, strands) the bitmaps as qemu-img does; the
+    v2 image's stale extension then warns and is dropped on a writable open."""
+    outs, files = [], []
+    for real in (True, False):
+        img = str(tmp_path / ("r.qcow2" if real else "g.qcow2"))
+        subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", img, "4M"], check=True)
+        subprocess.run([qemu_img, "bitmap", "--add", "-g", "512", img, "b"], check=True)
+        subprocess.run([qemu_io, "-c", "write -q 1M 1M", img], check=True)
+        t = Tools(real, qemu_img, qemu_io, monkeypatch, capsys)
+        o = [t.img("amend", "-o", opt, img), t.img("info", img),
+             t.img("bitmap", "--add", img, "c"), t.img("check", img)]
+        # QEMU's generated node names (#blockNNN) are not modelled
+        outs.append([(rc, a.replace(img, "I"), re.sub(r"#block\d+", "#block", b.replace(img, "I")))
+                     for rc, a, b in o])
         files.append(open(img, "rb").read())
     assert outs[1] == outs[0]
     assert files[1] == files[0]
