@@ -460,7 +460,8 @@ def qcow2_inactivate(bs: Qcow2BDS) -> int:
     """Flush both caches and mark the image clean.  QEMU: qcow2_inactivate."""
     s = bs.opaque
     result = 0
-    from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_store_persistent_dirty_bitmaps
+    from gqemu.block.qcow2_bitmap import Qcow2BitmapError
+    from gqemu.block.qcow2_bitmap_sync import qcow2_store_persistent_dirty_bitmaps
     try:
         qcow2_store_persistent_dirty_bitmaps(bs, True)
     except Qcow2BitmapError as e:

@@ -226,7 +226,8 @@ def _open_clear_autoclear(bs: Qcow2BDS) -> None:
     metadata may now go stale); then the persistent dirty bitmaps are loaded
     (qcow2_bitmap.py).  A stale bitmaps extension is dropped by a rewrite of
     the header.  QEMU: qcow2_do_open (autoclear, qcow2_load_dirty_bitmaps)."""
-    from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_load_dirty_bitmaps
+    from gqemu.block.qcow2_bitmap import Qcow2BitmapError
+    from gqemu.block.qcow2_bitmap_sync import qcow2_load_dirty_bitmaps
     s = bs.opaque
     update = bool(s.autoclear_features & ~QCOW2_AUTOCLEAR_MASK or s.bitmaps_stale)
     update = update and not s.read_only

@@ -77,7 +77,8 @@ def _can_store_new(bs: Any, name: str, granularity: int) -> None:
     if getattr(bs.drv, "format_name", "") != "qcow2":
         raise BitmapOpError("Can't store persistent bitmaps to %s: Operation not supported"
                             % _node_name(bs))
-    from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_can_store_new_dirty_bitmap
+    from gqemu.block.qcow2_bitmap import Qcow2BitmapError
+    from gqemu.block.qcow2_bitmap_sync import qcow2_can_store_new_dirty_bitmap
     try:
         qcow2_can_store_new_dirty_bitmap(bs, name, granularity, _node_name(bs))
     except Qcow2BitmapError as e:
@@ -95,8 +96,8 @@ def bitmap_remove(bs: Any, name: str) -> None:
     if bm.readonly:
         raise BitmapOpError("Bitmap '%s' is readonly and cannot be modified" % name)
     if bm.persistent and getattr(bs.drv, "format_name", "") == "qcow2":
-        from gqemu.block.qcow2_bitmap import (Qcow2BitmapError,
-                                              qcow2_co_remove_persistent_dirty_bitmap)
+        from gqemu.block.qcow2_bitmap import Qcow2BitmapError
+        from gqemu.block.qcow2_bitmap_sync import qcow2_co_remove_persistent_dirty_bitmap
         try:
             bdrv_run_co(bs, qcow2_co_remove_persistent_dirty_bitmap, bs, name)
         except Qcow2BitmapError as e:
