@@ -289,6 +289,7 @@ class BlockDriverState:
         self.active_flush_req = False
         self.flush_queue = CoQueue()
         self.wr_highest_offset = 0
+        self.dirty_bitmaps: list[Any] = []       # dirty_bitmap.py, newest first
         self.quiesce_counter = 0
         self.before_write_notifiers: list[Callable[[Any], int]] = []
         self.aio_context: AioContext = ctx or _opening_context()

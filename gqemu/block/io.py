@@ -30,6 +30,7 @@ from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_O_INACTIVE, BDRV_O_UN
                                 BdrvChild, BdrvTrackedRequest, BlockDriverState,
                                 bdrv_debug_event, bdrv_getlength)
 from gqemu.block.io_status import bdrv_co_get_block_status
+from gqemu.block.dirty_bitmap import bdrv_set_dirty
 from gqemu.block.io_flush import (bdrv_co_flush, bdrv_dec_in_flight,  # noqa: F401
                                   bdrv_inc_in_flight)
 from gqemu.block.io_tracked import (BDRV_TRACKED_READ, BDRV_TRACKED_WRITE,
@@ -403,6 +404,8 @@ def bdrv_aligned_pwritev(bs: BlockDriverState, req: BdrvTrackedRequest,
     bs.write_gen += 1
     if bs.wr_highest_offset < offset + nbytes:
         bs.wr_highest_offset = offset + nbytes
+    if bs.dirty_bitmaps:
+        bdrv_set_dirty(bs, offset, nbytes)
     if ret >= 0:
         end_sector = -(-(offset + nbytes) // BDRV_SECTOR_SIZE)
         if end_sector > bs.total_sectors:

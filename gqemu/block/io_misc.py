@@ -51,6 +51,9 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     drv = bs.drv
     if not bs.open_flags & BDRV_O_UNMAP or drv.bdrv_co_pdiscard is None:
         return 0
+    if bs.dirty_bitmaps:                # the whole request, as bdrv_co_write_req_finish
+        from gqemu.block.dirty_bitmap import bdrv_set_dirty
+        bdrv_set_dirty(bs, offset, count)
     req_align = bs.bl.request_alignment
     align = max(bs.bl.pdiscard_alignment, req_align)
     head = offset % align

@@ -130,6 +130,8 @@ def bdrv_co_truncate(bs: BlockDriverState, offset: int, exact: bool = True,
     if ret < 0:
         return ret, msg
     refresh_total_sectors(bs, offset >> 9)
+    for bm in bs.dirty_bitmaps:         # QEMU: bdrv_dirty_bitmap_truncate
+        bm.truncate(offset)
     return 0, ""
 
 

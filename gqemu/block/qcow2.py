@@ -161,6 +161,13 @@ class BDRVQcow2State(Qcow2State):
                           self.header.compression_type)}
         if self.qcow_version >= 3:
             info["lazy refcounts"] = bool(self.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)
+            from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_get_bitmap_info_list
+            try:
+                bitmaps = bdrv_run_co(bs, qcow2_get_bitmap_info_list, bs)
+            except Qcow2BitmapError:
+                bitmaps = None
+            if bitmaps is not None:
+                info["bitmaps"] = bitmaps
         info["refcount bits"] = self.refcount_bits
         qcow2_data_file_info(bs, info)
         if self.crypt_method_header:
@@ -490,6 +497,14 @@ def qcow2_inactivate(bs: Qcow2BDS) -> int:
     """Flush both caches and mark the image clean.  QEMU: qcow2_inactivate."""
     s = bs.opaque
     result = 0
+    from gqemu.block.qcow2_bitmap import Qcow2BitmapError
+    from gqemu.block.qcow2_bitmap_sync import qcow2_store_persistent_dirty_bitmaps
+    try:
+        qcow2_store_persistent_dirty_bitmaps(bs, True)
+    except Qcow2BitmapError as e:
+        result = -errno.EINVAL
+        error_report("Lost persistent bitmaps during inactivation of node '%s': %s"
+                     % (bs.node_name, e.msg))
     ret = qcow2_cache_flush(bs, s.l2_table_cache)
     if ret < 0:
         result = ret

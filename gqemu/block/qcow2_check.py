@@ -319,6 +319,10 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
             return ret, imrt, False
     imrt.inc(res, s.snapshots_offset, s.snapshots_size)
     imrt.inc(res, s.refcount_table_offset, s.refcount_table_size * 8)
+    from gqemu.block.qcow2_bitmap import qcow2_check_bitmaps_refcounts
+    ret = qcow2_check_bitmaps_refcounts(bs, res, imrt.inc)
+    if ret < 0:
+        return ret, imrt, False
     rebuild = False
     for i, e in enumerate(s.refcount_table):
         off = e & REFT_OFFSET_MASK

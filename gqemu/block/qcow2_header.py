@@ -63,7 +63,7 @@ QCOW2_COMPAT_LAZY_REFCOUNTS = 1 << 0
 QCOW2_COMPAT_FEAT_MASK = QCOW2_COMPAT_LAZY_REFCOUNTS
 QCOW2_AUTOCLEAR_BITMAPS = 1 << 0
 QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1 << 1
-QCOW2_AUTOCLEAR_MASK = QCOW2_AUTOCLEAR_DATA_FILE_RAW   # the only one we keep alive
+QCOW2_AUTOCLEAR_MASK = QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_FILE_RAW   # the ones kept alive
 
 QCOW2_FEAT_TYPE_INCOMPATIBLE = 0
 QCOW2_FEAT_TYPE_COMPATIBLE = 1
@@ -247,7 +247,7 @@ class Qcow2Extensions:
     """What the header extensions said (QEMU: fields of BDRVQcow2State)."""
 
     __slots__ = ("backing_format", "feature_table", "unknown", "has_data_file",
-                 "has_crypto", "data_file")
+                 "has_crypto", "data_file", "bitmaps")
 
     def __init__(self) -> None:
         self.backing_format: str | None = None
@@ -256,6 +256,7 @@ class Qcow2Extensions:
         self.has_data_file = False
         self.has_crypto = False
         self.data_file: str | None = None      # the external data file's name
+        self.bitmaps: bytes | None = None     # the bitmaps extension's data
 
 
 def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> Qcow2Extensions:
@@ -295,6 +296,8 @@ def qcow2_read_extensions(cluster0: bytes | bytearray, start: int, end: int) -> 
         elif magic == QCOW2_EXT_MAGIC_DATA_FILE:
             ext.has_data_file = True
             ext.data_file = data.decode("utf-8", "replace")
+        elif magic == QCOW2_EXT_MAGIC_BITMAPS:
+            ext.bitmaps = bytes(data)
         else:
             if magic == QCOW2_EXT_MAGIC_CRYPTO_HEADER:
                 ext.has_crypto = True
@@ -361,7 +364,7 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
                                unknown: list[tuple[int, bytes]],
                                backing_file: str | None,
                                extra_header: bytes = b"",
-                               data_file: str | None = None) -> bytes:
+                               data_file: str | None = None, bitmaps: bytes = b"") -> bytes:
     """Header + extensions + backing name, as one cluster-0 image.
 
     Sets ``h.backing_file_offset/size``.  Raises Qcow2OpenError(ENOSPC) when
@@ -376,6 +379,8 @@ def qcow2_build_header_cluster(h: QCowHeader, cluster_size: int,
         exts += pack_extension(QCOW2_EXT_MAGIC_DATA_FILE, data_file.encode())
     if h.version >= 3 and cluster_size > 4096:     # QEMU leaves it out of small clusters
         exts += pack_feature_table()
+    if bitmaps:
+        exts += pack_extension(QCOW2_EXT_MAGIC_BITMAPS, bitmaps)
     for magic, data in unknown:
         exts += pack_extension(magic, data)
     exts += struct.pack(">II", QCOW2_EXT_MAGIC_END, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import struct
 from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
@@ -40,9 +41,13 @@ def qcow2_update_header(bs: Qcow2BDS) -> int:
         extra = s.unknown_header_fields
         h.header_length = QCOW2_HEADER_SIZE + len(extra)
     unknown = list(s.ext.unknown) if s.ext is not None else []
+    bitmaps = b""                       # the bitmaps extension (qcow2_bitmap.py)
+    if s.nb_bitmaps:
+        bitmaps = struct.pack(">IIQQ", s.nb_bitmaps, 0, s.bitmap_directory_size,
+                              s.bitmap_directory_offset)
     try:
         buf = qcow2_build_header_cluster(h, s.cluster_size, s.backing_format, unknown,
-                                         s.backing_file, extra, s.image_data_file)
+                                         s.backing_file, extra, s.image_data_file, bitmaps)
     except Qcow2OpenError:
         return -errno.ENOSPC
     ret = qcow2_co_pwrite_file(bs, 0, buf.ljust(s.cluster_size, b"\0"))

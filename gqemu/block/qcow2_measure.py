@@ -139,7 +139,8 @@ def qcow2_measure(opts: dict[str, Any], in_bs: Any,
     info = BlockMeasureInfo(required=(full - virtual_size + required) & UINT64_MASK,
                             fully_allocated=full & UINT64_MASK)
     if version >= 3 and in_bs is not None and _supports_persistent_dirty_bitmap(in_bs):
-        info.bitmaps = 0            # gqemu's qcow2 keeps no persistent dirty bitmaps
+        from gqemu.block.qcow2_bitmap import qcow2_get_persistent_dirty_bitmap_size
+        info.bitmaps = qcow2_get_persistent_dirty_bitmap_size(in_bs, cluster_size)
     return info
 
 

@@ -209,6 +209,9 @@ def _open_read_extensions(s: Qcow2State, h: QCowHeader, cluster0: bytearray,
         raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
                              "for cipher")
     s.backing_format = ext.backing_format
+    if ext.bitmaps is not None:
+        from gqemu.block.qcow2_bitmap import bitmap_ext_parse
+        bitmap_ext_parse(s, ext.bitmaps)
     if h.backing_file_offset:
         n = h.backing_file_size
         if n > min(1023, s.cluster_size - h.backing_file_offset):
@@ -220,11 +223,28 @@ def _open_read_extensions(s: Qcow2State, h: QCowHeader, cluster0: bytearray,
 @coroutine_fn
 def _open_clear_autoclear(bs: Qcow2BDS) -> None:
     """A writable v3 image drops the autoclear bits it does not know (their
-    metadata may now go stale).  QEMU: qcow2_do_open (autoclear)."""
+    metadata may now go stale); then the persistent dirty bitmaps are loaded
+    (qcow2_bitmap.py).  A stale bitmaps extension is dropped by a rewrite of
+    the header.  QEMU: qcow2_do_open (autoclear, qcow2_load_dirty_bitmaps)."""
+    from gqemu.block.qcow2_bitmap import Qcow2BitmapError
+    from gqemu.block.qcow2_bitmap_sync import qcow2_load_dirty_bitmaps
     s = bs.opaque
-    if s.autoclear_features & ~QCOW2_AUTOCLEAR_MASK and not s.read_only:
+    update = bool(s.autoclear_features & ~QCOW2_AUTOCLEAR_MASK or s.bitmaps_stale)
+    update = update and not s.read_only
+    if update:
         s.autoclear_features &= QCOW2_AUTOCLEAR_MASK
-        if s.qcow_version >= 3:
+    try:
+        header_updated = qcow2_load_dirty_bitmaps(bs)
+    except Qcow2BitmapError as e:
+        raise Qcow2OpenError(errno.EINVAL, e.msg)
+    if update and not header_updated:
+        if s.bitmaps_stale:
+            from gqemu.block.qcow2_header_update import qcow2_update_header
+            ret = qcow2_update_header(bs)
+            if ret < 0:
+                raise Qcow2OpenError(-ret, "Could not update qcow2 header: %s"
+                                     % os.strerror(-ret))
+        elif s.qcow_version >= 3:
             qcow2_co_pwrite_file(bs, 88, struct.pack(">Q", s.autoclear_features))
             qcow2_co_flush_file(bs)
 

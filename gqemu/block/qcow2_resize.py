@@ -60,6 +60,10 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
     try:
         if s.nb_snapshots and s.qcow_version < 3:
             return -errno.ENOTSUP, "Can't resize a v2 image which has snapshots"
+        from gqemu.block.qcow2_bitmap_sync import qcow2_truncate_bitmaps_check
+        why = qcow2_truncate_bitmaps_check(bs)
+        if why is not None:
+            return -errno.ENOTSUP, why
         old_length = bs.total_sectors * 512
         new_l1_size = size_to_l1(s.cluster_bits, s.l2_bits, offset)
         if offset < old_length:

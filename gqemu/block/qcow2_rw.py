@@ -16,6 +16,7 @@ from __future__ import annotations
 from errno import EAGAIN, EIO, ENOTSUP
 from typing import Any
 
+
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
 from gqemu.block.driver import (BDRV_BLOCK_ZERO, BDRV_REQ_NO_FALLBACK,
                                 BLKDBG_EVENT, bdrv_getlength)

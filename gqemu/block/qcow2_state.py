@@ -154,6 +154,9 @@ class Qcow2State(BlockDriver):
         self.has_data_file = False               # incompatible bit 2 (set at open)
         self.image_data_file: Optional[str] = None
         self.opened = False
+        # the bitmaps extension (qcow2_bitmap.py)
+        self.nb_bitmaps = self.bitmap_directory_offset = self.bitmap_directory_size = 0
+        self.bitmaps_stale = False
 
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """qcow2 cluster compression by the image's ``compression_type``: zlib
 (raw deflate, window bits 12) from the standard library, zstd from the
-optional ``zstandard`` package (``pip install gqemu[zstd]``).
+``zstandard`` module (an install requirement, see setup.cfg).
 
 Without ``zstandard`` gqemu behaves as a QEMU built without CONFIG_ZSTD:
 creating a zstd image fails with "Parameter 'compression-type' does not

@@ -91,7 +91,8 @@ Supported formats: %(formats)s
 def img_create(argv: list[str]) -> int:
     """QEMU: img_create."""
     opts, args = parse_args(argv, "hf:b:F:o:qu", ["help", "object="])
-    fmt, backing, backing_fmt, olist, quiet = "raw", None, None, [], False
+    fmt, backing, backing_fmt, quiet = "raw", None, None, False
+    olist: list[str] = []
     unsafe = False
     for o, v in opts:
         if o == "-f":
@@ -101,11 +102,14 @@ def img_create(argv: list[str]) -> int:
         elif o == "-F":
             backing_fmt = v
         elif o == "-o":
-            olist.append(v)
+            qemu_img_tool.accumulate_options(olist, v)
         elif o == "-q":
             quiet = True
         elif o == "-u":
             unsafe = True
+    if olist and qemu_img_tool.has_help_option(",".join(olist)):
+        from gqemu.cli.qemu_img_opts_help import print_block_option_help
+        return print_block_option_help(args[0] if args else None, fmt)
     if not args:
         raise usage_error("Expecting image file name")
     if len(args) > 2:
@@ -292,6 +296,11 @@ def _measure(argv: list[str]) -> int:
     return img_measure(argv)
 
 
+def _bitmap(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_bitmap import img_bitmap
+    return img_bitmap(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -301,7 +310,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
     "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
-    "amend": _amend, "measure": _measure,
+    "amend": _amend, "measure": _measure, "bitmap": _bitmap,
 }
 
 

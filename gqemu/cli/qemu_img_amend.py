@@ -20,7 +20,8 @@ import sys
 from typing import Any, Optional
 
 from gqemu.cli.qemu_img_convert import QemuProgress
-from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, img_open, parse_args,
+from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, has_help_option,
+                                     img_open, is_valid_option_list, parse_args, split_opts,
                                      usage_error)
 
 # QEMU 7.2's format drivers without option amendment (``qemu-img --help``
@@ -45,38 +46,6 @@ class QemuOptsError(Exception):
         super().__init__(msg)
         self.msg = msg
         self.hint = hint
-
-
-def is_valid_option_list(text: str) -> bool:
-    """Not empty, not starting with a comma, no unescaped trailing comma.
-    QEMU: qemu-img.c is_valid_option_list."""
-    if not text or text[0] == ",":
-        return False
-    trailing = len(text) - len(text.rstrip(","))
-    return trailing % 2 == 0
-
-
-def split_opts(text: str) -> list[str]:
-    """The items of an option list (``,,`` is a comma).  QEMU: get_opt_value."""
-    items, cur, i = [], "", 0
-    while i < len(text):
-        if text[i] == ",":
-            if text[i + 1:i + 2] == ",":
-                cur += ","
-                i += 2
-                continue
-            items.append(cur)
-            cur = ""
-        else:
-            cur += text[i]
-        i += 1
-    items.append(cur)
-    return items
-
-
-def has_help_option(text: str) -> bool:
-    """QEMU: has_help_option."""
-    return any(item in ("help", "?") for item in split_opts(text))
 
 
 def _parse_number(name: str, value: str) -> int:

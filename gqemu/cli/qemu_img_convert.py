@@ -18,7 +18,8 @@ import sys
 from typing import Any, Optional
 
 from gqemu.cli.qemu_img_copy import (BDRV_SECTOR_SIZE, ImgConvertState, convert_do_copy)
-from gqemu.cli.qemu_img_tool import (ImgError, ImgOptError, blk_close, cvtnum,
+from gqemu.cli.qemu_img_tool import (ImgError, ImgOptError, accumulate_options, blk_close,
+                                     cvtnum, has_help_option,
                                      img_open, parse_args, parse_o, parse_snapshot_param,
                                      qemu_strtol)
 
@@ -70,12 +71,14 @@ def _pow2floor(v: int) -> int:
 
 def img_convert(argv: list[str]) -> int:
     """QEMU: img_convert (the source images are concatenated)."""
-    opts, args = parse_args(argv, "hf:O:B:co:l:S:pt:T:F:nm:WUq",
+    opts, args = parse_args(argv, "hf:O:B:Cco:l:S:pt:T:F:nm:WUq",
                             ["help", "object=", "image-opts", "force-share", "target-is-zero",
-                             "salvage"])
+                             "salvage", "bitmaps", "skip-broken-bitmaps"])
     s = ImgConvertState()
-    fmt, out_fmt, olist, backing, backing_fmt = None, "raw", [], None, None
+    fmt, out_fmt, backing, backing_fmt = None, "raw", None, None
+    olist: list[str] = []
     progress = quiet = skip_create = explicit_zero = False
+    copy_range = explicit_sparse = False
     cache = "unsafe"
     sn_opts: Optional[dict] = None
     snapshot_name: Optional[str] = None
@@ -90,7 +93,13 @@ def img_convert(argv: list[str]) -> int:
         elif o == "-O":
             out_fmt = v
         elif o == "-o":
-            olist.append(v)
+            accumulate_options(olist, v)
+        elif o == "-C":
+            copy_range = True          # copy offloading: the same result, copied here
+        elif o == "--bitmaps":
+            s.bitmaps = True
+        elif o == "--skip-broken-bitmaps":
+            s.skip_broken = True
         elif o == "-B":
             backing = v
         elif o == "-F":
@@ -119,16 +128,28 @@ def img_convert(argv: list[str]) -> int:
                                "detection (fully allocates output)."
                                % (BDRV_SECTOR_SIZE, MAX_BUF_SECTORS * BDRV_SECTOR_SIZE))
             s.min_sparse = sval // BDRV_SECTOR_SIZE
+            explicit_sparse = True
         elif o == "-m":
             m = qemu_strtol(v)
             if m is None or not 1 <= m <= MAX_COROUTINES:
                 raise ImgError("Invalid number of coroutines. Allowed number of coroutines "
                                "is between 1 and %d" % MAX_COROUTINES)
             s.num_coroutines = m
+    if s.skip_broken and not s.bitmaps:
+        raise ImgError("Use of --skip-broken-bitmaps requires --bitmaps")
+    if s.compressed and copy_range:
+        raise ImgError("Cannot enable copy offloading when -c is used")
+    if explicit_sparse and copy_range:
+        raise ImgError("Cannot enable copy offloading when -S is used")
+    if copy_range and s.salvage:
+        raise ImgError("Cannot use copy offloading in salvaging mode")
     if skip_create and olist:
         raise ImgError("-o has no effect when skipping image creation")
     if explicit_zero and not skip_create:
         raise ImgError("--target-is-zero requires use of -n flag")
+    if olist and has_help_option(",".join(olist)):
+        from gqemu.cli.qemu_img_opts_help import print_block_option_help
+        return print_block_option_help(args[-1] if len(args) > 1 else None, out_fmt)
     if len(args) < 2:
         raise ImgError("Must specify image file name")
     s.has_zero_init = explicit_zero
@@ -186,6 +207,11 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                                        1))
         s.total_sectors = sum(s.src_sectors)
         _load_snapshot(s, len(src_names), snapshot)
+        if s.bitmaps:
+            if len(s.src) > 1:
+                raise ImgError("Copying bitmaps only possible with single source")
+            from gqemu.cli.qemu_img_bitmap import convert_check_bitmaps
+            convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if not skip_create:
             if out_fmt not in ("raw", "qcow2"):
                 from gqemu.cli.qemu_img_out import creation_error
@@ -227,7 +253,15 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
         except BlockError as e:
             raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
         try:
+            out_bs: Any = blk_bs(s.target)
+            if s.bitmaps and not (out_bs.drv.format_name == "qcow2"
+                                  and out_bs.drv.qcow_version >= 3):
+                raise ImgError("Format driver '%s' does not support bitmaps"
+                               % out_bs.drv.format_name)
             _convert_open(s, skip_create)
+            if s.bitmaps:
+                from gqemu.cli.qemu_img_bitmap import convert_copy_bitmaps
+                convert_copy_bitmaps(blk_bs(s.src[0]), out_bs, s.skip_broken)
         finally:
             blk_close(s.target)
     finally:

@@ -149,6 +149,7 @@ class ImgConvertState:
         self.target_backing_sectors = -1
         self.wr_in_order = True
         self.salvage = False
+        self.bitmaps = self.skip_broken = False     # --bitmaps, --skip-broken-bitmaps
         self.quiet = False
         self.min_sparse = 8                 # 4k of zeroes make a hole
         self.alignment = 1

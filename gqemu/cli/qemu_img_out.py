@@ -48,7 +48,12 @@ def qdict_order(d: Any) -> Any:
 
 def dump_json(obj: Any) -> None:
     import json         # only --output=json: kept off the one-shot start-up
-    sys.stdout.write(json.dumps(qdict_order(obj), indent=4) + "\n")
+    import re
+    text = json.dumps(qdict_order(obj), indent=4)
+    # QEMU's pretty printer opens an empty list or dict on its own line
+    text = re.sub(r'(?m)^( *)("[^"\n]*": )?(\[\]|\{\})', lambda m: "%s%s%s\n%s%s" % (
+        m.group(1), m.group(2) or "", m.group(3)[0], m.group(1), m.group(3)[1]), text)
+    sys.stdout.write(text + "\n")
 
 
 def run_co(fn: Callable[..., Any], *args: Any) -> Any:
@@ -137,6 +142,13 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
                   "compression-type": compression_type_name(s.header.compression_type)}
     if s.qcow_version >= 3:
         data["lazy-refcounts"] = bool(s.compatible_features & 1)
+        from gqemu.block.qcow2_bitmap import Qcow2BitmapError, qcow2_get_bitmap_info_list
+        try:
+            bitmaps = run_co(qcow2_get_bitmap_info_list, bs)
+        except Qcow2BitmapError:
+            bitmaps = None
+        if bitmaps is not None:
+            data["bitmaps"] = bitmaps
     data["refcount-bits"] = s.refcount_bits
     from gqemu.block.qcow2_data_file import qcow2_data_file_info
     df: dict = {}
@@ -166,18 +178,6 @@ def snapshot_table(snaps: list[dict]) -> str:
                                                      size_to_str(d["vm-state-size"]),
                                                      date, clock, icount))
     return "\n".join(lines) + "\n"
-
-
-def _dump_qdict(out: list[str], d: dict, indent: int) -> None:
-    """``key: value`` lines, a nested dict under its ``key:`` line one
-    level deeper.  QEMU: block/qapi.c dump_qdict."""
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.append("%s%s:\n" % ("    " * indent, k.replace("-", " ")))
-            _dump_qdict(out, v, indent + 1)
-        else:
-            out.append("%s%s: %s\n" % ("    " * indent, k.replace("-", " "),
-                                         str(v).lower() if isinstance(v, bool) else v))
 
 
 def dump_info(infos: list[dict], output: str, chain: bool) -> None:
@@ -214,8 +214,22 @@ def dump_info(infos: list[dict], output: str, chain: bool) -> None:
             out.append("Snapshot list:\n" + snapshot_table(info["snapshots"]))
         if "format-specific" in info:
             out.append("Format specific information:\n")
-            _dump_qdict(out, qdict_order(info["format-specific"]["data"]), 1)
+            _dump_qobject(out, 1, qdict_order(info["format-specific"]["data"]))
     sys.stdout.write("".join(out))
+
+
+def _dump_qobject(out: list[str], indent: int, obj: Any) -> None:
+    """QEMU: block/qapi.c dump_qdict / dump_qlist / dump_qobject."""
+    items = obj.items() if isinstance(obj, dict) else \
+        (("[%d]" % i, v) for i, v in enumerate(obj))
+    for k, v in items:
+        composite = isinstance(v, (dict, list))
+        out.append("%s%s:%s" % (" " * (indent * 4), k.replace("-", " "),
+                                "\n" if composite else " "))
+        if composite:
+            _dump_qobject(out, indent + 1, v)
+        else:
+            out.append("%s\n" % (str(v).lower() if isinstance(v, bool) else v))
 
 
 # ------------------------------------------------------------------- check

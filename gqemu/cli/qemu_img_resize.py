@@ -66,7 +66,8 @@ def img_resize(argv: list[str]) -> int:
                            "make sure there is no important data there.")
         ret, msg = bdrv_truncate(bs, total, True, prealloc)
         if ret < 0:
-            raise ImgError(msg)
+            msg, _, hint = msg.partition("\n")      # a hint goes out as it is
+            raise ImgError(msg, tail=hint + "\n" if hint else "")
     finally:
         blk_close(blk)
     if not quiet:

@@ -132,6 +132,46 @@ def parse_o(opts: list[str]) -> dict[str, str]:
     return out
 
 
+def is_valid_option_list(text: str) -> bool:
+    """Not empty, not starting with a comma, no unescaped trailing comma.
+    QEMU: qemu-img.c is_valid_option_list."""
+    if not text or text[0] == ",":
+        return False
+    trailing = len(text) - len(text.rstrip(","))
+    return trailing % 2 == 0
+
+
+def split_opts(text: str) -> list[str]:
+    """The items of an option list (``,,`` is a comma).  QEMU: get_opt_value."""
+    items, cur, i = [], "", 0
+    while i < len(text):
+        if text[i] == ",":
+            if text[i + 1:i + 2] == ",":
+                cur += ","
+                i += 2
+                continue
+            items.append(cur)
+            cur = ""
+        else:
+            cur += text[i]
+        i += 1
+    items.append(cur)
+    return items
+
+
+def has_help_option(text: str) -> bool:
+    """QEMU: has_help_option."""
+    return any(item in ("help", "?") for item in split_opts(text))
+
+
+def accumulate_options(olist: list[str], v: str) -> None:
+    """One more ``-o`` list, checked (the lists are joined with commas
+    later).  Raises ImgError.  QEMU: accumulate_options."""
+    if not is_valid_option_list(v):
+        raise ImgError("Invalid option list: %s" % v)
+    olist.append(v)
+
+
 def parse_image_opts(spec: str) -> dict[str, str]:
     """``--image-opts``: the filename is ``key=value,...`` (``,,`` escapes
     a comma).  QEMU: qemu_opts_parse_noisily(qemu_img_opts...)."""
