@@ -4,7 +4,8 @@
 Copies every cluster (the base's cluster size, at least 4 KiB) that the
 image or an image between it and the base holds into the base, growing
 the base first when the image is larger; zero clusters are written as
-zeroes.  Then, unless ``-d`` or ``-b`` (which implies ``-d``), the image
+zero writes that may unmap (the active commit is a mirror job with unmap
+on: the base's clusters are freed where it allows).  Then, unless ``-d`` or ``-b`` (which implies ``-d``), the image
 is emptied (qcow2_empty.py: rebuilt from scratch, or every cluster
 discarded).
 
@@ -108,7 +109,7 @@ def _names(bs: Any, name: str, overlay: Any) -> bool:
 def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
     """Copy what ``chain`` (top first) holds into the base.  Raises ImgError."""
     from gqemu.block import blk_getlength, blk_pread, blk_pwrite, blk_pwrite_zeroes
-    from gqemu.block.driver import BlockError, bdrv_getlength
+    from gqemu.block.driver import BDRV_REQ_MAY_UNMAP, BlockError, bdrv_getlength
     from gqemu.block.io_truncate import bdrv_truncate
     from gqemu.block.io_misc import bdrv_run_co
     from gqemu.block import bdrv_co_get_block_status, BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
@@ -149,7 +150,7 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
                 st, pn, _, _ = bdrv_run_co(top, bdrv_co_get_block_status, top, off, n)
                 if st >= 0 and pn and st & BDRV_BLOCK_ZERO and not st & BDRV_BLOCK_DATA:
                     n = pn
-                    ret = blk_pwrite_zeroes(base_blk, off, n, 0)
+                    ret = blk_pwrite_zeroes(base_blk, off, n, BDRV_REQ_MAY_UNMAP)
                     if ret < 0:
                         raise ImgError("Block job failed: %s" % os.strerror(-ret))
                 else:
@@ -169,7 +170,7 @@ def _open_base(overlay: Any, base_bs: Any) -> Any:
     protocol node at the bottom without locking, as the image's read-only
     backing node holds the file)."""
     from gqemu.block import blk_new_open
-    from gqemu.block.driver import BDRV_O_NO_BACKING, BlockError
+    from gqemu.block.driver import BDRV_O_NO_BACKING, BDRV_O_UNMAP, BlockError
     key, f = "", base_bs
     while f.file is not None and f.drv.format_name != "file":
         key += f.file.name + "."
@@ -185,7 +186,8 @@ def _open_base(overlay: Any, base_bs: Any) -> Any:
         fname, opts = f.filename, {"format": base_bs.drv.format_name, "locking": "off"}
     opts["cache"] = "unsafe"
     try:
-        return blk_new_open(fname or None, opts, BDRV_O_NO_BACKING)
+        # img_commit opens with BDRV_O_UNMAP, which the base inherits
+        return blk_new_open(fname or None, opts, BDRV_O_NO_BACKING | BDRV_O_UNMAP)
     except BlockError as e:
         raise ImgError("Could not reopen the base read-write: %s" % e.msg) from None
 

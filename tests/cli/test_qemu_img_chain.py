@@ -247,3 +247,19 @@ def test_commit_base_names_relative_to_the_overlay(tmp_path, qemu_img, qemu_io):
     for which in ("q", "g"):
         (tmp_path / which / "subdir").mkdir(parents=True)
     same(tmp_path, qemu_img, qemu_io, steps, files=False, offsets=False)
+
+
+def test_commit_of_zero_clusters_frees_the_base_clusters(tmp_path, qemu_img, qemu_io):
+    """qemu-img commit is an active commit (a mirror job with unmap on): a
+    zero range of the overlay reaches a base without a backing file as a
+    zero write that may unmap, so the base's clusters are freed (check has
+    no 'allocated' line; iotest 313)."""
+    steps = [("img", "create", "-f", "qcow2", "b.qcow2", "1M", "-q"),
+             ("io", "-c", "write -P 1 0 1M", "b.qcow2"),
+             ("img", "create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2", "-q"),
+             ("io", "-c", "write -z 0 1M", "t.qcow2"),
+             ("img", "commit", "t.qcow2"),
+             ("qimg", "map", "--output=json", "b.qcow2"),
+             ("qimg", "check", "b.qcow2"),
+             ("io", "-c", "read -P 0 0 1M", "b.qcow2")]
+    same(tmp_path, qemu_img, qemu_io, steps, files=False)
