@@ -81,10 +81,13 @@ def preallocate_co(bs: Qcow2BDS, offset: int, new_length: int, mode: str) -> tup
 
 @coroutine_fn
 def qcow2_co_preallocate_falloc(bs: Qcow2BDS, old_length: int, offset: int,
-                                prealloc: str) -> tuple[int, str]:
+                                prealloc: str, zero_write: bool = False) -> tuple[int, str]:
     """Grow from ``old_length`` to ``offset`` with every new data cluster
-    allocated in one run (``prealloc`` falloc or full for the file).
-    QEMU: qcow2_co_truncate, case PREALLOC_MODE_FALLOC / _FULL."""
+    allocated in one run (``prealloc`` falloc or full for the file).  With
+    ``zero_write`` (a backing file longer than the image) the new clusters'
+    subclusters are marked allocated, so they read the file's zeroes.
+    QEMU: qcow2_co_truncate, case PREALLOC_MODE_FALLOC / _FULL
+    (subclusters_need_allocation)."""
     from gqemu.block.io_truncate import bdrv_co_truncate
     s = bs.opaque
     cs = s.cluster_size
@@ -116,7 +119,7 @@ def qcow2_co_preallocate_falloc(bs: Qcow2BDS, old_length: int, offset: int,
         head = guest & (cs - 1)
         guest &= ~(cs - 1)
         m = QCowL2Meta(guest, host, n, False, (0, head), (n * cs, 0))
-        m.prealloc = True
+        m.prealloc = not zero_write
         ret = qcow2_alloc_cluster_link_l2(bs, m)
         if ret < 0:
             qcow2_free_clusters(bs, host, nb_data * cs)

@@ -81,9 +81,13 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 # data file is grown with that preallocation
                 ret, msg = preallocate_co(bs, old_length, offset, prealloc)
             elif ret >= 0 and prealloc != "off":
-                ret, msg = qcow2_co_preallocate_falloc(bs, old_length, offset, prealloc)
-            if ret >= 0 and zero_write and offset > old_length and prealloc in ("off",
-                                                                             "metadata"):
+                # the file grows with zeroes (file-posix takes the zero-write
+                # flag for a regular file): the new subclusters are allocated
+                # so that they read those, not the backing file
+                ret, msg = qcow2_co_preallocate_falloc(bs, old_length, offset, prealloc,
+                                                       zero_write)
+                zero_write = False
+            if ret >= 0 and zero_write and offset > old_length:
                 ret, msg = _zero_new_area(bs, old_length, offset)
         if ret < 0:
             return ret, msg

@@ -100,3 +100,29 @@ def test_shrink_discards_freed_clusters(qemu_img, qemu_io, tmp_path):
     # 40M..50M sit at host 5M..15M (punched), 5M..10M at the file's end (cut)
     assert before - _du(img) >= 15 << 20
     _run([qemu_img, "check", str(img)])
+
+
+@pytest.mark.parametrize("prealloc", ["metadata", "falloc", "full"])
+@pytest.mark.parametrize("extl2", ["off", "on"])
+def test_preallocated_grow_over_longer_backing_reads_zero(qemu_img, qemu_io, tmp_path,
+                                                           prealloc, extl2):
+    """bdrv_co_truncate asks for a zero write whenever the backing file is
+    longer than the image, and qcow2_co_truncate zeroes the new area after
+    any preallocation mode (iotest 271's extended-L2 cases): the new area
+    reads as zeroes, the old part still as the backing file, and the
+    metadata is what real qemu-img makes."""
+    base = tmp_path / "b.raw"
+    _run([qemu_img, "create", "-q", "-f", "raw", str(base), "1M"])
+    _run([qemu_io, "-f", "raw", "-c", "write -P 0xff 0 1M", str(base)])
+    maps = []
+    for tool, name in ((GQEMU_IMG, "g.qcow2"), ([qemu_img], "q.qcow2")):
+        top = tmp_path / name
+        _run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "extended_l2=" + extl2,
+              "-b", str(base), "-F", "raw", str(top), "503k"])
+        _run(tool + ["resize", "--preallocation=" + prealloc, str(top), "1013k"])
+        out = _run([qemu_io, "-r", "-c", "read -P 0xff 0 503k", "-c",
+                    "read -P 0 503k 510k", str(top)]).stdout
+        assert "verification failed" not in out, (tool, out)
+        maps.append(_run([qemu_img, "map", "--output=json", str(top)]).stdout)
+        _run([qemu_img, "check", str(top)])
+    assert maps[0] == maps[1]
