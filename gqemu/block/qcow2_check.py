@@ -491,19 +491,28 @@ def qcow2_check_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
         if ret < 0:
             res.check_errors += 1
             return ret
-        res.corruptions_fixed += res.corruptions
-        res.corruptions = 0
-        res2 = BdrvCheckResult()
+        # the references are counted again over the new tables; what is
+        # still wrong (e.g. an unaligned entry) stays counted, the rest is
+        # fixed; leaks the rebuild itself left are repaired and reported
+        old_corruptions, old_leaks = res.corruptions, res.leaks
+        res.corruptions = res.leaks = 0
         size = bdrv_getlength(bs.file.bs)
         nb_clusters = (size + s.cluster_size - 1) >> s.cluster_bits
-        ret, imrt, _ = calculate_refcounts(bs, res2, nb_clusters)
+        ret, imrt, _ = calculate_refcounts(bs, res, nb_clusters)
         if ret < 0:
             return ret
+        fresh_leaks = 0
         if fix & BDRV_FIX_LEAKS:
             res3 = BdrvCheckResult()
-            _, highest = compare_refcounts(bs, res3, BDRV_FIX_LEAKS, imrt)
-            res.leaks = res3.leaks
-            res.corruptions += res3.corruptions
+            rb3, highest = compare_refcounts(bs, res3, BDRV_FIX_LEAKS, imrt)
+            if rb3:
+                _err("ERROR rebuilt refcount structure is still broken")
+            fresh_leaks = res3.leaks
+        if res.corruptions < old_corruptions:
+            res.corruptions_fixed += old_corruptions - res.corruptions
+        if res.leaks < old_leaks:
+            res.leaks_fixed += old_leaks - res.leaks
+        res.leaks += fresh_leaks
     elif fix:
         if rebuild:
             _err("ERROR need to rebuild refcount structures")
