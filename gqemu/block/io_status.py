@@ -129,3 +129,36 @@ def _recurse_into_file(ret: int, pnum: int, host: int,
             pnum = file_pnum
             ret |= ret2 & BDRV_BLOCK_ZERO
     return ret, pnum
+
+
+@coroutine_fn
+def bdrv_co_block_status_above(bs: BlockDriverState, base: Optional[BlockDriverState],
+                               offset: int, nbytes: int) -> tuple[int, int]:
+    """The status of ``[offset, offset + nbytes)`` as seen through the
+    backing chain from ``bs`` down to (not including) ``base``; a layer
+    shorter than the range reads as allocated zeroes.  Context: coroutine.
+    Returns: (status or -errno, bytes it covers).
+    QEMU: bdrv_co_common_block_status_above (include_base = false)."""
+    if bs is base:
+        return 0, nbytes
+    ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)
+    if ret < 0 or pnum == 0 or ret & BDRV_BLOCK_ALLOCATED:
+        return ret, pnum
+    eof = offset + pnum if ret & BDRV_BLOCK_EOF else -1
+    nbytes = pnum
+    p: Optional[BlockDriverState] = bs.backing.bs if bs.backing is not None else None
+    while p is not None and p is not base:
+        ret, pnum, _, _ = bdrv_co_get_block_status(p, offset, nbytes)
+        if ret < 0:
+            return ret, pnum
+        if pnum == 0:
+            ret, pnum = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, nbytes
+            break
+        if ret & BDRV_BLOCK_ALLOCATED:
+            ret &= ~BDRV_BLOCK_EOF
+            break
+        nbytes = pnum
+        p = p.backing.bs if p.backing is not None else None
+    if offset + pnum == eof:
+        ret |= BDRV_BLOCK_EOF
+    return ret, pnum

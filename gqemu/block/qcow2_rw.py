@@ -24,7 +24,7 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
     BLKDBG_READ_BACKING_AIO, BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
-from gqemu.block.io_status import bdrv_co_get_block_status
+from gqemu.block.io_status import bdrv_co_block_status_above, bdrv_co_get_block_status
 from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED
 from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
                               qemu_iovec_memset, qemu_iovec_slice)
@@ -270,26 +270,12 @@ def qcow2_co_pwritev_task(bs: Qcow2BDS, host_offset: int, offset: int, nbytes: i
 
 
 @coroutine_fn
-def _status_above(node: Any, offset: int, nbytes: int) -> tuple[int, int]:
-    """(BDRV_BLOCK_* flags or -errno, bytes) of the whole chain from
-    ``node`` down: an unallocated range asks the backing file.
-    QEMU: bdrv_block_status_above with no base."""
-    status, cur, _, _ = bdrv_co_get_block_status(node, offset, nbytes)
-    if status < 0 or cur <= 0 or status & BDRV_BLOCK_ALLOCATED or node.backing is None:
-        return status, cur
-    below, n = _status_above(node.backing.bs, offset, cur)
-    if below >= 0 and n <= 0:                  # past the backing file's end
-        return status | BDRV_BLOCK_ZERO, cur
-    return below, n
-
-
-@coroutine_fn
 def qcow2_is_zero(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
     """Whether the range already reads as zeroes, by the block status of
     the whole chain (clamped to the image).  QEMU: is_zero."""
     end = min(offset + nbytes, bs.total_sectors * 512)
     while offset < end:
-        status, cur = _status_above(bs, offset, end - offset)
+        status, cur = bdrv_co_block_status_above(bs, None, offset, end - offset)
         if status < 0 or cur <= 0 or not status & BDRV_BLOCK_ZERO:
             return False
         offset += cur

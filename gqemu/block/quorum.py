@@ -24,7 +24,7 @@ from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError, bdrv_
                                 bdrv_child_flags, bdrv_filter_default_perms, bdrv_getlength,
                                 bdrv_open, bdrv_register)
 from gqemu.block.io import bdrv_co_flush, bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
-from gqemu.block.io_status import bdrv_co_get_block_status
+from gqemu.block.io_status import bdrv_co_block_status_above
 from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_from_buf, qemu_iovec_init_buf,
                               qemu_iovec_to_buf)
 from gqemu.coroutine import coroutine_fn
@@ -250,7 +250,7 @@ class BdrvQuorum(BlockDriver):
         else data (the longest run).  QEMU: quorum_co_block_status."""
         pnum_zero, pnum_data = nbytes, 0
         for c in bs.children:
-            ret, pnum = _status_above(c.bs, offset, nbytes)
+            ret, pnum = bdrv_co_block_status_above(c.bs, None, offset, nbytes)
             if ret < 0:
                 pnum_data = nbytes
                 break
@@ -263,19 +263,3 @@ class BdrvQuorum(BlockDriver):
         return BDRV_BLOCK_ZERO, pnum_zero, 0, None
 
     bdrv_co_get_block_status = quorum_co_block_status
-
-
-@coroutine_fn
-def _status_above(bs: BlockDriverState, offset: int, nbytes: int) -> tuple[int, int]:
-    """A child's status through its backing chain (ZERO where no layer
-    allocates it).  QEMU: bdrv_co_common_block_status_above (base NULL)."""
-    from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED
-    ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)
-    while ret >= 0 and pnum and not ret & BDRV_BLOCK_ALLOCATED and bs.backing is not None:
-        bs = bs.backing.bs
-        if offset >= bdrv_getlength(bs):
-            return BDRV_BLOCK_ZERO, pnum
-        ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, pnum)
-    if ret >= 0 and not pnum:
-        return BDRV_BLOCK_ZERO, nbytes
-    return ret, pnum

@@ -20,7 +20,8 @@ import struct
 import sys
 from typing import Any
 
-from gqemu.cli.qemu_img_map import IO_BUF_SIZE, bdrv_co_block_status_above
+from gqemu.block.io_status import bdrv_co_block_status_above
+from gqemu.cli.qemu_img_map import IO_BUF_SIZE
 from gqemu.cli.qemu_img_out import run_co
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, img_open, parse_args,
                                      usage_error)

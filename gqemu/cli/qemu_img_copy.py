@@ -20,7 +20,7 @@ from gqemu.block import blk_bs, blk_co_preadv, blk_co_pwrite_zeroes, blk_co_pwri
 from gqemu.block.driver import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_MAY_UNMAP
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.cli.qemu_img_tool import error_report
-from gqemu.cli.qemu_img_map import bdrv_co_block_status_above
+from gqemu.block.io_status import bdrv_co_block_status_above
 from gqemu.cli.qemu_img_out import run_co
 
 BDRV_SECTOR_SIZE = 512

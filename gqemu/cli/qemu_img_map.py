@@ -10,7 +10,6 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_EOF, BDRV_BLOCK_ZERO
 from gqemu.block.io_misc import bdrv_co_get_block_status
 from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
 from gqemu.cli.qemu_img_out import run_co
@@ -19,38 +18,6 @@ if TYPE_CHECKING:
     from gqemu.block.block_backend import BlockBackend
 
 IO_BUF_SIZE = 2 * 1024 * 1024
-
-
-def bdrv_co_block_status_above(bs: Any, base: Any, offset: int,
-                               nbytes: int) -> tuple[int, int]:
-    """The status of ``[offset, offset + nbytes)`` as seen through the
-    backing chain from ``bs`` down to (not including) ``base``; a layer
-    shorter than the range reads as allocated zeroes.  Context: coroutine.
-    Returns: (status or -errno, bytes it covers).
-    QEMU: bdrv_co_common_block_status_above (include_base = false)."""
-    if bs is base:
-        return 0, nbytes
-    ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)
-    if ret < 0 or pnum == 0 or ret & BDRV_BLOCK_ALLOCATED:
-        return ret, pnum
-    eof = offset + pnum if ret & BDRV_BLOCK_EOF else -1
-    nbytes = pnum
-    p = bs.backing.bs if bs.backing is not None else None
-    while p is not None and p is not base:
-        ret, pnum, _, _ = bdrv_co_get_block_status(p, offset, nbytes)
-        if ret < 0:
-            return ret, pnum
-        if pnum == 0:
-            ret, pnum = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, nbytes
-            break
-        if ret & BDRV_BLOCK_ALLOCATED:
-            ret &= ~BDRV_BLOCK_EOF
-            break
-        nbytes = pnum
-        p = p.backing.bs if p.backing is not None else None
-    if offset + pnum == eof:
-        ret |= BDRV_BLOCK_EOF
-    return ret, pnum
 
 
 # --------------------------------------------------------------------- map
@@ -111,7 +78,6 @@ def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
     QEMU: get_block_status (qemu-img.c) over bdrv_block_status."""
     from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
                                     BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO)
-    from gqemu.block.io_misc import bdrv_co_get_block_status
     depth = 0
     while True:
         bs = bdrv_skip_filters(bs)

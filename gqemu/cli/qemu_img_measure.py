@@ -159,7 +159,7 @@ def img_measure(argv: list[str]) -> int:
     from gqemu.block import blk_bs
     from gqemu.block.block_int import BlockError
     from gqemu.block.qcow2_measure import qcow2_measure, raw_measure
-    from gqemu.cli.qemu_img_map import bdrv_co_block_status_above
+    from gqemu.block.io_status import bdrv_co_block_status_above
     a = _parse_measure_args(argv)
     blk = None
     try:
