@@ -70,6 +70,8 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
             if prealloc != "off":
                 return -errno.ENOTSUP, "Preallocation can't be used for shrinking an image"
             ret, msg = _shrink(bs, offset, old_length, new_l1_size)
+            if ret >= 0 and s.has_data_file:
+                ret, msg = _truncate_data_file(bs, offset)
         else:
             ret, msg = 0, ""
             if new_l1_size > s.l1_size:
@@ -87,6 +89,8 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret, msg = qcow2_co_preallocate_falloc(bs, old_length, offset, prealloc,
                                                        zero_write)
                 zero_write = False
+            elif ret >= 0 and s.has_data_file:
+                ret, msg = _truncate_data_file(bs, offset)
             if ret >= 0 and zero_write and offset > old_length:
                 ret, msg = _zero_new_area(bs, old_length, offset)
         if ret < 0:
@@ -102,6 +106,16 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
         return 0, ""
     finally:
         qemu_co_mutex_unlock(s.lock)
+
+
+@coroutine_fn
+def _truncate_data_file(bs: Qcow2BDS, offset: int) -> tuple[int, str]:
+    """Without preallocation the external data file follows the image's
+    new size, in both directions.  QEMU: qcow2_co_truncate,
+    PREALLOC_MODE_OFF with has_data_file."""
+    from gqemu.block.io_truncate import bdrv_co_truncate
+    from gqemu.block.qcow2_data_file import qcow2_data_child
+    return bdrv_co_truncate(qcow2_data_child(bs).bs, offset, True, "off")
 
 
 @coroutine_fn

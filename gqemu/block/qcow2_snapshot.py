@@ -229,6 +229,8 @@ def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Create snapshot ``name``.  Returns: (0 or -errno, message).
     QEMU: qcow2_snapshot_create."""
     s = bs.opaque
+    if s.has_data_file:             # the data file cannot keep a snapshot's clusters
+        return -errno.ENOTSUP, ""
     if s.nb_snapshots >= QCOW_MAX_SNAPSHOTS:
         return -errno.EFBIG, ""
     ids = [int(m.group(1)) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)  # strtoul

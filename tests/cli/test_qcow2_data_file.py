@@ -238,3 +238,18 @@ def test_downgrade_expands_zero_clusters_in_every_slice(twin, qemu_io):
                       "driver=qcow2,file.filename=t.qcow2,l2-cache-entry-size=4096"])
     assert (twin.q / "t.qcow2").read_bytes() == (twin.g / "t.qcow2").read_bytes()
     twin("qemu-io", ["-c", "read -P 0 32M 128k", "-c", "map", "t.qcow2"])
+
+
+def test_resize_follows_and_snapshots_refused(twin):
+    """Without preallocation a resize takes the data file to the image's new
+    size, growing and shrinking (qcow2_co_truncate's PREALLOC_MODE_OFF);
+    an internal snapshot of a data-file image is refused with ENOTSUP."""
+    twin("qemu-img", ["create", "-q", "-f", "qcow2", "-o", "data_file=d.raw", "t.qcow2", "1M"])
+    twin("qemu-io", ["-c", "write -P 0x5a 0 768k", "t.qcow2"])
+    for args in (["resize", "t.qcow2", "2M"], ["resize", "--shrink", "t.qcow2", "512k"]):
+        twin("qemu-img", args)
+        assert (twin.g / "d.raw").stat().st_size == (twin.q / "d.raw").stat().st_size
+    twin("qemu-io", ["-c", "read -P 0x5a 0 512k", "t.qcow2"])
+    twin("qemu-img", ["check", "t.qcow2"])
+    twin("qemu-img", ["snapshot", "-c", "s1", "t.qcow2"])
+    twin("qemu-img", ["snapshot", "-l", "t.qcow2"])
