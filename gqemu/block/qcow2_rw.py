@@ -66,22 +66,22 @@ def qcow2_co_read_backing(bs: Qcow2BDS, offset: int, cur: int, qiov: QEMUIOVecto
 @coroutine_fn
 def qcow2_co_preadv_compressed(bs: Qcow2BDS, l2_entry: int, offset: int, cur: int,
                                qiov: QEMUIOVector, done: int) -> int:
-    """Inflate one compressed cluster; it must give exactly one cluster.
+    """Read and inflate one compressed cluster (every time: QEMU 7.2 keeps
+    no decompressed cluster, so each read reaches the file, its blkdebug
+    rules and errors); it must give exactly one cluster.
     QEMU: qcow2_co_preadv_compressed."""
     s = bs.opaque
     cs = s.cluster_size
-    if s.decompressed_offset != l2_entry:
-        coffset, csize = qcow2_parse_compressed_l2_entry(s, l2_entry)
-        BLKDBG_EVENT(bs.file, BLKDBG_READ_COMPRESSED)
-        ret, buf = qcow2_co_pread_file(bs, coffset, csize)
-        if ret < 0:
-            return ret
-        out = qcow2_decompress(s.header.compression_type, bytes(buf), cs)
-        if out is None:
-            return -EIO
-        s.decompressed, s.decompressed_offset = out, l2_entry
+    coffset, csize = qcow2_parse_compressed_l2_entry(s, l2_entry)
+    BLKDBG_EVENT(bs.file, BLKDBG_READ_COMPRESSED)
+    ret, buf = qcow2_co_pread_file(bs, coffset, csize)
+    if ret < 0:
+        return ret
+    out = qcow2_decompress(s.header.compression_type, bytes(buf), cs)
+    if out is None:
+        return -EIO
     oic = offset & (cs - 1)
-    qemu_iovec_from_buf(qiov, done, memoryview(s.decompressed)[oic:oic + cur], cur)
+    qemu_iovec_from_buf(qiov, done, memoryview(out)[oic:oic + cur], cur)
     return 0
 
 

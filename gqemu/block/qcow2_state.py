@@ -139,8 +139,6 @@ class Qcow2State(BlockDriver):
         self.l2_slice_size = 0
         self.l2_cache_entry_size = 0
         self.cache_clean_interval = 600
-        self.decompressed_offset = -1
-        self.decompressed = b""
         self.crypt_method_header = 0             # QCOW_CRYPT_* (qcow2_crypto.py)
         self.crypto: Any = None                  # the cipher, once set up
         self.crypto_key_secret: Optional[str] = None
