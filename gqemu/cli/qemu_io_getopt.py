@@ -30,6 +30,14 @@ class Getopt:
         self.longopts = longopts or {}
         self.prog = prog if prog is not None else self.argv[0]
         self.args: list[str] = []
+        self._opts: list[str] = []          # option elements, in order
+
+    @property
+    def permuted(self) -> list[str]:
+        """argv as glibc leaves it once the scan is over: the option
+        elements (with their separate arguments, and ``--``) first, then the
+        operands (QEMU code that reads ``argv[1]`` afterwards sees this)."""
+        return self.argv[:1] + self._opts + self.args
 
     def _takes_arg(self, c: str) -> Optional[bool]:
         i = self.optstring.find(c)
@@ -44,15 +52,19 @@ class Getopt:
             a = argv[i]
             i += 1
             if a == "--":
+                self._opts.append(a)
                 self.args.extend(argv[i:])
                 return
             if len(a) < 2 or a[0] != "-":
                 self.args.append(a)
                 continue
+            start = i - 1
             if a.startswith("--") and self.longopts:
                 res, i = self._long(a, i)
+                self._opts.extend(argv[start:i])
                 yield res
                 continue
+            self._opts.append(a)
             j = 1
             while j < len(a):
                 c = a[j]
@@ -69,6 +81,7 @@ class Getopt:
                     yield c, a[j:]
                 elif i < len(argv):
                     i += 1
+                    self._opts.append(argv[i - 1])
                     yield c, argv[i - 1]
                 else:
                     err("%s: option requires an argument -- '%s'\n"

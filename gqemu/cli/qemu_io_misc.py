@@ -148,7 +148,7 @@ def truncate_f(io: QemuIO, argv: list[str]) -> int:
     if not g.args:
         qemuio_command_usage(truncate_cmd)
         return -errno.EINVAL
-    offset = cvtnum_arg(g.args[0], io.prog, argv[1])   # QEMU names argv[1] here
+    offset = cvtnum_arg(g.args[0], io.prog, g.permuted[1])   # QEMU names argv[1] here
     if offset < 0:
         return offset
     bs = blk_bs(io.blk)
