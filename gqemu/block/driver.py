@@ -90,7 +90,9 @@ class BlockDriver:
     is_filter = False
     has_variable_length = False
     supports_backing = False
-    create_opts: tuple[str, ...] = ()
+    # (name, type, help) of the creation options as qemu-img lists them, types
+    # "str", "bool", "num", "size"; none: no image creation (QEMU: create_opts)
+    create_opts: tuple[tuple[str, str, str], ...] = ()
     # (name, type, help) of the options ``qemu-img amend`` takes (QEMU: amend_opts)
     amend_opts: tuple[tuple[str, str, str], ...] = ()
 

@@ -86,6 +86,12 @@ class BdrvFile(BlockDriver):
 
     format_name = "file"
     protocol_name = "file"
+    create_opts: tuple[tuple[str, str, str], ...] = (
+        ("size", "size", "Virtual disk size"),
+        ("preallocation", "str", "Preallocation mode (allowed values: off, falloc, full)"),
+        ("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
+        ("extent_size_hint", "size", "Extent size hint for the image file, 0 to disable"),
+    )
 
     def __init__(self) -> None:
         self.fd = -1

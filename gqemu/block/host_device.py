@@ -16,12 +16,19 @@ from gqemu.block.driver import bdrv_register
 from gqemu.block.file_posix import BdrvFile
 
 
+# QEMU: hdev_create_opts
+HDEV_CREATE_OPTS: tuple[tuple[str, str, str], ...] = (
+    ("size", "size", "Virtual disk size"),
+    ("preallocation", "str", "Preallocation mode (allowed values: off)"))
+
+
 @bdrv_register
 class BdrvHostDevice(BdrvFile):
     """QEMU: bdrv_host_device."""
 
     format_name = "host_device"
     protocol_name = "host_device"
+    create_opts = HDEV_CREATE_OPTS
 
     @staticmethod
     def hdev_probe_device(filename: str) -> int:
@@ -41,3 +48,4 @@ class BdrvHostCdrom(BdrvFile):
 
     format_name = "host_cdrom"
     protocol_name = "host_cdrom"
+    create_opts = HDEV_CREATE_OPTS

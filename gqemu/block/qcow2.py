@@ -38,7 +38,7 @@ from gqemu.block.qcow2_crypto import qcow2_co_preadv_encrypted
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
                                  aio_task_pool_status, aio_task_pool_wait_all)
 from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
-from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS,
+from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS, QCOW2_CREATE_OPTS,
                                      qcow2_amend_options)
 from gqemu.block.qcow2_data_file import (
     qcow2_data_child, qcow2_data_file_info, qcow2_data_file_write_zeroes, qcow2_open_data_file, qcow2_take_data_file_options)
@@ -75,8 +75,7 @@ class BDRVQcow2State(Qcow2State):
 
     format_name = "qcow2"
     supports_backing = True
-    create_opts = ("size", "compat", "backing_file", "backing_fmt", "cluster_size",
-                   "preallocation", "lazy_refcounts", "refcount_bits", "extended_l2")
+    create_opts = QCOW2_CREATE_OPTS
 
     amend_opts = QCOW2_AMEND_OPTS
     create_only_opts = QCOW2_CREATE_ONLY_OPTS

@@ -33,15 +33,8 @@ from gqemu.block.qcow2_snapshot import qcow2_write_snapshots
 from gqemu.block.qcow2_state import Qcow2BDS
 
 # (name, type, help) as qemu-img lists them; types "str", "bool", "num",
-# "size".  QEMU: qcow2_amend_opts (the LUKS keyslot options, then
-# QCOW_COMMON_OPTIONS), walked in this order.
-QCOW2_AMEND_OPTS: tuple[tuple[str, str, str], ...] = (
-    ("encrypt.state", "str", "Select new state of affected keyslots (active/inactive)"),
-    ("encrypt.keyslot", "num", "Select a single keyslot to modify explicitly"),
-    ("encrypt.old-secret", "str", "Select all keyslots that match this password"),
-    ("encrypt.new-secret", "str",
-     "New secret to set in the matching keyslots. Empty string to erase"),
-    ("encrypt.iter-time", "num", "Time to spend in PBKDF in milliseconds"),
+# "size".  QEMU: QCOW_COMMON_OPTIONS, in its order (amend walks them so).
+QCOW2_COMMON_OPTS: tuple[tuple[str, str, str], ...] = (
     ("size", "size", "Virtual disk size"),
     ("compat", "str", "Compatibility level (v2 [0.10] or v3 [1.1])"),
     ("backing_file", "str", "File name of a base image"),
@@ -51,17 +44,43 @@ QCOW2_AMEND_OPTS: tuple[tuple[str, str, str], ...] = (
     ("lazy_refcounts", "bool", "Postpone refcount updates"),
     ("refcount_bits", "num", "Width of a reference count entry in bits"),
 )
+_ITER_TIME = ("encrypt.iter-time", "num", "Time to spend in PBKDF in milliseconds")
+
+# The driver's create_opts.  QEMU: qcow2_create_opts.
+QCOW2_CREATE_OPTS: tuple[tuple[str, str, str], ...] = QCOW2_COMMON_OPTS + (
+    ("encryption", "bool", "Encrypt the image with format 'aes'. (Deprecated in favor "
+                           "of encrypt.format=aes)"),
+    ("encrypt.format", "str", "Encrypt the image, format choices: 'aes', 'luks'"),
+    ("encrypt.key-secret", "str", "ID of secret providing qcow AES key or LUKS passphrase"),
+    ("encrypt.cipher-alg", "str", "Name of encryption cipher algorithm"),
+    ("encrypt.cipher-mode", "str", "Name of encryption cipher mode"),
+    ("encrypt.ivgen-alg", "str", "Name of IV generator algorithm"),
+    ("encrypt.ivgen-hash-alg", "str", "Name of IV generator hash algorithm"),
+    ("encrypt.hash-alg", "str", "Name of encryption hash algorithm"),
+    _ITER_TIME,
+    ("cluster_size", "size", "qcow2 cluster size"),
+    ("extended_l2", "bool", "Extended L2 tables"),
+    ("preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, "
+                             "full)"),
+    ("compression_type", "str", "Compression method used for image cluster compression"),
+)
+
+# The driver's amend_opts.  QEMU: qcow2_amend_opts (the LUKS keyslot
+# options, then QCOW_COMMON_OPTIONS), walked in this order.
+QCOW2_AMEND_OPTS: tuple[tuple[str, str, str], ...] = (
+    ("encrypt.state", "str", "Select new state of affected keyslots (active/inactive)"),
+    ("encrypt.keyslot", "num", "Select a single keyslot to modify explicitly"),
+    ("encrypt.old-secret", "str", "Select all keyslots that match this password"),
+    ("encrypt.new-secret", "str",
+     "New secret to set in the matching keyslots. Empty string to erase"),
+    _ITER_TIME,
+) + QCOW2_COMMON_OPTS
 
 # The creation-only options (name, type): an amend option list that parses
 # with these added gets qemu-img's "only supported for image creation" hint.
-# QEMU: qcow2_create_opts.
-QCOW2_CREATE_ONLY_OPTS: tuple[tuple[str, str], ...] = (
-    ("encryption", "bool"), ("encrypt.format", "str"), ("encrypt.key-secret", "str"),
-    ("encrypt.cipher-alg", "str"), ("encrypt.cipher-mode", "str"),
-    ("encrypt.ivgen-alg", "str"), ("encrypt.ivgen-hash-alg", "str"),
-    ("encrypt.hash-alg", "str"), ("cluster_size", "size"), ("extended_l2", "bool"),
-    ("preallocation", "str"), ("compression_type", "str"),
-)
+QCOW2_CREATE_ONLY_OPTS: tuple[tuple[str, str], ...] = tuple(
+    (name, typ) for name, typ, _ in QCOW2_CREATE_OPTS
+    if name not in {a[0] for a in QCOW2_AMEND_OPTS})
 
 # BlockDriverAmendStatusCB: (bs, offset, total_work_size)
 StatusCB = Callable[[Any, int, int], None]

@@ -31,6 +31,7 @@ class BdrvRaw(BlockDriver):
     """QEMU: bdrv_raw (BDRVRawState is this instance)."""
 
     format_name = "raw"
+    create_opts = (("size", "size", "Virtual disk size"),)
     has_variable_length = True
     is_filter = True
 

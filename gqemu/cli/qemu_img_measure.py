@@ -17,20 +17,10 @@ from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, 
                                      parse_args)
 from gqemu.cli.qemu_img_out import dump_json, run_co
 
-# QemuOpts types of the create options: the format's list, then file-posix's.
-SIZE, NUMBER, BOOL, STRING = "size", "number", "bool", "string"
-FILE_CREATE_OPTS = {"size": SIZE, "nocow": BOOL, "preallocation": STRING,
-                    "extent_size_hint": SIZE}
-QCOW2_CREATE_OPTS = {
-    "size": SIZE, "compat": STRING, "backing_file": STRING, "backing_fmt": STRING,
-    "data_file": STRING, "data_file_raw": BOOL, "encryption": BOOL,
-    "encrypt.format": STRING, "encrypt.key-secret": STRING, "encrypt.cipher-alg": STRING,
-    "encrypt.cipher-mode": STRING, "encrypt.ivgen-alg": STRING,
-    "encrypt.ivgen-hash-alg": STRING, "encrypt.hash-alg": STRING,
-    "encrypt.iter-time": NUMBER, "cluster_size": SIZE, "extended_l2": BOOL,
-    "preallocation": STRING, "lazy_refcounts": BOOL, "refcount_bits": NUMBER,
-    "compression_type": STRING}
-CREATE_OPTS = {"raw": {"size": SIZE}, "qcow2": QCOW2_CREATE_OPTS}
+# QemuOpts types of the create options (the drivers' create_opts): the
+# format's, then file-posix's; the formats qemu-img measure knows
+SIZE, NUMBER, BOOL = "size", "num", "bool"
+MEASURE_FORMATS = ("raw", "qcow2")
 
 
 def qemu_opt_parse_bool(key: str, text: str) -> bool:
@@ -68,9 +58,10 @@ def parse_create_opts(fmt: str, options: list[str]) -> dict[str, Any]:
     types.  Raises ImgError with QEMU's message (a size's hint lines go to
     stderr first).  QEMU: qemu_opts_do_parse."""
     from gqemu.block.block_int import BlockError, parse_option_size
-    types = dict(CREATE_OPTS[fmt])
-    for k, v in FILE_CREATE_OPTS.items():
-        types.setdefault(k, v)
+    from gqemu.block import bdrv_drivers
+    types = {name: typ for name, typ, _ in bdrv_drivers[fmt].create_opts}
+    for name, typ, _ in bdrv_drivers["file"].create_opts:
+        types.setdefault(name, typ)
     out: dict[str, Any] = {}
     for text in options:
         for item in text.replace(",,", "\0").split(","):
@@ -169,7 +160,7 @@ def img_measure(argv: list[str]) -> int:
             if a["snapshot"] is not None:
                 _load_snapshot(blk, a["snapshot"])
         out_fmt = a["out_fmt"]
-        if out_fmt not in CREATE_OPTS:
+        if out_fmt not in MEASURE_FORMATS:
             from gqemu.block import bdrv_drivers
             if out_fmt in bdrv_drivers or out_fmt in ("vmdk", "vpc", "vdi", "vhdx", "qed",
                                                       "luks", "parallels", "qcow", "cloop",
