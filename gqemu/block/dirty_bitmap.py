@@ -98,9 +98,6 @@ class BdrvDirtyBitmap:
         """Dirty bytes (QEMU: bdrv_get_dirty_count)."""
         return sum(e - s for s, e in self.dirty_ranges())
 
-    def any_dirty(self, first_bit: int, nbits: int) -> bool:
-        return bool(self.serialize_bits(first_bit, nbits).strip(b"\0"))
-
     # ------------------------------------------------------ serialization
 
     def serialize_bits(self, first: int, nbits: int) -> bytes:

@@ -211,12 +211,6 @@ def free_bitmap_clusters(bs: Qcow2BDS, offset: int, size: int) -> None:
     qcow2_free_clusters(bs, offset, size * 8)
 
 
-def _coverage(s: Any, bm: BdrvDirtyBitmap) -> int:
-    """Bytes of the disk one bitmap cluster covers.
-    QEMU: bdrv_dirty_bitmap_serialization_coverage."""
-    return (s.cluster_size * 8) << bm.gbits
-
-
 def _table_size(s: Any, bm: BdrvDirtyBitmap) -> int:
     words = -(-bm.nbits // 64)
     return -(-(words * 8) // s.cluster_size)
