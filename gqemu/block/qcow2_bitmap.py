@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.dirty_bitmap import BdrvDirtyBitmap, bdrv_dirty_bitmaps
+from gqemu.block.qcow2_cache import qcow2_caches_flush
 from gqemu.block.qcow2_header import Qcow2OpenError
 from gqemu.block.qcow2_overlap import (qcow2_co_pread_file,
                                        qcow2_co_pwrite_file, qcow2_pre_write_overlap_check)
@@ -223,16 +224,6 @@ def _update_header_sync(bs: Qcow2BDS) -> int:
 
 
 @coroutine_fn
-def _flush_caches(bs: Qcow2BDS) -> int:
-    from gqemu.block.qcow2_cache import qcow2_cache_flush
-    s = bs.opaque
-    ret = qcow2_cache_flush(bs, s.l2_table_cache)
-    if ret < 0:
-        return ret
-    return qcow2_cache_flush(bs, s.refcount_block_cache)
-
-
-@coroutine_fn
 def bitmap_list_store(bs: Qcow2BDS, lst: list[Qcow2Bitmap], in_place: bool) -> tuple[int, int, int]:
     """Write the directory (allocating it unless ``in_place``).
     Returns (ret, offset, size).  QEMU: bitmap_list_store."""
@@ -281,7 +272,7 @@ def _update_in_place(bs: Qcow2BDS, lst: list[Qcow2Bitmap]) -> int:
     ret, _, _ = bitmap_list_store(bs, lst, True)
     if ret < 0:
         return ret
-    ret = _flush_caches(bs)
+    ret = qcow2_caches_flush(bs)
     if ret < 0:
         return ret
     s.autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS
@@ -302,7 +293,7 @@ def update_ext_header_and_dir(bs: Qcow2BDS, lst: list[Qcow2Bitmap]) -> int:
         ret, new_offset, new_size = bitmap_list_store(bs, lst, False)
         if ret < 0:
             return ret
-        ret = _flush_caches(bs)
+        ret = qcow2_caches_flush(bs)
         if ret < 0:
             qcow2_free_clusters(bs, new_offset, new_size)
             return ret

@@ -124,6 +124,15 @@ def qcow2_cache_flush(bs: Qcow2BDS, c: Qcow2Cache) -> int:
 
 
 @coroutine_fn
+def qcow2_caches_flush(bs: Qcow2BDS) -> int:
+    """Flush the L2 table cache, then the refcount block cache (each with
+    its file flush); the first failure ends it."""
+    s = bs.opaque
+    ret = qcow2_cache_flush(bs, s.l2_table_cache)
+    return ret if ret < 0 else qcow2_cache_flush(bs, s.refcount_block_cache)
+
+
+@coroutine_fn
 def qcow2_cache_flush_dependency(bs: Qcow2BDS, c: Qcow2Cache) -> int:
     """QEMU: qcow2_cache_flush_dependency."""
     assert c.depends is not None

@@ -21,7 +21,8 @@ import time
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.io_truncate import bdrv_co_truncate
 from gqemu.block.qcow2_cache import (
-    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_put)
+    qcow2_cache_entry_mark_dirty, qcow2_cache_flush, qcow2_cache_get, qcow2_cache_put,
+    qcow2_caches_flush)
 from gqemu.block.qcow2_cluster import qcow2_grow_l1_table
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC,
@@ -185,9 +186,7 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         if new != l1[i]:
             l1[i] = new
             l1_modified = True
-    ret = qcow2_cache_flush(bs, s.l2_table_cache)
-    if ret >= 0:
-        ret = qcow2_cache_flush(bs, s.refcount_block_cache)
+    ret = qcow2_caches_flush(bs)
     if ret < 0:
         return ret
     if l1_modified and addend >= 0:
