@@ -24,6 +24,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
+from gqemu.cli.tool_run import tool_run_begin, tool_run_end
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
                                      option_size, parse_args, parse_o, usage_error)
 
@@ -323,10 +324,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gqemu-img`` console script."""
     prog = qemu_img_tool.PROG = os.path.basename(sys.argv[0]) or "gqemu-img"
     argv = sys.argv[1:] if argv is None else argv
-    secrets = sys.modules.get("gqemu.block.crypto_secret")
-    if secrets is not None:         # a new process has no objects (in-process calls)
-        secrets.SECRETS.clear()
     from gqemu import __version__
+    sink = tool_run_begin()
     try:
         if not argv:
             raise usage_error("Not enough arguments")
@@ -360,6 +359,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as e:                      # a bug: still one line, never a traceback
         error_report("internal error: %s: %s" % (type(e).__name__, e))
         return 1
+    finally:
+        tool_run_end(sink)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import signal
 import sys
 from typing import Any, Optional
 
+from gqemu.cli.tool_run import tool_run_begin, tool_run_end
 from gqemu.cli.qemu_io_open import (OpenOpts, openfile, parse_open_flag,
                                     parse_qemu_opts)
 from gqemu.cli.qemu_io_getopt import Getopt
@@ -174,8 +175,7 @@ def _version(prog: str) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "gqemu-io"
-    block = sys.modules.get("gqemu.block.block_int")   # -h/-V load no block layer
-    sink = block.set_error_sink(block._stderr) if block is not None else None
+    sink = tool_run_begin()
     try:
         return _main(prog, argv)
     except BrokenPipeError:
@@ -184,10 +184,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         except OSError:
             pass
         return 1
-    finally:            # _main installs qemu-io's sink: an in-process caller
-        block = sys.modules.get("gqemu.block.block_int")   # gets its own back
-        if block is not None:
-            block.set_error_sink(sink or block._stderr)
+    finally:            # _main installs qemu-io's sink
+        tool_run_end(sink)
 
 
 def _buffer_stdout() -> None:
@@ -208,9 +206,6 @@ def _buffer_stdout() -> None:
 def _main(prog: str, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)    # die on ^C, as qemu-io
     _buffer_stdout()
-    secrets = sys.modules.get("gqemu.block.crypto_secret")
-    if secrets is not None:         # a new process has no objects (in-process calls)
-        secrets.SECRETS.clear()
     o = OpenOpts()
     cmdline: list[str] = []
     fmt: Optional[str] = None

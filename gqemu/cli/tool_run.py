@@ -1,0 +1,28 @@
+"""One run of gqemu-io or gqemu-img, in process or not, as QEMU's tools run:
+a new process.  ``tool_run_begin`` empties the ``--object secret`` table and
+saves the block layer's error sink (the run may install its own);
+``tool_run_end`` gives the caller its sink back.  Modules the run has not
+loaded are left alone (``-h``/``-V`` load no block layer).
+
+Must not import: anything from ``gqemu`` (it only looks in sys.modules).
+QEMU: none (each run is a process).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def tool_run_begin() -> Any:
+    """Returns what ``tool_run_end`` needs."""
+    secrets = sys.modules.get("gqemu.block.crypto_secret")
+    if secrets is not None:
+        secrets.SECRETS.clear()
+    block = sys.modules.get("gqemu.block.block_int")
+    return block.set_error_sink(block._stderr) if block is not None else None
+
+
+def tool_run_end(sink: Any) -> None:
+    block = sys.modules.get("gqemu.block.block_int")
+    if block is not None:
+        block.set_error_sink(sink or block._stderr)
