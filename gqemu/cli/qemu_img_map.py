@@ -10,6 +10,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from gqemu.block.block_int import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
+                                   BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO)
 from gqemu.block.io_misc import bdrv_co_get_block_status
 from gqemu.cli.qemu_img_tool import ImgError, blk_close, img_open, parse_args, usage_error
 from gqemu.cli.qemu_img_out import run_co
@@ -76,8 +78,6 @@ def get_block_status(bs: Any, offset: int, nbytes: int) -> tuple[int, dict]:
     """One map entry, looking down the backing chain (filters skipped, so a
     blkdebug node's image shows its backing files).  Context: coroutine.
     QEMU: get_block_status (qemu-img.c) over bdrv_block_status."""
-    from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
-                                    BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO)
     depth = 0
     while True:
         bs = bdrv_skip_filters(bs)
