@@ -19,7 +19,6 @@ from __future__ import annotations
 from errno import EFBIG, EINVAL, EIO
 import struct
 import sys
-import weakref
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn
@@ -135,21 +134,17 @@ def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
     s.signaled_corruption = True
 
 
-# Speed only (a table can have millions of entries, a Python loop over them
-# per write is seconds): per state and table, a copy of the table and the set
-# of the clusters its entries point to, rebuilt whenever the table differs
-# from the copy (one list comparison, at C speed).
-_TABLE_SETS: "weakref.WeakKeyDictionary[Any, dict[str, tuple[list[int], set[int], bool]]]" = \
-    weakref.WeakKeyDictionary()
-
-
 def _table_overlaps(s: Any, key: str, table: list[int], mask: int, offset: int,
                     end: int, ov: Any) -> bool:
     """Whether a cluster that an entry of ``table`` points to overlaps the
     cluster-aligned [offset, end) (entries masked with ``mask``, 0 = none).
+    Speed only (a table can have millions of entries, a Python loop over
+    them per write is seconds): the set of clusters is kept in
+    ``s.overlap_sets`` with a copy of the table, and rebuilt whenever the
+    table differs from the copy (one list comparison, at C speed).
     QEMU: the l1_table / refcount_table loops of qcow2_check_metadata_overlap."""
     cs = s.cluster_size
-    sets = _TABLE_SETS.setdefault(s, {})
+    sets = s.overlap_sets
     cached = sets.get(key)
     if cached is None or cached[0] != table:
         offs = set(map(mask.__and__, table))
