@@ -11,6 +11,7 @@ QEMU: block/qcow2-bitmap.c.
 from __future__ import annotations
 
 import errno
+import os
 import struct
 from typing import Optional
 
@@ -47,11 +48,11 @@ def load_bitmap(bs: Qcow2BDS, e: Qcow2Bitmap) -> BdrvDirtyBitmap:
     except Qcow2BitmapError as ex:
         bdrv_release_dirty_bitmap(bm)
         raise Qcow2BitmapError("Could not read bitmap_table table from image for bitmap "
-                               "'%s': %s" % (e.name, _strerror(ex.err)))
+                               "'%s': %s" % (e.name, os.strerror(-ex.err)))
     if _table_size(s, bm) != e.table_size:
         bdrv_release_dirty_bitmap(bm)
         raise Qcow2BitmapError("Could not read bitmap '%s' from image: %s"
-                               % (e.name, _strerror(-errno.EINVAL)))
+                               % (e.name, os.strerror(errno.EINVAL)))
     per = s.cluster_size * 8
     for i, entry in enumerate(table):
         first = i * per
@@ -65,14 +66,9 @@ def load_bitmap(bs: Qcow2BDS, e: Qcow2Bitmap) -> BdrvDirtyBitmap:
         if ret < 0:
             bdrv_release_dirty_bitmap(bm)
             raise Qcow2BitmapError("Could not read bitmap '%s' from image: %s"
-                                   % (e.name, _strerror(ret)))
+                                   % (e.name, os.strerror(-ret)))
         bm.deserialize_bits(first, n, bytes(buf))
     return bm
-
-
-def _strerror(err: int) -> str:
-    import os
-    return os.strerror(-err)
 
 
 @coroutine_fn
@@ -104,7 +100,7 @@ def qcow2_load_dirty_bitmaps(bs: Qcow2BDS) -> bool:
         if needs_update and not s.read_only:
             ret = _update_in_place(bs, lst)
             if ret < 0:
-                raise Qcow2BitmapError("Can't update bitmap directory: %s" % _strerror(ret))
+                raise Qcow2BitmapError("Can't update bitmap directory: %s" % os.strerror(-ret))
             updated = True
     except Qcow2BitmapError:
         for bm in created:
@@ -247,7 +243,7 @@ def qcow2_store_persistent_dirty_bitmaps(bs: Qcow2BDS, release_stored: bool) -> 
             ret = update_ext_header_and_dir(bs, lst)
             if ret < 0:
                 raise Qcow2BitmapError("Failed to update bitmap extension: %s"
-                                       % _strerror(ret), ret)
+                                       % os.strerror(-ret), ret)
         except Qcow2BitmapError:
             for e in stored:
                 free_bitmap_clusters(bs, e.table_offset, e.table_size)
@@ -274,7 +270,7 @@ def qcow2_co_remove_persistent_dirty_bitmap(bs: Qcow2BDS, name: str) -> None:
     lst.remove(e)
     ret = update_ext_header_and_dir(bs, lst)
     if ret < 0:
-        raise Qcow2BitmapError("Failed to update bitmap extension: %s" % _strerror(ret), ret)
+        raise Qcow2BitmapError("Failed to update bitmap extension: %s" % os.strerror(-ret), ret)
     free_bitmap_clusters(bs, e.table_offset, e.table_size)
 
 
