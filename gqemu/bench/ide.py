@@ -19,7 +19,9 @@ the block-layer anchor on the same line.  The row below it uses the optional
 PIO read-ahead (``pc_ide_init(..., pio_readahead=256)``, off by default), which
 keeps the guest-visible behaviour and issues one request per command.
 
-Targets (issue 5): >= 300k byte exits/s; >= 50 MB/s with ``rep insw``.
+Targets: >= 300k byte exits/s and >= 50 MB/s with ``rep insw`` (issue 5;
+the read-ahead row); >= 20 MB/s with one block request per sector, as QEMU
+does (issue 16; the READ SECTORS rows without read-ahead).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from gqemu.bench.common import (RATIO_HEADER, fmt_num, make_lba_image, progress,
                                 progress_done, table)
 
 TARGET_EXITS = 300_000.0
-TARGET_MBS = 50.0
+TARGET_MBS = 50.0            # any rep insw read (issue 5)
+TARGET_MBS_PER_SECTOR = 20.0  # one block request per sector (issue 16)
 NSECT = 32768            # 16 MiB
 
 
@@ -142,12 +145,12 @@ def _block_alone(m: _Machine, lba: int) -> float:
 
 
 def _pio_rows(label: str, mbs: float, eps: float, blk: float,
-              mbs_fmt: str = "%.1f MB/s", target: bool = True) -> list[list[str]]:
+              mbs_fmt: str = "%.1f MB/s", target: float = 0.0) -> list[list[str]]:
     """A PIO read row against the block-layer anchor, and its exits/s row."""
     verdict = ""
     if target:
-        verdict = "%s (target >= %.0f MB/s)" % ("met" if mbs >= TARGET_MBS else "MISSED",
-                                                TARGET_MBS)
+        verdict = "%s (target >= %.0f MB/s)" % ("met" if mbs >= target else "MISSED",
+                                                target)
     return [[label, mbs_fmt % mbs, "blk_aio_preadv 512 B x256 alone", "%.1f MB/s" % blk,
              "%.2fx" % (mbs / blk), verdict],
             ["  exits/s", "%s/s" % fmt_num(eps), "", "", "", ""]]
@@ -190,13 +193,15 @@ def run_bench(args: argparse.Namespace) -> int:
         ["byte register exits/s (address_space_rw)", "%s/s" % fmt_num(ex),
          "ide_ioport_read/write called directly", "%s/s" % fmt_num(dev), "%.2fx" % (ex / dev),
          "%s (target >= %s/s)" % ("met" if ex >= TARGET_EXITS else "MISSED", fmt_num(TARGET_EXITS))],
-        *_pio_rows("PIO READ x256, rep insw (1 exit/sector)", rep_mbs, rep_eps, blk),
+        *_pio_rows("PIO READ x256, rep insw (1 exit/sector)", rep_mbs, rep_eps, blk,
+                   target=TARGET_MBS_PER_SECTOR),
         *_pio_rows("PIO READ x256, 1 exit/word", word_mbs, word_eps, blk,
-                   mbs_fmt="%.2f MB/s", target=False),
-        *_pio_rows("  same, pio_readahead=256 (gqemu option)", ra_mbs, ra_eps, blk),
-        *_pio_rows("  same, drive aio=nowait (block fast path)", nw_mbs, nw_eps, blk),
-        *_pio_rows("READ MULTIPLE x256, 16-sector rep insw", mul_mbs, mul_eps, blk,
-                   target=False),
+                   mbs_fmt="%.2f MB/s"),
+        *_pio_rows("  rep insw, pio_readahead=256 (gqemu option)", ra_mbs, ra_eps, blk,
+                   target=TARGET_MBS),
+        *_pio_rows("  rep insw, drive aio=nowait (block fast path)", nw_mbs, nw_eps, blk,
+                   target=TARGET_MBS_PER_SECTOR),
+        *_pio_rows("READ MULTIPLE x256, 16-sector rep insw", mul_mbs, mul_eps, blk),
     ]
     table("gqemu bench ide (best of %d)" % rounds, RATIO_HEADER, rows)
     return 0
