@@ -84,6 +84,8 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
                     tail %= req_align
                     num -= tail
             num = min(num, max_pdiscard)
+            if bs.drv is None:          # taken out of service by the last part
+                return -errno.ENOMEDIUM
             ret = drv.bdrv_co_pdiscard(bs, offset, num)
             if ret and ret != -errno.ENOTSUP:
                 return ret

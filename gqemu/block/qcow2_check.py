@@ -14,7 +14,7 @@ block/qcow2.c qcow2_co_check_locked.
 """
 from __future__ import annotations
 
-from errno import EFBIG, EIO
+from errno import EFBIG, EINVAL, EIO
 import os
 import struct
 import sys
@@ -37,10 +37,10 @@ from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_file_length,
     qcow2_pre_write_overlap_check, qcow2_write_incompat)
-from gqemu.block.qcow2_state import (QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L2, Qcow2BDS,
-                                     Qcow2State)
+from gqemu.block.qcow2_state import (QCOW2_DISCARD_ALWAYS, QCOW2_OL_ACTIVE_L2,
+                                     QCOW2_OL_INACTIVE_L2, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
-    qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
+    qcow2_discard_unused, qcow2_get_refcount, qcow2_parse_compressed_l2_entry, update_refcount)
 
 BDRV_FIX_LEAKS = 1
 BDRV_FIX_ERRORS = 2
@@ -291,6 +291,37 @@ def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offse
 
 
 @coroutine_fn
+def _grow_file_to_cover(bs: Qcow2BDS, off: int) -> tuple[int, int]:
+    """Grow the image file (sparse) so that the refblock at ``off`` lies
+    inside it.  Returns (0 or -errno, the file's clusters now).  QEMU: the
+    "is outside image" repair of check_refblocks.  gqemu bounds the growth
+    (EFBIG) at the current length plus the virtual size: no refblock of a
+    sound image lies further out, and a corrupted pointer must not make a
+    file of any size it names (QEMU grows to 64 GiB in iotest 060)."""
+    s = bs.opaque
+    from gqemu.block.io_truncate import bdrv_co_truncate
+    if off > (1 << 63) - 1 - s.cluster_size:
+        return -EINVAL, 0
+    flen = bdrv_getlength(bs.file.bs)
+    if flen < 0:
+        return flen, 0
+    if off + s.cluster_size > flen + bs.total_sectors * 512:
+        return -EFBIG, 0
+    ret, msg = bdrv_co_truncate(bs.file.bs, off + s.cluster_size, exact=False)
+    if ret < 0:
+        if msg:
+            _err(msg)
+        return ret, 0
+    size = bdrv_getlength(bs.file.bs)
+    if size < 0:
+        return size, 0
+    n = (size + s.cluster_size - 1) >> s.cluster_bits
+    if off >> s.cluster_bits >= n:
+        return -EINVAL, 0
+    return 0, n
+
+
+@coroutine_fn
 def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
                         fix: int = 0) -> tuple[int, _Imrt, bool]:
     """QEMU: calculate_refcounts + check_refblocks.  Returns (ret, imrt, rebuild)."""
@@ -339,8 +370,20 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
             continue
         if off and (off >> s.cluster_bits) >= nb_clusters:
             res.corruptions += 1
-            _err("ERROR refcount block %d is outside image" % i)
-            rebuild = True
+            if not fix & BDRV_FIX_ERRORS:
+                _err("ERROR refcount block %d is outside image" % i)
+                continue
+            _err("Repairing refcount block %d is outside image" % i)
+            ret, grown = _grow_file_to_cover(bs, off)
+            if ret < 0:
+                _err("ERROR could not resize image: %s" % os.strerror(-ret))
+                rebuild = True
+                continue
+            nb_clusters = grown
+            imrt.file_len = grown << s.cluster_bits
+            res.corruptions -= 1
+            res.corruptions_fixed += 1
+            imrt.inc(res, off, s.cluster_size)
             continue
         if off:
             imrt.inc(res, off, s.cluster_size)
@@ -380,6 +423,8 @@ def compare_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int, imrt: _Imrt)
             "Repairing" if fixed else "ERROR" if rc1 < rc2 else "Leaked", i, rc1, rc2))
         if fixed:
             ret = update_refcount(bs, i << s.cluster_bits, 1, abs(rc1 - rc2), rc1 > rc2)
+            if ret >= 0 and rc1 > rc2:
+                qcow2_discard_unused(bs, i << s.cluster_bits, 1, QCOW2_DISCARD_ALWAYS)
             if ret >= 0:
                 setattr(res, fixed, getattr(res, fixed) + 1)
                 continue
@@ -497,7 +542,8 @@ def qcow2_check_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
         old_corruptions, old_leaks = res.corruptions, res.leaks
         res.corruptions = res.leaks = 0
         size = bdrv_getlength(bs.file.bs)
-        nb_clusters = (size + s.cluster_size - 1) >> s.cluster_bits
+        # the in-memory table the rebuild grew (QEMU keeps its nb_clusters)
+        nb_clusters = max((size + s.cluster_size - 1) >> s.cluster_bits, len(imrt.counts))
         ret, imrt, _ = calculate_refcounts(bs, res, nb_clusters)
         if ret < 0:
             return ret

@@ -55,14 +55,15 @@ def l2_slice_offset(s: Any, offset: int, l2_offset: int) -> int:
 @coroutine_fn
 def l2_load(bs: Qcow2BDS, offset: int, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
     """Load the L2 slice for guest ``offset`` of the table at ``l2_offset``
-    through the cache; a table that lies past the end of the file is
-    corruption (gqemu is stricter than QEMU here: reliability T23).
+    through the cache; a slice that starts at or past the end of the file
+    is corruption (gqemu is stricter than QEMU here: reliability T23).  A
+    slice that only runs past the end reads zero-filled, as in QEMU.
     QEMU: l2_load."""
     s = bs.opaque
     slice_offset = l2_slice_offset(s, offset, l2_offset)
     if slice_offset not in s.l2_table_cache.by_offset:
         flen = qcow2_file_length(bs)
-        if flen >= 0 and l2_offset + s.cluster_size > flen:
+        if flen >= 0 and slice_offset >= flen:
             qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s beyond the end "
                                     "of the image file (L1 index: %s)"
                                     % (c_hex(l2_offset), c_hex(l1_index)))

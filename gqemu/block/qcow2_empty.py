@@ -25,7 +25,7 @@ from gqemu.block.io import bdrv_co_pwrite_zeroes
 from gqemu.block.qcow2_cache import qcow2_cache_empty, qcow2_cache_flush
 from gqemu.block.qcow2_header import QCOW2_INCOMPAT_DIRTY
 from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file, \
-    qcow2_mark_dirty, qcow2_write_incompat
+    qcow2_mark_dirty, qcow2_take_out_of_service, qcow2_write_incompat
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters
 from gqemu.block.qcow2_resize import qcow2_co_make_empty as qcow2_co_discard_all
 from gqemu.block.qcow2_state import Qcow2BDS
@@ -68,7 +68,7 @@ def make_completely_empty(bs: Qcow2BDS) -> int:
         return ret
     ret = _rebuild(bs, cs)
     if ret < 0:
-        s.disabled = True                  # QEMU: bs->drv = NULL
+        qcow2_take_out_of_service(bs)
         return ret
     s.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY       # qcow2_mark_clean
     ret = qcow2_write_incompat(bs)

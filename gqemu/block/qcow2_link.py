@@ -11,6 +11,8 @@ qcow2_alloc_cluster_link_l2, qcow2_alloc_cluster_abort), block/qcow2.c
 """
 from __future__ import annotations
 
+import errno
+
 from gqemu.coroutine import (coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock,
                              qemu_co_queue_restart_all)
 from gqemu.block.driver import BLKDBG_EVENT
@@ -34,6 +36,8 @@ def _cow_read(bs: Qcow2BDS, m: QCowL2Meta, off: int, buf: bytearray) -> int:
     if not buf:
         return 0
     BLKDBG_EVENT(bs.file, BLKDBG_COW_READ)
+    if bs.drv is None:          # taken out of service while we waited
+        return -errno.ENOMEDIUM
     return bs.drv.bdrv_co_preadv(bs, m.offset + off, len(buf), QEMUIOVector([buf]), 0)
 
 

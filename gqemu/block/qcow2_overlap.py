@@ -110,6 +110,14 @@ def qcow2_mark_corrupt(bs: Qcow2BDS) -> int:
     return qcow2_write_incompat(bs)
 
 
+def qcow2_take_out_of_service(bs: Qcow2BDS) -> None:
+    """The node stops serving: later requests fail with ENOMEDIUM at the
+    block layer and closing it writes nothing back.  ``s.disabled`` tells
+    the requests already inside the driver.  QEMU: ``bs->drv = NULL``."""
+    bs.opaque.disabled = True
+    bs.drv = None
+
+
 def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
                             msg: str) -> None:
     """Report metadata corruption; a fatal one marks the image corrupt and
@@ -127,7 +135,7 @@ def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
         error_report("qcow2: Marking image as corrupt: %s; further corruption "
                      "events will be suppressed" % msg)
         qcow2_mark_corrupt(bs)
-        s.disabled = True
+        qcow2_take_out_of_service(bs)
     else:
         error_report("qcow2: Image is corrupt: %s; further non-fatal corruption"
                      " events will be suppressed" % msg)

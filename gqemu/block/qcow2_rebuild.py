@@ -1,10 +1,16 @@
 """Rebuilding a qcow2 refcount structure that cannot be trusted
-(``qemu-img check -r all``): fresh refcount blocks and table written past
-everything in use, describing themselves, then switched in the header.
+(``qemu-img check -r all``), as QEMU 7.2 does it: each refcount block goes
+in the first free cluster of the range it covers (or the first free one
+after it), the in-memory refcounts are written as they are, then the table
+goes in the first run of free clusters from the start of the file; when the
+table's own clusters need a refcount block the table did not have room
+for, the table grows and is placed again (the first placement stays
+allocated: a leak the check then repairs).  Finally the header is switched.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
-QEMU: block/qcow2-refcount.c rebuild_refcount_structure.
+QEMU: block/qcow2-refcount.c rebuild_refcount_structure,
+rebuild_refcounts_write_refblocks, alloc_clusters_imrt.
 """
 from __future__ import annotations
 
@@ -12,79 +18,155 @@ import struct
 from typing import TYPE_CHECKING
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qcow2_cache import qcow2_cache_empty
-from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
-from gqemu.block.qcow2_header import QCOW_MAX_REFTABLE_SIZE
+from gqemu.block.qcow2_overlap import (qcow2_co_flush_file, qcow2_co_pwrite_file,
+                                       qcow2_pre_write_overlap_check)
 from gqemu.block.qcow2_refcount import set_refcount_ro
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache
 
 if TYPE_CHECKING:
     from gqemu.block.qcow2_check import BdrvCheckResult, _Imrt   # it imports us
 
-EFBIG = 27
+
+def alloc_clusters_imrt(counts: list[int], n: int, first_free: list[int]) -> int:
+    """The first run of ``n`` free clusters from ``first_free[0]``, taken
+    (refcount 1); the in-memory table grows past the end of the file when
+    no run fits.  ``first_free[0]`` becomes the first free cluster seen.
+    Returns the run's first cluster.  QEMU: alloc_clusters_imrt."""
+    cluster = first_free[0]
+    size = len(counts)
+    run = 0
+    first_gap = True
+    while cluster < size and run < n:
+        if not counts[cluster]:
+            run += 1
+            if first_gap:
+                first_free[0] = cluster
+                first_gap = False
+        else:
+            run = 0
+        cluster += 1
+    if run < n:
+        counts.extend([0] * (cluster + n - run - size))
+    cluster -= run
+    for i in range(n):
+        counts[cluster + i] = 1
+    return cluster
+
+
+def _refblock_bytes(s: object, counts: list[int], first: int) -> bytearray:
+    """The refcount block covering clusters from ``first``, in the file's
+    format."""
+    cs, rbs, order = s.cluster_size, s.refcount_block_size, s.refcount_order  # type: ignore[attr-defined]
+    block = bytearray(cs)
+    chunk = counts[first:first + rbs]
+    if order == 4:
+        struct.pack_into(">%dH" % len(chunk), block, 0, *chunk)
+    else:
+        for i, v in enumerate(chunk):
+            if v:
+                set_refcount_ro(block, order, i, v)
+    return block
+
+
+@coroutine_fn
+def rebuild_refcounts_write_refblocks(bs: Qcow2BDS, counts: list[int], first: int,
+                                      end: int, reftable: list[int]) -> int:
+    """Place and write the refcount blocks covering the clusters in use in
+    [first, end).  Returns 1 when ``reftable`` grew, 0 when not, or -errno.
+    QEMU: rebuild_refcounts_write_refblocks."""
+    s = bs.opaque
+    cs, rbb = s.cluster_size, s.refcount_block_bits
+    rbs = 1 << rbb
+    first_free = [0]
+    grown = 0
+    cluster = first
+    while cluster < end:
+        if not counts[cluster]:
+            cluster += 1
+            continue
+        index = cluster >> rbb
+        start = index << rbb
+        if index < len(reftable) and reftable[index]:
+            offset = reftable[index]
+        else:
+            first_free[0] = max(first_free[0], start)
+            c = alloc_clusters_imrt(counts, 1, first_free)
+            offset = c * cs
+            end = max(end, c + 1)
+            if len(reftable) <= index:
+                want = -(-(index + 1) * 8 // cs) * cs // 8
+                reftable.extend([0] * (want - len(reftable)))
+                grown = 1
+            reftable[index] = offset
+        s.highest_alloc = max(s.highest_alloc, len(counts) * cs)
+        ret = qcow2_pre_write_overlap_check(bs, 0, offset, cs)
+        if ret >= 0:
+            ret = qcow2_co_pwrite_file(bs, offset, _refblock_bytes(s, counts, start))
+        if ret < 0:
+            sys_err("ERROR writing refblock: %s" % _strerror(ret))
+            return ret
+        cluster = start + rbs
+    return grown
 
 
 @coroutine_fn
 def rebuild_refcount_structure(bs: Qcow2BDS, res: BdrvCheckResult,
                                imrt: _Imrt) -> int:
-    """Write fresh refcount blocks (only those covering referenced clusters)
-    and a refcount table at the end of the file, describing themselves, and
-    switch the header to them.  A reference far past the end of the file
-    (a corrupted pointer) makes the table large, never the file.
+    """Write a fresh refcount structure from the in-memory refcounts and
+    switch the header to it.  ``imrt`` keeps the grown in-memory table (the
+    recount after the rebuild covers it).  Returns 0 or -errno.
     QEMU: rebuild_refcount_structure."""
     s = bs.opaque
-    cs, rbs = s.cluster_size, s.refcount_block_size
-    flen = bdrv_getlength(bs.file.bs)
-    if flen < 0:
-        return flen
-    used = imrt.nonzero()
-    start = (flen + cs - 1) // cs
-    nb_blocks = table_clusters = 1
-    while True:
-        while any(imrt.get(k) for k in range(start, start + nb_blocks + table_clusters)):
-            start += 1
-        new = range(start, start + nb_blocks + table_clusters)
-        blocks = sorted({k // rbs for k in used} | {k // rbs for k in new})
-        need_table = ((blocks[-1] + 1) * 8 + cs - 1) // cs
-        if len(blocks) <= nb_blocks and need_table <= table_clusters:
-            break
-        nb_blocks = max(nb_blocks, len(blocks))
-        table_clusters = max(table_clusters, need_table)
-    if table_clusters * cs > QCOW_MAX_REFTABLE_SIZE:
-        return -EFBIG
-    s.highest_alloc = max(s.highest_alloc, (start + nb_blocks + table_clusters) * cs)
-    data = bytearray(nb_blocks * cs)
-    where = {bi: i for i, bi in enumerate(blocks)}
-    view = memoryview(data)
-    for k in list(used) + list(new):
-        v = 1 if k in new else imrt.get(k)
-        i = where[k // rbs]
-        set_refcount_ro(view[i * cs:(i + 1) * cs], s.refcount_order,  # type: ignore[arg-type]
-                        k % rbs, min(v, s.refcount_max))
-    ret = qcow2_co_pwrite_file(bs, start * cs, data)
-    if ret < 0:
-        return ret
-    table_entries = table_clusters * cs // 8
-    table = [0] * table_entries
-    for bi, i in where.items():
-        table[bi] = (start + i) * cs
-    table_off = (start + nb_blocks) * cs
-    ret = qcow2_co_pwrite_file(bs, table_off, struct.pack(">%dQ" % table_entries, *table))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
-    if ret >= 0:
-        ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, table_clusters))
-    if ret >= 0:
-        ret = qcow2_co_flush_file(bs)
-    if ret < 0:
-        return ret
-    s.refcount_table = table
-    s.refcount_table_offset = table_off
-    s.refcount_table_size = table_entries
+    cs = s.cluster_size
+    counts = imrt.counts
+    if imrt.extra:                  # counted just past the end of the file
+        top = max(imrt.extra) + 1
+        if top > len(counts):
+            counts.extend([0] * (top - len(counts)))
+        for k, v in imrt.extra.items():
+            counts[k] = v
+        imrt.extra.clear()
     _drop_cache(s.refcount_block_cache)
+    reftable: list[int] = []
+    changed = rebuild_refcounts_write_refblocks(bs, counts, 0, len(counts), reftable)
+    while changed > 0:
+        clusters = -(-len(reftable) * 8 // cs)
+        start = alloc_clusters_imrt(counts, clusters, [0])
+        changed = rebuild_refcounts_write_refblocks(bs, counts, start, start + clusters,
+                                                    reftable)
+    if changed < 0:
+        return changed
+    table_off = start * cs
+    s.highest_alloc = max(s.highest_alloc, len(counts) * cs)
+    data = struct.pack(">%dQ" % len(reftable), *reftable)
+    ret = qcow2_pre_write_overlap_check(bs, 0, table_off, len(data))
+    if ret >= 0:
+        ret = qcow2_co_pwrite_file(bs, table_off, data)
+    if ret < 0:
+        sys_err("ERROR writing reftable: %s" % _strerror(ret))
+        return ret
+    ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, clusters))
+    if ret >= 0:
+        ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        sys_err("ERROR setting reftable: %s" % _strerror(ret))
+        return ret
+    s.refcount_table = reftable
+    s.refcount_table_offset = table_off
+    s.refcount_table_size = len(reftable)
     s.free_cluster_index = 0
     return 0
+
+
+def sys_err(msg: str) -> None:
+    import sys
+    sys.stderr.write(msg + "\n")
+
+
+def _strerror(ret: int) -> str:
+    import os
+    return os.strerror(-ret)
 
 
 def _drop_cache(c: Qcow2Cache) -> None:

@@ -410,6 +410,14 @@ def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int,
     if ret < 0:
         error_report("qcow2_free_clusters failed: %s" % os.strerror(-ret))
         return
+    qcow2_discard_unused(bs, offset, size, discard)
+
+
+@coroutine_fn
+def qcow2_discard_unused(bs: Qcow2BDS, offset: int, size: int, discard: int) -> None:
+    """Discard in the file the clusters of the range whose refcount is now
+    zero, when the image passes ``discard`` (QCOW2_DISCARD_*) through.
+    QEMU: update_refcount_discard + qcow2_process_discards."""
     s = bs.opaque
     if s.discard_passthrough[int(discard)] and size > 0:
         cb = s.cluster_bits

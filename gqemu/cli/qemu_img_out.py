@@ -7,6 +7,7 @@ qobject/qdict.c (tdb_hash bucket order), util/cutils.c size_to_str.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import sys
@@ -248,15 +249,26 @@ def _check_dict(res: Any, filename: str) -> dict:
     return d
 
 
+def _bdrv_check(bs: Any, s: Any, fix: int) -> Any:
+    """One check pass; a node that a fatal corruption took out of service
+    (QEMU: bs->drv = NULL, e.g. marked corrupt by the repair before it) fails
+    with ENOMEDIUM.  QEMU: bdrv_co_check."""
+    from gqemu.block.qcow2_check import BdrvCheckResult, qcow2_co_check
+    if s.disabled:
+        res = BdrvCheckResult()
+        res.ret = -errno.ENOMEDIUM
+        return res
+    return run_co(qcow2_co_check, bs, fix)
+
+
 def run_check(blk: BlockBackend, filename: str, fix: int, output: str, quiet: bool,
               error_report: Callable[[str], None]) -> int:
     """qemu-img check.  QEMU: img_check / collect_image_check."""
-    from gqemu.block.qcow2_check import qcow2_co_check
     bs, s = _qcow2_state(blk)
     if s is None:
         error_report("This image format does not support checks")
         return 63
-    res = run_co(qcow2_co_check, bs, fix)
+    res = _bdrv_check(bs, s, fix)
     ret = res.ret
     fixed = (res.leaks_fixed, res.corruptions_fixed)
     if ret >= 0 and (res.leaks_fixed or res.corruptions_fixed):
@@ -264,7 +276,7 @@ def run_check(blk: BlockBackend, filename: str, fix: int, output: str, quiet: bo
             sys.stdout.write("The following inconsistencies were found and repaired:\n\n"
                              "    %d leaked clusters\n    %d corruptions\n\n"
                              "Double checking the fixed image now...\n" % fixed)
-        res = run_co(qcow2_co_check, bs, 0)
+        res = _bdrv_check(bs, s, 0)
         ret = res.ret
         res.leaks_fixed, res.corruptions_fixed = fixed
     if ret >= 0 and not quiet:

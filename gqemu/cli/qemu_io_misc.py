@@ -227,8 +227,10 @@ def _debug_node(io: QemuIO, slot: str) -> tuple[Any, Any]:
     bound slot; (None, None) if none has.  QEMU: the loop in
     bdrv_debug_breakpoint and friends."""
     bs = blk_bs(io.blk)
-    while bs is not None and bs.drv is not None:
-        fn = getattr(bs.drv, slot, None)
+    while bs is not None:
+        # a node without a driver (taken out of service by a fatal
+        # corruption) is walked through, as QEMU does
+        fn = getattr(bs.drv, slot, None) if bs.drv is not None else None
         if fn is not None:
             return bs, fn
         bs = bs.file.bs if bs.file is not None else None
