@@ -175,7 +175,10 @@ def _shrink(bs: Qcow2BDS, offset: int, old_length: int, new_l1_size: int) -> tup
 def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
     """Unmap every cluster in [start, end) (a full discard: entries become
     0 whatever the backing file holds).  QEMU: qcow2_cluster_discard with
-    full_discard=true."""
+    full_discard=true.  Like QEMU's, it allocates the L2 table of a range
+    that has none (those past the new L1 size are freed again right after,
+    but they have grown the file, which the shrink then cuts at its last
+    cluster in use)."""
     s = bs.opaque
     cb, l2_bits = s.cluster_bits, s.l2_bits
     while start < end:
@@ -183,40 +186,39 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
         l2_index = (start >> cb) & (s.l2_slice_size - 1)      # within the cache slice
         n = min(s.l2_slice_size - l2_index, (end - start + (1 << cb) - 1) >> cb)
         l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
-        if l2_offset:
-            if s.l1_table[l1_index] & QCOW_OFLAG_COPIED:
-                first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
-                ret, e = qcow2_cache_get(bs, s.l2_table_cache,
-                                         l2_offset + first * s.l2_entry_size)
-            else:               # shared with a snapshot: discard in a copy
-                ret, e, _ = get_cluster_table(bs, start)
-            if ret < 0:
-                return ret
-            old = []
-            for i in range(l2_index, l2_index + n):
-                prev = get_l2_entry(s, e.data, i)
-                if prev == 0 and not s.extended_l2:
-                    continue
-                qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-                set_l2_entry(s, e.data, i, 0)
-                if s.extended_l2:
-                    set_l2_bitmap(s, e.data, i, 0)
-                if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
-                    old.append(prev)
-            qcow2_cache_put(s.l2_table_cache, e)
-            # host-contiguous clusters are freed (and discarded) as one run,
-            # as QEMU's queued discards are merged
-            runs: list[list[int]] = []
-            for prev in old:
-                host = prev & L2E_OFFSET_MASK
-                if runs and not prev & QCOW_OFLAG_COMPRESSED and \
-                        not runs[-1][0] & QCOW_OFLAG_COMPRESSED and \
-                        (runs[-1][0] & L2E_OFFSET_MASK) + (runs[-1][1] << cb) == host:
-                    runs[-1][1] += 1
-                else:
-                    runs.append([prev, 1])
-            for prev, count in runs:
-                qcow2_free_any_cluster(bs, prev, count, QCOW2_DISCARD_ALWAYS)
+        if l2_offset and s.l1_table[l1_index] & QCOW_OFLAG_COPIED:
+            first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache,
+                                     l2_offset + first * s.l2_entry_size)
+        else:               # none, or shared with a snapshot: a new one
+            ret, e, _ = get_cluster_table(bs, start)
+        if ret < 0:
+            return ret
+        old = []
+        for i in range(l2_index, l2_index + n):
+            prev = get_l2_entry(s, e.data, i)
+            if prev == 0 and not s.extended_l2:
+                continue
+            qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            set_l2_entry(s, e.data, i, 0)
+            if s.extended_l2:
+                set_l2_bitmap(s, e.data, i, 0)
+            if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
+                old.append(prev)
+        qcow2_cache_put(s.l2_table_cache, e)
+        # host-contiguous clusters are freed (and discarded) as one run,
+        # as QEMU's queued discards are merged
+        runs: list[list[int]] = []
+        for prev in old:
+            host = prev & L2E_OFFSET_MASK
+            if runs and not prev & QCOW_OFLAG_COMPRESSED and \
+                    not runs[-1][0] & QCOW_OFLAG_COMPRESSED and \
+                    (runs[-1][0] & L2E_OFFSET_MASK) + (runs[-1][1] << cb) == host:
+                runs[-1][1] += 1
+            else:
+                runs.append([prev, 1])
+        for prev, count in runs:
+            qcow2_free_any_cluster(bs, prev, count, QCOW2_DISCARD_ALWAYS)
         start += n << cb
     return 0
 
@@ -264,7 +266,8 @@ def _discard_refcount_block(bs: Qcow2BDS, rb: int) -> int:
     discarded in the file.  QEMU: qcow2_discard_refcount_block."""
     s = bs.opaque
     ci = rb >> s.cluster_bits
-    cover = s.refcount_table[ci >> s.refcount_block_bits] & REFT_OFFSET_MASK
+    ti = ci >> s.refcount_block_bits
+    cover = s.refcount_table[ti] & REFT_OFFSET_MASK if ti < s.refcount_table_size else 0
     if not cover:
         qcow2_signal_corruption(bs, True, -1, -1, "Refblock at %s is not covered by the "
                                 "refcount structures" % c_hex(rb))
