@@ -24,7 +24,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
-from gqemu.cli.tool_run import tool_run_begin, tool_run_end
+from gqemu.cli.tool_run import tool_buffer_stdout, tool_run_begin, tool_run_end
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
                                      option_size, parse_args, parse_o, usage_error)
 
@@ -326,6 +326,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from gqemu import __version__
     sink = tool_run_begin()
+    tool_buffer_stdout()
     try:
         if not argv:
             raise usage_error("Not enough arguments")

@@ -28,7 +28,7 @@ import signal
 import sys
 from typing import Any, Optional
 
-from gqemu.cli.tool_run import tool_run_begin, tool_run_end
+from gqemu.cli.tool_run import tool_buffer_stdout, tool_run_begin, tool_run_end
 from gqemu.cli.qemu_io_open import (OpenOpts, openfile, parse_open_flag,
                                     parse_qemu_opts)
 from gqemu.cli.qemu_io_getopt import Getopt
@@ -188,24 +188,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         tool_run_end(sink)
 
 
-def _buffer_stdout() -> None:
-    """Into a pipe or file, qemu-io's printf output is block-buffered by C
-    stdio whatever the environment says; PYTHONUNBUFFERED must not make
-    gqemu-io's lines overtake the stderr ones (qemu_io_util.err).  Only the
-    process's own stdout is changed: a caller's stand-in stream (an in-process
-    run under a test's capture) keeps its buffering, or its reader would miss
-    the lines still held in the buffer."""
-    try:
-        out = sys.stdout
-        if out is sys.__stdout__ and out is not None and not out.isatty():
-            out.reconfigure(line_buffering=False, write_through=False)  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):    # a stand-in stream (tests)
-        pass
-
-
 def _main(prog: str, argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)    # die on ^C, as qemu-io
-    _buffer_stdout()
+    tool_buffer_stdout()
     o = OpenOpts()
     cmdline: list[str] = []
     fmt: Optional[str] = None

@@ -26,3 +26,19 @@ def tool_run_end(sink: Any) -> None:
     block = sys.modules.get("gqemu.block.block_int")
     if block is not None:
         block.set_error_sink(sink or block._stderr)
+
+
+def tool_buffer_stdout() -> None:
+    """Into a pipe or file, qemu-io's and qemu-img's printf output is
+    block-buffered by C stdio whatever the environment says, so their
+    stderr lines come out first; PYTHONUNBUFFERED must not make gqemu's
+    stdout lines overtake them.  Only the process's own stdout is changed:
+    a caller's stand-in stream (an in-process run under a test's capture)
+    keeps its buffering, or its reader would miss the lines still held in
+    the buffer."""
+    try:
+        out = sys.stdout
+        if out is sys.__stdout__ and out is not None and not out.isatty():
+            out.reconfigure(line_buffering=False, write_through=False)  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):    # a stand-in stream (tests)
+        pass

@@ -109,3 +109,18 @@ stat -c %%s t.qcow2
 md5sum t.qcow2 | cut -d' ' -f1
 """ % pointer
     _compare(script, tmp_path, qemu_img, qemu_io, "outside image")
+
+
+def test_check_output_order_into_a_pipe(tmp_path, qemu_img, qemu_io):
+    """qemu-img's stdout is block-buffered into a pipe (C stdio), so the
+    double check's error comes out before the repair summary; with
+    PYTHONUNBUFFERED set gqemu-img keeps that order."""
+    script = r"""
+qemu-img create -q -f qcow2 t.qcow2 64M
+qemu-io -c 'write 0 128k' t.qcow2 >/dev/null
+poke t.qcow2 65536 '\x00\x00\x00\x00\x00\x00\x2a\x00'
+PYTHONUNBUFFERED=1 qemu-img check -r all t.qcow2 2>&1 | cat; echo "rc=$?"
+"""
+    real, ours = difftools.both(_POKE + script, tmp_path, qemu_img, qemu_io)
+    assert real.index("Check failed") < real.index("The following inconsistencies"), real
+    assert ours == real
