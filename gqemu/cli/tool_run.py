@@ -2,8 +2,9 @@
 a new process.  ``tool_run_begin`` empties the ``--object secret`` table and
 saves the block layer's error sink (the run may install its own);
 ``tool_run_end`` gives the caller its sink back.  Modules the run has not
-loaded are left alone (``-h``/``-V`` load no block layer).  A main run as
-its process's entry (``sys.exit(main())``) ends with ``tool_run_exiting``.
+loaded are left alone (``-h``/``-V`` load no block layer).  A main (these two
+tools' and gqemu's) run as its process's entry (``sys.exit(main())``)
+ends with ``tool_run_exiting``.
 
 Must not import: anything from ``gqemu`` (it only looks in sys.modules).
 QEMU: none (each run is a process).
