@@ -12,6 +12,7 @@ import sys
 
 from gqemu import __version__
 from gqemu.cli.errors import UsageError
+from gqemu.cli.tool_run import tool_run_exiting
 
 __all__ = ["main", "UsageError", "SUBCOMMANDS", "error_exit"]
 
@@ -47,7 +48,17 @@ def build_parser(load: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point of the ``gqemu`` console script; with no ``argv`` it is
+    the process's (``sys.exit(main())``)."""
+    if argv is not None:
+        return _main(argv)
+    try:
+        return _main(sys.argv[1:])
+    finally:
+        tool_run_exiting()
+
+
+def _main(argv: list[str]) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen not in SUBCOMMANDS:
         chosen = None

@@ -24,7 +24,8 @@ import sys
 from typing import TYPE_CHECKING, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
-from gqemu.cli.tool_run import tool_buffer_stdout, tool_run_begin, tool_run_end
+from gqemu.cli.tool_run import (tool_buffer_stdout, tool_run_begin, tool_run_end,
+                                tool_run_exiting)
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
                                      option_size, parse_args, parse_o, usage_error)
 
@@ -321,8 +322,10 @@ def supported_formats() -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``gqemu-img`` console script."""
+    """Entry point of the ``gqemu-img`` console script; with no ``argv`` it
+    is the process's (``sys.exit(main())``)."""
     prog = qemu_img_tool.PROG = os.path.basename(sys.argv[0]) or "gqemu-img"
+    entry = argv is None
     argv = sys.argv[1:] if argv is None else argv
     from gqemu import __version__
     sink = tool_run_begin()
@@ -362,6 +365,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     finally:
         tool_run_end(sink)
+        if entry:
+            tool_run_exiting()
 
 
 if __name__ == "__main__":

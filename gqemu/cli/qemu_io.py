@@ -28,7 +28,8 @@ import signal
 import sys
 from typing import Any, Optional
 
-from gqemu.cli.tool_run import tool_buffer_stdout, tool_run_begin, tool_run_end
+from gqemu.cli.tool_run import (tool_buffer_stdout, tool_run_begin, tool_run_end,
+                                tool_run_exiting)
 from gqemu.cli.qemu_io_open import (OpenOpts, openfile, parse_open_flag,
                                     parse_qemu_opts)
 from gqemu.cli.qemu_io_getopt import Getopt
@@ -173,6 +174,9 @@ def _version(prog: str) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``gqemu-io`` console script; with no ``argv`` it is
+    the process's (``sys.exit(main())``)."""
+    entry = argv is None
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "gqemu-io"
     sink = tool_run_begin()
@@ -186,6 +190,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     finally:            # _main installs qemu-io's sink
         tool_run_end(sink)
+        if entry:
+            tool_run_exiting()
 
 
 def _main(prog: str, argv: list[str]) -> int:

@@ -122,3 +122,28 @@ def test_force_replaces_only_regular_files(tmp_path, capsys):
     assert (rc, out) == (2, "")
     assert err == "gqemu mkdisk: %s: not a regular file (--force replaces only files)\n" % fifo
     assert sorted(os.listdir(tmp_path)) == ["fifo"]
+
+
+@pytest.mark.parametrize("size_mib", [1, 3, 17])
+def test_scratch_disk_is_scratch_sector_by_sector(tmp_path, size_mib):
+    """The disk is built 2 MiB at a time by patching a first chunk's
+    columns; every sector is still scratch_sector(lba), across chunk
+    boundaries and in a last partial chunk, with or without a boot sector."""
+    from gqemu.machine import scratch_sector
+    mbr = bytes(range(256)) + bytes(254) + b"\x55\xaa"
+    d = tmp_path / "d.img"
+    assert make_scratch_disk(str(d), size_mib, mbr) == size_mib << 20
+    want = [scratch_sector(lba) for lba in range(size_mib * 2048)]
+    want[0] = mbr
+    assert d.read_bytes() == b"".join(want)
+
+
+def test_scratch_chunks_far_out_carry_every_lba_byte():
+    """Chunks whose number sets the LBA's bytes 1-3 and all five upper hex
+    digits (disks far larger than a test can write)."""
+    from gqemu.blockdev import _CHUNK, _scratch_chunk
+    from gqemu.machine import scratch_sector
+    first = b"".join(scratch_sector(lba) for lba in range(_CHUNK))
+    for c in (1, 15, 16, 0xFF, 0x100, 0xFFF, 0x1000, 0x12345, 0xFFFFF):
+        got = bytes(_scratch_chunk(first, c, 300))
+        assert got == b"".join(scratch_sector(_CHUNK * c + m) for m in range(300)), hex(c)
