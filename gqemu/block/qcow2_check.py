@@ -23,6 +23,8 @@ from typing import Any
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qcow2_cache import qcow2_cache_write
+from gqemu.block.qcow2_check_bulk import (
+    L2TableReader, RefblockReader, l2_copied_data_clusters, l2_count_fast, l2_table_entries)
 from gqemu.block.qcow2_cluster import qcow2_write_l1_entry
 from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_UNALLOCATED,
@@ -35,7 +37,7 @@ from gqemu.block.qcow2_header import (
     REFT_RESERVED_MASK)
 from gqemu.block.qcow2_rebuild import _drop_cache, rebuild_refcount_structure
 from gqemu.block.qcow2_overlap import (
-    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file, qcow2_file_length,
+    qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
     qcow2_pre_write_overlap_check, qcow2_write_incompat)
 from gqemu.block.qcow2_state import (QCOW2_DISCARD_ALWAYS, QCOW2_OL_ACTIVE_L2,
                                      QCOW2_OL_INACTIVE_L2, Qcow2BDS, Qcow2State)
@@ -113,31 +115,6 @@ class _Imrt:
 
 
 @coroutine_fn
-def read_l2_entries(bs: Qcow2BDS, l2_offset: int, memo: dict) -> tuple[int, list[tuple[int, int, int]]]:
-    """The non-empty (index, entry, bitmap) of an L2 table, read once per
-    check (a corrupted L1 may name the same table many times); a table past
-    the end of the file reads as empty without I/O.  Returns (ret, entries)."""
-    s = bs.opaque
-    if l2_offset in memo:
-        return 0, memo[l2_offset]
-    flen = qcow2_file_length(bs)
-    if flen >= 0 and l2_offset >= flen:
-        memo[l2_offset] = []
-        return 0, []
-    ret, l2 = qcow2_co_pread_file(bs, l2_offset, s.cluster_size)
-    if ret < 0:
-        return ret, []
-    words = struct.unpack(">%dQ" % (s.cluster_size // 8), l2)
-    if s.extended_l2:
-        out = [(i, words[2 * i], words[2 * i + 1]) for i in range(s.l2_size)
-               if words[2 * i] or words[2 * i + 1]]
-    else:
-        out = [(i, w, 0) for i, w in enumerate(words) if w]
-    memo[l2_offset] = out
-    return 0, out
-
-
-@coroutine_fn
 def _fix_l2_entry_by_zero(bs: Qcow2BDS, res: BdrvCheckResult, l2_offset: int, i: int,
                           bitmap: int, active: bool) -> tuple[int, int, int]:
     """Make an entry with an unaligned offset but no data read as zero:
@@ -170,14 +147,19 @@ def _fix_l2_entry_by_zero(bs: Qcow2BDS, res: BdrvCheckResult, l2_offset: int, i:
 
 @coroutine_fn
 def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offset: int,
-                       flags: int, memo: dict, fix: int = 0, active: bool = False) -> int:
+                       flags: int, reader: L2TableReader, l1_index: int, fix: int = 0,
+                       active: bool = False) -> int:
     """QEMU: check_refcounts_l2."""
     s = bs.opaque
-    ret, entries = read_l2_entries(bs, l2_offset, memo)
+    ret, raw, entries = reader.read(l1_index, l2_offset)
     if ret < 0:
         _err("ERROR: I/O error in check_refcounts_l2")
         res.check_errors += 1
         return ret
+    if entries is None:
+        if l2_count_fast(s, raw, res, imrt, flags):
+            return 0
+        entries = l2_table_entries(s, raw)
     next_contiguous = 0
     for k, (i, ent, bitmap) in enumerate(entries):
         t = qcow2_get_cluster_type(s.extended_l2, ent, s.has_data_file)
@@ -230,7 +212,7 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
                         if ret < 0:
                             return ret      # a metadata overlap: stop this table
                         if ret == 0:
-                            entries[k] = (i, new, nbm)
+                            entries[k] = (i, new, nbm)      # a memoized table too
                             continue        # the cluster is not used any more
             if not s.has_data_file:       # data file clusters have no refcount
                 imrt.inc(res, off, s.cluster_size)
@@ -249,7 +231,7 @@ def _file_bytes(bs: Qcow2BDS) -> int:
 
 @coroutine_fn
 def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offset: int,
-                       l1_size: int, flags: int, memo: dict,
+                       l1_size: int, flags: int,
                        l1: list[int] | None = None, fix: int = 0,
                        active: bool = False) -> int:
     """QEMU: check_refcounts_l1."""
@@ -272,7 +254,8 @@ def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offse
             res.check_errors += 1
             return ret
         l1 = list(struct.unpack(">%dQ" % l1_size, buf))
-    for e in l1:
+    reader = L2TableReader(bs, l1)
+    for l1_index, e in enumerate(l1):
         if not e:
             continue
         if e & L1E_RESERVED_MASK:
@@ -284,7 +267,8 @@ def check_refcounts_l1(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l1_offse
             _err("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted"
                  % l2_offset)
             res.corruptions += 1
-        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags, memo, fix, active)
+        ret = check_refcounts_l2(bs, res, imrt, l2_offset, flags, reader, l1_index, fix,
+                                 active)
         if ret < 0:
             return ret
     return 0
@@ -328,9 +312,8 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
     s = bs.opaque
     imrt = _Imrt(s, nb_clusters, bdrv_getlength(bs.file.bs))
     imrt.inc(res, 0, s.cluster_size)
-    memo: dict = {}
     ret = check_refcounts_l1(bs, res, imrt, s.l1_table_offset, s.l1_size, CHECK_FRAG_INFO,
-                             memo, list(s.l1_table), fix, True)
+                             list(s.l1_table), fix, True)
     if ret < 0:
         return ret, imrt, False
     for sn in s.snapshots:
@@ -344,7 +327,7 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
                  "table entry corrupted" % (sn.id_str, sn.name, sn.l1_size))
             res.corruptions += 1
             continue
-        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0, memo,
+        ret = check_refcounts_l1(bs, res, imrt, sn.l1_table_offset, sn.l1_size, 0,
                                  None, fix, False)
         if ret < 0:
             return ret, imrt, False
@@ -397,49 +380,86 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
 
 @coroutine_fn
 def compare_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, fix: int, imrt: _Imrt) -> tuple[bool, int]:
-    """QEMU: compare_refcounts.  Returns (rebuild, highest used cluster)."""
+    """QEMU: compare_refcounts.  Returns (rebuild, highest used cluster).
+    A refcount block whose counts all match is compared in one step; any
+    other goes cluster by cluster."""
     s = bs.opaque
-    rebuild = False
-    highest = 0
-    for i in imrt.indices():
-        ret, rc1 = qcow2_get_refcount(bs, i)
-        if ret < 0:
-            _err("Can't get refcount for cluster %d: %s" % (i, os.strerror(-ret)))
+    out: list = [False, 0]              # rebuild, highest
+    counts = imrt.counts
+    n, rbs = len(counts), s.refcount_block_size
+    last_block = None                   # (first index, counts) of the last matching non-empty block
+    blocks = RefblockReader(bs)
+    for base in range(0, n, rbs):
+        end = min(base + rbs, n)
+        seg = counts[base:end]
+        ret, values = blocks.values(base >> s.refcount_block_bits)
+        if ret == 0 and (values[:end - base] == seg if values is not None else not any(seg)):
+            if values is not None and any(seg):
+                last_block = base, seg
+            continue
+        if ret < 0:                     # what qcow2_get_refcount(base) returned
+            _err("Can't get refcount for cluster %d: %s" % (base, os.strerror(-ret)))
             res.check_errors += 1
-            continue
-        rc2 = imrt.get(i)
-        if rc1 or rc2:
-            highest = i
-        if rc1 == rc2:
-            continue
-        fixed = None
-        if rc1 == 0:
-            rebuild = True
-        elif rc1 > rc2 and fix & BDRV_FIX_LEAKS:
-            fixed = "leaks_fixed"
-        elif rc1 < rc2 and fix & BDRV_FIX_ERRORS:
-            fixed = "corruptions_fixed"
-        _err("%s cluster %d refcount=%d reference=%d" % (
-            "Repairing" if fixed else "ERROR" if rc1 < rc2 else "Leaked", i, rc1, rc2))
-        if fixed:
-            ret = update_refcount(bs, i << s.cluster_bits, 1, abs(rc1 - rc2), rc1 > rc2)
-            if ret >= 0 and rc1 > rc2:
-                qcow2_discard_unused(bs, i << s.cluster_bits, 1, QCOW2_DISCARD_ALWAYS)
-            if ret >= 0:
-                setattr(res, fixed, getattr(res, fixed) + 1)
-                continue
-        if rc1 < rc2:
-            res.corruptions += 1
-        else:
-            res.leaks += 1
-    return rebuild, highest
+            base += 1
+        for i in range(base, end):
+            if _compare_refcount(bs, res, fix, imrt, i, out):
+                last_block = None
+        blocks.invalidate()             # a repair may have changed refcounts
+    for i in sorted(imrt.extra):
+        if _compare_refcount(bs, res, fix, imrt, i, out):
+            last_block = None
+    if last_block is not None:
+        base, seg = last_block
+        out[1] = base + max(j for j, v in enumerate(seg) if v)
+    return bool(out[0]), int(out[1])
+
+
+@coroutine_fn
+def _compare_refcount(bs: Qcow2BDS, res: BdrvCheckResult, fix: int, imrt: _Imrt, i: int,
+                      out: list) -> bool:
+    """Compare (and with ``fix`` repair) the refcount of cluster ``i``;
+    out = [rebuild, highest].  Returns whether the cluster is in use."""
+    s = bs.opaque
+    ret, rc1 = qcow2_get_refcount(bs, i)
+    if ret < 0:
+        _err("Can't get refcount for cluster %d: %s" % (i, os.strerror(-ret)))
+        res.check_errors += 1
+        return False
+    rc2 = imrt.get(i)
+    used = bool(rc1 or rc2)
+    if used:
+        out[1] = i
+    if rc1 == rc2:
+        return used
+    fixed = None
+    if rc1 == 0:
+        out[0] = True
+    elif rc1 > rc2 and fix & BDRV_FIX_LEAKS:
+        fixed = "leaks_fixed"
+    elif rc1 < rc2 and fix & BDRV_FIX_ERRORS:
+        fixed = "corruptions_fixed"
+    _err("%s cluster %d refcount=%d reference=%d" % (
+        "Repairing" if fixed else "ERROR" if rc1 < rc2 else "Leaked", i, rc1, rc2))
+    if fixed:
+        ret = update_refcount(bs, i << s.cluster_bits, 1, abs(rc1 - rc2), rc1 > rc2)
+        if ret >= 0 and rc1 > rc2:
+            qcow2_discard_unused(bs, i << s.cluster_bits, 1, QCOW2_DISCARD_ALWAYS)
+        if ret >= 0:
+            setattr(res, fixed, getattr(res, fixed) + 1)
+            return used
+    if rc1 < rc2:
+        res.corruptions += 1
+    else:
+        res.leaks += 1
+    return used
 
 
 @coroutine_fn
 def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
     """QEMU: check_oflag_copied."""
     s = bs.opaque
-    memo: dict = {}
+    reader = L2TableReader(bs, s.l1_table)
+    peek = RefblockReader(bs)           # check_oflag_copied changes no refcount
     cb = s.cluster_bits
     if fix & BDRV_FIX_ERRORS:
         repair = True
@@ -451,7 +471,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
         l2_offset = e & L1E_OFFSET_MASK
         if not l2_offset:
             continue
-        ret, rc = qcow2_get_refcount(bs, l2_offset >> cb)
+        ret, rc = peek.get(l2_offset >> cb)
         if ret < 0:
             continue
         if (rc == 1) != bool(e & QCOW_OFLAG_COPIED):
@@ -468,11 +488,16 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
                 res.corruptions_fixed += 1
         if l2_offset & (s.cluster_size - 1):
             continue
-        ret, entries = read_l2_entries(bs, l2_offset, memo)
+        ret, raw, entries = reader.read(i, l2_offset)
         if ret < 0:
             _err("ERROR: Could not read L2 table: %s" % os.strerror(-ret))
             res.check_errors += 1
             return ret
+        if entries is None:
+            run = l2_copied_data_clusters(s, raw)
+            if run is not None and (not run[1] or peek.all_one(*run)):
+                continue                # every data cluster has COPIED and refcount 1
+            entries = l2_table_entries(s, raw)
         dirty = 0
         esz = s.l2_entry_size
         l2 = None
@@ -481,8 +506,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
             if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
                 continue
             # a data file cluster has no refcount here: it counts as 1
-            ret, rc = (0, 1) if s.has_data_file else \
-                qcow2_get_refcount(bs, (ent & L2E_OFFSET_MASK) >> cb)
+            ret, rc = (0, 1) if s.has_data_file else peek.get((ent & L2E_OFFSET_MASK) >> cb)
             if ret < 0:
                 continue
             if (rc == 1) != bool(ent & QCOW_OFLAG_COPIED):
@@ -498,7 +522,7 @@ def check_oflag_copied(bs: Qcow2BDS, res: BdrvCheckResult, fix: int) -> int:
                     struct.pack_into(">Q", l2, j * esz, new)
                     dirty += 1
         if dirty and l2 is not None:
-            memo.pop(l2_offset, None)
+            reader.forget(l2_offset)
             ret = qcow2_pre_write_overlap_check(bs, QCOW2_OL_ACTIVE_L2, l2_offset, s.cluster_size)
             if ret >= 0:
                 ret = qcow2_co_pwrite_file(bs, l2_offset, l2)
