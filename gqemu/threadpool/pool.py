@@ -5,8 +5,11 @@ pool, QEMU's ``max_threads``) hosted by a ``gevent.threadpool.ThreadPool``
 shared by the pools of the contexts of one loop thread.  It
 takes requests from a FIFO, runs ``func(arg)`` and puts the finished request
 on the pool's done list.  Only the first completion of a burst schedules
-``thread_pool_completion_bh`` (one libev async event, one hub wake-up); that
-BH, running in the AioContext, delivers every finished request's callback.
+``thread_pool_completion_bh`` (one wake-up of the loop: the release of the
+lock its poll window waits on, else one libev async event and hub wake-up);
+that BH, running in the AioContext, delivers every finished request's
+callback.  Requests in flight count in the context's ``external`` and
+``poll_external`` (what lets its poll wait for them without the hub).
 Worker code never touches greenlets, the hub or the loop's objects: it sees
 only its request and two thread-safe queues.
 
@@ -234,6 +237,7 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
         if done:
             qemu_bh_schedule(pool.completion_bh)
         ctx.external_dec()
+        ctx.poll_external -= 1
         if trace_thread_pool_complete.enabled:
             trace_thread_pool_complete(pool, req, req.opaque, req.ret)
         cb = req.cb
@@ -264,7 +268,9 @@ def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
     QEMU: thread_pool_submit_aio.
     """
     req = ThreadPoolElement(pool, func, arg, cb, opaque)
-    pool.ctx.external_inc()
+    ctx = pool.ctx
+    ctx.external_inc()
+    ctx.poll_external += 1
     with pool.lock:
         pool.queued += 1
         # a new worker only when none is idle (an idle one takes the
@@ -273,7 +279,7 @@ def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
             pool._spawn_thread()
     if trace_thread_pool_submit.enabled:
         trace_thread_pool_submit(pool, req, opaque)
-    sched = pool.ctx.sched
+    sched = ctx.sched
     if sched is not None:
         sched.thread_pool_submit(pool, req)     # held until it says so
     else:
