@@ -123,14 +123,25 @@ class ThreadPool:
         self.max_threads = max_threads
         self.lock = threading.Lock()
         self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Finished requests: workers append (one atomic append each, no
+        # lock); the completion BH moves them to ``completing`` (the loop's
+        # own, where those a nested poll must still deliver wait).
         self.done: deque[ThreadPoolElement] = deque()
+        self.completing: deque[ThreadPoolElement] = deque()
         self.completion_bh = aio_bh_new(ctx, thread_pool_completion_bh, self)
         self.cur_threads = 0
-        self.idle_threads = 0
+        # One entry per worker waiting for a request (appended and popped
+        # by the workers without the lock; see idle_threads).
+        self.idle: list[None] = []
         self.submitted = 0         # submission counter: completion order
         self.queued = 0
         self.kicked = False        # completion_bh scheduled by a worker
         self._gpool: Any = None
+
+    @property
+    def idle_threads(self) -> int:
+        """Workers waiting for a request.  QEMU: ThreadPool.idle_threads."""
+        return len(self.idle)
 
     def _spawn_thread(self) -> None:
         # Called with the lock held, from the loop's thread.
@@ -164,26 +175,35 @@ def _host_threads() -> Any:
 def worker_thread(pool: ThreadPool) -> None:
     """A worker: run queued requests until idle for 10 s.
 
+    One lock section per request (taking it: the cancel race); the
+    finished request is published with single atomic steps (the GIL's),
+    and the wake-up of the loop comes last, so the loop does not wake only
+    to wait for this thread.
     Context: worker thread.  QEMU: thread-pool.c worker_thread.
     """
-    requests = pool.requests
+    get = pool.requests.get
     lock = pool.lock
     done = pool.done
+    idle = pool.idle
     bh = pool.completion_bh
-    with lock:
-        pool.idle_threads += 1
+    idle.append(None)
     while True:
         try:
-            req = requests.get(timeout=IDLE_TIMEOUT)
+            req = get(True, IDLE_TIMEOUT)
         except queue.Empty:
             req = None
         with lock:
-            pool.idle_threads -= 1
+            idle.pop()
+            if req is None and pool.queued:
+                # Timed out just as a request came: submit saw this thread
+                # idle and started none, so it must not exit now.
+                idle.append(None)
+                continue
             if req is None or req is _STOP:
                 pool.cur_threads -= 1
                 return
             if req.state != THREAD_QUEUED:     # cancelled while queued
-                pool.idle_threads += 1
+                idle.append(None)
                 continue
             req.state = THREAD_ACTIVE
             pool.queued -= 1
@@ -196,18 +216,20 @@ def worker_thread(pool: ThreadPool) -> None:
             ret = -errno.EIO
         if trace_thread_pool_work_done.enabled:
             trace_thread_pool_work_done(pool, req, ret)
-        with lock:
-            req.ret = ret
-            req.state = THREAD_DONE
-            done.append(req)
-            kick = not pool.kicked
+        req.ret = ret
+        req.state = THREAD_DONE
+        done.append(req)
+        idle.append(None)
+        finished = req.finished
+        # The first of a burst schedules the BH: one wake-up for all.  The
+        # BH clears ``kicked`` before it empties ``done``, so a request
+        # appended while ``kicked`` reads True is still delivered (two
+        # workers kicking at once cost a duplicate notify, nothing else).
+        if not pool.kicked:
             pool.kicked = True
-            pool.idle_threads += 1
-        if kick:
-            # First of a burst: one BH, one wake-up for all of them.
             qemu_bh_schedule(bh)
-        if req.finished is not None:
-            req.finished.set()
+        if finished is not None:
+            finished.set()
 
 
 def _newest_first(req: ThreadPoolElement) -> int:
@@ -220,21 +242,23 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
     Reschedules itself before each callback in case the callback polls the
     loop, as QEMU does.  QEMU: thread_pool_completion_bh.
     """
-    done = pool.done
     ctx = pool.ctx
-    with pool.lock:
-        pool.kicked = False
-        if len(done) > 1:
-            # QEMU scans its request list from the newest submission, so of
-            # the requests that are done the newest submitted completes first.
-            batch = sorted(done, key=_newest_first)
-            done.clear()
-            done.extend(batch)
-    if ctx.sched is not None:
-        ctx.sched.order_completions(done)
+    pool.kicked = False
+    done = pool.done
+    batch = pool.completing
     while done:
-        req = done.popleft()
-        if done:
+        batch.append(done.popleft())
+    if len(batch) > 1:
+        # QEMU scans its request list from the newest submission, so of
+        # the requests that are done the newest submitted completes first.
+        lst = sorted(batch, key=_newest_first)
+        batch.clear()
+        batch.extend(lst)
+    if ctx.sched is not None:
+        ctx.sched.order_completions(batch)
+    while batch:
+        req = batch.popleft()
+        if batch:
             qemu_bh_schedule(pool.completion_bh)
         ctx.external_dec()
         ctx.poll_external -= 1
@@ -275,7 +299,7 @@ def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
         pool.queued += 1
         # a new worker only when none is idle (an idle one takes the
         # request, even with more queued), as QEMU's thread_pool_submit_aio
-        if pool.idle_threads == 0 and pool.cur_threads < pool.max_threads:
+        if not pool.idle and pool.cur_threads < pool.max_threads:
             pool._spawn_thread()
     if trace_thread_pool_submit.enabled:
         trace_thread_pool_submit(pool, req, opaque)
