@@ -123,11 +123,9 @@ class ThreadPool:
         self.max_threads = max_threads
         self.lock = threading.Lock()
         self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # Finished requests: workers append (one atomic append each, no
-        # lock); the completion BH moves them to ``completing`` (the loop's
-        # own, where those a nested poll must still deliver wait).
+        # Finished requests: workers append at the right (one atomic
+        # append each, no lock); the completion BH takes from the left.
         self.done: deque[ThreadPoolElement] = deque()
-        self.completing: deque[ThreadPoolElement] = deque()
         self.completion_bh = aio_bh_new(ctx, thread_pool_completion_bh, self)
         self.cur_threads = 0
         # One entry per worker waiting for a request (appended and popped
@@ -245,20 +243,20 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
     ctx = pool.ctx
     pool.kicked = False
     done = pool.done
-    batch = pool.completing
+    if len(done) > 1 or ctx.sched is not None:
+        # Workers append meanwhile (no lock): reorder what is there now
+        # apart, then put it back in front of what they added since.
+        batch = deque(done.popleft() for _ in range(len(done)))
+        if len(batch) > 1:
+            # QEMU scans its request list from the newest submission, so of
+            # the requests that are done the newest submitted completes first.
+            batch = deque(sorted(batch, key=_newest_first))
+        if ctx.sched is not None:
+            ctx.sched.order_completions(batch)
+        done.extendleft(reversed(batch))
     while done:
-        batch.append(done.popleft())
-    if len(batch) > 1:
-        # QEMU scans its request list from the newest submission, so of
-        # the requests that are done the newest submitted completes first.
-        lst = sorted(batch, key=_newest_first)
-        batch.clear()
-        batch.extend(lst)
-    if ctx.sched is not None:
-        ctx.sched.order_completions(batch)
-    while batch:
-        req = batch.popleft()
-        if batch:
+        req = done.popleft()
+        if done:
             qemu_bh_schedule(pool.completion_bh)
         ctx.external_dec()
         ctx.poll_external -= 1
