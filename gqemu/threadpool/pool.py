@@ -184,7 +184,8 @@ def worker_thread(pool: ThreadPool) -> None:
     done = pool.done
     idle = pool.idle
     bh = pool.completion_bh
-    idle.append(None)
+    with lock:          # not while a submit holds it (it may be spawning us)
+        idle.append(None)
     while True:
         try:
             req = get(True, IDLE_TIMEOUT)
