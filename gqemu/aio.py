@@ -9,6 +9,16 @@ the waiting.  Notifying is cheap and coalesced: worker threads call
 :func:`qemu_bh_schedule`, which queues the BH on a thread-safe list and sends
 one libev async event; a burst of completions costs one hub wake-up.
 
+The poll window (QEMU's adaptive polling, ``poll-max-ns``): when only
+thread-pool requests can wake a blocking poll (``external`` is all
+``poll_external``, no other poll of the context parked, nothing ready in
+the hub), ``aio_poll`` first blocks on a plain lock, without the GIL, for
+at most ``poll_max_ns`` (and never past the next timer); a worker that
+queues a BH meanwhile releases that lock instead of sending the async
+event, so the completion runs without the eventfd, epoll and hub switches.
+If the window runs out the poll parks on the hub as before.  QEMU
+busy-waits in its window; this wait costs no CPU, so it is not adapted.
+
 Bottom halves follow today's QEMU ordering (reference §2.1): a poll takes the
 list of scheduled BHs and runs them newest-scheduled first; a BH scheduled
 while the list runs waits for the next poll.  ``aio_poll`` dispatches BHs,
@@ -44,6 +54,7 @@ import itertools
 import os
 import threading
 import time
+from _thread import allocate_lock
 from collections import deque
 from threading import get_ident
 from typing import Any, Callable, Optional
@@ -62,7 +73,8 @@ __all__ = [
     "AioContext", "QEMUBH", "QEMUTimer", "AioDeadlockError",
     "qemu_get_aio_context", "qemu_get_current_aio_context", "aio_context_new",
     "aio_context_acquire", "aio_context_release", "aio_context_unref",
-    "aio_compute_timeout", "aio_set_clock_source", "aio_bh_new",
+    "aio_compute_timeout", "aio_set_clock_source", "aio_context_set_poll_params",
+    "POLL_MAX_NS", "aio_bh_new",
     "aio_bh_schedule_oneshot", "qemu_bh_schedule", "qemu_bh_cancel", "qemu_bh_delete", "aio_bh_poll", "aio_poll",
     "aio_notify", "aio_wait_while", "aio_co_wake", "aio_co_schedule",
     "aio_co_enter", "QEMU_CLOCK_REALTIME", "QEMU_CLOCK_VIRTUAL",
@@ -83,6 +95,10 @@ SCALE_US = 1000
 SCALE_MS = 1000000
 
 _MAIN_THREAD = threading.main_thread().ident
+
+# How long a blocking aio_poll waits for the thread pool without the hub
+# (AioContext.poll_max_ns); 0 turns the poll window off.
+POLL_MAX_NS = 200000
 
 
 class AioDeadlockError(RuntimeError):
@@ -185,6 +201,13 @@ class AioContext:
         self._async: Any = None                    # libev async watcher
         self._hub: Any = None
         self.external = 0
+        self.poll_external = 0      # of which thread-pool requests
+        self.poll_max_ns = _poll_max_ns_default()
+        self._poll_lock = allocate_lock()
+        self._poll_lock.acquire()
+        self._polling = False                      # blocked on _poll_lock
+        self._hub_callbacks: Any = ()              # the hub loop's callback FIFO
+        self._hub_loop: Any = None
         self.scheduled_coroutines: deque[Coroutine] = deque()
         self.co_schedule_bh = QEMUBH(self, co_schedule_bh_cb, self)
         self.thread_pool: Any = None
@@ -243,6 +266,8 @@ class AioContext:
             self._async = self._hub.loop.async_()
             self._async.start(self._on_async)
             self._async.ref = self.external > 0
+            self._hub_loop = self._hub.loop
+            self._hub_callbacks = self._hub_loop._callbacks
         return self._hub
 
     def _on_async(self) -> None:
@@ -279,6 +304,19 @@ class AioContext:
             raise CoroutineError("aio_poll called from the gevent hub")
         if self._ts_queue:          # a thread queued work before the hub existed
             return True
+        if (self.poll_external and self.external == self.poll_external
+                and self.poll_max_ns and not self._waiters
+                and not self._hub_callbacks and not self._hub_loop.pendingcnt):
+            # Only worker threads can wake us and nothing else in this
+            # thread is ready to run: wait for them without the hub first.
+            budget = self.poll_max_ns / 1e9
+            if timeout is not None and timeout <= budget:
+                self._poll_wait(timeout)
+                return True         # notified, or a timer is due
+            if self._poll_wait(budget):
+                return True
+            if timeout is not None:
+                timeout -= budget
         waiter = Waiter(hub)
         self._waiters.append(waiter)
         timer = None
@@ -295,6 +333,23 @@ class AioContext:
             if timer is not None:
                 timer.close()
         return True
+
+    def _poll_wait(self, budget: float) -> bool:
+        """Block on the poll lock, without the GIL, for at most ``budget``
+        s; True when a worker thread queued something meanwhile."""
+        lock = self._poll_lock
+        lock.acquire(False)         # a late release meant for an earlier wait
+        self._polling = True
+        if self._ts_queue:          # queued before the flag was seen
+            self._polling = False
+            return True
+        try:
+            got = lock.acquire(True, budget)
+        finally:                    # also when a signal interrupts the wait
+            self._polling = False
+        # A notifier that read the flag before it was cleared queued its
+        # BH first: seen here, even if its release comes later.
+        return got or bool(self._ts_queue)
 
     # -- timers --------------------------------------------------------------
 
@@ -328,6 +383,14 @@ class AioContext:
             progress = True
             ts.cb(ts.opaque)
         return progress
+
+
+def _poll_max_ns_default() -> int:
+    v = os.environ.get("GQEMU_POLL_MAX_NS")
+    try:
+        return max(0, int(v)) if v else POLL_MAX_NS
+    except ValueError:
+        return POLL_MAX_NS
 
 
 # gevent's Waiter and LoopExit, imported with the first hub (not at import:
@@ -407,6 +470,16 @@ def aio_compute_timeout(ctx: AioContext) -> int:
     return -1 if deadline is None else int(deadline * 1e9)
 
 
+def aio_context_set_poll_params(ctx: AioContext, max_ns: int) -> None:
+    """Set how long a blocking poll of ``ctx`` waits for the thread pool
+    before it sleeps on the hub (``poll_max_ns``; 0: not at all).
+    QEMU: aio_context_set_poll_params (its grow/shrink factors adapt a
+    busy-wait; this wait costs no CPU, so it is not adapted)."""
+    if max_ns < 0:
+        raise ValueError("poll-max-ns must be >= 0")
+    ctx.poll_max_ns = max_ns
+
+
 def aio_context_new() -> AioContext:
     """A new, separate AioContext.  QEMU: aio_context_new."""
     return AioContext("ctx%d" % next(_ctx_ids))
@@ -439,8 +512,18 @@ def _notify_from_loop_thread(ctx: AioContext) -> None:
 
 
 def _notify_from_other_thread(ctx: AioContext) -> None:
-    # One libev async event (an eventfd write, coalesced by libev).
-    if ctx._async is not None:
+    # The loop thread polls the context (AioContext._poll_wait): release
+    # its lock.  Else one libev async event (an eventfd write, coalesced by
+    # libev).  Callers queue their work before this, and the poll clears
+    # the flag before it looks at the queue a last time, so nothing is
+    # missed when both happen at once (the GIL orders the two threads).
+    if ctx._polling:
+        ctx._polling = False
+        try:
+            ctx._poll_lock.release()
+        except RuntimeError:    # another thread released it first
+            pass
+    elif ctx._async is not None:
         ctx._async.send()
 
 

@@ -5,8 +5,11 @@ pool, QEMU's ``max_threads``) hosted by a ``gevent.threadpool.ThreadPool``
 shared by the pools of the contexts of one loop thread.  It
 takes requests from a FIFO, runs ``func(arg)`` and puts the finished request
 on the pool's done list.  Only the first completion of a burst schedules
-``thread_pool_completion_bh`` (one libev async event, one hub wake-up); that
-BH, running in the AioContext, delivers every finished request's callback.
+``thread_pool_completion_bh`` (one wake-up of the loop: the release of the
+lock its poll window waits on, else one libev async event and hub wake-up);
+that BH, running in the AioContext, delivers every finished request's
+callback.  Requests in flight count in the context's ``external`` and
+``poll_external`` (what lets its poll wait for them without the hub).
 Worker code never touches greenlets, the hub or the loop's objects: it sees
 only its request and two thread-safe queues.
 
@@ -120,14 +123,23 @@ class ThreadPool:
         self.max_threads = max_threads
         self.lock = threading.Lock()
         self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Finished requests: workers append at the right (one atomic
+        # append each, no lock); the completion BH takes from the left.
         self.done: deque[ThreadPoolElement] = deque()
         self.completion_bh = aio_bh_new(ctx, thread_pool_completion_bh, self)
         self.cur_threads = 0
-        self.idle_threads = 0
+        # One entry per worker waiting for a request (appended and popped
+        # by the workers without the lock; see idle_threads).
+        self.idle: list[None] = []
         self.submitted = 0         # submission counter: completion order
         self.queued = 0
         self.kicked = False        # completion_bh scheduled by a worker
         self._gpool: Any = None
+
+    @property
+    def idle_threads(self) -> int:
+        """Workers waiting for a request.  QEMU: ThreadPool.idle_threads."""
+        return len(self.idle)
 
     def _spawn_thread(self) -> None:
         # Called with the lock held, from the loop's thread.
@@ -161,26 +173,36 @@ def _host_threads() -> Any:
 def worker_thread(pool: ThreadPool) -> None:
     """A worker: run queued requests until idle for 10 s.
 
+    One lock section per request (taking it: the cancel race); the
+    finished request is published with single atomic steps (the GIL's),
+    and the wake-up of the loop comes last, so the loop does not wake only
+    to wait for this thread.
     Context: worker thread.  QEMU: thread-pool.c worker_thread.
     """
-    requests = pool.requests
+    get = pool.requests.get
     lock = pool.lock
     done = pool.done
+    idle = pool.idle
     bh = pool.completion_bh
-    with lock:
-        pool.idle_threads += 1
+    with lock:          # not while a submit holds it (it may be spawning us)
+        idle.append(None)
     while True:
         try:
-            req = requests.get(timeout=IDLE_TIMEOUT)
+            req = get(True, IDLE_TIMEOUT)
         except queue.Empty:
             req = None
         with lock:
-            pool.idle_threads -= 1
+            idle.pop()
+            if req is None and pool.queued:
+                # Timed out just as a request came: submit saw this thread
+                # idle and started none, so it must not exit now.
+                idle.append(None)
+                continue
             if req is None or req is _STOP:
                 pool.cur_threads -= 1
                 return
             if req.state != THREAD_QUEUED:     # cancelled while queued
-                pool.idle_threads += 1
+                idle.append(None)
                 continue
             req.state = THREAD_ACTIVE
             pool.queued -= 1
@@ -193,18 +215,20 @@ def worker_thread(pool: ThreadPool) -> None:
             ret = -errno.EIO
         if trace_thread_pool_work_done.enabled:
             trace_thread_pool_work_done(pool, req, ret)
-        with lock:
-            req.ret = ret
-            req.state = THREAD_DONE
-            done.append(req)
-            kick = not pool.kicked
+        req.ret = ret
+        req.state = THREAD_DONE
+        done.append(req)
+        idle.append(None)
+        finished = req.finished
+        # The first of a burst schedules the BH: one wake-up for all.  The
+        # BH clears ``kicked`` before it empties ``done``, so a request
+        # appended while ``kicked`` reads True is still delivered (two
+        # workers kicking at once cost a duplicate notify, nothing else).
+        if not pool.kicked:
             pool.kicked = True
-            pool.idle_threads += 1
-        if kick:
-            # First of a burst: one BH, one wake-up for all of them.
             qemu_bh_schedule(bh)
-        if req.finished is not None:
-            req.finished.set()
+        if finished is not None:
+            finished.set()
 
 
 def _newest_first(req: ThreadPoolElement) -> int:
@@ -217,23 +241,26 @@ def thread_pool_completion_bh(pool: ThreadPool) -> None:
     Reschedules itself before each callback in case the callback polls the
     loop, as QEMU does.  QEMU: thread_pool_completion_bh.
     """
-    done = pool.done
     ctx = pool.ctx
-    with pool.lock:
-        pool.kicked = False
-        if len(done) > 1:
+    pool.kicked = False
+    done = pool.done
+    if len(done) > 1 or ctx.sched is not None:
+        # Workers append meanwhile (no lock): reorder what is there now
+        # apart, then put it back in front of what they added since.
+        batch = deque(done.popleft() for _ in range(len(done)))
+        if len(batch) > 1:
             # QEMU scans its request list from the newest submission, so of
             # the requests that are done the newest submitted completes first.
-            batch = sorted(done, key=_newest_first)
-            done.clear()
-            done.extend(batch)
-    if ctx.sched is not None:
-        ctx.sched.order_completions(done)
+            batch = deque(sorted(batch, key=_newest_first))
+        if ctx.sched is not None:
+            ctx.sched.order_completions(batch)
+        done.extendleft(reversed(batch))
     while done:
         req = done.popleft()
         if done:
             qemu_bh_schedule(pool.completion_bh)
         ctx.external_dec()
+        ctx.poll_external -= 1
         if trace_thread_pool_complete.enabled:
             trace_thread_pool_complete(pool, req, req.opaque, req.ret)
         cb = req.cb
@@ -264,16 +291,18 @@ def thread_pool_submit_aio(pool: ThreadPool, func: Callable[[Any], int],
     QEMU: thread_pool_submit_aio.
     """
     req = ThreadPoolElement(pool, func, arg, cb, opaque)
-    pool.ctx.external_inc()
+    ctx = pool.ctx
+    ctx.external_inc()
+    ctx.poll_external += 1
     with pool.lock:
         pool.queued += 1
         # a new worker only when none is idle (an idle one takes the
         # request, even with more queued), as QEMU's thread_pool_submit_aio
-        if pool.idle_threads == 0 and pool.cur_threads < pool.max_threads:
+        if not pool.idle and pool.cur_threads < pool.max_threads:
             pool._spawn_thread()
     if trace_thread_pool_submit.enabled:
         trace_thread_pool_submit(pool, req, opaque)
-    sched = pool.ctx.sched
+    sched = ctx.sched
     if sched is not None:
         sched.thread_pool_submit(pool, req)     # held until it says so
     else:

@@ -318,3 +318,52 @@ def test_thread_pool_spawns_only_without_idle_worker(pool):
         pool.requests.put(req)
     aio_wait_while(pool.ctx, lambda: any(d.n == 0 for d in datas))
     assert [d.n for d in datas] == [1, 1, 1]
+
+
+class _StallAfterTimeout:
+    """The pool's lock, stalling a worker's first acquisition once armed
+    (the worker is then between its idle timeout and its bookkeeping)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.armed = False
+        self.stalled = threading.Event()
+        self.go = threading.Event()
+        self.main = threading.get_ident()
+
+    def __enter__(self):
+        if self.armed and threading.get_ident() != self.main:
+            self.armed = False
+            self.stalled.set()
+            self.go.wait(30)
+        self._lock.acquire()
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+@pytest.mark.timeout(60)
+def test_worker_timing_out_as_a_request_comes_takes_it(monkeypatch):
+    """The last idle worker times out just as a request is submitted:
+    submit saw it idle and started no thread, so it must stay for the
+    request instead of exiting (which stranded the request forever)."""
+    from gqemu.threadpool import pool as pool_mod
+    monkeypatch.setattr(pool_mod, "IDLE_TIMEOUT", 0.05)
+    ctx = aio_context_new()
+    p = ThreadPool(ctx)
+    lock = p.lock = _StallAfterTimeout()
+    try:
+        first = WorkerTestData()
+        thread_pool_submit(p, worker_cb, first)
+        aio_wait_while(ctx, lambda: first.n == 0)
+        lock.armed = True
+        assert lock.stalled.wait(30)            # timed out, not yet counted
+        data = WorkerTestData()
+        thread_pool_submit(p, worker_cb, data)
+        assert p.cur_threads == 1               # it was idle: no new thread
+        lock.go.set()
+        aio_wait_while(ctx, lambda: data.n == 0)
+        assert data.n == 1
+    finally:
+        lock.go.set()
+        thread_pool_free(p)
