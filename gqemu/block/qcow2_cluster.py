@@ -149,7 +149,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
             base = l2_entry & L2E_OFFSET_MASK
             count, idx, sci, ent, bm = 0, l2_index, sc_index, l2_entry, bitmap
             while True:
-                t2 = qcow2_get_subcluster_type(True, ent, bm, sci)
+                t2 = qcow2_get_subcluster_type(True, ent, bm, sci, s.has_data_file)
                 if t2 != t or (t in _HOST_TYPES and (ent & L2E_OFFSET_MASK)
                                != base + ((idx - l2_index) << cb)):
                     break

@@ -22,7 +22,7 @@ import os
 from typing import Any, Optional
 
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_NO_IO, BdrvChild, BlockError,
-                                bdrv_attach_child, bdrv_open)
+                                bdrv_attach_child, bdrv_getlength, bdrv_open)
 from gqemu.block.io import bdrv_co_pwrite_zeroes
 from gqemu.block.qcow2_header import (QCOW2_AUTOCLEAR_DATA_FILE_RAW,
                                       QCOW2_INCOMPAT_DATA_FILE)
@@ -47,6 +47,14 @@ def qcow2_data_child(bs: Qcow2BDS) -> BdrvChild:
     or the image file itself.  QEMU: s->data_file."""
     child = bs.opaque.data_file
     return bs.file if child is None else child
+
+
+def qcow2_data_file_length(bs: Qcow2BDS) -> int:
+    """How far a data cluster may lie in the data file: its length, or the
+    image's size when that is larger (a data cluster sits at its guest
+    offset; a shorter data file grows when it is written).  -errno."""
+    ret = bdrv_getlength(qcow2_data_child(bs).bs)
+    return ret if ret < 0 else max(ret, bs.total_sectors * 512)
 
 
 def qcow2_take_data_file_options(options: dict) -> tuple[Optional[str], dict]:
