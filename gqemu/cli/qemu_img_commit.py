@@ -53,7 +53,8 @@ def img_commit(argv: list[str]) -> int:
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
     filename = args[0]
-    blk = img_open(filename, fmt, True, image_opts=image_opts, cache=cache)
+    from gqemu.block.driver import BDRV_O_UNMAP
+    blk = img_open(filename, fmt, True, BDRV_O_UNMAP, image_opts=image_opts, cache=cache)
     try:
         from gqemu.block import blk_bs
         top = blk_bs(blk)
@@ -185,11 +186,28 @@ def _open_base(overlay: Any, base_bs: Any) -> Any:
     else:
         fname, opts = f.filename, {"format": base_bs.drv.format_name, "locking": "off"}
     opts["cache"] = "unsafe"
+    _data_file_unlocked(base_bs, opts)
     try:
         # img_commit opens with BDRV_O_UNMAP, which the base inherits
         return blk_new_open(fname or None, opts, BDRV_O_NO_BACKING | BDRV_O_UNMAP)
     except BlockError as e:
         raise ImgError("Could not reopen the base read-write: %s" % e.msg) from None
+
+
+def _data_file_unlocked(base_bs: Any, opts: dict) -> None:
+    """The base's external data file, opened a second time like its image
+    file: the node the read-only base holds, without locking."""
+    child = getattr(base_bs.opaque, "data_file", None)
+    if child is None:
+        return
+    f, key = child.bs, "data-file."
+    if any(k == "data-file" or k.startswith(key) for k in opts):
+        while f.file is not None and f.drv.format_name != "file":
+            key += f.file.name + "."
+            f = f.file.bs
+        opts[key + "locking"] = "off"
+    elif f.drv.format_name == "file":
+        opts.update({key + "filename": f.filename, key + "locking": "off"})
 
 
 def _make_empty(bs: Any) -> int:
