@@ -33,9 +33,11 @@ from gqemu.block.qcow2_zero import qcow2_subcluster_zeroize
 from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
                                         preallocate_co)
 from gqemu.block.qcow2_header import (
-    REFT_OFFSET_MASK, c_hex, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1)
+    REFT_OFFSET_MASK, c_hex, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1,
+    QCOW2_AUTOCLEAR_DATA_FILE_RAW)
 from gqemu.block.qcow2_refcount_ro import get_refcount_ro, set_refcount_ro
-from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
+from gqemu.block.qcow2_l2 import (QCOW2_CLUSTER_NORMAL, get_l2_entry, qcow2_get_cluster_type,
+                                  set_l2_bitmap, set_l2_entry)
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters)
 from gqemu.block.qcow2_state import QCOW2_DISCARD_ALWAYS, Qcow2BDS
@@ -78,6 +80,8 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret = qcow2_grow_l1_table(bs, new_l1_size, exact=True)
                 if ret < 0:
                     ret, msg = _err(ret, "Failed to grow the L1 table")
+            if s.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW and prealloc == "off":
+                prealloc = "metadata"       # a raw data file's clusters are all mapped
             if ret >= 0 and (prealloc == "metadata" or prealloc != "off" and s.has_data_file):
                 # with a data file, falloc/full map the clusters and the
                 # data file is grown with that preallocation
@@ -174,49 +178,51 @@ def _shrink(bs: Qcow2BDS, offset: int, old_length: int, new_l1_size: int) -> tup
 @coroutine_fn
 def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
     """Unmap every cluster in [start, end) (a full discard: entries become
-    0 whatever the backing file holds).  QEMU: qcow2_cluster_discard with
-    full_discard=true."""
+    0 whatever the backing file holds; an L1 entry without an L2 table gets
+    an empty one, as QEMU's get_cluster_table allocates it).
+    QEMU: qcow2_cluster_discard with full_discard=true."""
     s = bs.opaque
     cb, l2_bits = s.cluster_bits, s.l2_bits
     while start < end:
         l1_index = start >> (cb + l2_bits)
         l2_index = (start >> cb) & (s.l2_slice_size - 1)      # within the cache slice
         n = min(s.l2_slice_size - l2_index, (end - start + (1 << cb) - 1) >> cb)
-        l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
-        if l2_offset:
-            if s.l1_table[l1_index] & QCOW_OFLAG_COPIED:
-                first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
-                ret, e = qcow2_cache_get(bs, s.l2_table_cache,
-                                         l2_offset + first * s.l2_entry_size)
-            else:               # shared with a snapshot: discard in a copy
-                ret, e, _ = get_cluster_table(bs, start)
-            if ret < 0:
-                return ret
-            old = []
-            for i in range(l2_index, l2_index + n):
-                prev = get_l2_entry(s, e.data, i)
-                if prev == 0 and not s.extended_l2:
-                    continue
-                qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
-                set_l2_entry(s, e.data, i, 0)
-                if s.extended_l2:
-                    set_l2_bitmap(s, e.data, i, 0)
-                if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
-                    old.append(prev)
-            qcow2_cache_put(s.l2_table_cache, e)
-            # host-contiguous clusters are freed (and discarded) as one run,
-            # as QEMU's queued discards are merged
-            runs: list[list[int]] = []
-            for prev in old:
-                host = prev & L2E_OFFSET_MASK
-                if runs and not prev & QCOW_OFLAG_COMPRESSED and \
-                        not runs[-1][0] & QCOW_OFLAG_COMPRESSED and \
-                        (runs[-1][0] & L2E_OFFSET_MASK) + (runs[-1][1] << cb) == host:
-                    runs[-1][1] += 1
-                else:
-                    runs.append([prev, 1])
-            for prev, count in runs:
-                qcow2_free_any_cluster(bs, prev, count, QCOW2_DISCARD_ALWAYS)
+        l1e = s.l1_table[l1_index] if l1_index < s.l1_size else 0
+        l2_offset = l1e & L1E_OFFSET_MASK
+        if l2_offset and l1e & QCOW_OFLAG_COPIED:
+            first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
+            ret, e = qcow2_cache_get(bs, s.l2_table_cache,
+                                     l2_offset + first * s.l2_entry_size)
+        else:               # shared with a snapshot: discard in a copy
+            ret, e, _ = get_cluster_table(bs, start)
+        if ret < 0:
+            return ret
+        old = []
+        for i in range(l2_index, l2_index + n):
+            prev = get_l2_entry(s, e.data, i)
+            if prev == 0 and not s.extended_l2:
+                continue
+            qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            set_l2_entry(s, e.data, i, 0)
+            if s.extended_l2:
+                set_l2_bitmap(s, e.data, i, 0)
+            if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED) or s.has_data_file and \
+                    qcow2_get_cluster_type(s.extended_l2, prev, True) == QCOW2_CLUSTER_NORMAL:
+                old.append(prev)        # (a data file's cluster 0 is discarded there)
+        qcow2_cache_put(s.l2_table_cache, e)
+        # host-contiguous clusters are freed (and discarded) as one run,
+        # as QEMU's queued discards are merged
+        runs: list[list[int]] = []
+        for prev in old:
+            host = prev & L2E_OFFSET_MASK
+            if runs and not prev & QCOW_OFLAG_COMPRESSED and \
+                    not runs[-1][0] & QCOW_OFLAG_COMPRESSED and \
+                    (runs[-1][0] & L2E_OFFSET_MASK) + (runs[-1][1] << cb) == host:
+                runs[-1][1] += 1
+            else:
+                runs.append([prev, 1])
+        for prev, count in runs:
+            qcow2_free_any_cluster(bs, prev, count, QCOW2_DISCARD_ALWAYS)
         start += n << cb
     return 0
 
