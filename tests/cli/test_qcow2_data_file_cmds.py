@@ -8,8 +8,13 @@ Covers convert (a data-file image as source and as target, with
 data_file_raw, preallocation and -n), commit (into a base with a data file,
 and emptying an overlay with one), rebase and amend of the backing file on a
 raw data file, zero writes and discards through qemu-io, resize of a raw
-data file image and shrinks, measure, compare, dd, map and check."""
+data file image and shrinks, measure, compare, dd, map and check; a file
+the convert reads is never its target nor its data file, the data file can
+be named in the options (--image-opts, --target-image-opts, -o data-file.*),
+and a flush reaches it."""
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -114,6 +119,39 @@ SCENARIOS = {
         [IMG, "resize", "--shrink", "s.qcow2", "600k"], [IMG, "check", "s.qcow2"],
         CREATE + ["a.qcow2", "1G"], [IMG, "resize", "--shrink", "a.qcow2", "600M"],
         [IMG, "check", "a.qcow2"]],
+    # a file the convert reads is refused as its target or data file, untouched
+    "convert-onto-source": _src() + [
+        [IMG, "convert", "-O", "qcow2", "-o", "data_file=s.qcow2", "s.qcow2", "o.qcow2"],
+        [IMG, "convert", "-O", "qcow2", "-o", "data_file=s.raw", "s.qcow2", "o.qcow2"],
+        [IMG, "convert", "-O", "qcow2", "s.qcow2", "s.qcow2"],
+        [IMG, "convert", "-O", "raw", "s.raw", "s.raw"],
+        [IMG, "convert", "-O", "qcow2", "-o", "data_file=s.raw", "s.raw", "o.qcow2"],
+        [IMG, "create", "-f", "qcow2", "-o", "data_file=", "e.qcow2", "1M"],
+        [IO, "-c", "read -P 0x11 0 64k", "s.qcow2"]],
+    # the data file named in the options: --image-opts, -o data-file.*
+    "image-opts": _src() + [
+        [IMG, "amend", "-o", "data_file=", "s.qcow2"],
+        [IMG, "convert", "-O", "qcow2", "s.qcow2", "o.qcow2"],
+        [IMG, "convert", "-O", "qcow2", "--image-opts",
+         "driver=qcow2,file.filename=s.qcow2,data-file.filename=s.raw", "o.qcow2"],
+        CREATE + ["-o", "data_file=t.raw", "t.qcow2", "4M"],
+        [IMG, "convert", "-n", "--target-image-opts", "o.qcow2",
+         "driver=qcow2,file.filename=t.qcow2,data-file.filename=n.raw"],
+        [IMG, "convert", "--target-image-opts", "o.qcow2", "driver=qcow2,file.filename=t.qcow2"],
+        [IMG, "create", "-q", "-f", "raw", "n.raw", "4M"],
+        [IMG, "convert", "-n", "--target-image-opts", "o.qcow2",
+         "driver=qcow2,file.filename=t.qcow2,data-file.filename=n.raw"],
+        MAP + ["t.qcow2"], [IMG, "compare", "o.qcow2", "n.raw"],
+        [IO, "-c", "open -o data-file.filename=inexistent o.qcow2"],
+        [IO, "-c", "open -o data-file.filename=n.raw o.qcow2"]],
+    # a flush reaches the data file (a blkdebug node fails it)
+    "flush": [
+        CREATE + ["-o", "data_file=t.raw", "t.qcow2", "1M"],
+        [IO, "-t", "writeback", "-c", "write 0 512", "-c", "flush", "json:" + json.dumps({
+            "driver": "qcow2", "file": {"driver": "file", "filename": "t.qcow2"},
+            "data-file": {"driver": "blkdebug", "inject-error": [
+                {"event": "none", "iotype": "flush"}],
+                "image": {"driver": "file", "filename": "t.raw"}}})]],
     "measure-dd": _src() + [
         [IMG, "measure", "-O", "qcow2", "s.qcow2"],
         [IMG, "measure", "-O", "qcow2", "-o", "data_file=x.raw,data_file_raw=on", "s.qcow2"],
