@@ -40,6 +40,7 @@ QEMU disk image utility
 
 Command syntax:
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
+  bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
@@ -302,6 +303,11 @@ def _bitmap(argv: list[str]) -> int:
     return img_bitmap(argv)
 
 
+def _bench(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_bench import img_bench
+    return img_bench(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -311,7 +317,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
     "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
-    "amend": _amend, "measure": _measure, "bitmap": _bitmap,
+    "amend": _amend, "measure": _measure, "bitmap": _bitmap, "bench": _bench,
 }
 
 

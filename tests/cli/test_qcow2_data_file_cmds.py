@@ -152,6 +152,28 @@ SCENARIOS = {
             "data-file": {"driver": "blkdebug", "inject-error": [
                 {"event": "none", "iotype": "flush"}],
                 "image": {"driver": "file", "filename": "t.raw"}}})]],
+    # qemu-img bench: its requests (and what they write) and its messages
+    "bench": [
+        CREATE + ["-o", "data_file=d.raw", "d.qcow2", "4M"],
+        [IMG, "bench", "-c", "10", "-w", "-s", "64k", "d.qcow2"],
+        [IMG, "bench", "-c", "100", "-d", "4", "-w", "-S", "192k", "-o", "100k",
+         "--pattern", "7", "d.qcow2"],
+        [IMG, "bench", "-c", "100", "-d", "4", "-w", "--flush-interval", "8", "--no-drain",
+         "--pattern", "9", "-s", "512", "-S", "1M", "d.qcow2"],
+        [IMG, "bench", "-c", "100", "-d", "4", "-w", "--flush-interval", "8", "-t", "none",
+         "-n", "d.qcow2"],
+        MAP + ["d.qcow2"], [IMG, "check", "d.qcow2"],
+        CREATE + ["-o", "data_file=r.raw,data_file_raw=on", "r.qcow2", "4M"],
+        [IMG, "bench", "-c", "10", "-w", "-s", "64k", "-S", "128k", "--pattern", "0x5a",
+         "r.qcow2"], MAP + ["r.qcow2"],
+        [IMG, "bench", "-c", "20", "-q", "-i", "io_uring", "--image-opts",
+         "driver=qcow2,file.filename=d.qcow2"],
+        [IMG, "bench", "-c", "3", "-U", "-f", "raw", "d.raw"],
+        [IMG, "bench", "-c", "2", "-s", "8M", "-w", "d.qcow2"]]
+    + [[IMG, "bench"] + a + ["d.qcow2"] for a in (
+        ["-n"], ["-t", "bogus"], ["-i", "foo"], ["-c", "-1"], ["-s", "3G"], ["-s", "foo"],
+        ["--pattern", "256"], ["--flush-interval", "3"], ["-w", "--flush-interval", "3"],
+        ["-o", "-1"], ["-w", "-U"], ["-c", "0", "-d", "0"])] + [[IMG, "bench"]],
     "measure-dd": _src() + [
         [IMG, "measure", "-O", "qcow2", "s.qcow2"],
         [IMG, "measure", "-O", "qcow2", "-o", "data_file=x.raw,data_file_raw=on", "s.qcow2"],
