@@ -131,6 +131,12 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
                                         % (c_hex(hc), c_hex(l2_offset), c_hex(l2_index)))
                 return -EIO, 0, 0, 0
             host = hc + oic
+            if s.has_data_file and host != offset:    # (QEMU's message has the ")")
+                qcow2_signal_corruption(bs, True, -1, -1, "External data file host cluster "
+                                        "offset %s does not match guest cluster offset: "
+                                        "%s, L2 index: %s)" % (c_hex(hc), c_hex(offset - oic),
+                                                               c_hex(l2_index)))
+                return -EIO, 0, 0, 0
         # count the run
         if not ext:
             n_needed = (needed + cs - 1) >> cb

@@ -239,9 +239,11 @@ def img_snapshot(argv: list[str]) -> int:
     """QEMU: img_snapshot."""
     opts, args = parse_args(argv, "la:c:d:hqU", ["help", "force-share", "object=",
                                                   "image-opts"])
-    action, name, quiet = None, None, False
+    action, name, quiet, image_opts = None, None, False, False
     for o, v in opts:
-        if o in ("-l", "-a", "-c", "-d"):
+        if o == "--image-opts":
+            image_opts = True
+        elif o in ("-l", "-a", "-c", "-d"):
             if action is not None:
                 raise ImgError("Cannot mix '-l', '-a', '-c', '-d'")
             action, name = o, v
@@ -251,7 +253,7 @@ def img_snapshot(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     action = action or "-l"
     from gqemu.cli.qemu_img_out import snapshot_action
-    blk = img_open(args[0], None, action != "-l")
+    blk = img_open(args[0], None, action != "-l", image_opts=image_opts)
     try:
         return snapshot_action(blk, action, name or "", quiet)
     finally:

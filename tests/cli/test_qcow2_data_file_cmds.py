@@ -15,10 +15,12 @@ and a flush reaches it."""
 from __future__ import annotations
 
 import json
+import shutil
+import struct
 
 import pytest
 
-from test_qcow2_data_file import twin  # noqa: F401  (the fixture)
+from test_qcow2_data_file import run, twin  # noqa: F401  (twin: the fixture)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -196,5 +198,45 @@ def _same_files(q, g) -> None:
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_data_file_commands(twin, name):
     for step in SCENARIOS[name]:
+        twin(step[0], step[1:])
+        _same_files(twin.q, twin.g)
+
+
+def _poke(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_data_file_corrupt_images(twin, qemu_img, qemu_io):
+    """check and map of damaged data-file images, and an image with both
+    snapshots and a data file (made by the real tools, copied to both
+    folders: the snapshot's date differs between runs)."""
+    q = twin.q.parent / "src"
+    q.mkdir()
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "data_file=d.raw", "d.qcow2", "4M"], q)
+    run([qemu_io, "-c", "write -P 1 0 128k", "-c", "write -P 2 1M 64k", "d.qcow2"], q)
+    _poke(q / "d.qcow2", 0x40000 + 8 * 16, struct.pack(">Q", 1 << 62 | 0x100000))
+    shutil.copy(q / "d.qcow2", q / "e.qcow2")
+    _poke(q / "e.qcow2", 0x40000 + 8 * 1, struct.pack(">Q", 1 << 63 | 0x30000))
+    run([qemu_img, "create", "-q", "-f", "qcow2", "sn.qcow2", "1M"], q)
+    run([qemu_img, "snapshot", "-c", "s1", "sn.qcow2"], q)
+    _poke(q / "sn.qcow2", 79, b"\x04")         # incompatible bit 2: a data file
+    run([qemu_img, "create", "-q", "-f", "raw", "sn.raw", "1M"], q)
+    for name in ("d.qcow2", "d.raw", "e.qcow2", "sn.qcow2", "sn.raw"):
+        for d in (twin.q, twin.g):
+            shutil.copy(q / name, d / name)
+    sn = "driver=qcow2,file.filename=sn.qcow2,data-file.filename=sn.raw"
+    for step in ([IMG, "check", "d.qcow2"],               # a compressed entry
+                 [IMG, "check", "-r", "all", "d.qcow2"],
+                 [IO, "-c", "read 1M 64k", "d.qcow2"],
+                 MAP + ["e.qcow2"],                       # host != guest offset
+                 [IO, "-c", "read 64k 64k", "e.qcow2"],
+                 [IMG, "check", "--image-opts", sn],      # snapshots with a data file
+                 [IMG, "info", "sn.qcow2"],
+                 [IMG, "info", "--output=json", "sn.qcow2"],
+                 [IMG, "snapshot", "-l", "--image-opts", sn],
+                 [IMG, "snapshot", "-a", "s1", "--image-opts", sn],
+                 [IMG, "snapshot", "-d", "s1", "--image-opts", sn]):
         twin(step[0], step[1:])
         _same_files(twin.q, twin.g)
