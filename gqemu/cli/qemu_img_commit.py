@@ -113,7 +113,8 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
     from gqemu.block.driver import BDRV_REQ_MAY_UNMAP, BlockError, bdrv_getlength
     from gqemu.block.io_truncate import bdrv_truncate
     from gqemu.block.io_misc import bdrv_run_co
-    from gqemu.block import bdrv_co_get_block_status, BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
+    from gqemu.block import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
+    from gqemu.block.io_status import bdrv_co_block_status_above
     from gqemu.cli.qemu_io_misc import bdrv_is_allocated
     base_blk = _open_base(chain[-1], base_bs)
     try:
@@ -148,7 +149,8 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
             off = start
             while off < end:
                 n = min(CHUNK, end - off)
-                st, pn, _, _ = bdrv_run_co(top, bdrv_co_get_block_status, top, off, n)
+                # the status through the whole chain, as the mirror asks it
+                st, pn = bdrv_run_co(top, bdrv_co_block_status_above, top, None, off, n)
                 if st >= 0 and pn and st & BDRV_BLOCK_ZERO and not st & BDRV_BLOCK_DATA:
                     n = pn
                     ret = blk_pwrite_zeroes(base_blk, off, n, BDRV_REQ_MAY_UNMAP)
