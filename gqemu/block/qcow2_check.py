@@ -210,8 +210,8 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
             off = ent & L2E_OFFSET_MASK
             if (bitmap >> 32) & bitmap:
                 res.corruptions += 1
-                _err("ERROR offset=%x: Allocated cluster has corrupted subcluster status "
-                     "(L2 entry corrupted)" % off)
+                _err("ERROR offset=%x: Allocated cluster has corrupted subcluster "
+                     "allocation bitmap" % off)
             if flags & CHECK_FRAG_INFO:
                 res.allocated_clusters += 1
                 if next_contiguous and off != next_contiguous:

@@ -230,11 +230,15 @@ def test_data_file_corrupt_images(twin, qemu_img, qemu_io):
     _poke(q / "d.qcow2", 0x40000 + 8 * 16, struct.pack(">Q", 1 << 62 | 0x100000))
     shutil.copy(q / "d.qcow2", q / "e.qcow2")
     _poke(q / "e.qcow2", 0x40000 + 8 * 1, struct.pack(">Q", 1 << 63 | 0x30000))
+    run([qemu_img, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,data_file=x.raw",
+         "x.qcow2", "1M"], q)
+    run([qemu_io, "-c", "write -P 1 0 64k", "x.qcow2"], q)
+    _poke(q / "x.qcow2", 0x40008, struct.pack(">Q", 1 << 32 | 1))     # both bits of one
     run([qemu_img, "create", "-q", "-f", "qcow2", "sn.qcow2", "1M"], q)
     run([qemu_img, "snapshot", "-c", "s1", "sn.qcow2"], q)
     _poke(q / "sn.qcow2", 79, b"\x04")         # incompatible bit 2: a data file
     run([qemu_img, "create", "-q", "-f", "raw", "sn.raw", "1M"], q)
-    for name in ("d.qcow2", "d.raw", "e.qcow2", "sn.qcow2", "sn.raw"):
+    for name in ("d.qcow2", "d.raw", "e.qcow2", "sn.qcow2", "sn.raw", "x.qcow2", "x.raw"):
         for d in (twin.q, twin.g):
             shutil.copy(q / name, d / name)
     sn = "driver=qcow2,file.filename=sn.qcow2,data-file.filename=sn.raw"
@@ -243,6 +247,7 @@ def test_data_file_corrupt_images(twin, qemu_img, qemu_io):
                  [IO, "-c", "read 1M 64k", "d.qcow2"],
                  MAP + ["e.qcow2"],                       # host != guest offset
                  [IO, "-c", "read 64k 64k", "e.qcow2"],
+                 [IMG, "check", "x.qcow2"],               # an invalid subcluster bitmap
                  [IMG, "check", "--image-opts", sn],      # snapshots with a data file
                  [IMG, "info", "sn.qcow2"],
                  [IMG, "info", "--output=json", "sn.qcow2"],
