@@ -137,6 +137,7 @@ SCENARIOS = {
         [IMG, "convert", "-O", "qcow2", "-o", "data_file=s.qcow2", "s.qcow2", "o.qcow2"],
         [IMG, "convert", "-O", "qcow2", "-o", "data_file=s.raw", "s.qcow2", "o.qcow2"],
         [IMG, "convert", "-O", "qcow2", "s.qcow2", "s.qcow2"],
+        [IMG, "convert", "-O", "qcow2", "-o", "cluster_size=3", "s.qcow2", "s.qcow2"],
         [IMG, "convert", "-O", "raw", "s.raw", "s.raw"],
         [IMG, "convert", "-O", "qcow2", "-o", "data_file=s.raw", "s.raw", "o.qcow2"],
         [IMG, "create", "-f", "qcow2", "-o", "data_file=", "e.qcow2", "1M"],
