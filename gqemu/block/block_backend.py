@@ -21,6 +21,7 @@ from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
                                 BdrvChild, BlockDriverState, BlockError, bdrv_getlength,
                                 bdrv_open, bdrv_refresh_perms, bdrv_unref,
                                 qemu_opt_bool)
+from gqemu.block.block_int import BDRV_O_NO_SHARE
 from gqemu.block.drive_opts import parse_drive_options
 from gqemu.block.io import NOT_DONE, bdrv_co_preadv, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard, bdrv_drain, bdrv_poll_co
@@ -109,6 +110,8 @@ def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
     blk.device = d.device
     perm = BLK_PERM_CONSISTENT_READ | (BLK_PERM_WRITE if d.flags & BDRV_O_RDWR else 0)
     shared = BLK_PERM_ALL
+    if d.flags & BDRV_O_NO_SHARE:           # e.g. qemu-img convert's sources
+        shared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED
     if d.share_rw is not None:
         shared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED
         if d.share_rw:

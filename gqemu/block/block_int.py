@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from gqemu.aio import qemu_get_current_aio_context
 
 # include/block/block.h (2.8)
+BDRV_O_NO_SHARE = 0x0001       # share only reads and unchanged writes (blk_new_open)
 BDRV_O_RDWR = 0x0002
 BDRV_O_RESIZE = 0x0004
 BDRV_O_SNAPSHOT = 0x0008

@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from gqemu.aio import aio_co_wake, aio_notify
 from gqemu.block.blkdebug_events import BLKDBG_FLUSH_TO_DISK, BLKDBG_FLUSH_TO_OS
-from gqemu.block.driver import BDRV_O_NO_FLUSH, BlockDriverState, bdrv_debug_event
+from gqemu.block.driver import (BDRV_O_NO_FLUSH, BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED,
+                                BlockDriverState, bdrv_debug_event)
 from gqemu.coroutine import (coroutine_fn, qemu_co_queue_next, qemu_co_queue_wait,
                              qemu_coroutine_self, qemu_coroutine_yield)
 
@@ -53,8 +54,9 @@ def bdrv_co_io_em_complete(co: CoroutineIOCompletion, ret: int) -> None:
 
 @coroutine_fn
 def bdrv_co_flush(bs: Optional[BlockDriverState]) -> int:
-    """Flush ``bs`` and then its file, one flush at a time per node, and
-    skip the disk flush when nothing was written since the last one.
+    """Flush ``bs`` and then the children it writes to, one flush at a time
+    per node, and skip the disk flush when nothing was written since the
+    last one.
     Context: coroutine.  Returns: 0 or -errno.  QEMU: bdrv_co_flush."""
     if bs is None or bs.drv is None or bs.read_only:
         return 0
@@ -90,7 +92,13 @@ def bdrv_co_flush(bs: Optional[BlockDriverState]) -> int:
                     ret = co.ret
             if ret < 0:
                 return ret
-        ret = bdrv_co_flush(bs.file.bs) if bs.file is not None else 0
+        # then every child written through (a qcow2 data file too), in
+        # QEMU's list order (the newest child first); the first error counts
+        ret = 0
+        for child in reversed(bs.children):
+            if child is bs.file or child.perm & (BLK_PERM_WRITE | BLK_PERM_WRITE_UNCHANGED):
+                r = bdrv_co_flush(child.bs)
+                ret = ret or r
         return ret
     finally:
         if ret == 0:

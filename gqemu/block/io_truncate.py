@@ -73,6 +73,52 @@ def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, st
     return 0, ""
 
 
+def raw_create_open(filename: str) -> int:
+    """Open (or create) the host file of an image being created with
+    file-posix's create-time locks (write and resize taken, resize not
+    shared), then empty it: a file another user holds, e.g. the source of a
+    convert onto itself, is refused untouched.  Returns the fd (closing it
+    drops the locks).  Raises BlockError (with QEMU's hint).
+    QEMU: raw_co_create (create, take locks, check them, truncate to 0)."""
+    import fcntl
+    from gqemu.block.block_int import BLK_PERM_RESIZE, BLK_PERM_WRITE, _PERM_NAMES, BlockError
+    from gqemu.block.file_posix import (RAW_LOCK_PERM_BASE, RAW_LOCK_SHARED_BASE, _lock_op,
+                                        qemu_lock_fd_test)
+    try:
+        fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        err = e.errno or errno.EIO
+        raise BlockError(err, "Could not create '%s': %s" % (filename, os.strerror(err))) \
+            from None
+    perm, unshared = BLK_PERM_WRITE | BLK_PERM_RESIZE, BLK_PERM_RESIZE
+    hint = "Is another process using the image [%s]?" % filename
+    try:
+        for i in range(len(_PERM_NAMES)):
+            for base, bits in ((RAW_LOCK_PERM_BASE, perm), (RAW_LOCK_SHARED_BASE, unshared)):
+                if bits >> i & 1:
+                    try:
+                        _lock_op(fd, fcntl.F_OFD_SETLK, fcntl.F_RDLCK, base + i)
+                    except OSError as e:
+                        raise BlockError(e.errno or errno.EAGAIN,
+                                         "Failed to lock byte %d" % (base + i)) from None
+        for i, name in enumerate(_PERM_NAMES):
+            if perm >> i & 1 and qemu_lock_fd_test(fd, RAW_LOCK_SHARED_BASE + i):
+                raise BlockError(errno.EAGAIN, 'Failed to get "%s" lock' % name, hint)
+        for i, name in enumerate(_PERM_NAMES):
+            if unshared >> i & 1 and qemu_lock_fd_test(fd, RAW_LOCK_PERM_BASE + i):
+                raise BlockError(errno.EAGAIN, 'Failed to get shared "%s" lock' % name, hint)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+    except OSError as e:
+        os.close(fd)
+        err = e.errno or errno.EIO
+        raise BlockError(err, "Could not resize file: %s" % os.strerror(err)) from None
+    except BlockError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def file_create(filename: str, size: int, prealloc: str = "off") -> tuple[int, str]:
     """Create (or empty) a host file of ``size`` bytes, preallocated as
     asked.  QEMU: raw_co_create (file-posix)."""

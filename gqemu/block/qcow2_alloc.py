@@ -32,6 +32,7 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_INVALID, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_ZERO_ALLOC, get_l2_bitmap, get_l2_entry, qcow2_get_cluster_type,
     qcow2_get_subcluster_type)
+from gqemu.block.qcow2_data_file import qcow2_data_file_length
 from gqemu.block.qcow2_overlap import qcow2_file_length, qcow2_signal_corruption
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters, qcow2_alloc_clusters_at
 from gqemu.block.block_int import BDRV_REQUEST_MAX_BYTES
@@ -78,7 +79,7 @@ def _range_type(s: Qcow2State, entry: int, bitmap: int, sc_from: int) -> tuple[i
     if t == QCOW2_SUBCLUSTER_INVALID or not s.extended_l2 or t == QCOW2_SUBCLUSTER_COMPRESSED:
         return t, n - sc_from
     k = sc_from + 1
-    while k < n and qcow2_get_subcluster_type(True, entry, bitmap, k) == t:
+    while k < n and qcow2_get_subcluster_type(True, entry, bitmap, k, s.has_data_file) == t:
         k += 1
     return t, k - sc_from
 
@@ -233,7 +234,7 @@ def handle_copied(bs: Qcow2BDS, guest_offset: int, host_offset: int, nbytes: int
     cluster = ent & L2E_OFFSET_MASK
     ret = 0
     if not _needs_new_alloc(s, ent):
-        flen = qcow2_file_length(bs)
+        flen = qcow2_data_file_length(bs) if s.has_data_file else qcow2_file_length(bs)
         if cluster & (cs - 1):
             qcow2_signal_corruption(bs, True, -1, -1, "%s cluster offset %s unaligned "
                                     "(guest offset: %s)"
@@ -241,7 +242,8 @@ def handle_copied(bs: Qcow2BDS, guest_offset: int, host_offset: int, nbytes: int
                                        else "Data", c_hex(cluster), c_hex(guest_offset)))
             ret = -EIO
         elif flen >= 0 and cluster + cs > ((flen + cs - 1) & ~(cs - 1)):
-            # gqemu is stricter than QEMU here (reliability T23)
+            # gqemu is stricter than QEMU here (reliability T23); a data
+            # file's clusters are bounded by that file (or the image size)
             qcow2_signal_corruption(bs, True, -1, -1, "Data cluster offset %s beyond the "
                                     "end of the image file (L2 offset: %s, L2 index: %s)"
                                     % (c_hex(cluster), c_hex(e.offset), c_hex(l2_index)))

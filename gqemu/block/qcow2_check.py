@@ -173,6 +173,10 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
                      "clusters" % (ent & s.cluster_offset_mask))
                 ent &= ~QCOW_OFLAG_COPIED
                 res.corruptions += 1
+            if s.has_data_file:
+                _err("ERROR compressed cluster %d with data file, entry=0x%x" % (i, ent))
+                res.corruptions += 1
+                continue
             if bitmap:
                 _err("ERROR compressed cluster %d with non-zero subcluster allocation "
                      "bitmap, entry=0x%x" % (i, ent))
@@ -188,8 +192,8 @@ def check_refcounts_l2(bs: Qcow2BDS, res: BdrvCheckResult, imrt: _Imrt, l2_offse
             off = ent & L2E_OFFSET_MASK
             if (bitmap >> 32) & bitmap:
                 res.corruptions += 1
-                _err("ERROR offset=%x: Allocated cluster has corrupted subcluster status "
-                     "(L2 entry corrupted)" % off)
+                _err("ERROR offset=%x: Allocated cluster has corrupted subcluster "
+                     "allocation bitmap" % off)
             if flags & CHECK_FRAG_INFO:
                 res.allocated_clusters += 1
                 if next_contiguous and off != next_contiguous:
@@ -316,6 +320,9 @@ def calculate_refcounts(bs: Qcow2BDS, res: BdrvCheckResult, nb_clusters: int,
                              list(s.l1_table), fix, True)
     if ret < 0:
         return ret, imrt, False
+    if s.has_data_file and s.snapshots:
+        _err("ERROR %d snapshots in image with data file" % len(s.snapshots))
+        res.corruptions += 1
     for sn in s.snapshots:
         if sn.l1_table_offset & (s.cluster_size - 1):
             _err("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; "

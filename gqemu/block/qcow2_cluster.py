@@ -132,6 +132,12 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
                                         % (c_hex(hc), c_hex(l2_offset), c_hex(l2_index)))
                 return -EIO, 0, 0, 0
             host = hc + oic
+            if s.has_data_file and host != offset:    # (QEMU's message has the ")")
+                qcow2_signal_corruption(bs, True, -1, -1, "External data file host cluster "
+                                        "offset %s does not match guest cluster offset: "
+                                        "%s, L2 index: %s)" % (c_hex(hc), c_hex(offset - oic),
+                                                               c_hex(l2_index)))
+                return -EIO, 0, 0, 0
         # count the run
         if not ext:
             n_needed = (needed + cs - 1) >> cb
@@ -150,7 +156,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
             base = l2_entry & L2E_OFFSET_MASK
             count, idx, sci, ent, bm = 0, l2_index, sc_index, l2_entry, bitmap
             while True:
-                t2 = qcow2_get_subcluster_type(True, ent, bm, sci)
+                t2 = qcow2_get_subcluster_type(True, ent, bm, sci, s.has_data_file)
                 if t2 != t or (t in _HOST_TYPES and (ent & L2E_OFFSET_MASK)
                                != base + ((idx - l2_index) << cb)):
                     break

@@ -92,6 +92,15 @@ def qcow2_validate_create_options(o: Qcow2CreateOptions) -> None:
                              "greater)")
 
 
+class Qcow2CreateFileError(Qcow2OpenError):
+    """A host file could not be created; ``delete``: the files made so far
+    (a file that was not created, e.g. one another user holds, stays)."""
+
+    def __init__(self, err: int, msg: str, hint: str, delete: tuple) -> None:
+        super().__init__(err, msg, hint)
+        self.delete = delete
+
+
 def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
     """Write a new qcow2 image to ``filename`` (created or truncated) as
     qemu-img does: a minimal image of three clusters (header, refcount
@@ -100,8 +109,24 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
     allocates the L1 table and, if asked, preallocates) by the driver's own
     truncate; then the backing file is set.  So the file is the one QEMU
     makes, byte for byte.  Raises Qcow2OpenError (option errors; EFBIG for
-    an image too large) or OSError.  Context: loop/tool.
-    QEMU: qcow2_co_create."""
+    an image too large; Qcow2CreateFileError when a file cannot be made) or
+    OSError.  Context: loop/tool.
+    QEMU: qcow2_co_create_opts, qcow2_co_create."""
+    from gqemu.block.block_int import BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_O_RESIZE, BlockError
+    from gqemu.block.io_truncate import raw_create_open
+    from gqemu.block.qcow2_data_file import (qcow2_create_data_file,
+                                             qcow2_data_file_create_options)
+    # as QEMU: the image file, then the data file, then the options' checks
+    # (a file another user holds is refused before any of them)
+    try:
+        os.close(raw_create_open(filename))
+    except BlockError as e:
+        raise Qcow2CreateFileError(e.errno, e.msg, e.hint, ()) from None
+    if o.data_file is not None:
+        try:
+            qcow2_create_data_file(o.data_file, o.size, o.preallocation)
+        except BlockError as e:
+            raise Qcow2CreateFileError(e.errno, e.msg, e.hint, (filename,)) from None
     qcow2_validate_create_options(o)
     cs = o.cluster_size
     h = QCowHeader(version=o.version, cluster_bits=cs.bit_length() - 1,
@@ -112,25 +137,20 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
         h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS
     if o.extended_l2:
         h.incompatible_features |= QCOW2_INCOMPAT_EXTL2
-    from gqemu.block.qcow2_data_file import (qcow2_create_data_file,
-                                             qcow2_data_file_create_options)
     incompat, autoclear, data_opts = qcow2_data_file_create_options(o.data_file,
                                                                     o.data_file_raw)
     h.incompatible_features |= incompat
     h.autoclear_features |= autoclear
-    if o.data_file is not None:
-        qcow2_create_data_file(o.data_file, o.size, o.preallocation)
     if o.compression_type:
         h.compression_type = o.compression_type
         h.incompatible_features |= QCOW2_INCOMPAT_COMPRESSION
-    fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(filename, os.O_RDWR | os.O_CLOEXEC)
     try:
         os.pwrite(fd, qcow2_header_pack(h).ljust(cs, b"\0"), 0)
         os.pwrite(fd, struct.pack(">Q", 2 * cs).ljust(2 * cs, b"\0"), cs)
     finally:
         os.close(fd)
     from gqemu.aio import qemu_get_aio_context
-    from gqemu.block.block_int import BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_O_RESIZE, BlockError
     from gqemu.block.driver import bdrv_open, bdrv_unref
     from gqemu.block.io_misc import bdrv_poll_co
     try:

@@ -22,7 +22,7 @@ import os
 from typing import Any, Optional
 
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_NO_IO, BdrvChild, BlockError,
-                                bdrv_attach_child, bdrv_open)
+                                bdrv_attach_child, bdrv_getlength, bdrv_open)
 from gqemu.block.io import bdrv_co_pwrite_zeroes
 from gqemu.block.qcow2_header import (QCOW2_AUTOCLEAR_DATA_FILE_RAW,
                                       QCOW2_INCOMPAT_DATA_FILE)
@@ -47,6 +47,14 @@ def qcow2_data_child(bs: Qcow2BDS) -> BdrvChild:
     or the image file itself.  QEMU: s->data_file."""
     child = bs.opaque.data_file
     return bs.file if child is None else child
+
+
+def qcow2_data_file_length(bs: Qcow2BDS) -> int:
+    """How far a data cluster may lie in the data file: its length, or the
+    image's size when that is larger (a data cluster sits at its guest
+    offset; a shorter data file grows when it is written).  -errno."""
+    ret = bdrv_getlength(qcow2_data_child(bs).bs)
+    return ret if ret < 0 else max(ret, bs.total_sectors * 512)
 
 
 def qcow2_take_data_file_options(options: dict) -> tuple[Optional[str], dict]:
@@ -78,18 +86,18 @@ def qcow2_open_data_file(bs: Qcow2BDS, ref: Optional[str], opts: dict, flags: in
     extensions were read.  Raises BlockError.  QEMU: qcow2_do_open
     ("Open external data file"; BDRV_O_NO_IO opens none)."""
     s = bs.opaque
-    given = ref is not None or bool(opts)
     if flags & BDRV_O_NO_IO:
         return                  # qemu-img info names the file, never opens it
+    # a data file given in the options is opened first, whatever the image
+    child = None if ref is None and not opts else _open_child(bs, ref or "", opts, flags)
     if s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE:
-        if given:
-            s.data_file = _open_child(bs, ref or "", opts, flags)
-        elif s.image_data_file:
-            s.data_file = _open_child(bs, s.image_data_file, {}, flags)
-        else:
+        if child is None and s.image_data_file:
+            child = _open_child(bs, s.image_data_file, {}, flags)
+        if child is None:
             raise BlockError(errno.EINVAL, "'data-file' is required for this image")
+        s.data_file = child
         return
-    if given:
+    if child is not None:
         raise BlockError(errno.EINVAL, "'data-file' can only be set for images with an "
                          "external data file")
     if data_file_is_raw(s):
@@ -130,9 +138,11 @@ def qcow2_check_data_file_create(version: int, data_file: Optional[str],
 
 def qcow2_create_data_file(path: str, size: int, preallocation: str) -> None:
     """The data file, made as ``bdrv_create_file`` makes a raw file of the
-    image's size with its preallocation.  Raises OSError.
-    QEMU: qcow2_co_create_opts (bdrv_create_file), raw_co_create."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    image's size with its preallocation (a file another user holds, e.g.
+    the source of a convert, is refused untouched).  Raises BlockError or
+    OSError.  QEMU: qcow2_co_create_opts (bdrv_create_file), raw_co_create."""
+    from gqemu.block.io_truncate import raw_create_open
+    fd = raw_create_open(path)
     try:
         if preallocation == "full":
             chunk = b"\0" * (1 << 20)

@@ -3,7 +3,7 @@ a v3 image without snapshots or bitmaps whose L1 table and three more
 clusters fit one refcount block is rebuilt from scratch (header, reftable
 at cluster 1, refblock at 2, a zeroed L1 table at 3, the file cut after
 it), with the dirty bit set while the refcounts are wrong; any other
-image has every cluster discarded (qcow2_resize.qcow2_co_make_empty).
+image (also one with an external data file) has every cluster discarded (qcow2_resize.qcow2_co_make_empty).
 
 A failure after the first metadata write leaves refcounts that match
 nothing: the node is then disabled (QEMU ejects it), so closing writes
@@ -39,7 +39,7 @@ def qcow2_co_make_empty(bs: Qcow2BDS) -> int:
     s = bs.opaque
     l1_clusters = -(-s.l1_size // (s.cluster_size // 8))
     if s.qcow_version >= 3 and not s.snapshots and not getattr(s, "nb_bitmaps", 0) \
-            and 3 + l1_clusters <= s.refcount_block_size:
+            and 3 + l1_clusters <= s.refcount_block_size and not s.has_data_file:
         return make_completely_empty(bs)
     return qcow2_co_discard_all(bs)
 

@@ -15,7 +15,8 @@ from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
-from gqemu.block.qcow2_header import QCOW2_HEADER_SIZE, Qcow2OpenError, qcow2_build_header_cluster
+from gqemu.block.qcow2_header import (QCOW2_AUTOCLEAR_DATA_FILE_RAW, QCOW2_HEADER_SIZE,
+                                      Qcow2OpenError, qcow2_build_header_cluster)
 from gqemu.block.qcow2_state import Qcow2BDS
 
 
@@ -63,6 +64,8 @@ def qcow2_change_backing_file(bs: Qcow2BDS, backing_file: Optional[str],
     """Point the header at another backing file (None: none).
     QEMU: qcow2_change_backing_file."""
     s = bs.opaque
+    if backing_file and s.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW:
+        return -errno.EINVAL            # a raw data file alone would not be the image
     if backing_file and len(backing_file.encode()) > 1023:
         return -errno.EINVAL
     old = s.backing_file, s.backing_format

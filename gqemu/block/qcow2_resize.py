@@ -33,9 +33,11 @@ from gqemu.block.qcow2_zero import qcow2_subcluster_zeroize
 from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
                                         preallocate_co)
 from gqemu.block.qcow2_header import (
-    REFT_OFFSET_MASK, c_hex, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1)
+    REFT_OFFSET_MASK, c_hex, L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, size_to_l1,
+    QCOW2_AUTOCLEAR_DATA_FILE_RAW)
 from gqemu.block.qcow2_refcount_ro import get_refcount_ro, set_refcount_ro
-from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
+from gqemu.block.qcow2_l2 import (QCOW2_CLUSTER_NORMAL, get_l2_entry, qcow2_get_cluster_type,
+                                  set_l2_bitmap, set_l2_entry)
 from gqemu.block.qcow2_refcount import (
     qcow2_free_any_cluster, qcow2_free_clusters)
 from gqemu.block.qcow2_state import QCOW2_DISCARD_ALWAYS, Qcow2BDS
@@ -78,6 +80,8 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret = qcow2_grow_l1_table(bs, new_l1_size, exact=True)
                 if ret < 0:
                     ret, msg = _err(ret, "Failed to grow the L1 table")
+            if s.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW and prealloc == "off":
+                prealloc = "metadata"       # a raw data file's clusters are all mapped
             if ret >= 0 and (prealloc == "metadata" or prealloc != "off" and s.has_data_file):
                 # with a data file, falloc/full map the clusters and the
                 # data file is grown with that preallocation
@@ -185,8 +189,9 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
         l1_index = start >> (cb + l2_bits)
         l2_index = (start >> cb) & (s.l2_slice_size - 1)      # within the cache slice
         n = min(s.l2_slice_size - l2_index, (end - start + (1 << cb) - 1) >> cb)
-        l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
-        if l2_offset and s.l1_table[l1_index] & QCOW_OFLAG_COPIED:
+        l1e = s.l1_table[l1_index] if l1_index < s.l1_size else 0
+        l2_offset = l1e & L1E_OFFSET_MASK
+        if l2_offset and l1e & QCOW_OFLAG_COPIED:
             first = ((start >> cb) & ((1 << l2_bits) - 1)) - l2_index
             ret, e = qcow2_cache_get(bs, s.l2_table_cache,
                                      l2_offset + first * s.l2_entry_size)
@@ -203,8 +208,9 @@ def _discard_tail(bs: Qcow2BDS, start: int, end: int) -> int:
             set_l2_entry(s, e.data, i, 0)
             if s.extended_l2:
                 set_l2_bitmap(s, e.data, i, 0)
-            if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
-                old.append(prev)
+            if prev & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED) or s.has_data_file and \
+                    qcow2_get_cluster_type(s.extended_l2, prev, True) == QCOW2_CLUSTER_NORMAL:
+                old.append(prev)        # (a data file's cluster 0 is discarded there)
         qcow2_cache_put(s.l2_table_cache, e)
         # host-contiguous clusters are freed (and discarded) as one run,
         # as QEMU's queued discards are merged

@@ -256,6 +256,8 @@ def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
 def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Make snapshot ``name`` the active state.  QEMU: qcow2_snapshot_goto."""
     s = bs.opaque
+    if s.has_data_file:
+        return -errno.ENOTSUP, ""
     i = find_snapshot_by_id_or_name(s, name)
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
@@ -296,6 +298,8 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
 def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
     """Delete snapshot ``name``.  QEMU: qcow2_snapshot_delete."""
     s = bs.opaque
+    if s.has_data_file:
+        return -errno.ENOTSUP, ""
     i = find_snapshot_by_id_or_name(s, name)
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"

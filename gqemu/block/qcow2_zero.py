@@ -59,7 +59,7 @@ def _in_l2_slice(bs: Qcow2BDS, offset: int, nb_clusters: int, zero: bool,
     for i in range(nb_clusters):
         old = get_l2_entry(s, e.data, l2_index + i)
         old_bm = get_l2_bitmap(s, e.data, l2_index + i)
-        ctype = qcow2_get_cluster_type(s.extended_l2, old)
+        ctype = qcow2_get_cluster_type(s.extended_l2, old, s.has_data_file)
         new, new_bm = old, old_bm
         if zero:
             unmap = ctype == QCOW2_CLUSTER_COMPRESSED or (
@@ -85,7 +85,8 @@ def _in_l2_slice(bs: Qcow2BDS, offset: int, nb_clusters: int, zero: bool,
         set_l2_entry(s, e.data, l2_index + i, new)
         if s.extended_l2:
             set_l2_bitmap(s, e.data, l2_index + i, new_bm)
-        if unmap and old & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED):
+        # (a data file's cluster at host offset 0 is discarded there too)
+        if unmap and (old & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED) or s.has_data_file):
             freed.append(old)
     qcow2_cache_put(s.l2_table_cache, e)
     for old in freed:

@@ -41,6 +41,7 @@ QEMU disk image utility
 
 Command syntax:
   amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename
+  bench [-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-i aio] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-w] [-U] filename
   check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] filename
   commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename
   create [-q] [-f fmt] [-b backing_file] [-F backing_fmt] [-o options] filename [size]
@@ -239,9 +240,11 @@ def img_snapshot(argv: list[str]) -> int:
     """QEMU: img_snapshot."""
     opts, args = parse_args(argv, "la:c:d:hqU", ["help", "force-share", "object=",
                                                   "image-opts"])
-    action, name, quiet = None, None, False
+    action, name, quiet, image_opts = None, None, False, False
     for o, v in opts:
-        if o in ("-l", "-a", "-c", "-d"):
+        if o == "--image-opts":
+            image_opts = True
+        elif o in ("-l", "-a", "-c", "-d"):
             if action is not None:
                 raise ImgError("Cannot mix '-l', '-a', '-c', '-d'")
             action, name = o, v
@@ -251,7 +254,7 @@ def img_snapshot(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     action = action or "-l"
     from gqemu.cli.qemu_img_out import snapshot_action
-    blk = img_open(args[0], None, action != "-l")
+    blk = img_open(args[0], None, action != "-l", image_opts=image_opts)
     try:
         return snapshot_action(blk, action, name or "", quiet)
     finally:
@@ -303,6 +306,11 @@ def _bitmap(argv: list[str]) -> int:
     return img_bitmap(argv)
 
 
+def _bench(argv: list[str]) -> int:
+    from gqemu.cli.qemu_img_bench import img_bench
+    return img_bench(argv)
+
+
 def _map(argv: list[str]) -> int:
     from gqemu.cli.qemu_img_map import img_map
     return img_map(argv)
@@ -312,7 +320,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "create": img_create, "info": img_info, "check": img_check, "map": _map,
     "compare": _compare, "convert": _convert, "snapshot": img_snapshot,
     "resize": _resize, "rebase": _rebase, "commit": _commit, "dd": _dd,
-    "amend": _amend, "measure": _measure, "bitmap": _bitmap,
+    "amend": _amend, "measure": _measure, "bitmap": _bitmap, "bench": _bench,
 }
 
 

@@ -53,7 +53,8 @@ def img_commit(argv: list[str]) -> int:
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
     filename = args[0]
-    blk = img_open(filename, fmt, True, image_opts=image_opts, cache=cache)
+    from gqemu.block.driver import BDRV_O_UNMAP
+    blk = img_open(filename, fmt, True, BDRV_O_UNMAP, image_opts=image_opts, cache=cache)
     try:
         from gqemu.block import blk_bs
         top = blk_bs(blk)
@@ -112,7 +113,8 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
     from gqemu.block.driver import BDRV_REQ_MAY_UNMAP, BlockError, bdrv_getlength
     from gqemu.block.io_truncate import bdrv_truncate
     from gqemu.block.io_misc import bdrv_run_co
-    from gqemu.block import bdrv_co_get_block_status, BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
+    from gqemu.block import BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO
+    from gqemu.block.io_status import bdrv_co_block_status_above
     from gqemu.cli.qemu_io_misc import bdrv_is_allocated
     base_blk = _open_base(chain[-1], base_bs)
     try:
@@ -147,7 +149,8 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
             off = start
             while off < end:
                 n = min(CHUNK, end - off)
-                st, pn, _, _ = bdrv_run_co(top, bdrv_co_get_block_status, top, off, n)
+                # the status through the whole chain, as the mirror asks it
+                st, pn = bdrv_run_co(top, bdrv_co_block_status_above, top, None, off, n)
                 if st >= 0 and pn and st & BDRV_BLOCK_ZERO and not st & BDRV_BLOCK_DATA:
                     n = pn
                     ret = blk_pwrite_zeroes(base_blk, off, n, BDRV_REQ_MAY_UNMAP)
@@ -185,11 +188,28 @@ def _open_base(overlay: Any, base_bs: Any) -> Any:
     else:
         fname, opts = f.filename, {"format": base_bs.drv.format_name, "locking": "off"}
     opts["cache"] = "unsafe"
+    _data_file_unlocked(base_bs, opts)
     try:
         # img_commit opens with BDRV_O_UNMAP, which the base inherits
         return blk_new_open(fname or None, opts, BDRV_O_NO_BACKING | BDRV_O_UNMAP)
     except BlockError as e:
         raise ImgError("Could not reopen the base read-write: %s" % e.msg) from None
+
+
+def _data_file_unlocked(base_bs: Any, opts: dict) -> None:
+    """The base's external data file, opened a second time like its image
+    file: the node the read-only base holds, without locking."""
+    child = getattr(base_bs.opaque, "data_file", None)
+    if child is None:
+        return
+    f, key = child.bs, "data-file."
+    if any(k == "data-file" or k.startswith(key) for k in opts):
+        while f.file is not None and f.drv.format_name != "file":
+            key += f.file.name + "."
+            f = f.file.bs
+        opts[key + "locking"] = "off"
+    elif f.drv.format_name == "file":
+        opts.update({key + "filename": f.filename, key + "locking": "off"})
 
 
 def _make_empty(bs: Any) -> int:

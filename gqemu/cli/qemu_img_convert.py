@@ -72,12 +72,13 @@ def _pow2floor(v: int) -> int:
 def img_convert(argv: list[str]) -> int:
     """QEMU: img_convert (the source images are concatenated)."""
     opts, args = parse_args(argv, "hf:O:B:Cco:l:S:pt:T:F:nm:WUq",
-                            ["help", "object=", "image-opts", "force-share", "target-is-zero",
-                             "salvage", "bitmaps", "skip-broken-bitmaps"])
+                            ["help", "object=", "image-opts", "target-image-opts", "force-share",
+                             "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps"])
     s = ImgConvertState()
-    fmt, out_fmt, backing, backing_fmt = None, "raw", None, None
+    fmt, out_fmt, backing, backing_fmt = None, None, None, None
     olist: list[str] = []
     progress = quiet = skip_create = explicit_zero = False
+    image_opts = tgt_image_opts = False
     copy_range = explicit_sparse = False
     cache = "unsafe"
     sn_opts: Optional[dict] = None
@@ -112,6 +113,10 @@ def img_convert(argv: list[str]) -> int:
             quiet = True
         elif o == "-n":
             skip_create = True
+        elif o == "--image-opts":
+            image_opts = True
+        elif o == "--target-image-opts":
+            tgt_image_opts = True
         elif o == "-t":
             cache = v
         elif o == "-W":
@@ -135,6 +140,8 @@ def img_convert(argv: list[str]) -> int:
                 raise ImgError("Invalid number of coroutines. Allowed number of coroutines "
                                "is between 1 and %d" % MAX_COROUTINES)
             s.num_coroutines = m
+    if out_fmt is None and not tgt_image_opts:
+        out_fmt = "raw"
     if s.skip_broken and not s.bitmaps:
         raise ImgError("Use of --skip-broken-bitmaps requires --bitmaps")
     if s.compressed and copy_range:
@@ -143,13 +150,16 @@ def img_convert(argv: list[str]) -> int:
         raise ImgError("Cannot enable copy offloading when -S is used")
     if copy_range and s.salvage:
         raise ImgError("Cannot use copy offloading in salvaging mode")
+    if tgt_image_opts and not skip_create:
+        raise ImgError("--target-image-opts requires use of -n flag")
     if skip_create and olist:
         raise ImgError("-o has no effect when skipping image creation")
     if explicit_zero and not skip_create:
         raise ImgError("--target-is-zero requires use of -n flag")
     if olist and has_help_option(",".join(olist)):
         from gqemu.cli.qemu_img_opts_help import print_block_option_help
-        return print_block_option_help(args[-1] if len(args) > 1 else None, out_fmt)
+        return print_block_option_help(args[-1] if len(args) > 1 else None,
+                                       out_fmt or "raw")   # (-n refuses -o first)
     if len(args) < 2:
         raise ImgError("Must specify image file name")
     s.has_zero_init = explicit_zero
@@ -159,7 +169,7 @@ def img_convert(argv: list[str]) -> int:
     ok = False
     try:
         _convert(s, args[:-1], args[-1], fmt, out_fmt, parse_o(olist), backing, backing_fmt,
-                 skip_create, cache, (sn_opts, snapshot_name))
+                 skip_create, cache, (sn_opts, snapshot_name), (image_opts, tgt_image_opts))
         ok = True
     finally:
         if ok:
@@ -190,14 +200,17 @@ def _load_snapshot(s: ImgConvertState, nsrc: int, snapshot: tuple) -> None:
 
 
 def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optional[str],
-             out_fmt: str, o: dict[str, str], backing: Optional[str],
+             out_fmt: Optional[str], o: dict[str, str], backing: Optional[str],
              backing_fmt: Optional[str], skip_create: bool, cache: str,
-             snapshot: tuple) -> None:
+             snapshot: tuple, image_opts: tuple[bool, bool]) -> None:
+    """``image_opts``: (--image-opts, --target-image-opts); without -O the
+    latter leaves ``out_fmt`` None (the options name the driver)."""
     from gqemu.block import blk_bs, blk_getlength, blk_new_open
+    from gqemu.block.block_int import BDRV_O_NO_SHARE
     from gqemu.block.driver import BlockError
     try:
         for name in src_names:
-            blk = img_open(name, fmt)
+            blk = img_open(name, fmt, False, BDRV_O_NO_SHARE, image_opts=image_opts[0])
             s.src.append(blk)
             bs = blk_bs(blk)
             assert bs is not None
@@ -213,6 +226,7 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
             from gqemu.cli.qemu_img_bitmap import convert_check_bitmaps
             convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if not skip_create:
+            assert out_fmt is not None          # --target-image-opts needs -n
             if out_fmt not in ("raw", "qcow2"):
                 from gqemu.cli.qemu_img_out import creation_error
                 raise ImgError(creation_error(out_fmt))
@@ -229,9 +243,9 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                            "concatenating multiple input images")
         if s.target_has_backing and not backing_fmt and not skip_create:
             raise ImgError("Use of backing file requires explicit backing format")
-        if s.compressed and out_fmt != "qcow2":
+        if s.compressed and out_fmt is not None and out_fmt != "qcow2":
             raise ImgError("Compression not supported for this file format")
-        if not skip_create:
+        if out_fmt is not None and not skip_create:
             from gqemu.cli.qemu_img_create import create_image
             try:
                 create_image(dst_name, out_fmt, s.total_sectors * BDRV_SECTOR_SIZE,
@@ -245,15 +259,22 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                 raise ImgError("%s: error while converting %s: %s" % (dst_name, out_fmt, msg),
                                tail=e.tail)
         s.target_is_new = not skip_create
-        opts = {"format": out_fmt, "cache": cache}
-        if s.min_sparse:
-            opts["discard"] = "unmap"
-        try:
-            s.target = blk_new_open(dst_name, opts)
-        except BlockError as e:
-            raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
+        if image_opts[1]:
+            from gqemu.block.driver import BDRV_O_UNMAP
+            s.target = img_open(dst_name, out_fmt, True, BDRV_O_UNMAP if s.min_sparse else 0,
+                                image_opts=True, cache=cache)
+        else:
+            opts = {"format": out_fmt, "cache": cache}
+            if s.min_sparse:
+                opts["discard"] = "unmap"
+            try:
+                s.target = blk_new_open(dst_name, opts)
+            except BlockError as e:
+                raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
         try:
             out_bs: Any = blk_bs(s.target)
+            if s.compressed and out_bs.drv.format_name != "qcow2":
+                raise ImgError("Compression not supported for this file format")
             if s.bitmaps and not (out_bs.drv.format_name == "qcow2"
                                   and out_bs.drv.qcow_version >= 3):
                 raise ImgError("Format driver '%s' does not support bitmaps"

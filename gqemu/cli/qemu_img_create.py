@@ -101,6 +101,12 @@ def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> Non
         sys.stdout.write("Formatting '%s', fmt=raw size=%d%s\n" % (
             filename, _int64(size), " preallocation=%s" % prealloc if prealloc else ""))
     _repeat_opt_warnings()
+    from gqemu.block.driver import BlockError
+    from gqemu.block.io_truncate import raw_create_open
+    try:        # a file another user holds is refused before it is emptied
+        os.close(raw_create_open(_host_path(filename)))
+    except BlockError as e:
+        raise ImgError("%s: %s" % (filename, e.msg), tail=e.hint + "\n" if e.hint else "")
     if prealloc and prealloc != "off":      # falloc / full: file-posix's create
         from gqemu.block.io_truncate import file_create
         if size >> 63:

@@ -179,7 +179,8 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         if encrypt:
             _set_crypt_method(path, QCOW_CRYPT_AES)
     except Qcow2OpenError as e:
-        for name in (path, c.data_file):       # QEMU deletes both files
+        # QEMU deletes both files (those it made, when it failed to make one)
+        for name in getattr(e, "delete", (path, c.data_file)):
             try:
                 if name:
                     os.unlink(name)
@@ -188,4 +189,5 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         if e.errno == errno.EFBIG:       # bdrv_img_create's better message
             raise ImgError("%s: The image size is too large for file format 'qcow2' (try "
                            "using a larger cluster size)" % filename) from None
-        raise ImgError("%s: %s" % (filename, e.msg)) from None
+        raise ImgError("%s: %s" % (filename, e.msg),
+                       tail=e.hint + "\n" if e.hint else "") from None

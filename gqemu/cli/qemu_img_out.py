@@ -136,7 +136,7 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
             info["full-backing-filename"] = full
         if s.backing_format:
             info["backing-filename-format"] = s.backing_format
-    if s.snapshots:
+    if s.snapshots and not s.has_data_file:     # qcow2_snapshot_list: -ENOTSUP
         info["snapshots"] = _snapshot_infos(s)
     from gqemu.block.qcow2_zstd import compression_type_name
     data: dict = {"compat": "0.10" if s.qcow_version == 2 else "1.1",
@@ -322,7 +322,7 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
                                             qcow2_snapshot_goto)
     bs, s = _qcow2_state(blk)
     if action == "-l":
-        if s is not None and s.snapshots:
+        if s is not None and s.snapshots and not s.has_data_file:
             sys.stdout.write("Snapshot list:\n" + snapshot_table(_snapshot_infos(s)))
         return 0
     verb = {"-c": "create", "-a": "apply", "-d": "delete"}[action]
@@ -336,8 +336,8 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
             if msg and ret != -2:
                 error_report(msg)
             msg = "Failed to load snapshot: %s" % os.strerror(-ret)
-        elif action == "-d" and ret == -2:
-            msg = "snapshot not found"
+        elif action == "-d" and (ret == -2 or s.has_data_file):
+            msg = "snapshot not found"      # (bdrv_snapshot_find lists: -ENOTSUP there)
         elif action == "-c":                # img_snapshot prints the errno itself
             msg = "%d (%s)" % (ret, os.strerror(-ret))
         raise ImgError("Could not %s snapshot '%s': %s" % (verb, name, msg or os.strerror(-ret)))

@@ -201,7 +201,8 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
         name = None
     if force_share:
         if writable:
-            raise ImgError("force-share=on can only be used with read-only images")
+            raise ImgError("Could not open '%s': force-share=on can only be used with "
+                           "read-only images" % filename)
         opts.setdefault("locking", "off")
     opts.update({"readonly": "off" if writable else "on"})
     opts.setdefault("cache", cache)

@@ -38,7 +38,8 @@ def grun(tool: str, args: list, cwd: Path, monkeypatch, capsys) -> tuple[int, st
 
 
 def _strip_times(text: str) -> str:
-    return "\n".join(ln for ln in text.splitlines() if " ops; " not in ln)
+    return "\n".join(ln for ln in text.splitlines()
+                     if " ops; " not in ln and not ln.startswith("Run completed in "))
 
 
 @pytest.fixture
