@@ -13,14 +13,13 @@ QEMU: qemu-img.c (img_bench, bench_cb).
 """
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import time
 from typing import Any
 
-from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args, qemu_strtol,
-                                     usage_error)
+from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, img_open, parse_args,
+                                     qemu_strtol, usage_error)
 
 INT_MAX = 2 ** 31 - 1
 
@@ -35,18 +34,7 @@ def _count(text: str, what: str, top: int = INT_MAX) -> int:
 
 def _size(name: str, text: str) -> int:
     """QEMU: cvtnum_full(name, text, 0, INT_MAX)."""
-    from gqemu.cutils import qemu_strtosz
-    from gqemu.cli.qemu_img_tool import error_report
-    ret, val, warning = qemu_strtosz(text)
-    if warning:
-        error_report("warning: " + warning)
-    if ret < 0 and ret != -errno.ERANGE:
-        raise ImgError("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
-                       "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
-                       % name)
-    if ret == -errno.ERANGE or val > INT_MAX:
-        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, INT_MAX))
-    return val
+    return cvtnum(name, text, INT_MAX)
 
 
 class BenchData:

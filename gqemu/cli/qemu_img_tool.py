@@ -65,11 +65,12 @@ def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, lis
     return opts, args
 
 
-def cvtnum(name: str, value: str) -> int:
-    """A size in [0, INT64_MAX] with qemu-img's two error forms; the
-    hex-with-suffix warning goes out at once.  Raises ImgError.
+def cvtnum(name: str, value: str, top: int = 0) -> int:
+    """A size in [0, ``top``] (default INT64_MAX) with qemu-img's two error
+    forms; the hex-with-suffix warning goes out at once.  Raises ImgError.
     QEMU: qemu-img.c cvtnum / cvtnum_full over qemu_strtosz."""
     from gqemu.cutils import INT64_MAX, qemu_strtosz
+    top = top or INT64_MAX
     ret, val, warning = qemu_strtosz(value)
     if warning:
         error_report("warning: " + warning)
@@ -77,8 +78,8 @@ def cvtnum(name: str, value: str) -> int:
         raise ImgError("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
                        "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
                        % name)
-    if ret == -errno.ERANGE or val > INT64_MAX:
-        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, INT64_MAX))
+    if ret == -errno.ERANGE or val > top:
+        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, top))
     return val
 
 
