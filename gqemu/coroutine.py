@@ -85,8 +85,9 @@ def _trace_changed() -> None:
 
 trace_add_listener(_trace_changed)
 
-# What a coroutine's greenlet hands back to its enterer.
-COROUTINE_YIELD = 1
+# What a coroutine's greenlet hands back to its enterer: a yield switches
+# with no value (the enterer's ``switch()`` returns ``()``, false; a switch
+# without arguments is the cheapest), an ending coroutine with this one.
 COROUTINE_TERMINATE = 2
 
 # QEMU keeps 64 coroutines per batch in 2.8; we keep one free list.
@@ -304,8 +305,10 @@ def _terminated(co: Coroutine) -> None:
 def qemu_coroutine_enter(co: Coroutine) -> None:
     """Switch into ``co``; return when it yields or terminates.
 
-    The common case (no wake-ups queued, no tracing, not terminating) is
-    inlined here; everything else goes through qemu_aio_coroutine_enter.
+    The common cases (no wake-ups queued, no tracing; the coroutine yields,
+    or ends without an exception or a lock held and goes back to the pool)
+    are inlined here; everything else goes through qemu_aio_coroutine_enter
+    or _after_switch.
 
     Context: anywhere.  QEMU: qemu_coroutine_enter.
     """
@@ -313,8 +316,16 @@ def qemu_coroutine_enter(co: Coroutine) -> None:
             and not _tracing):
         co.caller = getcurrent()
         ret = co.switch()
-        if ret == 1 and co.co_queue_wakeup is None:     # yielded, nothing woken
-            return
+        if co.co_queue_wakeup is None:
+            if not ret:                                  # yielded, nothing woken
+                return
+            if (co.exception is None and not co.locks_held
+                    and not _tracing):                   # ended cleanly: _release
+                co.ctx = None
+                pool = co.pool
+                if len(pool) < POOL_MAX:
+                    pool.append(co)
+                return
         _after_switch(co, ret)
         return
     qemu_aio_coroutine_enter(None, co)
@@ -345,7 +356,7 @@ def qemu_coroutine_yield() -> None:
     if _tracing:
         trace_qemu_coroutine_yield(self, caller)
     self.caller = None
-    caller.switch(COROUTINE_YIELD)
+    caller.switch()
 
 
 def qemu_coroutine_self() -> greenlet:
