@@ -112,7 +112,7 @@ class BdrvRaw(BlockDriver):
     def raw_co_preadv(self, bs: BlockDriverState, offset: int, nbytes: int,
                       qiov: QEMUIOVector, flags: int) -> int:
         """QEMU: raw_co_preadv (raw_bsd.c)."""
-        offset = self.raw_adjust_offset(offset, nbytes, False)
+        offset += self.offset               # raw_adjust_offset: reads never fail
         BLKDBG_EVENT(bs.file, BLKDBG_READ_AIO)
         return bdrv_co_preadv(bs.file, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
 
