@@ -13,7 +13,7 @@ import os
 from typing import Any, Callable, Optional
 
 from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_schedule_oneshot,
-                       aio_wait_while, qemu_aio_unref)
+                       aio_wait_while)
 from gqemu.block.accounting import BlockAcctStats
 from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
                                 BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ,
@@ -339,12 +339,8 @@ def blk_aio_complete(acb: BlkAioEmAIOCB) -> None:
         if cb is not None:
             cb(acb.opaque, acb.ret)
         blk.in_flight -= 1
-        qemu_aio_unref(acb)
-
-
-def blk_aio_complete_bh(acb: BlkAioEmAIOCB) -> None:
-    assert acb.has_returned
-    blk_aio_complete(acb)
+        acb.refcnt -= 1                     # qemu_aio_unref, inlined
+        assert acb.refcnt >= 0, "AIOCB released twice"
 
 
 def blk_aio_prwv(blk: BlockBackend, offset: int, nbytes: int,
@@ -362,7 +358,9 @@ def blk_aio_prwv(blk: BlockBackend, offset: int, nbytes: int,
     qemu_coroutine_enter(co)
     acb.has_returned = True
     if acb.ret != NOT_DONE:
-        aio_bh_schedule_oneshot(blk.ctx, blk_aio_complete_bh, acb)
+        # QEMU's blk_aio_complete_bh asserts has_returned and calls
+        # blk_aio_complete: has_returned is set, so the BH is that.
+        aio_bh_schedule_oneshot(blk.ctx, blk_aio_complete, acb)
     return acb
 
 

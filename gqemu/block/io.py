@@ -17,6 +17,7 @@ import errno
 import mmap
 from typing import Any, Optional
 
+from gqemu.aio import aio_notify
 from gqemu.block.blkdebug_events import (BLKDBG_COR_WRITE, BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
@@ -264,7 +265,9 @@ def bdrv_co_preadv(child: BdrvChild, offset: int, nbytes: int,
         ret = bdrv_aligned_preadv(bs, req, offset, nbytes, align, qiov, flags)
     finally:
         tracked_request_end(req)
-        bdrv_dec_in_flight(bs)
+        bs.in_flight -= 1                  # bdrv_dec_in_flight, inlined
+        if not bs.in_flight and bs.quiesce_counter:
+            aio_notify(bs.aio_context)
     return ret
 
 
