@@ -577,10 +577,11 @@ def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     """Release the mutex; the head waiter owns it from now on and runs after
     the current coroutine yields.  QEMU: qemu_co_mutex_unlock."""
     self: Any = getcurrent()
+    co_self: Any = self                 # (not narrowed by the check below)
     if not mutex.locked or mutex.holder is not self:
         raise CoroutineError("qemu_co_mutex_unlock: mutex not held by caller")
     mutex.holder = None
-    getcurrent().locks_held -= 1
+    co_self.locks_held -= 1
     if mutex.waiters:
         if _barging():
             # Planted bug: release, and let the woken waiter race for it.
