@@ -264,10 +264,17 @@ def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> No
     QEMU: util/qemu-coroutine.c qemu_aio_coroutine_enter.
     """
     current = getcurrent()
-    pending: deque[Coroutine] = (co if isinstance(co, deque)
-                                 else deque((co,)))
-    while pending:
-        to = pending.popleft()
+    # ``pending`` is made only when something is woken (one coroutine, the
+    # usual case, allocates nothing).
+    pending: Optional[deque[Coroutine]]
+    to: Optional[Coroutine]
+    if isinstance(co, deque):
+        pending = co
+        to = pending.popleft() if pending else None
+    else:
+        pending = None
+        to = co
+    while to is not None:
         if to.scheduled is not None:
             raise CoroutineError("qemu_aio_coroutine_enter: Co-routine was "
                                  "already scheduled in '%s'" % to.scheduled)
@@ -283,10 +290,14 @@ def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> No
         if wakeup is not None:
             # Prepend, keeping their order: depth first, no stack growth.
             to.co_queue_wakeup = None
-            wakeup.reverse()
-            pending.extendleft(wakeup)
+            if pending:
+                wakeup.reverse()
+                pending.extendleft(wakeup)
+            else:
+                pending = wakeup
         if ret == COROUTINE_TERMINATE:
             _terminated(to)
+        to = pending.popleft() if pending else None
 
 
 def _terminated(co: Coroutine) -> None:
