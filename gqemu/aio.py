@@ -501,7 +501,16 @@ def aio_bh_schedule_oneshot(ctx: AioContext, cb: Callable[[Any], Any],
                             opaque: Any) -> None:
     """Run ``cb(opaque)`` once on the next poll.
     QEMU: aio_bh_schedule_oneshot."""
-    qemu_bh_schedule(QEMUBH(ctx, cb, opaque, oneshot=True))
+    bh = QEMUBH(ctx, cb, opaque, True)
+    if get_ident() != ctx.loop_thread:
+        qemu_bh_schedule(bh)
+        return
+    # qemu_bh_schedule from the loop thread, inlined (a new BH is neither
+    # scheduled nor deleted): one per request completed from a BH.
+    bh.scheduled = True
+    ctx._bh_list.append(bh)
+    if ctx._waiters:
+        _notify_from_loop_thread(ctx)
 
 
 def _notify_from_loop_thread(ctx: AioContext) -> None:

@@ -85,8 +85,9 @@ def _trace_changed() -> None:
 
 trace_add_listener(_trace_changed)
 
-# What a coroutine's greenlet hands back to its enterer.
-COROUTINE_YIELD = 1
+# What a coroutine's greenlet hands back to its enterer: a yield switches
+# with no value (the enterer's ``switch()`` returns ``()``, false; a switch
+# without arguments is the cheapest), an ending coroutine with this one.
 COROUTINE_TERMINATE = 2
 
 # QEMU keeps 64 coroutines per batch in 2.8; we keep one free list.
@@ -263,10 +264,17 @@ def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> No
     QEMU: util/qemu-coroutine.c qemu_aio_coroutine_enter.
     """
     current = getcurrent()
-    pending: deque[Coroutine] = (co if isinstance(co, deque)
-                                 else deque((co,)))
-    while pending:
-        to = pending.popleft()
+    # ``pending`` is made only when something is woken (one coroutine, the
+    # usual case, allocates nothing).
+    pending: Optional[deque[Coroutine]]
+    to: Optional[Coroutine]
+    if isinstance(co, deque):
+        pending = co
+        to = pending.popleft() if pending else None
+    else:
+        pending = None
+        to = co
+    while to is not None:
         if to.scheduled is not None:
             raise CoroutineError("qemu_aio_coroutine_enter: Co-routine was "
                                  "already scheduled in '%s'" % to.scheduled)
@@ -282,10 +290,14 @@ def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> No
         if wakeup is not None:
             # Prepend, keeping their order: depth first, no stack growth.
             to.co_queue_wakeup = None
-            wakeup.reverse()
-            pending.extendleft(wakeup)
+            if pending:
+                wakeup.reverse()
+                pending.extendleft(wakeup)
+            else:
+                pending = wakeup
         if ret == COROUTINE_TERMINATE:
             _terminated(to)
+        to = pending.popleft() if pending else None
 
 
 def _terminated(co: Coroutine) -> None:
@@ -304,8 +316,10 @@ def _terminated(co: Coroutine) -> None:
 def qemu_coroutine_enter(co: Coroutine) -> None:
     """Switch into ``co``; return when it yields or terminates.
 
-    The common case (no wake-ups queued, no tracing, not terminating) is
-    inlined here; everything else goes through qemu_aio_coroutine_enter.
+    The common cases (no wake-ups queued, no tracing; the coroutine yields,
+    or ends without an exception or a lock held and goes back to the pool)
+    are inlined here; everything else goes through qemu_aio_coroutine_enter
+    or _after_switch.
 
     Context: anywhere.  QEMU: qemu_coroutine_enter.
     """
@@ -313,8 +327,16 @@ def qemu_coroutine_enter(co: Coroutine) -> None:
             and not _tracing):
         co.caller = getcurrent()
         ret = co.switch()
-        if ret == 1 and co.co_queue_wakeup is None:     # yielded, nothing woken
-            return
+        if co.co_queue_wakeup is None:
+            if not ret:                                  # yielded, nothing woken
+                return
+            if (co.exception is None and not co.locks_held
+                    and not _tracing):                   # ended cleanly: _release
+                co.ctx = None
+                pool = co.pool
+                if len(pool) < POOL_MAX:
+                    pool.append(co)
+                return
         _after_switch(co, ret)
         return
     qemu_aio_coroutine_enter(None, co)
@@ -345,7 +367,7 @@ def qemu_coroutine_yield() -> None:
     if _tracing:
         trace_qemu_coroutine_yield(self, caller)
     self.caller = None
-    caller.switch(COROUTINE_YIELD)
+    caller.switch()
 
 
 def qemu_coroutine_self() -> greenlet:
@@ -566,10 +588,11 @@ def qemu_co_mutex_unlock(mutex: CoMutex) -> None:
     """Release the mutex; the head waiter owns it from now on and runs after
     the current coroutine yields.  QEMU: qemu_co_mutex_unlock."""
     self: Any = getcurrent()
+    co_self: Any = self                 # (not narrowed by the check below)
     if not mutex.locked or mutex.holder is not self:
         raise CoroutineError("qemu_co_mutex_unlock: mutex not held by caller")
     mutex.holder = None
-    getcurrent().locks_held -= 1
+    co_self.locks_held -= 1
     if mutex.waiters:
         if _barging():
             # Planted bug: release, and let the woken waiter race for it.

@@ -13,7 +13,7 @@ import os
 from typing import Any, Callable, Optional
 
 from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_schedule_oneshot,
-                       aio_wait_while, qemu_aio_get, qemu_aio_unref)
+                       aio_wait_while)
 from gqemu.block.accounting import BlockAcctStats
 from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
                                 BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ,
@@ -213,15 +213,19 @@ def blk_nb_sectors(blk: BlockBackend) -> int:
 
 
 def blk_check_byte_request(blk: BlockBackend, offset: int, size: int) -> int:
-    """QEMU: blk_check_byte_request.  Returns 0, -EIO or -ENOMEDIUM."""
+    """QEMU: blk_check_byte_request.  Returns 0, -EIO or -ENOMEDIUM.
+    (blk_is_available and blk_getlength are inlined: this runs on every
+    request.)"""
     if size > INT_MAX or size < 0:
         return -errno.EIO
-    if not blk_is_available(blk):
+    root = blk.root
+    bs = root.bs if root is not None else None
+    if bs is None or bs.drv is None:
         return -errno.ENOMEDIUM
     if offset < 0:
         return -errno.EIO
     if not blk.allow_write_beyond_eof:
-        length = blk_getlength(blk)
+        length = bdrv_getlength(bs)
         if length < 0:
             return length
         if offset > length or length - offset < size:
@@ -236,7 +240,8 @@ def blk_check_byte_request(blk: BlockBackend, offset: int, size: int) -> int:
 def blk_co_preadv(blk: BlockBackend, offset: int, nbytes: int, qiov: QEMUIOVector,
                   flags: int) -> int:
     """Context: coroutine.  Returns: 0 or -errno.  QEMU: blk_co_preadv."""
-    bs = blk.root.bs if blk.root is not None else None
+    root = blk.root
+    bs = root.bs if root is not None else None
     if trace_blk_co_preadv.enabled:
         trace_blk_co_preadv(blk, bs, offset, nbytes, flags)
     ret = blk_check_byte_request(blk, offset, nbytes)
@@ -244,7 +249,7 @@ def blk_co_preadv(blk: BlockBackend, offset: int, nbytes: int, qiov: QEMUIOVecto
         return ret
     bs.in_flight += 1  # type: ignore[union-attr]
     try:
-        return bdrv_co_preadv(blk.root, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
+        return bdrv_co_preadv(root, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
     finally:
         bs.in_flight -= 1  # type: ignore[union-attr]
 
@@ -295,30 +300,32 @@ def blk_co_pdiscard(blk: BlockBackend, offset: int, nbytes: int) -> int:
 # ------------------------------------------------------------------- AIO
 
 
-class BlkRwCo:
-    __slots__ = ("blk", "offset", "qiov", "ret", "flags")
+class BlkAioEmAIOCB(BlockAIOCB):
+    """QEMU: BlkAioEmAIOCB.  QEMU embeds the request's BlkRwCo in it; here
+    its fields (``blk``, ``offset``, ``qiov``, ``flags``, ``ret``) are the
+    acb's own, so a request allocates one object, not two."""
 
-    def __init__(self, blk: BlockBackend, offset: int, qiov: Optional[QEMUIOVector],
-                 flags: int) -> None:
+    __slots__ = ("blk", "offset", "qiov", "flags", "ret", "bytes", "has_returned")
+
+    def __init__(self, cb: Optional[Callable[[Any, int], Any]], opaque: Any,
+                 blk: BlockBackend, offset: int, nbytes: int,
+                 qiov: Optional[QEMUIOVector], flags: int) -> None:
+        # qemu_aio_get(&blk_aio_em_aiocb_info, ...) and the BlkRwCo, in one
+        self.aiocb_info = blk_aio_em_aiocb_info
+        self.cb = cb
+        self.opaque = opaque
+        self.refcnt = 1
         self.blk = blk
         self.offset = offset
         self.qiov = qiov
-        self.ret = NOT_DONE
         self.flags = flags
-
-
-class BlkAioEmAIOCB(BlockAIOCB):
-    """QEMU: BlkAioEmAIOCB."""
-
-    __slots__ = ("rwco", "bytes", "has_returned")
-
-    rwco: BlkRwCo
-    bytes: int
-    has_returned: bool
+        self.ret = NOT_DONE
+        self.bytes = nbytes
+        self.has_returned = False
 
 
 def _blk_aio_em_get_aio_context(acb: BlkAioEmAIOCB) -> AioContext:
-    return acb.rwco.blk.ctx
+    return acb.blk.ctx
 
 
 blk_aio_em_aiocb_info = AIOCBInfo(get_aio_context=_blk_aio_em_get_aio_context)
@@ -328,19 +335,15 @@ def blk_aio_complete(acb: BlkAioEmAIOCB) -> None:
     """Deliver the callback, but only once blk_aio_prwv has returned.
     QEMU: blk_aio_complete."""
     if acb.has_returned:
-        blk = acb.rwco.blk
+        blk = acb.blk
         cb = acb.cb
         if trace_blk_aio_complete.enabled:
-            trace_blk_aio_complete(blk, acb, acb.rwco.ret)
+            trace_blk_aio_complete(blk, acb, acb.ret)
         if cb is not None:
-            cb(acb.opaque, acb.rwco.ret)
+            cb(acb.opaque, acb.ret)
         blk.in_flight -= 1
-        qemu_aio_unref(acb)
-
-
-def blk_aio_complete_bh(acb: BlkAioEmAIOCB) -> None:
-    assert acb.has_returned
-    blk_aio_complete(acb)
+        acb.refcnt -= 1                     # qemu_aio_unref, inlined
+        assert acb.refcnt >= 0, "AIOCB released twice"
 
 
 def blk_aio_prwv(blk: BlockBackend, offset: int, nbytes: int,
@@ -351,46 +354,51 @@ def blk_aio_prwv(blk: BlockBackend, offset: int, nbytes: int,
     complete from a bottom half.  Context: loop or coroutine.
     QEMU: blk_aio_prwv."""
     blk.in_flight += 1
-    acb: BlkAioEmAIOCB = qemu_aio_get(blk_aio_em_aiocb_info, cb, opaque, BlkAioEmAIOCB)
-    acb.rwco = BlkRwCo(blk, offset, qiov, flags)
-    acb.bytes = nbytes
-    acb.has_returned = False
+    acb = BlkAioEmAIOCB(cb, opaque, blk, offset, nbytes, qiov, flags)
     co = qemu_coroutine_create(co_entry, acb)
     if trace_blk_aio_prwv.enabled:
         trace_blk_aio_prwv(blk, acb, co, offset, nbytes, co_entry.__name__)
     qemu_coroutine_enter(co)
     acb.has_returned = True
-    if acb.rwco.ret != NOT_DONE:
-        aio_bh_schedule_oneshot(blk.ctx, blk_aio_complete_bh, acb)
+    if acb.ret != NOT_DONE:
+        # QEMU's blk_aio_complete_bh asserts has_returned and calls
+        # blk_aio_complete: has_returned is set, so the BH is that.
+        aio_bh_schedule_oneshot(blk.ctx, blk_aio_complete, acb)
     return acb
+
+
+# The entries call blk_aio_complete only once blk_aio_prwv has returned (it
+# does nothing before): a request that finishes without yielding is
+# completed from the bottom half blk_aio_prwv schedules.
 
 
 def blk_aio_read_entry(acb: BlkAioEmAIOCB) -> None:
     """QEMU: blk_aio_read_entry."""
-    rwco = acb.rwco
-    assert rwco.qiov is not None and rwco.qiov.size == acb.bytes
-    rwco.ret = blk_co_preadv(rwco.blk, rwco.offset, acb.bytes, rwco.qiov, rwco.flags)
-    blk_aio_complete(acb)
+    qiov = acb.qiov
+    assert qiov is not None and qiov.size == acb.bytes
+    acb.ret = blk_co_preadv(acb.blk, acb.offset, acb.bytes, qiov, acb.flags)
+    if acb.has_returned:
+        blk_aio_complete(acb)
 
 
 def blk_aio_write_entry(acb: BlkAioEmAIOCB) -> None:
     """QEMU: blk_aio_write_entry."""
-    rwco = acb.rwco
-    assert rwco.qiov is None or rwco.qiov.size == acb.bytes
-    rwco.ret = blk_co_pwritev(rwco.blk, rwco.offset, acb.bytes, rwco.qiov, rwco.flags)
-    blk_aio_complete(acb)
+    qiov = acb.qiov
+    assert qiov is None or qiov.size == acb.bytes
+    acb.ret = blk_co_pwritev(acb.blk, acb.offset, acb.bytes, qiov, acb.flags)
+    if acb.has_returned:
+        blk_aio_complete(acb)
 
 
 def blk_aio_flush_entry(acb: BlkAioEmAIOCB) -> None:
     """QEMU: blk_aio_flush_entry."""
-    acb.rwco.ret = blk_co_flush(acb.rwco.blk)
+    acb.ret = blk_co_flush(acb.blk)
     blk_aio_complete(acb)
 
 
 def blk_aio_pdiscard_entry(acb: BlkAioEmAIOCB) -> None:
     """QEMU: blk_aio_pdiscard_entry."""
-    rwco = acb.rwco
-    rwco.ret = blk_co_pdiscard(rwco.blk, rwco.offset, acb.bytes)
+    acb.ret = blk_co_pdiscard(acb.blk, acb.offset, acb.bytes)
     blk_aio_complete(acb)
 
 

@@ -402,8 +402,12 @@ def bdrv_debug_event(bs: Optional[BlockDriverState], event: int) -> None:
 
 def BLKDBG_EVENT(child: Optional[BdrvChild], event: int) -> None:
     """QEMU: the BLKDBG_EVENT(child, evt) macro."""
-    if child is not None:
-        bdrv_debug_event(child.bs, event)
+    if child is not None:                   # bdrv_debug_event, inlined
+        bs = child.bs
+        if bs is not None:
+            drv = bs.drv
+            if drv is not None and drv.bdrv_debug_event is not None:
+                drv.bdrv_debug_event(bs, event)
 
 
 # ----------------------------------------------------------- length, limits
@@ -436,9 +440,13 @@ def bdrv_getlength(bs: BlockDriverState) -> int:
     if drv is None:
         return -errno.ENOMEDIUM
     if drv.has_variable_length:
-        ret = refresh_total_sectors(bs, bs.total_sectors)
-        if ret < 0:
-            return ret
+        # refresh_total_sectors(bs, bs.total_sectors), inlined
+        getlength = drv.bdrv_getlength
+        if getlength is not None:
+            length = getlength(bs)
+            if length < 0:
+                return length
+            bs.total_sectors = (length + BDRV_SECTOR_SIZE - 1) >> BDRV_SECTOR_BITS
     return bs.total_sectors * BDRV_SECTOR_SIZE
 
 

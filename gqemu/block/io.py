@@ -17,6 +17,7 @@ import errno
 import mmap
 from typing import Any, Optional
 
+from gqemu.aio import aio_notify
 from gqemu.block.blkdebug_events import (BLKDBG_COR_WRITE, BLKDBG_PWRITEV, BLKDBG_PWRITEV_DONE,
                                          BLKDBG_PWRITEV_RMW_AFTER_HEAD,
                                          BLKDBG_PWRITEV_RMW_AFTER_TAIL,
@@ -196,6 +197,13 @@ def bdrv_aligned_preadv(bs: BlockDriverState, req: BdrvTrackedRequest,
             return ret
         if not ret or pnum != nbytes:
             return bdrv_co_do_copy_on_readv(bs, offset, nbytes, qiov)
+    # The common case first: inside the node and within max_transfer (nbytes
+    # is a multiple of align, so it fits the rounded limits below exactly
+    # when it fits these).
+    if (offset + nbytes <= total_bytes and nbytes <= (bs.bl.max_transfer or INT_MAX)
+            and nbytes <= INT_MAX):
+        ret = bdrv_driver_preadv(bs, offset, nbytes, qiov, 0)
+        return ret if ret < 0 else 0
     max_bytes = -(-max(0, total_bytes - offset) // align) * align
     max_transfer = (min(bs.bl.max_transfer or INT_MAX, INT_MAX) // align) * align
     if nbytes <= max_bytes and nbytes <= max_transfer:
@@ -230,9 +238,9 @@ def bdrv_co_preadv(child: BdrvChild, offset: int, nbytes: int,
         trace_bdrv_co_preadv(bs, offset, nbytes, flags)
     if bs.drv is None:
         return -errno.ENOMEDIUM
-    ret = bdrv_check_byte_request(bs, offset, nbytes)
-    if ret < 0:
-        return ret
+    # bdrv_check_byte_request, inlined (the node has a driver)
+    if nbytes > BDRV_REQUEST_MAX_BYTES or nbytes < 0 or offset < 0:
+        return -errno.EIO
     bs.in_flight += 1
     if bs.copy_on_read:
         flags |= BDRV_REQ_COPY_ON_READ
@@ -257,7 +265,9 @@ def bdrv_co_preadv(child: BdrvChild, offset: int, nbytes: int,
         ret = bdrv_aligned_preadv(bs, req, offset, nbytes, align, qiov, flags)
     finally:
         tracked_request_end(req)
-        bdrv_dec_in_flight(bs)
+        bs.in_flight -= 1                  # bdrv_dec_in_flight, inlined
+        if not bs.in_flight and bs.quiesce_counter:
+            aio_notify(bs.aio_context)
     return ret
 
 

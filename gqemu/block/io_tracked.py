@@ -8,6 +8,8 @@ wait_serialising_requests.
 """
 from __future__ import annotations
 
+from greenlet import getcurrent
+
 from gqemu.block.driver import BdrvTrackedRequest, BlockDriverState
 from gqemu.coroutine import (CoQueue, coroutine_fn, qemu_co_queue_restart_all,
                              qemu_co_queue_wait, qemu_coroutine_self)
@@ -34,7 +36,7 @@ def tracked_request_begin(bs: BlockDriverState, offset: int, nbytes: int,
     req.serialising = False
     req.overlap_offset = offset
     req.overlap_bytes = nbytes
-    req.co = qemu_coroutine_self()
+    req.co = getcurrent()                  # qemu_coroutine_self()
     req.wait_queue = None          # made by the first waiter (most never have one)
     req.waiting_for = None
     bs.tracked_requests.insert(0, req)

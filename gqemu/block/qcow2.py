@@ -226,8 +226,10 @@ class BDRVQcow2State(Qcow2State):
                 if s.crypto is not None:
                     ret = qcow2_co_preadv_encrypted(bs, host, offset, cur, qiov, done)
                 else:
-                    ret = bdrv_co_preadv(qcow2_data_child(bs), host, cur,
-                                         qemu_iovec_slice(qiov, done, cur), 0)
+                    child = s.data_file             # qcow2_data_child(bs)
+                    ret = bdrv_co_preadv(bs.file if child is None else child, host, cur,
+                                         qiov if done == 0 and cur == qiov.size
+                                         else qemu_iovec_slice(qiov, done, cur), 0)
             elif t in (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC):
                 ret = qcow2_co_read_backing(bs, offset, cur, qiov, done)
             elif t == QCOW2_SUBCLUSTER_COMPRESSED:

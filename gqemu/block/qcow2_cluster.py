@@ -60,7 +60,9 @@ def l2_load(bs: Qcow2BDS, offset: int, l2_offset: int, l1_index: int = 0) -> tup
     slice that only runs past the end reads zero-filled, as in QEMU.
     QEMU: l2_load."""
     s = bs.opaque
-    slice_offset = l2_slice_offset(s, offset, l2_offset)
+    # l2_slice_offset, inlined
+    slice_offset = l2_offset + (((offset >> s.cluster_bits) & (s.l2_size - 1)
+                                 & ~(s.l2_slice_size - 1)) * s.l2_entry_size)
     if slice_offset not in s.l2_table_cache.by_offset:
         flen = qcow2_file_length(bs)
         if flen >= 0 and slice_offset >= flen:
@@ -83,7 +85,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
     s = bs.opaque
     cs, cb = s.cluster_size, s.cluster_bits
     oic = offset & (cs - 1)
-    l2_index = offset_to_l2_slice_index(s, offset)
+    l2_index = (offset >> cb) & (s.l2_slice_size - 1)    # offset_to_l2_slice_index
     needed = min(nbytes + oic, (s.l2_slice_size - l2_index) << cb)
     l1_index = offset >> (s.l2_bits + cb)
     l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
@@ -100,10 +102,14 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
         data = e.data
         ext = s.extended_l2
         l2_entry = get_l2_entry(s, data, l2_index)
-        bitmap = get_l2_bitmap(s, data, l2_index)
         sc_bits = s.subcluster_bits
         sc_index = oic >> sc_bits
-        t = qcow2_get_subcluster_type(ext, l2_entry, bitmap, sc_index, s.has_data_file)
+        if ext:
+            bitmap = get_l2_bitmap(s, data, l2_index)
+            t = qcow2_get_subcluster_type(True, l2_entry, bitmap, sc_index, s.has_data_file)
+        else:                           # what qcow2_get_subcluster_type does then
+            bitmap = 0
+            t = _PLAIN_SC[qcow2_get_cluster_type(False, l2_entry, s.has_data_file)]
         if s.qcow_version < 3 and t in (QCOW2_SUBCLUSTER_ZERO_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC):
             qcow2_signal_corruption(bs, True, -1, -1, "Zero cluster entry found in "
                                     "pre-v3 image (L2 offset: %s, L2 index: %s)"

@@ -112,7 +112,7 @@ class BdrvRaw(BlockDriver):
     def raw_co_preadv(self, bs: BlockDriverState, offset: int, nbytes: int,
                       qiov: QEMUIOVector, flags: int) -> int:
         """QEMU: raw_co_preadv (raw_bsd.c)."""
-        offset = self.raw_adjust_offset(offset, nbytes, False)
+        offset += self.offset               # raw_adjust_offset: reads never fail
         BLKDBG_EVENT(bs.file, BLKDBG_READ_AIO)
         return bdrv_co_preadv(bs.file, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
 
@@ -178,7 +178,12 @@ class BdrvRaw(BlockDriver):
     def raw_getlength(self, bs: BlockDriverState) -> int:
         """The file's length minus ``offset`` (capped by ``size``).
         QEMU: raw_getlength."""
-        length = bdrv_getlength(bs.file.bs)  # type: ignore[union-attr]
+        fbs = bs.file.bs  # type: ignore[union-attr]
+        fdrv = fbs.drv
+        if fdrv is not None and not fdrv.has_variable_length:
+            length = fbs.total_sectors * BDRV_SECTOR_SIZE   # bdrv_getlength(fbs)
+        else:
+            length = bdrv_getlength(fbs)
         if length < 0:
             return length
         if length < self.offset:
