@@ -21,6 +21,20 @@ def rate(fn: Callable[[int], None], n: int, repeat: int = 3) -> float:
     return n / best if best > 0 else float("inf")
 
 
+def rates_interleaved(fns: list[Callable[[int], None]], n: int, repeat: int = 7) -> list[float]:
+    """Best-of-``repeat`` operations per CPU second of each ``fn(n)``, the
+    functions run in turn so that a busy moment of a shared host hits them
+    alike; CPU time of this thread (``time.thread_time``), steadier than
+    wall time there.  For work that stays in the calling thread."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.thread_time()
+            fn(n)
+            best[i] = min(best[i], time.thread_time() - t0)
+    return [n / b if b > 0 else float("inf") for b in best]
+
+
 def progress(msg: str) -> None:
     """A one-line status on a terminal; nothing when stderr is piped."""
     if sys.stderr.isatty():
