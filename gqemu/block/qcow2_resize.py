@@ -20,6 +20,7 @@ import struct
 from typing import Any
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
+from gqemu.block.block_int import BlockError
 from gqemu.block.qiov import QEMUIOVector
 from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qcow2_cache import (
@@ -29,6 +30,7 @@ from gqemu.block.qcow2_overlap import (
     qcow2_signal_corruption, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_file_length)
 from gqemu.block.qcow2_cluster import (
     get_cluster_table, qcow2_grow_l1_table)
+from gqemu.block.qcow2_options import qcow2_update_options
 from gqemu.block.qcow2_zero import qcow2_subcluster_zeroize
 from gqemu.block.qcow2_prealloc import (qcow2_co_preallocate_falloc, qcow2_get_last_cluster,
                                         preallocate_co)
@@ -95,14 +97,22 @@ def qcow2_co_truncate(bs: Qcow2BDS, offset: int, prealloc: str = "off",
                 ret, msg = _zero_new_area(bs, old_length, offset)
         if ret < 0:
             return ret, msg
+        # the node takes the new size before the header says so: a failed
+        # header write leaves it with that size
+        s.size = offset
+        bs.total_sectors = offset // 512
         ret = qcow2_co_pwrite_file(bs, QCOW_HEADER_SIZE_OFFSET, struct.pack(">Q", offset))
         if ret >= 0:
             ret = qcow2_co_flush_file(bs)
         if ret < 0:
             return _err(ret, "Failed to update the image size")
-        s.size = offset
         s.l1_vm_state_index = new_l1_size
-        bs.total_sectors = offset // 512
+        # cache sizes for the new size: both caches are written back and
+        # replaced by empty ones
+        try:
+            qcow2_update_options(bs, dict(s.open_options), s.flags)
+        except BlockError as e:
+            return -e.errno, str(e)
         return 0, ""
     finally:
         qemu_co_mutex_unlock(s.lock)
