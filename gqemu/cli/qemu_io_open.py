@@ -140,7 +140,29 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
             err(e.hint.rstrip("\n") + "\n")
         return 1
     io.opened = (name, o)
+    _name_nodes(io)
     return 0
+
+
+def _name_nodes(io: QemuIO) -> None:
+    """The name QEMU generates for the root node, "#block" + a running
+    count + two random digits: children opened before their parent (the
+    file first), every node without a node-name draws one.
+    QEMU: bdrv_assign_node_name, id_generate."""
+    import random
+    from gqemu.block import blk_bs
+
+    def count(bs: Any) -> int:
+        if bs is None:
+            return 0
+        kids = [c.bs for c in (bs.file, bs.backing) if c is not None]
+        return (not bs.node_name) + sum(count(k) for k in kids)
+    root = blk_bs(io.blk)
+    base = getattr(io, "node_ids", 0)
+    before = count(root.file.bs) if root.file is not None else 0
+    io.root_node_name = root.node_name or "#block%d%02d" % (base + before,
+                                                           random.randrange(100))
+    io.node_ids = base + count(root)
 
 
 def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
@@ -262,6 +284,12 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if msg:
         error_report(io, msg)
         return -errno.EINVAL
+    if new_opts.get("read-only") in ("on", "true", "yes") and not old.readonly:
+        # qemu-io keeps its write permission (no -r): the node cannot turn
+        # read-only under it.  QEMU: bdrv_reopen_multiple's permission update
+        error_report(io, "Read-only block node '%s' cannot support read-write users"
+                     % getattr(io, "root_node_name", "#block100"))
+        return -errno.EPERM
     if "read-only" in new_opts:
         o.readonly = new_opts.pop("read-only") in ("on", "true", "yes")
     new_opts.pop("auto-read-only", None)        # no effect in gqemu

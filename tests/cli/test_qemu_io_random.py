@@ -273,7 +273,7 @@ _TOKENS = st.one_of(
     st.sampled_from(["1k", "4k", "0x200", "1.5k", "64k", "1M", "1x", "-1", "512", "0",
                      "2G", "8E", "none", "raw", "test.img", "driver=raw", "off",
                      "bogus=1", "file.aio=threads", "nofoo", "a=1,,b", "help",
-                     "file.filename=test.img", "offset=512"]))
+                     "file.filename=test.img", "offset=512", "read-only=on"]))
 
 
 @st.composite

@@ -62,14 +62,18 @@ GQEMU_IO = ("import sys; sys.argv[0] = 'qemu-io'; "
 _TIMING = re.compile(
     r"(\d+ ops); [0-9/:. sec]+ \([0-9/.infa-]+ [EPTGMKiBbytes]+/sec "
     r"and [0-9/.infa-]+ ops/sec\)")
+_NODE_ID = re.compile(r"#block[0-9]{3,}")
 _CFLAG = re.compile(r"^(-?\d+),(\d+),\d+:\d\d:\d\d\.\d\d,[0-9.infa-]+,[0-9.infa-]+$",
                     re.M)
 
 
 def filter_qemu_io(text: str) -> str:
-    """Replace the timing figures.  QEMU: tests/qemu-iotests
-    common.filter _filter_qemu_io."""
+    """Replace the timing figures and generated node names.  QEMU:
+    tests/qemu-iotests common.filter _filter_qemu_io,
+    _filter_generated_node_ids."""
     text = _TIMING.sub(r"\1; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)", text)
+    # generated node names end in two random digits (_filter_generated_node_ids)
+    text = _NODE_ID.sub("NODE_NAME", text)
     return _CFLAG.sub(r"\1,\2,TIME", text)
 
 
