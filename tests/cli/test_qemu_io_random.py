@@ -202,6 +202,9 @@ def _image(draw: st.DrawFn) -> tuple[runner.Script, int]:
     size = draw(st.sampled_from([SIZE, 4 * cluster, 1 << 20, 3 * cluster + 1536]))
     opts = "compat=%s,cluster_size=%d%s" % (compat, cluster,
                                             ",extended_l2=on" if ext else "")
+    if compat == "1.1":                 # other refcount widths, lazy refcounts
+        opts += draw(st.sampled_from([""] * 6 + [",refcount_bits=1", ",refcount_bits=2",
+                                                 ",refcount_bits=64", ",lazy_refcounts=on"]))
     prep: list[tuple[str, list[str]]] = []
     backing = draw(st.sampled_from([None, None, "qcow2", "raw"]))
     if backing:
