@@ -284,14 +284,15 @@ def _garbage(draw: st.DrawFn) -> str:
     return " ".join([draw(st.sampled_from(_NAMES))] + draw(st.lists(_TOKENS, max_size=6)))
 
 
-@_settings(10)
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+@_settings(5)
 @given(cmds=st.lists(_garbage(), min_size=5, max_size=25))
-def test_random_command_lines(qemu_io: str, qemu_img: str, tmp_path_factory:
+def test_random_command_lines(fmt: str, qemu_io: str, qemu_img: str, tmp_path_factory:
                               pytest.TempPathFactory, cmds: list[str]) -> None:
     """Any mix of command names, flags and numbers (bad ones included):
     the same messages, exit status and image as qemu-io, never a traceback."""
     script = runner.Script(Path("garbage.qio"), size="1M", commands=cmds)
     work = tmp_path_factory.mktemp("garbage")
-    q, g = runner.run_both(script, "raw", qemu_io, qemu_img, work)
-    problems = runner.compare(script, "raw", q, g, qemu_img, work)
+    q, g = runner.run_both(script, fmt, qemu_io, qemu_img, work)
+    problems = runner.compare(script, fmt, q, g, qemu_img, work)
     assert not problems, "\n".join(problems + cmds)
