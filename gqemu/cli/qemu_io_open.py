@@ -162,6 +162,7 @@ def _name_nodes(io: QemuIO) -> None:
     before = count(root.file.bs) if root.file is not None else 0
     io.root_node_name = root.node_name or "#block%d%02d" % (base + before,
                                                            random.randrange(100))
+    io.blk_write_perm = not io.opened[1].readonly
     io.node_ids = base + count(root)
 
 
@@ -274,6 +275,10 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if g.args:
         qemuio_command_usage(reopen_cmd)
         return -errno.EINVAL
+    if o.readonly:
+        # qemu-io gives up its write permission for good before reopening
+        # read-only (whether or not the reopen then succeeds)
+        io.blk_write_perm = False
     if "read-only" in new_opts and has_rw:
         error_report(io, "Cannot set both -r/-w and 'read-only'")
         return -errno.EINVAL
@@ -284,9 +289,11 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if msg:
         error_report(io, msg)
         return -errno.EINVAL
-    if new_opts.get("read-only") in ("on", "true", "yes") and not old.readonly:
-        # qemu-io keeps its write permission (no -r): the node cannot turn
-        # read-only under it.  QEMU: bdrv_reopen_multiple's permission update
+    if new_opts.get("read-only") in ("on", "true", "yes") and not old.readonly and \
+            getattr(io, "blk_write_perm", True):
+        # qemu-io still holds its write permission (no reopen -r since the
+        # open): the node cannot turn read-only under it.  QEMU: reopen_f,
+        # bdrv_reopen_multiple's permission update
         error_report(io, "Read-only block node '%s' cannot support read-write users"
                      % getattr(io, "root_node_name", "#block100"))
         return -errno.EPERM
