@@ -25,7 +25,6 @@ from gqemu.block.block_int import BlockError, warn_report
 from gqemu.block.driver import BLKDBG_EVENT
 from gqemu.block.io import bdrv_co_pwrite_zeroes
 from gqemu.block.qiov import QEMUIOVector
-from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_entry_mark_dirty, qcow2_cache_flush,
     qcow2_cache_get, qcow2_cache_put)
@@ -42,7 +41,8 @@ from gqemu.block.qcow2_header import (
 from gqemu.block.qcow2_refcount_ro import get_refcount_ro, set_refcount_ro
 from gqemu.block.qcow2_l2 import get_l2_entry, set_l2_bitmap, set_l2_entry
 from gqemu.block.qcow2_refcount import (
-    qcow2_free_any_cluster, qcow2_free_clusters)
+    qcow2_free_any_cluster, qcow2_free_clusters, qcow2_process_discards,
+    update_refcount_discard)
 from gqemu.block.qcow2_state import QCOW2_DISCARD_ALWAYS, Qcow2BDS
 
 QCOW_HEADER_SIZE_OFFSET = 24
@@ -270,6 +270,8 @@ def qcow2_shrink_reftable(bs: Qcow2BDS) -> int:
             if ret >= 0:
                 ret = _discard_refcount_block(bs, rb)
             s.refcount_table[i] = 0
+    if not s.cache_discards:
+        qcow2_process_discards(bs, ret)
     return ret
 
 
@@ -302,7 +304,7 @@ def _discard_refcount_block(bs: Qcow2BDS, rb: int) -> int:
     qcow2_cache_put(s.refcount_block_cache, e)
     s.free_cluster_index = min(s.free_cluster_index, ci)
     qcow2_cache_discard(s.refcount_block_cache, rb)
-    bdrv_co_pdiscard(bs.file.bs, rb, s.cluster_size)      # advisory
+    update_refcount_discard(s, rb, s.cluster_size)
     return 0
 
 

@@ -131,6 +131,11 @@ class Qcow2State(BlockDriver):
         self.disabled = False
         self.read_only = True
         self.open_options = {}
+        # freed host ranges waiting to be discarded in the file; while
+        # cache_discards is set (a discard or zeroing) they are merged and
+        # issued at its end.  QEMU: s->discards, s->cache_discards
+        self.discards: list[list[int]] = []
+        self.cache_discards = False
         self.free_cluster_index = 0
         self.highest_alloc = 0                   # end of the clusters we allocated
         self.free_byte_offset = 0
