@@ -122,7 +122,9 @@ def _other(draw: st.DrawFn, kind: str, off: int, n: int, p: int, size: int,
         return ["truncate %s" % draw(_BAD_NUM)]
     args = draw(st.sampled_from([[_BAD_NUM, str(n)], [str(off), _BAD_NUM], [_BAD_NUM],
                                  [], [_BAD_NUM, _BAD_NUM], [str(off)]]))
-    return [" ".join([cmd] + [a if isinstance(a, str) else draw(a) for a in args])]
+    line = " ".join([cmd] + [a if isinstance(a, str) else draw(a) for a in args])
+    # (an aio request the "bad" arguments still allow must complete here)
+    return [line, "aio_flush"] if cmd.startswith("aio") else [line]
 
 
 _OTHER = ["readflags", "writeflags", "vectors", "query", "discard_q", "truncate",
