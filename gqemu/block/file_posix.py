@@ -31,7 +31,7 @@ from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
                                 BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK, BLK_PERM_ALL,
                                 BlockDriver, BlockDriverState, BlockError,
                                 _PERM_NAMES, bdrv_get_aio_context, bdrv_register,
-                                qemu_opt_str)
+                                qemu_opt_bool, qemu_opt_str)
 from gqemu.block.qiov import QEMUIOVector
 from gqemu.block.trace_events import trace_paio_submit, trace_paio_submit_co
 from gqemu.coroutine import coroutine_fn
@@ -132,6 +132,8 @@ class BdrvFile(BlockDriver):
         if aio not in ("threads", "nowait"):
             raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % aio)
         self.use_nowait = (aio == "nowait" or bool(flags & BDRV_O_NOWAIT)) and bool(_RWF_NOWAIT)
+        for key in ("drop-cache", "x-check-cache-dropped"):    # no effect in gqemu
+            qemu_opt_bool(options, key, False)
         self.use_lock = locking != "off"
         bs.filename = filename
         oflags = os.O_CLOEXEC | (os.O_RDWR if flags & BDRV_O_RDWR else os.O_RDONLY)

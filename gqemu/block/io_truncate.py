@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from gqemu.block.raw_format import BdrvRaw
 
 PREALLOC_MODES = ("off", "metadata", "falloc", "full")
+# the largest offset a request may reach: INT64_MAX down to 1 GiB (QEMU:
+# BDRV_MAX_LENGTH, the maximum request size rounded to its alignment)
+BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
 
 
 def _file_truncate(bs: BlockDriverState, offset: int, prealloc: str) -> tuple[int, str]:
@@ -148,6 +151,8 @@ def bdrv_co_truncate(bs: BlockDriverState, offset: int, exact: bool = True,
         return -errno.ENOMEDIUM, "No medium inserted"
     if offset < 0:
         return -errno.EINVAL, "Image size cannot be negative"
+    if offset > BDRV_MAX_LENGTH:                  # QEMU: bdrv_check_request
+        return -errno.EIO, "offset(%d) exceeds maximum(%d)" % (offset, BDRV_MAX_LENGTH)
     if prealloc not in PREALLOC_MODES:
         return -errno.EINVAL, "Invalid preallocation mode '%s'" % prealloc
     if not bs.open_flags & BDRV_O_RDWR:

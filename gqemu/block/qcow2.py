@@ -94,6 +94,7 @@ class BDRVQcow2State(Qcow2State):
         data_ref, data_opts = qcow2_take_data_file_options(options)
         self.read_only = not flags & BDRV_O_RDWR
         self.flags = flags
+        self.open_options = dict(options)
         ret = bdrv_run_co(bs, qcow2_do_open, bs, flags, options)
         if isinstance(ret, BlockError):
             raise ret

@@ -16,6 +16,7 @@ QEMU: block/qcow2.c (preallocate_co, qcow2_co_truncate's falloc/full case).
 from __future__ import annotations
 
 import os
+import sys
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import bdrv_getlength
@@ -42,6 +43,7 @@ def qcow2_get_last_cluster(bs: Qcow2BDS, size: int) -> int:
     while i >= 0:
         ret, rc = qcow2_get_refcount(bs, i)
         if ret < 0:
+            sys.stderr.write("Can't get refcount for cluster %d: %s\n" % (i, os.strerror(-ret)))
             return ret
         if rc:
             return i

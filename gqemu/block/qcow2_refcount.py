@@ -431,7 +431,38 @@ def qcow2_discard_unused(bs: Qcow2BDS, offset: int, size: int, discard: int) -> 
             else:
                 runs.append([ci << cb, (ci + 1) << cb])
         for start, end in runs:
-            bdrv_co_pdiscard(bs.file.bs, start, end - start)   # advisory
+            update_refcount_discard(s, start, end - start)
+        if not s.cache_discards:
+            qcow2_process_discards(bs, 0)
+
+
+def update_refcount_discard(s: Any, offset: int, length: int) -> None:
+    """Queue a host range for discarding, merged with a queued region it
+    touches (and those two with a third they now touch).
+    QEMU: update_refcount_discard."""
+    for d in s.discards:
+        if max(offset + length, d[0] + d[1]) - min(offset, d[0]) <= length + d[1]:
+            d[0], d[1] = min(offset, d[0]), d[1] + length
+            break
+    else:
+        d = [offset, length]
+        s.discards.append(d)
+    for p in list(s.discards):
+        if p is d or p[0] > d[0] + d[1] or d[0] > p[0] + p[1]:
+            continue
+        s.discards.remove(p)
+        d[0], d[1] = min(d[0], p[0]), d[1] + p[1]
+
+
+@coroutine_fn
+def qcow2_process_discards(bs: Qcow2BDS, ret: int) -> None:
+    """Discard the queued regions in the file (advisory), or drop them
+    after a failure.  QEMU: qcow2_process_discards."""
+    s = bs.opaque
+    regions, s.discards = s.discards, []
+    if ret >= 0:
+        for offset, length in regions:
+            bdrv_co_pdiscard(bs.file.bs, offset, length)
 
 
 @coroutine_fn

@@ -115,6 +115,7 @@ class Qcow2State(BlockDriver):
     use_lazy_refcounts: bool
     unknown_header_fields: bytes
     flags: int
+    open_options: dict          # as given to open: truncate recomputes the caches
     # the metadata caches, created by qcow2_do_open
     l2_table_cache: Qcow2Cache
     refcount_block_cache: Qcow2Cache
@@ -129,6 +130,12 @@ class Qcow2State(BlockDriver):
         self.signaled_corruption = False
         self.disabled = False
         self.read_only = True
+        self.open_options = {}
+        # freed host ranges waiting to be discarded in the file; while
+        # cache_discards is set (a discard or zeroing) they are merged and
+        # issued at its end.  QEMU: s->discards, s->cache_discards
+        self.discards: list[list[int]] = []
+        self.cache_discards = False
         self.free_cluster_index = 0
         self.highest_alloc = 0                   # end of the clusters we allocated
         self.free_byte_offset = 0

@@ -23,7 +23,7 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_CLUSTER_COMPRESSED, QCOW2_CLUSTER_UNALLOCATED, QCOW2_CLUSTER_ZERO_PLAIN,
     get_l2_bitmap, get_l2_entry,
     qcow2_get_cluster_type, set_l2_bitmap, set_l2_entry)
-from gqemu.block.qcow2_refcount import qcow2_free_any_cluster
+from gqemu.block.qcow2_refcount import qcow2_free_any_cluster, qcow2_process_discards
 from gqemu.block.qcow2_state import QCOW2_DISCARD_REQUEST, Qcow2BDS
 
 __all__ = ["qcow2_cluster_discard", "qcow2_subcluster_zeroize"]
@@ -106,13 +106,18 @@ def qcow2_cluster_discard(bs: Qcow2BDS, offset: int, nbytes: int,
     s = bs.opaque
     cs = s.cluster_size
     nb = (nbytes + cs - 1) >> s.cluster_bits
+    s.cache_discards = True
+    ret = 0
     while nb > 0:
         done = _in_l2_slice(bs, offset, nb, False, 0, full_discard, dtype)
         if done < 0:
-            return done
+            ret = done
+            break
         nb -= done
         offset += done * cs
-    return 0
+    s.cache_discards = False
+    qcow2_process_discards(bs, ret)
+    return ret
 
 
 @coroutine_fn
@@ -160,6 +165,18 @@ def qcow2_subcluster_zeroize(bs: Qcow2BDS, offset: int, nbytes: int, flags: int)
     offset += head
     tail = 0 if end >= total else end - max(offset, end & ~(cs - 1))
     end -= tail
+    s.cache_discards = True             # freed clusters: discarded merged at the end
+    ret = _zeroize(bs, offset, head, end, tail, flags)
+    s.cache_discards = False
+    qcow2_process_discards(bs, ret)
+    return ret
+
+
+@coroutine_fn
+def _zeroize(bs: Qcow2BDS, offset: int, head: int, end: int, tail: int, flags: int) -> int:
+    """qcow2_subcluster_zeroize's head, whole clusters and tail."""
+    s = bs.opaque
+    cs = s.cluster_size
     if head:
         ret = _zero_l2_subclusters(bs, offset - head, _subclusters(s, head))
         if ret < 0:

@@ -80,6 +80,12 @@ class QemuIO:
         self.blk: Any = None
         self.quit = False
         self.image_opts = False
+        # QEMU's generated name of the root node ('#block' + a running count
+        # of unnamed nodes + two random digits), that count, and whether the
+        # session holds write permission on the node (reopen -r gives it up)
+        self.root_node_name = "#block100"
+        self.node_ids = 0
+        self.blk_write_perm = True
         from gqemu.cli.qemu_io_cmds import BASE_COMMANDS
         from gqemu.cli.qemu_io_open import close_cmd, open_cmd, quit_cmd, reopen_cmd
         self.opened: tuple[Optional[str], OpenOpts] = (None, OpenOpts())

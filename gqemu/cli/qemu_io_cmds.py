@@ -66,6 +66,7 @@ def check_perm(io: QemuIO, ct: cmdinfo_t) -> int:
     if blk_is_read_only(io.blk):
         error_report(io, "Block node is read-only")
         return -errno.EPERM
+    io.blk_write_perm = True            # held from now on (reopen -r gives it up)
     if ct.perm & CMD_PERM_RESIZE:
         from gqemu.block import BLK_PERM_RESIZE, BLK_PERM_WRITE, blk_set_perm
         want = io.blk.perm | BLK_PERM_WRITE | BLK_PERM_RESIZE

@@ -60,20 +60,43 @@ class OpenOpts:
 def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, str]:
     """``key=value,...`` with ``,,`` for a comma; a bare word means
     ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
-    gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false)."""
-    from gqemu.block.drive_opts import qemu_opts_split
-    items = qemu_opts_split(s)
+    gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false),
+    get_opt_name_value (``noX`` is ``X=off``; ``help``/``?`` draw no
+    warning)."""
     opts: dict[str, str] = {}
-    for item in items:
-        if not item:
-            continue
-        if "=" in item:
-            k, v = item.split("=", 1)
+    p, n = 0, len(s)
+    while p < n:
+        end = p
+        while end < n and s[end] not in "=,":
+            end += 1
+        k = s[p:end]
+        if end < n and s[end] == "=":
+            parts, p = [], end + 1
+            while True:                         # the value: ",," is a comma
+                comma = s.find(",", p)
+                comma = n if comma < 0 else comma
+                parts.append(s[p:comma])
+                if comma + 1 < n and s[comma + 1] == ",":
+                    parts.append(",")
+                    p = comma + 2
+                    continue
+                p = comma
+                break
+            v = "".join(parts)
         else:
-            error_report(io, "warning: short-form boolean option '%s' deprecated"
-                         % item)
-            err("Please use %s=on instead\n" % item)
-            k, v = item, "on"
+            p, prefix = end, ""
+            if k.startswith("no"):
+                k, v, prefix = k[2:], "off", "no"
+            else:
+                v = "on"
+            if prefix or k not in ("help", "?"):
+                error_report(io, "warning: short-form boolean option '%s%s' deprecated"
+                             % (prefix, k))
+                if k == "delay":
+                    err("Please use nodelay=%s instead\n" % ("on" if prefix else "off"))
+                else:
+                    err("Please use %s=%s instead\n" % (k, v))
+        p += p < n                              # the comma after the item
         opts[k] = v
     if opts.get("file.driver") == "file":
         del opts["file.driver"]
@@ -117,7 +140,31 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
             err(e.hint.rstrip("\n") + "\n")
         return 1
     io.opened = (name, o)
+    _name_nodes(io)
     return 0
+
+
+def _name_nodes(io: QemuIO) -> None:
+    """The name QEMU generates for the root node, "#block" + a running
+    count + two random digits: children opened before their parent (the
+    file first), every node without a node-name draws one.
+    QEMU: bdrv_assign_node_name, id_generate."""
+    import random
+    from gqemu.block import blk_bs
+
+    def count(bs: Any) -> int:
+        if bs is None:
+            return 0
+        kids = [c.bs for c in (bs.file, bs.backing) if c is not None]
+        return (not bs.node_name) + sum(count(k) for k in kids)
+    root = blk_bs(io.blk)
+    assert root is not None
+    base = io.node_ids
+    before = count(root.file.bs) if root.file is not None else 0
+    io.root_node_name = root.node_name or "#block%d%02d" % (base + before,
+                                                           random.randrange(100))
+    io.blk_write_perm = not io.opened[1].readonly
+    io.node_ids = base + count(root)
 
 
 def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> int:
@@ -168,6 +215,9 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
                 out("--image-opts and 'open -o' are mutually exclusive\n")
                 return -errno.EINVAL
             o.opts.update(parse_qemu_opts(io, optarg or ""))
+            if "id" in o.opts:                 # open's option list takes no id
+                error_report(io, "Invalid parameter 'id'")
+                return -errno.EINVAL
         elif c == "s":
             o.opts["snapshot"] = "on"
         else:
@@ -212,6 +262,9 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
             o.cache, has_cache = str(optarg), True
         elif c == "o":
             new_opts.update(parse_qemu_opts(io, optarg or ""))
+            if "id" in new_opts:               # reopen's option list takes no id
+                error_report(io, "Invalid parameter 'id'")
+                return -errno.EINVAL
         elif c in "rw":
             if has_rw:
                 error_report(io, "Only one -r/-w option may be given")
@@ -223,16 +276,28 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if g.args:
         qemuio_command_usage(reopen_cmd)
         return -errno.EINVAL
+    if o.readonly:
+        # qemu-io gives up its write permission for good before reopening
+        # read-only (whether or not the reopen then succeeds)
+        io.blk_write_perm = False
     if "read-only" in new_opts and has_rw:
         error_report(io, "Cannot set both -r/-w and 'read-only'")
         return -errno.EINVAL
     if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
         error_report(io, "Cannot set both -c and the cache options")
         return -errno.EINVAL
-    msg = _reopen_check(io, new_opts)
+    msg = _reopen_check(io, new_opts) or _reopen_unchanged(io, new_opts)
     if msg:
         error_report(io, msg)
         return -errno.EINVAL
+    if new_opts.get("read-only") in ("on", "true", "yes") and not old.readonly and \
+            io.blk_write_perm:
+        # qemu-io still holds its write permission (no reopen -r since the
+        # open): the node cannot turn read-only under it.  QEMU: reopen_f,
+        # bdrv_reopen_multiple's permission update
+        error_report(io, "Read-only block node '%s' cannot support read-write users"
+                     % io.root_node_name)
+        return -errno.EPERM
     if "read-only" in new_opts:
         o.readonly = new_opts.pop("read-only") in ("on", "true", "yes")
     new_opts.pop("auto-read-only", None)        # no effect in gqemu
@@ -284,14 +349,97 @@ def _reopen_check(io: QemuIO, new_opts: dict[str, str]) -> str:
         for key in _REOPEN_FIXED:
             if prefix + key not in new_opts:
                 continue
-            if bs is None:
-                return "Cannot change the option '%s'" % key
+            if bs is None:                      # no such child: a key of the root
+                return "Cannot change the option '%s'" % (prefix + key)
             cur: Optional[str] = bs.node_name if key == "node-name" else \
                 (bs.drv.format_name if bs.drv is not None else "")
             if key == "node-name" and not cur:
                 cur = None                      # no explicit name: any name is a change
             if new_opts[prefix + key] != cur:
                 return "Cannot change the option '%s'" % key
+    return ""
+
+
+# what each driver's reopen takes (besides the generic read-only,
+# auto-read-only, cache.*, discard and detect-zeroes); QEMU:
+# qcow2_reopen_prepare, raw_reopen_prepare (raw-format, file-posix)
+_REOPEN_GENERIC = ("read-only", "auto-read-only", "cache.direct", "cache.no-flush",
+                   "discard", "detect-zeroes")
+_REOPEN_DRIVER = {"raw": ("offset", "size"), "file": ("drop-cache", "x-check-cache-dropped")}
+
+
+def _qdict_order(key: str) -> tuple[int, int]:
+    """Where a key comes in a QDict walk (the bucket of its hash).
+    QEMU: tdb_hash, qdict_first/qdict_next (QDICT_BUCKET_MAX 512)."""
+    b = key.encode()
+    value = (0x238F13AF * len(b)) & 0xffffffff
+    for i, c in enumerate(b):
+        value = (value + (c << (i * 5 % 24))) & 0xffffffff
+    return ((1103515243 * value + 12345) & 0xffffffff) % 512, 0
+
+
+def _reopen_unchanged(io: QemuIO, new_opts: dict[str, str]) -> str:
+    """A node's options that its reopen does not take must keep their
+    value: the first other one (QDict order; the root first, then the
+    backing and file children) is "Cannot change the option".
+    QEMU: bdrv_reopen_prepare (the check at its end)."""
+    from gqemu.block import blk_bs
+    from gqemu.block.qcow2_options import qcow2_runtime_opts
+    root = blk_bs(io.blk) if io.blk is not None else None
+    if root is None or root.drv is None:
+        return ""
+    name, old = io.opened
+    nodes: dict[str, tuple[Any, dict[str, Any]]] = {
+        "": (root, dict({k: v for k, v in old.opts.items() if "." not in k or
+                         k.split(".")[0] not in ("file", "backing")},
+                        driver=root.drv.format_name))}
+    nodes[""][1].pop("file", None)
+    if old.force_share:
+        nodes[""][1]["force-share"] = True          # a QBool: no string equals it
+    if root.backing is not None and root.backing.bs.drv is not None:
+        nodes["backing"] = (root.backing.bs, {"driver": root.backing.bs.drv.format_name})
+    if root.file is not None and root.file.bs.drv is not None:
+        fopts = {k[5:]: v for k, v in old.opts.items() if k.startswith("file.")}
+        fopts.update(driver=root.file.bs.drv.format_name,
+                     filename=old.opts.get("file", name))
+        nodes["file"] = (root.file.bs, fopts)
+    per_node: dict[str, dict[str, str]] = {k: {} for k in nodes}
+    for key, value in new_opts.items():
+        if key == "file":                           # gqemu's file.filename
+            per_node.setdefault("file", {})["filename"] = value
+            continue
+        child, dot, rest = key.partition(".")
+        if dot and child in nodes and child:
+            per_node[child][rest] = value
+            sub, dot, leaf = rest.partition(".")
+            if dot and sub in ("file", "backing"):  # a grandchild: its file node
+                if leaf in ("driver", "filename") or leaf in _REOPEN_DRIVER["file"]:
+                    del per_node[child][rest]       # (taken as unchanged)
+                else:
+                    return "Cannot change the option '%s'" % leaf.rpartition(".")[2]
+        elif not (dot and child in ("file", "backing") and child in nodes):
+            per_node[""][key] = value
+    names = {n.node_name for n, _ in nodes.values() if n.node_name}
+    for child in ("", "backing", "file"):
+        if child not in nodes or child not in per_node:
+            continue
+        bs, effective = nodes[child]
+        ref = per_node[child].pop("backing", None)
+        if ref is not None and ref not in names:    # a node name to attach
+            return "Cannot find device='' nor node-name='%s'" % ref
+        fmt = bs.drv.format_name
+        if fmt == "qcow2":
+            takes = tuple(qcow2_runtime_opts)
+        elif fmt in _REOPEN_DRIVER:
+            takes = _REOPEN_DRIVER[fmt]
+        else:
+            continue                                # not modelled: no check
+        changed = [k for k in per_node[child]
+                   if k not in _REOPEN_GENERIC and k not in takes
+                   and not (fmt == "qcow2" and k.startswith("encrypt."))
+                   and per_node[child][k] != effective.get(k)]
+        if changed:
+            return "Cannot change the option '%s'" % min(changed, key=_qdict_order)
     return ""
 
 

@@ -87,10 +87,11 @@ SCENARIOS = {
     "commit-chain": [
         CREATE + ["b.qcow2", "4M"], [IO, "-c", "write -P 1 0 1M", "b.qcow2"],
         CREATE + ["-b", "b.qcow2", "-F", "qcow2", "-o", "data_file=m.raw", "m.qcow2"],
-        [IO, "-c", "write -P 2 2M 64k", "-c", "write -z 3M 64k", "-c", "write -z 128k 64k",
-         "m.qcow2"],
+        # one data run only: QEMU's commit copies chunks in parallel, so with
+        # two the base's cluster order varies from run to run (seen: 4 of 6)
+        [IO, "-c", "write -z 3M 64k", "-c", "write -z 128k 64k", "m.qcow2"],
         CREATE + ["-b", "m.qcow2", "-F", "qcow2", "-o", "data_file=t.raw", "t.qcow2"],
-        [IO, "-c", "write -P 3 1M 64k", "t.qcow2"],
+        [IO, "-c", "write -P 3 1M 128k", "t.qcow2"],
         [IMG, "commit", "-b", "b.qcow2", "t.qcow2"], MAP + ["b.qcow2"],
         [IMG, "compare", "-s", "t.qcow2", "b.qcow2"]],
     # a backing file cannot be added to an image with a raw data file
