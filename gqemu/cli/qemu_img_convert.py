@@ -46,6 +46,7 @@ class QemuProgress:
     def qemu_progress_print(self, delta: float, maximum: int) -> None:
         delta = _f32(delta)
         current = delta if maximum == 0 else _f32(self.current + _f32(_f32(delta / 100) * maximum))
+        current = min(current, 100.0)
         self.current = current                  # kept even when not printed
         if (current > _f32(self.last_print + self.min_skip)
                 or current < _f32(self.last_print - self.min_skip)

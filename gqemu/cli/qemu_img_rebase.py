@@ -54,7 +54,7 @@ def img_rebase(argv: list[str]) -> int:
     opts, args = parse_args(argv, "hf:F:b:upt:T:qU", ["help", "object=", "image-opts",
                                                       "force-share"])
     fmt = out_fmt = base = None
-    unsafe = quiet = image_opts = force_share = False
+    unsafe = quiet = image_opts = force_share = progress = False
     for o, v in opts:
         if o == "-f":
             fmt = v
@@ -66,6 +66,8 @@ def img_rebase(argv: list[str]) -> int:
             unsafe = True
         elif o == "-q":
             quiet = True
+        elif o == "-p":
+            progress = True
         elif o == "--image-opts":
             image_opts = True
         elif o in ("-U", "--force-share"):
@@ -77,14 +79,26 @@ def img_rebase(argv: list[str]) -> int:
     if force_share:
         raise ImgError("force-share=on can only be used with read-only images")
     filename = args[0]
+    from gqemu.cli.qemu_img_convert import QemuProgress
+    bar = QemuProgress(progress and not quiet, 2.0)
+    bar.qemu_progress_print(0, 100)
+    try:
+        _rebase(bar, filename, fmt, base, out_fmt, unsafe, image_opts)
+    finally:
+        bar.qemu_progress_end()
+    return 0
+
+
+def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
+            out_fmt: Optional[str], unsafe: bool, image_opts: bool) -> None:
     from gqemu.block.driver import BDRV_O_NO_BACKING
     blk = img_open(filename, fmt, True, BDRV_O_NO_BACKING if unsafe else 0,
                    image_opts=image_opts)
     try:
         if base and not unsafe:
-            _copy_differences(blk, filename, base, out_fmt)
+            _copy_differences(blk, filename, base, out_fmt, bar)
         elif not base and not unsafe:
-            _copy_differences(blk, filename, None, None)
+            _copy_differences(blk, filename, None, None, bar)
         if base:
             if out_fmt is None:
                 raise ImgError("Could not change the backing file to '%s': backing "
@@ -98,13 +112,13 @@ def img_rebase(argv: list[str]) -> int:
                                "not supported by the image format" % (base or ""))
             raise ImgError("Could not change the backing file to '%s': %s"
                            % (base or "", os.strerror(-ret)))
+        bar.qemu_progress_print(100, 0)
     finally:
         blk_close(blk)
-    return 0
 
 
 def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
-                      base_fmt: Optional[str]) -> None:
+                      base_fmt: Optional[str], bar: Any) -> None:
     """Safe mode's data copy.  Raises ImgError."""
     from gqemu.block import blk_bs, blk_getlength, blk_pwrite, blk_pwrite_zeroes
     from gqemu.block.driver import BlockError, bdrv_getlength
@@ -130,6 +144,8 @@ def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
         new_size = blk_getlength(new_blk)
     try:
         size = blk_getlength(blk)
+        # QEMU's float: 100 / the number of IO_BUF_SIZE steps
+        step = 100.0 / (size // min(size, IO_BUF_SIZE)) if size else 0.0
         offset = 0
         while offset < size:
             n = min(IO_BUF_SIZE, size - offset)
@@ -174,6 +190,7 @@ def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
                                        % os.strerror(e.errno)) from None
                 done += pnum
             offset += n
+            bar.qemu_progress_print(step, 100)
     finally:
         if new_blk is not None:
             blk_close(new_blk)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import difftools
+
 pytestmark = pytest.mark.timeout(180)
 
 GQEMU_IMG = [sys.executable, "-c", "import sys; sys.argv[0] = 'qemu-img'; "
@@ -263,3 +265,21 @@ def test_commit_of_zero_clusters_frees_the_base_clusters(tmp_path, qemu_img, qem
              ("qimg", "check", "b.qcow2"),
              ("io", "-c", "read -P 0 0 1M", "b.qcow2")]
     same(tmp_path, qemu_img, qemu_io, steps, files=False)
+
+
+def test_rebase_progress(tmp_path, qemu_img, qemu_io):
+    """rebase -p draws QEMU's progress (0 before the image is opened, one
+    step per unallocated IO_BUF_SIZE chunk, capped at 100, 100 once more
+    after the switch, a newline at the end); -q silences it."""
+    script = r"""
+qemu-img create -q -f qcow2 b.qcow2 4M
+qemu-io -c 'write -P 1 0 3M' b.qcow2 >/dev/null
+qemu-img create -q -f qcow2 n.qcow2 4M
+qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 t.qcow2
+qemu-io -c 'write -P 2 1M 64k' t.qcow2 >/dev/null
+qemu-img rebase -p -b n.qcow2 -F qcow2 t.qcow2 | od -c; echo "rc=$?"
+qemu-img rebase -p -q -b '' t.qcow2 | od -c; echo "rc=$?"
+qemu-io -c 'read -P 1 0 1M' -c 'read -P 2 1M 64k' -c 'read -P 1 1088k 1984k' t.qcow2
+"""
+    real, ours = difftools.both(script, tmp_path, qemu_img, qemu_io)
+    assert "1   0   0   .   0   0" in real and ours == real
