@@ -21,15 +21,13 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_RDWR, BlockDriverState, bdrv_getlength,
                                 refresh_total_sectors)
 from gqemu.block.io_misc import bdrv_run_co
+from gqemu.block.block_int import BDRV_MAX_LENGTH
 
 if TYPE_CHECKING:
     from gqemu.block.file_posix import BdrvFile
     from gqemu.block.raw_format import BdrvRaw
 
 PREALLOC_MODES = ("off", "metadata", "falloc", "full")
-# the largest offset a request may reach: INT64_MAX down to 1 GiB (QEMU:
-# BDRV_MAX_LENGTH, the maximum request size rounded to its alignment)
-BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
 
 
 def _file_truncate(bs: BlockDriverState, offset: int, prealloc: str) -> tuple[int, str]:

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.coroutine import CoMutex
 from gqemu.block.driver import BdrvChild, BlockDriver, BlockDriverState
-
 # INT64_MAX aligned down to 1 GiB: no request may reach past it.  QEMU: BDRV_MAX_LENGTH
-BDRV_MAX_LENGTH = ((1 << 63) - 1) & ~((1 << 30) - 1)
+from gqemu.block.block_int import BDRV_MAX_LENGTH  # noqa: F401 (re-exported)
 
 # overlap-check kinds.  QEMU: QCow2MetadataOverlap
 QCOW2_OL_MAIN_HEADER = 1 << 0

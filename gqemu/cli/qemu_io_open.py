@@ -351,8 +351,9 @@ def _reopen_check(io: QemuIO, new_opts: dict[str, str]) -> str:
                 continue
             if bs is None:                      # no such child: a key of the root
                 return "Cannot change the option '%s'" % (prefix + key)
-            cur: Optional[str] = bs.node_name if key == "node-name" else \
-                (bs.drv.format_name if bs.drv is not None else "")
+            # (a name given at open for a child: as the open options say)
+            cur: Optional[str] = (bs.node_name or io.opened[1].opts.get(prefix + key)) \
+                if key == "node-name" else (bs.drv.format_name if bs.drv is not None else "")
             if key == "node-name" and not cur:
                 cur = None                      # no explicit name: any name is a change
             if new_opts[prefix + key] != cur:
@@ -397,7 +398,9 @@ def _reopen_unchanged(io: QemuIO, new_opts: dict[str, str]) -> str:
     if old.force_share:
         nodes[""][1]["force-share"] = True          # a QBool: no string equals it
     if root.backing is not None and root.backing.bs.drv is not None:
-        nodes["backing"] = (root.backing.bs, {"driver": root.backing.bs.drv.format_name})
+        bopts = {k[8:]: v for k, v in old.opts.items() if k.startswith("backing.")}
+        bopts.update(driver=root.backing.bs.drv.format_name)
+        nodes["backing"] = (root.backing.bs, bopts)
     if root.file is not None and root.file.bs.drv is not None:
         fopts = {k[5:]: v for k, v in old.opts.items() if k.startswith("file.")}
         fopts.update(driver=root.file.bs.drv.format_name,
