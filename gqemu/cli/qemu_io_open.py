@@ -306,7 +306,19 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
         o.opts = qcow2_join_options(new_opts, o.opts)
     else:
         o.opts.update(new_opts)
-    from gqemu.block import BlockError, blk_unref
+    from gqemu.block import BlockError, blk_bs, blk_unref
+    if old.opts.get("snapshot") == "on":
+        # -s: QEMU reopens in place, and only a read-only change opens a
+        # file again -- the temporary overlay, by its name, which is gone:
+        # that fails and the session keeps its overlay.  gqemu would reopen
+        # the image itself (losing the overlay's writes), so it keeps the
+        # open node as it is instead.
+        if o.readonly != old.readonly:
+            bs = blk_bs(io.blk)
+            error_report(io, "Could not open '%s': No such file or directory"
+                         % (bs.filename if bs is not None else ""))
+            return -errno.ENOENT
+        return 0
     blk, io.blk = io.blk, None
     blk_unref(blk)
     try:

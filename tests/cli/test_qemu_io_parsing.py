@@ -10,6 +10,7 @@ import tempfile
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import difftools
 import qemu_io_corpus_runner as runner  # tests/qemu-io/runner.py, via conftest
 
 
@@ -103,3 +104,19 @@ def test_every_number_argument_parses_alike(qemu_io: str) -> None:
                   "read -P 1 -s %s 0 1", "truncate %s", "sigraise %s", "aio_flush"):
             cmds.append(c % x if "%s" in c else c)
     both(qemu_io, cmds)
+
+
+def test_reopen_keeps_the_temporary_snapshot(tmp_path, qemu_img, qemu_io):
+    """qemu-io -s: a reopen that changes read-only would open the temporary
+    overlay again by its name, which is gone -- QEMU fails and keeps the
+    overlay (and its writes); a reopen that changes nothing keeps it too.
+    gqemu used to reopen the image itself and lose the overlay's writes."""
+    script = r"""
+qemu-img create -q -f qcow2 t.qcow2 1M
+qemu-io -s -c 'write -P 5 0 4k' -c 'reopen -r' -c 'read -P 5 0 4k' -c 'reopen' \
+    -c 'read -P 5 0 4k' t.qcow2 2>&1 | sed 's|/vl\.[A-Za-z0-9_]*|/vl.XXXXXX|'
+echo "rc=$?"
+qemu-io -c 'read -P 0 0 4k' t.qcow2
+"""
+    real, ours = difftools.both(script, tmp_path, qemu_img, qemu_io)
+    assert "No such file or directory" in real and ours == real
