@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import mmap
 import subprocess
-import sys
 from typing import Any
 
-import gqemu.coroutine as coroutine_mod
 from gqemu.aio import aio_wait_while
 from gqemu.block import QEMUIOVector, blk_aio_preadv, blk_new_open, blk_unref
+
+from tests.runtime.callcount import python_calls
 
 # blk_aio_read_entry .. raw_co_prw: the coroutine chain of
 # tests/golden/backtrace-chains.txt, outermost first, without the pool.
@@ -23,22 +23,14 @@ CHAIN = ["blk_aio_read_entry", "blk_co_preadv", "bdrv_co_preadv", "bdrv_aligned_
 
 def read_calls(blk: Any, offset: int) -> list[str]:
     """The Python functions one read runs on this thread (coroutine_fn
-    debug wrappers left out)."""
+    debug wrappers left out), from blk_aio_preadv on."""
     qiov = QEMUIOVector([memoryview(mmap.mmap(-1, 4096))])
     done: list[int] = []
-    names: list[str] = []
 
-    def prof(frame: Any, event: str, arg: Any) -> None:
-        code = frame.f_code
-        if event == "call" and not (code.co_name == "checked"
-                                    and code.co_filename == coroutine_mod.__file__):
-            names.append(code.co_name)
-    sys.setprofile(prof)
-    try:
+    def one_read() -> None:
         blk_aio_preadv(blk, offset, qiov, 0, lambda _o, ret: done.append(ret), None)
         aio_wait_while(blk.ctx, lambda: not done)
-    finally:
-        sys.setprofile(None)
+    names = python_calls(one_read)[1:]          # without one_read itself
     assert done == [0]
     return names
 

@@ -5,31 +5,11 @@ qemu_coroutine_enter and qemu_coroutine_yield and nothing else, and a pooled
 coroutine's create+enter+terminate runs no helper besides its entry."""
 from __future__ import annotations
 
-import sys
-from typing import Any, Callable
-
 import gqemu.coroutine as coroutine_mod
 from gqemu.coroutine import (qemu_coroutine_create, qemu_coroutine_enter,
                              qemu_coroutine_yield)
 
-
-def calls(fn: Callable[[], Any]) -> list[str]:
-    """Names of the Python functions ``fn()`` calls (in every coroutine it
-    switches to), leaving out the GQEMU_DEBUG/GQEMU_STRESS coroutine_fn
-    wrappers."""
-    names: list[str] = []
-
-    def prof(frame: Any, event: str, arg: Any) -> None:
-        code = frame.f_code
-        if event == "call" and not (code.co_name == "checked"
-                                    and code.co_filename == coroutine_mod.__file__):
-            names.append(code.co_name)
-    sys.setprofile(prof)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return names
+from .callcount import python_calls as calls
 
 
 def test_enter_yield_round_trip_calls_nothing_else():

@@ -1,0 +1,28 @@
+"""Counting the Python calls a piece of code makes, with ``sys.setprofile``
+(deterministic, so tests can hold a budget; the speed itself is measured by
+``gqemu bench``, never timed in tests)."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import gqemu.coroutine as coroutine_mod
+
+
+def python_calls(fn: Callable[[], Any]) -> list[str]:
+    """Names of the Python functions ``fn()`` calls, ``fn`` itself first (in
+    every coroutine it switches to), leaving out the GQEMU_DEBUG/GQEMU_STRESS
+    coroutine_fn wrappers."""
+    names: list[str] = []
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        code = frame.f_code
+        if event == "call" and not (code.co_name == "checked"
+                                    and code.co_filename == coroutine_mod.__file__):
+            names.append(code.co_name)
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return names
