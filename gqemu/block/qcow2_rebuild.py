@@ -14,15 +14,16 @@ rebuild_refcounts_write_refblocks, alloc_clusters_imrt.
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import TYPE_CHECKING
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import qcow2_cache_empty
-from gqemu.block.qcow2_overlap import (qcow2_co_flush_file, qcow2_co_pwrite_file,
+from gqemu.block.qcow2_overlap import (error_report, qcow2_co_flush_file, qcow2_co_pwrite_file,
                                        qcow2_pre_write_overlap_check)
 from gqemu.block.qcow2_refcount import set_refcount_ro
-from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache, Qcow2State
 
 if TYPE_CHECKING:
     from gqemu.block.qcow2_check import BdrvCheckResult, _Imrt   # it imports us
@@ -54,10 +55,10 @@ def alloc_clusters_imrt(counts: list[int], n: int, first_free: list[int]) -> int
     return cluster
 
 
-def _refblock_bytes(s: object, counts: list[int], first: int) -> bytearray:
+def _refblock_bytes(s: Qcow2State, counts: list[int], first: int) -> bytearray:
     """The refcount block covering clusters from ``first``, in the file's
     format."""
-    cs, rbs, order = s.cluster_size, s.refcount_block_size, s.refcount_order  # type: ignore[attr-defined]
+    cs, rbs, order = s.cluster_size, s.refcount_block_size, s.refcount_order
     block = bytearray(cs)
     chunk = counts[first:first + rbs]
     if order == 4:
@@ -104,7 +105,7 @@ def rebuild_refcounts_write_refblocks(bs: Qcow2BDS, counts: list[int], first: in
         if ret >= 0:
             ret = qcow2_co_pwrite_file(bs, offset, _refblock_bytes(s, counts, start))
         if ret < 0:
-            sys_err("ERROR writing refblock: %s" % _strerror(ret))
+            error_report("ERROR writing refblock: %s" % os.strerror(-ret))
             return ret
         cluster = start + rbs
     return grown
@@ -144,29 +145,19 @@ def rebuild_refcount_structure(bs: Qcow2BDS, res: BdrvCheckResult,
     if ret >= 0:
         ret = qcow2_co_pwrite_file(bs, table_off, data)
     if ret < 0:
-        sys_err("ERROR writing reftable: %s" % _strerror(ret))
+        error_report("ERROR writing reftable: %s" % os.strerror(-ret))
         return ret
     ret = qcow2_co_pwrite_file(bs, 48, struct.pack(">QI", table_off, clusters))
     if ret >= 0:
         ret = qcow2_co_flush_file(bs)
     if ret < 0:
-        sys_err("ERROR setting reftable: %s" % _strerror(ret))
+        error_report("ERROR setting reftable: %s" % os.strerror(-ret))
         return ret
     s.refcount_table = reftable
     s.refcount_table_offset = table_off
     s.refcount_table_size = len(reftable)
     s.free_cluster_index = 0
     return 0
-
-
-def sys_err(msg: str) -> None:
-    import sys
-    sys.stderr.write(msg + "\n")
-
-
-def _strerror(ret: int) -> str:
-    import os
-    return os.strerror(-ret)
 
 
 def _drop_cache(c: Qcow2Cache) -> None:

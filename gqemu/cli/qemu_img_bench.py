@@ -122,7 +122,6 @@ def img_bench(argv: list[str]) -> int:
                 raise ImgError("Invalid aio option: %s" % v)
             native = v == "native"
         elif o == "-o":
-            from gqemu.cli.qemu_img_tool import cvtnum
             offset = cvtnum("offset", v)
         elif o == "-q":
             quiet = True
