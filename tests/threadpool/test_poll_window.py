@@ -73,17 +73,25 @@ def _gated(gate, ret=0):
     return func
 
 
-@pytest.mark.timeout(30)
-def test_completion_in_the_window_bypasses_the_hub(pool):
+def _complete_in_window(pool, ret):
+    """One request whose worker finishes only once the loop waits in the
+    poll window; returns (results delivered, _count's record)."""
     ctx = pool.ctx
-    ctx.poll_max_ns = LONG_NS
     gate = threading.Event()
     got = []
-    thread_pool_submit_aio(pool, _gated(gate, 5), None, lambda _o, r: got.append(r), None)
+    thread_pool_submit_aio(pool, _gated(gate, ret), None, lambda _o, r: got.append(r), None)
     seen = _count(ctx)
     t = _when(lambda: ctx._polling, gate.set)
     aio_wait_while(ctx, lambda: not got)
     t.join()
+    return got, seen
+
+
+@pytest.mark.timeout(30)
+def test_completion_in_the_window_bypasses_the_hub(pool):
+    ctx = pool.ctx
+    ctx.poll_max_ns = LONG_NS
+    got, seen = _complete_in_window(pool, 5)
     assert got == [5]
     assert seen["poll"][-1] is True and seen["wake"] == 0
     assert ctx.external == 0 and ctx.poll_external == 0
@@ -204,13 +212,7 @@ def test_late_release_is_a_spurious_wake_only(pool):
     ctx = pool.ctx
     ctx.poll_max_ns = LONG_NS
     ctx._poll_lock.release()            # the late release
-    gate = threading.Event()
-    got = []
-    thread_pool_submit_aio(pool, _gated(gate, 1), None, lambda _o, r: got.append(r), None)
-    seen = _count(ctx)
-    t = _when(lambda: ctx._polling, gate.set)
-    aio_wait_while(ctx, lambda: not got)
-    t.join()
+    got, seen = _complete_in_window(pool, 1)
     assert got == [1] and seen["wake"] == 0
 
 
