@@ -363,9 +363,8 @@ def _reopen_check(io: QemuIO, new_opts: dict[str, str]) -> str:
                 continue
             if bs is None:                      # no such child: a key of the root
                 return "Cannot change the option '%s'" % (prefix + key)
-            # (a name given at open for a child: as the open options say)
-            cur: Optional[str] = (bs.node_name or io.opened[1].opts.get(prefix + key)) \
-                if key == "node-name" else (bs.drv.format_name if bs.drv is not None else "")
+            cur: Optional[str] = bs.node_name if key == "node-name" else \
+                (bs.drv.format_name if bs.drv is not None else "")
             if key == "node-name" and not cur:
                 cur = None                      # no explicit name: any name is a change
             if new_opts[prefix + key] != cur:
