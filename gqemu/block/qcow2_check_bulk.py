@@ -35,6 +35,7 @@ from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
     QCOW_OFLAG_ZERO, REFT_OFFSET_MASK)
 from gqemu.block.qcow2_overlap import qcow2_co_pread_file, qcow2_file_length
+from gqemu.block.qcow2_refcount_ro import refcount_values
 from gqemu.block.qcow2_refcount import qcow2_get_refcount
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
@@ -188,19 +189,6 @@ def l2_copied_data_clusters(s: Qcow2State, raw: Any) -> tuple[int, int] | None:
     if ks[-1] - ks[0] != n - 1 or ks != list(range(ks[0], ks[0] + n)):
         return None
     return ks[0], n
-
-
-def refcount_values(data: Any, order: int) -> list[int]:
-    """Every entry of a refcount block.  QEMU: get_refcount_ro0..6 over it."""
-    if order == 3:
-        return list(data)
-    if order > 3:
-        fmt = {4: "H", 5: "I", 6: "Q"}[order]
-        return list(struct.unpack(">%d%s" % (len(data) >> (order - 3), fmt), data))
-    bits = 1 << order
-    mask = (1 << bits) - 1
-    shifts = range(0, 8, bits)
-    return [(b >> sh) & mask for b in data for sh in shifts]
 
 
 class RefblockReader:

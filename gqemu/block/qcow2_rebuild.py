@@ -22,8 +22,8 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import qcow2_cache_empty
 from gqemu.block.qcow2_overlap import (error_report, qcow2_co_flush_file, qcow2_co_pwrite_file,
                                        qcow2_pre_write_overlap_check)
-from gqemu.block.qcow2_refcount import set_refcount_ro
-from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache, Qcow2State
+from gqemu.block.qcow2_refcount_ro import refcount_block_bytes
+from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache
 
 if TYPE_CHECKING:
     from gqemu.block.qcow2_check import BdrvCheckResult, _Imrt   # it imports us
@@ -53,21 +53,6 @@ def alloc_clusters_imrt(counts: list[int], n: int, first_free: list[int]) -> int
     for i in range(n):
         counts[cluster + i] = 1
     return cluster
-
-
-def _refblock_bytes(s: Qcow2State, counts: list[int], first: int) -> bytearray:
-    """The refcount block covering clusters from ``first``, in the file's
-    format."""
-    cs, rbs, order = s.cluster_size, s.refcount_block_size, s.refcount_order
-    block = bytearray(cs)
-    chunk = counts[first:first + rbs]
-    if order == 4:
-        struct.pack_into(">%dH" % len(chunk), block, 0, *chunk)
-    else:
-        for i, v in enumerate(chunk):
-            if v:
-                set_refcount_ro(block, order, i, v)
-    return block
 
 
 @coroutine_fn
@@ -103,7 +88,8 @@ def rebuild_refcounts_write_refblocks(bs: Qcow2BDS, counts: list[int], first: in
         s.highest_alloc = max(s.highest_alloc, len(counts) * cs)
         ret = qcow2_pre_write_overlap_check(bs, 0, offset, cs)
         if ret >= 0:
-            ret = qcow2_co_pwrite_file(bs, offset, _refblock_bytes(s, counts, start))
+            ret = qcow2_co_pwrite_file(bs, offset, refcount_block_bytes(
+                counts[start:start + rbs], s.refcount_order, cs))
         if ret < 0:
             error_report("ERROR writing refblock: %s" % os.strerror(-ret))
             return ret

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import random
 
-from gqemu.block.qcow2_refcount_ro import get_refcount_ro, refcount_run, set_refcount_ro
+import pytest
+
+from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, refcount_block_bytes, refcount_run,
+                                           refcount_values, set_refcount_ro)
 
 
 def _shadow(block: bytearray, order: int, index: int, end: int, want: int) -> tuple[bool, int]:
@@ -35,3 +38,20 @@ def test_refcount_run_matches_per_entry_scan() -> None:
             want = rng.randrange(1, entries + 2)
             assert refcount_run(block, order, index, entries, want) == \
                 _shadow(block, order, index, entries, want), (order, index, want, block.hex())
+
+
+@pytest.mark.parametrize("order", range(7))
+def test_whole_block_encode_decode_match_the_per_entry_functions(order):
+    """refcount_block_bytes / refcount_values (a whole block at once, used
+    by the check and the refcount rebuild) agree with set_refcount_ro /
+    get_refcount_ro entry by entry, at every width."""
+    rnd = random.Random(order)
+    size = 512
+    n = size * 8 >> order
+    values = [rnd.randrange(1 << (1 << order)) for _ in range(n - 3)]
+    shadow = bytearray(size)
+    for i, v in enumerate(values):
+        set_refcount_ro(shadow, order, i, v)
+    assert refcount_block_bytes(values, order, size) == shadow
+    assert refcount_values(bytes(shadow), order) == values + [0, 0, 0]
+    assert [get_refcount_ro(shadow, order, i) for i in range(n)] == values + [0, 0, 0]
