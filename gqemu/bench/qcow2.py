@@ -26,6 +26,7 @@ import time
 from typing import Optional
 
 from gqemu.bench.common import RATIO_HEADER, fmt_num, progress, progress_done, ratio_row, table
+from gqemu.bench.startup import _entry
 
 MiB = 1 << 20
 
@@ -166,7 +167,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 rows.append(ratio_row("4 KiB QD1 read aio=%s" % aio, ours_iops,
                                       "qemu-img bench -i threads", qb_4k, "IOPS", 0.7))
         progress("qcow2: convert to raw")
-        ours_t = _time_cmd(["gqemu-img", "convert", "-O", "raw", img, os.path.join(d, "g.raw")])
+        # gqemu-img through this interpreter, as an installed console script
+        # runs it (not whatever "gqemu-img" on PATH is, e.g. a pyenv shim).
+        ours_t = _time_cmd([sys.executable, "-c", _entry("gqemu.cli.qemu_img", "gqemu-img"),
+                            "convert", "-O", "raw", img, os.path.join(d, "g.raw")])
         qemu_t = _time_cmd(["qemu-img", "convert", "-O", "raw", img, os.path.join(d, "q.raw")])
         if ours_t is not None and qemu_t is not None:
             rows.append(ratio_row("convert %d MiB qcow2->raw" % (size // MiB), ours_t,
