@@ -71,20 +71,6 @@ trace_qemu_coroutine_yield = trace_event("qemu_coroutine_yield", "from %p to %p"
 trace_qemu_coroutine_terminate = trace_event("qemu_coroutine_terminate", "co %p")
 trace_aio_co_schedule = trace_event("aio_co_schedule", "ctx %p co %p")
 
-# One module-level flag for the three events: the enter/yield fast paths
-# test it instead of looking up each event's state.
-_tracing = False
-
-
-def _trace_changed() -> None:
-    global _tracing
-    _tracing = (trace_qemu_coroutine_enter.enabled
-                or trace_qemu_coroutine_yield.enabled
-                or trace_qemu_coroutine_terminate.enabled)
-
-
-trace_add_listener(_trace_changed)
-
 # What a coroutine's greenlet hands back to its enterer: a yield switches
 # with no value (the enterer's ``switch()`` returns ``()``, false; a switch
 # without arguments is the cheapest), an ending coroutine with this one.
@@ -254,16 +240,20 @@ def _release(co: Coroutine) -> None:
         pool.append(co)
 
 
-def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]") -> None:
+def qemu_aio_coroutine_enter(ctx: Any, co: "Coroutine | deque[Coroutine]",
+                             current: Optional[greenlet] = None) -> None:
     """Enter ``co`` and every coroutine it wakes, depth first.
 
     Returns when ``co`` has yielded or terminated and its wake-up list is
     empty.  An exception raised inside a coroutine propagates from here.
+    ``current`` is the calling greenlet, passed by a caller that has it
+    already (QEMU reads it from a thread-local; getcurrent() is not free).
 
     Context: anywhere but inside ``co`` itself.
     QEMU: util/qemu-coroutine.c qemu_aio_coroutine_enter.
     """
-    current = getcurrent()
+    if current is None:
+        current = getcurrent()
     # ``pending`` is made only when something is woken (one coroutine, the
     # usual case, allocates nothing).
     pending: Optional[deque[Coroutine]]
@@ -316,22 +306,21 @@ def _terminated(co: Coroutine) -> None:
 def qemu_coroutine_enter(co: Coroutine) -> None:
     """Switch into ``co``; return when it yields or terminates.
 
-    The common cases (no wake-ups queued, no tracing; the coroutine yields,
-    or ends without an exception or a lock held and goes back to the pool)
-    are inlined here; everything else goes through qemu_aio_coroutine_enter
-    or _after_switch.
+    The common cases (no wake-ups queued; the coroutine yields, or ends
+    without an exception or a lock held and goes back to the pool) are
+    inlined here; everything else goes through qemu_aio_coroutine_enter or
+    _after_switch.  While a coroutine trace event is enabled this body is
+    swapped for one that traces (see _trace_changed).
 
     Context: anywhere.  QEMU: qemu_coroutine_enter.
     """
-    if (co.caller is None and co.scheduled is None
-            and not _tracing):
+    if co.caller is None and co.scheduled is None:
         co.caller = getcurrent()
         ret = co.switch()
         if co.co_queue_wakeup is None:
             if not ret:                                  # yielded, nothing woken
                 return
-            if (co.exception is None and not co.locks_held
-                    and not _tracing):                   # ended cleanly: _release
+            if co.exception is None and not co.locks_held:   # ended cleanly: _release
                 co.ctx = None
                 pool = co.pool
                 if len(pool) < POOL_MAX:
@@ -364,10 +353,58 @@ def qemu_coroutine_yield() -> None:
         caller = None
     if caller is None:
         raise CoroutineError("Co-routine is yielding to no one")
-    if _tracing:
-        trace_qemu_coroutine_yield(self, caller)
     self.caller = None
     caller.switch()
+
+
+# --------------------------------------------------------------- tracing
+#
+# The enter/yield bodies above test no trace state at all.  While one of
+# the coroutine events is enabled, the two functions run the bodies below
+# instead: their code objects are swapped in place, so every module that
+# imported ``qemu_coroutine_enter``/``qemu_coroutine_yield`` by name gets
+# the traced body too, and a disabled trace costs the hot path nothing.
+
+
+def _qemu_coroutine_enter_traced(co: Coroutine) -> None:
+    qemu_aio_coroutine_enter(None, co)      # traces enter and terminate
+
+
+def _qemu_coroutine_yield_traced() -> None:
+    self = getcurrent()
+    try:
+        caller = self.caller
+    except AttributeError:
+        caller = None
+    if caller is None:
+        raise CoroutineError("Co-routine is yielding to no one")
+    trace_qemu_coroutine_yield(self, caller)
+    self.caller = None
+    caller.switch()
+
+
+def _as(fn: Callable[..., Any], name: str) -> Any:
+    return fn.__code__.replace(co_name=name, co_qualname=name)
+
+
+# (plain body, traced body) of each function, by tracing state.
+_BODIES = (
+    (qemu_coroutine_enter, qemu_coroutine_enter.__code__,
+     _as(_qemu_coroutine_enter_traced, "qemu_coroutine_enter")),
+    (qemu_coroutine_yield, qemu_coroutine_yield.__code__,
+     _as(_qemu_coroutine_yield_traced, "qemu_coroutine_yield")),
+)
+
+
+def _trace_changed() -> None:
+    tracing = (trace_qemu_coroutine_enter.enabled
+               or trace_qemu_coroutine_yield.enabled
+               or trace_qemu_coroutine_terminate.enabled)
+    for fn, plain, traced in _BODIES:
+        fn.__code__ = traced if tracing else plain
+
+
+trace_add_listener(_trace_changed)
 
 
 def qemu_coroutine_self() -> greenlet:
@@ -454,7 +491,11 @@ def aio_co_enter(ctx: Any, co: Coroutine) -> None:
         raise CoroutineError("aio_co_enter: %r belongs to another thread and "
                              "has no AioContext to be scheduled in" % co)
     self = getcurrent()
-    if getattr(self, "caller", None) is not None:   # in a coroutine
+    try:
+        inside = self.caller is not None
+    except AttributeError:                          # not a coroutine
+        inside = False
+    if inside:
         if self is co:
             raise CoroutineError("aio_co_enter: coroutine enters itself")
         q = self.co_queue_wakeup
@@ -462,7 +503,7 @@ def aio_co_enter(ctx: Any, co: Coroutine) -> None:
             self.co_queue_wakeup = q = deque()
         q.append(co)
         return
-    qemu_aio_coroutine_enter(ctx, co)
+    qemu_aio_coroutine_enter(ctx, co, self)
 
 
 def aio_co_wake(co: Coroutine) -> None:

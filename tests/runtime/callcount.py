@@ -26,3 +26,19 @@ def python_calls(fn: Callable[[], Any]) -> list[str]:
     finally:
         sys.setprofile(None)
     return names
+
+
+def c_calls(fn: Callable[[], Any]) -> list[str]:
+    """Names of the C functions (builtins, methods of C types) that ``fn()``
+    calls, in every coroutine it switches to, in order."""
+    names: list[str] = []
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and arg is not sys.setprofile:
+            names.append(arg.__name__)
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return names
