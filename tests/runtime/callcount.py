@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-import gqemu.coroutine as coroutine_mod
+import gqemu.qemu_coroutine as coroutine_mod   # where coroutine_fn's wrapper lives
 
 
 def python_calls(fn: Callable[[], Any]) -> list[str]:
