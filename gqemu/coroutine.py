@@ -38,6 +38,8 @@ from gqemu.qemu_coroutine_lock import (CoMutex, CoQueue, CoRwlock, qemu_co_enter
                                        qemu_co_rwlock_init, qemu_co_rwlock_rdlock,
                                        qemu_co_rwlock_unlock, qemu_co_rwlock_upgrade,
                                        qemu_co_rwlock_wrlock)
+# Decided once, at import (GQEMU_DEBUG / GQEMU_STRESS); read from here too.
+from gqemu.qemu_coroutine import DEBUG, STRESS  # noqa: F401
 from gqemu.qemu_coroutine_sleep import (coroutine_set_aio_hooks, current_aio_context,
                                         qemu_co_sleep_ns)
 

@@ -6,6 +6,7 @@ public name is still imported from gqemu.coroutine and gqemu.aio
 (ARCHITECTURE section 3) as the very object its home module defines."""
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -57,3 +58,27 @@ def test_documented_coroutine_names_import():
                                  qemu_coroutine_enter, qemu_coroutine_entered,
                                  qemu_coroutine_self, qemu_coroutine_yield,
                                  qemu_in_coroutine)
+
+
+def test_every_name_the_code_takes_from_the_facades_is_there():
+    # ``from gqemu.coroutine import X`` and ``coroutine.X`` after ``from gqemu
+    # import coroutine`` (gqemu.cli.stress reads coroutine.STRESS), anywhere
+    # in gqemu, tests and scripts.
+    facades = {"coroutine": gqemu.coroutine, "aio": gqemu.aio}
+    root = PKG.parent
+    files = [*PKG.rglob("*.py"), *(root / "tests").rglob("*.py"),
+             root / "scripts" / "mutate"]
+    missing = []
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in (
+                    "gqemu.coroutine", "gqemu.aio"):
+                mod = facades[node.module.rpartition(".")[2]]
+                missing += [(str(path), a.name) for a in node.names
+                            if a.name != "*" and not hasattr(mod, a.name)]
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in facades
+                  and not hasattr(facades[node.value.id], node.attr)):
+                missing.append((str(path), node.value.id + "." + node.attr))
+    assert not missing
