@@ -12,6 +12,9 @@ RANKS = {
     "runtime": 0, "threadpool": 1, "block": 2, "hw": 3, "kvm": 4, "top": 5,
 }
 RUNTIME = {"gqemu", "gqemu.coroutine", "gqemu.aio", "gqemu.trace", "gqemu.trace_json",
+           "gqemu.coroutine_ucontext", "gqemu.qemu_coroutine", "gqemu.qemu_coroutine_lock",
+           "gqemu.qemu_coroutine_sleep", "gqemu.qemu_timer", "gqemu.aio_context",
+           "gqemu.aio_posix",
            "gqemu.plant", "gqemu.cutils",
            "gqemu.sched"}
 

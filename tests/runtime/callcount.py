@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-import gqemu.coroutine as coroutine_mod
+import gqemu.qemu_coroutine as coroutine_mod   # where coroutine_fn's wrapper lives
 
 
 def python_calls(fn: Callable[[], Any]) -> list[str]:
@@ -20,6 +20,22 @@ def python_calls(fn: Callable[[], Any]) -> list[str]:
         if event == "call" and not (code.co_name == "checked"
                                     and code.co_filename == coroutine_mod.__file__):
             names.append(code.co_name)
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return names
+
+
+def c_calls(fn: Callable[[], Any]) -> list[str]:
+    """Names of the C functions (builtins, methods of C types) that ``fn()``
+    calls, in every coroutine it switches to, in order."""
+    names: list[str] = []
+
+    def prof(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and arg is not sys.setprofile:
+            names.append(arg.__name__)
     sys.setprofile(prof)
     try:
         fn()

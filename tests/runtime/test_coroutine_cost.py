@@ -5,10 +5,14 @@ qemu_coroutine_enter and qemu_coroutine_yield and nothing else, and a pooled
 coroutine's create+enter+terminate runs no helper besides its entry."""
 from __future__ import annotations
 
-import gqemu.coroutine as coroutine_mod
-from gqemu.coroutine import (qemu_coroutine_create, qemu_coroutine_enter,
-                             qemu_coroutine_yield)
+import io
 
+import gqemu.coroutine as coroutine_mod
+from gqemu import trace
+from gqemu.coroutine import (aio_co_wake, qemu_coroutine_create,
+                             qemu_coroutine_enter, qemu_coroutine_yield)
+
+from .callcount import c_calls
 from .callcount import python_calls as calls
 
 
@@ -34,3 +38,58 @@ def test_pooled_lifecycle_calls_only_the_entry():
     assert got == ["<lambda>", "qemu_coroutine_create", "qemu_coroutine_enter", "entry"]
     assert ran == [0, 1]
     assert coroutine_mod.coroutine_pool_size() >= 1          # went back to the pool
+
+
+def _suspended() -> "coroutine_mod.Coroutine":
+    def yield_loop(_: object) -> None:
+        while True:
+            qemu_coroutine_yield()
+    co = qemu_coroutine_create(yield_loop)
+    qemu_coroutine_enter(co)
+    return co
+
+
+def test_enter_yield_read_no_trace_state_while_tracing_is_off():
+    # A disabled trace costs the round trip nothing: the bodies that run
+    # test no flag; enabling a coroutine event swaps in bodies that trace
+    # (the events themselves: test_trace.py), disabling swaps them back.
+    plain = (qemu_coroutine_enter.__code__, qemu_coroutine_yield.__code__)
+    for code in plain:
+        assert not {"_tracing", "trace_qemu_coroutine_enter",
+                    "trace_qemu_coroutine_yield"} & set(code.co_names), code.co_name
+    co = _suspended()
+    out = io.StringIO()
+    trace.trace_init_output(out)
+    trace.trace_enable_events("qemu_coroutine_yield")
+    try:
+        assert qemu_coroutine_yield.__code__ is not plain[1]
+        assert qemu_coroutine_enter.__code__ is not plain[0]
+        assert qemu_coroutine_yield.__code__.co_name == "qemu_coroutine_yield"
+        assert qemu_coroutine_enter.__code__.co_name == "qemu_coroutine_enter"
+        qemu_coroutine_enter(co)                    # still works, traced
+    finally:
+        trace.trace_close_output()
+        trace.trace_reset()
+    assert out.getvalue().startswith("qemu_coroutine_yield from ")
+    assert (qemu_coroutine_enter.__code__, qemu_coroutine_yield.__code__) == plain
+    assert co.caller is None
+    coroutine_mod.qemu_coroutine_discard(co)
+
+
+def test_round_trip_asks_for_the_current_greenlet_twice():
+    # enter records its caller, yield finds itself: one getcurrent() each,
+    # as QEMU reads its thread-local ``current`` once in each.
+    co = _suspended()
+    assert sorted(c_calls(lambda: qemu_coroutine_enter(co))) == [
+        "getcurrent", "getcurrent", "switch", "switch"]
+    coroutine_mod.qemu_coroutine_discard(co)
+
+
+def test_waking_from_outside_asks_for_the_current_greenlet_once():
+    # aio_co_wake outside coroutines (a completion BH's) looks up the
+    # calling greenlet once and hands it to qemu_aio_coroutine_enter.
+    co = _suspended()
+    got = c_calls(lambda: aio_co_wake(co))
+    assert got.count("getcurrent") == 2, got      # aio_co_enter's + the yield's
+    assert got.count("switch") == 2
+    coroutine_mod.qemu_coroutine_discard(co)
