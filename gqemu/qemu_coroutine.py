@@ -45,6 +45,20 @@ trace_qemu_coroutine_yield = trace_event("qemu_coroutine_yield", "from %p to %p"
 trace_qemu_coroutine_terminate = trace_event("qemu_coroutine_terminate", "co %p")
 trace_aio_co_schedule = trace_event("aio_co_schedule", "ctx %p co %p")
 
+# One module-level flag for the three events: the enter/yield fast paths
+# test it instead of looking up each event's state.
+_tracing = False
+
+
+def _trace_changed() -> None:
+    global _tracing
+    _tracing = (trace_qemu_coroutine_enter.enabled
+                or trace_qemu_coroutine_yield.enabled
+                or trace_qemu_coroutine_terminate.enabled)
+
+
+trace_add_listener(_trace_changed)
+
 # QEMU keeps 64 coroutines per batch in 2.8; we keep one free list.
 POOL_MAX = 256
 
@@ -218,21 +232,21 @@ def _terminated(co: Coroutine) -> None:
 def qemu_coroutine_enter(co: Coroutine) -> None:
     """Switch into ``co``; return when it yields or terminates.
 
-    The common cases (no wake-ups queued; the coroutine yields, or ends
-    without an exception or a lock held and goes back to the pool) are
-    inlined here; everything else goes through qemu_aio_coroutine_enter or
-    _after_switch.  While a coroutine trace event is enabled this body is
-    swapped for one that traces (see _trace_changed).
+    The common cases (no wake-ups queued, no tracing; the coroutine
+    yields, or ends without an exception or a lock held and goes back to
+    the pool) are inlined here; everything else goes through
+    qemu_aio_coroutine_enter or _after_switch.
 
     Context: anywhere.  QEMU: qemu_coroutine_enter.
     """
-    if co.caller is None and co.scheduled is None:
+    if co.caller is None and co.scheduled is None and not _tracing:
         co.caller = getcurrent()
         ret = co.switch()
         if co.co_queue_wakeup is None:
             if not ret:                                  # yielded, nothing woken
                 return
-            if co.exception is None and not co.locks_held:   # ended cleanly: _release
+            if (co.exception is None and not co.locks_held
+                    and not _tracing):                   # ended cleanly: _release
                 co.ctx = None
                 pool = co.pool
                 if len(pool) < POOL_MAX:
@@ -265,58 +279,12 @@ def qemu_coroutine_yield() -> None:
         caller = None
     if caller is None:
         raise CoroutineError("Co-routine is yielding to no one")
+    if _tracing:
+        trace_qemu_coroutine_yield(self, caller)
     self.caller = None
     caller.switch()
 
 
-# --------------------------------------------------------------- tracing
-#
-# The enter/yield bodies above test no trace state at all.  While one of
-# the coroutine events is enabled, the two functions run the bodies below
-# instead: their code objects are swapped in place, so every module that
-# imported ``qemu_coroutine_enter``/``qemu_coroutine_yield`` by name gets
-# the traced body too, and a disabled trace costs the hot path nothing.
-
-
-def _qemu_coroutine_enter_traced(co: Coroutine) -> None:
-    qemu_aio_coroutine_enter(None, co)      # traces enter and terminate
-
-
-def _qemu_coroutine_yield_traced() -> None:
-    self = getcurrent()
-    try:
-        caller = self.caller
-    except AttributeError:
-        caller = None
-    if caller is None:
-        raise CoroutineError("Co-routine is yielding to no one")
-    trace_qemu_coroutine_yield(self, caller)
-    self.caller = None
-    caller.switch()
-
-
-def _as(fn: Callable[..., Any], name: str) -> Any:
-    return fn.__code__.replace(co_name=name, co_qualname=name)
-
-
-# (plain body, traced body) of each function, by tracing state.
-_BODIES = (
-    (qemu_coroutine_enter, qemu_coroutine_enter.__code__,
-     _as(_qemu_coroutine_enter_traced, "qemu_coroutine_enter")),
-    (qemu_coroutine_yield, qemu_coroutine_yield.__code__,
-     _as(_qemu_coroutine_yield_traced, "qemu_coroutine_yield")),
-)
-
-
-def _trace_changed() -> None:
-    tracing = (trace_qemu_coroutine_enter.enabled
-               or trace_qemu_coroutine_yield.enabled
-               or trace_qemu_coroutine_terminate.enabled)
-    for fn, plain, traced in _BODIES:
-        fn.__code__ = traced if tracing else plain
-
-
-trace_add_listener(_trace_changed)
 
 
 def qemu_coroutine_self() -> greenlet:

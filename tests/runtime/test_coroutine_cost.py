@@ -5,10 +5,7 @@ qemu_coroutine_enter and qemu_coroutine_yield and nothing else, and a pooled
 coroutine's create+enter+terminate runs no helper besides its entry."""
 from __future__ import annotations
 
-import io
-
 import gqemu.coroutine as coroutine_mod
-from gqemu import trace
 from gqemu.coroutine import (aio_co_wake, qemu_coroutine_create,
                              qemu_coroutine_enter, qemu_coroutine_yield)
 
@@ -47,33 +44,6 @@ def _suspended() -> "coroutine_mod.Coroutine":
     co = qemu_coroutine_create(yield_loop)
     qemu_coroutine_enter(co)
     return co
-
-
-def test_enter_yield_read_no_trace_state_while_tracing_is_off():
-    # A disabled trace costs the round trip nothing: the bodies that run
-    # test no flag; enabling a coroutine event swaps in bodies that trace
-    # (the events themselves: test_trace.py), disabling swaps them back.
-    plain = (qemu_coroutine_enter.__code__, qemu_coroutine_yield.__code__)
-    for code in plain:
-        assert not {"_tracing", "trace_qemu_coroutine_enter",
-                    "trace_qemu_coroutine_yield"} & set(code.co_names), code.co_name
-    co = _suspended()
-    out = io.StringIO()
-    trace.trace_init_output(out)
-    trace.trace_enable_events("qemu_coroutine_yield")
-    try:
-        assert qemu_coroutine_yield.__code__ is not plain[1]
-        assert qemu_coroutine_enter.__code__ is not plain[0]
-        assert qemu_coroutine_yield.__code__.co_name == "qemu_coroutine_yield"
-        assert qemu_coroutine_enter.__code__.co_name == "qemu_coroutine_enter"
-        qemu_coroutine_enter(co)                    # still works, traced
-    finally:
-        trace.trace_close_output()
-        trace.trace_reset()
-    assert out.getvalue().startswith("qemu_coroutine_yield from ")
-    assert (qemu_coroutine_enter.__code__, qemu_coroutine_yield.__code__) == plain
-    assert co.caller is None
-    coroutine_mod.qemu_coroutine_discard(co)
 
 
 def test_round_trip_asks_for_the_current_greenlet_twice():
