@@ -111,6 +111,23 @@ def _allocated_file_size(bs: Any, filename: str) -> int:
     return os.stat(bs.filename or filename).st_blocks * 512
 
 
+def _generic_info(bs: Any, info: dict) -> None:
+    """A format other than qcow2: its cluster size (when not 0) and
+    backing file name.  QEMU: bdrv_query_image_info (bdrv_get_info,
+    bs->backing_file)."""
+    if bs.drv.bdrv_get_info is not None:
+        size = bs.drv.bdrv_get_info(bs).get("cluster_size", 0)
+        if size:
+            info["cluster-size"] = size
+    name = getattr(bs.drv, "backing_file", None)
+    if name:
+        from gqemu.block.refresh_filename import bdrv_full_backing_filename
+        info["backing-filename"] = name
+        full = bdrv_full_backing_filename(bs, name)
+        if full is not None:
+            info["full-backing-filename"] = full
+
+
 def image_info(blk: BlockBackend, filename: str) -> dict:
     """The fields of QEMU's ImageInfo.  QEMU: bdrv_query_image_info."""
     from gqemu.block import blk_getlength
@@ -126,6 +143,7 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     if bs.drv.bdrv_get_info is not None:       # else: no dirty flag (-ENOTSUP)
         info["dirty-flag"] = False
     if s is None:
+        _generic_info(bs, info)
         return info
     info["cluster-size"] = s.cluster_size
     info["dirty-flag"] = bool(s.incompatible_features & QCOW2_INCOMPAT_DIRTY)

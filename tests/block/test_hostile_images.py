@@ -1,0 +1,121 @@
+"""Hostile images, built byte by byte (tests/block/hostile_qcow2.py), run
+through gqemu's qemu-img/qemu-io and the real QEMU 7.2 tools by the same
+script: the whole output (exit codes, messages, data read back, the file's
+size and checksum after writes) must be QEMU's.
+
+qcow version 1 images are QEMU's ``qcow`` format: probed as such and
+checked at open with qcow_open's messages, never taken for a raw disk whose
+metadata a guest could read and overwrite."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.block.hostile_qcow2 import QCOW_OFLAG_COMPRESSED, Layout, qcow1
+from tests.cli import difftools
+
+pytestmark = pytest.mark.timeout(180)
+
+# one qemu-img info, one qemu-io with reads and a write, the file after it
+_SCRIPT = r"""
+cp "$SRC" t.img
+qemu-img info t.img; echo "info rc=$?"
+qemu-io -c 'read -P 0x11 0 4k' -c 'read 4k 4k' -c 'write -P 0x55 2k 6k' \
+        -c 'read -P 0x55 2k 6k' -c map t.img; echo "io rc=$?"
+echo "size $(stat -c %s t.img) $(md5sum < t.img)"
+"""
+
+
+def _same(tmp_path, qemu_img, qemu_io, image: bytes, script: str = _SCRIPT) -> str:
+    src = tmp_path / "src.img"
+    src.write_bytes(image)
+    real, ours = difftools.both("SRC=%s\n%s" % (src, script), tmp_path, qemu_img, qemu_io)
+    assert "Traceback" not in ours
+    assert ours == real
+    return real
+
+
+QCOW1_CASES = {
+    "sound": qcow1(),
+    "size 0": qcow1(size=0),
+    "size 1": qcow1(size=1),
+    "size 2^64-1": qcow1(size=(1 << 64) - 1),
+    "cluster_bits 8": qcow1(cluster_bits=8),
+    "cluster_bits 17": qcow1(cluster_bits=17),
+    "l2_bits 5": qcow1(l2_bits=5),
+    "l2_bits 14": qcow1(l2_bits=14),
+    "crypt_method 2": qcow1(crypt=2),
+    "L1 table at 2^64-4096": qcow1(l1_offset=0xFFFFFFFFFFFFF000),
+    "backing name 1024 bytes": qcow1(backing=b"a" * 10, backing_size=1024),
+    "file of 47 bytes": qcow1(truncate=47),
+    "file ends inside the L1": qcow1(truncate=0x1004),
+    "L1 entry past EOF": qcow1(l1={0: 0x10000000}),
+    "L1 entry at 2^64-4096": qcow1(l1={0: 0xFFFFFFFFFFFFF000}),
+    "L2 entry unaligned": qcow1(l2={0: 0x4004}),
+    "L2 entry at 2^63-4096": qcow1(l2={0: 0x7FFFFFFFFFFFF000}),
+    "compressed garbage": qcow1(l2={0: QCOW_OFLAG_COMPRESSED | 100 << 51 | 0x4000}),
+    "compressed past EOF": qcow1(l2={0: QCOW_OFLAG_COMPRESSED | 100 << 51 | 0x100000}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QCOW1_CASES))
+def test_qcow1_images_as_qemu(tmp_path, qemu_img, qemu_io, name):
+    """A version-1 header is QEMU's qcow format: the old code probed it as
+    raw (info said 'file format: raw' and a write landed on its L1)."""
+    out = _same(tmp_path, qemu_img, qemu_io, QCOW1_CASES[name])
+    assert "file format: raw" not in out
+
+
+def test_qcow1_with_backing_and_compressed_clusters(tmp_path, qemu_img, qemu_io):
+    """qcow images made by the real qemu-img: reads through a qcow2
+    backing file, compressed clusters, a partial write into a compressed
+    cluster (copied out first), map and compare, byte for byte."""
+    made = tmp_path / "made"
+    made.mkdir()
+    for cmd in ([qemu_img, "create", "-q", "-f", "qcow2", "base.qcow2", "1M"],
+                [qemu_io, "-c", "write -P 5 0 64k", "base.qcow2"],
+                [qemu_img, "create", "-q", "-f", "qcow", "-b", "base.qcow2", "-F", "qcow2",
+                 "ov.qcow"],
+                [qemu_io, "-c", "write -P 6 4k 4k", "ov.qcow"],
+                [qemu_img, "create", "-q", "-f", "raw", "r.raw", "1M"],
+                [qemu_io, "-f", "raw", "-c", "write -P 9 0 100k", "r.raw"],
+                [qemu_img, "convert", "-c", "-O", "qcow", "-f", "raw", "r.raw", "c.qcow"]):
+        # (7.2's convert -c -O qcow leaves a complete image but exits 1)
+        p = subprocess.run(cmd, cwd=made, stdout=subprocess.DEVNULL)
+        assert p.returncode == 0 or "convert" in cmd
+    script = r"""
+cp "$MADE"/* .
+qemu-img info ov.qcow
+qemu-io -c 'read -P 5 0 4k' -c 'read -P 6 4k 4k' -c 'read -P 5 8k 56k' \
+        -c 'read -P 0 64k 64k' -c 'write -P 7 6k 4k' -c 'read -P 7 6k 4k' ov.qcow
+echo "size $(stat -c %s ov.qcow) $(md5sum < ov.qcow)"
+qemu-img compare ov.qcow base.qcow2; echo "compare rc=$?"
+qemu-img map --output=json c.qcow
+qemu-img convert -O raw c.qcow out.raw; cmp out.raw r.raw; echo "cmp rc=$?"
+qemu-io -c 'write -P 1 512 512' -c 'read -P 9 0 512' -c 'read -P 1 512 512' \
+        -c 'read -P 9 1k 63k' -c 'read -P 0 100k 100k' c.qcow
+echo "size $(stat -c %s c.qcow) $(md5sum < c.qcow)"
+"""
+    real = _same(tmp_path, qemu_img, qemu_io, b"", "MADE=%s\n%s" % (made, script))
+    assert "file format: qcow\n" in real and "Pattern verification failed" not in real
+    assert "cmp rc=0" in real
+
+
+def test_rebase_without_room_in_the_header(tmp_path, qemu_img, qemu_io):
+    """A backing name that does not fit in the header cluster: qemu-img
+    rebase says so ('No space left in the file header'), as for an image
+    whose header_length already fills its cluster."""
+    long_name = "b" * 1000
+    script = r"""
+qemu-img create -q -f qcow2 -o cluster_size=512 t.qcow2 1M
+qemu-img rebase -u -b %s -F raw t.qcow2 2>&1 | sed 's/bbbbb*/NAME/'; echo "rc=${PIPESTATUS[0]}"
+cp "$SRC" h.qcow2
+qemu-img rebase -u -b '' h.qcow2; echo "rc=$?"
+qemu-img create -q -f raw r.raw 1M
+qemu-img rebase -u -b x -F raw -f raw r.raw; echo "rc=$?"
+""" % long_name
+    real = _same(tmp_path, qemu_img, qemu_io, Layout(hdr=dict(header_length=4096)).build(),
+                 script)
+    assert real.count("No space left in the file header") == 2
+    assert "Operation not supported" in real
