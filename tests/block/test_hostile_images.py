@@ -119,3 +119,30 @@ qemu-img rebase -u -b x -F raw -f raw r.raw; echo "rc=$?"
                  script)
     assert real.count("No space left in the file header") == 2
     assert "Operation not supported" in real
+
+
+def test_create_extreme_sizes_and_backing_names(tmp_path, qemu_img, qemu_io):
+    """qemu-img create at the edges: sizes whose round-up to a sector
+    passes 2^63 (an int64_t offset gone negative), EFBIG from a
+    preallocation (bdrv_img_create's 'too large' message), a raw size
+    rounded up to a sector also when preallocated, a backing file named as
+    the image itself, and backing keys given to raw's -o."""
+    script = r"""
+for sz in 9223372036854775807 9223372036854775296 1000; do
+  for p in off full falloc; do
+    rm -f r; qemu-img create -q -f raw -o preallocation=$p r $sz
+    echo "raw $sz $p rc=$? $(stat -c %s r 2>/dev/null)"
+  done
+  rm -f q; qemu-img create -q -f qcow2 q $sz; echo "qcow2 $sz rc=$?"
+done
+qemu-img create -q -f qcow2 t 1M
+qemu-img create -q -f qcow2 -b t t 1M; echo "rc=$?"
+qemu-img create -q -f qcow2 -o backing_file=t,backing_fmt=qcow2 t 1M; echo "rc=$?"
+qemu-img create -q -f raw -b '' t 1M; echo "rc=$?"
+qemu-img create -q -f raw -o backing_file=t t 1M; echo "rc=$?"
+echo "size $(stat -c %s t)"
+"""
+    real = _same(tmp_path, qemu_img, qemu_io, b"", script)
+    assert "same filename as the backing file" in real
+    assert "Image size cannot be negative" in real
+
