@@ -146,3 +146,17 @@ echo "size $(stat -c %s t)"
     assert "same filename as the backing file" in real
     assert "Image size cannot be negative" in real
 
+
+
+def test_qemu_io_sleep_of_a_huge_time_wraps_as_qemu(tmp_path, qemu_img, qemu_io):
+    """'sleep N' computes its deadline in int64_t: a huge N wraps into the
+    past and returns at once in QEMU (the old code slept for ever)."""
+    script = r"""
+qemu-img create -q -f qcow2 t 1M
+qemu-io -c 'sleep 99999999999999999999' -c 'sleep 10000000000000' -c 'read 0 512' t
+echo "rc=$?"
+"""
+    src = tmp_path / "src.img"
+    src.write_bytes(b"")
+    real, ours = difftools.both(script, tmp_path, qemu_img, qemu_io, timeout=30)
+    assert "read 512/512" in real and ours == real
