@@ -78,7 +78,7 @@ class Layout:
             nb_snapshots=self.nb_snapshots,
             snapshots_offset=self.off(self.snap_cluster) if self.snapshots else 0,
             incompatible_features=0, compatible_features=0, autoclear_features=0,
-            refcount_order=4, header_length=104 if self.version >= 3 else 72)
+            refcount_order=4, header_length=112 if self.version >= 3 else 72)
         fields.update(self.hdr)
         hdr = struct.pack(">IIQIIQIIQQIIQ", fields["magic"], fields["version"],
                           fields["backing_file_offset"], fields["backing_file_size"],
@@ -90,6 +90,7 @@ class Layout:
             hdr += struct.pack(">QQQII", fields["incompatible_features"],
                                fields["compatible_features"], fields["autoclear_features"],
                                fields["refcount_order"], fields["header_length"])
+            hdr += bytes(8)                     # compression type (zlib), padding
         exts = b"".join(self.extensions)
         if self.version >= 3 or exts:
             exts += struct.pack(">II", 0, 0)

@@ -8,11 +8,12 @@ checked at open with qcow_open's messages, never taken for a raw disk whose
 metadata a guest could read and overwrite."""
 from __future__ import annotations
 
+import struct
 import subprocess
 
 import pytest
 
-from tests.block.hostile_qcow2 import QCOW_OFLAG_COMPRESSED, Layout, qcow1
+from tests.block.hostile_qcow2 import EXT_BITMAPS, QCOW_OFLAG_COMPRESSED, Layout, qcow1
 from tests.cli import difftools
 
 pytestmark = pytest.mark.timeout(180)
@@ -160,3 +161,49 @@ echo "rc=$?"
     src.write_bytes(b"")
     real, ours = difftools.both(script, tmp_path, qemu_img, qemu_io, timeout=30)
     assert "read 512/512" in real and ours == real
+
+
+def _point_l2_at_bitmap_directory(path) -> None:
+    """Make guest cluster 0's L2 entry name the bitmap directory's cluster."""
+    d = bytearray(path.read_bytes())
+    off = struct.unpack_from(">I", d, 100)[0]
+    doff = None
+    while True:
+        etype, elen = struct.unpack_from(">II", d, off)
+        if etype == 0:
+            break
+        if etype == EXT_BITMAPS:
+            doff = struct.unpack_from(">IIQQ", d, off + 8)[3]
+        off += 8 + ((elen + 7) & ~7)
+    assert doff is not None
+    l1 = struct.unpack_from(">Q", d, 40)[0]
+    l2 = struct.unpack_from(">Q", d, l1)[0] & 0x00FFFFFFFFFFFE00
+    struct.pack_into(">Q", d, l2, doff | 1 << 63)
+    path.write_bytes(bytes(d))
+
+
+def test_writes_over_the_bitmap_directory_are_refused(tmp_path, qemu_img, qemu_io):
+    """The overlap check covers the bitmap directory (the old code had no
+    such check and wrote over it): an L2 entry aimed at the directory of a
+    real bitmap, and the bitmaps autoclear bit with no bitmaps extension
+    (an empty range at 0, which QEMU's uint64_t ranges_overlap takes to
+    overlap every write)."""
+    made = tmp_path / "made"
+    made.mkdir()
+    for cmd in ([qemu_img, "create", "-q", "-f", "qcow2", "b.qcow2", "1M"],
+                [qemu_io, "-c", "write -P 1 0 64k", "b.qcow2"],
+                [qemu_img, "bitmap", "--add", "b.qcow2", "b0"]):
+        subprocess.run(cmd, cwd=made, check=True, stdout=subprocess.DEVNULL)
+    _point_l2_at_bitmap_directory(made / "b.qcow2")
+    script = r"""
+cp "$MADE"/b.qcow2 .
+qemu-io -c 'write -P 2 0 512' b.qcow2; echo "rc=$?"
+echo "size $(stat -c %s b.qcow2) $(md5sum < b.qcow2)"
+cp "$SRC" t.img
+qemu-io -c 'write -P 2 0 512' -c 'read -P 0x11 4k 4k' t.img; echo "rc=$?"
+qemu-img check t.img; echo "rc=$?"
+echo "size $(stat -c %s t.img) $(md5sum < t.img)"
+"""
+    real = _same(tmp_path, qemu_img, qemu_io, Layout(hdr=dict(autoclear_features=1)).build(),
+                 "MADE=%s\n%s" % (made, script))
+    assert real.count("overlaps with bitmap directory") == 2
