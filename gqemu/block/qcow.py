@@ -384,6 +384,7 @@ class BDRVQcowState(BlockDriver):
             return 0, n, 0, None
         if entry & QCOW_OFLAG_COMPRESSED:
             return BDRV_BLOCK_DATA, n, 0, None
-        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID, n, entry | in_cluster, bs.file.bs  # type: ignore
+        assert bs.file is not None
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID, n, entry | in_cluster, bs.file.bs
 
     bdrv_co_get_block_status = qcow_co_get_block_status

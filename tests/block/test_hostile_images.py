@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from tests.block.hostile_qcow2 import EXT_BITMAPS, QCOW_OFLAG_COMPRESSED, Layout, qcow1
+from tests.block.hostile_qcow2 import (EXT_BITMAPS, EXT_CRYPTO, QCOW_OFLAG_COMPRESSED, Layout,
+                                       ext, qcow1)
 from tests.cli import difftools
 
 pytestmark = pytest.mark.timeout(180)
@@ -207,3 +208,36 @@ echo "size $(stat -c %s t.img) $(md5sum < t.img)"
     real = _same(tmp_path, qemu_img, qemu_io, Layout(hdr=dict(autoclear_features=1)).build(),
                  "MADE=%s\n%s" % (made, script))
     assert real.count("overlaps with bitmap directory") == 2
+
+
+def _crypto_ext(offset: int, length: int = 0x1000, size: int = 16) -> bytes:
+    return ext(EXT_CRYPTO, struct.pack(">QQ", offset, length)[:size])
+
+
+QCOW2_OPEN_CASES = {
+    "crypt_method 0xffffffff": Layout(hdr=dict(crypt_method=0xFFFFFFFF)),
+    "LUKS without a CRYPTO extension": Layout(hdr=dict(crypt_method=2)),
+    "CRYPTO extension without LUKS": Layout(extensions=[_crypto_ext(0x5000)]),
+    "CRYPTO extension of 8 bytes": Layout(hdr=dict(crypt_method=2),
+                                          extensions=[_crypto_ext(0x5000, size=8)]),
+    "CRYPTO header unaligned": Layout(hdr=dict(crypt_method=2),
+                                      extensions=[_crypto_ext(0x5008)]),
+    "CRYPTO header not LUKS": Layout(hdr=dict(crypt_method=2),
+                                     extensions=[_crypto_ext(0x5000, 0xFFFFFFFFFFFF)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QCOW2_OPEN_CASES))
+def test_qcow2_encryption_headers_as_qemu(tmp_path, qemu_img, qemu_io, name):
+    """crypt_method and the CRYPTO header extension are checked in QEMU's
+    order with its messages (the old code answered every LUKS image with
+    the key-secret error and printed an unsigned method).  'qemu-img info'
+    is left out for LUKS without the extension: QEMU 7.2 crashes there."""
+    script = r"""
+cp "$SRC" t.img
+qemu-img check t.img; echo "check rc=$?"
+qemu-io -c 'read 0 4k' t.img; echo "io rc=$?"
+"""
+    if name != "LUKS without a CRYPTO extension":
+        script += 'qemu-img info t.img; echo "info rc=$?"\n'
+    _same(tmp_path, qemu_img, qemu_io, QCOW2_OPEN_CASES[name].build(), script)
