@@ -166,7 +166,11 @@ def _open_check_tables(s: Qcow2State, h: QCowHeader, flags: int) -> None:
                          "Active L1 table")
     s.l1_size = h.l1_size
     s.l1_table_offset = h.l1_table_offset
-    s.l1_vm_state_index = size_to_l1(s.cluster_bits, s.l2_bits, h.size)
+    # QEMU passes the uint64_t size as an int64_t and keeps the index in a
+    # uint64_t: a size just under 2^64 passes here and fails later as a
+    # total sector count (EFBIG)
+    s.l1_vm_state_index = size_to_l1(s.cluster_bits, s.l2_bits,
+                                     h.size - (h.size >> 63 << 64)) & ((1 << 64) - 1)
     if s.l1_vm_state_index > INT_MAX:
         raise Qcow2OpenError(errno.EFBIG, "Image is too big")
     if s.l1_size < s.l1_vm_state_index:
