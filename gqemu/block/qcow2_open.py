@@ -294,7 +294,7 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
     if len(chain) > BACKING_CHAIN_MAX:
         raise BlockError(errno.EINVAL, "Backing chain of '%s' is longer than %d"
                          % (bs.filename, BACKING_CHAIN_MAX))
-    fmt = backing_opts.pop("driver", None) or s.backing_format
+    fmt = backing_opts.pop("driver", None) or s.backing_format or None   # "": probe
     opts: dict = backing_opts
     if fmt is None:
         try:

@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from tests.block.hostile_qcow2 import (EXT_BITMAPS, EXT_CRYPTO, QCOW_OFLAG_COMPRESSED, Layout,
-                                       ext, qcow1)
+from tests.block.hostile_qcow2 import (EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO,
+                                       QCOW_OFLAG_COMPRESSED, Layout, ext, qcow1)
 from tests.cli import difftools
 
 pytestmark = pytest.mark.timeout(180)
@@ -224,6 +224,8 @@ QCOW2_OPEN_CASES = {
                                       extensions=[_crypto_ext(0x5008)]),
     "CRYPTO header not LUKS": Layout(hdr=dict(crypt_method=2),
                                      extensions=[_crypto_ext(0x5000, 0xFFFFFFFFFFFF)]),
+    # an empty backing format: probe the backing file, as QEMU does
+    "backing format ''": Layout(extensions=[ext(EXT_BACKING_FORMAT, b"")], backing=b"x.img"),
     # sizes: an int64_t from 2^63 on, the L1 index kept in a uint64_t
     "size 2^63": Layout(hdr=dict(size=1 << 63)),
     "size 2^64-512": Layout(hdr=dict(size=(1 << 64) - 512)),
