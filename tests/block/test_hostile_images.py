@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.block.hostile_qcow2 import (EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO,
+from tests.block.hostile_qcow2 import (EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO, EXT_DATA_FILE,
                                        QCOW_OFLAG_COMPRESSED, Layout, ext, qcow1)
 from tests.cli import difftools
 
@@ -226,6 +226,10 @@ QCOW2_OPEN_CASES = {
                                      extensions=[_crypto_ext(0x5000, 0xFFFFFFFFFFFF)]),
     # an empty backing format: probe the backing file, as QEMU does
     "backing format ''": Layout(extensions=[ext(EXT_BACKING_FORMAT, b"")], backing=b"x.img"),
+    # the image names its data file: a plain file name, never json: options
+    # (QEMU 7.2.22 has CVE-2024-4467's fix; the old code read /etc/hostname)
+    "data file json:": Layout(hdr=dict(incompatible_features=4), extensions=[ext(
+        EXT_DATA_FILE, b'json:{"driver":"file","filename":"/etc/hostname"}')]),
     # sizes: an int64_t from 2^63 on, the L1 index kept in a uint64_t
     "size 2^63": Layout(hdr=dict(size=1 << 63)),
     "size 2^64-512": Layout(hdr=dict(size=(1 << 64) - 512)),
