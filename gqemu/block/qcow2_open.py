@@ -36,7 +36,7 @@ from gqemu.block.qcow2_snapshot_table import qcow2_read_snapshots
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 ENOTSUP = errno.ENOTSUP
-BACKING_CHAIN_MAX = 16
+BACKING_CHAIN_MAX = 100
 QCOW2_CHAIN_KEY = "x-gqemu-backing-chain"
 
 
@@ -259,8 +259,9 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
                        backing_opts: Optional[dict] = None) -> None:
     """Open the backing file read-only: its name relative to the image's
     folder, its format from the header extension (or ``backing.driver``);
-    refuse loops, chains deeper than 16, and unnamed formats that would
-    probe as raw.  ``backing_opts`` are the ``backing.*`` options.
+    refuse loops, chains deeper than BACKING_CHAIN_MAX (QEMU has no
+    limit; Python's recursion has one, and 100 levels leave it a wide
+    margin), and unnamed formats that would probe as raw.  ``backing_opts`` are the ``backing.*`` options.
     QEMU: bdrv_open_backing_file (block.c)."""
     backing_opts = dict(backing_opts or {})
     name = s.backing_file or ""

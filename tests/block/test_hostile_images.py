@@ -254,3 +254,29 @@ qemu-io -c 'read 0 4k' t.img; echo "io rc=$?"
     if name != "LUKS without a CRYPTO extension":
         script += 'qemu-img info t.img; echo "info rc=$?"\n'
     _same(tmp_path, qemu_img, qemu_io, QCOW2_OPEN_CASES[name].build(), script)
+
+
+def test_deep_backing_chains(tmp_path, qemu_img, qemu_io):
+    """A chain of 100 backing files reads, writes (copying up through all
+    of them) and maps as in QEMU (the old code refused any chain over 16);
+    one level more is refused in one line, never a RecursionError."""
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "c0.qcow2").write_bytes(Layout(data_clusters=1).build())
+    for i in range(1, 102):
+        (made / ("c%d.qcow2" % i)).write_bytes(Layout(
+            data_clusters=0, backing=b"c%d.qcow2" % (i - 1),
+            extensions=[ext(EXT_BACKING_FORMAT, b"qcow2")]).build())
+    script = r"""
+cp "$MADE"/* .
+qemu-io -c 'read -P 0x11 0 4k' -c 'read -P 0 4k 4k' -c 'write -P 5 2k 1k' \
+        -c 'read -P 0x11 0 2k' -c 'read -P 5 2k 1k' -c 'read -P 0x11 3k 1k' c100.qcow2
+echo "rc=$? $(md5sum < c100.qcow2)"
+qemu-img map c100.qcow2; echo "rc=$?"
+"""
+    _same(tmp_path, qemu_img, qemu_io, b"", "MADE=%s\n%s" % (made, script))
+    p = subprocess.run([str(difftools.gqemu_bin(tmp_path) / "qemu-io"), "-r",
+                        "-c", "read 0 4k", str(made / "c101.qcow2")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "Backing chain" in p.stderr and "internal error" not in p.stderr
