@@ -17,6 +17,7 @@ import os
 import re
 import struct
 import time
+from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.io_truncate import bdrv_co_truncate
@@ -29,10 +30,10 @@ from gqemu.block.qcow2_l2 import (
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOTS,
-    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
+    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, c_hex, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
-    qcow2_pre_write_overlap_check)
+    qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_state import (
     QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
@@ -142,39 +143,19 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         l2_offset = l1[i] & L1E_OFFSET_MASK
         if not l2_offset:
             continue
+        if l2_offset & (s.cluster_size - 1):
+            qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s unaligned "
+                                    "(L1 index: %s)" % (c_hex(l2_offset), c_hex(i)))
+            return -errno.EIO
         for first in range(0, s.l2_size, s.l2_slice_size):     # one cache slice at a time
             ret, e = qcow2_cache_get(bs, s.l2_table_cache,
                                      l2_offset + first * s.l2_entry_size)
             if ret < 0:
                 return ret
-            for j in range(s.l2_slice_size):
-                ent = get_l2_entry(s, e.data, j)
-                t = qcow2_get_cluster_type(s.extended_l2, ent)
-                if t == QCOW2_CLUSTER_COMPRESSED:
-                    if addend:
-                        co, cl = qcow2_parse_compressed_l2_entry(s, ent)
-                        ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
-                        if ret < 0:
-                            qcow2_cache_put(s.l2_table_cache, e)
-                            return ret
-                    continue
-                if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
-                    continue
-                host = ent & L2E_OFFSET_MASK
-                if addend:
-                    ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
-                    if ret < 0:
-                        qcow2_cache_put(s.l2_table_cache, e)
-                        return ret
-                ret, rc = qcow2_get_refcount(bs, host >> cb)
-                if ret < 0:
-                    qcow2_cache_put(s.l2_table_cache, e)
-                    return ret
-                new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
-                if new != ent:
-                    set_l2_entry(s, e.data, j, new)
-                    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            ret = _update_l2_slice(bs, e, addend, l2_offset, first)
             qcow2_cache_put(s.l2_table_cache, e)
+            if ret < 0:
+                return ret
         if addend:
             ret = update_refcount(bs, l2_offset, 1 << cb, abs(addend), addend < 0)
             if ret < 0:
@@ -182,7 +163,7 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         ret, rc = qcow2_get_refcount(bs, l2_offset >> cb)
         if ret < 0:
             return ret
-        new = l1[i] | QCOW_OFLAG_COPIED if rc == 1 else l1[i] & ~QCOW_OFLAG_COPIED
+        new = l2_offset | QCOW_OFLAG_COPIED if rc == 1 else l2_offset
         if new != l1[i]:
             l1[i] = new
             l1_modified = True
@@ -199,6 +180,48 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
             ret = qcow2_co_flush_file(bs)
         if ret < 0:
             return ret
+    return 0
+
+
+@coroutine_fn
+def _update_l2_slice(bs: Qcow2BDS, e: Any, addend: int, l2_offset: int, first: int) -> int:
+    """One L2 slice of qcow2_update_snapshot_refcount: every entry's
+    refcount moved by ``addend`` and its COPIED flag recomputed (a
+    compressed cluster never has it; an unaligned one is corruption).
+    Returns 0 or -errno."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    for j in range(s.l2_slice_size):
+        old = get_l2_entry(s, e.data, j)
+        ent = old & ~QCOW_OFLAG_COPIED
+        t = qcow2_get_cluster_type(s.extended_l2, ent)
+        rc = 0
+        if t == QCOW2_CLUSTER_COMPRESSED:
+            if addend:
+                co, cl = qcow2_parse_compressed_l2_entry(s, ent)
+                ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                if ret < 0:
+                    return ret
+            rc = 2                          # compressed clusters are never rewritten
+        elif t in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+            host = ent & L2E_OFFSET_MASK
+            if host & (s.cluster_size - 1):
+                qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset %s "
+                                        "unaligned (L2 offset: %s, L2 index: %s)"
+                                        % (c_hex(host), c_hex(l2_offset), c_hex(first + j)))
+                return -errno.EIO
+            if addend:
+                ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
+                if ret < 0:
+                    return ret
+            ret, rc = qcow2_get_refcount(bs, host >> cb)
+            if ret < 0:
+                return ret
+        if rc == 1:
+            ent |= QCOW_OFLAG_COPIED
+        if ent != old:
+            set_l2_entry(s, e.data, j, ent)
+            qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
     return 0
 
 
@@ -295,12 +318,14 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
 
 
 @coroutine_fn
-def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
-    """Delete snapshot ``name``.  QEMU: qcow2_snapshot_delete."""
+def qcow2_snapshot_delete(bs: Qcow2BDS, name: str,
+                          snapshot_id: str | None = None) -> tuple[int, str]:
+    """Delete the first snapshot with this ID and name (``snapshot_id``
+    None: any ID).  QEMU: qcow2_snapshot_delete."""
     s = bs.opaque
     if s.has_data_file:
         return -errno.ENOTSUP, ""
-    i = find_snapshot_by_id_or_name(s, name)
+    i = find_snapshot_by_id_and_name(s, snapshot_id, name)
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
     sn = s.snapshots[i]

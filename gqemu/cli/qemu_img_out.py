@@ -348,7 +348,13 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
         raise ImgError("Could not %s snapshot '%s': Operation not supported" % (verb, name))
     fn = {"-c": qcow2_snapshot_create, "-a": qcow2_snapshot_goto,
           "-d": qcow2_snapshot_delete}[action]
-    ret, msg = run_co(fn, bs, name)
+    args: tuple = (name,)
+    if action == "-d":      # bdrv_snapshot_find: by name only, then that one's ID
+        found = [sn for sn in s.snapshots if sn.name == name] if not s.has_data_file else []
+        if not found:
+            raise ImgError("Could not delete snapshot '%s': snapshot not found" % name)
+        args = (name, found[0].id_str)
+    ret, msg = run_co(fn, bs, *args)
     if ret < 0:
         if action == "-a":           # the driver's own error is reported first
             if msg and ret != -2:

@@ -280,3 +280,31 @@ qemu-img map c100.qcow2; echo "rc=$?"
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
     assert "Backing chain" in p.stderr and "internal error" not in p.stderr
+
+
+def test_snapshot_delete_and_create_as_qemu(tmp_path, qemu_img, qemu_io):
+    """qemu-img snapshot -d finds the snapshot by name only (the old code
+    took an ID first and deleted the wrong one: '-d 2' removed ID 2, not
+    the snapshot named 2); creating a snapshot over an unaligned L1 or L2
+    entry marks the image corrupt with QEMU's message and fails."""
+    made = tmp_path / "made"
+    made.mkdir()
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "s.qcow2", "1M"], cwd=made,
+                   check=True)
+    for name in ("2", "x", "1"):
+        subprocess.run([qemu_img, "snapshot", "-c", name, "s.qcow2"], cwd=made, check=True)
+    (made / "l1.qcow2").write_bytes(Layout(l1={0: 0x4200 | 1 << 63}).build())
+    (made / "l2.qcow2").write_bytes(Layout(l2={1: 0x6200 | 1 << 63}).build())
+    script = r"""
+cp "$MADE"/* .
+qemu-img snapshot -d 2 s.qcow2; echo "rc=$?"
+qemu-img snapshot -d 3 s.qcow2; echo "rc=$?"
+qemu-img snapshot -l s.qcow2 | cut -c1-24
+echo "$(md5sum < s.qcow2)"
+for f in l1 l2; do
+  qemu-img snapshot -c s2 $f.qcow2; echo "rc=$?"
+  qemu-img check $f.qcow2; echo "rc=$? $(md5sum < $f.qcow2)"
+done
+"""
+    real = _same(tmp_path, qemu_img, qemu_io, b"", "MADE=%s\n%s" % (made, script))
+    assert "unaligned (L1 index: 0)" in real and "unaligned (L2 offset: 0x4000" in real
