@@ -222,11 +222,13 @@ class BDRVQcowState(BlockDriver):
         return 0, table
 
     @coroutine_fn
-    def get_cluster_offset(self, bs: BlockDriverState, offset: int, allocate: bool,
-                           n_start: int = 0, n_end: int = 0) -> tuple[int, int]:
+    def get_cluster_offset(self, bs: BlockDriverState, offset: int, allocate: int,
+                           n_start: int = 0, n_end: int = 0,
+                           compressed_size: int = 0) -> tuple[int, int]:
         """(ret, cluster entry): ret 0 not allocated, 1 found, -errno.
-        With ``allocate``, an L2 table or cluster is added at the end of the
-        file.  QEMU: get_cluster_offset (allocate 0 or 1)."""
+        ``allocate`` 1: an L2 table or cluster is added at the end of the
+        file; 2: a compressed cluster of ``compressed_size`` bytes is put at
+        the (unaligned) end of the file.  QEMU: get_cluster_offset."""
         l1_index = offset >> (self.l2_bits + self.cluster_bits)
         l2_offset = self.l1_table[l1_index]
         new = False
@@ -249,11 +251,18 @@ class BDRVQcowState(BlockDriver):
             return ret, 0
         l2_index = (offset >> self.cluster_bits) & (self.l2_size - 1)
         entry = table[l2_index]
-        if entry and not (entry & QCOW_OFLAG_COMPRESSED and allocate):
+        if entry and not (entry & QCOW_OFLAG_COMPRESSED and allocate == 1):
             return 1, entry
         if not allocate:
             return 0, 0
-        if entry & QCOW_OFLAG_COMPRESSED and n_end - n_start < self.cluster_size:
+        if allocate == 2:
+            end = bdrv_getlength(bs.file.bs)  # type: ignore[union-attr]
+            if end < 0:
+                return end, 0
+            new_off = (end | QCOW_OFLAG_COMPRESSED
+                       | compressed_size << (63 - self.cluster_bits)) & U64
+            ret = 0
+        elif entry & QCOW_OFLAG_COMPRESSED and n_end - n_start < self.cluster_size:
             if self.decompress_cluster(bs, entry) < 0:
                 return -errno.EIO, 0
             new_off = self._file_end(bs)
@@ -366,6 +375,36 @@ class BDRVQcowState(BlockDriver):
             qemu_co_mutex_unlock(self.lock)
 
     bdrv_co_pwritev = qcow_co_pwritev
+
+    @coroutine_fn
+    def qcow_co_pwritev_compressed(self, bs: BlockDriverState, offset: int, nbytes: int,
+                                   qiov: QEMUIOVector) -> int:
+        """One cluster (or the image's short last one, zero-padded), raw
+        deflate with a 4 KiB window; data that does not shrink is written
+        as a normal cluster.  QEMU: qcow_co_pwritev_compressed."""
+        cs = self.cluster_size
+        if nbytes != cs and (nbytes > cs or offset + nbytes != bs.total_sectors * 512):
+            return -errno.EINVAL
+        buf = bytearray(cs)
+        qemu_iovec_to_buf(qiov, 0, buf, nbytes)
+        z = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -12, 9,
+                             zlib.Z_DEFAULT_STRATEGY)
+        out = z.compress(bytes(buf)) + z.flush(zlib.Z_FINISH)
+        if len(out) >= cs:                  # could not compress
+            return self.qcow_co_pwritev(bs, offset, nbytes, qiov, 0)
+        self.cluster_cache_offset = -1
+        qemu_co_mutex_lock(self.lock)
+        try:
+            ret, entry = self.get_cluster_offset(bs, offset, 2, compressed_size=len(out))
+        finally:
+            qemu_co_mutex_unlock(self.lock)
+        if ret < 0:
+            return ret
+        if not entry:
+            return -errno.EIO
+        return self._file_io(bs, entry & self.cluster_offset_mask, bytearray(out), True)
+
+    bdrv_co_pwritev_compressed = qcow_co_pwritev_compressed
 
     @coroutine_fn
     def qcow_co_get_block_status(self, bs: BlockDriverState, offset: int,
