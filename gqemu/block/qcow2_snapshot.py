@@ -41,6 +41,7 @@ from gqemu.block.qcow2_refcount import (
     qcow2_parse_compressed_l2_entry, update_refcount)
 
 _SN = struct.Struct(">QIHHIIQII")          # QCowSnapshotHeader, 40 bytes
+U64 = (1 << 64) - 1
 
 
 class QCowSnapshot:
@@ -49,7 +50,7 @@ class QCowSnapshot:
 
     __slots__ = ("l1_table_offset", "l1_size", "id_str", "name", "disk_size",
                  "vm_state_size", "date_sec", "date_nsec", "vm_clock_nsec", "icount",
-                 "unknown_extra", "extra_data_size")
+                 "unknown_extra", "extra_data_size", "id_raw", "name_raw")
 
     def __init__(self, l1_table_offset: int = 0, l1_size: int = 0, id_str: str = "",
                  name: str = "", disk_size: int = 0, vm_state_size: int = 0,
@@ -68,6 +69,17 @@ class QCowSnapshot:
         self.icount = icount
         self.unknown_extra = unknown_extra
         self.extra_data_size = extra_data_size   # as read (v2 entries may carry less)
+        # the bytes read from the table: written back as they were, even when
+        # they are not UTF-8 (the str forms are for display)
+        self.id_raw: bytes | None = None
+        self.name_raw: bytes | None = None
+
+
+def _as_read(text: str, raw: bytes | None) -> bytes:
+    """``raw`` when ``text`` is still what was decoded from it."""
+    if raw is not None and raw.decode("utf-8", "replace") == text:
+        return raw
+    return text.encode()
 
 
 def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
@@ -75,7 +87,7 @@ def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
     out = bytearray()
     for sn in snapshots:
         out += b"\0" * ((-len(out)) % 8)
-        ids, name = sn.id_str.encode(), sn.name.encode()
+        ids, name = _as_read(sn.id_str, sn.id_raw), _as_read(sn.name, sn.name_raw)
         extra = struct.pack(">QQq", sn.vm_state_size, sn.disk_size, sn.icount) + sn.unknown_extra
         out += _SN.pack(sn.l1_table_offset, sn.l1_size, len(ids), len(name),
                         sn.date_sec, sn.date_nsec, sn.vm_clock_nsec,
@@ -255,10 +267,11 @@ def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
         return -errno.ENOTSUP, ""
     if s.nb_snapshots >= QCOW_MAX_SNAPSHOTS:
         return -errno.EFBIG, ""
-    ids = [int(m.group(1)) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)  # strtoul
-                                     for sn in s.snapshots) if m]
+    # strtoul: a number past ULONG_MAX is ULONG_MAX, and the next ID wraps
+    ids = [min(int(m.group(1)), U64) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)
+                                               for sn in s.snapshots) if m]
     now = time.time()
-    sn = QCowSnapshot(l1_size=s.l1_size, id_str=str(max(ids, default=0) + 1),
+    sn = QCowSnapshot(l1_size=s.l1_size, id_str=str((max(ids, default=0) + 1) & U64),
                       name=name, disk_size=s.size, date_sec=int(now),
                       date_nsec=int((now % 1) * 1e9), icount=0)
     off = qcow2_alloc_clusters(bs, s.l1_size * 8)

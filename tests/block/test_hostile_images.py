@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import struct
 import subprocess
+import sys
 
 import pytest
 
 from tests.block.hostile_qcow2 import (EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO, EXT_DATA_FILE,
-                                       QCOW_OFLAG_COMPRESSED, Layout, ext, qcow1)
+                                       QCOW_OFLAG_COMPRESSED, Layout, ext, qcow1,
+                                       snapshot_entry)
 from tests.cli import difftools
 
 pytestmark = pytest.mark.timeout(180)
@@ -325,3 +327,42 @@ echo "size $(stat -c %s t.img) $(md5sum < t.img)"
     real = _same(tmp_path, qemu_img, qemu_io, qcow1(), script)
     # the deflated bytes land in the allocated cluster 0 and read back as such
     assert "Invalid argument" in real and "failed at offset 0, 4096" in real
+
+
+def test_snapshot_table_rewrite_keeps_foreign_entries(tmp_path, qemu_img, qemu_io):
+    """Creating a snapshot rewrites the table: an ID past ULONG_MAX makes
+    the next ID wrap as QEMU's strtoul/%lu do, and a name that is not UTF-8
+    is written back byte for byte (the old code grew the ID to 301 digits
+    and replaced the name's bytes with U+FFFD)."""
+    def image(**kw) -> bytes:
+        return Layout(snapshots=snapshot_entry(0x3000, 1, **kw), nb_snapshots=1,
+                      refblock={3: 2, 4: 2, 5: 2, 6: 2}).build()
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "id.qcow2").write_bytes(image(sid=b"9" * 300))
+    (made / "name.qcow2").write_bytes(image(name=b"\xff\xfe\x80"))
+    script = r"""
+cp "$MADE"/* .
+for f in id name; do
+  qemu-img snapshot -c new $f.qcow2; echo "rc=$?"
+  echo "size $(stat -c %s $f.qcow2)"
+  "$PY" "$DUMP" $f.qcow2
+done
+"""
+    dump = tmp_path / "dump.py"       # every entry's ID and name bytes (not its date)
+    dump.write_text(_DUMP_SNAPSHOTS)
+    _same(tmp_path, qemu_img, qemu_io, b"",
+          "MADE=%s\nPY=%s\nDUMP=%s\n%s" % (made, sys.executable, dump, script))
+
+
+_DUMP_SNAPSHOTS = """
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+n, off = struct.unpack_from(">IQ", d, 60)
+for _ in range(n):
+    h = struct.unpack_from(">QIHHIIQII", d, off)
+    off += 40 + h[8]
+    print(h[1], d[off:off + h[2]].hex(), d[off + h[2]:off + h[2] + h[3]].hex())
+    off += h[2] + h[3]
+    off += -off % 8
+"""
