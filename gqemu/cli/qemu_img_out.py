@@ -344,8 +344,11 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
             sys.stdout.write("Snapshot list:\n" + snapshot_table(_snapshot_infos(s)))
         return 0
     verb = {"-c": "create", "-a": "apply", "-d": "delete"}[action]
-    if s is None:
-        raise ImgError("Could not %s snapshot '%s': Operation not supported" % (verb, name))
+    if s is None:           # a driver without snapshots (raw, qcow): img_snapshot's words
+        why = {"-c": "-95 (Operation not supported)",
+               "-a": "Block driver does not support snapshots",
+               "-d": "snapshot not found"}[action]
+        raise ImgError("Could not %s snapshot '%s': %s" % (verb, name, why))
     fn = {"-c": qcow2_snapshot_create, "-a": qcow2_snapshot_goto,
           "-d": qcow2_snapshot_delete}[action]
     args: tuple = (name,)

@@ -366,3 +366,17 @@ for _ in range(n):
     off += h[2] + h[3]
     off += -off % 8
 """
+
+
+def test_snapshot_commands_on_formats_without_snapshots(tmp_path, qemu_img, qemu_io):
+    """raw and qcow have no snapshots: -c, -a and -d fail with the words
+    img_snapshot uses for each (the old code said 'Operation not supported'
+    to all three)."""
+    script = r"""
+cp "$SRC" t.qcow
+qemu-img create -q -f raw r.raw 1M
+for f in t.qcow r.raw; do
+  for a in "-c s" "-a s" "-d s" "-l"; do qemu-img snapshot $a $f; echo "rc=$?"; done
+done
+"""
+    _same(tmp_path, qemu_img, qemu_io, qcow1(), script)
