@@ -344,6 +344,13 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
             sys.stdout.write("Snapshot list:\n" + snapshot_table(_snapshot_infos(s)))
         return 0
     verb = {"-c": "create", "-a": "apply", "-d": "delete"}[action]
+    from gqemu.block.driver import BDRV_O_RDWR
+    if s is None and action == "-a" and bs.drv.format_name == "raw" and bs.probed \
+            and bs.open_flags & BDRV_O_RDWR:
+        # bdrv_snapshot_goto falls back to the file child, closing and
+        # reopening the raw node: raw_open warns once more
+        from gqemu.block.raw_format import raw_probe_warning
+        raw_probe_warning(bs)
     if s is None:           # a driver without snapshots (raw, qcow): img_snapshot's words
         why = {"-c": "-95 (Operation not supported)",
                "-a": "Block driver does not support snapshots",
