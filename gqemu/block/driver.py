@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 from gqemu.block.block_int import (  # noqa: F401  (re-exported)
-    BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW,
+    BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW, BDRV_MAX_LENGTH,
     BDRV_BLOCK_ZERO, BDRV_O_ALLOW_RDWR, BDRV_O_CACHE_MASK, BDRV_O_CHECK,
     BDRV_O_COPY_ON_READ, BDRV_O_INACTIVE, BDRV_O_NATIVE_AIO, BDRV_O_NOCACHE,
     BDRV_O_NOWAIT, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NO_IO, BDRV_O_PROTOCOL,
@@ -424,6 +424,8 @@ def refresh_total_sectors(bs: BlockDriverState, hint: int) -> int:
             return length
         hint = (length + BDRV_SECTOR_SIZE - 1) >> BDRV_SECTOR_BITS
     bs.total_sectors = hint
+    if hint * BDRV_SECTOR_SIZE > BDRV_MAX_LENGTH:     # e.g. a qcow2 size from 2^63
+        return -errno.EFBIG
     return 0
 
 

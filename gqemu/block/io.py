@@ -30,6 +30,7 @@ from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_O_INACTIVE, BDRV_O_UN
                                 BDRV_REQUEST_MAX_BYTES, BDRV_SECTOR_SIZE, INT_MAX,
                                 BdrvChild, BdrvTrackedRequest, BlockDriverState,
                                 bdrv_debug_event, bdrv_getlength)
+from gqemu.block.block_int import BDRV_MAX_LENGTH
 from gqemu.block.io_status import bdrv_co_get_block_status
 from gqemu.block.dirty_bitmap import bdrv_set_dirty
 from gqemu.block.io_flush import (bdrv_co_flush, bdrv_dec_in_flight,  # noqa: F401
@@ -72,7 +73,7 @@ def bdrv_check_byte_request(bs: BlockDriverState, offset: int, size: int) -> int
         return -errno.EIO
     if bs.drv is None:
         return -errno.ENOMEDIUM
-    if offset < 0:
+    if offset < 0 or offset > BDRV_MAX_LENGTH - size:
         return -errno.EIO
     return 0
 
@@ -244,8 +245,10 @@ def bdrv_co_preadv(child: BdrvChild, offset: int, nbytes: int,
         trace_bdrv_co_preadv(bs, offset, nbytes, flags)
     if bs.drv is None:
         return -errno.ENOMEDIUM
-    # bdrv_check_byte_request, inlined (the node has a driver)
-    if nbytes > BDRV_REQUEST_MAX_BYTES or nbytes < 0 or offset < 0:
+    # bdrv_check_byte_request, inlined (the node has a driver); an offset
+    # past BDRV_MAX_LENGTH is EIO, never a pread of what no file can hold
+    if nbytes > BDRV_REQUEST_MAX_BYTES or nbytes < 0 or offset < 0 \
+            or offset > BDRV_MAX_LENGTH - nbytes:
         return -errno.EIO
     bs.in_flight += 1
     if bs.copy_on_read:

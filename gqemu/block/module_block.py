@@ -44,6 +44,7 @@ block_driver_modules: tuple[BlockDriverModule, ...] = (
     BlockDriverModule("gqemu.block.raw_format", "raw", None, True, False),
     BlockDriverModule("gqemu.block.qcow2", "qcow2", None, True, False),
     BlockDriverModule("gqemu.block.bochs", "bochs", None, True, False),
+    BlockDriverModule("gqemu.block.qcow", "qcow", None, True, False),
 )
 
 

@@ -179,7 +179,9 @@ def _qcow2_co_create_on(bs: Any, o: Qcow2CreateOptions) -> tuple[int, str]:
     ret = qcow2_update_header(bs)
     if ret < 0:
         return ret, "Could not write qcow2 header: %s" % os.strerror(-ret)
-    ret, msg = bdrv_co_truncate(bs, o.size, False, o.preallocation)
+    # the size (uint64_t, rounded up to a sector) goes in as an int64_t
+    offset = o.size - (1 << 64) if o.size >> 63 else o.size
+    ret, msg = bdrv_co_truncate(bs, offset, False, o.preallocation)
     if ret < 0:
         return ret, "Could not resize image: %s" % msg
     if o.backing_file:

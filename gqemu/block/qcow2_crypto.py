@@ -4,7 +4,8 @@ BDRV_O_NO_IO open, as qemu-img info's), and the data-path helpers: reading
 a normal cluster through a bounce buffer that is decrypted, encrypting the
 data of a write and the copy-on-write regions.  The IV of every 512-byte
 sector is its guest sector number (legacy AES does not use the physical
-offset, LUKS would).  LUKS (crypt_method 2) stays refused.
+offset, LUKS would).  LUKS (crypt_method 2) stays refused, after QEMU's checks of its CRYPTO
+header extension.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
@@ -16,6 +17,8 @@ block/qcow2-threads.c (qcow2_co_encdec).
 from __future__ import annotations
 
 import errno
+import struct
+from typing import Any, Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.block_int import BDRV_O_NO_IO
@@ -31,12 +34,42 @@ QCOW_CRYPT_LUKS = 2
 
 def qcow2_crypto_check_method(s: Qcow2State, crypt_method: int) -> None:
     """The header's crypt_method.  QEMU: qcow2_do_open."""
-    if crypt_method > QCOW_CRYPT_LUKS:
-        raise Qcow2OpenError(errno.EINVAL, "Unsupported encryption method %d" % crypt_method)
-    if crypt_method == QCOW_CRYPT_LUKS:
+    if crypt_method > QCOW_CRYPT_LUKS:          # printed as QEMU's int
+        raise Qcow2OpenError(errno.EINVAL, "Unsupported encryption method %d"
+                             % (crypt_method - (crypt_method >> 31 << 32)))
+    s.crypt_method_header = crypt_method     # LUKS: refused in qcow2_crypto_luks_open
+
+
+LUKS_MAGIC = b"LUKS\xba\xbe"
+
+
+def qcow2_crypto_luks_open(s: Qcow2State, crypto_ext: Optional[bytes], flags: int,
+                           read_file: Any) -> None:
+    """The CRYPTO header extension and the LUKS method, checked in QEMU's
+    order (qcow2_read_extensions, then qcow2_do_open's "Missing CRYPTO
+    header"); gqemu opens no LUKS volume, so a well-formed one ends with
+    the key-secret error QEMU gives when none is set.  ``read_file(offset,
+    n)`` reads the image file.  Raises Qcow2OpenError."""
+    luks = s.crypt_method_header == QCOW_CRYPT_LUKS
+    if crypto_ext is not None:
+        if not luks:
+            raise Qcow2OpenError(errno.EINVAL, "CRYPTO header extension only expected "
+                                 "with LUKS encryption method")
+        if len(crypto_ext) != 16:
+            raise Qcow2OpenError(errno.EINVAL, "CRYPTO header extension size %d, but "
+                                 "expected size 16" % len(crypto_ext))
+        offset = struct.unpack(">QQ", crypto_ext)[0]
+        if offset % s.cluster_size:
+            raise Qcow2OpenError(errno.EINVAL, "Encryption header offset '%d' is not a "
+                                 "multiple of cluster size '%d'" % (offset, s.cluster_size))
+        if flags & BDRV_O_NO_IO and read_file(offset, 6) != LUKS_MAGIC:
+            raise Qcow2OpenError(errno.EINVAL, "Volume is not in LUKS format")
+    elif luks and not flags & BDRV_O_NO_IO:
+        raise Qcow2OpenError(errno.EINVAL, "Missing CRYPTO header for crypt method %d"
+                             % QCOW_CRYPT_LUKS)
+    if luks:
         raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
                              "for cipher")
-    s.crypt_method_header = crypt_method
 
 
 def qcow2_crypto_update_options(s: Qcow2State, options: dict) -> None:

@@ -92,7 +92,11 @@ def qcow2_open_data_file(bs: Qcow2BDS, ref: Optional[str], opts: dict, flags: in
     child = None if ref is None and not opts else _open_child(bs, ref or "", opts, flags)
     if s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE:
         if child is None and s.image_data_file:
-            child = _open_child(bs, s.image_data_file, {}, flags)
+            # the name the image gives is a plain file name: never parsed as
+            # json: options or a protocol prefix (CVE-2024-4467's fix)
+            child = bdrv_attach_child(bs, bdrv_open("", {"driver": "file",
+                                                         "filename": s.image_data_file},
+                                                    flags & ~BDRV_O_CHECK), DATA_FILE_KEY)
         if child is None:
             raise BlockError(errno.EINVAL, "'data-file' is required for this image")
         s.data_file = child

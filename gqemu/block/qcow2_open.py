@@ -18,12 +18,13 @@ from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
                                 bdrv_child_flags, bdrv_open)
 from gqemu.block.qcow2_crypto import (
-    qcow2_crypto_check_method, qcow2_crypto_open, qcow2_crypto_update_options)
+    qcow2_crypto_check_method, qcow2_crypto_luks_open, qcow2_crypto_open,
+    qcow2_crypto_update_options)
 from gqemu.block.qcow2_options import qcow2_update_options
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file)
 from gqemu.block.qcow2_header import (
-    INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_HEADER_SIZE,
+    INT_MAX, L1E_SIZE, QCOW2_AUTOCLEAR_MASK, QCOW2_EXT_MAGIC_CRYPTO_HEADER, QCOW2_HEADER_SIZE,
     QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DATA_FILE, QCOW2_INCOMPAT_EXTL2,
     QCOW2_INCOMPAT_MASK, QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER, QCOW_MAX_L1_SIZE,
     QCOW_MAX_REFTABLE_SIZE, QCOW_MAX_SNAPSHOTS, QCowHeader, Qcow2OpenError,
@@ -35,7 +36,7 @@ from gqemu.block.qcow2_snapshot_table import qcow2_read_snapshots
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 
 ENOTSUP = errno.ENOTSUP
-BACKING_CHAIN_MAX = 16
+BACKING_CHAIN_MAX = 100
 QCOW2_CHAIN_KEY = "x-gqemu-backing-chain"
 
 
@@ -67,7 +68,7 @@ def _qcow2_do_open(bs: Qcow2BDS, flags: int, options: dict) -> None:
     _open_check_tables(s, h, flags)
     _open_read_l1_table(bs)
     _open_init_caches(bs, h.size, options, flags)
-    _open_read_extensions(s, h, cluster0, ext_end)
+    _open_read_extensions(bs, s, h, cluster0, ext_end, flags)
     qcow2_crypto_open(s, flags)
     if not flags & BDRV_O_CHECK:        # check reads (and repairs) the table itself
         s.nb_snapshots = h.nb_snapshots
@@ -165,7 +166,11 @@ def _open_check_tables(s: Qcow2State, h: QCowHeader, flags: int) -> None:
                          "Active L1 table")
     s.l1_size = h.l1_size
     s.l1_table_offset = h.l1_table_offset
-    s.l1_vm_state_index = size_to_l1(s.cluster_bits, s.l2_bits, h.size)
+    # QEMU passes the uint64_t size as an int64_t and keeps the index in a
+    # uint64_t: a size just under 2^64 passes here and fails later as a
+    # total sector count (EFBIG)
+    s.l1_vm_state_index = size_to_l1(s.cluster_bits, s.l2_bits,
+                                     h.size - (h.size >> 63 << 64)) & ((1 << 64) - 1)
     if s.l1_vm_state_index > INT_MAX:
         raise Qcow2OpenError(errno.EFBIG, "Image is too big")
     if s.l1_size < s.l1_vm_state_index:
@@ -197,17 +202,18 @@ def _open_init_caches(bs: Qcow2BDS, size: int, options: dict, flags: int) -> Non
                              % os.strerror(-ret))
 
 
-def _open_read_extensions(s: Qcow2State, h: QCowHeader, cluster0: bytearray,
-                          ext_end: int) -> None:
+def _open_read_extensions(bs: Qcow2BDS, s: Qcow2State, h: QCowHeader, cluster0: bytearray,
+                          ext_end: int, flags: int) -> None:
     """The header extensions (refusing encryption; the external data
     file's name is kept) and the backing file name.  QEMU: qcow2_do_open (qcow2_read_extensions,
     backing file)."""
     s.ext = ext = qcow2_read_extensions(cluster0, h.header_length, ext_end)
     s.image_data_file = ext.data_file      # the data file opens in qcow2_open
     s.has_data_file = bool(s.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-    if ext.has_crypto:
-        raise Qcow2OpenError(errno.EINVAL, "Parameter 'encrypt.key-secret' is required "
-                             "for cipher")
+    crypto_ext = next((data for magic, data in ext.unknown
+                       if magic == QCOW2_EXT_MAGIC_CRYPTO_HEADER), None)
+    qcow2_crypto_luks_open(s, crypto_ext, flags,
+                           lambda off, n: qcow2_co_pread_file(bs, off, n)[1])
     s.backing_format = ext.backing_format
     if ext.bitmaps is not None:
         from gqemu.block.qcow2_bitmap import bitmap_ext_parse
@@ -253,8 +259,9 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
                        backing_opts: Optional[dict] = None) -> None:
     """Open the backing file read-only: its name relative to the image's
     folder, its format from the header extension (or ``backing.driver``);
-    refuse loops, chains deeper than 16, and unnamed formats that would
-    probe as raw.  ``backing_opts`` are the ``backing.*`` options.
+    refuse loops, chains deeper than BACKING_CHAIN_MAX (QEMU has no
+    limit; Python's recursion has one, and 100 levels leave it a wide
+    margin), and unnamed formats that would probe as raw.  ``backing_opts`` are the ``backing.*`` options.
     QEMU: bdrv_open_backing_file (block.c)."""
     backing_opts = dict(backing_opts or {})
     name = s.backing_file or ""
@@ -288,7 +295,7 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
     if len(chain) > BACKING_CHAIN_MAX:
         raise BlockError(errno.EINVAL, "Backing chain of '%s' is longer than %d"
                          % (bs.filename, BACKING_CHAIN_MAX))
-    fmt = backing_opts.pop("driver", None) or s.backing_format
+    fmt = backing_opts.pop("driver", None) or s.backing_format or None   # "": probe
     opts: dict = backing_opts
     if fmt is None:
         try:

@@ -27,11 +27,11 @@ from gqemu.block.io_misc import bdrv_co_flush
 from gqemu.block.driver import bdrv_getlength
 from gqemu.block.qiov import qemu_iovec_init_buf
 from gqemu.block.qcow2_header import (
-    L1E_OFFSET_MASK, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY, QCOW_MAX_L1_SIZE,
-    REFT_OFFSET_MASK, c_hex)
+    L1E_OFFSET_MASK, QCOW2_AUTOCLEAR_BITMAPS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
+    QCOW_MAX_L1_SIZE, REFT_OFFSET_MASK, c_hex)
 from gqemu.block.qcow2_state import (
-    BDRV_MAX_LENGTH, QCOW2_OL_ACTIVE_L1, QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L1,
-    QCOW2_OL_INACTIVE_L2,
+    BDRV_MAX_LENGTH, QCOW2_OL_ACTIVE_L1, QCOW2_OL_ACTIVE_L2, QCOW2_OL_BITMAP_DIRECTORY,
+    QCOW2_OL_INACTIVE_L1, QCOW2_OL_INACTIVE_L2,
     QCOW2_OL_MAIN_HEADER, QCOW2_OL_REFCOUNT_BLOCK,
     QCOW2_OL_REFCOUNT_TABLE, QCOW2_OL_SNAPSHOT_TABLE, Qcow2BDS, metadata_ol_names)
 
@@ -216,7 +216,21 @@ def qcow2_check_metadata_overlap(bs: Qcow2BDS, ign: int, offset: int, size: int)
                 l2 = e & L1E_OFFSET_MASK
                 if l2 and ov(l2, cs):
                     return QCOW2_OL_INACTIVE_L2
+    if chk & QCOW2_OL_BITMAP_DIRECTORY and s.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS \
+            and _ranges_overlap(offset, end - offset, s.bitmap_directory_offset,
+                                s.bitmap_directory_size):
+        return QCOW2_OL_BITMAP_DIRECTORY
     return 0
+
+
+def _ranges_overlap(first1: int, len1: int, first2: int, len2: int) -> bool:
+    """QEMU's ranges_overlap, in uint64_t: a range's last byte is
+    first + len - 1, so an empty range at 0 (a bitmaps bit with no
+    bitmaps extension) overlaps everything, as it does in QEMU."""
+    u64 = (1 << 64) - 1
+    last1 = (first1 + len1 - 1) & u64
+    last2 = (first2 + len2 - 1) & u64
+    return not (last2 < first1 or last1 < first2)
 
 
 def qcow2_pre_write_overlap_check(bs: Qcow2BDS, ign: int, offset: int, size: int) -> int:

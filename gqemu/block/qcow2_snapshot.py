@@ -17,6 +17,7 @@ import os
 import re
 import struct
 import time
+from typing import Any
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.io_truncate import bdrv_co_truncate
@@ -29,10 +30,10 @@ from gqemu.block.qcow2_l2 import (
     get_l2_entry, qcow2_get_cluster_type, set_l2_entry)
 from gqemu.block.qcow2_header import (
     L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_MAX_L1_SIZE, QCOW_MAX_SNAPSHOTS,
-    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, qcow2_validate_table)
+    QCOW_MAX_SNAPSHOTS_SIZE, QCOW_OFLAG_COPIED, Qcow2OpenError, c_hex, qcow2_validate_table)
 from gqemu.block.qcow2_overlap import (
     qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
-    qcow2_pre_write_overlap_check)
+    qcow2_pre_write_overlap_check, qcow2_signal_corruption)
 from gqemu.block.qcow2_state import (
     QCOW2_DISCARD_ALWAYS, QCOW2_DISCARD_SNAPSHOT, QCOW2_OL_ACTIVE_L1, QCOW2_OL_INACTIVE_L1, Qcow2BDS, Qcow2State)
 from gqemu.block.qcow2_refcount import (
@@ -40,6 +41,7 @@ from gqemu.block.qcow2_refcount import (
     qcow2_parse_compressed_l2_entry, update_refcount)
 
 _SN = struct.Struct(">QIHHIIQII")          # QCowSnapshotHeader, 40 bytes
+U64 = (1 << 64) - 1
 
 
 class QCowSnapshot:
@@ -48,7 +50,7 @@ class QCowSnapshot:
 
     __slots__ = ("l1_table_offset", "l1_size", "id_str", "name", "disk_size",
                  "vm_state_size", "date_sec", "date_nsec", "vm_clock_nsec", "icount",
-                 "unknown_extra", "extra_data_size")
+                 "unknown_extra", "extra_data_size", "id_raw", "name_raw")
 
     def __init__(self, l1_table_offset: int = 0, l1_size: int = 0, id_str: str = "",
                  name: str = "", disk_size: int = 0, vm_state_size: int = 0,
@@ -67,6 +69,17 @@ class QCowSnapshot:
         self.icount = icount
         self.unknown_extra = unknown_extra
         self.extra_data_size = extra_data_size   # as read (v2 entries may carry less)
+        # the bytes read from the table: written back as they were, even when
+        # they are not UTF-8 (the str forms are for display)
+        self.id_raw: bytes | None = None
+        self.name_raw: bytes | None = None
+
+
+def _as_read(text: str, raw: bytes | None) -> bytes:
+    """``raw`` when ``text`` is still what was decoded from it."""
+    if raw is not None and raw.decode("utf-8", "replace") == text:
+        return raw
+    return text.encode()
 
 
 def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
@@ -74,7 +87,7 @@ def qcow2_pack_snapshots(s: Qcow2State, snapshots: list[QCowSnapshot]) -> bytes:
     out = bytearray()
     for sn in snapshots:
         out += b"\0" * ((-len(out)) % 8)
-        ids, name = sn.id_str.encode(), sn.name.encode()
+        ids, name = _as_read(sn.id_str, sn.id_raw), _as_read(sn.name, sn.name_raw)
         extra = struct.pack(">QQq", sn.vm_state_size, sn.disk_size, sn.icount) + sn.unknown_extra
         out += _SN.pack(sn.l1_table_offset, sn.l1_size, len(ids), len(name),
                         sn.date_sec, sn.date_nsec, sn.vm_clock_nsec,
@@ -142,39 +155,19 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         l2_offset = l1[i] & L1E_OFFSET_MASK
         if not l2_offset:
             continue
+        if l2_offset & (s.cluster_size - 1):
+            qcow2_signal_corruption(bs, True, -1, -1, "L2 table offset %s unaligned "
+                                    "(L1 index: %s)" % (c_hex(l2_offset), c_hex(i)))
+            return -errno.EIO
         for first in range(0, s.l2_size, s.l2_slice_size):     # one cache slice at a time
             ret, e = qcow2_cache_get(bs, s.l2_table_cache,
                                      l2_offset + first * s.l2_entry_size)
             if ret < 0:
                 return ret
-            for j in range(s.l2_slice_size):
-                ent = get_l2_entry(s, e.data, j)
-                t = qcow2_get_cluster_type(s.extended_l2, ent)
-                if t == QCOW2_CLUSTER_COMPRESSED:
-                    if addend:
-                        co, cl = qcow2_parse_compressed_l2_entry(s, ent)
-                        ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
-                        if ret < 0:
-                            qcow2_cache_put(s.l2_table_cache, e)
-                            return ret
-                    continue
-                if t not in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
-                    continue
-                host = ent & L2E_OFFSET_MASK
-                if addend:
-                    ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
-                    if ret < 0:
-                        qcow2_cache_put(s.l2_table_cache, e)
-                        return ret
-                ret, rc = qcow2_get_refcount(bs, host >> cb)
-                if ret < 0:
-                    qcow2_cache_put(s.l2_table_cache, e)
-                    return ret
-                new = ent | QCOW_OFLAG_COPIED if rc == 1 else ent & ~QCOW_OFLAG_COPIED
-                if new != ent:
-                    set_l2_entry(s, e.data, j, new)
-                    qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
+            ret = _update_l2_slice(bs, e, addend, l2_offset, first)
             qcow2_cache_put(s.l2_table_cache, e)
+            if ret < 0:
+                return ret
         if addend:
             ret = update_refcount(bs, l2_offset, 1 << cb, abs(addend), addend < 0)
             if ret < 0:
@@ -182,7 +175,7 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
         ret, rc = qcow2_get_refcount(bs, l2_offset >> cb)
         if ret < 0:
             return ret
-        new = l1[i] | QCOW_OFLAG_COPIED if rc == 1 else l1[i] & ~QCOW_OFLAG_COPIED
+        new = l2_offset | QCOW_OFLAG_COPIED if rc == 1 else l2_offset
         if new != l1[i]:
             l1[i] = new
             l1_modified = True
@@ -199,6 +192,48 @@ def qcow2_update_snapshot_refcount(bs: Qcow2BDS, l1_table_offset: int, l1_size: 
             ret = qcow2_co_flush_file(bs)
         if ret < 0:
             return ret
+    return 0
+
+
+@coroutine_fn
+def _update_l2_slice(bs: Qcow2BDS, e: Any, addend: int, l2_offset: int, first: int) -> int:
+    """One L2 slice of qcow2_update_snapshot_refcount: every entry's
+    refcount moved by ``addend`` and its COPIED flag recomputed (a
+    compressed cluster never has it; an unaligned one is corruption).
+    Returns 0 or -errno."""
+    s = bs.opaque
+    cb = s.cluster_bits
+    for j in range(s.l2_slice_size):
+        old = get_l2_entry(s, e.data, j)
+        ent = old & ~QCOW_OFLAG_COPIED
+        t = qcow2_get_cluster_type(s.extended_l2, ent)
+        rc = 0
+        if t == QCOW2_CLUSTER_COMPRESSED:
+            if addend:
+                co, cl = qcow2_parse_compressed_l2_entry(s, ent)
+                ret = update_refcount(bs, co, cl, abs(addend), addend < 0)
+                if ret < 0:
+                    return ret
+            rc = 2                          # compressed clusters are never rewritten
+        elif t in (QCOW2_CLUSTER_NORMAL, QCOW2_CLUSTER_ZERO_ALLOC):
+            host = ent & L2E_OFFSET_MASK
+            if host & (s.cluster_size - 1):
+                qcow2_signal_corruption(bs, True, -1, -1, "Cluster allocation offset %s "
+                                        "unaligned (L2 offset: %s, L2 index: %s)"
+                                        % (c_hex(host), c_hex(l2_offset), c_hex(first + j)))
+                return -errno.EIO
+            if addend:
+                ret = update_refcount(bs, host, 1 << cb, abs(addend), addend < 0)
+                if ret < 0:
+                    return ret
+            ret, rc = qcow2_get_refcount(bs, host >> cb)
+            if ret < 0:
+                return ret
+        if rc == 1:
+            ent |= QCOW_OFLAG_COPIED
+        if ent != old:
+            set_l2_entry(s, e.data, j, ent)
+            qcow2_cache_entry_mark_dirty(s.l2_table_cache, e)
     return 0
 
 
@@ -232,10 +267,11 @@ def qcow2_snapshot_create(bs: Qcow2BDS, name: str) -> tuple[int, str]:
         return -errno.ENOTSUP, ""
     if s.nb_snapshots >= QCOW_MAX_SNAPSHOTS:
         return -errno.EFBIG, ""
-    ids = [int(m.group(1)) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)  # strtoul
-                                     for sn in s.snapshots) if m]
+    # strtoul: a number past ULONG_MAX is ULONG_MAX, and the next ID wraps
+    ids = [min(int(m.group(1)), U64) for m in (re.match(r"\s*\+?(\d+)", sn.id_str)
+                                               for sn in s.snapshots) if m]
     now = time.time()
-    sn = QCowSnapshot(l1_size=s.l1_size, id_str=str(max(ids, default=0) + 1),
+    sn = QCowSnapshot(l1_size=s.l1_size, id_str=str((max(ids, default=0) + 1) & U64),
                       name=name, disk_size=s.size, date_sec=int(now),
                       date_nsec=int((now % 1) * 1e9), icount=0)
     off = qcow2_alloc_clusters(bs, s.l1_size * 8)
@@ -295,12 +331,14 @@ def qcow2_snapshot_goto(bs: Qcow2BDS, name: str) -> tuple[int, str]:
 
 
 @coroutine_fn
-def qcow2_snapshot_delete(bs: Qcow2BDS, name: str) -> tuple[int, str]:
-    """Delete snapshot ``name``.  QEMU: qcow2_snapshot_delete."""
+def qcow2_snapshot_delete(bs: Qcow2BDS, name: str,
+                          snapshot_id: str | None = None) -> tuple[int, str]:
+    """Delete the first snapshot with this ID and name (``snapshot_id``
+    None: any ID).  QEMU: qcow2_snapshot_delete."""
     s = bs.opaque
     if s.has_data_file:
         return -errno.ENOTSUP, ""
-    i = find_snapshot_by_id_or_name(s, name)
+    i = find_snapshot_by_id_and_name(s, snapshot_id, name)
     if i < 0:
         return -errno.ENOENT, "Can't find the snapshot"
     sn = s.snapshots[i]

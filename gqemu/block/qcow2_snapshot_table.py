@@ -108,8 +108,10 @@ def qcow2_do_read_snapshots(bs: Qcow2BDS, nb: int, base: int, repair: bool = Fal
         sn.extra_data_size = eds
         if id_size + name_size:
             b = rd.read(offset, id_size + name_size)
-            sn.id_str = b[:id_size].split(b"\0", 1)[0].decode("utf-8", "replace")
-            sn.name = b[id_size:].split(b"\0", 1)[0].decode("utf-8", "replace")
+            sn.id_raw = b[:id_size].split(b"\0", 1)[0]
+            sn.name_raw = b[id_size:].split(b"\0", 1)[0]
+            sn.id_str = sn.id_raw.decode("utf-8", "replace")
+            sn.name = sn.name_raw.decode("utf-8", "replace")
         offset += id_size + name_size
         table_length += _SN.size + eds + id_size + name_size
         if table_length > QCOW_MAX_SNAPSHOTS_SIZE or offset - base > INT_MAX:

@@ -22,8 +22,19 @@ from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_add, qemu_iovec_concat, qemu_iovec_to_buf
 from gqemu.coroutine import coroutine_fn
 
-__all__ = ["BdrvRaw"]
+__all__ = ["BdrvRaw", "raw_probe_warning"]
 
+
+
+def raw_probe_warning(bs: BlockDriverState) -> None:
+    """The warning raw_open prints for a probed image opened read-write
+    (again whenever QEMU reopens the node, e.g. a snapshot fallback)."""
+    error_report(
+        "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+        "         Automatically detecting the format is dangerous for raw images, "
+        "write operations on block 0 will be restricted.\n"
+        "         Specify the 'raw' format explicitly to remove the restrictions."
+        % bs.file.bs.filename)  # type: ignore[union-attr]
 
 
 @bdrv_register
@@ -76,12 +87,7 @@ class BdrvRaw(BlockDriver):
         bs.supported_write_flags = bs.file.bs.supported_write_flags
         bs.supported_zero_flags = bs.file.bs.supported_zero_flags
         if bs.probed and flags & BDRV_O_RDWR:
-            error_report(
-                "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                "         Automatically detecting the format is dangerous for raw images, "
-                "write operations on block 0 will be restricted.\n"
-                "         Specify the 'raw' format explicitly to remove the restrictions."
-                % bs.file.bs.filename)
+            raw_probe_warning(bs)
 
     bdrv_open = raw_open
 

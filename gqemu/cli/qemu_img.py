@@ -125,8 +125,9 @@ def img_create(argv: list[str]) -> int:
         if size is not None:
             raise ImgError("%s: The image size must be specified only once" % filename)
         size = osize
-    backing = o.pop("backing_file", backing)
-    backing_fmt = o.pop("backing_fmt", backing_fmt)
+    if fmt != "raw":        # raw's create options have no backing keys
+        backing = o.pop("backing_file", backing)
+        backing_fmt = o.pop("backing_fmt", backing_fmt)
     from gqemu.cli.qemu_img_create import create_image
     create_image(filename, fmt, size, backing, backing_fmt, o, quiet,
                  open_backing=not unsafe)

@@ -39,10 +39,13 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     if fmt not in ("raw", "qcow2"):
         from gqemu.cli.qemu_img_out import creation_error
         raise ImgError("%s: %s" % (filename, creation_error(fmt)))
+    if backing is not None and fmt == "raw":
+        raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing == filename:                 # an image would be its own backing file
+        raise ImgError("%s: Error: Trying to create an image with the same filename as "
+                       "the backing file" % filename)
     if backing is not None and not backing:
         raise ImgError("%s: Expected backing file name, got empty string" % filename)
-    if backing and fmt == "raw":
-        raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
     if backing and open_backing:
         bsize, detected = _backing_size(filename, backing, backing_fmt)
         if not backing_fmt:
@@ -107,12 +110,17 @@ def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> Non
         os.close(raw_create_open(_host_path(filename)))
     except BlockError as e:
         raise ImgError("%s: %s" % (filename, e.msg), tail=e.hint + "\n" if e.hint else "")
+    # file-posix creates whole sectors: the size rounded up to 512 (in
+    # uint64_t), then truncated to as an int64_t offset
+    size = -(-size // 512) * 512
     if prealloc and prealloc != "off":      # falloc / full: file-posix's create
         from gqemu.block.io_truncate import file_create
-        if size >> 63:
-            raise ImgError("%s: Could not resize file: %s" % (filename,
-                                                              os.strerror(errno.EINVAL)))
+        if size >> 63:                      # a negative offset: "shrinking"
+            raise ImgError("%s: Cannot use preallocation for shrinking files" % filename)
         ret, msg = file_create(_host_path(filename), size, prealloc)
+        if ret == -errno.EFBIG:             # bdrv_img_create's message for EFBIG
+            raise ImgError("%s: The image size is too large for file format 'raw'"
+                           % filename)
         if ret < 0:
             raise ImgError("%s: %s" % (filename, msg))
         return
@@ -120,7 +128,7 @@ def _create_raw(filename: str, size: int, o: dict[str, str], quiet: bool) -> Non
         try:
             if size >> 63:
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-            f.truncate(-(-size // 512) * 512)     # whole sectors, as file-posix creates
+            f.truncate(size)
         except OSError as e:
             if e.errno == errno.EFBIG:
                 raise ImgError("%s: The image size is too large for file format 'raw'"

@@ -111,6 +111,23 @@ def _allocated_file_size(bs: Any, filename: str) -> int:
     return os.stat(bs.filename or filename).st_blocks * 512
 
 
+def _generic_info(bs: Any, info: dict) -> None:
+    """A format other than qcow2: its cluster size (when not 0) and
+    backing file name.  QEMU: bdrv_query_image_info (bdrv_get_info,
+    bs->backing_file)."""
+    if bs.drv.bdrv_get_info is not None:
+        size = bs.drv.bdrv_get_info(bs).get("cluster_size", 0)
+        if size:
+            info["cluster-size"] = size
+    name = getattr(bs.drv, "backing_file", None)
+    if name:
+        from gqemu.block.refresh_filename import bdrv_full_backing_filename
+        info["backing-filename"] = name
+        full = bdrv_full_backing_filename(bs, name)
+        if full is not None:
+            info["full-backing-filename"] = full
+
+
 def image_info(blk: BlockBackend, filename: str) -> dict:
     """The fields of QEMU's ImageInfo.  QEMU: bdrv_query_image_info."""
     from gqemu.block import blk_getlength
@@ -126,6 +143,7 @@ def image_info(blk: BlockBackend, filename: str) -> dict:
     if bs.drv.bdrv_get_info is not None:       # else: no dirty flag (-ENOTSUP)
         info["dirty-flag"] = False
     if s is None:
+        _generic_info(bs, info)
         return info
     info["cluster-size"] = s.cluster_size
     info["dirty-flag"] = bool(s.incompatible_features & QCOW2_INCOMPAT_DIRTY)
@@ -326,11 +344,27 @@ def snapshot_action(blk: BlockBackend, action: str, name: str, quiet: bool) -> i
             sys.stdout.write("Snapshot list:\n" + snapshot_table(_snapshot_infos(s)))
         return 0
     verb = {"-c": "create", "-a": "apply", "-d": "delete"}[action]
-    if s is None:
-        raise ImgError("Could not %s snapshot '%s': Operation not supported" % (verb, name))
+    from gqemu.block.driver import BDRV_O_RDWR
+    if s is None and action == "-a" and bs.drv.format_name == "raw" and bs.probed \
+            and bs.open_flags & BDRV_O_RDWR:
+        # bdrv_snapshot_goto falls back to the file child, closing and
+        # reopening the raw node: raw_open warns once more
+        from gqemu.block.raw_format import raw_probe_warning
+        raw_probe_warning(bs)
+    if s is None:           # a driver without snapshots (raw, qcow): img_snapshot's words
+        why = {"-c": "-95 (Operation not supported)",
+               "-a": "Block driver does not support snapshots",
+               "-d": "snapshot not found"}[action]
+        raise ImgError("Could not %s snapshot '%s': %s" % (verb, name, why))
     fn = {"-c": qcow2_snapshot_create, "-a": qcow2_snapshot_goto,
           "-d": qcow2_snapshot_delete}[action]
-    ret, msg = run_co(fn, bs, name)
+    args: tuple = (name,)
+    if action == "-d":      # bdrv_snapshot_find: by name only, then that one's ID
+        found = [sn for sn in s.snapshots if sn.name == name] if not s.has_data_file else []
+        if not found:
+            raise ImgError("Could not delete snapshot '%s': snapshot not found" % name)
+        args = (name, found[0].id_str)
+    ret, msg = run_co(fn, bs, *args)
     if ret < 0:
         if action == "-a":           # the driver's own error is reported first
             if msg and ret != -2:

@@ -13,6 +13,7 @@ QEMU: qemu-img.c (img_rebase).
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -107,9 +108,9 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
         else:
             ret = change_backing_file(blk, None, None)
         if ret < 0:
-            if ret == -95:
-                raise ImgError("Could not change the backing file to '%s': backing file "
-                               "not supported by the image format" % (base or ""))
+            if ret == -errno.ENOSPC:     # the header cluster has no room for it
+                raise ImgError("Could not change the backing file to '%s': No space "
+                               "left in the file header" % (base or ""))
             raise ImgError("Could not change the backing file to '%s': %s"
                            % (base or "", os.strerror(-ret)))
         bar.qemu_progress_print(100, 0)

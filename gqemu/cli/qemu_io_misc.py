@@ -168,6 +168,12 @@ truncate_cmd = cmdinfo_t("truncate", truncate_f, altname="t", argmin=1,
                          oneline="truncates the current file at the given offset")
 
 
+def _int64(v: int) -> int:
+    """``v`` wrapped to a signed 64-bit integer."""
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
+
+
 def sleep_f(io: QemuIO, argv: list[str]) -> int:
     """Run the loop for the given milliseconds.  QEMU: sleep_f."""
     ms = strtol_ms(argv[1])
@@ -180,7 +186,10 @@ def sleep_f(io: QemuIO, argv: list[str]) -> int:
     expired = [False]
     ts = aio_timer_new(ctx, QEMU_CLOCK_HOST, SCALE_NS,
                        lambda box: box.__setitem__(0, True), expired)
-    timer_mod(ts, qemu_clock_get_ns(QEMU_CLOCK_HOST) + ms * 1_000_000)
+    # int64_t arithmetic, as QEMU's: a huge sleep wraps to a deadline in
+    # the past, which timer_mod clamps to 0 (it expires at once)
+    delta = _int64(ms * 1_000_000)
+    timer_mod(ts, max(_int64(qemu_clock_get_ns(QEMU_CLOCK_HOST) + delta), 0))
     while not expired[0]:
         aio_poll(ctx, True)
     return 0
