@@ -38,14 +38,15 @@ __all__ = [
     "bdrv_get_aio_context", "bdrv_is_read_only", "bdrv_debug_event",
     "BLKDBG_EVENT", "bdrv_filter_default_perms", "bdrv_format_default_perms",
     "bdrv_refresh_perms", "bdrv_perm_names", "error_report", "set_error_sink",
-    "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str",
+    "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str", "qdict_first_key",
 ]
 
 from gqemu.block.block_int import (  # noqa: F401  (re-exported)
     BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW,
     BDRV_BLOCK_ZERO, BDRV_O_ALLOW_RDWR, BDRV_O_CACHE_MASK, BDRV_O_CHECK,
-    BDRV_O_COPY_ON_READ, BDRV_O_INACTIVE, BDRV_O_NATIVE_AIO, BDRV_O_NOCACHE,
-    BDRV_O_NOWAIT, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NO_IO, BDRV_O_PROTOCOL,
+    BDRV_O_COPY_ON_READ, BDRV_O_INACTIVE, BDRV_O_IO_URING, BDRV_O_NATIVE_AIO,
+    BDRV_O_NOCACHE, BDRV_O_NOWAIT, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NO_IO,
+    BDRV_O_PROTOCOL,
     BDRV_O_RDWR, BDRV_O_RESIZE, BDRV_O_SNAPSHOT, BDRV_O_TEMPORARY, BDRV_O_UNMAP,
     BDRV_REQUEST_MAX_BYTES, BDRV_REQUEST_MAX_SECTORS, BDRV_REQ_COPY_ON_READ,
     BDRV_REQ_FUA, BDRV_REQ_MASK, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK, BDRV_REQ_NO_SERIALISING,
@@ -485,9 +486,26 @@ def _split_child_options(options: dict, prefix: str) -> dict:
     return out
 
 
+def _tdb_hash(name: str) -> int:
+    """QEMU: qobject/qdict.c tdb_hash (32-bit)."""
+    data = name.encode()
+    value = 0x238F13AF * len(data) & 0xffffffff
+    for i, c in enumerate(data):
+        value = (value + (c << (i * 5 % 24))) & 0xffffffff
+    return (1103515243 * value + 12345) & 0xffffffff
+
+
+def qdict_first_key(keys: Any) -> str:
+    """The key qdict_first() returns for a QDict holding ``keys`` (inserted
+    in that order): the lowest of its 512 hash buckets, the latest inserted
+    key within one.  QEMU: qdict_first, QDICT_BUCKET_MAX."""
+    keys = list(keys)
+    return min(reversed(keys), key=lambda k: _tdb_hash(k) % 512)
+
+
 def _check_leftover(bs: BlockDriverState, options: dict) -> None:
     if options:
-        key = next(iter(options))
+        key = qdict_first_key(options)
         drv = bs.drv
         if drv is not None and drv.protocol_name and drv.bdrv_file_open is not None:
             raise BlockError(errno.EINVAL, "Block protocol '%s' doesn't support the "

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 
 CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
 
+# -drive keys that gqemu's blk_new_open takes but QEMU's bdrv_open does not
+# know on a format node: given to open -o or --image-opts, qemu-io's open
+# fails on them once the driver opened them ("does not support the option")
+_DRIVE_ONLY_KEYS = frozenset((
+    "cache", "cache.writeback", "readonly", "rerror", "werror", "aio", "copy-on-read",
+    "share-rw", "snapshot", "format", "locking", "if", "index", "bus", "unit", "media",
+    "serial", "model", "cyls", "heads", "secs", "trans", "addr", "boot"))
+
 
 # ------------------------------------------------------------------ open
 
@@ -44,9 +52,30 @@ class OpenOpts:
         self.cache = "writethrough"        # qemu-io's default
         self.discard = "unmap"             # qemu-io sets BDRV_O_UNMAP
         self.force_share = False
+        self.user_keys: set[str] = set()   # keys of -o / --image-opts
+
+    def add_user_opts(self, opts: dict[str, str]) -> None:
+        self.opts.update(opts)
+        self.user_keys.update(opts)
+
+    def leftover(self) -> list[str]:
+        """The user's keys that QEMU's bdrv_open would leave unused (a
+        protocol driver on top takes its own aio and locking)."""
+        keys = _DRIVE_ONLY_KEYS
+        if self._protocol_on_top():
+            keys = keys - {"aio", "locking"}
+        return [k for k in self.opts if k in self.user_keys and k in keys]
+
+    def _protocol_on_top(self) -> bool:
+        from gqemu.block import bdrv_find_format
+        cls = bdrv_find_format(str(self.opts.get("driver", "")))
+        return cls is not None and cls.bdrv_file_open is not None
 
     def drive_options(self) -> dict[str, Any]:
-        d = dict(self.opts)
+        skip = set(self.leftover()) | ({"force-share"} & self.user_keys)
+        d = {k: v for k, v in self.opts.items() if k not in skip}
+        if "auto-read-only" in self.user_keys and d.get("auto-read-only") in ("on", "off"):
+            del d["auto-read-only"]     # no effect: qemu-io's node is writable or -r
         if "cache.direct" not in d and "cache.no-flush" not in d:
             d.setdefault("cache", self.cache)
         d.setdefault("discard", self.discard)
@@ -122,6 +151,13 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     if io.blk is not None:
         error_report(io, "file open already, try 'help close'")
         return 1
+    if "force-share" in o.user_keys and o.opts.get("force-share") is not None:
+        share = o.opts["force-share"]
+        if o.force_share and share != "on":
+            error_report(io, "-U conflicts with image options")
+            return 1
+        if share == "on":
+            o.force_share = True
     if o.force_share and not o.readonly:
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
@@ -138,6 +174,20 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
                      % (" device " if name else "", name or "", e.msg))
         if e.hint:
             err(e.hint.rstrip("\n") + "\n")
+        return 1
+    leftover = o.leftover()
+    if leftover:
+        # QEMU: bdrv_open_inherit's check for unused options, after the open
+        from gqemu.block import blk_bs, blk_unref, qdict_first_key
+        bs = blk_bs(io.blk)
+        fmt = bs.drv.format_name if bs is not None and bs.drv is not None else ""
+        blk, io.blk = io.blk, None
+        blk_unref(blk)
+        what = ("Block protocol '%s' doesn't support" if o._protocol_on_top()
+                else "Block format '%s' does not support") % fmt
+        error_report(io, "can't open%s%s: %s the option '%s'"
+                     % (" device " if name else "", name or "", what,
+                        qdict_first_key(leftover)))
         return 1
     io.opened = (name, o)
     _name_nodes(io)
@@ -176,8 +226,8 @@ def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> 
         o.opts["copy-on-read"] = "on"
     elif c == "r":
         o.readonly = True
-    elif c == "k":
-        o.opts["aio"] = "native"
+    elif c == "k" or (c == "i" and optarg == "native"):
+        o.opts["aio"] = "native"        # the flags add up: native wins
     elif c == "U":
         o.force_share = True
     elif c == "t":
@@ -194,7 +244,13 @@ def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> 
         if optarg not in ("threads", "native", "io_uring", "nowait"):
             error_report(io, "Invalid aio option: %s" % optarg)
             return -errno.EINVAL
-        o.opts["aio"] = optarg
+        # QEMU: bdrv_parse_aio ORs BDRV_O_NATIVE_AIO / BDRV_O_IO_URING into
+        # the flags ("threads" changes nothing); file-posix takes native
+        # first, then io_uring (gqemu's nowait: when neither is set)
+        if optarg == "io_uring" and o.opts.get("aio") != "native":
+            o.opts["aio"] = optarg
+        elif optarg == "nowait" and o.opts.get("aio") not in ("native", "io_uring"):
+            o.opts["aio"] = optarg
     else:
         return 1
     return 0
@@ -214,7 +270,7 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
             if io.image_opts:
                 out("--image-opts and 'open -o' are mutually exclusive\n")
                 return -errno.EINVAL
-            o.opts.update(parse_qemu_opts(io, optarg or ""))
+            o.add_user_opts(parse_qemu_opts(io, optarg or ""))
             if "id" in o.opts:                 # open's option list takes no id
                 error_report(io, "Invalid parameter 'id'")
                 return -errno.EINVAL
@@ -225,7 +281,7 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
             return -errno.EINVAL
     args = g.args
     if io.image_opts and len(args) == 1:
-        o.opts.update(parse_qemu_opts(io, args.pop()))
+        o.add_user_opts(parse_qemu_opts(io, args.pop()))
     if len(args) > 1:
         qemuio_command_usage(open_cmd)
         return -errno.EINVAL
