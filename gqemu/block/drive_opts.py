@@ -114,8 +114,7 @@ def parse_drive_options(options: Optional[dict], flags: int = 0) -> DriveOptions
     dz = opts.pop("detect-zeroes", None)
     if dz is not None:
         if dz not in ("off", "on", "unmap"):
-            raise BlockError(errno.EINVAL, "Parameter 'detect-zeroes' does not accept "
-                             "value '%s'" % dz)
+            raise BlockError(errno.EINVAL, "invalid parameter value: %s" % dz)
         if dz == "unmap" and not d.flags & BDRV_O_UNMAP:
             raise BlockError(errno.EINVAL, "setting detect-zeroes to unmap is not "
                              "allowed without setting discard operation to unmap")

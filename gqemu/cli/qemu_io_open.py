@@ -74,13 +74,15 @@ class OpenOpts:
     def drive_options(self) -> dict[str, Any]:
         skip = set(self.leftover()) | ({"force-share"} & self.user_keys)
         d = {k: v for k, v in self.opts.items() if k not in skip}
-        if "auto-read-only" in self.user_keys and d.get("auto-read-only") in ("on", "off"):
-            del d["auto-read-only"]     # no effect: qemu-io's node is writable or -r
+        if "auto-read-only" in self.user_keys and "auto-read-only" in d:
+            # checked, then no effect: qemu-io's node is writable or -r
+            from gqemu.block.driver import qemu_opt_bool
+            qemu_opt_bool(d, "auto-read-only", False)
         if "cache.direct" not in d and "cache.no-flush" not in d:
             d.setdefault("cache", self.cache)
         d.setdefault("discard", self.discard)
-        if self.readonly:
-            d["read-only"] = "on"
+        if self.readonly and "read-only" not in self.user_keys:
+            d["read-only"] = "on"       # (the user's read-only=off opens the node rw)
         if self.force_share:
             d.setdefault("locking", "off")
         return d
@@ -162,8 +164,13 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
-    from gqemu.block import BlockError
-    options = o.drive_options()
+    from gqemu.block import BlockError, blk_is_read_only, blk_unref
+    try:
+        options = o.drive_options()
+    except BlockError as e:
+        error_report(io, "can't open%s%s: %s" % (" device " if name else "", name or "",
+                                                 e.msg))
+        return 1
     if name is None and "driver" not in options and "file" not in options:
         error_report(io, "can't open: Must specify either driver or file")
         return 1
@@ -178,7 +185,7 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     leftover = o.leftover()
     if leftover:
         # QEMU: bdrv_open_inherit's check for unused options, after the open
-        from gqemu.block import blk_bs, blk_unref, qdict_first_key
+        from gqemu.block import blk_bs, qdict_first_key
         bs = blk_bs(io.blk)
         fmt = bs.drv.format_name if bs is not None and bs.drv is not None else ""
         blk, io.blk = io.blk, None
@@ -188,6 +195,14 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         error_report(io, "can't open%s%s: %s the option '%s'"
                      % (" device " if name else "", name or "", what,
                         qdict_first_key(leftover)))
+        return 1
+    if not o.readonly and "read-only" in o.user_keys and blk_is_read_only(io.blk):
+        # qemu-io's BlockBackend wants to write a node the user's read-only=on
+        # opened read-only.  QEMU: blk_new_open -> blk_insert_bs
+        blk, io.blk = io.blk, None
+        blk_unref(blk)
+        error_report(io, "can't open%s%s: Block node is read-only"
+                     % (" device " if name else "", name or ""))
         return 1
     io.opened = (name, o)
     _name_nodes(io)
