@@ -88,6 +88,7 @@ class QemuIO:
         self.root_node_name = "#block100"
         self.node_ids = 0
         self.blk_write_perm = True
+        self.snapshot_reopened = False     # -s: a reopen succeeded (qemu_io_open)
         from gqemu.cli.qemu_io_cmds import BASE_COMMANDS
         from gqemu.cli.qemu_io_open import close_cmd, open_cmd, quit_cmd, reopen_cmd
         self.opened: tuple[Optional[str], OpenOpts] = (None, OpenOpts())

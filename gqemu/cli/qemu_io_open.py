@@ -205,6 +205,7 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
                      % (" device " if name else "", name or ""))
         return 1
     io.opened = (name, o)
+    io.snapshot_reopened = False
     _name_nodes(io)
     return 0
 
@@ -384,11 +385,23 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
         # that fails and the session keeps its overlay.  gqemu would reopen
         # the image itself (losing the overlay's writes), so it keeps the
         # open node as it is instead.
-        if o.readonly != old.readonly:
+        # What QEMU 7.2 does (measured): the overlay's file is not O_DIRECT;
+        # a reopen that changes read-only or asks for cache.direct fails, and
+        # after one reopen that succeeded every further one fails too (one
+        # asking for read-only at the permission check instead).
+        direct = new_opts.get("cache.direct", "off" if not has_cache else
+                              "on" if o.cache in ("none", "off", "directsync") else "off")
+        if io.snapshot_reopened and o.readonly and not old.readonly:
+            error_report(io, "Read-only block node '%s' cannot support read-write users"
+                         % io.root_node_name)
+            return -errno.EPERM
+        if o.readonly != old.readonly or direct in ("on", "true", "yes") or \
+                io.snapshot_reopened:
             bs = blk_bs(io.blk)
             error_report(io, "Could not open '%s': No such file or directory"
                          % (bs.filename if bs is not None else ""))
             return -errno.ENOENT
+        io.snapshot_reopened = True
         return 0
     blk, io.blk = io.blk, None
     blk_unref(blk)

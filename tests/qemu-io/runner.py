@@ -63,8 +63,9 @@ _TIMING = re.compile(
     r"(\d+ ops); [0-9/:. sec]+ \([0-9/.infa-]+ [EPTGMKiBbytes]+/sec "
     r"and [0-9/.infa-]+ ops/sec\)")
 _NODE_ID = re.compile(r"#block[0-9]{3,}")
-_CFLAG = re.compile(r"^(-?\d+),(\d+),\d+:\d\d:\d\d\.\d\d,[0-9.infa-]+,[0-9.infa-]+$",
-                    re.M)
+_TMP_OVERLAY = re.compile(r"/vl\.[A-Za-z0-9]{6}\b")
+_CFLAG = re.compile(r"^((?:\S+> )*-?\d+),(\d+),\d+:\d\d:\d\d\.\d\d,[0-9.infa-]+,"
+                    r"[0-9.infa-]+$", re.M)       # (after stdin prompts too)
 
 
 def filter_qemu_io(text: str) -> str:
@@ -74,6 +75,7 @@ def filter_qemu_io(text: str) -> str:
     text = _TIMING.sub(r"\1; XX:XX:XX.X (XXX YYY/sec and XXX ops/sec)", text)
     # generated node names end in two random digits (_filter_generated_node_ids)
     text = _NODE_ID.sub("NODE_NAME", text)
+    text = _TMP_OVERLAY.sub("/vl.XXXXXX", text)       # -s: mkstemp's overlay name
     return _CFLAG.sub(r"\1,\2,TIME", text)
 
 
