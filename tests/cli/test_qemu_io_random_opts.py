@@ -173,10 +173,13 @@ def _breaks(draw: st.DrawFn, fmt: str) -> list[str]:
 def _session(draw: st.DrawFn, fmt: str) -> runner.Script:
     s = runner.Script(Path("random_opts.qio"), size=str(SIZE))
     args = draw(st.lists(st.sampled_from(
-        ["-r", "-n", "-k", "-C", "-s", "-m", "-U", "-t none", "-t writeback",
-         "-t unsafe", "-t directsync", "-i native", "-i io_uring", "-i threads",
-         "-d ignore", "-d unmap"]), max_size=3, unique=True))
-    s.args = [a for arg in args for a in arg.split()]
+        ["-r", "-C", "-s", "-m", "-d ignore", "-d unmap", "-r -U"]), max_size=2, unique=True))
+    cache = draw(st.sampled_from(["", "", "-n", "-t none", "-t writeback", "-t unsafe",
+                                  "-t directsync", "-t writethrough"]))
+    aio = draw(st.sampled_from(["", "", "-i threads", "-i io_uring"] + (
+        ["-k", "-i native"] if "none" in cache or "-n" in cache or "directsync" in cache
+        or draw(st.integers(0, 9)) == 0 else [])))
+    s.args = [a for arg in args + [cache, aio] for a in arg.split()]
     blkdebug = draw(st.integers(0, 5)) == 0
     if blkdebug:
         s.file = "blkdebug::test.img"
