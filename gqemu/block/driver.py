@@ -628,9 +628,11 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:
         raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
+    below = bdrv_find_format(str(file_opts["driver"])) if "driver" in file_opts else proto
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
-        if key in options:
-            file_opts.setdefault(key, options.pop(key))
+        if key in options:                # (a filter, e.g. blkdebug: its image's)
+            prefix = "image." if below is not None and below.is_filter else ""
+            file_opts.setdefault(prefix + key, options.pop(key))
     fflags = flags & ~BDRV_O_NO_IO if cls is not None or not protocol_only else flags
     if "driver" in file_opts:             # file.driver=blkdebug, ...
         file_bs = bdrv_open(filename, file_opts, bdrv_child_flags(fflags),
