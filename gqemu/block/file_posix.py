@@ -175,16 +175,19 @@ class BdrvFile(BlockDriver):
     def raw_probe_alignment(self, bs: BlockDriverState) -> None:
         """Find the O_DIRECT request and buffer alignments by trying reads.
         Raises BlockError.  QEMU: raw_probe_alignment."""
-        top = max(4096, _PAGE)
+        top = max(4096, _PAGE)             # MAX(MAX_BLOCKSIZE, page size)
         area = mmap.mmap(-1, 2 * top)
         mv = memoryview(area)
         try:
-            aligns = [1 << bits for bits in range(9, top.bit_length())]  # 512..top
+            # QEMU's guesses: 1 byte first (a read that works at any size, e.g.
+            # of a file whose blocks are all holes on ext4, means "the safe
+            # value", max_align), then 512..4096
+            aligns = (1, 512, 1024, 2048, 4096)
             found = next((a for a in aligns if raw_is_io_aligned(self.fd, mv[:a])), 0)
-            buf_found = 0
-            if found:
-                buf_found = next((a for a in aligns
-                                  if raw_is_io_aligned(self.fd, mv[a:a + found])), 0)
+            found = top if found == 1 else found
+            buf_found = next((a for a in aligns
+                              if raw_is_io_aligned(self.fd, mv[a:a + top])), 0)
+            buf_found = found if buf_found == 1 else buf_found
         finally:
             mv.release()
             area.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-from gqemu.block.block_int import BDRV_O_NO_BACKING, BlockError
+from gqemu.block.block_int import BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NOCACHE, BlockError
 from gqemu.block.driver import (BlockDriverState, bdrv_attach_child, bdrv_getlength,
                                 bdrv_open)
 
@@ -49,7 +49,9 @@ def bdrv_append_temp_snapshot(bs: BlockDriverState, flags: int) -> BlockDriverSt
             raise BlockError(e.errno or errno.EIO, "Could not create temporary overlay "
                              "'%s': %s" % (tmp, e.msg)) from None
         overlay = bdrv_open(tmp, {"format": "qcow2"},
-                            flags | BDRV_O_NO_BACKING)    # read-only under -r, as QEMU's
+                            # read-only under -r; cache=unsafe (QEMU's
+                            # bdrv_temp_snapshot_options: direct off, no-flush on)
+                            flags & ~BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_NO_BACKING)
     finally:
         os.unlink(tmp)
     overlay.backing = bdrv_attach_child(overlay, bs, "backing")

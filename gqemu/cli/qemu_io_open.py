@@ -323,6 +323,9 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     o = OpenOpts()
     o.opts, o.readonly, o.cache = dict(old.opts), old.readonly, old.cache
     o.discard, o.force_share = old.discard, old.force_share
+    o.user_keys = set(old.user_keys) - {"read-only"}
+    if "read-only" in old.user_keys:    # the node's state, which reopen restates
+        o.readonly = str(o.opts.pop("read-only", "")) in ("on", "true", "yes")
     has_rw = has_cache = False
     new_opts: dict[str, str] = {}
     g = Getopt(argv, "c:o:rw")
