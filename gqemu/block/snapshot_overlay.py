@@ -12,7 +12,8 @@ from __future__ import annotations
 import errno
 import os
 
-from gqemu.block.block_int import BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NOCACHE, BlockError
+from gqemu.block.block_int import (BDRV_O_NATIVE_AIO, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH,
+                                   BDRV_O_NOCACHE, BlockError)
 from gqemu.block.driver import (BlockDriverState, bdrv_attach_child, bdrv_getlength,
                                 bdrv_open)
 
@@ -51,7 +52,9 @@ def bdrv_append_temp_snapshot(bs: BlockDriverState, flags: int) -> BlockDriverSt
         overlay = bdrv_open(tmp, {"format": "qcow2"},
                             # read-only under -r; cache=unsafe (QEMU's
                             # bdrv_temp_snapshot_options: direct off, no-flush on)
-                            flags & ~BDRV_O_NOCACHE | BDRV_O_NO_FLUSH | BDRV_O_NO_BACKING)
+                            # (and not aio=native, which needs O_DIRECT)
+                            flags & ~(BDRV_O_NOCACHE | BDRV_O_NATIVE_AIO)
+                            | BDRV_O_NO_FLUSH | BDRV_O_NO_BACKING)
     finally:
         os.unlink(tmp)
     overlay.backing = bdrv_attach_child(overlay, bs, "backing")
