@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
 
+# cache mode -> cache.direct, cache.no-flush, cache.writeback (bdrv_parse_cache_mode)
+_CACHE_KEYS = {"off": ("on", "off", "on"), "none": ("on", "off", "on"),
+               "directsync": ("on", "off", "off"), "writeback": ("off", "off", "on"),
+               "unsafe": ("off", "on", "on"), "writethrough": ("off", "off", "off")}
+
 # -drive keys that gqemu's blk_new_open takes but QEMU's bdrv_open does not
 # know on a format node: given to open -o or --image-opts, qemu-io's open
 # fails on them once the driver opened them ("does not support the option")
@@ -74,6 +79,13 @@ class OpenOpts:
     def drive_options(self) -> dict[str, Any]:
         skip = set(self.leftover()) | ({"force-share"} & self.user_keys)
         d = {k: v for k, v in self.opts.items() if k not in skip}
+        if ("cache.direct" in d) != ("cache.no-flush" in d):
+            # the other one comes from the cache mode (QEMU:
+            # update_options_from_flags), writethrough from it in any case
+            direct, no_flush, writeback = _CACHE_KEYS[self.cache]
+            d.setdefault("cache.direct", direct)
+            d.setdefault("cache.no-flush", no_flush)
+            d["cache.writeback"] = writeback
         if "auto-read-only" in self.user_keys and "auto-read-only" in d:
             # checked, then no effect: qemu-io's node is writable or -r
             from gqemu.block.driver import qemu_opt_bool
@@ -361,7 +373,12 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
         error_report(io, "Cannot set both -c and the cache options")
         return -errno.EINVAL
-    msg = _reopen_check(io, new_opts) or _reopen_unchanged(io, new_opts)
+    msg = _reopen_check(io, new_opts)
+    ro = o.readonly or str(new_opts.get("read-only")) in ("on", "true", "yes")
+    if not msg and ro and old.opts.get("copy-on-read") == "on":
+        # QEMU: bdrv_reopen_prepare -> bdrv_can_set_read_only
+        msg = "Can't set node '%s' to r/o with copy-on-read enabled" % io.root_node_name
+    msg = msg or _reopen_unchanged(io, new_opts)
     if msg:
         error_report(io, msg)
         return -errno.EINVAL
