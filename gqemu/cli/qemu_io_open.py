@@ -408,7 +408,8 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
         # What QEMU 7.2 does (measured): the overlay's file is not O_DIRECT;
         # a reopen that changes read-only or asks for cache.direct fails, and
         # after one reopen that succeeded every further one fails too (one
-        # asking for read-only at the permission check instead).
+        # asking for read-only at the permission check instead) -- unless the
+        # overlay is read-only (-r -s), whose file keeps its descriptor.
         direct = new_opts.get("cache.direct", "off" if not has_cache else
                               "on" if o.cache in ("none", "off", "directsync") else "off")
         if io.snapshot_reopened and o.readonly and not old.readonly:
@@ -416,7 +417,7 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
                          % io.root_node_name)
             return -errno.EPERM
         if o.readonly != old.readonly or direct in ("on", "true", "yes") or \
-                io.snapshot_reopened:
+                (io.snapshot_reopened and not old.readonly):
             bs = blk_bs(io.blk)
             error_report(io, "Could not open '%s': No such file or directory"
                          % (bs.filename if bs is not None else ""))
