@@ -172,7 +172,10 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
             return 1
         if share == "on":
             o.force_share = True
-    if o.force_share and not o.readonly:
+    node_ro = o.readonly
+    if "read-only" in o.user_keys:      # the node's own option decides
+        node_ro = str(o.opts.get("read-only")) in ("on", "true", "yes")
+    if o.force_share and not node_ro:
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
