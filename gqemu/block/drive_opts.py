@@ -120,9 +120,7 @@ def parse_drive_options(options: Optional[dict], flags: int = 0) -> DriveOptions
                              "allowed without setting discard operation to unmap")
         d.detect_zeroes = str(dz)
     if qemu_opt_bool(opts, "copy-on-read", False):
-        if not d.flags & BDRV_O_RDWR:
-            raise BlockError(errno.EINVAL, "Can't use copy-on-read on read-only device")
-        d.flags |= BDRV_O_COPY_ON_READ
+        d.flags |= BDRV_O_COPY_ON_READ  # (on a read-only node: refused by bdrv_open)
     aio = opts.pop("aio", None)
     if aio is not None:                 # QEMU: bdrv_parse_aio (+ gqemu's nowait)
         if aio == "native":

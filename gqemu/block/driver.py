@@ -503,6 +503,12 @@ def qdict_first_key(keys: Any) -> str:
     return min(reversed(keys), key=lambda k: _tdb_hash(k) % 512)
 
 
+def _check_copy_on_read(flags: int) -> None:
+    """QEMU: bdrv_open_common (before the driver opens the node)."""
+    if flags & BDRV_O_COPY_ON_READ and not flags & BDRV_O_RDWR:
+        raise BlockError(errno.EINVAL, "Can't use copy-on-read on read-only device")
+
+
 def _check_leftover(bs: BlockDriverState, options: dict) -> None:
     if options:
         key = qdict_first_key(options)
@@ -619,6 +625,7 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         if cls is None:
             raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
         if cls.bdrv_file_open is not None:
+            _check_copy_on_read(flags)
             return bdrv_open_protocol(cls, filename, options, flags, ctx)
     file_opts = _split_child_options(options, "file.")
     if not filename and "driver" not in file_opts:
@@ -657,6 +664,11 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
             cls = find_image_format(file_bs, filename)
             probed = True
     except BaseException:
+        bdrv_unref(file_bs)
+        raise
+    try:
+        _check_copy_on_read(flags)    # after the file's errors, before the format's
+    except BlockError:
         bdrv_unref(file_bs)
         raise
     drv = cls()
