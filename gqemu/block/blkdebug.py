@@ -221,21 +221,33 @@ class BdrvBlkdebug(BlockDriver):
         if trace_blkdebug_debug_event.enabled:
             trace_blkdebug_debug_event(BLKDBG_EVENT_NAMES[event], self.state, self.new_state)
         self.state = self.new_state
-        for rule in suspend:
-            if qemu_in_coroutine():
+        if qemu_in_coroutine() and suspend:
+            for rule in suspend:
                 self.suspend_request(bs, rule)
+            for _ in suspend:           # one resume (or remove_break) each
+                qemu_coroutine_yield()
 
-    @coroutine_fn
     def suspend_request(self, bs: BlockDriverState, rule: BlkdebugRule) -> None:
-        """Stop this request until ``resume`` names its tag; the breakpoint
-        is used up.  Context: coroutine.  QEMU: suspend_request."""
+        """Register this request as stopped under the rule's tag; the
+        breakpoint is used up.  The event yields afterwards, once per rule.
+        Context: coroutine.  QEMU: suspend_request (7.2)."""
         self.rules[rule.event].remove(rule)
-        entry = (rule.tag, qemu_coroutine_self())
-        self.suspended_reqs.insert(0, entry)
+        self.suspended_reqs.insert(0, (rule.tag, qemu_coroutine_self()))
         _output(bs, "blkdebug: Suspended request '%s'\n" % rule.tag)
-        qemu_coroutine_yield()
-        _output(bs, "blkdebug: Resuming request '%s'\n" % rule.tag)
-        self.suspended_reqs.remove(entry)
+
+    def resume_req_by_tag(self, bs: BlockDriverState, tag: str, resume_all: bool) -> int:
+        """Enter the newest request stopped under ``tag`` (all of them with
+        ``resume_all``, which then ends with -ENOENT as QEMU 7.2's does).
+        Returns 0 or -ENOENT.  QEMU: resume_req_by_tag."""
+        while True:
+            entry = next((e for e in self.suspended_reqs if e[0] == tag), None)
+            if entry is None:
+                return -errno.ENOENT
+            _output(bs, "blkdebug: Resuming request '%s'\n" % tag)
+            self.suspended_reqs.remove(entry)
+            qemu_coroutine_enter(entry[1])
+            if not resume_all:
+                return 0
 
     def blkdebug_debug_breakpoint(self, bs: BlockDriverState, event: str, tag: str) -> int:
         """Suspend the next request that emits ``event``.  Returns 0 or
@@ -260,10 +272,8 @@ class BdrvBlkdebug(BlockDriver):
             for r in [r for r in rules if r.action == "suspend" and r.tag == tag]:
                 rules.remove(r)
                 ret = 0
-        for t, co in list(self.suspended_reqs):
-            if t == tag:
-                qemu_coroutine_enter(co)
-                ret = 0
+        if self.resume_req_by_tag(bs, tag, True) == 0:
+            ret = 0
         return ret
 
     bdrv_debug_remove_breakpoint = blkdebug_debug_remove_breakpoint
@@ -271,11 +281,7 @@ class BdrvBlkdebug(BlockDriver):
     def blkdebug_debug_resume(self, bs: BlockDriverState, tag: str) -> int:
         """Resume the request suspended with ``tag``.  Context: loop.
         Returns 0 or -ENOENT.  QEMU: blkdebug_debug_resume."""
-        for t, co in list(self.suspended_reqs):
-            if t == tag:
-                qemu_coroutine_enter(co)
-                return 0
-        return -errno.ENOENT
+        return self.resume_req_by_tag(bs, tag, False)
 
     bdrv_debug_resume = blkdebug_debug_resume
 

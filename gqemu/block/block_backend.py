@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 from gqemu.aio import (AioContext, AIOCBInfo, BlockAIOCB, aio_bh_schedule_oneshot,
                        aio_wait_while)
 from gqemu.block.accounting import BlockAcctStats
-from gqemu.block.driver import (BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
+from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_RDWR, BDRV_REQ_FUA, BDRV_REQ_ZERO_WRITE,
                                 BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ,
                                 BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, INT_MAX,
                                 BdrvChild, BlockDriverState, BlockError, bdrv_getlength,
@@ -94,7 +94,10 @@ def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
         raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
     if snapshot:                           # qemu-io -s: a temporary overlay on top
         from gqemu.block.snapshot_overlay import bdrv_append_temp_snapshot
-        base = bdrv_open(filename or "", d.bdrv_options, d.flags & ~BDRV_O_RDWR, ctx=ctx)
+        # (the image below is read-only and copies nothing up: QEMU's
+        # bdrv_backing_options)
+        base = bdrv_open(filename or "", d.bdrv_options,
+                         d.flags & ~(BDRV_O_RDWR | BDRV_O_COPY_ON_READ), ctx=ctx)
         try:
             bs = bdrv_append_temp_snapshot(base, d.flags)
         except BaseException:

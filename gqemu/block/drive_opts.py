@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 from typing import Any, Optional
 
-from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_NOCACHE, BDRV_O_NO_FLUSH,
-                                BDRV_O_NOWAIT, BDRV_O_RDWR, BDRV_O_UNMAP, BlockError,
+from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_IO_URING, BDRV_O_NATIVE_AIO,
+                                BDRV_O_NOCACHE, BDRV_O_NO_FLUSH, BDRV_O_NOWAIT, BDRV_O_RDWR, BDRV_O_UNMAP, BlockError,
                                 qemu_opt_bool)
 
 __all__ = ["DriveOptions", "parse_drive_options", "parse_drive_spec",
@@ -114,22 +114,20 @@ def parse_drive_options(options: Optional[dict], flags: int = 0) -> DriveOptions
     dz = opts.pop("detect-zeroes", None)
     if dz is not None:
         if dz not in ("off", "on", "unmap"):
-            raise BlockError(errno.EINVAL, "Parameter 'detect-zeroes' does not accept "
-                             "value '%s'" % dz)
+            raise BlockError(errno.EINVAL, "invalid parameter value: %s" % dz)
         if dz == "unmap" and not d.flags & BDRV_O_UNMAP:
             raise BlockError(errno.EINVAL, "setting detect-zeroes to unmap is not "
                              "allowed without setting discard operation to unmap")
         d.detect_zeroes = str(dz)
     if qemu_opt_bool(opts, "copy-on-read", False):
-        if not d.flags & BDRV_O_RDWR:
-            raise BlockError(errno.EINVAL, "Can't use copy-on-read on read-only device")
-        d.flags |= BDRV_O_COPY_ON_READ
+        d.flags |= BDRV_O_COPY_ON_READ  # (on a read-only node: refused by bdrv_open)
     aio = opts.pop("aio", None)
-    if aio is not None:
+    if aio is not None:                 # QEMU: bdrv_parse_aio (+ gqemu's nowait)
         if aio == "native":
-            raise BlockError(errno.EINVAL, "aio=native is not supported by gqemu "
-                             "(use aio=threads or aio=nowait)")
-        if aio == "nowait":
+            d.flags |= BDRV_O_NATIVE_AIO
+        elif aio == "io_uring":
+            d.flags |= BDRV_O_IO_URING
+        elif aio == "nowait":
             d.flags |= BDRV_O_NOWAIT
         elif aio != "threads":
             raise BlockError(errno.EINVAL, "invalid aio option")

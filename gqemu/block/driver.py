@@ -38,14 +38,15 @@ __all__ = [
     "bdrv_get_aio_context", "bdrv_is_read_only", "bdrv_debug_event",
     "BLKDBG_EVENT", "bdrv_filter_default_perms", "bdrv_format_default_perms",
     "bdrv_refresh_perms", "bdrv_perm_names", "error_report", "set_error_sink",
-    "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str",
+    "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str", "qdict_first_key",
 ]
 
 from gqemu.block.block_int import (  # noqa: F401  (re-exported)
     BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW, BDRV_MAX_LENGTH,
     BDRV_BLOCK_ZERO, BDRV_O_ALLOW_RDWR, BDRV_O_CACHE_MASK, BDRV_O_CHECK,
-    BDRV_O_COPY_ON_READ, BDRV_O_INACTIVE, BDRV_O_NATIVE_AIO, BDRV_O_NOCACHE,
-    BDRV_O_NOWAIT, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NO_IO, BDRV_O_PROTOCOL,
+    BDRV_O_COPY_ON_READ, BDRV_O_INACTIVE, BDRV_O_IO_URING, BDRV_O_NATIVE_AIO,
+    BDRV_O_NOCACHE, BDRV_O_NOWAIT, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH, BDRV_O_NO_IO,
+    BDRV_O_PROTOCOL,
     BDRV_O_RDWR, BDRV_O_RESIZE, BDRV_O_SNAPSHOT, BDRV_O_TEMPORARY, BDRV_O_UNMAP,
     BDRV_REQUEST_MAX_BYTES, BDRV_REQUEST_MAX_SECTORS, BDRV_REQ_COPY_ON_READ,
     BDRV_REQ_FUA, BDRV_REQ_MASK, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK, BDRV_REQ_NO_SERIALISING,
@@ -487,9 +488,32 @@ def _split_child_options(options: dict, prefix: str) -> dict:
     return out
 
 
+def _tdb_hash(name: str) -> int:
+    """QEMU: qobject/qdict.c tdb_hash (32-bit)."""
+    data = name.encode()
+    value = 0x238F13AF * len(data) & 0xffffffff
+    for i, c in enumerate(data):
+        value = (value + (c << (i * 5 % 24))) & 0xffffffff
+    return (1103515243 * value + 12345) & 0xffffffff
+
+
+def qdict_first_key(keys: Any) -> str:
+    """The key qdict_first() returns for a QDict holding ``keys`` (inserted
+    in that order): the lowest of its 512 hash buckets, the latest inserted
+    key within one.  QEMU: qdict_first, QDICT_BUCKET_MAX."""
+    keys = list(keys)
+    return min(reversed(keys), key=lambda k: _tdb_hash(k) % 512)
+
+
+def _check_copy_on_read(flags: int) -> None:
+    """QEMU: bdrv_open_common (before the driver opens the node)."""
+    if flags & BDRV_O_COPY_ON_READ and not flags & BDRV_O_RDWR:
+        raise BlockError(errno.EINVAL, "Can't use copy-on-read on read-only device")
+
+
 def _check_leftover(bs: BlockDriverState, options: dict) -> None:
     if options:
-        key = next(iter(options))
+        key = qdict_first_key(options)
         drv = bs.drv
         if drv is not None and drv.protocol_name and drv.bdrv_file_open is not None:
             raise BlockError(errno.EINVAL, "Block protocol '%s' doesn't support the "
@@ -603,6 +627,7 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         if cls is None:
             raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
         if cls.bdrv_file_open is not None:
+            _check_copy_on_read(flags)
             return bdrv_open_protocol(cls, filename, options, flags, ctx)
     file_opts = _split_child_options(options, "file.")
     if not filename and "driver" not in file_opts:
@@ -612,9 +637,11 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:
         raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
+    below = bdrv_find_format(str(file_opts["driver"])) if "driver" in file_opts else proto
     for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
-        if key in options:
-            file_opts.setdefault(key, options.pop(key))
+        if key in options:                # (a filter, e.g. blkdebug: its image's)
+            prefix = "image." if below is not None and below.is_filter else ""
+            file_opts.setdefault(prefix + key, options.pop(key))
     fflags = flags & ~BDRV_O_NO_IO if cls is not None or not protocol_only else flags
     if "driver" in file_opts:             # file.driver=blkdebug, ...
         file_bs = bdrv_open(filename, file_opts, bdrv_child_flags(fflags),
@@ -639,6 +666,11 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
             cls = find_image_format(file_bs, filename)
             probed = True
     except BaseException:
+        bdrv_unref(file_bs)
+        raise
+    try:
+        _check_copy_on_read(flags)    # after the file's errors, before the format's
+    except BlockError:
         bdrv_unref(file_bs)
         raise
     drv = cls()

@@ -7,7 +7,9 @@ as open flags (BDRV_O_NOCACHE = O_DIRECT with the probed alignment as
 BDRV_O_NO_FLUSH skips flushes).  Image locking uses OFD locks on bytes
 100+perm and 200+perm as QEMU >= 2.10 (option ``locking=auto|on|off``).
 
-Option ``aio=threads|nowait`` (``-drive aio=nowait``): ``nowait`` is the
+Option ``aio=threads|native|io_uring|nowait`` (``-drive aio=nowait``;
+``native`` and ``io_uring`` are QEMU's Linux AIO and io_uring engines, run on
+the thread pool here; ``native`` needs O_DIRECT as in QEMU): ``nowait`` is the
 opt-in fast path; reads first try ``os.preadv(..., RWF_NOWAIT)`` in the
 coroutine and go to the thread pool only when the data is not in the page
 cache (EAGAIN) or the read is short.  ``threads`` (the default) is the
@@ -27,7 +29,8 @@ import struct
 from typing import Any, Callable, Optional
 
 from gqemu.block.driver import (BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID,
-                                BDRV_BLOCK_ZERO, BDRV_O_NOCACHE, BDRV_O_NOWAIT,
+                                BDRV_BLOCK_ZERO, BDRV_O_IO_URING, BDRV_O_NATIVE_AIO,
+                                BDRV_O_NOCACHE, BDRV_O_NOWAIT,
                                 BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK, BLK_PERM_ALL,
                                 BlockDriver, BlockDriverState, BlockError,
                                 _PERM_NAMES, bdrv_get_aio_context, bdrv_register,
@@ -125,12 +128,13 @@ class BdrvFile(BlockDriver):
                 # would read as a protocol prefix: QEMU names it ./NAME
                 # (bdrv_parse_filename_strip_prefix)
                 filename = "./" + filename
+        aio = qemu_opt_str(options, "aio", "native" if flags & BDRV_O_NATIVE_AIO
+                           else "io_uring" if flags & BDRV_O_IO_URING else "threads")
+        if aio not in ("threads", "native", "io_uring", "nowait"):
+            raise BlockError(errno.EINVAL, "invalid parameter value: %s" % aio)
         locking = qemu_opt_str(options, "locking", "auto")
         if locking not in ("auto", "on", "off"):
-            raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % locking)
-        aio = qemu_opt_str(options, "aio", "threads")
-        if aio not in ("threads", "nowait"):
-            raise BlockError(errno.EINVAL, "Invalid parameter '%s'" % aio)
+            raise BlockError(errno.EINVAL, "invalid parameter value: %s" % locking)
         self.use_nowait = (aio == "nowait" or bool(flags & BDRV_O_NOWAIT)) and bool(_RWF_NOWAIT)
         for key in ("drop-cache", "x-check-cache-dropped"):    # no effect in gqemu
             qemu_opt_bool(options, key, False)
@@ -144,6 +148,10 @@ class BdrvFile(BlockDriver):
         except OSError as e:
             raise BlockError(e.errno or errno.EIO, "Could not open '%s': %s"
                              % (filename, os.strerror(e.errno or errno.EIO))) from None
+        if aio == "native" and not oflags & os.O_DIRECT:
+            os.close(fd)         # (Linux AIO only with O_DIRECT; io_uring needs no check)
+            raise BlockError(errno.EINVAL, "aio=native was specified, but it requires "
+                             "cache.direct=on, which was not specified.")
         st = os.fstat(fd)
         if self.format_name == "file" and not stat.S_ISREG(st.st_mode):
             os.close(fd)
@@ -167,16 +175,19 @@ class BdrvFile(BlockDriver):
     def raw_probe_alignment(self, bs: BlockDriverState) -> None:
         """Find the O_DIRECT request and buffer alignments by trying reads.
         Raises BlockError.  QEMU: raw_probe_alignment."""
-        top = max(4096, _PAGE)
+        top = max(4096, _PAGE)             # MAX(MAX_BLOCKSIZE, page size)
         area = mmap.mmap(-1, 2 * top)
         mv = memoryview(area)
         try:
-            aligns = [1 << bits for bits in range(9, top.bit_length())]  # 512..top
+            # QEMU's guesses: 1 byte first (a read that works at any size, e.g.
+            # of a file whose blocks are all holes on ext4, means "the safe
+            # value", max_align), then 512..4096
+            aligns = (1, 512, 1024, 2048, 4096)
             found = next((a for a in aligns if raw_is_io_aligned(self.fd, mv[:a])), 0)
-            buf_found = 0
-            if found:
-                buf_found = next((a for a in aligns
-                                  if raw_is_io_aligned(self.fd, mv[a:a + found])), 0)
+            found = top if found == 1 else found
+            buf_found = next((a for a in aligns
+                              if raw_is_io_aligned(self.fd, mv[a:a + top])), 0)
+            buf_found = found if buf_found == 1 else buf_found
         finally:
             mv.release()
             area.close()

@@ -527,6 +527,8 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
     ret = bdrv_check_byte_request(bs, offset, nbytes)
     if ret < 0:
         return ret
+    if flags & BDRV_REQ_NO_FALLBACK and (offset | nbytes) & (bs.bl.request_alignment - 1):
+        return -errno.ENOTSUP           # a misaligned request cannot be efficient
     bs.in_flight += 1
     req = tracked_request_begin(bs, offset, nbytes, BDRV_TRACKED_WRITE)
     try:

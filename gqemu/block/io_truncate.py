@@ -47,15 +47,13 @@ def _file_truncate(bs: BlockDriverState, offset: int, prealloc: str) -> tuple[in
 def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, str]:
     """A regular file of ``cur`` bytes to ``offset``.
     QEMU: handle_aiocb_truncate."""
+    if cur > offset and prealloc != "off":         # any mode, metadata too
+        return -errno.ENOTSUP, "Cannot use preallocation for shrinking files"
     try:
         if prealloc == "falloc":
             if offset > cur:
                 os.posix_fallocate(fd, cur, offset - cur)
-            elif offset < cur:
-                os.ftruncate(fd, offset)
         elif prealloc == "full":
-            if offset < cur:
-                return -errno.EINVAL, "Cannot use preallocation for shrinking files"
             os.ftruncate(fd, offset)
             pos, zero = cur, bytes(1 << 20)
             while pos < offset:

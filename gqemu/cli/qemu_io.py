@@ -8,8 +8,9 @@ command failed, 0 otherwise, as qemu-io does.  It names itself after
 block layer, so they start as fast as Python does.
 
 Differences from qemu-io 7.2 (each reports an error instead of acting):
-``--object`` of another type than ``secret``, ``-k``/``-i native`` and ``-i io_uring``
-(gqemu has the thread pool and its ``nowait`` fast path).  ``read -b``/
+``--object`` of another type than ``secret``.  ``-k``/``-i native`` (which
+need ``-t none``, as QEMU's) and ``-i io_uring`` run on the thread pool; gqemu
+also takes ``-i nowait``, its fast path.  ``read -b``/
 ``write -b`` and the breakpoint commands work through QEMU's driver slots
 (``bdrv_co_readv/writev_vmstate``, ``bdrv_debug_*``) and answer -ENOTSUP
 where no driver has them, as QEMU does on raw; ``wait_break`` then fails at
@@ -47,8 +48,9 @@ QEMU Disk exerciser (gqemu)
   -n, --nocache        disable host cache, short for -t none
   -C, --copy-on-read   enable copy-on-read
   -m, --misalign       misalign allocations for O_DIRECT (no effect in gqemu)
-  -k, --native-aio     use kernel AIO implementation (refused by gqemu)
-  -i, --aio=MODE       use AIO mode (threads, or gqemu's nowait)
+  -k, --native-aio     use kernel AIO implementation
+                       (Linux only, prefer use of -i)
+  -i, --aio=MODE       use AIO mode (threads, native or io_uring)
   -t, --cache=MODE     use the given cache mode for the image
   -d, --discard=MODE   use the given discard mode for the image
   -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]
@@ -86,6 +88,7 @@ class QemuIO:
         self.root_node_name = "#block100"
         self.node_ids = 0
         self.blk_write_perm = True
+        self.snapshot_reopened = False     # -s: a reopen succeeded (qemu_io_open)
         from gqemu.cli.qemu_io_cmds import BASE_COMMANDS
         from gqemu.cli.qemu_io_open import close_cmd, open_cmd, quit_cmd, reopen_cmd
         self.opened: tuple[Optional[str], OpenOpts] = (None, OpenOpts())
@@ -265,7 +268,7 @@ def _main(prog: str, argv: list[str]) -> int:
     if g.args:
         name: Optional[str] = g.args[0]
         if image_opts:
-            o.opts.update(parse_qemu_opts(io, g.args[0]))
+            o.add_user_opts(parse_qemu_opts(io, g.args[0]))
             name = None
         elif fmt:
             o.opts["driver"] = fmt

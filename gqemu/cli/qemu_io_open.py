@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 
 CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
 
+# cache mode -> cache.direct, cache.no-flush, cache.writeback (bdrv_parse_cache_mode)
+_CACHE_KEYS = {"off": ("on", "off", "on"), "none": ("on", "off", "on"),
+               "directsync": ("on", "off", "off"), "writeback": ("off", "off", "on"),
+               "unsafe": ("off", "on", "on"), "writethrough": ("off", "off", "off")}
+
+# -drive keys that gqemu's blk_new_open takes but QEMU's bdrv_open does not
+# know on a format node: given to open -o or --image-opts, qemu-io's open
+# fails on them once the driver opened them ("does not support the option")
+_DRIVE_ONLY_KEYS = frozenset((
+    "cache", "cache.writeback", "readonly", "rerror", "werror", "aio", "copy-on-read",
+    "share-rw", "snapshot", "format", "locking", "if", "index", "bus", "unit", "media",
+    "serial", "model", "cyls", "heads", "secs", "trans", "addr", "boot"))
+
 
 # ------------------------------------------------------------------ open
 
@@ -44,14 +57,44 @@ class OpenOpts:
         self.cache = "writethrough"        # qemu-io's default
         self.discard = "unmap"             # qemu-io sets BDRV_O_UNMAP
         self.force_share = False
+        self.user_keys: set[str] = set()   # keys of -o / --image-opts
+
+    def add_user_opts(self, opts: dict[str, str]) -> None:
+        self.opts.update(opts)
+        self.user_keys.update(opts)
+
+    def leftover(self) -> list[str]:
+        """The user's keys that QEMU's bdrv_open would leave unused (a
+        protocol driver on top takes its own aio and locking)."""
+        keys = _DRIVE_ONLY_KEYS
+        if self._protocol_on_top():
+            keys = keys - {"aio", "locking"}
+        return [k for k in self.opts if k in self.user_keys and k in keys]
+
+    def _protocol_on_top(self) -> bool:
+        from gqemu.block import bdrv_find_format
+        cls = bdrv_find_format(str(self.opts.get("driver", "")))
+        return cls is not None and cls.bdrv_file_open is not None
 
     def drive_options(self) -> dict[str, Any]:
-        d = dict(self.opts)
+        skip = set(self.leftover()) | ({"force-share"} & self.user_keys)
+        d = {k: v for k, v in self.opts.items() if k not in skip}
+        if ("cache.direct" in d) != ("cache.no-flush" in d):
+            # the other one comes from the cache mode (QEMU:
+            # update_options_from_flags), writethrough from it in any case
+            direct, no_flush, writeback = _CACHE_KEYS[self.cache]
+            d.setdefault("cache.direct", direct)
+            d.setdefault("cache.no-flush", no_flush)
+            d["cache.writeback"] = writeback
+        if "auto-read-only" in self.user_keys and "auto-read-only" in d:
+            # checked, then no effect: qemu-io's node is writable or -r
+            from gqemu.block.driver import qemu_opt_bool
+            qemu_opt_bool(d, "auto-read-only", False)
         if "cache.direct" not in d and "cache.no-flush" not in d:
             d.setdefault("cache", self.cache)
         d.setdefault("discard", self.discard)
-        if self.readonly:
-            d["read-only"] = "on"
+        if self.readonly and "read-only" not in self.user_keys:
+            d["read-only"] = "on"       # (the user's read-only=off opens the node rw)
         if self.force_share:
             d.setdefault("locking", "off")
         return d
@@ -122,12 +165,27 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     if io.blk is not None:
         error_report(io, "file open already, try 'help close'")
         return 1
-    if o.force_share and not o.readonly:
+    if "force-share" in o.user_keys and o.opts.get("force-share") is not None:
+        share = o.opts["force-share"]
+        if o.force_share and share != "on":
+            error_report(io, "-U conflicts with image options")
+            return 1
+        if share == "on":
+            o.force_share = True
+    node_ro = o.readonly
+    if "read-only" in o.user_keys:      # the node's own option decides
+        node_ro = str(o.opts.get("read-only")) in ("on", "true", "yes")
+    if o.force_share and not node_ro:
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
-    from gqemu.block import BlockError
-    options = o.drive_options()
+    from gqemu.block import BlockError, blk_is_read_only, blk_unref
+    try:
+        options = o.drive_options()
+    except BlockError as e:
+        error_report(io, "can't open%s%s: %s" % (" device " if name else "", name or "",
+                                                 e.msg))
+        return 1
     if name is None and "driver" not in options and "file" not in options:
         error_report(io, "can't open: Must specify either driver or file")
         return 1
@@ -139,7 +197,30 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         if e.hint:
             err(e.hint.rstrip("\n") + "\n")
         return 1
+    leftover = o.leftover()
+    if leftover:
+        # QEMU: bdrv_open_inherit's check for unused options, after the open
+        from gqemu.block import blk_bs, qdict_first_key
+        bs = blk_bs(io.blk)
+        fmt = bs.drv.format_name if bs is not None and bs.drv is not None else ""
+        blk, io.blk = io.blk, None
+        blk_unref(blk)
+        what = ("Block protocol '%s' doesn't support" if o._protocol_on_top()
+                else "Block format '%s' does not support") % fmt
+        error_report(io, "can't open%s%s: %s the option '%s'"
+                     % (" device " if name else "", name or "", what,
+                        qdict_first_key(leftover)))
+        return 1
+    if not o.readonly and "read-only" in o.user_keys and blk_is_read_only(io.blk):
+        # qemu-io's BlockBackend wants to write a node the user's read-only=on
+        # opened read-only.  QEMU: blk_new_open -> blk_insert_bs
+        blk, io.blk = io.blk, None
+        blk_unref(blk)
+        error_report(io, "can't open%s%s: Block node is read-only"
+                     % (" device " if name else "", name or ""))
+        return 1
     io.opened = (name, o)
+    io.snapshot_reopened = False
     _name_nodes(io)
     return 0
 
@@ -176,8 +257,8 @@ def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> 
         o.opts["copy-on-read"] = "on"
     elif c == "r":
         o.readonly = True
-    elif c == "k":
-        o.opts["aio"] = "native"
+    elif c == "k" or (c == "i" and optarg == "native"):
+        o.opts["aio"] = "native"        # the flags add up: native wins
     elif c == "U":
         o.force_share = True
     elif c == "t":
@@ -194,7 +275,13 @@ def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> 
         if optarg not in ("threads", "native", "io_uring", "nowait"):
             error_report(io, "Invalid aio option: %s" % optarg)
             return -errno.EINVAL
-        o.opts["aio"] = optarg
+        # QEMU: bdrv_parse_aio ORs BDRV_O_NATIVE_AIO / BDRV_O_IO_URING into
+        # the flags ("threads" changes nothing); file-posix takes native
+        # first, then io_uring (gqemu's nowait: when neither is set)
+        if optarg == "io_uring" and o.opts.get("aio") != "native":
+            o.opts["aio"] = optarg
+        elif optarg == "nowait" and o.opts.get("aio") not in ("native", "io_uring"):
+            o.opts["aio"] = optarg
     else:
         return 1
     return 0
@@ -214,7 +301,7 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
             if io.image_opts:
                 out("--image-opts and 'open -o' are mutually exclusive\n")
                 return -errno.EINVAL
-            o.opts.update(parse_qemu_opts(io, optarg or ""))
+            o.add_user_opts(parse_qemu_opts(io, optarg or ""))
             if "id" in o.opts:                 # open's option list takes no id
                 error_report(io, "Invalid parameter 'id'")
                 return -errno.EINVAL
@@ -225,7 +312,7 @@ def open_f(io: QemuIO, argv: list[str]) -> int:
             return -errno.EINVAL
     args = g.args
     if io.image_opts and len(args) == 1:
-        o.opts.update(parse_qemu_opts(io, args.pop()))
+        o.add_user_opts(parse_qemu_opts(io, args.pop()))
     if len(args) > 1:
         qemuio_command_usage(open_cmd)
         return -errno.EINVAL
@@ -251,6 +338,9 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     o = OpenOpts()
     o.opts, o.readonly, o.cache = dict(old.opts), old.readonly, old.cache
     o.discard, o.force_share = old.discard, old.force_share
+    o.user_keys = set(old.user_keys) - {"read-only"}
+    if "read-only" in old.user_keys:    # the node's state, which reopen restates
+        o.readonly = str(o.opts.pop("read-only", "")) in ("on", "true", "yes")
     has_rw = has_cache = False
     new_opts: dict[str, str] = {}
     g = Getopt(argv, "c:o:rw")
@@ -286,7 +376,12 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if ("cache.direct" in new_opts or "cache.no-flush" in new_opts) and has_cache:
         error_report(io, "Cannot set both -c and the cache options")
         return -errno.EINVAL
-    msg = _reopen_check(io, new_opts) or _reopen_unchanged(io, new_opts)
+    msg = _reopen_check(io, new_opts)
+    ro = o.readonly or str(new_opts.get("read-only")) in ("on", "true", "yes")
+    if not msg and ro and old.opts.get("copy-on-read") == "on":
+        # QEMU: bdrv_reopen_prepare -> bdrv_can_set_read_only
+        msg = "Can't set node '%s' to r/o with copy-on-read enabled" % io.root_node_name
+    msg = msg or _reopen_unchanged(io, new_opts)
     if msg:
         error_report(io, msg)
         return -errno.EINVAL
@@ -313,11 +408,24 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
         # that fails and the session keeps its overlay.  gqemu would reopen
         # the image itself (losing the overlay's writes), so it keeps the
         # open node as it is instead.
-        if o.readonly != old.readonly:
+        # What QEMU 7.2 does (measured): the overlay's file is not O_DIRECT;
+        # a reopen that changes read-only or asks for cache.direct fails, and
+        # after one reopen that succeeded every further one fails too (one
+        # asking for read-only at the permission check instead) -- unless the
+        # overlay is read-only (-r -s), whose file keeps its descriptor.
+        direct = new_opts.get("cache.direct", "off" if not has_cache else
+                              "on" if o.cache in ("none", "off", "directsync") else "off")
+        if io.snapshot_reopened and o.readonly and not old.readonly:
+            error_report(io, "Read-only block node '%s' cannot support read-write users"
+                         % io.root_node_name)
+            return -errno.EPERM
+        if o.readonly != old.readonly or direct in ("on", "true", "yes") or \
+                (io.snapshot_reopened and not old.readonly):
             bs = blk_bs(io.blk)
             error_report(io, "Could not open '%s': No such file or directory"
                          % (bs.filename if bs is not None else ""))
             return -errno.ENOENT
+        io.snapshot_reopened = True
         return 0
     blk, io.blk = io.blk, None
     blk_unref(blk)

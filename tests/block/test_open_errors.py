@@ -118,8 +118,10 @@ def test_bad_driver_options(make_image, qemu_io, opts: dict, image_opts: str) ->
     ({"readonly": "maybe"}, "Parameter 'readonly' expects 'on' or 'off'"),
     ({"werror": "explode"}, "'explode' invalid write error action"),
     ({"discard": "always"}, "Invalid discard option"),
-    ({"aio": "native"}, "aio=native is not supported by gqemu (use aio=threads or aio=nowait)"),
-    ({"file.locking": "perhaps"}, "Invalid parameter 'perhaps'"),
+    ({"aio": "native"}, "aio=native was specified, but it requires cache.direct=on, "
+     "which was not specified."),
+    ({"file.aio": "bogus"}, "invalid parameter value: bogus"),
+    ({"file.locking": "perhaps"}, "invalid parameter value: perhaps"),
 ])
 def test_bad_drive_options(make_image, opts: dict, msg: str) -> None:
     img = make_image(4096)
