@@ -4,8 +4,10 @@
 # disk (refdata/mkdisk.py's layout), booted by qemu-system-x86_64 7.2
 # (SeaBIOS) with isa-debugcon on 0xE9 and isa-debug-exit on 0xF4, and the
 # debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
-# NAME.status and NAME.trace.log.xz.
-# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio)
+# NAME.status and NAME.trace.log.xz (and the sha256 of the disk afterwards
+# as NAME.disk.sha256).
+# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
+#        atacmds atalba atairq)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -14,11 +16,20 @@ trap 'rm -rf "$tmp"' EXIT
 accel=kvm
 [ -w /dev/kvm ] || accel=tcg
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio)
+[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq)
 for name in "${names[@]}"; do
-  nasm -f bin -o "$here/$name.bin" "$here/$name.asm"
-  python3 -m gqemu.cli.main mkdisk "$tmp/$name.img" --mbr "$here/$name.bin" 2>/dev/null ||
-    PYTHONPATH="$root" python3 -c "import sys; from gqemu.machine import make_scratch_disk; make_scratch_disk(sys.argv[1], mbr=open(sys.argv[2],'rb').read())" "$tmp/$name.img" "$here/$name.bin"
+  nasm -f bin -I "$here/" -o "$here/$name.bin" "$here/$name.asm"
+  # sector 0 is the boot sector; a longer program (ataops.inc's probes) goes
+  # on in sectors 1.. and loads them itself with INT 13h
+  PYTHONPATH="$root" python3 -c "
+import sys
+from gqemu.machine import make_scratch_disk
+prog = open(sys.argv[2], 'rb').read()
+make_scratch_disk(sys.argv[1], mbr=prog[:512])
+with open(sys.argv[1], 'r+b') as f:
+    f.seek(512)
+    f.write(prog[512:])
+" "$tmp/$name.img" "$here/$name.bin"
   set +e
   timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
     -no-user-config -drive file="$tmp/$name.img",format=raw,if=ide,index=0 \
@@ -28,5 +39,7 @@ for name in "${names[@]}"; do
   echo $? > "$here/$name.status"
   set -e
   xz -9 -c "$tmp/$name.trace.log" > "$here/$name.trace.log.xz"
+  # what the program left on the disk (the probes write sectors)
+  (cd "$tmp" && sha256sum "$name.img" | cut -d' ' -f1) > "$here/$name.disk.sha256"
   echo "$name: status $(cat "$here/$name.status"), debugcon $(xxd -p "$here/$name.debugcon")"
 done
