@@ -17,7 +17,7 @@ import pytest
 from gqemu.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kvm"
-PROBES = ["atacmds", "atairq"]
+PROBES = ["atacmds", "atairq", "atalba"]
 STATUS_PORTS = (0x1F7, 0x3F6, 0x177, 0x376)
 
 
