@@ -1,4 +1,4 @@
-"""The ATA probes of tests/data/kvm (atacmds, atairq, atalba: ataops.inc's
+"""The ATA probes of tests/data/kvm (atacmds, atairq, atalba, atadma: ataops.inc's
 interpreter running a list of register operations) on /dev/kvm against
 their recordings under real QEMU 7.2 + SeaBIOS (record.sh): exit status,
 debugcon bytes (task file, status, IRQ 14 line, BM status and data sums
@@ -17,7 +17,7 @@ import pytest
 from gqemu.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kvm"
-PROBES = ["atacmds", "atairq", "atalba"]
+PROBES = ["atacmds", "atairq", "atalba", "atadma"]
 STATUS_PORTS = (0x1F7, 0x3F6, 0x177, 0x376)
 
 

@@ -7,7 +7,7 @@
 # NAME.status and NAME.trace.log.xz (and the sha256 of the disk afterwards
 # as NAME.disk.sha256).
 # Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
-#        atacmds atalba atairq)
+#        atacmds atalba atairq atadma)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -16,7 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 accel=kvm
 [ -w /dev/kvm ] || accel=tcg
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq)
+[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma)
 for name in "${names[@]}"; do
   nasm -f bin -I "$here/" -o "$here/$name.bin" "$here/$name.asm"
   # sector 0 is the boot sector; a longer program (ataops.inc's probes) goes
