@@ -240,7 +240,8 @@ class Machine:
             st = (self.ide[0], self.ide[1])[idx // 2].ifs[idx % 2]
             disks.append({"base": base, "ctl": ctl, "unit": idx % 2,
                           "sectors": st.nb_sectors, "heads": st.heads or 16,
-                          "spt": st.sectors or 63, "cyls": st.cylinders or 1})
+                          "spt": st.sectors or 63, "cyls": st.cylinders or 1,
+                          "trans": st.chs_trans})
         return bios_install(self.ram, self.as_io.root, disks)
 
     def firmware_probe(self, boot_disk: bool) -> None:

@@ -4,10 +4,11 @@
 # disk (refdata/mkdisk.py's layout), booted by qemu-system-x86_64 7.2
 # (SeaBIOS) with isa-debugcon on 0xE9 and isa-debug-exit on 0xF4, and the
 # debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
-# NAME.status and NAME.trace.log.xz (and the sha256 of the disk afterwards
-# as NAME.disk.sha256).
+# NAME.status and NAME.trace.log.xz (and the sha256 of the disk's first
+# 16 MiB afterwards as NAME.disk.sha256).
 # Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
-#        atacmds atalba atairq atadma)
+#        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
+#        int13p:1024 int13q)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -16,8 +17,15 @@ trap 'rm -rf "$tmp"' EXIT
 accel=kvm
 [ -w /dev/kvm ] || accel=tcg
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma)
-for name in "${names[@]}"; do
+[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
+                                int13x:10240 int13p:1024 int13q)
+for arg in "${names[@]}"; do
+  # NAME or NAME:SIZE_MIB (a bigger disk: the 16 MiB one, then sparse zeros;
+  # the files are then NAME-SIZEm.*)
+  name=${arg%%:*}
+  size=16
+  tag=$name
+  if [ "$arg" != "$name" ]; then size=${arg#*:}; tag=$name-${size}m; fi
   nasm -f bin -I "$here/" -o "$here/$name.bin" "$here/$name.asm"
   # sector 0 is the boot sector; a longer program (ataops.inc's probes) goes
   # on in sectors 1.. and loads them itself with INT 13h
@@ -29,17 +37,18 @@ make_scratch_disk(sys.argv[1], mbr=prog[:512])
 with open(sys.argv[1], 'r+b') as f:
     f.seek(512)
     f.write(prog[512:])
-" "$tmp/$name.img" "$here/$name.bin"
+    f.truncate(max(f.seek(0, 2), int(sys.argv[3]) << 20))
+" "$tmp/$tag.img" "$here/$name.bin" "$size"
   set +e
   timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
-    -no-user-config -drive file="$tmp/$name.img",format=raw,if=ide,index=0 \
-    -chardev file,id=prog,path="$here/$name.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
+    -no-user-config -drive file="$tmp/$tag.img",format=raw,if=ide,index=0 \
+    -chardev file,id=prog,path="$here/$tag.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-    -trace 'ide_*' -D "$tmp/$name.trace.log"
-  echo $? > "$here/$name.status"
+    -trace 'ide_*' -D "$tmp/$tag.trace.log"
+  echo $? > "$here/$tag.status"
   set -e
-  xz -9 -c "$tmp/$name.trace.log" > "$here/$name.trace.log.xz"
-  # what the program left on the disk (the probes write sectors)
-  (cd "$tmp" && sha256sum "$name.img" | cut -d' ' -f1) > "$here/$name.disk.sha256"
-  echo "$name: status $(cat "$here/$name.status"), debugcon $(xxd -p "$here/$name.debugcon")"
+  xz -9 -c "$tmp/$tag.trace.log" > "$here/$tag.trace.log.xz"
+  # what the program left in the disk's first 16 MiB (the probes write there)
+  head -c 16M "$tmp/$tag.img" | sha256sum | cut -d' ' -f1 > "$here/$tag.disk.sha256"
+  echo "$tag: status $(cat "$here/$tag.status"), debugcon $(xxd -p "$here/$tag.debugcon")"
 done
