@@ -2,8 +2,8 @@
 real QEMU 7.2 + SeaBIOS (record.sh): the ATA probes (atacmds, atairq,
 atalba, atadma: ataops.inc's interpreter running a list of register
 operations; debugcon gets the task file, status, IRQ 14 line, BM status and
-data sums after every step) and the INT 13h probes (int13x on 16 MiB, 1 GiB
-and 10 GiB disks, int13p/int13q with partition tables that set the
+data sums after every step) and the INT 13h probes (int13x on 16 MiB, 1 GiB,
+10 GiB and 195 GiB disks, int13p/int13q with partition tables that set the
 geometry; debugcon gets the registers and CF after every call).  Compared:
 exit status, debugcon bytes, the disk's first 16 MiB afterwards and the
 ide_* trace of the whole run (SeaBIOS's probe included, waits collapsed);
@@ -25,7 +25,7 @@ PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("atalba", "atalba", 16), ("atadma", "atadma", 16),
           ("int13x", "int13x", 16), ("int13x-1024m", "int13x", 1024),
           ("int13x-10240m", "int13x", 10240), ("int13p-1024m", "int13p", 1024),
-          ("int13q", "int13q", 16)]
+          ("int13x-200000m", "int13x", 200000), ("int13q", "int13q", 16)]
 # the status and alternate-status ports, by channel
 STATUS_PORTS = {0x1F7: 0, 0x3F6: 0, 0x177: 1, 0x376: 1}
 
