@@ -225,6 +225,8 @@ class Machine:
         cpu = CPUState(self.kvm, index, fw, X86CPU(index, None))
         bios.cpu = cpu
         cpu.accel_run = self.accel.create_vcpu()
+        from gqemu.kvm.bios import bios_pic_setup
+        bios_pic_setup(self.accel.vm)
         cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
             "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
         return cpu

@@ -2,8 +2,11 @@
 
 gqemu runs no BIOS code, but boot programs load the rest of themselves
 with INT 13h.  :func:`bios_install` fills the real-mode IVT: every vector
-points at an ``iret`` (so a stray INT 10h or an unexpected IRQ returns),
-and INT 13h at a 7-byte stub in the BIOS segment::
+points at an ``iret`` (so a stray INT 10h returns), the hardware IRQ
+vectors (0x08-0x0F, 0x70-0x77) at stubs that send EOI as SeaBIOS's do,
+IRQ 14's setting the BIOS data area's disk_interrupt_flag first, and
+:func:`bios_pic_setup` leaves the in-kernel 8259s as SeaBIOS does; INT 13h
+is a 7-byte stub in the BIOS segment::
 
     F000:E3FE  push dx; mov dx, 0x4f0; out dx, al; pop dx; iret
 
@@ -41,6 +44,19 @@ INT13_OFF = 0xE3FE          # the classic INT 13h entry point
 IRET_OFF = 0xFF53           # the classic dummy-interrupt iret
 INT13_STUB = bytes([0x52, 0xBA]) + struct.pack("<H", GQEMU_BIOS_PORT) + bytes([0xEE, 0x5A, 0xCF])
 CF = 0x0001
+# hardware interrupt handlers (SeaBIOS: handle_hwpic1/2, handle_76)
+HWPIC1_OFF = 0xE3F0         # push ax; mov al, 0x20; out 0x20, al; pop ax; iret
+HWPIC1_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF])
+HWPIC2_OFF = 0xE3E0         # ...; out 0xa0, al; out 0x20, al; ...
+HWPIC2_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF])
+IRQ14_OFF = 0xE3C0          # disk_interrupt_flag (0040:008E) = 0xff, then EOI both
+IRQ14_STUB = bytes([0x50, 0x1E, 0x31, 0xC0, 0x8E, 0xD8, 0xC6, 0x06, 0x8E, 0x04, 0xFF,
+                    0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x1F, 0x58, 0xCF])
+# the 8259s as SeaBIOS 1.16.2 leaves them under QEMU 7.2 (recorded by
+# tests/data/kvm/irqbios.asm): vectors 0x08/0x70, IRQ 0, 1, 2, 6 and 8, 12,
+# 13, 14 unmasked, IRQ 10 and 11 (PCI) level-triggered
+SEABIOS_PIC = ({"irq_base": 0x08, "imr": 0xB8, "elcr": 0x00},
+               {"irq_base": 0x70, "imr": 0x8E, "elcr": 0x0C})
 
 
 
@@ -104,8 +120,17 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     base = BIOS_SEG << 4
     ram[base + IRET_OFF] = 0xCF
     ram[base + INT13_OFF:base + INT13_OFF + len(INT13_STUB)] = INT13_STUB
+    ram[base + HWPIC1_OFF:base + HWPIC1_OFF + len(HWPIC1_STUB)] = HWPIC1_STUB
+    ram[base + HWPIC2_OFF:base + HWPIC2_OFF + len(HWPIC2_STUB)] = HWPIC2_STUB
+    ram[base + IRQ14_OFF:base + IRQ14_OFF + len(IRQ14_STUB)] = IRQ14_STUB
     ivt = struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256
     ram[0:1024] = ivt
+    for vec in range(0x08, 0x10):
+        ram[vec * 4:vec * 4 + 4] = struct.pack("<HH", HWPIC1_OFF, BIOS_SEG)
+    for vec in range(0x70, 0x78):
+        ram[vec * 4:vec * 4 + 4] = struct.pack("<HH", HWPIC2_OFF, BIOS_SEG)
+    ram[0x76 * 4:0x76 * 4 + 4] = struct.pack("<HH", IRQ14_OFF, BIOS_SEG)
+    ram[0x48E] = 0                                  # disk_interrupt_flag
     ram[0x13 * 4:0x13 * 4 + 4] = struct.pack("<HH", INT13_OFF, BIOS_SEG)
     ram[0x413:0x415] = struct.pack("<H", 639)       # base memory (KiB), as SeaBIOS
     ram[0x475] = len(bs.disks)                      # number of hard disks
@@ -113,6 +138,14 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
         None, MemoryRegionOps(_trap_read, _trap_write, name="gqemu-bios"), bs,
         "gqemu-bios", 1))
     return bs
+
+
+def bios_pic_setup(vm: Any) -> None:
+    """Program the in-kernel 8259s as SeaBIOS leaves them (``vm`` is the
+    KvmVM).  SeaBIOS: pic_setup, enable_hwirq, piix_isa_bridge_setup."""
+    from gqemu.kvm.kvm_dev import KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE
+    for chip, state in zip((KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE), SEABIOS_PIC):
+        vm.set_pic(chip, init4=1, **state)
 
 
 def _trap_read(opaque: BiosState, addr: int, size: int) -> int:

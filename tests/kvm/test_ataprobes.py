@@ -4,7 +4,8 @@ atalba, atadma: ataops.inc's interpreter running a list of register
 operations; debugcon gets the task file, status, IRQ 14 line, BM status and
 data sums after every step) and the INT 13h probes (int13x on 16 MiB, 1 GiB,
 10 GiB and 195 GiB disks, int13p/int13q with partition tables that set the
-geometry; debugcon gets the registers and CF after every call).  Compared:
+geometry; debugcon gets the registers and CF after every call), and
+irqbios (IRQ 14 through the 8259s and the handler SeaBIOS leaves).  Compared:
 exit status, debugcon bytes, the disk's first 16 MiB afterwards and the
 ide_* trace of the whole run (SeaBIOS's probe included, waits collapsed);
 and the run's --record trace replays under the simulated loop with no
@@ -25,7 +26,8 @@ PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("atalba", "atalba", 16), ("atadma", "atadma", 16),
           ("int13x", "int13x", 16), ("int13x-1024m", "int13x", 1024),
           ("int13x-10240m", "int13x", 10240), ("int13p-1024m", "int13p", 1024),
-          ("int13x-200000m", "int13x", 200000), ("int13q", "int13q", 16)]
+          ("int13x-200000m", "int13x", 200000), ("int13q", "int13q", 16),
+          ("irqbios", "irqbios", 16)]
 # the status and alternate-status ports, by channel
 STATUS_PORTS = {0x1F7: 0, 0x3F6: 0, 0x177: 1, 0x376: 1}
 

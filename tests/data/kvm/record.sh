@@ -8,7 +8,7 @@
 # 16 MiB afterwards as NAME.disk.sha256).
 # Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
-#        int13x:200000 int13p:1024 int13q)
+#        int13x:200000 int13p:1024 int13q irqbios)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -18,7 +18,7 @@ accel=kvm
 [ -w /dev/kvm ] || accel=tcg
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
-                                int13x:10240 int13x:200000 int13p:1024 int13q)
+                                int13x:10240 int13x:200000 int13p:1024 int13q irqbios)
 for arg in "${names[@]}"; do
   # NAME or NAME:SIZE_MIB (a bigger disk: the 16 MiB one, then sparse zeros;
   # the files are then NAME-SIZEm.*)
