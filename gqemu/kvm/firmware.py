@@ -269,31 +269,16 @@ def seabios_ata_probe(io: Any, channels: tuple[tuple[int, int], ...],
                 io.outb(ctl, 0x0A)
             st = _command(io, base, ctl, dev, 0xA1)
             io.outb(ctl, 0x08)
+            if not st & ATA_CB_STAT_ERR:
+                # no answer at all (an absent unit's status reads 0): give up
+                io.inb(base + 7)
+                continue
             _wait(io, base + 7)
             io.outb(ctl, 0x0A)
-            if not st & ATA_CB_STAT_ERR:
-                # no answer at all (an absent unit reads 0): give up on it
-                _wait(io, base + 7)
-                io.inb(base + 6)
-                continue
             _command(io, base, ctl, dev, 0xEC)
             io.outb(ctl, 0x08)
     if boot is not None:
+        # the boot read: INT 19h's INT 13h read of sector 0, whatever unit
+        # was probed last (SeaBIOS: boot_disk -> ata_readwrite)
         base, ctl = channels[boot[0]]
-        # the boot read: select first (SeaBIOS's boot path), then the
-        # transfer without its leading device-control write
-        io.outb(base + 6, 0xE0 | (boot[1] << 4))
-        _boot_read(io, base, ctl, boot[1])
-
-
-def _boot_read(io: Any, base: int, ctl: int, unit: int) -> None:
-    _wait(io, base + 7)
-    for i, v in enumerate((0, 1, 0, 0, 0)):
-        io.outb(base + 1 + i, v)
-    io.outb(base + 7, ATA_CMD_READ_SECTORS)
-    st = _wait(io, base + 7)
-    if st & ATA_CB_STAT_DRQ:
-        io.insw(base, 256)
-        io.inb(ctl)
-        _wait(io, base + 7)
-    io.outb(ctl, 0x08)
+        ata_pio_transfer(io, base, ctl, boot[1], 0, 1, False)

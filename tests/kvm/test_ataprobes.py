@@ -5,7 +5,9 @@ operations; debugcon gets the task file, status, IRQ 14 line, BM status and
 data sums after every step) and the INT 13h probes (int13x on 16 MiB, 1 GiB,
 10 GiB and 195 GiB disks, int13p/int13q with partition tables that set the
 geometry; debugcon gets the registers and CF after every call), and
-irqbios (IRQ 14 through the 8259s and the handler SeaBIOS leaves).  Compared:
+irqbios (IRQ 14 through the 8259s and the handler SeaBIOS leaves); some
+of them with the disk elsewhere (the primary slave, the secondary channel)
+or with more disks, so SeaBIOS's probe and boot read differ.  Compared:
 exit status, debugcon bytes, the disk's first 16 MiB afterwards and the
 ide_* trace of the whole run (SeaBIOS's probe included, waits collapsed);
 and the run's --record trace replays under the simulated loop with no
@@ -21,13 +23,16 @@ import pytest
 from gqemu.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kvm"
-# (recording, program, disk MiB): record.sh's NAME or NAME:SIZE
+# (recording, program, disk MiB[, IDE indexes: the program's disk first,
+# 2 MiB scratch disks at the others]): record.sh's NAME[:SIZE][@IDX+IDX...]
 PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("atalba", "atalba", 16), ("atadma", "atadma", 16),
           ("int13x", "int13x", 16), ("int13x-1024m", "int13x", 1024),
           ("int13x-10240m", "int13x", 10240), ("int13p-1024m", "int13p", 1024),
           ("int13x-200000m", "int13x", 200000), ("int13q", "int13q", 16),
-          ("irqbios", "irqbios", 16)]
+          ("irqbios", "irqbios", 16), ("atalba@1", "atalba", 16, (1,)),
+          ("atacmds@0+1+2", "atacmds", 16, (0, 1, 2)), ("atairq@2", "atairq", 16, (2,)),
+          ("int13x@0+2", "int13x", 16, (0, 2))]
 # the status and alternate-status ports, by channel
 STATUS_PORTS = {0x1F7: 0, 0x3F6: 0, 0x177: 1, 0x376: 1}
 
@@ -76,17 +81,26 @@ def ide_accesses(lines):
 
 
 @pytest.mark.usefixtures("kvm")
-@pytest.mark.parametrize("name, prog, size", PROBES, ids=[p[0] for p in PROBES])
-def test_probe_matches_qemu(name, prog, size, tmp_path):
+@pytest.mark.parametrize("probe", PROBES, ids=[p[0] for p in PROBES])
+def test_probe_matches_qemu(probe, tmp_path):
+    from gqemu.machine import make_scratch_disk
+    name, prog, size = probe[:3]
+    indexes = probe[3] if len(probe) > 3 else (0,)
     disk, pristine = tmp_path / "d.img", tmp_path / "pristine.img"
     probe_disk(disk, prog, size)
-    if size == 16:
+    drives = ["--drive", "file=%s,format=raw,if=ide,index=%d" % (disk, indexes[0])]
+    for idx in indexes[1:]:
+        extra = tmp_path / ("x%d.img" % idx)
+        make_scratch_disk(str(extra), size_mib=2)
+        drives += ["--drive", "file=%s,format=raw,if=ide,index=%d" % (extra, idx)]
+    replay = size == 16 and len(indexes) == 1
+    if replay:
         probe_disk(pristine, prog, size)
     con, log, rec = tmp_path / "con", tmp_path / "ide.log", tmp_path / "t.gqt"
     # --record hashes the whole image into the trace header: only the 16 MiB
-    # disks are recorded and replayed (a 10 GiB one would take a minute)
-    record = ["--record", str(rec)] if size == 16 else []
-    rc = main(["run", "--accel", "kvm", "--drive", "file=%s,format=raw" % disk,
+    # one-disk runs are recorded and replayed (a 10 GiB one takes a minute)
+    record = ["--record", str(rec)] if replay else []
+    rc = main(["run", "--accel", "kvm"] + drives + [
                "--debugcon", str(con), "--timeout", "60", "--trace", "ide_*",
                "--trace-file", str(log)] + record)
     assert rc == int((DATA / (name + ".status")).read_text())
@@ -102,5 +116,6 @@ def test_probe_matches_qemu(name, prog, size, tmp_path):
     if not record:
         return
     # the recording (guest RAM from KVM's dirty log included) replays
-    assert main(["replay", str(rec), "--drive", "file=%s,format=raw" % pristine]) == 0
+    assert main(["replay", str(rec), "--drive",
+                 "file=%s,format=raw,if=ide,index=%d" % (pristine, indexes[0])]) == 0
     assert head_sha256(pristine) == after
