@@ -6,7 +6,8 @@
 ; subcommand), IDENTIFY after them, FLUSH CACHE (EXT), READ VERIFY EXT,
 ; READ NATIVE MAX (EXT), SEEK, RECALIBRATE, SET MULTIPLE MODE (0, 3, 32,
 ; 8) and READ/WRITE MULTIPLE (EXT), power commands, EXECUTE DEVICE
-; DIAGNOSTIC, SMART, DSM, WRITE VERIFY, commands to the absent slave.
+; DIAGNOSTIC, SMART, DSM, WRITE VERIFY, commands to the absent slave, and
+; 32-bit data transfers (rep insd/outsd).
 ; tests/data/kvm/record.sh re-records it under real QEMU.
 BITS 16
 ORG 0x7C00
@@ -57,6 +58,9 @@ ops:
   CMD48 F_HOBR, 0, 0, 0, 0, 0, 0, 9, 0x40, 0, 0, 0x40, 0x29 ; READ MULTIPLE EXT 9
   CMD48 F_HOBR|F_OUT, 0, 0, 0, 0, 0, 0, 2, 0x30, 1, 0, 0x40, 0x39 ; WRITE MULTIPLE EXT
   CMD 0, 0, 16, 0, 0, 0, 0xE0, 0xC6     ; back to 16
+  CMD F_D32, 0, 20, 0x60, 0, 0, 0xE0, 0xC4 ; READ MULTIPLE 20 = 16 + 4, rep insd
+  CMD F_D32|F_OUT, 0, 2, 0x50, 1, 0, 0xE0, 0x30 ; WRITE SECTORS by rep outsd
+  CMD F_D32, 0, 2, 0x50, 1, 0, 0xE0, 0x20 ; read them back by dwords
   CMD 0, 0, 0, 0, 0, 0, 0xE0, 0xE1      ; IDLE IMMEDIATE
   CMD 0, 0, 0, 0, 0, 0, 0xE0, 0xE0      ; STANDBY IMMEDIATE
   CMD 0, 0, 0, 0, 0, 0, 0xE0, 0xE3      ; IDLE
