@@ -86,16 +86,14 @@ _PTR = re.compile(r"0x[0-9a-f]{9,}")
 
 
 def ide_events(lines):
-    """The commands, sector transfers and resets of an ide_* trace log, from
-    the first register access on (the machine-construction resets before it
-    differ), pointers renamed by first appearance."""
+    """The commands, sector transfers and resets of an ide_* trace log (the
+    machine construction's resets included), pointers renamed by first
+    appearance."""
     names: dict[str, str] = {}
     out = []
-    started = False
     for line in lines:
-        started = started or "ide_ioport_" in line
         m = _EVENT.match(line)
-        if started and m:
+        if m:
             text = line[m.start(1):].rstrip("\n")
             out.append(_PTR.sub(lambda p: names.setdefault(p.group(0), "P%d" % len(names)), text))
     return out
