@@ -225,6 +225,8 @@ class Machine:
         cpu = CPUState(self.kvm, index, fw, X86CPU(index, None))
         bios.cpu = cpu
         cpu.accel_run = self.accel.create_vcpu()
+        from gqemu.kvm.bios import bios_pic_setup
+        bios_pic_setup(self.accel.vm)
         cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
             "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
         return cpu
@@ -240,7 +242,8 @@ class Machine:
             st = (self.ide[0], self.ide[1])[idx // 2].ifs[idx % 2]
             disks.append({"base": base, "ctl": ctl, "unit": idx % 2,
                           "sectors": st.nb_sectors, "heads": st.heads or 16,
-                          "spt": st.sectors or 63, "cyls": st.cylinders or 1})
+                          "spt": st.sectors or 63, "cyls": st.cylinders or 1,
+                          "trans": st.chs_trans})
         return bios_install(self.ram, self.as_io.root, disks)
 
     def firmware_probe(self, boot_disk: bool) -> None:

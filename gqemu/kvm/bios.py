@@ -2,8 +2,11 @@
 
 gqemu runs no BIOS code, but boot programs load the rest of themselves
 with INT 13h.  :func:`bios_install` fills the real-mode IVT: every vector
-points at an ``iret`` (so a stray INT 10h or an unexpected IRQ returns),
-and INT 13h at a 7-byte stub in the BIOS segment::
+points at an ``iret`` (so a stray INT 10h returns), the hardware IRQ
+vectors (0x08-0x0F, 0x70-0x77) at stubs that send EOI as SeaBIOS's do,
+IRQ 14's setting the BIOS data area's disk_interrupt_flag first, and
+:func:`bios_pic_setup` leaves the in-kernel 8259s as SeaBIOS does; INT 13h
+is a 7-byte stub in the BIOS segment::
 
     F000:E3FE  push dx; mov dx, 0x4f0; out dx, al; pop dx; iret
 
@@ -15,9 +18,9 @@ does (``gqemu.kvm.firmware.ata_pio_transfer``), and those port accesses are
 real exits of the vCPU: dispatched, traced and recorded like the program's
 own, as they appear in QEMU's trace.
 
-INT 13h: 00 reset, 01 status, 02/03 read/write (CHS), 08 parameters, 15
-type, 41 extensions check, 42/43 extended read/write (disk address packet).
-Drives 0x80.. are the IDE disks in index order.  Anything else: AH=01, CF.
+INT 13h is SeaBIOS's (``gqemu.kvm.int13``: reset, status, CHS and
+extended read/write/verify/seek, parameters with SeaBIOS's geometry
+translation, size, EDD): drives 0x80.. are the IDE disks in index order.
 
 Must not import: gqemu.machine or anything above kvm.
 SeaBIOS: src/disk.c (handle_13 and friends), src/block.c.
@@ -33,7 +36,7 @@ from gqemu.hw.memory_region import (MemoryRegion, MemoryRegionOps,
                                     memory_region_add_subregion, memory_region_init_io)
 from gqemu.kvm.cpu import CPUState, kvm_handle_io
 from gqemu.kvm.exits import KVM_EXIT_IO, KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT, KvmRun
-from gqemu.kvm.firmware import FirmwareError, ata_pio_transfer
+from gqemu.kvm.int13 import Call, int13_disk
 
 GQEMU_BIOS_PORT = 0x4F0
 BIOS_SEG = 0xF000
@@ -41,11 +44,20 @@ INT13_OFF = 0xE3FE          # the classic INT 13h entry point
 IRET_OFF = 0xFF53           # the classic dummy-interrupt iret
 INT13_STUB = bytes([0x52, 0xBA]) + struct.pack("<H", GQEMU_BIOS_PORT) + bytes([0xEE, 0x5A, 0xCF])
 CF = 0x0001
+# hardware interrupt handlers (SeaBIOS: handle_hwpic1/2, handle_76)
+HWPIC1_OFF = 0xE3F0         # push ax; mov al, 0x20; out 0x20, al; pop ax; iret
+HWPIC1_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF])
+HWPIC2_OFF = 0xE3E0         # ...; out 0xa0, al; out 0x20, al; ...
+HWPIC2_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF])
+IRQ14_OFF = 0xE3C0          # disk_interrupt_flag (0040:008E) = 0xff, then EOI both
+IRQ14_STUB = bytes([0x50, 0x1E, 0x31, 0xC0, 0x8E, 0xD8, 0xC6, 0x06, 0x8E, 0x04, 0xFF,
+                    0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x1F, 0x58, 0xCF])
+# the 8259s as SeaBIOS 1.16.2 leaves them under QEMU 7.2 (recorded by
+# tests/data/kvm/irqbios.asm): vectors 0x08/0x70, IRQ 0, 1, 2, 6 and 8, 12,
+# 13, 14 unmasked, IRQ 10 and 11 (PCI) level-triggered
+SEABIOS_PIC = ({"irq_base": 0x08, "imr": 0xB8, "elcr": 0x00},
+               {"irq_base": 0x70, "imr": 0x8E, "elcr": 0x0C})
 
-DISK_RET_SUCCESS = 0x00
-DISK_RET_EPARAM = 0x01
-DISK_RET_EWRITEPROTECT = 0x03
-DISK_RET_ECONTROLLER = 0x20
 
 
 class ExitIO:
@@ -108,8 +120,17 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     base = BIOS_SEG << 4
     ram[base + IRET_OFF] = 0xCF
     ram[base + INT13_OFF:base + INT13_OFF + len(INT13_STUB)] = INT13_STUB
+    ram[base + HWPIC1_OFF:base + HWPIC1_OFF + len(HWPIC1_STUB)] = HWPIC1_STUB
+    ram[base + HWPIC2_OFF:base + HWPIC2_OFF + len(HWPIC2_STUB)] = HWPIC2_STUB
+    ram[base + IRQ14_OFF:base + IRQ14_OFF + len(IRQ14_STUB)] = IRQ14_STUB
     ivt = struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256
     ram[0:1024] = ivt
+    for vec in range(0x08, 0x10):
+        ram[vec * 4:vec * 4 + 4] = struct.pack("<HH", HWPIC1_OFF, BIOS_SEG)
+    for vec in range(0x70, 0x78):
+        ram[vec * 4:vec * 4 + 4] = struct.pack("<HH", HWPIC2_OFF, BIOS_SEG)
+    ram[0x76 * 4:0x76 * 4 + 4] = struct.pack("<HH", IRQ14_OFF, BIOS_SEG)
+    ram[0x48E] = 0                                  # disk_interrupt_flag
     ram[0x13 * 4:0x13 * 4 + 4] = struct.pack("<HH", INT13_OFF, BIOS_SEG)
     ram[0x413:0x415] = struct.pack("<H", 639)       # base memory (KiB), as SeaBIOS
     ram[0x475] = len(bs.disks)                      # number of hard disks
@@ -117,6 +138,14 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
         None, MemoryRegionOps(_trap_read, _trap_write, name="gqemu-bios"), bs,
         "gqemu-bios", 1))
     return bs
+
+
+def bios_pic_setup(vm: Any) -> None:
+    """Program the in-kernel 8259s as SeaBIOS leaves them (``vm`` is the
+    KvmVM).  SeaBIOS: pic_setup, enable_hwirq, piix_isa_bridge_setup."""
+    from gqemu.kvm.kvm_dev import KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE
+    for chip, state in zip((KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE), SEABIOS_PIC):
+        vm.set_pic(chip, init4=1, **state)
 
 
 def _trap_read(opaque: BiosState, addr: int, size: int) -> int:
@@ -129,7 +158,9 @@ def _trap_write(opaque: BiosState, addr: int, val: int, size: int) -> None:
 
 
 def handle_int13(bs: BiosState, cpu: CPUState) -> None:
-    """One INT 13h call, from the stub's trap.  SeaBIOS: handle_13."""
+    """One INT 13h call, from the stub's trap: the caller's registers in,
+    SeaBIOS's answer (``gqemu.kvm.int13``) out, CF in the FLAGS image the
+    ``int`` pushed.  SeaBIOS: handle_13."""
     vcpu = cpu.accel_run.vcpu
     regs = vcpu.get_regs()
     sregs = vcpu.get_sregs()
@@ -137,96 +168,13 @@ def handle_int13(bs: BiosState, cpu: CPUState) -> None:
     ram = bs.ram
     dx = struct.unpack_from("<H", ram, ss + sp)[0]          # pushed by the stub
     flags_at = ss + ((sp + 6) & 0xFFFF)
-    ax = regs.rax & 0xFFFF
-    ah, al = ax >> 8, ax & 0xFF
-    drive = dx & 0xFF
-    ret_ax = None
-    new_dx = None
-    disk: Any = bs.disks[drive - 0x80] if 0x80 <= drive < 0x80 + len(bs.disks) else None
-    status = DISK_RET_SUCCESS
-    try:
-        if disk is None and ah not in (0x00, 0x01):
-            status = DISK_RET_EPARAM
-        elif ah == 0x00:
-            pass
-        elif ah == 0x01:
-            status = bs.last_status
-            ret_ax = status << 8
-        elif ah in (0x02, 0x03):
-            cx = regs.rcx & 0xFFFF
-            sector = cx & 0x3F
-            cyl = (cx >> 8) | ((cx & 0xC0) << 2)
-            head = dx >> 8
-            if al == 0 or sector == 0 or sector > disk["spt"] or head >= disk["heads"]:
-                status = DISK_RET_EPARAM
-                ret_ax = 0
-            else:
-                lba = (cyl * disk["heads"] + head) * disk["spt"] + sector - 1
-                addr = sregs.es.base + (regs.rbx & 0xFFFF)
-                done, status = _transfer(bs, cpu, disk, lba, al, addr, ah == 0x03)
-                ret_ax = done
-        elif ah == 0x08:
-            cyls = min(disk["cyls"], 1024) - 1
-            spt, heads = disk["spt"], disk["heads"]
-            regs.rcx = (regs.rcx & ~0xFFFF) | ((cyls & 0xFF) << 8) | (spt & 0x3F) \
-                | ((cyls >> 2) & 0xC0)
-            new_dx = ((heads - 1) << 8) | len(bs.disks)
-            regs.rbx &= ~0xFFFF
-            ret_ax = 0
-        elif ah == 0x15:
-            n = disk["sectors"]
-            regs.rcx = (regs.rcx & ~0xFFFF) | ((n >> 16) & 0xFFFF)
-            new_dx = n & 0xFFFF
-            ret_ax = 0x0300
-        elif ah == 0x41:
-            if regs.rbx & 0xFFFF != 0x55AA:
-                status = DISK_RET_EPARAM
-            else:
-                regs.rbx = (regs.rbx & ~0xFFFF) | 0xAA55
-                regs.rcx = (regs.rcx & ~0xFFFF) | 0x0007
-                ret_ax = 0x3000
-        elif ah in (0x42, 0x43):
-            dap = sregs.ds.base + (regs.rsi & 0xFFFF)
-            size, _r, count, off, seg, lba = struct.unpack_from("<BBHHHQ", ram, dap)
-            if size < 16 or count == 0 or lba + count > disk["sectors"]:
-                status = DISK_RET_EPARAM
-            else:
-                done, status = _transfer(bs, cpu, disk, lba, count, (seg << 4) + off,
-                                         ah == 0x43)
-                struct.pack_into("<H", ram, dap + 2, done)
-        else:
-            status = DISK_RET_EPARAM
-    except FirmwareError:
-        status = DISK_RET_ECONTROLLER
-    bs.last_status = status
-    if ret_ax is None:
-        ret_ax = ax & 0xFF
-    regs.rax = (regs.rax & ~0xFFFF) | ((status << 8) | (ret_ax & 0xFF) if status else ret_ax)
+    r = Call(regs.rax & 0xFFFF, regs.rbx & 0xFFFF, regs.rcx & 0xFFFF, dx,
+             regs.rsi & 0xFFFF, sregs.ds.base >> 4, sregs.es.base >> 4)
+    status = int13_disk(bs, ExitIO(cpu), r)
+    regs.rax = (regs.rax & ~0xFFFF) | r.ax
+    regs.rbx = (regs.rbx & ~0xFFFF) | r.bx
+    regs.rcx = (regs.rcx & ~0xFFFF) | r.cx
     vcpu.set_regs(regs)
-    if new_dx is not None:
-        struct.pack_into("<H", ram, ss + sp, new_dx)
+    struct.pack_into("<H", ram, ss + sp, r.dx)
     flags = struct.unpack_from("<H", ram, flags_at)[0]
     struct.pack_into("<H", ram, flags_at, (flags | CF) if status else (flags & ~CF))
-
-
-def _transfer(bs: BiosState, cpu: CPUState, disk: dict, lba: int, count: int,
-              addr: int, write: bool) -> tuple[int, int]:
-    """Sectors to or from guest memory at ``addr``, at most 256 per
-    command.  Returns (sectors done, status)."""
-    if lba + count > disk["sectors"] or addr + count * 512 > len(bs.ram):
-        return 0, DISK_RET_EPARAM
-    io = ExitIO(cpu)
-    done = 0
-    while done < count:
-        n = min(count - done, 256)
-        data = bytes(bs.ram[addr + done * 512:addr + (done + n) * 512]) if write else None
-        got, buf = ata_pio_transfer(io, disk["base"], disk["ctl"], disk["unit"],
-                                    lba + done, n, write, data)
-        if not write:
-            bs.ram[addr + done * 512:addr + done * 512 + len(buf)] = buf
-            if bs.on_ram_write is not None:
-                bs.on_ram_write(addr + done * 512, len(buf))
-        done += got
-        if got < n:
-            return done, DISK_RET_ECONTROLLER
-    return done, DISK_RET_SUCCESS

@@ -38,6 +38,8 @@ from typing import Any, Callable, Optional
 from gqemu.hw.memory import AddressSpace, cpu_inb, cpu_inw, cpu_outb, cpu_outw
 
 ATA_CB_STAT_BSY = 0x80
+ATA_CB_STAT_RDY = 0x40
+ATA_CB_STAT_DF = 0x20
 ATA_CB_STAT_DRQ = 0x08
 ATA_CB_STAT_ERR = 0x01
 ATA_CMD_READ_SECTORS = 0x20
@@ -137,11 +139,14 @@ def _presence_tail(io: Any, base: int, dev: int) -> None:
 
 def _issue(io: Any, base: int, dev: int, cmd: int, regs: tuple[int, ...],
            hob: Optional[tuple[int, ...]] = None) -> int:
-    """Wait, select, load 1f1..1f5 (the HOB bytes first for LBA48), issue
-    ``cmd``, wait.  Returns the status.  SeaBIOS: send_cmd."""
+    """Wait, select (and wait again if that changed the unit), load
+    1f1..1f5 (the HOB bytes first for LBA48), issue ``cmd``, wait.  Returns
+    the status.  SeaBIOS: send_cmd, then ndelay_await_not_bsy."""
     _wait(io, base + 7)
-    io.inb(base + 6)
+    old = io.inb(base + 6)
     io.outb(base + 6, dev)
+    if (old ^ dev) & 0x10:
+        _wait(io, base + 7)
     if hob is not None:
         for i, v in enumerate(hob):
             io.outb(base + 1 + i, v)
@@ -165,42 +170,76 @@ def _command(io: Any, base: int, ctl: int, dev: int, cmd: int,
 
 def ata_pio_transfer(io: Any, base: int, ctl: int, unit: int, lba: int, count: int,
                      write: bool, data: Optional[bytes] = None) -> tuple[int, bytes]:
-    """Read or write ``count`` (1..256) sectors at ``lba`` by PIO, as SeaBIOS's
-    ``ata_readwrite`` does for a disk: device control 0x0a, READ/WRITE
-    SECTORS (the EXT form past LBA28), one 256-word block per sector with an
+    """Read or write ``count`` (1..128) sectors at ``lba`` by PIO, as
+    SeaBIOS's ``ata_readwrite`` does for a disk: device control 0x0a,
+    READ/WRITE SECTORS (the EXT form from 256 sectors or when the transfer
+    reaches LBA 2^28), one 256-word block per sector with an
     alternate-status read and a wait after each, device control 0x08.
-    Returns (sectors done, data read).  SeaBIOS: ata_cmd_data,
-    ata_pio_transfer."""
+    Returns (the sector count SeaBIOS reports, data read): ``count`` on
+    success; after an error the sectors moved when the error came between
+    two sectors, else 0 (process_op's "count unchanged: nothing moved").
+    SeaBIOS: ata_pio_cmd_data, ata_wait_data, ata_pio_transfer."""
     io.outb(ctl, 0x0A)
     dev = 0xE0 | (unit << 4)
     n = count & 0xFF
-    if lba + count > 1 << 28 or count > 256:
+    if count >= 256 or lba + count >= 1 << 28:
         cmd = ATA_CMD_WRITE_SECTORS_EXT if write else ATA_CMD_READ_SECTORS_EXT
         hob = (0, (count >> 8) & 0xFF, (lba >> 24) & 0xFF, (lba >> 32) & 0xFF,
                (lba >> 40) & 0xFF)
-        st = _issue(io, base, dev & 0xF0, cmd,
+        st = _issue(io, base, dev, cmd,
                     (0, n, lba & 0xFF, (lba >> 8) & 0xFF, (lba >> 16) & 0xFF), hob)
     else:
         dev |= (lba >> 24) & 0x0F
         cmd = ATA_CMD_WRITE_SECTORS if write else ATA_CMD_READ_SECTORS
         st = _issue(io, base, dev, cmd,
                     (0, n, lba & 0xFF, (lba >> 8) & 0xFF, (lba >> 16) & 0xFF))
-    done = 0
     out = []
-    for i in range(count):
-        if st & (ATA_CB_STAT_ERR | ATA_CB_STAT_DRQ) != ATA_CB_STAT_DRQ:
-            break
-        if write:
-            io.outsw(base, data[i * 512:(i + 1) * 512])  # type: ignore[index]
-        else:
-            out.append(io.insw(base, 256))
-        io.inb(ctl)
-        st = _wait(io, base + 7)
-        done += 1
+    reported = 0
+    if st & (ATA_CB_STAT_ERR | ATA_CB_STAT_DRQ) == ATA_CB_STAT_DRQ:
+        for i in range(count):
+            if write:
+                io.outsw(base, data[i * 512:(i + 1) * 512])  # type: ignore[index]
+            else:
+                out.append(io.insw(base, 256))
+            io.inb(ctl)
+            st = _wait(io, base + 7)
+            if i + 1 == count:
+                # the last sector: anything left (DF counts for writes only)
+                bad = ATA_CB_STAT_BSY | ATA_CB_STAT_DRQ | ATA_CB_STAT_ERR
+                if write:
+                    bad |= ATA_CB_STAT_DF
+                reported = 0 if st & bad else count
+            elif st & (ATA_CB_STAT_BSY | ATA_CB_STAT_DRQ | ATA_CB_STAT_ERR) != ATA_CB_STAT_DRQ:
+                reported = i + 1
+                break
     io.outb(ctl, 0x08)
-    if st & ATA_CB_STAT_ERR:
-        done = min(done, count - 1) if done == count else done
-    return done, b"".join(out)
+    return reported, b"".join(out)
+
+
+def ata_reset(io: Any, base: int, ctl: int, unit: int) -> None:
+    """INT 13h AH=00 on a disk: pulse SRST with nIEN set, wait, reselect
+    the unit, wait for DRDY, device control 0x08.  SeaBIOS: ata_reset."""
+    io.outb(ctl, 0x0E)
+    io.outb(ctl, 0x0A)
+    _wait(io, base + 7)
+    if unit:
+        for _ in range(MAX_POLLS):
+            io.outb(base + 6, 0xB0)
+            _wait(io, base + 7)
+            if io.inb(base + 6) == 0xB0:
+                break
+    else:
+        io.outb(base + 6, 0xA0)
+    for _ in range(MAX_POLLS):
+        if io.inb(base + 7) & ATA_CB_STAT_RDY:
+            break
+        io.poll()
+    io.outb(ctl, 0x08)
+
+
+def ata_isready(io: Any, base: int) -> bool:
+    """INT 13h AH=10: one status read, DRDY and not BSY.  SeaBIOS: isready."""
+    return io.inb(base + 7) & (ATA_CB_STAT_BSY | ATA_CB_STAT_RDY) == ATA_CB_STAT_RDY
 
 
 def seabios_ata_probe(io: Any, channels: tuple[tuple[int, int], ...],
@@ -230,31 +269,16 @@ def seabios_ata_probe(io: Any, channels: tuple[tuple[int, int], ...],
                 io.outb(ctl, 0x0A)
             st = _command(io, base, ctl, dev, 0xA1)
             io.outb(ctl, 0x08)
+            if not st & ATA_CB_STAT_ERR:
+                # no answer at all (an absent unit's status reads 0): give up
+                io.inb(base + 7)
+                continue
             _wait(io, base + 7)
             io.outb(ctl, 0x0A)
-            if not st & ATA_CB_STAT_ERR:
-                # no answer at all (an absent unit reads 0): give up on it
-                _wait(io, base + 7)
-                io.inb(base + 6)
-                continue
             _command(io, base, ctl, dev, 0xEC)
             io.outb(ctl, 0x08)
     if boot is not None:
+        # the boot read: INT 19h's INT 13h read of sector 0, whatever unit
+        # was probed last (SeaBIOS: boot_disk -> ata_readwrite)
         base, ctl = channels[boot[0]]
-        # the boot read: select first (SeaBIOS's boot path), then the
-        # transfer without its leading device-control write
-        io.outb(base + 6, 0xE0 | (boot[1] << 4))
-        _boot_read(io, base, ctl, boot[1])
-
-
-def _boot_read(io: Any, base: int, ctl: int, unit: int) -> None:
-    _wait(io, base + 7)
-    for i, v in enumerate((0, 1, 0, 0, 0)):
-        io.outb(base + 1 + i, v)
-    io.outb(base + 7, ATA_CMD_READ_SECTORS)
-    st = _wait(io, base + 7)
-    if st & ATA_CB_STAT_DRQ:
-        io.insw(base, 256)
-        io.inb(ctl)
-        _wait(io, base + 7)
-    io.outb(ctl, 0x08)
+        ata_pio_transfer(io, base, ctl, boot[1], 0, 1, False)

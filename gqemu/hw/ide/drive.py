@@ -4,7 +4,9 @@
 guesses the CHS geometry as QEMU's ``hd_geometry_guess`` does (an MBR
 partition table's LCHS when it has at most 16 heads, else 16 heads x 63
 sectors x size-derived cylinders, clamped to 2..16383), and names the drive
-``QM%05d`` / ``QEMU HARDDISK`` / ``2.5+`` unless told otherwise.
+``QM%05d`` / ``QEMU HARDDISK`` / ``2.5+`` unless told otherwise.  The BIOS
+translation QEMU would put in CMOS for the disk is kept in ``s.chs_trans``
+(the INT 13h services of ``--accel kvm`` translate with it, as SeaBIOS).
 
 Must not import: gqemu.kvm or anything above hw.
 QEMU: hw/ide/core.c (ide_init_drive), hw/block/hd-geometry.c.
@@ -53,8 +55,14 @@ def guess_disk_lchs(mbr: bytes, nb_sectors: int) -> Optional[tuple[int, int, int
     return None
 
 
-def hd_geometry_guess(blk: Any, nb_sectors: int) -> tuple[int, int, int]:
-    """Physical CHS for an ide-hd.  QEMU: hd_geometry_guess."""
+def hd_bios_chs_auto_trans(cyls: int, heads: int, secs: int) -> str:
+    """QEMU: hd_bios_chs_auto_trans."""
+    return "none" if cyls <= 1024 and heads <= 16 and secs <= 63 else "lba"
+
+
+def hd_geometry_guess_trans(blk: Any, nb_sectors: int) -> tuple[int, int, int, str]:
+    """Physical CHS for an ide-hd and the BIOS translation QEMU hands the
+    firmware in CMOS ("none", "lba" or "large").  QEMU: hd_geometry_guess."""
     mbr = b""
     try:
         if nb_sectors:
@@ -62,9 +70,18 @@ def hd_geometry_guess(blk: Any, nb_sectors: int) -> tuple[int, int, int]:
     except Exception:           # unreadable MBR: use the size-based guess
         mbr = b""
     lchs = guess_disk_lchs(mbr, nb_sectors)
-    if lchs is None or lchs[1] > 16:
-        return guess_chs_for_size(nb_sectors)
-    return lchs
+    if lchs is None:
+        c, h, s = guess_chs_for_size(nb_sectors)
+        return c, h, s, hd_bios_chs_auto_trans(c, h, s)
+    if lchs[1] > 16:            # a BIOS translation was active
+        c, h, s = guess_chs_for_size(nb_sectors)
+        return c, h, s, "large" if c * h <= 131072 else "lba"
+    return lchs[0], lchs[1], lchs[2], "none"
+
+
+def hd_geometry_guess(blk: Any, nb_sectors: int) -> tuple[int, int, int]:
+    """Physical CHS for an ide-hd.  QEMU: hd_geometry_guess."""
+    return hd_geometry_guess_trans(blk, nb_sectors)[:3]
 
 
 def ide_init_drive(s: IDEState, blk: Any, *, serial: Optional[str] = None,
@@ -82,7 +99,10 @@ def ide_init_drive(s: IDEState, blk: Any, *, serial: Optional[str] = None,
         raise ValueError("Can't use a read-only drive")
     nb_sectors = length // 512
     if not (cylinders and heads and secs):
-        cylinders, heads, secs = hd_geometry_guess(blk, nb_sectors)
+        cylinders, heads, secs, trans = hd_geometry_guess_trans(blk, nb_sectors)
+    else:
+        trans = hd_bios_chs_auto_trans(cylinders, heads, secs)
+    s.chs_trans = trans
     s.blk = blk
     s.drive_kind = IDE_HD
     s.cylinders, s.heads, s.sectors = cylinders, heads, secs

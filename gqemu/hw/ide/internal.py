@@ -183,7 +183,7 @@ class IDEState:
     __slots__ = (
         "bus", "unit", "blk", "drive_kind", "drive_serial", "drive_serial_str",
         "drive_model_str", "version", "cylinders", "heads", "sectors",
-        "drive_heads", "drive_sectors", "reset_reverts",
+        "drive_heads", "drive_sectors", "chs_trans", "reset_reverts",
         "nb_sectors", "identify_data", "identify_set",
         "feature", "error", "nsector", "sector", "lcyl", "hcyl",
         "hob_feature", "hob_nsector", "hob_sector", "hob_lcyl", "hob_hcyl",
@@ -206,6 +206,7 @@ class IDEState:
         self.version = ""
         self.cylinders = self.heads = self.sectors = 0
         self.drive_heads = self.drive_sectors = 0   # the geometry before SPECIFY
+        self.chs_trans = "none"     # the BIOS translation QEMU's CMOS gives the disk
         self.reset_reverts = False
         self.nb_sectors = 0
         self.identify_data = bytearray(512)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from gqemu.aio import aio_wait_while, qemu_get_aio_context
 from gqemu.hw.dma import dma_memory_read, qemu_sglist_add, qemu_sglist_init
-from gqemu.hw.ide.reset import ide_bus_reset, ide_cancel_dma_sync
+from gqemu.hw.ide.reset import ide_bus_reset, ide_cancel_dma_sync, ide_reset
 from gqemu.hw.ide.drive import ide_init_drive
 from gqemu.hw.ide.internal import IDEDMA, IDEBus, IDEState
 from gqemu.hw.ide.ioport import ide_init_ioport
@@ -333,8 +333,14 @@ def pc_ide_init(address_space_io: AddressSpace, irq_lines: Sequence[Optional[IRQ
         raise ValueError("pc_ide_init: at most 4 IDE drives (got %d)" % len(drives))
     buses = []
     bms = []
-    for i, (iobase, iobase2, isairq) in enumerate((PRIMARY, SECONDARY)):
-        bus = IDEBus(i, ctx)
+    # the function's realize resets every unit (QEMU: ide_init2), then the
+    # ide-hd devices attach in index order, each reset once more
+    # (ide_init_drive), then the machine reset resets both buses
+    new_buses = [IDEBus(i, ctx) for i in (0, 1)]
+    for bus in new_buses:
+        for s in bus.ifs:
+            ide_reset(s)
+    for i, bus in enumerate(new_buses):
         for unit in (0, 1):
             bus.ifs[unit].drive_serial = serial_base + i * 2 + unit
             blk = drives[i * 2 + unit]
@@ -343,6 +349,8 @@ def pc_ide_init(address_space_io: AddressSpace, irq_lines: Sequence[Optional[IRQ
             bus.ifs[unit].readahead_max = max(0, int(pio_readahead))
             if pio_readahead > 0:
                 bus.ifs[unit].pio_read = ide_readahead_read
+    for i, (iobase, iobase2, isairq) in enumerate((PRIMARY, SECONDARY)):
+        bus = new_buses[i]
         bm = BMDMAState(bus, address_space_memory)
         bm.irq = irq_lines[isairq] if isairq < len(irq_lines) else None
         bus.dma = bm

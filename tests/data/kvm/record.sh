@@ -4,8 +4,12 @@
 # disk (refdata/mkdisk.py's layout), booted by qemu-system-x86_64 7.2
 # (SeaBIOS) with isa-debugcon on 0xE9 and isa-debug-exit on 0xF4, and the
 # debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
-# NAME.status and NAME.trace.log.xz.
-# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio)
+# NAME.status and NAME.trace.log.xz (and the sha256 of the disk's first
+# 16 MiB afterwards as NAME.disk.sha256).
+# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
+#        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
+#        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
+#        atairq@2 int13x@0+2)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -14,19 +18,59 @@ trap 'rm -rf "$tmp"' EXIT
 accel=kvm
 [ -w /dev/kvm ] || accel=tcg
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio)
-for name in "${names[@]}"; do
-  nasm -f bin -o "$here/$name.bin" "$here/$name.asm"
-  python3 -m gqemu.cli.main mkdisk "$tmp/$name.img" --mbr "$here/$name.bin" 2>/dev/null ||
-    PYTHONPATH="$root" python3 -c "import sys; from gqemu.machine import make_scratch_disk; make_scratch_disk(sys.argv[1], mbr=open(sys.argv[2],'rb').read())" "$tmp/$name.img" "$here/$name.bin"
+[ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
+                                int13x:10240 int13x:200000 int13p:1024 int13q irqbios
+                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2)
+for arg in "${names[@]}"; do
+  # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
+  # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
+  # first) with 2 MiB scratch disks at the others (files NAME@IDX+IDX.*)
+  spec=${arg%%@*}
+  idxs=0
+  [ "$arg" = "$spec" ] || idxs=${arg#*@}
+  name=${spec%%:*}
+  size=16
+  tag=$name
+  if [ "$spec" != "$name" ]; then size=${spec#*:}; tag=$name-${size}m; fi
+  [ "$arg" = "$spec" ] || tag=$tag@$idxs
+  nasm -f bin -I "$here/" -o "$here/$name.bin" "$here/$name.asm"
+  # sector 0 is the boot sector; a longer program (ataops.inc's probes) goes
+  # on in sectors 1.. and loads them itself with INT 13h
+  drives=()
+  first=1
+  for idx in ${idxs//+/ }; do
+    img="$tmp/$tag-$idx.img"
+    if [ $first = 1 ]; then
+      PYTHONPATH="$root" python3 -c "
+import sys
+from gqemu.machine import make_scratch_disk
+prog = open(sys.argv[2], 'rb').read()
+make_scratch_disk(sys.argv[1], mbr=prog[:512])
+with open(sys.argv[1], 'r+b') as f:
+    f.seek(512)
+    f.write(prog[512:])
+    f.truncate(max(f.seek(0, 2), int(sys.argv[3]) << 20))
+" "$img" "$here/$name.bin" "$size"
+      disk=$img
+      first=0
+    else
+      PYTHONPATH="$root" python3 -c "
+import sys
+from gqemu.machine import make_scratch_disk
+make_scratch_disk(sys.argv[1], size_mib=2)" "$img"
+    fi
+    drives+=(-drive "file=$img,format=raw,if=ide,index=$idx")
+  done
   set +e
   timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
-    -no-user-config -drive file="$tmp/$name.img",format=raw,if=ide,index=0 \
-    -chardev file,id=prog,path="$here/$name.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
+    -no-user-config "${drives[@]}" \
+    -chardev file,id=prog,path="$here/$tag.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-    -trace 'ide_*' -D "$tmp/$name.trace.log"
-  echo $? > "$here/$name.status"
+    -trace 'ide_*' -D "$tmp/$tag.trace.log"
+  echo $? > "$here/$tag.status"
   set -e
-  xz -9 -c "$tmp/$name.trace.log" > "$here/$name.trace.log.xz"
-  echo "$name: status $(cat "$here/$name.status"), debugcon $(xxd -p "$here/$name.debugcon")"
+  xz -9 -c "$tmp/$tag.trace.log" > "$here/$tag.trace.log.xz"
+  # what the program left in the disk's first 16 MiB (the probes write there)
+  head -c 16M "$disk" | sha256sum | cut -d' ' -f1 > "$here/$tag.disk.sha256"
+  echo "$tag: status $(cat "$here/$tag.status"), debugcon $(xxd -p "$here/$tag.debugcon")"
 done
