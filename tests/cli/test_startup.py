@@ -82,7 +82,7 @@ def test_one_shot_qcow2_info_builds_no_dataclasses_and_no_json(tmp_path, qemu_im
     assert "LOADED [] DATACLASSES []" in p.stderr, p.stderr
 
 
-def test_bench_startup_rows_are_working_commands(tmp_path):
+def test_bench_startup_rows_are_working_commands(tmp_path, qemu_io):
     """Every process the suite times exits 0 and does its job once (the
     anchor first), so a broken command cannot pass for a fast one."""
     assert SUITES["startup"] == "gqemu.bench.startup"
@@ -93,10 +93,12 @@ def test_bench_startup_rows_are_working_commands(tmp_path):
     assert any(n.startswith("gqemu-io") for n in names)
     assert any(n.startswith("gqemu-img info") for n in names)
     assert any(n.startswith("gqemu run") for n in names)
+    assert "python -S -c pass" in names
+    assert "qemu-io -c 'read 0 512' (QEMU)" in names
     for name, argv, _target in rows:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert p.returncode == 0, (name, p.stderr[-500:])
-        if name.startswith("gqemu-io"):
+        if "qemu-io" in name:
             assert "read 512/512 bytes at offset 0" in p.stdout
         if name.startswith("gqemu-img info"):
             assert "file format: qcow2" in p.stdout
