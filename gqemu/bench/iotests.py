@@ -10,14 +10,18 @@ gqemu's programs are two small wrapper scripts in a temporary directory
 package has its own): the runner needs executables that keep ``argv[0]``.
 Both runs use one ``./check`` job (``IOTESTS_JOBS``, default 1 here), so
 the two wall times are taken the same way, after an untimed run of one
-test (the runner fetches QEMU's test sources on its first use).  A run that does not pass
-every test is reported as not comparable, and the suite then exits 1.
+test (the runner fetches QEMU's test sources on its first use).  Beside
+each wall time, the CPU time (user + system) of everything under the
+runner: a shared host stretches wall time, hardly CPU time.  A run that
+does not pass every test is reported as not comparable, and the suite then
+exits 1.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,8 +80,10 @@ def write_wrappers(d: str) -> tuple[str, str]:
 
 
 def run_slice(runner: str, fmt: str, io: str, img: str, tests: list[str]
-              ) -> tuple[float, int, int, str]:
-    """Wall time, tests passed, tests run, and the output of one run.
+              ) -> tuple[float, float, int, int, str]:
+    """Wall time, CPU time (user + system of the runner and every process
+    under it: ./check, the tests' shells, the programs), tests passed,
+    tests run, and the output of one run.
 
     The output goes to a file, not a pipe: the runner's watchdog leaves a
     ``sleep 5`` behind that holds its stdout, and waiting for a pipe's end
@@ -85,16 +91,19 @@ def run_slice(runner: str, fmt: str, io: str, img: str, tests: list[str]
     env = dict(os.environ)
     env.setdefault("IOTESTS_JOBS", "1")
     with tempfile.TemporaryFile() as log:
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(["bash", runner, fmt, io, img, *tests], stdout=log,
                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         dt = time.perf_counter() - t0
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
         log.seek(0)
         out = log.read().decode("utf-8", "replace")
     lines = out.strip().splitlines()
     m = _SUMMARY.match(lines[-1].strip()) if lines else None
     passed, total = (int(m.group(2)), int(m.group(3))) if m else (0, len(tests))
-    return dt, passed, total, out
+    return dt, cpu, passed, total, out
 
 
 def _warm_up(io: str, img: str, d: str) -> None:
@@ -125,6 +134,7 @@ def run_bench(args: argparse.Namespace) -> int:
     rows = []
     status = 0
     totals = [0.0, 0.0]
+    cpu_totals = [0.0, 0.0]
     try:
         io, img = write_wrappers(d)
         _warm_up(io, img, d)
@@ -135,11 +145,13 @@ def run_bench(args: argparse.Namespace) -> int:
         run_slice(runner, fmt0, real_io, real_img, SLICE[fmt0][:1])
         for fmt, tests in SLICE.items():
             times = []
+            cpus = []
             results = []
             for who, (p_io, p_img) in (("qemu", (real_io, real_img)), ("gqemu", (io, img))):
                 progress("iotests: %s on %s (%d tests)" % (fmt, who, len(tests)))
-                dt, passed, total, out = run_slice(runner, fmt, p_io, p_img, tests)
+                dt, cpu, passed, total, out = run_slice(runner, fmt, p_io, p_img, tests)
                 times.append(dt)
+                cpus.append(cpu)
                 results.append("%d/%d" % (passed, total))
                 if passed != total or total != len(tests):
                     status = 1
@@ -148,10 +160,13 @@ def run_bench(args: argparse.Namespace) -> int:
                                         "\n".join(out.strip().splitlines()[-15:])))
             totals[0] += times[0]
             totals[1] += times[1]
+            cpu_totals[0] += cpus[0]
+            cpu_totals[1] += cpus[1]
             ratio = times[1] / times[0] if times[0] else float("inf")
             ok = results[0] == results[1] == "%d/%d" % (len(tests), len(tests))
             rows.append(["%s %s" % (fmt, " ".join(tests)), "%.1f s" % times[1], results[1],
                          "%.1f s" % times[0], results[0], "%.2fx" % ratio,
+                         _cpu_ratio(cpus[1], cpus[0]),
                          verdict(ratio, TARGET, higher_is_better=False) if ok
                          else "not comparable (not all passed)"])
     finally:
@@ -159,9 +174,18 @@ def run_bench(args: argparse.Namespace) -> int:
         shutil.rmtree(d, ignore_errors=True)
     ratio = totals[1] / totals[0] if totals[0] else float("inf")
     rows.append(["all", "%.1f s" % totals[1], "", "%.1f s" % totals[0], "", "%.2fx" % ratio,
+                 _cpu_ratio(cpu_totals[1], cpu_totals[0]),
                  verdict(ratio, TARGET, higher_is_better=False) if status == 0
                  else "not comparable"])
     table("iotests: QEMU 7.2's qemu-iotests through %s, one ./check job, wall time; "
-          "ratio = gqemu / real qemu-io+qemu-img" % runner,
-          ["format tests", "gqemu", "passed", "qemu", "passed", "ratio", "target"], rows)
+          "ratio = gqemu / real qemu-io+qemu-img; CPU ratio = the same for user + "
+          "system time of the whole run (the harness's shells included), steadier "
+          "than wall on a loaded host" % runner,
+          ["format tests", "gqemu", "passed", "qemu", "passed", "ratio", "CPU ratio",
+           "target (wall)"], rows)
     return status
+
+
+def _cpu_ratio(ours: float, real: float) -> str:
+    """gqemu's CPU time / QEMU's, with both figures."""
+    return "%.2fx (%.1f / %.1f s)" % (ours / real if real else float("inf"), ours, real)

@@ -4,7 +4,9 @@ process, against a process that only imports what gqemu cannot avoid
 
 Rows: ``gqemu-io -c 'read 0 512' img`` (raw, format given), ``gqemu-img
 info`` of a qcow2 image, ``gqemu run`` of the seed example
-(scripts/examples/read_lba0.py) and ``python -c pass`` for scale.  Each
+(scripts/examples/read_lba0.py); for scale ``python -c pass``, ``python -S
+-c pass`` (without the installation's .pth files, which every process here
+runs at start) and QEMU's qemu-io doing the same read.  Each
 command runs exactly as its console script would (``sys.exit(main())``);
 ``PYTHONPATH`` and the rest of the environment are inherited, except that
 bytecode is always cached (in a temporary ``PYTHONPYCACHEPREFIX``, even
@@ -54,6 +56,14 @@ def commands(d: str) -> list[tuple[str, list[str], Optional[float]]]:
     if os.path.exists(SEED_EXAMPLE):
         rows.append(("gqemu run read_lba0.py", [py, "-c", _entry("gqemu.cli.main", "gqemu"),
                                                 "run", SEED_EXAMPLE], 1.6))
+    # For scale: the interpreter without site (the .pth files of the
+    # installation, run by every process above, are the difference to
+    # "python -c pass"), and QEMU's own qemu-io, one process of an iotest.
+    rows.append(("python -S -c pass", [py, "-S", "-c", "pass"], None))
+    qemu_io = shutil.which("qemu-io")
+    if qemu_io:
+        rows.append(("qemu-io -c 'read 0 512' (QEMU)", [qemu_io, "-f", "raw", "-c",
+                                                        "read 0 512", raw], None))
     return rows
 
 

@@ -16,7 +16,10 @@ qcow2_mark_corrupt, qcow2_mark_dirty; bdrv_co_pread/pwrite(bs->file).
 """
 from __future__ import annotations
 
+from collections import Counter
 from errno import EFBIG, EINVAL, EIO
+from itertools import compress
+from operator import is_not
 import struct
 import sys
 from typing import Any
@@ -142,24 +145,78 @@ def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
     s.signaled_corruption = True
 
 
+def _table_targets(s: Any, key: str, table: list[int], mask: int) -> list:
+    """[copy of ``table``, {cluster: number of entries pointing to it},
+    number of entries pointing to an unaligned offset, index of the last
+    changed entry] for one table, kept on ``s.overlap_sets``.  Speed only:
+    a table can have millions of entries, and a Python loop over them per
+    metadata write is seconds.  When the table differs from the copy, the
+    changed entries are found at C speed (``map(is_not, ...)``) and only
+    they are counted out and in, so an L2 or refblock allocation costs
+    Python work for one entry, not for the whole table (a rebuild per
+    allocation made preallocation quadratic)."""
+    cached = s.overlap_sets.get(key)
+    m = s.cluster_size - 1
+    if cached is not None:
+        old = cached[0]
+        if old == table:                # identical entries: ~1 ns each
+            return cached
+        n = min(len(old), len(table))
+        # Tables fill in order: the entry after the last changed one is
+        # tried first, before the scan for every change.
+        i = cached[3] + 1
+        if len(old) == len(table) and i < n and old[i] is not table[i]:
+            _change(cached, i, table[i], mask, m)
+            if old == table:
+                return cached
+        changed = list(compress(range(n), map(is_not, old, table)))
+        if len(changed) + abs(len(old) - len(table)) <= (n >> 3) + 64:
+            for i in changed:
+                _change(cached, i, table[i], mask, m)
+            counts = cached[1]
+            for e in old[n:]:
+                cached[2] -= _count(counts, e & mask, -1, m)
+            for e in table[n:]:
+                cached[2] += _count(counts, e & mask, 1, m)
+            old[n:] = table[n:]
+            return cached
+    counts = Counter(map(mask.__and__, table))
+    counts.pop(0, None)
+    unaligned = sum(map(counts.__getitem__, filter(m.__and__, counts)))
+    cached = s.overlap_sets[key] = [list(table), counts, unaligned, -1]
+    return cached
+
+
+def _change(cached: list, i: int, e: int, mask: int, m: int) -> None:
+    """Entry ``i`` of the copy in ``cached`` becomes ``e``."""
+    old = cached[0]
+    counts = cached[1]
+    cached[2] += _count(counts, e & mask, 1, m) - _count(counts, old[i] & mask, -1, m)
+    old[i] = e
+    cached[3] = i
+
+
+def _count(counts: dict[int, int], o: int, d: int, m: int) -> int:
+    """Count target ``o`` in (``d`` = 1) or out (-1) of ``counts``; 1 if
+    it is not aligned to ``m + 1`` (0: no target)."""
+    if not o:
+        return 0
+    c = counts.get(o, 0) + d
+    if c:
+        counts[o] = c
+    else:
+        del counts[o]
+    return 1 if o & m else 0
+
+
 def _table_overlaps(s: Any, key: str, table: list[int], mask: int, offset: int,
                     end: int, ov: Any) -> bool:
     """Whether a cluster that an entry of ``table`` points to overlaps the
     cluster-aligned [offset, end) (entries masked with ``mask``, 0 = none).
-    Speed only (a table can have millions of entries, a Python loop over
-    them per write is seconds): the set of clusters is kept in
-    ``s.overlap_sets`` with a copy of the table, and rebuilt whenever the
-    table differs from the copy (one list comparison, at C speed).
     QEMU: the l1_table / refcount_table loops of qcow2_check_metadata_overlap."""
     cs = s.cluster_size
-    sets = s.overlap_sets
-    cached = sets.get(key)
-    if cached is None or cached[0] != table:
-        offs = set(map(mask.__and__, table))
-        offs.discard(0)
-        cached = sets[key] = (list(table), offs, any(o & (cs - 1) for o in offs))
-    offs = cached[1]
-    if cached[2]:                       # an unaligned entry (corrupt image)
+    _copy, offs, unaligned, _last = _table_targets(s, key, table, mask)
+    if unaligned:                       # an unaligned entry (corrupt image)
         return any(ov(o, cs) for o in offs)
     if (end - offset) // cs <= len(offs):
         return any(c in offs for c in range(offset, end, cs))

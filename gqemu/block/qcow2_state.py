@@ -139,9 +139,11 @@ class Qcow2State(BlockDriver):
         self.highest_alloc = 0                   # end of the clusters we allocated
         self.free_byte_offset = 0
         self.overlap_check = QCOW2_OL_CACHED
-        # speed only (qcow2_overlap._table_overlaps): per table ("l1", "reft")
-        # a copy of it, the clusters its entries point to, any unaligned
-        self.overlap_sets: dict[str, tuple[list[int], set[int], bool]] = {}
+        # speed only (qcow2_overlap._table_targets): per table ("l1", "reft")
+        # a copy of it, the clusters its entries point to (with the number
+        # of entries for each), the number of unaligned entries, the last
+        # changed entry
+        self.overlap_sets: dict[str, list] = {}
         # the other runtime options (qcow2_options sets them at open)
         self.use_lazy_refcounts = False
         self.discard_passthrough = [False, True, False, True, False]   # by QCOW2_DISCARD_*

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from gqemu.cli import qemu_img_tool
 from gqemu.cli.tool_run import (tool_buffer_stdout, tool_run_begin, tool_run_end,
-                                tool_run_exiting)
+                                tool_run_entering, tool_run_exiting)
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
                                      option_size, parse_args, parse_o, usage_error)
 
@@ -335,6 +335,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     is the process's (``sys.exit(main())``)."""
     prog = qemu_img_tool.PROG = os.path.basename(sys.argv[0]) or "gqemu-img"
     entry = argv is None
+    if entry:
+        tool_run_entering()
     argv = sys.argv[1:] if argv is None else argv
     from gqemu import __version__
     sink = tool_run_begin()

@@ -30,7 +30,7 @@ import sys
 from typing import Any, Optional
 
 from gqemu.cli.tool_run import (tool_buffer_stdout, tool_run_begin, tool_run_end,
-                                tool_run_exiting)
+                                tool_run_entering, tool_run_exiting)
 from gqemu.cli.qemu_io_open import (OpenOpts, openfile, parse_open_flag,
                                     parse_qemu_opts)
 from gqemu.cli.qemu_io_getopt import Getopt
@@ -186,6 +186,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gqemu-io`` console script; with no ``argv`` it is
     the process's (``sys.exit(main())``)."""
     entry = argv is None
+    if entry:
+        tool_run_entering()
     argv = list(sys.argv if argv is None else argv)
     prog = os.path.basename(argv[0]) if argv else "gqemu-io"
     sink = tool_run_begin()

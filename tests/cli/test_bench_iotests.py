@@ -3,6 +3,8 @@ programs (the real suite takes minutes; its figures are never asserted)."""
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,12 @@ echo "STDOUT $kind" >> "$FAKE_LOG"
 n=$#
 p=$n
 case "$io" in *gqemu-io) [ -n "$FAKE_FAIL" ] && p=$((n - 1)) ;; esac
+# with FAKE_BURN set, a process under the runner spends that much CPU time
+# for gqemu's programs
+case "$io" in *gqemu-io) [ -n "$FAKE_BURN" ] && "$FAKE_PYTHON" -c "
+import time
+while time.process_time() < $FAKE_BURN:
+    pass" ;; esac
 echo "iotests $fmt: $p/$n passed"
 [ "$p" -eq "$n" ]
 """
@@ -48,6 +56,8 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
     monkeypatch.setenv("FAKE_LOG", str(log))
     monkeypatch.delenv("FAKE_FAIL", raising=False)
+    monkeypatch.delenv("FAKE_BURN", raising=False)
+    monkeypatch.setenv("FAKE_PYTHON", sys.executable)
     monkeypatch.delenv("IOTESTS_JOBS", raising=False)
     return runner, bindir, log
 
@@ -80,6 +90,24 @@ def test_runs_the_slice_on_qemu_then_on_gqemu_and_prints_the_ratio(fake, capsys)
     for fmt in ("raw", "qcow2"):
         assert "5/5" in rows[fmt] and "x " in rows[fmt] and "(target <= 3.00x)" in rows[fmt]
     assert "(target <= 3.00x)" in rows["all"]
+
+
+def test_cpu_time_of_everything_under_the_runner_is_reported(fake, capsys, monkeypatch):
+    """The CPU column counts the processes the runner starts (a loaded host
+    stretches wall time, not CPU time): 0.4 s spent by a grandchild of the
+    runner for gqemu's programs shows in gqemu's figure of each format."""
+    runner, _bindir, _log = fake
+    monkeypatch.setenv("FAKE_BURN", "0.4")
+    monkeypatch.setattr(iotests, "_warm_up", lambda *a: None)
+    assert main(["bench", "iotests", "--iotests-runner", str(runner)]) == 0
+    out = capsys.readouterr().out
+    assert "CPU ratio" in out
+    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith(("raw", "qcow2", "all"))}
+    for fmt, n in (("raw", 1), ("qcow2", 1), ("all", 2)):
+        m = re.search(r"x \((\d+\.\d) / (\d+\.\d) s\)", rows[fmt])
+        assert m, rows[fmt]
+        assert float(m.group(1)) >= 0.4 * n - 0.05, rows[fmt]
+        assert float(m.group(2)) < float(m.group(1)), rows[fmt]
 
 
 def test_a_run_that_does_not_pass_everything_is_not_comparable(fake, capsys, monkeypatch):

@@ -82,7 +82,7 @@ def test_one_shot_qcow2_info_builds_no_dataclasses_and_no_json(tmp_path, qemu_im
     assert "LOADED [] DATACLASSES []" in p.stderr, p.stderr
 
 
-def test_bench_startup_rows_are_working_commands(tmp_path):
+def test_bench_startup_rows_are_working_commands(tmp_path, qemu_io):
     """Every process the suite times exits 0 and does its job once (the
     anchor first), so a broken command cannot pass for a fast one."""
     assert SUITES["startup"] == "gqemu.bench.startup"
@@ -93,10 +93,12 @@ def test_bench_startup_rows_are_working_commands(tmp_path):
     assert any(n.startswith("gqemu-io") for n in names)
     assert any(n.startswith("gqemu-img info") for n in names)
     assert any(n.startswith("gqemu run") for n in names)
+    assert "python -S -c pass" in names
+    assert "qemu-io -c 'read 0 512' (QEMU)" in names
     for name, argv, _target in rows:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert p.returncode == 0, (name, p.stderr[-500:])
-        if name.startswith("gqemu-io"):
+        if "qemu-io" in name:
             assert "read 512/512 bytes at offset 0" in p.stdout
         if name.startswith("gqemu-img info"):
             assert "file format: qcow2" in p.stdout
@@ -162,3 +164,60 @@ def test_process_entry_flushes_a_file_held_in_a_cycle(tmp_path):
     assert p.returncode == 0, p.stderr
     assert int(p.stderr.split("FROZEN ")[1]) > 1000, p.stderr
     assert out.read_text() == "written, never closed\n"
+
+
+# Collections the collector runs from the tool's import on, and whether a
+# reference cycle made afterwards is still collected while the process runs.
+COLLECTIONS = ("import sys, gc, atexit\n"
+               "runs = []\n"
+               "gc.callbacks.append(lambda phase, info: runs.append(1) if phase == 'stop' else None)\n"
+               "atexit.register(lambda: sys.stderr.write('COLLECTIONS %%d\\n' %% len(runs)))\n"
+               "sys.argv[0] = %r\n"
+               "from %s import main\n"
+               "%s\n")
+
+
+@pytest.mark.parametrize("prog, module, args", [
+    ("gqemu-io", "gqemu.cli.qemu_io", ["-f", "raw", "-c", "read 0 512", "IMG"]),
+    ("gqemu-img", "gqemu.cli.qemu_img", ["info", "IMG"]),
+])
+def test_process_entry_does_not_rescan_its_imports(tmp_path, prog, module, args):
+    """Run as the process, a tool raises the collector's youngest threshold:
+    the ~20,000 objects its imports leave alive are not scanned again and
+    again (25 collections for a one-shot read at Python's default, 700).
+    Called with an argv it leaves the collector's thresholds alone."""
+    img = tmp_path / "a.raw"
+    img.write_bytes(bytes(4096))
+    args = [str(img) if a == "IMG" else a for a in args]
+    p = subprocess.run([sys.executable, "-c", COLLECTIONS % (prog, module, "sys.exit(main())")]
+                       + args, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert int(p.stderr.split("COLLECTIONS ")[1]) <= 5, p.stderr
+    in_process = COLLECTIONS % (prog, module, "main(%r); print(__import__('gc').get_threshold())"
+                                % (([prog] if prog == "gqemu-io" else []) + args,))
+    p = subprocess.run([sys.executable, "-c", in_process], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith("(700, 10, 10)"), p.stdout
+
+
+def test_process_entry_still_collects_cycles():
+    """Cycles made while a tool runs as its process are collected as it
+    goes: a session that makes 100,000 self-referencing objects has not
+    kept them all."""
+    code = ("import gc, sys, weakref\n"
+            "from gqemu.cli import tool_run\n"
+            "tool_run.tool_run_entering()\n"
+            "class C: pass\n"
+            "refs = []\n"
+            "for i in range(100000):\n"
+            "    c = C(); c.me = c\n"
+            "    refs.append(weakref.ref(c))\n"
+            "    del c\n"
+            "alive = sum(r() is not None for r in refs)\n"
+            "print(gc.get_threshold()[0], alive)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    threshold, alive = map(int, p.stdout.split())
+    assert threshold > 700
+    assert alive <= threshold, p.stdout
