@@ -118,7 +118,7 @@ class BDRVQcowState(BlockDriver):
         if version != QCOW_VERSION:
             raise BlockError(errno.ENOTSUP, "qcow (v%d) does not support qcow version %d"
                              % (QCOW_VERSION, version),
-                             "Try the 'qcow2' driver instead." if version in (2, 3) else "")
+                             "Try the 'qcow2' driver instead.\n" if version in (2, 3) else "")
         if size <= 1:
             raise BlockError(errno.EINVAL, "Image size is too small (must be at least 2 bytes)")
         if not 9 <= cluster_bits <= 16:

@@ -380,3 +380,14 @@ for f in t.qcow r.raw; do
 done
 """
     _same(tmp_path, qemu_img, qemu_io, qcow1(), script)
+
+
+def test_qcow_driver_named_for_a_qcow2_image(tmp_path, qemu_img, qemu_io):
+    """-f qcow on a version 2/3 image: qcow_open's refusal and its hint."""
+    script = r"""
+cp "$SRC" t.img
+qemu-img info -f qcow t.img; echo "rc=$?"
+qemu-io -f qcow -c 'read 0 512' t.img; echo "rc=$?"
+"""
+    real = _same(tmp_path, qemu_img, qemu_io, Layout(version=2).build(), script)
+    assert "Try the 'qcow2' driver instead." in real
