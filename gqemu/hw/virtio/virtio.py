@@ -24,6 +24,7 @@ VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
 VRING_AVAIL_F_NO_INTERRUPT = 1
 VRING_USED_F_NO_NOTIFY = 1
 VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK = 1, 2, 4
+VIRTIO_CONFIG_S_FEATURES_OK = 8
 VIRTIO_QUEUE_MAX = 1024
 VIRTQUEUE_MAX_SIZE = 1024
 VIRTIO_PCI_VRING_ALIGN = 4096
@@ -139,9 +140,16 @@ def virtio_set_status(vdev: VirtIODevice, val: int) -> None:
     vdev.status = val & 0xFF
 
 
-def virtio_set_features(vdev: VirtIODevice, val: int) -> None:
-    """QEMU: virtio_set_features_nocheck (legacy has no FEATURES_OK)."""
+def virtio_set_features(vdev: VirtIODevice, val: int) -> bool:
+    """Ignored once the status has FEATURES_OK (8), which a legacy driver
+    can write too.  Returns whether the features were set (the caller then
+    checks the rings again if EVENT_IDX grew them: vring.py's
+    ``virtio_features_changed``).  QEMU: virtio_set_features +
+    virtio_set_features_nocheck."""
+    if vdev.status & VIRTIO_CONFIG_S_FEATURES_OK:
+        return False
     vdev.guest_features = val & vdev.host_features & 0xFFFFFFFF
+    return True
 
 
 def virtio_reset(vdev: VirtIODevice) -> None:

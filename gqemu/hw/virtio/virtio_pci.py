@@ -33,7 +33,8 @@ from gqemu.hw.virtio.virtio import (VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S
                                     virtio_config_read, virtio_config_write,
                                     virtio_queue_notify, virtio_reset, virtio_set_features,
                                     virtio_set_status)
-from gqemu.hw.virtio.vring import virtio_memory_changed, virtio_queue_set_addr
+from gqemu.hw.virtio.vring import (virtio_features_changed, virtio_memory_changed,
+                                   virtio_queue_set_addr)
 
 VIRTIO_PCI_HOST_FEATURES = 0x00
 VIRTIO_PCI_GUEST_FEATURES = 0x04
@@ -116,7 +117,8 @@ def virtio_ioport_write(proxy: VirtIOPCIProxy, addr: int, val: int) -> None:
     if addr == VIRTIO_PCI_GUEST_FEATURES:
         if val & (1 << VIRTIO_F_BAD_FEATURE):
             val = vdev.bad_features()
-        virtio_set_features(vdev, val)
+        if virtio_set_features(vdev, val):
+            virtio_features_changed(vdev)
     elif addr == VIRTIO_PCI_QUEUE_PFN:
         pa = val << VIRTIO_PCI_QUEUE_ADDR_SHIFT
         if pa == 0:
@@ -127,9 +129,10 @@ def virtio_ioport_write(proxy: VirtIOPCIProxy, addr: int, val: int) -> None:
         if val < VIRTIO_QUEUE_MAX:
             vdev.queue_sel = val
     elif addr == VIRTIO_PCI_QUEUE_NOTIFY:
-        n = val & 0xFFFF
-        if n < len(vdev.vq) and vdev.vq[n].num:
-            virtio_queue_notify(vdev, n)
+        # the whole value: a dword of 0x10000 is no queue (QEMU compares
+        # it with VIRTIO_QUEUE_MAX)
+        if val < len(vdev.vq) and vdev.vq[val].num:
+            virtio_queue_notify(vdev, val)
     elif addr == VIRTIO_PCI_STATUS:
         virtio_set_status(vdev, val & 0xFF)
         if vdev.status == 0:

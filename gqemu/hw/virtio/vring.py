@@ -116,6 +116,15 @@ def virtio_queue_set_addr(vdev: VirtIODevice, n: int, addr: int) -> None:
     virtio_init_region_cache(vdev, n)
 
 
+def virtio_features_changed(vdev: VirtIODevice) -> None:
+    """EVENT_IDX negotiated: the rings grew by their event words, check
+    them again.  QEMU: the loop at the end of virtio_set_features."""
+    if vdev.has_feature(VIRTIO_RING_F_EVENT_IDX):
+        for vq in vdev.vq:
+            if vq.num:
+                virtio_init_region_cache(vdev, vq.queue_index)
+
+
 def virtio_memory_changed(vdev: VirtIODevice) -> None:
     """The DMA address space changed (bus mastering toggled): re-check every
     live ring.  QEMU: virtio_memory_listener_commit."""
