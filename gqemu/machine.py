@@ -213,6 +213,10 @@ class Machine:
         if not code or len(code) > BOOT_MAX:
             raise MachineError("boot code must be 1..%d bytes (got %d)" % (BOOT_MAX, len(code)))
         bios = self.bios = self._install_bios()
+        if firmware:
+            from gqemu.hw.virtio.virtio_pci import virtio_pci_seabios_init
+            for k, proxy in enumerate(self.virtio):
+                virtio_pci_seabios_init(proxy, self.ram_size, k)
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
         fw = None
         if firmware:

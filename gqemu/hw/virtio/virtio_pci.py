@@ -27,6 +27,7 @@ from gqemu.hw.pci import (PCI_BASE_ADDRESS_SPACE_IO, PCI_BASE_ADDRESS_SPACE_MEMO
                           PCI_COMMAND, PCI_COMMAND_MASTER, PCIDevice, pci_register_bar,
                           pci_set_irq)
 from gqemu.hw.virtio.virtio import (VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER,
+                                    VIRTIO_CONFIG_S_DRIVER_OK,
                                     VIRTIO_F_BAD_FEATURE, VIRTIO_F_NOTIFY_ON_EMPTY,
                                     VIRTIO_QUEUE_MAX, VIRTIO_RING_F_EVENT_IDX,
                                     VIRTIO_RING_F_INDIRECT_DESC, VirtIODevice,
@@ -160,6 +161,29 @@ def virtio_pci_config_write(proxy: Any, addr: int, val: int, size: int) -> None:
 
 virtio_pci_config_ops = MemoryRegionOps(virtio_pci_config_read, virtio_pci_config_write,
                                         name="virtio-pci")
+
+
+SEABIOS_RING_TOP_PAGES = 0x23      # SeaBIOS's first vring: 0x23 pages below the top of RAM
+SEABIOS_RING_PAGES = 3              # each further device's: 3 pages lower
+
+
+def virtio_pci_seabios_init(proxy: VirtIOPCIProxy, ram_size: int, k: int) -> None:
+    """Leave the ``k``-th virtio-blk function as SeaBIOS 1.16.2's driver
+    leaves it for the boot program: reset, ACKNOWLEDGE|DRIVER, no guest
+    feature acked, queue 0 at its vring in high memory, DRIVER_OK (so the
+    write cache is off: ``wce`` reads 0), no request made.  The PFN is
+    what QEMU 7.2 + SeaBIOS showed with 16 and 64 MiB and one or two
+    devices: (RAM >> 12) - 0x23, 3 pages lower per device.  Direct
+    register writes, as ``pci_bios_setup`` (not exits of the vCPU)."""
+    pfn = (ram_size >> VIRTIO_PCI_QUEUE_ADDR_SHIFT) - SEABIOS_RING_TOP_PAGES \
+        - SEABIOS_RING_PAGES * k
+    for off, val, size in ((VIRTIO_PCI_STATUS, 0, 1),
+                           (VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE
+                            | VIRTIO_CONFIG_S_DRIVER, 1),
+                           (VIRTIO_PCI_QUEUE_SEL, 0, 2), (VIRTIO_PCI_QUEUE_PFN, pfn, 4),
+                           (VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE
+                            | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK, 1)):
+        virtio_pci_config_write(proxy, off, val, size)
 
 
 def virtio_blk_pci_new(bus: Any, devfn: int, blk: Any, ctx: Any) -> VirtIOPCIProxy:

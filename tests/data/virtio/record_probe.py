@@ -6,7 +6,7 @@
 Builds virtioprobe.bin, makes the boot disk (the program, then
 self-describing sectors) and the virtio data disk (``record.make_disk(path,
 b"")``), boots qemu-system-x86_64 as record.py does (``virtio-blk-pci,
-disable-modern=on``, QEMU's default ioeventfd) and keeps:
+disable-modern=on``, QEMU's default 128 MiB and ioeventfd, as `gqemu run --accel kvm`) and keeps:
 
     probe-debugcon.bin          what the program wrote to port 0xE9
     probe-exitcode.txt          QEMU's exit status
@@ -51,7 +51,7 @@ def run_once(a: argparse.Namespace, tmp: str, program: bytes) -> tuple[bytes, in
     make_disk(vdisk, b"")
     if os.path.exists(dbg):
         os.unlink(dbg)
-    cmd = [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "16", "-display", "none",
+    cmd = [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "128", "-display", "none",
            "-nodefaults", "-no-user-config",
            "-drive", "file=%s,format=raw,if=ide,index=0" % boot,
            "-drive", "file=%s,format=raw,if=none,id=vd0" % vdisk,

@@ -3,8 +3,8 @@
 ; virtioblk.asm, covers the basic request types).  This one probes the
 ; registers and the corners a driver can hit:
 ;
-;   'A' the device as SeaBIOS left it (before any reset): status, guest
-;       features, ISR, queue size, the config's wce byte;
+;   'A' the device as SeaBIOS left it (before any reset): status, queue
+;       PFN, guest features, queue size, ISR, the config's wce byte;
 ;   'B' BAR0 accesses of every width, aligned and not (QEMU refuses an
 ;       unaligned access: it reads 0 and is dropped), config reads that
 ;       cross the end of the config, writes of odd widths;
@@ -368,6 +368,7 @@ main:
         ; ---- A: as SeaBIOS left it
         TAG     'A'
         IN8     0x12
+        IN32    0x08
         IN32    0x04
         IN16    0x0C
         IN8     0x13
