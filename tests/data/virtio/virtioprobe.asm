@@ -31,6 +31,10 @@
 ;       readable buffer after a writable one, no writable buffer;
 ;   'M' a reset with reads in flight: they are drained first, so the
 ;       used ring has them, and the ISR is 0 after the reset;
+;   'N' interrupt suppression: EVENT_IDX with used_event behind and ahead,
+;       VRING_AVAIL_F_NO_INTERRUPT, NOTIFY_ON_EMPTY overriding it;
+;   'O' an indirect table without INDIRECT_DESC acked, then one of 40
+;       bytes (virtio_error);
 ;   'I' the INTx line: PCI status bit 3, the PIC's IRR, ISR read lowers
 ;       it, INTx disable in the command register.
 ; Output is raw bytes on debugcon (0xE9); exit through isa-debug-exit.
@@ -626,6 +630,68 @@ main:
         call    put8
         IN32    0x08
 
+        ; ---- N: interrupt suppression
+        TAG     'N'
+        mov     dword [feat], 1 << 29   ; EVENT_IDX
+        call    qinit
+        call    nget
+        call    isrrep                  ; the first completion: notified
+        call    nrep
+        mov     word [fs:0x1204], 5     ; used_event far ahead: none
+        call    nget
+        call    nquiet
+        mov     word [fs:0x1204], 2     ; used_event 2: the third one is
+        call    nget
+        call    isrrep
+        call    nrep
+        mov     dword [feat], 0         ; NO_INTERRUPT without EVENT_IDX
+        call    qinit
+        mov     word [fs:0x1000], 1
+        call    nget
+        call    nquiet
+        mov     dword [feat], 1 << 24   ; NOTIFY_ON_EMPTY overrides it
+        call    qinit
+        mov     word [fs:0x1000], 1
+        call    nget
+        call    isrrep
+        call    nrep
+
+        ; ---- O: an indirect table (INDIRECT_DESC not acked)
+        TAG     'O'
+        mov     dword [feat], 0
+        call    qinit
+        mov     si, otable
+        mov     di, 0x7000
+        mov     cx, 48
+.ot:    lodsb
+        mov     [fs:di], al
+        inc     di
+        loop    .ot
+        mov     byte [fs:0x3000], 0xEE
+        mov     dword [fs:0], 0x17000
+        mov     dword [fs:4], 0
+        mov     dword [fs:8], 48
+        mov     dword [fs:12], 4        ; INDIRECT
+        xor     ax, ax
+        call    apush
+        call    kick
+        mov     cx, 1
+        call    waitused
+        call    isrrep
+        call    usedrep
+        mov     al, [fs:0x3000]
+        call    put8
+        mov     eax, [fs:0x4000]
+        call    put32
+        mov     dword [fs:16], 0x17000  ; a table of 40 bytes: virtio_error
+        mov     dword [fs:20], 0
+        mov     dword [fs:24], 40
+        mov     dword [fs:28], 4
+        mov     ax, 1
+        call    apush
+        call    kick
+        call    lshow
+
         ; ---- I: INTx
         TAG     'I'
         call    qinit
@@ -679,6 +745,36 @@ lraw:   push    ax
         call    apush
         call    kick
         jmp     lshow
+
+; N: one GET_ID, wait for it
+nget:   mov     si, hchain
+        call    bchain
+        call    kick
+        mov     cx, 1
+        call    waitused
+        ret
+; N: used elements, avail_event, used flags
+nrep:   call    usedrep
+        mov     ax, [fs:0x2804]
+        call    put16
+        mov     ax, [fs:0x2000]
+        call    put16
+        ret
+; N: no interrupt expected: the ISR after a pause
+nquiet: mov     ecx, 0x8000
+        call    delay
+        call    isrrd
+        jmp     nrep
+
+otable: dq      h_in2
+        dd      16
+        dw      1, 1
+        dq      0x14000
+        dd      512
+        dw      3, 2
+        dq      0x13000
+        dd      1
+        dw      2, 0
 
 ; one GET_ID, then: PCI status, PIC IRR (master, slave), ISR, PCI status, IRR
 intx:   mov     si, hchain
