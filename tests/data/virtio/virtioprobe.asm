@@ -35,13 +35,17 @@
 ;       VRING_AVAIL_F_NO_INTERRUPT, NOTIFY_ON_EMPTY overriding it;
 ;   'O' an indirect table without INDIRECT_DESC acked, then one of 40
 ;       bytes (virtio_error);
+;   'P' bus mastering off (status, a notify) and on again; MSI-X enabled
+;       through its capability: the config moves to 0x18, the vector
+;       registers at 0x14/0x16, no INTx; a ring whose avail and used
+;       rings lie past the top of RAM (128 MiB: a hole, not an error);
 ;   'I' the INTx line: PCI status bit 3, the PIC's IRR, ISR read lowers
 ;       it, INTx disable in the command register.
 ; Output is raw bytes on debugcon (0xE9); exit through isa-debug-exit.
 BITS 16
 ORG 0x7C00
 
-NSECT   equ 12
+NSECT   equ 14
 DBGC    equ 0xE9
 EXITP   equ 0xF4
 RING    equ 0x1000      ; segment of the ring area (phys 0x10000)
@@ -692,6 +696,70 @@ main:
         call    kick
         call    lshow
 
+        ; ---- P: bus mastering off and on, then MSI-X enabled
+        TAG     'P'
+        mov     dword [feat], 0
+        call    qinit
+        mov     bl, 0x04
+        call    cfgrw
+        mov     [cmdsv], ax
+        and     ax, 0xFFFB              ; MASTER off
+        call    cfgww
+        IN8     0x12
+        mov     si, hchain
+        call    bchain
+        call    kick
+        call    pshow
+        mov     bl, 0x04
+        mov     ax, [cmdsv]             ; MASTER on
+        call    cfgww
+        IN8     0x12
+        OUT16   0x10, 0
+        call    pshow
+        call    qinit
+        call    nget
+        call    isrrep
+        call    usedrep
+        mov     bl, 0x40                ; MSI-X capability
+        call    cfgrd4
+        mov     bl, 0x42
+        mov     ax, 0x8000              ; enable
+        call    cfgww
+        mov     bl, 0x40
+        call    cfgrd4
+        IN32    0x14
+        IN32    0x18
+        OUT16   0x14, 0                 ; config vector 0
+        OUT16   0x16, 5                 ; queue vector 5: no such vector
+        IN16    0x14
+        IN16    0x16
+        call    nget
+        mov     ecx, 0x8000
+        call    delay
+        call    isrrd
+        call    usedrep
+        mov     bl, 0x06
+        call    cfgrw
+        call    put16                   ; PCI status: no INTx
+        mov     bl, 0x42
+        xor     ax, ax                  ; disable
+        call    cfgww
+        mov     bl, 0x40
+        call    cfgrd4
+        IN32    0x14
+        OUT8    0x12, 0                 ; the ring's last page at the top of
+        OUT8    0x12, 3                 ; RAM, avail and used past it (a hole:
+        OUT32   0x08, 0x7FFF            ; no error), a notify, then PFN 0
+        IN32    0x08
+        OUT8    0x12, 7
+        OUT16   0x10, 0
+        mov     ecx, 0x8000
+        call    delay
+        IN8     0x12
+        IN8     0x13
+        OUT32   0x08, 0
+        IN32    0x08
+
         ; ---- I: INTx
         TAG     'I'
         call    qinit
@@ -745,6 +813,48 @@ lraw:   push    ax
         call    apush
         call    kick
         jmp     lshow
+
+; config space of the device at offset bl: word read -> ax, word
+; write of ax, dword read printed
+cfgrw:  push    bx
+        mov     eax, [cfga]
+        mov     al, bl
+        and     al, 0xFC
+        mov     dx, 0xCF8
+        out     dx, eax
+        pop     bx
+        movzx   dx, bl
+        and     dl, 3
+        add     dx, 0xCFC
+        in      ax, dx
+        ret
+cfgww:  push    ax
+        push    bx
+        mov     eax, [cfga]
+        mov     al, bl
+        and     al, 0xFC
+        mov     dx, 0xCF8
+        out     dx, eax
+        pop     bx
+        pop     ax
+        movzx   dx, bl
+        and     dl, 3
+        add     dx, 0xCFC
+        out     dx, ax
+        ret
+cfgrd4: mov     eax, [cfga]
+        mov     al, bl
+        call    cfgrd
+        call    put32
+        ret
+cmdsv:  dw      0
+; P: after a while: used index, ISR
+pshow:  mov     ecx, 0x8000
+        call    delay
+        mov     ax, [fs:0x2002]
+        call    put16
+        call    isrrd
+        ret
 
 ; N: one GET_ID, wait for it
 nget:   mov     si, hchain
