@@ -309,3 +309,51 @@ def test_msix_enable_moves_the_config_and_stops_intx(disk):
         r.close()
     assert got == ref[p + 21:p + 43]
     assert got2 == ref[p + 51:p + 61]
+
+
+@pytest.mark.usefixtures("kvm")
+def test_read_only_drive_as_under_qemu(tmp_path, capsys):
+    """virtioblk.asm on ``readonly=on``: QEMU accepts a read-only drive
+    for virtio-blk, offers VIRTIO_BLK_F_RO, fails the writes and
+    write-zeroes with IOERR, lets the discard (off by default) succeed, and
+    the disk stays as it was (record_probe.py's ro-* files)."""
+    prog = DATA / "virtioblk.bin"
+    boot, vdisk, con = tmp_path / "boot.img", tmp_path / "vdisk.img", tmp_path / "con.bin"
+    record.make_disk(str(boot), prog.read_bytes())
+    record.make_disk(str(vdisk), b"")
+    before = vdisk.read_bytes()
+    rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "60",
+               "--drive", "file=%s,format=raw,if=ide,index=0" % boot,
+               "--drive", "file=%s,format=raw,if=virtio,readonly=on" % vdisk,
+               "--debugcon", str(con)])
+    assert rc == int((DATA / "ro-exitcode.txt").read_text())
+    assert con.read_bytes() == (DATA / "ro-debugcon.bin").read_bytes()
+    assert vdisk.read_bytes() == before
+
+
+def test_read_only_drive_offers_ro_and_discards(disk):
+    """The same on the device directly: the RO feature bit QEMU offered
+    (BAR0 dword 0 of the recording) and a discard that succeeds."""
+    from tests.hw.test_virtio_blk import BAR_DUMP
+    ref = (DATA / "ro-debugcon.bin").read_bytes()
+    want = struct.unpack_from("<I", ref, BAR_DUMP + 0x80)[0]
+    assert want & 1 << 5
+    r = Rig(disk, extra=",readonly=on")
+    try:
+        assert cpu_inl(r.m.as_io, r.io) == want
+        st = r.request(1, 5, data=b"x" * 512)
+        r.settle()
+        assert r.rd(st, 1) == b"\1"
+        seg = 0x15000
+        r.wr(seg, struct.pack("<QII", 30, 1, 0))
+        r.wr(HDR + 0x100, struct.pack("<IIQ", 11, 0, 0) + b"\xee")
+        r.desc(8, HDR + 0x100, 16, 1, 9)
+        r.desc(9, seg, 16, 1, 10)
+        r.desc(10, HDR + 0x110, 1, 2)
+        r.put_avail(8)
+        r.publish()
+        r.kick()
+        r.settle()
+        assert r.rd(HDR + 0x110, 1) == b"\0"
+    finally:
+        r.close()

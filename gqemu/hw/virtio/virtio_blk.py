@@ -38,7 +38,8 @@ from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE, BLOCK_ERROR_ACTION
 from gqemu.block.block_backend import (blk_aio_flush, blk_aio_ioctl, blk_aio_pdiscard,
                                        blk_aio_preadv,
                                        blk_aio_pwrite_zeroes, blk_aio_pwritev,
-                                       blk_enable_write_cache, blk_nb_sectors,
+                                       blk_enable_write_cache, blk_is_read_only,
+                                       blk_nb_sectors,
                                        blk_set_enable_write_cache)
 from gqemu.block.block_int import BDRV_REQ_MAY_UNMAP, BDRV_REQUEST_MAX_SECTORS
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_add, qemu_iovec_concat
@@ -112,7 +113,7 @@ class VirtIOBlock(VirtIODevice):
         self.geometry = geometry
         self.serial = b""
         self.host_features = VIRTIO_BLK_HOST_FEATURES
-        if getattr(blk, "read_only", False):
+        if blk_is_read_only(blk):
             self.host_features |= 1 << VIRTIO_BLK_F_RO
         self.inflight: set[VirtIOBlockReq] = set()
         self.rq: Optional[VirtIOBlockReq] = None     # parked by a stop error policy

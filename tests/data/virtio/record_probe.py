@@ -17,6 +17,10 @@ disable-modern=on``, QEMU's default 128 MiB and ioeventfd, as `gqemu run --accel
 It runs the program ``--runs`` times (default 3) and fails unless every run
 gives the same bytes, status and disk (the program waits for what QEMU does
 asynchronously; a difference means it does not wait enough).
+
+Then it runs virtioblk.asm (record.py's program) once on a read-only
+virtio drive (``-drive ...,readonly=on``) and keeps ``ro-debugcon.bin`` and
+``ro-exitcode.txt``; the run must leave the disk as it was.
 """
 from __future__ import annotations
 
@@ -44,7 +48,8 @@ def virtio_errors(stderr: str) -> str:
     return "".join(out)
 
 
-def run_once(a: argparse.Namespace, tmp: str, program: bytes) -> tuple[bytes, int, str, bytes]:
+def run_once(a: argparse.Namespace, tmp: str, program: bytes,
+             drive_opts: str = "") -> tuple[bytes, int, str, bytes]:
     boot, vdisk = os.path.join(tmp, "boot.img"), os.path.join(tmp, "vdisk.img")
     dbg = os.path.join(tmp, "debugcon.bin")
     make_disk(boot, program)
@@ -54,7 +59,7 @@ def run_once(a: argparse.Namespace, tmp: str, program: bytes) -> tuple[bytes, in
     cmd = [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "128", "-display", "none",
            "-nodefaults", "-no-user-config",
            "-drive", "file=%s,format=raw,if=ide,index=0" % boot,
-           "-drive", "file=%s,format=raw,if=none,id=vd0" % vdisk,
+           "-drive", "file=%s,format=raw,if=none,id=vd0%s" % (vdisk, drive_opts),
            "-device", "virtio-blk-pci,disable-modern=on,drive=vd0",
            "-chardev", "file,id=prog,path=%s" % dbg,
            "-device", "isa-debugcon,iobase=0xe9,chardev=prog",
@@ -96,6 +101,17 @@ def main() -> int:
             f.write(disk)
         xz(vd, os.path.join(a.out, "probe-vdisk-after.img.xz"))
         print("exit status %d, debugcon %d bytes, %d identical runs" % (rc, len(con), len(runs)))
+        blk = open(os.path.join(HERE, "virtioblk.bin"), "rb").read()
+        con, rc, err, disk = run_once(a, tmp, blk, ",readonly=on")
+        pristine = os.path.join(tmp, "pristine.img")
+        make_disk(pristine, b"")
+        if disk != open(pristine, "rb").read():
+            raise SystemExit("the read-only run changed the disk")
+        with open(os.path.join(a.out, "ro-debugcon.bin"), "wb") as f:
+            f.write(con)
+        with open(os.path.join(a.out, "ro-exitcode.txt"), "w") as f:
+            f.write("%d\n" % rc)
+        print("read-only: exit status %d, debugcon %d bytes" % (rc, len(con)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
