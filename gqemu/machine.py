@@ -215,6 +215,8 @@ class Machine:
         bios = self.bios = self._install_bios()
         if firmware:
             from gqemu.hw.virtio.virtio_pci import virtio_pci_seabios_init
+            from gqemu.kvm.bios import bios_pic_setup
+            bios_pic_setup(self.accel.vm)
             for k, proxy in enumerate(self.virtio):
                 virtio_pci_seabios_init(proxy, self.ram_size, k)
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code

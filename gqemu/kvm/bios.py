@@ -41,6 +41,17 @@ INT13_OFF = 0xE3FE          # the classic INT 13h entry point
 IRET_OFF = 0xFF53           # the classic dummy-interrupt iret
 INT13_STUB = bytes([0x52, 0xBA]) + struct.pack("<H", GQEMU_BIOS_PORT) + bytes([0xEE, 0x5A, 0xCF])
 CF = 0x0001
+# SeaBIOS's hardware-interrupt entries (recorded IVT: 0x08 -> F000:FEA5,
+# 0x72/0x73 -> F000:D437): here they only send the EOI its handlers send
+PIC_EOI_OFF = 0xFEA5
+PIC2_EOI_OFF = 0xD437
+PIC_EOI_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF])  # push ax; EOI master; iret
+PIC2_EOI_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF])  # + slave
+# the PIC as SeaBIOS 1.16.2 leaves it (recorded under QEMU 7.2): vectors
+# 0x08 and 0x70, IRQ 0, 1, 2, 6, 8, 12, 13, 14 unmasked, the PCI lines
+# 10 and 11 level-triggered (ELCR 0x4D1 = 0x0C)
+SEABIOS_PIC = ({"irq_base": 0x08, "imr": 0xB8, "elcr": 0x00},
+               {"irq_base": 0x70, "imr": 0x8E, "elcr": 0x0C})
 
 DISK_RET_SUCCESS = 0x00
 DISK_RET_EPARAM = 0x01
@@ -108,7 +119,12 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     base = BIOS_SEG << 4
     ram[base + IRET_OFF] = 0xCF
     ram[base + INT13_OFF:base + INT13_OFF + len(INT13_STUB)] = INT13_STUB
-    ivt = struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256
+    ram[base + PIC_EOI_OFF:base + PIC_EOI_OFF + len(PIC_EOI_STUB)] = PIC_EOI_STUB
+    ram[base + PIC2_EOI_OFF:base + PIC2_EOI_OFF + len(PIC2_EOI_STUB)] = PIC2_EOI_STUB
+    ivt = bytearray(struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256)
+    for v in range(8):
+        struct.pack_into("<HH", ivt, (0x08 + v) * 4, PIC_EOI_OFF, BIOS_SEG)
+        struct.pack_into("<HH", ivt, (0x70 + v) * 4, PIC2_EOI_OFF, BIOS_SEG)
     ram[0:1024] = ivt
     ram[0x13 * 4:0x13 * 4 + 4] = struct.pack("<HH", INT13_OFF, BIOS_SEG)
     ram[0x413:0x415] = struct.pack("<H", 639)       # base memory (KiB), as SeaBIOS
@@ -117,6 +133,16 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
         None, MemoryRegionOps(_trap_read, _trap_write, name="gqemu-bios"), bs,
         "gqemu-bios", 1))
     return bs
+
+
+def bios_pic_setup(vm: Any) -> None:
+    """Program the in-kernel PICs as SeaBIOS leaves them (initialised,
+    ICW4 8086 mode, vector bases 0x08/0x70, its masks and ELCR), so a
+    program that hooks IRQ 10/11 at 0x72/0x73 and unmasks them gets its
+    interrupt, level-triggered, as under QEMU.  SeaBIOS: pic_setup,
+    pciinit.c (piix_isa_bridge_setup)."""
+    for chip, state in enumerate(SEABIOS_PIC):
+        vm.set_pic(chip, init_state=0, init4=1, auto_eoi=0, read_reg_select=0, **state)
 
 
 def _trap_read(opaque: BiosState, addr: int, size: int) -> int:

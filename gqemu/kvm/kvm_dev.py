@@ -93,7 +93,20 @@ class kvm_irq_level(ctypes.Structure):
     _fields_ = [("irq", ctypes.c_uint32), ("level", ctypes.c_uint32)]
 
 
+class kvm_pic_state(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint8) for n in (
+        "last_irr", "irr", "imr", "isr", "priority_add", "irq_base", "read_reg_select",
+        "poll", "special_mask", "init_state", "auto_eoi", "rotate_on_auto_eoi",
+        "special_fully_nested_mode", "init4", "elcr", "elcr_mask")]
+
+
+class kvm_irqchip(ctypes.Structure):
+    _fields_ = [("chip_id", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("chip", ctypes.c_uint8 * 512)]
+
+
 assert ctypes.sizeof(kvm_regs) == 144 and ctypes.sizeof(kvm_sregs) == 312
+assert ctypes.sizeof(kvm_irqchip) == 520
 
 KVM_GET_API_VERSION = _io(0x00)
 KVM_CREATE_VM = _io(0x01)
@@ -108,6 +121,9 @@ KVM_SET_TSS_ADDR = _io(0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _iow(0x48, 8)
 KVM_CREATE_IRQCHIP = _io(0x60)
 KVM_IRQ_LINE = _iow(0x61, ctypes.sizeof(kvm_irq_level))
+KVM_GET_IRQCHIP = _ioc(3, 0x62, ctypes.sizeof(kvm_irqchip))
+KVM_SET_IRQCHIP = _ior(0x63, ctypes.sizeof(kvm_irqchip))
+KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE = 0, 1
 KVM_RUN = _io(0x80)
 KVM_GET_REGS = _ior(0x81, ctypes.sizeof(kvm_regs))
 KVM_SET_REGS = _iow(0x82, ctypes.sizeof(kvm_regs))
@@ -322,6 +338,16 @@ class KvmVM:
     def irq_line(self, irq: int, level: int) -> None:
         """Drive ISA IRQ ``irq`` of the in-kernel PIC/IOAPIC.  QEMU: kvm_set_irq."""
         _ioctl(self.fd, KVM_IRQ_LINE, kvm_irq_level(irq, 1 if level else 0), "KVM_IRQ_LINE")
+
+    def set_pic(self, chip: int, **fields: int) -> None:
+        """Set fields of the in-kernel i8259 ``chip`` (0 master, 1 slave),
+        the others as they are.  QEMU: kvm_pic_put (KVM_SET_IRQCHIP)."""
+        ic = kvm_irqchip(chip, 0)
+        _ioctl(self.fd, KVM_GET_IRQCHIP, ic, "KVM_GET_IRQCHIP")
+        st = kvm_pic_state.from_buffer(ic.chip)
+        for name, val in fields.items():
+            setattr(st, name, val)
+        _ioctl(self.fd, KVM_SET_IRQCHIP, ic, "KVM_SET_IRQCHIP")
 
     def close(self) -> None:
         for v in self.vcpus:

@@ -38,13 +38,13 @@ def recorded() -> bytes:
 
 
 def firmware_bytes(out: bytes) -> list[int]:
-    """Offsets of the bytes that show what the firmware left in the PIC,
-    not the device: the IRR bytes of 'I' (SeaBIOS programs the PIT, whose
-    IRQ 0 is pending, and sets the ELCR, so PCI IRQs are level-triggered;
-    gqemu runs no BIOS code and leaves the PIC as after reset)."""
+    """Offsets of the bytes that show a device gqemu does not have: the
+    master PIC's IRR in 'I', where QEMU's PIT (programmed by SeaBIOS) has
+    IRQ 0 pending.  The slave's IRR is compared: the PIC is set up as
+    SeaBIOS leaves it (IRQ 10/11 level-triggered, bios_pic_setup)."""
     i = len(out) - 36                       # 'I', two rounds of 17, 'Z'
     assert out[i] == ord("I") and out[-1] == ord("Z")
-    return [i + 1 + 17 * r + k for r in (0, 1) for k in (10, 11, 15, 16)]
+    return [i + 1 + 17 * r + k for r in (0, 1) for k in (10, 15)]
 
 
 @pytest.mark.usefixtures("kvm")
@@ -357,3 +357,23 @@ def test_read_only_drive_offers_ro_and_discards(disk):
         assert r.rd(HDR + 0x110, 1) == b"\0"
     finally:
         r.close()
+
+
+@pytest.mark.usefixtures("kvm")
+def test_virtio_interrupt_through_seabios_pic(tmp_path):
+    """virtioirq.asm: the PIC as SeaBIOS left it (masks, ELCR), then a
+    GET_ID completed by IRQ 10 at vector 0x72 (SeaBIOS's slave base), once
+    with the handler reading the ISR before its EOI (one interrupt) and once
+    only on its second call (the level-triggered line fires again): QEMU's
+    bytes (record_probe.py's irq-* files)."""
+    prog = DATA / "virtioirq.bin"
+    boot, vdisk, con = tmp_path / "boot.img", tmp_path / "vdisk.img", tmp_path / "con.bin"
+    record.make_disk(str(boot), prog.read_bytes())
+    record.make_disk(str(vdisk), b"")
+    rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "60",
+               "--drive", "file=%s,format=raw,if=ide,index=0" % boot,
+               "--drive", "file=%s,format=raw,if=virtio" % vdisk, "--debugcon", str(con)])
+    assert rc == int((DATA / "irq-exitcode.txt").read_text())
+    ref = (DATA / "irq-debugcon.bin").read_bytes()
+    assert ref[5:] == b"Vr\x01\x01Vr\x01\x02"
+    assert con.read_bytes() == ref

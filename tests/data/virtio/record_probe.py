@@ -20,7 +20,9 @@ asynchronously; a difference means it does not wait enough).
 
 Then it runs virtioblk.asm (record.py's program) once on a read-only
 virtio drive (``-drive ...,readonly=on``) and keeps ``ro-debugcon.bin`` and
-``ro-exitcode.txt``; the run must leave the disk as it was.
+``ro-exitcode.txt``; the run must leave the disk as it was.  Last,
+virtioirq.asm (a request completed by interrupt through the PIC as SeaBIOS
+left it): ``irq-debugcon.bin``, ``irq-exitcode.txt``.
 """
 from __future__ import annotations
 
@@ -112,6 +114,15 @@ def main() -> int:
         with open(os.path.join(a.out, "ro-exitcode.txt"), "w") as f:
             f.write("%d\n" % rc)
         print("read-only: exit status %d, debugcon %d bytes" % (rc, len(con)))
+        binp = os.path.join(a.out, "virtioirq.bin")
+        subprocess.run(["nasm", "-f", "bin", "-o", binp,
+                        os.path.join(HERE, "virtioirq.asm")], check=True)
+        con, rc, err, disk = run_once(a, tmp, open(binp, "rb").read())
+        with open(os.path.join(a.out, "irq-debugcon.bin"), "wb") as f:
+            f.write(con)
+        with open(os.path.join(a.out, "irq-exitcode.txt"), "w") as f:
+            f.write("%d\n" % rc)
+        print("interrupts: exit status %d, debugcon %d bytes" % (rc, len(con)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
