@@ -213,20 +213,20 @@ class Machine:
         if not code or len(code) > BOOT_MAX:
             raise MachineError("boot code must be 1..%d bytes (got %d)" % (BOOT_MAX, len(code)))
         bios = self.bios = self._install_bios()
-        if firmware:
-            from gqemu.hw.virtio.virtio_pci import virtio_pci_seabios_init
-            from gqemu.kvm.bios import bios_pic_setup
-            bios_pic_setup(self.accel.vm)
-            for k, proxy in enumerate(self.virtio):
-                virtio_pci_seabios_init(proxy, self.ram_size, k)
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
         fw = None
         if firmware:
+            from gqemu.hw.virtio.virtio_pci import virtio_pci_seabios_writes
+            from gqemu.kvm.bios import bios_pic_setup
+            bios_pic_setup(self.accel.vm)
             boot = None
             if boot_disk and self.blks:
                 first = min(self.blks)
                 boot = (first // 2, first % 2)
-            fw = seabios_firmware(((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot)
+            writes = tuple(w for k, proxy in enumerate(self.virtio)
+                           for w in virtio_pci_seabios_writes(proxy, self.ram_size, k))
+            fw = seabios_firmware(((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot,
+                                  writes)
         index = len(self.kvm.cpus)
         cpu = CPUState(self.kvm, index, fw, X86CPU(index, None))
         bios.cpu = cpu

@@ -44,7 +44,7 @@ def test_boot_program_under_kvm_as_under_qemu(tmp_path, capsys):
     with lzma.open(DATA / "trace.log.xz", "rt") as f:
         ref = _normalize(f)
     # SeaBIOS's own driver ran before the program (gqemu leaves the device
-    # as it does: virtio_pci_seabios_init): from the program's reset on
+    # as it does: virtio_pci_seabios_writes): from the program's reset on
     ref = ref[_program_start(ref):]
     got = _normalize(log.read_text().splitlines())
     got = got[_program_start(got):]

@@ -223,23 +223,22 @@ SEABIOS_RING_TOP_PAGES = 0x23      # SeaBIOS's first vring: 0x23 pages below the
 SEABIOS_RING_PAGES = 3              # each further device's: 3 pages lower
 
 
-def virtio_pci_seabios_init(proxy: VirtIOPCIProxy, ram_size: int, k: int) -> None:
-    """Leave the ``k``-th virtio-blk function as SeaBIOS 1.16.2's driver
-    leaves it for the boot program: reset, ACKNOWLEDGE|DRIVER, no guest
-    feature acked, queue 0 at its vring in high memory, DRIVER_OK (so the
-    write cache is off: ``wce`` reads 0), no request made.  The PFN is
-    what QEMU 7.2 + SeaBIOS showed with 16 and 64 MiB and one or two
-    devices: (RAM >> 12) - 0x23, 3 pages lower per device.  Direct
-    register writes, as ``pci_bios_setup`` (not exits of the vCPU)."""
+def virtio_pci_seabios_writes(proxy: VirtIOPCIProxy, ram_size: int,
+                              k: int) -> list[tuple[int, int, int]]:
+    """The port writes (port, value, size) with which SeaBIOS 1.16.2's
+    driver leaves the ``k``-th virtio-blk function for the boot program:
+    reset, ACKNOWLEDGE|DRIVER, no guest feature acked, queue 0 at its vring
+    in high memory, DRIVER_OK (so the write cache is off: ``wce`` reads 0),
+    no request made.  The PFN is what QEMU 7.2 + SeaBIOS showed with 16, 64
+    and 128 MiB and one or two devices: (RAM >> 12) - 0x23, 3 pages lower
+    per device.  ``gqemu.kvm.firmware`` makes them as exits of the vCPU."""
+    iob = proxy.get_long(0x10) & ~3
     pfn = (ram_size >> VIRTIO_PCI_QUEUE_ADDR_SHIFT) - SEABIOS_RING_TOP_PAGES \
         - SEABIOS_RING_PAGES * k
-    for off, val, size in ((VIRTIO_PCI_STATUS, 0, 1),
-                           (VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE
-                            | VIRTIO_CONFIG_S_DRIVER, 1),
-                           (VIRTIO_PCI_QUEUE_SEL, 0, 2), (VIRTIO_PCI_QUEUE_PFN, pfn, 4),
-                           (VIRTIO_PCI_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE
-                            | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_DRIVER_OK, 1)):
-        virtio_pci_config_write(proxy, off, val, size)
+    ack_driver = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER
+    return [(iob + VIRTIO_PCI_STATUS, 0, 1), (iob + VIRTIO_PCI_STATUS, ack_driver, 1),
+            (iob + VIRTIO_PCI_QUEUE_SEL, 0, 2), (iob + VIRTIO_PCI_QUEUE_PFN, pfn, 4),
+            (iob + VIRTIO_PCI_STATUS, ack_driver | VIRTIO_CONFIG_S_DRIVER_OK, 1)]
 
 
 def virtio_blk_pci_new(bus: Any, devfn: int, blk: Any, ctx: Any) -> VirtIOPCIProxy:
