@@ -273,7 +273,9 @@ def open_drive(d: dict, blk_new_open: Any, BlockError: Any) -> Any:
         blk_unref(blk)
         raise MachineError("-drive %s: Block format '%s' does not support the option "
                            "'share-rw'" % (spec, fmt))
-    if blk_is_read_only(blk):
+    if blk_is_read_only(blk) and d.get("if", "ide") != "virtio":
+        # an ide-hd needs "write"; a virtio-blk takes a read-only drive
+        # (it offers VIRTIO_BLK_F_RO and fails writes)
         blk_unref(blk)
         raise MachineError("Block node is read-only")
     blk.name = d.get("name") or _drive_name(d["index"], d.get("if", "ide"))

@@ -216,11 +216,15 @@ class Machine:
         self.ram[BOOT_ADDR:BOOT_ADDR + len(code)] = code
         fw = None
         if firmware:
+            from gqemu.hw.virtio.virtio_pci import virtio_pci_seabios_writes
             boot = None
             if boot_disk and self.blks:
                 first = min(self.blks)
                 boot = (first // 2, first % 2)
-            fw = seabios_firmware(((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot)
+            writes = tuple(w for k, proxy in enumerate(self.virtio)
+                           for w in virtio_pci_seabios_writes(proxy, self.ram_size, k))
+            fw = seabios_firmware(((PRIMARY[0], PRIMARY[1]), (SECONDARY[0], SECONDARY[1])), boot,
+                                  writes)
         index = len(self.kvm.cpus)
         cpu = CPUState(self.kvm, index, fw, X86CPU(index, None))
         bios.cpu = cpu

@@ -35,9 +35,9 @@ __all__ = [
     "blk_nb_sectors", "blk_is_read_only", "blk_is_inserted", "blk_is_available",
     "blk_get_aio_context", "blk_enable_write_cache", "blk_set_enable_write_cache",
     "blk_get_stats", "blk_set_perm", "blk_check_byte_request",
-    "blk_co_preadv", "blk_co_pwritev", "blk_co_flush", "blk_co_pdiscard",
+    "blk_co_preadv", "blk_co_pwritev", "blk_co_flush", "blk_co_pdiscard", "blk_co_ioctl",
     "blk_co_pwrite_zeroes", "blk_aio_prwv", "blk_aio_preadv", "blk_aio_pwritev",
-    "blk_aio_flush", "blk_aio_pdiscard", "blk_aio_pwrite_zeroes",
+    "blk_aio_flush", "blk_aio_pdiscard", "blk_aio_pwrite_zeroes", "blk_aio_ioctl",
     "blk_aio_read_entry", "blk_aio_write_entry", "blk_pread", "blk_pwrite",
     "blk_flush", "blk_pdiscard", "blk_pwrite_zeroes", "blk_prw", "blk_drain",
 ]
@@ -300,6 +300,16 @@ def blk_co_pdiscard(blk: BlockBackend, offset: int, nbytes: int) -> int:
     return bdrv_co_pdiscard(blk_bs(blk), offset, nbytes)  # type: ignore[arg-type]
 
 
+@coroutine_fn
+def blk_co_ioctl(blk: BlockBackend, req: int, buf: Any) -> int:
+    """-ENOTSUP: no gqemu driver passes ioctls through (in QEMU only
+    host_device and host_cdrom do; raw forwards to its file, which for a
+    regular file has none).  QEMU: blk_co_do_ioctl + bdrv_co_ioctl."""
+    if not blk_is_available(blk):
+        return -errno.ENOMEDIUM
+    return -errno.ENOTSUP
+
+
 # ------------------------------------------------------------------- AIO
 
 
@@ -403,6 +413,19 @@ def blk_aio_pdiscard_entry(acb: BlkAioEmAIOCB) -> None:
     """QEMU: blk_aio_pdiscard_entry."""
     acb.ret = blk_co_pdiscard(acb.blk, acb.offset, acb.bytes)
     blk_aio_complete(acb)
+
+
+def blk_aio_ioctl_entry(acb: BlkAioEmAIOCB) -> None:
+    """QEMU: blk_aio_ioctl_entry (the request rides in ``offset``, the
+    buffer in ``qiov``, as in QEMU's BlkRwCo)."""
+    acb.ret = blk_co_ioctl(acb.blk, acb.offset, acb.qiov)
+    blk_aio_complete(acb)
+
+
+def blk_aio_ioctl(blk: BlockBackend, req: int, buf: Any,
+                  cb: Optional[Callable[[Any, int], Any]], opaque: Any) -> BlkAioEmAIOCB:
+    """QEMU: blk_aio_ioctl."""
+    return blk_aio_prwv(blk, req, 0, buf, blk_aio_ioctl_entry, 0, cb, opaque)
 
 
 def blk_aio_preadv(blk: BlockBackend, offset: int, qiov: QEMUIOVector, flags: int,

@@ -40,7 +40,8 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     which the driver may ignore (-ENOTSUP; qcow2 does, except an image's
     partial last cluster; file-posix punches them), the middle in
     max_pdiscard chunks.  Context: coroutine.
-    Returns: 0 or -errno (-EPERM read-only).  QEMU: bdrv_co_pdiscard."""
+    Returns: 0 or -errno (-EPERM read-only, unless discard is off or the
+    driver has none: then 0 first).  QEMU: bdrv_co_pdiscard."""
     if bs.drv is None:
         return -errno.ENOMEDIUM
     # 64-bit bounds (QEMU's bdrv_check_request): a discard is not limited
@@ -48,11 +49,11 @@ def bdrv_co_pdiscard(bs: BlockDriverState, offset: int, count: int) -> int:
     # can span gigabytes
     if offset < 0 or count < 0 or offset + count > BDRV_MAX_LENGTH:
         return -errno.EIO
-    if bs.read_only:
-        return -errno.EPERM
     drv = bs.drv
     if not bs.open_flags & BDRV_O_UNMAP or drv.bdrv_co_pdiscard is None:
-        return 0
+        return 0        # before the read-only check (QEMU's write_req_prepare)
+    if bs.read_only:
+        return -errno.EPERM
     if bs.dirty_bitmaps:                # the whole request, as bdrv_co_write_req_finish
         from gqemu.block.dirty_bitmap import bdrv_set_dirty
         bdrv_set_dirty(bs, offset, count)

@@ -44,20 +44,22 @@ INT13_OFF = 0xE3FE          # the classic INT 13h entry point
 IRET_OFF = 0xFF53           # the classic dummy-interrupt iret
 INT13_STUB = bytes([0x52, 0xBA]) + struct.pack("<H", GQEMU_BIOS_PORT) + bytes([0xEE, 0x5A, 0xCF])
 CF = 0x0001
-# hardware interrupt handlers (SeaBIOS: handle_hwpic1/2, handle_76)
-HWPIC1_OFF = 0xE3F0         # push ax; mov al, 0x20; out 0x20, al; pop ax; iret
-HWPIC1_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF])
-HWPIC2_OFF = 0xE3E0         # ...; out 0xa0, al; out 0x20, al; ...
-HWPIC2_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF])
-IRQ14_OFF = 0xE3C0          # disk_interrupt_flag (0040:008E) = 0xff, then EOI both
+# SeaBIOS's hardware-interrupt entries (recorded IVT: 0x08 -> F000:FEA5,
+# 0x72/0x73 -> F000:D437): here they only send the EOI its handlers send
+PIC_EOI_OFF = 0xFEA5
+PIC2_EOI_OFF = 0xD437
+PIC_EOI_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0x20, 0x58, 0xCF])  # push ax; EOI master; iret
+PIC2_EOI_STUB = bytes([0x50, 0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x58, 0xCF])  # + slave
+# IRQ 14 (vector 0x76; SeaBIOS's handle_76): disk_interrupt_flag
+# (0040:008E) = 0xff, then EOI to both
+IRQ14_OFF = 0xE3C0
 IRQ14_STUB = bytes([0x50, 0x1E, 0x31, 0xC0, 0x8E, 0xD8, 0xC6, 0x06, 0x8E, 0x04, 0xFF,
                     0xB0, 0x20, 0xE6, 0xA0, 0xE6, 0x20, 0x1F, 0x58, 0xCF])
-# the 8259s as SeaBIOS 1.16.2 leaves them under QEMU 7.2 (recorded by
-# tests/data/kvm/irqbios.asm): vectors 0x08/0x70, IRQ 0, 1, 2, 6 and 8, 12,
-# 13, 14 unmasked, IRQ 10 and 11 (PCI) level-triggered
+# the PIC as SeaBIOS 1.16.2 leaves it (recorded under QEMU 7.2): vectors
+# 0x08 and 0x70, IRQ 0, 1, 2, 6, 8, 12, 13, 14 unmasked, the PCI lines
+# 10 and 11 level-triggered (ELCR 0x4D1 = 0x0C)
 SEABIOS_PIC = ({"irq_base": 0x08, "imr": 0xB8, "elcr": 0x00},
                {"irq_base": 0x70, "imr": 0x8E, "elcr": 0x0C})
-
 
 
 class ExitIO:
@@ -120,16 +122,15 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     base = BIOS_SEG << 4
     ram[base + IRET_OFF] = 0xCF
     ram[base + INT13_OFF:base + INT13_OFF + len(INT13_STUB)] = INT13_STUB
-    ram[base + HWPIC1_OFF:base + HWPIC1_OFF + len(HWPIC1_STUB)] = HWPIC1_STUB
-    ram[base + HWPIC2_OFF:base + HWPIC2_OFF + len(HWPIC2_STUB)] = HWPIC2_STUB
+    ram[base + PIC_EOI_OFF:base + PIC_EOI_OFF + len(PIC_EOI_STUB)] = PIC_EOI_STUB
+    ram[base + PIC2_EOI_OFF:base + PIC2_EOI_OFF + len(PIC2_EOI_STUB)] = PIC2_EOI_STUB
     ram[base + IRQ14_OFF:base + IRQ14_OFF + len(IRQ14_STUB)] = IRQ14_STUB
-    ivt = struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256
+    ivt = bytearray(struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256)
+    for v in range(8):
+        struct.pack_into("<HH", ivt, (0x08 + v) * 4, PIC_EOI_OFF, BIOS_SEG)
+        struct.pack_into("<HH", ivt, (0x70 + v) * 4, PIC2_EOI_OFF, BIOS_SEG)
+    struct.pack_into("<HH", ivt, 0x76 * 4, IRQ14_OFF, BIOS_SEG)
     ram[0:1024] = ivt
-    for vec in range(0x08, 0x10):
-        ram[vec * 4:vec * 4 + 4] = struct.pack("<HH", HWPIC1_OFF, BIOS_SEG)
-    for vec in range(0x70, 0x78):
-        ram[vec * 4:vec * 4 + 4] = struct.pack("<HH", HWPIC2_OFF, BIOS_SEG)
-    ram[0x76 * 4:0x76 * 4 + 4] = struct.pack("<HH", IRQ14_OFF, BIOS_SEG)
     ram[0x48E] = 0                                  # disk_interrupt_flag
     ram[0x13 * 4:0x13 * 4 + 4] = struct.pack("<HH", INT13_OFF, BIOS_SEG)
     ram[0x413:0x415] = struct.pack("<H", 639)       # base memory (KiB), as SeaBIOS
@@ -141,11 +142,14 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
 
 
 def bios_pic_setup(vm: Any) -> None:
-    """Program the in-kernel 8259s as SeaBIOS leaves them (``vm`` is the
-    KvmVM).  SeaBIOS: pic_setup, enable_hwirq, piix_isa_bridge_setup."""
+    """Program the in-kernel PICs as SeaBIOS leaves them (initialised,
+    ICW4 8086 mode, vector bases 0x08/0x70, its masks and ELCR), so a
+    program that hooks IRQ 10/11 at 0x72/0x73 and unmasks them gets its
+    interrupt, level-triggered, as under QEMU.  SeaBIOS: pic_setup,
+    pciinit.c (piix_isa_bridge_setup)."""
     from gqemu.kvm.kvm_dev import KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE
     for chip, state in zip((KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE), SEABIOS_PIC):
-        vm.set_pic(chip, init4=1, **state)
+        vm.set_pic(chip, init_state=0, init4=1, auto_eoi=0, read_reg_select=0, **state)
 
 
 def _trap_read(opaque: BiosState, addr: int, size: int) -> int:

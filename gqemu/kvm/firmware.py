@@ -93,13 +93,18 @@ class GuestIO:
 
 
 def seabios_firmware(channels: tuple[tuple[int, int], ...],
-                     boot: tuple[int, int] | None) -> Callable[[Any], None]:
+                     boot: tuple[int, int] | None,
+                     writes: tuple[tuple[int, int, int], ...] = ()) -> Callable[[Any], None]:
     """A guest program for the vCPU's first steps: SeaBIOS's IDE probe and
     boot read, as exits of the vCPU (so ``--backtrace`` shows them from
     ``qemu_kvm_cpu_thread_fn`` -> ``kvm_cpu_exec`` as QEMU's would, and they
-    are traced and recorded).  When it returns, the vCPU goes on with the
-    boot program on /dev/kvm."""
+    are traced and recorded).  ``writes`` (port, value, size) come first:
+    the virtio-blk driver's (``virtio_pci_seabios_writes``).  When it
+    returns, the vCPU goes on with the boot program on /dev/kvm."""
     def seabios(cpu: Any) -> None:
+        out = {1: cpu.outb, 2: cpu.outw, 4: cpu.outl}
+        for port, val, size in writes:
+            out[size](port, val)
         seabios_ata_probe(GuestIO(cpu), channels, boot)
     return seabios
 

@@ -24,7 +24,9 @@ VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT = 1, 2, 4
 VRING_AVAIL_F_NO_INTERRUPT = 1
 VRING_USED_F_NO_NOTIFY = 1
 VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK = 1, 2, 4
+VIRTIO_CONFIG_S_FEATURES_OK = 8
 VIRTIO_QUEUE_MAX = 1024
+VIRTIO_NO_VECTOR = 0xFFFF
 VIRTQUEUE_MAX_SIZE = 1024
 VIRTIO_PCI_VRING_ALIGN = 4096
 U16 = 0xFFFF
@@ -63,6 +65,7 @@ class VirtQueue:
         self.signalled_used_valid = False
         self.notification = True
         self.inuse = 0
+        self.vector = VIRTIO_NO_VECTOR
 
 
 class VirtIODevice:
@@ -83,7 +86,10 @@ class VirtIODevice:
         self.isr = 0
         self.queue_sel = 0
         self.broken = False
+        self.disabled = False           # bus mastering off (virtio_set_disabled)
         self.started = False
+        self.config_vector = VIRTIO_NO_VECTOR
+        self.queue_vectors: dict[int, int] = {}    # MSI-X vectors of queues not modelled
         self.vq: list[VirtQueue] = []
         self.notify_vector: Callable[[], None] = lambda: None
         self.error_log: list[str] = []
@@ -124,7 +130,24 @@ def virtio_error(vdev: VirtIODevice, msg: str) -> None:
 
 
 def virtio_device_disabled(vdev: VirtIODevice) -> bool:
-    return vdev.broken
+    """Broken, or bus mastering is off.  QEMU: virtio_device_disabled."""
+    return vdev.broken or vdev.disabled
+
+
+def virtio_queue_vector(vdev: VirtIODevice, n: int) -> int:
+    """QEMU: virtio_queue_vector (every queue number below 1024 has one)."""
+    if n < len(vdev.vq):
+        return vdev.vq[n].vector
+    return vdev.queue_vectors.get(n, VIRTIO_NO_VECTOR) if n < VIRTIO_QUEUE_MAX \
+        else VIRTIO_NO_VECTOR
+
+
+def virtio_queue_set_vector(vdev: VirtIODevice, n: int, vector: int) -> None:
+    """QEMU: virtio_queue_set_vector."""
+    if n < len(vdev.vq):
+        vdev.vq[n].vector = vector
+    elif n < VIRTIO_QUEUE_MAX:
+        vdev.queue_vectors[n] = vector
 
 
 # ------------------------------------------------------------ status
@@ -139,9 +162,16 @@ def virtio_set_status(vdev: VirtIODevice, val: int) -> None:
     vdev.status = val & 0xFF
 
 
-def virtio_set_features(vdev: VirtIODevice, val: int) -> None:
-    """QEMU: virtio_set_features_nocheck (legacy has no FEATURES_OK)."""
+def virtio_set_features(vdev: VirtIODevice, val: int) -> bool:
+    """Ignored once the status has FEATURES_OK (8), which a legacy driver
+    can write too.  Returns whether the features were set (the caller then
+    checks the rings again if EVENT_IDX grew them: vring.py's
+    ``virtio_features_changed``).  QEMU: virtio_set_features +
+    virtio_set_features_nocheck."""
+    if vdev.status & VIRTIO_CONFIG_S_FEATURES_OK:
+        return False
     vdev.guest_features = val & vdev.host_features & 0xFFFFFFFF
+    return True
 
 
 def virtio_reset(vdev: VirtIODevice) -> None:
@@ -153,8 +183,11 @@ def virtio_reset(vdev: VirtIODevice) -> None:
     vdev.guest_features = 0
     vdev.queue_sel = 0
     vdev.status = 0
+    vdev.disabled = False
     vdev.isr = 0
+    vdev.config_vector = VIRTIO_NO_VECTOR
     vdev.notify_vector()
+    vdev.queue_vectors.clear()
     for vq in vdev.vq:
         vq.reset()
 

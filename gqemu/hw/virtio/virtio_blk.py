@@ -3,12 +3,16 @@
 A request is a chain: the 16-byte header (type u32, ioprio u32, sector
 u64) readable, then data, then one writable status byte.  Types (QEMU 7.2
 ``virtio_blk_handle_request``; bit 31, BARRIER, is ignored): IN (0) and OUT
-(1) read/write ``sector``; FLUSH (4); GET_ID (8) returns the serial (gqemu's
+(1) read/write ``sector``; SCSI_CMD (2): IOERR with fewer than 2 readable
+or 3 writable buffers, else UNSUPP (SG_IO refused by the drive) with 255
+in the scsi inhdr; FLUSH (4); GET_ID (8) returns the serial (gqemu's
 drives have none: one NUL byte); DISCARD (11) and WRITE_ZEROES (13) take a
 16-byte segment {sector u64, num_sectors u32, flags u32}; anything else
 completes with UNSUPP (2).  A range past the end, a length that is not a
 multiple of 512 or more than BDRV_REQUEST_MAX_SECTORS complete with IOERR
 (1).  A missing or short header is ``virtio_error``: the device is broken.
+
+DRIVER_OK without CONFIG_WCE sets the write cache from the WCE feature.
 
 Reads and writes popped in one notify are collected in a MultiReqBuffer
 (at most 32; a direction change submits) and ``virtio_blk_submit_multireq``
@@ -31,9 +35,11 @@ from typing import Any, Optional
 from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE, BLOCK_ERROR_ACTION_REPORT,
                                    BLOCK_ERROR_ACTION_STOP, blk_add_resume_handler,
                                    blk_error_action, blk_get_error_action)
-from gqemu.block.block_backend import (blk_aio_flush, blk_aio_pdiscard, blk_aio_preadv,
+from gqemu.block.block_backend import (blk_aio_flush, blk_aio_ioctl, blk_aio_pdiscard,
+                                       blk_aio_preadv,
                                        blk_aio_pwrite_zeroes, blk_aio_pwritev,
-                                       blk_enable_write_cache, blk_nb_sectors,
+                                       blk_enable_write_cache, blk_is_read_only,
+                                       blk_nb_sectors,
                                        blk_set_enable_write_cache)
 from gqemu.block.block_int import BDRV_REQ_MAY_UNMAP, BDRV_REQUEST_MAX_SECTORS
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_add, qemu_iovec_concat
@@ -42,14 +48,17 @@ from gqemu.hw.virtio.trace_events import (trace_virtio_blk_handle_read,
                                           trace_virtio_blk_req_complete,
                                           trace_virtio_blk_rw_complete,
                                           trace_virtio_blk_submit_multireq)
-from gqemu.hw.virtio.virtio import (VirtIODevice, VirtQueue, VirtQueueElement,
-                                    virtio_add_queue, virtio_error)
+from gqemu.hw.dma import dma_memory_write
+from gqemu.hw.virtio.virtio import (VIRTIO_CONFIG_S_DRIVER_OK, VirtIODevice, VirtQueue,
+                                    VirtQueueElement, virtio_add_queue, virtio_error)
 from gqemu.hw.virtio.vring import (virtio_notify, virtio_queue_empty,
                                    virtio_queue_set_notification, virtqueue_detach_element,
                                    virtqueue_pop, virtqueue_push)
 
 VIRTIO_ID_BLOCK = 2
-VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID = 0, 1, 4, 8
+VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_SCSI_CMD = 0, 1, 2
+VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID = 4, 8
+SG_IO = 0x2285
 VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES = 11, 13
 VIRTIO_BLK_T_BARRIER = 0x80000000
 VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP = 0, 1, 2
@@ -62,7 +71,7 @@ MAX_IOV = 1024                       # IOV_MAX: blk_get_max_iov
 # QEMU 7.2 host features (legacy): SEG_MAX, GEOMETRY, BLK_SIZE, SCSI, FLUSH,
 # TOPOLOGY, CONFIG_WCE, DISCARD, WRITE_ZEROES (the transport adds its own)
 VIRTIO_BLK_HOST_FEATURES = sum(1 << b for b in (2, 4, 6, 7, 9, 10, 11, 13, 14))
-VIRTIO_BLK_F_RO = 5
+VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SCSI, VIRTIO_BLK_F_WCE, VIRTIO_BLK_F_CONFIG_WCE = 5, 7, 9, 11
 CONFIG_LEN = 57                      # up to write_zeroes_may_unmap
 
 
@@ -104,7 +113,7 @@ class VirtIOBlock(VirtIODevice):
         self.geometry = geometry
         self.serial = b""
         self.host_features = VIRTIO_BLK_HOST_FEATURES
-        if getattr(blk, "read_only", False):
+        if blk_is_read_only(blk):
             self.host_features |= 1 << VIRTIO_BLK_F_RO
         self.inflight: set[VirtIOBlockReq] = set()
         self.rq: Optional[VirtIOBlockReq] = None     # parked by a stop error policy
@@ -121,6 +130,14 @@ class VirtIOBlock(VirtIODevice):
             cyls & 0xFFFF, heads, secs, BLK_SIZE, 0, 0, 0, 0,
             1 if blk_enable_write_cache(self.blk) else 0, 0, 1,
             maxs, 1, 1, maxs, 1, 1)[:CONFIG_LEN]
+
+    def set_status_hook(self, val: int) -> None:
+        """DRIVER_OK from a driver without CONFIG_WCE: the write cache
+        follows the WCE (FLUSH) feature it acked, so a driver that acks
+        neither gets writethrough (config ``wce`` reads 0) until a reset.
+        QEMU: virtio_blk_set_status."""
+        if val & VIRTIO_CONFIG_S_DRIVER_OK and not self.has_feature(VIRTIO_BLK_F_CONFIG_WCE):
+            blk_set_enable_write_cache(self.blk, self.has_feature(VIRTIO_BLK_F_WCE))
 
     def set_config(self, addr: int, size: int) -> None:
         """Only ``wce`` (offset 32) is writable.  QEMU: virtio_blk_set_config."""
@@ -340,6 +357,8 @@ def virtio_blk_handle_request(req: VirtIOBlockReq, mrb: MultiReqBuffer) -> int:
             virtio_blk_submit_multireq(s, mrb)
         mrb.reqs.append(req)
         mrb.is_write = is_write
+    elif kind == VIRTIO_BLK_T_SCSI_CMD:
+        virtio_blk_handle_scsi(req)
     elif kind == VIRTIO_BLK_T_FLUSH:
         if mrb.is_write and mrb.reqs:
             virtio_blk_submit_multireq(s, mrb)
@@ -372,6 +391,43 @@ def virtio_blk_handle_request(req: VirtIOBlockReq, mrb: MultiReqBuffer) -> int:
     else:
         virtio_blk_req_complete(req, VIRTIO_BLK_S_UNSUPP)
     return 0
+
+
+def _scsi_errors(req: VirtIOBlockReq) -> None:
+    """255 in ``errors``, the first field of the virtio_scsi_inhdr the
+    driver put in the second-to-last device-writable buffer ("anything
+    nonzero, so that the ioctl fails in the guest")."""
+    addr = req.elem.in_sg[-2][0]
+    dma_memory_write(req.dev.dma_as(), addr, struct.pack("<I", 255), 4)
+
+
+def virtio_blk_ioctl_complete(opaque: VirtIOBlockReq, ret: int) -> None:
+    """QEMU: virtio_blk_ioctl_complete (gqemu's block drivers have no
+    ioctl: ``ret`` is always -ENOTSUP)."""
+    status = VIRTIO_BLK_S_OK
+    if ret:
+        status = VIRTIO_BLK_S_UNSUPP
+        _scsi_errors(opaque)
+    virtio_blk_req_complete(opaque, status)
+
+
+def virtio_blk_handle_scsi(req: VirtIOBlockReq) -> None:
+    """VIRTIO_BLK_T_SCSI_CMD (legacy devices offer VIRTIO_BLK_F_SCSI): fewer
+    than 2 readable or 3 writable buffers is IOERR; a bidirectional one is
+    UNSUPP; otherwise SG_IO goes to the drive, which refuses it (UNSUPP,
+    completed from a bottom half).  Both UNSUPP cases set the SCSI
+    ``errors`` field to 255.  QEMU: virtio_blk_handle_scsi +
+    virtio_blk_handle_scsi_req."""
+    elem = req.elem
+    if len(elem.out_sg) < 2 or len(elem.in_sg) < 3:
+        virtio_blk_req_complete(req, VIRTIO_BLK_S_IOERR)
+        return
+    if not req.dev.host_features >> VIRTIO_BLK_F_SCSI & 1 or \
+            (len(elem.out_sg) > 2 and len(elem.in_sg) > 3):
+        _scsi_errors(req)
+        virtio_blk_req_complete(req, VIRTIO_BLK_S_UNSUPP)
+        return
+    blk_aio_ioctl(req.dev.blk, SG_IO, None, virtio_blk_ioctl_complete, req)
 
 
 def virtio_blk_handle_discard_write_zeroes(req: VirtIOBlockReq, seg: bytes, wz: bool) -> int:

@@ -71,8 +71,22 @@ def dma_memory_map(as_: AddressSpace, addr: int, length: int) -> Optional[list]:
     return out
 
 
-def _ram_covers(as_: AddressSpace, addr: int, length: int) -> bool:
-    return dma_memory_map(as_, addr, length) is not None
+def address_space_cache_len(as_: AddressSpace, addr: int, length: int) -> int:
+    """How much of ``[addr, addr + length)`` one cache covers: RAM as far
+    as RAM goes on, an I/O region to its end, a hole (nothing mapped, or a
+    device with bus mastering off) all of it.  QEMU:
+    address_space_cache_init."""
+    fr = as_.lookup(addr)
+    mr = fr.mr
+    if mr.ram is None:
+        if mr.ops is None or mr.name == "unassigned" or not fr.start <= addr < fr.end:
+            return length
+        return min(length, fr.end - addr)
+    n = 0
+    while n < length and fr.mr.ram is not None and fr.start <= addr + n < fr.end:
+        n = fr.end - addr
+        fr = as_.lookup(fr.end)
+    return min(n, length)
 
 
 def vring_avail_idx(vq: VirtQueue) -> int:
@@ -89,18 +103,19 @@ def _used_size(vq: VirtQueue) -> int:
 
 
 def virtio_init_region_cache(vdev: VirtIODevice, n: int) -> None:
-    """Check that the rings are guest RAM the device can reach.  QEMU:
-    virtio_init_region_cache (its "Cannot map ..." errors)."""
+    """Check that each ring lies in one piece of what the device sees: RAM
+    that ends inside a ring is an error, a ring in a hole is not (its
+    reads give 0, its writes vanish).  QEMU: virtio_init_region_cache (its
+    "Cannot map ..." errors)."""
     vq = vdev.vq[n]
     if not vq.desc:
         return
     as_ = vdev.dma_as()
-    if not _ram_covers(as_, vq.desc, 16 * vq.num):
-        virtio_error(vdev, "Cannot map desc")
-    elif not _ram_covers(as_, vq.used, _used_size(vq)):
-        virtio_error(vdev, "Cannot map used")
-    elif not _ram_covers(as_, vq.avail, _avail_size(vq)):
-        virtio_error(vdev, "Cannot map avail")
+    for what, addr, size in (("desc", vq.desc, 16 * vq.num), ("used", vq.used, _used_size(vq)),
+                             ("avail", vq.avail, _avail_size(vq))):
+        if address_space_cache_len(as_, addr, size) < size:
+            virtio_error(vdev, "Cannot map %s" % what)
+            return
 
 
 def virtio_queue_set_addr(vdev: VirtIODevice, n: int, addr: int) -> None:
@@ -114,6 +129,15 @@ def virtio_queue_set_addr(vdev: VirtIODevice, n: int, addr: int) -> None:
     end = vq.avail + 4 + 2 * vq.num
     vq.used = (end + VIRTIO_PCI_VRING_ALIGN - 1) & ~(VIRTIO_PCI_VRING_ALIGN - 1)
     virtio_init_region_cache(vdev, n)
+
+
+def virtio_features_changed(vdev: VirtIODevice) -> None:
+    """EVENT_IDX negotiated: the rings grew by their event words, check
+    them again.  QEMU: the loop at the end of virtio_set_features."""
+    if vdev.has_feature(VIRTIO_RING_F_EVENT_IDX):
+        for vq in vdev.vq:
+            if vq.num:
+                virtio_init_region_cache(vdev, vq.queue_index)
 
 
 def virtio_memory_changed(vdev: VirtIODevice) -> None:
@@ -194,7 +218,7 @@ def virtqueue_pop(vq: VirtQueue) -> Optional[VirtQueueElement]:
         if not length or length % 16:
             virtio_error(vdev, "Invalid size for indirect buffer table")
             return None
-        if not _ram_covers(vdev.dma_as(), addr, length):
+        if address_space_cache_len(vdev.dma_as(), addr, length) < length:
             virtio_error(vdev, "Cannot map indirect buffer")
             return None
         table, max_ = addr, length // 16
