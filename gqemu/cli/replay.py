@@ -43,9 +43,10 @@ def _drives_for(meta: dict, specs: list[str], tmpdir_box: list) -> list[dict]:
         return scratch_drives(tmpdir, [d["index"] for d in recorded if d.get("if") != "virtio"],
                               [d["index"] for d in recorded if d.get("if") == "virtio"])
     if recorded:
-        raise UsageError("the trace was recorded on %d drive(s) (IDE index %s); give them "
-                         "with --drive" % (len(recorded),
-                                           ", ".join(str(d.get("index", 0)) for d in recorded)))
+        raise UsageError("the trace was recorded on %d drive(s) (%s); give them with --drive"
+                         % (len(recorded), ", ".join("%s index %s" % (
+                             "virtio" if d.get("if") == "virtio" else "IDE", d.get("index", 0))
+                             for d in recorded)))
     raise UsageError("the trace does not describe its drives; give them with --drive "
                      "(e.g. --drive file=disk.img,format=raw)")
 

@@ -236,6 +236,10 @@ def start_record(stack: Any, args: Any, machine: Any, drives: list[dict],
     from gqemu.replay.format import TraceWriter
     from gqemu.replay.record import GuestRamSync, Recorder
     meta = trace_meta(drives, machine.ram_size, program)
+    if not machine.ide_bus_master:
+        # PCI as SeaBIOS leaves it (--accel kvm, with or without the
+        # firmware's exits): the replay machine must start the same way
+        meta["firmware"] = "seabios"
     try:
         f = open(args.record, "wb")
     except OSError as e:
