@@ -175,7 +175,9 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     node_ro = o.readonly
     if "read-only" in o.user_keys:      # the node's own option decides
         node_ro = str(o.opts.get("read-only")) in ("on", "true", "yes")
-    if o.force_share and not node_ro:
+    if o.force_share and not node_ro and o.opts.get("snapshot") != "on":
+        # (-s: the image below the overlay is read-only, and the overlay
+        # does not take force-share -- QEMU's bdrv_temp_snapshot_options)
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
