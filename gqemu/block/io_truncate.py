@@ -65,6 +65,11 @@ def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, st
             return -errno.ENOTSUP, "Unsupported preallocation mode: %s" % prealloc
     except OSError as e:
         ret = e.errno or errno.EIO
+        if prealloc != "off":           # QEMU restores the old length
+            try:
+                os.ftruncate(fd, cur)
+            except OSError:
+                pass
         what = {"falloc": "Could not preallocate new data",
                 "full": "Could not write zeros for preallocation"}.get(prealloc,
                                                                      "Could not resize file")

@@ -66,9 +66,17 @@ def check_perm(io: QemuIO, ct: cmdinfo_t) -> int:
     if blk_is_read_only(io.blk):
         error_report(io, "Block node is read-only")
         return -errno.EPERM
+    from gqemu.block import BLK_PERM_RESIZE, BLK_PERM_WRITE, blk_set_perm
+    if io.snapshot_reopened and (not io.blk_write_perm or ct.perm & CMD_PERM_RESIZE and
+                                 not io.blk.perm & BLK_PERM_RESIZE):
+        # -s after a reopen: QEMU 7.2 opens the unlinked overlay file again
+        # for a new permission, which fails (as the reopens, qemu_io_open)
+        bs = blk_bs(io.blk)
+        error_report(io, "Could not open '%s': No such file or directory"
+                     % (bs.filename if bs is not None else ""))
+        return -errno.ENOENT
     io.blk_write_perm = True            # held from now on (reopen -r gives it up)
     if ct.perm & CMD_PERM_RESIZE:
-        from gqemu.block import BLK_PERM_RESIZE, BLK_PERM_WRITE, blk_set_perm
         want = io.blk.perm | BLK_PERM_WRITE | BLK_PERM_RESIZE
         if want != io.blk.perm:
             try:

@@ -175,7 +175,9 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
     node_ro = o.readonly
     if "read-only" in o.user_keys:      # the node's own option decides
         node_ro = str(o.opts.get("read-only")) in ("on", "true", "yes")
-    if o.force_share and not node_ro:
+    if o.force_share and not node_ro and o.opts.get("snapshot") != "on":
+        # (-s: the image below the overlay is read-only, and the overlay
+        # does not take force-share -- QEMU's bdrv_temp_snapshot_options)
         error_report(io, "can't open%s%s: force-share=on can only be used with "
                      "read-only images" % (" device " if name else "", name or ""))
         return 1
@@ -202,6 +204,8 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         # QEMU: bdrv_open_inherit's check for unused options, after the open
         from gqemu.block import blk_bs, qdict_first_key
         bs = blk_bs(io.blk)
+        if o.opts.get("snapshot") == "on" and bs is not None and bs.backing is not None:
+            bs = bs.backing.bs          # the image's node, below the -s overlay
         fmt = bs.drv.format_name if bs is not None and bs.drv is not None else ""
         blk, io.blk = io.blk, None
         blk_unref(blk)
@@ -366,6 +370,7 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     if g.args:
         qemuio_command_usage(reopen_cmd)
         return -errno.EINVAL
+    had_write_perm = io.blk_write_perm
     if o.readonly:
         # qemu-io gives up its write permission for good before reopening
         # read-only (whether or not the reopen then succeeds)
@@ -418,6 +423,7 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
         if io.snapshot_reopened and o.readonly and not old.readonly:
             error_report(io, "Read-only block node '%s' cannot support read-write users"
                          % io.root_node_name)
+            io.blk_write_perm = had_write_perm  # (measured: a write then works)
             return -errno.EPERM
         if o.readonly != old.readonly or direct in ("on", "true", "yes") or \
                 (io.snapshot_reopened and not old.readonly):
@@ -427,6 +433,11 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
             return -errno.ENOENT
         io.snapshot_reopened = True
         return 0
+    for key in ("aio", "file.aio"):
+        if o.opts.get(key) == "native":
+            # QEMU's reopen keeps the engine without checking O_DIRECT again;
+            # gqemu runs both on the thread pool
+            o.opts[key] = "threads"
     blk, io.blk = io.blk, None
     blk_unref(blk)
     try:
