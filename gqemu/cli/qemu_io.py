@@ -38,16 +38,19 @@ from gqemu.cli.qemu_io_util import HasProg, error_report, out
 
 USAGE = """\
 Usage: %(p)s [OPTIONS]... [-c STRING]... [file]
-QEMU Disk exerciser (gqemu)
+QEMU Disk exerciser
 
+  --object OBJECTDEF   define an object such as 'secret' for
+                       passwords and/or encryption keys
   --image-opts         treat file as option string
   -c, --cmd STRING     execute command with its arguments
                        from the given string
   -f, --format FMT     specifies the block driver to use
   -r, --read-only      export read-only
+  -s, --snapshot       use snapshot file
   -n, --nocache        disable host cache, short for -t none
   -C, --copy-on-read   enable copy-on-read
-  -m, --misalign       misalign allocations for O_DIRECT (no effect in gqemu)
+  -m, --misalign       misalign allocations for O_DIRECT
   -k, --native-aio     use kernel AIO implementation
                        (Linux only, prefer use of -i)
   -i, --aio=MODE       use AIO mode (threads, native or io_uring)
@@ -55,11 +58,15 @@ QEMU Disk exerciser (gqemu)
   -d, --discard=MODE   use the given discard mode for the image
   -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]
                        specify tracing options
-  -U, --force-share    force shared permissions (read-only images)
+                       see qemu-img(1) man page for full description
+  -U, --force-share    force shared permissions
   -h, --help           display this help and exit
   -V, --version        output version information and exit
 
 See '%(p)s -c help' for information on available commands.
+
+See <https://qemu.org/contribute/report-a-bug> for how to report bugs.
+More information on the QEMU project at <https://qemu.org>.
 """
 
 SOPT = "hVc:d:f:rsnCmki:t:T:U"

@@ -120,3 +120,12 @@ qemu-io -c 'read -P 0 0 4k' t.qcow2
 """
     real, ours = difftools.both(script, tmp_path, qemu_img, qemu_io)
     assert "No such file or directory" in real and ours == real
+
+
+def test_help_is_qemu_ios(tmp_path, qemu_img, qemu_io):
+    # -h lists every option gqemu-io takes (--object, -s included) in
+    # qemu-io's words; only the program name differs, and the wrappers are
+    # named qemu-io.
+    out = difftools.both("qemu-io -h; echo rc=$?", tmp_path, qemu_img, qemu_io)
+    assert out[0] == out[1]
+    assert "--object OBJECTDEF" in out[0] and "-s, --snapshot" in out[0]
