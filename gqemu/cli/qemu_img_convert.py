@@ -72,7 +72,7 @@ def _pow2floor(v: int) -> int:
 
 def img_convert(argv: list[str]) -> int:
     """QEMU: img_convert (the source images are concatenated)."""
-    opts, args = parse_args(argv, "hf:O:B:Cco:l:S:pt:T:F:nm:WUq",
+    opts, args = parse_args(argv, "hf:O:B:Cco:l:S:pt:T:F:nm:WUqr:",
                             ["help", "object=", "image-opts", "target-image-opts", "force-share",
                              "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps"])
     s = ImgConvertState()
@@ -135,6 +135,8 @@ def img_convert(argv: list[str]) -> int:
                                % (BDRV_SECTOR_SIZE, MAX_BUF_SECTORS * BDRV_SECTOR_SIZE))
             s.min_sparse = sval // BDRV_SECTOR_SIZE
             explicit_sparse = True
+        elif o == "-r":
+            cvtnum("rate limit", v)     # checked; copying is not throttled
         elif o == "-m":
             m = qemu_strtol(v)
             if m is None or not 1 <= m <= MAX_COROUTINES:
