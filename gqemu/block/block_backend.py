@@ -19,8 +19,8 @@ from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_RDWR, BDRV_REQ_FUA, 
                                 BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ,
                                 BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, INT_MAX,
                                 BdrvChild, BlockDriverState, BlockError, bdrv_getlength,
-                                bdrv_open, bdrv_refresh_perms, bdrv_unref,
-                                qemu_opt_bool)
+                                bdrv_refresh_perms, bdrv_unref, qemu_opt_bool)
+from gqemu.block.driver_open import bdrv_open
 from gqemu.block.block_int import BDRV_O_NO_SHARE
 from gqemu.block.drive_opts import parse_drive_options
 from gqemu.block.io import NOT_DONE, bdrv_co_preadv, bdrv_co_pwritev
