@@ -51,8 +51,9 @@ from gqemu.block.driver import (BDRV_BLOCK_ALLOCATED, BDRV_BLOCK_DATA,
                                 BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, BLKDBG_EVENT,
                                 BdrvChild, BlockDriver, BlockDriverState, BlockError,
                                 BlockLimits, bdrv_debug_event, bdrv_drivers,
-                                bdrv_find_format, bdrv_getlength, bdrv_open,
-                                bdrv_register, bdrv_unref, qdict_first_key)
+                                bdrv_find_format, bdrv_getlength, bdrv_register,
+                                bdrv_unref, qdict_first_key)
+from gqemu.block.driver_open import bdrv_open
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_misc import (bdrv_co_flush, bdrv_co_get_block_status, bdrv_co_pdiscard, bdrv_pread, bdrv_pwrite, bdrv_run_co,
                                  bdrv_drain, bdrv_flush, bdrv_pwrite_sync)

@@ -1,6 +1,9 @@
-"""Block drivers and the node graph: ``BlockDriver``, the registry,
-``BlockDriverState``, ``BdrvChild``, ``BlockLimits``, permissions, and
-``bdrv_open`` with QEMU's format probing.
+"""The node graph: ``BlockDriverState``, ``BdrvChild``, references and
+closing, lengths and limits, ``bdrv_debug_event``/``BLKDBG_EVENT``; and
+the names every driver imports, re-exported from below: block_int.py's
+constants and ``BlockError``/``BlockLimits``, driver_registry.py's
+``BlockDriver`` and registry, perms.py's permissions.  Opening a graph
+(``bdrv_open``, probing) is driver_open.py's, which sits above this module.
 
 A driver class is the vtable (QEMU's ``BlockDriver``); its instance is the
 node's state (QEMU's ``bs->opaque``), so ``bs.drv is bs.opaque``.  Slots a
@@ -12,28 +15,28 @@ a node closes, ``bdrv_pread`` of the probe sector) is io_misc.py's, which
 sits above this module: io_misc hands both down when it is imported
 (``bdrv_set_sync_io``; the package imports it before any node is opened).
 
-Must not import: gqemu.block.io*, gqemu.hw, gqemu.kvm or anything above
-the block layer.
+Must not import: gqemu.block.driver_open, gqemu.block.io*, gqemu.hw,
+gqemu.kvm or anything above the block layer.
 QEMU: block.c, include/block/block_int.h.
 """
 from __future__ import annotations
 
 import errno
-import os
 import threading
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from gqemu.aio import AioContext, qemu_get_current_aio_context
-from gqemu.block.module_block import block_driver_modules, block_module_load
+from gqemu.block.driver_registry import (BlockDriver, bdrv_drivers,  # noqa: F401 (re-exported)
+                                         bdrv_find_format, bdrv_find_protocol,
+                                         bdrv_probe_all, bdrv_register)
 from gqemu.block.perms import (bdrv_filter_default_perms,  # noqa: F401 (re-exported)
                                bdrv_format_default_perms, bdrv_get_cumulative_perm,
                                bdrv_perm_names, bdrv_refresh_perms)
-from gqemu.block.trace_events import trace_bdrv_open_common
 
 __all__ = [
     "BlockError", "BlockDriver", "BlockDriverState", "BdrvChild", "BlockLimits",
     "bdrv_register", "bdrv_find_format", "bdrv_find_protocol", "bdrv_drivers",
-    "bdrv_open", "bdrv_unref", "bdrv_ref", "bdrv_probe_all", "bdrv_getlength",
+    "bdrv_unref", "bdrv_ref", "bdrv_probe_all", "bdrv_getlength",
     "bdrv_nb_sectors", "refresh_total_sectors", "bdrv_refresh_limits",
     "bdrv_get_aio_context", "bdrv_is_read_only", "bdrv_debug_event",
     "BLKDBG_EVENT", "bdrv_filter_default_perms", "bdrv_format_default_perms",
@@ -56,171 +59,6 @@ from gqemu.block.block_int import (  # noqa: F401  (re-exported)
     _min_non_zero, error_report, qemu_opt_bool, qemu_opt_size, qemu_opt_str,
     set_error_sink,
 )
-
-# ----------------------------------------------------------------- drivers
-
-
-class BlockDriver:
-    """The driver vtable; an instance is one node's state.
-
-    Slots (``None`` = not implemented), all taking ``bs`` first:
-    ``bdrv_open(bs, options, flags)`` (formats) / ``bdrv_file_open(bs,
-    filename, options, flags)`` (protocols) raise BlockError;
-    ``bdrv_close``; ``bdrv_co_preadv/pwritev(bs, offset, nbytes, qiov,
-    flags)``; ``bdrv_co_flush``, ``bdrv_co_flush_to_os``,
-    ``bdrv_co_flush_to_disk`` (blkdebug) or ``bdrv_aio_flush(bs, cb, opaque)
-    -> acb`` (file-posix, as QEMU 2.8's raw-posix: through the thread pool);
-    ``bdrv_co_pdiscard(bs, offset, nbytes)``;
-    ``bdrv_co_pwrite_zeroes(bs, offset, nbytes, flags)``;
-    ``bdrv_co_get_block_status(bs, offset, nbytes) -> (ret, pnum, map, file)``
-    (flags apart from the host offset ``map``; see io_status.py);
-    ``bdrv_getlength(bs)``; ``bdrv_truncate(bs, offset)``;
-    ``bdrv_refresh_limits(bs)``; ``bdrv_get_info(bs) -> dict``;
-    ``bdrv_amend_options(bs, opts, status_cb, force) -> (ret, msg)`` (from
-    the loop, ``opts`` typed by ``amend_opts``);
-    ``bdrv_debug_event(bs, event)``, ``bdrv_debug_breakpoint(bs, event_name,
-    tag)``, ``bdrv_debug_remove_breakpoint/bdrv_debug_resume(bs, tag)``,
-    ``bdrv_debug_is_suspended(bs, tag)`` (blkdebug); ``bdrv_check_perm/bdrv_set_perm(bs,
-    perm, shared)``; ``bdrv_child_perm(bs, child, role, perm, shared)``.
-    ``bdrv_probe(buf, filename) -> score`` is a staticmethod.
-    QEMU: struct BlockDriver.
-    """
-
-    format_name: str = ""
-    protocol_name: Optional[str] = None
-    is_filter = False
-    has_variable_length = False
-    supports_backing = False
-    # (name, type, help) of the creation options as qemu-img lists them, types
-    # "str", "bool", "num", "size"; none: no image creation (QEMU: create_opts)
-    create_opts: tuple[tuple[str, str, str], ...] = ()
-    # (name, type, help) of the options ``qemu-img amend`` takes (QEMU: amend_opts)
-    amend_opts: tuple[tuple[str, str, str], ...] = ()
-
-    bdrv_probe: Optional[Callable[[bytes, str], int]] = None
-    bdrv_open: Optional[Callable[..., None]] = None
-    bdrv_file_open: Optional[Callable[..., None]] = None
-    bdrv_close: Optional[Callable[..., None]] = None
-    bdrv_co_preadv: Optional[Callable[..., int]] = None
-    bdrv_co_pwritev: Optional[Callable[..., int]] = None
-    bdrv_co_pwritev_compressed: Optional[Callable[..., int]] = None
-    bdrv_co_flush: Optional[Callable[..., int]] = None
-    bdrv_co_flush_to_os: Optional[Callable[..., int]] = None
-    bdrv_co_flush_to_disk: Optional[Callable[..., int]] = None
-    bdrv_aio_flush: Optional[Callable[..., Any]] = None
-    bdrv_co_pdiscard: Optional[Callable[..., int]] = None
-    bdrv_co_pwrite_zeroes: Optional[Callable[..., int]] = None
-    bdrv_co_get_block_status: Optional[Callable[..., Any]] = None
-    bdrv_getlength: Optional[Callable[..., int]] = None
-    bdrv_truncate: Optional[Callable[..., int]] = None
-    bdrv_refresh_limits: Optional[Callable[..., None]] = None
-    bdrv_get_info: Optional[Callable[..., Any]] = None
-    bdrv_debug_event: Optional[Callable[..., None]] = None
-    bdrv_debug_breakpoint: Optional[Callable[..., int]] = None
-    bdrv_debug_remove_breakpoint: Optional[Callable[..., int]] = None
-    bdrv_debug_resume: Optional[Callable[..., int]] = None
-    bdrv_debug_is_suspended: Optional[Callable[..., bool]] = None
-    bdrv_check_perm: Optional[Callable[..., None]] = None
-    bdrv_set_perm: Optional[Callable[..., None]] = None
-    bdrv_child_perm: Optional[Callable[..., tuple[int, int]]] = None
-    bdrv_has_zero_init: Optional[Callable[..., int]] = None
-    bdrv_amend_options: Optional[Callable[..., tuple[int, str]]] = None
-
-    def __repr__(self) -> str:
-        return "<BlockDriver %s>" % (self.format_name or self.protocol_name)
-
-
-class _BlockDrivers(Mapping[str, type[BlockDriver]]):
-    """``bdrv_drivers``: every driver by format name, in registration order
-    (module_block.py's table, then any driver registered outside it).  The
-    names are known from the start; a driver's module is imported when its
-    class is first looked up (``bdrv_drivers[name]``, ``.get``,
-    ``.values()``), so listing or testing names imports nothing."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, type[BlockDriver]] = {}
-        self.modules = {m.format_name: m.library_name for m in block_driver_modules}
-
-    def __getitem__(self, name: str) -> type[BlockDriver]:
-        cls = self.loaded.get(name)
-        if cls is None:
-            library = self.modules.get(name)
-            if library is None:
-                raise KeyError(name)
-            block_module_load(library)
-            cls = self.loaded[name]
-        return cls
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.modules or name in self.loaded
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.modules
-        yield from (n for n in self.loaded if n not in self.modules)
-
-    def __len__(self) -> int:
-        return len(self.modules) + sum(1 for n in self.loaded if n not in self.modules)
-
-
-bdrv_drivers = _BlockDrivers()
-
-
-def bdrv_register(cls: type[BlockDriver]) -> type[BlockDriver]:
-    """Class decorator: add a driver to the registry (when its module is
-    imported).  QEMU: bdrv_register."""
-    name = cls.format_name
-    assert name and name not in bdrv_drivers.loaded, "driver %r registered twice" % name
-    bdrv_drivers.loaded[name] = cls
-    return cls
-
-
-def bdrv_find_format(name: str) -> Optional[type[BlockDriver]]:
-    """The driver of that format name, its module imported on first use.
-    QEMU: bdrv_find_format (with block_module_load)."""
-    return bdrv_drivers.get(name)
-
-
-def bdrv_find_protocol(filename: str) -> Optional[type[BlockDriver]]:
-    """The protocol named by a ``proto:`` prefix (before any '/'), else a
-    driver whose ``bdrv_probe_device`` claims the file (host_device for
-    /dev nodes), else file.  QEMU: bdrv_find_protocol."""
-    colon = filename.find(":")
-    slash = filename.find("/")
-    if colon > 0 and (slash < 0 or colon < slash):
-        prefix = filename[:colon]
-        for m in block_driver_modules:
-            if m.protocol_name == prefix:
-                return bdrv_drivers[m.format_name]
-        for cls in bdrv_drivers.loaded.values():
-            if cls.protocol_name == prefix:
-                return cls
-        return None
-    for m in block_driver_modules:
-        if m.probe_device:
-            probe = getattr(bdrv_drivers[m.format_name], "bdrv_probe_device")
-            if probe(filename):
-                return bdrv_drivers[m.format_name]
-    return bdrv_drivers.get("file")
-
-
-def bdrv_probe_all(buf: bytes, filename: str) -> Optional[type[BlockDriver]]:
-    """Highest probe score wins; ties go to registration order.  Imports
-    the drivers that probe (module_block.py's ``probe`` column).
-    QEMU: bdrv_probe_all."""
-    best, best_score = None, 0
-    for name in bdrv_drivers:
-        if not _PROBES.get(name, True):
-            continue
-        cls = bdrv_drivers[name]
-        if cls.bdrv_probe is not None:
-            score = cls.bdrv_probe(buf, filename)
-            if score > best_score:
-                best, best_score = cls, score
-    return best
-
-
-_PROBES = {m.format_name: m.probe for m in block_driver_modules}
-
 
 # ------------------------------------------------------------------- graph
 
@@ -478,14 +316,7 @@ def bdrv_refresh_limits(bs: BlockDriverState) -> None:
         drv.bdrv_refresh_limits(bs)
 
 
-# -------------------------------------------------------------------- open
-
-
-def _split_child_options(options: dict, prefix: str) -> dict:
-    out = {}
-    for k in [k for k in options if k.startswith(prefix)]:
-        out[k[len(prefix):]] = options.pop(k)
-    return out
+# ------------------------------------------------------------ qdict
 
 
 def _tdb_hash(name: str) -> int:
@@ -503,189 +334,3 @@ def qdict_first_key(keys: Any) -> str:
     key within one.  QEMU: qdict_first, QDICT_BUCKET_MAX."""
     keys = list(keys)
     return min(reversed(keys), key=lambda k: _tdb_hash(k) % 512)
-
-
-def _check_copy_on_read(flags: int) -> None:
-    """QEMU: bdrv_open_common (before the driver opens the node)."""
-    if flags & BDRV_O_COPY_ON_READ and not flags & BDRV_O_RDWR:
-        raise BlockError(errno.EINVAL, "Can't use copy-on-read on read-only device")
-
-
-def _check_leftover(bs: BlockDriverState, options: dict) -> None:
-    if options:
-        key = qdict_first_key(options)
-        drv = bs.drv
-        if drv is not None and drv.protocol_name and drv.bdrv_file_open is not None:
-            raise BlockError(errno.EINVAL, "Block protocol '%s' doesn't support the "
-                             "option '%s'" % (drv.format_name, key))
-        raise BlockError(errno.EINVAL, "Block format '%s' does not support the "
-                         "option '%s'" % (drv.format_name if drv else "?", key))
-
-
-def bdrv_assign_node_name(bs: BlockDriverState, options: dict) -> None:
-    """Take ``node-name`` out of the options: a letter, then letters,
-    digits, '-', '.' or '_', under 32 characters.  Names are not registered
-    graph-wide (gqemu's tools open one graph).  QEMU: bdrv_assign_node_name."""
-    name = options.pop("node-name", None)
-    if name is None:
-        return
-    name = str(name)
-    if not (name[:1].isascii() and name[:1].isalpha()) or not all(
-            c.isascii() and (c.isalnum() or c in "-._") for c in name):
-        raise BlockError(errno.EINVAL, "Invalid node-name: '%s'" % name)
-    if len(name) >= 32:
-        raise BlockError(errno.EINVAL, "Node name too long")
-    bs.node_name = name
-
-
-def _finish_open(bs: BlockDriverState, options: dict) -> None:
-    _check_leftover(bs, options)
-    ret = refresh_total_sectors(bs, bs.total_sectors)
-    if ret < 0:
-        raise BlockError(-ret, "Could not refresh total sector count: %s"
-                         % os.strerror(-ret))
-    bdrv_refresh_limits(bs)
-
-
-def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
-                       flags: int, ctx: Optional[AioContext] = None
-                       ) -> BlockDriverState:
-    """Open a protocol node (file, null-co, blkdebug) in ``ctx`` (default:
-    the opener's).  QEMU: bdrv_open_common for protocol drivers."""
-    drv = cls()
-    bs = BlockDriverState(drv, filename, flags | BDRV_O_PROTOCOL, ctx)
-    saved, _opening.ctx = _opening.ctx, bs.aio_context
-    trace_bdrv_open_common(bs, filename, flags, drv.format_name)
-    try:
-        bdrv_assign_node_name(bs, options)
-        assert drv.bdrv_file_open is not None
-        drv.bdrv_file_open(bs, filename, options, flags)
-        _finish_open(bs, options)
-    except BaseException:
-        bdrv_unref(bs)
-        raise
-    finally:
-        _opening.ctx = saved
-    return bs
-
-
-def find_image_format(file_bs: BlockDriverState, filename: str) -> type[BlockDriver]:
-    """Probe the first 512 bytes.  QEMU: find_image_format."""
-    raw = bdrv_drivers["raw"]
-    length = bdrv_getlength(file_bs)
-    if length == 0:
-        return raw
-    buf = bytearray(512)
-    ret = _bdrv_pread(file_bs, 0, buf, 512)
-    if ret < 0:
-        raise BlockError(-ret, "Could not read image for determining its "
-                         "format: %s" % os.strerror(-ret))
-    cls = bdrv_probe_all(bytes(buf), filename)
-    if cls is None:
-        raise BlockError(errno.ENOENT, "Could not determine image format: "
-                         "No compatible driver found")
-    return cls
-
-
-def bdrv_open(filename: str, options: Optional[dict] = None, flags: int = 0,
-              protocol_only: bool = False,
-              ctx: Optional[AioContext] = None) -> BlockDriverState:
-    """Open ``filename`` as a node graph: a format node over a protocol node,
-    probing the format when none is given.  ``options`` holds driver keys;
-    ``file.KEY`` goes to the protocol node.  Every node of the graph runs
-    in ``ctx``; by default the opener's (the bdrv_open in progress, for a
-    backing file; else the calling thread's current context).  Raises
-    BlockError.  QEMU: bdrv_open / bdrv_open_inherit.
-    """
-    if ctx is None:
-        ctx = _opening_context()
-    saved, _opening.ctx = _opening.ctx, ctx
-    try:
-        return _bdrv_open(filename, options, flags, protocol_only, ctx)
-    finally:
-        _opening.ctx = saved
-
-
-def _bdrv_open(filename: str, options: Optional[dict], flags: int,
-               protocol_only: bool, ctx: AioContext) -> BlockDriverState:
-    options = dict(options or {})
-    if filename.startswith("json:") or (not filename and "file.filename" in options):
-        from gqemu.block.open_opts import bdrv_fill_options
-        name, options = bdrv_fill_options(filename, options)
-        filename = name or ""
-    if options.get("backing") == "":      # json: "backing": null -- no backing file
-        del options["backing"]
-        flags |= BDRV_O_NO_BACKING
-    drvname = options.pop("driver", None)
-    fmt = options.pop("format", None)
-    if drvname and fmt and drvname != fmt:
-        raise BlockError(errno.EINVAL, "Cannot specify both 'driver' and 'format'")
-    drvname = drvname or fmt
-    cls: Optional[type[BlockDriver]] = None
-    if drvname is not None:
-        cls = bdrv_find_format(str(drvname))
-        if cls is None:
-            raise BlockError(errno.EINVAL, "Unknown driver '%s'" % drvname)
-        if cls.bdrv_file_open is not None:
-            _check_copy_on_read(flags)
-            return bdrv_open_protocol(cls, filename, options, flags, ctx)
-    file_opts = _split_child_options(options, "file.")
-    if not filename and "driver" not in file_opts:
-        if cls is not None and not file_opts:     # a format without its file child
-            raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
-        raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
-    proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
-    if proto is None:
-        raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
-    below = bdrv_find_format(str(file_opts["driver"])) if "driver" in file_opts else proto
-    for key in ("locking", "aio"):        # gqemu: -drive shorthands for file.KEY
-        if key in options:                # (a filter, e.g. blkdebug: its image's)
-            prefix = "image." if below is not None and below.is_filter else ""
-            file_opts.setdefault(prefix + key, options.pop(key))
-    fflags = flags & ~BDRV_O_NO_IO if cls is not None or not protocol_only else flags
-    if "driver" in file_opts:             # file.driver=blkdebug, ...
-        file_bs = bdrv_open(filename, file_opts, bdrv_child_flags(fflags),
-                            protocol_only=True, ctx=ctx)
-    else:
-        file_bs = bdrv_open_protocol(proto, filename, file_opts, bdrv_child_flags(fflags), ctx)
-    if not protocol_only or cls is not None:
-        # a format node's file child (and the filters' below it) discards:
-        # the format decides what to pass down.  QEMU: bdrv_inherited_options'
-        # discard=unmap default, parsed after the bdrv_open_common trace
-        node: Optional[BlockDriverState] = file_bs
-        while node is not None:
-            node.open_flags |= BDRV_O_UNMAP
-            node = node.file.bs if node.drv is not None and node.drv.is_filter \
-                and node.file is not None else None
-    if protocol_only and cls is None:
-        _check_leftover(file_bs, options)
-        return file_bs
-    probed = False
-    try:
-        if cls is None:
-            cls = find_image_format(file_bs, filename)
-            probed = True
-    except BaseException:
-        bdrv_unref(file_bs)
-        raise
-    try:
-        _check_copy_on_read(flags)    # after the file's errors, before the format's
-    except BlockError:
-        bdrv_unref(file_bs)
-        raise
-    drv = cls()
-    if filename.startswith("file:"):      # the name the file node took
-        filename = file_bs.filename
-    bs = BlockDriverState(drv, filename, flags, ctx)
-    bs.probed = probed
-    trace_bdrv_open_common(bs, filename, flags, drv.format_name)
-    bs.file = bdrv_attach_child(bs, file_bs, "file")   # takes our reference
-    try:
-        bdrv_assign_node_name(bs, options)
-        assert drv.bdrv_open is not None, "format driver without bdrv_open"
-        drv.bdrv_open(bs, options, flags)
-        _finish_open(bs, options)
-    except BaseException:
-        bdrv_unref(bs)
-        raise
-    return bs

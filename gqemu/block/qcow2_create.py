@@ -151,7 +151,8 @@ def qcow2_create_file(filename: str, o: Qcow2CreateOptions) -> None:
     finally:
         os.close(fd)
     from gqemu.aio import qemu_get_aio_context
-    from gqemu.block.driver import bdrv_open, bdrv_unref
+    from gqemu.block.driver import bdrv_unref
+    from gqemu.block.driver_open import bdrv_open
     from gqemu.block.io_misc import bdrv_poll_co
     try:
         bs = bdrv_open("file:" + filename, {"format": "qcow2", **data_opts},   # a host path

@@ -22,7 +22,8 @@ import os
 from typing import Any, Optional
 
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_NO_IO, BdrvChild, BlockError,
-                                bdrv_attach_child, bdrv_getlength, bdrv_open)
+                                bdrv_attach_child, bdrv_getlength)
+from gqemu.block.driver_open import bdrv_open
 from gqemu.block.io import bdrv_co_pwrite_zeroes
 from gqemu.block.qcow2_header import (QCOW2_AUTOCLEAR_DATA_FILE_RAW,
                                       QCOW2_INCOMPAT_DATA_FILE)

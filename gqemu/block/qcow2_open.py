@@ -16,7 +16,8 @@ from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
-                                bdrv_child_flags, bdrv_open)
+                                bdrv_child_flags)
+from gqemu.block.driver_open import bdrv_open
 from gqemu.block.qcow2_crypto import (
     qcow2_crypto_check_method, qcow2_crypto_luks_open, qcow2_crypto_open,
     qcow2_crypto_update_options)

@@ -14,8 +14,8 @@ import os
 
 from gqemu.block.block_int import (BDRV_O_NATIVE_AIO, BDRV_O_NO_BACKING, BDRV_O_NO_FLUSH,
                                    BDRV_O_NOCACHE, BlockError)
-from gqemu.block.driver import (BlockDriverState, bdrv_attach_child, bdrv_getlength,
-                                bdrv_open)
+from gqemu.block.driver import BlockDriverState, bdrv_attach_child, bdrv_getlength
+from gqemu.block.driver_open import bdrv_open
 
 
 def _temp_file_name() -> str:

@@ -12,8 +12,6 @@ completes with UNSUPP (2).  A range past the end, a length that is not a
 multiple of 512 or more than BDRV_REQUEST_MAX_SECTORS complete with IOERR
 (1).  A missing or short header is ``virtio_error``: the device is broken.
 
-DRIVER_OK without CONFIG_WCE sets the write cache from the WCE feature.
-
 Reads and writes popped in one notify are collected in a MultiReqBuffer
 (at most 32; a direction change submits) and ``virtio_blk_submit_multireq``
 sorts them by sector and merges adjacent ones into one
@@ -24,23 +22,24 @@ An I/O error follows the drive's rerror/werror: ``ignore`` completes OK,
 ``report`` with IOERR, ``stop`` parks the request and pauses the VM; it is
 decoded and submitted again when the VM resumes.
 
-Must not import: gqemu.kvm or anything above hw.
+The device (``VirtIOBlock``: features, config, status, reset), the notify
+handler and the restart on resume are virtio_blk_device.py's, above this
+module (``VirtIOBlock`` is imported here for the type checker only).
+Must not import: gqemu.hw.virtio.virtio_blk_device (at run time),
+gqemu.kvm or anything above hw.
 QEMU: hw/block/virtio-blk.c.
 """
 from __future__ import annotations
 
 import struct
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from gqemu.block.blk_error import (BLOCK_ERROR_ACTION_IGNORE, BLOCK_ERROR_ACTION_REPORT,
-                                   BLOCK_ERROR_ACTION_STOP, blk_add_resume_handler,
-                                   blk_error_action, blk_get_error_action)
+                                   BLOCK_ERROR_ACTION_STOP, blk_error_action,
+                                   blk_get_error_action)
 from gqemu.block.block_backend import (blk_aio_flush, blk_aio_ioctl, blk_aio_pdiscard,
-                                       blk_aio_preadv,
-                                       blk_aio_pwrite_zeroes, blk_aio_pwritev,
-                                       blk_enable_write_cache, blk_is_read_only,
-                                       blk_nb_sectors,
-                                       blk_set_enable_write_cache)
+                                       blk_aio_preadv, blk_aio_pwrite_zeroes, blk_aio_pwritev,
+                                       blk_nb_sectors)
 from gqemu.block.block_int import BDRV_REQ_MAY_UNMAP, BDRV_REQUEST_MAX_SECTORS
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_add, qemu_iovec_concat
 from gqemu.hw.virtio.trace_events import (trace_virtio_blk_handle_read,
@@ -49,13 +48,14 @@ from gqemu.hw.virtio.trace_events import (trace_virtio_blk_handle_read,
                                           trace_virtio_blk_rw_complete,
                                           trace_virtio_blk_submit_multireq)
 from gqemu.hw.dma import dma_memory_write
-from gqemu.hw.virtio.virtio import (VIRTIO_CONFIG_S_DRIVER_OK, VirtIODevice, VirtQueue,
-                                    VirtQueueElement, virtio_add_queue, virtio_error)
+from gqemu.hw.virtio.virtio import VirtQueue, VirtQueueElement, virtio_error
 from gqemu.hw.virtio.vring import (virtio_notify, virtio_queue_empty,
                                    virtio_queue_set_notification, virtqueue_detach_element,
                                    virtqueue_pop, virtqueue_push)
 
-VIRTIO_ID_BLOCK = 2
+if TYPE_CHECKING:
+    from gqemu.hw.virtio.virtio_blk_device import VirtIOBlock
+
 VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_SCSI_CMD = 0, 1, 2
 VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID = 4, 8
 SG_IO = 0x2285
@@ -65,14 +65,9 @@ VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP = 0, 1, 2
 VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1
 VIRTIO_BLK_ID_BYTES = 20
 VIRTIO_BLK_MAX_MERGE_REQS = 32
-QUEUE_SIZE = 256
 BLK_SIZE = 512
 MAX_IOV = 1024                       # IOV_MAX: blk_get_max_iov
-# QEMU 7.2 host features (legacy): SEG_MAX, GEOMETRY, BLK_SIZE, SCSI, FLUSH,
-# TOPOLOGY, CONFIG_WCE, DISCARD, WRITE_ZEROES (the transport adds its own)
-VIRTIO_BLK_HOST_FEATURES = sum(1 << b for b in (2, 4, 6, 7, 9, 10, 11, 13, 14))
 VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SCSI, VIRTIO_BLK_F_WCE, VIRTIO_BLK_F_CONFIG_WCE = 5, 7, 9, 11
-CONFIG_LEN = 57                      # up to write_zeroes_may_unmap
 
 
 class VirtIOBlockReq:
@@ -101,60 +96,6 @@ class MultiReqBuffer:
     def __init__(self) -> None:
         self.reqs: list[VirtIOBlockReq] = []
         self.is_write = False
-
-
-class VirtIOBlock(VirtIODevice):
-    """QEMU: VirtIOBlock."""
-
-    def __init__(self, blk: Any, geometry: tuple[int, int, int], ctx: Any) -> None:
-        super().__init__("virtio-blk", VIRTIO_ID_BLOCK, CONFIG_LEN, lambda: None)  # type: ignore
-        self.blk = blk
-        self.ctx = ctx
-        self.geometry = geometry
-        self.serial = b""
-        self.host_features = VIRTIO_BLK_HOST_FEATURES
-        if blk_is_read_only(blk):
-            self.host_features |= 1 << VIRTIO_BLK_F_RO
-        self.inflight: set[VirtIOBlockReq] = set()
-        self.rq: Optional[VirtIOBlockReq] = None     # parked by a stop error policy
-        self.original_wce = blk_enable_write_cache(blk)
-        virtio_add_queue(self, QUEUE_SIZE, virtio_blk_handle_output)
-        blk_add_resume_handler(blk, virtio_blk_dma_restart_bh, self)
-
-    def get_config(self) -> None:
-        """QEMU: virtio_blk_update_config."""
-        cyls, heads, secs = self.geometry
-        maxs = BDRV_REQUEST_MAX_SECTORS
-        self.config[:] = struct.pack(
-            "<QIIHBBIBBHIBBHIIIIIB", blk_nb_sectors(self.blk), 0, QUEUE_SIZE - 2,
-            cyls & 0xFFFF, heads, secs, BLK_SIZE, 0, 0, 0, 0,
-            1 if blk_enable_write_cache(self.blk) else 0, 0, 1,
-            maxs, 1, 1, maxs, 1, 1)[:CONFIG_LEN]
-
-    def set_status_hook(self, val: int) -> None:
-        """DRIVER_OK from a driver without CONFIG_WCE: the write cache
-        follows the WCE (FLUSH) feature it acked, so a driver that acks
-        neither gets writethrough (config ``wce`` reads 0) until a reset.
-        QEMU: virtio_blk_set_status."""
-        if val & VIRTIO_CONFIG_S_DRIVER_OK and not self.has_feature(VIRTIO_BLK_F_CONFIG_WCE):
-            blk_set_enable_write_cache(self.blk, self.has_feature(VIRTIO_BLK_F_WCE))
-
-    def set_config(self, addr: int, size: int) -> None:
-        """Only ``wce`` (offset 32) is writable.  QEMU: virtio_blk_set_config."""
-        blk_set_enable_write_cache(self.blk, self.config[32] != 0)
-
-    def reset_hook(self) -> None:
-        """QEMU: virtio_blk_reset: drain the requests in flight (outside a
-        loop poll; from inside one their completions are dropped), then the
-        original write cache mode."""
-        from gqemu.aio import aio_wait_while
-        if self.inflight and getattr(self.ctx, "poll_depth", 1) == 0:
-            aio_wait_while(self.ctx, lambda: bool(self.inflight))
-        for req in self.inflight:
-            req.orphaned = True
-        self.inflight = set()
-        self.rq = None          # parked requests are dropped (QEMU: after the drain)
-        blk_set_enable_write_cache(self.blk, self.original_wce)
 
 
 # ------------------------------------------------------------- completion
@@ -191,22 +132,6 @@ def virtio_blk_handle_rw_error(req: VirtIOBlockReq, error: int, is_read: bool) -
         virtio_blk_req_complete(req, VIRTIO_BLK_S_IOERR)
     blk_error_action(s.blk, action, is_read, error)
     return action != BLOCK_ERROR_ACTION_IGNORE
-
-
-def virtio_blk_dma_restart_bh(s: "VirtIOBlock") -> None:
-    """The VM resumed: decode and submit the parked requests again.
-    Context: loop (a BH).  QEMU: virtio_blk_dma_restart_bh."""
-    req = s.rq
-    s.rq = None
-    mrb = MultiReqBuffer()
-    while req is not None:
-        nxt = req.next
-        req.next = None
-        if virtio_blk_handle_request(req, mrb):
-            break               # the device is broken: the rest is dropped
-        req = nxt
-    if mrb.reqs:
-        virtio_blk_submit_multireq(s, mrb)
 
 
 def virtio_blk_rw_complete(opaque: VirtIOBlockReq, ret: int) -> None:
@@ -475,9 +400,3 @@ def virtio_blk_handle_vq(s: VirtIOBlock, vq: VirtQueue) -> None:
             break
     if mrb.reqs:
         virtio_blk_submit_multireq(s, mrb)
-
-
-def virtio_blk_handle_output(vdev: VirtIODevice, vq: VirtQueue) -> None:
-    """The queue's notify handler.  QEMU: virtio_blk_handle_output."""
-    assert isinstance(vdev, VirtIOBlock)
-    virtio_blk_handle_vq(vdev, vq)

@@ -247,7 +247,7 @@ def virtio_blk_pci_new(bus: Any, devfn: int, blk: Any, ctx: Any) -> VirtIOPCIPro
     from gqemu.block.block_backend import blk_nb_sectors
     from gqemu.hw.ide.drive import hd_geometry_guess
     from gqemu.hw.pci import pci_register_device
-    from gqemu.hw.virtio.virtio_blk import VirtIOBlock
+    from gqemu.hw.virtio.virtio_blk_device import VirtIOBlock
     geometry = hd_geometry_guess(blk, blk_nb_sectors(blk))
     vdev = VirtIOBlock(blk, geometry, ctx)
     proxy = VirtIOPCIProxy("virtio-blk-pci", devfn, 0x1001, 0x0100, 0x0002, vdev)
