@@ -217,7 +217,8 @@ def img_check(argv: list[str]) -> int:
             elif v == "all":
                 fix = 3
             else:
-                raise ImgError("Unknown option value for -r (expecting 'leaks' or 'all'): %s" % v)
+                raise usage_error("Unknown option value for -r "
+                                  "(expecting 'leaks' or 'all'): %s" % v)
         elif o == "-q":
             quiet = True
     if output not in ("human", "json"):
