@@ -270,6 +270,9 @@ _FOUND = {
     # check -r with a bad value is a command-line error: error_exit's --help hint
     "check_bad_repair": ([["qemu-img", "create", "-q", "-f", "qcow2", "test.img", "1M"]],
                          [["check", "-r", "bogus", "test.img"]]),
+    # dd onto its own input: the create's lock error under dd's prefix, with hint
+    "dd_onto_input": ([["qemu-img", "create", "-q", "-f", "qcow2", "test.img", "1M"]],
+                      [["dd", "-O", "raw", "if=test.img", "of=test.img"]]),
 }
 
 
