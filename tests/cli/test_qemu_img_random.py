@@ -273,6 +273,10 @@ _FOUND = {
     # dd onto its own input: the create's lock error under dd's prefix, with hint
     "dd_onto_input": ([["qemu-img", "create", "-q", "-f", "qcow2", "test.img", "1M"]],
                       [["dd", "-O", "raw", "if=test.img", "of=test.img"]]),
+    # rebase -u without -b on a raw image: out_baseimg is NULL, printed "(null)"
+    "rebase_u_no_b_raw": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"]],
+                          [["rebase", "-f", "raw", "-u", "test.img"],
+                           ["rebase", "-f", "raw", "-u", "-b", "", "test.img"]]),
 }
 
 
