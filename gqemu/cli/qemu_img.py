@@ -357,6 +357,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if fn is None:
             raise usage_error("Command not found: %s" % cmd)
+        qemu_img_tool.CMD = cmd
         return fn(argv[1:])
     except ImgError as e:
         for line in str(e).split("\n"):

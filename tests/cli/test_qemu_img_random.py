@@ -273,6 +273,14 @@ _FOUND = {
     # dd onto its own input: the create's lock error under dd's prefix, with hint
     "dd_onto_input": ([["qemu-img", "create", "-q", "-f", "qcow2", "test.img", "1M"]],
                       [["dd", "-O", "raw", "if=test.img", "of=test.img"]]),
+    # getopt errors name argv[optind - 1] after glibc's permutation: the word
+    # before "-512K" (optind stays on a word until its last letter), the whole
+    # "--nope=1", the whole "-Ux", the command name for a leading "-x5"
+    "getopt_error_words": ([["qemu-img", "create", "-q", "-f", "qcow2", "test.img", "1M"]],
+                           [["create", "-f", "qcow2", "-o", "cluster_size=4k", "test.img",
+                             "-512K"], ["info", "--nope=1", "test.img"],
+                            ["info", "-Ux", "test.img"], ["create", "-x5", "out.img"],
+                            ["info", "a", "b", "-Ux", "c"], ["check", "test.img", "-r"]]),
     # rebase -u without -b on a raw image: out_baseimg is NULL, printed "(null)"
     "rebase_u_no_b_raw": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"]],
                           [["rebase", "-f", "raw", "-u", "test.img"],
