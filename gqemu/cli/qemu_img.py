@@ -359,6 +359,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise usage_error("Command not found: %s" % cmd)
         qemu_img_tool.CMD = cmd
         return fn(argv[1:])
+    except qemu_img_tool.HelpExit:
+        sys.stdout.write(HELP % {"prog": prog, "version": __version__,
+                                 "formats": supported_formats()})
+        return 0
     except ImgError as e:
         for line in str(e).split("\n"):
             if line:

@@ -52,11 +52,41 @@ def error_report(msg: str) -> None:
     sys.stderr.write("%s: %s\n" % (PROG, msg))
 
 
-def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, list[str]]:
-    """getopt with qemu-img's one-line errors."""
+class HelpExit(ImgError):
+    """Show the help text and exit 0 (QEMU: qemu-img.c help())."""
+
+    def __init__(self) -> None:
+        super().__init__("", 0)
+
+
+def _glibc_message(e: getopt.GetoptError) -> str:
+    """glibc getopt's own complaint (an optstring without a leading ':')."""
+    if len(e.opt) == 1:
+        if "requires argument" in e.msg:
+            return "option requires an argument -- '%s'" % e.opt
+        return "invalid option -- '%s'" % e.opt
+    if "requires argument" in e.msg:
+        return "option '--%s' requires an argument" % e.opt
+    if "must not have an argument" in e.msg:
+        return "option '--%s' doesn't allow an argument" % e.opt
+    return "unrecognized option '--%s'" % e.opt
+
+
+def parse_args(argv: list[str], short: str, longs: list[str],
+               glibc_errors: bool = False) -> tuple[list, list[str]]:
+    """getopt with qemu-img's one-line errors; ``glibc_errors``: a command
+    whose optstring lacks the leading ':' (measure), where glibc prints its
+    own message under the command's name and the command shows its help."""
     try:
         opts, args = getopt.gnu_getopt(argv, short, longs)
     except getopt.GetoptError as e:
+        if glibc_errors:
+            msg = _glibc_message(e)
+            found = glibc_getopt_error([CMD] + argv, short, longs)
+            if msg.startswith("unrecognized") and found:    # the word as typed
+                msg = "unrecognized option '%s'" % found[1]
+            sys.stderr.write("%s: %s\n" % (CMD, msg))
+            raise HelpExit() from None
         missing = "requires argument" in e.msg
         name = ("-" if len(e.opt) == 1 else "--") + e.opt
         found = glibc_getopt_error([CMD] + argv, short, longs)
