@@ -9,8 +9,10 @@ convert, measure, amend, resize, rebase, commit, snapshot, bitmap, dd and
 create, with valid and invalid argument forms.  Exit status, stdout and
 stderr must match (after the program name, timestamps and the work
 directory are filtered) and so must the files afterwards: byte for byte,
-or where QEMU writes a time (snapshots) the same ``qemu-img check`` and
-``qemu-img compare`` verdict from the real qemu-img.
+or where QEMU writes a time (snapshots) or allocates in a varying order
+(commit's parallel copies) the same ``qemu-img check`` report (without the
+fragmentation figure) and ``qemu-img compare`` verdict from the real
+qemu-img.
 
 GQEMU_FUZZ_EXAMPLES=N runs N sessions instead of the few CI runs, from a
 random seed (hypothesis prints the failing session).
@@ -186,6 +188,7 @@ _TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 _CLOCK = re.compile(r"\d\d\d?:\d\d:\d\d\.\d{3}")
 # the help text (gqemu's lists its own commands and formats)
 _HELP = re.compile(r"^qemu-img version .*", re.S)
+_FRAG = re.compile(r',?\s*"fragmented-clusters": \d+')
 _NODE = re.compile(r"#block[0-9]+")
 _JSON_TIME = re.compile(r'"(date-sec|date-nsec|vm-clock-sec|vm-clock-nsec)": \d+')
 
@@ -245,10 +248,13 @@ def session(qemu_img: str, qemu_io: str, work: Path, steps: list[list[str]],
         if '"format": "raw"' in fmt or not timed:
             problems.append("%s differs byte for byte" % name)
             continue
-        for what in (["check", "--output=json"], ["map", "--output=json"]):
-            ra, rb = (_real(qemu_img, what + [name], d) for d in dirs.values())
-            if ra != rb:
-                problems.append("%s %s:\n  real: %s\n  ours: %s" % (what[0], name, ra, rb))
+        # snapshot writes the time; commit's mirror job allocates the base's
+        # clusters in the order its parallel copies finish, which varies from
+        # run to run of QEMU itself: the same check verdict and contents
+        ra, rb = (_FRAG.sub("", _real(qemu_img, ["check", "--output=json", name], d))
+                  for d in dirs.values())
+        if ra != rb:
+            problems.append("check %s:\n  real: %s\n  ours: %s" % (name, ra, rb))
         rc = _real(qemu_img, ["compare", "-U", str(a), str(b)], work)
         if not rc.startswith("0 "):
             problems.append("compare %s: %s" % (name, rc))
