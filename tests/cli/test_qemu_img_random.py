@@ -295,6 +295,15 @@ _FOUND = {
     "measure_glibc_errors": ([["qemu-img", "create", "-q", "-f", "qcow2", "test.img", "1M"]],
                              [["measure", "-x", "test.img"], ["measure", "--bogus=1"],
                               ["measure", "-O"], ["measure", "--si"]]),
+    # commit: a granule whose status run is shorter than a granule is
+    # copied (mirror_iteration), so zeroes written as data stay data
+    "commit_partial_zero_granule": (
+        [["qemu-img", "create", "-q", "-f", "qcow2", "base.img", "786432"],
+         ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,backing_file="
+          "base.img,backing_fmt=qcow2", "test.img", "1572864"],
+         ["qemu-io", "-f", "qcow2", "-c", "write -z 753664 3000", "test.img"],
+         ["qemu-io", "-f", "qcow2", "-c", "write -z 872448 4096", "test.img"]],
+        [["commit", "-f", "qcow2", "test.img"], ["check", "--output=json", "base.img"]]),
     # rebase -u without -b on a raw image: out_baseimg is NULL, printed "(null)"
     "rebase_u_no_b_raw": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"]],
                           [["rebase", "-f", "raw", "-u", "test.img"],
