@@ -254,11 +254,11 @@ def img_snapshot(argv: list[str]) -> int:
             quiet = True
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
-    action = action or "-l"
     from gqemu.cli.qemu_img_out import snapshot_action
+    # no action: QEMU opens the image read-write and does nothing
     blk = img_open(args[0], None, action != "-l", image_opts=image_opts)
     try:
-        return snapshot_action(blk, action, name or "", quiet)
+        return snapshot_action(blk, action, name or "", quiet) if action else 0
     finally:
         blk_close(blk)
 

@@ -332,6 +332,12 @@ _FOUND = {
          ["qemu-io", "-f", "qcow2", "-c", "write -z 753664 3000", "test.img"],
          ["qemu-io", "-f", "qcow2", "-c", "write -z 872448 4096", "test.img"]],
         [["commit", "-f", "qcow2", "test.img"], ["check", "--output=json", "base.img"]]),
+    # snapshot without an action opens the image read-write (the raw probing
+    # warning) and does nothing: no snapshot list
+    "snapshot_no_action": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"],
+                            ["qemu-img", "create", "-q", "-f", "qcow2", "out.img", "1M"],
+                            ["qemu-img", "snapshot", "-c", "s1", "out.img"]],
+                           [["snapshot", "test.img"], ["snapshot", "out.img"]]),
     # rebase -u without -b on a raw image: out_baseimg is NULL, printed "(null)"
     "rebase_u_no_b_raw": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"]],
                           [["rebase", "-f", "raw", "-u", "test.img"],
