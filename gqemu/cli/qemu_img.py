@@ -276,7 +276,8 @@ def img_check(argv: list[str]) -> int:
             elif v == "all":
                 fix = 3
             else:
-                raise ImgError("Unknown option value for -r (expecting 'leaks' or 'all'): %s" % v)
+                raise usage_error("Unknown option value for -r "
+                                  "(expecting 'leaks' or 'all'): %s" % v)
         elif o == "-T":
             cache = v
         elif o == "-q":
@@ -319,11 +320,11 @@ def img_snapshot(argv: list[str]) -> int:
             quiet = True
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
-    action = action or "-l"
     from gqemu.cli.qemu_img_out import snapshot_action
+    # no action: QEMU opens the image read-write and does nothing
     blk = img_open(args[0], None, action != "-l", image_opts=image_opts)
     try:
-        return snapshot_action(blk, action, name or "", quiet)
+        return snapshot_action(blk, action, name or "", quiet) if action else 0
     finally:
         blk_close(blk)
 
@@ -422,7 +423,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         if fn is None:
             raise usage_error("Command not found: %s" % cmd)
+        qemu_img_tool.CMD = cmd
         return fn(argv[1:])
+    except qemu_img_tool.HelpExit:
+        sys.stdout.write(HELP % {"prog": prog, "version": __version__,
+                                 "formats": supported_formats()})
+        return 0
     except ImgError as e:
         for line in str(e).split("\n"):
             if line:

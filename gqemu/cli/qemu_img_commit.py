@@ -3,9 +3,11 @@
 
 Copies every cluster (the base's cluster size, at least 4 KiB) that the
 image or an image between it and the base holds into the base, growing
-the base first when the image is larger; zero clusters are written as
-zero writes that may unmap (the active commit is a mirror job with unmap
-on: the base's clusters are freed where it allows).  Then, unless ``-d`` or ``-b`` (which implies ``-d``), the image
+the base first when the image is larger; a zero run of whole granules
+and whole base clusters is written as a zero write that may unmap (the
+active commit is a mirror job with unmap on: the base's clusters are freed
+where it allows); a granule that starts with less than a granule of zeroes
+is copied as data, as mirror_iteration does.  Then, unless ``-d`` or ``-b`` (which implies ``-d``), the image
 is emptied (qcow2_empty.py: rebuilt from scratch, or every cluster
 discarded).
 
@@ -125,7 +127,8 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
             ret, msg = bdrv_truncate(bbs, size, False, "off")
             if ret < 0:
                 raise ImgError(msg)
-        gran = max(4096, getattr(bbs.drv, "cluster_size", 0) or 65536)
+        tcs = getattr(bbs.drv, "cluster_size", 0) or 0
+        gran = max(4096, tcs or 65536)
         runs: list[list[int]] = []
         offset = 0
         while offset < size:
@@ -148,11 +151,22 @@ def _commit(blk: BlockBackend, chain: list, base_bs: Any) -> None:
         for start, end in runs:
             off = start
             while off < end:
-                n = min(CHUNK, end - off)
-                # the status through the whole chain, as the mirror asks it
-                st, pn = bdrv_run_co(top, bdrv_co_block_status_above, top, None, off, n)
-                if st >= 0 and pn and st & BDRV_BLOCK_ZERO and not st & BDRV_BLOCK_DATA:
-                    n = pn
+                # the status through the whole chain, as the mirror asks it:
+                # whole granules only; less than one is copied, a zero run
+                # is written as zeroes only when it covers whole base clusters
+                st, pn = bdrv_run_co(top, bdrv_co_block_status_above, top, None, off,
+                                     min(CHUNK, end - off))
+                if st < 0 or st & BDRV_BLOCK_DATA:
+                    pn = CHUNK if st < 0 else min(pn, CHUNK)
+                pn -= pn % gran
+                zero = False
+                if pn < gran:
+                    pn = gran
+                elif not st & BDRV_BLOCK_DATA:      # (st >= 0 here)
+                    zero = bool(st & BDRV_BLOCK_ZERO) and (
+                        not tcs or (off % tcs == 0 and (off + pn) % tcs == 0))
+                n = min(pn, size - off)             # mirror_perform's clip
+                if zero:
                     ret = blk_pwrite_zeroes(base_blk, off, n, BDRV_REQ_MAY_UNMAP)
                     if ret < 0:
                         raise ImgError("Block job failed: %s" % os.strerror(-ret))

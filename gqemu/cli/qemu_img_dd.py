@@ -88,8 +88,12 @@ def img_dd(argv: list[str]) -> int:
         size = 0 if size < in_offset else size - in_offset
         try:
             create_image(outfile, out_fmt, size, None, None, {}, True)
-        except ImgError as e:
-            raise ImgError(str(e)) from None
+        except ImgError as e:       # bdrv_create's error under img_dd's prefix
+            msg = str(e)
+            if msg.startswith(outfile + ": "):
+                msg = msg[len(outfile) + 2:]
+            raise ImgError("%s: error while creating output image: %s" % (outfile, msg),
+                           e.status, e.tail) from None
         dst = img_open(outfile, out_fmt, True)
         try:
             in_pos, out_pos = in_offset, 0

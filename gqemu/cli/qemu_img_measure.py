@@ -92,7 +92,8 @@ def parse_create_opts(fmt: str, options: list[str]) -> dict[str, Any]:
 
 def _parse_measure_args(argv: list[str]) -> dict[str, Any]:
     opts, args = parse_args(argv, "hf:O:o:l:U", ["help", "image-opts", "object=", "output=",
-                                                 "size=", "force-share"])
+                                                 "size=", "force-share"],
+                              glibc_errors=True)
     a: dict[str, Any] = {"fmt": None, "out_fmt": "raw", "options": [], "snapshot": None,
                          "force_share": False, "image_opts": False, "json": False,
                          "size": None, "filename": None}

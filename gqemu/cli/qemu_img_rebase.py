@@ -108,11 +108,12 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
         else:
             ret = change_backing_file(blk, None, None)
         if ret < 0:
+            shown = "(null)" if base is None else base     # glibc's %s of NULL
             if ret == -errno.ENOSPC:     # the header cluster has no room for it
                 raise ImgError("Could not change the backing file to '%s': No space "
-                               "left in the file header" % (base or ""))
+                               "left in the file header" % shown)
             raise ImgError("Could not change the backing file to '%s': %s"
-                           % (base or "", os.strerror(-ret)))
+                           % (shown, os.strerror(-ret)))
         bar.qemu_progress_print(100, 0)
     finally:
         blk_close(blk)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:                       # the block layer is imported on use
 
 # The name errors are reported under: main() sets it from argv[0].
 PROG = "qemu-img"
+# The command being run (getopt's argv[0]): main() sets it.
+CMD = ""
 
 
 class ImgError(Exception):
@@ -50,19 +52,118 @@ def error_report(msg: str) -> None:
     sys.stderr.write("%s: %s\n" % (PROG, msg))
 
 
-def parse_args(argv: list[str], short: str, longs: list[str]) -> tuple[list, list[str]]:
-    """getopt with qemu-img's one-line errors."""
+class HelpExit(ImgError):
+    """Show the help text and exit 0 (QEMU: qemu-img.c help())."""
+
+    def __init__(self) -> None:
+        super().__init__("", 0)
+
+
+def _glibc_message(e: getopt.GetoptError) -> str:
+    """glibc getopt's own complaint (an optstring without a leading ':')."""
+    if len(e.opt) == 1:
+        if "requires argument" in e.msg:
+            return "option requires an argument -- '%s'" % e.opt
+        return "invalid option -- '%s'" % e.opt
+    if "requires argument" in e.msg:
+        return "option '--%s' requires an argument" % e.opt
+    if "must not have an argument" in e.msg:
+        return "option '--%s' doesn't allow an argument" % e.opt
+    return "unrecognized option '--%s'" % e.opt
+
+
+def parse_args(argv: list[str], short: str, longs: list[str],
+               glibc_errors: bool = False) -> tuple[list, list[str]]:
+    """getopt with qemu-img's one-line errors; ``glibc_errors``: a command
+    whose optstring lacks the leading ':' (measure), where glibc prints its
+    own message under the command's name and the command shows its help."""
     try:
         opts, args = getopt.gnu_getopt(argv, short, longs)
     except getopt.GetoptError as e:
+        if glibc_errors:
+            msg = _glibc_message(e)
+            found = glibc_getopt_error([CMD] + argv, short, longs)
+            if msg.startswith("unrecognized") and found:    # the word as typed
+                msg = "unrecognized option '%s'" % found[1]
+            sys.stderr.write("%s: %s\n" % (CMD, msg))
+            raise HelpExit() from None
+        missing = "requires argument" in e.msg
         name = ("-" if len(e.opt) == 1 else "--") + e.opt
-        if "requires argument" in e.msg:
+        found = glibc_getopt_error([CMD] + argv, short, longs)
+        if found:                       # QEMU names argv[optind - 1]
+            missing, name = found
+        if missing:
             raise usage_error("missing argument for option '%s'" % name)
         raise usage_error("unrecognized option '%s'" % name)
     for o, v in opts:
         if o == "--object":
             user_creatable_add(v)
     return opts, args
+
+
+def glibc_getopt_error(argv: list[str], short: str,
+                       longs: list[str]) -> Optional[tuple[bool, str]]:
+    """(missing argument?, argv[optind - 1]) at glibc getopt_long's first
+    error over ``argv`` (argv[0] the command), as qemu-img's
+    missing_argument / unrecognized_option name it: glibc moves the
+    non-options it skipped behind the options as it scans, and advances
+    optind past a short option only on the last letter of its word, so the
+    word named is often not the bad option's.  None: no error."""
+    argv, argc = list(argv), len(argv)
+    wants = {n.rstrip("="): n.endswith("=") for n in longs}
+    optind = first = last = 1
+    rest = ""
+
+    def exchange() -> None:     # the skipped non-options go after the options
+        nonlocal first, last
+        argv[first:optind] = argv[last:optind] + argv[first:last]
+        first, last = first + optind - last, optind
+
+    while True:
+        if not rest:
+            last, first = min(last, optind), min(first, optind)
+            if first != last and last != optind:
+                exchange()
+            elif last != optind:
+                first = optind
+            while optind < argc and (argv[optind][:1] != "-" or argv[optind] == "-"):
+                optind += 1
+            last = optind
+            if optind != argc and argv[optind] == "--":
+                optind += 1
+                if first != last and last != optind:
+                    exchange()
+                return None
+            if optind == argc:
+                return None
+            word = argv[optind]
+            if word.startswith("--"):
+                name, eq, _ = word[2:].partition("=")
+                optind += 1
+                hits = [n for n in wants if n == name] or [n for n in wants
+                                                          if n.startswith(name)]
+                if len(hits) != 1 or (eq and not wants[hits[0]]):
+                    return False, argv[optind - 1]
+                if wants[hits[0]] and not eq:
+                    if optind == argc:
+                        return True, argv[optind - 1]
+                    optind += 1
+                continue
+            rest = word[1:]
+        c, rest = rest[0], rest[1:]
+        if not rest:
+            optind += 1
+        i = short.find(c)
+        if i < 0 or c == ":":
+            return False, argv[optind - 1]
+        if short[i + 1:i + 2] == ":":
+            if rest:
+                optind += 1
+            elif optind == argc:
+                return True, argv[optind - 1]
+            else:
+                optind += 1
+            rest = ""
 
 
 def cvtnum(name: str, value: str, top: int = 0) -> int:
