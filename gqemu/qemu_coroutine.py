@@ -130,6 +130,7 @@ def coroutine_fn(func: F) -> F:
         return func(*args, **kwargs)
     checked.__name__ = func.__name__
     checked.__qualname__ = func.__qualname__
+    checked.__module__ = func.__module__
     checked.__doc__ = func.__doc__
     checked.__wrapped__ = func  # type: ignore[attr-defined]
     return checked  # type: ignore[return-value]

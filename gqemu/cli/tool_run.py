@@ -20,8 +20,16 @@ from typing import Any
 _WRITERS = (io.TextIOWrapper, io.BufferedWriter, io.BufferedRandom)
 
 
+# Python frames a tool may stack: a read through the deepest backing chain
+# gqemu opens (100 images) nests ~6 frames per image, twice that with the
+# GQEMU_DEBUG coroutine_fn checks; Python's default limit is 1000.
+RECURSION_LIMIT = 4000
+
+
 def tool_run_begin() -> Any:
     """Returns what ``tool_run_end`` needs."""
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
     secrets = sys.modules.get("gqemu.block.crypto_secret")
     if secrets is not None:
         secrets.SECRETS.clear()
