@@ -145,68 +145,66 @@ def qcow2_signal_corruption(bs: Qcow2BDS, fatal: bool, offset: int, size: int,
     s.signaled_corruption = True
 
 
-def _table_targets(s: Any, key: str, table: list[int], mask: int) -> list:
-    """[copy of ``table``, {cluster: number of entries pointing to it},
-    number of entries pointing to an unaligned offset, index of the last
-    changed entry] for one table, kept on ``s.overlap_sets``.  Speed only:
-    a table can have millions of entries, and a Python loop over them per
-    metadata write is seconds.  When the table differs from the copy, the
-    changed entries are found at C speed (``map(is_not, ...)``) and only
-    they are counted out and in, so an L2 or refblock allocation costs
-    Python work for one entry, not for the whole table (a rebuild per
-    allocation made preallocation quadratic)."""
-    cached = s.overlap_sets.get(key)
+class _TableIndex:
+    """What one table's entries point to, for the overlap check: a copy of
+    the table, {cluster: number of entries pointing to it} and the number
+    of entries pointing to an unaligned offset."""
+
+    __slots__ = ("copy", "counts", "unaligned")
+
+    def __init__(self, table: list[int], mask: int, m: int) -> None:
+        counts = Counter(map(mask.__and__, table))
+        counts.pop(0, None)
+        self.copy = list(table)
+        self.counts: dict[int, int] = counts
+        self.unaligned = sum(map(counts.__getitem__, filter(m.__and__, counts)))
+
+    def count(self, e: int, d: int, mask: int, m: int) -> None:
+        """Count entry ``e``'s target in (``d`` = 1) or out (-1)."""
+        o = e & mask
+        if not o:
+            return
+        counts = self.counts
+        c = counts.get(o, 0) + d
+        if c:
+            counts[o] = c
+        else:
+            del counts[o]
+        if o & m:
+            self.unaligned += d
+
+
+def _table_targets(s: Any, key: str, table: list[int], mask: int) -> _TableIndex:
+    """The index of ``table``, kept on ``s.overlap_sets`` and brought up
+    to date.  Speed only: a table can have millions of entries, and a
+    Python loop over them per metadata write is seconds.  When the table
+    differs from the copy, the changed entries are found at C speed
+    (``map(is_not, ...)``) and only they are counted out and in, so an L2
+    or refblock allocation costs Python work for one entry, not for the
+    whole table (a rebuild per allocation made preallocation quadratic);
+    a table that changed in more than an eighth of its entries is indexed
+    anew."""
     m = s.cluster_size - 1
-    if cached is not None:
-        old = cached[0]
+    idx = s.overlap_sets.get(key)
+    if idx is not None:
+        old = idx.copy
         if old == table:                # identical entries: ~1 ns each
-            return cached
+            return idx
         n = min(len(old), len(table))
-        # Tables fill in order: the entry after the last changed one is
-        # tried first, before the scan for every change.
-        i = cached[3] + 1
-        if len(old) == len(table) and i < n and old[i] is not table[i]:
-            _change(cached, i, table[i], mask, m)
-            if old == table:
-                return cached
         changed = list(compress(range(n), map(is_not, old, table)))
         if len(changed) + abs(len(old) - len(table)) <= (n >> 3) + 64:
             for i in changed:
-                _change(cached, i, table[i], mask, m)
-            counts = cached[1]
+                idx.count(old[i], -1, mask, m)
+                idx.count(table[i], 1, mask, m)
+                old[i] = table[i]
             for e in old[n:]:
-                cached[2] -= _count(counts, e & mask, -1, m)
+                idx.count(e, -1, mask, m)
             for e in table[n:]:
-                cached[2] += _count(counts, e & mask, 1, m)
+                idx.count(e, 1, mask, m)
             old[n:] = table[n:]
-            return cached
-    counts = Counter(map(mask.__and__, table))
-    counts.pop(0, None)
-    unaligned = sum(map(counts.__getitem__, filter(m.__and__, counts)))
-    cached = s.overlap_sets[key] = [list(table), counts, unaligned, -1]
-    return cached
-
-
-def _change(cached: list, i: int, e: int, mask: int, m: int) -> None:
-    """Entry ``i`` of the copy in ``cached`` becomes ``e``."""
-    old = cached[0]
-    counts = cached[1]
-    cached[2] += _count(counts, e & mask, 1, m) - _count(counts, old[i] & mask, -1, m)
-    old[i] = e
-    cached[3] = i
-
-
-def _count(counts: dict[int, int], o: int, d: int, m: int) -> int:
-    """Count target ``o`` in (``d`` = 1) or out (-1) of ``counts``; 1 if
-    it is not aligned to ``m + 1`` (0: no target)."""
-    if not o:
-        return 0
-    c = counts.get(o, 0) + d
-    if c:
-        counts[o] = c
-    else:
-        del counts[o]
-    return 1 if o & m else 0
+            return idx
+    idx = s.overlap_sets[key] = _TableIndex(table, mask, m)
+    return idx
 
 
 def _table_overlaps(s: Any, key: str, table: list[int], mask: int, offset: int,
@@ -215,8 +213,9 @@ def _table_overlaps(s: Any, key: str, table: list[int], mask: int, offset: int,
     cluster-aligned [offset, end) (entries masked with ``mask``, 0 = none).
     QEMU: the l1_table / refcount_table loops of qcow2_check_metadata_overlap."""
     cs = s.cluster_size
-    _copy, offs, unaligned, _last = _table_targets(s, key, table, mask)
-    if unaligned:                       # an unaligned entry (corrupt image)
+    idx = _table_targets(s, key, table, mask)
+    offs = idx.counts
+    if idx.unaligned:                   # an unaligned entry (corrupt image)
         return any(ov(o, cs) for o in offs)
     if (end - offset) // cs <= len(offs):
         return any(c in offs for c in range(offset, end, cs))

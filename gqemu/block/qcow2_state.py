@@ -143,7 +143,7 @@ class Qcow2State(BlockDriver):
         # a copy of it, the clusters its entries point to (with the number
         # of entries for each), the number of unaligned entries, the last
         # changed entry
-        self.overlap_sets: dict[str, list] = {}
+        self.overlap_sets: dict[str, Any] = {}
         # the other runtime options (qcow2_options sets them at open)
         self.use_lazy_refcounts = False
         self.discard_passthrough = [False, True, False, True, False]   # by QCOW2_DISCARD_*
