@@ -47,15 +47,23 @@ def firmware_bytes(out: bytes) -> list[int]:
     return [i + 1 + 17 * r + k for r in (0, 1) for k in (10, 15)]
 
 
-@pytest.mark.usefixtures("kvm")
-def test_probe_program_under_kvm_as_under_qemu(tmp_path, capsys):
-    prog = DATA / "virtioprobe.bin"
+def run_on_kvm(tmp_path: Path, prog: Path, vdisk_opts: str = "") -> tuple[int, Path, Path]:
+    """``gqemu run --accel kvm`` of ``prog`` booted from an IDE disk with a
+    blank virtio disk beside it (``vdisk_opts``: more -drive options), as
+    record_probe.py runs QEMU.  Returns (exit status, virtio disk, debugcon)."""
     boot, vdisk, con = tmp_path / "boot.img", tmp_path / "vdisk.img", tmp_path / "con.bin"
     record.make_disk(str(boot), prog.read_bytes())
     record.make_disk(str(vdisk), b"")
     rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "60",
                "--drive", "file=%s,format=raw,if=ide,index=0" % boot,
-               "--drive", "file=%s,format=raw,if=virtio" % vdisk, "--debugcon", str(con)])
+               "--drive", "file=%s,format=raw,if=virtio%s" % (vdisk, vdisk_opts),
+               "--debugcon", str(con)])
+    return rc, vdisk, con
+
+
+@pytest.mark.usefixtures("kvm")
+def test_probe_program_under_kvm_as_under_qemu(tmp_path, capsys):
+    rc, vdisk, con = run_on_kvm(tmp_path, DATA / "virtioprobe.bin")
     assert rc == int((DATA / "probe-exitcode.txt").read_text())
     ref, got = recorded(), con.read_bytes()
     assert len(got) == len(ref)
@@ -319,18 +327,12 @@ def test_read_only_drive_as_under_qemu(tmp_path, capsys):
     for virtio-blk, offers VIRTIO_BLK_F_RO, fails the writes and
     write-zeroes with IOERR, lets the discard (off by default) succeed, and
     the disk stays as it was (record_probe.py's ro-* files)."""
-    prog = DATA / "virtioblk.bin"
-    boot, vdisk, con = tmp_path / "boot.img", tmp_path / "vdisk.img", tmp_path / "con.bin"
-    record.make_disk(str(boot), prog.read_bytes())
-    record.make_disk(str(vdisk), b"")
-    before = vdisk.read_bytes()
-    rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "60",
-               "--drive", "file=%s,format=raw,if=ide,index=0" % boot,
-               "--drive", "file=%s,format=raw,if=virtio,readonly=on" % vdisk,
-               "--debugcon", str(con)])
+    blank = tmp_path / "blank.img"
+    record.make_disk(str(blank), b"")
+    rc, vdisk, con = run_on_kvm(tmp_path, DATA / "virtioblk.bin", ",readonly=on")
     assert rc == int((DATA / "ro-exitcode.txt").read_text())
     assert con.read_bytes() == (DATA / "ro-debugcon.bin").read_bytes()
-    assert vdisk.read_bytes() == before
+    assert vdisk.read_bytes() == blank.read_bytes()
 
 
 def test_read_only_drive_offers_ro_and_discards(disk):
@@ -368,13 +370,7 @@ def test_virtio_interrupt_through_seabios_pic(tmp_path):
     with the handler reading the ISR before its EOI (one interrupt) and once
     only on its second call (the level-triggered line fires again): QEMU's
     bytes (record_probe.py's irq-* files)."""
-    prog = DATA / "virtioirq.bin"
-    boot, vdisk, con = tmp_path / "boot.img", tmp_path / "vdisk.img", tmp_path / "con.bin"
-    record.make_disk(str(boot), prog.read_bytes())
-    record.make_disk(str(vdisk), b"")
-    rc = main(["run", "--accel", "kvm", "--boot", str(prog), "--timeout", "60",
-               "--drive", "file=%s,format=raw,if=ide,index=0" % boot,
-               "--drive", "file=%s,format=raw,if=virtio" % vdisk, "--debugcon", str(con)])
+    rc, _vdisk, con = run_on_kvm(tmp_path, DATA / "virtioirq.bin")
     assert rc == int((DATA / "irq-exitcode.txt").read_text())
     ref = (DATA / "irq-debugcon.bin").read_bytes()
     assert ref[5:] == b"Vr\x01\x01Vr\x01\x02"
