@@ -60,14 +60,18 @@ def parse_block_error_action(buf: str, is_read: bool) -> int:
                      % (buf, "read" if is_read else "write"))
 
 
+# cache mode -> (flags, writethrough)
+_CACHE_MODE_FLAGS = {"off": (BDRV_O_NOCACHE, False), "none": (BDRV_O_NOCACHE, False),
+                     "directsync": (BDRV_O_NOCACHE, True), "writeback": (0, False),
+                     "unsafe": (BDRV_O_NO_FLUSH, False), "writethrough": (0, True)}
+CACHE_MODES = tuple(_CACHE_MODE_FLAGS)
+
+
 def bdrv_parse_cache_mode(mode: str) -> tuple[int, bool]:
     """(flags, writethrough).  QEMU: bdrv_parse_cache_mode.  Raises BlockError."""
-    table = {"off": (BDRV_O_NOCACHE, False), "none": (BDRV_O_NOCACHE, False),
-             "directsync": (BDRV_O_NOCACHE, True), "writeback": (0, False),
-             "unsafe": (BDRV_O_NO_FLUSH, False), "writethrough": (0, True)}
-    if mode not in table:
+    if mode not in _CACHE_MODE_FLAGS:
         raise BlockError(errno.EINVAL, "invalid cache option")
-    return table[mode]
+    return _CACHE_MODE_FLAGS[mode]
 
 
 def parse_drive_options(options: Optional[dict], flags: int = 0) -> DriveOptions:

@@ -286,12 +286,10 @@ def img_check(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     if output not in ("human", "json"):
         raise ImgError("--output must be used with human or json as argument.")
-    from gqemu.block.drive_opts import bdrv_parse_cache_mode
-    from gqemu.block.driver import BDRV_O_CHECK, BlockError
+    from gqemu.block.drive_opts import CACHE_MODES
+    from gqemu.block.driver import BDRV_O_CHECK
     from gqemu.cli.qemu_img_out import run_check
-    try:
-        bdrv_parse_cache_mode(cache)
-    except BlockError:
+    if cache not in CACHE_MODES:
         raise ImgError("Invalid source cache option: %s" % cache)
     blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK, image_opts=image_opts,
                    force_share=force_share, cache=cache)

@@ -35,7 +35,6 @@ NO_AMEND_FORMATS = frozenset((
     "raw", "rbd", "replication", "snapshot-access", "ssh", "throttle", "vdi", "vhdx",
     "vmdk", "vpc", "vvfat"))
 
-CACHE_MODES = ("none", "off", "writeback", "writethrough", "directsync", "unsafe")
 _TYPE_NAMES = {"str": "str", "bool": "bool (on/off)", "num": "num", "size": "size"}
 
 
@@ -158,9 +157,10 @@ def _amend(bar: QemuProgress, options: str, fmt: Optional[str], args: list[str],
         return print_amend_option_help(fmt)
     if len(args) != 1:
         raise ImgError("Expecting one image file name")
+    from gqemu.block import blk_bs
+    from gqemu.block.drive_opts import CACHE_MODES
     if cache not in CACHE_MODES:
         raise ImgError("Invalid cache option: %s" % cache)
-    from gqemu.block import blk_bs
     blk = img_open(args[0], fmt, True, image_opts=image_opts,
                    cache="none" if cache == "off" else cache)
     try:

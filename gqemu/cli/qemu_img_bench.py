@@ -130,12 +130,9 @@ def img_bench(argv: list[str]) -> int:
         elif o == "-S":
             step = _size("step_size", v)
         elif o == "-t":
-            from gqemu.block.drive_opts import bdrv_parse_cache_mode
-            from gqemu.block.driver import BlockError
-            try:
-                bdrv_parse_cache_mode(v)
-            except BlockError:
-                raise ImgError("Invalid cache mode") from None
+            from gqemu.block.drive_opts import CACHE_MODES
+            if v not in CACHE_MODES:
+                raise ImgError("Invalid cache mode")
             cache = v
         elif o == "-w":
             is_write = True

@@ -65,15 +65,12 @@ def img_compare(argv: list[str]) -> int:
         progress = False
     if len(args) != 2:
         raise usage_error("Expecting two image file names")
-    from gqemu.block.driver import BlockError
-    from gqemu.block.drive_opts import bdrv_parse_cache_mode
+    from gqemu.block.drive_opts import CACHE_MODES
     from gqemu.cli.qemu_img_convert import QemuProgress
     prog = QemuProgress(progress, 2.0)
     out = CompareOutput(quiet, prog)
     try:
-        try:
-            bdrv_parse_cache_mode(cache)
-        except BlockError:
+        if cache not in CACHE_MODES:
             error_report("Invalid source cache option: %s" % cache)
             return 2
         b1 = _open(args[0], fmt1, image_opts, force_share, cache)

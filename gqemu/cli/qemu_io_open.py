@@ -29,8 +29,6 @@ from gqemu.cli.qemu_io_util import (CMD_FLAG_GLOBAL, CMD_NOFILE_OK, HasProg, cmd
 if TYPE_CHECKING:
     from gqemu.cli.qemu_io import QemuIO   # it imports the command modules
 
-CACHE_MODES = ("off", "none", "directsync", "writeback", "unsafe", "writethrough")
-
 # cache mode -> cache.direct, cache.no-flush, cache.writeback (bdrv_parse_cache_mode)
 _CACHE_KEYS = {"off": ("on", "off", "on"), "none": ("on", "off", "on"),
                "directsync": ("on", "off", "off"), "writeback": ("off", "off", "on"),
@@ -266,7 +264,7 @@ def parse_open_flag(io: HasProg, o: OpenOpts, c: str, optarg: Optional[str]) -> 
     elif c == "U":
         o.force_share = True
     elif c == "t":
-        if optarg not in CACHE_MODES:
+        if optarg not in _CACHE_KEYS:
             error_report(io, "Invalid cache option: %s" % optarg)
             return -errno.EINVAL
         o.cache = str(optarg)
@@ -350,7 +348,7 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
     g = Getopt(argv, "c:o:rw")
     for c, optarg in g:
         if c == "c":
-            if optarg not in CACHE_MODES:
+            if optarg not in _CACHE_KEYS:
                 error_report(io, "Invalid cache option: %s" % optarg)
                 return -errno.EINVAL
             o.cache, has_cache = str(optarg), True
