@@ -28,8 +28,6 @@ RECURSION_LIMIT = 4000
 
 def tool_run_begin() -> Any:
     """Returns what ``tool_run_end`` needs."""
-    if sys.getrecursionlimit() < RECURSION_LIMIT:
-        sys.setrecursionlimit(RECURSION_LIMIT)
     secrets = sys.modules.get("gqemu.block.crypto_secret")
     if secrets is not None:
         secrets.SECRETS.clear()
@@ -53,11 +51,13 @@ def tool_run_entering() -> None:
     (gevent, the block layer, a driver) allocate ~20,000 objects that live
     until exit; at Python's default threshold the collector would scan them
     ~25 times during one one-shot command, at this one once or twice.
-    Cycles are still collected, every ``GC_THRESHOLD0`` allocations.  Called
-    with an argv (in process: tests, the bench) a tool leaves the collector
-    alone."""
+    Cycles are still collected, every ``GC_THRESHOLD0`` allocations.  The
+    recursion limit is raised to ``RECURSION_LIMIT``.  Called with an argv
+    (in process: tests, the bench) a tool leaves both alone."""
     _th0, th1, th2 = gc.get_threshold()
     gc.set_threshold(max(_th0, GC_THRESHOLD0), th1, th2)
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
 
 
 def tool_run_exiting() -> None:
