@@ -111,6 +111,7 @@ def timerlist_deadline(ctx: Any) -> Optional[float]:
         return max(0, expire - now) / 1e9
     return None
 
+
 def timerlist_run_timers(ctx: Any) -> bool:
     """Fire the due timers of ``ctx``; True if any fired.
     QEMU: timerlistgroup_run_timers."""
