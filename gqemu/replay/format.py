@@ -386,3 +386,16 @@ def open_trace(path: str) -> tuple[IO[bytes], TraceReader]:
     except BaseException:
         f.close()
         raise
+
+
+def port_accesses(rec: list) -> list[tuple[int, int, int, int]]:
+    """The single port accesses of an io or io-string record, in order, as
+    (direction, size, port, value): a ``rep ins/outs`` is one access per
+    element, as QEMU's trace shows them.  [] for any other record."""
+    if rec[0] == REC_IO:
+        return [(rec[2], rec[3], rec[4], rec[5])]
+    if rec[0] == REC_IOS:
+        _k, _c, d, size, port, count, data = rec
+        return [(d, size, port, int.from_bytes(data[i:i + size], "little"))
+                for i in range(0, size * count, size)]
+    return []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gqemu.cli.main import main
-from gqemu.replay.format import REC_IO, REC_IOS, open_trace
+from gqemu.replay.format import REC_IO, REC_IOS, open_trace, port_accesses
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = ROOT / "scripts" / "examples" / "ataprobe.py"
@@ -93,10 +93,8 @@ def check_disk_and_trace(out: Path, disk: Path, trace: Path, tmp_path: Path,
                 ours.append({"dir": "in" if rec[2] == 0 else "out", "port": rec[4],
                              "size": rec[3], "value": rec[5]})
             elif rec[0] == REC_IOS:
-                _k, _c, d, size, port, count, data = rec
                 ours.extend({"dir": "in" if d == 0 else "out", "port": port, "size": size,
-                             "value": int.from_bytes(data[i:i + size], "little")}
-                            for i in range(0, size * count, size))
+                             "value": value} for d, size, port, value in port_accesses(rec))
     if from_power_on:       # the primary channel's accesses, SeaBIOS's included
         a = collapse([x for x in qemu if x["port"] in IDE_PORTS])
     else:

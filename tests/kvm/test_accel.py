@@ -164,19 +164,13 @@ def _ide_accesses(records):
     it, or a run of status reads) collapsed to its last status: how many
     polls a wait takes, and whether its first read still sees BSY, depends
     on the host's speed (refdata/README)."""
-    from gqemu.replay.format import REC_IO, REC_IOS
+    from gqemu.replay.format import port_accesses
     ide = set(range(0x1F0, 0x1F8)) | {0x3F6}
     out = []
     for rec in records:
-        if rec[0] == REC_IO and rec[4] in ide:
-            acc = [(rec[2], rec[3], rec[4], rec[5])]
-        elif rec[0] == REC_IOS and rec[4] in ide:
-            _k, _c, d, size, port, count, data = rec
-            acc = [(d, size, port, int.from_bytes(data[i:i + size], "little"))
-                   for i in range(0, size * count, size)]
-        else:
-            continue
-        for a in acc:
+        for a in port_accesses(rec):
+            if a[2] not in ide:
+                continue
             if a[0] == 0 and a[2] == 0x1F7 and out and out[-1][0] == 0 \
                     and out[-1][2] in (0x1F7, 0x3F6):
                 out[-1] = a

@@ -60,19 +60,11 @@ def ide_accesses(lines):
     """The port accesses of an ide_* trace log (QEMU's or gqemu's), each wait
     -- a run of (alternate) status reads -- collapsed to its last read: how
     many polls a wait takes depends on the host."""
-    from gqemu.replay.format import REC_IO, REC_IOS
+    from gqemu.replay.format import port_accesses
     from gqemu.replay.qemu_log import QemuLogImporter
     out: list[tuple] = []
     for rec in QemuLogImporter().records(lines):
-        if rec[0] == REC_IO:
-            acc = [(rec[2], rec[3], rec[4], rec[5])]
-        elif rec[0] == REC_IOS:
-            _k, _c, d, size, port, count, data = rec
-            acc = [(d, size, port, int.from_bytes(data[i:i + size], "little"))
-                   for i in range(0, size * count, size)]
-        else:
-            continue
-        for a in acc:
+        for a in port_accesses(rec):
             if (a[0] == 0 and a[2] in STATUS_PORTS and out and out[-1][0] == 0
                     and STATUS_PORTS.get(out[-1][2]) == STATUS_PORTS[a[2]]):
                 out[-1] = a

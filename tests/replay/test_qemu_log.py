@@ -10,7 +10,7 @@ import re
 import pytest
 from replay_helpers import EXAMPLES, gqemu
 
-from gqemu.replay.format import REC_IO, REC_IOS, REC_MEMW, open_trace
+from gqemu.replay.format import REC_IO, REC_MEMW, open_trace, port_accesses
 from gqemu.replay.qemu_log import LogError, QemuLogImporter
 
 P = "bus 0x55e47ad68f50"
@@ -116,15 +116,7 @@ def test_bad_lines_are_refused_with_their_number(line, msg):
 
 def expand(recs):
     """Recorded exits as the single accesses a QEMU log shows."""
-    out = []
-    for r in recs:
-        if r[0] == REC_IO:
-            out.append(r[2:])
-        elif r[0] == REC_IOS:
-            _k, _c, d, size, port, count, data = r
-            out.extend([d, size, port, int.from_bytes(data[i:i + size], "little")]
-                       for i in range(0, size * count, size))
-    return out
+    return [a for r in recs for a in port_accesses(r)]
 
 
 @pytest.mark.parametrize("example", ["dma", "two_cpus", "errors"])
@@ -141,7 +133,7 @@ def test_gqemu_own_log_imports_back_to_its_exits(example, tmp_path, capsys):
     f2, r2 = open_trace(str(out))
     with f1, f2:
         want = expand(list(r1))
-        got = [r[2:] for r in r2 if r[0] == REC_IO]
+        got = [tuple(r[2:]) for r in r2 if r[0] == REC_IO]
     assert len(got) > 100
     assert got == want
 
