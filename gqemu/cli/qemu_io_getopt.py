@@ -99,9 +99,8 @@ class Getopt:
             err("%s: unrecognized option '%s'\n" % (self.prog, a))
             return ("?", None), i
         if len(matches) > 1:
-            err("%s: option '--%s' is ambiguous; possibilities:%s\n"
-                % (self.prog, name,
-                   "".join(" '--%s'" % m for m in matches)))
+            err("%s: option '%s' is ambiguous; possibilities:%s\n"
+                % (self.prog, a, "".join(" '--%s'" % m for m in matches)))
             return ("?", None), i
         full = matches[0]
         has_arg, c = self.longopts[full]
