@@ -59,19 +59,6 @@ class HelpExit(ImgError):
         super().__init__("", 0)
 
 
-def _glibc_message(e: getopt.GetoptError) -> str:
-    """glibc getopt's own complaint (an optstring without a leading ':')."""
-    if len(e.opt) == 1:
-        if "requires argument" in e.msg:
-            return "option requires an argument -- '%s'" % e.opt
-        return "invalid option -- '%s'" % e.opt
-    if "requires argument" in e.msg:
-        return "option '--%s' requires an argument" % e.opt
-    if "must not have an argument" in e.msg:
-        return "option '--%s' doesn't allow an argument" % e.opt
-    return "unrecognized option '--%s'" % e.opt
-
-
 def parse_args(argv: list[str], short: str, longs: list[str],
                glibc_errors: bool = False) -> tuple[list, list[str]]:
     """getopt with qemu-img's one-line errors; ``glibc_errors``: a command
@@ -81,11 +68,12 @@ def parse_args(argv: list[str], short: str, longs: list[str],
         opts, args = getopt.gnu_getopt(argv, short, longs)
     except getopt.GetoptError as e:
         if glibc_errors:
-            msg = _glibc_message(e)
-            found = glibc_getopt_error([CMD] + argv, short, longs)
-            if msg.startswith("unrecognized") and found:    # the word as typed
-                msg = "unrecognized option '%s'" % found[1]
-            sys.stderr.write("%s: %s\n" % (CMD, msg))
+            # glibc's own line, as qemu-io's getopt prints it
+            from gqemu.cli.qemu_io_getopt import Getopt
+            longopts = {n.rstrip("="): (n.endswith("="), n) for n in longs}
+            for c, _arg in Getopt([CMD] + argv, short, longopts, prog=CMD):
+                if c == "?":
+                    break
             raise HelpExit() from None
         missing = "requires argument" in e.msg
         name = ("-" if len(e.opt) == 1 else "--") + e.opt
