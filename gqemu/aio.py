@@ -69,8 +69,8 @@ from gqemu.aio_context import (POLL_MAX_NS, QEMUBH, AioContext, aio_bh_new, aio_
                                aio_bh_schedule_oneshot, aio_context_acquire,
                                aio_context_release, aio_notify, qemu_bh_cancel,
                                qemu_bh_delete, qemu_bh_schedule)
-from gqemu.aio_posix import (AioDeadlockError, aio_compute_timeout, aio_poll,
-                             aio_wait_while)
+from gqemu.aio_posix import (AioDeadlockError, AioHandler, aio_compute_timeout, aio_poll,
+                             aio_set_fd_handler, aio_wait_while)
 from gqemu.qemu_coroutine import aio_co_enter, aio_co_schedule, aio_co_wake, thread_state
 from gqemu.qemu_coroutine_sleep import coroutine_set_aio_hooks
 from gqemu.qemu_timer import (QEMU_CLOCK_HOST, QEMU_CLOCK_REALTIME, QEMU_CLOCK_VIRTUAL,
@@ -86,6 +86,7 @@ __all__ = [
     "POLL_MAX_NS", "aio_bh_new",
     "aio_bh_schedule_oneshot", "qemu_bh_schedule", "qemu_bh_cancel", "qemu_bh_delete", "aio_bh_poll", "aio_poll",
     "aio_notify", "aio_wait_while", "aio_co_wake", "aio_co_schedule",
+    "AioHandler", "aio_set_fd_handler",
     "aio_co_enter", "QEMU_CLOCK_REALTIME", "QEMU_CLOCK_VIRTUAL",
     "QEMU_CLOCK_HOST", "QEMU_CLOCK_VIRTUAL_RT", "SCALE_NS", "SCALE_US",
     "SCALE_MS", "qemu_clock_get_ns", "aio_timer_new", "timer_mod", "timer_del",
@@ -139,7 +140,10 @@ def qemu_get_aio_context() -> AioContext:
 def aio_context_unref(ctx: AioContext) -> None:
     """Close ``ctx``: drop its hub watcher and everything still queued.
     Its thread pool must have been freed (thread_pool_free).  Context: its
-    loop thread, not current anywhere.  QEMU: aio_context_unref."""
+    loop thread, not current anywhere.  QEMU: aio_context_unref (with
+    aio_ctx_finalize's cleanup of the io_uring ring)."""
+    if ctx.linux_io_uring is not None:
+        ctx.linux_io_uring.close()      # gqemu.block.io_uring.luring_cleanup
     ctx._close_hub()
     ctx._bh_list = []
     ctx._ts_queue.clear()

@@ -109,6 +109,8 @@ class AioContext:
         self.scheduled_coroutines: deque[Coroutine] = deque()
         self.co_schedule_bh = QEMUBH(self, co_schedule_bh_cb, self)
         self.thread_pool: Any = None
+        self.linux_io_uring: Any = None            # gqemu.block.io_uring's LuringState
+        self.handlers: list[Any] = []              # gqemu.aio_posix.AioHandler
         self.sched: Any = None
         self.poll_depth = 0
 
@@ -143,6 +145,8 @@ class AioContext:
         self.loop_thread = ident
 
     def _close_hub(self) -> None:
+        for h in self.handlers:             # their watchers belong to the hub
+            h.watcher = None
         if self._async is not None:
             try:
                 self._async.stop()
@@ -221,6 +225,12 @@ class AioContext:
         if timeout is not None:
             timer = hub.loop.timer(max(timeout, 0.0))
             timer.start(waiter.switch, None)
+        handlers = self.handlers
+        for h in handlers:          # watch their fds only while parked
+            if h.watcher is None:
+                h.watcher = hub.loop.io(h.fd, 1)
+                h.watcher.ref = False   # what they wait for counts in external
+            h.watcher.start(self._on_async)
         try:
             waiter.get()
         except LoopExit:
@@ -230,6 +240,9 @@ class AioContext:
                 self._waiters.remove(waiter)
             if timer is not None:
                 timer.close()
+            for h in handlers:
+                if h.watcher is not None:
+                    h.watcher.stop()
         return True
 
     def _poll_wait(self, budget: float) -> bool:

@@ -12,7 +12,9 @@ advance by ``step`` modulo the image size ("random" rows use a stride of
 figure is the best of 3 alternating runs (2 with --quick).
 
 The ``nowait`` rows use ``-drive aio=nowait``: reads try
-``preadv(RWF_NOWAIT)`` in the coroutine before the thread pool.
+``preadv(RWF_NOWAIT)`` in the coroutine before the thread pool.  The
+``io_uring`` rows use ``-drive aio=io_uring`` (gqemu.block.io_uring) and
+are judged against ``qemu-img bench -i io_uring``.
 """
 from __future__ import annotations
 
@@ -45,6 +47,10 @@ WORKLOADS = [
 ]
 NOWAIT = [("4k randread qd1 nowait", 4096, 1, True, False, 100000, 30000, 2.5),
           ("4k randread qd32 nowait", 4096, 32, True, False, 200000, 40000, None)]
+# (targets: issue 16 -- an io_uring engine >= 1x qemu-img's io_uring)
+IO_URING = [("4k randread qd1 io_uring", 4096, 1, True, False, 100000, 30000, 1.0),
+            ("4k randread qd32 io_uring", 4096, 32, True, False, 200000, 40000, 1.0),
+            ("4k randwrite qd1 io_uring", 4096, 1, True, True, 100000, 15000, None)]
 
 
 def _make_image(path: str, size: int) -> None:
@@ -141,10 +147,11 @@ def run_bench(args: argparse.Namespace) -> int:
         _make_image(path, size)
         uring = tool is not None and _qemu_img(tool, path, "io_uring", 4096, 1, 4096, 100,
                                                False) is not None
-        for nowait, group in ((False, WORKLOADS), (True, NOWAIT)):
-            opts = {"format": "raw", "cache": "writeback"}
-            if nowait:
-                opts["aio"] = "nowait"
+        for aio, group in (("threads", WORKLOADS), ("nowait", NOWAIT),
+                           ("io_uring", IO_URING if uring else [])):
+            if not group:
+                continue
+            opts = {"format": "raw", "cache": "writeback", "aio": aio}
             blk = blk_new_open(path, opts)
             try:
                 for name, bs, depth, rnd, write, qcount, gcount, target in group:
@@ -164,7 +171,7 @@ def run_bench(args: argparse.Namespace) -> int:
                                _plain(path, size, bs, step, gcount, write)]
                         best = [max(a, b) for a, b in zip(best, got)]
                     rows.append(_row(name, bs, best[0], best[1] or None, best[2] or None,
-                                     best[3], target))
+                                     best[3], target, aio == "io_uring"))
             finally:
                 blk_unref(blk)
     finally:
@@ -173,18 +180,20 @@ def run_bench(args: argparse.Namespace) -> int:
     table("block: blk -> raw -> file-posix -> thread pool, %d MiB page-cached image "
           "(IOPS; MB/s; ratio = gqemu / anchor)" % (size >> 20),
           ["workload", "gqemu IOPS", "MB/s", "qemu-img threads", "ratio",
-           "qemu-img io_uring", "ratio", "os.preadv loop", "ratio", "target (vs threads)"],
+           "qemu-img io_uring", "ratio", "os.preadv loop", "ratio",
+           "target (io_uring rows: vs io_uring; others vs threads)"],
           rows)
     return 0
 
 
 def _row(name: str, bs: int, ours: float, qt: Optional[float], qu: Optional[float],
-         plain: float, target: Optional[float]) -> list[str]:
+         plain: float, target: Optional[float], vs_uring: bool = False) -> list[str]:
     def ratio(a: Optional[float]) -> str:
         return "%.2fx" % (ours / a) if a else "n/a"
 
     def val(a: Optional[float]) -> str:
         return fmt_num(a) if a else "n/a"
-    tgt = verdict(ours / qt, target) if (qt and target) else ""
+    anchor = qu if vs_uring else qt
+    tgt = verdict(ours / anchor, target) if (anchor and target) else ""
     return [name, fmt_num(ours), "%.0f" % (ours * bs / 1e6), val(qt), ratio(qt), val(qu),
             ratio(qu), fmt_num(plain), ratio(plain), tgt]

@@ -30,7 +30,7 @@ BDRV_O_ALLOW_RDWR = 0x2000
 BDRV_O_UNMAP = 0x4000
 BDRV_O_PROTOCOL = 0x8000
 BDRV_O_NO_IO = 0x10000
-BDRV_O_IO_URING = 0x40000     # aio=io_uring (run on the thread pool in gqemu)
+BDRV_O_IO_URING = 0x40000     # aio=io_uring (gqemu.block.io_uring)
 BDRV_O_NOWAIT = 0x100000      # gqemu: the RWF_NOWAIT fast path (aio=nowait)
 BDRV_O_CACHE_MASK = BDRV_O_NOCACHE | BDRV_O_NO_FLUSH
 

@@ -7,13 +7,14 @@ as open flags (BDRV_O_NOCACHE = O_DIRECT with the probed alignment as
 BDRV_O_NO_FLUSH skips flushes).  Image locking uses OFD locks on bytes
 100+perm and 200+perm as QEMU >= 2.10 (option ``locking=auto|on|off``).
 
-Option ``aio=threads|native|io_uring|nowait`` (``-drive aio=nowait``;
-``native`` and ``io_uring`` are QEMU's Linux AIO and io_uring engines, run on
-the thread pool here; ``native`` needs O_DIRECT as in QEMU): ``nowait`` is the
-opt-in fast path; reads first try ``os.preadv(..., RWF_NOWAIT)`` in the
-coroutine and go to the thread pool only when the data is not in the page
-cache (EAGAIN) or the read is short.  ``threads`` (the default) is the
-faithful path of the seed.
+Option ``aio=threads|native|io_uring|nowait``: ``threads`` (the default) is
+the faithful path of the seed.  ``io_uring`` is QEMU's io_uring engine
+(gqemu.block.io_uring: reads, writes and flushes go through the context's
+ring; no thread).  ``native`` is QEMU's Linux AIO, which needs O_DIRECT as in
+QEMU; gqemu runs it on the thread pool.  ``nowait`` (gqemu's own opt-in
+fast path) first tries ``os.preadv(..., RWF_NOWAIT)`` in the coroutine and
+goes to the thread pool only when the data is not in the page cache
+(EAGAIN) or the read is short.
 
 Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
 QEMU: block/raw-posix.c (2.8), locking from block/file-posix.c (2.10).
@@ -52,6 +53,7 @@ RAW_LOCK_SHARED_BASE = 200
 _FLOCK = "hhqqi4x"
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _PAGE = mmap.PAGESIZE
+_io_uring: Any = None        # gqemu.block.io_uring, imported by the first aio=io_uring open
 
 
 def _lock_op(fd: int, cmd: int, ltype: int, start: int) -> int:
@@ -109,6 +111,7 @@ class BdrvFile(BlockDriver):
         self.has_fallocate = True
         self.use_lock = False
         self.use_nowait = False
+        self.use_linux_io_uring = False
         self.nowait_hits = 0
         self.nowait_misses = 0
         self.perm = 0
@@ -162,6 +165,17 @@ class BdrvFile(BlockDriver):
             os.close(fd)                   # host_device, host_cdrom (host_device.py)
             raise BlockError(errno.EINVAL, "'%s' driver requires '%s' to be either a "
                              "character or block device" % (self.format_name, filename))
+        if aio == "io_uring":
+            global _io_uring
+            import gqemu.block.io_uring as _io_uring   # ctypes: not on start-up
+            try:
+                _io_uring.aio_setup_linux_io_uring(bdrv_get_aio_context(bs))
+            except OSError as e:
+                os.close(fd)
+                # (QEMU 7.2 prints no errno here: liburing leaves errno 0)
+                raise BlockError(e.errno or errno.EIO, "Unable to use io_uring: failed to "
+                                 "init linux io_uring ring") from None
+        self.use_linux_io_uring = aio == "io_uring"
         self.fd = fd
         self.open_flags = oflags
         if not stat.S_ISREG(st.st_mode):
@@ -325,6 +339,9 @@ class BdrvFile(BlockDriver):
         QEMU: raw_aio_flush (2.8)."""
         if self.fd < 0:
             return None
+        if self.use_linux_io_uring:
+            return _io_uring.luring_aio_flush(
+                _io_uring.aio_get_linux_io_uring(bdrv_get_aio_context(bs)), self.fd, cb, opaque)
         return paio_submit(bs, self.fd, 0, None, 0, cb, opaque, QEMU_AIO_FLUSH)
 
     bdrv_aio_flush = raw_aio_flush
@@ -439,9 +456,14 @@ def raw_co_prw(bs: BlockDriverState, offset: int, nbytes: int,
     s: BdrvFile = bs.opaque  # type: ignore[assignment]
     if s.fd < 0:
         return -errno.EIO
-    if s.needs_alignment:
-        if not bdrv_qiov_is_aligned(bs, qiov):
-            aio_type |= QEMU_AIO_MISALIGNED
+    if s.needs_alignment and not bdrv_qiov_is_aligned(bs, qiov):
+        aio_type |= QEMU_AIO_MISALIGNED
+    elif s.use_linux_io_uring:
+        return _io_uring.luring_co_submit(  # type: ignore[no-any-return]
+            bs, _io_uring.aio_get_linux_io_uring(bdrv_get_aio_context(bs)),
+            s.fd, offset, qiov, aio_type)
+    elif s.needs_alignment:
+        pass
     elif s.use_nowait and aio_type == QEMU_AIO_READ:
         try:
             n = os.preadv(s.fd, qiov.iov, offset, _RWF_NOWAIT)

@@ -104,7 +104,9 @@ def img_bench(argv: list[str]) -> int:
                             ["help", "flush-interval=", "image-opts", "pattern=", "no-drain",
                              "force-share", "object="])
     fmt = None
-    quiet = image_opts = is_write = force_share = native = False
+    quiet = image_opts = is_write = force_share = False
+    from gqemu.block.block_int import BDRV_O_IO_URING, BDRV_O_NATIVE_AIO
+    aio_flags = 0               # QEMU: bdrv_parse_aio ORs into the open flags
     count, depth, offset, bufsize, pattern, step = 75000, 64, 0, 4096, 0, 0
     flush_interval, drain = 0, True
     cache = "writeback"
@@ -116,11 +118,12 @@ def img_bench(argv: list[str]) -> int:
         elif o == "-f":
             fmt = v
         elif o == "-n":
-            native = True
+            aio_flags |= BDRV_O_NATIVE_AIO
         elif o == "-i":
             if v not in ("native", "threads", "io_uring"):
                 raise ImgError("Invalid aio option: %s" % v)
-            native = v == "native"
+            aio_flags |= (BDRV_O_NATIVE_AIO if v == "native" else
+                          BDRV_O_IO_URING if v == "io_uring" else 0)
         elif o == "-o":
             offset = cvtnum("offset", v)
         elif o == "-q":
@@ -154,23 +157,23 @@ def img_bench(argv: list[str]) -> int:
         raise ImgError("Flush interval can't be smaller than depth")
     if count and not depth:     # gqemu: QEMU would wait forever for no request
         raise ImgError("Invalid queue depth specified")
-    return _run(args[0], fmt, is_write, image_opts, force_share, cache, native, quiet,
+    return _run(args[0], fmt, is_write, image_opts, force_share, cache, aio_flags, quiet,
                 BenchData(None, 0, is_write, bufsize, step or bufsize, depth, count, offset,
                           flush_interval, drain, None), pattern)
 
 
 def _run(filename: str, fmt: Any, is_write: bool, image_opts: bool, force_share: bool,
-         cache: str, native: bool, quiet: bool, b: BenchData, pattern: int) -> int:
+         cache: str, aio_flags: int, quiet: bool, b: BenchData, pattern: int) -> int:
     from gqemu.block import blk_getlength
     from gqemu.block.drive_opts import bdrv_parse_cache_mode
-    from gqemu.block.driver import BDRV_O_NOCACHE
+    from gqemu.block.driver import BDRV_O_NATIVE_AIO, BDRV_O_NOCACHE
     from gqemu.block.qiov import QEMUIOVector
-    if native and not bdrv_parse_cache_mode(cache)[0] & BDRV_O_NOCACHE:
+    if aio_flags & BDRV_O_NATIVE_AIO and not bdrv_parse_cache_mode(cache)[0] & BDRV_O_NOCACHE:
         raise ImgError("Could not open '%s': aio=native was specified, but it requires "
                        "cache.direct=on, which was not specified." % filename)
     # gqemu has no Linux AIO: native requests go to the thread pool
-    blk = img_open(filename, fmt, is_write, image_opts=image_opts, force_share=force_share,
-                   cache=cache)
+    blk = img_open(filename, fmt, is_write, extra_flags=aio_flags, image_opts=image_opts,
+                   force_share=force_share, cache=cache)
     try:
         size = blk_getlength(blk)
         if size < 0:

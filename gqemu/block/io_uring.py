@@ -1,0 +1,515 @@
+"""Linux io_uring: the file driver's ``aio=io_uring`` engine.
+
+``luring_co_submit`` puts one SQE on the ring of the request's AioContext
+and hands it to the kernel with ``io_uring_enter``; then it looks at the
+completion ring at once (``ioq_submit`` -> ``luring_process_completions``).
+A buffered read of cached data is completed by the kernel during the
+submission, so the coroutine finds its result there and never yields: no
+thread, no wake-up.  Other requests complete in the kernel's io-wq workers;
+the context's poll finds their CQEs (the ring is an fd handler whose
+``io_poll`` reads the CQ head and tail) and wakes the coroutines, and a
+parked poll watches the ring's fd.  Requests in flight count in the
+context's ``external``, as thread-pool requests do.
+
+QEMU's short-read rule is kept: the rest of a short read is submitted again
+and a read that reaches the end of the file is padded with zeroes; a short
+write fails with -ENOSPC; -EINTR and -EAGAIN resubmit.  Reads and writes
+use ``IORING_OP_READV``/``WRITEV``, flushes ``IORING_OP_FSYNC`` with
+``IORING_FSYNC_DATASYNC``; discards and write-zeroes stay on the thread
+pool (as in QEMU), and so do misaligned O_DIRECT requests.
+
+There is no liburing: the ring is set up with the raw system calls through
+ctypes (``io_uring_setup``, ``io_uring_enter``) and the SQ ring, CQ ring
+and SQE array are ``mmap``-ed from the ring's fd.  Head and tail are
+aligned 32-bit words of that shared mapping, read and written in place;
+x86-64's store order is what makes the SQE visible before the tail that
+publishes it (the system call numbers are x86-64's too, like KVM here).
+
+QEMU's ``completion_bh`` (scheduled while completions run, so that a
+nested event loop sees the rest) is not needed: gqemu's loop polls the CQ
+ring itself, and a nested poll does so again.
+
+Must not import: gqemu.hw, gqemu.kvm or anything above the block layer.
+QEMU: block/io_uring.c (7.2), util/async.c (aio_get_linux_io_uring).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import struct
+from collections import deque
+from typing import Any, Callable, Optional
+
+from greenlet import getcurrent
+
+from gqemu.aio import (AioContext, aio_bh_schedule_oneshot, aio_co_wake,
+                       aio_set_fd_handler)
+from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset
+from gqemu.coroutine import coroutine_fn, qemu_coroutine_entered, qemu_coroutine_yield
+from gqemu.threadpool.aiocb import QEMU_AIO_FLUSH, QEMU_AIO_READ, QEMU_AIO_WRITE
+from gqemu.trace import trace_event
+
+__all__ = ["LuringState", "LuringAIOCB", "luring_init", "luring_cleanup",
+           "luring_co_submit", "luring_aio_flush", "aio_setup_linux_io_uring",
+           "aio_get_linux_io_uring"]
+
+trace_luring_init_state = trace_event("luring_init_state", "s %p size %zu")
+trace_luring_cleanup_state = trace_event("luring_cleanup_state", "%p freed")
+trace_luring_do_submit = trace_event(
+    "luring_do_submit", "LuringState %p blocked %d plugged %d queued %d inflight %d")
+trace_luring_do_submit_done = trace_event("luring_do_submit_done",
+                                          "LuringState %p submitted to kernel %d")
+trace_luring_co_submit = trace_event(
+    "luring_co_submit", "bs %p s %p luringcb %p fd %d offset %d nbytes %zd type %d")
+trace_luring_process_completion = trace_event("luring_process_completion",
+                                              "LuringState %p luringcb %p ret %d")
+trace_luring_io_uring_submit = trace_event("luring_io_uring_submit", "LuringState %p ret %d")
+trace_luring_resubmit_short_read = trace_event("luring_resubmit_short_read",
+                                               "LuringState %p luringcb %p nread %d")
+
+MAX_ENTRIES = 128                      # the ring's size, as QEMU's
+
+# <linux/io_uring.h>
+IORING_OFF_SQ_RING = 0
+IORING_OFF_CQ_RING = 0x8000000
+IORING_OFF_SQES = 0x10000000
+IORING_FEAT_SINGLE_MMAP = 1 << 0
+IORING_OP_READV = 1
+IORING_OP_WRITEV = 2
+IORING_OP_FSYNC = 3
+IORING_FSYNC_DATASYNC = 1 << 0
+_NR_IO_URING_SETUP = 425               # x86-64
+_NR_IO_URING_ENTER = 426
+
+# struct io_uring_params: 10 u32, then io_sqring_offsets and
+# io_cqring_offsets (8 u32 and a u64 each)
+_PARAMS = struct.Struct("<10I8IQ8IQ")
+# struct io_uring_sqe: opcode, flags, ioprio, fd, off, addr, len,
+# rw_flags, user_data, buf_index, personality, splice_fd_in, addr3, pad
+_SQE = struct.Struct("<BBHiQQIIQHHiQQ")
+_CQE = struct.Struct("<Qi")            # user_data, res (flags not needed)
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+
+_syscall_setup: Any = None
+_syscall_enter: Any = None
+
+
+def _syscalls() -> None:
+    global _syscall_setup, _syscall_enter
+    libc = ctypes.CDLL(None, use_errno=True)
+    _syscall_setup = libc["syscall"]      # a function object of its own
+    _syscall_setup.restype = ctypes.c_long
+    _syscall_setup.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p)
+    _syscall_enter = libc["syscall"]
+    _syscall_enter.restype = ctypes.c_long
+    _syscall_enter.argtypes = (ctypes.c_long,) * 7
+
+
+class _Ring:
+    """One io_uring instance: its fd and the three shared mappings.
+    QEMU: struct io_uring (liburing)."""
+
+    def __init__(self, entries: int) -> None:
+        if _syscall_setup is None:
+            _syscalls()
+        params = ctypes.create_string_buffer(_PARAMS.size)
+        fd = _syscall_setup(_NR_IO_URING_SETUP, entries, params)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        self.fd = fd
+        try:
+            self._map(_PARAMS.unpack(params.raw))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _map(self, p: tuple) -> None:
+        sq_entries, cq_entries, features = p[0], p[1], p[5]
+        sq_head, sq_tail, sq_mask, _e, _f, _d, sq_array = p[10:17]
+        cq_head, cq_tail, cq_mask, _e, _o, cqes = p[19:25]
+        prot = mmap.PROT_READ | mmap.PROT_WRITE
+        flags = mmap.MAP_SHARED | _MAP_POPULATE
+        sq_size = sq_array + sq_entries * 4
+        cq_size = cqes + cq_entries * 16         # sizeof(struct io_uring_cqe)
+        if features & IORING_FEAT_SINGLE_MMAP:
+            sq_size = cq_size = max(sq_size, cq_size)
+        self.sq_map = mmap.mmap(self.fd, sq_size, flags, prot, offset=IORING_OFF_SQ_RING)
+        self.cq_map = (self.sq_map if features & IORING_FEAT_SINGLE_MMAP else
+                       mmap.mmap(self.fd, cq_size, flags, prot, offset=IORING_OFF_CQ_RING))
+        self.sqes = mmap.mmap(self.fd, sq_entries * _SQE.size, flags, prot,
+                              offset=IORING_OFF_SQES)
+        self.sq32 = memoryview(self.sq_map).cast("I")
+        self.cq32 = memoryview(self.cq_map).cast("I")
+        self.sq_entries = sq_entries
+        self.sq_head, self.sq_tail = sq_head >> 2, sq_tail >> 2
+        self.sq_mask = self.sq32[sq_mask >> 2]
+        self.cq_head, self.cq_tail = cq_head >> 2, cq_tail >> 2
+        self.cq_mask = self.cq32[cq_mask >> 2]
+        self.cqes = cqes
+        for i in range(sq_entries):          # SQ slot i always holds SQE i
+            self.sq32[(sq_array >> 2) + i] = i
+        self.sqe_tail = self.sq32[self.sq_tail]   # SQEs filled, not yet published
+
+    def get_sqe(self) -> int:
+        """The offset of a free SQE, or -1 when the SQ ring is full.
+        QEMU: io_uring_get_sqe."""
+        tail = self.sqe_tail
+        if (tail - self.sq32[self.sq_head]) & 0xffffffff >= self.sq_entries:
+            return -1
+        self.sqe_tail = (tail + 1) & 0xffffffff
+        return (tail & self.sq_mask) * _SQE.size
+
+    def submit(self) -> int:
+        """Publish the filled SQEs and enter the kernel with every SQE it
+        has not taken yet: the number it took, or -errno.
+        QEMU: io_uring_submit."""
+        sq32 = self.sq32
+        sq32[self.sq_tail] = tail = self.sqe_tail
+        n = (tail - sq32[self.sq_head]) & 0xffffffff
+        ret = _syscall_enter(_NR_IO_URING_ENTER, self.fd, n, 0, 0, 0, 0)
+        return ret if ret >= 0 else -ctypes.get_errno()
+
+    def unpublish(self) -> None:
+        """Take back the SQEs the kernel has not taken (after a refused
+        submission), so that no later submission sends them."""
+        self.sqe_tail = self.sq32[self.sq_head]
+        self.sq32[self.sq_tail] = self.sqe_tail
+
+    def cq_ready(self) -> bool:
+        """QEMU: io_uring_cq_ready."""
+        cq32 = self.cq32
+        return cq32[self.cq_tail] != cq32[self.cq_head]
+
+    def pop_cqe(self) -> Optional[tuple[int, int]]:
+        """The oldest CQE's (user_data, res), consumed; None when empty.
+        QEMU: io_uring_peek_cqe + io_uring_cqe_seen."""
+        cq32 = self.cq32
+        head = cq32[self.cq_head]
+        if head == cq32[self.cq_tail]:
+            return None
+        cqe = _CQE.unpack_from(self.cq_map, self.cqes + (head & self.cq_mask) * 16)
+        cq32[self.cq_head] = (head + 1) & 0xffffffff
+        return cqe
+
+    def close(self) -> None:
+        self.sq32.release()
+        self.cq32.release()
+        for m in {id(x): x for x in (self.sq_map, self.cq_map, self.sqes)}.values():
+            m.close()
+        os.close(self.fd)
+        self.fd = -1
+
+
+class LuringAIOCB:
+    """One request on the ring: a coroutine waiting in luring_co_submit, or
+    (a flush through the 2.8-style AIO interface) a callback.
+    QEMU: LuringAIOCB."""
+
+    __slots__ = ("co", "ret", "qiov", "is_read", "total_read", "sqeq", "iov",
+                 "cb", "opaque", "token")
+
+    def __init__(self, co: Any, qiov: Optional[QEMUIOVector], is_read: bool) -> None:
+        self.co = co
+        self.ret = -errno.EINPROGRESS
+        self.qiov = qiov
+        self.is_read = is_read
+        self.total_read = 0
+        self.sqeq: list[int] = []       # opcode, fd, off, addr, len, rw_flags
+        self.iov: Any = None            # the C iovec array and the buffers it points at
+        self.cb: Optional[Callable[[Any, int], Any]] = None
+        self.opaque: Any = None
+        self.token = 0
+
+
+def _iovec(views: list, skip: int) -> tuple[Any, int, int]:
+    """A C iovec array for ``views`` after their first ``skip`` bytes:
+    (what keeps it alive, its address, its count).  A read-only buffer (a
+    write's) is copied, since ctypes can only point at writable memory."""
+    pieces = []
+    for mv in views:
+        n = len(mv)
+        if skip >= n:
+            skip -= n
+            continue
+        pieces.append(mv[skip:] if skip else mv)
+        skip = 0
+    arr = (ctypes.c_uint64 * (2 * len(pieces)))()
+    keep: list[Any] = [arr]
+    for i, mv in enumerate(pieces):
+        try:
+            c = ctypes.c_char.from_buffer(mv)
+        except TypeError:               # read-only
+            mv = bytearray(mv)
+            c = ctypes.c_char.from_buffer(mv)
+        keep.append(c)
+        arr[2 * i] = ctypes.addressof(c)
+        arr[2 * i + 1] = len(mv)
+    return keep, ctypes.addressof(arr), len(pieces)
+
+
+class LuringState:
+    """An AioContext's ring and its submission queue.  QEMU: LuringState."""
+
+    def __init__(self, ctx: AioContext) -> None:
+        self.ring = _Ring(MAX_ENTRIES)
+        self.aio_context = ctx
+        self.submit_queue: deque[LuringAIOCB] = deque()
+        self.plugged = 0
+        self.in_queue = 0
+        self.in_flight = 0
+        self.blocked = False
+        self.requests: dict[int, LuringAIOCB] = {}    # user_data -> request
+        self.on_ring: deque[LuringAIOCB] = deque()    # in SQEs the kernel has not taken
+        self._next = 0
+        aio_set_fd_handler(ctx, self.ring.fd, False, qemu_luring_completion_cb, None,
+                           qemu_luring_poll_cb, qemu_luring_poll_ready, self)
+
+    def close(self) -> None:
+        luring_cleanup(self)
+
+
+def luring_init(ctx: AioContext) -> LuringState:
+    """A ring of MAX_ENTRIES for ``ctx``.  Raises OSError (io_uring_setup's
+    error).  QEMU: luring_init + luring_attach_aio_context."""
+    s = LuringState(ctx)
+    if trace_luring_init_state.enabled:
+        trace_luring_init_state(s, MAX_ENTRIES)
+    return s
+
+
+def luring_cleanup(s: LuringState) -> None:
+    """Detach the ring from its context and close it.  QEMU:
+    luring_detach_aio_context + luring_cleanup."""
+    ctx = s.aio_context
+    aio_set_fd_handler(ctx, s.ring.fd, False, None, None, None, None, s)
+    if ctx.linux_io_uring is s:
+        ctx.linux_io_uring = None
+    s.ring.close()
+    if trace_luring_cleanup_state.enabled:
+        trace_luring_cleanup_state(s)
+
+
+def aio_setup_linux_io_uring(ctx: AioContext) -> LuringState:
+    """The context's ring, made on first use.  Raises OSError.
+    QEMU: aio_setup_linux_io_uring."""
+    s = ctx.linux_io_uring
+    if s is None:
+        s = ctx.linux_io_uring = luring_init(ctx)
+    return s  # type: ignore[no-any-return]
+
+
+def aio_get_linux_io_uring(ctx: AioContext) -> LuringState:
+    """QEMU: aio_get_linux_io_uring (which asserts it was set up; a node
+    moved to another context gets a ring there on first use)."""
+    return aio_setup_linux_io_uring(ctx)
+
+
+def _complete(s: LuringState, cb: LuringAIOCB, ret: int) -> None:
+    cb.ret = ret
+    cb.iov = None
+    if cb.cb is not None:
+        # A callback request: never call back from inside its own submission.
+        aio_bh_schedule_oneshot(s.aio_context, _deliver, cb)
+    elif not qemu_coroutine_entered(cb.co):
+        aio_co_wake(cb.co)          # else it is in ioq_submit and sees cb.ret
+
+
+def _deliver(cb: LuringAIOCB) -> None:
+    cb.cb(cb.opaque, cb.ret)  # type: ignore[misc]
+
+
+def luring_process_completions(s: LuringState) -> None:
+    """Consume every CQE and finish its request.  Safe to re-enter from a
+    nested poll: each CQE is consumed before its request is finished.
+    QEMU: luring_process_completions."""
+    ring = s.ring
+    while True:
+        cqe = ring.pop_cqe()
+        if cqe is None:
+            break
+        cb = s.requests.pop(cqe[0])
+        ret = cqe[1]
+        s.in_flight -= 1
+        s.aio_context.external_dec()
+        if trace_luring_process_completion.enabled:
+            trace_luring_process_completion(s, cb, ret)
+        total = ret + cb.total_read
+        if ret < 0:
+            if ret == -errno.EINTR or ret == -errno.EAGAIN:
+                luring_resubmit(s, cb)
+                continue
+        elif cb.qiov is None:
+            pass
+        elif total == cb.qiov.size:
+            ret = 0
+        elif cb.is_read:
+            if ret > 0:
+                luring_resubmit_short_read(s, cb, ret)
+                continue
+            qemu_iovec_memset(cb.qiov, total, 0, cb.qiov.size - total)   # end of file
+            ret = 0
+        else:
+            ret = -errno.ENOSPC
+        _complete(s, cb, ret)
+
+
+def luring_resubmit(s: LuringState, cb: LuringAIOCB) -> None:
+    """Queue ``cb`` again; the caller submits.  QEMU: luring_resubmit."""
+    s.requests[cb.token] = cb
+    s.submit_queue.append(cb)
+    s.in_queue += 1
+
+
+def luring_resubmit_short_read(s: LuringState, cb: LuringAIOCB, nread: int) -> None:
+    """Read the rest of a short read.  QEMU: luring_resubmit_short_read."""
+    if trace_luring_resubmit_short_read.enabled:
+        trace_luring_resubmit_short_read(s, cb, nread)
+    cb.total_read += nread
+    assert cb.qiov is not None
+    cb.iov, addr, n = _iovec(cb.qiov.iov, cb.total_read)
+    sqe = cb.sqeq
+    sqe[2] += nread
+    sqe[3] = addr
+    sqe[4] = n
+    luring_resubmit(s, cb)
+
+
+def ioq_submit(s: LuringState) -> int:
+    """Move queued requests onto the ring and enter the kernel; then finish
+    whatever already completed.  Returns io_uring_submit's last result.
+    QEMU: ioq_submit."""
+    ring = s.ring
+    ctx = s.aio_context
+    ret = 0
+    q = s.submit_queue
+    on_ring = s.on_ring
+    retries = 0
+    while s.in_queue > 0:
+        while q:
+            off = ring.get_sqe()
+            if off < 0:
+                break
+            cb = q.popleft()
+            on_ring.append(cb)
+            op, fd, offset, addr, n, rw_flags = cb.sqeq
+            _SQE.pack_into(ring.sqes, off, op, 0, 0, fd, offset, addr, n, rw_flags,
+                           cb.token, 0, 0, 0, 0, 0)
+        ret = ring.submit()
+        if trace_luring_io_uring_submit.enabled:
+            trace_luring_io_uring_submit(s, ret)
+        if ret <= 0:
+            # nothing taken: the requests go back to the queue, in order
+            ring.unpublish()
+            q.extendleft(reversed(on_ring))
+            on_ring.clear()
+            retries += 1
+            if (ret == -errno.EAGAIN or ret == -errno.EINTR) and retries < 1000:
+                continue
+            break
+        for _ in range(ret):
+            on_ring.popleft()
+            ctx.external_inc()
+        s.in_flight += ret
+        s.in_queue -= ret
+    s.blocked = s.in_queue > 0
+    if s.in_flight:
+        luring_process_completions(s)
+        if s.in_queue > 0 and not s.blocked and not s.plugged:
+            # A completion was queued again (the rest of a short read, or
+            # -EAGAIN).  QEMU 7.2 leaves it queued here until some other
+            # completion comes, so a short read at the end of a file with
+            # nothing else in flight never completes (qemu-io hangs); gqemu
+            # submits it now.
+            return ioq_submit(s)
+    return ret
+
+
+def qemu_luring_completion_cb(s: LuringState) -> None:
+    """The ring's fd is readable.  QEMU: qemu_luring_completion_cb."""
+    luring_process_completions_and_submit(s)
+
+
+def qemu_luring_poll_cb(s: LuringState) -> bool:
+    """QEMU: qemu_luring_poll_cb."""
+    return s.ring.cq_ready()
+
+
+def qemu_luring_poll_ready(s: LuringState) -> None:
+    """QEMU: qemu_luring_poll_ready."""
+    luring_process_completions_and_submit(s)
+
+
+def luring_process_completions_and_submit(s: LuringState) -> None:
+    """QEMU: luring_process_completions_and_submit."""
+    luring_process_completions(s)
+    if not s.plugged and s.in_queue > 0:
+        ioq_submit(s)
+
+
+def luring_do_submit(fd: int, cb: LuringAIOCB, s: LuringState, offset: int,
+                     type_: int) -> int:
+    """Prepare ``cb``'s SQE and queue it; submit unless plugged.
+    QEMU: luring_do_submit."""
+    if type_ == QEMU_AIO_READ or type_ == QEMU_AIO_WRITE:
+        assert cb.qiov is not None
+        cb.iov, addr, n = _iovec(cb.qiov.iov, 0)
+        cb.sqeq = [IORING_OP_READV if type_ == QEMU_AIO_READ else IORING_OP_WRITEV,
+                   fd, offset, addr, n, 0]
+    elif type_ == QEMU_AIO_FLUSH:
+        cb.sqeq = [IORING_OP_FSYNC, fd, 0, 0, 0, IORING_FSYNC_DATASYNC]
+    else:
+        raise ValueError("luring_do_submit: invalid AIO request type 0x%x" % type_)
+    s._next = token = (s._next + 1) & 0xffffffffffffffff
+    cb.token = token
+    s.requests[token] = cb
+    s.submit_queue.append(cb)
+    s.in_queue += 1
+    if trace_luring_do_submit.enabled:
+        trace_luring_do_submit(s, s.blocked, s.plugged, s.in_queue, s.in_flight)
+    if not s.blocked and (not s.plugged or s.in_flight + s.in_queue >= MAX_ENTRIES):
+        ret = ioq_submit(s)
+        if trace_luring_do_submit_done.enabled:
+            trace_luring_do_submit_done(s, ret)
+        if ret <= 0 and cb in s.submit_queue:
+            # refused: the request never reached the kernel
+            s.submit_queue.remove(cb)
+            s.in_queue -= 1
+            s.requests.pop(token, None)
+            s.blocked = s.in_queue > 0
+            return ret if ret < 0 else -errno.EIO
+        return 0 if ret > 0 else ret
+    return 0
+
+
+@coroutine_fn
+def luring_co_submit(bs: Any, s: LuringState, fd: int, offset: int,
+                     qiov: Optional[QEMUIOVector], type_: int) -> int:
+    """Submit one request and yield until it completes (not at all when
+    the kernel completed it during the submission).
+    Context: coroutine.  Returns: 0 or -errno.  QEMU: luring_co_submit."""
+    cb = LuringAIOCB(getcurrent(), qiov, type_ == QEMU_AIO_READ)
+    if trace_luring_co_submit.enabled:
+        trace_luring_co_submit(bs, s, cb, fd, offset, qiov.size if qiov is not None else 0,
+                               type_)
+    ret = luring_do_submit(fd, cb, s, offset, type_)
+    if ret < 0:
+        return ret
+    if cb.ret == -errno.EINPROGRESS:
+        qemu_coroutine_yield()
+    return cb.ret
+
+
+def luring_aio_flush(s: LuringState, fd: int, cb: Callable[[Any, int], Any],
+                     opaque: Any) -> Optional[LuringAIOCB]:
+    """An fdatasync on the ring; ``cb(opaque, ret)`` from the loop.
+    None when the kernel refused the submission.  (QEMU 7.2 submits its
+    flush from a coroutine, raw_co_flush_to_disk; gqemu's file driver
+    keeps 2.8's AIO flush.)"""
+    acb = LuringAIOCB(None, None, False)
+    acb.cb = cb
+    acb.opaque = opaque
+    if luring_do_submit(fd, acb, s, 0, QEMU_AIO_FLUSH) < 0:
+        return None
+    return acb
