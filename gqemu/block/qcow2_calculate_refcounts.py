@@ -41,10 +41,10 @@ from gqemu.block.qcow2_state import (QCOW2_OL_ACTIVE_L2, QCOW2_OL_INACTIVE_L2, Q
                                      Qcow2State)
 from gqemu.block.qcow2_refcount import qcow2_parse_compressed_l2_entry
 
-
 BDRV_FIX_LEAKS = 1
 BDRV_FIX_ERRORS = 2
 CHECK_FRAG_INFO = 2
+
 
 class BdrvCheckResult:
     """QEMU: BdrvCheckResult (plus ``ret``, the check's own status)."""

@@ -2,10 +2,11 @@
 
 Entries: qcow2_refcount_ro.py; reading a refcount (``qcow2_get_refcount``,
 the table at open): qcow2_refcount_get.py; the discard queue:
-qcow2_discard.py (both below this module, re-exported).  Allocation scans from ``free_cluster_index`` and raises the
-refcount in the refcount-block cache before the caller links anything to the
-new cluster; freeing makes the refcount cache depend on the L2 cache, so an
-L2 table that drops a reference reaches the disk first (reference 4.5).
+qcow2_discard.py (both below this module, re-exported).  Allocation scans
+from ``free_cluster_index`` and raises the refcount in the refcount-block
+cache before the caller links anything to the new cluster; freeing makes
+the refcount cache depend on the L2 cache, so an L2 table that drops a
+reference reaches the disk first (reference 4.5).
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
