@@ -20,12 +20,13 @@ INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 
 
-def _strtou64(s: str, pos: int, base: int) -> tuple[int, int, int]:
-    """strtoull() + qemu_strtou64 checks from index pos.
-
-    Returns (ret, value, endpos): ret is 0, -EINVAL (no digits; endpos = pos)
-    or -ERANGE (overflow).  A leading '-' negates modulo 2^64, like strtoull.
-    """
+def _strtox_scan(s: str, pos: int, base: int) -> tuple[int, int, bool, int]:
+    """What strtol() and strtoull() share, from index pos: white space, one
+    sign, the base prefix (base 0: "0x" hex, "0" octal, else decimal; base
+    16: an optional "0x" before a hex digit), then the run of digits.
+    Returns (first digit, end of the digits, negative, base); no digits:
+    the two indexes are equal.  (glibc: strtol and strtoull are one
+    parser, ____strtol_l_internal.)"""
     i = pos
     n = len(s)
     while i < n and s[i] in _SPACE:
@@ -34,13 +35,25 @@ def _strtou64(s: str, pos: int, base: int) -> tuple[int, int, int]:
     if i < n and s[i] in "+-":
         neg = s[i] == "-"
         i += 1
+    if base in (0, 16) and s[i:i + 2].lower() == "0x" and i + 2 < n \
+            and s[i + 2].lower() in "0123456789abcdef":
+        base, i = 16, i + 2
+    elif base == 0:
+        base = 8 if s[i:i + 1] == "0" else 10
     digits = "0123456789abcdef"[:base]
-    if base == 16 and s[i:i + 2].lower() == "0x" and i + 2 < n \
-            and s[i + 2].lower() in digits:
-        i += 2
     start = i
     while i < n and s[i].lower() in digits:
         i += 1
+    return start, i, neg, base
+
+
+def _strtou64(s: str, pos: int, base: int) -> tuple[int, int, int]:
+    """strtoull() + qemu_strtou64 checks from index pos.
+
+    Returns (ret, value, endpos): ret is 0, -EINVAL (no digits; endpos = pos)
+    or -ERANGE (overflow).  A leading '-' negates modulo 2^64, like strtoull.
+    """
+    start, i, neg, base = _strtox_scan(s, pos, base)
     if i == start:
         return -errno.EINVAL, 0, pos
     val = int(s[start:i], base)
@@ -147,30 +160,11 @@ def _strtosz_parse(s: str) -> tuple[int, int, int, Optional[str]]:
 
 def _strtol0(s: str) -> tuple[int, int, int]:
     """strtol(s, &end, 0): base from the prefix (0x hex, 0 octal)."""
-    i = 0
-    n = len(s)
-    while i < n and s[i] in _SPACE:
-        i += 1
-    neg = False
-    if i < n and s[i] in "+-":
-        neg = s[i] == "-"
-        i += 1
-    base = 10
-    if s[i:i + 2].lower() == "0x" and i + 2 < n and s[i + 2].lower() in \
-            "0123456789abcdef":
-        base, i = 16, i + 2
-    elif s[i:i + 1] == "0":
-        base = 8
-    digits = "0123456789abcdef"[:base]
-    start = i
-    while i < n and s[i].lower() in digits:
-        i += 1
+    start, i, neg, base = _strtox_scan(s, 0, 0)
     if i == start:
         return 0, 0, 0
     val = int(s[start:i], base)
     return 0, -val if neg else val, i
-
-
 
 
 def qemu_strtol(s: str) -> tuple[int, int]:

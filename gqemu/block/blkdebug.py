@@ -32,9 +32,9 @@ from gqemu.block.blkdebug_config import (  # noqa: F401 (re-exported)
 from gqemu.block.blkdebug_events import BLKDBG_EVENT_NAMES, BLKDBG_NONE, blkdebug_event_by_name
 from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW
 from gqemu.block.driver import (BdrvChild, BlockDriver, BlockDriverState, BlockError,
-                                bdrv_attach_child, bdrv_filter_default_perms,
-                                bdrv_child_flags, bdrv_getlength, bdrv_register,
-                                qemu_opt_size)
+                                bdrv_attach_child, bdrv_child_flags, bdrv_getlength,
+                                bdrv_register, qemu_opt_size)
+from gqemu.block.perms import bdrv_filter_default_perms
 from gqemu.block.driver_open import bdrv_open
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_flush, bdrv_co_pdiscard

@@ -24,7 +24,8 @@ from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_RDWR, BLK_PERM_ALL,
                                 BLK_PERM_CONSISTENT_READ, BLK_PERM_WRITE,
                                 BLK_PERM_WRITE_UNCHANGED, INT_MAX, BdrvChild,
                                 BlockDriverState, BlockError, bdrv_getlength,
-                                bdrv_refresh_perms, bdrv_unref, qemu_opt_bool)
+                                bdrv_unref, qemu_opt_bool)
+from gqemu.block.perms import bdrv_refresh_perms
 from gqemu.block.driver_open import bdrv_open
 from gqemu.block.io_misc import bdrv_drain
 

@@ -13,8 +13,9 @@ import errno
 
 from gqemu.block.block_int import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK,
                                    BDRV_REQ_WRITE_COMPRESSED)
-from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError,
-                                bdrv_filter_default_perms, bdrv_getlength, bdrv_register)
+from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError, bdrv_getlength,
+                                bdrv_register)
+from gqemu.block.perms import bdrv_filter_default_perms
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector

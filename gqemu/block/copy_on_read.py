@@ -12,7 +12,8 @@ import errno
 
 from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW, BDRV_REQ_COPY_ON_READ
 from gqemu.block.driver import (BDRV_O_RDWR, BlockDriver, BlockDriverState, BlockError,
-                                bdrv_filter_default_perms, bdrv_getlength, bdrv_register)
+                                bdrv_getlength, bdrv_register)
+from gqemu.block.perms import bdrv_filter_default_perms
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_misc import bdrv_co_pdiscard
 from gqemu.block.qiov import QEMUIOVector

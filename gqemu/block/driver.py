@@ -2,8 +2,10 @@
 closing, lengths and limits, ``bdrv_debug_event``/``BLKDBG_EVENT``; and
 the names every driver imports, re-exported from below: block_int.py's
 constants and ``BlockError``/``BlockLimits``, driver_registry.py's
-``BlockDriver`` and registry, perms.py's permissions.  Opening a graph
-(``bdrv_open``, probing) is driver_open.py's, which sits above this module.
+``BlockDriver`` and registry.  Opening a graph (``bdrv_open``, probing) is
+driver_open.py's, and the permissions (``bdrv_refresh_perms``,
+``bdrv_filter_default_perms``, ...) are perms.py's; both sit above this
+module.
 
 A driver class is the vtable (QEMU's ``BlockDriver``); its instance is the
 node's state (QEMU's ``bs->opaque``), so ``bs.drv is bs.opaque``.  Slots a
@@ -15,8 +17,8 @@ a node closes, ``bdrv_pread`` of the probe sector) is io_misc.py's, which
 sits above this module: io_misc hands both down when it is imported
 (``bdrv_set_sync_io``; the package imports it before any node is opened).
 
-Must not import: gqemu.block.driver_open, gqemu.block.io*, gqemu.hw,
-gqemu.kvm or anything above the block layer.
+Must not import: gqemu.block.driver_open, gqemu.block.perms, gqemu.block.io*,
+gqemu.hw, gqemu.kvm or anything above the block layer.
 QEMU: block.c, include/block/block_int.h.
 """
 from __future__ import annotations
@@ -29,9 +31,6 @@ from gqemu.aio import AioContext, qemu_get_current_aio_context
 from gqemu.block.driver_registry import (BlockDriver, bdrv_drivers,  # noqa: F401 (re-exported)
                                          bdrv_find_format, bdrv_find_protocol,
                                          bdrv_probe_all, bdrv_register)
-from gqemu.block.perms import (bdrv_filter_default_perms,  # noqa: F401 (re-exported)
-                               bdrv_format_default_perms, bdrv_get_cumulative_perm,
-                               bdrv_perm_names, bdrv_refresh_perms)
 
 __all__ = [
     "BlockError", "BlockDriver", "BlockDriverState", "BdrvChild", "BlockLimits",
@@ -39,8 +38,7 @@ __all__ = [
     "bdrv_unref", "bdrv_ref", "bdrv_probe_all", "bdrv_getlength",
     "bdrv_nb_sectors", "refresh_total_sectors", "bdrv_refresh_limits",
     "bdrv_get_aio_context", "bdrv_is_read_only", "bdrv_debug_event",
-    "BLKDBG_EVENT", "bdrv_filter_default_perms", "bdrv_format_default_perms",
-    "bdrv_refresh_perms", "bdrv_perm_names", "error_report", "set_error_sink",
+    "BLKDBG_EVENT", "error_report", "set_error_sink",
     "qemu_opt_bool", "qemu_opt_size", "qemu_opt_str", "qdict_first_key",
 ]
 

@@ -2,19 +2,16 @@
 and shares, pushed down through the drivers' ``bdrv_child_perm`` to the
 protocol node, whose ``bdrv_check_perm/bdrv_set_perm`` take the image locks.
 
-Must not import at run time: gqemu.block.driver (it re-exports us); its
-BlockDriverState and BdrvChild are imported for the type checker only.
+Above driver.py (it takes BlockDriverState and BdrvChild from there);
+drivers and block_backend_attach.py import these functions from here.
+Must not import: gqemu.block.driver_open, gqemu.block.io*, gqemu.hw.
 QEMU: block.c (bdrv_check_perm, bdrv_set_perm, bdrv_*_default_perms).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from gqemu.block.block_int import (BLK_PERM_ALL, BLK_PERM_CONSISTENT_READ, BLK_PERM_RESIZE,
                                    BLK_PERM_WRITE, BLK_PERM_WRITE_UNCHANGED, _PERM_NAMES)
-
-if TYPE_CHECKING:
-    from gqemu.block.driver import BdrvChild, BlockDriverState
+from gqemu.block.driver import BdrvChild, BlockDriverState
 
 __all__ = ["bdrv_perm_names", "bdrv_filter_default_perms", "bdrv_format_default_perms",
            "bdrv_get_cumulative_perm", "bdrv_refresh_perms"]

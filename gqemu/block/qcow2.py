@@ -5,6 +5,9 @@ status, flush and close.
 The driver instance is the node's state (QEMU's ``BDRVQcow2State``); all
 metadata I/O goes through ``bdrv_co_preadv/pwritev(bs.file)``.  Image
 creation lives in ``qcow2_create.py``, check and repair in ``qcow2_check.py``.
+Zero writes, discard, writing back the caches and block status are
+``Qcow2MetadataOps``'s (qcow2_metadata_ops.py), which this driver class
+derives from.
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli.
 
@@ -21,18 +24,15 @@ from gqemu.coroutine import (aio_co_schedule, coroutine_fn,
                              qemu_co_mutex_lock, qemu_co_mutex_unlock,
                              qemu_coroutine_self, qemu_coroutine_yield)
 from gqemu.block.driver import (
-    BDRV_BLOCK_DATA, BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_ZERO, BDRV_O_CHECK,
-    BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockError,
+    BDRV_O_CHECK, BDRV_O_NO_BACKING, BDRV_O_RDWR, BDRV_REQ_MAY_UNMAP, BlockError,
     BLKDBG_EVENT, bdrv_register, error_report)
 from gqemu.block.blkdebug_events import (
     BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
 from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
-from gqemu.block.block_int import BDRV_BLOCK_RECURSE
 from gqemu.block.io import bdrv_co_preadv
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
-import gqemu.block.qcow2_refcount as qcow2_refcount
-from gqemu.block.qcow2_cache import qcow2_cache_flush, qcow2_cache_write
+from gqemu.block.qcow2_cache import qcow2_cache_flush
 from gqemu.block.qcow2_check import qcow2_co_check
 from gqemu.block.qcow2_crypto import qcow2_co_preadv_encrypted
 from gqemu.block.aio_task import (aio_task_pool_new, aio_task_pool_start_task,
@@ -41,36 +41,32 @@ from gqemu.block.qcow2_alloc import qcow2_alloc_host_offset
 from gqemu.block.qcow2_amend import (QCOW2_AMEND_OPTS, QCOW2_CREATE_ONLY_OPTS, QCOW2_CREATE_OPTS,
                                      qcow2_amend_options)
 from gqemu.block.qcow2_data_file import (
-    qcow2_data_child, qcow2_data_file_info, qcow2_data_file_write_zeroes, qcow2_open_data_file, qcow2_take_data_file_options)
+    qcow2_data_file_info, qcow2_open_data_file, qcow2_take_data_file_options)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
-from gqemu.block.qcow2_cluster import qcow2_get_host_offset, qcow2_wait_cluster_allocs
-from gqemu.block.qcow2_zero import qcow2_cluster_discard, qcow2_subcluster_zeroize
+from gqemu.block.qcow2_cluster import qcow2_get_host_offset
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_CORRUPT, QCOW2_INCOMPAT_DIRTY,
     qcow2_probe)
 from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
-    QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
+    QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN)
+from gqemu.block.qcow2_metadata_ops import Qcow2MetadataOps
 from gqemu.block.qcow2_open import (
     QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing)
 from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
-from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
+from gqemu.block.qcow2_state import Qcow2BDS
 from gqemu.block.qcow2_rw import (
     qcow2_co_preadv_compressed, qcow2_co_pwritev_task, qcow2_co_read_backing,
-    qcow2_co_write_compressed_cluster, qcow2_is_zero)
+    qcow2_co_write_compressed_cluster)
 from gqemu.block.qcow2_zstd import compression_type_name, qcow2_compress
 
 EIO, ENOTSUP = errno.EIO, errno.ENOTSUP
 QCOW2_MAX_WORKERS = 8          # parts of one request in flight at once
 
-# Cluster types a partial write-zeroes may turn into a zero cluster.
-_ZEROABLE = (QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
-             QCOW2_SUBCLUSTER_ZERO_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC)
-
 
 @bdrv_register
-class BDRVQcow2State(Qcow2State):
+class BDRVQcow2State(Qcow2MetadataOps):
     """bdrv_qcow2: the vtable, and (as an instance) one image's state."""
 
     format_name = "qcow2"
@@ -355,143 +351,6 @@ class BDRVQcow2State(Qcow2State):
         return qcow2_co_write_compressed_cluster(bs, offset, out)
 
     bdrv_co_pwritev_compressed = qcow2_co_pwritev_compressed
-
-    @coroutine_fn
-    def qcow2_co_pwrite_zeroes(self, bs: Qcow2BDS, offset: int, nbytes: int, flags: int) -> int:
-        """Zero (sub)clusters; a request inside one subcluster whose rest
-        already reads as zero (through the whole chain) zeroes the whole
-        subcluster if it is unallocated or zero; anything else, and v2 with
-        a backing file, falls back to a normal write (-ENOTSUP).
-        QEMU: qcow2_co_pwrite_zeroes."""
-        s = self
-        scs = s.subcluster_size
-        end = offset + nbytes
-        head = offset & (scs - 1)
-        tail = -end & (scs - 1)
-        if end == bs.total_sectors * 512:
-            tail = 0
-        if head or tail:
-            assert head + nbytes + tail <= scs
-            if not (qcow2_is_zero(bs, offset - head, head)
-                    and qcow2_is_zero(bs, end, tail)):
-                return -ENOTSUP
-            qemu_co_mutex_lock(s.lock)
-            offset -= head
-            nbytes = scs
-            # gqemu also waits for allocations in flight there (see
-            # qcow2_wait_cluster_allocs) before looking at the cluster
-            qcow2_wait_cluster_allocs(bs, offset, nbytes)
-            ret, ctype, _n, _host = qcow2_get_host_offset(bs, offset, scs)
-            if ret < 0 or ctype not in _ZEROABLE:
-                qemu_co_mutex_unlock(s.lock)
-                return ret if ret < 0 else -ENOTSUP
-        else:
-            qemu_co_mutex_lock(s.lock)
-        qcow2_wait_cluster_allocs(bs, offset, nbytes)
-        ret = qcow2_data_file_write_zeroes(bs, offset, nbytes, flags)
-        if ret >= 0:
-            ret = qcow2_subcluster_zeroize(bs, offset, nbytes, flags)
-        qemu_co_mutex_unlock(s.lock)
-        return ret
-
-    bdrv_co_pwrite_zeroes = qcow2_co_pwrite_zeroes
-
-    @coroutine_fn
-    def qcow2_co_pdiscard(self, bs: Qcow2BDS, offset: int, nbytes: int) -> int:
-        """Discard whole clusters (and the partial one at an unaligned
-        image end); ignore partial clusters.  v2 with a backing file cannot
-        make them read as zero, so it keeps them (-ENOTSUP).
-        QEMU: qcow2_co_pdiscard."""
-        s = self
-        if s.qcow_version < 3 and bs.backing is not None:
-            return -ENOTSUP
-        cs = s.cluster_size
-        if (offset | nbytes) & (cs - 1):
-            if offset & (cs - 1) or offset + nbytes != bs.total_sectors * 512:
-                return -ENOTSUP
-        qemu_co_mutex_lock(s.lock)
-        qcow2_wait_cluster_allocs(bs, offset, nbytes)
-        ret = qcow2_cluster_discard(bs, offset, nbytes)
-        qemu_co_mutex_unlock(s.lock)
-        return ret
-
-    bdrv_co_pdiscard = qcow2_co_pdiscard
-
-    @coroutine_fn
-    def qcow2_co_flush_to_os(self, bs: Qcow2BDS) -> int:
-        """Write back the L2 cache, then the refcount cache (unless lazy).
-        QEMU: qcow2_co_flush_to_os / qcow2_write_caches."""
-        if self.disabled or self.read_only or not self.opened:
-            return 0
-        qemu_co_mutex_lock(self.lock)
-        ret = qcow2_cache_write(bs, self.l2_table_cache)
-        if ret >= 0 and not self.use_lazy_refcounts:
-            ret = qcow2_cache_write(bs, self.refcount_block_cache)
-        qemu_co_mutex_unlock(self.lock)
-        return ret
-
-    bdrv_co_flush_to_os = qcow2_co_flush_to_os
-
-    @coroutine_fn
-    def qcow2_co_get_block_status(self, bs: Qcow2BDS, offset: int,
-                                  nbytes: int) -> tuple[int, int, int, Any]:
-        """(BDRV_BLOCK_*, bytes, host offset, file node).
-        QEMU: qcow2_co_block_status."""
-        qemu_co_mutex_lock(self.lock)
-        ret, t, cur, host = qcow2_get_host_offset(bs, offset, nbytes)
-        prealloc = ret >= 0 and self._metadata_preallocation(bs)
-        qemu_co_mutex_unlock(self.lock)
-        if ret < 0:
-            return ret, 0, 0, None
-        status, f, mapped = 0, None, 0
-        if t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_ZERO_ALLOC,
-                 QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC) and self.crypto is None:
-            status |= BDRV_BLOCK_OFFSET_VALID
-            mapped, f = host, qcow2_data_child(bs).bs
-        if t in (QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN):
-            status |= BDRV_BLOCK_ZERO
-        elif t in (QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_COMPRESSED):
-            status |= BDRV_BLOCK_DATA
-        if status & BDRV_BLOCK_DATA and status & BDRV_BLOCK_OFFSET_VALID and prealloc:
-            status |= BDRV_BLOCK_RECURSE    # the file knows which are holes
-        return status, cur, mapped, f
-
-    def _metadata_preallocation(self, bs: Qcow2BDS) -> bool:
-        """Whether the image looks metadata-preallocated: clearly more
-        clusters have a refcount than the file has allocated.  Checked once.
-        Context: coroutine, s->lock held.
-        QEMU: qcow2_detect_metadata_preallocation."""
-        found = getattr(self, "metadata_preallocation", None)
-        if found is not None:
-            return bool(found)
-        self.metadata_preallocation = False
-        node: Any = bs.file.bs              # down to the file-posix node
-        while node is not None and not hasattr(node.drv, "fd"):
-            node = node.file.bs if node.file is not None else None
-        if node is None:
-            return False
-        try:
-            real_allocation = os.fstat(node.drv.fd).st_blocks * 512
-        except OSError:
-            return False
-        file_length = bdrv_node_getlength(bs.file.bs)
-        if file_length < 0:
-            return False
-        cs = self.cluster_size
-        real_clusters = real_allocation // cs
-        threshold = max(real_clusters * 10 // 9, real_clusters + 2)
-        count = 0
-        for i in range((file_length + cs - 1) // cs):
-            ret, refcount = qcow2_refcount.qcow2_get_refcount(bs, i)
-            if ret < 0:
-                return False
-            count += refcount != 0
-            if count >= threshold:
-                self.metadata_preallocation = True
-                break
-        return bool(self.metadata_preallocation)
-
-    bdrv_co_get_block_status = qcow2_co_get_block_status
 
 
 @coroutine_fn

@@ -7,7 +7,8 @@ table's own clusters need a refcount block the table did not have room
 for, the table grows and is placed again (the first placement stays
 allocated: a leak the check then repairs).  Finally the header is switched.
 
-Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
+Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2,
+gqemu.block.qcow2_check (it imports this module).
 
 QEMU: block/qcow2-refcount.c rebuild_refcount_structure,
 rebuild_refcounts_write_refblocks, alloc_clusters_imrt.
@@ -16,17 +17,14 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_cache import qcow2_cache_empty
+from gqemu.block.qcow2_calculate_refcounts import BdrvCheckResult, _Imrt
 from gqemu.block.qcow2_overlap import (error_report, qcow2_co_flush_file, qcow2_co_pwrite_file,
                                        qcow2_pre_write_overlap_check)
 from gqemu.block.qcow2_refcount_ro import refcount_block_bytes
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2Cache
-
-if TYPE_CHECKING:
-    from gqemu.block.qcow2_check import BdrvCheckResult, _Imrt   # it imports us
 
 
 def alloc_clusters_imrt(counts: list[int], n: int, first_free: list[int]) -> int:

@@ -1,9 +1,12 @@
-"""qcow2 reference counts: lookup, allocation, freeing.
+"""qcow2 reference counts: allocation, freeing.
 
-Entries: qcow2_refcount_ro.py.  Allocation scans from ``free_cluster_index`` and raises the
-refcount in the refcount-block cache before the caller links anything to the
-new cluster; freeing makes the refcount cache depend on the L2 cache, so an
-L2 table that drops a reference reaches the disk first (reference 4.5).
+Entries: qcow2_refcount_ro.py; reading a refcount (``qcow2_get_refcount``,
+the table at open): qcow2_refcount_get.py; the discard queue:
+qcow2_discard.py (both below this module, re-exported).  Allocation scans
+from ``free_cluster_index`` and raises the refcount in the refcount-block
+cache before the caller links anything to the new cluster; freeing makes
+the refcount cache depend on the L2 cache, so an L2 table that drops a
+reference reaches the disk first (reference 4.5).
 
 Must not import: gqemu.hw, gqemu.kvm, gqemu.cli, gqemu.block.qcow2.
 
@@ -23,90 +26,33 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC, BLKDBG_CLUSTER_FREE,
     BLKDBG_REFBLOCK_ALLOC, BLKDBG_REFBLOCK_ALLOC_HOOKUP, BLKDBG_REFBLOCK_ALLOC_SWITCH_TABLE,
     BLKDBG_REFBLOCK_ALLOC_WRITE, BLKDBG_REFBLOCK_ALLOC_WRITE_BLOCKS,
-    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFBLOCK_LOAD, BLKDBG_REFTABLE_GROW,
-    BLKDBG_REFTABLE_LOAD)
+    BLKDBG_REFBLOCK_ALLOC_WRITE_TABLE, BLKDBG_REFTABLE_GROW)
 from gqemu.block.qcow2_cache import (
     qcow2_cache_discard, qcow2_cache_discard_cluster, qcow2_cache_entry_mark_dirty,
     qcow2_cache_flush, qcow2_cache_get, qcow2_cache_get_empty, qcow2_cache_put, qcow2_cache_set_dependency)
 from gqemu.block.qcow2_header import (
     QCOW_MAX_CLUSTER_OFFSET, QCOW_MAX_REFTABLE_SIZE, REFT_OFFSET_MASK, L2E_OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_ZERO, c_hex)
+from gqemu.block.qcow2_discard import (  # noqa: F401 (re-exported)
+    qcow2_discard_unused, qcow2_process_discards, update_refcount_discard)
+from gqemu.block.qcow2_refcount_get import (  # noqa: F401 (re-exported)
+    _refcount_run, load_refcount_block, qcow2_get_refcount, qcow2_refcount_init)
 from gqemu.block.qcow2_refcount_ro import (get_refcount_ro, qcow2_refcount_metadata_size,
-                                           refcount_run, set_refcount_ro)
+                                           set_refcount_ro)
 from gqemu.block.qcow2_overlap import (
-    error_report, qcow2_co_flush_file, qcow2_co_pread_file, qcow2_co_pwrite_file,
-    qcow2_signal_corruption)
+    error_report, qcow2_co_flush_file, qcow2_co_pwrite_file, qcow2_signal_corruption)
 from gqemu.block.qcow2_state import (
     QCOW2_DISCARD_NEVER, QCOW2_DISCARD_OTHER, Qcow2BDS, Qcow2State)
 
-
-@coroutine_fn
-def qcow2_refcount_init(bs: Qcow2BDS) -> int:
-    """Read the refcount table into memory.  QEMU: qcow2_refcount_init."""
-    s = bs.opaque
-    n = s.refcount_table_size
-    if n:
-        BLKDBG_EVENT(bs.file, BLKDBG_REFTABLE_LOAD)
-        ret, buf = qcow2_co_pread_file(bs, s.refcount_table_offset, n * 8)
-        if ret < 0:
-            return ret
-        s.refcount_table = list(struct.unpack(">%dQ" % n, buf))
-    else:
-        s.refcount_table = []
-    return 0
-
-
-@coroutine_fn
-def qcow2_get_refcount(bs: Qcow2BDS, cluster_index: int) -> tuple[int, int]:
-    """(0, refcount) or (-errno, 0).  QEMU: qcow2_get_refcount."""
-    s = bs.opaque
-    ri = cluster_index >> s.refcount_block_bits
-    if ri >= s.refcount_table_size:
-        return 0, 0
-    rb = s.refcount_table[ri] & REFT_OFFSET_MASK
-    if not rb:
-        return 0, 0
-    if rb & (s.cluster_size - 1):
-        qcow2_signal_corruption(bs, True, -1, -1, "Refblock offset %s unaligned "
-                                "(reftable index: %s)" % (c_hex(rb), c_hex(ri)))
-        return -EIO, 0
-    ret, e = qcow2_cache_get(bs, s.refcount_block_cache, rb)
-    if ret < 0:
-        return ret, 0
-    v = get_refcount_ro(e.data, s.refcount_order,
-                        cluster_index & (s.refcount_block_size - 1))
-    qcow2_cache_put(s.refcount_block_cache, e)
-    return 0, v
-
-
-@coroutine_fn
-def _refcount_run(bs: Qcow2BDS, cluster_index: int, want: int) -> tuple[int, bool, int]:
-    """(0, free, n): the n clusters from ``cluster_index`` on, within its
-    refcount block, all free or all used (a free run at most ``want``
-    long); or (-errno, False, 0) as qcow2_get_refcount fails."""
-    s = bs.opaque
-    ri = cluster_index >> s.refcount_block_bits
-    bi = cluster_index & (s.refcount_block_size - 1)
-    left = s.refcount_block_size - bi
-    rb = s.refcount_table[ri] & REFT_OFFSET_MASK if ri < s.refcount_table_size else 0
-    if not rb:
-        return 0, True, min(left, want)
-    ret, rc = qcow2_get_refcount(bs, cluster_index)       # checks, loads the block
-    if ret < 0:
-        return ret, False, 0
-    e = s.refcount_block_cache.by_offset.get(rb)
-    if e is None:
-        return 0, rc == 0, 1
-    free, n = refcount_run(e.data, s.refcount_order, bi, s.refcount_block_size, want)
-    return 0, free, n
-
-
-@coroutine_fn
-def load_refcount_block(bs: Qcow2BDS, offset: int) -> tuple[int, Any]:
-    """QEMU: load_refcount_block (the event fires even on a cache hit)."""
-    s = bs.opaque
-    BLKDBG_EVENT(bs.file, BLKDBG_REFBLOCK_LOAD)
-    return qcow2_cache_get(bs, s.refcount_block_cache, offset)
+__all__ = [
+    # reading (qcow2_refcount_get.py) and discards (qcow2_discard.py), re-exported
+    "qcow2_refcount_init", "qcow2_get_refcount", "load_refcount_block",
+    "qcow2_discard_unused", "update_refcount_discard", "qcow2_process_discards",
+    # this module
+    "alloc_refcount_block", "qcow2_refcount_area", "qcow2_co_pwrite_sync", "update_refcount",
+    "alloc_clusters_noref", "qcow2_alloc_clusters", "qcow2_alloc_clusters_at",
+    "qcow2_free_clusters", "qcow2_free_any_cluster", "qcow2_parse_compressed_l2_entry",
+]
 
 
 @coroutine_fn
@@ -413,56 +359,6 @@ def qcow2_free_clusters(bs: Qcow2BDS, offset: int, size: int,
     qcow2_discard_unused(bs, offset, size, discard)
 
 
-@coroutine_fn
-def qcow2_discard_unused(bs: Qcow2BDS, offset: int, size: int, discard: int) -> None:
-    """Discard in the file the clusters of the range whose refcount is now
-    zero, when the image passes ``discard`` (QCOW2_DISCARD_*) through.
-    QEMU: update_refcount_discard + qcow2_process_discards."""
-    s = bs.opaque
-    if s.discard_passthrough[int(discard)] and size > 0:
-        cb = s.cluster_bits
-        runs: list[list[int]] = []
-        for ci in range(offset >> cb, ((offset + size - 1) >> cb) + 1):
-            r, rc = qcow2_get_refcount(bs, ci)
-            if r < 0 or rc:
-                continue
-            if runs and runs[-1][1] == ci << cb:
-                runs[-1][1] += 1 << cb
-            else:
-                runs.append([ci << cb, (ci + 1) << cb])
-        for start, end in runs:
-            update_refcount_discard(s, start, end - start)
-        if not s.cache_discards:
-            qcow2_process_discards(bs, 0)
-
-
-def update_refcount_discard(s: Any, offset: int, length: int) -> None:
-    """Queue a host range for discarding, merged with a queued region it
-    touches (and those two with a third they now touch).
-    QEMU: update_refcount_discard."""
-    for d in s.discards:
-        if max(offset + length, d[0] + d[1]) - min(offset, d[0]) <= length + d[1]:
-            d[0], d[1] = min(offset, d[0]), d[1] + length
-            break
-    else:
-        d = [offset, length]
-        s.discards.append(d)
-    for p in list(s.discards):
-        if p is d or p[0] > d[0] + d[1] or d[0] > p[0] + p[1]:
-            continue
-        s.discards.remove(p)
-        d[0], d[1] = min(d[0], p[0]), d[1] + p[1]
-
-
-@coroutine_fn
-def qcow2_process_discards(bs: Qcow2BDS, ret: int) -> None:
-    """Discard the queued regions in the file (advisory), or drop them
-    after a failure.  QEMU: qcow2_process_discards."""
-    s = bs.opaque
-    regions, s.discards = s.discards, []
-    if ret >= 0:
-        for offset, length in regions:
-            bdrv_co_pdiscard(bs.file.bs, offset, length)
 
 
 @coroutine_fn

@@ -21,8 +21,8 @@ from typing import Any
 from gqemu.block.block_int import (BDRV_BLOCK_DATA, BDRV_BLOCK_ZERO, BDRV_REQ_FUA,
                                    BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK)
 from gqemu.block.driver import (BlockDriver, BlockDriverState, BlockError, bdrv_attach_child,
-                                bdrv_child_flags, bdrv_filter_default_perms, bdrv_getlength,
-                                bdrv_register)
+                                bdrv_child_flags, bdrv_getlength, bdrv_register)
+from gqemu.block.perms import bdrv_filter_default_perms
 from gqemu.block.driver_open import bdrv_open
 from gqemu.block.io import bdrv_co_flush, bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.io_status import bdrv_co_block_status_above

@@ -13,9 +13,9 @@ import errno
 from gqemu.block.blkdebug_events import BLKDBG_READ_AIO, BLKDBG_WRITE_AIO
 from gqemu.block.driver import (BDRV_O_RDWR, BDRV_SECTOR_SIZE,
                                 BLKDBG_EVENT, BlockDriver, BlockDriverState,
-                                BlockError, bdrv_filter_default_perms,
-                                bdrv_getlength, bdrv_probe_all, bdrv_register,
-                                error_report, qemu_opt_size)
+                                BlockError, bdrv_getlength, bdrv_probe_all,
+                                bdrv_register, error_report, qemu_opt_size)
+from gqemu.block.perms import bdrv_filter_default_perms
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
 from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW
 from gqemu.block.io_misc import bdrv_co_pdiscard
