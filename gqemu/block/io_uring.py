@@ -14,8 +14,9 @@ context's ``external``, as thread-pool requests do.
 QEMU's short-read rule is kept: the rest of a short read is submitted again
 and a read that reaches the end of the file is padded with zeroes; a short
 write fails with -ENOSPC; -EINTR and -EAGAIN resubmit.  Reads and writes
-use ``IORING_OP_READV``/``WRITEV``, flushes ``IORING_OP_FSYNC`` with
-``IORING_FSYNC_DATASYNC``; discards and write-zeroes stay on the thread
+use ``IORING_OP_READV``/``WRITEV`` as QEMU's (``IORING_OP_READ``/``WRITE``
+when the request is one buffer: the same transfer without building a C
+iovec array), flushes ``IORING_OP_FSYNC`` with ``IORING_FSYNC_DATASYNC``; discards and write-zeroes stay on the thread
 pool (as in QEMU), and so do misaligned O_DIRECT requests.
 
 There is no liburing: the ring is set up with the raw system calls through
@@ -79,6 +80,8 @@ IORING_FEAT_SINGLE_MMAP = 1 << 0
 IORING_OP_READV = 1
 IORING_OP_WRITEV = 2
 IORING_OP_FSYNC = 3
+IORING_OP_READ = 22
+IORING_OP_WRITE = 23
 IORING_FSYNC_DATASYNC = 1 << 0
 _NR_IO_URING_SETUP = 425               # x86-64
 _NR_IO_URING_ENTER = 426
@@ -94,6 +97,8 @@ _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
 
 _syscall_setup: Any = None
 _syscall_enter: Any = None
+_from_buffer = ctypes.c_char.from_buffer
+_addressof = ctypes.addressof
 
 
 def _syscalls() -> None:
@@ -230,7 +235,7 @@ def _iovec(views: list, skip: int) -> tuple[Any, int, int]:
     pieces = []
     for mv in views:
         n = len(mv)
-        if skip >= n:
+        if skip >= n:               # (an empty buffer too: nothing to point at)
             skip -= n
             continue
         pieces.append(mv[skip:] if skip else mv)
@@ -370,6 +375,7 @@ def luring_resubmit_short_read(s: LuringState, cb: LuringAIOCB, nread: int) -> N
     assert cb.qiov is not None
     cb.iov, addr, n = _iovec(cb.qiov.iov, cb.total_read)
     sqe = cb.sqeq
+    sqe[0] = IORING_OP_READV
     sqe[2] += nread
     sqe[3] = addr
     sqe[4] = n
@@ -454,9 +460,20 @@ def luring_do_submit(fd: int, cb: LuringAIOCB, s: LuringState, offset: int,
     QEMU: luring_do_submit."""
     if type_ == QEMU_AIO_READ or type_ == QEMU_AIO_WRITE:
         assert cb.qiov is not None
-        cb.iov, addr, n = _iovec(cb.qiov.iov, 0)
-        cb.sqeq = [IORING_OP_READV if type_ == QEMU_AIO_READ else IORING_OP_WRITEV,
-                   fd, offset, addr, n, 0]
+        iov = cb.qiov.iov
+        if len(iov) == 1 and len(iov[0]):
+            buf = iov[0]
+            try:
+                c = _from_buffer(buf)
+            except TypeError:           # read-only (a write's): copied
+                c = _from_buffer(bytearray(buf))
+            cb.iov = c
+            cb.sqeq = [IORING_OP_READ if type_ == QEMU_AIO_READ else IORING_OP_WRITE,
+                       fd, offset, _addressof(c), len(buf), 0]
+        else:
+            cb.iov, addr, n = _iovec(iov, 0)
+            cb.sqeq = [IORING_OP_READV if type_ == QEMU_AIO_READ else IORING_OP_WRITEV,
+                       fd, offset, addr, n, 0]
     elif type_ == QEMU_AIO_FLUSH:
         cb.sqeq = [IORING_OP_FSYNC, fd, 0, 0, 0, IORING_FSYNC_DATASYNC]
     else:
