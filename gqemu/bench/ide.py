@@ -168,9 +168,10 @@ def run_bench(args: argparse.Namespace) -> int:
         m = _Machine(path)
         ra_m = _Machine(path, readahead=256)
         nw_m = _Machine(path, aio="nowait")
+        ur_m = _Machine(path, aio="io_uring")
         try:
             ex = dev = blk = rep_mbs = rep_eps = word_mbs = word_eps = mul_mbs = mul_eps = 0.0
-            ra_mbs = ra_eps = nw_mbs = nw_eps = 0.0
+            ra_mbs = ra_eps = nw_mbs = nw_eps = ur_mbs = ur_eps = 0.0
             for r in range(rounds):
                 progress("ide: round %d/%d" % (r + 1, rounds))
                 ex = max(ex, _byte_exits(m, n))
@@ -182,10 +183,12 @@ def run_bench(args: argparse.Namespace) -> int:
                 blk = max(blk, _block_alone(m, lba + 8192))
                 ra_mbs, ra_eps = max((ra_mbs, ra_eps), _pio_read(ra_m, lba + 16384, "rep"))
                 nw_mbs, nw_eps = max((nw_mbs, nw_eps), _pio_read(nw_m, lba + 20480, "rep"))
+                ur_mbs, ur_eps = max((ur_mbs, ur_eps), _pio_read(ur_m, lba + 24576, "rep"))
         finally:
             m.close()
             ra_m.close()
             nw_m.close()
+            ur_m.close()
     finally:
         os.unlink(path)
         progress_done()
@@ -200,6 +203,8 @@ def run_bench(args: argparse.Namespace) -> int:
         *_pio_rows("  rep insw, pio_readahead=256 (gqemu option)", ra_mbs, ra_eps, blk,
                    target=TARGET_MBS),
         *_pio_rows("  rep insw, drive aio=nowait (block fast path)", nw_mbs, nw_eps, blk,
+                   target=TARGET_MBS_PER_SECTOR),
+        *_pio_rows("  rep insw, drive aio=io_uring (QEMU's engine)", ur_mbs, ur_eps, blk,
                    target=TARGET_MBS_PER_SECTOR),
         *_pio_rows("READ MULTIPLE x256, 16-sector rep insw", mul_mbs, mul_eps, blk),
     ]

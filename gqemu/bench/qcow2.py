@@ -148,7 +148,7 @@ def run_bench(args: argparse.Namespace) -> int:
             qb = qemu_img_bench(img, bs, total // bs)
             if bs == 4096:
                 qb_4k = qb
-            for aio in ("threads", "nowait"):
+            for aio in ("threads", "nowait", "io_uring"):
                 rate = gqemu_seq_read(img, bs, total, aio)
                 if bs == 4096:
                     qd1_iops[aio] = rate / 4096
