@@ -144,6 +144,8 @@ def aio_context_unref(ctx: AioContext) -> None:
     aio_ctx_finalize's cleanup of the io_uring ring)."""
     if ctx.linux_io_uring is not None:
         ctx.linux_io_uring.close()      # gqemu.block.io_uring.luring_cleanup
+    if ctx.linux_aio is not None:
+        ctx.linux_aio.close()           # gqemu.block.linux_aio.laio_cleanup
     ctx._close_hub()
     ctx._bh_list = []
     ctx._ts_queue.clear()

@@ -110,6 +110,7 @@ class AioContext:
         self.co_schedule_bh = QEMUBH(self, co_schedule_bh_cb, self)
         self.thread_pool: Any = None
         self.linux_io_uring: Any = None            # gqemu.block.io_uring's LuringState
+        self.linux_aio: Any = None                 # gqemu.block.linux_aio's LinuxAioState
         self.handlers: list[Any] = []              # gqemu.aio_posix.AioHandler
         self.sched: Any = None
         self.poll_depth = 0
@@ -176,6 +177,12 @@ class AioContext:
         # Runs in the hub: only wake the parked greenlet.
         self._wake()
 
+    def _on_fd(self, h: Any) -> None:
+        # Runs in the hub: a handler's fd is readable; its io_read runs
+        # from the woken poll (gqemu.aio_posix.aio_dispatch_handlers).
+        h.revents = True
+        self._wake()
+
     def _wake(self) -> None:
         # Every parked poll wakes and re-checks; each was parked by a
         # different greenlet (main loop, vCPUs draining), so none may be lost.
@@ -230,7 +237,7 @@ class AioContext:
             if h.watcher is None:
                 h.watcher = hub.loop.io(h.fd, 1)
                 h.watcher.ref = False   # what they wait for counts in external
-            h.watcher.start(self._on_async)
+            h.watcher.start(self._on_fd, h)
         try:
             waiter.get()
         except LoopExit:

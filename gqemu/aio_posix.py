@@ -9,7 +9,9 @@ Fd handlers (:func:`aio_set_fd_handler`) are polled, as QEMU's poll
 handlers are: each poll asks ``io_poll(opaque)`` whether the handler has
 work (for io_uring: a completion in the CQ ring, two reads of shared
 memory) and runs ``io_poll_ready(opaque)`` when it has; only a parked poll
-watches the fd itself, to be woken.  Work a handler waits for must be
+watches the fd itself, and when the hub sees it readable the woken poll
+runs ``io_read(opaque)`` (which must consume what made it readable, e.g.
+clear an eventfd).  Work a handler waits for must be
 counted in the context's ``external`` (as thread-pool requests are), or a
 blocking poll has nothing to wait for and returns False.  An exception raised by a BH, timer or coroutine propagates out
 of ``aio_poll`` to whoever drives the loop: it is never printed and
@@ -34,7 +36,7 @@ class AioDeadlockError(RuntimeError):
 class AioHandler:
     """A file descriptor a context polls.  QEMU: AioHandler."""
 
-    __slots__ = ("fd", "io_read", "io_poll", "io_poll_ready", "opaque", "watcher")
+    __slots__ = ("fd", "io_read", "io_poll", "io_poll_ready", "opaque", "watcher", "revents")
 
     def __init__(self, fd: int, io_read: Callable[[Any], Any],
                  io_poll: Callable[[Any], bool], io_poll_ready: Callable[[Any], Any],
@@ -45,6 +47,7 @@ class AioHandler:
         self.io_poll_ready = io_poll_ready
         self.opaque = opaque
         self.watcher: Any = None        # the hub's io watcher, while there is a hub
+        self.revents = False            # the watcher saw the fd readable
 
 
 def aio_set_fd_handler(ctx: AioContext, fd: int, is_external: bool,
@@ -75,11 +78,16 @@ def aio_set_fd_handler(ctx: AioContext, fd: int, is_external: bool,
 
 
 def aio_dispatch_handlers(ctx: AioContext) -> bool:
-    """Run every handler whose ``io_poll`` says it has work.
+    """Run ``io_read`` of every handler whose fd the hub saw readable, and
+    ``io_poll_ready`` of every handler whose ``io_poll`` says it has work.
     QEMU: aio_dispatch_ready_handlers (with run_poll_handlers_once)."""
     progress = False
     for h in ctx.handlers:
-        if h.io_poll(h.opaque):
+        if h.revents:
+            h.revents = False
+            h.io_read(h.opaque)
+            progress = True
+        elif h.io_poll(h.opaque):
             h.io_poll_ready(h.opaque)
             progress = True
     return progress
@@ -87,7 +95,7 @@ def aio_dispatch_handlers(ctx: AioContext) -> bool:
 
 def _handlers_ready(ctx: AioContext) -> bool:
     for h in ctx.handlers:
-        if h.io_poll(h.opaque):
+        if h.revents or h.io_poll(h.opaque):
             return True
     return False
 

@@ -11,7 +11,8 @@ Option ``aio=threads|native|io_uring|nowait``: ``threads`` (the default) is
 the faithful path of the seed.  ``io_uring`` is QEMU's io_uring engine
 (gqemu.block.io_uring: reads, writes and flushes go through the context's
 ring; no thread).  ``native`` is QEMU's Linux AIO, which needs O_DIRECT as in
-QEMU; gqemu runs it on the thread pool.  ``nowait`` (gqemu's own opt-in
+QEMU (gqemu.block.linux_aio: reads and writes through the context's
+Linux AIO context; flushes stay on the thread pool, as in QEMU 7.2).  ``nowait`` (gqemu's own opt-in
 fast path) first tries ``os.preadv(..., RWF_NOWAIT)`` in the coroutine and
 goes to the thread pool only when the data is not in the page cache
 (EAGAIN) or the read is short.
@@ -54,6 +55,7 @@ _FLOCK = "hhqqi4x"
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
 _PAGE = mmap.PAGESIZE
 _io_uring: Any = None        # gqemu.block.io_uring, imported by the first aio=io_uring open
+_linux_aio: Any = None       # gqemu.block.linux_aio, imported by the first aio=native open
 
 
 def _lock_op(fd: int, cmd: int, ltype: int, start: int) -> int:
@@ -112,6 +114,7 @@ class BdrvFile(BlockDriver):
         self.use_lock = False
         self.use_nowait = False
         self.use_linux_io_uring = False
+        self.use_linux_aio = False
         self.nowait_hits = 0
         self.nowait_misses = 0
         self.perm = 0
@@ -175,7 +178,17 @@ class BdrvFile(BlockDriver):
                 # (QEMU 7.2 prints no errno here: liburing leaves errno 0)
                 raise BlockError(e.errno or errno.EIO, "Unable to use io_uring: failed to "
                                  "init linux io_uring ring") from None
+        if aio == "native":
+            global _linux_aio
+            import gqemu.block.linux_aio as _linux_aio   # ctypes: not on start-up
+            try:
+                _linux_aio.aio_setup_linux_aio(bdrv_get_aio_context(bs))
+            except OSError as e:
+                os.close(fd)
+                raise BlockError(e.errno or errno.EIO, "Unable to use native AIO: %s: %s"
+                                 % (e.strerror, os.strerror(e.errno or errno.EIO))) from None
         self.use_linux_io_uring = aio == "io_uring"
+        self.use_linux_aio = aio == "native"
         self.fd = fd
         self.open_flags = oflags
         if not stat.S_ISREG(st.st_mode):
@@ -461,6 +474,10 @@ def raw_co_prw(bs: BlockDriverState, offset: int, nbytes: int,
     elif s.use_linux_io_uring:
         return _io_uring.luring_co_submit(  # type: ignore[no-any-return]
             bs, _io_uring.aio_get_linux_io_uring(bdrv_get_aio_context(bs)),
+            s.fd, offset, qiov, aio_type)
+    elif s.use_linux_aio:
+        return _linux_aio.laio_co_submit(  # type: ignore[no-any-return]
+            bs, _linux_aio.aio_get_linux_aio(bdrv_get_aio_context(bs)),
             s.fd, offset, qiov, aio_type)
     elif s.needs_alignment:
         pass

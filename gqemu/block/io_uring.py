@@ -54,7 +54,7 @@ from gqemu.trace import trace_event
 
 __all__ = ["LuringState", "LuringAIOCB", "luring_init", "luring_cleanup",
            "luring_co_submit", "luring_aio_flush", "aio_setup_linux_io_uring",
-           "aio_get_linux_io_uring"]
+           "aio_get_linux_io_uring", "iovec_array"]
 
 trace_luring_init_state = trace_event("luring_init_state", "s %p size %zu")
 trace_luring_cleanup_state = trace_event("luring_cleanup_state", "%p freed")
@@ -228,7 +228,7 @@ class LuringAIOCB:
         self.token = 0
 
 
-def _iovec(views: list, skip: int) -> tuple[Any, int, int]:
+def iovec_array(views: list, skip: int) -> tuple[Any, int, int]:
     """A C iovec array for ``views`` after their first ``skip`` bytes:
     (what keeps it alive, its address, its count).  A read-only buffer (a
     write's) is copied, since ctypes can only point at writable memory."""
@@ -373,7 +373,7 @@ def luring_resubmit_short_read(s: LuringState, cb: LuringAIOCB, nread: int) -> N
         trace_luring_resubmit_short_read(s, cb, nread)
     cb.total_read += nread
     assert cb.qiov is not None
-    cb.iov, addr, n = _iovec(cb.qiov.iov, cb.total_read)
+    cb.iov, addr, n = iovec_array(cb.qiov.iov, cb.total_read)
     sqe = cb.sqeq
     sqe[0] = IORING_OP_READV
     sqe[2] += nread
@@ -471,7 +471,7 @@ def luring_do_submit(fd: int, cb: LuringAIOCB, s: LuringState, offset: int,
             cb.sqeq = [IORING_OP_READ if type_ == QEMU_AIO_READ else IORING_OP_WRITE,
                        fd, offset, _addressof(c), len(buf), 0]
         else:
-            cb.iov, addr, n = _iovec(iov, 0)
+            cb.iov, addr, n = iovec_array(iov, 0)
             cb.sqeq = [IORING_OP_READV if type_ == QEMU_AIO_READ else IORING_OP_WRITEV,
                        fd, offset, addr, n, 0]
     elif type_ == QEMU_AIO_FLUSH:

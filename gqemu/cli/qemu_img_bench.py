@@ -171,7 +171,6 @@ def _run(filename: str, fmt: Any, is_write: bool, image_opts: bool, force_share:
     if aio_flags & BDRV_O_NATIVE_AIO and not bdrv_parse_cache_mode(cache)[0] & BDRV_O_NOCACHE:
         raise ImgError("Could not open '%s': aio=native was specified, but it requires "
                        "cache.direct=on, which was not specified." % filename)
-    # gqemu has no Linux AIO: native requests go to the thread pool
     blk = img_open(filename, fmt, is_write, extra_flags=aio_flags, image_opts=image_opts,
                    force_share=force_share, cache=cache)
     try:

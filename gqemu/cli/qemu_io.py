@@ -9,8 +9,8 @@ block layer, so they start as fast as Python does.
 
 Differences from qemu-io 7.2 (each reports an error instead of acting):
 ``--object`` of another type than ``secret``.  ``-k``/``-i native`` (which
-need ``-t none``, as QEMU's) run on the thread pool; ``-i io_uring`` is a real
-io_uring ring (gqemu.block.io_uring); gqemu also takes ``-i nowait``, its fast
+need ``-t none``, as QEMU's) use Linux AIO (gqemu.block.linux_aio) and
+``-i io_uring`` an io_uring ring (gqemu.block.io_uring); gqemu also takes ``-i nowait``, its fast
 path.  ``read -b``/
 ``write -b`` and the breakpoint commands work through QEMU's driver slots
 (``bdrv_co_readv/writev_vmstate``, ``bdrv_debug_*``) and answer -ENOTSUP

@@ -23,7 +23,7 @@ from gqemu.trace import trace_close_output, trace_enable_events, trace_init_outp
 
 pytestmark = pytest.mark.timeout(120)
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "io_uring"
+DATA = Path(__file__).resolve().parents[1] / "data" / "aio_engines"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +45,7 @@ def _gqemu(tool: str, args: list[str], cwd: Path, fail_setup: bool = False,
 
 def test_ring_setup_failure_as_qemu(tmp_path: Path) -> None:
     """QEMU 7.2's words when io_uring_setup fails (recorded by
-    tests/data/io_uring/record.sh with kernel.io_uring_disabled=2)."""
+    tests/data/aio_engines/record.sh with kernel.io_uring_disabled=2)."""
     (tmp_path / "test.img").write_bytes(bytes(1 << 20))
     got = []
     for tool, args in (("gqemu-io", ["-i", "io_uring", "-f", "raw", "-c", "read 0 512",
