@@ -60,9 +60,28 @@ def _precheck(io: QemuIO, offset: int, count: int) -> int:
     return 0
 
 
-def _verify(buf: bytearray, start: int, n: int, pattern: int) -> bool:
-    """All of buf[start:start+n] equal to ``pattern`` (no copies)."""
-    return buf.count(bytes((pattern,)), start, start + n) == n
+def _verify(buf: Any, start: int, n: int, pattern: int) -> bool:
+    """All of buf[start:start+n] equal to ``pattern`` (no copies of a
+    bytearray)."""
+    if isinstance(buf, memoryview):
+        return buf[start:start + n] == bytes((pattern,)) * n
+    return buf.count(bytes((pattern,)), start, start + n) == n  # type: ignore[no-any-return]
+
+
+def qemu_io_alloc(io: QemuIO, count: int, fill: Any) -> Any:
+    """A buffer of ``count`` bytes of ``fill`` (a byte value, or bytes of
+    that length), aligned as the node's memory must be (page-aligned under
+    O_DIRECT, so the request reaches the AIO engines instead of the
+    thread pool's bounce buffer, as qemu-io's buffers do in QEMU).
+    QEMU: qemu_io_alloc (blk_blockalign)."""
+    data = bytes((fill,)) * count if isinstance(fill, int) else fill
+    bs = blk_bs(io.blk) if io.blk is not None else None
+    if count and bs is not None and bs.bl.min_mem_alignment > 1:
+        from gqemu.block.io_driver import qemu_blockalign
+        buf = qemu_blockalign(bs, count)
+        buf[:] = data
+        return buf
+    return bytearray(data)
 
 
 # ------------------------------------------------------------------ read
@@ -164,7 +183,7 @@ def read_f(io: QemuIO, argv: list[str]) -> int:
         return ret
     offset, count = a.offset, a.count
     ret = _precheck(io, offset, count)
-    buf = bytearray((0xab,)) * count if ret == 0 else bytearray()
+    buf = qemu_io_alloc(io, count, 0xab) if ret == 0 else bytearray()
     t1 = _now()
     if ret < 0:
         pass
@@ -314,8 +333,9 @@ def write_f(io: QemuIO, argv: list[str]) -> int:
             data = _pattern_from_file(a.file_name, count)
             if data is None:
                 return -errno.EINVAL
+            data = qemu_io_alloc(io, count, data)
         else:
-            data = bytes((a.pattern,)) * count
+            data = qemu_io_alloc(io, count, a.pattern)
     t1 = _now()
     if ret < 0:
         pass

@@ -27,7 +27,7 @@ from gqemu.block import (BDRV_REQ_FUA, BDRV_REQ_MAY_UNMAP, BLOCK_ACCT_READ,
                          block_acct_failed, block_acct_invalid, block_acct_start,
                          qemu_iovec_add)
 from gqemu.cli import qemu_io_help as H
-from gqemu.cli.qemu_io_rw import NOT_DONE, _now, _verify, _wait
+from gqemu.cli.qemu_io_rw import NOT_DONE, _now, _verify, _wait, qemu_io_alloc
 from gqemu.cli.qemu_io_getopt import Getopt
 from gqemu.cli.qemu_io_util import (BDRV_REQUEST_MAX_BYTES, CMD_PERM_WRITE,
                                     cmdinfo_t, cvtnum_arg, dump_buffer, out,
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 
 def create_iovec(io: QemuIO, args: list[str],
-                 pattern: int) -> Optional[tuple[QEMUIOVector, bytearray]]:
+                 pattern: int) -> Optional[tuple[QEMUIOVector, Any]]:
     """One buffer filled with ``pattern``, cut into the given lengths.
     Prints the problem and returns None on a bad length.
     QEMU: create_iovec."""
@@ -61,7 +61,7 @@ def create_iovec(io: QemuIO, args: list[str],
             return None
         sizes.append(n)
         count += n
-    buf = bytearray((pattern,)) * count
+    buf = qemu_io_alloc(io, count, pattern)
     qiov = QEMUIOVector()
     mv = memoryview(buf)
     pos = 0
