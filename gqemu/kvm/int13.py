@@ -119,9 +119,12 @@ def int13_disk(bs: Any, io: Any, r: Call) -> int:
 
 
 def _ret(bs: Any, r: Call, status: int) -> int:
-    """SeaBIOS: __disk_ret (AH, CF by the caller, the last status)."""
+    """SeaBIOS: __disk_ret (AH, CF by the caller, the last status: the
+    disks' or the floppies', in the BIOS data area)."""
     if (r.dx & 0xFF) >= 0x80:
         bs.last_status = status
+    else:                               # floppy_last_status (0040:0041)
+        bs.ram[0x441] = status
     r.set_ah(status)
     return status
 

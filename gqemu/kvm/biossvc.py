@@ -1,0 +1,366 @@
+"""The BIOS services other than INT 13h a boot loader calls (INT 11h, 12h,
+15h, 16h, 1Ah), answered as SeaBIOS 1.16.2 answers them under QEMU 7.2
+with gqemu's machine (``-m 128``, no floppy, the default ``qemu64`` CPU,
+whose AMD vendor adds the HyperTransport hole to the E820 map);
+``tests/data/kvm/biossvc.asm`` recorded them.
+
+Each service works on the caller's registers (``Regs``: 32-bit, as
+SeaBIOS's ``struct bregs``) and the FLAGS image the ``int`` pushed (CF,
+ZF).  SeaBIOS's conventions: ``set_success`` clears CF, ``set_code_success``
+also AH; ``set_code_invalid``/``set_code_unimplemented`` set CF and AH
+(0x86 for an unsupported function), ``set_invalid_silent`` and
+``set_unimplemented`` only CF.
+
+INT 15h: 24 00..03 (A20: gqemu keeps the gate's state, port 0x92 is not
+modelled), 4F (CF), 52, 87 (block move: the copy, and the GDT entries
+SeaBIOS fills in the caller's table), 88, 90/91 (nothing), C0
+(configuration table at F000:E6F5), C1 (EBDA segment), E801, E820 (the
+map SeaBIOS builds from QEMU's for 128 MiB); anything else: AH=86, CF.
+Not modelled (AH=86 here, something else under SeaBIOS): 53 APM, 5F,
+7F, 83, 86 (wait), 89, C2 (PS/2 mouse).
+
+INT 16h: 00/10 (read a key: with none, the caller waits in HLT as under
+SeaBIOS, where no key ever comes), 01/11 (ZF when none), 02/12 (shift
+flags), 05 (store a key), 09, 0A (BX=0: no keyboard answers in gqemu),
+6F, 92, A2, with the BIOS data area's keyboard buffer as SeaBIOS keeps it.
+
+INT 1Ah: 00/01 (the tick count in the BIOS data area: it never advances,
+gqemu has no PIT), 02/04 (the host's UTC time and date in BCD, as QEMU's
+RTC gives them), 03/05 (accepted; the RTC is not written), 06 (alarm
+set), 07 (alarm off); anything else (the PCI BIOS, B1xx, included): CF.
+
+Must not import: gqemu.machine or anything above kvm.
+SeaBIOS: src/system.c, src/misc.c, src/kbd.c, src/clock.c.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any, Callable
+
+__all__ = ["Regs", "SERVICES", "BDA_INIT", "E820_MAP", "CONFIG_TABLE_OFF",
+           "bios_data_area_init"]
+
+F_CF = 0x0001
+F_ZF = 0x0040
+RET_EUNSUPPORTED = 0x86
+SMAP = 0x534D4150
+
+EBDA_SEG = 0x9FC0
+#: SeaBIOS's BIOS_CONFIG_TABLE (F000:E6F5): size 8, model FC, submodel 0,
+#: revision 1, feature bytes 74 40 00 00 00
+CONFIG_TABLE_OFF = 0xE6F5
+CONFIG_TABLE = bytes.fromhex("0800fc0001744000000000")[:10]
+#: the segment of the stack SeaBIOS's INT 15h handlers run on (the SS
+#: descriptor AH=87 leaves in the caller's GDT)
+SEABIOS_STACK_SEG = 0xD980
+#: what SeaBIOS's E820 answers with QEMU 7.2's pc, 128 MiB, KVM and qemu64:
+#: (start, size, type); 1 RAM, 2 reserved
+E820_MAP = ((0x0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
+            (0x100000, 0x7EE0000, 1), (0x7FE0000, 0x20000, 2),
+            (0xFEFFC000, 0x4000, 2), (0xFFFC0000, 0x40000, 2),
+            (0xFD00000000, 0x300000000, 2))
+#: SeaBIOS's LegacyRamSize: the RAM below 4 GiB it does not reserve
+LEGACY_RAM_SIZE = 0x7FE0000
+#: the BIOS data area (address, bytes) as SeaBIOS leaves it: EBDA
+#: segment, equipment (FPU, PS/2 mouse), base memory, keyboard buffer
+#: head/tail/start/end, disk control byte, 101-key keyboard flag
+BDA_INIT = ((0x40E, struct.pack("<H", EBDA_SEG)), (0x410, struct.pack("<H", 0x0006)),
+            (0x413, struct.pack("<H", 639)), (0x41A, struct.pack("<HH", 0x1E, 0x1E)),
+            (0x476, b"\xC0"), (0x480, struct.pack("<HH", 0x1E, 0x3E)), (0x496, b"\x10"))
+BDA = 0x400
+KBD_HEAD, KBD_TAIL, KBD_START, KBD_END = 0x41A, 0x41C, 0x480, 0x482
+TIMER_COUNTER, TIMER_ROLLOVER = 0x46C, 0x470
+# RTC status register B (SeaBIOS's rtc_setup leaves RTC_B_24HR)
+RTC_B_DSE, RTC_B_24HR, RTC_B_AIE, RTC_B_PIE, RTC_B_SET = 0x01, 0x02, 0x20, 0x40, 0x80
+KBD_FLAG0, KBD_FLAG1 = 0x417, 0x418
+
+
+def bios_data_area_init(ram: Any) -> None:
+    """The BIOS data area, the EBDA's size byte (1 KiB) and the ROM's
+    last 16 bytes (reset jump, date, model) as SeaBIOS leaves them."""
+    for addr, data in BDA_INIT:
+        ram[addr:addr + len(data)] = data
+    ram[EBDA_SEG << 4] = 1
+    ram[0xFFFF0:0x100000] = bytes.fromhex("ea5be000f030362f32332f393900fcf3")
+    ram[0xF0000 + CONFIG_TABLE_OFF:0xF0000 + CONFIG_TABLE_OFF + len(CONFIG_TABLE)] = CONFIG_TABLE
+
+
+class Regs:
+    """The caller's registers, 32-bit (SeaBIOS's ``struct bregs``), and
+    the FLAGS image; ``wait`` asks the stub to halt and call again."""
+
+    def __init__(self, eax: int, ebx: int, ecx: int, edx: int, esi: int, edi: int,
+                 es: int, flags: int) -> None:
+        self.eax, self.ebx, self.ecx, self.edx = eax, ebx, ecx, edx
+        self.esi, self.edi, self.es, self.flags = esi, edi, es, flags
+        self.wait = False
+
+    @property
+    def ah(self) -> int:
+        return (self.eax >> 8) & 0xFF
+
+    @property
+    def al(self) -> int:
+        return self.eax & 0xFF
+
+    def set_ax(self, v: int) -> None:
+        self.eax = (self.eax & ~0xFFFF) | (v & 0xFFFF)
+
+    def set_ah(self, v: int) -> None:
+        self.eax = (self.eax & ~0xFF00) | ((v & 0xFF) << 8)
+
+    def set_al(self, v: int) -> None:
+        self.eax = (self.eax & ~0xFF) | (v & 0xFF)
+
+    def success(self) -> None:
+        self.flags &= ~F_CF
+
+    def code_success(self) -> None:
+        self.set_ah(0)
+        self.success()
+
+    def code_invalid(self, code: int) -> None:
+        self.set_ah(code)
+        self.flags |= F_CF
+
+
+def _rd16(ram: Any, a: int) -> int:
+    return struct.unpack_from("<H", ram, a)[0]
+
+
+def _wr(bs: Any, a: int, data: bytes) -> None:
+    """RAM written behind KVM's back: noted for a recording."""
+    bs.ram[a:a + len(data)] = data
+    if bs.on_ram_write is not None:
+        bs.on_ram_write(a, len(data))
+
+
+# -- INT 11h, 12h ---------------------------------------------------------
+
+def handle_11(bs: Any, r: Regs) -> None:
+    r.set_ax(_rd16(bs.ram, 0x410))
+
+
+def handle_12(bs: Any, r: Regs) -> None:
+    r.set_ax(_rd16(bs.ram, 0x413))
+
+
+# -- INT 15h --------------------------------------------------------------
+
+def _desc(limit: int, base: int, access: int) -> bytes:
+    return struct.pack("<HHBBBB", limit & 0xFFFF, base & 0xFFFF, (base >> 16) & 0xFF,
+                       access, (limit >> 16) & 0x0F, (base >> 24) & 0xFF)
+
+
+def _handle_1587(bs: Any, r: Regs) -> None:
+    """The block move: CX words from the GDT's source descriptor (entry 2)
+    to its destination (entry 3); SeaBIOS fills entries 1 (the GDT), 4
+    (its code) and 5 (its stack) on the way.  Outside RAM reads 0xFF
+    and writes vanish, as unassigned memory under QEMU."""
+    ram = bs.ram
+    gdt = (r.es << 4) + (r.esi & 0xFFFF)
+    d = bytes(ram[gdt:gdt + 48])
+    src = d[0x12] | (d[0x13] << 8) | (d[0x14] << 16) | (d[0x17] << 24)
+    dst = d[0x1A] | (d[0x1B] << 8) | (d[0x1C] << 16) | (d[0x1F] << 24)
+    _wr(bs, gdt + 8, _desc(6 * 8 - 1, gdt, 0x93))
+    _wr(bs, gdt + 32, _desc(0xFFFF, 0xF0000, 0x9B))
+    _wr(bs, gdt + 40, _desc(0xFFFF, SEABIOS_STACK_SEG << 4, 0x93))
+    n = 2 * (r.ecx & 0xFFFF)
+    size = len(ram)
+    data = bytes(ram[src:min(src + n, size)]) if src < size else b""
+    data += b"\xFF" * (n - len(data))
+    if dst < size:
+        _wr(bs, dst, data[:size - dst])
+    r.code_success()
+
+
+def _handle_15e820(bs: Any, r: Regs) -> None:
+    bx = r.ebx & 0xFFFF
+    if r.edx != SMAP or bx >= len(E820_MAP) or r.ecx < 20:
+        r.code_invalid(RET_EUNSUPPORTED)
+        return
+    start, size, kind = E820_MAP[bx]
+    _wr(bs, (r.es << 4) + (r.edi & 0xFFFF), struct.pack("<QQI", start, size, kind))
+    r.ebx = 0 if bx == len(E820_MAP) - 1 else (r.ebx + 1) & 0xFFFFFFFF
+    r.eax, r.ecx = SMAP, 20
+    r.success()
+
+
+def handle_15(bs: Any, r: Regs) -> None:
+    """SeaBIOS: handle_15."""
+    ah, al = r.ah, r.al
+    if ah == 0x24 and al <= 3:
+        if al == 0x00 or al == 0x01:
+            bs.a20 = al
+        elif al == 0x02:
+            r.set_al(bs.a20)
+        else:
+            r.ebx = (r.ebx & ~0xFFFF) | 3
+        r.code_success()
+    elif ah == 0x4F:
+        r.flags |= F_CF
+    elif ah == 0x52:
+        r.code_success()
+    elif ah == 0x87:
+        _handle_1587(bs, r)
+    elif ah == 0x88:
+        r.set_ax(63 * 1024 if LEGACY_RAM_SIZE > 64 << 20 else (LEGACY_RAM_SIZE - (1 << 20)) >> 10)
+        r.success()
+    elif ah in (0x90, 0x91):
+        pass
+    elif ah == 0xC0:
+        r.es, r.ebx = 0xF000, (r.ebx & ~0xFFFF) | CONFIG_TABLE_OFF
+        r.code_success()
+    elif ah == 0xC1:
+        r.es = EBDA_SEG
+        r.success()
+    elif ah == 0xE8 and al == 0x01:
+        if LEGACY_RAM_SIZE > 16 << 20:
+            cx, dx = 15 * 1024, (LEGACY_RAM_SIZE - (16 << 20)) >> 16
+        else:
+            cx, dx = (LEGACY_RAM_SIZE - (1 << 20)) >> 10, 0
+        r.set_ax(cx)
+        r.ebx = (r.ebx & ~0xFFFF) | dx
+        r.ecx = (r.ecx & ~0xFFFF) | cx
+        r.edx = (r.edx & ~0xFFFF) | dx
+        r.success()
+    elif ah == 0xE8 and al == 0x20:
+        _handle_15e820(bs, r)
+    else:
+        r.code_invalid(RET_EUNSUPPORTED)
+
+
+# -- INT 16h --------------------------------------------------------------
+
+def _enqueue_key(bs: Any, keycode: int) -> int:
+    ram = bs.ram
+    start, end = _rd16(ram, KBD_START), _rd16(ram, KBD_END)
+    head, tail = _rd16(ram, KBD_HEAD), _rd16(ram, KBD_TAIL)
+    new = tail + 2
+    if new >= end:
+        new = start
+    if new == head:
+        return 0
+    _wr(bs, BDA + tail, struct.pack("<H", keycode))
+    _wr(bs, KBD_TAIL, struct.pack("<H", new))
+    return 1
+
+
+def _dequeue_key(bs: Any, r: Regs, incr: bool, extended: bool) -> None:
+    """SeaBIOS: dequeue_key (with no key, a read waits: ``r.wait``)."""
+    ram = bs.ram
+    head, tail = _rd16(ram, KBD_HEAD), _rd16(ram, KBD_TAIL)
+    if head == tail:
+        if not incr:
+            r.flags |= F_ZF
+        else:
+            r.wait = True
+        return
+    keycode = _rd16(ram, BDA + head)
+    ascii = keycode & 0xFF
+    if not extended:
+        if ascii == 0xE0 and keycode & 0xFF00:
+            keycode &= 0xFF00
+        elif keycode in (0xE00D, 0xE00A):
+            keycode = 0x1C00 | ascii
+        elif keycode == 0xE02F:
+            keycode = 0x352F
+    if ascii == 0xF0 and keycode & 0xFF00:
+        keycode &= 0xFF00
+    r.set_ax(keycode)
+    if not incr:
+        r.flags &= ~F_ZF
+        return
+    head += 2
+    if head >= _rd16(ram, KBD_END):
+        head = _rd16(ram, KBD_START)
+    _wr(bs, KBD_HEAD, struct.pack("<H", head))
+
+
+def handle_16(bs: Any, r: Regs) -> None:
+    """SeaBIOS: handle_16."""
+    ah, ram = r.ah, bs.ram
+    if ah in (0x00, 0x01, 0x10, 0x11):
+        _dequeue_key(bs, r, ah in (0x00, 0x10), ah >= 0x10)
+    elif ah == 0x02:
+        r.set_al(ram[KBD_FLAG0])
+    elif ah == 0x05:
+        r.set_al(not _enqueue_key(bs, r.ecx & 0xFFFF))
+    elif ah == 0x09:
+        r.set_al(0x30)
+    elif ah == 0x0A:
+        r.ebx &= ~0xFFFF
+    elif ah == 0x12:
+        rctrl_ralt = 0x0C
+        r.set_ax((ram[KBD_FLAG0] | (ram[KBD_FLAG1] << 8)) & ~(rctrl_ralt << 8)
+                 | ((ram[0x496] & rctrl_ralt) << 8))
+    elif ah == 0x6F:
+        if r.al == 0x08:
+            r.set_ah(2)
+    elif ah == 0x92:
+        r.set_ah(0x80)
+
+
+# -- INT 1Ah --------------------------------------------------------------
+
+def _bcd(v: int) -> int:
+    return ((v // 10) << 4) | (v % 10)
+
+
+def handle_1a(bs: Any, r: Regs) -> None:
+    """SeaBIOS: handle_1a (``bs.rtc_b``: the RTC's status register B,
+    which gqemu keeps without an RTC)."""
+    ah, ram = r.ah, bs.ram
+    if ah == 0x00:
+        ticks = struct.unpack_from("<I", ram, TIMER_COUNTER)[0]
+        r.ecx = (r.ecx & ~0xFFFF) | (ticks >> 16)
+        r.edx = (r.edx & ~0xFFFF) | (ticks & 0xFFFF)
+        r.set_al(ram[TIMER_ROLLOVER])
+        _wr(bs, TIMER_ROLLOVER, b"\0")
+        r.success()
+    elif ah == 0x01:
+        _wr(bs, TIMER_COUNTER, struct.pack("<I", ((r.ecx & 0xFFFF) << 16) | (r.edx & 0xFFFF)))
+        _wr(bs, TIMER_ROLLOVER, b"\0")
+        r.set_ah(0)
+        r.success()
+    elif ah in (0x02, 0x04):
+        t = time.gmtime()
+        if ah == 0x02:
+            ch, cl, dh, dl = (_bcd(t.tm_hour), _bcd(t.tm_min), _bcd(t.tm_sec),
+                              bs.rtc_b & RTC_B_DSE)
+        else:
+            ch, cl, dh, dl = _bcd(t.tm_year // 100), _bcd(t.tm_year % 100), _bcd(t.tm_mon), \
+                _bcd(t.tm_mday)
+        r.ecx = (r.ecx & ~0xFFFF) | (ch << 8) | cl
+        r.edx = (r.edx & ~0xFFFF) | (dh << 8) | dl
+        r.set_ax(ch)
+        r.success()
+    elif ah == 0x03:
+        bs.rtc_b = (bs.rtc_b & (RTC_B_PIE | RTC_B_AIE)) | RTC_B_24HR | (r.edx & RTC_B_DSE)
+        r.set_ax(bs.rtc_b)
+        r.success()
+    elif ah == 0x05:
+        bs.rtc_b &= ~RTC_B_SET
+        r.set_ax(bs.rtc_b)
+        r.success()
+    elif ah == 0x06:
+        r.set_ax(0)
+        if bs.rtc_b & RTC_B_AIE:
+            r.flags |= F_CF
+            return
+        bs.rtc_b = (bs.rtc_b & ~RTC_B_SET) | RTC_B_AIE
+        r.success()
+    elif ah == 0x07:
+        r.set_ax(bs.rtc_b)
+        bs.rtc_b &= ~(RTC_B_SET | RTC_B_AIE)
+        r.success()
+    else:
+        r.flags |= F_CF
+
+
+#: the services by trap port offset (1..): INT 11h, 12h, 15h, 16h, 1Ah
+#: with their classic entry points in the BIOS segment
+SERVICES: tuple[tuple[int, int, Callable[[Any, Regs], None]], ...] = (
+    (0x11, 0xF84D, handle_11), (0x12, 0xF841, handle_12), (0x15, 0xF859, handle_15),
+    (0x16, 0xE82E, handle_16), (0x1A, 0xFE6E, handle_1a))
