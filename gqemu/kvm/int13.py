@@ -188,15 +188,18 @@ def _disk_op(bs: Any, io: Any, disk: dict, lba: int, count: int, addr: int,
         return DISK_RET_SUCCESS, count
     write = ah in (0x03, 0x43)
     ram = bs.ram
-    if addr + count * 512 > len(ram):
-        return DISK_RET_EPARAM, 0
-    data = bytes(ram[addr:addr + count * 512]) if write else None
+    # SeaBIOS's ATA driver runs in 16-bit mode: each 512-byte block goes
+    # through ES = (linear >> 4) & 0xFFFF, DI = linear & 0xF (insw_fl), so a
+    # buffer above 1 MiB (FFFF:0010 and up) wraps to the bottom of RAM
+    blocks = [((addr + 512 * i) & 0xFFFFF) for i in range(count)]
+    data = b"".join(bytes(ram[a:a + 512]) for a in blocks) if write else None
     done, buf = ata_pio_transfer(io, disk["base"], disk["ctl"], disk["unit"],
                                  lba, count, write, data)
-    if buf:
-        ram[addr:addr + len(buf)] = buf
+    for i in range(len(buf or b"") // 512):
+        a = blocks[i]
+        ram[a:a + 512] = buf[512 * i:512 * (i + 1)]
         if bs.on_ram_write is not None:
-            bs.on_ram_write(addr, len(buf))
+            bs.on_ram_write(a, 512)
     return (DISK_RET_SUCCESS if done == count else DISK_RET_EBADTRACK), done
 
 

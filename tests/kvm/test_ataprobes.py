@@ -7,7 +7,10 @@ data sums after every step) and the INT 13h probes (int13x on 16 MiB, 1 GiB,
 geometry; debugcon gets the registers and CF after every call), and
 irqbios (IRQ 14 through the 8259s and the handler SeaBIOS leaves) and
 biossvc (INT 11h/12h/15h/16h/1Ah, INT 13h on drives that are no disk, the
-BIOS data area: debugcon gets the registers and flags after every call); some
+BIOS data area: debugcon gets the registers and flags after every call)
+and stage2 (a two-stage loader: big INT 13h loads, buffers across 64 KiB
+and above 1 MiB, then 32-bit protected mode with rep insd/outsd and
+bus-master DMA above 1 MiB); some
 of them with the disk elsewhere (the primary slave, the secondary channel)
 or with more disks, so SeaBIOS's probe and boot read differ.  Compared:
 exit status, debugcon bytes, the disk's first 16 MiB afterwards and the
@@ -35,7 +38,8 @@ PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("int13x-200000m", "int13x", 200000), ("int13q", "int13q", 16),
           ("irqbios", "irqbios", 16), ("atalba@1", "atalba", 16, (1,)),
           ("atacmds@0+1+2", "atacmds", 16, (0, 1, 2)), ("atairq@2", "atairq", 16, (2,)),
-          ("int13x@0+2", "int13x", 16, (0, 2)), ("biossvc", "biossvc", 16)]
+          ("int13x@0+2", "int13x", 16, (0, 2)), ("biossvc", "biossvc", 16),
+          ("stage2", "stage2", 16)]
 # the status and alternate-status ports, by channel
 STATUS_PORTS = {0x1F7: 0, 0x3F6: 0, 0x177: 1, 0x376: 1}
 

@@ -9,7 +9,7 @@
 # Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
 #        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
-#        atairq@2 int13x@0+2 biossvc)
+#        atairq@2 int13x@0+2 biossvc stage2)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -20,7 +20,7 @@ accel=kvm
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
                                 int13x:10240 int13x:200000 int13p:1024 int13q irqbios
-                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc)
+                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2)
 for arg in "${names[@]}"; do
   # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
   # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
