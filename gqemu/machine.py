@@ -358,7 +358,7 @@ class Machine:
 
     def close(self) -> None:
         """Drain, flush and close the drives (idempotent)."""
-        from gqemu.block.block_backend import blk_unref
+        from gqemu.block.block_backend import blk_bs, blk_unref
         kvm = getattr(self, "kvm", None)
         if kvm is not None and kvm.started:
             from gqemu.kvm.main_loop import kvm_stop_vcpus
@@ -371,9 +371,32 @@ class Machine:
                 self.drain()
             except Exception:
                 pass
+        # isa-debug-exit is QEMU's exit(): no bdrv_close_all, so what the
+        # format drivers still cache (qcow2's dirty L2 and refcount tables)
+        # never reaches the image
+        exited = kvm is not None and kvm.exit_status is not None
         for blks in (self.blks, getattr(self, "vblks", {})):
             for idx in list(blks):
-                blk_unref(blks.pop(idx))
+                blk = blks.pop(idx)
+                if exited:
+                    _abandon(blk_bs(blk), set())
+                blk_unref(blk)
+
+
+def _abandon(bs: Any, seen: set) -> None:
+    """What a process's exit() leaves of a node graph: nothing is written
+    or flushed; the protocol nodes (the leaves) release their host files
+    (and so their locks), and every node loses its driver, so the unref
+    that follows does no I/O."""
+    if bs is None or id(bs) in seen:
+        return
+    seen.add(id(bs))
+    for child in list(bs.children):
+        _abandon(child.bs, seen)
+    drv = bs.drv
+    if drv is not None and not bs.children and drv.bdrv_close is not None:
+        drv.bdrv_close(bs)
+    bs.drv = None
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:
