@@ -237,7 +237,7 @@ class Machine:
 
     def _install_bios(self) -> Any:
         """The IVT, BIOS data area and INT 13h of gqemu.kvm.bios, over the
-        IDE disks in index order."""
+        IDE disks in index order, then the virtio-blk ones."""
         from gqemu.hw.ide.piix import PRIMARY, SECONDARY
         from gqemu.kvm.bios import bios_install
         disks = []
@@ -248,6 +248,12 @@ class Machine:
                           "sectors": st.nb_sectors, "heads": st.heads or 16,
                           "spt": st.sectors or 63, "cyls": st.cylinders or 1,
                           "trans": st.chs_trans})
+        # then the virtio-blk disks by PCI address, on SeaBIOS's vrings
+        from gqemu.hw.virtio.virtio_pci import seabios_ring_pfn
+        from gqemu.kvm.int13_virtio import virtio_disk, virtio_ring_init
+        for k, proxy in enumerate(self.virtio):
+            disks.append(virtio_disk(proxy, seabios_ring_pfn(self.ram_size, k)))
+            virtio_ring_init(self.ram, disks[-1])
         return bios_install(self.ram, self.as_io.root, disks)
 
     def firmware_probe(self, boot_disk: bool) -> None:

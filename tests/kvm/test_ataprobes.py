@@ -10,7 +10,8 @@ biossvc (INT 11h/12h/15h/16h/1Ah, INT 13h on drives that are no disk, the
 BIOS data area: debugcon gets the registers and flags after every call)
 and stage2 (a two-stage loader: big INT 13h loads, buffers across 64 KiB
 and above 1 MiB, then 32-bit protected mode with rep insd/outsd and
-bus-master DMA above 1 MiB); some
+bus-master DMA above 1 MiB) and int13v (INT 13h on a virtio-blk disk,
+served by SeaBIOS's virtio driver); some
 of them with the disk elsewhere (the primary slave, the secondary channel)
 or with more disks, so SeaBIOS's probe and boot read differ.  Compared:
 exit status, debugcon bytes, the disk's first 16 MiB afterwards and the
@@ -30,7 +31,8 @@ from gqemu.cli.main import main
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kvm"
 # (recording, program, disk MiB[, IDE indexes: the program's disk first,
-# 2 MiB scratch disks at the others]): record.sh's NAME[:SIZE][@IDX+IDX...]
+# 2 MiB scratch disks at the others; "v": a virtio-blk one]): record.sh's
+# NAME[:SIZE][@IDX+IDX...]
 PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("atalba", "atalba", 16), ("atadma", "atadma", 16),
           ("int13x", "int13x", 16), ("int13x-1024m", "int13x", 1024),
@@ -39,7 +41,7 @@ PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("irqbios", "irqbios", 16), ("atalba@1", "atalba", 16, (1,)),
           ("atacmds@0+1+2", "atacmds", 16, (0, 1, 2)), ("atairq@2", "atairq", 16, (2,)),
           ("int13x@0+2", "int13x", 16, (0, 2)), ("biossvc", "biossvc", 16),
-          ("stage2", "stage2", 16)]
+          ("stage2", "stage2", 16), ("int13v@0+v", "int13v", 16, (0, "v"))]
 # the status and alternate-status ports, by channel
 STATUS_PORTS = {0x1F7: 0, 0x3F6: 0, 0x177: 1, 0x376: 1}
 
@@ -106,10 +108,15 @@ def test_probe_matches_qemu(probe, tmp_path):
     disk, pristine = tmp_path / "d.img", tmp_path / "pristine.img"
     probe_disk(disk, prog, size)
     drives = ["--drive", "file=%s,format=raw,if=ide,index=%d" % (disk, indexes[0])]
+    vdisk = None
     for idx in indexes[1:]:
-        extra = tmp_path / ("x%d.img" % idx)
+        extra = tmp_path / ("x%s.img" % idx)
         make_scratch_disk(str(extra), size_mib=2)
-        drives += ["--drive", "file=%s,format=raw,if=ide,index=%d" % (extra, idx)]
+        if idx == "v":                  # record.sh's virtio-blk scratch disk
+            vdisk = extra
+            drives += ["--drive", "file=%s,format=raw,if=virtio" % extra]
+        else:
+            drives += ["--drive", "file=%s,format=raw,if=ide,index=%d" % (extra, idx)]
     replay = size == 16 and len(indexes) == 1
     if replay:
         probe_disk(pristine, prog, size)
@@ -124,6 +131,8 @@ def test_probe_matches_qemu(probe, tmp_path):
     assert con.read_bytes() == (DATA / (name + ".debugcon")).read_bytes()
     after = head_sha256(disk)
     assert after == (DATA / (name + ".disk.sha256")).read_text().strip()
+    if vdisk is not None:
+        assert head_sha256(vdisk) == (DATA / (name + ".vdisk.sha256")).read_text().strip()
     with open(log) as f:
         ours = ide_accesses(f)
     with lzma.open(DATA / (name + ".trace.log.xz"), "rt") as f:

@@ -9,7 +9,7 @@
 # Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
 #        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
-#        atairq@2 int13x@0+2 biossvc stage2)
+#        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -20,11 +20,14 @@ accel=kvm
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
                                 int13x:10240 int13x:200000 int13p:1024 int13q irqbios
-                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2)
+                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2
+                                int13v@0+v)
 for arg in "${names[@]}"; do
   # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
   # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
-  # first) with 2 MiB scratch disks at the others (files NAME@IDX+IDX.*)
+  # first) with 2 MiB scratch disks at the others (files NAME@IDX+IDX.*);
+  # IDX v: a 2 MiB scratch virtio-blk-pci,disable-modern=on disk (one;
+  # its sha256 afterwards: NAME@...v.vdisk.sha256)
   spec=${arg%%@*}
   idxs=0
   [ "$arg" = "$spec" ] || idxs=${arg#*@}
@@ -38,6 +41,7 @@ for arg in "${names[@]}"; do
   # on in sectors 1.. and loads them itself with INT 13h
   drives=()
   first=1
+  vdisk=
   for idx in ${idxs//+/ }; do
     img="$tmp/$tag-$idx.img"
     if [ $first = 1 ]; then
@@ -59,7 +63,14 @@ import sys
 from gqemu.machine import make_scratch_disk
 make_scratch_disk(sys.argv[1], size_mib=2)" "$img"
     fi
-    drives+=(-drive "file=$img,format=raw,if=ide,index=$idx")
+    if [ "$idx" = v ]; then
+      # a virtio-blk disk (legacy, as gqemu's if=virtio)
+      drives+=(-drive "file=$img,format=raw,if=none,id=vd0"
+               -device "virtio-blk-pci,disable-modern=on,drive=vd0")
+      vdisk=$img
+    else
+      drives+=(-drive "file=$img,format=raw,if=ide,index=$idx")
+    fi
   done
   set +e
   timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
@@ -72,5 +83,7 @@ make_scratch_disk(sys.argv[1], size_mib=2)" "$img"
   xz -9 -c "$tmp/$tag.trace.log" > "$here/$tag.trace.log.xz"
   # what the program left in the disk's first 16 MiB (the probes write there)
   head -c 16M "$disk" | sha256sum | cut -d' ' -f1 > "$here/$tag.disk.sha256"
+  # and the virtio disk's, if any
+  [ -z "$vdisk" ] || sha256sum < "$vdisk" | cut -d' ' -f1 > "$here/$tag.vdisk.sha256"
   echo "$tag: status $(cat "$here/$tag.status"), debugcon $(xxd -p "$here/$tag.debugcon")"
 done
