@@ -231,7 +231,12 @@ class Machine:
         cpu.accel_run = self.accel.create_vcpu()
         from gqemu.kvm.bios import bios_pic_setup
         bios_pic_setup(self.accel.vm)
-        cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
+        start = (0, BOOT_ADDR)
+        if firmware and boot_disk and not self.blks and self.virtio:
+            # SeaBIOS boots the first virtio-blk disk through INT 13h
+            from gqemu.kvm.bios import BIOS_SEG, VIRTIO_BOOT_OFF
+            start = (BIOS_SEG, VIRTIO_BOOT_OFF)
+        cpu.accel_run.vcpu.set_real_mode(start[0], start[1], {
             "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
         return cpu
 
@@ -274,13 +279,17 @@ class Machine:
             raise MachineError(str(e))
 
     def boot_sector(self) -> bytes:
-        """Sector 0 of the first IDE disk, as SeaBIOS loads it; MachineError
-        when there is no disk or it lacks the 55 AA signature."""
+        """Sector 0 of the first IDE disk (of the first virtio-blk disk when
+        there is none), as SeaBIOS loads it; MachineError when there is no
+        disk or it lacks the 55 AA signature."""
         from gqemu.block.block_backend import blk_pread
         from gqemu.block.driver import BlockError
-        if not self.blks:
-            raise MachineError("no IDE disk to boot from")
-        blk = self.blks[min(self.blks)]
+        if self.blks:
+            blk = self.blks[min(self.blks)]
+        elif getattr(self, "vblks", None):
+            blk = self.vblks[min(self.vblks)]   # no IDE disk: SeaBIOS boots virtio
+        else:
+            raise MachineError("no disk to boot from")
         try:
             data = blk_pread(blk, 0, SECTOR)
         except BlockError as e:

@@ -56,6 +56,15 @@ def _stub(port: int) -> bytes:
 
 INT13_STUB = _stub(GQEMU_BIOS_PORT)
 CF = 0x0001
+# the boot from a virtio-blk disk (no IDE disk): SeaBIOS's boot read is an
+# INT 13h read like any other (its virtio driver), so the vCPU starts here:
+# read sector 0 of drive 0x80 to 0000:7C00, then the registers SeaBIOS's
+# call_boot_entry leaves and a jump to it
+VIRTIO_BOOT_OFF = 0xE100
+VIRTIO_BOOT_STUB = bytes.fromhex(
+    "31c0" "8ec0" "bb007c" "b80102" "b90100" "ba8000" "cd13"   # int 13h AH=02
+    "b855aa" "31db" "31c9" "ba8000" "680202" "9d"              # AX DX, IF
+    "ea007c0000")                                               # jmp 0000:7C00
 # a service that waits (INT 16h AH=00 with no key) resumes here instead of
 # at its stub's pop dx: pop dx; sti; hlt; jmp (the INT 16h stub)
 WAIT_OFF = 0xE840
@@ -116,6 +125,12 @@ class ExitIO:
     def poll(self) -> None:
         aio_poll(self.s.ctx, True)
 
+    def sync_ram(self) -> None:
+        """Let a recording take the RAM written so far (a virtio chain the
+        next exit hands to the device)."""
+        if self.s.on_run_return is not None:
+            self.s.on_run_return(self.cpu)
+
 
 class BiosState:
     """What the services need: RAM, the disks (IDE index order) with their
@@ -151,6 +166,7 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     ram[base + PIC_EOI_OFF:base + PIC_EOI_OFF + len(PIC_EOI_STUB)] = PIC_EOI_STUB
     ram[base + PIC2_EOI_OFF:base + PIC2_EOI_OFF + len(PIC2_EOI_STUB)] = PIC2_EOI_STUB
     ram[base + IRQ14_OFF:base + IRQ14_OFF + len(IRQ14_STUB)] = IRQ14_STUB
+    ram[base + VIRTIO_BOOT_OFF:base + VIRTIO_BOOT_OFF + len(VIRTIO_BOOT_STUB)] = VIRTIO_BOOT_STUB
     ivt = bytearray(struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256)
     for v in range(8):
         struct.pack_into("<HH", ivt, (0x08 + v) * 4, PIC_EOI_OFF, BIOS_SEG)

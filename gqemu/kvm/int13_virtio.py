@@ -109,6 +109,9 @@ def _one_chain(bs: Any, io: Any, disk: dict, sg: list[tuple[int, int]], write: b
         bs.on_ram_write(desc, 16 * num)
         bs.on_ram_write(avail, 4 + 2 * num)
     iob = _iobase(disk)
+    sync = getattr(io, "sync_ram", None)
+    if sync is not None:
+        sync()                  # a recording has the chain before the notify
     io.outsw(iob + VIRTIO_PCI_QUEUE_NOTIFY, struct.pack("<H", 0))
     used = disk["used"]
     for _ in range(MAX_POLLS):
@@ -137,6 +140,8 @@ def virtio_transfer(bs: Any, io: Any, disk: dict, lba: int, count: int, addr: in
     struct.pack_into("<IIQ", ram, HDR_ADDR, VIRTIO_BLK_T_OUT if write else VIRTIO_BLK_T_IN,
                      0, lba)
     ram[STATUS_ADDR] = VIRTIO_BLK_S_UNSUPP
+    if bs.on_ram_write is not None:
+        bs.on_ram_write(HDR_ADDR, STATUS_ADDR + 1 - HDR_ADDR)
     left, p, sector = count, addr, lba
     while left > 0:
         n = min(left, BLK_NUM_MAX)
@@ -145,6 +150,8 @@ def virtio_transfer(bs: Any, io: Any, disk: dict, lba: int, count: int, addr: in
             break
         sector += n
         struct.pack_into("<Q", ram, HDR_ADDR + 8, sector)
+        if bs.on_ram_write is not None:
+            bs.on_ram_write(HDR_ADDR, 16)
         p += 512 * n
         left -= n
     if not write and bs.on_ram_write is not None:

@@ -9,7 +9,7 @@
 # Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
 #        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
-#        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v)
+#        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v int13x@v)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -21,13 +21,14 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
                                 int13x:10240 int13x:200000 int13p:1024 int13q irqbios
                                 atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2
-                                int13v@0+v)
+                                int13v@0+v int13x@v)
 for arg in "${names[@]}"; do
   # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
   # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
   # first) with 2 MiB scratch disks at the others (files NAME@IDX+IDX.*);
-  # IDX v: a 2 MiB scratch virtio-blk-pci,disable-modern=on disk (one;
-  # its sha256 afterwards: NAME@...v.vdisk.sha256)
+  # IDX v: a virtio-blk-pci,disable-modern=on disk instead (one at most;
+  # the program's when first: SeaBIOS then boots it; its sha256 afterwards:
+  # NAME@...v.vdisk.sha256)
   spec=${arg%%@*}
   idxs=0
   [ "$arg" = "$spec" ] || idxs=${arg#*@}
