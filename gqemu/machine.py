@@ -200,7 +200,7 @@ class Machine:
                      boot_disk: bool = True) -> Any:
         """Under ``accel=kvm``: vCPU 0 starts ``code`` (a boot sector) at
         0000:7C00 in real mode with the registers SeaBIOS leaves (DL = 0x80,
-        AX = 0xAA55, IF set, segments 0, SP = 0x7C00).  With ``firmware``
+        AX = 0xAA55, IF set, segments 0, SP = 0x6F04).  With ``firmware``
         the vCPU first runs SeaBIOS's IDE probe (and, with ``boot_disk``,
         its read of the boot sector) as exits of its own
         (gqemu.kvm.firmware).  QEMU+SeaBIOS: boot.c call_boot_entry."""
@@ -231,13 +231,13 @@ class Machine:
         cpu.accel_run = self.accel.create_vcpu()
         from gqemu.kvm.bios import bios_pic_setup
         bios_pic_setup(self.accel.vm)
+        from gqemu.kvm.bios import BIOS_SEG, BOOT_OFF, SEABIOS_BOOT_SP
         start = (0, BOOT_ADDR)
         if firmware and boot_disk and not self.blks and self.virtio:
             # SeaBIOS boots the first virtio-blk disk through INT 13h
-            from gqemu.kvm.bios import BIOS_SEG, VIRTIO_BOOT_OFF
-            start = (BIOS_SEG, VIRTIO_BOOT_OFF)
+            start = (BIOS_SEG, BOOT_OFF)
         cpu.accel_run.vcpu.set_real_mode(start[0], start[1], {
-            "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
+            "rax": 0xAA55, "rdx": 0x80, "rsp": SEABIOS_BOOT_SP, "rflags": 0x202})
         return cpu
 
     def _install_bios(self) -> Any:

@@ -56,15 +56,22 @@ def _stub(port: int) -> bytes:
 
 INT13_STUB = _stub(GQEMU_BIOS_PORT)
 CF = 0x0001
-# the boot from a virtio-blk disk (no IDE disk): SeaBIOS's boot read is an
-# INT 13h read like any other (its virtio driver), so the vCPU starts here:
-# read sector 0 of drive 0x80 to 0000:7C00, then the registers SeaBIOS's
-# call_boot_entry leaves and a jump to it
-VIRTIO_BOOT_OFF = 0xE100
-VIRTIO_BOOT_STUB = bytes.fromhex(
-    "31c0" "8ec0" "bb007c" "b80102" "b90100" "ba8000" "cd13"   # int 13h AH=02
-    "b855aa" "31db" "31c9" "ba8000" "680202" "9d"              # AX DX, IF
-    "ea007c0000")                                               # jmp 0000:7C00
+# SeaBIOS's boot_disk + call_boot_entry, for INT 19h (the bootstrap loader)
+# and a boot from a virtio-blk disk (no IDE disk: its boot read is an INT
+# 13h read like any other, through the virtio driver):
+#   cli; ax = ss = ds = es = 0; sp = SEABIOS_BOOT_SP
+#   INT 13h AH=02 AL=1 CX=1 DX=0x80 to 0000:7C00; jc/no 55 AA: INT 18h's stub
+#   AX=AA55 DX=0080, BX CX SI DI BP 0, FLAGS 0x0202; jmp 0000:7C00
+BOOT_OFF = 0xE100
+BOOT_STUB = bytes.fromhex(
+    "fa31c08ed0bc046f8ed88ec0bb007cb80102b90100ba8000cd137221813efe7d55aa"
+    "7519b855aa31db31c9ba800031f631ff31ed6802029dea007c0000ea50e100f0")
+# INT 18h (boot failure): SeaBIOS finds no next device and, with no reboot
+# timeout from QEMU, waits for ever: sti; hlt; jmp back to the hlt
+BOOT_FAIL_OFF = 0xE150
+BOOT_FAIL_STUB = bytes.fromhex("fbf4ebfd")
+#: SP as SeaBIOS's call_boot_entry leaves it (recorded: int19.asm)
+SEABIOS_BOOT_SP = 0x6F04
 # a service that waits (INT 16h AH=00 with no key) resumes here instead of
 # at its stub's pop dx: pop dx; sti; hlt; jmp (the INT 16h stub)
 WAIT_OFF = 0xE840
@@ -166,7 +173,8 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     ram[base + PIC_EOI_OFF:base + PIC_EOI_OFF + len(PIC_EOI_STUB)] = PIC_EOI_STUB
     ram[base + PIC2_EOI_OFF:base + PIC2_EOI_OFF + len(PIC2_EOI_STUB)] = PIC2_EOI_STUB
     ram[base + IRQ14_OFF:base + IRQ14_OFF + len(IRQ14_STUB)] = IRQ14_STUB
-    ram[base + VIRTIO_BOOT_OFF:base + VIRTIO_BOOT_OFF + len(VIRTIO_BOOT_STUB)] = VIRTIO_BOOT_STUB
+    ram[base + BOOT_OFF:base + BOOT_OFF + len(BOOT_STUB)] = BOOT_STUB
+    ram[base + BOOT_FAIL_OFF:base + BOOT_FAIL_OFF + len(BOOT_FAIL_STUB)] = BOOT_FAIL_STUB
     ivt = bytearray(struct.pack("<HH", IRET_OFF, BIOS_SEG) * 256)
     for v in range(8):
         struct.pack_into("<HH", ivt, (0x08 + v) * 4, PIC_EOI_OFF, BIOS_SEG)
@@ -175,6 +183,8 @@ def bios_install(ram: Any, io_root: MemoryRegion, disks: Sequence[dict]) -> Bios
     ram[0:1024] = ivt
     ram[0x48E] = 0                                  # disk_interrupt_flag
     ram[0x13 * 4:0x13 * 4 + 4] = struct.pack("<HH", INT13_OFF, BIOS_SEG)
+    ram[0x18 * 4:0x18 * 4 + 4] = struct.pack("<HH", BOOT_FAIL_OFF, BIOS_SEG)
+    ram[0x19 * 4:0x19 * 4 + 4] = struct.pack("<HH", BOOT_OFF, BIOS_SEG)
     for k, (vec, off, _fn) in enumerate(SERVICES, 1):
         stub = _stub(GQEMU_BIOS_PORT + k)
         ram[base + off:base + off + len(stub)] = stub

@@ -6,10 +6,12 @@
 # debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
 # NAME.status and NAME.trace.log.xz (and the sha256 of the disk's first
 # 16 MiB afterwards as NAME.disk.sha256).
-# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
+# Usage: [TIMEOUT=S] tests/data/kvm/record.sh [NAME...]   (QEMU is killed
+#        after S seconds, 60 by default: status 124) (default: irqwait int13 mmio
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
 #        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
-#        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v int13x@v)
+#        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v int13x@v int19;
+#        TIMEOUT=20 ... int18)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -21,7 +23,7 @@ names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
                                 int13x:10240 int13x:200000 int13p:1024 int13q irqbios
                                 atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2
-                                int13v@0+v int13x@v)
+                                int13v@0+v int13x@v int19)
 for arg in "${names[@]}"; do
   # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
   # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
@@ -74,7 +76,7 @@ make_scratch_disk(sys.argv[1], size_mib=2)" "$img"
     fi
   done
   set +e
-  timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
+  timeout "${TIMEOUT:-60}" qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
     -no-user-config "${drives[@]}" \
     -chardev file,id=prog,path="$here/$tag.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
