@@ -85,6 +85,13 @@ class Machine:
             self.kvm.accel = self.accel
             isa_debugcon_init(self.as_io.root, debugcon)
             isa_debug_exit_init(self.as_io.root, self._debug_exit)
+        # the i8042, port 0x92, port 0x61, the RTC/CMOS, the FDC's and
+        # fw_cfg's first registers, as QEMU's pc has them (a replay of a
+        # --accel kvm recording reads them too)
+        from gqemu.hw.pc_legacy import pc_cmos_bytes, pc_legacy_init
+        pc_legacy_init(self.as_io.root, pc_cmos_bytes(ram_size, [
+            ((self.ide[0], self.ide[1])[i // 2].ifs[i % 2] if i in self.blks else None)
+            for i in range(4)]))
         self.io_errors: list[dict] = []     # BLOCK_IO_ERROR events that stopped the VM
         from gqemu.block.blk_error import blk_add_stop_handler
         from gqemu.kvm.runstate import qemu_add_vm_change_state_handler
@@ -373,6 +380,7 @@ class Machine:
 
     def close(self) -> None:
         """Drain, flush and close the drives (idempotent)."""
+        from gqemu.block.abandon import bdrv_abandon
         from gqemu.block.block_backend import blk_bs, blk_unref
         kvm = getattr(self, "kvm", None)
         if kvm is not None and kvm.started:
@@ -394,24 +402,8 @@ class Machine:
             for idx in list(blks):
                 blk = blks.pop(idx)
                 if exited:
-                    _abandon(blk_bs(blk), set())
+                    bdrv_abandon(blk_bs(blk))
                 blk_unref(blk)
-
-
-def _abandon(bs: Any, seen: set) -> None:
-    """What a process's exit() leaves of a node graph: nothing is written
-    or flushed; the protocol nodes (the leaves) release their host files
-    (and so their locks), and every node loses its driver, so the unref
-    that follows does no I/O."""
-    if bs is None or id(bs) in seen:
-        return
-    seen.add(id(bs))
-    for child in list(bs.children):
-        _abandon(child.bs, seen)
-    drv = bs.drv
-    if drv is not None and not bs.children and drv.bdrv_close is not None:
-        drv.bdrv_close(bs)
-    bs.drv = None
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:

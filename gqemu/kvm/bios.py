@@ -148,7 +148,8 @@ class BiosState:
         self.disks = list(disks)    # {"base", "ctl", "unit", "sectors", "heads", "spt", "cyls"}
         self.cpu: Any = None
         self.on_ram_write: Any = None   # (addr, n): RAM the firmware wrote
-        self.a20 = 1                    # INT 15h AH=24 (port 0x92 is not modelled)
+        self.a20 = 1                    # INT 15h AH=24 without port I/O (``io`` None)
+        self.io: Any = None             # the trap's ExitIO while a service runs
         self.rtc_b = 0x02               # RTC status B, as SeaBIOS's rtc_setup leaves it
 
     @property
@@ -238,7 +239,11 @@ def handle_service(bs: BiosState, cpu: CPUState, k: int) -> None:
     r = Regs(regs.rax & 0xFFFFFFFF, regs.rbx & 0xFFFFFFFF, regs.rcx & 0xFFFFFFFF,
              (regs.rdx & 0xFFFF0000) | dx, regs.rsi & 0xFFFFFFFF, regs.rdi & 0xFFFFFFFF,
              es, flags)
-    SERVICES[k][2](bs, r)
+    bs.io = ExitIO(cpu)
+    try:
+        SERVICES[k][2](bs, r)
+    finally:
+        bs.io = None
     regs.rax, regs.rbx, regs.rcx = r.eax, r.ebx, r.ecx
     regs.rdx = (regs.rdx & 0xFFFF) | (r.edx & 0xFFFF0000)
     regs.rsi, regs.rdi = r.esi, r.edi

@@ -11,8 +11,8 @@ also AH; ``set_code_invalid``/``set_code_unimplemented`` set CF and AH
 (0x86 for an unsupported function), ``set_invalid_silent`` and
 ``set_unimplemented`` only CF.
 
-INT 15h: 24 00..03 (A20: gqemu keeps the gate's state, port 0x92 is not
-modelled), 4F (CF), 52, 87 (block move: the copy, and the GDT entries
+INT 15h: 24 00..03 (A20: port 0x92 read and written, as exits, as
+SeaBIOS's set_a20/get_a20 do), 4F (CF), 52, 87 (block move: the copy, and the GDT entries
 SeaBIOS fills in the caller's table), 88, 90/91 (nothing), C0
 (configuration table at F000:E6F5), C1 (EBDA segment), E801, E820 (the
 map SeaBIOS builds from QEMU's for 128 MiB); anything else: AH=86, CF.
@@ -45,6 +45,7 @@ F_CF = 0x0001
 F_ZF = 0x0040
 RET_EUNSUPPORTED = 0x86
 SMAP = 0x534D4150
+PORT_A20 = 0x92
 
 EBDA_SEG = 0x9FC0
 #: SeaBIOS's BIOS_CONFIG_TABLE (F000:E6F5): size 8, model FC, submodel 0,
@@ -153,12 +154,30 @@ def _desc(limit: int, base: int, access: int) -> bytes:
                        access, (limit >> 16) & 0x0F, (base >> 24) & 0xFF)
 
 
+def _get_a20(bs: Any) -> int:
+    """SeaBIOS: get_a20 (a read of port 0x92, an exit like SeaBIOS's)."""
+    if bs.io is None:
+        return int(bs.a20)
+    return (bs.io.inb(PORT_A20) >> 1) & 1
+
+
+def _set_a20(bs: Any, cond: int) -> int:
+    """SeaBIOS: set_a20 (port 0x92 read, then written); the old state."""
+    if bs.io is None:
+        old, bs.a20 = bs.a20, cond
+        return int(old)
+    old = bs.io.inb(PORT_A20)
+    bs.io.outb(PORT_A20, (old | 0x02) if cond else (old & ~0x02))
+    return (old >> 1) & 1
+
+
 def _handle_1587(bs: Any, r: Regs) -> None:
     """The block move: CX words from the GDT's source descriptor (entry 2)
     to its destination (entry 3); SeaBIOS fills entries 1 (the GDT), 4
     (its code) and 5 (its stack) on the way.  Outside RAM reads 0xFF
     and writes vanish, as unassigned memory under QEMU."""
     ram = bs.ram
+    prev = _set_a20(bs, 1)
     gdt = (r.es << 4) + (r.esi & 0xFFFF)
     d = bytes(ram[gdt:gdt + 48])
     src = d[0x12] | (d[0x13] << 8) | (d[0x14] << 16) | (d[0x17] << 24)
@@ -172,6 +191,7 @@ def _handle_1587(bs: Any, r: Regs) -> None:
     data += b"\xFF" * (n - len(data))
     if dst < size:
         _wr(bs, dst, data[:size - dst])
+    _set_a20(bs, prev)
     r.code_success()
 
 
@@ -192,9 +212,9 @@ def handle_15(bs: Any, r: Regs) -> None:
     ah, al = r.ah, r.al
     if ah == 0x24 and al <= 3:
         if al == 0x00 or al == 0x01:
-            bs.a20 = al
+            _set_a20(bs, al)
         elif al == 0x02:
-            r.set_al(bs.a20)
+            r.set_al(_get_a20(bs))
         else:
             r.ebx = (r.ebx & ~0xFFFF) | 3
         r.code_success()
