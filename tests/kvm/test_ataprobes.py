@@ -45,7 +45,7 @@ PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("int13x@0+2", "int13x", 16, (0, 2)), ("biossvc", "biossvc", 16),
           ("stage2", "stage2", 16), ("int13v@0+v", "int13v", 16, (0, "v")),
           ("int13x@v", "int13x", 16, ("v",)), ("int19", "int19", 16), ("int18", "int18", 16),
-          ("ports", "ports", 16)]
+          ("ports", "ports", 16), ("ports-1024m@0+1", "ports", 1024, (0, 1))]
 # runs that never end (QEMU recorded them with TIMEOUT=20: status 124)
 TIMEOUTS = {"int18": 3}
 # the status and alternate-status ports, by channel
@@ -150,7 +150,7 @@ def test_probe_matches_qemu(probe, tmp_path):
         qemu = ide_accesses(f)
     # (no IDE disk: only SeaBIOS's probe of the empty channels; a one-sector
     # program: SeaBIOS's probe and boot read)
-    assert len(ours) > (20 if vdisk is disk else 500 if name in ("int18", "ports") else 1000)
+    assert len(ours) > (20 if vdisk is disk else 500 if prog in ("int18", "ports") else 1000)
     assert ours == qemu
     with open(log) as f:
         ours_ev = ide_events(f)

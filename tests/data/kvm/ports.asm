@@ -3,7 +3,7 @@
 ; (status 0x64, data 0x60; the A20 dance: D0 read output port, D1 write
 ; it, DD/DF, wait for the input buffer), System Control Port A (0x92: read,
 ; A20 off and on, read back, INT 15h 2402 after each), port 0x61 (the
-; refresh bit masked), 0x80, the absent COM1/LPT1/VGA/FDC registers, and
+; refresh and timer bits masked), 0x80, absent COM1/LPT1/VGA, the FDC, fw_cfg, and
 ; the CMOS bytes that do not follow the clock (0x0A..0x0D masked to their
 ; static bits, equipment, memory sizes, disk types and geometry, boot
 ; order).  Each value to debugcon as read; isa-debug-exit 0x10 at the end.
@@ -29,7 +29,7 @@ DBGC equ 0xE9
   jmp .p
 .pd:
   in al, 0x61
-  and al, 0xEF          ; refresh toggles with time
+  and al, 0x0F          ; refresh (4) and the PIT channel 2 output (5) follow time
   out DBGC, al
   ; the i8042: read the output port
   call kwait
