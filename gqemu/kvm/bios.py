@@ -121,6 +121,22 @@ class ExitIO:
         self.run.data[0] = val & 0xFF
         self._exit(KVM_EXIT_IO_OUT, 1, port, 1)
 
+    def inw(self, port: int) -> int:
+        self._exit(KVM_EXIT_IO_IN, 2, port, 1)
+        return int.from_bytes(self.run.data[:2], "little")
+
+    def inl(self, port: int) -> int:
+        self._exit(KVM_EXIT_IO_IN, 4, port, 1)
+        return int.from_bytes(self.run.data[:4], "little")
+
+    def outw(self, port: int, val: int) -> None:
+        self.run.data[:2] = (val & 0xFFFF).to_bytes(2, "little")
+        self._exit(KVM_EXIT_IO_OUT, 2, port, 1)
+
+    def outl(self, port: int, val: int) -> None:
+        self.run.data[:4] = (val & 0xFFFFFFFF).to_bytes(4, "little")
+        self._exit(KVM_EXIT_IO_OUT, 4, port, 1)
+
     def insw(self, port: int, n: int) -> bytes:
         self._exit(KVM_EXIT_IO_IN, 2, port, n)
         return bytes(self.run.data[:2 * n])

@@ -27,7 +27,8 @@ flags), 05 (store a key), 09, 0A (BX=0: no keyboard answers in gqemu),
 INT 1Ah: 00/01 (the tick count in the BIOS data area: it never advances,
 gqemu has no PIT), 02/04 (the host's UTC time and date in BCD, as QEMU's
 RTC gives them), 03/05 (accepted; the RTC is not written), 06 (alarm
-set), 07 (alarm off); anything else (the PCI BIOS, B1xx, included): CF.
+set), 07 (alarm off), B1 (the PCI BIOS: ``gqemu.kvm.pcibios``); anything
+else: CF.
 
 Must not import: gqemu.machine or anything above kvm.
 SeaBIOS: src/system.c, src/misc.c, src/kbd.c, src/clock.c.
@@ -371,6 +372,9 @@ def handle_1a(bs: Any, r: Regs) -> None:
             return
         bs.rtc_b = (bs.rtc_b & ~RTC_B_SET) | RTC_B_AIE
         r.success()
+    elif ah == 0xB1:
+        from gqemu.kvm.pcibios import handle_1ab1
+        handle_1ab1(bs, r)
     elif ah == 0x07:
         r.set_ax(bs.rtc_b)
         bs.rtc_b &= ~(RTC_B_SET | RTC_B_AIE)
