@@ -12,17 +12,15 @@ also AH; ``set_code_invalid``/``set_code_unimplemented`` set CF and AH
 ``set_unimplemented`` only CF.
 
 INT 15h: 24 00..03 (A20: port 0x92 read and written, as exits, as
-SeaBIOS's set_a20/get_a20 do), 4F (CF), 52, 87 (block move: the copy, and the GDT entries
+SeaBIOS's set_a20/get_a20 do), 4F (CF), 52, 86 (wait CX:DX us), 87
+(block move: the copy, and the GDT entries
 SeaBIOS fills in the caller's table), 88, 90/91 (nothing), C0
 (configuration table at F000:E6F5), C1 (EBDA segment), E801, E820 (the
 map SeaBIOS builds from QEMU's for 128 MiB); anything else: AH=86, CF.
 Not modelled (AH=86 here, something else under SeaBIOS): 53 APM, 5F,
-7F, 83, 86 (wait), 89, C2 (PS/2 mouse).
+7F, 83, 89, C2 (PS/2 mouse).
 
-INT 16h: 00/10 (read a key: with none, the caller waits in HLT as under
-SeaBIOS, where no key ever comes), 01/11 (ZF when none), 02/12 (shift
-flags), 05 (store a key), 09, 0A (BX=0: no keyboard answers in gqemu),
-6F, 92, A2, with the BIOS data area's keyboard buffer as SeaBIOS keeps it.
+INT 16h: ``gqemu.kvm.bios_kbd``.
 
 INT 1Ah: 00/01 (the tick count in the BIOS data area: it never advances,
 gqemu has no PIT), 02/04 (the host's UTC time and date in BCD, as QEMU's
@@ -39,11 +37,12 @@ import struct
 import time
 from typing import Any, Callable
 
+from gqemu.kvm.bios_kbd import handle_16
+from gqemu.kvm.bregs import F_CF, Regs, rd16 as _rd16, wr as _wr
+
 __all__ = ["Regs", "SERVICES", "BDA_INIT", "E820_MAP", "CONFIG_TABLE_OFF",
            "bios_data_area_init"]
 
-F_CF = 0x0001
-F_ZF = 0x0040
 RET_EUNSUPPORTED = 0x86
 SMAP = 0x534D4150
 PORT_A20 = 0x92
@@ -56,6 +55,8 @@ CONFIG_TABLE = bytes.fromhex("0800fc0001744000000000")[:10]
 #: the segment of the stack SeaBIOS's INT 15h handlers run on (the SS
 #: descriptor AH=87 leaves in the caller's GDT)
 SEABIOS_STACK_SEG = 0xD980
+#: where INT 15h AH=86's completion flag sits on that stack
+USER_WAIT_FLAG_OFF = 0xFC91
 #: what SeaBIOS's E820 answers with QEMU 7.2's pc, 128 MiB, KVM and qemu64:
 #: (start, size, type); 1 RAM, 2 reserved
 E820_MAP = ((0x0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xF0000, 0x10000, 2),
@@ -70,12 +71,9 @@ LEGACY_RAM_SIZE = 0x7FE0000
 BDA_INIT = ((0x40E, struct.pack("<H", EBDA_SEG)), (0x410, struct.pack("<H", 0x0006)),
             (0x413, struct.pack("<H", 639)), (0x41A, struct.pack("<HH", 0x1E, 0x1E)),
             (0x476, b"\xC0"), (0x480, struct.pack("<HH", 0x1E, 0x3E)), (0x496, b"\x10"))
-BDA = 0x400
-KBD_HEAD, KBD_TAIL, KBD_START, KBD_END = 0x41A, 0x41C, 0x480, 0x482
 TIMER_COUNTER, TIMER_ROLLOVER = 0x46C, 0x470
 # RTC status register B (SeaBIOS's rtc_setup leaves RTC_B_24HR)
 RTC_B_DSE, RTC_B_24HR, RTC_B_AIE, RTC_B_PIE, RTC_B_SET = 0x01, 0x02, 0x20, 0x40, 0x80
-KBD_FLAG0, KBD_FLAG1 = 0x417, 0x418
 
 
 def bios_data_area_init(ram: Any) -> None:
@@ -86,56 +84,6 @@ def bios_data_area_init(ram: Any) -> None:
     ram[EBDA_SEG << 4] = 1
     ram[0xFFFF0:0x100000] = bytes.fromhex("ea5be000f030362f32332f393900fcf3")
     ram[0xF0000 + CONFIG_TABLE_OFF:0xF0000 + CONFIG_TABLE_OFF + len(CONFIG_TABLE)] = CONFIG_TABLE
-
-
-class Regs:
-    """The caller's registers, 32-bit (SeaBIOS's ``struct bregs``), and
-    the FLAGS image; ``wait`` asks the stub to halt and call again."""
-
-    def __init__(self, eax: int, ebx: int, ecx: int, edx: int, esi: int, edi: int,
-                 es: int, flags: int) -> None:
-        self.eax, self.ebx, self.ecx, self.edx = eax, ebx, ecx, edx
-        self.esi, self.edi, self.es, self.flags = esi, edi, es, flags
-        self.wait = False
-
-    @property
-    def ah(self) -> int:
-        return (self.eax >> 8) & 0xFF
-
-    @property
-    def al(self) -> int:
-        return self.eax & 0xFF
-
-    def set_ax(self, v: int) -> None:
-        self.eax = (self.eax & ~0xFFFF) | (v & 0xFFFF)
-
-    def set_ah(self, v: int) -> None:
-        self.eax = (self.eax & ~0xFF00) | ((v & 0xFF) << 8)
-
-    def set_al(self, v: int) -> None:
-        self.eax = (self.eax & ~0xFF) | (v & 0xFF)
-
-    def success(self) -> None:
-        self.flags &= ~F_CF
-
-    def code_success(self) -> None:
-        self.set_ah(0)
-        self.success()
-
-    def code_invalid(self, code: int) -> None:
-        self.set_ah(code)
-        self.flags |= F_CF
-
-
-def _rd16(ram: Any, a: int) -> int:
-    return struct.unpack_from("<H", ram, a)[0]
-
-
-def _wr(bs: Any, a: int, data: bytes) -> None:
-    """RAM written behind KVM's back: noted for a recording."""
-    bs.ram[a:a + len(data)] = data
-    if bs.on_ram_write is not None:
-        bs.on_ram_write(a, len(data))
 
 
 # -- INT 11h, 12h ---------------------------------------------------------
@@ -153,6 +101,25 @@ def handle_12(bs: Any, r: Regs) -> None:
 def _desc(limit: int, base: int, access: int) -> bytes:
     return struct.pack("<HHBBBB", limit & 0xFFFF, base & 0xFFFF, (base >> 16) & 0xFF,
                        access, (limit >> 16) & 0x0F, (base >> 24) & 0xFF)
+
+
+def _wait_us(bs: Any, us: int) -> None:
+    """INT 15h AH=86: ``us`` microseconds pass (SeaBIOS waits on the RTC's
+    periodic interrupt; gqemu sleeps in the main loop, in slices, so a
+    ``--timeout`` or a stop still ends the run)."""
+    # SeaBIOS's set_usertimer leaves the BIOS data area's pointer to its
+    # completion flag (on its stack) behind: 0040:0098 = D980:FC91
+    _wr(bs, 0x498, struct.pack("<HH", USER_WAIT_FLAG_OFF, SEABIOS_STACK_SEG))
+    if bs.io is None:
+        return
+    import gevent
+    s = bs.io.s
+    end = time.monotonic() + us / 1e6
+    while not s.exit_request:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        gevent.sleep(min(left, 0.05))
 
 
 def _get_a20(bs: Any) -> int:
@@ -223,6 +190,9 @@ def handle_15(bs: Any, r: Regs) -> None:
         r.flags |= F_CF
     elif ah == 0x52:
         r.code_success()
+    elif ah == 0x86:
+        _wait_us(bs, ((r.ecx & 0xFFFF) << 16) | (r.edx & 0xFFFF))
+        r.success()
     elif ah == 0x87:
         _handle_1587(bs, r)
     elif ah == 0x88:
@@ -250,77 +220,6 @@ def handle_15(bs: Any, r: Regs) -> None:
         _handle_15e820(bs, r)
     else:
         r.code_invalid(RET_EUNSUPPORTED)
-
-
-# -- INT 16h --------------------------------------------------------------
-
-def _enqueue_key(bs: Any, keycode: int) -> int:
-    ram = bs.ram
-    start, end = _rd16(ram, KBD_START), _rd16(ram, KBD_END)
-    head, tail = _rd16(ram, KBD_HEAD), _rd16(ram, KBD_TAIL)
-    new = tail + 2
-    if new >= end:
-        new = start
-    if new == head:
-        return 0
-    _wr(bs, BDA + tail, struct.pack("<H", keycode))
-    _wr(bs, KBD_TAIL, struct.pack("<H", new))
-    return 1
-
-
-def _dequeue_key(bs: Any, r: Regs, incr: bool, extended: bool) -> None:
-    """SeaBIOS: dequeue_key (with no key, a read waits: ``r.wait``)."""
-    ram = bs.ram
-    head, tail = _rd16(ram, KBD_HEAD), _rd16(ram, KBD_TAIL)
-    if head == tail:
-        if not incr:
-            r.flags |= F_ZF
-        else:
-            r.wait = True
-        return
-    keycode = _rd16(ram, BDA + head)
-    ascii = keycode & 0xFF
-    if not extended:
-        if ascii == 0xE0 and keycode & 0xFF00:
-            keycode &= 0xFF00
-        elif keycode in (0xE00D, 0xE00A):
-            keycode = 0x1C00 | ascii
-        elif keycode == 0xE02F:
-            keycode = 0x352F
-    if ascii == 0xF0 and keycode & 0xFF00:
-        keycode &= 0xFF00
-    r.set_ax(keycode)
-    if not incr:
-        r.flags &= ~F_ZF
-        return
-    head += 2
-    if head >= _rd16(ram, KBD_END):
-        head = _rd16(ram, KBD_START)
-    _wr(bs, KBD_HEAD, struct.pack("<H", head))
-
-
-def handle_16(bs: Any, r: Regs) -> None:
-    """SeaBIOS: handle_16."""
-    ah, ram = r.ah, bs.ram
-    if ah in (0x00, 0x01, 0x10, 0x11):
-        _dequeue_key(bs, r, ah in (0x00, 0x10), ah >= 0x10)
-    elif ah == 0x02:
-        r.set_al(ram[KBD_FLAG0])
-    elif ah == 0x05:
-        r.set_al(not _enqueue_key(bs, r.ecx & 0xFFFF))
-    elif ah == 0x09:
-        r.set_al(0x30)
-    elif ah == 0x0A:
-        r.ebx &= ~0xFFFF
-    elif ah == 0x12:
-        rctrl_ralt = 0x0C
-        r.set_ax((ram[KBD_FLAG0] | (ram[KBD_FLAG1] << 8)) & ~(rctrl_ralt << 8)
-                 | ((ram[0x496] & rctrl_ralt) << 8))
-    elif ah == 0x6F:
-        if r.al == 0x08:
-            r.set_ah(2)
-    elif ah == 0x92:
-        r.set_ah(0x80)
 
 
 # -- INT 1Ah --------------------------------------------------------------

@@ -2,7 +2,7 @@
 ; with the answers SeaBIOS 1.16.2 gives under QEMU 7.2 (-m 128, no
 ; floppy): INT 11h (equipment), INT 12h (base memory), INT 15h (A20
 ; 2400..2403, 87 block move (above 1 MiB and back; the GDT it fills),
-; 88 extended memory, E801, the E820 map walked to its end and
+; 86 wait, 88 extended memory, E801, the E820 map walked to its end and
 ; its parameter checks, C0 configuration table, C1 EBDA, 4F, 52, 90/91,
 ; unknown functions), INT 16h (keystroke status, shift flags, a key stored
 ; with AH=05 and read back), INT 1Ah (tick count set and read, RTC time and
@@ -241,6 +241,8 @@ table:
   CALL 0x15, 0, 0xC100, 0, 0, 0, 0, 0          ; EBDA segment
   CALL 0x15, 0, 0x4F3B, 0, 0, 0, 0, 0          ; keyboard intercept
   CALL 0x15, 0, 0x5200, 0, 0, 0, 0, 0          ; eject
+  CALL 0x15, 0, 0x8600, 0, 0x0001, 0x0000, 0, 0  ; wait 65 ms
+  CALL 0x15, 0, 0x8600, 0, 0, 0, 0, 0          ; wait 0
   CALL 0x15, 0, 0x9000, 0, 0, 0, 0, 0
   CALL 0x15, 0, 0x9100, 0, 0, 0, 0, 0
   CALL 0x15, 0, 0x4100, 0, 0, 0, 0, 0          ; unknown
