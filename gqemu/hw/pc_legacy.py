@@ -3,13 +3,15 @@
 (``tests/data/kvm/ports.asm`` recorded them):
 
 - the i8042 keyboard controller (0x60 data, 0x64 status/command), reduced
-  to what boot loaders use: status 0x1C (self-test passed, unlocked, last
-  write a command; never "input buffer full", so A20 wait loops end), the
+  to what boot loaders use: status 0x1C (self-test passed, unlocked, the
+  command bit QEMU never clears; never "input buffer full", so A20 wait
+  loops end), the
   last byte SeaBIOS's keyboard set-up left (0xFA), the output port (0xCF:
   reset line, A20) read with D0 and written with D1, DD/DF (A20 off/on),
-  AA/AB (self-tests: 0x55, 0x00), keyboard commands answered with ACK
-  (FF: ACK then 0xAA, F2: ACK, 0xAB, 0x83, EE: 0xEE).  Not modelled: the
-  command byte, the mouse, a reset pulse (FE);
+  the command byte (0x61 after SeaBIOS; 20/60, AD/AE), AA/AB (self-tests:
+  0x55, 0x00), keyboard commands answered with ACK (FF: ACK then 0xAA,
+  F2: ACK, 0xAB, 0x41 translated or 0x83, EE: 0xEE).  Not modelled: the
+  mouse, IRQ 1, a reset (FE, or an output port without bit 0);
 - System Control Port A (0x92): reads give what was last written (0x02
   after SeaBIOS: A20 on); A20 is not masked (KVM ignores it, as under
   QEMU) and the fast reset (bit 0) is not modelled;
@@ -40,6 +42,7 @@ __all__ = ["PcLegacyState", "pc_legacy_init", "pc_cmos_bytes"]
 
 KBD_STAT_OBF, KBD_STAT_SELFTEST, KBD_STAT_CMD, KBD_STAT_UNLOCKED = 0x01, 0x04, 0x08, 0x10
 KBD_OUT_A20 = 0x02
+KBD_MODE_DISABLE_KBD, KBD_MODE_KCC = 0x10, 0x40
 KiB, MiB = 1 << 10, 1 << 20
 CHS_TRANS = {"none": 0, "lba": 1, "large": 2}
 
@@ -86,6 +89,7 @@ class PcLegacyState:
         self.kbd_out: list[int] = []        # bytes waiting in the output buffer
         self.kbd_last = 0xFA
         self.kbd_write_cmd = 0              # the command a data write completes
+        self.kbd_mode = 0x61                # the command byte SeaBIOS leaves
         self.outport = 0xCF
         self.port92 = 0x02
         self.refresh = 0
@@ -121,6 +125,12 @@ def kbd_write(s: PcLegacyState, addr: int, val: int, size: int) -> None:
             _kbd_queue(s, s.outport)
         elif val in (0xD1, 0xD2, 0xD3, 0xD4, 0x60):
             s.kbd_write_cmd = val
+        elif val == 0x20:
+            _kbd_queue(s, s.kbd_mode)
+        elif val == 0xAD:
+            s.kbd_mode |= KBD_MODE_DISABLE_KBD
+        elif val == 0xAE:
+            s.kbd_mode &= ~KBD_MODE_DISABLE_KBD
         elif val == 0xDD:
             s.outport &= ~KBD_OUT_A20
         elif val == 0xDF:
@@ -130,18 +140,19 @@ def kbd_write(s: PcLegacyState, addr: int, val: int, size: int) -> None:
         elif val == 0xAB:
             _kbd_queue(s, 0x00)
         return
-    s.kbd_status &= ~KBD_STAT_CMD
-    cmd, s.kbd_write_cmd = s.kbd_write_cmd, 0
+    cmd, s.kbd_write_cmd = s.kbd_write_cmd, 0     # (QEMU never clears KBD_STAT_CMD)
     if cmd == 0xD1:
         s.outport = val
     elif cmd in (0xD2, 0xD3):
         _kbd_queue(s, val)
-    elif cmd in (0xD4, 0x60):
-        pass                                # the mouse, the command byte
+    elif cmd == 0x60:
+        s.kbd_mode = val
+    elif cmd == 0xD4:
+        pass                                # the mouse
     elif val == 0xFF:
         _kbd_queue(s, 0xFA, 0xAA)
-    elif val == 0xF2:
-        _kbd_queue(s, 0xFA, 0xAB, 0x83)
+    elif val == 0xF2:                       # the ID, translated with KCC
+        _kbd_queue(s, 0xFA, 0xAB, 0x41 if s.kbd_mode & KBD_MODE_KCC else 0x83)
     elif val == 0xEE:
         _kbd_queue(s, 0xEE)
     else:

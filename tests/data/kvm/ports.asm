@@ -1,7 +1,8 @@
 ; ports.asm -- the legacy ports a boot loader reads besides the disks, as
 ; QEMU 7.2's pc (-nodefaults) answers them after SeaBIOS 1.16: the i8042
 ; (status 0x64, data 0x60; the A20 dance: D0 read output port, D1 write
-; it, DD/DF, wait for the input buffer), System Control Port A (0x92: read,
+; it, DD/DF, wait for the input buffer; the command byte, AD/AE, the
+; self-tests, the keyboard's echo, ID and enable), System Control Port A (0x92: read,
 ; A20 off and on, read back, INT 15h 2402 after each), port 0x61 (the
 ; refresh and timer bits masked), 0x80, absent COM1/LPT1/VGA, the FDC, fw_cfg, and
 ; the CMOS bytes that do not follow the clock (0x0A..0x0D masked to their
@@ -100,6 +101,32 @@ DBGC equ 0xE9
   out DBGC, al
   in al, 0x64
   out DBGC, al
+  ; the i8042's command byte, keyboard off and on, written back, the
+  ; self-tests, the keyboard's echo and ID: (port, value, bytes to read)
+  mov si, klist
+.k:
+  lodsb
+  test al, al
+  jz .kd
+  mov dl, al
+  xor dh, dh
+  lodsb
+  mov ah, al
+  lodsb
+  mov bl, al
+  call kwait
+  mov al, ah
+  out dx, al
+.kr:
+  test bl, bl
+  jz .k
+  call kread
+  out DBGC, al
+  dec bl
+  jmp .kr
+.kd:
+  in al, 0x64
+  out DBGC, al
   ; CMOS bytes
   mov si, clist
 .c:
@@ -145,6 +172,22 @@ kread:
 plist:
   dw 0x64, 0x60, 0x64, 0x92, 0x80, 0x3F8, 0x3FD, 0x3FE, 0x2F8, 0x378, 0x379, 0x3DA, 0x3BA
   dw 0x3CC, 0x3F2, 0x3F4, 0x3F7, 0x4D0, 0x4D1, 0x21, 0xA1, 0x510, 0x511, 0x402, 0
+klist:
+  db 0x64, 0x20, 1      ; read the command byte
+  db 0x64, 0xAD, 0      ; keyboard off
+  db 0x64, 0x20, 1
+  db 0x64, 0xAE, 0      ; on
+  db 0x64, 0x20, 1
+  db 0x64, 0x60, 0      ; write it: 0x45
+  db 0x60, 0x45, 0
+  db 0x64, 0x20, 1
+  db 0x64, 0xAA, 1      ; controller self-test
+  db 0x64, 0xAB, 1      ; keyboard interface test
+  db 0x64, 0x20, 1
+  db 0x60, 0xEE, 1      ; keyboard echo
+  db 0x60, 0xF2, 3      ; keyboard ID
+  db 0x60, 0xF4, 1      ; enable scanning: ACK
+  db 0
 clist:        ; index, mask
   db 0x0A, 0x7F, 0x0B, 0xFF, 0x0C, 0x00, 0x0D, 0xFF, 0x0E, 0xFF, 0x0F, 0xFF
   db 0x10, 0xFF, 0x11, 0xFF, 0x12, 0xFF, 0x13, 0xFF, 0x14, 0xFF, 0x15, 0xFF, 0x16, 0xFF
