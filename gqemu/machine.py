@@ -89,9 +89,9 @@ class Machine:
         # fw_cfg's first registers, as QEMU's pc has them (a replay of a
         # --accel kvm recording reads them too)
         from gqemu.hw.pc_legacy import pc_cmos_bytes, pc_legacy_init
-        pc_legacy_init(self.as_io.root, pc_cmos_bytes(ram_size, [
-            ((self.ide[0], self.ide[1])[i // 2].ifs[i % 2] if i in self.blks else None)
-            for i in range(4)]))
+        units = [(self.ide[0], self.ide[1])[i // 2].ifs[i % 2] if i in self.blks else None
+                 for i in range(4)]
+        pc_legacy_init(self.as_io.root, pc_cmos_bytes(ram_size, units), self._guest_shutdown)
         self.io_errors: list[dict] = []     # BLOCK_IO_ERROR events that stopped the VM
         from gqemu.block.blk_error import blk_add_stop_handler
         from gqemu.kvm.runstate import qemu_add_vm_change_state_handler
@@ -189,6 +189,11 @@ class Machine:
         self.memories.append(mem)
         return CPUState(self.kvm, index, guest_fn, X86CPU(index, mem))
 
+    def _guest_shutdown(self) -> None:
+        """An ACPI power off (S5): the run ends with status 0 and the
+        drives are closed (flushed), as QEMU's shutdown does."""
+        self.kvm.exit_request = True
+
     def _debug_exit(self, status: int) -> None:
         """isa-debug-exit: the run ends with ``status`` after this exit."""
         self.kvm.exit_status = status
@@ -260,12 +265,8 @@ class Machine:
                           "sectors": st.nb_sectors, "heads": st.heads or 16,
                           "spt": st.sectors or 63, "cyls": st.cylinders or 1,
                           "trans": st.chs_trans})
-        # then the virtio-blk disks by PCI address, on SeaBIOS's vrings
-        from gqemu.hw.virtio.virtio_pci import seabios_ring_pfn
-        from gqemu.kvm.int13_virtio import virtio_disk, virtio_ring_init
-        for k, proxy in enumerate(self.virtio):
-            disks.append(virtio_disk(proxy, seabios_ring_pfn(self.ram_size, k)))
-            virtio_ring_init(self.ram, disks[-1])
+        from gqemu.kvm.int13_virtio import virtio_bios_disks   # then virtio's
+        disks += virtio_bios_disks(self.ram, self.ram_size, self.virtio)
         return bios_install(self.ram, self.as_io.root, disks)
 
     def firmware_probe(self, boot_disk: bool) -> None:

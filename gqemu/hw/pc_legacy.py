@@ -24,7 +24,10 @@
   mouse), the IDE disk types and geometry (0x12, 0x19-0x24), translations
   (0x39), boot order "cad" (0x3D, 0x38), century (0x32, 0x37);
 - the floppy controller's DOR/MSR/DIR reads (0x3F2, 0x3F4, 0x3F7; no drive,
-  no command), and fw_cfg's signature and ID (0x510 selector, 0x511 data).
+  no command), fw_cfg's signature and ID (0x510 selector, 0x511 data);
+- the PIIX4 ACPI PM registers at SeaBIOS's pmbase 0x600: PM1a control
+  (0x604; SLP_EN with S5 powers the machine off: ``on_shutdown``) and the
+  PM timer (0x608).
 
 QEMU: hw/input/pckbd.c, hw/i386/port92.c (hw/audio/pcspk.c), hw/rtc/
 mc146818rtc.c, hw/i386/pc.c (pc_cmos_init, cmos_init_hd, set_boot_dev),
@@ -43,6 +46,7 @@ __all__ = ["PcLegacyState", "pc_legacy_init", "pc_cmos_bytes"]
 KBD_STAT_OBF, KBD_STAT_SELFTEST, KBD_STAT_CMD, KBD_STAT_UNLOCKED = 0x01, 0x04, 0x08, 0x10
 KBD_OUT_A20 = 0x02
 KBD_MODE_DISABLE_KBD, KBD_MODE_KCC = 0x10, 0x40
+ACPI_SLP_EN = 0x2000
 KiB, MiB = 1 << 10, 1 << 20
 CHS_TRANS = {"none": 0, "lba": 1, "large": 2}
 
@@ -84,7 +88,9 @@ def pc_cmos_bytes(ram_size: int, disks: Sequence[Any]) -> bytearray:
 class PcLegacyState:
     """The i8042, port 0x92, port 0x61 and the RTC/CMOS."""
 
-    def __init__(self, cmos: bytearray) -> None:
+    def __init__(self, cmos: bytearray, on_shutdown: Any = None) -> None:
+        self.on_shutdown = on_shutdown      # an ACPI S5 request (power off)
+        self.pm1_cnt = 0x0001               # SCI_EN
         self.kbd_status = KBD_STAT_SELFTEST | KBD_STAT_UNLOCKED | KBD_STAT_CMD
         self.kbd_out: list[int] = []        # bytes waiting in the output buffer
         self.kbd_last = 0xFA
@@ -231,6 +237,31 @@ def fw_cfg_write(s: PcLegacyState, addr: int, val: int, size: int) -> None:
         s.fw_cfg_key, s.fw_cfg_off = val & 0xFFFF, 0
 
 
+def acpi_pm_read(s: PcLegacyState, addr: int, size: int) -> int:
+    """PIIX4 PM at SeaBIOS's pmbase 0x600: PM1 status/enable read 0 (the
+    timer's overflow status is not modelled), PM1a control (SCI_EN as
+    SeaBIOS leaves it), the PM timer (3.579545 MHz, 24 bits) from the
+    host's clock.  QEMU: hw/acpi/core.c, hw/acpi/piix4.c."""
+    if addr in (4, 5):
+        return (s.pm1_cnt >> (8 * (addr - 4))) & 0xFF
+    if 8 <= addr < 12:
+        tmr = (time.monotonic_ns() * 3579545 // 1_000_000_000) & 0xFFFFFF
+        return (tmr >> (8 * (addr - 8))) & 0xFF
+    return 0
+
+
+def acpi_pm_write(s: PcLegacyState, addr: int, val: int, size: int) -> None:
+    """PM1a control: SLP_EN with sleep type 0 is S5, a power off (QEMU:
+    acpi_pm1_cnt_write -> qemu_system_shutdown_request)."""
+    if addr not in (4, 5):
+        return
+    shift = 8 * (addr - 4)
+    cnt = (s.pm1_cnt & ~(0xFF << shift)) | ((val & 0xFF) << shift)
+    s.pm1_cnt = cnt & ~ACPI_SLP_EN
+    if addr == 5 and cnt & ACPI_SLP_EN and (cnt >> 10) & 7 == 0 and s.on_shutdown:
+        s.on_shutdown()
+
+
 def _map(io_root: MemoryRegion, port: int, n: int, read: Any, write: Any, s: PcLegacyState,
          name: str, max_size: int = 1) -> None:
     ops = MemoryRegionOps(read, write, impl_min_access_size=1, impl_max_access_size=max_size,
@@ -238,8 +269,9 @@ def _map(io_root: MemoryRegion, port: int, n: int, read: Any, write: Any, s: PcL
     memory_region_add_subregion(io_root, port, memory_region_init_io(None, ops, s, name, n))
 
 
-def pc_legacy_init(io_root: MemoryRegion, cmos: bytearray) -> PcLegacyState:
-    s = PcLegacyState(cmos)
+def pc_legacy_init(io_root: MemoryRegion, cmos: bytearray,
+                   on_shutdown: Any = None) -> PcLegacyState:
+    s = PcLegacyState(cmos, on_shutdown)
     _map(io_root, 0x60, 1, kbd_read, kbd_write, s, "i8042-data")
     _map(io_root, 0x64, 1, lambda o, a, z: kbd_read(o, 4, z),
          lambda o, a, v, z: kbd_write(o, 4, v, z), s, "i8042-cmd")
@@ -251,4 +283,5 @@ def pc_legacy_init(io_root: MemoryRegion, cmos: bytearray) -> PcLegacyState:
     _map(io_root, 0x3F7, 1, lambda o, a, z: fdc_read(o, 7, z),
          lambda o, a, v, z: None, s, "fdc-dir")      # (0x3F6 is IDE's)
     _map(io_root, 0x510, 2, fw_cfg_read, fw_cfg_write, s, "fwcfg", 2)
+    _map(io_root, 0x600, 12, acpi_pm_read, acpi_pm_write, s, "acpi-pm")
     return s

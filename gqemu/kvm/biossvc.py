@@ -17,8 +17,8 @@ SeaBIOS's set_a20/get_a20 do), 4F (CF), 52, 86 (wait CX:DX us), 87
 SeaBIOS fills in the caller's table), 88, 90/91 (nothing), C0
 (configuration table at F000:E6F5), C1 (EBDA segment), E801, E820 (the
 map SeaBIOS builds from QEMU's for 128 MiB); anything else: AH=86, CF.
-Not modelled (AH=86 here, something else under SeaBIOS): 53 APM, 5F,
-7F, 83, 89, C2 (PS/2 mouse).
+53 (the APM BIOS; 07 BX=1 CX=3 powers off).  Not modelled (AH=86 here,
+something else under SeaBIOS): 5F, 7F, 83, 89, C2 (PS/2 mouse).
 
 INT 16h: ``gqemu.kvm.bios_kbd``.
 
@@ -46,6 +46,9 @@ __all__ = ["Regs", "SERVICES", "BDA_INIT", "E820_MAP", "CONFIG_TABLE_OFF",
 RET_EUNSUPPORTED = 0x86
 SMAP = 0x534D4150
 PORT_A20 = 0x92
+#: SeaBIOS's APM entry points (entry_apm16, entry_apm32) in its build
+APM16_ENTRY, APM32_ENTRY = 0xD157, 0xD198
+ACPI_PM1A_CNT = 0x604           # SeaBIOS's pmbase 0x600 + 4 on QEMU's PIIX4
 
 EBDA_SEG = 0x9FC0
 #: SeaBIOS's BIOS_CONFIG_TABLE (F000:E6F5): size 8, model FC, submodel 0,
@@ -163,6 +166,47 @@ def _handle_1587(bs: Any, r: Regs) -> None:
     r.code_success()
 
 
+def _lo16(v: int, new: int) -> int:
+    return (v & ~0xFFFF) | (new & 0xFFFF)
+
+
+def _handle_1553(bs: Any, r: Regs) -> None:
+    """SeaBIOS's APM BIOS (1.2): its entry points are Debian's 1.16.2
+    build's; 07 with BX=1, CX=3 powers off through the ACPI PM1a control
+    register, as SeaBIOS's apm_shutdown does (an exit: QEMU shuts down).
+    SeaBIOS: src/apm.c."""
+    al = r.al
+    if al == 0x00:
+        r.set_ax(0x0102)
+        r.ebx, r.ecx = _lo16(r.ebx, 0x504D), _lo16(r.ecx, 0x0003)
+    elif al == 0x02:
+        r.set_ax(0xF000)
+        r.ebx, r.ecx = _lo16(r.ebx, APM16_ENTRY), _lo16(r.ecx, 0xF000)
+        r.esi, r.edi = _lo16(r.esi, 0xFFF0), _lo16(r.edi, 0xFFF0)
+    elif al == 0x03:
+        r.set_ax(0xF000)
+        r.ebx, r.ecx, r.edx = APM32_ENTRY, _lo16(r.ecx, 0xF000), _lo16(r.edx, 0xF000)
+        r.esi, r.edi = 0xFFF0FFF0, _lo16(r.edi, 0xFFF0)
+    elif al == 0x07:
+        if (r.ebx & 0xFFFF) == 1 and (r.ecx & 0xFFFF) == 3 and bs.io is not None:
+            bs.io.outw(ACPI_PM1A_CNT, 0x2000)
+    elif al == 0x0A:
+        r.ebx, r.ecx, r.edx = _lo16(r.ebx, 0x01FF), _lo16(r.ecx, 0x80FF), _lo16(r.edx, 0xFFFF)
+        r.esi = _lo16(r.esi, 0)
+    elif al == 0x0B:
+        r.set_ah(0x80)
+        r.flags |= F_CF
+        return
+    elif al == 0x0E:
+        r.set_ax(0x0102)
+    elif al == 0x10:
+        r.ebx, r.ecx = r.ebx & ~0xFF, _lo16(r.ecx, 0)
+    elif al not in (0x01, 0x04, 0x05, 0x06, 0x08, 0x0F):
+        r.flags |= F_CF
+        return
+    r.success()
+
+
 def _handle_15e820(bs: Any, r: Regs) -> None:
     bx = r.ebx & 0xFFFF
     if r.edx != SMAP or bx >= len(E820_MAP) or r.ecx < 20:
@@ -190,6 +234,8 @@ def handle_15(bs: Any, r: Regs) -> None:
         r.flags |= F_CF
     elif ah == 0x52:
         r.code_success()
+    elif ah == 0x53:
+        _handle_1553(bs, r)
     elif ah == 0x86:
         _wait_us(bs, ((r.ecx & 0xFFFF) << 16) | (r.edx & 0xFFFF))
         r.success()

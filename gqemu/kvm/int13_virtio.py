@@ -29,7 +29,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-__all__ = ["virtio_disk", "virtio_ring_init", "virtio_transfer", "virtio_fill_edd"]
+__all__ = ["virtio_disk", "virtio_bios_disks", "virtio_ring_init", "virtio_transfer",
+           "virtio_fill_edd"]
 
 VIRTIO_PCI_QUEUE_NOTIFY = 0x10
 VIRTIO_PCI_ISR = 0x13
@@ -71,6 +72,17 @@ def virtio_disk(proxy: Any, pfn: int) -> dict:
             "heads": heads, "spt": spt, "trans": _translation(cyls & 0xFFFF, heads, spt, sectors),
             "num": num, "desc": desc, "avail": avail, "used": used,
             "free_head": 0, "last_used": 0}
+
+
+def virtio_bios_disks(ram: Any, ram_size: int, proxies: Any) -> list[dict]:
+    """The INT 13h entries of the virtio-blk functions (PCI order), their
+    vrings initialised where SeaBIOS puts them."""
+    from gqemu.hw.virtio.virtio_pci import seabios_ring_pfn
+    disks = []
+    for k, proxy in enumerate(proxies):
+        disks.append(virtio_disk(proxy, seabios_ring_pfn(ram_size, k)))
+        virtio_ring_init(ram, disks[-1])
+    return disks
 
 
 def virtio_ring_init(ram: Any, disk: dict) -> None:

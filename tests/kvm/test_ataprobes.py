@@ -15,7 +15,8 @@ served by SeaBIOS's virtio driver, and int13x booted from one), int19
 (INT 19h boots again: the registers a boot program starts with) and int18
 (INT 18h never returns), ports (the i8042, port 0x92, the CMOS...) and
 pcibios (INT 1Ah AH=B1), vwrap (65,546 virtio-blk requests: the ring
-indexes wrap); some
+indexes wrap), apm (INT 15h AH=53, then an ACPI power off: status 0);
+some
 of them with the disk elsewhere (the primary slave, the secondary channel)
 or with more disks, so SeaBIOS's probe and boot read differ.  Compared:
 exit status, debugcon bytes, the disk's first 16 MiB afterwards and the
@@ -48,7 +49,8 @@ PROBES = [("atacmds", "atacmds", 16), ("atairq", "atairq", 16),
           ("stage2", "stage2", 16), ("int13v@0+v", "int13v", 16, (0, "v")),
           ("int13x@v", "int13x", 16, ("v",)), ("int19", "int19", 16), ("int18", "int18", 16),
           ("ports", "ports", 16), ("ports-1024m@0+1", "ports", 1024, (0, 1)),
-          ("pcibios@0+v", "pcibios", 16, (0, "v")), ("vwrap@0+v", "vwrap", 16, (0, "v"))]
+          ("pcibios@0+v", "pcibios", 16, (0, "v")), ("vwrap@0+v", "vwrap", 16, (0, "v")),
+          ("apm", "apm", 16)]
 # runs that never end (QEMU recorded them with TIMEOUT=20: status 124)
 TIMEOUTS = {"int18": 3}
 # the status and alternate-status ports, by channel
@@ -153,7 +155,7 @@ def test_probe_matches_qemu(probe, tmp_path):
         qemu = ide_accesses(f)
     # (no IDE disk: only SeaBIOS's probe of the empty channels; a one-sector
     # program: SeaBIOS's probe and boot read)
-    assert len(ours) > (20 if vdisk is disk else 500 if prog in ("int18", "ports", "pcibios", "vwrap") else 1000)
+    assert len(ours) > (20 if vdisk is disk else 500 if prog in ("int18", "ports", "pcibios", "vwrap", "apm") else 1000)
     assert ours == qemu
     with open(log) as f:
         ours_ev = ide_events(f)

@@ -11,7 +11,7 @@
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
 #        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
 #        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v int13x@v int19 ports
-#        ports:1024@0+1 pcibios@0+v vwrap@0+v;
+#        ports:1024@0+1 pcibios@0+v vwrap@0+v apm;
 #        TIMEOUT=20 ... int18)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,7 +25,7 @@ names=("$@")
                                 int13x:10240 int13x:200000 int13p:1024 int13q irqbios
                                 atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2
                                 int13v@0+v int13x@v int19 ports ports:1024@0+1
-                                pcibios@0+v vwrap@0+v)
+                                pcibios@0+v vwrap@0+v apm)
 for arg in "${names[@]}"; do
   # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
   # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
