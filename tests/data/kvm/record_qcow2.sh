@@ -7,8 +7,10 @@
 # isa-debug-exit, QEMU's exit(): what the qcow2 driver still caches is never
 # written, so with cache=writeback the guest's writes to new clusters are
 # lost from the overlay, with writethrough (a flush after every write) not.
+# A program that powers off through ACPI instead (poweroff) has QEMU shut
+# down and flush: its writes stay.
 # Usage: tests/data/kvm/record_qcow2.sh [NAME [CACHE...]]
-#        (default: stage2 writeback writethrough)
+#        (default: stage2 writeback writethrough; also: poweroff writeback)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
