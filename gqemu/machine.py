@@ -85,6 +85,13 @@ class Machine:
             self.kvm.accel = self.accel
             isa_debugcon_init(self.as_io.root, debugcon)
             isa_debug_exit_init(self.as_io.root, self._debug_exit)
+        # the i8042, port 0x92, port 0x61, the RTC/CMOS, the FDC's and
+        # fw_cfg's first registers, as QEMU's pc has them (a replay of a
+        # --accel kvm recording reads them too)
+        from gqemu.hw.pc_legacy import pc_cmos_bytes, pc_legacy_init
+        units = [(self.ide[0], self.ide[1])[i // 2].ifs[i % 2] if i in self.blks else None
+                 for i in range(4)]
+        pc_legacy_init(self.as_io.root, pc_cmos_bytes(ram_size, units), self._guest_shutdown)
         self.io_errors: list[dict] = []     # BLOCK_IO_ERROR events that stopped the VM
         from gqemu.block.blk_error import blk_add_stop_handler
         from gqemu.kvm.runstate import qemu_add_vm_change_state_handler
@@ -182,6 +189,11 @@ class Machine:
         self.memories.append(mem)
         return CPUState(self.kvm, index, guest_fn, X86CPU(index, mem))
 
+    def _guest_shutdown(self) -> None:
+        """An ACPI power off (S5): the run ends with status 0 and the
+        drives are closed (flushed), as QEMU's shutdown does."""
+        self.kvm.exit_request = True
+
     def _debug_exit(self, status: int) -> None:
         """isa-debug-exit: the run ends with ``status`` after this exit."""
         self.kvm.exit_status = status
@@ -200,7 +212,7 @@ class Machine:
                      boot_disk: bool = True) -> Any:
         """Under ``accel=kvm``: vCPU 0 starts ``code`` (a boot sector) at
         0000:7C00 in real mode with the registers SeaBIOS leaves (DL = 0x80,
-        AX = 0xAA55, IF set, segments 0, SP = 0x7C00).  With ``firmware``
+        AX = 0xAA55, IF set, segments 0, SP = 0x6F04).  With ``firmware``
         the vCPU first runs SeaBIOS's IDE probe (and, with ``boot_disk``,
         its read of the boot sector) as exits of its own
         (gqemu.kvm.firmware).  QEMU+SeaBIOS: boot.c call_boot_entry."""
@@ -231,13 +243,18 @@ class Machine:
         cpu.accel_run = self.accel.create_vcpu()
         from gqemu.kvm.bios import bios_pic_setup
         bios_pic_setup(self.accel.vm)
-        cpu.accel_run.vcpu.set_real_mode(0, BOOT_ADDR, {
-            "rax": 0xAA55, "rdx": 0x80, "rsp": BOOT_ADDR, "rflags": 0x202})
+        from gqemu.kvm.bios import BIOS_SEG, BOOT_OFF, SEABIOS_BOOT_SP
+        start = (0, BOOT_ADDR)
+        if firmware and boot_disk and not self.blks and self.virtio:
+            # SeaBIOS boots the first virtio-blk disk through INT 13h
+            start = (BIOS_SEG, BOOT_OFF)
+        cpu.accel_run.vcpu.set_real_mode(start[0], start[1], {
+            "rax": 0xAA55, "rdx": 0x80, "rsp": SEABIOS_BOOT_SP, "rflags": 0x202})
         return cpu
 
     def _install_bios(self) -> Any:
         """The IVT, BIOS data area and INT 13h of gqemu.kvm.bios, over the
-        IDE disks in index order."""
+        IDE disks in index order, then the virtio-blk ones."""
         from gqemu.hw.ide.piix import PRIMARY, SECONDARY
         from gqemu.kvm.bios import bios_install
         disks = []
@@ -248,6 +265,8 @@ class Machine:
                           "sectors": st.nb_sectors, "heads": st.heads or 16,
                           "spt": st.sectors or 63, "cyls": st.cylinders or 1,
                           "trans": st.chs_trans})
+        from gqemu.kvm.int13_virtio import virtio_bios_disks   # then virtio's
+        disks += virtio_bios_disks(self.ram, self.ram_size, self.virtio)
         return bios_install(self.ram, self.as_io.root, disks)
 
     def firmware_probe(self, boot_disk: bool) -> None:
@@ -268,13 +287,17 @@ class Machine:
             raise MachineError(str(e))
 
     def boot_sector(self) -> bytes:
-        """Sector 0 of the first IDE disk, as SeaBIOS loads it; MachineError
-        when there is no disk or it lacks the 55 AA signature."""
+        """Sector 0 of the first IDE disk (of the first virtio-blk disk when
+        there is none), as SeaBIOS loads it; MachineError when there is no
+        disk or it lacks the 55 AA signature."""
         from gqemu.block.block_backend import blk_pread
         from gqemu.block.driver import BlockError
-        if not self.blks:
-            raise MachineError("no IDE disk to boot from")
-        blk = self.blks[min(self.blks)]
+        if self.blks:
+            blk = self.blks[min(self.blks)]
+        elif getattr(self, "vblks", None):
+            blk = self.vblks[min(self.vblks)]   # no IDE disk: SeaBIOS boots virtio
+        else:
+            raise MachineError("no disk to boot from")
         try:
             data = blk_pread(blk, 0, SECTOR)
         except BlockError as e:
@@ -358,7 +381,8 @@ class Machine:
 
     def close(self) -> None:
         """Drain, flush and close the drives (idempotent)."""
-        from gqemu.block.block_backend import blk_unref
+        from gqemu.block.abandon import bdrv_abandon
+        from gqemu.block.block_backend import blk_bs, blk_unref
         kvm = getattr(self, "kvm", None)
         if kvm is not None and kvm.started:
             from gqemu.kvm.main_loop import kvm_stop_vcpus
@@ -371,9 +395,16 @@ class Machine:
                 self.drain()
             except Exception:
                 pass
+        # isa-debug-exit is QEMU's exit(): no bdrv_close_all, so what the
+        # format drivers still cache (qcow2's dirty L2 and refcount tables)
+        # never reaches the image
+        exited = kvm is not None and kvm.exit_status is not None
         for blks in (self.blks, getattr(self, "vblks", {})):
             for idx in list(blks):
-                blk_unref(blks.pop(idx))
+                blk = blks.pop(idx)
+                if exited:
+                    bdrv_abandon(blk_bs(blk))
+                blk_unref(blk)
 
 
 def _pic_notify(s: Any, n: int, level: int) -> None:

@@ -1,7 +1,8 @@
 """INT 13h disk services, answered as SeaBIOS 1.16.2 answers them under
 QEMU 7.2 (``tests/data/kvm/int13x.asm`` recorded them).
 
-Drives 0x80.. are the IDE disks in index order.  Each call ends as
+Drives 0x80.. are the IDE disks in index order, then the virtio-blk ones
+(``gqemu.kvm.int13_virtio``: SeaBIOS's virtio driver).  Each call ends as
 SeaBIOS's ``disk_ret``: AH = the status (AL kept unless the service sets
 it), CF = status != 0, and the status is remembered for AH=01.  The disk
 transfers and the reset drive the IDE controller port access by port
@@ -34,6 +35,7 @@ import struct
 from typing import Any
 
 from gqemu.kvm.firmware import FirmwareError, ata_isready, ata_pio_transfer, ata_reset
+from gqemu.kvm.int13_virtio import virtio_fill_edd, virtio_transfer
 
 __all__ = ["int13_disk", "bios_lchs", "DPTE_SEG", "DPTE_OFF"]
 
@@ -119,9 +121,12 @@ def int13_disk(bs: Any, io: Any, r: Call) -> int:
 
 
 def _ret(bs: Any, r: Call, status: int) -> int:
-    """SeaBIOS: __disk_ret (AH, CF by the caller, the last status)."""
+    """SeaBIOS: __disk_ret (AH, CF by the caller, the last status: the
+    disks' or the floppies', in the BIOS data area)."""
     if (r.dx & 0xFF) >= 0x80:
         bs.last_status = status
+    else:                               # floppy_last_status (0040:0041)
+        bs.ram[0x441] = status
     r.set_ah(status)
     return status
 
@@ -132,8 +137,10 @@ def _lchs(disk: dict) -> tuple[int, int, int]:
 
 
 def _service(bs: Any, io: Any, r: Call, disk: dict, ah: int) -> int:
+    virtio = disk.get("kind") == "virtio"
     if ah == 0x00:
-        ata_reset(io, disk["base"], disk["ctl"], disk["unit"])
+        if not virtio:                  # virtio: default_process_op
+            ata_reset(io, disk["base"], disk["ctl"], disk["unit"])
         return DISK_RET_SUCCESS
     if ah == 0x01:
         return bs.last_status
@@ -156,6 +163,8 @@ def _service(bs: Any, io: Any, r: Call, disk: dict, ah: int) -> int:
     if ah in (0x09, 0x0C, 0x0D, 0x11, 0x14, 0x45, 0x49):
         return DISK_RET_SUCCESS
     if ah == 0x10:
+        if virtio:
+            return DISK_RET_SUCCESS
         return DISK_RET_SUCCESS if ata_isready(io, disk["base"]) else DISK_RET_ENOTREADY
     if ah == 0x15:
         nlc, nlh, nls = _lchs(disk)
@@ -185,15 +194,21 @@ def _disk_op(bs: Any, io: Any, disk: dict, lba: int, count: int, addr: int,
         return DISK_RET_SUCCESS, count
     write = ah in (0x03, 0x43)
     ram = bs.ram
-    if addr + count * 512 > len(ram):
-        return DISK_RET_EPARAM, 0
-    data = bytes(ram[addr:addr + count * 512]) if write else None
+    if disk.get("kind") == "virtio":    # SeaBIOS's 32-bit virtio driver: flat
+        done = virtio_transfer(bs, io, disk, lba, count, addr, write)
+        return (DISK_RET_SUCCESS if done == count else DISK_RET_EBADTRACK), done
+    # SeaBIOS's ATA driver runs in 16-bit mode: each 512-byte block goes
+    # through ES = (linear >> 4) & 0xFFFF, DI = linear & 0xF (insw_fl), so a
+    # buffer above 1 MiB (FFFF:0010 and up) wraps to the bottom of RAM
+    blocks = [((addr + 512 * i) & 0xFFFFF) for i in range(count)]
+    data = b"".join(bytes(ram[a:a + 512]) for a in blocks) if write else None
     done, buf = ata_pio_transfer(io, disk["base"], disk["ctl"], disk["unit"],
                                  lba, count, write, data)
-    if buf:
-        ram[addr:addr + len(buf)] = buf
+    for i in range(len(buf or b"") // 512):
+        a = blocks[i]
+        ram[a:a + 512] = buf[512 * i:512 * (i + 1)]
         if bs.on_ram_write is not None:
-            bs.on_ram_write(addr, len(buf))
+            bs.on_ram_write(a, 512)
     return (DISK_RET_SUCCESS if done == count else DISK_RET_EBADTRACK), done
 
 
@@ -235,6 +250,9 @@ def _fill_edd(bs: Any, r: Call, disk: dict) -> int:
     size = struct.unpack_from("<H", ram, p)[0]
     if size < 26:
         return DISK_RET_EPARAM
+    if disk.get("kind") == "virtio":
+        virtio_fill_edd(bs, p, size, disk)
+        return DISK_RET_SUCCESS
     npc, nph, nps, lba = disk["cyls"], disk["heads"], disk["spt"], disk["sectors"]
     if lba > nps * nph * 0x3FFF:
         infos, cyls = 0x00, 0x3FFF

@@ -223,6 +223,12 @@ SEABIOS_RING_TOP_PAGES = 0x23      # SeaBIOS's first vring: 0x23 pages below the
 SEABIOS_RING_PAGES = 3              # each further device's: 3 pages lower
 
 
+def seabios_ring_pfn(ram_size: int, k: int) -> int:
+    """The PFN of the vring SeaBIOS gives the ``k``-th virtio-blk function."""
+    return (ram_size >> VIRTIO_PCI_QUEUE_ADDR_SHIFT) - SEABIOS_RING_TOP_PAGES \
+        - SEABIOS_RING_PAGES * k
+
+
 def virtio_pci_seabios_writes(proxy: VirtIOPCIProxy, ram_size: int,
                               k: int) -> list[tuple[int, int, int]]:
     """The port writes (port, value, size) with which SeaBIOS 1.16.2's
@@ -233,8 +239,7 @@ def virtio_pci_seabios_writes(proxy: VirtIOPCIProxy, ram_size: int,
     and 128 MiB and one or two devices: (RAM >> 12) - 0x23, 3 pages lower
     per device.  ``gqemu.kvm.firmware`` makes them as exits of the vCPU."""
     iob = proxy.get_long(0x10) & ~3
-    pfn = (ram_size >> VIRTIO_PCI_QUEUE_ADDR_SHIFT) - SEABIOS_RING_TOP_PAGES \
-        - SEABIOS_RING_PAGES * k
+    pfn = seabios_ring_pfn(ram_size, k)
     ack_driver = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER
     return [(iob + VIRTIO_PCI_STATUS, 0, 1), (iob + VIRTIO_PCI_STATUS, ack_driver, 1),
             (iob + VIRTIO_PCI_QUEUE_SEL, 0, 2), (iob + VIRTIO_PCI_QUEUE_PFN, pfn, 4),

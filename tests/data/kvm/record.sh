@@ -6,10 +6,13 @@
 # debugcon bytes, exit status and ide_* trace are kept as NAME.debugcon,
 # NAME.status and NAME.trace.log.xz (and the sha256 of the disk's first
 # 16 MiB afterwards as NAME.disk.sha256).
-# Usage: tests/data/kvm/record.sh [NAME...]   (default: irqwait int13 mmio
+# Usage: [TIMEOUT=S] tests/data/kvm/record.sh [NAME...]   (QEMU is killed
+#        after S seconds, 60 by default: status 124) (default: irqwait int13 mmio
 #        atacmds atalba atairq atadma int13x int13x:1024 int13x:10240
 #        int13x:200000 int13p:1024 int13q irqbios atalba@1 atacmds@0+1+2
-#        atairq@2 int13x@0+2)
+#        atairq@2 int13x@0+2 biossvc stage2 int13v@0+v int13x@v int19 ports
+#        ports:1024@0+1 pcibios@0+v vwrap@0+v apm;
+#        TIMEOUT=20 ... int18)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -20,11 +23,16 @@ accel=kvm
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(irqwait int13 mmio atacmds atalba atairq atadma int13x int13x:1024
                                 int13x:10240 int13x:200000 int13p:1024 int13q irqbios
-                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2)
+                                atalba@1 atacmds@0+1+2 atairq@2 int13x@0+2 biossvc stage2
+                                int13v@0+v int13x@v int19 ports ports:1024@0+1
+                                pcibios@0+v vwrap@0+v apm)
 for arg in "${names[@]}"; do
   # NAME[:SIZE_MIB][@IDX+IDX...]: a bigger disk (the 16 MiB one, then sparse
   # zeros; files NAME-SIZEm.*), or the program's disk at IDE index IDX (the
-  # first) with 2 MiB scratch disks at the others (files NAME@IDX+IDX.*)
+  # first) with 2 MiB scratch disks at the others (files NAME@IDX+IDX.*);
+  # IDX v: a virtio-blk-pci,disable-modern=on disk instead (one at most;
+  # the program's when first: SeaBIOS then boots it; its sha256 afterwards:
+  # NAME@...v.vdisk.sha256)
   spec=${arg%%@*}
   idxs=0
   [ "$arg" = "$spec" ] || idxs=${arg#*@}
@@ -38,6 +46,7 @@ for arg in "${names[@]}"; do
   # on in sectors 1.. and loads them itself with INT 13h
   drives=()
   first=1
+  vdisk=
   for idx in ${idxs//+/ }; do
     img="$tmp/$tag-$idx.img"
     if [ $first = 1 ]; then
@@ -59,10 +68,17 @@ import sys
 from gqemu.machine import make_scratch_disk
 make_scratch_disk(sys.argv[1], size_mib=2)" "$img"
     fi
-    drives+=(-drive "file=$img,format=raw,if=ide,index=$idx")
+    if [ "$idx" = v ]; then
+      # a virtio-blk disk (legacy, as gqemu's if=virtio)
+      drives+=(-drive "file=$img,format=raw,if=none,id=vd0"
+               -device "virtio-blk-pci,disable-modern=on,drive=vd0")
+      vdisk=$img
+    else
+      drives+=(-drive "file=$img,format=raw,if=ide,index=$idx")
+    fi
   done
   set +e
-  timeout 60 qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
+  timeout "${TIMEOUT:-60}" qemu-system-x86_64 -machine pc -accel "$accel" -m 128 -display none -nodefaults \
     -no-user-config "${drives[@]}" \
     -chardev file,id=prog,path="$here/$tag.debugcon" -device isa-debugcon,iobase=0xe9,chardev=prog \
     -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
@@ -72,5 +88,7 @@ make_scratch_disk(sys.argv[1], size_mib=2)" "$img"
   xz -9 -c "$tmp/$tag.trace.log" > "$here/$tag.trace.log.xz"
   # what the program left in the disk's first 16 MiB (the probes write there)
   head -c 16M "$disk" | sha256sum | cut -d' ' -f1 > "$here/$tag.disk.sha256"
+  # and the virtio disk's, if any
+  [ -z "$vdisk" ] || sha256sum < "$vdisk" | cut -d' ' -f1 > "$here/$tag.vdisk.sha256"
   echo "$tag: status $(cat "$here/$tag.status"), debugcon $(xxd -p "$here/$tag.debugcon")"
 done
