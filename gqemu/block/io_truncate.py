@@ -44,6 +44,21 @@ def _file_truncate(bs: BlockDriverState, offset: int, prealloc: str) -> tuple[in
     return _fd_truncate(drv.fd, st.st_size, offset, prealloc)
 
 
+def _qemu_zero_buffer() -> memoryview:
+    """64 KiB of zeroes where QEMU 7.2's are.  handle_aiocb_truncate writes
+    them from a g_malloc0'd buffer, which is not page-aligned; on an
+    O_DIRECT fd (``-t none``, ``-n``) the kernel takes such a buffer only
+    while the write stays inside one page (this host's disks want 512-byte
+    aligned memory otherwise).  Measured with qemu-io 7.2: ``truncate -m
+    full`` growing by 512 or 1024 bytes succeeds, by 1536 bytes or more
+    fails with EINVAL, so QEMU's buffer starts between 1024 and 1536 bytes
+    before a page end; gqemu's starts 1040 bytes before one, 16-byte but
+    not 512-byte aligned (tests/qemu-io/prealloc_direct.qio).  Buffered
+    fds take any buffer."""
+    import mmap
+    return memoryview(mmap.mmap(-1, 65536 + 4096))[3056:3056 + 65536]
+
+
 def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, str]:
     """A regular file of ``cur`` bytes to ``offset``.
     QEMU: handle_aiocb_truncate."""
@@ -55,7 +70,7 @@ def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, st
                 os.posix_fallocate(fd, cur, offset - cur)
         elif prealloc == "full":
             os.ftruncate(fd, offset)
-            pos, zero = cur, bytes(1 << 20)
+            pos, zero = cur, _qemu_zero_buffer()
             while pos < offset:
                 pos += os.pwrite(fd, zero[:min(len(zero), offset - pos)], pos)
             os.fsync(fd)
