@@ -1,0 +1,50 @@
+#!/bin/sh
+# /init of the Linux guest (tests/data/linux): load ata_piix + sd_mod, then
+# drive /dev/sda (a 16 MiB self-describing disk, refdata/mkdisk.py) through
+# the page cache and O_DIRECT, then power off.  Runs under busybox sh.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# record.py's breakpoint (nokaslr: the same address in every boot)
+grep -E ' (iowrite8|start_kernel)$' /proc/kallsyms | sed 's/^/GUEST: kallsyms /'
+for m in $(cat /lib/modules/load-order); do
+    insmod /lib/modules/$m || echo "insmod $m failed"
+done
+i=0
+while [ ! -b /dev/sda ] && [ $i -lt 100 ]; do
+    mdev -s 2>/dev/null; sleep 0.1; i=$((i + 1))
+done
+if [ ! -b /dev/sda ]; then
+    echo "GUEST: no /dev/sda"; poweroff -f
+fi
+echo "GUEST: sda $(cat /sys/block/sda/size) sectors"
+D=/dev/sda
+# O_DIRECT reads: exact sizes and offsets (LBA28 READ DMA; >256 sectors: EXT)
+dd if=$D of=/dev/null bs=512 count=1 skip=7 iflag=direct 2>/dev/null
+dd if=$D of=/dev/null bs=4096 count=3 skip=100 iflag=direct 2>/dev/null
+dd if=$D of=/tmp/a bs=65536 count=1 skip=3 iflag=direct 2>/dev/null
+dd if=$D of=/dev/null bs=262144 count=2 skip=9 iflag=direct 2>/dev/null
+dd if=$D of=/dev/null bs=1024 count=1 skip=16383 iflag=direct 2>/dev/null
+echo "GUEST: a $(md5sum < /tmp/a)"
+# buffered reads (readahead) including the disk's last sectors
+dd if=$D of=/dev/null bs=4096 count=8 skip=1000 2>/dev/null
+dd if=$D of=/dev/null bs=512 count=4 skip=32760 2>/dev/null
+# reads past the end: the block layer stops at the end
+dd if=$D of=/dev/null bs=512 count=4 skip=32766 iflag=direct 2>/dev/null
+dd if=$D of=/dev/null bs=512 count=1 skip=40000 2>/dev/null
+# O_DIRECT writes (WRITE DMA), read back
+printf 'GQEMU-LINUX-%05d\n' $(seq 1 700) > /tmp/w
+dd if=/tmp/w of=$D bs=4096 count=2 seek=500 oflag=direct conv=notrunc 2>/dev/null
+dd if=/tmp/w of=$D bs=512 count=1 seek=3000 oflag=direct conv=notrunc 2>/dev/null
+dd if=/tmp/w of=$D bs=4096 count=1 seek=2000 conv=notrunc,fsync 2>/dev/null
+dd if=$D of=/tmp/r bs=4096 count=2 skip=500 iflag=direct 2>/dev/null
+echo "GUEST: w $(head -c 8192 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
+# buffered write + sync (FLUSH CACHE), a larger O_DIRECT write (EXT)
+dd if=/tmp/w of=$D bs=1024 count=7 seek=9000 conv=notrunc 2>/dev/null
+sync
+dd if=/dev/zero of=$D bs=262144 count=1 seek=40 oflag=direct conv=notrunc 2>/dev/null
+echo 3 > /proc/sys/vm/drop_caches
+dd if=$D of=/dev/null bs=1024 count=7 skip=9000 iflag=direct 2>/dev/null
+echo "GUEST: done"
+poweroff -f

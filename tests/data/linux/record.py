@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Re-record the Linux guest reference under real QEMU 7.2 (tests/data/linux).
+
+    python3 tests/data/linux/record.py [--accel tcg|kvm] [--out DIR] [--guest DIR]
+
+Needs Debian's linux-image-amd64 (6.1) and busybox-static: builds the
+initramfs with build-initramfs.sh (into a temporary directory, or uses
+--guest DIR as that script left it), makes a 16 MiB self-describing disk
+(refdata/mkdisk.py's sectors), and boots Linux (ata_piix, libata, sd_mod;
+/init is init.sh) on it with the ide_*, bmdma_* and pci_cfg_* trace
+events, twice:
+
+1. plainly: the guest's serial output (serial-plain.log) names the address
+   of the kernel's iowrite8 (nokaslr: the same in every boot), and the
+   disk after it is the reference;
+2. stopped at every iowrite8 through QEMU's gdbstub (gdbremote.py from
+   tests/data/virtio, physical memory mode): when the guest starts a bus
+   master (the START bit written to 0xc000/0xc008, port + 0x10000 in
+   Linux's iomap cookie) the PRD table -- its address is the channel's
+   last bmdma_addr_write in the log -- and, for a transfer to the disk,
+   the buffers it names are RAM the device will read (``store``); when a
+   transfer to memory is stopped (START cleared) its buffers are what the
+   device wrote (``check``).  The disk after this run must equal the
+   first's.
+
+3. as 2, with ``-trace 'memory_region_ops_*'`` as well (every port
+   access: PCI configuration space included) and a ``start`` snapshot at
+   start_kernel, so the import drops SeaBIOS's accesses.
+
+It keeps in DIR (default: this directory):
+
+    trace.log.xz         run 2's QEMU log (input of gqemu import-qemu-trace)
+    guest-ram.txt.xz     run 2's RAM snapshots (docs/trace-format.md)
+    io-trace.log.xz      run 3's log, io-guest-ram.txt.xz its snapshots
+    serial.log           run 1's console
+    disk-after.img.xz    the disk after (both runs)
+    sha256.txt           the disk's sha256 before and after
+    exitcode.txt         QEMU's exit status (0: the guest powered off)
+    qemu-version.txt     qemu-system-x86_64 --version
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import lzma
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "virtio"))
+from gdbremote import GdbRemote  # noqa: E402
+
+from gqemu.blockdev import scratch_sector  # noqa: E402
+
+SIZE_MIB = 16
+APPEND = "console=ttyS0 panic=-1 nokaslr"
+PIO_OFFSET = 0x10000            # x86 lib/iomap.c: ioport_map(port) = port + PIO_OFFSET
+BM_CMD = {0xC000: 0, 0xC008: 1}     # BAR4 as SeaBIOS maps it (the log's pci_cfg_write @0x20)
+PRD_MAX = 512                   # QEMU walks at most one page of 8-byte PRDs
+_ADDR_WRITE = re.compile(rb"bmdma_addr_write data: 0x([0-9a-f]+)")
+_BM_LINE = re.compile(rb"(?:ide_[a-z_]+ IDE PIO (?:rd|wr) @ 0x([0-9a-f]+))")
+
+
+def make_disk(path: str) -> None:
+    with open(path, "wb") as f:
+        for lba in range(SIZE_MIB * 2048):
+            f.write(scratch_sector(lba))    # refdata/mkdisk.py's sector
+
+
+def xz(src: str, dst: str) -> None:
+    with open(src, "rb") as f, lzma.open(dst, "wb", preset=9 | lzma.PRESET_EXTREME) as out:
+        shutil.copyfileobj(f, out, 1 << 20)
+
+
+def sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def qemu_cmd(a: argparse.Namespace, guest: str, disk: str, serial: str, log: str,
+             traces: tuple[str, ...] = ()) -> list[str]:
+    return [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "256", "-nodefaults",
+            "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", os.path.join(guest, "vmlinuz"),
+            "-initrd", os.path.join(guest, "initramfs.cpio.gz"),
+            "-append", APPEND, "-serial", "file:%s" % serial,
+            "-drive", "file=%s,format=raw,if=ide,index=0" % disk,
+            "-msg", "timestamp=on", "-trace", "ide_*", "-trace", "bmdma_*",
+            "-trace", "pci_cfg_*"] + [x for t in traces for x in ("-trace", t)] + ["-D", log]
+
+
+class LogTail:
+    """Follows the QEMU log as it grows: the last PRD address written and
+    the channel whose IDE ports were accessed last (what bmdma_addr_write,
+    which names no channel, was for)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pos = 0
+        self.rest = b""
+        self.channel = 0
+        self.prd = [0, 0]
+
+    def update(self) -> int:
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            data = f.read()
+        self.pos += len(data)
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        for line in lines:
+            m = _BM_LINE.search(line)
+            if m:
+                port = int(m.group(1), 16)
+                self.channel = 0 if port in range(0x1F0, 0x1F8) or port == 0x3F6 else 1
+                continue
+            m = _ADDR_WRITE.search(line)
+            if m:
+                self.prd[self.channel] = int(m.group(1), 16) & ~3
+        return self.pos - len(self.rest)
+
+
+class RamSnapshots:
+    def __init__(self, f: Any, log: str) -> None:
+        self.f = f
+        self.tail = LogTail(log)
+        self.reading: list[Optional[list[tuple[int, int]]]] = [None, None]
+        self.stores = self.checks = 0
+        f.write("# gqemu guest RAM snapshots 1: LOG-OFFSET start | LOG-OFFSET "
+                "store|check ADDR HEX\n")
+
+    def _put(self, offset: int, kind: str, addr: int, data: bytes) -> None:
+        self.f.write("%d %s 0x%x %s\n" % (offset, kind, addr, data.hex()))
+
+    def start(self) -> None:
+        self.f.write("%d start\n" % self.tail.update())
+
+    def stop(self, g: GdbRemote, port: int, val: int) -> None:
+        ch = BM_CMD[port]
+        offset = self.tail.update()
+        if val & 1:
+            prd = self.tail.prd[ch]
+            table = g.read(prd, 8 * PRD_MAX)
+            entries = []
+            for i in range(PRD_MAX):
+                addr, n, flags = struct.unpack_from("<IHH", table, 8 * i)
+                entries.append((addr & ~1, n or 0x10000))
+                if flags & 0x8000:
+                    break
+            self._put(offset, "store", prd, table[:8 * len(entries)])
+            self.stores += 1
+            if val & 8:                 # to memory: check the buffers at the stop
+                self.reading[ch] = entries
+            else:
+                for addr, n in entries:
+                    self._put(offset, "store", addr, g.read(addr, n))
+                self.reading[ch] = None
+        elif self.reading[ch] is not None:
+            for addr, n in self.reading[ch] or ():
+                self._put(offset, "check", addr, g.read(addr, n))
+            self.checks += 1
+            self.reading[ch] = None
+
+
+def regs(g: GdbRemote) -> list[int]:
+    r = g.cmd("g")
+    return [int.from_bytes(bytes.fromhex(r[16 * i:16 * i + 16]), "little") for i in range(17)]
+
+
+def resume(g: GdbRemote, step: bool = False) -> Optional[str]:
+    """GdbRemote.resume, also when QEMU closes the socket under the final
+    acknowledgement (the guest powered off)."""
+    try:
+        return g.resume(step=step)
+    except OSError:
+        return None
+
+
+def run_with_gdb(cmd: list[str], tmp: str, bp: int, snap: RamSnapshots,
+                 start: Optional[int] = None, timeout: float = 600) -> int:
+    """Run QEMU stopped (-S) with its gdbstub on a UNIX socket, stop at
+    every call of iowrite8 (``bp``) for the snapshots, and once at
+    ``start`` (start_kernel) for the snapshots' start."""
+    sockp = os.path.join(tmp, "gdb.sock")
+    cmd = cmd + ["-S", "-chardev", "socket,id=gdb0,path=%s,server=on,wait=off" % sockp,
+                 "-gdb", "chardev:gdb0"]
+    p = subprocess.Popen(cmd)
+    try:
+        deadline = time.monotonic() + timeout
+        sock = socket.socket(socket.AF_UNIX)
+        while True:
+            try:
+                sock.connect(sockp)
+                break
+            except OSError:
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("QEMU's gdbstub did not come up")
+                time.sleep(0.05)
+        sock.settimeout(timeout)
+        g = GdbRemote(sock)
+        g.cmd("?")
+        if g.cmd("Qqemu.PhyMemMode:1") != "OK":
+            raise RuntimeError("QEMU's gdbstub has no physical memory mode")
+        g.hbreak(bp)
+        if start is not None:
+            g.hbreak(start)
+        stop = resume(g)
+        while stop is not None:
+            r = regs(g)
+            pc = r[16]
+            if pc == start:
+                snap.start()
+            elif pc == bp:
+                val, port = r[5] & 0xFF, r[4] - PIO_OFFSET       # iowrite8(u8 rdi, cookie rsi)
+                if port in BM_CMD:
+                    snap.stop(g, port, val)
+            else:
+                raise RuntimeError("stopped at 0x%x, not at a breakpoint (%s)" % (pc, stop))
+            g.hdelete(pc)
+            resume(g, step=True)
+            if pc == bp:
+                g.hbreak(bp)
+            stop = resume(g)
+        sock.close()
+        p.wait(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--accel", default="tcg", choices=["tcg", "kvm"])
+    ap.add_argument("--out", default=HERE)
+    ap.add_argument("--guest", help="kernel + initramfs as build-initramfs.sh left them")
+    ap.add_argument("--qemu", default="qemu-system-x86_64")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="linux-rec-")
+    try:
+        guest = a.guest
+        if guest is None:
+            guest = os.path.join(tmp, "guest")
+            subprocess.run(["sh", os.path.join(HERE, "build-initramfs.sh"), guest], check=True)
+        pristine = os.path.join(tmp, "pristine.img")
+        make_disk(pristine)
+        # run 1: plain
+        disk1, serial1, log1 = (os.path.join(tmp, n) for n in ("d1.img", "s1.log", "t1.log"))
+        shutil.copy(pristine, disk1)
+        rc1 = subprocess.run(qemu_cmd(a, guest, disk1, serial1, log1), timeout=600).returncode
+        text = open(serial1, errors="replace").read()
+        syms = dict((m.group(2), int(m.group(1), 16)) for m in
+                    re.finditer(r"GUEST: kallsyms ([0-9a-f]+) T (\w+)", text))
+        if rc1 != 0 or "iowrite8" not in syms or "GUEST: done" not in text:
+            raise RuntimeError("run 1 failed (exit %d); see %s" % (rc1, serial1))
+        # runs 2 and 3: under the gdbstub, the device events; every port access
+        for name, traces, start in (("", (), None),
+                                    ("io-", ("memory_region_ops_*",), syms["start_kernel"])):
+            disk2, serial2, log2 = (os.path.join(tmp, name + n) for n in ("d.img", "s.log", "t.log"))
+            shutil.copy(pristine, disk2)
+            ram = os.path.join(tmp, name + "guest-ram.txt")
+            with open(ram, "w") as f:
+                snap = RamSnapshots(f, log2)
+                rc2 = run_with_gdb(qemu_cmd(a, guest, disk2, serial2, log2, traces), tmp,
+                                   syms["iowrite8"], snap, start)
+            if rc2 != rc1:
+                raise RuntimeError("run %strace exited with %d, run 1 with %d" % (name, rc2, rc1))
+            if sha256(disk1) != sha256(disk2):
+                raise RuntimeError("run %strace left another disk than run 1" % name)
+            xz(log2, os.path.join(a.out, name + "trace.log.xz"))
+            xz(ram, os.path.join(a.out, name + "guest-ram.txt.xz"))
+            print("%strace: exit status %d; %d PRD tables stored, %d reads checked"
+                  % (name, rc2, snap.stores, snap.checks))
+        xz(disk2, os.path.join(a.out, "disk-after.img.xz"))
+        shutil.copy(serial1, os.path.join(a.out, "serial.log"))
+        with open(os.path.join(a.out, "sha256.txt"), "w") as f:
+            f.write("%s  disk-pristine (mkdisk.py, %d MiB)\n%s  disk-after\n"
+                    % (sha256(pristine), SIZE_MIB, sha256(disk2)))
+        with open(os.path.join(a.out, "exitcode.txt"), "w") as f:
+            f.write("%d\n" % rc1)
+        v = subprocess.run([a.qemu, "--version"], stdout=subprocess.PIPE, text=True).stdout
+        with open(os.path.join(a.out, "qemu-version.txt"), "w") as f:
+            f.write(v.splitlines()[0] + "\n")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
