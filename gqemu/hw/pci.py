@@ -54,6 +54,24 @@ SEABIOS_PIRQ = (10, 10, 11, 11)        # SeaBIOS piix_isa_bridge_setup
 SEABIOS_IO_BASE = 0xC000
 SEABIOS_MEM_TOP = 0xFEC00000
 QEMU_SUBSYS = (0x1AF4, 0x1100)          # QEMU's default subsystem ids
+# PIIX4_PM after piix4_pm_realize, piix4_pm_reset and piix4_pm_machine_ready
+# (QEMU 7.2, pc: SMBus at 0xb100, SMM on, no parallel or serial port): PM
+# base's read-only bit 0x40, SMBus base 0x90/0x91, SMBus host config 0xd2,
+# device resources 0x5f (0x80 more with a parallel port) and 0x63 (0x67 =
+# 0x08 with a serial port at 0x3f8)
+PIIX4_PM_RESET = ((0x40, 0x01), (0x90, 0x01), (0x91, 0xB1), (0xD2, 0x09),
+                  (0x5F, 0x10), (0x63, 0x60))
+# SeaBIOS 1.16's chipset writes (fw/pciinit.c, as QEMU 7.2 traced them),
+# final values: i440FX PAM 0x59..0x5f (i440fx_bios_make_readonly), SMRAM
+# (0x72, smm_setup); PIIX IDE decode enable 0x40/0x42 (piix_ide_setup);
+# PIIX4_PM ACPI base 0x600 (0x40), PMREGMISC (0x80), SMBus base 0x700
+# (0x90), SMBus enable (0xd2), SMM done (0x5b; piix4_pm_setup, smm_setup)
+SEABIOS_CHIPSET = (("i440FX", 0x58, 0x11111000, 4), ("i440FX", 0x5C, 0x33111111, 4),
+                   ("i440FX", 0x72, 0x0A, 1),
+                   ("piix3-ide", 0x40, 0x8000, 2), ("piix3-ide", 0x42, 0x8000, 2),
+                   ("PIIX4_PM", 0x40, 0x601, 4), ("PIIX4_PM", 0x80, 0x01, 1),
+                   ("PIIX4_PM", 0x90, 0x701, 4), ("PIIX4_PM", 0xD2, 0x09, 1),
+                   ("PIIX4_PM", 0x58, 0x02000000, 4))
 
 
 class PCIBar:
@@ -371,6 +389,8 @@ def pc_pci_chipset(bus: PCIBus) -> None:
     bus.router = isa
     pm = PCIDevice("PIIX4_PM", 0x0B, 0x8086, 0x7113, 0x0680, revision=0x03, irq_pin=1)
     pm.config[PCI_STATUS:PCI_STATUS + 2] = b"\x80\x02"
+    for off, val in PIIX4_PM_RESET:
+        pm.config[off] = val
     pci_register_device(bus, pm)
 
 
@@ -378,7 +398,8 @@ def pci_bios_setup(bus: PCIBus, write: Optional[Callable[[PCIDevice, int, int, i
                    ) -> None:
     """Program the bus as SeaBIOS 1.16 leaves it: I/O BARs from 0xC000 and
     memory BARs down from 0xFEC00000, each kind largest first (ties in bus
-    order); the PIRQ routes 10, 10, 11, 11; interrupt lines from the routes;
+    order); the PIRQ routes 10, 10, 11, 11; the chipset registers
+    (``SEABIOS_CHIPSET``); interrupt lines from the routes;
     command 0x0103, plus bus mastering (0x0107) for a device whose
     ``seabios_master`` is set.  Writes go through ``write(dev, off, val,
     len)`` (default: the device's config_write, untraced)."""
@@ -399,6 +420,10 @@ def pci_bios_setup(bus: PCIBus, write: Optional[Callable[[PCIDevice, int, int, i
     if bus.router is not None:
         for i, irq in enumerate(SEABIOS_PIRQ):
             w(bus.router, PIIX_PIRQCA + i, irq, 1)
+    by_name = {dev.name: dev for dev in devs}
+    for name, off, val, length in SEABIOS_CHIPSET:
+        if name in by_name:
+            w(by_name[name], off, val, length)
     for dev in devs:
         if dev.config[PCI_INTERRUPT_PIN] and dev.name != "PIIX4_PM":
             w(dev, PCI_INTERRUPT_LINE, SEABIOS_PIRQ[bus.pirq_of(dev)], 1)

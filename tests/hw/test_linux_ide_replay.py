@@ -187,3 +187,73 @@ def test_memory_size_option(tmp_path, capsys):
     f, reader = open_trace(str(out))
     with f:
         assert reader.meta["ram_size"] == 256 << 20
+
+
+# -- every port access: PCI configuration space (io-trace.log.xz) -------------
+
+def test_io_replay_matches_qemu(tmp_path, capsys):
+    """The run with memory_region_ops_* from start_kernel on: every PCI
+    configuration access Linux made (the PCI scan, the PIIX4 ACPI quirk,
+    ata_piix's timing registers), every IDE and BMDMA access, with the
+    machine as SeaBIOS left it."""
+    trace = tmp_path / "io.gqt"
+    rc = main(["import-qemu-trace", "-q", "-m", "256", "--ram-snapshots",
+               str(DATA / "io-guest-ram.txt.xz"), str(DATA / "io-trace.log.xz"), "-o", str(trace)])
+    assert rc == 0, capsys.readouterr().err
+    disk = pristine(tmp_path / "disk.img")
+    rc, out = replay(trace, disk, capsys)
+    assert rc == 0 and "no divergence" in out, out
+    assert disk.read_bytes() == disk_after()
+
+
+def first_config_reads() -> dict[tuple[str, int], tuple[int, int]]:
+    """(function, offset) -> (value, size) of the first pci_cfg_read of
+    each register Linux made, before it wrote there, with the access size
+    from its memory_region_ops line."""
+    import re
+    with lzma.open(DATA / "io-guest-ram.txt.xz", "rt") as f:
+        start = next(int(ln.split()[0]) for ln in f if ln.split()[1:2] == ["start"])
+    with lzma.open(DATA / "io-trace.log.xz", "rb") as f:
+        f.seek(start)
+        lines = f.read().decode().splitlines()
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    written: set[tuple[str, int]] = set()
+    for i, ln in enumerate(lines):
+        m = re.search(r"pci_cfg_(read|write) (\S+) \S+ @0x([0-9a-f]+) (?:->|<-) 0x([0-9a-f]+)", ln)
+        if m is None:
+            continue
+        name, off = m.group(2), int(m.group(3), 16)
+        # QEMU traces a write's memory_region_ops line before the access, a
+        # read's after it
+        ops = lines[i - 1] if m.group(1) == "write" else lines[i + 1]
+        size = int(re.search(r" size (\d) name 'pci-conf-data'", ops).group(1))  # type: ignore[union-attr]
+        span = {(name, off + k) for k in range(size)}
+        if m.group(1) == "write":
+            written |= span
+        elif not span & written and (name, off) not in out:
+            out[(name, off)] = (int(m.group(4), 16), size)
+    return out
+
+
+def test_config_space_as_seabios_leaves_it():
+    """Each PCI register Linux read before writing it reads as real QEMU 7.2
+    answered after SeaBIOS 1.16 (without a serial port: 0x67 of PIIX4_PM):
+    PIIX4_PM's ACPI and SMBus bases (0x601, 0x701) and device resources
+    (0x5f, 0x63), PIIX IDE's decode enables (0x8000 at 0x40 and 0x42)."""
+    from gqemu.hw.pci import pc_pci_chipset, pci_bios_setup, pci_bus_new
+    from gqemu.hw.ide.piix import pc_ide_init, piix3_ide_pci_new
+    from gqemu.hw.irq import isa_pic_new
+    from gqemu.hw.memory import new_address_space_io, new_address_space_memory
+    as_io, as_mem = new_address_space_io(), new_address_space_memory()
+    pic = isa_pic_new()
+    ide = pc_ide_init(as_io, pic.irqs, [None] * 4, address_space_memory=as_mem,
+                      bmdma_base=None)
+    bus = pci_bus_new(as_io, as_mem, pic.irqs)
+    pc_pci_chipset(bus)
+    piix3_ide_pci_new(bus, ide[2])
+    pci_bios_setup(bus)
+    devs = {d.name: d for d in bus.devices.values()}
+    reads = first_config_reads()
+    assert ("PIIX4_PM", 0x40) in reads and ("piix3-ide", 0x40) in reads
+    got = {k: devs[k[0]].config_read(k[1], size) for k, (_, size) in reads.items()}
+    assert got == {k: v for k, (v, _) in reads.items()}
