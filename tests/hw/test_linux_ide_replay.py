@@ -87,7 +87,7 @@ def test_replay_matches_qemu(imported, tmp_path, capsys):
     with f:
         assert reader.meta["ram_size"] == 256 << 20
         kinds = [r[0] for r in reader]
-    assert kinds.count(REC_MEMW) > 200 and kinds.count(REC_MEMR) > 500
+    assert kinds.count(REC_MEMW) > 150 and kinds.count(REC_MEMR) > 300
     assert kinds.count(REC_IO) > 5000
     disk = pristine(tmp_path / "disk.img")
     rc, out = replay(imported, disk, capsys)
@@ -257,3 +257,4 @@ def test_config_space_as_seabios_leaves_it():
     assert ("PIIX4_PM", 0x40) in reads and ("piix3-ide", 0x40) in reads
     got = {k: devs[k[0]].config_read(k[1], size) for k, (_, size) in reads.items()}
     assert got == {k: v for k, (v, _) in reads.items()}
+

@@ -8,8 +8,14 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # record.py's breakpoint (nokaslr: the same address in every boot)
 grep -E ' (iowrite8|start_kernel)$' /proc/kallsyms | sed 's/^/GUEST: kallsyms /'
+# busybox insmod does not read /proc/cmdline: pass libata.force= on
+opts=$(sed -n 's/.*libata\.force=\([^ ]*\).*/force=\1/p' /proc/cmdline)
 for m in $(cat /lib/modules/load-order); do
-    insmod /lib/modules/$m || echo "insmod $m failed"
+    if [ $m = libata.ko ]; then
+        insmod /lib/modules/$m $opts || echo "insmod $m failed"
+    else
+        insmod /lib/modules/$m || echo "insmod $m failed"
+    fi
 done
 i=0
 while [ ! -b /dev/sda ] && [ $i -lt 100 ]; do
@@ -20,31 +26,56 @@ if [ ! -b /dev/sda ]; then
 fi
 echo "GUEST: sda $(cat /sys/block/sda/size) sectors"
 D=/dev/sda
-# O_DIRECT reads: exact sizes and offsets (LBA28 READ DMA; >256 sectors: EXT)
-dd if=$D of=/dev/null bs=512 count=1 skip=7 iflag=direct 2>/dev/null
-dd if=$D of=/dev/null bs=4096 count=3 skip=100 iflag=direct 2>/dev/null
-dd if=$D of=/tmp/a bs=65536 count=1 skip=3 iflag=direct 2>/dev/null
-dd if=$D of=/dev/null bs=262144 count=2 skip=9 iflag=direct 2>/dev/null
-dd if=$D of=/dev/null bs=1024 count=1 skip=16383 iflag=direct 2>/dev/null
-echo "GUEST: a $(md5sum < /tmp/a)"
-# buffered reads (readahead) including the disk's last sectors
-dd if=$D of=/dev/null bs=4096 count=8 skip=1000 2>/dev/null
-dd if=$D of=/dev/null bs=512 count=4 skip=32760 2>/dev/null
-# reads past the end: the block layer stops at the end
-dd if=$D of=/dev/null bs=512 count=4 skip=32766 iflag=direct 2>/dev/null
-dd if=$D of=/dev/null bs=512 count=1 skip=40000 2>/dev/null
-# O_DIRECT writes (WRITE DMA), read back
 printf 'GQEMU-LINUX-%05d\n' $(seq 1 700) > /tmp/w
-dd if=/tmp/w of=$D bs=4096 count=2 seek=500 oflag=direct conv=notrunc 2>/dev/null
-dd if=/tmp/w of=$D bs=512 count=1 seek=3000 oflag=direct conv=notrunc 2>/dev/null
-dd if=/tmp/w of=$D bs=4096 count=1 seek=2000 conv=notrunc,fsync 2>/dev/null
-dd if=$D of=/tmp/r bs=4096 count=2 skip=500 iflag=direct 2>/dev/null
-echo "GUEST: w $(head -c 8192 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
-# buffered write + sync (FLUSH CACHE), a larger O_DIRECT write (EXT)
-dd if=/tmp/w of=$D bs=1024 count=7 seek=9000 conv=notrunc 2>/dev/null
+if ! grep -q libata.force /proc/cmdline; then
+    # O_DIRECT reads: exact sizes and offsets (LBA28 READ DMA; >256 sectors: EXT)
+    dd if=$D of=/dev/null bs=512 count=1 skip=7 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=4096 count=3 skip=100 iflag=direct 2>/dev/null
+    dd if=$D of=/tmp/a bs=65536 count=1 skip=3 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=262144 count=2 skip=9 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=1024 count=1 skip=16383 iflag=direct 2>/dev/null
+    echo "GUEST: a $(md5sum < /tmp/a)"
+    # buffered reads (readahead) including the disk's last sectors
+    dd if=$D of=/dev/null bs=4096 count=8 skip=1000 2>/dev/null
+    dd if=$D of=/dev/null bs=512 count=4 skip=32760 2>/dev/null
+    # reads past the end: the block layer stops at the end
+    dd if=$D of=/dev/null bs=512 count=4 skip=32766 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=512 count=1 skip=40000 2>/dev/null
+    # O_DIRECT writes (WRITE DMA), read back
+    dd if=/tmp/w of=$D bs=4096 count=2 seek=500 oflag=direct conv=notrunc 2>/dev/null
+    dd if=/tmp/w of=$D bs=512 count=1 seek=3000 oflag=direct conv=notrunc 2>/dev/null
+    dd if=/tmp/w of=$D bs=4096 count=1 seek=2000 conv=notrunc,fsync 2>/dev/null
+    dd if=$D of=/tmp/r bs=4096 count=2 skip=500 iflag=direct 2>/dev/null
+    echo "GUEST: w $(head -c 8192 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
+    # buffered write + sync (FLUSH CACHE), a larger O_DIRECT write (EXT)
+    dd if=/tmp/w of=$D bs=1024 count=7 seek=9000 conv=notrunc 2>/dev/null
+    sync
+    dd if=/dev/zero of=$D bs=262144 count=1 seek=40 oflag=direct conv=notrunc 2>/dev/null
+    echo 3 > /proc/sys/vm/drop_caches
+    dd if=$D of=/dev/null bs=1024 count=7 skip=9000 iflag=direct 2>/dev/null
+fi
+# more disks (record.py's "multi" variant: primary slave, secondary master,
+# libata.force= PIO for one; then sda too gets only this small workload)
+n=1
+disks="sdb sdc"
+if grep -q libata.force /proc/cmdline; then
+    disks="sda sdb sdc"
+    i=0                 # the three disks attach asynchronously: wait for all
+    while [ ! -b /dev/sdc ] && [ $i -lt 100 ]; do
+        mdev -s 2>/dev/null; sleep 0.1; i=$((i + 1))
+    done
+fi
+for d in $disks; do
+    [ -b /dev/$d ] || continue
+    D=/dev/$d
+    echo "GUEST: $d $(cat /sys/block/$d/size) sectors"
+    dd if=$D of=/dev/null bs=4096 count=1 skip=$((n * 10)) iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=512 count=3 skip=$((n * 100 + 1)) iflag=direct 2>/dev/null
+    dd if=/tmp/w of=$D bs=512 count=2 seek=$((n * 1000)) oflag=direct conv=notrunc 2>/dev/null
+    dd if=$D of=/tmp/r bs=512 count=2 skip=$((n * 1000)) iflag=direct 2>/dev/null
+    echo "GUEST: $d w $(head -c 1024 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
+    n=$((n + 1))
+done
 sync
-dd if=/dev/zero of=$D bs=262144 count=1 seek=40 oflag=direct conv=notrunc 2>/dev/null
-echo 3 > /proc/sys/vm/drop_caches
-dd if=$D of=/dev/null bs=1024 count=7 skip=9000 iflag=direct 2>/dev/null
 echo "GUEST: done"
 poweroff -f

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Re-record the Linux guest reference under real QEMU 7.2 (tests/data/linux).
 
-    python3 tests/data/linux/record.py [--accel tcg|kvm] [--out DIR] [--guest DIR]
+    python3 tests/data/linux/record.py [--variant one|multi] [--accel tcg|kvm] [--out DIR]
+                                      [--guest DIR]
 
 Needs Debian's linux-image-amd64 (6.1) and busybox-static: builds the
 initramfs with build-initramfs.sh (into a temporary directory, or uses
@@ -28,6 +29,11 @@ events, twice:
    start_kernel, so the import drops SeaBIOS's accesses; and ``-serial
    none``, as gqemu's machine has no serial port (a UART at 0x3f8 shows in
    PIIX4_PM's config register 0x67, which Linux reads).
+
+``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
+master and slave, secondary master; ``libata.force=1.01:pio4`` keeps the
+slave to PIO), init.sh's short per-disk workload, and no run 3; the disks
+after are diskN-after.img.xz, DIR defaults to multi/ here.
 
 It keeps in DIR (default: this directory):
 
@@ -87,14 +93,31 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+# --variant: the IDE indexes of the disks, more kernel arguments, the io run
+VARIANTS = {
+    "one": ((0,), "", True),
+    # primary master + slave, secondary master; the slave forced to PIO
+    # (READ/WRITE MULTIPLE) while the master on the same channel uses DMA
+    "multi": ((0, 1, 2), " libata.force=1.01:pio4", False),
+}
+
+
+def disk_path(base: str, index: int) -> str:
+    return "%s-%d.img" % (base, index)
+
+
 def qemu_cmd(a: argparse.Namespace, guest: str, disk: str, serial: str, log: str,
              traces: tuple[str, ...] = ()) -> list[str]:
+    """``disk`` is the base name of the variant's disks (disk_path)."""
+    drives = []
+    for i in VARIANTS[a.variant][0]:
+        drives += ["-drive", "file=%s,format=raw,if=ide,index=%d" % (disk_path(disk, i), i)]
     return [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "256", "-nodefaults",
             "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", os.path.join(guest, "vmlinuz"),
             "-initrd", os.path.join(guest, "initramfs.cpio.gz"),
-            "-append", APPEND, "-serial", "file:%s" % serial if serial else "none",
-            "-drive", "file=%s,format=raw,if=ide,index=0" % disk,
+            "-append", APPEND + VARIANTS[a.variant][1],
+            "-serial", "file:%s" % serial if serial else "none"] + drives + [
             "-msg", "timestamp=on", "-trace", "ide_*", "-trace", "bmdma_*",
             "-trace", "pci_cfg_*"] + [x for t in traces for x in ("-trace", t)] + ["-D", log]
 
@@ -243,10 +266,14 @@ def run_with_gdb(cmd: list[str], tmp: str, bp: int, snap: RamSnapshots,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accel", default="tcg", choices=["tcg", "kvm"])
-    ap.add_argument("--out", default=HERE)
+    ap.add_argument("--variant", default="one", choices=sorted(VARIANTS))
+    ap.add_argument("--out", help="default: this directory (--variant multi: multi/ in it)")
     ap.add_argument("--guest", help="kernel + initramfs as build-initramfs.sh left them")
     ap.add_argument("--qemu", default="qemu-system-x86_64")
     a = ap.parse_args()
+    if a.out is None:
+        a.out = HERE if a.variant == "one" else os.path.join(HERE, a.variant)
+    indexes, _, io_run = VARIANTS[a.variant]
     os.makedirs(a.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="linux-rec-")
     try:
@@ -257,8 +284,9 @@ def main() -> int:
         pristine = os.path.join(tmp, "pristine.img")
         make_disk(pristine)
         # run 1: plain
-        disk1, serial1, log1 = (os.path.join(tmp, n) for n in ("d1.img", "s1.log", "t1.log"))
-        shutil.copy(pristine, disk1)
+        disk1, serial1, log1 = (os.path.join(tmp, n) for n in ("d1", "s1.log", "t1.log"))
+        for i in indexes:
+            shutil.copy(pristine, disk_path(disk1, i))
         rc1 = subprocess.run(qemu_cmd(a, guest, disk1, serial1, log1), timeout=600).returncode
         text = open(serial1, errors="replace").read()
         syms = dict((m.group(2), int(m.group(1), 16)) for m in
@@ -266,12 +294,15 @@ def main() -> int:
         if rc1 != 0 or "iowrite8" not in syms or "GUEST: done" not in text:
             raise RuntimeError("run 1 failed (exit %d); see %s" % (rc1, serial1))
         # runs 2 and 3: under the gdbstub, the device events; every port access
-        for name, traces, start in (("", (), None),
-                                    ("io-", ("memory_region_ops_*",), syms["start_kernel"])):
-            disk2, serial2, log2 = (os.path.join(tmp, name + n) for n in ("d.img", "s.log", "t.log"))
+        runs = [("", (), None)]
+        if io_run:
+            runs.append(("io-", ("memory_region_ops_*",), syms["start_kernel"]))
+        for name, traces, start in runs:
+            disk2, serial2, log2 = (os.path.join(tmp, name + n) for n in ("d", "s.log", "t.log"))
             if name:
                 serial2 = ""        # gqemu's machine has no serial port (see the README)
-            shutil.copy(pristine, disk2)
+            for i in indexes:
+                shutil.copy(pristine, disk_path(disk2, i))
             ram = os.path.join(tmp, name + "guest-ram.txt")
             with open(ram, "w") as f:
                 snap = RamSnapshots(f, log2)
@@ -279,17 +310,19 @@ def main() -> int:
                                    syms["iowrite8"], snap, start)
             if rc2 != rc1:
                 raise RuntimeError("run %strace exited with %d, run 1 with %d" % (name, rc2, rc1))
-            if sha256(disk1) != sha256(disk2):
+            if any(sha256(disk_path(disk1, i)) != sha256(disk_path(disk2, i)) for i in indexes):
                 raise RuntimeError("run %strace left another disk than run 1" % name)
             xz(log2, os.path.join(a.out, name + "trace.log.xz"))
             xz(ram, os.path.join(a.out, name + "guest-ram.txt.xz"))
             print("%strace: exit status %d; %d PRD tables stored, %d reads checked"
                   % (name, rc2, snap.stores, snap.checks))
-        xz(disk2, os.path.join(a.out, "disk-after.img.xz"))
         shutil.copy(serial1, os.path.join(a.out, "serial.log"))
         with open(os.path.join(a.out, "sha256.txt"), "w") as f:
-            f.write("%s  disk-pristine (mkdisk.py, %d MiB)\n%s  disk-after\n"
-                    % (sha256(pristine), SIZE_MIB, sha256(disk2)))
+            f.write("%s  disk-pristine (mkdisk.py, %d MiB)\n" % (sha256(pristine), SIZE_MIB))
+            for i in indexes:
+                after = "disk-after.img" if indexes == (0,) else "disk%d-after.img" % i
+                xz(disk_path(disk2, i), os.path.join(a.out, after + ".xz"))
+                f.write("%s  %s\n" % (sha256(disk_path(disk2, i)), after[:-4]))
         with open(os.path.join(a.out, "exitcode.txt"), "w") as f:
             f.write("%d\n" % rc1)
         v = subprocess.run([a.qemu, "--version"], stdout=subprocess.PIPE, text=True).stdout
