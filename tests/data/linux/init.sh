@@ -56,7 +56,6 @@ if ! grep -q libata.force /proc/cmdline; then
 fi
 # more disks (record.py's "multi" variant: primary slave, secondary master,
 # libata.force= PIO for one; then sda too gets only this small workload)
-n=1
 disks="sdb sdc"
 if grep -q libata.force /proc/cmdline; then
     disks="sda sdb sdc"
@@ -68,13 +67,16 @@ fi
 for d in $disks; do
     [ -b /dev/$d ] || continue
     D=/dev/$d
-    echo "GUEST: $d $(cat /sys/block/$d/size) sectors"
+    # sdX names follow the (asynchronous) attach order: number the disk by
+    # its IDE index instead, SCSI host (ata_piix: one per channel) * 2 + target
+    hctl=$(basename $(readlink /sys/block/$d/device))
+    n=$(( ${hctl%%:*} * 2 + $(echo $hctl | cut -d: -f3) + 1 ))
+    echo "GUEST: $d = ide$((n - 1)), $(cat /sys/block/$d/size) sectors"
     dd if=$D of=/dev/null bs=4096 count=1 skip=$((n * 10)) iflag=direct 2>/dev/null
     dd if=$D of=/dev/null bs=512 count=3 skip=$((n * 100 + 1)) iflag=direct 2>/dev/null
     dd if=/tmp/w of=$D bs=512 count=2 seek=$((n * 1000)) oflag=direct conv=notrunc 2>/dev/null
     dd if=$D of=/tmp/r bs=512 count=2 skip=$((n * 1000)) iflag=direct 2>/dev/null
-    echo "GUEST: $d w $(head -c 1024 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
-    n=$((n + 1))
+    echo "GUEST: ide$((n - 1)) w $(head -c 1024 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
 done
 sync
 echo "GUEST: done"
