@@ -4,7 +4,7 @@
 #   sh tests/data/linux/build-initramfs.sh [OUTDIR]      (default /tmp/linuxguest)
 #
 # Needs: Debian's linux-image-amd64 (6.1, /boot/vmlinuz-* and /lib/modules/*),
-# busybox-static (/bin/busybox), cpio, gzip.  Writes OUTDIR/initramfs.cpio.gz
+# busybox-static (/bin/busybox), cpio, gzip, gcc with a static libc.  Writes OUTDIR/initramfs.cpio.gz
 # and OUTDIR/vmlinuz (a copy of the kernel); OUTDIR/root is the tree.
 # The guest's /init is tests/data/linux/init.sh (copied as is).
 set -eu
@@ -39,6 +39,8 @@ for m in ata_piix sd_mod; do
         echo "$b" >> "$ROOT/lib/modules/load-order"
     done
 done
+# the "ata" variant's raw ATA commands (SG_IO ATA PASS-THROUGH)
+gcc -static -Os -o "$ROOT/bin/atacmd" "$HERE/atacmd.c"
 cp "$HERE/init.sh" "$ROOT/init"
 chmod 755 "$ROOT/init"
 (cd "$ROOT" && find . | sort | cpio -o -H newc --quiet | gzip -9n) > "$OUT/initramfs.cpio.gz"

@@ -27,7 +27,10 @@ fi
 echo "GUEST: sda $(cat /sys/block/sda/size) sectors"
 D=/dev/sda
 printf 'GQEMU-LINUX-%05d\n' $(seq 1 700) > /tmp/w
-if ! grep -q libata.force /proc/cmdline; then
+if grep -q gq.ata /proc/cmdline; then
+    # record.py's "ata" variant: raw ATA commands, errors included
+    /bin/atacmd /dev/sda
+elif ! grep -q libata.force /proc/cmdline; then
     # O_DIRECT reads: exact sizes and offsets (LBA28 READ DMA; >256 sectors: EXT)
     dd if=$D of=/dev/null bs=512 count=1 skip=7 iflag=direct 2>/dev/null
     dd if=$D of=/dev/null bs=4096 count=3 skip=100 iflag=direct 2>/dev/null

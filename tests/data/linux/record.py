@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-record the Linux guest reference under real QEMU 7.2 (tests/data/linux).
 
-    python3 tests/data/linux/record.py [--variant one|multi] [--accel tcg|kvm] [--out DIR]
+    python3 tests/data/linux/record.py [--variant one|multi|ata] [--accel tcg|kvm] [--out DIR]
                                       [--guest DIR]
 
 Needs Debian's linux-image-amd64 (6.1) and busybox-static: builds the
@@ -30,7 +30,10 @@ events, twice:
    none``, as gqemu's machine has no serial port (a UART at 0x3f8 shows in
    PIIX4_PM's config register 0x67, which Linux reads).
 
-``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
+``--variant ata`` runs atacmd.c's raw ATA commands (ATA PASS-THROUGH:
+READ NATIVE MAX, SET FEATURES, SMART, invalid opcodes, PIO and DMA reads
+past the end, VERIFY, power modes, EXECUTE DEVICE DIAGNOSTIC) instead of
+the dd workload, into ata/.  ``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
 master and slave, secondary master; ``libata.force=1.01:pio4`` keeps the
 slave to PIO), init.sh's short per-disk workload, and no run 3; the disks
 after are diskN-after.img.xz, DIR defaults to multi/ here.
@@ -75,6 +78,8 @@ BM_CMD = {0xC000: 0, 0xC008: 1}     # BAR4 as SeaBIOS maps it (the log's pci_cfg
 PRD_MAX = 512                   # QEMU walks at most one page of 8-byte PRDs
 _ADDR_WRITE = re.compile(rb"bmdma_addr_write data: 0x([0-9a-f]+)")
 _BM_LINE = re.compile(rb"(?:ide_[a-z_]+ IDE PIO (?:rd|wr) @ 0x([0-9a-f]+))")
+_STATE = re.compile(rb"IDE(?:State|state) (0x[0-9a-f]+)")
+_DMA_CB = re.compile(rb"ide_dma_cb IDEState (0x[0-9a-f]+); sector_num=(-?\d+) n=(-?\d+)")
 
 
 def make_disk(path: str) -> None:
@@ -99,6 +104,8 @@ VARIANTS = {
     # primary master + slave, secondary master; the slave forced to PIO
     # (READ/WRITE MULTIPLE) while the master on the same channel uses DMA
     "multi": ((0, 1, 2), " libata.force=1.01:pio4", False),
+    # raw ATA commands through SG_IO (atacmd.c): errors, SMART, power modes
+    "ata": ((0,), " gq.ata", False),
 }
 
 
@@ -133,6 +140,8 @@ class LogTail:
         self.rest = b""
         self.channel = 0
         self.prd = [0, 0]
+        self.state_channel: dict[bytes, int] = {}       # IDEState pointer -> channel
+        self.dma: list[tuple[int, int]] = [(0, 0), (0, 0)]  # last ide_dma_cb range
 
     def update(self) -> int:
         with open(self.path, "rb") as f:
@@ -142,10 +151,19 @@ class LogTail:
         lines = (self.rest + data).split(b"\n")
         self.rest = lines.pop()
         for line in lines:
+            m = _DMA_CB.search(line)
+            if m:
+                ch = self.state_channel.get(m.group(1))
+                if ch is not None:
+                    self.dma[ch] = (int(m.group(2)), int(m.group(3)))
+                continue
             m = _BM_LINE.search(line)
             if m:
                 port = int(m.group(1), 16)
                 self.channel = 0 if port in range(0x1F0, 0x1F8) or port == 0x3F6 else 1
+                st = _STATE.search(line)
+                if st:
+                    self.state_channel[st.group(1)] = self.channel
                 continue
             m = _ADDR_WRITE.search(line)
             if m:
@@ -189,6 +207,13 @@ class RamSnapshots:
                     self._put(offset, "store", addr, g.read(addr, n))
                 self.reading[ch] = None
         elif self.reading[ch] is not None:
+            # QEMU's ide_dma_cb refuses a range past the disk's end before
+            # it moves anything (ide_sect_range_ok): the buffers then hold
+            # what the guest's CPU put there, which no log shows
+            start, n = self.tail.dma[ch]
+            if start < 0 or start + n > SIZE_MIB * 2048:
+                self.reading[ch] = None
+                return
             for addr, n in self.reading[ch] or ():
                 self._put(offset, "check", addr, g.read(addr, n))
             self.checks += 1
