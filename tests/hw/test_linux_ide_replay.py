@@ -355,3 +355,37 @@ def test_ata_replay_matches_qemu(tmp_path, capsys):
     assert disk.read_bytes() == after
     sector = after[7000 * 512:7001 * 512]                       # atacmd's WRITE SECTORS
     assert sector.startswith(b"atacmd WRITE SECTORS lba 7000\0") and sector.endswith(b"\x5a" * 64)
+
+
+# -- I/O errors: blkdebug under both QEMU and gqemu (eio/) ---------------------
+
+EIO = DATA / "eio"
+
+
+def test_eio_recording_went_through_libata_error_handling():
+    """QEMU failed the requests blkdebug.cfg names (status 0x41, ABRT):
+    Linux retried (the read of 1000 and the write of 3000 then succeeded),
+    gave up on 2000, soft-reset the link and slowed the drive to MWDMA1."""
+    serial = (EIO / "serial.log").read_text(errors="replace")
+    for want in ("GUEST: eio read 1000 (fails once) rc=0", "GUEST: eio read 2000 (fails always) rc=1",
+                 "GUEST: eio write 3000 (fails once) rc=0", "GUEST: eio read 4000 rc=0",
+                 "ata1: soft resetting link", "limiting speed to MWDMA1",
+                 "ata1.00: configured for MWDMA1", "error: { ABRT }", "GUEST: done"):
+        assert want in serial, want
+
+
+def test_eio_replay_matches_qemu(tmp_path, capsys):
+    """gqemu's blkdebug fails the same requests (the same config file), its
+    IDE model answers them as QEMU's did, through Linux's EH and reset."""
+    trace = tmp_path / "eio.gqt"
+    rc = main(["import-qemu-trace", "-q", "-m", "256", "--ram-snapshots",
+               str(EIO / "guest-ram.txt.xz"), str(EIO / "trace.log.xz"), "-o", str(trace)])
+    assert rc == 0, capsys.readouterr().err
+    disk = pristine(tmp_path / "disk.img")
+    capsys.readouterr()
+    rc = main(["replay", str(trace), "--drive",
+               "file=blkdebug:%s:%s,format=raw" % (EIO / "blkdebug.cfg", disk)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "no divergence" in out, out
+    with lzma.open(EIO / "disk-after.img.xz") as f:
+        assert disk.read_bytes() == f.read()

@@ -30,6 +30,18 @@ printf 'GQEMU-LINUX-%05d\n' $(seq 1 700) > /tmp/w
 if grep -q gq.ata /proc/cmdline; then
     # record.py's "ata" variant: raw ATA commands, errors included
     /bin/atacmd /dev/sda
+elif grep -q gq.eio /proc/cmdline; then
+    # record.py's "eio" variant: blkdebug.cfg makes QEMU fail some requests
+    dd if=$D of=/dev/null bs=4096 count=1 skip=125 iflag=direct 2>/dev/null
+    echo "GUEST: eio read 1000 (fails once) rc=$?"
+    dd if=$D of=/dev/null bs=512 count=1 skip=2000 iflag=direct 2>/dev/null
+    echo "GUEST: eio read 2000 (fails always) rc=$?"
+    dd if=/tmp/w of=$D bs=512 count=2 seek=3000 oflag=direct conv=notrunc 2>/dev/null
+    echo "GUEST: eio write 3000 (fails once) rc=$?"
+    dd if=$D of=/tmp/r bs=512 count=2 skip=3000 iflag=direct 2>/dev/null
+    echo "GUEST: eio w $(head -c 1024 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
+    dd if=$D of=/dev/null bs=512 count=8 skip=4000 iflag=direct 2>/dev/null
+    echo "GUEST: eio read 4000 rc=$?"
 elif ! grep -q libata.force /proc/cmdline; then
     # O_DIRECT reads: exact sizes and offsets (LBA28 READ DMA; >256 sectors: EXT)
     dd if=$D of=/dev/null bs=512 count=1 skip=7 iflag=direct 2>/dev/null

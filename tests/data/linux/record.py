@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-record the Linux guest reference under real QEMU 7.2 (tests/data/linux).
 
-    python3 tests/data/linux/record.py [--variant one|multi|ata] [--accel tcg|kvm] [--out DIR]
+    python3 tests/data/linux/record.py [--variant one|multi|ata|eio] [--accel tcg|kvm] [--out DIR]
                                       [--guest DIR]
 
 Needs Debian's linux-image-amd64 (6.1) and busybox-static: builds the
@@ -33,7 +33,8 @@ events, twice:
 ``--variant ata`` runs atacmd.c's raw ATA commands (ATA PASS-THROUGH:
 READ NATIVE MAX, SET FEATURES, SMART, invalid opcodes, PIO and DMA reads
 past the end, VERIFY, power modes, EXECUTE DEVICE DIAGNOSTIC) instead of
-the dd workload, into ata/.  ``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
+the dd workload, into ata/.  ``--variant eio`` reads and writes sectors
+that QEMU's blkdebug fails (blkdebug.cfg, kept in eio/), into eio/.  ``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
 master and slave, secondary master; ``libata.force=1.01:pio4`` keeps the
 slave to PIO), init.sh's short per-disk workload, and no run 3; the disks
 after are diskN-after.img.xz, DIR defaults to multi/ here.
@@ -106,7 +107,30 @@ VARIANTS = {
     "multi": ((0, 1, 2), " libata.force=1.01:pio4", False),
     # raw ATA commands through SG_IO (atacmd.c): errors, SMART, power modes
     "ata": ((0,), " gq.ata", False),
+    # I/O errors injected by blkdebug (BLKDEBUG_CFG): libata's EH, retries,
+    # SRST, the speed-down to MWDMA1
+    "eio": ((0,), " gq.eio", False),
 }
+BLKDEBUG_CFG = {"eio": """\
+# tests/data/linux/eio: the errors QEMU's blkdebug injected (raw format's
+# read_aio/write_aio events; sector = any request covering it)
+[inject-error]
+event = "read_aio"
+errno = "5"
+sector = "1000"
+once = "on"
+
+[inject-error]
+event = "read_aio"
+errno = "5"
+sector = "2000"
+
+[inject-error]
+event = "write_aio"
+errno = "5"
+sector = "3001"
+once = "on"
+"""}
 
 
 def disk_path(base: str, index: int) -> str:
@@ -118,7 +142,10 @@ def qemu_cmd(a: argparse.Namespace, guest: str, disk: str, serial: str, log: str
     """``disk`` is the base name of the variant's disks (disk_path)."""
     drives = []
     for i in VARIANTS[a.variant][0]:
-        drives += ["-drive", "file=%s,format=raw,if=ide,index=%d" % (disk_path(disk, i), i)]
+        f = disk_path(disk, i)
+        if a.variant in BLKDEBUG_CFG:
+            f = "blkdebug:%s:%s" % (os.path.join(a.out, "blkdebug.cfg"), f)
+        drives += ["-drive", "file=%s,format=raw,if=ide,index=%d" % (f, i)]
     return [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "256", "-nodefaults",
             "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", os.path.join(guest, "vmlinuz"),
@@ -300,6 +327,9 @@ def main() -> int:
         a.out = HERE if a.variant == "one" else os.path.join(HERE, a.variant)
     indexes, _, io_run = VARIANTS[a.variant]
     os.makedirs(a.out, exist_ok=True)
+    if a.variant in BLKDEBUG_CFG:
+        with open(os.path.join(a.out, "blkdebug.cfg"), "w") as f:
+            f.write(BLKDEBUG_CFG[a.variant])
     tmp = tempfile.mkdtemp(prefix="linux-rec-")
     try:
         guest = a.guest
