@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-record the Linux guest reference under real QEMU 7.2 (tests/data/linux).
 
-    python3 tests/data/linux/record.py [--variant one|multi|ata|eio] [--accel tcg|kvm] [--out DIR]
+    python3 tests/data/linux/record.py [--variant one|multi|ata|eio|qcow2] [--accel tcg|kvm] [--out DIR]
                                       [--guest DIR]
 
 Needs Debian's linux-image-amd64 (6.1) and busybox-static: builds the
@@ -34,7 +34,9 @@ events, twice:
 READ NATIVE MAX, SET FEATURES, SMART, invalid opcodes, PIO and DMA reads
 past the end, VERIFY, power modes, EXECUTE DEVICE DIAGNOSTIC) instead of
 the dd workload, into ata/.  ``--variant eio`` reads and writes sectors
-that QEMU's blkdebug fails (blkdebug.cfg, kept in eio/), into eio/.  ``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
+that QEMU's blkdebug fails (blkdebug.cfg, kept in eio/), into eio/.
+``--variant qcow2`` runs the default workload on a qcow2 drive (real
+qemu-img's convert of the raw disk: disk-pristine.qcow2.xz), into qcow2/.  ``--variant multi`` boots with three disks (IDE index 0, 1, 2: primary
 master and slave, secondary master; ``libata.force=1.01:pio4`` keeps the
 slave to PIO), init.sh's short per-disk workload, and no run 3; the disks
 after are diskN-after.img.xz, DIR defaults to multi/ here.
@@ -110,7 +112,10 @@ VARIANTS = {
     # I/O errors injected by blkdebug (BLKDEBUG_CFG): libata's EH, retries,
     # SRST, the speed-down to MWDMA1
     "eio": ((0,), " gq.eio", False),
+    # the default workload on a qcow2 image (qemu-img convert of the raw one)
+    "qcow2": ((0,), "", False),
 }
+FORMAT = {"qcow2": "qcow2"}         # the drives' format (default raw)
 BLKDEBUG_CFG = {"eio": """\
 # tests/data/linux/eio: the errors QEMU's blkdebug injected (raw format's
 # read_aio/write_aio events; sector = any request covering it)
@@ -145,7 +150,8 @@ def qemu_cmd(a: argparse.Namespace, guest: str, disk: str, serial: str, log: str
         f = disk_path(disk, i)
         if a.variant in BLKDEBUG_CFG:
             f = "blkdebug:%s:%s" % (os.path.join(a.out, "blkdebug.cfg"), f)
-        drives += ["-drive", "file=%s,format=raw,if=ide,index=%d" % (f, i)]
+        drives += ["-drive", "file=%s,format=%s,if=ide,index=%d"
+                   % (f, FORMAT.get(a.variant, "raw"), i)]
     return [a.qemu, "-machine", "pc", "-accel", a.accel, "-m", "256", "-nodefaults",
             "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", os.path.join(guest, "vmlinuz"),
@@ -322,6 +328,7 @@ def main() -> int:
     ap.add_argument("--out", help="default: this directory (--variant multi: multi/ in it)")
     ap.add_argument("--guest", help="kernel + initramfs as build-initramfs.sh left them")
     ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--qemu-img", default="qemu-img")
     a = ap.parse_args()
     if a.out is None:
         a.out = HERE if a.variant == "one" else os.path.join(HERE, a.variant)
@@ -338,6 +345,13 @@ def main() -> int:
             subprocess.run(["sh", os.path.join(HERE, "build-initramfs.sh"), guest], check=True)
         pristine = os.path.join(tmp, "pristine.img")
         make_disk(pristine)
+        raw_sum = sha256(pristine)
+        fmt = FORMAT.get(a.variant, "raw")
+        if fmt != "raw":
+            subprocess.run([a.qemu_img, "convert", "-f", "raw", "-O", fmt, pristine,
+                            pristine + "." + fmt], check=True)
+            pristine += "." + fmt
+            xz(pristine, os.path.join(a.out, "disk-pristine.%s.xz" % fmt))
         # run 1: plain
         disk1, serial1, log1 = (os.path.join(tmp, n) for n in ("d1", "s1.log", "t1.log"))
         for i in indexes:
@@ -373,11 +387,15 @@ def main() -> int:
                   % (name, rc2, snap.stores, snap.checks))
         shutil.copy(serial1, os.path.join(a.out, "serial.log"))
         with open(os.path.join(a.out, "sha256.txt"), "w") as f:
-            f.write("%s  disk-pristine (mkdisk.py, %d MiB)\n" % (sha256(pristine), SIZE_MIB))
+            f.write("%s  disk-pristine (mkdisk.py, %d MiB)\n" % (raw_sum, SIZE_MIB))
+            if fmt != "raw":
+                f.write("%s  disk-pristine.%s\n" % (sha256(pristine), fmt))
+            ext = "img" if fmt == "raw" else fmt
             for i in indexes:
-                after = "disk-after.img" if indexes == (0,) else "disk%d-after.img" % i
+                after = "disk-after." + ext if indexes == (0,) else "disk%d-after.%s" % (i, ext)
                 xz(disk_path(disk2, i), os.path.join(a.out, after + ".xz"))
-                f.write("%s  %s\n" % (sha256(disk_path(disk2, i)), after[:-4]))
+                f.write("%s  %s\n" % (sha256(disk_path(disk2, i)),
+                                      after[:-4] if ext == "img" else after))
         with open(os.path.join(a.out, "exitcode.txt"), "w") as f:
             f.write("%d\n" % rc1)
         v = subprocess.run([a.qemu, "--version"], stdout=subprocess.PIPE, text=True).stdout
