@@ -6,7 +6,8 @@
 # Needs: Debian's linux-image-amd64 (6.1, /boot/vmlinuz-* and /lib/modules/*),
 # busybox-static (/bin/busybox), cpio, gzip, gcc with a static libc.  Writes OUTDIR/initramfs.cpio.gz
 # and OUTDIR/vmlinuz (a copy of the kernel); OUTDIR/root is the tree.
-# The guest's /init is tests/data/linux/init.sh (copied as is).
+# The guest's /init is tests/data/linux/init.sh (copied as is).  EXTRA_MODULES
+# (e.g. "virtio_pci virtio_blk", record_virtio.py) are loaded after sd_mod.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-/tmp/linuxguest}
@@ -22,7 +23,7 @@ done
 # ata_piix + sd_mod and what modules.dep says they need, in load order
 # (modules.dep lists dependencies nearest first, so load them reversed).
 : > "$ROOT/lib/modules/load-order"
-for m in ata_piix sd_mod; do
+for m in ata_piix sd_mod ${EXTRA_MODULES:-}; do
     line=$(grep "/$m.ko[.a-z]*:" "$MODDIR/modules.dep")
     deps=$(echo "$line" | cut -d: -f2)
     rev=""

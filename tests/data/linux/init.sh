@@ -7,7 +7,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # record.py's breakpoint (nokaslr: the same address in every boot)
-grep -E ' (iowrite8|start_kernel)$' /proc/kallsyms | sed 's/^/GUEST: kallsyms /'
+grep -E ' (iowrite8|iowrite16|start_kernel|handle_edge_irq)$' /proc/kallsyms | sed 's/^/GUEST: kallsyms /'
 # busybox insmod does not read /proc/cmdline: pass libata.force= on
 opts=$(sed -n 's/.*libata\.force=\([^ ]*\).*/force=\1/p' /proc/cmdline)
 for m in $(cat /lib/modules/load-order); do
@@ -17,6 +17,29 @@ for m in $(cat /lib/modules/load-order); do
         insmod /lib/modules/$m || echo "insmod $m failed"
     fi
 done
+grep -E ' vring_interrupt\s' /proc/kallsyms | sed 's/^/GUEST: kallsyms /'
+if grep -q gq.vblk /proc/cmdline; then
+    # record_virtio.py: a legacy virtio-blk disk, no IDE disk
+    i=0
+    while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do
+        mdev -s 2>/dev/null; sleep 0.1; i=$((i + 1))
+    done
+    D=/dev/vda
+    echo "GUEST: vda $(cat /sys/block/vda/size) sectors"
+    printf 'GQEMU-LINUX-%05d\n' $(seq 1 700) > /tmp/w
+    dd if=$D of=/dev/null bs=512 count=1 skip=7 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=4096 count=3 skip=100 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=65536 count=1 skip=3 iflag=direct 2>/dev/null
+    dd if=$D of=/dev/null bs=4096 count=4 skip=300 2>/dev/null
+    dd if=/tmp/w of=$D bs=4096 count=2 seek=200 oflag=direct conv=notrunc 2>/dev/null
+    dd if=/tmp/w of=$D bs=512 count=1 seek=3000 conv=notrunc,fsync 2>/dev/null
+    dd if=$D of=/tmp/r bs=4096 count=2 skip=200 iflag=direct 2>/dev/null
+    echo "GUEST: vda w $(head -c 8192 /tmp/w | md5sum) r $(md5sum < /tmp/r)"
+    dd if=$D of=/dev/null bs=512 count=2 skip=4095 iflag=direct 2>/dev/null
+    sync
+    echo "GUEST: done"
+    poweroff -f
+fi
 i=0
 while [ ! -b /dev/sda ] && [ $i -lt 100 ]; do
     mdev -s 2>/dev/null; sleep 0.1; i=$((i + 1))
