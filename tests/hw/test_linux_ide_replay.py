@@ -243,7 +243,8 @@ def test_config_space_as_seabios_leaves_it():
     answered after SeaBIOS 1.16 (without a serial port: 0x67 of PIIX4_PM):
     PIIX4_PM's ACPI and SMBus bases (0x601, 0x701) and device resources
     (0x5f, 0x63), PIIX IDE's decode enables (0x8000 at 0x40 and 0x42)."""
-    from gqemu.hw.pci import pc_pci_chipset, pci_bios_setup, pci_bus_new
+    from gqemu.hw.pc_pci import pc_pci_chipset, pci_bios_setup
+    from gqemu.hw.pci import pci_bus_new
     from gqemu.hw.ide.piix import pc_ide_init, piix3_ide_pci_new
     from gqemu.hw.irq import isa_pic_new
     from gqemu.hw.memory import new_address_space_io, new_address_space_memory
