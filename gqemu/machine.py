@@ -136,8 +136,8 @@ class Machine:
         replay of a trace whose header says ``firmware: seabios``).
         QEMU: i440fx_init, pci_create_simple."""
         from gqemu.hw.ide.piix import piix3_ide_pci_new
-        from gqemu.hw.pci import (PCI_COMMAND, PCI_COMMAND_MASTER, pc_pci_chipset,
-                                  pci_bios_setup, pci_bus_new)
+        from gqemu.hw.pc_pci import pc_pci_chipset, pci_bios_setup
+        from gqemu.hw.pci import PCI_COMMAND, PCI_COMMAND_MASTER, pci_bus_new
         self.pci = pci_bus_new(self.as_io, self.as_mem, self.pic.irqs)
         pc_pci_chipset(self.pci)
         self.ide_pci = piix3_ide_pci_new(self.pci, self.ide[2])

@@ -12,8 +12,9 @@ import sys
 import tempfile
 from typing import Any, Iterator
 
+from gqemu.cutils import qemu_strtosz
 from gqemu.replay.format import TraceWriter
-from gqemu.replay.qemu_log import BMDMA_BASE, LogError, QemuLogImporter, open_log
+from gqemu.replay.qemu_log import BMDMA_BASE, RAM_SIZE, LogError, QemuLogImporter, open_log
 from gqemu.replay.qemu_log_io import QemuIoLogImporter, Snapshot, read_ram_snapshots
 
 
@@ -31,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="guest RAM read at points of the log (plain or .xz; "
                         "tests/data/virtio/record.py writes one): stored and checked "
                         "there, and accesses before its 'start' dropped")
+    p.add_argument("-m", "--memory", metavar="SIZE",
+                   help="the guest's RAM as QEMU's -m gave it (MiB unless suffixed, "
+                        "at most 1G; default 16M): where --ram and --ram-snapshots may "
+                        "store, and the replay machine's RAM")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
 
 
@@ -53,13 +58,24 @@ def _ram_images(specs: list[str]) -> list[tuple[int, bytes]]:
     return out
 
 
-def _snapshots(path: str | None) -> list[Snapshot]:
+def _ram_size(spec: str | None) -> int:
+    """-m SIZE: QEMU's -m takes MiB when no suffix is given."""
+    from gqemu.cli.main import UsageError
+    if spec is None:
+        return RAM_SIZE
+    ret, val, _ = qemu_strtosz(spec + "M" if spec.isdigit() else spec)
+    if ret < 0 or not MIN_RAM <= val <= MAX_RAM:
+        raise UsageError("-m %s: expected a RAM size from 64K to 1G" % spec)
+    return val
+
+
+def _snapshots(path: str | None, ram_size: int) -> list[Snapshot]:
     from gqemu.cli.main import UsageError
     if path is None:
         return []
     try:
         with open_log(path) as f:
-            return read_ram_snapshots(f)
+            return read_ram_snapshots(f, ram_size)
     except OSError as e:
         raise UsageError("%s: %s" % (path, e.strerror or e))
     except (ValueError, lzma.LZMAError, EOFError) as e:
@@ -67,6 +83,7 @@ def _snapshots(path: str | None) -> list[Snapshot]:
 
 
 MAX_LINE = 64 * 1024
+MIN_RAM, MAX_RAM = 1 << 16, 1 << 30       # what gqemu replay accepts
 
 
 def _lines(src: Any, imp: QemuLogImporter) -> Iterator[bytes]:
@@ -92,9 +109,10 @@ def default_output(log: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from gqemu.cli.main import UsageError
     out = args.output or default_output(args.log)
+    ram_size = _ram_size(args.memory)
     try:
-        imp = QemuIoLogImporter(guest_ram=_ram_images(args.ram),
-                                ram_snapshots=_snapshots(args.ram_snapshots))
+        imp = QemuIoLogImporter(guest_ram=_ram_images(args.ram), ram_size=ram_size,
+                                ram_snapshots=_snapshots(args.ram_snapshots, ram_size))
     except ValueError as e:
         raise UsageError("--ram: %s" % e)
     try:
@@ -110,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     ok = False
     try:
         with src, os.fdopen(fd, "wb") as f:
-            meta = {"machine": "pc", "drives": [],
+            meta: dict[str, Any] = {"machine": "pc", "drives": [],
                     "source": "qemu-log:%s" % os.path.basename(args.log),
                     "created_by": "gqemu import-qemu-trace"}
+            if ram_size != RAM_SIZE:
+                meta["ram_size"] = ram_size
             if imp.start is not None:
                 meta["firmware"] = "seabios"    # the program ran after SeaBIOS
             w = TraceWriter(f, meta, flush_every=4096)

@@ -3,12 +3,9 @@
 ``pci_bus_new(as_io, as_mem, irq_lines)`` makes bus 0 with the host bridge's
 ports 0xCF8 (CONFIG_ADDRESS, dword writes only) and 0xCFC..0xCFF
 (CONFIG_DATA, any width).  ``pci_register_device(bus, dev)`` plugs a
-``PCIDevice`` (identity in ``dev.config``, BARs from ``pci_register_bar``);
-``pc_pci_chipset(bus)`` adds what QEMU 7.2's ``pc`` has at 00:00.0
-(i440FX), 00:01.0 (PIIX3 ISA), 00:01.3 (PIIX4_PM); the IDE function 00:01.1
-comes from ``gqemu.hw.ide.piix``.  ``pci_bios_setup(bus)`` leaves the
-registers as SeaBIOS 1.16 does before the boot sector runs (BARs, command
-0x0103/0x0107, interrupt lines, PIRQ routing 10, 10, 11, 11).
+``PCIDevice`` (identity in ``dev.config``, BARs from ``pci_register_bar``).
+The ``pc`` machine's functions and SeaBIOS's setup of them are in
+``gqemu.hw.pc_pci`` (``pc_pci_chipset``, ``pci_bios_setup``).
 
 Config writes go through ``wmask``/``w1cmask`` as QEMU's
 ``pci_default_write_config``; a BAR is mapped only while its command enable
@@ -25,7 +22,7 @@ QEMU: hw/pci/pci.c, hw/pci/pci_host.c, hw/pci-host/i440fx.c, hw/isa/piix3.c.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from gqemu.hw.irq import IRQState, qemu_set_irq
 from gqemu.hw.memory import (AddressSpace, MemoryRegion, MemoryRegionOps,
@@ -34,7 +31,7 @@ from gqemu.hw.memory import (AddressSpace, MemoryRegion, MemoryRegionOps,
 from gqemu.trace import trace_event
 
 __all__ = ["PCIDevice", "PCIBus", "pci_bus_new", "pci_register_device", "pci_register_bar",
-           "pci_set_irq", "pc_pci_chipset", "pci_bios_setup", "pci_data_read",
+           "pci_set_irq", "pci_data_read",
            "pci_data_write", "PCI_COMMAND_IO", "PCI_COMMAND_MEMORY", "PCI_COMMAND_MASTER",
            "PCI_BASE_ADDRESS_SPACE_IO", "PCI_BASE_ADDRESS_SPACE_MEMORY"]
 
@@ -50,9 +47,6 @@ PCI_STATUS_INTERRUPT, PCI_STATUS_CAP_LIST = 0x08, 0x10
 PCI_BASE_ADDRESS_SPACE_IO, PCI_BASE_ADDRESS_SPACE_MEMORY = 0x1, 0x0
 PCI_BAR_UNMAPPED = -1
 PIIX_PIRQCA = 0x60
-SEABIOS_PIRQ = (10, 10, 11, 11)        # SeaBIOS piix_isa_bridge_setup
-SEABIOS_IO_BASE = 0xC000
-SEABIOS_MEM_TOP = 0xFEC00000
 QEMU_SUBSYS = (0x1AF4, 0x1100)          # QEMU's default subsystem ids
 
 
@@ -282,13 +276,6 @@ class PCIBus:
                     qemu_set_irq(self.irq_lines[line], level)
 
 
-class _PIIX3(PCIDevice):
-    def config_write(self, addr: int, val: int, length: int) -> None:
-        super().config_write(addr, val, length)
-        if addr < PIIX_PIRQCA + 4 and addr + length > PIIX_PIRQCA and self.bus is not None:
-            self.bus.update_isa()
-
-
 def pci_register_device(bus: PCIBus, dev: PCIDevice) -> PCIDevice:
     """Plug ``dev`` at ``dev.devfn``.  Raises ValueError if taken."""
     if dev.devfn in bus.devices:
@@ -355,54 +342,3 @@ def pci_bus_new(as_io: AddressSpace, as_mem: AddressSpace,
     memory_region_add_subregion(as_io.root, 0xCFC,
                                 memory_region_init_io(None, _data_ops, bus, "pci-conf-data", 4))
     return bus
-
-
-def pc_pci_chipset(bus: PCIBus) -> None:
-    """i440FX 00:00.0, PIIX3 00:01.0 (PIRQ routers, reset 0x80), PIIX4_PM
-    00:01.3, with QEMU 7.2's identity registers (hardware reset state)."""
-    host = PCIDevice("i440FX", 0x00, 0x8086, 0x1237, 0x0600, revision=0x02)
-    pci_register_device(bus, host)
-    isa = _PIIX3("PIIX3", 0x08, 0x8086, 0x7000, 0x0601, header_type=0x80)
-    isa.config[PCI_STATUS:PCI_STATUS + 2] = b"\x00\x02"
-    isa.config[PCI_COMMAND] = 0x07
-    for i in range(4):
-        isa.config[PIIX_PIRQCA + i] = 0x80
-    pci_register_device(bus, isa)
-    bus.router = isa
-    pm = PCIDevice("PIIX4_PM", 0x0B, 0x8086, 0x7113, 0x0680, revision=0x03, irq_pin=1)
-    pm.config[PCI_STATUS:PCI_STATUS + 2] = b"\x80\x02"
-    pci_register_device(bus, pm)
-
-
-def pci_bios_setup(bus: PCIBus, write: Optional[Callable[[PCIDevice, int, int, int], None]] = None
-                   ) -> None:
-    """Program the bus as SeaBIOS 1.16 leaves it: I/O BARs from 0xC000 and
-    memory BARs down from 0xFEC00000, each kind largest first (ties in bus
-    order); the PIRQ routes 10, 10, 11, 11; interrupt lines from the routes;
-    command 0x0103, plus bus mastering (0x0107) for a device whose
-    ``seabios_master`` is set.  Writes go through ``write(dev, off, val,
-    len)`` (default: the device's config_write, untraced)."""
-    def w(dev: PCIDevice, off: int, val: int, length: int) -> None:
-        (write or (lambda d, o, v, n: d.config_write(o, v, n)))(dev, off, val, length)
-    devs = [bus.devices[k] for k in sorted(bus.devices)]
-    bars = [(dev, n, bar) for dev in devs for n, bar in enumerate(dev.bars) if bar is not None]
-    io_addr = SEABIOS_IO_BASE
-    for dev, n, bar in sorted((b for b in bars if b[2].type & PCI_BASE_ADDRESS_SPACE_IO),
-                              key=lambda b: -b[2].size):
-        w(dev, PCI_BASE_ADDRESS_0 + 4 * n, io_addr | 1, 4)
-        io_addr += bar.size
-    mem_top = SEABIOS_MEM_TOP
-    for dev, n, bar in sorted((b for b in bars if not b[2].type & PCI_BASE_ADDRESS_SPACE_IO),
-                              key=lambda b: -b[2].size):
-        mem_top = (mem_top - bar.size) & ~(bar.size - 1)
-        w(dev, PCI_BASE_ADDRESS_0 + 4 * n, mem_top, 4)
-    if bus.router is not None:
-        for i, irq in enumerate(SEABIOS_PIRQ):
-            w(bus.router, PIIX_PIRQCA + i, irq, 1)
-    for dev in devs:
-        if dev.config[PCI_INTERRUPT_PIN] and dev.name != "PIIX4_PM":
-            w(dev, PCI_INTERRUPT_LINE, SEABIOS_PIRQ[bus.pirq_of(dev)], 1)
-        elif dev.name == "PIIX4_PM":
-            w(dev, PCI_INTERRUPT_LINE, 9, 1)
-        cmd = 0x0103 | (PCI_COMMAND_MASTER if getattr(dev, "seabios_master", False) else 0)
-        w(dev, PCI_COMMAND, cmd, 2)

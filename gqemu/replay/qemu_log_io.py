@@ -123,6 +123,10 @@ class QemuIoLogImporter(QemuLogImporter):
     def __init__(self, ram_snapshots: Sequence[Snapshot] = (), **kw) -> None:  # type: ignore[no-untyped-def]
         super().__init__(**kw)
         self.snapshots = list(ram_snapshots)
+        if any(s.kind == "store" for s in self.snapshots):
+            # the guest's own PRD tables are in the snapshots (stored before
+            # the bus master starts): a synthesized one would overwrite them
+            self.synthesize_prd = False
         starts = [s.offset for s in self.snapshots if s.kind == "start"]
         self.start: Optional[int] = starts[0] if starts else None
         self.ops_accesses = 0

@@ -32,7 +32,8 @@ from gqemu.hw.irq import isa_pic_new
 from gqemu.hw.memory import (cpu_inb, cpu_inl, cpu_inw, cpu_outb, cpu_outl, cpu_outw,
                              memory_region_add_subregion, memory_region_init_ram,
                              new_address_space_io, new_address_space_memory)
-from gqemu.hw.pci import pci_bios_setup, pci_bus_new
+from gqemu.hw.pc_pci import pci_bios_setup
+from gqemu.hw.pci import pci_bus_new
 from gqemu.hw.virtio.virtio_pci import virtio_blk_pci_new
 from gqemu.stress.engine import Env, Options, Workload
 from gqemu.stress.shadow import INITIAL, ZERO, ShadowDisk
@@ -86,7 +87,7 @@ class VirtioWorkload(Workload):
         self.ram: bytearray = ram.ram
         self.pic = isa_pic_new()
         bus = pci_bus_new(self.as_io, self.as_mem, self.pic.irqs)
-        from gqemu.hw.pci import pc_pci_chipset
+        from gqemu.hw.pc_pci import pc_pci_chipset
         pc_pci_chipset(bus)
         self.proxy = virtio_blk_pci_new(bus, 0x10, self.blk, env.ctx)
         pci_bios_setup(bus)
