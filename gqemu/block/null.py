@@ -27,19 +27,20 @@ class BdrvNullCo(BlockDriver):
 
     def __init__(self) -> None:
         self.length = 1 << 30
-        self.read_zeroes = True
+        self.read_zeroes = False
 
     def null_file_open(self, bs: BlockDriverState, filename: str, options: dict,
                        flags: int) -> None:
-        """Options: ``size`` (default 1 GiB), ``read-zeroes`` (default on
-        here; QEMU 2.8 had no such option and left buffers untouched).
+        """Options: ``size`` (default 1 GiB), ``read-zeroes`` (default off,
+        as in QEMU 7.2: a read leaves the buffer as it was, and block
+        status answers neither data nor zero, i.e. unallocated).
         Raises BlockError.  QEMU: null_file_open."""
         options.pop("filename", None)
         if filename and filename not in ("null-co://", "null-co:"):
             raise BlockError(errno.EINVAL, "The only allowed filename for this "
                              "driver is 'null-co://'")
         self.length = qemu_opt_size(options, "size", 1 << 30)  # type: ignore[assignment]
-        self.read_zeroes = qemu_opt_bool(options, "read-zeroes", True)
+        self.read_zeroes = qemu_opt_bool(options, "read-zeroes", False)
         options.pop("latency-ns", None)
 
     bdrv_file_open = null_file_open
