@@ -305,13 +305,14 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         except OSError as e:
             raise BlockError(e.errno or errno.ENOENT, "Could not open backing file: "
                              "Could not open '%s': %s" % (path, e.strerror))
-        if qcow2_probe(head, path) != 100:
-            raise BlockError(errno.EINVAL, "Backing file '%s' has no backing format and "
-                             "would be probed as raw; refusing (set backing_fmt)" % name)
-        fmt = "qcow2"
+        # no format recorded (a qcow version 1 image never has one): the
+        # backing file is probed, raw included (QEMU: bdrv_open_inherit's
+        # find_image_format; a probed raw node is marked so)
+        fmt = "qcow2" if qcow2_probe(head, path) == 100 else None
     if fmt == "qcow2":
         opts[QCOW2_CHAIN_KEY] = chain
-    opts["format"] = fmt
+    if fmt is not None:
+        opts["format"] = fmt
     try:
         child = bdrv_open(path, opts, child_flags)
     except BlockError as e:
