@@ -364,11 +364,13 @@ def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
 
 
 def do_write_compressed(io: QemuIO, offset: int, data: bytes) -> int:
-    """Drivers without a compressed-write slot give -ENOTSUP.
-    QEMU: blk_pwrite_compressed -> bdrv_driver_pwritev_compressed."""
+    """Drivers without a compressed-write slot give -ENOTSUP, once the
+    request passed the checks of the backend and of io.c (past the end:
+    -EIO first).  QEMU: blk_pwrite_compressed -> blk_co_pwritev_part ->
+    bdrv_driver_pwritev_compressed."""
     from gqemu.block import BDRV_REQ_WRITE_COMPRESSED
     bs = blk_bs(io.blk)
-    if bs is None or bs.drv is None or bs.drv.bdrv_co_pwritev_compressed is None:
+    if bs is None or bs.drv is None:
         return -errno.ENOTSUP
     try:
         blk_pwrite(io.blk, offset, data, BDRV_REQ_WRITE_COMPRESSED)
