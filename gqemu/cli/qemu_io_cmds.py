@@ -256,9 +256,13 @@ def info_f(io: QemuIO, argv: list[str]) -> int:
         out("format name: %s\n" % drv.format_name)
     if drv is not None and drv.protocol_name:
         out("format name: %s\n" % drv.protocol_name)
-    if drv is None or drv.bdrv_get_info is None:
+    node = bs               # a filter without its own answer asks the node
+    while (node is not None and node.drv is not None and node.drv.bdrv_get_info is None
+           and node.drv.is_filter and node.file is not None):      # it filters
+        node = node.file.bs          # (QEMU 7.2: bdrv_co_get_info, bdrv_filter_bs)
+    if drv is None or node is None or node.drv is None or node.drv.bdrv_get_info is None:
         return -errno.ENOTSUP
-    bdi = drv.bdrv_get_info(bs)
+    bdi = node.drv.bdrv_get_info(node)
     if isinstance(bdi, int):
         return bdi
     out("cluster size: %s\n" % cvtstr(bdi.get("cluster_size", 0)))
