@@ -350,12 +350,19 @@ def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
     QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
     from gqemu.block import bdrv_run_co, qemu_iovec_init_buf
     bs: Any = blk_bs(io.blk)
-    drv = bs.drv if bs is not None else None
-    fn = getattr(drv, "bdrv_co_writev_vmstate" if is_write
-                 else "bdrv_co_readv_vmstate", None)
+    node, fn = bs, None
+    while node is not None and node.drv is not None:
+        fn = getattr(node.drv, "bdrv_co_writev_vmstate" if is_write
+                     else "bdrv_co_readv_vmstate", None)
+        if fn is not None:
+            break
+        # a node without a vmstate area passes the request to its primary
+        # child (a filter's filtered node, a format's file); QEMU:
+        # bdrv_co_readv_vmstate/bdrv_co_writev_vmstate, bdrv_primary_bs
+        node = node.file.bs if node.file is not None else None
     if fn is None:
         return -errno.ENOTSUP
-    ret = int(bdrv_run_co(bs, fn, bs, qemu_iovec_init_buf(memoryview(buf)), offset))
+    ret = int(bdrv_run_co(node, fn, node, qemu_iovec_init_buf(memoryview(buf)), offset))
     if ret >= 0 and is_write and not io.blk.enable_write_cache:
         # writethrough: blk_save_vmstate flushes the node after the write
         from gqemu.block.io_misc import bdrv_co_flush

@@ -146,8 +146,23 @@ def _qcow2_opts(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
         action = draw(st.sampled_from(["", "-c s2", "-a s1", "-d s1"]))
         if action:
             prep.append(("qemu-img", ["snapshot"] + action.split() + ["test.img"]))
+    after = draw(st.sampled_from(["", "", "", "resize", "shrink", "amend"]))
+    if after == "resize":               # grown by qemu-img: a tail the L1 table
+        size += draw(st.sampled_from([512, cluster, 1 << 20, 3 << 20]))  # did not cover
+        prep.append(("qemu-img", ["resize", "-q", "test.img", str(size)]))
+    elif after == "shrink":
+        size = max(512, size // 2 // 512 * 512)
+        prep.append(("qemu-img", ["resize", "-q", "--shrink", "test.img", str(size)]))
+    elif after == "amend":
+        prep.append(("qemu-img", ["amend", "-o", draw(st.sampled_from(
+            ["compat=0.10", "refcount_bits=4", "refcount_bits=64", "lazy_refcounts=on",
+             "compat=1.1,lazy_refcounts=off"])), "test.img"]))
     s = runner.Script(Path("random_states.qio"), size=str(size), prep=prep,
                       prep_check=False)
+    # (not -C when the last cluster reaches past the end of the image: QEMU
+    # 7.2 aborts there, bdrv_co_do_copy_on_readv's skip_bytes < pnum)
+    s.args = draw(st.sampled_from([[]] * 6 + [["-r"], ["-t", "none"], ["-d", "unmap"]]
+                                  + ([["-C"]] if size % cluster == 0 else [])))
     return s, "qcow2", size, cluster
 
 
@@ -211,7 +226,8 @@ def _named(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
 def _command(draw: st.DrawFn, fmt: str, size: int, cluster: int) -> list[str]:
     kind = draw(st.sampled_from(["write", "write", "read", "dump", "readv", "zero",
                                  "compress", "discard", "alloc", "map", "aio",
-                                 "flush", "length", "truncate", "info"]))
+                                 "flush", "length", "truncate", "info", "writev",
+                                 "aio_zero", "aio_dump", "reopen"]))
     off, n = draw(_range(size, cluster))
     p = draw(_PAT)
     if kind == "write":
@@ -243,6 +259,18 @@ def _command(draw: st.DrawFn, fmt: str, size: int, cluster: int) -> list[str]:
         step = max(n, 1)
         return ["aio_write -q -P %d %d %d" % ((p + i) & 0xff, off + i * step, n)
                 for i in range(k)] + ["aio_flush", "read -q -P %d %d %d" % (p, off, n)]
+    if kind == "writev":
+        parts = draw(st.lists(st.sampled_from([1, 100, 512, 4096, cluster]), min_size=1,
+                              max_size=4))
+        return ["writev -P %d %d %s" % (p, off, " ".join(map(str, parts)))]
+    if kind == "aio_zero":
+        return ["aio_write -z%s %d %d" % (draw(st.sampled_from(["", " -u", " -f"])),
+                                          off, n), "aio_flush"]
+    if kind == "aio_dump":
+        return ["aio_read -v -P %d %d %d" % (p, off, min(n, 64)), "aio_flush"]
+    if kind == "reopen":
+        return ["reopen %s" % draw(st.sampled_from(["-r", "-w", "-c none", "-c writeback",
+                                                    "-o discard=unmap", ""]))]
     if kind == "truncate":
         return ["truncate %d" % draw(st.sampled_from([size, size + 1, size + 511,
                                                       size // 2 + 3, off, 0])), "length"]
