@@ -380,11 +380,13 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
         error_report(io, "Cannot set both -c and the cache options")
         return -errno.EINVAL
     msg = _reopen_check(io, new_opts)
+    fixed = msg if msg.startswith("Cannot change") else ""   # (checked last)
+    msg = "" if fixed else msg
     ro = o.readonly or str(new_opts.get("read-only")) in ("on", "true", "yes")
     if not msg and ro and old.opts.get("copy-on-read") == "on":
         # QEMU: bdrv_reopen_prepare -> bdrv_can_set_read_only
         msg = "Can't set node '%s' to r/o with copy-on-read enabled" % io.root_node_name
-    msg = msg or _reopen_unchanged(io, new_opts)
+    msg = msg or _reopen_unsupported(io) or fixed or _reopen_unchanged(io, new_opts)
     if msg:
         error_report(io, msg)
         return -errno.EINVAL
@@ -494,7 +496,28 @@ def _reopen_check(io: QemuIO, new_opts: dict[str, str]) -> str:
 # qcow2_reopen_prepare, raw_reopen_prepare (raw-format, file-posix)
 _REOPEN_GENERIC = ("read-only", "auto-read-only", "cache.direct", "cache.no-flush",
                    "discard", "detect-zeroes")
-_REOPEN_DRIVER = {"raw": ("offset", "size"), "file": ("drop-cache", "x-check-cache-dropped")}
+_REOPEN_DRIVER = {"raw": ("offset", "size"), "file": ("drop-cache", "x-check-cache-dropped"),
+                  "qcow": (), "null-co": (), "blkdebug": ()}
+# drivers without bdrv_reopen_prepare in QEMU 7.2: any reopen fails
+_NO_REOPEN = ("compress", "copy-on-read", "quorum")
+
+
+def _reopen_unsupported(io: QemuIO) -> str:
+    """The first node of the reopen queue (the root, then its children,
+    depth first) whose driver cannot reopen.  QEMU: bdrv_reopen_prepare
+    ("does not support reopening files", after the generic options)."""
+    from gqemu.block import blk_bs
+    stack = [blk_bs(io.blk) if io.blk is not None else None]
+    while stack:
+        bs = stack.pop(0)
+        if bs is None or bs.drv is None:
+            continue
+        if bs.drv.format_name in _NO_REOPEN:
+            name = io.root_node_name if bs is blk_bs(io.blk) else bs.node_name
+            return ("Block format '%s' used by node '%s' does not support reopening "
+                    "files" % (bs.drv.format_name, name or io.root_node_name))
+        stack[:0] = [c.bs for c in (bs.file, bs.backing) if c is not None]
+    return ""
 
 
 def _qdict_order(key: str) -> tuple[int, int]:
@@ -529,7 +552,8 @@ def _reopen_unchanged(io: QemuIO, new_opts: dict[str, str]) -> str:
         bopts = {k[8:]: v for k, v in old.opts.items() if k.startswith("backing.")}
         bopts.update(driver=root.backing.bs.drv.format_name)
         nodes["backing"] = (root.backing.bs, bopts)
-    if root.file is not None and root.file.bs.drv is not None:
+    if root.file is not None and root.file.bs.drv is not None and \
+            root.drv.format_name != "blkdebug":     # (its child is 'image')
         fopts = {k[5:]: v for k, v in old.opts.items() if k.startswith("file.")}
         fopts.update(driver=root.file.bs.drv.format_name,
                      filename=old.opts.get("file", name))
