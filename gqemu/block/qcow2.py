@@ -27,7 +27,7 @@ from gqemu.block.driver import (
 from gqemu.block.blkdebug_events import (
     BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
 from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
-from gqemu.block.block_int import BDRV_BLOCK_RECURSE
+from gqemu.block.block_int import BDRV_BLOCK_RECURSE, BDRV_MAX_LENGTH
 from gqemu.block.io import bdrv_co_preadv
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
@@ -183,7 +183,10 @@ class BDRVQcow2State(Qcow2State):
     def qcow2_co_writev_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """Save VM state past the end of the disk.  QEMU: qcow2_co_writev_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_SAVE)
-        return self.qcow2_co_pwritev(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
+        offset = self.qcow2_vm_state_offset() + pos
+        if offset > BDRV_MAX_LENGTH or qiov.size > BDRV_MAX_LENGTH - offset:
+            return -errno.EIO       # (measured: the request past the area is checked)
+        return self.qcow2_co_pwritev(bs, offset, qiov.size, qiov, 0)
 
     bdrv_co_writev_vmstate = qcow2_co_writev_vmstate
 
@@ -191,7 +194,10 @@ class BDRVQcow2State(Qcow2State):
     def qcow2_co_readv_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """QEMU: qcow2_co_readv_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_LOAD)
-        return self.qcow2_co_preadv(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
+        offset = self.qcow2_vm_state_offset() + pos
+        if offset > BDRV_MAX_LENGTH or qiov.size > BDRV_MAX_LENGTH - offset:
+            return -errno.EIO
+        return self.qcow2_co_preadv(bs, offset, qiov.size, qiov, 0)
 
     bdrv_co_readv_vmstate = qcow2_co_readv_vmstate
 

@@ -349,7 +349,10 @@ def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
     A write is flushed in writethrough mode.
     QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
     from gqemu.block import bdrv_run_co, qemu_iovec_init_buf
+    from gqemu.block.block_int import BDRV_MAX_LENGTH
     bs: Any = blk_bs(io.blk)
+    if bs is not None and (offset > BDRV_MAX_LENGTH or len(buf) > BDRV_MAX_LENGTH - offset):
+        return -errno.EIO       # QEMU: bdrv_co_{read,write}v_vmstate's bdrv_check_qiov_request
     node, fn = bs, None
     while node is not None and node.drv is not None:
         fn = getattr(node.drv, "bdrv_co_writev_vmstate" if is_write
