@@ -56,8 +56,12 @@ class OpenOpts:
         self.discard = "unmap"             # qemu-io sets BDRV_O_UNMAP
         self.force_share = False
         self.user_keys: set[str] = set()   # keys of -o / --image-opts
+        self.file_ref: Optional[tuple[str, bool]] = None  # file=NAME: a node
 
-    def add_user_opts(self, opts: dict[str, str]) -> None:
+    def add_user_opts(self, opts: dict[str, Any]) -> None:
+        ref = opts.pop(_FILE_REF, None)
+        if ref is not None:
+            self.file_ref = ref
         self.opts.update(opts)
         self.user_keys.update(opts)
 
@@ -98,13 +102,13 @@ class OpenOpts:
         return d
 
 
-def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, str]:
+def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, Any]:
     """``key=value,...`` with ``,,`` for a comma; a bare word means
     ``word=on`` (with QEMU's deprecation warning).  ``file.filename`` is
     gqemu's ``file``.  QEMU: qemu_opts_parse_noisily (permit_abbrev false),
     get_opt_name_value (``noX`` is ``X=off``; ``help``/``?`` draw no
     warning)."""
-    opts: dict[str, str] = {}
+    opts: dict[str, Any] = {}
     p, n = 0, len(s)
     while p < n:
         end = p
@@ -139,11 +143,35 @@ def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, str]:
                     err("Please use %s=%s instead\n" % (k, v))
         p += p < n                              # the comma after the item
         opts[k] = v
+    if "file" in opts:
+        # the user's file=NAME names an existing node (QEMU: bdref_key);
+        # OpenOpts.add_user_opts takes it apart from gqemu's own "file"
+        # (with whether file.* options came too)
+        opts[_FILE_REF] = (opts.pop("file"), any(k.startswith("file.") for k in opts))
     if opts.get("file.driver") == "file":
         del opts["file.driver"]
     if "file.filename" in opts:
         opts["file"] = opts.pop("file.filename")
     return opts
+
+
+_FILE_REF = "\0file-reference"
+
+
+def file_ref_error(name: Optional[str], o: OpenOpts) -> str:
+    """qemu-io has no other node to refer to: a file=NAME is an error.
+    QEMU: bdrv_open_child_bs -> bdrv_open_inherit (reference), bdrv_lookup_bs."""
+    if o.file_ref is None:
+        return ""
+    from gqemu.block import bdrv_find_format
+    if "driver" in o.opts and bdrv_find_format(str(o.opts["driver"])) is None:
+        return ""                         # (Unknown driver, first)
+    ref, with_options = o.file_ref
+    if name or with_options or "file" in o.opts or \
+            any(k.startswith("file.") for k in o.opts):
+        return "Cannot reference an existing block device with additional options " \
+            "or a new filename"
+    return "Cannot find device='%s' nor node-name='%s'" % (ref, ref)
 
 
 def blk_open(name: Optional[str], o: OpenOpts) -> Any:
@@ -186,8 +214,14 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
         error_report(io, "can't open%s%s: %s" % (" device " if name else "", name or "",
                                                  e.msg))
         return 1
-    if name is None and "driver" not in options and "file" not in options:
+    if name is None and "driver" not in options and "file" not in options \
+            and o.file_ref is None:
         error_report(io, "can't open: Must specify either driver or file")
+        return 1
+    ref_error = file_ref_error(name, o)
+    if ref_error:
+        error_report(io, "can't open%s%s: %s" % (" device " if name else "", name or "",
+                                                 ref_error))
         return 1
     try:
         io.blk = blk_open(name, o)
@@ -354,6 +388,8 @@ def reopen_f(io: QemuIO, argv: list[str]) -> int:
             o.cache, has_cache = str(optarg), True
         elif c == "o":
             new_opts.update(parse_qemu_opts(io, optarg or ""))
+            if _FILE_REF in new_opts:           # (a child to attach: not modelled)
+                new_opts["file"] = new_opts.pop(_FILE_REF)[0]
             if "id" in new_opts:               # reopen's option list takes no id
                 error_report(io, "Invalid parameter 'id'")
                 return -errno.EINVAL
