@@ -153,7 +153,9 @@ def _qcow2_opts(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
     elif after == "shrink":
         size = max(512, size // 2 // 512 * 512)
         prep.append(("qemu-img", ["resize", "-q", "--shrink", "test.img", str(size)]))
-    elif after == "amend":
+    elif after == "amend" and 65536 <= cluster <= 262144 and not data_file:
+        # (other cluster sizes: qemu-img amend of refcount_bits takes long, or
+        # with 2M clusters and a data file, forever)
         prep.append(("qemu-img", ["amend", "-o", draw(st.sampled_from(
             ["compat=0.10", "refcount_bits=4", "refcount_bits=64", "lazy_refcounts=on",
              "compat=1.1,lazy_refcounts=off"])), "test.img"]))
