@@ -221,6 +221,10 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         bdrv_assign_node_name(bs, options)
         assert drv.bdrv_open is not None, "format driver without bdrv_open"
         drv.bdrv_open(bs, options, flags)
+        if options.get("backing") and not drv.supports_backing \
+                and not flags & BDRV_O_NO_BACKING:
+            # QEMU: bdrv_open_backing_file, for a backing=NAME reference
+            raise BlockError(errno.EINVAL, "Driver doesn't support backing files")
         _finish_open(bs, options)
     except BaseException:
         bdrv_unref(bs)

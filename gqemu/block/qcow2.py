@@ -52,7 +52,7 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_COMPRESSED, QCOW2_SUBCLUSTER_NORMAL, QCOW2_SUBCLUSTER_UNALLOCATED_ALLOC,
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
 from gqemu.block.qcow2_open import (
-    QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing)
+    QCOW2_CHAIN_KEY, backing_reference_error, qcow2_do_open, qcow2_open_backing)
 from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
@@ -102,6 +102,7 @@ class BDRVQcow2State(Qcow2State):
             raise BlockError(ret.errno, str(ret), ret.hint)
         qcow2_open_data_file(bs, data_ref, data_opts, flags)
         bs.total_sectors = self.size // 512
+        backing_reference_error(options, backing_opts, flags)
         if self.backing_file and not flags & BDRV_O_NO_BACKING:
             qcow2_open_backing(bs, self, flags, chain, backing_opts)
         else:                      # unused: the generic layer refuses them
