@@ -19,6 +19,7 @@ from typing import Optional
 
 import gqemu.block.driver as _driver
 from gqemu.aio import AioContext
+from gqemu.block.block_int import warn_report
 from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_NO_BACKING, BDRV_O_NO_IO,
                                 BDRV_O_PROTOCOL, BDRV_O_RDWR, BDRV_O_UNMAP, BlockDriver,
                                 BlockDriverState, BlockError, _opening, _opening_context,
@@ -150,8 +151,10 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         from gqemu.block.open_opts import bdrv_fill_options
         name, options = bdrv_fill_options(filename, options)
         filename = name or ""
-    if options.get("backing") == "":      # json: "backing": null -- no backing file
-        del options["backing"]
+    if "backing" in options and options["backing"] in ("", None):
+        # "backing": null: no backing file; "" too, with QEMU 7.2's warning
+        if options.pop("backing") == "":
+            warn_report('Use of "backing": "" is deprecated; use "backing": null instead')
         flags |= BDRV_O_NO_BACKING
     drvname = options.pop("driver", None)
     fmt = options.pop("format", None)

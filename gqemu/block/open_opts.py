@@ -38,6 +38,8 @@ def qdict_flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dic
         key = "%s%s" % (prefix, k)
         if isinstance(v, dict):
             qdict_flatten(v, key + ".", out)
+        elif v is None and key.rpartition(".")[2] == "backing":
+            out[key] = None                # "backing": null (not the deprecated "")
         else:
             out[key] = _scalar(v)
     return out
