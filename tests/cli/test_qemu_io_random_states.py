@@ -173,7 +173,7 @@ def _named(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
     """Images named in other ways: odd-sized raw, null-co, json:, filters,
     a format that does not match the file."""
     kind = draw(st.sampled_from(["rawodd", "rawodd", "null", "json_raw", "json_qcow2",
-                                 "filter", "mismatch", "qcow"]))
+                                 "filter", "mismatch", "qcow", "limits", "keys"]))
     s = runner.Script(Path("random_states.qio"), prep_check=False)
     fmt, size, cluster = "raw", 1 << 20, 65536
     if kind == "rawodd":
@@ -201,6 +201,36 @@ def _named(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
         s.prep = _prefill(draw, "raw", "test.img", size, cluster, False)
         size = sz or size - off
         s.prep.insert(0, ("qemu-img", ["create", "-q", "-f", "raw", "test.img", "1M"]))
+    elif kind == "limits":             # blkdebug's request limits under a format
+        fmt = draw(st.sampled_from(["raw", "qcow2"]))
+        s.prep = [("qemu-img", ["create", "-q", "-f", fmt, "test.img", "1M"])]
+        s.prep += _prefill(draw, fmt, "test.img", size, cluster, fmt == "qcow2")
+        keys = draw(st.lists(st.sampled_from(
+            ["align=4096", "align=1024", "max-transfer=65536", "max-transfer=8192",
+             "opt-write-zero=8192", "max-write-zero=65536", "opt-discard=65536",
+             "max-discard=131072", "align=3", "max-transfer=1000"]), min_size=1,
+            max_size=3, unique_by=lambda k: k.split("=")[0]))
+        if any(k.startswith("align=") for k in keys) and \
+                not any(k.startswith("opt-discard=") for k in keys):
+            # (QEMU 7.2 divides by a zero opt-discard: SIGFPE on a discard
+            # shorter than the alignment, blkdebug_co_pdiscard)
+            keys.append("opt-discard=65536")
+        s.args = ["--image-opts"]
+        s.file = "driver=%s,file.driver=blkdebug,file.image.filename=test.img,%s" % (
+            fmt, ",".join("file." + k for k in keys))
+    elif kind == "keys":               # qcow2's runtime options
+        fmt = "qcow2"
+        s.prep = [("qemu-img", ["create", "-q", "-f", "qcow2", "test.img", "1M"])]
+        s.prep += _prefill(draw, fmt, "test.img", size, cluster, True)
+        keys = draw(st.lists(st.sampled_from(
+            ["l2-cache-size=65536", "l2-cache-size=1M", "refcount-cache-size=131072",
+             "cache-size=262144", "l2-cache-entry-size=4096", "pass-discard-request=off",
+             "pass-discard-other=on", "pass-discard-snapshot=off", "overlap-check=none",
+             "overlap-check=all", "lazy-refcounts=on", "cache-clean-interval=0",
+             "discard=unmap", "detect-zeroes=unmap", "detect-zeroes=on"]),
+            min_size=1, max_size=3, unique_by=lambda k: k.split("=")[0]))
+        s.args = ["--image-opts"]
+        s.file = "driver=qcow2,file.filename=test.img," + ",".join(keys)
     elif kind in ("json_qcow2", "filter", "mismatch", "qcow"):
         fmt = "qcow" if kind == "qcow" else "qcow2"
         cluster = 4096 if fmt == "qcow" else 65536
