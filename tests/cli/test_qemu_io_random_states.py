@@ -154,11 +154,11 @@ def _qcow2_opts(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
         size = max(512, size // 2 // 512 * 512)
         prep.append(("qemu-img", ["resize", "-q", "--shrink", "test.img", str(size)]))
     elif after == "amend" and 65536 <= cluster <= 262144 and not data_file:
-        # (other cluster sizes: qemu-img amend of refcount_bits takes long, or
-        # with 2M clusters and a data file, forever)
+        # (QEMU 7.2's qemu-img amend of refcount_bits may never finish, e.g.
+        # with 256k or 2M clusters: not drawn)
         prep.append(("qemu-img", ["amend", "-o", draw(st.sampled_from(
-            ["compat=0.10", "refcount_bits=4", "refcount_bits=64", "lazy_refcounts=on",
-             "compat=1.1,lazy_refcounts=off"])), "test.img"]))
+            ["compat=0.10", "lazy_refcounts=on", "compat=1.1,lazy_refcounts=off"])),
+            "test.img"]))
     s = runner.Script(Path("random_states.qio"), size=str(size), prep=prep,
                       prep_check=False)
     # (not -C when the last cluster reaches past the end of the image: QEMU
