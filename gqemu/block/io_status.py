@@ -86,11 +86,11 @@ def bdrv_co_get_block_status(bs: BlockDriverState, offset: int, nbytes: int,
             return -errno.EIO, 0, 0, None
         ret, pnum2, local_map, local_file = bdrv_co_get_block_status(
             local_file, local_map, pnum, want_zero)
-        if ret >= 0 and pnum2:
-            pnum = pnum2
-        elif ret >= 0:
-            # The node below ends before this one: the rest reads as zero.
-            ret, local_map, local_file = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, 0, None
+        if ret < 0:
+            return ret, 0, 0, None
+        # (the node below may end first: then nothing is left here, pnum 0,
+        # and qemu-io's map says "Unexpected end of image")
+        pnum = pnum2
         return _eof(ret, offset, pnum, total), pnum, local_map, local_file
     if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
         ret |= BDRV_BLOCK_ALLOCATED
