@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 import qemu_io_corpus_runner as runner  # tests/qemu-io/runner.py, via conftest
 
 _LONG = int(os.environ.get("GQEMU_FUZZ_EXAMPLES", "0"))
-_SETTINGS = settings(max_examples=_LONG or 6, deadline=None, derandomize=not _LONG,
+_SETTINGS = settings(max_examples=_LONG or 3, deadline=None, derandomize=not _LONG,
                      database=None, phases=(Phase.explicit, Phase.generate),
                      suppress_health_check=[HealthCheck.function_scoped_fixture,
                                             HealthCheck.too_slow])
