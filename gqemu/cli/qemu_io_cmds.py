@@ -235,8 +235,10 @@ length_cmd = cmdinfo_t("length", length_f, altname="l",
 
 
 def _dump_specific(info: Any, indent: int) -> str:
-    """QEMU: bdrv_image_info_specific_dump (key: value lines, nested)."""
-    items = info.items() if isinstance(info, dict) else info
+    """QEMU: bdrv_image_info_specific_dump (key: value lines, nested; list
+    entries as ``[i]``, dump_qlist)."""
+    items = info.items() if isinstance(info, dict) else \
+        [("[%d]" % i, v) for i, v in enumerate(info)]
     s = ""
     for key, value in items:
         if isinstance(value, (dict, list)) and not isinstance(value, str):
