@@ -139,6 +139,9 @@ def _qcow2_opts(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
                                           "preallocation=falloc"])))
     prep = [("qemu-img", ["create", "-q", "-f", "qcow2", "-o",
                           ",".join(o for o in opts if o), "test.img", str(size)])]
+    for name in draw(st.lists(st.sampled_from(["b0", "b1"]), unique=True, max_size=2)):
+        prep.append(("qemu-img", ["bitmap", "--add"] + draw(st.sampled_from(
+            [[], ["-g", "131072"], ["--disable"]])) + ["test.img", name]))  # persistent
     prep += _prefill(draw, "qcow2", "test.img", size, cluster, not data_file)
     if not data_file and draw(st.booleans()):                  # internal snapshots
         prep.append(("qemu-img", ["snapshot", "-c", "s1", "test.img"]))
