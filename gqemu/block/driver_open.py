@@ -90,6 +90,11 @@ def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
                        ) -> BlockDriverState:
     """Open a protocol node (file, null-co, blkdebug) in ``ctx`` (default:
     the opener's).  QEMU: bdrv_open_common for protocol drivers."""
+    if cls.protocol_name in ("file", "host_device", "host_cdrom") and not filename \
+            and not options.get("filename"):
+        # QEMU: bdrv_open_common, bdrv_needs_filename
+        raise BlockError(errno.EINVAL, "The '%s' block driver requires a file name"
+                         % cls.format_name)
     drv = cls()
     bs = BlockDriverState(drv, filename, flags | BDRV_O_PROTOCOL, ctx)
     saved, _opening.ctx = _opening.ctx, bs.aio_context
@@ -173,7 +178,9 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     if not filename and "driver" not in file_opts:
         if cls is not None and not file_opts:     # a format without its file child
             raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
-        raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
+        # no format to probe on no file, or a file child with options but
+        # neither a driver nor a name (QEMU: bdrv_open_inherit, bdrv_fill_options)
+        raise BlockError(errno.EINVAL, "Must specify either driver or file")
     proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:
         raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])

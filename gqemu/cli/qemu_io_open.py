@@ -148,7 +148,7 @@ def parse_qemu_opts(io: QemuIO, s: str) -> dict[str, Any]:
         # OpenOpts.add_user_opts takes it apart from gqemu's own "file"
         # (with whether file.* options came too)
         opts[_FILE_REF] = (opts.pop("file"), any(k.startswith("file.") for k in opts))
-    if opts.get("file.driver") == "file":
+    if opts.get("file.driver") == "file" and "file.filename" in opts:
         del opts["file.driver"]
     if "file.filename" in opts:
         opts["file"] = opts.pop("file.filename")
@@ -215,7 +215,7 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
                                                  e.msg))
         return 1
     if name is None and "driver" not in options and "file" not in options \
-            and o.file_ref is None:
+            and o.file_ref is None and not any(k.startswith("file.") for k in options):
         error_report(io, "can't open: Must specify either driver or file")
         return 1
     ref_error = file_ref_error(name, o)
@@ -247,9 +247,10 @@ def openfile(io: QemuIO, name: Optional[str], o: OpenOpts) -> int:
                      % (" device " if name else "", name or "", what,
                         qdict_first_key(leftover)))
         return 1
-    if not o.readonly and "read-only" in o.user_keys and blk_is_read_only(io.blk):
+    if not o.readonly and blk_is_read_only(io.blk):
         # qemu-io's BlockBackend wants to write a node the user's read-only=on
-        # opened read-only.  QEMU: blk_new_open -> blk_insert_bs
+        # (an option or a json: key) opened read-only.
+        # QEMU: blk_new_open -> blk_insert_bs
         blk, io.blk = io.blk, None
         blk_unref(blk)
         error_report(io, "can't open%s%s: Block node is read-only"
