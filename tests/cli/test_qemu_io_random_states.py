@@ -139,7 +139,8 @@ def _qcow2_opts(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
                                           "preallocation=falloc"])))
     prep = [("qemu-img", ["create", "-q", "-f", "qcow2", "-o",
                           ",".join(o for o in opts if o), "test.img", str(size)])]
-    for name in draw(st.lists(st.sampled_from(["b0", "b1"]), unique=True, max_size=2)):
+    bitmaps = draw(st.lists(st.sampled_from(["b0", "b1"]), unique=True, max_size=2))
+    for name in bitmaps:
         prep.append(("qemu-img", ["bitmap", "--add"] + draw(st.sampled_from(
             [[], ["-g", "131072"], ["--disable"]])) + ["test.img", name]))  # persistent
     prep += _prefill(draw, "qcow2", "test.img", size, cluster, not data_file)
@@ -164,6 +165,10 @@ def _qcow2_opts(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
             "test.img"]))
     s = runner.Script(Path("random_states.qio"), size=str(size), prep=prep,
                       prep_check=False)
+    # (no reopen or truncate with persistent bitmaps: gqemu's reopen closes and
+    # opens again, storing the bitmaps; QEMU rewrites their directory in place
+    # -- a known difference of the host layout, see the report)
+    s.skip = ("reopen", "truncate") if bitmaps else ()  # type: ignore[attr-defined]
     # (not -C when the last cluster reaches past the end of the image: QEMU
     # 7.2 aborts there, bdrv_co_do_copy_on_readv's skip_bytes < pnum)
     s.args = draw(st.sampled_from([[]] * 6 + [["-r"], ["-t", "none"], ["-d", "unmap"]]
@@ -323,7 +328,9 @@ def test_random_state_session(state: str, qemu_io: str, qemu_img: str,
                               data: st.DataObject) -> None:
     script, fmt, size, cluster = data.draw(_STATES[state]())
     cmds = data.draw(st.lists(_command(fmt, size, cluster), min_size=3, max_size=14))
-    script.commands = [c for group in cmds for c in group] + ["map"]
+    skip = getattr(script, "skip", ())
+    script.commands = [c for group in cmds for c in group
+                       if not skip or not c.startswith(skip)] + ["map"]
     work = tmp_path_factory.mktemp("rstate")
     q, g = runner.run_both(script, fmt, qemu_io, qemu_img, work)
     problems = runner.compare(script, fmt, q, g, qemu_img, work)
