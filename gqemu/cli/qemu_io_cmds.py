@@ -70,7 +70,7 @@ def check_perm(io: QemuIO, ct: cmdinfo_t) -> int:
     if io.snapshot_reopened and (not io.blk_write_perm or ct.perm & CMD_PERM_RESIZE and
                                  not io.blk.perm & BLK_PERM_RESIZE):
         # -s after a reopen: QEMU 7.2 opens the unlinked overlay file again
-        # for a new permission, which fails (as the reopens, qemu_io_open)
+        # for a new permission, which fails (as the reopens, qemu_io_reopen)
         bs = blk_bs(io.blk)
         error_report(io, "Could not open '%s': No such file or directory"
                      % (bs.filename if bs is not None else ""))
