@@ -181,7 +181,8 @@ def _named(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
     """Images named in other ways: odd-sized raw, null-co, json:, filters,
     a format that does not match the file."""
     kind = draw(st.sampled_from(["rawodd", "rawodd", "null", "json_raw", "json_qcow2",
-                                 "filter", "mismatch", "qcow", "limits", "keys"]))
+                                 "filter", "mismatch", "qcow", "limits", "keys",
+                                 "json_odd"]))
     s = runner.Script(Path("random_states.qio"), prep_check=False)
     fmt, size, cluster = "raw", 1 << 20, 65536
     if kind == "rawodd":
@@ -209,6 +210,19 @@ def _named(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
         s.prep = _prefill(draw, "raw", "test.img", size, cluster, False)
         size = sz or size - off
         s.prep.insert(0, ("qemu-img", ["create", "-q", "-f", "raw", "test.img", "1M"]))
+    elif kind == "json_odd":           # json: names QEMU's parser may refuse
+        good = '"driver": "raw", "file": {"driver": "file", "filename": "test.img"}'
+        s.nofile = True
+        s.args = ["json:" + draw(st.sampled_from([
+            "{%s}" % good, " {%s} " % good, "{%s} x" % good, "{%s}}" % good,
+            "{%s,}" % good, "{%s, 'offset': 512}" % good, "{%s, \"size\": 01}" % good,
+            "{%s, \"size\": 1.}" % good, "{%s, \"size\": -}" % good,
+            "{%s, \"a\": \"\\x\"}" % good, "{%s, \"a\": \"\\u12\"}" % good,
+            "{%s, \"driver\": \"raw\"}" % good, "{%s \"a\": 1}" % good,
+            "{driver: raw}", "{\"driver\": raw}", "[1]", "1", "", "{}",
+            "{\"driver\": null}", "{%s, \"read-only\": true}" % good,
+            "{%s, \"backing\": null}" % good, "{%s" % good, "{%s, \"a\": NaN}" % good]))]
+        s.prep = [("qemu-img", ["create", "-q", "-f", "raw", "test.img", "1M"])]
     elif kind == "limits":             # blkdebug's request limits under a format
         fmt = draw(st.sampled_from(["raw", "qcow2"]))
         s.prep = [("qemu-img", ["create", "-q", "-f", fmt, "test.img", "1M"])]
