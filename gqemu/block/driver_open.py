@@ -79,6 +79,9 @@ def bdrv_assign_node_name(bs: BlockDriverState, options: dict) -> None:
 def _finish_open(bs: BlockDriverState, options: dict) -> None:
     _check_leftover(bs, options)
     ret = refresh_total_sectors(bs, bs.total_sectors)
+    # (bdrv_open_common keeps the answer in an int: a length from 2^63
+    # on, negative as an int64_t, is cut to its low 32 bits)
+    ret = ((ret + (1 << 31)) & 0xffffffff) - (1 << 31)
     if ret < 0:
         raise BlockError(-ret, "Could not refresh total sector count: %s"
                          % os.strerror(-ret))

@@ -46,7 +46,9 @@ class BdrvNullCo(BlockDriver):
     bdrv_file_open = null_file_open
 
     def null_getlength(self, bs: BlockDriverState) -> int:
-        return self.length
+        """The size as QEMU's int64_t holds it: from 2^63 on it is negative
+        (an "error" its callers cut to an int).  QEMU: null_getlength."""
+        return self.length - (1 << 64) if self.length >= 1 << 63 else self.length
 
     bdrv_getlength = null_getlength
 
