@@ -191,7 +191,8 @@ def _named(draw: st.DrawFn) -> tuple[runner.Script, str, int, int]:
         s.args = draw(st.sampled_from([[], [], ["-n"], ["-t", "none"], ["-f", "qcow2"],
                                        ["-f", "qcow"]]))
     elif kind == "null":
-        size = draw(st.sampled_from([0, 1000, 1 << 20, 1 << 40]))
+        size = draw(st.sampled_from([0, 1000, 1 << 20, 1 << 40, 7 << 60, 1 << 63,
+                                     (1 << 63) - (1 << 30)]))
         zeroes = draw(st.sampled_from(["", ",read-zeroes=on", ",read-zeroes=off"]))
         s.nofile = True
         if draw(st.booleans()):
