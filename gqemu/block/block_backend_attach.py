@@ -85,7 +85,9 @@ def blk_new_open(filename: Optional[str], options: Optional[dict] = None,
     d = parse_drive_options(options, flags)
     filename = filename or d.filename
     if not filename and "driver" not in d.bdrv_options and "format" not in d.bdrv_options:
-        raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
+        if not any(k.startswith("file.") for k in d.bdrv_options):
+            # QEMU: bdrv_open_inherit, no format to probe on no file
+            raise BlockError(errno.EINVAL, "Must specify either driver or file")
     if snapshot:                           # qemu-io -s: a temporary overlay on top
         from gqemu.block.snapshot_overlay import bdrv_append_temp_snapshot
         # (the image below is read-only and copies nothing up: QEMU's

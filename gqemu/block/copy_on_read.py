@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 
-from gqemu.block.block_int import BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW, BDRV_REQ_COPY_ON_READ
+from gqemu.block.block_int import (BDRV_BLOCK_OFFSET_VALID, BDRV_BLOCK_RAW, BDRV_REQ_COPY_ON_READ,
+                                   BDRV_REQ_WRITE_COMPRESSED)
 from gqemu.block.driver import (BDRV_O_RDWR, BlockDriver, BlockDriverState, BlockError,
                                 bdrv_getlength, bdrv_register)
 from gqemu.block.perms import bdrv_filter_default_perms
@@ -63,6 +64,15 @@ class BdrvCopyOnRead(BlockDriver):
         return bdrv_co_pwritev(bs.file, offset, nbytes, qiov, flags)  # type: ignore[arg-type]
 
     bdrv_co_pwritev = cor_co_pwritev
+
+    @coroutine_fn
+    def cor_co_pwritev_compressed(self, bs: BlockDriverState, offset: int, nbytes: int,
+                                  qiov: QEMUIOVector) -> int:
+        """QEMU: cor_co_pwritev_compressed (the child compresses)."""
+        return bdrv_co_pwritev(bs.file, offset, nbytes, qiov,  # type: ignore[arg-type]
+                               BDRV_REQ_WRITE_COMPRESSED)
+
+    bdrv_co_pwritev_compressed = cor_co_pwritev_compressed
 
     @coroutine_fn
     def cor_co_pwrite_zeroes(self, bs: BlockDriverState, offset: int, nbytes: int,

@@ -19,6 +19,7 @@ from typing import Optional
 
 import gqemu.block.driver as _driver
 from gqemu.aio import AioContext
+from gqemu.block.block_int import warn_report
 from gqemu.block.driver import (BDRV_O_COPY_ON_READ, BDRV_O_NO_BACKING, BDRV_O_NO_IO,
                                 BDRV_O_PROTOCOL, BDRV_O_RDWR, BDRV_O_UNMAP, BlockDriver,
                                 BlockDriverState, BlockError, _opening, _opening_context,
@@ -78,6 +79,9 @@ def bdrv_assign_node_name(bs: BlockDriverState, options: dict) -> None:
 def _finish_open(bs: BlockDriverState, options: dict) -> None:
     _check_leftover(bs, options)
     ret = refresh_total_sectors(bs, bs.total_sectors)
+    # (bdrv_open_common keeps the answer in an int: a length from 2^63
+    # on, negative as an int64_t, is cut to its low 32 bits)
+    ret = ((ret + (1 << 31)) & 0xffffffff) - (1 << 31)
     if ret < 0:
         raise BlockError(-ret, "Could not refresh total sector count: %s"
                          % os.strerror(-ret))
@@ -89,6 +93,11 @@ def bdrv_open_protocol(cls: type[BlockDriver], filename: str, options: dict,
                        ) -> BlockDriverState:
     """Open a protocol node (file, null-co, blkdebug) in ``ctx`` (default:
     the opener's).  QEMU: bdrv_open_common for protocol drivers."""
+    if cls.protocol_name in ("file", "host_device", "host_cdrom") and not filename \
+            and not options.get("filename"):
+        # QEMU: bdrv_open_common, bdrv_needs_filename
+        raise BlockError(errno.EINVAL, "The '%s' block driver requires a file name"
+                         % cls.format_name)
     drv = cls()
     bs = BlockDriverState(drv, filename, flags | BDRV_O_PROTOCOL, ctx)
     saved, _opening.ctx = _opening.ctx, bs.aio_context
@@ -150,8 +159,10 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         from gqemu.block.open_opts import bdrv_fill_options
         name, options = bdrv_fill_options(filename, options)
         filename = name or ""
-    if options.get("backing") == "":      # json: "backing": null -- no backing file
-        del options["backing"]
+    if "backing" in options and options["backing"] in ("", None):
+        # "backing": null: no backing file; "" too, with QEMU 7.2's warning
+        if options.pop("backing") == "":
+            warn_report('Use of "backing": "" is deprecated; use "backing": null instead')
         flags |= BDRV_O_NO_BACKING
     drvname = options.pop("driver", None)
     fmt = options.pop("format", None)
@@ -170,7 +181,9 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
     if not filename and "driver" not in file_opts:
         if cls is not None and not file_opts:     # a format without its file child
             raise BlockError(errno.EINVAL, "A block device must be specified for \"file\"")
-        raise BlockError(errno.EINVAL, "The 'file' block driver requires a file name")
+        # no format to probe on no file, or a file child with options but
+        # neither a driver nor a name (QEMU: bdrv_open_inherit, bdrv_fill_options)
+        raise BlockError(errno.EINVAL, "Must specify either driver or file")
     proto = bdrv_find_protocol(filename) if filename else bdrv_drivers.get("file")
     if proto is None:
         raise BlockError(errno.EINVAL, "Unknown protocol '%s'" % filename.split(":")[0])
@@ -221,6 +234,10 @@ def _bdrv_open(filename: str, options: Optional[dict], flags: int,
         bdrv_assign_node_name(bs, options)
         assert drv.bdrv_open is not None, "format driver without bdrv_open"
         drv.bdrv_open(bs, options, flags)
+        if options.get("backing") and not drv.supports_backing \
+                and not flags & BDRV_O_NO_BACKING:
+            # QEMU: bdrv_open_backing_file, for a backing=NAME reference
+            raise BlockError(errno.EINVAL, "Driver doesn't support backing files")
         _finish_open(bs, options)
     except BaseException:
         bdrv_unref(bs)

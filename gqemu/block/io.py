@@ -132,6 +132,8 @@ def bdrv_co_preadv(child: BdrvChild, offset: int, nbytes: int,
     if nbytes > BDRV_REQUEST_MAX_BYTES or nbytes < 0 or offset < 0 \
             or offset > BDRV_MAX_LENGTH - nbytes:
         return -errno.EIO
+    if nbytes == 0 and offset & (bs.bl.request_alignment - 1):
+        return 0        # aligning a zero-length request is nonsense (QEMU 7.2)
     bs.in_flight += 1
     if bs.copy_on_read:
         flags |= BDRV_REQ_COPY_ON_READ
@@ -326,6 +328,8 @@ def bdrv_co_pwritev(child: BdrvChild, offset: int, nbytes: int,
         return ret
     if flags & BDRV_REQ_NO_FALLBACK and (offset | nbytes) & (bs.bl.request_alignment - 1):
         return -errno.ENOTSUP           # a misaligned request cannot be efficient
+    if nbytes == 0 and offset & (bs.bl.request_alignment - 1):
+        return 0        # aligning a zero-length request is nonsense (QEMU 7.2)
     bs.in_flight += 1
     req = tracked_request_begin(bs, offset, nbytes, BDRV_TRACKED_WRITE)
     try:

@@ -29,13 +29,17 @@ from gqemu.coroutine import coroutine_fn
 __all__ = ["bdrv_co_get_block_status"]
 
 Status = tuple[int, int, int, Optional[BlockDriverState]]
+_HOST_FILES = ("file", "host_device", "host_cdrom")      # file-posix's drivers
 
 
 @coroutine_fn
-def bdrv_co_get_block_status(bs: BlockDriverState, offset: int, nbytes: int) -> Status:
+def bdrv_co_get_block_status(bs: BlockDriverState, offset: int, nbytes: int,
+                             want_zero: bool = True) -> Status:
     """Status of ``[offset, offset + nbytes)`` in ``bs`` from ``offset`` on:
-    ``(ret, pnum, map, file)`` as the module says.  Context: coroutine.
-    QEMU: bdrv_co_block_status (want_zero = true)."""
+    ``(ret, pnum, map, file)`` as the module says.  ``want_zero=False``
+    asks only for allocation: a host file answers data without looking for
+    holes, and no zero is worked out below or past a backing file.
+    Context: coroutine.  QEMU: bdrv_co_block_status."""
     total = bdrv_getlength(bs)
     if total < 0:
         return total, 0, 0, None
@@ -49,7 +53,7 @@ def bdrv_co_get_block_status(bs: BlockDriverState, offset: int, nbytes: int) -> 
         return -errno.ENOMEDIUM, 0, 0, None
     if drv.bdrv_co_get_block_status is None:
         if drv.is_filter and bs.file is not None:
-            return _below(bs.file.bs, offset, nbytes, total)
+            return _below(bs.file.bs, offset, nbytes, total, want_zero)
         ret = BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED
         if offset + nbytes == total:
             ret |= BDRV_BLOCK_EOF
@@ -59,8 +63,15 @@ def bdrv_co_get_block_status(bs: BlockDriverState, offset: int, nbytes: int) -> 
     align = max(1, bs.bl.request_alignment)
     aligned_offset = offset // align * align
     aligned_end = -(-(offset + nbytes) // align) * align
-    ret, pnum, local_map, local_file = drv.bdrv_co_get_block_status(
-        bs, aligned_offset, aligned_end - aligned_offset)
+    local_file: Optional[BlockDriverState]
+    if not want_zero and drv.protocol_name in _HOST_FILES:
+        # QEMU: raw_co_block_status (file-posix), !want_zero
+        ret, pnum, local_map, local_file = (BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID,
+                                            aligned_end - aligned_offset,
+                                            aligned_offset, bs)
+    else:
+        ret, pnum, local_map, local_file = drv.bdrv_co_get_block_status(
+            bs, aligned_offset, aligned_end - aligned_offset)
     if ret < 0:
         return ret, 0, 0, None
     if pnum <= 0:
@@ -74,25 +85,25 @@ def bdrv_co_get_block_status(bs: BlockDriverState, offset: int, nbytes: int) -> 
         if local_file is None or not ret & BDRV_BLOCK_OFFSET_VALID:
             return -errno.EIO, 0, 0, None
         ret, pnum2, local_map, local_file = bdrv_co_get_block_status(
-            local_file, local_map, pnum)
-        if ret >= 0 and pnum2:
-            pnum = pnum2
-        elif ret >= 0:
-            # The node below ends before this one: the rest reads as zero.
-            ret, local_map, local_file = BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, 0, None
+            local_file, local_map, pnum, want_zero)
+        if ret < 0:
+            return ret, 0, 0, None
+        # (the node below may end first: then nothing is left here, pnum 0,
+        # and qemu-io's map says "Unexpected end of image")
+        pnum = pnum2
         return _eof(ret, offset, pnum, total), pnum, local_map, local_file
     if ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO):
         ret |= BDRV_BLOCK_ALLOCATED
     elif drv.supports_backing:
         if bs.backing is None:
             ret |= BDRV_BLOCK_ZERO
-        else:
+        elif want_zero:
             size2 = bdrv_getlength(bs.backing.bs)
             if 0 <= size2 <= offset:
                 ret |= BDRV_BLOCK_ZERO
     if ret & BDRV_BLOCK_RECURSE:
         ret &= ~BDRV_BLOCK_RECURSE
-        if (local_file is not None and local_file is not bs and ret & BDRV_BLOCK_DATA
+        if (want_zero and local_file is not None and local_file is not bs and ret & BDRV_BLOCK_DATA
                 and not ret & BDRV_BLOCK_ZERO and ret & BDRV_BLOCK_OFFSET_VALID):
             ret, pnum = _recurse_into_file(ret, pnum, local_map, local_file)
     return _eof(ret, offset, pnum, total), pnum, local_map, local_file
@@ -103,10 +114,12 @@ def _eof(ret: int, offset: int, pnum: int, total: int) -> int:
 
 
 @coroutine_fn
-def _below(file: BlockDriverState, offset: int, nbytes: int, total: int) -> Status:
+def _below(file: BlockDriverState, offset: int, nbytes: int, total: int,
+           want_zero: bool = True) -> Status:
     """A filter without its own answer: the node below's, at the same
     offset.  QEMU: bdrv_co_block_status (default code for filters)."""
-    ret, pnum, local_map, local_file = bdrv_co_get_block_status(file, offset, nbytes)
+    ret, pnum, local_map, local_file = bdrv_co_get_block_status(file, offset, nbytes,
+                                                                want_zero)
     if ret >= 0 and not pnum:
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED, nbytes, 0, None
     if ret >= 0:
@@ -133,7 +146,8 @@ def _recurse_into_file(ret: int, pnum: int, host: int,
 
 @coroutine_fn
 def bdrv_co_block_status_above(bs: BlockDriverState, base: Optional[BlockDriverState],
-                               offset: int, nbytes: int) -> tuple[int, int]:
+                               offset: int, nbytes: int,
+                               want_zero: bool = True) -> tuple[int, int]:
     """The status of ``[offset, offset + nbytes)`` as seen through the
     backing chain from ``bs`` down to (not including) ``base``; a layer
     shorter than the range reads as allocated zeroes.  Context: coroutine.
@@ -141,14 +155,14 @@ def bdrv_co_block_status_above(bs: BlockDriverState, base: Optional[BlockDriverS
     QEMU: bdrv_co_common_block_status_above (include_base = false)."""
     if bs is base:
         return 0, nbytes
-    ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes)
+    ret, pnum, _, _ = bdrv_co_get_block_status(bs, offset, nbytes, want_zero)
     if ret < 0 or pnum == 0 or ret & BDRV_BLOCK_ALLOCATED:
         return ret, pnum
     eof = offset + pnum if ret & BDRV_BLOCK_EOF else -1
     nbytes = pnum
     p: Optional[BlockDriverState] = bs.backing.bs if bs.backing is not None else None
     while p is not None and p is not base:
-        ret, pnum, _, _ = bdrv_co_get_block_status(p, offset, nbytes)
+        ret, pnum, _, _ = bdrv_co_get_block_status(p, offset, nbytes, want_zero)
         if ret < 0:
             return ret, pnum
         if pnum == 0:

@@ -192,6 +192,8 @@ def bdrv_co_truncate(bs: BlockDriverState, offset: int, exact: bool = True,
             raw.size = offset
     elif drv.bdrv_truncate is not None and getattr(drv, "fd", None) is not None:
         ret, msg = _file_truncate(bs, offset, prealloc)
+    elif drv.is_filter and bs.file is not None:  # copy-on-read, compress: the
+        ret, msg = bdrv_co_truncate(bs.file.bs, offset, exact, prealloc)  # filtered
     else:
         return -errno.ENOTSUP, "Image format driver does not support resize"
     if ret < 0:

@@ -38,6 +38,8 @@ def qdict_flatten(obj: Any, prefix: str = "", out: Optional[dict] = None) -> dic
         key = "%s%s" % (prefix, k)
         if isinstance(v, dict):
             qdict_flatten(v, key + ".", out)
+        elif v is None and key.rpartition(".")[2] == "backing":
+            out[key] = None                # "backing": null (not the deprecated "")
         else:
             out[key] = _scalar(v)
     return out
@@ -53,9 +55,16 @@ def _single_quotes_to_json(text: str) -> str:
         c = text[i]
         if c == '"':                       # a standard string: copy as is
             j = i + 1
+            seg = ['"']
             while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            out.append(text[i:j + 1])
+                if text[j] == "\\" and j + 1 < n:
+                    # (QEMU also takes \' in a double-quoted string)
+                    seg.append("'" if text[j + 1] == "'" else text[j:j + 2])
+                    j += 2
+                    continue
+                seg.append(text[j])
+                j += 1
+            out.append("".join(seg) + ('"' if j < n else ""))
             i = j + 1
         elif c == "'":
             j = i + 1
@@ -79,6 +88,10 @@ def parse_json_filename(filename: str) -> dict:
     """``json:{...}`` -> flat options.  Raises BlockError with QEMU's
     messages.  QEMU: parse_json_filename."""
     text = filename[len("json:"):]
+    from gqemu.block.qemu_json import qemu_json_error
+    qerr = qemu_json_error(text)
+    if qerr:
+        raise BlockError(errno.EINVAL, "Could not parse the JSON options: " + qerr)
     if "'" in text:
         text = _single_quotes_to_json(text)
     try:

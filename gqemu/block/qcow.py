@@ -73,7 +73,8 @@ class BDRVQcowState(QcowState):
     def qcow_open(self, bs: BlockDriverState, options: dict, flags: int) -> None:
         """Read and check the header, load the L1 table, open the backing
         file.  Raises BlockError with QEMU's messages.  QEMU: qcow_open."""
-        from gqemu.block.qcow2_open import QCOW2_CHAIN_KEY, qcow2_open_backing
+        from gqemu.block.qcow2_open import (QCOW2_CHAIN_KEY, backing_reference_error,
+                                            qcow2_open_backing)
         chain = options.pop(QCOW2_CHAIN_KEY, ())
         backing_opts = {k[len("backing."):]: options.pop(k)
                         for k in [k for k in options if k.startswith("backing.")]}
@@ -128,6 +129,7 @@ class BDRVQcowState(QcowState):
             if ret < 0:
                 raise BlockError(-ret, _could_not_open(bs, ret))
             self.backing_file = bytes(name).split(b"\0")[0].decode("utf-8", "replace")
+        backing_reference_error(options, backing_opts, flags)
         if self.backing_file and not flags & BDRV_O_NO_BACKING:
             qcow2_open_backing(bs, self, flags, chain, backing_opts)   # type: ignore[arg-type]
         else:

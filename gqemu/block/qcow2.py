@@ -29,6 +29,7 @@ from gqemu.block.driver import (
 from gqemu.block.blkdebug_events import (
     BLKDBG_READ_AIO, BLKDBG_VMSTATE_LOAD, BLKDBG_VMSTATE_SAVE)
 from gqemu.block.driver import bdrv_getlength as bdrv_node_getlength
+from gqemu.block.block_int import BDRV_MAX_LENGTH
 from gqemu.block.io import bdrv_co_preadv
 from gqemu.block.io_misc import bdrv_run_co
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset, qemu_iovec_slice, qemu_iovec_to_buf
@@ -52,7 +53,7 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN)
 from gqemu.block.qcow2_metadata_ops import Qcow2MetadataOps
 from gqemu.block.qcow2_open import (
-    QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing)
+    QCOW2_CHAIN_KEY, backing_reference_error, qcow2_do_open, qcow2_open_backing)
 from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import Qcow2BDS
@@ -98,6 +99,7 @@ class BDRVQcow2State(Qcow2MetadataOps):
             raise BlockError(ret.errno, str(ret), ret.hint)
         qcow2_open_data_file(bs, data_ref, data_opts, flags)
         bs.total_sectors = self.size // 512
+        backing_reference_error(options, backing_opts, flags)
         if self.backing_file and not flags & BDRV_O_NO_BACKING:
             qcow2_open_backing(bs, self, flags, chain, backing_opts)
         else:                      # unused: the generic layer refuses them
@@ -179,7 +181,10 @@ class BDRVQcow2State(Qcow2MetadataOps):
     def qcow2_co_writev_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """Save VM state past the end of the disk.  QEMU: qcow2_co_writev_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_SAVE)
-        return self.qcow2_co_pwritev(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
+        offset = self.qcow2_vm_state_offset() + pos
+        if offset > BDRV_MAX_LENGTH or qiov.size > BDRV_MAX_LENGTH - offset:
+            return -errno.EIO       # (measured: the request past the area is checked)
+        return self.qcow2_co_pwritev(bs, offset, qiov.size, qiov, 0)
 
     bdrv_co_writev_vmstate = qcow2_co_writev_vmstate
 
@@ -187,7 +192,10 @@ class BDRVQcow2State(Qcow2MetadataOps):
     def qcow2_co_readv_vmstate(self, bs: Qcow2BDS, qiov: QEMUIOVector, pos: int) -> int:
         """QEMU: qcow2_co_readv_vmstate."""
         BLKDBG_EVENT(bs.file, BLKDBG_VMSTATE_LOAD)
-        return self.qcow2_co_preadv(bs, self.qcow2_vm_state_offset() + pos, qiov.size, qiov, 0)
+        offset = self.qcow2_vm_state_offset() + pos
+        if offset > BDRV_MAX_LENGTH or qiov.size > BDRV_MAX_LENGTH - offset:
+            return -errno.EIO
+        return self.qcow2_co_preadv(bs, offset, qiov.size, qiov, 0)
 
     bdrv_co_readv_vmstate = qcow2_co_readv_vmstate
 

@@ -24,7 +24,7 @@ from typing import Optional
 from gqemu.coroutine import CoQueue, coroutine_fn, qemu_co_queue_wait
 from gqemu.block.qiov import QEMUIOVector
 from gqemu.block.qcow2_cache import qcow2_cache_put
-from gqemu.block.qcow2_cluster import get_cluster_table
+from gqemu.block.qcow2_cluster import get_cluster_table, offset_to_l1_index
 from gqemu.block.qcow2_header import (L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COPIED,
                                       QCOW_OFLAG_ZERO, c_hex)
 from gqemu.block.qcow2_l2 import (
@@ -134,7 +134,7 @@ def calculate_l2_meta(bs: Qcow2BDS, host_cluster: int, guest_offset: int, nbytes
         else:
             t = qcow2_get_subcluster_type(s.extended_l2, ent, bm, 0, s.has_data_file)
         if t == QCOW2_SUBCLUSTER_INVALID:
-            l1_index = guest_offset >> (s.l2_bits + cb)
+            l1_index = offset_to_l1_index(s, guest_offset)
             qcow2_signal_corruption(bs, True, -1, -1, "Invalid cluster entry found "
                                     "(L2 offset: %s, L2 index: %s)"
                                     % (c_hex(s.l1_table[l1_index] & L1E_OFFSET_MASK),

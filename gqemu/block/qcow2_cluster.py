@@ -52,6 +52,15 @@ def l2_slice_offset(s: Any, offset: int, l2_offset: int) -> int:
     return l2_offset + first * s.l2_entry_size
 
 
+
+def offset_to_l1_index(s: Any, offset: int) -> int:
+    """The L1 index of a guest offset as QEMU computes it: an ``int``
+    (the shift cut to 32 bits, sign and all) stored in a ``uint64_t``, so
+    that a VM state offset near 2^63 lands on a small index or past any
+    L1 table.  QEMU: offset_to_l1_index (qcow2.h)."""
+    v = (offset >> (s.l2_bits + s.cluster_bits)) & 0xffffffff
+    return v if v < 1 << 31 else v + ((1 << 64) - (1 << 32))
+
 @coroutine_fn
 def l2_load(bs: Qcow2BDS, offset: int, l2_offset: int, l1_index: int = 0) -> tuple[int, Any]:
     """Load the L2 slice for guest ``offset`` of the table at ``l2_offset``
@@ -87,7 +96,7 @@ def qcow2_get_host_offset(bs: Qcow2BDS, offset: int, nbytes: int) -> tuple[int, 
     oic = offset & (cs - 1)
     l2_index = (offset >> cb) & (s.l2_slice_size - 1)    # offset_to_l2_slice_index
     needed = min(nbytes + oic, (s.l2_slice_size - l2_index) << cb)
-    l1_index = offset >> (s.l2_bits + cb)
+    l1_index = offset_to_l1_index(s, offset)
     l2_offset = s.l1_table[l1_index] & L1E_OFFSET_MASK if l1_index < s.l1_size else 0
     if not l2_offset:
         return 0, QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, needed - oic, 0
@@ -309,8 +318,7 @@ def get_cluster_table(bs: Qcow2BDS, offset: int) -> tuple[int, Any, int]:
     """The writable L2 table for ``offset`` (allocated or copied as needed).
     Returns: (0 or -errno, cache entry, l2_index).  QEMU: get_cluster_table."""
     s = bs.opaque
-    cb = s.cluster_bits
-    l1_index = offset >> (s.l2_bits + cb)
+    l1_index = offset_to_l1_index(s, offset)
     if l1_index >= s.l1_size:
         ret = qcow2_grow_l1_table(bs, l1_index + 1)
         if ret < 0:

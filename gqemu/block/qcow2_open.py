@@ -15,8 +15,8 @@ import struct
 from typing import Optional
 
 from gqemu.coroutine import coroutine_fn
-from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_RDWR, BlockError, bdrv_attach_child,
-                                bdrv_child_flags)
+from gqemu.block.driver import (BDRV_O_CHECK, BDRV_O_NO_BACKING, BDRV_O_RDWR, BlockError,
+                                bdrv_attach_child, bdrv_child_flags)
 from gqemu.block.driver_open import bdrv_open
 from gqemu.block.qcow2_crypto import (
     qcow2_crypto_check_method, qcow2_crypto_luks_open, qcow2_crypto_open,
@@ -256,6 +256,20 @@ def _open_clear_autoclear(bs: Qcow2BDS) -> None:
             qcow2_co_flush_file(bs)
 
 
+def backing_reference_error(options: dict, backing_opts: dict, flags: int) -> None:
+    """``backing=NAME`` names an existing node to use as the backing file;
+    an opened image has none to offer (with ``backing.*`` options or not,
+    with or without a backing file in the header).  Raises BlockError.
+    QEMU: bdrv_open_backing_file (reference) -> bdrv_open_inherit."""
+    ref = options.pop("backing", None)
+    if ref is None or ref == "" or flags & BDRV_O_NO_BACKING:
+        return
+    why = ("Cannot reference an existing block device with additional options or a "
+           "new filename" if backing_opts else
+           "Cannot find device='%s' nor node-name='%s'" % (ref, ref))
+    raise BlockError(errno.EINVAL, "Could not open backing file: " + why)
+
+
 def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
                        backing_opts: Optional[dict] = None) -> None:
     """Open the backing file read-only: its name relative to the image's
@@ -305,13 +319,14 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         except OSError as e:
             raise BlockError(e.errno or errno.ENOENT, "Could not open backing file: "
                              "Could not open '%s': %s" % (path, e.strerror))
-        if qcow2_probe(head, path) != 100:
-            raise BlockError(errno.EINVAL, "Backing file '%s' has no backing format and "
-                             "would be probed as raw; refusing (set backing_fmt)" % name)
-        fmt = "qcow2"
+        # no format recorded (a qcow version 1 image never has one): the
+        # backing file is probed, raw included (QEMU: bdrv_open_inherit's
+        # find_image_format; a probed raw node is marked so)
+        fmt = "qcow2" if qcow2_probe(head, path) == 100 else None
     if fmt == "qcow2":
         opts[QCOW2_CHAIN_KEY] = chain
-    opts["format"] = fmt
+    if fmt is not None:
+        opts["format"] = fmt
     try:
         child = bdrv_open(path, opts, child_flags)
     except BlockError as e:

@@ -14,7 +14,6 @@ block/qcow2-threads.c (qcow2_co_decompress).
 from __future__ import annotations
 
 from errno import EAGAIN, EIO, ENOTSUP
-from typing import Any
 
 
 from gqemu.coroutine import coroutine_fn, qemu_co_mutex_lock, qemu_co_mutex_unlock
@@ -24,8 +23,7 @@ from gqemu.block.blkdebug_events import (
     BLKDBG_CLUSTER_ALLOC_BYTES, BLKDBG_CLUSTER_ALLOC_SPACE, BLKDBG_L2_UPDATE_COMPRESSED,
     BLKDBG_READ_BACKING_AIO, BLKDBG_READ_COMPRESSED, BLKDBG_WRITE_AIO, BLKDBG_WRITE_COMPRESSED)
 from gqemu.block.io import bdrv_co_preadv, bdrv_co_pwrite_zeroes, bdrv_co_pwritev
-from gqemu.block.io_status import bdrv_co_block_status_above, bdrv_co_get_block_status
-from gqemu.block.block_int import BDRV_BLOCK_ALLOCATED
+from gqemu.block.io_status import bdrv_co_block_status_above
 from gqemu.block.qiov import (QEMUIOVector, qemu_iovec_add, qemu_iovec_from_buf,
                               qemu_iovec_memset, qemu_iovec_slice)
 from gqemu.block.qcow2_link import qcow2_handle_l2meta
@@ -173,29 +171,17 @@ def qcow2_co_write_compressed_cluster(bs: Qcow2BDS, offset: int, out: bytes) -> 
 
 
 @coroutine_fn
-def _is_unallocated(bs: Qcow2BDS, offset: int, nbytes: int) -> bool:
-    """No layer of the chain holds any of the range (a range past the end
-    of the disk does not count as unallocated).
-    QEMU: is_unallocated (bdrv_is_allocated_above with no base)."""
+def _is_zero_fast(bs: Qcow2BDS, offset: int, nbytes: int) -> int:
+    """1 if the range reads as zeroes by one block-status answer through
+    the chain (zero clusters, unallocated without a backing file or past
+    its end), asking for allocation only (a host file is data), else 0;
+    or -errno.  QEMU: bdrv_co_is_zero_fast (want_zero false)."""
     if not nbytes:
-        return True
-    node: Any = bs                          # backing layers: any driver
-    while node is not None:
-        if offset + nbytes > node.total_sectors * 512:
-            if node is bs:
-                return False
-            node = node.backing.bs if node.backing is not None else None
-            continue
-        pos, end = offset, offset + nbytes
-        while pos < end:
-            status, cur, _, _ = bdrv_co_get_block_status(node, pos, end - pos)
-            if status < 0 or cur <= 0:
-                return False
-            if status & BDRV_BLOCK_ALLOCATED:
-                return False
-            pos += cur
-        node = node.backing.bs if node.backing is not None else None
-    return True
+        return 1
+    ret, pnum = bdrv_co_block_status_above(bs, None, offset, nbytes, want_zero=False)
+    if ret < 0:
+        return ret
+    return int(pnum == nbytes and bool(ret & BDRV_BLOCK_ZERO))
 
 
 @coroutine_fn
@@ -213,8 +199,13 @@ def handle_alloc_space(bs: Qcow2BDS, metas: list) -> int:
         (s_off, s_n), (e_off, e_n) = m.cow_start, m.cow_end
         if not s_n and not e_n:
             continue
-        if not (_is_unallocated(bs, m.offset + s_off, s_n)
-                and _is_unallocated(bs, m.offset + e_off, e_n)):
+        # QEMU: is_zero_cow
+        ret = _is_zero_fast(bs, m.offset + s_off, s_n)
+        if ret > 0:
+            ret = _is_zero_fast(bs, m.offset + e_off, e_n)
+        if ret < 0:
+            return ret
+        if not ret:
             continue
         start = m.alloc_offset + s_off
         nb = e_off + e_n - s_off

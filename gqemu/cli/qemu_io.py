@@ -98,7 +98,8 @@ class QemuIO:
         self.blk_write_perm = True
         self.snapshot_reopened = False     # -s: a reopen succeeded (qemu_io_open)
         from gqemu.cli.qemu_io_cmds import BASE_COMMANDS
-        from gqemu.cli.qemu_io_open import close_cmd, open_cmd, quit_cmd, reopen_cmd
+        from gqemu.cli.qemu_io_open import close_cmd, open_cmd, quit_cmd
+        from gqemu.cli.qemu_io_reopen import reopen_cmd
         self.opened: tuple[Optional[str], OpenOpts] = (None, OpenOpts())
         self.cmdtab = sorted(BASE_COMMANDS + [quit_cmd, open_cmd, close_cmd,
                                               reopen_cmd],

@@ -70,7 +70,7 @@ def check_perm(io: QemuIO, ct: cmdinfo_t) -> int:
     if io.snapshot_reopened and (not io.blk_write_perm or ct.perm & CMD_PERM_RESIZE and
                                  not io.blk.perm & BLK_PERM_RESIZE):
         # -s after a reopen: QEMU 7.2 opens the unlinked overlay file again
-        # for a new permission, which fails (as the reopens, qemu_io_open)
+        # for a new permission, which fails (as the reopens, qemu_io_reopen)
         bs = blk_bs(io.blk)
         error_report(io, "Could not open '%s': No such file or directory"
                      % (bs.filename if bs is not None else ""))
@@ -235,8 +235,10 @@ length_cmd = cmdinfo_t("length", length_f, altname="l",
 
 
 def _dump_specific(info: Any, indent: int) -> str:
-    """QEMU: bdrv_image_info_specific_dump (key: value lines, nested)."""
-    items = info.items() if isinstance(info, dict) else info
+    """QEMU: bdrv_image_info_specific_dump (key: value lines, nested; list
+    entries as ``[i]``, dump_qlist)."""
+    items = info.items() if isinstance(info, dict) else \
+        [("[%d]" % i, v) for i, v in enumerate(info)]
     s = ""
     for key, value in items:
         if isinstance(value, (dict, list)) and not isinstance(value, str):
@@ -256,9 +258,13 @@ def info_f(io: QemuIO, argv: list[str]) -> int:
         out("format name: %s\n" % drv.format_name)
     if drv is not None and drv.protocol_name:
         out("format name: %s\n" % drv.protocol_name)
-    if drv is None or drv.bdrv_get_info is None:
+    node = bs               # a filter without its own answer asks the node
+    while (node is not None and node.drv is not None and node.drv.bdrv_get_info is None
+           and node.drv.is_filter and node.file is not None):      # it filters
+        node = node.file.bs          # (QEMU 7.2: bdrv_co_get_info, bdrv_filter_bs)
+    if drv is None or node is None or node.drv is None or node.drv.bdrv_get_info is None:
         return -errno.ENOTSUP
-    bdi = drv.bdrv_get_info(bs)
+    bdi = node.drv.bdrv_get_info(node)
     if isinstance(bdi, int):
         return bdi
     out("cluster size: %s\n" % cvtstr(bdi.get("cluster_size", 0)))

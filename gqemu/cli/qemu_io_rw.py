@@ -369,13 +369,23 @@ def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
     A write is flushed in writethrough mode.
     QEMU: blk_load_vmstate/blk_save_vmstate -> bdrv_co_rw_vmstate."""
     from gqemu.block import bdrv_run_co, qemu_iovec_init_buf
+    from gqemu.block.block_int import BDRV_MAX_LENGTH
     bs: Any = blk_bs(io.blk)
-    drv = bs.drv if bs is not None else None
-    fn = getattr(drv, "bdrv_co_writev_vmstate" if is_write
-                 else "bdrv_co_readv_vmstate", None)
+    if bs is not None and (offset > BDRV_MAX_LENGTH or len(buf) > BDRV_MAX_LENGTH - offset):
+        return -errno.EIO       # QEMU: bdrv_co_{read,write}v_vmstate's bdrv_check_qiov_request
+    node, fn = bs, None
+    while node is not None and node.drv is not None:
+        fn = getattr(node.drv, "bdrv_co_writev_vmstate" if is_write
+                     else "bdrv_co_readv_vmstate", None)
+        if fn is not None:
+            break
+        # a node without a vmstate area passes the request to its primary
+        # child (a filter's filtered node, a format's file); QEMU:
+        # bdrv_co_readv_vmstate/bdrv_co_writev_vmstate, bdrv_primary_bs
+        node = node.file.bs if node.file is not None else None
     if fn is None:
         return -errno.ENOTSUP
-    ret = int(bdrv_run_co(bs, fn, bs, qemu_iovec_init_buf(memoryview(buf)), offset))
+    ret = int(bdrv_run_co(node, fn, node, qemu_iovec_init_buf(memoryview(buf)), offset))
     if ret >= 0 and is_write and not io.blk.enable_write_cache:
         # writethrough: blk_save_vmstate flushes the node after the write
         from gqemu.block.io_misc import bdrv_co_flush
@@ -384,11 +394,13 @@ def do_vmstate(io: QemuIO, offset: int, buf: Any, is_write: bool) -> int:
 
 
 def do_write_compressed(io: QemuIO, offset: int, data: bytes) -> int:
-    """Drivers without a compressed-write slot give -ENOTSUP.
-    QEMU: blk_pwrite_compressed -> bdrv_driver_pwritev_compressed."""
+    """Drivers without a compressed-write slot give -ENOTSUP, once the
+    request passed the checks of the backend and of io.c (past the end:
+    -EIO first).  QEMU: blk_pwrite_compressed -> blk_co_pwritev_part ->
+    bdrv_driver_pwritev_compressed."""
     from gqemu.block import BDRV_REQ_WRITE_COMPRESSED
     bs = blk_bs(io.blk)
-    if bs is None or bs.drv is None or bs.drv.bdrv_co_pwritev_compressed is None:
+    if bs is None or bs.drv is None:
         return -errno.ENOTSUP
     try:
         blk_pwrite(io.blk, offset, data, BDRV_REQ_WRITE_COMPRESSED)

@@ -90,7 +90,8 @@ def test_callback_never_before_return(img, kind: str) -> None:
 
 
 def test_null_co_completes_through_bh() -> None:
-    blk = blk_new_open("null-co://", {"driver": "null-co", "size": "1M"})
+    blk = blk_new_open("null-co://", {"driver": "null-co", "size": "1M",
+                                      "read-zeroes": "on"})
     events: list = []
     buf = bytearray(b"\xff" * 4096)
     blk_aio_preadv(blk, 0, QEMUIOVector([buf]), 0, lambda o, r: events.append(r), None)

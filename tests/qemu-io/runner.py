@@ -208,6 +208,9 @@ def _argv(s: Script, fmt: str) -> tuple[list[str], Optional[str]]:
 
 def _run(cmd: list[str], cwd: Path, stdin: Optional[str], image: Path) -> Result:
     env = dict(os.environ, LC_ALL="C")
+    # gqemu-io from this checkout, not whichever gqemu is installed
+    env["PYTHONPATH"] = os.pathsep.join([str(CORPUS.parents[1])] + [
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     # compile gqemu once, not on every run, without writing into the tree
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(),
