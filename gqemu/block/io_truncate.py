@@ -44,6 +44,20 @@ def _file_truncate(bs: BlockDriverState, offset: int, prealloc: str) -> tuple[in
     return _fd_truncate(drv.fd, st.st_size, offset, prealloc)
 
 
+def allocate_first_block(fd: int, max_size: int) -> None:
+    """Write zeroes over the first block of a file just grown from empty,
+    so later alignment probing finds an allocated block: 512 bytes when the
+    new length is under 4 KiB (so a 259-byte file becomes 512 bytes long,
+    as under QEMU), else 4 KiB.  Failures are ignored.
+    QEMU: allocate_first_block (called by handle_aiocb_truncate)."""
+    import mmap
+    size = 512 if max_size < 4096 else 4096
+    try:
+        os.pwrite(fd, memoryview(mmap.mmap(-1, 4096))[:size], 0)   # page-aligned
+    except OSError:
+        pass
+
+
 def _qemu_zero_buffer() -> memoryview:
     """64 KiB of zeroes where QEMU 7.2's are.  handle_aiocb_truncate writes
     them from a g_malloc0'd buffer, which is not page-aligned; on an
@@ -76,6 +90,8 @@ def _fd_truncate(fd: int, cur: int, offset: int, prealloc: str) -> tuple[int, st
             os.fsync(fd)
         elif prealloc == "off":
             os.ftruncate(fd, offset)
+            if cur == 0 and offset > 0:
+                allocate_first_block(fd, offset)
         else:
             return -errno.ENOTSUP, "Unsupported preallocation mode: %s" % prealloc
     except OSError as e:
