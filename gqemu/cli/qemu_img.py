@@ -208,7 +208,7 @@ def _display_name(blk: BlockBackend, filename: str, image_opts: bool) -> str:
 
 def img_info(argv: list[str]) -> int:
     """QEMU: img_info."""
-    opts, args = parse_args(argv, "f:hU", ["output=", "backing-chain", "help",
+    opts, args = parse_args(argv, "f:hU", ["format=", "output=", "backing-chain", "help",
                                             "force-share", "image-opts", "object="])
     fmt, output, chain, image_opts, force_share = None, "human", False, False, False
     for o, v in opts:
@@ -216,7 +216,7 @@ def img_info(argv: list[str]) -> int:
             image_opts = True
         elif o in ("-U", "--force-share"):
             force_share = True
-        elif o == "-f":
+        elif o in ("-f", "--format"):
             fmt = v
         elif o == "--output":
             output = v
@@ -257,7 +257,7 @@ def img_info(argv: list[str]) -> int:
 
 def img_check(argv: list[str]) -> int:
     """QEMU: img_check (exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 n/a)."""
-    opts, args = parse_args(argv, "hf:r:T:qU", ["output=", "repair=", "help",
+    opts, args = parse_args(argv, "hf:r:T:qU", ["format=", "output=", "repair=", "help",
                                                  "force-share", "object=", "image-opts"])
     fmt, output, fix, quiet, image_opts, force_share = None, "human", 0, False, False, False
     cache = "writeback"
@@ -266,7 +266,7 @@ def img_check(argv: list[str]) -> int:
             image_opts = True
         elif o in ("-U", "--force-share"):
             force_share = True
-        elif o == "-f":
+        elif o in ("-f", "--format"):
             fmt = v
         elif o == "--output":
             output = v
@@ -395,6 +395,32 @@ def supported_formats() -> str:
     return " ".join(sorted(bdrv_drivers))
 
 
+def _global_options(argv: list[str]) -> Optional[list[str]]:
+    """The command and its arguments after qemu-img's own options
+    (``-h``/``--help``: None, ``-V``/``--version``: ["-V"], ``-T``/``--trace``
+    enables events), scanned as main's getopt_long("+:hVT:") does.
+    QEMU: qemu-img.c main."""
+    from gqemu.cli.qemu_io_getopt import Getopt
+    g = Getopt(["qemu-img"] + argv, "+:hVT:", {"help": (False, "h"), "version": (False, "V"),
+                                               "trace": (True, "T")})
+    for c, v in g:
+        if c == "h":
+            return None
+        if c == "V":
+            return ["-V"]
+        if c == "T":
+            from gqemu.trace import trace_enable_events, trace_init_output
+            for item in (v or "").split(","):
+                if item and not item.startswith("file="):
+                    trace_enable_events(item)
+            trace_init_output(sys.stderr, "log")
+        elif c == ":":
+            raise usage_error("missing argument for option '%s'" % g.argv[g.optind - 1])
+        elif c == "?":
+            raise usage_error("unrecognized option '%s'" % g.argv[g.optind - 1])
+    return g.args
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gqemu-img`` console script; with no ``argv`` it
     is the process's (``sys.exit(main())``)."""
@@ -409,19 +435,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if not argv:
             raise usage_error("Not enough arguments")
-        cmd = argv[0]
-        fn = COMMANDS.get(cmd)
-        if cmd in ("-h", "--help", "help") or (
-                fn is not None and any(a in ("-h", "--help") for a in argv[1:])):
+        rest = _global_options(argv)
+        if rest is None:
             sys.stdout.write(HELP % {"prog": prog, "version": __version__,
                                      "formats": supported_formats()})
             return 0
-        if cmd in ("-V", "--version"):
+        if rest == ["-V"]:
             sys.stdout.write("%s version %s (gqemu)\n" % (prog, __version__))
             return 0
+        if not rest:
+            return 0
+        cmd = rest[0]
+        fn = COMMANDS.get(cmd)
         if fn is None:
             raise usage_error("Command not found: %s" % cmd)
         qemu_img_tool.CMD = cmd
+        argv = rest
         return fn(argv[1:])
     except qemu_img_tool.HelpExit:
         sys.stdout.write(HELP % {"prog": prog, "version": __version__,

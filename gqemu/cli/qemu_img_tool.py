@@ -13,7 +13,6 @@ QEMU: qemu-img.c (error_exit, cvtnum, img_open), util/error-report.c.
 from __future__ import annotations
 
 import errno
-import getopt
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -61,97 +60,57 @@ class HelpExit(ImgError):
 
 def parse_args(argv: list[str], short: str, longs: list[str],
                glibc_errors: bool = False) -> tuple[list, list[str]]:
-    """getopt with qemu-img's one-line errors; ``glibc_errors``: a command
-    whose optstring lacks the leading ':' (measure), where glibc prints its
-    own message under the command's name and the command shows its help."""
-    try:
-        opts, args = getopt.gnu_getopt(argv, short, longs)
-    except getopt.GetoptError as e:
-        if glibc_errors:
-            # glibc's own line, as qemu-io's getopt prints it
-            from gqemu.cli.qemu_io_getopt import Getopt
-            longopts = {n.rstrip("="): (n.endswith("="), n) for n in longs}
-            for c, _arg in Getopt([CMD] + argv, short, longopts, prog=CMD):
-                if c == "?":
-                    break
-            raise HelpExit() from None
-        missing = "requires argument" in e.msg
-        name = ("-" if len(e.opt) == 1 else "--") + e.opt
-        found = glibc_getopt_error([CMD] + argv, short, longs)
-        if found:                       # QEMU names argv[optind - 1]
-            missing, name = found
-        if missing:
-            raise usage_error("missing argument for option '%s'" % name)
-        raise usage_error("unrecognized option '%s'" % name)
-    for o, v in opts:
-        if o == "--object":
-            user_creatable_add(v)
-    return opts, args
+    """The options (``("-f", value)``, ``("--output", value)``) and operands
+    of a command's ``argv`` (without the command name), scanned by glibc's
+    getopt_long (qemu_io_getopt.Getopt) in order: ``-h``/``--help`` shows
+    the help, ``--object`` is created, and the first error ends the command
+    as qemu-img's missing_argument / unrecognized_option do, naming
+    ``argv[optind - 1]`` of glibc's permuted argv.  ``longs``: the long
+    names, ``=`` when they take a value; ``glibc_errors``: a command whose
+    optstring lacks the leading ':' (measure), where glibc prints its own
+    message under the command's name and the command shows its help.
 
-
-def glibc_getopt_error(argv: list[str], short: str,
-                       longs: list[str]) -> Optional[tuple[bool, str]]:
-    """(missing argument?, argv[optind - 1]) at glibc getopt_long's first
-    error over ``argv`` (argv[0] the command), as qemu-img's
-    missing_argument / unrecognized_option name it: glibc moves the
-    non-options it skipped behind the options as it scans, and advances
-    optind past a short option only on the last letter of its word, so the
-    word named is often not the bad option's.  None: no error."""
-    argv, argc = list(argv), len(argv)
-    wants = {n.rstrip("="): n.endswith("=") for n in longs}
-    optind = first = last = 1
-    rest = ""
-
-    def exchange() -> None:     # the skipped non-options go after the options
-        nonlocal first, last
-        argv[first:optind] = argv[last:optind] + argv[first:last]
-        first, last = first + optind - last, optind
-
-    while True:
-        if not rest:
-            last, first = min(last, optind), min(first, optind)
-            if first != last and last != optind:
-                exchange()
-            elif last != optind:
-                first = optind
-            while optind < argc and (argv[optind][:1] != "-" or argv[optind] == "-"):
-                optind += 1
-            last = optind
-            if optind != argc and argv[optind] == "--":
-                optind += 1
-                if first != last and last != optind:
-                    exchange()
-                return None
-            if optind == argc:
-                return None
-            word = argv[optind]
-            if word.startswith("--"):
-                name, eq, _ = word[2:].partition("=")
-                optind += 1
-                hits = [n for n in wants if n == name] or [n for n in wants
-                                                          if n.startswith(name)]
-                if len(hits) != 1 or (eq and not wants[hits[0]]):
-                    return False, argv[optind - 1]
-                if wants[hits[0]] and not eq:
-                    if optind == argc:
-                        return True, argv[optind - 1]
-                    optind += 1
-                continue
-            rest = word[1:]
-        c, rest = rest[0], rest[1:]
-        if not rest:
-            optind += 1
-        i = short.find(c)
-        if i < 0 or c == ":":
-            return False, argv[optind - 1]
-        if short[i + 1:i + 2] == ":":
-            if rest:
-                optind += 1
-            elif optind == argc:
-                return True, argv[optind - 1]
+    An error after options the command must act on first (a bad ``-r``
+    value before an unknown option) is raised when the caller's loop over
+    the options reaches it (Opts)."""
+    from gqemu.cli.qemu_io_getopt import Getopt
+    longopts = {n.rstrip("="): (n.endswith("="), "--" + n.rstrip("=")) for n in longs}
+    if "help" in longopts:
+        longopts["help"] = (False, "h")
+    g = Getopt([CMD] + argv, ("" if glibc_errors else ":") + short, longopts, prog=CMD)
+    opts = Opts()
+    for c, v in g:
+        if c == "h":
+            opts.error = HelpExit()
+            break
+        if c in "?:":
+            if glibc_errors:
+                opts.error = HelpExit()
             else:
-                optind += 1
-            rest = ""
+                word = g.argv[g.optind - 1]
+                opts.error = usage_error("missing argument for option '%s'" % word
+                                         if c == ":" else "unrecognized option '%s'" % word)
+            break
+        o = c if c.startswith("--") else "-" + c
+        if o == "--object":
+            user_creatable_add(v or "")
+        opts.append((o, v))
+    else:
+        return opts, g.args
+    return opts, []
+
+
+class Opts(list):
+    """A command's options up to a command-line error, which iterating over
+    them raises once the options before it are seen (QEMU's getopt loop acts
+    on each option as it comes, then fails on the bad one)."""
+
+    error: Optional[ImgError] = None
+
+    def __iter__(self) -> Any:
+        yield from super().__iter__()
+        if self.error is not None:
+            raise self.error
 
 
 def cvtnum(name: str, value: str, top: int = 0) -> int:
