@@ -96,6 +96,9 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
     blk = img_open(filename, fmt, True, BDRV_O_NO_BACKING if unsafe else 0,
                    image_opts=image_opts)
     try:
+        from gqemu.block.driver_registry import bdrv_find_format
+        if out_fmt is not None and bdrv_find_format(out_fmt) is None:
+            raise ImgError("Invalid format name: '%s'" % out_fmt)
         if base and not unsafe:
             _copy_differences(blk, filename, base, out_fmt, bar)
         elif not base and not unsafe:

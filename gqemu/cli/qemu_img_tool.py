@@ -223,15 +223,42 @@ def accumulate_options(olist: list[str], v: str) -> None:
 
 def parse_image_opts(spec: str) -> dict[str, str]:
     """``--image-opts``: the filename is ``key=value,...`` (``,,`` escapes
-    a comma).  QEMU: qemu_opts_parse_noisily(qemu_img_opts...)."""
+    a comma); a first item without ``=`` is the ``file`` option, a later
+    one a short-form boolean (``foo`` on, ``nofoo`` off, with QemuOpts'
+    deprecation warning).  QEMU: qemu_opts_parse_noisily(qemu_source_opts),
+    whose implied option is "file"."""
     from gqemu.block.drive_opts import qemu_opts_split
     opts: dict[str, str] = {}
-    for item in qemu_opts_split(spec):
+    for i, item in enumerate(qemu_opts_split(spec)):
         if not item:
             continue
         k, eq, v = item.partition("=")
-        opts[k] = v if eq else "on"
+        if not eq and i == 0:
+            opts["file"] = k
+            continue
+        if not eq:
+            v = "on"
+            if k.startswith("no"):
+                k, v = k[2:], "off"
+            error_report("warning: short-form boolean option '%s' deprecated" % item)
+            sys.stderr.write("Please use %s=%s instead\n" % (k, v))
+        opts[k] = v
     return opts
+
+
+def _node_reference(filename: str, opts: dict) -> None:
+    """``file=NAME`` names an existing node, and qemu-img has none: QEMU's
+    errors (after an unknown driver's).  QEMU: bdrv_open_inherit's
+    reference lookup (bdrv_lookup_bs)."""
+    from gqemu.block.driver_registry import bdrv_find_format
+    ref = opts["file"]
+    if opts.get("driver") and bdrv_find_format(opts["driver"]) is None:
+        return
+    if any(k.startswith("file.") for k in opts):
+        raise ImgError("Could not open '%s': Cannot reference an existing block device "
+                       "with additional options or a new filename" % filename)
+    raise ImgError("Could not open '%s': Cannot find device='%s' nor node-name='%s'"
+                   % (filename, ref, ref))
 
 
 def img_open(filename: str, fmt: Optional[str], writable: bool = False,
@@ -248,6 +275,8 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
             raise ImgError("--image-opts and --format are mutually exclusive")
         opts = parse_image_opts(filename)
         name = None
+        if "file" in opts:
+            _node_reference(filename, opts)
     if force_share:
         if writable:
             raise ImgError("Could not open '%s': force-share=on can only be used with "

@@ -253,6 +253,19 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
     "global_options": (_QCOW2_1M, [["--he"], ["-T", "nosuch", "info", "test.img"],
                                    ["--vers"], ["-q", "info", "test.img"],
                                    ["--", "info", "test.img"], ["-T"], ["--"]]),
+    # --image-opts: a first item without '=' is the implied "file" option,
+    # a node reference qemu-img cannot resolve; later ones are short-form
+    # booleans with QemuOpts' warning
+    "image_opts_implied_file": (_QCOW2_1M, [
+        ["info", "--image-opts", "out.img"], ["info", "--image-opts", "driver=qcow2,file=x"],
+        ["info", "--image-opts", "driver=bogus,file=x"],
+        ["info", "--image-opts", "file.filename=test.img,file=x"],
+        ["info", "--image-opts", "file.filename=test.img,foo"],
+        ["convert", "--image-opts", "-n", "-O", "raw", "out.img", "test.img"]]),
+    # rebase checks -F's format name right after opening the image
+    "rebase_bad_backing_format": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"]],
+                                  [["rebase", "test.img", "-u", "-F", "bogus"],
+                                   ["rebase", "-F", "bogus", "-b", "x.img", "test.img"]]),
 }
 
 
