@@ -305,10 +305,17 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         except OSError as e:
             raise BlockError(e.errno or errno.ENOENT, "Could not open backing file: "
                              "Could not open '%s': %s" % (path, e.strerror))
-        if qcow2_probe(head, path) != 100:
+        if qcow2_probe(head, path) == 100:
+            fmt = "qcow2"
+        elif getattr(s, "format_name", "") == "qcow":
+            # qcow (version 1) stores no backing format: QEMU probes it,
+            # raw included (bdrv_open_backing_file, bdrv_probe_all)
+            from gqemu.block.driver_registry import bdrv_probe_all
+            probed = bdrv_probe_all(head, path)
+            fmt = probed.format_name if probed is not None else "raw"
+        else:
             raise BlockError(errno.EINVAL, "Backing file '%s' has no backing format and "
                              "would be probed as raw; refusing (set backing_fmt)" % name)
-        fmt = "qcow2"
     if fmt == "qcow2":
         opts[QCOW2_CHAIN_KEY] = chain
     opts["format"] = fmt

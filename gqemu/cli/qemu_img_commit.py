@@ -228,7 +228,11 @@ def _data_file_unlocked(base_bs: Any, opts: dict) -> None:
 
 def _make_empty(bs: Any) -> int:
     """Discard every cluster of the image.  QEMU: qcow2_make_empty (the
-    discard path); raw images are left as they are (-ENOTSUP, ignored)."""
+    discard path), qcow_make_empty; raw images are left as they are
+    (-ENOTSUP, ignored)."""
+    if bs.drv.format_name == "qcow":
+        from gqemu.block.qcow_empty import qcow_make_empty
+        return qcow_make_empty(bs)
     if bs.drv.format_name != "qcow2":
         return 0
     from gqemu.block.io_misc import bdrv_run_co

@@ -230,7 +230,7 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
             convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if not skip_create:
             assert out_fmt is not None          # --target-image-opts needs -n
-            if out_fmt not in ("raw", "qcow2"):
+            if out_fmt not in ("raw", "qcow2", "qcow"):
                 from gqemu.cli.qemu_img_out import creation_error
                 raise ImgError(creation_error(out_fmt))
             if backing and out_fmt == "raw":
@@ -246,7 +246,7 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                            "concatenating multiple input images")
         if s.target_has_backing and not backing_fmt and not skip_create:
             raise ImgError("Use of backing file requires explicit backing format")
-        if s.compressed and out_fmt is not None and out_fmt != "qcow2":
+        if s.compressed and out_fmt is not None and out_fmt not in ("qcow2", "qcow"):
             raise ImgError("Compression not supported for this file format")
         if out_fmt is not None and not skip_create:
             from gqemu.cli.qemu_img_create import create_image
@@ -276,7 +276,7 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                 raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
         try:
             out_bs: Any = blk_bs(s.target)
-            if s.compressed and out_bs.drv.format_name != "qcow2":
+            if s.compressed and out_bs.drv.format_name not in ("qcow2", "qcow"):
                 raise ImgError("Compression not supported for this file format")
             if s.bitmaps and not (out_bs.drv.format_name == "qcow2"
                                   and out_bs.drv.qcow_version >= 3):

@@ -296,7 +296,7 @@ def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,
                 qiov = qemu_iovec_init_buf(view[:nbytes])
                 if s.compressed:
                     bs: Any = blk_bs(s.target)
-                    ret = bs.drv.qcow2_co_pwritev_compressed(bs, off, nbytes, qiov)
+                    ret = bs.drv.bdrv_co_pwritev_compressed(bs, off, nbytes, qiov)
                 else:
                     ret = blk_co_pwritev(s.target, off, nbytes, qiov, 0)
             elif not s.has_zero_init:
@@ -410,7 +410,9 @@ def convert_do_copy(s: ImgConvertState) -> int:
         qemu_coroutine_enter(s.co[i])
     aio_wait_while(qemu_get_aio_context(), lambda: s.running_coroutines > 0)
     if s.ret == 0 and s.compressed:
-        _align_file_end(blk_bs(s.target))
+        ret = _signal_eof(blk_bs(s.target))
+        if ret < 0:
+            return ret
     if s.ret == 0:
         ret = run_co(blk_co_flush, s.target)
         if ret < 0:
@@ -418,6 +420,19 @@ def convert_do_copy(s: ImgConvertState) -> int:
                          % (s.total_sectors * BDRV_SECTOR_SIZE, os.strerror(-ret)))
             return ret
     return s.ret
+
+
+def _signal_eof(bs: Any) -> int:
+    """The zero-length compressed write that ends a compressed convert:
+    qcow2 rounds its file up to whole sectors; qcow refuses it (-EINVAL: not
+    the image's end), and QEMU 7.2's convert fails, silently.
+    QEMU: convert_do_copy's blk_pwrite_compressed(s->target, 0, 0, NULL)."""
+    if bs.drv.format_name == "qcow":
+        from gqemu.block.qiov import qemu_iovec_init_buf
+        return run_co(bs.drv.bdrv_co_pwritev_compressed, bs, 0, 0,
+                      qemu_iovec_init_buf(bytearray()))
+    _align_file_end(bs)
+    return 0
 
 
 def _align_file_end(bs: Any) -> None:

@@ -36,7 +36,7 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     """qemu-img create (``open_backing``: unless -u, the backing image is
     opened first, for its size and to check it exists; convert creates
     without opening it).  QEMU: bdrv_img_create."""
-    if fmt not in ("raw", "qcow2"):
+    if fmt not in ("raw", "qcow2", "qcow"):
         from gqemu.cli.qemu_img_out import creation_error
         raise ImgError("%s: %s" % (filename, creation_error(fmt)))
     if backing is not None and fmt == "raw":
@@ -58,6 +58,10 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
         _create_raw(filename, size, o, quiet)
+    elif fmt == "qcow":
+        from gqemu.cli.qemu_img_create_qcow import create_qcow
+        create_qcow(filename, size, backing, backing_fmt, o, quiet, _repeat_opt_warnings,
+                    _host_path(filename))
     else:
         _create_qcow2(filename, size, backing, backing_fmt, o, quiet)
 

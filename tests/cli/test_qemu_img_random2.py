@@ -266,6 +266,27 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
     "rebase_bad_backing_format": ([["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"]],
                                   [["rebase", "test.img", "-u", "-F", "bogus"],
                                    ["rebase", "-F", "bogus", "-b", "x.img", "test.img"]]),
+    # qcow (version 1) images are created (header, backing name, zeroed L1
+    # sectors; 512-byte clusters over a backing file), their options listed
+    # and checked, the file left behind empty when the format layer fails;
+    # a raw backing file is probed (qcow stores no format); commit empties
+    # the image (qcow_make_empty cuts the file after the L1 table); a
+    # compressed convert ends with qcow refusing the zero-length write:
+    # exit 1, no message
+    "qcow_create": (
+        [["qemu-img", "create", "-q", "-f", "raw", "test.img", "1M"],
+         ["qemu-io", "-f", "raw", "-c", "write -P 5 0 64k", "test.img"]],
+        [["create", "-f", "qcow", "out.img", "1M"],
+         ["create", "-f", "qcow", "-b", "test.img", "-F", "raw", "q7.img", "5M"],
+         ["map", "q7.img"], ["create", "-f", "qcow", "-o", "preallocation=falloc,size=3000",
+                             "q4.img"],
+         ["create", "-f", "qcow", "-o", "encryption=on", "q2.img", "1M"],
+         ["create", "-f", "qcow", "-o", "encrypt.format=luks", "q3.img", "1M"],
+         ["create", "-f", "qcow", "-o", "nocow=on,extent_size_hint=1M", "q5.img", "1M"],
+         ["create", "-f", "qcow", "q6.img", "0"], ["create", "-f", "qcow", "-o", "help"],
+         ["convert", "-O", "qcow", "test.img", "q8.img"],
+         ["convert", "-c", "-O", "qcow", "test.img", "q9.img"],
+         ["commit", "q7.img"], ["check", "q7.img"]]),
 }
 
 
