@@ -53,7 +53,8 @@ from gqemu.block.qcow2_l2 import (
     QCOW2_SUBCLUSTER_UNALLOCATED_PLAIN, QCOW2_SUBCLUSTER_ZERO_ALLOC, QCOW2_SUBCLUSTER_ZERO_PLAIN)
 from gqemu.block.qcow2_open import (
     QCOW2_CHAIN_KEY, qcow2_do_open, qcow2_open_backing)
-from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
+from gqemu.block.qcow2_header_update import qcow2_mark_clean
+from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import Qcow2BDS, Qcow2State
 from gqemu.block.qcow2_rw import (

@@ -173,11 +173,11 @@ def img_create(argv: list[str]) -> int:
         return print_block_option_help(args[0] if args else None, fmt)
     if not args:
         raise usage_error("Expecting image file name")
+    filename = args[0]
+    size: Optional[int] = cvtnum("image size", args[1]) if len(args) > 1 else None
     if len(args) > 2:
         raise usage_error("Unexpected argument: %s" % args[2])
-    filename = args[0]
     o = parse_o(olist)
-    size: Optional[int] = cvtnum("image size", args[1]) if len(args) > 1 else None
     if "size" in o:
         osize = option_size("size", o.pop("size"), filename)
         if size is not None:
@@ -312,7 +312,7 @@ def img_snapshot(argv: list[str]) -> int:
             image_opts = True
         elif o in ("-l", "-a", "-c", "-d"):
             if action is not None:
-                raise ImgError("Cannot mix '-l', '-a', '-c', '-d'")
+                raise usage_error("Cannot mix '-l', '-a', '-c', '-d'")
             action, name = o, v
         elif o == "-q":
             quiet = True
