@@ -306,10 +306,12 @@ def img_snapshot(argv: list[str]) -> int:
     """QEMU: img_snapshot."""
     opts, args = parse_args(argv, "la:c:d:hqU", ["help", "force-share", "object=",
                                                   "image-opts"])
-    action, name, quiet, image_opts = None, None, False, False
+    action, name, quiet, image_opts, force_share = None, None, False, False, False
     for o, v in opts:
         if o == "--image-opts":
             image_opts = True
+        elif o in ("-U", "--force-share"):
+            force_share = True
         elif o in ("-l", "-a", "-c", "-d"):
             if action is not None:
                 raise usage_error("Cannot mix '-l', '-a', '-c', '-d'")
@@ -320,7 +322,8 @@ def img_snapshot(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     from gqemu.cli.qemu_img_out import snapshot_action
     # no action: QEMU opens the image read-write and does nothing
-    blk = img_open(args[0], None, action != "-l", image_opts=image_opts)
+    blk = img_open(args[0], None, action != "-l", image_opts=image_opts,
+                   force_share=force_share)
     try:
         return snapshot_action(blk, action, name or "", quiet) if action else 0
     finally:

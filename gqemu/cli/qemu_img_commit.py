@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args,
-                                     parse_option_size, usage_error)
+                                     cvtnum, usage_error)
 
 if TYPE_CHECKING:                       # the block layer is imported on use
     from gqemu.block.block_backend import BlockBackend
@@ -48,10 +48,7 @@ def img_commit(argv: list[str]) -> int:
         elif o == "--image-opts":
             image_opts = True
         elif o == "-r":
-            try:
-                parse_option_size("rate", v)
-            except ImgError:
-                raise ImgError("Invalid rate limit specified") from None
+            cvtnum("rate limit", v)     # checked; the copy is not throttled
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
     filename = args[0]

@@ -77,8 +77,9 @@ def img_rebase(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     if not unsafe and base is None:
         raise usage_error("Must specify backing file (-b) or use unsafe mode (-u)")
-    if force_share:
-        raise ImgError("force-share=on can only be used with read-only images")
+    # -U shares the backing files QEMU opens read-only (BDRV_OPT_FORCE_SHARE):
+    # gqemu takes no locks on them, so there is nothing to relax
+    del force_share
     filename = args[0]
     from gqemu.cli.qemu_img_convert import QemuProgress
     bar = QemuProgress(progress and not quiet, 2.0)

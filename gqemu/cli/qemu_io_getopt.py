@@ -38,6 +38,8 @@ class Getopt:
         self.print_errors = self.optstring[:1] != ":"
         self.longopts = longopts or {}
         self.prog = prog if prog is not None else self.argv[0]
+        # set to a list, messages are collected there instead of printed
+        self.messages: Optional[list[str]] = None
         self.optind = 1
         self._first = self._last = 1        # the non-options skipped so far
         self._next = ""                     # the rest of a short-option word
@@ -55,8 +57,13 @@ class Getopt:
         return self.argv
 
     def _error(self, msg: str) -> None:
-        if self.print_errors:
-            err("%s: %s\n" % (self.prog, msg))
+        if not self.print_errors:
+            return
+        line = "%s: %s\n" % (self.prog, msg)
+        if self.messages is not None:
+            self.messages.append(line)
+        else:
+            err(line)
 
     def _exchange(self) -> None:
         """Move the skipped non-options [first, last) after the options

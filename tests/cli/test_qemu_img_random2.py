@@ -143,7 +143,7 @@ def _command2(draw: st.DrawFn, fmt: str) -> list[str]:
     if kind == "convert":
         return _convert(draw, img, f)
     if kind == "create":
-        cfmt = draw(st.sampled_from(["raw", "qcow2", "qcow2", "qcow", "qed"]))
+        cfmt = draw(st.sampled_from(["raw", "qcow2", "qcow2", "qcow", "vmdkx"]))
         words = [["-f", cfmt]] + draw(st.lists(st.sampled_from(
             [["-q"], ["-u"], ["-b", draw(st.sampled_from(["base.img", "base2.img", "test.img",
                                                           "missing.img", ""]))],
@@ -303,6 +303,24 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
          ["qemu-io", "-c", "write -P 17 0 64k", "-c", "write -z 300k 3000", "-c",
           "write -P 3 700k 4k", "test.img"]],
         [["commit", "test.img"], ["info", "test.img"]]),
+    # --object of another type than secret: QEMU's errors for a missing,
+    # unknown or unbuilt type and a missing required property
+    "object_types": (_QCOW2_1M, [["info", "--object", t, "test.img"] for t in (
+        "bogus", "id=x", "iothread,id=x", "memory-backend-ram,id=m", "", ",",
+        "authz-list,id=a")] + [["create", "--obj", "-f", "raw", "out.img"]]),
+    # -U: snapshot opens read-write unless it lists (img_open's refusal);
+    # rebase shares only the backing files it opens read-only
+    "force_share_rw": (_QCOW2_1M + [["qemu-img", "create", "-q", "-f", "qcow2", "-b",
+                                     "test.img", "-F", "qcow2", "top.img", "1M"]],
+                       [["snapshot", "test.img", "-U", "-U"], ["snapshot", "-U", "-l", "test.img"],
+                        ["snapshot", "-U", "missing.img", "-a", "s1"],
+                        ["rebase", "-U", "-b", "test.img", "-F", "qcow2", "top.img"],
+                        ["rebase", "-p", "top.img", "--force", "-b", "missing.img"]]),
+    # measure reports glibc's error when its getopt loop reaches it, after
+    # the options before it (a bad --size first); commit -r is cvtnum's
+    "errors_in_order": (_QCOW2_1M, [["measure", "test.img", "-f", "qcow2", "--size", "-1",
+                                     "-O", "raw", "--image-opts=1"],
+                                    ["commit", "test.img", "-r", "4 k"]]),
 }
 
 
