@@ -222,10 +222,10 @@ def img_info(argv: list[str]) -> int:
             output = v
         elif o == "--backing-chain":
             chain = True
-    if output not in ("human", "json"):
-        raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
+    if output not in ("human", "json"):
+        raise ImgError("--output must be used with human or json as argument.")
     from gqemu.block.driver import BDRV_O_NO_BACKING, BDRV_O_NO_IO
     from gqemu.cli.qemu_img_out import dump_info, image_info
     infos = []

@@ -237,6 +237,12 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                 raise ImgError("Backing file not supported for file format 'raw'")
             backing = o.pop("backing_file", backing)
             backing_fmt = o.pop("backing_fmt", backing_fmt)
+            if "size" in o:         # checked, then replaced by the sources' size
+                from gqemu.cli.qemu_img_create import _check_create_opts
+                try:
+                    _check_create_opts(dst_name, out_fmt, {"size": o.pop("size")})
+                except ImgOptError as e:
+                    raise ImgError(str(e)[len(dst_name) + 2:], tail=e.tail) from None
         s.target_has_backing = bool(backing)
         if s.has_zero_init and s.target_has_backing:
             raise ImgError("Cannot use --target-is-zero when the destination image has a "

@@ -65,6 +65,19 @@ def _state2(draw: st.DrawFn) -> tuple[str, list[list[str]]]:
         for name in draw(st.lists(st.sampled_from(["s1", "s2"]), max_size=2, unique=True)):
             steps.append(["qemu-img", "snapshot", "-c", name, "test.img"])
             steps.append(["qemu-io", "-c", "write -P %d 0 8k" % draw(_PAT), "test.img"])
+    if fmt == "qcow2" and draw(st.integers(0, 3)) == 0:
+        # damage: metadata overwritten through the raw format (header
+        # cluster, reftable, first refblock, L1 table at clusters 0-3 of a
+        # fresh image), or writes left unflushed by qemu-io's abort
+        cs = int(opts.split("cluster_size=")[1].split(",")[0].split()[0])
+        off = draw(st.sampled_from([cs, cs + 8, 2 * cs, 2 * cs + 2, 2 * cs + 6, 3 * cs,
+                                    3 * cs + 8, 72, 104]))
+        steps.append(draw(st.sampled_from([
+            ["qemu-io", "-f", "raw", "-c", "write -P %d %d %d" % (
+                draw(st.sampled_from([0, 1, 0xff, 0x80])), off,
+                draw(st.sampled_from([1, 2, 8]))), "test.img"],
+            ["qemu-io!", "-f", "qcow2", "-c", "write -P 9 %d 4k" % draw(st.sampled_from(
+                [0, 65536, 200704])), "-c", "abort", "test.img"]])))
     return fmt, steps
 
 
@@ -321,6 +334,18 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
     "errors_in_order": (_QCOW2_1M, [["measure", "test.img", "-f", "qcow2", "--size", "-1",
                                      "-O", "raw", "--image-opts=1"],
                                     ["commit", "test.img", "-r", "4 k"]]),
+    # info and map want one file name before they look at --output
+    "output_after_name": (_QCOW2_1M, [["map", "--output", "test.img"],
+                                      ["info", "--output", "test.img"]]),
+    # -o is parsed (names, then values, in order) before the size is
+    # required; numbers are strtoull's, base 0; convert takes and drops size
+    "create_opts_first": (_QCOW2_1M, [
+        ["create", "-o", "cluster_size=4k", "out.img", "-f", "raw"],
+        ["create", "-f", "qcow2", "-o", "lazy_refcounts=x,bogus=1", "o.img"],
+        ["create", "-f", "qcow2", "-o", "refcount_bits=0x10", "o2.img", "1M"],
+        ["create", "-f", "qcow2", "-o", "refcount_bits=010", "o3.img", "1M"],
+        ["convert", "-O", "qcow2", "-o", "size=2M", "test.img", "o5.img"],
+        ["convert", "-O", "qcow2", "-o", "size=x", "test.img", "o6.img"]]),
 }
 
 
