@@ -231,7 +231,7 @@ def img_info(argv: list[str]) -> int:
     infos = []
     filename: Optional[str] = args[0]
     seen = set()
-    while filename:
+    while filename is not None:
         if os.path.realpath(filename) in seen:
             raise ImgError("Backing file '%s' creates an infinite loop." % filename)
         seen.add(os.path.realpath(filename))

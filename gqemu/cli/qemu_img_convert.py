@@ -223,26 +223,21 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                                        1))
         s.total_sectors = sum(s.src_sectors)
         _load_snapshot(s, len(src_names), snapshot)
-        if s.bitmaps:
-            if len(s.src) > 1:
-                raise ImgError("Copying bitmaps only possible with single source")
-            from gqemu.cli.qemu_img_bitmap import convert_check_bitmaps
-            convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if not skip_create:
             assert out_fmt is not None          # --target-image-opts needs -n
             if out_fmt not in ("raw", "qcow2", "qcow"):
                 from gqemu.cli.qemu_img_out import creation_error
                 raise ImgError(creation_error(out_fmt))
+            from gqemu.cli.qemu_img_create import _check_create_opts
+            try:                    # QEMU parses -o before anything below
+                _check_create_opts(dst_name, out_fmt, o)
+            except ImgOptError as e:
+                raise ImgError(str(e)[len(dst_name) + 2:], tail=e.tail) from None
+            o.pop("size", None)     # replaced by the sources' size
             if backing and out_fmt == "raw":
                 raise ImgError("Backing file not supported for file format 'raw'")
             backing = o.pop("backing_file", backing)
             backing_fmt = o.pop("backing_fmt", backing_fmt)
-            if "size" in o:         # checked, then replaced by the sources' size
-                from gqemu.cli.qemu_img_create import _check_create_opts
-                try:
-                    _check_create_opts(dst_name, out_fmt, {"size": o.pop("size")})
-                except ImgOptError as e:
-                    raise ImgError(str(e)[len(dst_name) + 2:], tail=e.tail) from None
         s.target_has_backing = bool(backing)
         if s.has_zero_init and s.target_has_backing:
             raise ImgError("Cannot use --target-is-zero when the destination image has a "
@@ -254,6 +249,11 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
             raise ImgError("Use of backing file requires explicit backing format")
         if s.compressed and out_fmt is not None and out_fmt not in ("qcow2", "qcow"):
             raise ImgError("Compression not supported for this file format")
+        if s.bitmaps:
+            if len(s.src) > 1:
+                raise ImgError("Copying bitmaps only possible with single source")
+            from gqemu.cli.qemu_img_bitmap import convert_check_bitmaps
+            convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if out_fmt is not None and not skip_create:
             from gqemu.cli.qemu_img_create import create_image
             try:

@@ -66,7 +66,7 @@ def img_dd(argv: list[str]) -> int:
             outfile = value
         else:
             raise ImgError("unrecognized operand %s" % key)
-    if not infile or not outfile:
+    if infile is None or outfile is None:
         raise ImgError("Must specify both input and output files")
     from gqemu.block import blk_getlength, blk_pread, blk_pwrite
     from gqemu.block.driver import BlockError

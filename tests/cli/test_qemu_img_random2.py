@@ -82,6 +82,10 @@ def _state2(draw: st.DrawFn) -> tuple[str, list[list[str]]]:
 
 
 _IMGS = ["test.img", "test.img", "base.img", "base2.img", "out.img", "missing.img"]
+_JSON = ['json:{"driver": "qcow2", "file": {"driver": "file", "filename": "test.img"}}',
+         'json:{"file.filename": "test.img"}', 'json:{"driver": "raw", "file": '
+         '{"driver": "file", "filename": "base2.img"}}', 'json:{"filename": "x"',
+         'json:{"driver": "bogus"}']
 _BAD = ["-x", "--nope", "-h", "--help", "--he", "--f", "--force", "-", "--", "-Z5",
         "--output", "--output=", "--image-opts=1", "--obj", "-Uq"]
 
@@ -143,6 +147,8 @@ def _command2(draw: st.DrawFn, fmt: str) -> list[str]:
              ["-q", "info", img], ["info", "-h", img], ["--trace=nosuch", "check", img],
              ["-hV"], ["--help=1"], ["-T", "bdrv_*", "--", "bogus"], ["--vers=x"]]))
     if kind in ("info", "map", "check"):
+        if draw(st.integers(0, 4)) == 0:
+            img = draw(st.sampled_from(_JSON))
         words = [f] if f else []
         words += draw(st.lists(st.sampled_from(
             [["--output=json"], ["--output", "human"], ["--backing-chain"], ["-q"],
@@ -203,7 +209,7 @@ def _command2(draw: st.DrawFn, fmt: str) -> list[str]:
             ["compat=0.10", "compat=1.1", "compat=v3", "refcount_bits=1", "refcount_bits=64",
              "refcount_bits=3", "lazy_refcounts=on", "lazy_refcounts=off", "size=" +
              draw(_NUMS), "backing_file=base2.img", "backing_fmt=raw", "cluster_size=64k",
-             "extended_l2=on", "data_file=x.img", "encrypt.format=luks"]), min_size=1,
+             "extended_l2=on", "data_file=x.img", "encrypt.format=luks", "help"]), min_size=1,
             max_size=3)))
         words = [w for w in [f, ["-o", o]] + draw(st.lists(st.sampled_from(
             [["-q"], ["--force"], ["-t", "none"], ["-o", "compat=1.1"]]), max_size=2)) if w]
@@ -346,6 +352,22 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         ["create", "-f", "qcow2", "-o", "refcount_bits=010", "o3.img", "1M"],
         ["convert", "-O", "qcow2", "-o", "size=2M", "test.img", "o5.img"],
         ["convert", "-O", "qcow2", "-o", "size=x", "test.img", "o6.img"]]),
+    # convert checks -o and the target's backing options before --bitmaps'
+    # single source
+    "convert_bitmaps_after_opts": (_QCOW2_1M, [
+        ["convert", "--bitmaps", "test.img", "test.img", "-O", "qcow2", "-o", "bogus=1", "o.img"],
+        ["convert", "--bitmaps", "-O", "qcow", "test.img", "test.img", "o.img", "-o", "compat=v3"],
+        ["convert", "--bitmaps", "test.img", "test.img", "-O", "raw", "-c", "o.img"]]),
+    # an empty file name: bdrv_open's error; --image-opts without driver or file
+    "empty_file_name": (_QCOW2_1M, [["info", ""], ["check", ""], ["bitmap", "--add", "", "b0"],
+                                    ["dd", "if=", "of=o.img"], ["info", "--image-opts", ""],
+                                    ["snapshot", "-U", "-c", "s", ""]]),
+    # an L1 entry past the end of the file: the L2 slice reads zero-filled
+    # (QEMU), so the clusters read as unallocated instead of EIO
+    "l2_past_eof_reads_zero": (
+        [["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10,preallocation=falloc",
+          "test.img", "2M"], ["qemu-io", "-f", "raw", "-c", "write -P 1 196608 2", "test.img"]],
+        [["dd", "if=test.img", "of=out.img"], ["map", "test.img"]]),
 }
 
 
