@@ -120,6 +120,8 @@ def img_convert(argv: list[str]) -> int:
             tgt_image_opts = True
         elif o == "-t":
             cache = v
+        elif o == "-T":
+            s.src_cache = v
         elif o == "-W":
             s.wr_in_order = False
         elif o == "--target-is-zero":
@@ -165,6 +167,9 @@ def img_convert(argv: list[str]) -> int:
                                        out_fmt or "raw")   # (-n refuses -o first)
     if len(args) < 2:
         raise ImgError("Must specify image file name")
+    from gqemu.block.drive_opts import CACHE_MODES
+    if s.src_cache not in CACHE_MODES:
+        raise ImgError("Invalid source cache option: %s" % s.src_cache)
     s.has_zero_init = explicit_zero
     s.quiet = quiet
     s.progress = QemuProgress(progress and not quiet, 1.0)
@@ -213,7 +218,8 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
     from gqemu.block.driver import BlockError
     try:
         for name in src_names:
-            blk = img_open(name, fmt, False, BDRV_O_NO_SHARE, image_opts=image_opts[0])
+            blk = img_open(name, fmt, False, BDRV_O_NO_SHARE, image_opts=image_opts[0],
+                           cache=s.src_cache)
             s.src.append(blk)
             bs = blk_bs(blk)
             assert bs is not None
@@ -268,6 +274,9 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                 raise ImgError("%s: error while converting %s: %s" % (dst_name, out_fmt, msg),
                                tail=e.tail)
         s.target_is_new = not skip_create
+        from gqemu.block.drive_opts import CACHE_MODES
+        if cache not in CACHE_MODES:        # -t, parsed when the target is opened
+            raise ImgError("Invalid cache option: %s" % cache)
         if image_opts[1]:
             from gqemu.block.driver import BDRV_O_UNMAP
             s.target = img_open(dst_name, out_fmt, True, BDRV_O_UNMAP if s.min_sparse else 0,

@@ -144,6 +144,7 @@ class ImgConvertState:
         self.target: Any = None
         self.has_zero_init = False
         self.compressed = False
+        self.src_cache = "writeback"        # -T
         self.target_is_new = False
         self.target_has_backing = False
         self.target_backing_sectors = -1

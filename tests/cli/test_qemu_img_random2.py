@@ -368,6 +368,12 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         [["qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10,preallocation=falloc",
           "test.img", "2M"], ["qemu-io", "-f", "raw", "-c", "write -P 1 196608 2", "test.img"]],
         [["dd", "if=test.img", "of=out.img"], ["map", "test.img"]]),
+    # convert -T is checked once the operands are, -t when the target is
+    # opened (after it is created)
+    "convert_cache_modes": (_QCOW2_1M, [
+        ["convert", "-n", "-O", "vmdkx", "-T", "bogus", "test.img", "missing.img", "out.img"],
+        ["convert", "-T", "bogus", "test.img"], ["convert", "-T", "none", "test.img", "o.img"],
+        ["convert", "-t", "bogus2", "-O", "qcow2", "test.img", "o9.img"]]),
 }
 
 
