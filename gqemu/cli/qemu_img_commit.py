@@ -32,7 +32,7 @@ def img_commit(argv: list[str]) -> int:
     """QEMU: img_commit."""
     opts, args = parse_args(argv, "f:ht:b:dpqr:", ["help", "object=", "image-opts"])
     fmt = base = None
-    drop = quiet = image_opts = False
+    drop = quiet = image_opts = progress = False
     cache = "writeback"
     for o, v in opts:
         if o == "-f":
@@ -43,6 +43,8 @@ def img_commit(argv: list[str]) -> int:
             base, drop = v, True
         elif o == "-d":
             drop = True
+        elif o == "-p":
+            progress = True
         elif o == "-q":
             quiet = True
         elif o == "--image-opts":
@@ -52,8 +54,14 @@ def img_commit(argv: list[str]) -> int:
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
     filename = args[0]
+    from gqemu.block.drive_opts import CACHE_MODES
+    if cache not in CACHE_MODES:
+        raise ImgError("Invalid cache option: %s" % cache)
     from gqemu.block.driver import BDRV_O_UNMAP
     blk = img_open(filename, fmt, True, BDRV_O_UNMAP, image_opts=image_opts, cache=cache)
+    from gqemu.cli.qemu_img_convert import QemuProgress
+    bar = QemuProgress(progress and not quiet, 1.0)
+    bar.qemu_progress_print(0, 100)     # QEMU's job then redraws it as it runs
     try:
         from gqemu.block import blk_bs
         top = blk_bs(blk)
@@ -80,7 +88,9 @@ def img_commit(argv: list[str]) -> int:
             ret = _make_empty(top)
             if ret < 0:
                 raise ImgError("Failed to empty %s: %s" % (top.filename, os.strerror(-ret)))
+        bar.qemu_progress_print(100, 0)
     finally:
+        bar.qemu_progress_end()
         blk_close(blk)
     if not quiet:
         print("Image committed.")

@@ -19,16 +19,17 @@ from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, img_open
 INT64_MAX = (1 << 63) - 1
 
 
-def _cvtnum(name: str, value: str) -> int:
-    """QEMU: cvtnum (qemu_strtosz, bytes by default)."""
+def _cvtnum(name: str, value: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    """A size in [lo, hi].  QEMU: cvtnum_full (qemu_strtosz, bytes by
+    default)."""
     try:
         n = parse_option_size(name, value)
     except ImgError:
         raise ImgError("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
                        "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
                        % name) from None
-    if n > INT64_MAX:
-        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, INT64_MAX))
+    if not lo <= n <= hi:
+        raise ImgError("Invalid %s specified. Must be between %d and %d." % (name, lo, hi))
     return n
 
 
@@ -52,10 +53,8 @@ def img_dd(argv: list[str]) -> int:
         key, eq, value = arg.partition("=")
         if not eq:
             raise ImgError("unrecognized operand %s" % arg)
-        if key == "bs":
-            bsz = _cvtnum("bs", value)
-            if bsz == 0 or bsz > 0x7fffffff:
-                raise ImgError("Invalid bs specified. Must be between 1 and 2147483647.")
+        if key == "bs":         # cvtnum_full("bs", arg, 1, INT_MAX)
+            bsz = _cvtnum("bs", value, 1, 0x7fffffff)
         elif key == "count":
             count = _cvtnum("count", value)
         elif key == "skip":

@@ -56,6 +56,7 @@ def img_rebase(argv: list[str]) -> int:
                                                       "force-share"])
     fmt = out_fmt = base = None
     unsafe = quiet = image_opts = force_share = progress = False
+    cache = src_cache = "writeback"
     for o, v in opts:
         if o == "-f":
             fmt = v
@@ -73,6 +74,10 @@ def img_rebase(argv: list[str]) -> int:
             image_opts = True
         elif o in ("-U", "--force-share"):
             force_share = True
+        elif o == "-t":
+            cache = v
+        elif o == "-T":
+            src_cache = v
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
     if not unsafe and base is None:
@@ -85,17 +90,22 @@ def img_rebase(argv: list[str]) -> int:
     bar = QemuProgress(progress and not quiet, 2.0)
     bar.qemu_progress_print(0, 100)
     try:
-        _rebase(bar, filename, fmt, base, out_fmt, unsafe, image_opts)
+        from gqemu.block.drive_opts import CACHE_MODES
+        if cache not in CACHE_MODES:
+            raise ImgError("Invalid cache option: %s" % cache)
+        if src_cache not in CACHE_MODES:
+            raise ImgError("Invalid source cache option: %s" % src_cache)
+        _rebase(bar, filename, fmt, base, out_fmt, unsafe, image_opts, cache)
     finally:
         bar.qemu_progress_end()
     return 0
 
 
 def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
-            out_fmt: Optional[str], unsafe: bool, image_opts: bool) -> None:
+            out_fmt: Optional[str], unsafe: bool, image_opts: bool, cache: str) -> None:
     from gqemu.block.driver import BDRV_O_NO_BACKING
     blk = img_open(filename, fmt, True, BDRV_O_NO_BACKING if unsafe else 0,
-                   image_opts=image_opts)
+                   image_opts=image_opts, cache=cache)
     try:
         from gqemu.block.driver_registry import bdrv_find_format
         if out_fmt is not None and bdrv_find_format(out_fmt) is None:
@@ -106,12 +116,14 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
             _copy_differences(blk, filename, None, None, bar)
         if base:
             if out_fmt is None:
+                bar.qemu_progress_print(100, 0)     # QEMU prints it after the error
                 raise ImgError("Could not change the backing file to '%s': backing "
                                "format must be specified" % base)
             ret = change_backing_file(blk, base, out_fmt)
         else:
             ret = change_backing_file(blk, None, None)
         if ret < 0:
+            bar.qemu_progress_print(100, 0)
             shown = "(null)" if base is None else base     # glibc's %s of NULL
             if ret == -errno.ENOSPC:     # the header cluster has no room for it
                 raise ImgError("Could not change the backing file to '%s': No space "

@@ -239,7 +239,10 @@ def _command2(draw: st.DrawFn, fmt: str) -> list[str]:
         return ["dd"] + draw(_shuffled(words, ops))
     words = [w for w in [f] + draw(st.lists(st.sampled_from(
         [["-d"], ["-q"], ["-b", draw(st.sampled_from(["base.img", "test.img", "x.img"]))],
-         ["-r", draw(_NUMS)], ["-t", "none"], ["-p"]]), max_size=2)) if w]
+         ["-r", draw(_NUMS)], ["-t", draw(st.sampled_from(["none", "bogus"]))]]),
+        max_size=2)) if w]
+    # (no -p: QEMU's commit job redraws the progress as often as it is
+    # scheduled, a number of lines that varies from run to run)
     return ["commit"] + draw(_shuffled(words, [img]))
 
 
@@ -374,6 +377,16 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         ["convert", "-n", "-O", "vmdkx", "-T", "bogus", "test.img", "missing.img", "out.img"],
         ["convert", "-T", "bogus", "test.img"], ["convert", "-T", "none", "test.img", "o.img"],
         ["convert", "-t", "bogus2", "-O", "qcow2", "test.img", "o9.img"]]),
+    # dd's bs is cvtnum_full(1, INT_MAX); rebase prints its last progress
+    # after a failed backing change and checks -t/-T first; commit -p starts
+    # the progress before looking for the backing file and checks -t first
+    "bounds_progress_cache": (_QCOW2_1M + [["qemu-img", "create", "-q", "-f", "raw",
+                                            "base.img", "512K"]], [
+        ["dd", "bs=8E", "if=test.img", "of=o.img"], ["dd", "bs=-1", "if=test.img", "of=o.img"],
+        ["rebase", "-p", "-b", "", "base.img"], ["rebase", "-p", "-u", "-b", "x.img", "test.img"],
+        ["rebase", "-t", "bogus", "-u", "-b", "", "test.img"],
+        ["rebase", "-p", "-T", "bogus", "-b", "", "test.img"],
+        ["commit", "-p", "test.img"], ["commit", "-t", "bogus", "test.img"]]),
 }
 
 
