@@ -240,7 +240,7 @@ def _command2(draw: st.DrawFn, fmt: str) -> list[str]:
     words = [w for w in [f] + draw(st.lists(st.sampled_from(
         [["-d"], ["-q"], ["-b", draw(st.sampled_from(["base.img", "test.img", "x.img"]))],
          # (a small -r throttles QEMU's job to a crawl; gqemu does not throttle)
-         ["-r", draw(st.sampled_from(["0", "1G", "x", "-1", "4 k", "1.5k", "8E"]))],
+         ["-r", draw(st.sampled_from(["0", "1G", "x", "-1", "4 k", "8E"]))],
          ["-t", draw(st.sampled_from(["none", "bogus"]))]]),
         max_size=2)) if w]
     # (no -p: QEMU's commit job redraws the progress as often as it is
