@@ -13,6 +13,7 @@ QEMU: qemu-img.c (error_exit, cvtnum, img_open), util/error-report.c.
 from __future__ import annotations
 
 import errno
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -59,7 +60,7 @@ class HelpExit(ImgError):
 
 
 def parse_args(argv: list[str], short: str, longs: list[str],
-               glibc_errors: bool = False) -> tuple[list, list[str]]:
+               glibc_errors: bool = False, object_status: int = 1) -> tuple[list, list[str]]:
     """The options (``("-f", value)``, ``("--output", value)``) and operands
     of a command's ``argv`` (without the command name), scanned by glibc's
     getopt_long (qemu_io_getopt.Getopt) in order: ``-h``/``--help`` shows
@@ -94,8 +95,12 @@ def parse_args(argv: list[str], short: str, longs: list[str],
                                          if c == ":" else "unrecognized option '%s'" % word)
             break
         o = c if c.startswith("--") else "-" + c
-        if o == "--object":
-            user_creatable_add(v or "")
+        if o == "--object":             # exit status object_status (compare: 2)
+            try:
+                user_creatable_add(v or "")
+            except ImgError as e:
+                e.status = object_status
+                raise
         opts.append((o, v))
     else:
         return opts, g.args
@@ -162,11 +167,19 @@ def qemu_strtol(text: str) -> Optional[int]:
     return None if ret else val
 
 
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
 def user_creatable_add(spec: str) -> None:
     """``--object``: a ``secret`` goes to the block layer's table
     (crypto_secret.py); other object types are ignored.  Raises ImgError.
     QEMU: user_creatable_process_cmdline."""
     from gqemu.block.crypto_secret import secret_object_add
+    from gqemu.block.drive_opts import qemu_opts_split
+    for n, item in enumerate(qemu_opts_split(spec)):
+        key, eq, _ = item.partition("=")
+        if (eq or n) and not all(_KEY.match(f) for f in key.split(".")):
+            raise ImgError("Invalid parameter '%s'" % key)      # keyval's key syntax
     msg = secret_object_add(spec)
     if msg:
         raise ImgError(msg)

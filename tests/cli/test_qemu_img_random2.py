@@ -389,6 +389,11 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         ["rebase", "-t", "bogus", "-u", "-b", "", "test.img"],
         ["rebase", "-p", "-T", "bogus", "-b", "", "test.img"],
         ["commit", "-p", "test.img"], ["commit", "-t", "bogus", "test.img"]]),
+    # --object keys follow keyval's syntax; compare exits 2 on --object errors
+    "object_keys_compare_status": (_QCOW2_1M, [
+        ["map", "test.img", "--obj", "--output=json"],
+        ["info", "--object", "secret,id=s0,data=x,1a=1", "test.img"],
+        ["compare", "-U", "test.img", "--obj", "-T", "test.img"]]),
 }
 
 
