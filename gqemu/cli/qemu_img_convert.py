@@ -253,7 +253,7 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                            "concatenating multiple input images")
         if s.target_has_backing and not backing_fmt and not skip_create:
             raise ImgError("Use of backing file requires explicit backing format")
-        if s.compressed and out_fmt is not None and out_fmt not in ("qcow2", "qcow"):
+        if s.compressed and not skip_create and out_fmt not in ("qcow2", "qcow"):
             raise ImgError("Compression not supported for this file format")
         if s.bitmaps:
             if len(s.src) > 1:
@@ -291,12 +291,12 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                 raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
         try:
             out_bs: Any = blk_bs(s.target)
-            if s.compressed and out_bs.drv.format_name not in ("qcow2", "qcow"):
-                raise ImgError("Compression not supported for this file format")
             if s.bitmaps and not (out_bs.drv.format_name == "qcow2"
                                   and out_bs.drv.qcow_version >= 3):
                 raise ImgError("Format driver '%s' does not support bitmaps"
                                % out_bs.drv.format_name)
+            if s.compressed and out_bs.drv.format_name not in ("qcow2", "qcow"):
+                raise ImgError("Compression not supported for this file format")
             _convert_open(s, skip_create)
             if s.bitmaps:
                 from gqemu.cli.qemu_img_bitmap import convert_copy_bitmaps

@@ -394,6 +394,12 @@ _FOUND: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         ["map", "test.img", "--obj", "--output=json"],
         ["info", "--object", "secret,id=s0,data=x,1a=1", "test.img"],
         ["compare", "-U", "test.img", "--obj", "-T", "test.img"]]),
+    # with -n the target format is known only once it is open: the source's
+    # bitmap support, then the target's, then its compression
+    "convert_n_checks": (_QCOW2_1M + [["qemu-img", "create", "-q", "-f", "raw", "r.img",
+                                       "1M"]], [
+        ["convert", "-n", "-c", "-f", "raw", "--bitmaps", "r.img", "r.img", "-O", "raw"],
+        ["convert", "-n", "-c", "--bitmaps", "test.img", "r.img"]]),
 }
 
 
