@@ -242,6 +242,8 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
             o.pop("size", None)     # replaced by the sources' size
             if backing and out_fmt == "raw":
                 raise ImgError("Backing file not supported for file format 'raw'")
+            if backing_fmt and out_fmt == "raw":
+                raise ImgError("Backing file format not supported for file format 'raw'")
             backing = o.pop("backing_file", backing)
             backing_fmt = o.pop("backing_fmt", backing_fmt)
         s.target_has_backing = bool(backing)
@@ -288,7 +290,9 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
             try:
                 s.target = blk_new_open(dst_name, opts)
             except BlockError as e:
-                raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
+                hint = e.hint + ("\n" if e.hint and not e.hint.endswith("\n") else "")
+                raise ImgError("Could not open '%s': %s" % (dst_name, e.msg),
+                               tail=hint) from None
         try:
             out_bs: Any = blk_bs(s.target)
             if s.bitmaps and not (out_bs.drv.format_name == "qcow2"

@@ -42,6 +42,9 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     _check_create_opts(filename, fmt, o)
     if backing is not None and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing_fmt is not None and fmt == "raw":
+        raise ImgError("%s: Backing file format not supported for file format 'raw'"
+                       % filename)
     if backing == filename:                 # an image would be its own backing file
         raise ImgError("%s: Error: Trying to create an image with the same filename as "
                        "the backing file" % filename)

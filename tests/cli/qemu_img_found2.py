@@ -143,4 +143,11 @@ FOUND2: dict[str, tuple[list[list[str]], list[list[str]]]] = {
                                        "1M"]], [
         ["convert", "-n", "-c", "-f", "raw", "--bitmaps", "r.img", "r.img", "-O", "raw"],
         ["convert", "-n", "-c", "--bitmaps", "test.img", "r.img"]]),
+    # -F for a raw image (add_old_style_options); convert -n onto its own
+    # source: the target's lock error keeps its hint
+    "raw_backing_format": (_QCOW2_1M, [["create", "-f", "raw", "out.img", "-F", "qcow2"],
+                                       ["create", "-f", "raw", "o1.img", "-F", "qcow2", "1M"],
+                                       ["convert", "-O", "raw", "-F", "qcow2", "test.img",
+                                        "o2.img"],
+                                       ["convert", "-n", "test.img", "test.img"]]),
 }
