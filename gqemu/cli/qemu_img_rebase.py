@@ -82,9 +82,6 @@ def img_rebase(argv: list[str]) -> int:
         raise usage_error("Expecting one image file name")
     if not unsafe and base is None:
         raise usage_error("Must specify backing file (-b) or use unsafe mode (-u)")
-    # -U shares the backing files QEMU opens read-only (BDRV_OPT_FORCE_SHARE):
-    # gqemu takes no locks on them, so there is nothing to relax
-    del force_share
     filename = args[0]
     from gqemu.cli.qemu_img_convert import QemuProgress
     bar = QemuProgress(progress and not quiet, 2.0)
@@ -95,14 +92,16 @@ def img_rebase(argv: list[str]) -> int:
             raise ImgError("Invalid cache option: %s" % cache)
         if src_cache not in CACHE_MODES:
             raise ImgError("Invalid source cache option: %s" % src_cache)
-        _rebase(bar, filename, fmt, base, out_fmt, unsafe, image_opts, cache)
+        # -U shares the backing files QEMU opens read-only (BDRV_OPT_FORCE_SHARE)
+        _rebase(bar, filename, fmt, base, out_fmt, unsafe, image_opts, cache, force_share)
     finally:
         bar.qemu_progress_end()
     return 0
 
 
 def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
-            out_fmt: Optional[str], unsafe: bool, image_opts: bool, cache: str) -> None:
+            out_fmt: Optional[str], unsafe: bool, image_opts: bool, cache: str,
+            force_share: bool) -> None:
     from gqemu.block.driver import BDRV_O_NO_BACKING
     blk = img_open(filename, fmt, True, BDRV_O_NO_BACKING if unsafe else 0,
                    image_opts=image_opts, cache=cache)
@@ -111,9 +110,9 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
         if out_fmt is not None and bdrv_find_format(out_fmt) is None:
             raise ImgError("Invalid format name: '%s'" % out_fmt)
         if base and not unsafe:
-            _copy_differences(blk, filename, base, out_fmt, bar)
+            _copy_differences(blk, filename, base, out_fmt, bar, force_share)
         elif not base and not unsafe:
-            _copy_differences(blk, filename, None, None, bar)
+            _copy_differences(blk, filename, None, None, bar, force_share)
         if base:
             if out_fmt is None:
                 bar.qemu_progress_print(100, 0)     # QEMU prints it after the error
@@ -136,7 +135,7 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
 
 
 def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
-                      base_fmt: Optional[str], bar: Any) -> None:
+                      base_fmt: Optional[str], bar: Any, force_share: bool) -> None:
     """Safe mode's data copy.  Raises ImgError."""
     from gqemu.block import blk_bs, blk_getlength, blk_pwrite, blk_pwrite_zeroes
     from gqemu.block.driver import BlockError, bdrv_getlength
@@ -152,13 +151,14 @@ def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
         if not os.path.isabs(base):
             path = os.path.join(os.path.dirname(filename), base)
         try:
-            new_blk = img_open(path, base_fmt)
+            new_blk = img_open(path, base_fmt, force_share=force_share)
         except ImgError as e:
             msg = str(e)
             prefix = "Could not open '%s': " % path
             if msg.startswith(prefix):
                 msg = msg[len(prefix):]
-            raise ImgError("Could not open new backing file '%s': %s" % (path, msg)) from None
+            raise ImgError("Could not open new backing file '%s': %s" % (path, msg),
+                           tail=e.tail) from None
         new_size = blk_getlength(new_blk)
     try:
         size = blk_getlength(blk)

@@ -344,12 +344,12 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
         if writable:
             raise ImgError("Could not open '%s': force-share=on can only be used with "
                            "read-only images" % filename)
+        opts.setdefault("locking", "off")
     if name == "":                 # bdrv_open with neither a name nor options
         raise ImgError("Could not open '': The 'file' block driver requires a file name")
     if image_opts and "driver" not in opts and not any(k == "file" or k.startswith("file.")
                                                        for k in opts):
         raise ImgError("Could not open '%s': Must specify either driver or file" % filename)
-        opts.setdefault("locking", "off")
     opts.update({"readonly": "off" if writable else "on"})
     opts.setdefault("cache", cache)
     if fmt:

@@ -150,4 +150,11 @@ FOUND2: dict[str, tuple[list[list[str]], list[list[str]]]] = {
                                        ["convert", "-O", "raw", "-F", "qcow2", "test.img",
                                         "o2.img"],
                                        ["convert", "-n", "test.img", "test.img"]]),
+    # rebase -U (--f is its unique prefix --force-share) opens the new backing
+    # file sharing everything, so the image itself can be it; without -U the
+    # lock error keeps its hint
+    "rebase_force_share_backing": (_QCOW2_1M, [
+        ["rebase", "-b", "test.img", "test.img"], ["rebase", "--f", "-b", "test.img",
+                                                   "test.img"],
+        ["rebase", "-U", "-b", "test.img", "-F", "qcow2", "test.img"]]),
 }
