@@ -97,7 +97,7 @@ def img_convert(argv: list[str]) -> int:
         elif o == "-o":
             accumulate_options(olist, v)
         elif o == "-C":
-            copy_range = True          # copy offloading: the same result, copied here
+            copy_range = s.copy_range = True
         elif o == "--bitmaps":
             s.bitmaps = True
         elif o == "--skip-broken-bitmaps":

@@ -144,6 +144,7 @@ class ImgConvertState:
         self.target: Any = None
         self.has_zero_init = False
         self.compressed = False
+        self.copy_range = False             # -C
         self.src_cache = "writeback"        # -T
         self.target_is_new = False
         self.target_has_backing = False
@@ -284,8 +285,11 @@ def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,
             assert s.target_has_backing      # the target's backing file shows through
         else:
             write_data = False
+            if status == BLK_DATA and s.copy_range and not _copy_range_ok(s):
+                s.copy_range = False            # QEMU falls back for good
             if status == BLK_DATA:
-                if not s.min_sparse:
+                if not s.min_sparse or s.copy_range:
+                    # copy offloading copies data ranges as they are, zeroes too
                     write_data = True
                 elif s.compressed:
                     write_data = view[:n * BDRV_SECTOR_SIZE] != _zero(n * BDRV_SECTOR_SIZE)
@@ -421,6 +425,21 @@ def convert_do_copy(s: ImgConvertState) -> int:
                          % (s.total_sectors * BDRV_SECTOR_SIZE, os.strerror(-ret)))
             return ret
     return s.ret
+
+
+def _copy_range_ok(s: ImgConvertState) -> bool:
+    """Whether blk_co_copy_range works between the sources and the target:
+    file-posix below raw or qcow2 on both sides (qcow has no copy_range; a
+    qcow2 compressed or encrypted cluster refuses it).  QEMU:
+    bdrv_co_copy_range_from/to, qcow2_co_copy_range_from/to."""
+    from gqemu.block import blk_bs
+    for blk in list(s.src) + [s.target]:
+        bs: Any = blk_bs(blk)
+        if bs is None or bs.drv is None or bs.drv.format_name not in ("raw", "qcow2", "file"):
+            return False
+        if getattr(bs.drv, "crypt_method_header", 0):
+            return False
+    return True
 
 
 def _signal_eof(bs: Any) -> int:

@@ -157,4 +157,13 @@ FOUND2: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         ["rebase", "-b", "test.img", "test.img"], ["rebase", "--f", "-b", "test.img",
                                                    "test.img"],
         ["rebase", "-U", "-b", "test.img", "-F", "qcow2", "test.img"]]),
+    # convert -C copies data ranges with copy_range, zeroes included (no
+    # zero detection); qcow has no copy_range and falls back
+    "convert_copy_range": (
+        [["qemu-img", "create", "-q", "-f", "raw", "test.img", "2M"],
+         ["qemu-io", "-f", "raw", "-c", "write -P 0 0 128k", "-c", "write -P 3 1M 4k",
+          "test.img"]],
+        [["convert", "-f", "raw", "test.img", "out.img", "-O", "qcow2", "-C"],
+         ["map", "--output=json", "out.img"], ["convert", "-C", "-O", "qcow", "test.img",
+                                               "o2.img"]]),
 }
