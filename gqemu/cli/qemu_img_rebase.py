@@ -134,6 +134,23 @@ def _rebase(bar: Any, filename: str, fmt: Optional[str], base: Optional[str],
         blk_close(blk)
 
 
+def _in_backing_chain(bs: Any, path: str) -> Any:
+    """The node below ``bs`` whose file is ``path``, or None.
+    QEMU: bdrv_find_backing_image (by file, as a real path)."""
+    node = bs.backing.bs if bs.backing is not None else None
+    while node is not None:
+        f = node
+        while f.file is not None and f.drv.format_name != "file":
+            f = f.file.bs
+        try:
+            if os.path.samefile(path, f.filename):
+                return node
+        except OSError:
+            pass
+        node = node.backing.bs if node.backing is not None else None
+    return None
+
+
 def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
                       base_fmt: Optional[str], bar: Any, force_share: bool) -> None:
     """Safe mode's data copy.  Raises ImgError."""
@@ -144,22 +161,28 @@ def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
     bs: Any = blk_bs(blk)
     old = bs.backing
     old_size = bdrv_getlength(old.bs) if old is not None else 0
-    new_blk = None
+    new_blk = new_node = None
     new_size = 0
     if base:
         path = base
         if not os.path.isabs(base):
             path = os.path.join(os.path.dirname(filename), base)
-        try:
-            new_blk = img_open(path, base_fmt, force_share=force_share)
-        except ImgError as e:
-            msg = str(e)
-            prefix = "Could not open '%s': " % path
-            if msg.startswith(prefix):
-                msg = msg[len(prefix):]
-            raise ImgError("Could not open new backing file '%s': %s" % (path, msg),
-                           tail=e.tail) from None
-        new_size = blk_getlength(new_blk)
+        new_node = _in_backing_chain(bs, path)
+        if new_node is not None:
+            # already in the chain: that node is used, whatever -F says
+            # (QEMU: bdrv_find_backing_image in img_rebase)
+            new_size = bdrv_getlength(new_node)
+        else:
+            try:
+                new_blk = img_open(path, base_fmt, force_share=force_share)
+            except ImgError as e:
+                msg = str(e)
+                prefix = "Could not open '%s': " % path
+                if msg.startswith(prefix):
+                    msg = msg[len(prefix):]
+                raise ImgError("Could not open new backing file '%s': %s" % (path, msg),
+                               tail=e.tail) from None
+            new_size = blk_getlength(new_blk)
     try:
         size = blk_getlength(blk)
         # QEMU's float: 100 / the number of IO_BUF_SIZE steps
@@ -182,13 +205,17 @@ def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
                 if r < 0:
                     raise ImgError("error while reading from old backing file")
             buf_new = bytearray(n)
-            if new_blk is not None and offset < new_size:
+            if (new_blk is not None or new_node is not None) and offset < new_size:
                 n = min(n, new_size - offset)
                 del buf_old[n:]
                 buf_new = bytearray(n)
                 from gqemu.block import blk_pread
                 try:
-                    buf_new[:] = blk_pread(new_blk, offset, n)
+                    if new_node is not None:
+                        if bdrv_pread(new_node, offset, buf_new, n) < 0:
+                            raise BlockError(5, "")
+                    else:
+                        buf_new[:] = blk_pread(new_blk, offset, n)
                 except BlockError:
                     raise ImgError("error while reading from new backing file") from None
             done = 0

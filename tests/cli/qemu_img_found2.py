@@ -166,4 +166,13 @@ FOUND2: dict[str, tuple[list[list[str]], list[list[str]]]] = {
         [["convert", "-f", "raw", "test.img", "out.img", "-O", "qcow2", "-C"],
          ["map", "--output=json", "out.img"], ["convert", "-C", "-O", "qcow", "test.img",
                                                "o2.img"]]),
+    # rebase onto a file already in the backing chain reuses that node:
+    # -F is not checked against it (found by test_qemu_img_random, seed 25)
+    "rebase_new_backing_in_chain": (
+        [["qemu-img", "create", "-q", "-f", "raw", "base.img", "524288"],
+         ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "backing_file=base.img,"
+          "backing_fmt=raw", "test.img", "1M"],
+         ["qemu-io", "-f", "qcow2", "-c", "write -P 0 659456 3000", "test.img"]],
+        [["rebase", "-f", "qcow2", "-b", "base.img", "-F", "qcow2", "test.img"],
+         ["info", "test.img"]]),
 }
