@@ -76,14 +76,15 @@ def img_dd(argv: list[str]) -> int:
         if size < 0:
             raise ImgError("Failed to get size for '%s'" % infile)
         in_offset = 0
-        if skip is not None:
-            if INT64_MAX // bsz < skip or size < bsz * skip:
-                error_report("%s: cannot skip to specified offset" % infile)
-                size = 0                       # an empty output, as dd(1)
-            else:
-                in_offset = skip * bsz
         if count is not None and count <= INT64_MAX // bsz and count * bsz < size:
             size = count * bsz
+        # a skip past the input: an empty output, then the error (img_dd
+        # reports it once the output exists and is open)
+        past_end = skip is not None and (INT64_MAX // bsz < skip or size < bsz * skip)
+        if past_end:
+            size = 0
+        elif skip is not None:
+            in_offset = skip * bsz
         size = 0 if size < in_offset else size - in_offset
         try:
             create_image(outfile, out_fmt, size, None, None, {}, True)
@@ -94,6 +95,8 @@ def img_dd(argv: list[str]) -> int:
             raise ImgError("%s: error while creating output image: %s" % (outfile, msg),
                            e.status, e.tail) from None
         dst = img_open(outfile, out_fmt, True)
+        if past_end:
+            error_report("%s: cannot skip to specified offset" % infile)
         try:
             in_pos, out_pos = in_offset, 0
             while out_pos < size:

@@ -175,4 +175,11 @@ FOUND2: dict[str, tuple[list[list[str]], list[list[str]]]] = {
          ["qemu-io", "-f", "qcow2", "-c", "write -P 0 659456 3000", "test.img"]],
         [["rebase", "-f", "qcow2", "-b", "base.img", "-F", "qcow2", "test.img"],
          ["info", "test.img"]]),
+    # dd: count shortens the input before the skip is checked, and a skip
+    # past the end is reported once the (empty) output exists and is open
+    "dd_skip_past_end": (_QCOW2_1M + [["qemu-img", "create", "-q", "-f", "raw", "r.img",
+                                       "1M"]], [
+        ["dd", "skip=2G", "if=test.img", "-O", "qcow", "of=test.img"],
+        ["dd", "skip=2", "count=1", "bs=512", "if=r.img", "of=o2.img"],
+        ["dd", "skip=2048", "bs=512", "if=r.img", "of=o4.img"]]),
 }
