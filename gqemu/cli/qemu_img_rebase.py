@@ -161,7 +161,8 @@ def _copy_differences(blk: BlockBackend, filename: str, base: Optional[str],
     bs: Any = blk_bs(blk)
     old = bs.backing
     old_size = bdrv_getlength(old.bs) if old is not None else 0
-    new_blk = new_node = None
+    new_blk: Any = None
+    new_node: Any = None
     new_size = 0
     if base:
         path = base
