@@ -15,8 +15,9 @@ Open checks the header with QEMU's messages (cluster_bits 9..16, l2_bits
 of at most 1023 bytes).  Writes allocate as QEMU does: a new L2 table or
 data cluster at the end of the file rounded up to a cluster; a partial
 write to a compressed cluster first copies the decompressed cluster.
-Encrypted (AES) qcow images and creating qcow images are not supported:
-they are refused with one line.
+Encrypted (AES) qcow images are not supported: they are refused with one
+line.  qemu-img creates qcow images (gqemu/cli/qemu_img_create_qcow.py);
+commit empties one (qcow_empty.py).
 
 The header constants, the image's fields (``QcowState``, which this
 driver class derives from) and the cluster lookup (``get_cluster_offset``,
@@ -66,6 +67,16 @@ class BDRVQcowState(QcowState):
 
     format_name = "qcow"
     supports_backing = True
+    # QEMU 7.2's qcow_create_opts (qemu-img create -f qcow -o help)
+    create_opts = (
+        ("size", "size", "Virtual disk size"),
+        ("backing_file", "str", "File name of a base image"),
+        ("backing_fmt", "str", "Format of the backing image"),
+        ("encryption", "bool", "Encrypt the image with format 'aes'. (Deprecated in favor "
+         "of encrypt.format=aes)"),
+        ("encrypt.format", "str", "Encrypt the image, format choices: 'aes'"),
+        ("encrypt.key-secret", "str", "ID of the secret that provides the AES encryption key"),
+    )
     bdrv_probe = staticmethod(qcow_probe)
 
     # ------------------------------------------------------------- open

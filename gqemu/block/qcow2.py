@@ -54,7 +54,8 @@ from gqemu.block.qcow2_l2 import (
 from gqemu.block.qcow2_metadata_ops import Qcow2MetadataOps
 from gqemu.block.qcow2_open import (
     QCOW2_CHAIN_KEY, backing_reference_error, qcow2_do_open, qcow2_open_backing)
-from gqemu.block.qcow2_overlap import qcow2_mark_clean, qcow2_pre_write_overlap_check
+from gqemu.block.qcow2_header_update import qcow2_mark_clean
+from gqemu.block.qcow2_overlap import qcow2_pre_write_overlap_check
 from gqemu.block.qcow2_resize import qcow2_co_truncate
 from gqemu.block.qcow2_state import Qcow2BDS
 from gqemu.block.qcow2_rw import (

@@ -26,8 +26,7 @@ from gqemu.block.qcow2_data_file import qcow2_amend_data_file_apply, qcow2_amend
 from gqemu.block.qcow2_expand import qcow2_expand_zero_clusters
 from gqemu.block.qcow2_header import (
     QCOW2_COMPAT_LAZY_REFCOUNTS, QCOW2_INCOMPAT_COMPRESSION, QCOW2_INCOMPAT_DIRTY)
-from gqemu.block.qcow2_header_update import qcow2_update_header
-from gqemu.block.qcow2_overlap import qcow2_mark_clean
+from gqemu.block.qcow2_header_update import qcow2_mark_clean, qcow2_update_header
 from gqemu.block.qcow2_refcount_order import qcow2_change_refcount_order
 from gqemu.block.qcow2_snapshot import qcow2_write_snapshots
 from gqemu.block.qcow2_state import Qcow2BDS

@@ -23,9 +23,9 @@ from gqemu.block.blkdebug_events import (BLKDBG_EMPTY_IMAGE_PREPARE, BLKDBG_L1_U
 from gqemu.block.driver import BLKDBG_EVENT
 from gqemu.block.io import bdrv_co_pwrite_zeroes
 from gqemu.block.qcow2_cache import qcow2_cache_empty, qcow2_cache_flush
-from gqemu.block.qcow2_header import QCOW2_INCOMPAT_DIRTY
+from gqemu.block.qcow2_header_update import qcow2_mark_clean
 from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file, \
-    qcow2_mark_dirty, qcow2_take_out_of_service, qcow2_write_incompat
+    qcow2_mark_dirty, qcow2_take_out_of_service
 from gqemu.block.qcow2_refcount import qcow2_alloc_clusters
 from gqemu.block.qcow2_resize import qcow2_co_make_empty as qcow2_co_discard_all
 from gqemu.block.qcow2_state import Qcow2BDS
@@ -70,8 +70,7 @@ def make_completely_empty(bs: Qcow2BDS) -> int:
     if ret < 0:
         qcow2_take_out_of_service(bs)
         return ret
-    s.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY       # qcow2_mark_clean
-    ret = qcow2_write_incompat(bs)
+    ret = qcow2_mark_clean(bs)
     if ret < 0:
         return ret
     from gqemu.block.io_truncate import bdrv_co_truncate

@@ -16,6 +16,7 @@ from typing import Optional
 from gqemu.coroutine import coroutine_fn
 from gqemu.block.qcow2_overlap import qcow2_co_flush_file, qcow2_co_pwrite_file
 from gqemu.block.qcow2_header import (QCOW2_AUTOCLEAR_DATA_FILE_RAW, QCOW2_HEADER_SIZE,
+                                      QCOW2_INCOMPAT_DIRTY,
                                       Qcow2OpenError, qcow2_build_header_cluster)
 from gqemu.block.qcow2_state import Qcow2BDS
 
@@ -75,3 +76,25 @@ def qcow2_change_backing_file(bs: Qcow2BDS, backing_file: Optional[str],
     if ret < 0:
         s.backing_file, s.backing_format = old
     return ret
+
+
+@coroutine_fn
+def qcow2_mark_clean(bs: Qcow2BDS) -> int:
+    """Clear the dirty bit: the caches written back and the file flushed,
+    then the whole header cluster rewritten (not just the feature field:
+    the header cluster's blocks are all written, which ``disk size`` shows).
+    QEMU: block/qcow2.c qcow2_mark_clean (qcow2_flush_caches,
+    qcow2_update_header)."""
+    from gqemu.block.qcow2_cache import qcow2_cache_write
+    s = bs.opaque
+    if not s.incompatible_features & QCOW2_INCOMPAT_DIRTY:
+        return 0
+    s.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY
+    for c in (s.l2_table_cache, s.refcount_block_cache):
+        ret = qcow2_cache_write(bs, c)
+        if ret < 0:
+            return ret
+    ret = qcow2_co_flush_file(bs)
+    if ret < 0:
+        return ret
+    return qcow2_update_header(bs)

@@ -320,11 +320,3 @@ def qcow2_mark_dirty(bs: Qcow2BDS) -> int:
     return ret
 
 
-@coroutine_fn
-def qcow2_mark_clean(bs: Qcow2BDS) -> int:
-    """Clear the dirty bit.  QEMU: block/qcow2.c qcow2_mark_clean."""
-    s = bs.opaque
-    if s.incompatible_features & QCOW2_INCOMPAT_DIRTY:
-        s.incompatible_features &= ~QCOW2_INCOMPAT_DIRTY
-        return qcow2_write_incompat(bs)
-    return 0

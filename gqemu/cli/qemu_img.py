@@ -1,7 +1,7 @@
 """``gqemu-img``: qemu-img's create, info, check, map, compare, convert,
 snapshot, measure, resize, rebase, commit, dd and amend, with its options, output
 lines and exit codes (resize, rebase, commit, dd and amend live in
-``qemu_img_<command>.py``).
+``qemu_img_<command>.py``; info, check and snapshot in ``qemu_img_info.py``).
 
 It names itself after ``argv[0]``; every error is ``<prog>: <message>``
 (qemu-img's second lines too: ``Try '... --help'``, QemuOpts hints) and a
@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from gqemu.cli import qemu_img_tool
 from gqemu.cli.tool_run import (tool_buffer_stdout, tool_run_begin, tool_run_end,
                                 tool_run_entering, tool_run_exiting)
-from gqemu.cli.qemu_img_tool import (ImgError, blk_close, cvtnum, error_report, img_open,
-                                     option_size, parse_args, parse_o, usage_error)
-
-if TYPE_CHECKING:                       # the block layer is imported on use
-    from gqemu.block.block_backend import BlockBackend
+from gqemu.cli.qemu_img_tool import (ImgError, cvtnum, error_report, option_size, parse_args,
+                                     parse_o, usage_error)
 
 HELP = """%(prog)s version %(version)s (gqemu)
 usage: %(prog)s [standard options] command [command options]
@@ -173,11 +170,11 @@ def img_create(argv: list[str]) -> int:
         return print_block_option_help(args[0] if args else None, fmt)
     if not args:
         raise usage_error("Expecting image file name")
+    filename = args[0]
+    size: Optional[int] = cvtnum("image size", args[1]) if len(args) > 1 else None
     if len(args) > 2:
         raise usage_error("Unexpected argument: %s" % args[2])
-    filename = args[0]
     o = parse_o(olist)
-    size: Optional[int] = cvtnum("image size", args[1]) if len(args) > 1 else None
     if "size" in o:
         osize = option_size("size", o.pop("size"), filename)
         if size is not None:
@@ -192,139 +189,19 @@ def img_create(argv: list[str]) -> int:
     return 0
 
 
-# -------------------------------------------------------------------- info
-
-
-def _display_name(blk: BlockBackend, filename: str, image_opts: bool) -> str:
-    """The name ``info`` shows: for a ``json:``, ``--image-opts`` or
-    ``file:`` name, the graph's (refresh_filename.py).
-    QEMU: bdrv_refresh_filename."""
-    if not filename.startswith(("json:", "file:")) and not image_opts:
-        return filename
-    from gqemu.block import blk_bs
-    from gqemu.block.refresh_filename import bdrv_refresh_filename
-    return bdrv_refresh_filename(blk_bs(blk)) or filename
-
-
 def img_info(argv: list[str]) -> int:
-    """QEMU: img_info."""
-    opts, args = parse_args(argv, "f:hU", ["output=", "backing-chain", "help",
-                                            "force-share", "image-opts", "object="])
-    fmt, output, chain, image_opts, force_share = None, "human", False, False, False
-    for o, v in opts:
-        if o == "--image-opts":
-            image_opts = True
-        elif o in ("-U", "--force-share"):
-            force_share = True
-        elif o == "-f":
-            fmt = v
-        elif o == "--output":
-            output = v
-        elif o == "--backing-chain":
-            chain = True
-    if output not in ("human", "json"):
-        raise ImgError("--output must be used with human or json as argument.")
-    if len(args) != 1:
-        raise usage_error("Expecting one image file name")
-    from gqemu.block.driver import BDRV_O_NO_BACKING, BDRV_O_NO_IO
-    from gqemu.cli.qemu_img_out import dump_info, image_info
-    infos = []
-    filename: Optional[str] = args[0]
-    seen = set()
-    while filename:
-        if os.path.realpath(filename) in seen:
-            raise ImgError("Backing file '%s' creates an infinite loop." % filename)
-        seen.add(os.path.realpath(filename))
-        blk = img_open(filename, fmt, False, BDRV_O_NO_BACKING | BDRV_O_NO_IO,
-                       image_opts=image_opts,
-                       force_share=force_share)
-        try:
-            info = image_info(blk, _display_name(blk, filename, image_opts))
-        finally:
-            blk_close(blk)
-        infos.append(info)
-        image_opts = False
-        if not chain:
-            break
-        filename = info.get("full-backing-filename")
-        fmt = info.get("backing-filename-format")
-    dump_info(infos, output, chain)
-    return 0
-
-
-# ------------------------------------------------------------------- check
+    from gqemu.cli.qemu_img_info import img_info
+    return img_info(argv)
 
 
 def img_check(argv: list[str]) -> int:
-    """QEMU: img_check (exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 n/a)."""
-    opts, args = parse_args(argv, "hf:r:T:qU", ["output=", "repair=", "help",
-                                                 "force-share", "object=", "image-opts"])
-    fmt, output, fix, quiet, image_opts, force_share = None, "human", 0, False, False, False
-    cache = "writeback"
-    for o, v in opts:
-        if o == "--image-opts":
-            image_opts = True
-        elif o in ("-U", "--force-share"):
-            force_share = True
-        elif o == "-f":
-            fmt = v
-        elif o == "--output":
-            output = v
-        elif o in ("-r", "--repair"):
-            if v == "leaks":
-                fix = 1
-            elif v == "all":
-                fix = 3
-            else:
-                raise usage_error("Unknown option value for -r "
-                                  "(expecting 'leaks' or 'all'): %s" % v)
-        elif o == "-T":
-            cache = v
-        elif o == "-q":
-            quiet = True
-    if len(args) != 1:
-        raise usage_error("Expecting one image file name")
-    if output not in ("human", "json"):
-        raise ImgError("--output must be used with human or json as argument.")
-    from gqemu.block.drive_opts import CACHE_MODES
-    from gqemu.block.driver import BDRV_O_CHECK
-    from gqemu.cli.qemu_img_out import run_check
-    if cache not in CACHE_MODES:
-        raise ImgError("Invalid source cache option: %s" % cache)
-    blk = img_open(args[0], fmt, bool(fix), BDRV_O_CHECK, image_opts=image_opts,
-                   force_share=force_share, cache=cache)
-    try:
-        return run_check(blk, args[0], fix, output, quiet, error_report)
-    finally:
-        blk_close(blk)
-
-
-# ---------------------------------------------------------------- snapshot
+    from gqemu.cli.qemu_img_info import img_check
+    return img_check(argv)
 
 
 def img_snapshot(argv: list[str]) -> int:
-    """QEMU: img_snapshot."""
-    opts, args = parse_args(argv, "la:c:d:hqU", ["help", "force-share", "object=",
-                                                  "image-opts"])
-    action, name, quiet, image_opts = None, None, False, False
-    for o, v in opts:
-        if o == "--image-opts":
-            image_opts = True
-        elif o in ("-l", "-a", "-c", "-d"):
-            if action is not None:
-                raise ImgError("Cannot mix '-l', '-a', '-c', '-d'")
-            action, name = o, v
-        elif o == "-q":
-            quiet = True
-    if len(args) != 1:
-        raise usage_error("Expecting one image file name")
-    from gqemu.cli.qemu_img_out import snapshot_action
-    # no action: QEMU opens the image read-write and does nothing
-    blk = img_open(args[0], None, action != "-l", image_opts=image_opts)
-    try:
-        return snapshot_action(blk, action, name or "", quiet) if action else 0
-    finally:
-        blk_close(blk)
+    from gqemu.cli.qemu_img_info import img_snapshot
+    return img_snapshot(argv)
 
 
 def _convert(argv: list[str]) -> int:
@@ -395,6 +272,32 @@ def supported_formats() -> str:
     return " ".join(sorted(bdrv_drivers))
 
 
+def _global_options(argv: list[str]) -> Optional[list[str]]:
+    """The command and its arguments after qemu-img's own options
+    (``-h``/``--help``: None, ``-V``/``--version``: ["-V"], ``-T``/``--trace``
+    enables events), scanned as main's getopt_long("+:hVT:") does.
+    QEMU: qemu-img.c main."""
+    from gqemu.cli.qemu_io_getopt import Getopt
+    g = Getopt(["qemu-img"] + argv, "+:hVT:", {"help": (False, "h"), "version": (False, "V"),
+                                               "trace": (True, "T")})
+    for c, v in g:
+        if c == "h":
+            return None
+        if c == "V":
+            return ["-V"]
+        if c == "T":
+            from gqemu.trace import trace_enable_events, trace_init_output
+            for item in (v or "").split(","):
+                if item and not item.startswith("file="):
+                    trace_enable_events(item)
+            trace_init_output(sys.stderr, "log")
+        elif c == ":":
+            raise usage_error("missing argument for option '%s'" % g.argv[g.optind - 1])
+        elif c == "?":
+            raise usage_error("unrecognized option '%s'" % g.argv[g.optind - 1])
+    return g.args
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the ``gqemu-img`` console script; with no ``argv`` it
     is the process's (``sys.exit(main())``)."""
@@ -409,19 +312,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if not argv:
             raise usage_error("Not enough arguments")
-        cmd = argv[0]
-        fn = COMMANDS.get(cmd)
-        if cmd in ("-h", "--help", "help") or (
-                fn is not None and any(a in ("-h", "--help") for a in argv[1:])):
+        rest = _global_options(argv)
+        if rest is None:
             sys.stdout.write(HELP % {"prog": prog, "version": __version__,
                                      "formats": supported_formats()})
             return 0
-        if cmd in ("-V", "--version"):
+        if rest == ["-V"]:
             sys.stdout.write("%s version %s (gqemu)\n" % (prog, __version__))
             return 0
+        if not rest:
+            return 0
+        cmd = rest[0]
+        fn = COMMANDS.get(cmd)
         if fn is None:
             raise usage_error("Command not found: %s" % cmd)
         qemu_img_tool.CMD = cmd
+        argv = rest
         return fn(argv[1:])
     except qemu_img_tool.HelpExit:
         sys.stdout.write(HELP % {"prog": prog, "version": __version__,

@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from gqemu.cli.qemu_img_tool import (ImgError, blk_close, img_open, parse_args,
-                                     parse_option_size, usage_error)
+                                     cvtnum, usage_error)
 
 if TYPE_CHECKING:                       # the block layer is imported on use
     from gqemu.block.block_backend import BlockBackend
@@ -32,7 +32,7 @@ def img_commit(argv: list[str]) -> int:
     """QEMU: img_commit."""
     opts, args = parse_args(argv, "f:ht:b:dpqr:", ["help", "object=", "image-opts"])
     fmt = base = None
-    drop = quiet = image_opts = False
+    drop = quiet = image_opts = progress = False
     cache = "writeback"
     for o, v in opts:
         if o == "-f":
@@ -43,20 +43,25 @@ def img_commit(argv: list[str]) -> int:
             base, drop = v, True
         elif o == "-d":
             drop = True
+        elif o == "-p":
+            progress = True
         elif o == "-q":
             quiet = True
         elif o == "--image-opts":
             image_opts = True
         elif o == "-r":
-            try:
-                parse_option_size("rate", v)
-            except ImgError:
-                raise ImgError("Invalid rate limit specified") from None
+            cvtnum("rate limit", v)     # checked; the copy is not throttled
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
     filename = args[0]
+    from gqemu.block.drive_opts import CACHE_MODES
+    if cache not in CACHE_MODES:
+        raise ImgError("Invalid cache option: %s" % cache)
     from gqemu.block.driver import BDRV_O_UNMAP
     blk = img_open(filename, fmt, True, BDRV_O_UNMAP, image_opts=image_opts, cache=cache)
+    from gqemu.cli.qemu_img_convert import QemuProgress
+    bar = QemuProgress(progress and not quiet, 1.0)
+    bar.qemu_progress_print(0, 100)     # QEMU's job then redraws it as it runs
     try:
         from gqemu.block import blk_bs
         top = blk_bs(blk)
@@ -83,7 +88,9 @@ def img_commit(argv: list[str]) -> int:
             ret = _make_empty(top)
             if ret < 0:
                 raise ImgError("Failed to empty %s: %s" % (top.filename, os.strerror(-ret)))
+        bar.qemu_progress_print(100, 0)
     finally:
+        bar.qemu_progress_end()
         blk_close(blk)
     if not quiet:
         print("Image committed.")
@@ -228,7 +235,11 @@ def _data_file_unlocked(base_bs: Any, opts: dict) -> None:
 
 def _make_empty(bs: Any) -> int:
     """Discard every cluster of the image.  QEMU: qcow2_make_empty (the
-    discard path); raw images are left as they are (-ENOTSUP, ignored)."""
+    discard path), qcow_make_empty; raw images are left as they are
+    (-ENOTSUP, ignored)."""
+    if bs.drv.format_name == "qcow":
+        from gqemu.block.qcow_empty import qcow_make_empty
+        return qcow_make_empty(bs)
     if bs.drv.format_name != "qcow2":
         return 0
     from gqemu.block.io_misc import bdrv_run_co

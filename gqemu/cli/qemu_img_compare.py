@@ -40,7 +40,7 @@ class CompareFailed(Exception):
 def img_compare(argv: list[str]) -> int:
     """QEMU: img_compare."""
     opts, args = parse_args(argv, "hf:F:T:pqsU", ["help", "object=", "image-opts",
-                                                  "force-share"])
+                                                  "force-share"], object_status=2)
     fmt1 = fmt2 = None
     cache = "writeback"
     strict = quiet = progress = image_opts = force_share = False

@@ -97,7 +97,7 @@ def img_convert(argv: list[str]) -> int:
         elif o == "-o":
             accumulate_options(olist, v)
         elif o == "-C":
-            copy_range = True          # copy offloading: the same result, copied here
+            copy_range = s.copy_range = True
         elif o == "--bitmaps":
             s.bitmaps = True
         elif o == "--skip-broken-bitmaps":
@@ -120,6 +120,8 @@ def img_convert(argv: list[str]) -> int:
             tgt_image_opts = True
         elif o == "-t":
             cache = v
+        elif o == "-T":
+            s.src_cache = v
         elif o == "-W":
             s.wr_in_order = False
         elif o == "--target-is-zero":
@@ -165,6 +167,9 @@ def img_convert(argv: list[str]) -> int:
                                        out_fmt or "raw")   # (-n refuses -o first)
     if len(args) < 2:
         raise ImgError("Must specify image file name")
+    from gqemu.block.drive_opts import CACHE_MODES
+    if s.src_cache not in CACHE_MODES:
+        raise ImgError("Invalid source cache option: %s" % s.src_cache)
     s.has_zero_init = explicit_zero
     s.quiet = quiet
     s.progress = QemuProgress(progress and not quiet, 1.0)
@@ -213,7 +218,8 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
     from gqemu.block.driver import BlockError
     try:
         for name in src_names:
-            blk = img_open(name, fmt, False, BDRV_O_NO_SHARE, image_opts=image_opts[0])
+            blk = img_open(name, fmt, False, BDRV_O_NO_SHARE, image_opts=image_opts[0],
+                           cache=s.src_cache)
             s.src.append(blk)
             bs = blk_bs(blk)
             assert bs is not None
@@ -223,18 +229,21 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                                        1))
         s.total_sectors = sum(s.src_sectors)
         _load_snapshot(s, len(src_names), snapshot)
-        if s.bitmaps:
-            if len(s.src) > 1:
-                raise ImgError("Copying bitmaps only possible with single source")
-            from gqemu.cli.qemu_img_bitmap import convert_check_bitmaps
-            convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if not skip_create:
             assert out_fmt is not None          # --target-image-opts needs -n
-            if out_fmt not in ("raw", "qcow2"):
+            if out_fmt not in ("raw", "qcow2", "qcow"):
                 from gqemu.cli.qemu_img_out import creation_error
                 raise ImgError(creation_error(out_fmt))
+            from gqemu.cli.qemu_img_create import _check_create_opts
+            try:                    # QEMU parses -o before anything below
+                _check_create_opts(dst_name, out_fmt, o)
+            except ImgOptError as e:
+                raise ImgError(str(e)[len(dst_name) + 2:], tail=e.tail) from None
+            o.pop("size", None)     # replaced by the sources' size
             if backing and out_fmt == "raw":
                 raise ImgError("Backing file not supported for file format 'raw'")
+            if backing_fmt and out_fmt == "raw":
+                raise ImgError("Backing file format not supported for file format 'raw'")
             backing = o.pop("backing_file", backing)
             backing_fmt = o.pop("backing_fmt", backing_fmt)
         s.target_has_backing = bool(backing)
@@ -246,8 +255,13 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                            "concatenating multiple input images")
         if s.target_has_backing and not backing_fmt and not skip_create:
             raise ImgError("Use of backing file requires explicit backing format")
-        if s.compressed and out_fmt is not None and out_fmt != "qcow2":
+        if s.compressed and not skip_create and out_fmt not in ("qcow2", "qcow"):
             raise ImgError("Compression not supported for this file format")
+        if s.bitmaps:
+            if len(s.src) > 1:
+                raise ImgError("Copying bitmaps only possible with single source")
+            from gqemu.cli.qemu_img_bitmap import convert_check_bitmaps
+            convert_check_bitmaps(blk_bs(s.src[0]), s.skip_broken)
         if out_fmt is not None and not skip_create:
             from gqemu.cli.qemu_img_create import create_image
             try:
@@ -262,6 +276,9 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
                 raise ImgError("%s: error while converting %s: %s" % (dst_name, out_fmt, msg),
                                tail=e.tail)
         s.target_is_new = not skip_create
+        from gqemu.block.drive_opts import CACHE_MODES
+        if cache not in CACHE_MODES:        # -t, parsed when the target is opened
+            raise ImgError("Invalid cache option: %s" % cache)
         if image_opts[1]:
             from gqemu.block.driver import BDRV_O_UNMAP
             s.target = img_open(dst_name, out_fmt, True, BDRV_O_UNMAP if s.min_sparse else 0,
@@ -273,15 +290,17 @@ def _convert(s: ImgConvertState, src_names: list[str], dst_name: str, fmt: Optio
             try:
                 s.target = blk_new_open(dst_name, opts)
             except BlockError as e:
-                raise ImgError("Could not open '%s': %s" % (dst_name, e.msg))
+                hint = e.hint + ("\n" if e.hint and not e.hint.endswith("\n") else "")
+                raise ImgError("Could not open '%s': %s" % (dst_name, e.msg),
+                               tail=hint) from None
         try:
             out_bs: Any = blk_bs(s.target)
-            if s.compressed and out_bs.drv.format_name != "qcow2":
-                raise ImgError("Compression not supported for this file format")
             if s.bitmaps and not (out_bs.drv.format_name == "qcow2"
                                   and out_bs.drv.qcow_version >= 3):
                 raise ImgError("Format driver '%s' does not support bitmaps"
                                % out_bs.drv.format_name)
+            if s.compressed and out_bs.drv.format_name not in ("qcow2", "qcow"):
+                raise ImgError("Compression not supported for this file format")
             _convert_open(s, skip_create)
             if s.bitmaps:
                 from gqemu.cli.qemu_img_bitmap import convert_copy_bitmaps

@@ -144,6 +144,8 @@ class ImgConvertState:
         self.target: Any = None
         self.has_zero_init = False
         self.compressed = False
+        self.copy_range = False             # -C
+        self.src_cache = "writeback"        # -T
         self.target_is_new = False
         self.target_has_backing = False
         self.target_backing_sectors = -1
@@ -283,8 +285,11 @@ def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,
             assert s.target_has_backing      # the target's backing file shows through
         else:
             write_data = False
+            if status == BLK_DATA and s.copy_range and not _copy_range_ok(s):
+                s.copy_range = False            # QEMU falls back for good
             if status == BLK_DATA:
-                if not s.min_sparse:
+                if not s.min_sparse or s.copy_range:
+                    # copy offloading copies data ranges as they are, zeroes too
                     write_data = True
                 elif s.compressed:
                     write_data = view[:n * BDRV_SECTOR_SIZE] != _zero(n * BDRV_SECTOR_SIZE)
@@ -296,7 +301,7 @@ def convert_co_write(s: ImgConvertState, sector_num: int, nb_sectors: int,
                 qiov = qemu_iovec_init_buf(view[:nbytes])
                 if s.compressed:
                     bs: Any = blk_bs(s.target)
-                    ret = bs.drv.qcow2_co_pwritev_compressed(bs, off, nbytes, qiov)
+                    ret = bs.drv.bdrv_co_pwritev_compressed(bs, off, nbytes, qiov)
                 else:
                     ret = blk_co_pwritev(s.target, off, nbytes, qiov, 0)
             elif not s.has_zero_init:
@@ -410,7 +415,9 @@ def convert_do_copy(s: ImgConvertState) -> int:
         qemu_coroutine_enter(s.co[i])
     aio_wait_while(qemu_get_aio_context(), lambda: s.running_coroutines > 0)
     if s.ret == 0 and s.compressed:
-        _align_file_end(blk_bs(s.target))
+        ret = _signal_eof(blk_bs(s.target))
+        if ret < 0:
+            return ret
     if s.ret == 0:
         ret = run_co(blk_co_flush, s.target)
         if ret < 0:
@@ -418,6 +425,34 @@ def convert_do_copy(s: ImgConvertState) -> int:
                          % (s.total_sectors * BDRV_SECTOR_SIZE, os.strerror(-ret)))
             return ret
     return s.ret
+
+
+def _copy_range_ok(s: ImgConvertState) -> bool:
+    """Whether blk_co_copy_range works between the sources and the target:
+    file-posix below raw or qcow2 on both sides (qcow has no copy_range; a
+    qcow2 compressed or encrypted cluster refuses it).  QEMU:
+    bdrv_co_copy_range_from/to, qcow2_co_copy_range_from/to."""
+    from gqemu.block import blk_bs
+    for blk in list(s.src) + [s.target]:
+        bs: Any = blk_bs(blk)
+        if bs is None or bs.drv is None or bs.drv.format_name not in ("raw", "qcow2", "file"):
+            return False
+        if getattr(bs.drv, "crypt_method_header", 0):
+            return False
+    return True
+
+
+def _signal_eof(bs: Any) -> int:
+    """The zero-length compressed write that ends a compressed convert:
+    qcow2 rounds its file up to whole sectors; qcow refuses it (-EINVAL: not
+    the image's end), and QEMU 7.2's convert fails, silently.
+    QEMU: convert_do_copy's blk_pwrite_compressed(s->target, 0, 0, NULL)."""
+    if bs.drv.format_name == "qcow":
+        from gqemu.block.qiov import qemu_iovec_init_buf
+        return run_co(bs.drv.bdrv_co_pwritev_compressed, bs, 0, 0,
+                      qemu_iovec_init_buf(bytearray()))
+    _align_file_end(bs)
+    return 0
 
 
 def _align_file_end(bs: Any) -> None:

@@ -36,11 +36,15 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
     """qemu-img create (``open_backing``: unless -u, the backing image is
     opened first, for its size and to check it exists; convert creates
     without opening it).  QEMU: bdrv_img_create."""
-    if fmt not in ("raw", "qcow2"):
+    if fmt not in ("raw", "qcow2", "qcow"):
         from gqemu.cli.qemu_img_out import creation_error
         raise ImgError("%s: %s" % (filename, creation_error(fmt)))
+    _check_create_opts(filename, fmt, o)
     if backing is not None and fmt == "raw":
         raise ImgError("%s: Backing file not supported for file format 'raw'" % filename)
+    if backing_fmt is not None and fmt == "raw":
+        raise ImgError("%s: Backing file format not supported for file format 'raw'"
+                       % filename)
     if backing == filename:                 # an image would be its own backing file
         raise ImgError("%s: Error: Trying to create an image with the same filename as "
                        "the backing file" % filename)
@@ -58,8 +62,45 @@ def create_image(filename: str, fmt: str, size: Optional[int], backing: Optional
         raise ImgError("%s: Image creation needs a size parameter" % filename)
     if fmt == "raw":
         _create_raw(filename, size, o, quiet)
+    elif fmt == "qcow":
+        from gqemu.cli.qemu_img_create_qcow import create_qcow
+        create_qcow(filename, size, backing, backing_fmt, o, quiet, _repeat_opt_warnings,
+                    _host_path(filename))
     else:
         _create_qcow2(filename, size, backing, backing_fmt, o, quiet)
+
+
+_BOOLS = ("on", "off", "true", "false", "yes", "no")
+
+
+def _check_create_opts(filename: str, fmt: str, o: dict[str, str]) -> None:
+    """The ``-o`` names and values against the format's and the protocol's
+    create options, in the order given, before anything else (the size
+    included) is checked.  Raises ImgOptError.  QEMU: bdrv_img_create's
+    qemu_opts_do_parse."""
+    from gqemu.block import bdrv_drivers
+    from gqemu.block.block_int import BlockError, parse_option_size
+    from gqemu.block.driver import bdrv_find_protocol
+    drv = bdrv_drivers.get(fmt)
+    proto = bdrv_find_protocol(_host_path(filename) if filename.startswith("file:")
+                               else filename)
+    types = {d[0]: d[1] for d in list(drv.create_opts if drv else ())
+             + list(proto.create_opts if proto else ())}
+    for k, v in o.items():
+        t = types.get(k)
+        if t is None:
+            raise ImgOptError("%s: Invalid parameter '%s'" % (filename, k))
+        if t == "bool" and v not in _BOOLS:
+            raise ImgOptError("%s: Parameter '%s' expects 'on' or 'off'" % (filename, k))
+        if t == "num":
+            from gqemu.cutils import qemu_strtol
+            if qemu_strtol(v)[0] < 0:
+                raise ImgOptError("%s: Parameter '%s' expects a number" % (filename, k))
+        if t == "size":
+            try:
+                parse_option_size(k, v)
+            except BlockError as e:
+                raise ImgOptError("%s: %s" % (filename, e.msg), tail=e.hint)
 
 
 def _backing_size(filename: str, backing: str, backing_fmt: Optional[str]

@@ -104,11 +104,11 @@ def create_qcow2(filename: str, size: int, backing: Optional[str], backing_fmt: 
         elif k == "compat":
             compat = v
         elif k == "refcount_bits":
-            try:
-                c.refcount_bits = int(v)
-            except ValueError:
+            from gqemu.cutils import qemu_strtol
+            ret, c.refcount_bits = qemu_strtol(v)        # QemuOpts' number: base 0
+            if ret < 0:
                 raise ImgOptError("%s: Parameter 'refcount_bits' expects a number"
-                                  % filename) from None
+                                  % filename)
         elif k == "data_file":
             c.data_file = v
         elif k in ("lazy_refcounts", "extended_l2", "encryption", "data_file_raw"):

@@ -19,16 +19,17 @@ from gqemu.cli.qemu_img_tool import (ImgError, blk_close, error_report, img_open
 INT64_MAX = (1 << 63) - 1
 
 
-def _cvtnum(name: str, value: str) -> int:
-    """QEMU: cvtnum (qemu_strtosz, bytes by default)."""
+def _cvtnum(name: str, value: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    """A size in [lo, hi].  QEMU: cvtnum_full (qemu_strtosz, bytes by
+    default)."""
     try:
         n = parse_option_size(name, value)
     except ImgError:
         raise ImgError("Invalid %s specified. You may use k, M, G, T, P or E suffixes for\n"
                        "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
                        % name) from None
-    if n > INT64_MAX:
-        raise ImgError("Invalid %s specified. Must be between 0 and %d." % (name, INT64_MAX))
+    if not lo <= n <= hi:
+        raise ImgError("Invalid %s specified. Must be between %d and %d." % (name, lo, hi))
     return n
 
 
@@ -52,10 +53,8 @@ def img_dd(argv: list[str]) -> int:
         key, eq, value = arg.partition("=")
         if not eq:
             raise ImgError("unrecognized operand %s" % arg)
-        if key == "bs":
-            bsz = _cvtnum("bs", value)
-            if bsz == 0 or bsz > 0x7fffffff:
-                raise ImgError("Invalid bs specified. Must be between 1 and 2147483647.")
+        if key == "bs":         # cvtnum_full("bs", arg, 1, INT_MAX)
+            bsz = _cvtnum("bs", value, 1, 0x7fffffff)
         elif key == "count":
             count = _cvtnum("count", value)
         elif key == "skip":
@@ -66,7 +65,7 @@ def img_dd(argv: list[str]) -> int:
             outfile = value
         else:
             raise ImgError("unrecognized operand %s" % key)
-    if not infile or not outfile:
+    if infile is None or outfile is None:
         raise ImgError("Must specify both input and output files")
     from gqemu.block import blk_getlength, blk_pread, blk_pwrite
     from gqemu.block.driver import BlockError
@@ -77,14 +76,15 @@ def img_dd(argv: list[str]) -> int:
         if size < 0:
             raise ImgError("Failed to get size for '%s'" % infile)
         in_offset = 0
-        if skip is not None:
-            if INT64_MAX // bsz < skip or size < bsz * skip:
-                error_report("%s: cannot skip to specified offset" % infile)
-                size = 0                       # an empty output, as dd(1)
-            else:
-                in_offset = skip * bsz
         if count is not None and count <= INT64_MAX // bsz and count * bsz < size:
             size = count * bsz
+        # a skip past the input: an empty output, then the error (img_dd
+        # reports it once the output exists and is open)
+        past_end = skip is not None and (INT64_MAX // bsz < skip or size < bsz * skip)
+        if past_end:
+            size = 0
+        elif skip is not None:
+            in_offset = skip * bsz
         size = 0 if size < in_offset else size - in_offset
         try:
             create_image(outfile, out_fmt, size, None, None, {}, True)
@@ -95,6 +95,8 @@ def img_dd(argv: list[str]) -> int:
             raise ImgError("%s: error while creating output image: %s" % (outfile, msg),
                            e.status, e.tail) from None
         dst = img_open(outfile, out_fmt, True)
+        if past_end:
+            error_report("%s: cannot skip to specified offset" % infile)
         try:
             in_pos, out_pos = in_offset, 0
             while out_pos < size:

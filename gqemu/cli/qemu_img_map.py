@@ -47,10 +47,10 @@ def img_map(argv: list[str]) -> int:
             start = cvtnum("start offset", v)
         elif o in ("-l", "--max-length"):
             max_length = cvtnum("max length", v)
-    if output not in ("human", "json"):
-        raise ImgError("--output must be used with human or json as argument.")
     if len(args) != 1:
         raise usage_error("Expecting one image file name")
+    if output not in ("human", "json"):
+        raise ImgError("--output must be used with human or json as argument.")
     blk = img_open(args[0], fmt, image_opts=image_opts, force_share=force_share)
     try:
         ret, text = run_co(map_co, blk, output, start, max_length)

@@ -13,7 +13,7 @@ QEMU: qemu-img.c (error_exit, cvtnum, img_open), util/error-report.c.
 from __future__ import annotations
 
 import errno
-import getopt
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -60,98 +60,66 @@ class HelpExit(ImgError):
 
 
 def parse_args(argv: list[str], short: str, longs: list[str],
-               glibc_errors: bool = False) -> tuple[list, list[str]]:
-    """getopt with qemu-img's one-line errors; ``glibc_errors``: a command
-    whose optstring lacks the leading ':' (measure), where glibc prints its
-    own message under the command's name and the command shows its help."""
-    try:
-        opts, args = getopt.gnu_getopt(argv, short, longs)
-    except getopt.GetoptError as e:
-        if glibc_errors:
-            # glibc's own line, as qemu-io's getopt prints it
-            from gqemu.cli.qemu_io_getopt import Getopt
-            longopts = {n.rstrip("="): (n.endswith("="), n) for n in longs}
-            for c, _arg in Getopt([CMD] + argv, short, longopts, prog=CMD):
-                if c == "?":
-                    break
-            raise HelpExit() from None
-        missing = "requires argument" in e.msg
-        name = ("-" if len(e.opt) == 1 else "--") + e.opt
-        found = glibc_getopt_error([CMD] + argv, short, longs)
-        if found:                       # QEMU names argv[optind - 1]
-            missing, name = found
-        if missing:
-            raise usage_error("missing argument for option '%s'" % name)
-        raise usage_error("unrecognized option '%s'" % name)
-    for o, v in opts:
-        if o == "--object":
-            user_creatable_add(v)
-    return opts, args
+               glibc_errors: bool = False, object_status: int = 1) -> tuple[list, list[str]]:
+    """The options (``("-f", value)``, ``("--output", value)``) and operands
+    of a command's ``argv`` (without the command name), scanned by glibc's
+    getopt_long (qemu_io_getopt.Getopt) in order: ``-h``/``--help`` shows
+    the help, ``--object`` is created, and the first error ends the command
+    as qemu-img's missing_argument / unrecognized_option do, naming
+    ``argv[optind - 1]`` of glibc's permuted argv.  ``longs``: the long
+    names, ``=`` when they take a value; ``glibc_errors``: a command whose
+    optstring lacks the leading ':' (measure), where glibc prints its own
+    message under the command's name and the command shows its help.
 
-
-def glibc_getopt_error(argv: list[str], short: str,
-                       longs: list[str]) -> Optional[tuple[bool, str]]:
-    """(missing argument?, argv[optind - 1]) at glibc getopt_long's first
-    error over ``argv`` (argv[0] the command), as qemu-img's
-    missing_argument / unrecognized_option name it: glibc moves the
-    non-options it skipped behind the options as it scans, and advances
-    optind past a short option only on the last letter of its word, so the
-    word named is often not the bad option's.  None: no error."""
-    argv, argc = list(argv), len(argv)
-    wants = {n.rstrip("="): n.endswith("=") for n in longs}
-    optind = first = last = 1
-    rest = ""
-
-    def exchange() -> None:     # the skipped non-options go after the options
-        nonlocal first, last
-        argv[first:optind] = argv[last:optind] + argv[first:last]
-        first, last = first + optind - last, optind
-
-    while True:
-        if not rest:
-            last, first = min(last, optind), min(first, optind)
-            if first != last and last != optind:
-                exchange()
-            elif last != optind:
-                first = optind
-            while optind < argc and (argv[optind][:1] != "-" or argv[optind] == "-"):
-                optind += 1
-            last = optind
-            if optind != argc and argv[optind] == "--":
-                optind += 1
-                if first != last and last != optind:
-                    exchange()
-                return None
-            if optind == argc:
-                return None
-            word = argv[optind]
-            if word.startswith("--"):
-                name, eq, _ = word[2:].partition("=")
-                optind += 1
-                hits = [n for n in wants if n == name] or [n for n in wants
-                                                          if n.startswith(name)]
-                if len(hits) != 1 or (eq and not wants[hits[0]]):
-                    return False, argv[optind - 1]
-                if wants[hits[0]] and not eq:
-                    if optind == argc:
-                        return True, argv[optind - 1]
-                    optind += 1
-                continue
-            rest = word[1:]
-        c, rest = rest[0], rest[1:]
-        if not rest:
-            optind += 1
-        i = short.find(c)
-        if i < 0 or c == ":":
-            return False, argv[optind - 1]
-        if short[i + 1:i + 2] == ":":
-            if rest:
-                optind += 1
-            elif optind == argc:
-                return True, argv[optind - 1]
+    An error after options the command must act on first (a bad ``-r``
+    value before an unknown option) is raised when the caller's loop over
+    the options reaches it (Opts)."""
+    from gqemu.cli.qemu_io_getopt import Getopt
+    longopts = {n.rstrip("="): (n.endswith("="), "--" + n.rstrip("=")) for n in longs}
+    if "help" in longopts:
+        longopts["help"] = (False, "h")
+    g = Getopt([CMD] + argv, ("" if glibc_errors else ":") + short, longopts, prog=CMD)
+    g.messages = []
+    opts = Opts()
+    for c, v in g:
+        if c == "h":
+            opts.error = HelpExit()
+            break
+        if c in "?:":
+            if glibc_errors:
+                opts.error = HelpExit()
+                opts.message = "".join(g.messages)
             else:
-                optind += 1
-            rest = ""
+                word = g.argv[g.optind - 1]
+                opts.error = usage_error("missing argument for option '%s'" % word
+                                         if c == ":" else "unrecognized option '%s'" % word)
+            break
+        o = c if c.startswith("--") else "-" + c
+        if o == "--object":             # exit status object_status (compare: 2)
+            try:
+                user_creatable_add(v or "")
+            except ImgError as e:
+                e.status = object_status
+                raise
+        opts.append((o, v))
+    else:
+        return opts, g.args
+    return opts, []
+
+
+class Opts(list):
+    """A command's options up to a command-line error, which iterating over
+    them raises once the options before it are seen (QEMU's getopt loop acts
+    on each option as it comes, then fails on the bad one)."""
+
+    error: Optional[ImgError] = None
+    message = ""            # glibc's own line before a HelpExit (measure)
+
+    def __iter__(self) -> Any:
+        yield from super().__iter__()
+        if self.error is not None:
+            sys.stderr.write(self.message)
+            raise self.error
 
 
 def cvtnum(name: str, value: str, top: int = 0) -> int:
@@ -199,14 +167,68 @@ def qemu_strtol(text: str) -> Optional[int]:
     return None if ret else val
 
 
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
 def user_creatable_add(spec: str) -> None:
     """``--object``: a ``secret`` goes to the block layer's table
     (crypto_secret.py); other object types are ignored.  Raises ImgError.
     QEMU: user_creatable_process_cmdline."""
     from gqemu.block.crypto_secret import secret_object_add
+    from gqemu.block.drive_opts import qemu_opts_split
+    for n, item in enumerate(qemu_opts_split(spec)):
+        key, eq, _ = item.partition("=")
+        if (eq or n) and not all(_KEY.match(f) for f in key.split(".")):
+            raise ImgError("Invalid parameter '%s'" % key)      # keyval's key syntax
     msg = secret_object_add(spec)
     if msg:
         raise ImgError(msg)
+    if msg == "":
+        _check_object_type(spec)
+
+
+# QAPI's ObjectType values (qapi/qom.json, QEMU 7.2) that qemu-img does not
+# build, and the first required property of those it builds (its message
+# when missing); other types pass unchecked
+_NOT_CREATABLE = ("can-bus", "cryptodev-backend", "cryptodev-backend-builtin", "iothread",
+                  "pef-guest", "rng-builtin", "rng-random", "s390-pv-guest")
+_REQUIRED = {"authz-listfile": "filename", "authz-pam": "service", "authz-simple": "identity",
+             "can-host-socketcan": "if", "colo-compare": "primary_in",
+             "cryptodev-vhost-user": "chardev", "dbus-vmstate": "addr",
+             "filter-buffer": "netdev", "filter-dump": "netdev", "filter-mirror": "netdev",
+             "filter-redirector": "netdev", "filter-replay": "netdev",
+             "filter-rewriter": "netdev", "input-barrier": "name", "input-linux": "evdev",
+             "memory-backend-epc": "size", "memory-backend-file": "size",
+             "memory-backend-memfd": "size", "memory-backend-ram": "size",
+             "pr-manager-helper": "path", "qtest": "chardev", "rng-egd": "chardev",
+             "secret_keyring": "serial", "sev-guest": "reduced-phys-bits",
+             "x-remote-object": "fd", "x-vfio-user-server": "socket"}
+_OTHERS = ("authz-list", "authz-list-file", "main-loop", "thread-context", "throttle-group",
+           "tls-cipher-suites", "tls-creds-anon", "tls-creds-psk", "tls-creds-x509")
+
+
+def _check_object_type(spec: str) -> None:
+    """A non-secret ``--object``: QEMU's errors for a missing or unknown
+    type, a type qemu-img lacks, a missing first required property.
+    QEMU: user_creatable_add_from_str (the ObjectOptions visitor)."""
+    from gqemu.block.drive_opts import qemu_opts_split
+    props: dict[str, str] = {}
+    for n, item in enumerate(qemu_opts_split(spec)):
+        k, eq, v = item.partition("=")
+        if not eq and n == 0:
+            k, v = "qom-type", item
+        if not k:
+            raise ImgError("Invalid parameter ''")
+        props[k] = v
+    t = props.get("qom-type")
+    if not t:
+        raise ImgError("Parameter 'qom-type' is missing")
+    if t in _NOT_CREATABLE:
+        raise ImgError("invalid object type: %s" % t)
+    if t not in _REQUIRED and t not in _OTHERS:
+        raise ImgError("Parameter 'qom-type' does not accept value '%s'" % t)
+    if t in _REQUIRED and _REQUIRED[t] not in props:
+        raise ImgError("Parameter '%s' is missing" % _REQUIRED[t])
 
 
 def parse_o(opts: list[str]) -> dict[str, str]:
@@ -264,15 +286,42 @@ def accumulate_options(olist: list[str], v: str) -> None:
 
 def parse_image_opts(spec: str) -> dict[str, str]:
     """``--image-opts``: the filename is ``key=value,...`` (``,,`` escapes
-    a comma).  QEMU: qemu_opts_parse_noisily(qemu_img_opts...)."""
+    a comma); a first item without ``=`` is the ``file`` option, a later
+    one a short-form boolean (``foo`` on, ``nofoo`` off, with QemuOpts'
+    deprecation warning).  QEMU: qemu_opts_parse_noisily(qemu_source_opts),
+    whose implied option is "file"."""
     from gqemu.block.drive_opts import qemu_opts_split
     opts: dict[str, str] = {}
-    for item in qemu_opts_split(spec):
+    for i, item in enumerate(qemu_opts_split(spec)):
         if not item:
             continue
         k, eq, v = item.partition("=")
-        opts[k] = v if eq else "on"
+        if not eq and i == 0:
+            opts["file"] = k
+            continue
+        if not eq:
+            v = "on"
+            if k.startswith("no"):
+                k, v = k[2:], "off"
+            error_report("warning: short-form boolean option '%s' deprecated" % item)
+            sys.stderr.write("Please use %s=%s instead\n" % (k, v))
+        opts[k] = v
     return opts
+
+
+def _node_reference(filename: str, opts: dict) -> None:
+    """``file=NAME`` names an existing node, and qemu-img has none: QEMU's
+    errors (after an unknown driver's).  QEMU: bdrv_open_inherit's
+    reference lookup (bdrv_lookup_bs)."""
+    from gqemu.block.driver_registry import bdrv_find_format
+    ref = opts["file"]
+    if opts.get("driver") and bdrv_find_format(opts["driver"]) is None:
+        return
+    if any(k.startswith("file.") for k in opts):
+        raise ImgError("Could not open '%s': Cannot reference an existing block device "
+                       "with additional options or a new filename" % filename)
+    raise ImgError("Could not open '%s': Cannot find device='%s' nor node-name='%s'"
+                   % (filename, ref, ref))
 
 
 def img_open(filename: str, fmt: Optional[str], writable: bool = False,
@@ -289,11 +338,18 @@ def img_open(filename: str, fmt: Optional[str], writable: bool = False,
             raise ImgError("--image-opts and --format are mutually exclusive")
         opts = parse_image_opts(filename)
         name = None
+        if "file" in opts:
+            _node_reference(filename, opts)
     if force_share:
         if writable:
             raise ImgError("Could not open '%s': force-share=on can only be used with "
                            "read-only images" % filename)
         opts.setdefault("locking", "off")
+    if name == "":                 # bdrv_open with neither a name nor options
+        raise ImgError("Could not open '': The 'file' block driver requires a file name")
+    if image_opts and "driver" not in opts and not any(k == "file" or k.startswith("file.")
+                                                       for k in opts):
+        raise ImgError("Could not open '%s': Must specify either driver or file" % filename)
     opts.update({"readonly": "off" if writable else "on"})
     opts.setdefault("cache", cache)
     if fmt:
