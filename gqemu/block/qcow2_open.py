@@ -319,10 +319,19 @@ def qcow2_open_backing(bs: Qcow2BDS, s: Qcow2State, flags: int, chain: tuple,
         except OSError as e:
             raise BlockError(e.errno or errno.ENOENT, "Could not open backing file: "
                              "Could not open '%s': %s" % (path, e.strerror))
-        # no format recorded (a qcow version 1 image never has one): the
-        # backing file is probed, raw included (QEMU: bdrv_open_inherit's
-        # find_image_format; a probed raw node is marked so)
+        # no format recorded: the backing file is probed (QEMU:
+        # bdrv_open_inherit's find_image_format).  A qcow version 1 image
+        # never records one, and its backing file may probe as raw, as in
+        # QEMU.  A qcow2 image that lost its backing-format extension must
+        # not expose a host file that way (reliability T16, CVE-2015-1851
+        # class: QEMU would), so a raw result is refused there.
         fmt = "qcow2" if qcow2_probe(head, path) == 100 else None
+        if fmt is None and getattr(s, "format_name", "") != "qcow":
+            from gqemu.block.driver_registry import bdrv_probe_all
+            probed = bdrv_probe_all(head, path)
+            if probed is None or probed.format_name == "raw":
+                raise BlockError(errno.EINVAL, "Backing file '%s' has no backing format and "
+                                 "would be probed as raw; refusing (set backing_fmt)" % name)
     if fmt == "qcow2":
         opts[QCOW2_CHAIN_KEY] = chain
     if fmt is not None:
