@@ -186,6 +186,20 @@ def loop_leaks(before_fds: dict[int, str]) -> list[str]:
     return found
 
 
+def _close_aio_engines() -> None:
+    """Close the main context's io_uring ring and Linux AIO context, which
+    (as in QEMU) live as long as the context: the next test's loop should
+    not poll a ring an earlier test made (tests/block/test_request_cost.py
+    counts the Python calls of a request)."""
+    from gqemu.aio import _main_ctx
+    ctx = _main_ctx
+    if ctx is None or ctx.external:
+        return
+    for s in (ctx.linux_io_uring, ctx.linux_aio):
+        if s is not None:
+            s.close()
+
+
 def _reset_loop() -> None:
     """Forget what a leaking test left, so the next test starts clean."""
     from gqemu.aio import _main_ctx
@@ -212,6 +226,7 @@ def no_loop_leaks(request: pytest.FixtureRequest):  # type: ignore[no-untyped-de
         _reset_loop()
         return
     found = loop_leaks(before)
+    _close_aio_engines()
     if found:
         _reset_loop()
         if getattr(request.node, "_gqemu_call_passed", False):
