@@ -34,7 +34,7 @@ from typing import Any, Optional
 from greenlet import getcurrent
 
 from gqemu.aio import AioContext, aio_co_wake, aio_set_fd_handler
-from gqemu.block.io_uring import iovec_array
+from gqemu.block.io_uring_ring import iovec_array
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset
 from gqemu.coroutine import coroutine_fn, qemu_coroutine_entered, qemu_coroutine_yield
 from gqemu.threadpool.aiocb import QEMU_AIO_READ, QEMU_AIO_WRITE

@@ -36,7 +36,7 @@ def _gqemu(tool: str, args: list[str], cwd: Path, fail_setup: bool = False,
     if fail_setup:
         code += ["import gqemu.block.io_uring as u",
                  "def refuse(self, entries): raise OSError(errno.EPERM, 'refused')",
-                 "u._Ring.__init__ = refuse"]
+                 "u.IoUring.__init__ = refuse"]
     code += ["from gqemu.cli.%s import main" % tool[1:].replace("-", "_"),
              "sys.exit(main())"]
     return subprocess.run([sys.executable, "-c", "\n".join(code)] + args, cwd=cwd,
