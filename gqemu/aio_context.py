@@ -177,11 +177,6 @@ class AioContext:
         # Runs in the hub: only wake the parked greenlet.
         self._wake()
 
-    def _on_fd(self, h: Any) -> None:
-        # Runs in the hub: a handler's fd is readable; its io_read runs
-        # from the woken poll (gqemu.aio_posix.aio_dispatch_handlers).
-        h.revents = True
-        self._wake()
 
     def _wake(self) -> None:
         # Every parked poll wakes and re-checks; each was parked by a
@@ -234,10 +229,7 @@ class AioContext:
             timer.start(waiter.switch, None)
         handlers = self.handlers
         for h in handlers:          # watch their fds only while parked
-            if h.watcher is None:
-                h.watcher = hub.loop.io(h.fd, 1)
-                h.watcher.ref = False   # what they wait for counts in external
-            h.watcher.start(self._on_fd, h)
+            h.watch(self, hub.loop)
         try:
             waiter.get()
         except LoopExit:
@@ -248,8 +240,7 @@ class AioContext:
             if timer is not None:
                 timer.close()
             for h in handlers:
-                if h.watcher is not None:
-                    h.watcher.stop()
+                h.unwatch()
         return True
 
     def _poll_wait(self, budget: float) -> bool:

@@ -49,6 +49,24 @@ class AioHandler:
         self.watcher: Any = None        # the hub's io watcher, while there is a hub
         self.revents = False            # the watcher saw the fd readable
 
+    def watch(self, ctx: AioContext, loop: Any) -> None:
+        """Have the hub wake ``ctx``'s parked polls when the fd is
+        readable (AioContext._park, while it waits)."""
+        if self.watcher is None:
+            self.watcher = loop.io(self.fd, 1)
+            self.watcher.ref = False    # what it waits for counts in external
+        self.watcher.start(self._readable, ctx)
+
+    def _readable(self, ctx: AioContext) -> None:
+        # Runs in the hub; io_read runs from the woken poll
+        # (aio_dispatch_handlers).
+        self.revents = True
+        ctx._wake()
+
+    def unwatch(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
 
 def aio_set_fd_handler(ctx: AioContext, fd: int, is_external: bool,
                        io_read: Optional[Callable[[Any], Any]],
