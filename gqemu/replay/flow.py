@@ -205,6 +205,13 @@ class FlowCapture:
         from gqemu.coroutine import qemu_in_coroutine
         self.hooks.append(_GlobalHook(self, "coroutine", pool, "trace_thread_pool_submit",
                                       ("thread_pool_submit_aio",), qemu_in_coroutine))
+        # with aio=io_uring / aio=native the coroutine hands the request to
+        # the kernel instead (and there is no worker thread)
+        for modname, name, target in (("gqemu.block.io_uring", "trace_luring_co_submit",
+                                        "luring_co_submit"),
+                                       ("gqemu.block.linux_aio", "LinuxAioCB", "laio_co_submit")):
+            self.hooks.append(_GlobalHook(self, "coroutine", importlib.import_module(modname),
+                                          name, (target,), qemu_in_coroutine))
         if hasattr(aiocb, "os"):
             self.hooks.append(_OsProxy(self, aiocb))
         return self
@@ -224,7 +231,12 @@ class FlowCapture:
             out.append("-" * 79)
             out.append("%s: %s" % (self.TITLES[slot], " --> ".join(names) or "-"))
             out.append("-" * 79)
-            if not frames:
+            engine = [fr.function for fr in self.stacks.get("coroutine", [])[:1]]
+            if not frames and slot == "worker" and engine in (["luring_co_submit"],
+                                                              ["laio_co_submit"]):
+                out.append("(none: with aio=%s the kernel does the I/O, no worker thread)"
+                           % ("io_uring" if engine == ["luring_co_submit"] else "native"))
+            elif not frames:
                 out.append("(not reached: the guest made no block request)")
             else:
                 out.extend(fr.format(n) for n, fr in enumerate(frames))

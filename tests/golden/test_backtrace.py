@@ -129,3 +129,25 @@ def test_chains_from_a_real_vcpu(tmp_path):
         assert [m.group(2) for m in got[k]] == want, k
     args = dict(a.split("=", 1) for a in got["vcpu"][0].group(3).split(", "))
     assert args["offset"] == "0x0" and args["nbytes"] == "0x200"
+
+
+def test_io_uring_chain_ends_at_the_ring(tmp_path):
+    """With ``aio=io_uring`` the coroutine hands the request to the kernel
+    (``luring_co_submit``, QEMU's block/io_uring.c) below the seed's block
+    path, and the report says there is no worker thread, not that the
+    guest made no request."""
+    disk = tmp_path / "d.img"
+    with open(disk, "wb") as f:
+        f.truncate(1 << 20)
+    p = subprocess.run([sys.executable, "-c", "import sys; from gqemu.cli.main import main; "
+                        "sys.exit(main())", "run",
+                        str(ROOT / "scripts" / "examples" / "read_lba0.py"), "--backtrace",
+                        "--drive", "file=%s,format=raw,aio=io_uring" % disk],
+                       cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = parse_report(p.stdout)
+    chain = [m.group(2) for m in got["coroutine"]]
+    want = golden()["coroutine"]
+    assert chain[0] == "luring_co_submit" and chain[1] == "raw_co_prw"
+    assert chain[2:] == want[want.index("raw_co_prw") + 1:]
+    assert "(none: with aio=io_uring the kernel does the I/O, no worker thread)" in p.stdout
