@@ -43,19 +43,17 @@ IO_URING_SQE = struct.Struct("<BBHiQQIIQHHiQQ")
 _CQE = struct.Struct("<Qi")            # user_data, res (flags not needed)
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
 
-_syscall_setup: Any = None
 _syscall_enter: Any = None
 
 
-def _syscalls() -> None:
-    global _syscall_setup, _syscall_enter
-    libc = ctypes.CDLL(None, use_errno=True)
-    _syscall_setup = libc["syscall"]      # a function object of its own
-    _syscall_setup.restype = ctypes.c_long
-    _syscall_setup.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p)
-    _syscall_enter = libc["syscall"]
-    _syscall_enter.restype = ctypes.c_long
-    _syscall_enter.argtypes = (ctypes.c_long,) * 7
+def libc_syscall(nargs: int) -> Any:
+    """glibc's syscall(2) as a ctypes function of ``nargs`` longs (the
+    number first), errno kept for ``ctypes.get_errno``: one function object
+    per caller, so each keeps its own argument types (both AIO engines)."""
+    f = ctypes.CDLL(None, use_errno=True)["syscall"]
+    f.restype = ctypes.c_long
+    f.argtypes = (ctypes.c_long,) * nargs
+    return f
 
 
 class IoUring:
@@ -63,10 +61,11 @@ class IoUring:
     QEMU: struct io_uring (liburing)."""
 
     def __init__(self, entries: int) -> None:
-        if _syscall_setup is None:
-            _syscalls()
+        global _syscall_enter
+        if _syscall_enter is None:
+            _syscall_enter = libc_syscall(7)
         params = ctypes.create_string_buffer(_PARAMS.size)
-        fd = _syscall_setup(_NR_IO_URING_SETUP, entries, params)
+        fd = libc_syscall(3)(_NR_IO_URING_SETUP, entries, ctypes.addressof(params))
         if fd < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         self.fd = fd

@@ -34,7 +34,7 @@ from typing import Any, Optional
 from greenlet import getcurrent
 
 from gqemu.aio import AioContext, aio_co_wake, aio_set_fd_handler
-from gqemu.block.io_uring_ring import iovec_array
+from gqemu.block.io_uring_ring import iovec_array, libc_syscall
 from gqemu.block.qiov import QEMUIOVector, qemu_iovec_memset
 from gqemu.coroutine import coroutine_fn, qemu_coroutine_entered, qemu_coroutine_yield
 from gqemu.threadpool.aiocb import QEMU_AIO_READ, QEMU_AIO_WRITE
@@ -64,10 +64,7 @@ _syscall: Any = None
 def _sys(*args: int) -> int:
     global _syscall
     if _syscall is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        _syscall = libc["syscall"]
-        _syscall.restype = ctypes.c_long
-        _syscall.argtypes = (ctypes.c_long,) * 6
+        _syscall = libc_syscall(6)
     ret = _syscall(*(args + (0,) * (6 - len(args))))
     return ret if ret >= 0 else -ctypes.get_errno()  # type: ignore[no-any-return]
 
