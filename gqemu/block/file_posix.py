@@ -58,6 +58,28 @@ _io_uring: Any = None        # gqemu.block.io_uring, imported by the first aio=i
 _linux_aio: Any = None       # gqemu.block.linux_aio, imported by the first aio=native open
 
 
+def _setup_aio_engine(ctx: Any, aio: str) -> None:
+    """The context's io_uring ring or Linux AIO context, made on first use
+    (the engine's module, and ctypes, imported then: not on start-up).
+    Raises BlockError with QEMU 7.2's words.  QEMU: raw_open_common's
+    aio_setup_linux_io_uring / aio_setup_linux_aio."""
+    global _io_uring, _linux_aio
+    try:
+        if aio == "io_uring":
+            import gqemu.block.io_uring as _io_uring
+            _io_uring.aio_setup_linux_io_uring(ctx)
+        else:
+            import gqemu.block.linux_aio as _linux_aio
+            _linux_aio.aio_setup_linux_aio(ctx)
+    except OSError as e:
+        err = e.errno or errno.EIO
+        if aio == "io_uring":   # (QEMU 7.2 prints no errno: liburing leaves errno 0)
+            msg = "Unable to use io_uring: failed to init linux io_uring ring"
+        else:
+            msg = "Unable to use native AIO: %s: %s" % (e.strerror, os.strerror(err))
+        raise BlockError(err, msg) from None
+
+
 def _lock_op(fd: int, cmd: int, ltype: int, start: int) -> int:
     res = fcntl.fcntl(fd, cmd, struct.pack(_FLOCK, ltype, os.SEEK_SET, start, 1, 0))
     return struct.unpack(_FLOCK, res)[0]
@@ -168,25 +190,12 @@ class BdrvFile(BlockDriver):
             os.close(fd)                   # host_device, host_cdrom (host_device.py)
             raise BlockError(errno.EINVAL, "'%s' driver requires '%s' to be either a "
                              "character or block device" % (self.format_name, filename))
-        if aio == "io_uring":
-            global _io_uring
-            import gqemu.block.io_uring as _io_uring   # ctypes: not on start-up
+        if aio in ("io_uring", "native"):
             try:
-                _io_uring.aio_setup_linux_io_uring(bdrv_get_aio_context(bs))
-            except OSError as e:
+                _setup_aio_engine(bdrv_get_aio_context(bs), aio)
+            except BlockError:
                 os.close(fd)
-                # (QEMU 7.2 prints no errno here: liburing leaves errno 0)
-                raise BlockError(e.errno or errno.EIO, "Unable to use io_uring: failed to "
-                                 "init linux io_uring ring") from None
-        if aio == "native":
-            global _linux_aio
-            import gqemu.block.linux_aio as _linux_aio   # ctypes: not on start-up
-            try:
-                _linux_aio.aio_setup_linux_aio(bdrv_get_aio_context(bs))
-            except OSError as e:
-                os.close(fd)
-                raise BlockError(e.errno or errno.EIO, "Unable to use native AIO: %s: %s"
-                                 % (e.strerror, os.strerror(e.errno or errno.EIO))) from None
+                raise
         self.use_linux_io_uring = aio == "io_uring"
         self.use_linux_aio = aio == "native"
         self.fd = fd
