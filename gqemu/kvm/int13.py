@@ -250,15 +250,15 @@ def _fill_edd(bs: Any, r: Call, disk: dict) -> int:
     size = struct.unpack_from("<H", ram, p)[0]
     if size < 26:
         return DISK_RET_EPARAM
-    if disk.get("kind") == "virtio":
-        virtio_fill_edd(bs, p, size, disk)
-        return DISK_RET_SUCCESS
     npc, nph, nps, lba = disk["cyls"], disk["heads"], disk["spt"], disk["sectors"]
     if lba > nps * nph * 0x3FFF:
         infos, cyls = 0x00, 0x3FFF
     else:
         infos, cyls = 0x02, npc
     struct.pack_into("<HHIIIQH", ram, p, 26, infos, cyls, nph, nps, lba, 512)
+    if disk.get("kind") == "virtio":
+        virtio_fill_edd(bs, p, size, disk)
+        return DISK_RET_SUCCESS
     if size < 30:
         return DISK_RET_SUCCESS
     struct.pack_into("<H", ram, p, 30)

@@ -172,14 +172,9 @@ def virtio_transfer(bs: Any, io: Any, disk: dict, lba: int, count: int, addr: in
 
 
 def virtio_fill_edd(bs: Any, p: int, size: int, disk: dict) -> None:
-    """SeaBIOS: fill_generic_edd for a virtio-blk disk (``size`` >= 26)."""
+    """SeaBIOS: fill_generic_edd for a virtio-blk disk (``size`` >= 26),
+    past the 26-byte head int13's caller already wrote for every disk."""
     ram = bs.ram
-    npc, nph, nps, lba = disk["cyls"], disk["heads"], disk["spt"], disk["sectors"]
-    if lba > nps * nph * 0x3FFF:
-        infos, cyls = 0x00, 0x3FFF
-    else:
-        infos, cyls = 0x02, npc
-    struct.pack_into("<HHIIIQH", ram, p, 26, infos, cyls, nph, nps, lba, 512)
     n = 26
     if size >= 30:
         struct.pack_into("<H", ram, p, 30)
