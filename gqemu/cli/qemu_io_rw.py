@@ -74,14 +74,14 @@ def qemu_io_alloc(io: QemuIO, count: int, fill: Any) -> Any:
     O_DIRECT, so the request reaches the AIO engines instead of the
     thread pool's bounce buffer, as qemu-io's buffers do in QEMU).
     QEMU: qemu_io_alloc (blk_blockalign)."""
-    data = bytes((fill,)) * count if isinstance(fill, int) else fill
     bs = blk_bs(io.blk) if io.blk is not None else None
     if count and bs is not None and bs.bl.min_mem_alignment > 1:
         from gqemu.block.io_driver import qemu_blockalign
         buf = qemu_blockalign(bs, count)
-        buf[:] = data
+        buf[:] = bytes((fill,)) * count if isinstance(fill, int) else fill
         return buf
-    return bytearray(data)
+    # one allocation, as before alignment mattered (a 1 GiB read is 1 GiB)
+    return bytearray((fill,)) * count if isinstance(fill, int) else bytearray(fill)
 
 
 # ------------------------------------------------------------------ read
